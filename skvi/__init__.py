@@ -1,0 +1,19 @@
+"""skvi: Gaussian mixtures by EM and variational inference on one exact ELBO.
+
+EM is the special case of variational inference in which q(Z) is the exact
+posterior and the parameters are point estimates; both estimators here climb
+one evidence lower bound computed by one shared core.
+"""
+
+from ._covariance import DegenerateComponentError
+from ._elbo import ELBODecomposition
+from ._em import EMGaussianMixture
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DegenerateComponentError",
+    "ELBODecomposition",
+    "EMGaussianMixture",
+    "__version__",
+]

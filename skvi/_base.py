@@ -1,0 +1,468 @@
+"""Machinery shared by both estimators.
+
+Validation, initialisation, the coordinate-ascent loop (with ``n_init`` and
+``warm_start``), the ELBO bookkeeping and the predict/score plumbing live
+here. An estimator supplies only what differs between EM and VI: how
+summed statistics become parameters (M-step or conjugate update), what the
+E-step needs from those parameters, the KL terms, and how it scores new data.
+"""
+
+import warnings
+from dataclasses import dataclass
+from numbers import Integral, Real
+from time import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._covariance import covariance_unit
+from ._elbo import ELBODecomposition, expected_log_joint
+from ._initialization import initial_responsibilities
+from ._stats import (
+    assigned_statistics,
+    e_step,
+    empty_components,
+    normalize_log_rows,
+    reference_points,
+    row_chunks,
+    statistics_of_assignment,
+)
+from ._validation import check_enough_samples, check_sample_weight
+
+
+@dataclass
+class _AscentRun:
+    """The outcome of one initialisation's coordinate ascent."""
+
+    state: object
+    half_steps: list
+    n_iter: int
+    converged: bool
+
+    @property
+    def lower_bound(self):
+        return self.half_steps[-1]
+
+
+class BaseGaussianMixture(DensityMixin, BaseEstimator):
+    """Base class of skvi's mixtures; not for direct use."""
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [
+            StrOptions({"kmeans", "k-means++", "random", "random_from_data"})
+        ],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    # ------------------------------------------------------------------
+    # Hooks an estimator implements.
+
+    def _prepare(self, X, sample_weight, unit):
+        """Validate data-dependent parameters; return a fit context."""
+        raise NotImplementedError
+
+    def _update(self, moments, unit, context, previous):
+        """New parameters (M-step) or q(theta) (conjugate update)."""
+        raise NotImplementedError
+
+    def _expectations(self, state, unit):
+        """The :class:`ComponentExpectations` of a state."""
+        raise NotImplementedError
+
+    def _kl_terms(self, state, unit, context):
+        """``(KL of the weights, KL of the components)`` of a state."""
+        raise NotImplementedError
+
+    def _state_from_attributes(self, unit):
+        """The state stored in the fitted attributes."""
+        raise NotImplementedError
+
+    def _store_state(self, state, unit, dtype):
+        """Set the fitted attributes from a state."""
+        raise NotImplementedError
+
+    def _component_log_density(self, unit):
+        """A function mapping rows to ``log(weight_k density_k(x))``."""
+        raise NotImplementedError
+
+    def _sample_component(self, rng, unit, component, n_samples):
+        """Draws from one component of the fitted density."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------
+    # Fitting.
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the mixture by coordinate ascent on the ELBO.
+
+        The fit runs ``n_init`` times and keeps the run with the largest
+        final lower bound. Each run alternates the E-step (q(Z)) and the
+        M-step (EM) or conjugate update (VI) until the per-sample ELBO
+        changes by less than ``tol``, and ends with an E-step, so
+        ``lower_bound_`` is the ELBO of the stored parameters.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data. float32 input is kept float32.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights, read as repeat counts. None means 1.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._validate_params()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        check_enough_samples(sample_weight, self.n_components)
+        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        context = self._prepare(X, sample_weight, unit)
+
+        warm = self.warm_start and self._has_state_for(unit)
+        rng = check_random_state(self.random_state)
+        best = None
+        for init in range(1 if warm else self.n_init):
+            self._print_init_start(init)
+            if warm:
+                state = self._state_from_attributes(unit)
+            else:
+                state = self._initial_state(X, sample_weight, unit, context, rng)
+            run = self._ascend(X, sample_weight, unit, context, state)
+            self._print_init_end(run)
+            if best is None or run.lower_bound > best.lower_bound:
+                best = run
+
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different "
+                "init parameters, or increase max_iter, tol, or check for "
+                "degenerate data.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self._store_state(best.state, unit, X.dtype)
+        self._store_run(best)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit the mixture and return the component of each row of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights, read as repeat counts.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Equal to ``fit(X).predict(X)``.
+        """
+        return self.fit(X, sample_weight=sample_weight).predict(X)
+
+    def _has_state_for(self, unit):
+        if not hasattr(self, "converged_"):
+            return False
+        return self.means_.shape == (unit.n_components, unit.n_features)
+
+    def _initial_state(self, X, sample_weight, unit, context, rng):
+        responsibilities = initial_responsibilities(
+            X, sample_weight, self.n_components, self.init_params, rng
+        )
+        stats = statistics_of_assignment(X, sample_weight, unit, responsibilities)
+        empty = empty_components(stats.moments)
+        if np.any(empty):
+            raise ValueError(
+                f"init_params={self.init_params!r} left component "
+                f"{int(np.flatnonzero(empty)[0])} without samples (X may have "
+                "fewer distinct rows than n_components). Use fewer components "
+                "or another init_params."
+            )
+        return self._update(stats.moments, unit, context, previous=None)
+
+    def _e_step(self, X, sample_weight, unit, state):
+        return e_step(
+            X, sample_weight, unit, self._expectations(state, unit), self.reg_covar
+        )
+
+    def _elbo(self, stats, state, unit, context):
+        """Per-sample ELBO of q(Z) (through its statistics) and the state."""
+        expectations = self._expectations(state, unit)
+        data = expected_log_joint(stats.moments, expectations, unit, self.reg_covar)
+        kl_weights, kl_components = self._kl_terms(state, unit, context)
+        elbo = data + stats.entropy - kl_weights - kl_components
+        return elbo / stats.total_weight
+
+    def _ascend(self, X, sample_weight, unit, context, state):
+        """Coordinate ascent from ``state``; every half-step is recorded."""
+        stats = self._e_step(X, sample_weight, unit, state)
+        half_steps = [self._elbo(stats, state, unit, context)]
+        converged, n_iter = False, 0
+        for n_iter in range(1, self.max_iter + 1):
+            previous_bound = half_steps[-1]
+            state = self._update(stats.moments, unit, context, previous=state)
+            # ELBO(q_old, theta_new): the M-step half of the iteration.
+            half_steps.append(self._elbo(stats, state, unit, context))
+            stats = self._e_step(X, sample_weight, unit, state)
+            half_steps.append(self._elbo(stats, state, unit, context))
+            change = half_steps[-1] - previous_bound
+            self._print_iteration(n_iter, change)
+            if abs(change) < self.tol:
+                converged = True
+                break
+        return _AscentRun(state, half_steps, n_iter, converged)
+
+    def _store_run(self, run):
+        self.half_step_lower_bounds_ = np.asarray(run.half_steps)
+        self.lower_bounds_ = self.half_step_lower_bounds_[::2].copy()
+        self.lower_bound_ = float(run.lower_bound)
+        self.n_iter_ = run.n_iter
+        self.converged_ = run.converged
+
+    # ------------------------------------------------------------------
+    # The ELBO of a fitted model.
+
+    def elbo_decomposition(self, X, sample_weight=None, responsibilities=None):
+        """The ELBO of the fitted model on X, split into its terms.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to evaluate the bound on.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights, read as repeat counts.
+        responsibilities : array-like of shape (n_samples, n_components), \
+default=None
+            A q(Z) to evaluate, rows summing to 1. None uses the optimal
+            q(Z) for the fitted parameters (the exact posterior for EM).
+
+        Returns
+        -------
+        ELBODecomposition
+            Every term divided by the total sample weight.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        context = self._fit_context(unit)
+        state = self._state_from_attributes(unit)
+        optimal = self._e_step(X, sample_weight, unit, state)
+        if responsibilities is None:
+            stats = optimal
+        else:
+            resp = _check_responsibilities(responsibilities, X.shape[0], unit)
+            stats = assigned_statistics(
+                X,
+                sample_weight,
+                unit,
+                lambda rows: resp[rows],
+                reference_points(unit, self._expectations(state, unit), X.dtype),
+            )
+        total = stats.total_weight
+        expectations = self._expectations(state, unit)
+        data = expected_log_joint(stats.moments, expectations, unit, self.reg_covar)
+        kl_weights, kl_components = self._kl_terms(state, unit, context)
+        elbo = (data + stats.entropy - kl_weights - kl_components) / total
+        log_likelihood = self._log_likelihood(optimal)
+        return ELBODecomposition(
+            expected_log_joint=data / total,
+            entropy=stats.entropy / total,
+            kl_weights=kl_weights / total,
+            kl_components=kl_components / total,
+            elbo=elbo,
+            log_likelihood=log_likelihood,
+            kl_gap=None if log_likelihood is None else log_likelihood - elbo,
+        )
+
+    def _fit_context(self, unit):
+        """The fit context rebuilt from fitted attributes."""
+        return None
+
+    def _log_likelihood(self, optimal_stats):
+        """Per-sample log evidence when the E-step is exact, else None."""
+        return None
+
+    # ------------------------------------------------------------------
+    # Predicting and scoring.
+
+    def _chunked_log_density(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        density = self._component_log_density(unit)
+        for rows in row_chunks(X.shape[0], unit.row_bytes(X.dtype.itemsize)):
+            yield rows, X.dtype, density(X[rows])
+
+    def score_samples(self, X):
+        """Log density of each sample under the fitted model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to score.
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+            See the estimator's documentation for which density.
+        """
+        parts = [
+            normalize_log_rows(log_joint)[0].astype(dtype, copy=False)
+            for _, dtype, log_joint in self._chunked_log_density(X)
+        ]
+        return np.concatenate(parts)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Weighted mean log density of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples to score.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights, read as repeat counts.
+
+        Returns
+        -------
+        score : float
+        """
+        log_density = self.score_samples(X)
+        weights = check_sample_weight(sample_weight, log_density.shape[0])
+        return float(np.dot(weights, log_density) / weights.sum())
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+        """
+        parts = [
+            normalize_log_rows(log_joint)[1].astype(dtype, copy=False)
+            for _, dtype, log_joint in self._chunked_log_density(X)
+        ]
+        return np.concatenate(parts)
+
+    def predict(self, X):
+        """The most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        parts = [
+            np.argmax(log_joint, axis=1)
+            for _, _, log_joint in self._chunked_log_density(X)
+        ]
+        return np.concatenate(parts)
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted density.
+
+        Draws use ``random_state``, as scikit-learn's mixtures do.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples to draw.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The samples, grouped by component.
+        y : ndarray of shape (n_samples,)
+            The component each sample was drawn from.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(
+                f"n_samples must be a positive integer, got {n_samples!r}."
+            )
+        unit = covariance_unit(
+            self.covariance_type, self.n_components, self.means_.shape[1]
+        )
+        rng = check_random_state(self.random_state)
+        weights = np.asarray(self.weights_, dtype=float)
+        counts = rng.multinomial(n_samples, weights / weights.sum())
+        draws = [
+            self._sample_component(rng, unit, k, int(count))
+            for k, count in enumerate(counts)
+        ]
+        labels = np.repeat(np.arange(self.n_components), counts)
+        return np.vstack(draws).astype(self.means_.dtype, copy=False), labels
+
+    # ------------------------------------------------------------------
+    # Progress messages, as scikit-learn prints them.
+
+    def _print_init_start(self, init):
+        if self.verbose >= 1:
+            print(f"Initialization {init}")
+            self._init_time = self._iter_time = time()
+
+    def _print_iteration(self, n_iter, change):
+        if self.verbose >= 1 and n_iter % self.verbose_interval == 0:
+            if self.verbose == 1:
+                print(f"  Iteration {n_iter}")
+            else:
+                now = time()
+                print(
+                    f"  Iteration {n_iter}\t time lapse {now - self._iter_time:.5f}s"
+                    f"\t ELBO change {change:.5f}"
+                )
+                self._iter_time = now
+
+    def _print_init_end(self, run):
+        if self.verbose >= 1:
+            status = "converged" if run.converged else "did not converge"
+            if self.verbose == 1:
+                print(f"Initialization {status}.")
+            else:
+                print(
+                    f"Initialization {status}. time lapse "
+                    f"{time() - self._init_time:.5f}s\t ELBO {run.lower_bound:.5f}."
+                )
+
+
+def _check_responsibilities(responsibilities, n_samples, unit):
+    resp = np.array(responsibilities, dtype=float)
+    shape = (n_samples, unit.n_components)
+    if resp.shape != shape:
+        raise ValueError(f"responsibilities must have shape {shape}, got {resp.shape}.")
+    if not np.all(np.isfinite(resp)) or np.any(resp < 0):
+        raise ValueError("responsibilities must be finite and non-negative.")
+    if not np.allclose(resp.sum(axis=1), 1.0, rtol=0, atol=1e-10):
+        raise ValueError("Each row of responsibilities must sum to 1.")
+    return resp

@@ -1,0 +1,195 @@
+"""Full covariance: one D x D precision per component; Normal-Wishart in VI."""
+
+import numpy as np
+
+from .._elbo import expected_log_det_wishart, kl_wishart
+from ._unit import (
+    CovarianceUnit,
+    DegenerateComponentError,
+    collapse_message,
+    is_symmetric,
+    upper_cholesky,
+    upper_cholesky_of_inverse,
+)
+
+
+class FullCovariance(CovarianceUnit):
+    """Each component has its own full covariance matrix."""
+
+    name = "full"
+
+    @property
+    def precision_shape(self):
+        return (self.n_components, self.n_features, self.n_features)
+
+    def precision_from_cholesky(self, precisions_cholesky):
+        return np.matmul(precisions_cholesky, np.swapaxes(precisions_cholesky, 1, 2))
+
+    def cholesky_from_covariance(self, covariances, reg_covar):
+        factors = np.empty(self.precision_shape)
+        for k, covariance in enumerate(covariances):
+            factor = upper_cholesky_of_inverse(covariance)
+            if factor is None:
+                raise DegenerateComponentError(collapse_message(k, reg_covar))
+            factors[k] = factor
+        return factors
+
+    def cholesky_from_precision(self, precisions):
+        return np.stack([upper_cholesky(p) for p in precisions])
+
+    def covariance_from_cholesky(self, precisions_cholesky):
+        # Sigma = (P P^T)^-1 = P^-T P^-1.
+        inverse = np.linalg.inv(precisions_cholesky)
+        return np.matmul(np.swapaxes(inverse, 1, 2), inverse)
+
+    def log_det_cholesky(self, precisions_cholesky):
+        diagonals = np.diagonal(precisions_cholesky, axis1=1, axis2=2)
+        return 2.0 * np.sum(np.log(diagonals), axis=1)
+
+    def trace(self, precisions):
+        return np.trace(precisions, axis1=1, axis2=2)
+
+    def check_precisions(self, precisions, name):
+        if precisions.shape != self.precision_shape:
+            raise ValueError(
+                f"{name} must have shape {self.precision_shape} for "
+                f"covariance_type='full', got {precisions.shape}."
+            )
+        for k, matrix in enumerate(precisions):
+            check_spd(matrix, f"{name}[{k}]")
+
+    # ---------------------------------------------------------------- E-step
+    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
+        whitened = diff @ precisions_cholesky[component]
+        return np.einsum("ij,ij->i", whitened, whitened)
+
+    def _add_second_moment(self, sum_xx, component, diff, weights):
+        sum_xx[component] += (diff * weights[:, np.newaxis]).T @ diff
+
+    def zero_second_moment(self):
+        return np.zeros(self.precision_shape)
+
+    def centered_scatter(self, nk, sum_x, sum_xx):
+        safe = np.where(nk > 0, nk, 1.0)
+        outer = sum_x[:, :, np.newaxis] * sum_x[:, np.newaxis, :]
+        scatter = sum_xx - outer / safe[:, np.newaxis, np.newaxis]
+        scatter[nk <= 0] = 0.0
+        return 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+
+    def mahalanobis(self, diff, precisions):
+        return np.einsum("ki,kij,kj->k", diff, precisions, diff)
+
+    # -------------------------------------------------------------------- EM
+    def maximize(self, nk, scatter, reg_covar, empty, previous):
+        safe = np.where(empty, 1.0, nk)
+        covariances = scatter / safe[:, np.newaxis, np.newaxis]
+        covariances += reg_covar * np.eye(self.n_features)
+        if previous is not None:
+            covariances[empty] = previous[empty]
+        return covariances
+
+    def n_parameters(self):
+        return self.n_components * self.n_features * (self.n_features + 1) // 2
+
+    def sample_component(self, rng, covariances, component, n_samples):
+        return rng.multivariate_normal(
+            np.zeros(self.n_features), covariances[component], n_samples
+        )
+
+    # -------------------------------------------------------------------- VI
+    def check_prior(self, covariance_prior):
+        return check_prior_matrix(covariance_prior, self.n_features, self.name)
+
+    def prior_from_scatter(self, scatter, denominator, reg_covar):
+        return scatter[0] / denominator + reg_covar * np.eye(self.n_features)
+
+    def min_dof_prior(self):
+        return self.n_features - 1.0
+
+    def conjugate_update(self, prior, nk, scatter, mean_offsets, shrinkage, reg):
+        dof = prior.dof + nk
+        mean_scatter = shrinkage[:, np.newaxis, np.newaxis] * (
+            mean_offsets[:, :, np.newaxis] * mean_offsets[:, np.newaxis, :]
+        )
+        inverse_scale = (
+            prior.covariance
+            + scatter
+            + (reg * nk)[:, np.newaxis, np.newaxis] * np.eye(self.n_features)
+            + mean_scatter
+        )
+        return inverse_scale / dof[:, np.newaxis, np.newaxis], dof
+
+    def expected_log_det(self, precisions_cholesky, dof):
+        return wishart_expected_log_det(
+            self.log_det_cholesky(precisions_cholesky), dof, self.n_features
+        )
+
+    def kl_precision(self, precisions, precisions_cholesky, dof, prior):
+        traces = np.einsum("ij,kji->k", prior.covariance, precisions)
+        return wishart_kl(
+            self.log_det_cholesky(precisions_cholesky), traces, dof, prior
+        )
+
+    def predictive_dof_and_scale(self, dof, mean_precision):
+        return wishart_predictive_dof_and_scale(dof, mean_precision, self.n_features)
+
+
+# -------------------------------------------------------------------------
+# Wishart helpers shared with the tied unit. E[Lambda] = dof * W, so the
+# scale matrix W has log det = log det E[Lambda] - D log dof.
+
+
+def wishart_expected_log_det(log_det_precision, dof, n_features):
+    """``E[log det Lambda]`` from ``log det E[Lambda]`` and the dof."""
+    log_det_scale = log_det_precision - n_features * np.log(dof)
+    return expected_log_det_wishart(dof, log_det_scale, n_features)
+
+
+def wishart_kl(log_det_precision, prior_traces, dof, prior):
+    """Summed Wishart KL; ``prior_traces`` are ``tr(W0^-1 E[Lambda])``."""
+    n_features = prior.covariance.shape[0]
+    log_det_scale = log_det_precision - n_features * np.log(dof)
+    return float(
+        np.sum(
+            kl_wishart(
+                dof,
+                log_det_scale,
+                prior_traces / dof,
+                prior.dof,
+                -prior.log_det_covariance,
+                n_features,
+            )
+        )
+    )
+
+
+def wishart_predictive_dof_and_scale(dof, mean_precision, n_features):
+    """Bishop eq. 10.82: L = (nu + 1 - D) beta / (1 + beta) W with W = E/nu."""
+    t_dof = dof + 1.0 - n_features
+    return t_dof, t_dof / dof * mean_precision / (1.0 + mean_precision)
+
+
+def check_spd(matrix, name):
+    """Raise unless ``matrix`` is symmetric positive definite."""
+    if (
+        not np.all(np.isfinite(matrix))
+        or not is_symmetric(matrix)
+        or upper_cholesky(matrix) is None
+    ):
+        raise ValueError(f"{name} must be a finite symmetric positive definite matrix.")
+
+
+def check_prior_matrix(covariance_prior, n_features, covariance_type):
+    """Validate a full or tied covariance_prior."""
+    matrix = np.asarray(covariance_prior, dtype=float)
+    expected = (n_features, n_features)
+    if matrix.shape != expected:
+        raise ValueError(
+            f"covariance_prior must have shape {expected} for "
+            f"covariance_type='{covariance_type}', got {matrix.shape}."
+        )
+    check_spd(
+        matrix,
+        "covariance_prior (or leave it None to use the data's covariance)",
+    )
+    return matrix

@@ -1,0 +1,129 @@
+"""Spherical covariance: one precision per component, shared by all features.
+
+In VI: q(lambda_k) = Gamma(nu_k D / 2, nu_k D / (2 precisions_[k])) and
+q(mu_k | lambda_k) = N(m_k, (beta_k lambda_k)^-1 I), with prior
+Gamma(nu_0 D / 2, D covariance_prior_ / 2). The precision is shared across
+features, so the exact posterior predictive is one D-variate Student-t with
+isotropic scale and nu_k D degrees of freedom, not a product of univariate t.
+"""
+
+import numpy as np
+from scipy.special import digamma
+
+from .._elbo import kl_gamma
+from ._unit import CovarianceUnit
+from .shared_center import SharedCenterMixin
+from .variances import VarianceStorageMixin
+
+
+class SphericalCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUnit):
+    """Each component has its own single variance."""
+
+    name = "spherical"
+
+    @property
+    def precision_shape(self):
+        return (self.n_components,)
+
+    def log_det_cholesky(self, precisions_cholesky):
+        return 2.0 * self.n_features * np.log(precisions_cholesky)
+
+    def trace(self, precisions):
+        return self.n_features * precisions
+
+    # ---------------------------------------------------------------- E-step
+    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
+        return np.einsum("ij,ij->i", diff, diff) * precisions_cholesky[component] ** 2
+
+    def _add_second_moment(self, sum_xx, component, diff, weights):
+        sum_xx[component] += weights @ np.einsum("ij,ij->i", diff, diff)
+
+    def _quadratic_about_center(self, X, means, precisions_cholesky, center):
+        centered = X - center.astype(X.dtype)
+        squared_norms = np.einsum("ij,ij->i", centered, centered)
+        offsets = means - center
+        quad = self._expanded_squares(
+            squared_norms[:, np.newaxis],
+            centered @ offsets.T.astype(X.dtype),
+            np.sum(offsets**2, axis=1).astype(X.dtype),
+        )
+        quad *= (precisions_cholesky**2).astype(X.dtype)
+        return quad, (centered, squared_norms)
+
+    def _moments_about_center(self, X, weighted_resp, center, cache):
+        if cache is None:
+            centered = X - center.astype(X.dtype)
+            squared_norms = np.einsum("ij,ij->i", centered, centered)
+        else:
+            centered, squared_norms = cache
+        sum_x = (weighted_resp.T @ centered).astype(float)
+        sum_xx = (squared_norms @ weighted_resp).astype(float)
+        return sum_x, sum_xx
+
+    def centered_scatter(self, nk, sum_x, sum_xx):
+        # The trace of each component's scatter about its own mean.
+        safe = np.where(nk > 0, nk, 1.0)
+        scatter = sum_xx - np.sum(sum_x**2, axis=1) / safe
+        return np.maximum(scatter, 0.0)
+
+    def mahalanobis(self, diff, precisions):
+        return precisions * np.sum(diff**2, axis=1)
+
+    # -------------------------------------------------------------------- EM
+    def maximize(self, nk, scatter, reg_covar, empty, previous):
+        safe = np.where(empty, 1.0, nk)
+        covariances = scatter / (safe * self.n_features) + reg_covar
+        if previous is not None:
+            covariances[empty] = previous[empty]
+        return covariances
+
+    def n_parameters(self):
+        return self.n_components
+
+    def sample_component(self, rng, covariances, component, n_samples):
+        return rng.standard_normal((n_samples, self.n_features)) * np.sqrt(
+            covariances[component]
+        )
+
+    # -------------------------------------------------------------------- VI
+    def check_prior(self, covariance_prior):
+        return float(self._check_positive_prior(covariance_prior, ()))
+
+    def prior_from_scatter(self, scatter, denominator, reg_covar):
+        # The mean of the per-feature variances.
+        return float(scatter[0] / (denominator * self.n_features) + reg_covar)
+
+    def conjugate_update(self, prior, nk, scatter, mean_offsets, shrinkage, reg):
+        d = self.n_features
+        dof = prior.dof + nk
+        inverse_scale = (
+            d * prior.covariance
+            + scatter
+            + d * reg * nk
+            + shrinkage * np.sum(mean_offsets**2, axis=1)
+        )
+        return inverse_scale / (d * dof), dof
+
+    def expected_log_det(self, precisions_cholesky, dof):
+        # D E[log lambda], with a = nu D / 2 and b = a / E[lambda].
+        shape = 0.5 * self.n_features * dof
+        return self.n_features * (digamma(shape) - np.log(shape)) + (
+            self.log_det_cholesky(precisions_cholesky)
+        )
+
+    def kl_precision(self, precisions, precisions_cholesky, dof, prior):
+        d = self.n_features
+        shape = 0.5 * d * dof
+        return float(
+            np.sum(
+                kl_gamma(
+                    shape,
+                    shape / precisions,
+                    0.5 * d * prior.dof,
+                    0.5 * d * prior.covariance,
+                )
+            )
+        )
+
+    def predictive_dof_and_scale(self, dof, mean_precision):
+        return self.n_features * dof, mean_precision / (1.0 + mean_precision)

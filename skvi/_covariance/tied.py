@@ -1,0 +1,153 @@
+"""Tied covariance: one D x D precision shared by all components.
+
+In VI the shared precision has one Wishart factor q(Lambda) = Wishart(W, nu)
+with nu = nu_0 + N, and its KL term is counted once (the exact conjugate
+model; scikit-learn's BayesianGaussianMixture uses nu_0 + N / K and counts it
+K times).
+"""
+
+import numpy as np
+
+from ._unit import (
+    CovarianceUnit,
+    DegenerateComponentError,
+    collapse_message,
+    upper_cholesky,
+    upper_cholesky_of_inverse,
+)
+from .full import (
+    check_prior_matrix,
+    check_spd,
+    wishart_expected_log_det,
+    wishart_kl,
+    wishart_predictive_dof_and_scale,
+)
+from .shared_center import SharedCenterMixin
+
+
+class TiedCovariance(SharedCenterMixin, CovarianceUnit):
+    """All components share one full covariance matrix."""
+
+    name = "tied"
+
+    @property
+    def precision_shape(self):
+        return (self.n_features, self.n_features)
+
+    def precision_from_cholesky(self, precisions_cholesky):
+        return precisions_cholesky @ precisions_cholesky.T
+
+    def cholesky_from_covariance(self, covariances, reg_covar):
+        factor = upper_cholesky_of_inverse(covariances)
+        if factor is None:
+            raise DegenerateComponentError(collapse_message(None, reg_covar))
+        return factor
+
+    def cholesky_from_precision(self, precisions):
+        return upper_cholesky(precisions)
+
+    def covariance_from_cholesky(self, precisions_cholesky):
+        inverse = np.linalg.inv(precisions_cholesky)
+        return inverse.T @ inverse
+
+    def log_det_cholesky(self, precisions_cholesky):
+        value = 2.0 * np.sum(np.log(np.diag(precisions_cholesky)))
+        return np.full(self.n_components, value)
+
+    def trace(self, precisions):
+        return np.full(self.n_components, np.trace(precisions))
+
+    def check_precisions(self, precisions, name):
+        if precisions.shape != self.precision_shape:
+            raise ValueError(
+                f"{name} must have shape {self.precision_shape} for "
+                f"covariance_type='tied', got {precisions.shape}."
+            )
+        check_spd(precisions, name)
+
+    # ---------------------------------------------------------------- E-step
+    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
+        whitened = diff @ precisions_cholesky
+        return np.einsum("ij,ij->i", whitened, whitened)
+
+    def _add_second_moment(self, sum_xx, component, diff, weights):
+        # Pooled over components, each about its own reference point.
+        sum_xx += (diff * weights[:, np.newaxis]).T @ diff
+
+    def _quadratic_about_center(self, X, means, precisions_cholesky, center):
+        # One product X P serves all components.
+        centered = X - center.astype(X.dtype)
+        whitened = centered @ precisions_cholesky.astype(X.dtype)
+        whitened_means = ((means - center) @ precisions_cholesky).astype(X.dtype)
+        quad = self._expanded_squares(
+            np.einsum("ij,ij->i", whitened, whitened)[:, np.newaxis],
+            whitened @ whitened_means.T,
+            np.einsum("ij,ij->i", whitened_means, whitened_means),
+        )
+        return quad, centered
+
+    def _moments_about_center(self, X, weighted_resp, center, cache):
+        centered = X - center.astype(X.dtype) if cache is None else cache
+        sum_x = (weighted_resp.T @ centered).astype(float)
+        row_weights = weighted_resp.sum(axis=1)
+        sum_xx = ((centered * row_weights[:, np.newaxis]).T @ centered).astype(float)
+        return sum_x, sum_xx
+
+    def zero_second_moment(self):
+        return np.zeros(self.precision_shape)
+
+    def centered_scatter(self, nk, sum_x, sum_xx):
+        # Pooled: sum_k sum_n w r (x - xbar_k)(x - xbar_k)^T.
+        # An empty component has sum_x = 0 and drops out.
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        scatter = sum_xx - sum_x.T @ (sum_x / safe)
+        return 0.5 * (scatter + scatter.T)
+
+    def mahalanobis(self, diff, precisions):
+        return np.einsum("ki,ij,kj->k", diff, precisions, diff)
+
+    # -------------------------------------------------------------------- EM
+    def maximize(self, nk, scatter, reg_covar, empty, previous):
+        return scatter / nk.sum() + reg_covar * np.eye(self.n_features)
+
+    def n_parameters(self):
+        return self.n_features * (self.n_features + 1) // 2
+
+    def sample_component(self, rng, covariances, component, n_samples):
+        return rng.multivariate_normal(
+            np.zeros(self.n_features), covariances, n_samples
+        )
+
+    # -------------------------------------------------------------------- VI
+    def check_prior(self, covariance_prior):
+        return check_prior_matrix(covariance_prior, self.n_features, self.name)
+
+    def prior_from_scatter(self, scatter, denominator, reg_covar):
+        return scatter / denominator + reg_covar * np.eye(self.n_features)
+
+    def min_dof_prior(self):
+        return self.n_features - 1.0
+
+    def conjugate_update(self, prior, nk, scatter, mean_offsets, shrinkage, reg):
+        total = nk.sum()
+        dof = prior.dof + total
+        inverse_scale = (
+            prior.covariance
+            + scatter
+            + reg * total * np.eye(self.n_features)
+            + (mean_offsets * shrinkage[:, np.newaxis]).T @ mean_offsets
+        )
+        return inverse_scale / dof, dof
+
+    def expected_log_det(self, precisions_cholesky, dof):
+        return wishart_expected_log_det(
+            self.log_det_cholesky(precisions_cholesky), dof, self.n_features
+        )
+
+    def kl_precision(self, precisions, precisions_cholesky, dof, prior):
+        # One shared factor: its KL is counted once.
+        log_det = self.log_det_cholesky(precisions_cholesky)[0]
+        return wishart_kl(log_det, np.sum(prior.covariance * precisions), dof, prior)
+
+    def predictive_dof_and_scale(self, dof, mean_precision):
+        return wishart_predictive_dof_and_scale(dof, mean_precision, self.n_features)
