@@ -8,6 +8,8 @@ one evidence lower bound computed by one shared core.
 from ._covariance import DegenerateComponentError
 from ._elbo import ELBODecomposition
 from ._em import EMGaussianMixture
+from ._evidence import exact_log_evidence
+from ._variational import VariationalGaussianMixture
 
 __version__ = "0.1.0"
 
@@ -15,5 +17,7 @@ __all__ = [
     "DegenerateComponentError",
     "ELBODecomposition",
     "EMGaussianMixture",
+    "VariationalGaussianMixture",
     "__version__",
+    "exact_log_evidence",
 ]

@@ -45,11 +45,13 @@ class DirichletDistributionWeights:
         """Exact q(pi) given responsibility masses."""
         return self.concentration_prior + nk
 
-    def expected_log_weights(self, concentration):
+    @staticmethod
+    def expected_log_weights(concentration):
         """``E[log pi_k]``."""
         return digamma(concentration) - digamma(np.sum(concentration))
 
-    def mean_weights(self, concentration):
+    @staticmethod
+    def mean_weights(concentration):
         """``E[pi_k]``."""
         return concentration / np.sum(concentration)
 
@@ -69,7 +71,8 @@ class StickBreakingWeights:
         remaining = np.concatenate([np.cumsum(nk[::-1])[-2::-1], [0.0]])
         return (1.0 + nk, self.concentration_prior + remaining)
 
-    def expected_log_weights(self, concentration):
+    @staticmethod
+    def expected_log_weights(concentration):
         """``E[log pi_k] = E[log v_k] + sum_{j<k} E[log(1 - v_j)]``."""
         a, b = concentration
         digamma_total = digamma(a + b)
@@ -79,7 +82,8 @@ class StickBreakingWeights:
         log_stick[-1] = 0.0
         return log_stick + np.concatenate([[0.0], np.cumsum(log_rest[:-1])])
 
-    def mean_weights(self, concentration):
+    @staticmethod
+    def mean_weights(concentration):
         """``E[pi_k] = E[v_k] prod_{j<k} (1 - E[v_j])``; sums to 1."""
         a, b = concentration
         stick = a / (a + b)

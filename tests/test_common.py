@@ -2,9 +2,9 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skvi import EMGaussianMixture
+from skvi import EMGaussianMixture, VariationalGaussianMixture
 
-ESTIMATORS = [EMGaussianMixture()]
+ESTIMATORS = [EMGaussianMixture(), VariationalGaussianMixture()]
 
 # Checks expected to fail, with the reason; none so far.
 EXPECTED_FAILURES = {}
