@@ -317,6 +317,12 @@ default=None
     def score_samples(self, X):
         """Log density of each sample under the fitted model.
 
+        For :class:`EMGaussianMixture`, the mixture log-likelihood
+        ``log p(x; theta)``, without the reg_covar smoothing of the training
+        objective. For :class:`VariationalGaussianMixture`, the log
+        posterior predictive density ``log p(x | X_train)``, a mixture of
+        Student-t: a normalised density, comparable across models.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -325,7 +331,6 @@ default=None
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
-            See the estimator's documentation for which density.
         """
         parts = [
             normalize_log_rows(log_joint)[0].astype(dtype, copy=False)

@@ -296,22 +296,6 @@ default='kmeans'
 
         return log_density
 
-    def score_samples(self, X):
-        """Log-likelihood ``log p(x; theta)`` of each sample.
-
-        The plain mixture density, without reg_covar smoothing.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples to score.
-
-        Returns
-        -------
-        log_prob : ndarray of shape (n_samples,)
-        """
-        return super().score_samples(X)
-
     def _sample_component(self, rng, unit, component, n_samples):
         draws = unit.sample_component(
             rng, np.asarray(self.covariances_, dtype=float), component, n_samples

@@ -257,7 +257,12 @@ half_step_lower_bounds_ : see :class:`EMGaussianMixture`
             self.covariance_prior_ = self._default_covariance_prior(unit, data)
         else:
             self.covariance_prior_ = unit.check_prior(self.covariance_prior)
-        return self._fit_context(unit)
+        # Validated and computed in float64; stored, like every fitted
+        # parameter, in the dtype of X.
+        context = self._fit_context(unit)
+        self.mean_prior_ = self.mean_prior_.astype(X.dtype)
+        self.covariance_prior_ = np.asarray(self.covariance_prior_, dtype=X.dtype)[()]
+        return context
 
     def _default_covariance_prior(self, unit, data):
         # The covariance of the data smoothed by reg_covar; ddof=1 as
@@ -395,24 +400,6 @@ half_step_lower_bounds_ : see :class:`EMGaussianMixture`
             return predictive + log_weights.astype(X.dtype)
 
         return log_density
-
-    def score_samples(self, X):
-        """Log posterior predictive density of each sample.
-
-        ``log p(x | X_train) = log sum_k E[pi_k] St(x | ...)``, a mixture of
-        Student-t (products of univariate t for 'diag'): a normalised
-        density, comparable across models.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples to score.
-
-        Returns
-        -------
-        log_density : ndarray of shape (n_samples,)
-        """
-        return super().score_samples(X)
 
     def _sample_component(self, rng, unit, component, n_samples):
         state = self._state_from_attributes(unit)

@@ -31,6 +31,30 @@ def make_blobs(seed, n_samples=120, n_features=2, n_clusters=3, offset=0.0):
     return X + offset
 
 
+def weighted_case_data(case):
+    """Blobs and sample weights for a property-test case.
+
+    ``case`` holds seed, n_samples, n_features, n_components, offset and
+    weights ('none', 'integer' or 'real').
+    """
+    X = make_blobs(
+        case["seed"],
+        n_samples=case["n_samples"],
+        n_features=case["n_features"],
+        n_clusters=case["n_components"],
+        offset=case["offset"],
+    )
+    rng = np.random.RandomState(case["seed"] + 1)
+    weights = {
+        "none": np.ones(len(X)),
+        "integer": rng.randint(0, 4, size=len(X)).astype(float),
+        "real": rng.uniform(0.0, 3.0, size=len(X)),
+    }[case["weights"]]
+    # Keep enough weighted rows for every component.
+    weights[: case["n_components"] * 3] += 1.0
+    return X, weights
+
+
 def dense_covariances(model):
     """Each component's (D, D) covariance matrix, whatever the type."""
     covariances = np.asarray(model.covariances_, dtype=float)

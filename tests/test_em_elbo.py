@@ -27,8 +27,8 @@ from .helpers import (
     HYPOTHESIS_EXAMPLES,
     em_elbo,
     fp_tolerance,
-    make_blobs,
     smoothed_log_likelihood,
+    weighted_case_data,
 )
 
 PROPERTY_SETTINGS = settings(
@@ -62,22 +62,7 @@ def fit_cases(draw):
 
 
 def make_case(case):
-    X = make_blobs(
-        case["seed"],
-        n_samples=case["n_samples"],
-        n_features=case["n_features"],
-        n_clusters=case["n_components"],
-        offset=case["offset"],
-    )
-    rng = np.random.RandomState(case["seed"] + 1)
-    weights = {
-        "none": np.ones(len(X)),
-        "integer": rng.randint(0, 4, size=len(X)).astype(float),
-        "real": rng.uniform(0.0, 3.0, size=len(X)),
-    }[case["weights"]]
-    # Keep enough weighted rows for every component.
-    weights[: case["n_components"] * 3] += 1.0
-    return X, weights
+    return weighted_case_data(case)
 
 
 def make_model(case, **overrides):

@@ -19,7 +19,13 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skvi import VariationalGaussianMixture, exact_log_evidence
 
-from .helpers import COVARIANCE_TYPES, HYPOTHESIS_EXAMPLES, fp_tolerance, make_blobs
+from .helpers import (
+    COVARIANCE_TYPES,
+    HYPOTHESIS_EXAMPLES,
+    fp_tolerance,
+    make_blobs,
+    weighted_case_data,
+)
 from .vi_reference import log_evidence_1d, monte_carlo_elbo, wishart_logpdf
 
 WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
@@ -66,20 +72,7 @@ def vi_cases(draw):
 
 
 def make_vi_case(case):
-    X = make_blobs(
-        case["seed"],
-        n_samples=case["n_samples"],
-        n_features=case["n_features"],
-        n_clusters=case["n_components"],
-        offset=case["offset"],
-    )
-    rng = np.random.RandomState(case["seed"] + 1)
-    weights = {
-        "none": np.ones(len(X)),
-        "integer": rng.randint(0, 4, size=len(X)).astype(float),
-        "real": rng.uniform(0.0, 3.0, size=len(X)),
-    }[case["weights"]]
-    weights[: case["n_components"] * 3] += 1.0
+    X, weights = weighted_case_data(case)
     covariance_prior = None
     if case["covariance_scale"] is not None:
         d = case["n_features"]
