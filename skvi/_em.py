@@ -103,20 +103,20 @@ default='kmeans'
     lower_bound_ : float
         Per-sample ELBO of the stored parameters with their optimal q(Z):
         the mean smoothed log-likelihood of the training data.
-    lower_bounds_ : ndarray of shape (n_iter_ + 1,)
+    lower_bounds_ : ndarray of shape (``n_iter_ + 1``,)
         ``lower_bounds_[i]`` is the ELBO after iteration i (entry 0 after
         initialisation); it never decreases, and ``lower_bounds_[-1] ==
         lower_bound_``.
-    half_step_lower_bounds_ : ndarray of shape (2 * n_iter_ + 1,)
+    half_step_lower_bounds_ : ndarray of shape (``2 * n_iter_ + 1``,)
         The ELBO after every half-step: after the initial E-step, then after
         each M-step and each E-step in turn.
-    kl_gaps_ : ndarray of shape (n_iter_,)
+    kl_gaps_ : ndarray of shape (``n_iter_``,)
         After each M-step, ``log p(X; theta_new) - ELBO(q_old, theta_new) =
         KL(q_old || p(Z | X; theta_new)) >= 0``, per sample; goes to 0 as the
         fit converges.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during fit, when X has string column names.
 
     See Also

@@ -33,7 +33,7 @@ class _Priors:
 
 
 class VariationalGaussianMixture(BaseGaussianMixture):
-    r"""Gaussian mixture fitted by exact mean-field variational inference.
+    """Gaussian mixture fitted by exact mean-field variational inference.
 
     A drop-in for :class:`sklearn.mixture.BayesianGaussianMixture` (every
     constructor parameter, default and fitted attribute), on the same ELBO
@@ -115,15 +115,31 @@ default='kmeans'
         Inverses of ``precisions_``.
     precisions_cholesky_ : ndarray
         Cholesky factors of ``precisions_``.
-    weight_concentration_prior_, mean_precision_prior_, mean_prior_, \
-degrees_of_freedom_prior_, covariance_prior_ : float or ndarray
-        The priors used (defaults filled in).
-    converged_, n_iter_, lower_bound_, lower_bounds_, \
-half_step_lower_bounds_ : see :class:`EMGaussianMixture`
-        ``lower_bound_`` is the exact per-sample ELBO with every constant.
+    weight_concentration_prior_ : float
+        The concentration used (default filled in).
+    mean_precision_prior_ : float
+        ``beta_0`` used.
+    mean_prior_ : ndarray of shape (n_features,)
+        ``m_0`` used.
+    degrees_of_freedom_prior_ : float
+        ``nu_0`` used.
+    covariance_prior_ : float or ndarray
+        The prior scale used, in the layout of the covariance type.
+    converged_ : bool
+        Whether the best run met ``tol`` within ``max_iter``.
+    n_iter_ : int
+        Iterations (global steps) of the best run.
+    lower_bound_ : float
+        The exact per-sample ELBO of the stored q, every constant included.
+    lower_bounds_ : ndarray of shape (``n_iter_ + 1``,)
+        The ELBO after each iteration (entry 0 after initialisation); it
+        never decreases.
+    half_step_lower_bounds_ : ndarray of shape (``2 * n_iter_ + 1``,)
+        The ELBO after every half-step: the initial local step, then each
+        global and local step in turn.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of features seen during fit, when X has string column names.
 
     See Also

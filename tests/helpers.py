@@ -141,3 +141,13 @@ def all_finite(model):
             if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
                 return False
     return True
+
+
+def independent_rtol(model):
+    """Relative tolerance for agreement with an independent implementation.
+
+    Two correct evaluations of the same quantity differ by their rounding,
+    about eps times the model's amplification (conditioning) each; 1e-9 is
+    the floor for the different algorithms scipy uses (eigendecompositions).
+    """
+    return max(1e-9, 16 * EPS * rounding_amplification(model))
