@@ -34,6 +34,16 @@ from ._stats import (
 from ._validation import check_enough_samples, check_sample_weight
 
 
+@dataclass(frozen=True)
+class _EvaluatedState:
+    """A state with what every ELBO evaluation needs of it, computed once."""
+
+    state: object
+    expectations: object
+    kl_weights: float
+    kl_components: float
+
+
 @dataclass
 class _AscentRun:
     """The outcome of one initialisation's coordinate ascent."""
@@ -200,31 +210,43 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             )
         return self._update(stats.moments, unit, context, previous=None)
 
-    def _e_step(self, X, sample_weight, unit, state):
-        return e_step(
-            X, sample_weight, unit, self._expectations(state, unit), self.reg_covar
+    def _evaluate(self, state, unit, context):
+        kl_weights, kl_components = self._kl_terms(state, unit, context)
+        return _EvaluatedState(
+            state, self._expectations(state, unit), kl_weights, kl_components
         )
 
-    def _elbo(self, stats, state, unit, context):
-        """Per-sample ELBO of q(Z) (through its statistics) and the state."""
-        expectations = self._expectations(state, unit)
-        data = expected_log_joint(stats.moments, expectations, unit, self.reg_covar)
-        kl_weights, kl_components = self._kl_terms(state, unit, context)
-        elbo = data + stats.entropy - kl_weights - kl_components
-        return elbo / stats.total_weight
+    def _e_step(self, X, sample_weight, unit, evaluated):
+        return e_step(X, sample_weight, unit, evaluated.expectations, self.reg_covar)
+
+    def _elbo_terms(self, stats, evaluated, unit):
+        """``(E[log p(X, Z | theta)], H[q(Z)], KL weights, KL components)``."""
+        data = expected_log_joint(
+            stats.moments, evaluated.expectations, unit, self.reg_covar
+        )
+        return data, stats.entropy, evaluated.kl_weights, evaluated.kl_components
+
+    def _elbo(self, stats, evaluated, unit):
+        """Per-sample ELBO of q(Z) (through its statistics) and a state."""
+        data, entropy, kl_weights, kl_components = self._elbo_terms(
+            stats, evaluated, unit
+        )
+        return (data + entropy - kl_weights - kl_components) / stats.total_weight
 
     def _ascend(self, X, sample_weight, unit, context, state):
         """Coordinate ascent from ``state``; every half-step is recorded."""
-        stats = self._e_step(X, sample_weight, unit, state)
-        half_steps = [self._elbo(stats, state, unit, context)]
+        evaluated = self._evaluate(state, unit, context)
+        stats = self._e_step(X, sample_weight, unit, evaluated)
+        half_steps = [self._elbo(stats, evaluated, unit)]
         converged, n_iter = False, 0
         for n_iter in range(1, self.max_iter + 1):
             previous_bound = half_steps[-1]
             state = self._update(stats.moments, unit, context, previous=state)
+            evaluated = self._evaluate(state, unit, context)
             # ELBO(q_old, theta_new): the M-step half of the iteration.
-            half_steps.append(self._elbo(stats, state, unit, context))
-            stats = self._e_step(X, sample_weight, unit, state)
-            half_steps.append(self._elbo(stats, state, unit, context))
+            half_steps.append(self._elbo(stats, evaluated, unit))
+            stats = self._e_step(X, sample_weight, unit, evaluated)
+            half_steps.append(self._elbo(stats, evaluated, unit))
             change = half_steps[-1] - previous_bound
             self._print_iteration(n_iter, change)
             if abs(change) < self.tol:
@@ -265,9 +287,10 @@ default=None
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
-        context = self._fit_context(unit)
-        state = self._state_from_attributes(unit)
-        optimal = self._e_step(X, sample_weight, unit, state)
+        evaluated = self._evaluate(
+            self._state_from_attributes(unit), unit, self._fit_context(unit)
+        )
+        optimal = self._e_step(X, sample_weight, unit, evaluated)
         if responsibilities is None:
             stats = optimal
         else:
@@ -277,17 +300,17 @@ default=None
                 sample_weight,
                 unit,
                 lambda rows: resp[rows],
-                reference_points(unit, self._expectations(state, unit), X.dtype),
+                reference_points(unit, evaluated.expectations),
             )
         total = stats.total_weight
-        expectations = self._expectations(state, unit)
-        data = expected_log_joint(stats.moments, expectations, unit, self.reg_covar)
-        kl_weights, kl_components = self._kl_terms(state, unit, context)
-        elbo = (data + stats.entropy - kl_weights - kl_components) / total
+        data, entropy, kl_weights, kl_components = self._elbo_terms(
+            stats, evaluated, unit
+        )
+        elbo = (data + entropy - kl_weights - kl_components) / total
         log_likelihood = self._log_likelihood(optimal)
         return ELBODecomposition(
             expected_log_joint=data / total,
-            entropy=stats.entropy / total,
+            entropy=entropy / total,
             kl_weights=kl_weights / total,
             kl_components=kl_components / total,
             elbo=elbo,

@@ -291,7 +291,7 @@ default='kmeans'
 
         def log_density(X):
             bounded = finite_constants(constants, X.dtype)
-            reference = reference_points(unit, expectations, X.dtype)
+            reference = reference_points(unit, expectations)
             return log_rho(X, unit, expectations, bounded, reference)[0]
 
         return log_density

@@ -13,7 +13,6 @@ from functools import cached_property
 
 import numpy as np
 from sklearn import get_config
-from sklearn.utils import gen_batches
 
 from ._elbo import log_rho_constants
 
@@ -134,14 +133,19 @@ def row_chunks(n_samples, row_bytes):
     """
     budget = min(get_config()["working_memory"] * 2**20, CACHE_BLOCK_BYTES)
     chunk = int(min(max(budget // max(row_bytes, 1), 1), max(n_samples, 1)))
-    return gen_batches(n_samples, chunk)
+    # Plain slices: scikit-learn's gen_batches validates its arguments on
+    # every call, which costs more than a small E-step.
+    return (
+        slice(start, min(start + chunk, n_samples))
+        for start in range(0, n_samples, chunk)
+    )
 
 
-def reference_points(unit, expectations, dtype):
+def reference_points(unit, expectations):
     """The unit's reference points for the current parameters."""
     log_weights = expectations.log_weights
     weights = np.exp(log_weights - np.max(log_weights))
-    return unit.reference(expectations.means, weights, expectations.precisions, dtype)
+    return unit.reference(expectations.means, weights, expectations.precisions)
 
 
 def log_rho(X, unit, expectations, constants, reference):
@@ -198,7 +202,7 @@ def e_step(X, sample_weight, unit, expectations, reg_covar):
     -------
     SufficientStatistics
     """
-    reference = reference_points(unit, expectations, X.dtype)
+    reference = reference_points(unit, expectations)
     constants = finite_constants(
         log_rho_constants(expectations, unit, reg_covar), X.dtype
     )
@@ -260,7 +264,7 @@ def statistics_of_assignment(X, sample_weight, unit, responsibilities):
     origin = np.zeros((unit.n_components, unit.n_features))
     rough = assigned_statistics(X, sample_weight, unit, responsibilities, origin)
     # Without precisions yet, every unit takes its exact per-component path.
-    reference = unit.reference(rough.moments.means, rough.nk + 1.0, None, X.dtype)
+    reference = unit.reference(rough.moments.means, rough.nk + 1.0, None)
     return assigned_statistics(X, sample_weight, unit, responsibilities, reference)
 
 

@@ -404,7 +404,7 @@ default='kmeans'
         expectations = self._expectations(state, unit)
 
         def log_density(X):
-            reference = reference_points(unit, expectations, X.dtype)
+            reference = reference_points(unit, expectations)
             predictive = unit.log_predictive(
                 X,
                 state.means,

@@ -116,7 +116,7 @@ def rounding_amplification(model):
             np.asarray(model.weights_, dtype=float),
             np.asarray(model.precisions_, dtype=float),
         )
-        if loss <= MAX_EXPANSION_LOSS[np.dtype(model.means_.dtype)]:
+        if loss <= MAX_EXPANSION_LOSS:
             amplification = max(amplification, loss)
     return amplification
 

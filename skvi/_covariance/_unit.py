@@ -164,14 +164,14 @@ class CovarianceUnit(ABC):
     def row_bytes(self, itemsize):
         """Bytes of temporaries per row in one E-step chunk.
 
-        Differences ``x - m_k`` for every component, the (n, K) work arrays
-        of the E-step, and a centered copy of the row.
+        Differences ``x - m_k`` for every component and the (n, K) work
+        arrays of the E-step, in the dtype of X, and centered float64 copies
+        of the row for the shared-center path.
         """
-        return itemsize * (
-            self.n_components * (self.n_features + 5) + 2 * self.n_features
-        )
+        per_component = itemsize * self.n_components * (self.n_features + 5)
+        return per_component + 8 * 2 * self.n_features
 
-    def reference(self, means, weights, precisions, dtype):
+    def reference(self, means, weights, precisions):
         """Points, shape (K, D), about which second moments are accumulated.
 
         Each component's own mean: moments of the small differences

@@ -39,26 +39,24 @@ class DiagCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUnit):
         sum_xx[component] += weights @ (diff * diff)
 
     def _quadratic_about_center(self, X, means, precisions_cholesky, center):
-        centered = X - center.astype(X.dtype)
+        centered = self._centered(X, center)
         squared = centered * centered
         precisions = precisions_cholesky**2
         offsets = means - center
         quad = self._expanded_squares(
-            squared @ precisions.T.astype(X.dtype),
-            centered @ (precisions * offsets).T.astype(X.dtype),
-            np.sum(precisions * offsets**2, axis=1).astype(X.dtype),
+            squared @ precisions.T,
+            centered @ (precisions * offsets).T,
+            np.sum(precisions * offsets**2, axis=1),
         )
-        return quad, (centered, squared)
+        return quad.astype(X.dtype, copy=False), (centered, squared)
 
     def _moments_about_center(self, X, weighted_resp, center, cache):
         if cache is None:
-            centered = X - center.astype(X.dtype)
+            centered = self._centered(X, center)
             squared = centered * centered
         else:
             centered, squared = cache
-        sum_x = (weighted_resp.T @ centered).astype(float)
-        sum_xx = (weighted_resp.T @ squared).astype(float)
-        return sum_x, sum_xx
+        return weighted_resp.T @ centered, weighted_resp.T @ squared
 
     def centered_scatter(self, nk, sum_x, sum_xx):
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]

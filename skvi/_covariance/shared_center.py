@@ -7,24 +7,27 @@ mean ``sum_k pi_k m_k``: derived from the parameters, it moves with the data,
 so adding a constant to X changes nothing.
 
 The expansion subtracts squares of the whitened offsets ``m_k - c``, so it
-loses about ``log10(F)`` digits, F the largest squared whitened offset. It is
-used only while F stays under a per-dtype bound (4 of float64's 16 digits,
-2 of float32's 7); beyond it, for clusters far apart relative to their
-spread, the units take the exact per-component path of the base class.
+loses about ``log10(F)`` digits, F the largest squared whitened offset. It
+always runs in float64 (float32 rows are upcast one chunk at a time; only
+the resulting quadratic forms return to float32), and is used only while F
+stays under MAX_EXPANSION_LOSS: at most 4 of float64's 16 digits, which
+leaves float32 results exact to their own precision. Beyond it, for
+clusters far apart relative to their spread, the units take the exact
+per-component path of the base class.
 """
 
 import numpy as np
 
-MAX_EXPANSION_LOSS = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 1e2}
+MAX_EXPANSION_LOSS = 1e4
 
 
 class SharedCenterMixin:
     """Reference choice and the center-expansion helpers."""
 
-    def reference(self, means, weights, precisions, dtype):
+    def reference(self, means, weights, precisions):
         if precisions is not None:
             loss, center = self.expansion_loss(means, weights, precisions)
-            if loss <= MAX_EXPANSION_LOSS[np.dtype(dtype)]:
+            if loss <= MAX_EXPANSION_LOSS:
                 return np.broadcast_to(center, means.shape).copy()
         return np.array(means, dtype=float)
 
@@ -41,6 +44,11 @@ class SharedCenterMixin:
 
     def shares_center(self, reference):
         return bool(np.all(reference == reference[0]))
+
+    @staticmethod
+    def _centered(X, center):
+        """Rows minus the center, in float64 whatever the dtype of X."""
+        return X.astype(np.float64, copy=False) - center
 
     @staticmethod
     def _expanded_squares(row_term, cross, component_term):

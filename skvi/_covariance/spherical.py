@@ -39,26 +39,24 @@ class SphericalCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUni
         sum_xx[component] += weights @ np.einsum("ij,ij->i", diff, diff)
 
     def _quadratic_about_center(self, X, means, precisions_cholesky, center):
-        centered = X - center.astype(X.dtype)
+        centered = self._centered(X, center)
         squared_norms = np.einsum("ij,ij->i", centered, centered)
         offsets = means - center
         quad = self._expanded_squares(
             squared_norms[:, np.newaxis],
-            centered @ offsets.T.astype(X.dtype),
-            np.sum(offsets**2, axis=1).astype(X.dtype),
+            centered @ offsets.T,
+            np.sum(offsets**2, axis=1),
         )
-        quad *= (precisions_cholesky**2).astype(X.dtype)
-        return quad, (centered, squared_norms)
+        quad *= precisions_cholesky**2
+        return quad.astype(X.dtype, copy=False), (centered, squared_norms)
 
     def _moments_about_center(self, X, weighted_resp, center, cache):
         if cache is None:
-            centered = X - center.astype(X.dtype)
+            centered = self._centered(X, center)
             squared_norms = np.einsum("ij,ij->i", centered, centered)
         else:
             centered, squared_norms = cache
-        sum_x = (weighted_resp.T @ centered).astype(float)
-        sum_xx = (squared_norms @ weighted_resp).astype(float)
-        return sum_x, sum_xx
+        return weighted_resp.T @ centered, squared_norms @ weighted_resp
 
     def centered_scatter(self, nk, sum_x, sum_xx):
         # The trace of each component's scatter about its own mean.

@@ -76,22 +76,21 @@ class TiedCovariance(SharedCenterMixin, CovarianceUnit):
 
     def _quadratic_about_center(self, X, means, precisions_cholesky, center):
         # One product X P serves all components.
-        centered = X - center.astype(X.dtype)
-        whitened = centered @ precisions_cholesky.astype(X.dtype)
-        whitened_means = ((means - center) @ precisions_cholesky).astype(X.dtype)
+        centered = self._centered(X, center)
+        whitened = centered @ precisions_cholesky
+        whitened_means = (means - center) @ precisions_cholesky
         quad = self._expanded_squares(
             np.einsum("ij,ij->i", whitened, whitened)[:, np.newaxis],
             whitened @ whitened_means.T,
             np.einsum("ij,ij->i", whitened_means, whitened_means),
         )
-        return quad, centered
+        return quad.astype(X.dtype, copy=False), centered
 
     def _moments_about_center(self, X, weighted_resp, center, cache):
-        centered = X - center.astype(X.dtype) if cache is None else cache
-        sum_x = (weighted_resp.T @ centered).astype(float)
+        centered = self._centered(X, center) if cache is None else cache
         row_weights = weighted_resp.sum(axis=1)
-        sum_xx = ((centered * row_weights[:, np.newaxis]).T @ centered).astype(float)
-        return sum_x, sum_xx
+        sum_xx = (centered * row_weights[:, np.newaxis]).T @ centered
+        return weighted_resp.T @ centered, sum_xx
 
     def zero_second_moment(self):
         return np.zeros(self.precision_shape)
