@@ -329,13 +329,25 @@ default=None
     # ------------------------------------------------------------------
     # Predicting and scoring.
 
-    def _chunked_log_density(self, X):
+    def _per_row(self, X, reduce, width=None):
+        """Apply ``reduce`` to the log joint densities of X, chunk by chunk.
+
+        Results go straight into one preallocated array of ``len(X)`` rows
+        (``width`` columns if given), in the dtype of X.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
         density = self._component_log_density(unit)
+        shape = (X.shape[0],) if width is None else (X.shape[0], width)
+        out = None
         for rows in row_chunks(X.shape[0], unit.row_bytes(X.dtype.itemsize)):
-            yield rows, X.dtype, density(X[rows])
+            part = reduce(density(X[rows]))
+            if out is None:
+                dtype = part.dtype if part.dtype.kind == "i" else X.dtype
+                out = np.empty(shape, dtype=dtype)
+            out[rows] = part
+        return out
 
     def score_samples(self, X):
         """Log density of each sample under the fitted model.
@@ -355,11 +367,7 @@ default=None
         -------
         log_density : ndarray of shape (n_samples,)
         """
-        parts = [
-            normalize_log_rows(log_joint)[0].astype(dtype, copy=False)
-            for _, dtype, log_joint in self._chunked_log_density(X)
-        ]
-        return np.concatenate(parts)
+        return self._per_row(X, lambda log_joint: normalize_log_rows(log_joint)[0])
 
     def score(self, X, y=None, sample_weight=None):
         """Weighted mean log density of X.
@@ -393,11 +401,11 @@ default=None
         -------
         resp : ndarray of shape (n_samples, n_components)
         """
-        parts = [
-            normalize_log_rows(log_joint)[1].astype(dtype, copy=False)
-            for _, dtype, log_joint in self._chunked_log_density(X)
-        ]
-        return np.concatenate(parts)
+        return self._per_row(
+            X,
+            lambda log_joint: normalize_log_rows(log_joint)[1],
+            width=self.n_components,
+        )
 
     def predict(self, X):
         """The most probable component of each sample.
@@ -411,11 +419,7 @@ default=None
         -------
         labels : ndarray of shape (n_samples,)
         """
-        parts = [
-            np.argmax(log_joint, axis=1)
-            for _, _, log_joint in self._chunked_log_density(X)
-        ]
-        return np.concatenate(parts)
+        return self._per_row(X, lambda log_joint: np.argmax(log_joint, axis=1))
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted density.

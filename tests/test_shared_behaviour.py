@@ -219,3 +219,34 @@ def test_works_in_pipeline_clone_and_pickle(estimator):
     restored = pickle.loads(pickle.dumps(model))
     assert_array_equal(restored.predict(X), model.predict(X))
     assert_allclose(restored.score_samples(X), model.score_samples(X))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_fit_never_holds_an_n_samples_by_n_components_array(
+    estimator, covariance_type
+):
+    # 40 000 x 25 responsibilities in float64 would take 8 MB; with 1 MiB of
+    # working memory the whole fit must stay well below that. (The seeds
+    # initialisation keeps KMeans, which is scikit-learn's, out of the way.)
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(40_000, 2))
+    n_components = 25
+    model = estimator(
+        n_components=n_components,
+        covariance_type=covariance_type,
+        init_params="random_from_data",
+        max_iter=2,
+        random_state=0,
+    )
+    with sklearn.config_context(working_memory=1):
+        tracemalloc.start()
+        try:
+            model.fit(X)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    responsibilities_bytes = X.shape[0] * n_components * 8
+    assert peak < responsibilities_bytes / 3
