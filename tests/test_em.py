@@ -164,15 +164,6 @@ def test_fit_predict_is_fit_then_predict():
     assert_array_equal(labels, EMGaussianMixture(3, random_state=0).fit(X).predict(X))
 
 
-def test_max_iter_zero_stores_the_initialisation():
-    X = make_blobs(12, n_samples=100, n_features=2, n_clusters=2)
-    model = EMGaussianMixture(2, max_iter=0, random_state=0).fit(X)
-    assert model.n_iter_ == 0
-    assert model.lower_bounds_.shape == (1,)
-    assert model.kl_gaps_.shape == (0,)
-    assert model.lower_bound_ == model.lower_bounds_[0]
-
-
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_sample_follows_the_fitted_mixture(covariance_type):
     X = make_blobs(14, n_samples=300, n_features=2, n_clusters=2)

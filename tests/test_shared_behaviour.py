@@ -142,6 +142,8 @@ def test_max_iter_zero_stores_the_initialisation(estimator):
     assert model.lower_bounds_.shape == (1,)
     assert model.half_step_lower_bounds_.shape == (1,)
     assert model.lower_bound_ == model.lower_bounds_[0]
+    if isinstance(model, EMGaussianMixture):
+        assert model.kl_gaps_.shape == (0,)
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -223,9 +225,7 @@ def test_works_in_pipeline_clone_and_pickle(estimator):
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_fit_never_holds_an_n_samples_by_n_components_array(
-    estimator, covariance_type
-):
+def test_fit_never_holds_an_n_samples_by_n_components_array(estimator, covariance_type):
     # 40 000 x 25 responsibilities in float64 would take 8 MB; with 1 MiB of
     # working memory the whole fit must stay well below that. (The seeds
     # initialisation keeps KMeans, which is scikit-learn's, out of the way.)

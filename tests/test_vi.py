@@ -231,20 +231,6 @@ def test_fitted_attributes_match_sklearn_names_and_shapes(covariance_type):
 # ------------------------------------------------------------ invariances
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize("weight_prior", WEIGHT_PRIORS)
-def test_every_fit_is_finite(covariance_type, weight_prior):
-    X = make_blobs(7, n_samples=150, n_features=2, n_clusters=3)
-    model = VariationalGaussianMixture(
-        n_components=4,
-        covariance_type=covariance_type,
-        weight_concentration_prior_type=weight_prior,
-        random_state=0,
-    ).fit(X)
-    assert all_finite(model)
-    assert np.all(np.isfinite(model.score_samples(X)))
-
-
 @pytest.mark.parametrize(
     ("covariance_type", "params", "message"),
     [
