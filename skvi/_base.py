@@ -77,6 +77,15 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
     }
 
+    def __sklearn_tags__(self):
+        # Dense float arrays only: sparse input and NaN are rejected with a
+        # clear error (the defaults, stated here as part of the contract).
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
     # ------------------------------------------------------------------
     # Hooks an estimator implements.
 
@@ -191,9 +200,17 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
     def _has_state_for(self, unit):
+        """Whether the fitted attributes can seed a warm start of this fit.
+
+        They cannot after set_params changed the shape of the model (number
+        of components or features, covariance type): the fit starts afresh.
+        """
         if not hasattr(self, "converged_"):
             return False
-        return self.means_.shape == (unit.n_components, unit.n_features)
+        return (
+            np.shape(self.means_) == (unit.n_components, unit.n_features)
+            and np.shape(self.covariances_) == unit.precision_shape
+        )
 
     def _initial_state(self, X, sample_weight, unit, context, rng):
         responsibilities = initial_responsibilities(

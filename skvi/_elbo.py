@@ -73,16 +73,24 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
     """
     constants = log_rho_constants(expectations, unit, reg_covar)
     # A component with N_k = 0 contributes nothing, even if log pi_k = -inf.
-    weighted = np.where(moments.nk > 0, moments.nk * constants, 0.0)
+    present = moments.nk > 0
+    weighted = np.dot(moments.nk[present], constants[present])
     offsets = moments.offsets_from(expectations.means)
     quadratic = unit.trace_product(expectations.precisions, moments.scatter) + np.dot(
         moments.nk, unit.mahalanobis(offsets, expectations.precisions)
     )
-    return float(np.sum(weighted) - 0.5 * quadratic)
+    return float(weighted - 0.5 * quadratic)
 
 
 # ---------------------------------------------------------------------------
 # Expectations and divergences of the conjugate factors.
+
+
+def _wishart_digamma_sum(dof, n_features):
+    """``sum_{i=1..D} psi((dof + 1 - i) / 2)``, elementwise over dof."""
+    dof = np.asarray(dof, dtype=float)
+    halves = 0.5 * (dof[..., np.newaxis] - np.arange(n_features))
+    return np.sum(digamma(halves), axis=-1)
 
 
 def expected_log_det_wishart(dof, log_det_scale, n_features):
@@ -90,9 +98,8 @@ def expected_log_det_wishart(dof, log_det_scale, n_features):
 
     ``sum_i psi((dof + 1 - i) / 2) + D log 2 + log det W`` (Bishop eq. B.81).
     """
-    dof = np.asarray(dof, dtype=float)
-    shifts = 0.5 * (dof[..., np.newaxis] - np.arange(n_features))
-    return np.sum(digamma(shifts), axis=-1) + n_features * np.log(2.0) + log_det_scale
+    digammas = _wishart_digamma_sum(dof, n_features)
+    return digammas + n_features * np.log(2.0) + log_det_scale
 
 
 def kl_wishart(
@@ -105,10 +112,9 @@ def kl_wishart(
     terms of the normaliser and of ``E[log det Lambda]`` cancel.
     """
     dof = np.asarray(dof, dtype=float)
-    shifts = 0.5 * (dof[..., np.newaxis] - np.arange(n_features))
     return (
         0.5 * dof0 * (log_det_scale0 - log_det_scale)
-        + 0.5 * (dof - dof0) * np.sum(digamma(shifts), axis=-1)
+        + 0.5 * (dof - dof0) * _wishart_digamma_sum(dof, n_features)
         - multigammaln(0.5 * dof, n_features)
         + multigammaln(0.5 * dof0, n_features)
         + 0.5 * dof * (trace_prior_inverse_scale - n_features)

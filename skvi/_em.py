@@ -8,7 +8,7 @@ import numpy as np
 from ._base import BaseGaussianMixture
 from ._covariance import covariance_unit
 from ._elbo import ComponentExpectations, log_rho_constants
-from ._stats import empty_components, finite_constants, log_rho, reference_points
+from ._stats import empty_components, log_rho, reference_points
 from ._validation import check_array_param, check_sample_weight, check_weights_init
 
 
@@ -289,10 +289,10 @@ default='kmeans'
         expectations = self._expectations(self._state_from_attributes(unit), unit)
         constants = log_rho_constants(expectations, unit, reg_covar=0.0)
 
+        reference = reference_points(unit, expectations)
+
         def log_density(X):
-            bounded = finite_constants(constants, X.dtype)
-            reference = reference_points(unit, expectations)
-            return log_rho(X, unit, expectations, bounded, reference)[0]
+            return log_rho(X, unit, expectations, constants, reference)[0]
 
         return log_density
 

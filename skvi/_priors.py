@@ -24,15 +24,13 @@ class NormalPrecisionPrior:
     """The conjugate prior p(mu_k | Lambda_k) p(Lambda_k) of every component.
 
     ``covariance`` is covariance_prior_ in the unit's layout (the inverse
-    Wishart scale W_0^-1 for full and tied); ``log_det_covariance`` is its
-    log-determinant (full and tied only).
+    Wishart scale W_0^-1 for full and tied).
     """
 
     mean: np.ndarray
     mean_precision: float
     dof: float
     covariance: np.ndarray
-    log_det_covariance: float | None = None
 
 
 class DirichletDistributionWeights:

@@ -161,20 +161,17 @@ def log_rho(X, unit, expectations, constants, reference):
     return quad, cache
 
 
-def finite_constants(constants, dtype):
-    """Replace ``-inf`` (an EM weight of zero) by a huge negative number.
-
-    ``exp`` of it is exactly 0, so responsibilities are unchanged, while
-    ``0 * log r`` stays 0 instead of NaN.
-    """
-    return np.maximum(constants, 0.5 * np.finfo(dtype).min)
-
-
 def normalize_log_rows(log_rho):
     """Row-wise ``log sum exp`` and the normalised responsibilities.
 
-    Returns ``(log_norm, resp, log_resp)``.
+    Returns ``(log_norm, resp, log_resp)``. ``log_rho`` is first floored at
+    half the dtype's most negative value, which ``exp`` maps to exactly 0:
+    an EM component of weight zero (``-inf``) then gets zero responsibility
+    and ``0 * log r`` stays 0, and a row so far from every component that
+    all its quadratic forms overflow gets equal responsibilities and a
+    hugely negative, finite log density instead of NaN.
     """
+    np.maximum(log_rho, 0.5 * np.finfo(log_rho.dtype).min, out=log_rho)
     top = np.max(log_rho, axis=1, keepdims=True)
     log_resp = log_rho - top
     resp = np.exp(log_resp)
@@ -203,9 +200,7 @@ def e_step(X, sample_weight, unit, expectations, reg_covar):
     SufficientStatistics
     """
     reference = reference_points(unit, expectations)
-    constants = finite_constants(
-        log_rho_constants(expectations, unit, reg_covar), X.dtype
-    )
+    constants = log_rho_constants(expectations, unit, reg_covar)
     total = SufficientStatistics.zeros(unit, reference)
     for rows in row_chunks(X.shape[0], unit.row_bytes(X.dtype.itemsize)):
         chunk, weights = X[rows], sample_weight[rows].astype(X.dtype)
@@ -217,7 +212,7 @@ def e_step(X, sample_weight, unit, expectations, reg_covar):
             chunk, sample_weight[rows], weighted, unit, reference, cache
         )
         total.entropy -= float(np.sum(weighted * log_resp, dtype=float))
-        total.log_normalizer += float(np.dot(weights, log_norm))
+        total.log_normalizer += float(np.dot(sample_weight[rows], log_norm))
     return total
 
 
@@ -261,11 +256,13 @@ def statistics_of_assignment(X, sample_weight, unit, responsibilities):
     about the unit's reference points for those means, so second moments do
     not cancel when the data sit far from the origin.
     """
+    # The first pass only needs the means; its second moments are discarded.
     origin = np.zeros((unit.n_components, unit.n_features))
     rough = assigned_statistics(X, sample_weight, unit, responsibilities, origin)
-    # Without precisions yet, every unit takes its exact per-component path.
-    reference = unit.reference(rough.moments.means, rough.nk + 1.0, None)
-    return assigned_statistics(X, sample_weight, unit, responsibilities, reference)
+    # Each component's own mean: the exact per-component path (there are no
+    # precisions yet to judge the shared-center expansion by).
+    means = rough.moments.means
+    return assigned_statistics(X, sample_weight, unit, responsibilities, means)
 
 
 def empty_components(moments):

@@ -53,7 +53,13 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         all components; 'diag': Normal-Gamma per component and feature;
         'spherical': Normal-Gamma with one precision per component.
     tol : float, default=1e-3
-        Convergence threshold on the change of the per-sample ELBO.
+        Convergence threshold on the change of the per-sample ELBO (the
+        bound divided by the total sample weight, as for EM).
+        scikit-learn's BayesianGaussianMixture compares ``tol`` with the
+        change of the total bound instead, so the same value stops skvi
+        about ``n_samples`` times earlier; pass ``tol / n_samples`` for its
+        stopping rule. Pruning surplus components usually needs a smaller
+        ``tol`` (e.g. 1e-6) and a larger ``max_iter``.
     reg_covar : float, default=1e-6
         Variance of isotropic noise the data are smoothed by: the data term
         of the ELBO is ``E_q[log N(x | mu_k, Lambda_k^-1)] - (reg_covar / 2)
@@ -160,7 +166,9 @@ default='kmeans'
     ``score_samples`` is the log posterior predictive density, a mixture of
     Student-t (Bishop 2006, eq. 10.81): a proper density, so ``score``
     compares models across ``n_components``. ``predict_proba`` and
-    ``predict`` use the same predictive terms.
+    ``predict`` use the same predictive terms, and ``sample`` draws from the
+    predictive (Student-t) components, where scikit-learn draws from
+    Gaussians at the posterior means.
 
     Examples
     --------
@@ -297,16 +305,11 @@ default='kmeans'
         return prior
 
     def _fit_context(self, unit):
-        covariance = np.asarray(self.covariance_prior_, dtype=float)
-        log_det = None
-        if covariance.ndim == 2:
-            log_det = float(np.linalg.slogdet(covariance)[1])
         components = NormalPrecisionPrior(
             mean=np.asarray(self.mean_prior_, dtype=float),
             mean_precision=self.mean_precision_prior_,
             dof=self.degrees_of_freedom_prior_,
-            covariance=covariance,
-            log_det_covariance=log_det,
+            covariance=np.asarray(self.covariance_prior_, dtype=float),
         )
         weights = WEIGHT_PRIORS[self.weight_concentration_prior_type](
             self.weight_concentration_prior_
@@ -365,6 +368,11 @@ default='kmeans'
         kl_weights = context.weights.kl(state.weight_concentration)
         return kl_weights, float(np.sum(kl_means)) + kl_precisions
 
+    def _has_state_for(self, unit):
+        stored_sticks = isinstance(getattr(self, "weight_concentration_", None), tuple)
+        wanted_sticks = self.weight_concentration_prior_type == "dirichlet_process"
+        return super()._has_state_for(unit) and stored_sticks == wanted_sticks
+
     def _state_from_attributes(self, unit):
         concentration = self.weight_concentration_
         if isinstance(concentration, tuple):
@@ -403,8 +411,9 @@ default='kmeans'
         log_weights = np.log(np.asarray(self.weights_, dtype=float))
         expectations = self._expectations(state, unit)
 
+        reference = reference_points(unit, expectations)
+
         def log_density(X):
-            reference = reference_points(unit, expectations)
             predictive = unit.log_predictive(
                 X,
                 state.means,

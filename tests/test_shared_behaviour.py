@@ -250,3 +250,31 @@ def test_fit_never_holds_an_n_samples_by_n_components_array(estimator, covarianc
             tracemalloc.stop()
     responsibilities_bytes = X.shape[0] * n_components * 8
     assert peak < responsibilities_bytes / 3
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_too_far_for_any_density_give_no_nan(estimator, dtype):
+    # Every quadratic form of these rows overflows the dtype.
+    X = make_blobs(17, n_samples=100, n_features=2, n_clusters=2).astype(dtype)
+    model = estimator(n_components=2, random_state=0).fit(X)
+    far = np.array([[1e30, -1e30], [0.0, 0.0]], dtype=dtype)
+    far[0] *= 1e150 if dtype == np.float64 else 1.0
+    scores = model.score_samples(far)
+    proba = model.predict_proba(far)
+    assert np.all(np.isfinite(scores)) and np.all(np.isfinite(proba))
+    assert scores[0] < -1e37
+    assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_warm_start_after_changing_the_model_type_starts_afresh(estimator):
+    X = make_blobs(18, n_samples=150, n_features=2, n_clusters=2)
+    model = estimator(n_components=2, warm_start=True, random_state=0).fit(X)
+    model.set_params(covariance_type="diag").fit(X)
+    assert model.covariances_.shape == (2, 2)
+    assert all_finite(model)
+    if isinstance(model, VariationalGaussianMixture):
+        model.set_params(weight_concentration_prior_type="dirichlet_distribution")
+        model.fit(X)
+        assert not isinstance(model.weight_concentration_, tuple)

@@ -213,9 +213,12 @@ class CovarianceUnit(ABC):
             return self._moments_about_center(X, weighted_resp, reference[0], cache)
         sum_x = np.empty((self.n_components, self.n_features))
         sum_xx = self.zero_second_moment()
+        # Sums over a chunk run in float64: float32 sums of thousands of rows
+        # would make the ELBO noisier than float32 responsibilities already do.
         for k in range(self.n_components):
             diff = X - reference[k].astype(X.dtype) if cache is None else cache[k]
-            weights = weighted_resp[:, k]
+            diff = diff.astype(np.float64, copy=False)
+            weights = weighted_resp[:, k].astype(np.float64)
             sum_x[k] = weights @ diff
             self._add_second_moment(sum_xx, k, diff, weights)
         return sum_x, sum_xx

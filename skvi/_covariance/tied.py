@@ -15,14 +15,14 @@ from ._unit import (
     upper_cholesky,
     upper_cholesky_of_inverse,
 )
-from .full import (
+from .shared_center import SharedCenterMixin
+from .wishart import (
     check_prior_matrix,
     check_spd,
     wishart_expected_log_det,
     wishart_kl,
     wishart_predictive_dof_and_scale,
 )
-from .shared_center import SharedCenterMixin
 
 
 class TiedCovariance(SharedCenterMixin, CovarianceUnit):
