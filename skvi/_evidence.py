@@ -143,25 +143,29 @@ class _MarginalLikelihood:
 
     def _gamma_ratio_per_feature(self, n, scatter):
         shape0, rate0 = 0.5 * self.dof, 0.5 * self.covariance
-        shape = shape0 + 0.5 * n
-        rate = rate0 + 0.5 * np.diag(scatter)
-        return float(
-            np.sum(
-                shape0 * np.log(rate0)
-                - shape * np.log(rate)
-                + gammaln(shape)
-                - gammaln(shape0)
-            )
+        return _gamma_normaliser_ratio(
+            shape0, rate0, shape0 + 0.5 * n, rate0 + 0.5 * np.diag(scatter)
         )
 
     def _gamma_ratio_shared(self, n, scatter):
         d = scatter.shape[0]
         shape0, rate0 = 0.5 * d * self.dof, 0.5 * d * self.covariance
-        shape = shape0 + 0.5 * n * d
-        rate = rate0 + 0.5 * np.trace(scatter)
-        return float(
+        return _gamma_normaliser_ratio(
+            shape0, rate0, shape0 + 0.5 * n * d, rate0 + 0.5 * np.trace(scatter)
+        )
+
+
+def _gamma_normaliser_ratio(shape0, rate0, shape, rate):
+    """Log of the prior Gamma normaliser over the posterior one, summed.
+
+    ``integral of lambda^(n/2) exp(-lambda s / 2) Gamma(lambda | a0, b0)``
+    is ``b0^a0 / Gamma(a0) * Gamma(a) / b^a`` with ``a, b`` the posterior's.
+    """
+    return float(
+        np.sum(
             shape0 * np.log(rate0)
             - shape * np.log(rate)
             + gammaln(shape)
             - gammaln(shape0)
         )
+    )
