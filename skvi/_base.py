@@ -22,13 +22,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._covariance import covariance_unit
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
+from ._kernel import normalize_in_place
 from ._stats import (
     assigned_statistics,
     e_step,
     empty_components,
-    normalize_log_rows,
-    reference_points,
-    row_chunks,
+    log_rho_expansion,
     statistics_of_assignment,
 )
 from ._validation import check_enough_samples, check_sample_weight
@@ -113,8 +112,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """Set the fitted attributes from a state."""
         raise NotImplementedError
 
-    def _component_log_density(self, unit):
-        """A function mapping rows to ``log(weight_k density_k(x))``."""
+    def _component_log_density(self, unit, dtype):
+        """The kernel plan and a function of rows for scoring.
+
+        The function maps a chunk of rows to the (K, m) array of
+        ``log(weight_k density_k(x))``; the plan sizes the chunks.
+        """
         raise NotImplementedError
 
     def _sample_component(self, rng, unit, component, n_samples):
@@ -250,11 +253,20 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
         return (data + entropy - kl_weights - kl_components) / stats.total_weight
 
+    @staticmethod
+    def _elbo_after_e_step(stats, evaluated):
+        """Per-sample ELBO of the optimal q(Z) for the state it was computed from.
+
+        For that q the data term plus entropy is the log normaliser.
+        """
+        kl = evaluated.kl_weights + evaluated.kl_components
+        return (stats.log_normalizer - kl) / stats.total_weight
+
     def _ascend(self, X, sample_weight, unit, context, state):
         """Coordinate ascent from ``state``; every half-step is recorded."""
         evaluated = self._evaluate(state, unit, context)
         stats = self._e_step(X, sample_weight, unit, evaluated)
-        half_steps = [self._elbo(stats, evaluated, unit)]
+        half_steps = [self._elbo_after_e_step(stats, evaluated)]
         converged, n_iter = False, 0
         for n_iter in range(1, self.max_iter + 1):
             previous_bound = half_steps[-1]
@@ -263,7 +275,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             # ELBO(q_old, theta_new): the M-step half of the iteration.
             half_steps.append(self._elbo(stats, evaluated, unit))
             stats = self._e_step(X, sample_weight, unit, evaluated)
-            half_steps.append(self._elbo(stats, evaluated, unit))
+            half_steps.append(self._elbo_after_e_step(stats, evaluated))
             change = half_steps[-1] - previous_bound
             self._print_iteration(n_iter, change)
             if abs(change) < self.tol:
@@ -312,13 +324,10 @@ default=None
             stats = optimal
         else:
             resp = _check_responsibilities(responsibilities, X.shape[0], unit)
-            stats = assigned_statistics(
-                X,
-                sample_weight,
-                unit,
-                lambda rows: resp[rows],
-                reference_points(unit, evaluated.expectations),
+            plan = log_rho_expansion(
+                unit, evaluated.expectations, self.reg_covar, X.dtype
             )
+            stats = assigned_statistics(X, sample_weight, plan, lambda rows: resp[rows])
         total = stats.total_weight
         data, entropy, kl_weights, kl_components = self._elbo_terms(
             stats, evaluated, unit
@@ -347,7 +356,7 @@ default=None
     # Predicting and scoring.
 
     def _per_row(self, X, reduce, width=None):
-        """Apply ``reduce`` to the log joint densities of X, chunk by chunk.
+        """Apply ``reduce`` to the (K, m) log joint densities of X, chunk by chunk.
 
         Results go straight into one preallocated array of ``len(X)`` rows
         (``width`` columns if given), in the dtype of X.
@@ -355,10 +364,10 @@ default=None
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
-        density = self._component_log_density(unit)
+        plan, density = self._component_log_density(unit, X.dtype)
         shape = (X.shape[0],) if width is None else (X.shape[0], width)
         out = None
-        for rows in row_chunks(X.shape[0], unit.row_bytes(X.dtype.itemsize)):
+        for rows in plan.chunks(X.shape[0]):
             part = reduce(density(X[rows]))
             if out is None:
                 dtype = part.dtype if part.dtype.kind == "i" else X.dtype
@@ -384,7 +393,7 @@ default=None
         -------
         log_density : ndarray of shape (n_samples,)
         """
-        return self._per_row(X, lambda log_joint: normalize_log_rows(log_joint)[0])
+        return self._per_row(X, normalize_in_place)
 
     def score(self, X, y=None, sample_weight=None):
         """Weighted mean log density of X.
@@ -418,11 +427,7 @@ default=None
         -------
         resp : ndarray of shape (n_samples, n_components)
         """
-        return self._per_row(
-            X,
-            lambda log_joint: normalize_log_rows(log_joint)[1],
-            width=self.n_components,
-        )
+        return self._per_row(X, _responsibilities, width=self.n_components)
 
     def predict(self, X):
         """The most probable component of each sample.
@@ -436,7 +441,7 @@ default=None
         -------
         labels : ndarray of shape (n_samples,)
         """
-        return self._per_row(X, lambda log_joint: np.argmax(log_joint, axis=1))
+        return self._per_row(X, lambda log_joint: np.argmax(log_joint, axis=0))
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted density.
@@ -503,6 +508,12 @@ default=None
                     f"Initialization {status}. time lapse "
                     f"{time() - self._init_time:.5f}s\t ELBO {run.lower_bound:.5f}."
                 )
+
+
+def _responsibilities(log_joint):
+    """Rows of responsibilities from (K, m) log joint densities."""
+    normalize_in_place(log_joint)
+    return log_joint.T
 
 
 def _check_responsibilities(responsibilities, n_samples, unit):

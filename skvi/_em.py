@@ -7,8 +7,9 @@ import numpy as np
 
 from ._base import BaseGaussianMixture
 from ._covariance import covariance_unit
-from ._elbo import ComponentExpectations, log_rho_constants
-from ._stats import empty_components, log_rho, reference_points
+from ._elbo import ComponentExpectations
+from ._kernel import row_values
+from ._stats import empty_components, log_rho_expansion
 from ._validation import check_array_param, check_sample_weight, check_weights_init
 
 
@@ -285,16 +286,11 @@ default='kmeans'
         return optimal_stats.log_normalizer / optimal_stats.total_weight
 
     # ------------------------------------------------------------ scoring
-    def _component_log_density(self, unit):
+    def _component_log_density(self, unit, dtype):
         expectations = self._expectations(self._state_from_attributes(unit), unit)
-        constants = log_rho_constants(expectations, unit, reg_covar=0.0)
-
-        reference = reference_points(unit, expectations)
-
-        def log_density(X):
-            return log_rho(X, unit, expectations, constants, reference)[0]
-
-        return log_density
+        # The plain likelihood: no reg_covar smoothing.
+        plan = log_rho_expansion(unit, expectations, 0.0, dtype)
+        return plan, lambda rows: row_values(plan, rows)
 
     def _sample_component(self, rng, unit, component, n_samples):
         draws = unit.sample_component(

@@ -1,20 +1,25 @@
 """Sufficient statistics, the currency between the E-step and the M-step.
 
-The E-step maps a chunk of rows to responsibility-weighted statistics
-(N_k, first and second moments about reference points) plus the chunk's
-entropy of q(Z) and log normaliser. Statistics add up, so one pass over an
-array in chunks, a minibatch, or the blocks of a distributed array all reduce
-to the same object. Chunks are sized from scikit-learn's ``working_memory``
-setting, so no (n_samples, n_components) array is ever held during a fit.
+The E-step maps rows to responsibility-weighted statistics (N_k, first and
+second moments about reference points) plus their log normaliser; the
+kernel in :mod:`skvi._kernel` does the arithmetic. Statistics add up, so one
+pass over an array in chunks, a minibatch, or the blocks of a distributed
+array all reduce to the same object. No (n_samples, n_components) array is
+ever held during a fit.
 """
 
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from sklearn import get_config
 
 from ._elbo import log_rho_constants
+from ._kernel import (
+    StatisticsPass,
+    center_expansion,
+    parameter_expansion,
+    row_chunks,
+)
 
 
 @dataclass(frozen=True)
@@ -120,66 +125,34 @@ class SufficientStatistics:
         return Moments(self.total_weight, nk.copy(), self.reference, shift, scatter)
 
 
-# The fused E-step is fastest when a chunk's work arrays stay in cache: on the
-# benchmark machine 4 MiB chunks ran 1.4x-4x faster than one large block.
-CACHE_BLOCK_BYTES = 4 * 2**20
-
-
-def row_chunks(n_samples, row_bytes):
-    """Slices of rows whose work arrays fit in ``working_memory`` (MiB).
-
-    ``working_memory`` bounds the memory; chunks are further capped at a
-    cache-sized block for speed. At least one row per chunk.
-    """
-    budget = min(get_config()["working_memory"] * 2**20, CACHE_BLOCK_BYTES)
-    chunk = int(min(max(budget // max(row_bytes, 1), 1), max(n_samples, 1)))
-    # Plain slices: scikit-learn's gen_batches validates its arguments on
-    # every call, which costs more than a small E-step.
-    return (
-        slice(start, min(start + chunk, n_samples))
-        for start in range(0, n_samples, chunk)
-    )
-
-
-def reference_points(unit, expectations):
-    """The unit's reference points for the current parameters."""
+def log_rho_expansion(unit, expectations, reg_covar, dtype):
+    """The kernel's plan for ``log rho_nk = const_k - quadratic_nk / 2``."""
     log_weights = expectations.log_weights
     weights = np.exp(log_weights - np.max(log_weights))
-    return unit.reference(expectations.means, weights, expectations.precisions)
-
-
-def log_rho(X, unit, expectations, constants, reference):
-    """``log rho_nk = const_k - quadratic_nk / 2`` for a chunk.
-
-    Returns ``(log_rho, cache)``; see :meth:`CovarianceUnit.quadratic`.
-    """
-    quad, cache = unit.quadratic(
-        X, expectations.means, expectations.precisions_cholesky, reference
+    return parameter_expansion(
+        unit,
+        expectations.means,
+        expectations.precisions,
+        expectations.precisions_cholesky,
+        weights,
+        dtype,
+        scale=-0.5,
+        offsets=log_rho_constants(expectations, unit, reg_covar),
     )
-    quad *= -0.5
-    quad += constants.astype(X.dtype)
-    return quad, cache
 
 
-def normalize_log_rows(log_rho):
-    """Row-wise ``log sum exp`` and the normalised responsibilities.
-
-    Returns ``(log_norm, resp, log_resp)``. ``log_rho`` is first floored at
-    half the dtype's most negative value, which ``exp`` maps to exactly 0:
-    an EM component of weight zero (``-inf``) then gets zero responsibility
-    and ``0 * log r`` stays 0, and a row so far from every component that
-    all its quadratic forms overflow gets equal responsibilities and a
-    hugely negative, finite log density instead of NaN.
-    """
-    np.maximum(log_rho, 0.5 * np.finfo(log_rho.dtype).min, out=log_rho)
-    top = np.max(log_rho, axis=1, keepdims=True)
-    log_resp = log_rho - top
-    resp = np.exp(log_resp)
-    total = np.sum(resp, axis=1, keepdims=True)
-    resp /= total
-    log_total = np.log(total)
-    log_resp -= log_total
-    return (top + log_total)[:, 0], resp, log_resp
+def _statistics(statistics_pass, unit):
+    reference, total, nk, sum_x, sum_xx, log_normalizer = statistics_pass.totals()
+    return SufficientStatistics(
+        reference=reference,
+        total_weight=total,
+        nk=nk,
+        sum_x=sum_x,
+        sum_xx=sum_xx,
+        entropy=statistics_pass.entropy,
+        log_normalizer=log_normalizer,
+        _unit=unit,
+    )
 
 
 def e_step(X, sample_weight, unit, expectations, reg_covar):
@@ -198,71 +171,60 @@ def e_step(X, sample_weight, unit, expectations, reg_covar):
     Returns
     -------
     SufficientStatistics
+        With the entropy of q(Z) and the log normaliser.
     """
-    reference = reference_points(unit, expectations)
-    constants = log_rho_constants(expectations, unit, reg_covar)
-    total = SufficientStatistics.zeros(unit, reference)
-    for rows in row_chunks(X.shape[0], unit.row_bytes(X.dtype.itemsize)):
-        chunk, weights = X[rows], sample_weight[rows].astype(X.dtype)
-        log_rho_chunk, cache = log_rho(chunk, unit, expectations, constants, reference)
-        log_norm, resp, log_resp = normalize_log_rows(log_rho_chunk)
-        weighted = resp
-        weighted *= weights[:, np.newaxis]
-        total += _chunk_statistics(
-            chunk, sample_weight[rows], weighted, unit, reference, cache
-        )
-        total.entropy -= float(np.sum(weighted * log_resp, dtype=float))
-        total.log_normalizer += float(np.dot(sample_weight[rows], log_norm))
-    return total
+    plan = log_rho_expansion(unit, expectations, reg_covar, X.dtype)
+    chunks = plan.chunks(X.shape[0])
+    statistics_pass = StatisticsPass(plan, _longest(chunks))
+    for rows in chunks:
+        statistics_pass.add_optimal(X[rows], sample_weight[rows])
+    return _statistics(statistics_pass, unit)
 
 
-def assigned_statistics(X, sample_weight, unit, responsibilities, reference):
-    """Statistics of a given q(Z), e.g. an initialisation.
+def assigned_statistics(X, sample_weight, plan, responsibilities):
+    """Statistics of a given q(Z), e.g. an initialisation, about plan's centers.
 
     ``responsibilities(rows)`` returns the (len(rows), K) responsibilities of
     a slice of rows, so they are never all held at once.
     """
-    total = SufficientStatistics.zeros(unit, reference)
-    for rows in row_chunks(X.shape[0], unit.row_bytes(X.dtype.itemsize)):
-        chunk = X[rows]
-        resp = np.asarray(responsibilities(rows), dtype=X.dtype)
-        weighted = resp * sample_weight[rows].astype(X.dtype)[:, np.newaxis]
-        total += _chunk_statistics(
-            chunk, sample_weight[rows], weighted, unit, reference, None
+    chunks = plan.chunks(X.shape[0])
+    statistics_pass = StatisticsPass(plan, _longest(chunks))
+    for rows in chunks:
+        statistics_pass.add_assigned(
+            X[rows], sample_weight[rows], responsibilities(rows)
         )
-        positive = resp > 0
-        total.entropy -= float(
-            np.sum(weighted[positive] * np.log(resp[positive]), dtype=float)
-        )
-    return total
-
-
-def _chunk_statistics(chunk, row_weights, weighted_resp, unit, reference, cache):
-    sum_x, sum_xx = unit.chunk_moments(chunk, weighted_resp, reference, cache)
-    return SufficientStatistics(
-        reference=reference,
-        total_weight=float(np.sum(row_weights)),
-        nk=np.sum(weighted_resp, axis=0, dtype=float),
-        sum_x=sum_x,
-        sum_xx=sum_xx,
-        _unit=unit,
-    )
+    return _statistics(statistics_pass, plan.unit)
 
 
 def statistics_of_assignment(X, sample_weight, unit, responsibilities):
     """Statistics of a fixed q(Z), accurate wherever the data sit.
 
     A first pass finds each component's mean; the second accumulates moments
-    about the unit's reference points for those means, so second moments do
-    not cancel when the data sit far from the origin.
+    about those means, so second moments do not cancel when the data sit far
+    from the origin or from each other.
     """
-    # The first pass only needs the means; its second moments are discarded.
-    origin = np.zeros((unit.n_components, unit.n_features))
-    rough = assigned_statistics(X, sample_weight, unit, responsibilities, origin)
-    # Each component's own mean: the exact per-component path (there are no
-    # precisions yet to judge the shared-center expansion by).
-    means = rough.moments.means
-    return assigned_statistics(X, sample_weight, unit, responsibilities, means)
+    means = _assigned_means(X, sample_weight, unit, responsibilities)
+    plan = center_expansion(unit, means, X.dtype)
+    return assigned_statistics(X, sample_weight, plan, responsibilities)
+
+
+def _assigned_means(X, sample_weight, unit, responsibilities):
+    """Weighted means of a fixed q(Z) (the origin for an empty component)."""
+    nk = np.zeros(unit.n_components)
+    sums = np.zeros((unit.n_components, unit.n_features))
+    # The responsibilities, their weighted copy and the caller's array.
+    row_bytes = X.dtype.itemsize * (3 * unit.n_components + unit.n_features) + 16
+    for rows in row_chunks(X.shape[0], row_bytes):
+        weighted = np.asarray(responsibilities(rows), dtype=X.dtype)
+        weighted = weighted * sample_weight[rows].astype(X.dtype)[:, np.newaxis]
+        nk += np.sum(weighted, axis=0, dtype=float)
+        sums += weighted.T @ X[rows]
+    safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+    return np.where(nk[:, np.newaxis] > 0, sums / safe, 0.0)
+
+
+def _longest(chunks):
+    return max((rows.stop - rows.start for rows in chunks), default=1)
 
 
 def empty_components(moments):

@@ -9,8 +9,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import BaseGaussianMixture
 from ._covariance import covariance_unit
 from ._elbo import ComponentExpectations, kl_normal_given_precision
+from ._kernel import parameter_expansion, row_values
 from ._priors import WEIGHT_PRIORS, NormalPrecisionPrior
-from ._stats import reference_points, statistics_of_assignment
+from ._stats import statistics_of_assignment
 from ._validation import check_array_param
 
 
@@ -406,25 +407,37 @@ default='kmeans'
         ).astype(dtype)
 
     # ------------------------------------------------------------ scoring
-    def _component_log_density(self, unit):
+    def _component_log_density(self, unit, dtype):
         state = self._state_from_attributes(unit)
-        log_weights = np.log(np.asarray(self.weights_, dtype=float))
-        expectations = self._expectations(state, unit)
-
-        reference = reference_points(unit, expectations)
+        weights = np.asarray(self.weights_, dtype=float)
+        log_weights = np.log(weights)[:, np.newaxis]
+        factor = state.precisions_cholesky
+        # The quadratic forms under E[Lambda]; each unit's predictive turns
+        # them into Student-t log densities.
+        plan = parameter_expansion(
+            unit,
+            state.means,
+            unit.precision_from_cholesky(factor),
+            factor,
+            weights,
+            dtype,
+            scale=1.0,
+            offsets=np.zeros(unit.n_components),
+        )
 
         def log_density(X):
             predictive = unit.log_predictive(
                 X,
+                lambda rows: row_values(plan, rows, np.float64),
                 state.means,
-                state.precisions_cholesky,
+                factor,
                 state.degrees_of_freedom,
                 state.mean_precision,
-                reference,
             )
-            return predictive + log_weights.astype(X.dtype)
+            predictive += log_weights.astype(X.dtype)
+            return predictive
 
-        return log_density
+        return plan, log_density
 
     def _sample_component(self, rng, unit, component, n_samples):
         state = self._state_from_attributes(unit)

@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from skvi._covariance import covariance_unit
-from skvi._covariance.shared_center import MAX_EXPANSION_LOSS
+from skvi._kernel import LOSS_LIMIT
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -100,9 +100,9 @@ def rounding_amplification(model):
     * full, tied: forming a scatter S_k in original coordinates loses about
       eps * cond(Sigma_k) relative along its small axes, and tr(Lambda_k S_k)
       weighs exactly those axes up: the amplification is the condition number.
-    * tied, diag, spherical, when skvi expands about one shared center (see
-      skvi/_covariance/shared_center.py), rounding grows by the expansion
-      loss F that the library itself computes and bounds.
+    * when skvi's E-step kernel expands about one shared center (see
+      skvi/_kernel.py), rounding grows by the expansion loss F that the
+      library itself computes and bounds.
     """
     unit = covariance_unit(
         model.covariance_type, model.n_components, model.means_.shape[1]
@@ -110,14 +110,13 @@ def rounding_amplification(model):
     amplification = 1.0
     if model.covariance_type in ("full", "tied"):
         amplification = max(np.linalg.cond(c) for c in dense_covariances(model))
-    if model.covariance_type != "full":
-        loss, _ = unit.expansion_loss(
-            np.asarray(model.means_, dtype=float),
-            np.asarray(model.weights_, dtype=float),
-            np.asarray(model.precisions_, dtype=float),
-        )
-        if loss <= MAX_EXPANSION_LOSS:
-            amplification = max(amplification, loss)
+    loss, _ = unit.expansion_loss(
+        np.asarray(model.means_, dtype=float),
+        np.asarray(model.weights_, dtype=float),
+        np.asarray(model.precisions_, dtype=float),
+    )
+    if loss <= LOSS_LIMIT[np.dtype(model.means_.dtype)]:
+        amplification = max(amplification, loss)
     return amplification
 
 

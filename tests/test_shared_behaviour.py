@@ -263,7 +263,13 @@ def test_rows_too_far_for_any_density_give_no_nan(estimator, dtype):
     scores = model.score_samples(far)
     proba = model.predict_proba(far)
     assert np.all(np.isfinite(scores)) and np.all(np.isfinite(proba))
-    assert scores[0] < -1e37
+    if estimator is EMGaussianMixture:
+        # A Gaussian log-likelihood below what the dtype can hold.
+        assert scores[0] < -1e37
+    else:
+        # The Student-t predictive decays only polynomially: its log density
+        # stays representable, and is computed in float64.
+        assert scores[0] < scores[1] - 1e3
     assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
 
 

@@ -95,7 +95,7 @@ def log_multivariate_t(quadratic, log_det_precision, dof, n_features):
     """Log-density of a multivariate Student-t from its quadratic form.
 
     ``quadratic`` is ``(x - m)^T L (x - m)`` for the t's precision matrix
-    ``L``, shape (n, K); ``log_det_precision`` and ``dof`` broadcast over K.
+    ``L``; ``log_det_precision`` and ``dof`` broadcast against it.
     """
     half = 0.5 * (dof + n_features)
     constant = (
@@ -160,82 +160,83 @@ class CovarianceUnit(ABC):
     def check_precisions(self, precisions, name):
         """Validate user precisions (shape, symmetry, definiteness)."""
 
-    # -------------------------------------------------- E-step (per chunk)
-    def row_bytes(self, itemsize):
-        """Bytes of temporaries per row in one E-step chunk.
+    # ------------------------------------ the expanded quadratic form (E-step)
+    # The E-step kernel (skvi._kernel) evaluates (x - m_k)^T Lambda_k (x - m_k)
+    # for every component at once by expanding it about a center c. With
+    # e = x - c and d_k = m_k - c it is
+    #     q(e) . a_k  -  2 e^T Lambda_k d_k  +  d_k^T Lambda_k d_k,
+    # linear in second-order row features q(e) that the unit defines, and in
+    # [1, e]. The unit also says how the responsibility-weighted sums of those
+    # features become its second moments.
 
-        Differences ``x - m_k`` for every component and the (n, K) work
-        arrays of the E-step, in the dtype of X, and centered float64 copies
-        of the row for the shared-center path.
-        """
-        per_component = itemsize * self.n_components * (self.n_features + 5)
-        return per_component + 8 * 2 * self.n_features
-
-    def reference(self, means, weights, precisions):
-        """Points, shape (K, D), about which second moments are accumulated.
-
-        Each component's own mean: moments of the small differences
-        ``x - m_k`` do not cancel, wherever the data and clusters sit. Units
-        with a faster shared-center path override this.
-        """
-        return np.array(means, dtype=float)
-
-    def shares_center(self, reference):
-        """Whether ``reference`` is one shared center (the fast path)."""
-        return False
-
-    def quadratic(self, X, means, precisions_cholesky, reference):
-        """``(x - m_k)^T Lambda_k (x - m_k)`` for a chunk, shape (n, K).
-
-        Returns ``(quadratic, cache)``; the cache (the differences, when the
-        reference points are the means) is handed to :meth:`chunk_moments`.
-        """
-        if self.shares_center(reference):
-            return self._quadratic_about_center(
-                X, means, precisions_cholesky, reference[0]
-            )
-        diffs = np.empty((self.n_components,) + X.shape, dtype=X.dtype)
-        quad = np.empty((X.shape[0], self.n_components), dtype=X.dtype)
-        factor = precisions_cholesky.astype(X.dtype, copy=False)
-        for k in range(self.n_components):
-            np.subtract(X, means[k].astype(X.dtype), out=diffs[k])
-            quad[:, k] = self._quadratic_of_differences(diffs[k], factor, k)
-        reusable = np.array_equal(reference, means)
-        return quad, (diffs if reusable else None)
-
-    def chunk_moments(self, X, weighted_resp, reference, cache=None):
-        """First and second moments about ``reference`` for one chunk.
-
-        Returns ``(sum_x, sum_xx)`` in float64: ``sum_x`` has shape (K, D),
-        ``sum_xx`` the type's second-moment shape.
-        """
-        if self.shares_center(reference):
-            return self._moments_about_center(X, weighted_resp, reference[0], cache)
-        sum_x = np.empty((self.n_components, self.n_features))
-        sum_xx = self.zero_second_moment()
-        # Sums over a chunk run in float64: float32 sums of thousands of rows
-        # would make the ELBO noisier than float32 responsibilities already do.
-        for k in range(self.n_components):
-            diff = X - reference[k].astype(X.dtype) if cache is None else cache[k]
-            diff = diff.astype(np.float64, copy=False)
-            weights = weighted_resp[:, k].astype(np.float64)
-            sum_x[k] = weights @ diff
-            self._add_second_moment(sum_xx, k, diff, weights)
-        return sum_x, sum_xx
+    @property
+    @abstractmethod
+    def n_second_order(self):
+        """Number of second-order row features q(e) a fit pass uses."""
 
     @abstractmethod
-    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
-        """Row-wise ``d^T Lambda_k d`` for differences ``d = x - m_k``."""
+    def second_order_features(self, centered, out):
+        """Write q(e) for rows ``centered`` (D, m) into ``out`` (P2, m)."""
 
     @abstractmethod
-    def _add_second_moment(self, sum_xx, component, diff, weights):
-        """Add one component's weighted second moment of ``diff`` in place."""
+    def second_order_coefficients(self, precisions):
+        """``a_k`` with ``q(e) . a_k = e^T Lambda_k e``, shape (K, P2)."""
 
-    def _quadratic_about_center(self, X, means, precisions_cholesky, center):
-        raise NotImplementedError
+    @abstractmethod
+    def precision_times(self, precisions, vectors):
+        """``Lambda_k v`` for vectors of shape (..., K, D)."""
 
-    def _moments_about_center(self, X, weighted_resp, center, cache):
-        raise NotImplementedError
+    @abstractmethod
+    def precision_diagonals(self, precisions):
+        """The diagonal of each component's precision, shape (K, D)."""
+
+    def chunk_second_moment(self, weighted_resp, features, centered, row_mass):
+        """A chunk's second-order statistic from its features.
+
+        ``weighted_resp`` (K, m) holds ``w_n r_nk`` and ``row_mass`` its sums
+        over components; the default sums the second-order features per
+        component.
+        """
+        return weighted_resp @ features.T
+
+    @abstractmethod
+    def second_moment_from_sums(self, sums):
+        """The summed chunk statistics as second moments in the unit's layout."""
+
+    @abstractmethod
+    def shifted_second_moment(self, first, counts, shifts):
+        """What moving second moments by ``shifts`` adds, summed over groups.
+
+        For rows of group g with ``counts[g, k] = sum w r``, ``first[g, k] =
+        sum w r e`` and ``shifts[g, k] = s``: the second moment of ``e + s``
+        minus that of ``e`` is ``first s^T + s first^T + counts s s^T``.
+        Arrays have shape (G, K, D) and (G, K); the result is summed over g.
+        """
+
+    def row_quadratic(self, centered, precisions_cholesky):
+        """Part of the quadratic form shared by all components, per row.
+
+        None for units whose second-order features carry it; a shared
+        precision (tied) returns ``e^T Lambda e``, which a fit pass leaves out
+        of the responsibilities, where it cancels.
+        """
+        return None
+
+    def row_quadratic_total(self, second_moment_sums, precisions):
+        """``sum_n w_n`` of :meth:`row_quadratic` from a pass's sums (0 if None)."""
+        return 0.0
+
+    def expansion_loss(self, means, weights, precisions):
+        """The rounding loss F of expanding about one shared center, and it.
+
+        The center is the weighted mean of the means. F is the factor by
+        which the expansion multiplies rounding errors: 1 plus the largest
+        squared whitened distance of a mean from the center.
+        """
+        weights = np.asarray(weights, dtype=float)
+        center = weights @ means / weights.sum()
+        distances = self.mahalanobis(means - center, precisions)
+        return 1.0 + float(np.max(distances)), center
 
     @abstractmethod
     def zero_second_moment(self):
@@ -316,20 +317,24 @@ class CovarianceUnit(ABC):
         """Student-t degrees of freedom and the factor s with L = s E[Lambda]."""
 
     # ------------------------------------------------ shared implementations
-    def log_predictive(self, X, means, precisions_cholesky, dof, beta, reference):
-        """Log posterior predictive of each component, shape (n, K).
+    def log_predictive(self, X, quadratic_forms, means, precisions_cholesky, dof, beta):
+        """Log posterior predictive of each component, shape (K, n).
 
         Full, tied and spherical predictives are multivariate Student-t with
-        precision ``s E[Lambda]`` (Bishop 2006, eq. 10.81); diag overrides
-        this with a product of univariate t.
+        precision ``s E[Lambda]`` (Bishop 2006, eq. 10.81), evaluated from
+        ``quadratic_forms(X)``, the (K, n) float64 forms ``(x - m_k)^T
+        E[Lambda_k] (x - m_k)``; diag overrides this with a product of
+        univariate t.
         """
         t_dof, scale = self.predictive_dof_and_scale(dof, beta)
-        quad, _ = self.quadratic(X, means, precisions_cholesky, reference)
+        t_dof = np.broadcast_to(t_dof, beta.shape)[:, np.newaxis]
         log_det = self.log_det_cholesky(precisions_cholesky) + self.n_features * (
             np.log(scale)
         )
+        # The forms come in float64: heavy tails stay representable.
+        quad = quadratic_forms(X) * scale[:, np.newaxis]
         log_density = log_multivariate_t(
-            quad * scale.astype(X.dtype), log_det, t_dof, self.n_features
+            quad, log_det[:, np.newaxis], t_dof, self.n_features
         )
         return log_density.astype(X.dtype, copy=False)
 

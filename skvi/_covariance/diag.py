@@ -12,11 +12,10 @@ from scipy.special import digamma, gammaln
 
 from .._elbo import kl_gamma
 from ._unit import CovarianceUnit
-from .shared_center import SharedCenterMixin
 from .variances import VarianceStorageMixin
 
 
-class DiagCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUnit):
+class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
     """Each component has its own diagonal covariance matrix."""
 
     name = "diag"
@@ -32,31 +31,27 @@ class DiagCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUnit):
         return np.sum(precisions, axis=1)
 
     # ---------------------------------------------------------------- E-step
-    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
-        return (diff * diff) @ (precisions_cholesky[component] ** 2)
+    @property
+    def n_second_order(self):
+        return self.n_features
 
-    def _add_second_moment(self, sum_xx, component, diff, weights):
-        sum_xx[component] += weights @ (diff * diff)
+    def second_order_features(self, centered, out):
+        return np.multiply(centered, centered, out=out)
 
-    def _quadratic_about_center(self, X, means, precisions_cholesky, center):
-        centered = self._centered(X, center)
-        squared = centered * centered
-        precisions = precisions_cholesky**2
-        offsets = means - center
-        quad = self._expanded_squares(
-            squared @ precisions.T,
-            centered @ (precisions * offsets).T,
-            np.sum(precisions * offsets**2, axis=1),
-        )
-        return quad.astype(X.dtype, copy=False), (centered, squared)
+    def second_order_coefficients(self, precisions):
+        return precisions
 
-    def _moments_about_center(self, X, weighted_resp, center, cache):
-        if cache is None:
-            centered = self._centered(X, center)
-            squared = centered * centered
-        else:
-            centered, squared = cache
-        return weighted_resp.T @ centered, weighted_resp.T @ squared
+    def precision_times(self, precisions, vectors):
+        return precisions * vectors
+
+    def precision_diagonals(self, precisions):
+        return precisions
+
+    def second_moment_from_sums(self, sums):
+        return sums
+
+    def shifted_second_moment(self, first, counts, shifts):
+        return np.sum(shifts * (2.0 * first + counts[..., np.newaxis] * shifts), axis=0)
 
     def centered_scatter(self, nk, sum_x, sum_xx):
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
@@ -117,21 +112,27 @@ class DiagCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUnit):
         # Per feature: a univariate t with nu_k degrees of freedom.
         return dof, mean_precision / (1.0 + mean_precision)
 
-    def log_predictive(self, X, means, precisions_cholesky, dof, beta, reference):
-        """Product over features of univariate Student-t densities."""
+    def log_predictive(self, X, quadratic_forms, means, precisions_cholesky, dof, beta):
+        """Product over features of univariate Student-t densities, (K, n)."""
         t_dof, scale = self.predictive_dof_and_scale(dof, beta)
         precisions = scale[:, np.newaxis] * precisions_cholesky**2
-        out = np.empty((X.shape[0], self.n_components), dtype=X.dtype)
+        # In float64: the means are not rounded to the dtype of X, and the
+        # squared standardised distances of far rows do not overflow.
+        rows = X.astype(np.float64, copy=False)
+        out = np.empty((self.n_components, X.shape[0]))
         for k in range(self.n_components):
-            z = (X - means[k].astype(X.dtype)) ** 2
-            z *= (precisions[k] / t_dof[k]).astype(X.dtype)
-            out[:, k] = -0.5 * (t_dof[k] + 1.0) * np.sum(np.log1p(z), axis=1)
+            z = rows - means[k]
+            z *= z
+            z *= precisions[k] / t_dof[k]
+            np.log1p(z, out=z)
+            out[k] = -0.5 * (t_dof[k] + 1.0) * np.sum(z, axis=1)
         constant = self.n_features * (
             gammaln(0.5 * (t_dof + 1.0))
             - gammaln(0.5 * t_dof)
             - 0.5 * np.log(t_dof * np.pi)
         ) + 0.5 * np.sum(np.log(precisions), axis=1)
-        return out + constant.astype(X.dtype)
+        out += constant[:, np.newaxis]
+        return out.astype(X.dtype, copy=False)
 
     def _chi2_shape(self, n_samples):
         # Each feature has its own precision, hence its own mixing variable.

@@ -64,12 +64,44 @@ class FullCovariance(CovarianceUnit):
             check_spd(matrix, f"{name}[{k}]")
 
     # ---------------------------------------------------------------- E-step
-    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
-        whitened = diff @ precisions_cholesky[component]
-        return np.einsum("ij,ij->i", whitened, whitened)
+    @property
+    def n_second_order(self):
+        # The products e_i e_j, i <= j.
+        return self.n_features * (self.n_features + 1) // 2
 
-    def _add_second_moment(self, sum_xx, component, diff, weights):
-        sum_xx[component] += (diff * weights[:, np.newaxis]).T @ diff
+    def second_order_features(self, centered, out):
+        start = 0
+        for i in range(self.n_features):
+            stop = start + self.n_features - i
+            np.multiply(centered[i], centered[i:], out=out[start:stop])
+            start = stop
+        return out
+
+    def second_order_coefficients(self, precisions):
+        rows, cols = np.triu_indices(self.n_features)
+        # An off-diagonal product appears twice in e^T Lambda e.
+        return precisions[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
+
+    def precision_times(self, precisions, vectors):
+        return np.einsum("kij,...kj->...ki", precisions, vectors)
+
+    def precision_diagonals(self, precisions):
+        return np.diagonal(precisions, axis1=1, axis2=2)
+
+    def second_moment_from_sums(self, sums):
+        rows, cols = np.triu_indices(self.n_features)
+        moments = np.empty(self.precision_shape)
+        moments[:, rows, cols] = sums
+        moments[:, cols, rows] = sums
+        return moments
+
+    def shifted_second_moment(self, first, counts, shifts):
+        cross = np.einsum("gki,gkj->kij", first, shifts)
+        return (
+            cross
+            + np.swapaxes(cross, 1, 2)
+            + np.einsum("gk,gki,gkj->kij", counts, shifts, shifts)
+        )
 
     def zero_second_moment(self):
         return np.zeros(self.precision_shape)

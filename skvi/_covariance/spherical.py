@@ -12,11 +12,10 @@ from scipy.special import digamma
 
 from .._elbo import kl_gamma
 from ._unit import CovarianceUnit
-from .shared_center import SharedCenterMixin
 from .variances import VarianceStorageMixin
 
 
-class SphericalCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUnit):
+class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
     """Each component has its own single variance."""
 
     name = "spherical"
@@ -32,31 +31,31 @@ class SphericalCovariance(VarianceStorageMixin, SharedCenterMixin, CovarianceUni
         return self.n_features * precisions
 
     # ---------------------------------------------------------------- E-step
-    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
-        return np.einsum("ij,ij->i", diff, diff) * precisions_cholesky[component] ** 2
+    @property
+    def n_second_order(self):
+        # The squared norm |e|^2.
+        return 1
 
-    def _add_second_moment(self, sum_xx, component, diff, weights):
-        sum_xx[component] += weights @ np.einsum("ij,ij->i", diff, diff)
+    def second_order_features(self, centered, out):
+        return np.einsum("ij,ij->j", centered, centered, out=out[0])[np.newaxis]
 
-    def _quadratic_about_center(self, X, means, precisions_cholesky, center):
-        centered = self._centered(X, center)
-        squared_norms = np.einsum("ij,ij->i", centered, centered)
-        offsets = means - center
-        quad = self._expanded_squares(
-            squared_norms[:, np.newaxis],
-            centered @ offsets.T,
-            np.sum(offsets**2, axis=1),
+    def second_order_coefficients(self, precisions):
+        return precisions[:, np.newaxis]
+
+    def precision_times(self, precisions, vectors):
+        return precisions[:, np.newaxis] * vectors
+
+    def precision_diagonals(self, precisions):
+        return np.repeat(precisions[:, np.newaxis], self.n_features, axis=1)
+
+    def second_moment_from_sums(self, sums):
+        return sums[:, 0]
+
+    def shifted_second_moment(self, first, counts, shifts):
+        return np.sum(
+            np.sum(shifts * (2.0 * first + counts[..., np.newaxis] * shifts), axis=2),
+            axis=0,
         )
-        quad *= precisions_cholesky**2
-        return quad.astype(X.dtype, copy=False), (centered, squared_norms)
-
-    def _moments_about_center(self, X, weighted_resp, center, cache):
-        if cache is None:
-            centered = self._centered(X, center)
-            squared_norms = np.einsum("ij,ij->i", centered, centered)
-        else:
-            centered, squared_norms = cache
-        return weighted_resp.T @ centered, squared_norms @ weighted_resp
 
     def centered_scatter(self, nk, sum_x, sum_xx):
         # The trace of each component's scatter about its own mean.

@@ -15,7 +15,6 @@ from ._unit import (
     upper_cholesky,
     upper_cholesky_of_inverse,
 )
-from .shared_center import SharedCenterMixin
 from .wishart import (
     check_prior_matrix,
     check_spd,
@@ -25,7 +24,7 @@ from .wishart import (
 )
 
 
-class TiedCovariance(SharedCenterMixin, CovarianceUnit):
+class TiedCovariance(CovarianceUnit):
     """All components share one full covariance matrix."""
 
     name = "tied"
@@ -66,31 +65,44 @@ class TiedCovariance(SharedCenterMixin, CovarianceUnit):
         check_spd(precisions, name)
 
     # ---------------------------------------------------------------- E-step
-    def _quadratic_of_differences(self, diff, precisions_cholesky, component):
-        whitened = diff @ precisions_cholesky
-        return np.einsum("ij,ij->i", whitened, whitened)
+    # The shared term e^T Lambda e is the same for every component: it
+    # cancels from the responsibilities, and a fit pass gets its total from
+    # the pooled second moment, tr(Lambda sum_n w_n e_n e_n^T), instead of
+    # from per-row quadratic forms.
+    @property
+    def n_second_order(self):
+        return 0
 
-    def _add_second_moment(self, sum_xx, component, diff, weights):
-        # Pooled over components, each about its own reference point.
-        sum_xx += (diff * weights[:, np.newaxis]).T @ diff
+    def second_order_features(self, centered, out):
+        return out
 
-    def _quadratic_about_center(self, X, means, precisions_cholesky, center):
-        # One product X P serves all components.
-        centered = self._centered(X, center)
-        whitened = centered @ precisions_cholesky
-        whitened_means = (means - center) @ precisions_cholesky
-        quad = self._expanded_squares(
-            np.einsum("ij,ij->i", whitened, whitened)[:, np.newaxis],
-            whitened @ whitened_means.T,
-            np.einsum("ij,ij->i", whitened_means, whitened_means),
-        )
-        return quad.astype(X.dtype, copy=False), centered
+    def second_order_coefficients(self, precisions):
+        return np.zeros((self.n_components, 0))
 
-    def _moments_about_center(self, X, weighted_resp, center, cache):
-        centered = self._centered(X, center) if cache is None else cache
-        row_weights = weighted_resp.sum(axis=1)
-        sum_xx = (centered * row_weights[:, np.newaxis]).T @ centered
-        return weighted_resp.T @ centered, sum_xx
+    def precision_times(self, precisions, vectors):
+        return vectors @ precisions
+
+    def precision_diagonals(self, precisions):
+        shape = (self.n_components, self.n_features)
+        return np.broadcast_to(np.diag(precisions), shape)
+
+    def chunk_second_moment(self, weighted_resp, features, centered, row_mass):
+        # Pooled over components: sum_k w_n r_nk e_n e_n^T.
+        return (centered * row_mass) @ centered.T
+
+    def second_moment_from_sums(self, sums):
+        return sums
+
+    def shifted_second_moment(self, first, counts, shifts):
+        cross = np.einsum("gki,gkj->ij", first, shifts)
+        return cross + cross.T + np.einsum("gk,gki,gkj->ij", counts, shifts, shifts)
+
+    def row_quadratic(self, centered, precisions_cholesky):
+        whitened = precisions_cholesky.T.astype(centered.dtype) @ centered
+        return np.einsum("ij,ij->j", whitened, whitened)
+
+    def row_quadratic_total(self, second_moment_sums, precisions):
+        return float(np.sum(precisions * second_moment_sums))
 
     def zero_second_moment(self):
         return np.zeros(self.precision_shape)

@@ -1,0 +1,513 @@
+"""The E-step kernel: every component's quadratic form as matrix products.
+
+An E-step needs, for every row x_n and component k, the quadratic form
+``(x_n - m_k)^T Lambda_k (x_n - m_k)``, and then the responsibility-weighted
+sums N_k, sum r x and the second moments. Expanded about a center c, with
+``e = x - c`` and ``d_k = m_k - c``, the form is
+
+    q(e) . a_k  -  2 e^T Lambda_k d_k  +  d_k^T Lambda_k d_k
+
+where q(e) are second-order row features that the covariance unit defines
+(the products e_i e_j for full, e_j^2 for diag, |e|^2 for spherical, none
+for tied, whose shared term e^T Lambda e cancels from the responsibilities).
+Over the features ``[1, e, q(e)]`` the values of all components for a chunk
+are one matrix product, and the statistics ``sum_n w_n r_nk [1, e_n, q(e_n)]``
+are another. That needs about half the flops of whitening the rows once per
+component, and it runs at the speed of a matrix product.
+
+**Centers.** The expansion adds up terms as large as the squared whitened
+distance of a mean from the center, so it multiplies rounding errors by
+``F = 1 + max_k |m_k - c|^2_{Lambda_k}``. Two layouts keep that in check:
+
+* *one shared center*, the weighted mean of the means, while F stays within
+  ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits);
+* *local centers* otherwise (clusters far apart relative to their spread,
+  and float32 data): each row is expanded about the mean of its nearest
+  component (in a diagonal metric from the precisions). A row then meets
+  its own component with no cancellation at all, and a distant component
+  with terms no larger than that component's large quadratic form. Within a
+  chunk the rows are sorted by center; the second-order product stays one
+  product, and the small linear part is one product per center.
+
+Centers are rounded to the dtype of X, so ``x - c`` is the correctly rounded
+difference of x and a center that the statistics then use exactly: float32
+rows stay float32 arrays, matrix products run in float32, and the chunk sums
+accumulate in float64.
+
+**Memory.** Rows are processed in chunks whose work arrays fit in
+scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
+n_samples x n_components is held. Values are laid out components x rows, so
+the log-sum-exp over components runs over whole rows of the array, in place.
+
+The kernel knows nothing of EM or VI: an :class:`Expansion` is built from
+means, precisions, a scale and per-component offsets, and serves the
+E-step of both estimators, their predictions, and (through the additive
+:class:`skvi._stats.SufficientStatistics`) minibatches and distributed
+blocks alike.
+"""
+
+import numpy as np
+from sklearn import get_config
+
+# Largest rounding loss F of a shared center, per working dtype: float64
+# keeps 12 of its 16 digits; float32 has no digits to spare and uses local
+# centers unless the components nearly coincide.
+LOSS_LIMIT = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 4.0}
+
+# Chunks are sized so that their work arrays stay in the core's cache: on
+# the benchmark machine (1 MiB of L2 per core) 2 MiB blocks ran fastest.
+CACHE_BLOCK_BYTES = 2 * 2**20
+
+
+class Expansion:
+    """The centers and coefficients one pass evaluates rows with.
+
+    The value of row n and component k is ``scale * (x_n - m_k)^T Lambda_k
+    (x_n - m_k) + offset_k``; see the module docstring.
+
+    Use :func:`parameter_expansion` to evaluate values (E-step,
+    predictions) and :func:`center_expansion` to accumulate the statistics
+    of given responsibilities.
+    """
+
+    def __init__(self, unit, centers, metric, dtype):
+        self.unit = unit
+        self.dtype = np.dtype(dtype)
+        # Representable in the working dtype, so rows minus a center is the
+        # correctly rounded difference from exactly this point.
+        self.centers = np.asarray(centers, dtype=self.dtype).astype(float)
+        self.centers_work = self.centers.astype(self.dtype)
+        self.n_groups = self.centers.shape[0]
+        self.n_linear = 1 + unit.n_features
+        self.n_features_total = self.n_linear + unit.n_second_order
+        self.has_values = False
+        if self.n_groups > 1:
+            self._label_coefficients(np.asarray(metric, dtype=float))
+
+    def _label_coefficients(self, metric):
+        # Nearest center in the metric diag(metric): the argmax over g of
+        # (metric u_g) . x - metric u_g . (mid + u_g / 2), u_g = c_g - mid,
+        # which drops the row's own squared norm and keeps the numbers small.
+        mid = self.centers.mean(axis=0)
+        offsets = self.centers - mid
+        weighted = metric * offsets
+        self.label_weights = weighted.T.astype(self.dtype)
+        self.label_offsets = (-np.sum(weighted * (mid + 0.5 * offsets), axis=1)).astype(
+            self.dtype
+        )
+        self.label_dtype = np.uint8 if self.n_groups <= 256 else np.uint16
+
+    def nearest_centers(self, chunk):
+        """The center each row of ``chunk`` is expanded about."""
+        scores = chunk @ self.label_weights
+        scores += self.label_offsets
+        return np.argmax(scores, axis=1).astype(self.label_dtype)
+
+    def row_bytes(self):
+        """Bytes of work arrays per row of a chunk.
+
+        The features and two (K, m) buffers; a caller's responsibilities and
+        their sorted copy; sorting scores and sorted rows.
+        """
+        unit = self.unit
+        per_row = self.n_features_total + 4 * unit.n_components
+        if self.n_groups > 1:
+            per_row += self.n_groups + 2 * unit.n_features
+        return self.dtype.itemsize * per_row + 16
+
+    def chunks(self, n_samples):
+        """Slices of rows whose work arrays fit in memory and cache."""
+        return row_chunks(n_samples, self.row_bytes())
+
+
+def row_chunks(n_samples, row_bytes):
+    """Slices of rows whose work arrays fit in ``working_memory`` and cache.
+
+    ``working_memory`` (MiB, scikit-learn's setting) bounds the memory;
+    chunks are further capped at a cache-sized block for speed. At least
+    one row per chunk.
+    """
+    budget = min(get_config()["working_memory"] * 2**20, CACHE_BLOCK_BYTES)
+    size = int(min(max(budget // max(row_bytes, 1), 1), max(n_samples, 1)))
+    return [
+        slice(start, min(start + size, n_samples))
+        for start in range(0, n_samples, size)
+    ]
+
+
+def parameter_expansion(
+    unit, means, precisions, precisions_cholesky, weights, dtype, scale, offsets
+):
+    """The expansion of ``scale * quadratic_form + offsets`` for parameters.
+
+    Parameters
+    ----------
+    unit : CovarianceUnit
+    means : ndarray of shape (K, D)
+    precisions, precisions_cholesky : ndarray
+        ``Lambda_k`` (or ``E[Lambda_k]``) in the unit's layout.
+    weights : ndarray of shape (K,)
+        Non-negative weights of the components, for the shared center.
+    dtype : dtype
+        The dtype of the rows to be evaluated.
+    scale : float
+        ``-0.5`` for log-densities, ``1`` for the quadratic forms themselves.
+    offsets : ndarray of shape (K,)
+        Added to each component's values; ``-inf`` is allowed.
+    """
+    dtype = np.dtype(dtype)
+    means = np.asarray(means, dtype=float)
+    loss, center = unit.expansion_loss(means, weights, precisions)
+    if loss <= LOSS_LIMIT[dtype] or unit.n_components == 1:
+        centers = center[np.newaxis]
+    else:
+        centers = means
+    weights = np.asarray(weights, dtype=float)
+    metric = weights @ unit.precision_diagonals(precisions) / weights.sum()
+    plan = Expansion(unit, centers, metric, dtype)
+
+    # For center g and component k: d = m_k - c_g.
+    shifts = means[np.newaxis] - plan.centers[:, np.newaxis]
+    weighted_shifts = unit.precision_times(precisions, shifts)
+    linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
+    linear[..., 0] = offsets + scale * np.sum(shifts * weighted_shifts, axis=2)
+    linear[..., 1:] = -2.0 * scale * weighted_shifts
+    second = scale * unit.second_order_coefficients(precisions)
+    plan.linear = linear.astype(dtype)
+    plan.second = second.astype(dtype)
+    if plan.n_groups == 1:
+        plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
+    plan.scale = float(scale)
+    plan.means = means
+    plan.offsets = np.asarray(offsets, dtype=float)
+    plan.precisions = precisions
+    plan.precisions_cholesky = precisions_cholesky
+    plan.has_values = True
+    return plan
+
+
+def center_expansion(unit, centers, dtype):
+    """An expansion about given centers, one per component, without values.
+
+    Rows are grouped by the component given the largest responsibility, so
+    :class:`StatisticsPass` needs responsibilities to group them.
+    """
+    return Expansion(unit, centers, None, dtype)
+
+
+class _Chunk:
+    """One chunk's rows (sorted by center) and their centered features."""
+
+    __slots__ = ("rows", "features", "order", "groups", "n_rows")
+
+    def __init__(self, rows, features, order, groups, n_rows):
+        self.rows = rows
+        self.features = features
+        self.order = order
+        self.groups = groups
+        self.n_rows = n_rows
+
+
+class _Workspace:
+    """Buffers one pass reuses for all its chunks."""
+
+    def __init__(self, plan, n_rows):
+        # A row length that is a multiple of 256 elements makes the rows of
+        # the buffers collide in cache: pad it.
+        width = n_rows + 16 if n_rows % 256 == 0 else n_rows
+        self.features = np.empty((plan.n_features_total, width), dtype=plan.dtype)
+        self.features[0] = 1.0
+        self.values = np.empty((plan.unit.n_components, width), dtype=plan.dtype)
+        self.resp = np.empty_like(self.values)
+
+
+def _prepare(plan, workspace, chunk, labels=None):
+    """Center the rows of ``chunk`` and build their features.
+
+    Features of rows far beyond the centers may overflow; the values of
+    such rows are repaired by :func:`_repaired_maxima`.
+    """
+    m = chunk.shape[0]
+    n_linear = plan.n_linear
+    features = workspace.features[:, :m]
+    centered = features[1:n_linear]
+    if plan.n_groups == 1:
+        np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
+        rows, order, groups = chunk, None, ((0, 0, m),)
+    else:
+        if labels is None:
+            labels = plan.nearest_centers(chunk)
+        order = np.argsort(labels, kind="stable")
+        counts = np.bincount(labels, minlength=plan.n_groups)
+        stops = np.cumsum(counts)
+        rows = chunk[order]
+        groups = []
+        for g in np.flatnonzero(counts):
+            start, stop = int(stops[g] - counts[g]), int(stops[g])
+            np.subtract(
+                rows[start:stop].T,
+                plan.centers_work[g][:, np.newaxis],
+                out=centered[:, start:stop],
+            )
+            groups.append((int(g), start, stop))
+    with np.errstate(over="ignore"):
+        plan.unit.second_order_features(centered, features[n_linear:])
+    return _Chunk(rows, features, order, groups, m)
+
+
+def _values(plan, workspace, prepared):
+    """The (K, m) values of a prepared chunk, in its sorted row order."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _expanded_values(plan, workspace, prepared)
+
+
+def _expanded_values(plan, workspace, prepared):
+    features = prepared.features
+    values = workspace.values[:, : prepared.n_rows]
+    if plan.n_groups == 1:
+        np.matmul(plan.combined, features, out=values)
+        return values
+    n_linear = plan.n_linear
+    has_second = plan.unit.n_second_order > 0
+    if has_second:
+        np.matmul(plan.second, features[n_linear:], out=values)
+    for g, start, stop in prepared.groups:
+        part = plan.linear[g] @ features[:n_linear, start:stop]
+        if has_second:
+            values[:, start:stop] += part
+        else:
+            values[:, start:stop] = part
+    return values
+
+
+def row_values(plan, chunk, dtype=None):
+    """Values of every component for the rows of ``chunk``, shape (K, m).
+
+    Includes the unit's shared row term, so these are the full
+    ``scale * quadratic + offset``, in the original row order and in
+    ``dtype`` (default: the plan's).
+    """
+    workspace = _Workspace(plan, chunk.shape[0])
+    prepared = _prepare(plan, workspace, chunk)
+    values = _values(plan, workspace, prepared)
+    shared = plan.unit.row_quadratic(
+        prepared.features[1 : plan.n_linear], plan.precisions_cholesky
+    )
+    if shared is not None:
+        values += plan.scale * shared
+    values = values.astype(dtype or plan.dtype)
+    _repaired_maxima(plan, values, prepared)
+    if prepared.order is None:
+        return values
+    out = np.empty_like(values)
+    out[:, prepared.order] = values
+    return out
+
+
+def _repaired_maxima(plan, values, prepared):
+    """Column maxima of ``values``, after repairing columns that overflowed.
+
+    A row so far from the centers that its features overflow gets NaN or
+    infinite values from the expansion; such rows (rare) are recomputed one
+    at a time, in float64 and scaled, then clipped to half the largest value
+    of the dtype: finite values whose differences still rank the components.
+    """
+    top = values.max(axis=0)
+    bad = np.flatnonzero(~np.isfinite(top))
+    if bad.size:
+        limit = 0.5 * np.finfo(values.dtype).max
+        for column in bad:
+            repaired = _scaled_values(plan, prepared.rows[column])
+            values[:, column] = np.clip(repaired, -limit, limit)
+        top[bad] = values[:, bad].max(axis=0)
+    return top
+
+
+def _scaled_values(plan, row):
+    """``scale * quadratic + offset`` of one row, without overflow or NaN."""
+    diffs = np.asarray(row, dtype=float) - plan.means
+    spread = np.max(np.abs(diffs), axis=1)
+    spread[spread == 0] = 1.0
+    with np.errstate(over="ignore"):
+        quadratic = spread**2 * plan.unit.mahalanobis(
+            diffs / spread[:, np.newaxis], plan.precisions
+        )
+    offsets = np.where(np.isfinite(plan.offsets), plan.offsets, -np.inf)
+    with np.errstate(invalid="ignore"):
+        values = plan.scale * quadratic + offsets
+    return np.where(np.isnan(values), -np.inf, values)
+
+
+def normalize_in_place(values, row_weights=None):
+    """Turn (K, m) log-values into responsibilities, in place.
+
+    Returns the log-sum-exp of each column; ``values`` then holds
+    ``r_nk``, or ``w_n r_nk`` if ``row_weights`` are given.
+    """
+    top = values.max(axis=0)
+    values -= top
+    np.exp(values, out=values)
+    total = values.sum(axis=0)
+    log_norm = np.log(total)
+    log_norm += top
+    if row_weights is None:
+        values /= total
+    else:
+        np.divide(row_weights, total, out=total)
+        values *= total
+    return log_norm
+
+
+def _weighted_posterior(top, values, resp, row_weights):
+    """Responsibilities ``w_n r_nk`` into ``resp``, from (K, m) log rho.
+
+    Returns each row's log normaliser and the entropy of its r. The entropy
+    is summed from ``r log r`` directly rather than derived as a difference
+    of log normaliser and expected log rho, which would cancel badly for
+    sharp posteriors. ``values`` is used as scratch.
+    """
+    top = values.max(axis=0)
+    values -= top
+    np.exp(values, out=resp)
+    total = resp.sum(axis=0)
+    # sum_k r log r = sum_k p (v - top) / total - log total, p = exp(v - top).
+    values *= resp
+    entropy = np.log(total)
+    log_norm = entropy + top
+    entropy -= values.sum(axis=0) / total
+    np.divide(row_weights, total, out=total)
+    resp *= total
+    return log_norm, entropy
+
+
+class StatisticsPass:
+    """Running sums of one pass over rows, about the centers of ``plan``.
+
+    Feed chunks with :meth:`add_optimal` (the optimal q(Z) of the plan's
+    values: an E-step) or :meth:`add_assigned` (given responsibilities), then
+    read the additive statistics with :meth:`totals`.
+    """
+
+    def __init__(self, plan, chunk_rows):
+        self.plan = plan
+        unit = plan.unit
+        self.first = np.zeros((plan.n_groups, unit.n_components, plan.n_linear))
+        self.second = None
+        self.total_weight = 0.0
+        self.log_normalizer = 0.0
+        self.entropy = 0.0
+        self._optimal = False
+        self._workspace = _Workspace(plan, chunk_rows)
+
+    def add_optimal(self, chunk, row_weights):
+        """Add rows with the responsibilities the plan's values give."""
+        plan = self.plan
+        workspace = self._workspace
+        prepared = _prepare(plan, workspace, chunk)
+        weights = _sorted(row_weights, prepared.order)
+        values = _values(plan, workspace, prepared)
+        top = _repaired_maxima(plan, values, prepared)
+        resp = workspace.resp[:, : prepared.n_rows]
+        log_norm, entropy = _weighted_posterior(
+            top, values, resp, weights.astype(plan.dtype)
+        )
+        self.log_normalizer += float(np.dot(weights, log_norm))
+        self.entropy += float(np.dot(weights, entropy))
+        self._optimal = True
+        # Each row's responsibilities sum to 1: its mass is its weight.
+        self._accumulate(resp, prepared, weights, weights)
+
+    def add_assigned(self, chunk, row_weights, responsibilities):
+        """Add rows with given responsibilities, shape (m, K)."""
+        plan = self.plan
+        workspace = self._workspace
+        resp = np.asarray(responsibilities, dtype=plan.dtype)
+        labels = None
+        if plan.n_groups > 1:
+            labels = np.argmax(resp, axis=1).astype(np.uint16)
+        prepared = _prepare(plan, workspace, chunk, labels)
+        m = prepared.n_rows
+        weights = _sorted(row_weights, prepared.order)
+        log_resp = workspace.values[:, :m]
+        np.copyto(log_resp, _sorted(resp, prepared.order).T)
+        weighted = workspace.resp[:, :m]
+        np.multiply(log_resp, weights.astype(plan.dtype), out=weighted)
+        # -sum w r log r, with 0 log 0 = 0.
+        np.log(log_resp, out=log_resp, where=log_resp > 0)
+        log_resp *= weighted
+        self.entropy -= float(np.sum(log_resp, dtype=float))
+        self._accumulate(
+            weighted, prepared, weights, np.sum(weighted, axis=0, dtype=float)
+        )
+
+    def _accumulate(self, weighted_resp, prepared, weights, row_mass):
+        """Add a chunk's sums; ``row_mass`` is ``sum_k w_n r_nk`` per row."""
+        plan = self.plan
+        unit = plan.unit
+        features = prepared.features
+        n_linear = plan.n_linear
+        self.total_weight += float(np.sum(weights))
+        if plan.n_groups == 1 and unit.n_second_order > 0:
+            sums = weighted_resp @ features.T
+            self.first[0] += sums[:, :n_linear]
+            second = sums[:, n_linear:]
+        else:
+            second = unit.chunk_second_moment(
+                weighted_resp,
+                features[n_linear:],
+                features[1:n_linear],
+                row_mass.astype(plan.dtype),
+            )
+            for g, start, stop in prepared.groups:
+                self.first[g] += (
+                    weighted_resp[:, start:stop] @ features[:n_linear, start:stop].T
+                )
+        if self.second is None:
+            self.second = np.array(second, dtype=float)
+        else:
+            self.second += second
+
+    def totals(self):
+        """``(reference, total_weight, nk, sum_x, sum_xx, log_normalizer)``.
+
+        Moments are about the reference points: the shared center for every
+        component, or each component's own center.
+        """
+        plan = self.plan
+        unit = plan.unit
+        counts = self.first[..., 0]
+        first = self.first[..., 1:]
+        if self.second is None:
+            # No rows were added.
+            sum_xx = unit.zero_second_moment()
+            log_normalizer = self.log_normalizer
+        else:
+            sum_xx = unit.second_moment_from_sums(self.second)
+            log_normalizer = self.log_normalizer
+            if self._optimal:
+                # The shared row term the values left out (tied).
+                log_normalizer += plan.scale * unit.row_quadratic_total(
+                    self.second, plan.precisions
+                )
+        if plan.n_groups == 1:
+            reference = np.repeat(plan.centers, unit.n_components, axis=0)
+            return (
+                reference,
+                self.total_weight,
+                counts[0].copy(),
+                first[0].copy(),
+                sum_xx,
+                log_normalizer,
+            )
+        # Rows of group g were taken about c_g; component k's moments are
+        # about its own center c_k, a shift by c_g - c_k.
+        reference = plan.centers.copy()
+        shifts = plan.centers[:, np.newaxis, :] - plan.centers[np.newaxis, :, :]
+        nk = counts.sum(axis=0)
+        sum_x = np.sum(first + counts[..., np.newaxis] * shifts, axis=0)
+        sum_xx = sum_xx + unit.shifted_second_moment(first, counts, shifts)
+        return reference, self.total_weight, nk, sum_x, sum_xx, log_normalizer
+
+
+def _sorted(array, order):
+    return array if order is None else array[order]
