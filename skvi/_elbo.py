@@ -21,7 +21,7 @@ References: C. Bishop (2006), PRML eqs. 10.70-10.77; D. Blei, M. Jordan
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betaln, digamma, gammaln, multigammaln
+from scipy.special import betaln, digamma, gammaln
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -93,6 +93,18 @@ def _wishart_digamma_sum(dof, n_features):
     return np.sum(digamma(halves), axis=-1)
 
 
+def log_multivariate_gamma(a, n_features):
+    """``log Gamma_D(a) = D(D-1)/4 log(pi) + sum_{j<D} log Gamma(a - j/2)``.
+
+    Elementwise over ``a`` (scipy's multigammaln takes scalars only and
+    validates its input on every call).
+    """
+    a = np.asarray(a, dtype=float)
+    halves = a[..., np.newaxis] - 0.5 * np.arange(n_features)
+    constant = 0.25 * n_features * (n_features - 1) * np.log(np.pi)
+    return constant + np.sum(gammaln(halves), axis=-1)
+
+
 def expected_log_det_wishart(dof, log_det_scale, n_features):
     """``E[log det Lambda]`` for ``Lambda ~ Wishart(W, dof)``.
 
@@ -115,8 +127,8 @@ def kl_wishart(
     return (
         0.5 * dof0 * (log_det_scale0 - log_det_scale)
         + 0.5 * (dof - dof0) * _wishart_digamma_sum(dof, n_features)
-        - multigammaln(0.5 * dof, n_features)
-        + multigammaln(0.5 * dof0, n_features)
+        - log_multivariate_gamma(0.5 * dof, n_features)
+        + log_multivariate_gamma(0.5 * dof0, n_features)
         + 0.5 * dof * (trace_prior_inverse_scale - n_features)
     )
 

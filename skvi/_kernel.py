@@ -54,9 +54,19 @@ from sklearn import get_config
 # centers unless the components nearly coincide.
 LOSS_LIMIT = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 4.0}
 
+# numpy's float64 exp is about 10x slower for results below the smallest
+# normal double (arguments under about -707). Log-ratios are floored there
+# and exp(floor) is subtracted after the exp, so that what underflows is
+# exactly 0 and every other responsibility changes by less than 1e-307, far
+# below the rounding of any sum it enters. float32's exp has no slow path.
+EXP_FLOOR = {np.dtype(np.float64): -707.0, np.dtype(np.float32): None}
+
 # Chunks are sized so that their work arrays stay in the core's cache: on
-# the benchmark machine (1 MiB of L2 per core) 2 MiB blocks ran fastest.
-CACHE_BLOCK_BYTES = 2 * 2**20
+# the benchmark machine (1 MiB of L2 per core) 4 MiB blocks ran fastest.
+CACHE_BLOCK_BYTES = 4 * 2**20
+
+# Rows per local center a chunk aims for (see Expansion.chunks).
+ROWS_PER_CENTER = 256
 
 
 class Expansion:
@@ -116,19 +126,31 @@ class Expansion:
         return self.dtype.itemsize * per_row + 16
 
     def chunks(self, n_samples):
-        """Slices of rows whose work arrays fit in memory and cache."""
-        return row_chunks(n_samples, self.row_bytes())
+        """Slices of rows whose work arrays fit in memory and cache.
+
+        With local centers a chunk makes a few small products per center:
+        it then holds at least ``ROWS_PER_CENTER`` rows per center, memory
+        permitting, so that those products stay large enough to be fast.
+        """
+        least = ROWS_PER_CENTER * self.n_groups if self.n_groups > 1 else 1
+        return row_chunks(n_samples, self.row_bytes(), least)
 
 
-def row_chunks(n_samples, row_bytes):
+def row_chunks(n_samples, row_bytes, least_rows=1):
     """Slices of rows whose work arrays fit in ``working_memory`` and cache.
 
     ``working_memory`` (MiB, scikit-learn's setting) bounds the memory;
-    chunks are further capped at a cache-sized block for speed. At least
-    one row per chunk.
+    chunks are further capped at a cache-sized block for speed, unless that
+    leaves fewer than ``least_rows`` rows. At least one row per chunk.
     """
-    budget = min(get_config()["working_memory"] * 2**20, CACHE_BLOCK_BYTES)
-    size = int(min(max(budget // max(row_bytes, 1), 1), max(n_samples, 1)))
+    row_bytes = max(row_bytes, 1)
+    memory = get_config()["working_memory"] * 2**20 // row_bytes
+    size = max(CACHE_BLOCK_BYTES // row_bytes, least_rows)
+    size = int(min(max(min(size, memory), 1), max(n_samples, 1)))
+    if size > 256 and size % 256 == 0:
+        # Row strides of a multiple of 4 KiB make the rows of a block collide
+        # in cache.
+        size -= 16
     return [
         slice(start, min(start + size, n_samples))
         for start in range(0, n_samples, size)
@@ -209,16 +231,32 @@ class _Chunk:
 
 
 class _Workspace:
-    """Buffers one pass reuses for all its chunks."""
+    """Buffers one pass reuses for all its chunks.
+
+    Each hands out C-contiguous blocks for a chunk of ``m`` rows.
+    """
 
     def __init__(self, plan, n_rows):
-        # A row length that is a multiple of 256 elements makes the rows of
-        # the buffers collide in cache: pad it.
-        width = n_rows + 16 if n_rows % 256 == 0 else n_rows
-        self.features = np.empty((plan.n_features_total, width), dtype=plan.dtype)
-        self.features[0] = 1.0
-        self.values = np.empty((plan.unit.n_components, width), dtype=plan.dtype)
-        self.resp = np.empty_like(self.values)
+        unit = plan.unit
+        self._features = np.empty(plan.n_features_total * n_rows, dtype=plan.dtype)
+        self._values = np.empty(unit.n_components * n_rows, dtype=plan.dtype)
+        self._resp = np.empty_like(self._values)
+        self.first = np.empty(
+            (plan.n_groups, unit.n_components, plan.n_linear), dtype=plan.dtype
+        )
+        self._feature_rows = plan.n_features_total
+        self._components = unit.n_components
+
+    def features(self, m):
+        block = self._features[: self._feature_rows * m].reshape(-1, m)
+        block[0] = 1.0
+        return block
+
+    def values(self, m):
+        return self._values[: self._components * m].reshape(-1, m)
+
+    def resp(self, m):
+        return self._resp[: self._components * m].reshape(-1, m)
 
 
 def _prepare(plan, workspace, chunk, labels=None):
@@ -229,7 +267,7 @@ def _prepare(plan, workspace, chunk, labels=None):
     """
     m = chunk.shape[0]
     n_linear = plan.n_linear
-    features = workspace.features[:, :m]
+    features = workspace.features(m)
     centered = features[1:n_linear]
     if plan.n_groups == 1:
         np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
@@ -238,18 +276,15 @@ def _prepare(plan, workspace, chunk, labels=None):
         if labels is None:
             labels = plan.nearest_centers(chunk)
         order = np.argsort(labels, kind="stable")
+        labels = labels[order]
         counts = np.bincount(labels, minlength=plan.n_groups)
         stops = np.cumsum(counts)
         rows = chunk[order]
-        groups = []
-        for g in np.flatnonzero(counts):
-            start, stop = int(stops[g] - counts[g]), int(stops[g])
-            np.subtract(
-                rows[start:stop].T,
-                plan.centers_work[g][:, np.newaxis],
-                out=centered[:, start:stop],
-            )
-            groups.append((int(g), start, stop))
+        np.subtract(rows.T, plan.centers_work[labels].T, out=centered)
+        groups = [
+            (int(g), int(stops[g] - counts[g]), int(stops[g]))
+            for g in np.flatnonzero(counts)
+        ]
     with np.errstate(over="ignore"):
         plan.unit.second_order_features(centered, features[n_linear:])
     return _Chunk(rows, features, order, groups, m)
@@ -263,20 +298,21 @@ def _values(plan, workspace, prepared):
 
 def _expanded_values(plan, workspace, prepared):
     features = prepared.features
-    values = workspace.values[:, : prepared.n_rows]
+    values = workspace.values(prepared.n_rows)
     if plan.n_groups == 1:
         np.matmul(plan.combined, features, out=values)
         return values
     n_linear = plan.n_linear
-    has_second = plan.unit.n_second_order > 0
-    if has_second:
-        np.matmul(plan.second, features[n_linear:], out=values)
+    # One small product per center for the linear part, written in place;
+    # then the second-order part of all rows in one product.
     for g, start, stop in prepared.groups:
-        part = plan.linear[g] @ features[:n_linear, start:stop]
-        if has_second:
-            values[:, start:stop] += part
-        else:
-            values[:, start:stop] = part
+        np.matmul(
+            plan.linear[g], features[:n_linear, start:stop], out=values[:, start:stop]
+        )
+    if plan.unit.n_second_order > 0:
+        second = workspace.resp(prepared.n_rows)
+        np.matmul(plan.second, features[n_linear:], out=second)
+        values += second
     return values
 
 
@@ -346,7 +382,7 @@ def normalize_in_place(values, row_weights=None):
     """
     top = values.max(axis=0)
     values -= top
-    np.exp(values, out=values)
+    _exp_log_ratios(values, values)
     total = values.sum(axis=0)
     log_norm = np.log(total)
     log_norm += top
@@ -358,26 +394,36 @@ def normalize_in_place(values, row_weights=None):
     return log_norm
 
 
+def _exp_log_ratios(log_ratios, out):
+    """``exp`` of log-ratios (all <= 0), underflow flushed to exactly 0."""
+    floor = EXP_FLOOR[log_ratios.dtype]
+    if floor is None or log_ratios.min() >= floor:
+        return np.exp(log_ratios, out=out)
+    np.maximum(log_ratios, floor, out=log_ratios)
+    np.exp(log_ratios, out=out)
+    out -= np.exp(floor)
+    return out
+
+
 def _weighted_posterior(top, values, resp, row_weights):
     """Responsibilities ``w_n r_nk`` into ``resp``, from (K, m) log rho.
 
-    Returns each row's log normaliser and the entropy of its r. The entropy
-    is summed from ``r log r`` directly rather than derived as a difference
+    ``top`` holds the column maxima of ``values``, which is used as
+    scratch. Returns each row's log normaliser and the weighted entropy of
+    the chunk, ``sum_n w_n [log total_n - sum_k r_nk (v_nk - top_n)]``:
+    summed from its non-negative terms rather than derived as a difference
     of log normaliser and expected log rho, which would cancel badly for
-    sharp posteriors. ``values`` is used as scratch.
+    sharp posteriors.
     """
-    top = values.max(axis=0)
     values -= top
-    np.exp(values, out=resp)
+    _exp_log_ratios(values, resp)
     total = resp.sum(axis=0)
-    # sum_k r log r = sum_k p (v - top) / total - log total, p = exp(v - top).
-    values *= resp
-    entropy = np.log(total)
-    log_norm = entropy + top
-    entropy -= values.sum(axis=0) / total
+    log_total = np.log(total)
     np.divide(row_weights, total, out=total)
     resp *= total
-    return log_norm, entropy
+    entropy = float(np.dot(row_weights, log_total)) - float(np.vdot(resp, values))
+    log_total += top
+    return log_total, entropy
 
 
 class StatisticsPass:
@@ -407,12 +453,12 @@ class StatisticsPass:
         weights = _sorted(row_weights, prepared.order)
         values = _values(plan, workspace, prepared)
         top = _repaired_maxima(plan, values, prepared)
-        resp = workspace.resp[:, : prepared.n_rows]
+        resp = workspace.resp(prepared.n_rows)
         log_norm, entropy = _weighted_posterior(
             top, values, resp, weights.astype(plan.dtype)
         )
         self.log_normalizer += float(np.dot(weights, log_norm))
-        self.entropy += float(np.dot(weights, entropy))
+        self.entropy += entropy
         self._optimal = True
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate(resp, prepared, weights, weights)
@@ -428,9 +474,9 @@ class StatisticsPass:
         prepared = _prepare(plan, workspace, chunk, labels)
         m = prepared.n_rows
         weights = _sorted(row_weights, prepared.order)
-        log_resp = workspace.values[:, :m]
+        log_resp = workspace.values(m)
         np.copyto(log_resp, _sorted(resp, prepared.order).T)
-        weighted = workspace.resp[:, :m]
+        weighted = workspace.resp(m)
         np.multiply(log_resp, weights.astype(plan.dtype), out=weighted)
         # -sum w r log r, with 0 log 0 = 0.
         np.log(log_resp, out=log_resp, where=log_resp > 0)
@@ -458,10 +504,15 @@ class StatisticsPass:
                 features[1:n_linear],
                 row_mass.astype(plan.dtype),
             )
+            first = self._workspace.first
+            first[...] = 0.0
             for g, start, stop in prepared.groups:
-                self.first[g] += (
-                    weighted_resp[:, start:stop] @ features[:n_linear, start:stop].T
+                np.matmul(
+                    weighted_resp[:, start:stop],
+                    features[:n_linear, start:stop].T,
+                    out=first[g],
                 )
+            self.first += first
         if self.second is None:
             self.second = np.array(second, dtype=float)
         else:

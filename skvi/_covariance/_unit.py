@@ -77,6 +77,30 @@ def upper_cholesky_of_inverse(matrix):
     return inverse.T
 
 
+def upper_cholesky_of_inverses(matrices):
+    """:func:`upper_cholesky_of_inverse` for a stack of matrices, at once.
+
+    Returns ``(factors, None)``, or ``(None, k)`` with the first matrix
+    ``k`` that is not positive definite.
+    """
+    try:
+        lower = np.linalg.cholesky(matrices) if np.all(np.isfinite(matrices)) else None
+    except np.linalg.LinAlgError:
+        lower = None
+    if lower is None or not np.all(np.diagonal(lower, axis1=1, axis2=2) > 0):
+        # Find the first culprit, one matrix at a time.
+        for k, matrix in enumerate(matrices):
+            if upper_cholesky_of_inverse(matrix) is None:
+                return None, k
+    factors = np.empty_like(lower)
+    for k, factor in enumerate(lower):
+        inverse, info = lapack.dtrtri(factor, lower=1)
+        if info != 0:
+            return None, k
+        factors[k] = inverse.T
+    return factors, None
+
+
 def upper_cholesky(matrix):
     """Upper-triangular ``P`` with ``P @ P.T == matrix``, or None if not SPD."""
     # Reversing rows and columns turns the lower Cholesky factor of the

@@ -1,5 +1,7 @@
 """Full covariance: one D x D precision per component; Normal-Wishart in VI."""
 
+from functools import lru_cache
+
 import numpy as np
 
 from ._unit import (
@@ -7,7 +9,7 @@ from ._unit import (
     DegenerateComponentError,
     collapse_message,
     upper_cholesky,
-    upper_cholesky_of_inverse,
+    upper_cholesky_of_inverses,
 )
 from .wishart import (
     check_prior_matrix,
@@ -16,6 +18,17 @@ from .wishart import (
     wishart_kl,
     wishart_predictive_dof_and_scale,
 )
+
+
+@lru_cache(maxsize=16)
+def _upper_triangle(n_features):
+    """The pairs ``i <= j`` of the features e_i e_j, in order.
+
+    Also how often each product appears in ``e^T Lambda e``: an
+    off-diagonal one twice.
+    """
+    rows, cols = np.triu_indices(n_features)
+    return rows, cols, np.where(rows == cols, 1.0, 2.0)
 
 
 class FullCovariance(CovarianceUnit):
@@ -31,12 +44,9 @@ class FullCovariance(CovarianceUnit):
         return np.matmul(precisions_cholesky, np.swapaxes(precisions_cholesky, 1, 2))
 
     def cholesky_from_covariance(self, covariances, reg_covar):
-        factors = np.empty(self.precision_shape)
-        for k, covariance in enumerate(covariances):
-            factor = upper_cholesky_of_inverse(covariance)
-            if factor is None:
-                raise DegenerateComponentError(collapse_message(k, reg_covar))
-            factors[k] = factor
+        factors, failed = upper_cholesky_of_inverses(covariances)
+        if factors is None:
+            raise DegenerateComponentError(collapse_message(failed, reg_covar))
         return factors
 
     def cholesky_from_precision(self, precisions):
@@ -78,9 +88,8 @@ class FullCovariance(CovarianceUnit):
         return out
 
     def second_order_coefficients(self, precisions):
-        rows, cols = np.triu_indices(self.n_features)
-        # An off-diagonal product appears twice in e^T Lambda e.
-        return precisions[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
+        rows, cols, multiplicity = _upper_triangle(self.n_features)
+        return precisions[:, rows, cols] * multiplicity
 
     def precision_times(self, precisions, vectors):
         return np.einsum("kij,...kj->...ki", precisions, vectors)
@@ -89,7 +98,7 @@ class FullCovariance(CovarianceUnit):
         return np.diagonal(precisions, axis1=1, axis2=2)
 
     def second_moment_from_sums(self, sums):
-        rows, cols = np.triu_indices(self.n_features)
+        rows, cols, _ = _upper_triangle(self.n_features)
         moments = np.empty(self.precision_shape)
         moments[:, rows, cols] = sums
         moments[:, cols, rows] = sums
