@@ -65,8 +65,16 @@ EXP_FLOOR = {np.dtype(np.float64): -707.0, np.dtype(np.float32): None}
 # the benchmark machine (1 MiB of L2 per core) 4 MiB blocks ran fastest.
 CACHE_BLOCK_BYTES = 4 * 2**20
 
-# Rows per local center a chunk aims for (see Expansion.chunks).
-ROWS_PER_CENTER = 256
+# From this many features per row, values are computed as the transposed
+# product (see _product).
+TRANSPOSED_PRODUCT_FEATURES = 512
+
+# With local centers, a chunk's per-center products cost a few microseconds
+# of overhead each; a chunk holds enough rows that they stay a small part of
+# its matrix products: LOCAL_CHUNK_WORK / (features per row) rows, at most
+# MAX_LOCAL_CHUNK_ROWS (see Expansion.chunks).
+LOCAL_CHUNK_WORK = 600_000
+MAX_LOCAL_CHUNK_ROWS = 16_384
 
 
 class Expansion:
@@ -128,11 +136,15 @@ class Expansion:
     def chunks(self, n_samples):
         """Slices of rows whose work arrays fit in memory and cache.
 
-        With local centers a chunk makes a few small products per center:
-        it then holds at least ``ROWS_PER_CENTER`` rows per center, memory
-        permitting, so that those products stay large enough to be fast.
+        With local centers a chunk makes two small products per center, so
+        it holds enough rows, memory permitting, that their overhead stays
+        small next to its large products.
         """
-        least = ROWS_PER_CENTER * self.n_groups if self.n_groups > 1 else 1
+        least = 1
+        if self.n_groups > 1:
+            least = min(
+                LOCAL_CHUNK_WORK // self.n_features_total, MAX_LOCAL_CHUNK_ROWS
+            )
         return row_chunks(n_samples, self.row_bytes(), least)
 
 
@@ -300,8 +312,7 @@ def _expanded_values(plan, workspace, prepared):
     features = prepared.features
     values = workspace.values(prepared.n_rows)
     if plan.n_groups == 1:
-        np.matmul(plan.combined, features, out=values)
-        return values
+        return _product(plan.combined, features, values)
     n_linear = plan.n_linear
     # One small product per center for the linear part, written in place;
     # then the second-order part of all rows in one product.
@@ -310,10 +321,22 @@ def _expanded_values(plan, workspace, prepared):
             plan.linear[g], features[:n_linear, start:stop], out=values[:, start:stop]
         )
     if plan.unit.n_second_order > 0:
-        second = workspace.resp(prepared.n_rows)
-        np.matmul(plan.second, features[n_linear:], out=second)
-        values += second
+        values += _product(
+            plan.second, features[n_linear:], workspace.resp(prepared.n_rows)
+        )
     return values
+
+
+def _product(coefficients, features, out):
+    """``coefficients @ features`` into ``out``, in the faster orientation.
+
+    With few components and thousands of features per row, OpenBLAS runs
+    the transposed product about 1.4x faster.
+    """
+    if features.shape[0] < TRANSPOSED_PRODUCT_FEATURES:
+        return np.matmul(coefficients, features, out=out)
+    out[...] = (features.T @ coefficients.T).T
+    return out
 
 
 def row_values(plan, chunk, dtype=None):

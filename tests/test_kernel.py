@@ -1,0 +1,334 @@
+"""The E-step kernel against the exact per-component computation.
+
+The kernel (skvi/_kernel.py) evaluates every component's quadratic form as
+matrix products over expanded row features, about a shared center or about
+each row's nearest component mean. Here its values, responsibilities and
+statistics are compared with a direct computation that subtracts each
+component's mean from each row in float64, on random problems: every
+covariance type, float32 and float64 rows, data offset by 1e6, clusters 1e5
+standard deviations apart, sample weights, and chunks down to one row.
+
+Values are checked against the rounding bound of the expansion: a sum of
+terms t_j computed in precision u is off by at most about (number of
+terms) * u * sum_j |t_j|. A wrong coefficient would be off by a whole term.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
+
+import skvi._kernel as kernel
+from skvi import EMGaussianMixture, VariationalGaussianMixture
+from skvi._covariance import covariance_unit
+from skvi._stats import e_step
+
+from .helpers import COVARIANCE_TYPES, HYPOTHESIS_EXAMPLES, dense_covariances
+
+PROPERTY_SETTINGS = settings(
+    max_examples=HYPOTHESIS_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@st.composite
+def problems(draw):
+    """Rows, weights and a random mixture's parameters in one unit's layout."""
+    covariance_type = draw(st.sampled_from(COVARIANCE_TYPES))
+    dtype = draw(st.sampled_from([np.float64, np.float32]))
+    n_features = draw(st.integers(1, 5))
+    n_components = draw(st.integers(1, 5))
+    layout = draw(st.sampled_from(["overlapping", "separated", "far apart"]))
+    offset = draw(st.sampled_from([0.0, -50.0, 1e6]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.RandomState(seed)
+    spread = {"overlapping": 1.0, "separated": 8.0, "far apart": 1e5}[layout]
+    means = rng.normal(scale=spread, size=(n_components, n_features)) + offset
+    labels = rng.randint(n_components, size=60)
+    X = means[labels] + rng.normal(size=(60, n_features)) * rng.uniform(0.3, 2.0)
+    weights = rng.uniform(0.0, 3.0, size=60) if draw(st.booleans()) else np.ones(60)
+    unit = covariance_unit(covariance_type, n_components, n_features)
+    precisions = _random_precisions(rng, covariance_type, n_components, n_features)
+    return {
+        "unit": unit,
+        "X": X.astype(dtype),
+        "weights": weights,
+        "means": (means + rng.normal(scale=0.5, size=means.shape)).astype(dtype),
+        "precisions": precisions,
+        "mixing": rng.dirichlet(np.ones(n_components)),
+        "offsets": rng.normal(scale=3.0, size=n_components),
+    }
+
+
+def _random_precisions(rng, covariance_type, n_components, n_features):
+    def spd():
+        root = rng.normal(size=(n_features, n_features))
+        return root @ root.T + rng.uniform(0.2, 2.0) * np.eye(n_features)
+
+    if covariance_type == "full":
+        return np.stack([spd() for _ in range(n_components)])
+    if covariance_type == "tied":
+        return spd()
+    if covariance_type == "diag":
+        return rng.uniform(0.2, 3.0, size=(n_components, n_features))
+    return rng.uniform(0.2, 3.0, size=n_components)
+
+
+class _Layout:
+    """Just enough of a fitted model for helpers.dense_covariances."""
+
+    def __init__(self, problem):
+        unit = problem["unit"]
+        self.covariance_type = unit.name
+        self.n_components = unit.n_components
+        self.means_ = np.asarray(problem["means"], dtype=float)
+        # dense_covariances expands any layout; here it expands precisions.
+        self.covariances_ = problem["precisions"]
+
+
+def dense_precisions(problem):
+    return np.asarray(dense_covariances(_Layout(problem)))
+
+
+def plan_for(problem, scale=-0.5):
+    unit = problem["unit"]
+    precisions = problem["precisions"]
+    return kernel.parameter_expansion(
+        unit,
+        problem["means"],
+        precisions,
+        unit.cholesky_from_precision(precisions),
+        problem["mixing"],
+        problem["X"].dtype,
+        scale=scale,
+        offsets=problem["offsets"],
+    )
+
+
+def reference_values(problem, scale=-0.5):
+    """(K, n) values, each mean subtracted from each row in float64."""
+    X = problem["X"].astype(float)
+    means = np.asarray(problem["means"], dtype=float)
+    dense = dense_precisions(problem)
+    quad = np.stack(
+        [
+            np.einsum("ni,ij,nj->n", X - m, p, X - m)
+            for m, p in zip(means, dense, strict=True)
+        ]
+    )
+    return scale * quad + problem["offsets"][:, np.newaxis]
+
+
+def expansion_bound(problem, plan, scale=-0.5):
+    """Sum of |terms| of each value as the kernel expands it, shape (K, n).
+
+    For a row about center c (e = x - c) and component k (d = m_k - c):
+    |e|^T |L| |e| + 2 |e|^T |L d| + |d^T L d| + |offset|.
+    """
+    X = problem["X"].astype(float)
+    means = np.asarray(problem["means"], dtype=float)
+    dense = dense_precisions(problem)
+    if plan.n_groups == 1:
+        centers = np.broadcast_to(plan.centers[0], X.shape)
+    else:
+        centers = plan.centers[plan.nearest_centers(problem["X"])]
+    e = np.abs(X - centers)
+    bound = np.empty((len(means), len(X)))
+    for k, (m, p) in enumerate(zip(means, dense, strict=True)):
+        d = m - centers
+        bound[k] = (
+            np.einsum("ni,ij,nj->n", e, np.abs(p), e)
+            + 2 * np.einsum("ni,ni->n", e, np.abs(d @ p))
+            + np.abs(np.einsum("ni,ij,nj->n", d, p, d))
+        )
+    return abs(scale) * bound + np.abs(problem["offsets"])[:, np.newaxis]
+
+
+def rounding(dtype, plan):
+    """Terms per value (features, plus rounding of rows, features and
+    coefficients) times the unit roundoff of the dtype."""
+    return (plan.n_features_total + 8) * np.finfo(dtype).eps
+
+
+@PROPERTY_SETTINGS
+@given(problems())
+def test_values_equal_the_per_component_computation(problem):
+    plan = plan_for(problem)
+    values = kernel.row_values(plan, problem["X"], np.float64)
+    expected = reference_values(problem)
+    bound = expansion_bound(problem, plan)
+    tolerance = rounding(problem["X"].dtype, plan) * bound + 1e-13 * bound
+    assert np.all(np.abs(values - expected) <= tolerance)
+
+
+@PROPERTY_SETTINGS
+@given(problems(), st.sampled_from([2**-10, 2**-14, 1024]))
+def test_statistics_equal_the_per_component_computation(problem, working_memory):
+    # working_memory=2**-14 MiB (64 bytes) leaves one row per chunk.
+    X, weights, unit = problem["X"], problem["weights"], problem["unit"]
+    plan = plan_for(problem)
+    with sklearn.config_context(working_memory=working_memory):
+        chunks = plan.chunks(len(X))
+        statistics_pass = kernel.StatisticsPass(
+            plan, max(c.stop - c.start for c in chunks)
+        )
+        for rows in chunks:
+            statistics_pass.add_optimal(X[rows], weights[rows])
+    reference, total, nk, sum_x, sum_xx, log_normalizer = statistics_pass.totals()
+
+    values = reference_values(problem)
+    top = values.max(axis=0)
+    resp = np.exp(values - top)
+    log_norm = np.log(resp.sum(axis=0)) + top
+    resp /= resp.sum(axis=0)
+    weighted = resp * weights
+    exact_nk = weighted.sum(axis=1)
+    x64 = X.astype(float)
+    # Moments about the kernel's own reference points, directly.
+    exact_sum_x = np.stack(
+        [w @ (x64 - r) for w, r in zip(weighted, reference, strict=True)]
+    )
+    scale = 1.0 + np.abs(x64 - x64.mean(axis=0)).max()
+    assert total == pytest.approx(weights.sum(), rel=1e-12)
+    # The values' rounding moves the responsibilities of rows on a
+    # boundary; in float64 the expansion keeps 12 digits.
+    tol = 1e-9 if X.dtype == np.float64 else 1e-4
+    assert_allclose(nk, exact_nk, rtol=tol, atol=tol * weights.sum())
+    assert_allclose(sum_x, exact_sum_x, rtol=tol, atol=tol * weights.sum() * scale)
+    assert log_normalizer == pytest.approx(
+        np.dot(weights, log_norm), rel=tol, abs=tol * weights.sum()
+    )
+    # The second moments, in the unit's layout, about the same references.
+    exact_xx = unit.zero_second_moment()
+    for k in range(unit.n_components):
+        diff = x64 - reference[k]
+        outer = (diff * weighted[k][:, np.newaxis]).T @ diff
+        if unit.name == "full":
+            exact_xx[k] = outer
+        elif unit.name == "tied":
+            exact_xx += outer
+        elif unit.name == "diag":
+            exact_xx[k] = np.diag(outer)
+        else:
+            exact_xx[k] = np.trace(outer)
+    assert_allclose(sum_xx, exact_xx, rtol=tol, atol=tol * weights.sum() * scale**2)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_local_and_shared_centers_give_the_same_fit(
+    monkeypatch, covariance_type, estimator
+):
+    # Moderately separated clusters, where both layouts are accurate.
+    rng = np.random.RandomState(0)
+    centers = rng.normal(scale=5.0, size=(4, 3))
+    X = centers[rng.randint(4, size=800)] + rng.normal(size=(800, 3))
+    params = dict(
+        n_components=4,
+        covariance_type=covariance_type,
+        random_state=0,
+        tol=0.0,
+        max_iter=15,
+    )
+    fits = {}
+    for name, limit in (("shared", np.inf), ("local", 0.0)):
+        monkeypatch.setitem(kernel.LOSS_LIMIT, np.dtype(np.float64), limit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[name] = estimator(**params).fit(X)
+    shared, local = fits["shared"], fits["local"]
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(local, name), getattr(shared, name), rtol=1e-9)
+    assert_allclose(local.score_samples(X), shared.score_samples(X), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "separation, groups",
+    [
+        (0.5, {np.float64: 1, np.float32: 1}),  # nearly coincident means
+        (4.0, {np.float64: 1, np.float32: 2}),  # float32 has no digits to spare
+        (1e5, {np.float64: 2, np.float32: 2}),  # one center would lose them all
+    ],
+)
+def test_local_centers_where_one_center_would_lose_digits(separation, groups):
+    unit = covariance_unit("full", 2, 2)
+    means = np.array([[0.0, 0.0], [separation, 0.0]])
+    precisions = np.stack([np.eye(2), np.eye(2)])
+    found = {}
+    for dtype in (np.float64, np.float32):
+        plan = kernel.parameter_expansion(
+            unit, means, precisions, precisions, np.ones(2), dtype, -0.5, np.zeros(2)
+        )
+        found[dtype] = plan.n_groups
+    assert found == groups
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_float32_fit_matches_float64_fit_of_the_same_data(covariance_type):
+    # From a converged start EM contracts, so the difference of the two fits
+    # measures the float32 arithmetic, not the sensitivity of the path.
+    rng = np.random.RandomState(2)
+    centers = rng.normal(scale=6.0, size=(3, 4))
+    X = (centers[rng.randint(3, size=3000)] + rng.normal(size=(3000, 4))).astype(
+        np.float32
+    )
+    X64 = X.astype(np.float64)
+    params = dict(n_components=3, covariance_type=covariance_type, random_state=0)
+    start = EMGaussianMixture(tol=1e-10, max_iter=500, **params).fit(X64)
+    init = dict(
+        weights_init=start.weights_,
+        means_init=start.means_,
+        precisions_init=start.precisions_,
+    )
+    run = dict(tol=0.0, max_iter=10, **params, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit32 = EMGaussianMixture(**run).fit(X)
+        fit64 = EMGaussianMixture(**run).fit(X64)
+    assert fit32.means_.dtype == np.float32
+    spread = X64.std(axis=0).max()
+    assert np.abs(fit32.means_ - fit64.means_).max() <= 1e-6 * spread
+    covariance_scale = np.abs(fit64.covariances_).max()
+    assert np.abs(fit32.covariances_ - fit64.covariances_).max() <= (
+        1e-6 * covariance_scale
+    )
+    assert fit32.lower_bound_ == pytest.approx(fit64.lower_bound_, abs=1e-5)
+
+
+def test_e_step_entropy_is_summed_not_derived():
+    # A start so sharp that the log normaliser is ~1e7 times the entropy: a
+    # difference of the two would lose the entropy to rounding.
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(500, 2))
+    unit = covariance_unit("spherical", 2, 2)
+    model = EMGaussianMixture(
+        2,
+        covariance_type="spherical",
+        weights_init=[0.5, 0.5],
+        means_init=[[-0.1, 0.0], [0.1, 0.0]],
+        precisions_init=[1e6, 1e6],
+        max_iter=0,
+    ).fit(X)
+    evaluated = model._evaluate(model._state_from_attributes(unit), unit, None)
+    stats = e_step(X, np.ones(len(X)), unit, evaluated.expectations, 0.0)
+    values = reference_values(
+        {
+            "unit": unit,
+            "X": X,
+            "means": model.means_,
+            "precisions": model.precisions_,
+            "offsets": np.log(model.weights_)
+            + unit.log_det_cholesky(model.precisions_cholesky_) / 2
+            - np.log(2 * np.pi),
+        }
+    )
+    log_resp = values - np.logaddexp.reduce(values, axis=0)
+    exact = -np.sum(np.exp(log_resp) * log_resp)
+    assert abs(stats.log_normalizer) > 1e6 * exact > 0
+    assert stats.entropy == pytest.approx(exact, rel=1e-9)
