@@ -142,9 +142,7 @@ class Expansion:
         """
         least = 1
         if self.n_groups > 1:
-            least = min(
-                LOCAL_CHUNK_WORK // self.n_features_total, MAX_LOCAL_CHUNK_ROWS
-            )
+            least = min(LOCAL_CHUNK_WORK // self.n_features_total, MAX_LOCAL_CHUNK_ROWS)
         return row_chunks(n_samples, self.row_bytes(), least)
 
 
