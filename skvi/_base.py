@@ -19,12 +19,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._batch import ascend
 from ._covariance import covariance_unit
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import normalize_in_place
 from ._stats import (
-    assigned_statistics,
+    ArrayData,
     e_step,
     empty_components,
     log_rho_expansion,
@@ -41,20 +42,6 @@ class _EvaluatedState:
     expectations: object
     kl_weights: float
     kl_components: float
-
-
-@dataclass
-class _AscentRun:
-    """The outcome of one initialisation's coordinate ascent."""
-
-    state: object
-    half_steps: list
-    n_iter: int
-    converged: bool
-
-    @property
-    def lower_bound(self):
-        return self.half_steps[-1]
 
 
 class BaseGaussianMixture(DensityMixin, BaseEstimator):
@@ -88,7 +75,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # Hooks an estimator implements.
 
-    def _prepare(self, X, sample_weight, unit):
+    def _prepare(self, data, unit):
         """Validate data-dependent parameters; return a fit context."""
         raise NotImplementedError
 
@@ -151,11 +138,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             The fitted estimator.
         """
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        check_enough_samples(sample_weight, self.n_components)
-        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
-        context = self._prepare(X, sample_weight, unit)
+        data = self._training_data(X, sample_weight)
+        unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
+        context = self._prepare(data, unit)
 
         warm = self.warm_start and self._has_state_for(unit)
         rng = check_random_state(self.random_state)
@@ -165,8 +150,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             if warm:
                 state = self._state_from_attributes(unit)
             else:
-                state = self._initial_state(X, sample_weight, unit, context, rng)
-            run = self._ascend(X, sample_weight, unit, context, state)
+                state = self._initial_state(data, unit, context, rng)
+            run = ascend(self, data, unit, context, state)
             self._print_init_end(run)
             if best is None or run.lower_bound > best.lower_bound:
                 best = run
@@ -179,9 +164,16 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        self._store_state(best.state, unit, X.dtype)
+        self._store_state(best.state, unit, data.dtype)
         self._store_run(best)
         return self
+
+    def _training_data(self, X, sample_weight):
+        """Validate the training rows and weights (resetting n_features_in_)."""
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        check_enough_samples(sample_weight, self.n_components)
+        return ArrayData(X, sample_weight)
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit the mixture and return the component of each row of X.
@@ -215,11 +207,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             and np.shape(self.covariances_) == unit.precision_shape
         )
 
-    def _initial_state(self, X, sample_weight, unit, context, rng):
+    def _initial_state(self, data, unit, context, rng):
+        rows = data.initialisation_data(rng)
         responsibilities = initial_responsibilities(
-            X, sample_weight, self.n_components, self.init_params, rng
+            rows.X, rows.sample_weight, self.n_components, self.init_params, rng
         )
-        stats = statistics_of_assignment(X, sample_weight, unit, responsibilities)
+        stats = statistics_of_assignment(rows, unit, responsibilities)
         empty = empty_components(stats.moments)
         if np.any(empty):
             raise ValueError(
@@ -235,9 +228,6 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return _EvaluatedState(
             state, self._expectations(state, unit), kl_weights, kl_components
         )
-
-    def _e_step(self, X, sample_weight, unit, evaluated):
-        return e_step(X, sample_weight, unit, evaluated.expectations, self.reg_covar)
 
     def _elbo_terms(self, stats, evaluated, unit):
         """``(E[log p(X, Z | theta)], H[q(Z)], KL weights, KL components)``."""
@@ -261,27 +251,6 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         kl = evaluated.kl_weights + evaluated.kl_components
         return (stats.log_normalizer - kl) / stats.total_weight
-
-    def _ascend(self, X, sample_weight, unit, context, state):
-        """Coordinate ascent from ``state``; every half-step is recorded."""
-        evaluated = self._evaluate(state, unit, context)
-        stats = self._e_step(X, sample_weight, unit, evaluated)
-        half_steps = [self._elbo_after_e_step(stats, evaluated)]
-        converged, n_iter = False, 0
-        for n_iter in range(1, self.max_iter + 1):
-            previous_bound = half_steps[-1]
-            state = self._update(stats.moments, unit, context, previous=state)
-            evaluated = self._evaluate(state, unit, context)
-            # ELBO(q_old, theta_new): the M-step half of the iteration.
-            half_steps.append(self._elbo(stats, evaluated, unit))
-            stats = self._e_step(X, sample_weight, unit, evaluated)
-            half_steps.append(self._elbo_after_e_step(stats, evaluated))
-            change = half_steps[-1] - previous_bound
-            self._print_iteration(n_iter, change)
-            if abs(change) < self.tol:
-                converged = True
-                break
-        return _AscentRun(state, half_steps, n_iter, converged)
 
     def _store_run(self, run):
         self.half_step_lower_bounds_ = np.asarray(run.half_steps)
@@ -319,7 +288,8 @@ default=None
         evaluated = self._evaluate(
             self._state_from_attributes(unit), unit, self._fit_context(unit)
         )
-        optimal = self._e_step(X, sample_weight, unit, evaluated)
+        rows = ArrayData(X, sample_weight)
+        optimal = e_step(rows, unit, evaluated.expectations, self.reg_covar)
         if responsibilities is None:
             stats = optimal
         else:
@@ -327,7 +297,7 @@ default=None
             plan = log_rho_expansion(
                 unit, evaluated.expectations, self.reg_covar, X.dtype
             )
-            stats = assigned_statistics(X, sample_weight, plan, lambda rows: resp[rows])
+            stats = rows.assigned_statistics(plan, lambda chunk: resp[chunk])
         total = stats.total_weight
         data, entropy, kl_weights, kl_components = self._elbo_terms(
             stats, evaluated, unit

@@ -185,13 +185,13 @@ default='kmeans'
         self.verbose_interval = verbose_interval
 
     # ------------------------------------------------------------ fitting
-    def _prepare(self, X, sample_weight, unit):
+    def _prepare(self, data, unit):
         weights = means = precisions = None
         if self.weights_init is not None:
             weights = check_weights_init(self.weights_init, self.n_components)
         if self.means_init is not None:
             means = check_array_param(
-                self.means_init, (self.n_components, X.shape[1]), "means_init"
+                self.means_init, (self.n_components, data.n_features), "means_init"
             )
         if self.precisions_init is not None:
             precisions = check_array_param(
@@ -200,10 +200,10 @@ default='kmeans'
             unit.check_precisions(precisions, "precisions_init")
         return _InitialParameters(weights, means, precisions)
 
-    def _initial_state(self, X, sample_weight, unit, context, rng):
+    def _initial_state(self, data, unit, context, rng):
         given = context
         if given.weights is None or given.means is None or given.precisions is None:
-            state = super()._initial_state(X, sample_weight, unit, context, rng)
+            state = super()._initial_state(data, unit, context, rng)
         else:
             state = None
         if given.weights is not None:

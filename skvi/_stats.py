@@ -155,14 +155,82 @@ def _statistics(statistics_pass, unit):
     )
 
 
-def e_step(X, sample_weight, unit, expectations, reg_covar):
-    """One pass over X: statistics of the optimal q(Z) given expectations.
+class ArrayData:
+    """Training rows held in memory, and their sample weights.
+
+    The batch and online algorithms reach the data only through this
+    interface; :class:`skvi._dask.DaskData` implements the same for a
+    distributed array, so no algorithm branches on the type of its input.
 
     Parameters
     ----------
     X : ndarray of shape (n, D)
-        Float32 or float64 rows; the chunk arithmetic keeps their dtype.
+        Validated float32 or float64 rows.
     sample_weight : ndarray of shape (n,)
+        Validated float64 weights.
+    """
+
+    def __init__(self, X, sample_weight):
+        self.X = X
+        self.sample_weight = sample_weight
+        self.n_samples, self.n_features = X.shape
+        self.dtype = X.dtype
+
+    def optimal_statistics(self, plan):
+        """Statistics of the optimal q(Z) for the plan's log rho (an E-step)."""
+        chunks = plan.chunks(self.n_samples)
+        statistics_pass = StatisticsPass(plan, _longest(chunks))
+        for rows in chunks:
+            statistics_pass.add_optimal(self.X[rows], self.sample_weight[rows])
+        return _statistics(statistics_pass, plan.unit)
+
+    def assigned_statistics(self, plan, responsibilities):
+        """Statistics of a given q(Z) about the plan's centers.
+
+        ``responsibilities(rows)`` returns the (len(rows), K)
+        responsibilities of a slice of rows, so they are never all held at
+        once.
+        """
+        chunks = plan.chunks(self.n_samples)
+        statistics_pass = StatisticsPass(plan, _longest(chunks))
+        for rows in chunks:
+            statistics_pass.add_assigned(
+                self.X[rows], self.sample_weight[rows], responsibilities(rows)
+            )
+        return _statistics(statistics_pass, plan.unit)
+
+    def assigned_means(self, unit, responsibilities):
+        """Weighted means of a given q(Z) (the origin for an empty component)."""
+        X, sample_weight = self.X, self.sample_weight
+        nk = np.zeros(unit.n_components)
+        sums = np.zeros((unit.n_components, unit.n_features))
+        # The responsibilities, their weighted copy and the caller's array.
+        row_bytes = X.dtype.itemsize * (3 * unit.n_components + unit.n_features)
+        for rows in row_chunks(self.n_samples, row_bytes + 16):
+            weighted = np.asarray(responsibilities(rows), dtype=X.dtype)
+            weighted = weighted * sample_weight[rows].astype(X.dtype)[:, np.newaxis]
+            nk += np.sum(weighted, axis=0, dtype=float)
+            sums += weighted.T @ X[rows]
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        return np.where(nk[:, np.newaxis] > 0, sums / safe, 0.0)
+
+    def one_component_statistics(self, unit):
+        """Statistics of all rows as one component (``unit`` has K = 1)."""
+        return statistics_of_assignment(
+            self, unit, lambda rows: np.ones((rows.stop - rows.start, 1))
+        )
+
+    def initialisation_data(self, random_state):
+        """The rows initialisations are drawn from: all of them."""
+        return self
+
+
+def e_step(data, unit, expectations, reg_covar):
+    """One pass over the data: statistics of the optimal q(Z).
+
+    Parameters
+    ----------
+    data : ArrayData or DaskData
     unit : CovarianceUnit
     expectations : ComponentExpectations
     reg_covar : float
@@ -173,54 +241,20 @@ def e_step(X, sample_weight, unit, expectations, reg_covar):
     SufficientStatistics
         With the entropy of q(Z) and the log normaliser.
     """
-    plan = log_rho_expansion(unit, expectations, reg_covar, X.dtype)
-    chunks = plan.chunks(X.shape[0])
-    statistics_pass = StatisticsPass(plan, _longest(chunks))
-    for rows in chunks:
-        statistics_pass.add_optimal(X[rows], sample_weight[rows])
-    return _statistics(statistics_pass, unit)
+    plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype)
+    return data.optimal_statistics(plan)
 
 
-def assigned_statistics(X, sample_weight, plan, responsibilities):
-    """Statistics of a given q(Z), e.g. an initialisation, about plan's centers.
-
-    ``responsibilities(rows)`` returns the (len(rows), K) responsibilities of
-    a slice of rows, so they are never all held at once.
-    """
-    chunks = plan.chunks(X.shape[0])
-    statistics_pass = StatisticsPass(plan, _longest(chunks))
-    for rows in chunks:
-        statistics_pass.add_assigned(
-            X[rows], sample_weight[rows], responsibilities(rows)
-        )
-    return _statistics(statistics_pass, plan.unit)
-
-
-def statistics_of_assignment(X, sample_weight, unit, responsibilities):
+def statistics_of_assignment(data, unit, responsibilities):
     """Statistics of a fixed q(Z), accurate wherever the data sit.
 
     A first pass finds each component's mean; the second accumulates moments
     about those means, so second moments do not cancel when the data sit far
     from the origin or from each other.
     """
-    means = _assigned_means(X, sample_weight, unit, responsibilities)
-    plan = center_expansion(unit, means, X.dtype)
-    return assigned_statistics(X, sample_weight, plan, responsibilities)
-
-
-def _assigned_means(X, sample_weight, unit, responsibilities):
-    """Weighted means of a fixed q(Z) (the origin for an empty component)."""
-    nk = np.zeros(unit.n_components)
-    sums = np.zeros((unit.n_components, unit.n_features))
-    # The responsibilities, their weighted copy and the caller's array.
-    row_bytes = X.dtype.itemsize * (3 * unit.n_components + unit.n_features) + 16
-    for rows in row_chunks(X.shape[0], row_bytes):
-        weighted = np.asarray(responsibilities(rows), dtype=X.dtype)
-        weighted = weighted * sample_weight[rows].astype(X.dtype)[:, np.newaxis]
-        nk += np.sum(weighted, axis=0, dtype=float)
-        sums += weighted.T @ X[rows]
-    safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
-    return np.where(nk[:, np.newaxis] > 0, sums / safe, 0.0)
+    means = data.assigned_means(unit, responsibilities)
+    plan = center_expansion(unit, means, data.dtype)
+    return data.assigned_statistics(plan, responsibilities)
 
 
 def _longest(chunks):

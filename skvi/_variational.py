@@ -11,7 +11,6 @@ from ._covariance import covariance_unit
 from ._elbo import ComponentExpectations, kl_normal_given_precision
 from ._kernel import parameter_expansion, row_values
 from ._priors import WEIGHT_PRIORS, NormalPrecisionPrior
-from ._stats import statistics_of_assignment
 from ._validation import check_array_param
 
 
@@ -245,11 +244,12 @@ default='kmeans'
         self.verbose_interval = verbose_interval
 
     # ------------------------------------------------------------ priors
-    def _prepare(self, X, sample_weight, unit):
-        n_features = X.shape[1]
-        data = None
+    def _prepare(self, data, unit):
+        n_features = data.n_features
+        moments = None
         if self.mean_prior is None or self.covariance_prior is None:
-            data = _data_moments(X, sample_weight, self.covariance_type)
+            single = covariance_unit(self.covariance_type, 1, n_features)
+            moments = data.one_component_statistics(single).moments
 
         self.weight_concentration_prior_ = float(
             1.0 / self.n_components
@@ -260,7 +260,7 @@ default='kmeans'
             1.0 if self.mean_precision_prior is None else self.mean_precision_prior
         )
         if self.mean_prior is None:
-            self.mean_prior_ = data.means[0].copy()
+            self.mean_prior_ = moments.means[0].copy()
         else:
             self.mean_prior_ = check_array_param(
                 self.mean_prior, (n_features,), "mean_prior"
@@ -279,22 +279,24 @@ default='kmeans'
             )
         self.degrees_of_freedom_prior_ = dof
         if self.covariance_prior is None:
-            self.covariance_prior_ = self._default_covariance_prior(unit, data)
+            self.covariance_prior_ = self._default_covariance_prior(unit, moments)
         else:
             self.covariance_prior_ = unit.check_prior(self.covariance_prior)
         # Validated and computed in float64; stored, like every fitted
         # parameter, in the dtype of X.
         context = self._fit_context(unit)
-        self.mean_prior_ = self.mean_prior_.astype(X.dtype)
-        self.covariance_prior_ = np.asarray(self.covariance_prior_, dtype=X.dtype)[()]
+        self.mean_prior_ = self.mean_prior_.astype(data.dtype)
+        self.covariance_prior_ = np.asarray(self.covariance_prior_, dtype=data.dtype)[
+            ()
+        ]
         return context
 
-    def _default_covariance_prior(self, unit, data):
+    def _default_covariance_prior(self, unit, moments):
         # The covariance of the data smoothed by reg_covar; ddof=1 as
         # scikit-learn's np.cov, when the total weight allows it.
-        total = data.total_weight
+        total = moments.total_weight
         denominator = total - 1.0 if total > 1.0 else total
-        prior = unit.prior_from_scatter(data.scatter, denominator, self.reg_covar)
+        prior = unit.prior_from_scatter(moments.scatter, denominator, self.reg_covar)
         try:
             unit.check_prior(prior)
         except ValueError as error:
@@ -455,12 +457,3 @@ default='kmeans'
 def _as_float(value):
     array = np.asarray(value, dtype=float)
     return array if array.ndim else float(array)
-
-
-def _data_moments(X, sample_weight, covariance_type):
-    """Weighted mean and scatter of all of X, in the unit's layout."""
-    unit = covariance_unit(covariance_type, 1, X.shape[1])
-    stats = statistics_of_assignment(
-        X, sample_weight, unit, lambda rows: np.ones((rows.stop - rows.start, 1))
-    )
-    return stats.moments

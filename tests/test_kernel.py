@@ -26,7 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 import skvi._kernel as kernel
 from skvi import EMGaussianMixture, VariationalGaussianMixture
 from skvi._covariance import covariance_unit
-from skvi._stats import e_step
+from skvi._stats import ArrayData, e_step
 
 from .helpers import COVARIANCE_TYPES, HYPOTHESIS_EXAMPLES, dense_covariances
 
@@ -316,7 +316,7 @@ def test_e_step_entropy_is_summed_not_derived():
         max_iter=0,
     ).fit(X)
     evaluated = model._evaluate(model._state_from_attributes(unit), unit, None)
-    stats = e_step(X, np.ones(len(X)), unit, evaluated.expectations, 0.0)
+    stats = e_step(ArrayData(X, np.ones(len(X))), unit, evaluated.expectations, 0.0)
     values = reference_values(
         {
             "unit": unit,
