@@ -21,9 +21,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._batch import ascend
 from ._covariance import covariance_unit
+from ._dask import DaskData, check_dask_array, is_dask_collection
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import normalize_in_place
+from ._online import RunningStatistics, online_step
 from ._stats import (
     ArrayData,
     e_step,
@@ -61,6 +63,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "learning_decay": [Interval(Real, 0, 1, closed="both")],
+        "learning_offset": [Interval(Real, 1.0, None, closed="left")],
     }
 
     def __sklearn_tags__(self):
@@ -166,10 +170,128 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             )
         self._store_state(best.state, unit, data.dtype)
         self._store_run(best)
+        # A later partial_fit continues from the final E-step's statistics.
+        self._online_statistics = dict(
+            RunningStatistics.from_moments(best.statistics.moments).to_dict(), steps=0
+        )
         return self
 
+    def _dask_training_data(self, X, sample_weight):
+        X = check_dask_array(X)
+        if X.shape[0] < max(2, self.n_components):
+            raise ValueError(
+                f"Expected n_samples >= max(2, n_components) but got n_components = "
+                f"{self.n_components}, n_samples = {X.shape[0]}."
+            )
+        self.n_features_in_ = X.shape[1]
+        self.__dict__.pop("feature_names_in_", None)
+        data = DaskData(X, sample_weight)
+        if sample_weight is not None:
+            n_positive = data.count_positive_weights()
+            check_enough_samples(np.ones(n_positive), self.n_components)
+        return data
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One online step on a minibatch: online EM or stochastic VI.
+
+        The model keeps running sufficient statistics per unit of sample
+        weight. Each call runs one E-step on the minibatch under the current
+        parameters, blends its statistics into the running ones with step
+        size ``(learning_offset + t)^(-learning_decay)`` for the t-th call,
+        and updates the parameters from them: EM's M-step (online EM), or
+        VI's conjugate update with the statistics scaled to
+        ``total_samples`` rows (stochastic VI).
+
+        The first call on an unfitted model initialises from its minibatch
+        as ``init_params`` says (and, for VI, takes default priors from it)
+        and keeps that minibatch's statistics whole. After :meth:`fit`, calls
+        continue from the fitted model; :meth:`fit` after ``partial_fit``
+        starts afresh, or from the current parameters when
+        ``warm_start=True``. Every call must have the fitted number of
+        features.
+
+        After ``partial_fit``: ``n_iter_`` is the number of steps since the
+        stream began (at the first call, or at the last ``fit``);
+        ``lower_bound_`` is the per-sample ELBO estimate of the latest
+        minibatch under the parameters it was processed with, and
+        ``lower_bounds_`` those of every step of the stream. The estimates
+        are noisy and not monotone, and ``converged_`` is False: monitor a
+        held-out :meth:`score` instead. The batch traces
+        ``half_step_lower_bounds_`` (and EM's ``kl_gaps_``) are removed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A minibatch of rows.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights, read as repeat counts.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        self._validate_params()
+        fitted = hasattr(self, "_online_statistics")
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=not fitted)
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        data = ArrayData(X, sample_weight)
+        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        if fitted and self._has_state_for(unit):
+            stream = self._online_statistics
+            running = RunningStatistics.from_dict(stream)
+            steps, bounds = stream["steps"], list(self._stream_bounds())
+            context = self._fit_context(unit)
+            state = self._state_from_attributes(unit)
+        else:
+            check_enough_samples(sample_weight, self.n_components)
+            running, steps, bounds = None, 0, []
+            context = self._prepare(data, unit)
+            rng = check_random_state(self.random_state)
+            state = self._initial_state(data, unit, context, rng)
+        state, running, bound = online_step(
+            self, data, unit, context, state, running, steps
+        )
+        self._store_state(state, unit, X.dtype)
+        self._online_statistics = dict(running.to_dict(), steps=steps + 1)
+        self.lower_bounds_ = np.asarray(bounds + [bound])
+        self.lower_bound_ = float(bound)
+        self.n_iter_ = steps + 1
+        self.converged_ = False
+        for name in ("half_step_lower_bounds_", "kl_gaps_"):
+            self.__dict__.pop(name, None)
+        return self
+
+    def _stream_bounds(self):
+        """The stream's bounds so far: none right after a fit."""
+        if self._online_statistics["steps"] == 0:
+            return []
+        return self.lower_bounds_
+
+    def _stream_weight(self, batch_weight):
+        """The total weight the running statistics stand for in an update."""
+        return batch_weight
+
+    @staticmethod
+    def _stream_bound(stats, evaluated, stream_weight):
+        """Per-sample ELBO estimate of a minibatch standing for a stream.
+
+        The minibatch's data term and entropy per unit weight, less the KL
+        terms spread over the stream's weight.
+        """
+        kl = evaluated.kl_weights + evaluated.kl_components
+        return stats.log_normalizer / stats.total_weight - kl / stream_weight
+
     def _training_data(self, X, sample_weight):
-        """Validate the training rows and weights (resetting n_features_in_)."""
+        """Validate the training rows and weights (resetting n_features_in_).
+
+        Returns the data source the algorithms use: rows in memory, or a
+        Dask array whose blocks stay on the workers.
+        """
+        if is_dask_collection(X):
+            return self._dask_training_data(X, sample_weight)
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         check_enough_samples(sample_weight, self.n_components)
@@ -325,24 +447,33 @@ default=None
     # ------------------------------------------------------------------
     # Predicting and scoring.
 
-    def _per_row(self, X, reduce, width=None):
+    def _per_row(self, X, reduce, width=None, labels=False):
         """Apply ``reduce`` to the (K, m) log joint densities of X, chunk by chunk.
 
         Results go straight into one preallocated array of ``len(X)`` rows
-        (``width`` columns if given), in the dtype of X.
+        (``width`` columns if given), in the dtype of X (integers if
+        ``labels``). A Dask array gets a lazy Dask array, computed block by
+        block on the workers.
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            X = check_dask_array(X, self.n_features_in_)
+            dtype = np.dtype(np.intp) if labels else X.dtype
+            if width is None:
+                return X.map_blocks(
+                    self._per_row, reduce, None, labels, drop_axis=1, dtype=dtype
+                )
+            chunks = (X.chunks[0], (width,))
+            return X.map_blocks(
+                self._per_row, reduce, width, labels, chunks=chunks, dtype=dtype
+            )
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
         plan, density = self._component_log_density(unit, X.dtype)
         shape = (X.shape[0],) if width is None else (X.shape[0], width)
-        out = None
+        out = np.empty(shape, dtype=np.intp if labels else X.dtype)
         for rows in plan.chunks(X.shape[0]):
-            part = reduce(density(X[rows]))
-            if out is None:
-                dtype = part.dtype if part.dtype.kind == "i" else X.dtype
-                out = np.empty(shape, dtype=dtype)
-            out[rows] = part
+            out[rows] = reduce(density(X[rows]))
         return out
 
     def score_samples(self, X):
@@ -382,6 +513,8 @@ default=None
         score : float
         """
         log_density = self.score_samples(X)
+        if is_dask_collection(log_density):
+            return _dask_weighted_mean(log_density, sample_weight)
         weights = check_sample_weight(sample_weight, log_density.shape[0])
         return float(np.dot(weights, log_density) / weights.sum())
 
@@ -411,7 +544,7 @@ default=None
         -------
         labels : ndarray of shape (n_samples,)
         """
-        return self._per_row(X, lambda log_joint: np.argmax(log_joint, axis=0))
+        return self._per_row(X, _labels, labels=True)
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted density.
@@ -478,6 +611,25 @@ default=None
                     f"Initialization {status}. time lapse "
                     f"{time() - self._init_time:.5f}s\t ELBO {run.lower_bound:.5f}."
                 )
+
+
+def _labels(log_joint):
+    """The most probable component from (K, m) log joint densities."""
+    return np.argmax(log_joint, axis=0)
+
+
+def _dask_weighted_mean(values, sample_weight):
+    """Weighted mean of a lazy Dask vector, computed."""
+    import dask
+
+    if sample_weight is None:
+        (mean,) = dask.compute(values.mean())
+        return float(mean)
+    weights = sample_weight
+    if not is_dask_collection(weights):
+        weights = check_sample_weight(weights, values.shape[0])
+    total, weighted = dask.compute(weights.sum(), (weights * values).sum())
+    return float(weighted / total)
 
 
 def _responsibilities(log_joint):

@@ -82,6 +82,14 @@ default='kmeans'
         1 prints each initialisation, 2 also per-iteration ELBO changes.
     verbose_interval : int, default=10
         Iterations between progress messages.
+    learning_decay : float, default=0.7
+        Exponent of the step size ``(learning_offset + t)^(-learning_decay)``
+        of the t-th :meth:`partial_fit` call, as in scikit-learn's
+        ``LatentDirichletAllocation``; values in (0.5, 1] make the steps
+        satisfy the conditions under which online EM and stochastic VI
+        converge. Not used by :meth:`fit`.
+    learning_offset : float, default=10.0
+        Down-weights the first :meth:`partial_fit` steps (must be >= 1).
 
     Attributes
     ----------
@@ -168,6 +176,8 @@ default='kmeans'
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        learning_decay=0.7,
+        learning_offset=10.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -183,6 +193,8 @@ default='kmeans'
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------ fitting
     def _prepare(self, data, unit):

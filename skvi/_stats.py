@@ -103,6 +103,19 @@ class SufficientStatistics:
             _unit=unit,
         )
 
+    def copy(self):
+        """An independent copy (the arrays are copied)."""
+        return SufficientStatistics(
+            reference=self.reference.copy(),
+            total_weight=self.total_weight,
+            nk=self.nk.copy(),
+            sum_x=self.sum_x.copy(),
+            sum_xx=np.array(self.sum_xx, copy=True),
+            entropy=self.entropy,
+            log_normalizer=self.log_normalizer,
+            _unit=self._unit,
+        )
+
     def __iadd__(self, other):
         if not np.array_equal(self.reference, other.reference):
             raise ValueError("Statistics about different references do not add.")

@@ -101,6 +101,19 @@ default='kmeans'
         1 prints each initialisation, 2 also per-iteration ELBO changes.
     verbose_interval : int, default=10
         Iterations between progress messages.
+    learning_decay : float, default=0.7
+        Exponent of the step size ``(learning_offset + t)^(-learning_decay)``
+        of the t-th :meth:`partial_fit` call, as in scikit-learn's
+        ``LatentDirichletAllocation``; values in (0.5, 1] make the steps
+        satisfy the conditions under which online EM and stochastic VI
+        converge. Not used by :meth:`fit`.
+    learning_offset : float, default=10.0
+        Down-weights the first :meth:`partial_fit` steps (must be >= 1).
+    total_samples : float, default=1e6
+        The number of rows (total sample weight) the stream of
+        :meth:`partial_fit` minibatches stands for: each update scales the
+        running statistics to it, which sets how strongly the data outweigh
+        the priors (the stochastic VI scaling). Not used by :meth:`fit`.
 
     Attributes
     ----------
@@ -202,6 +215,7 @@ default='kmeans'
             "array-like",
             Interval(Real, 0.0, None, closed="neither"),
         ],
+        "total_samples": [Interval(Real, 0.0, None, closed="neither")],
     }
 
     def __init__(
@@ -224,6 +238,9 @@ default='kmeans'
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        learning_decay=0.7,
+        learning_offset=10.0,
+        total_samples=1e6,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -242,6 +259,9 @@ default='kmeans'
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.total_samples = total_samples
 
     # ------------------------------------------------------------ priors
     def _prepare(self, data, unit):
@@ -370,6 +390,10 @@ default='kmeans'
         )
         kl_weights = context.weights.kl(state.weight_concentration)
         return kl_weights, float(np.sum(kl_means)) + kl_precisions
+
+    def _stream_weight(self, batch_weight):
+        # Stochastic VI: the running statistics stand for total_samples rows.
+        return float(self.total_samples)
 
     def _has_state_for(self, unit):
         stored_sticks = isinstance(getattr(self, "weight_concentration_", None), tuple)

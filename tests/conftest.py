@@ -6,3 +6,30 @@ import os
 # only, since skvi does not claim array-API support) only when scipy is in
 # array-API mode, which must be chosen before scipy is first imported.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real two-process Dask cluster, shared by the Dask tests.
+
+    Two workers with one thread each and a memory limit, so tests can fit
+    arrays larger than one worker's memory; closed at the end of the run.
+    """
+    distributed = pytest.importorskip(
+        "distributed", reason="the test extra installs dask and distributed"
+    )
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="400MiB",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

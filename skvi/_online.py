@@ -1,0 +1,141 @@
+"""The online algorithm: one step of online EM or stochastic VI per minibatch.
+
+Both keep running sufficient statistics per unit of sample weight, s_t. A
+minibatch's statistics under the current parameters (an E-step on the
+minibatch), normalised the same way, are blended in with the step size
+``rho_t = (learning_offset + t)^(-learning_decay)``:
+
+    s_t = (1 - rho_t) s_{t-1} + rho_t s_batch,
+
+and the parameters are updated from s_t:
+
+* EM: the M-step of s_t, which is online EM (O. Cappé, E. Moulines 2009).
+* VI: the conjugate update of s_t scaled to ``total_samples`` rows. The
+  natural parameters of the conjugate factors are linear in the
+  statistics, so this is the stochastic VI step of M. Hoffman, D. Blei,
+  C. Wang, J. Paisley (2013) on the global factors, with the local factor
+  q(Z) of the minibatch optimal.
+
+The first step of a stream (an unfitted model, or after ``fit`` was called
+again) takes rho = 1: its statistics are the minibatch's own. After ``fit``,
+the stream continues from the statistics of the fit's final E-step.
+
+Statistics are blended as weights, means and scatters (the parallel-axis
+theorem moves every scatter to the blended means), so nothing cancels when
+the data sit far from the origin.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._stats import Moments, e_step
+
+
+@dataclass(frozen=True)
+class RunningStatistics:
+    """Sufficient statistics per unit of sample weight.
+
+    Attributes
+    ----------
+    nk : ndarray of shape (K,)
+        Responsibility mass per unit weight (sums to 1).
+    means : ndarray of shape (K, D)
+        Each component's weighted mean.
+    scatter : ndarray
+        Scatter about those means per unit weight, in the unit's layout.
+    """
+
+    nk: np.ndarray
+    means: np.ndarray
+    scatter: np.ndarray
+
+    @classmethod
+    def from_moments(cls, moments):
+        """Normalise summed moments by their total weight."""
+        total = moments.total_weight
+        return cls(moments.nk / total, moments.means, moments.scatter / total)
+
+    def blend(self, other, rho, unit):
+        """``(1 - rho) * self + rho * other``, as statistics of a mixture."""
+        keep, take = 1.0 - rho, rho
+        nk = keep * self.nk + take * other.nk
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        means = (
+            self.means
+            + (take * other.nk)[:, np.newaxis] * (other.means - self.means) / safe
+        )
+        counts = np.stack([keep * self.nk, take * other.nk])
+        shifts = np.stack([self.means - means, other.means - means])
+        scatter = (
+            keep * self.scatter
+            + take * other.scatter
+            + unit.shifted_second_moment(np.zeros_like(shifts), counts, shifts)
+        )
+        return RunningStatistics(nk, means, scatter)
+
+    def moments(self, total_weight):
+        """These statistics scaled to ``total_weight`` rows, as Moments."""
+        return Moments(
+            total_weight=float(total_weight),
+            nk=self.nk * total_weight,
+            reference=self.means,
+            shift=np.zeros_like(self.means),
+            scatter=self.scatter * total_weight,
+        )
+
+    def to_dict(self):
+        """Plain arrays, for a fitted attribute that pickles and skops-saves."""
+        return {"nk": self.nk, "means": self.means, "scatter": self.scatter}
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls(
+            np.asarray(values["nk"], dtype=float),
+            np.asarray(values["means"], dtype=float),
+            np.asarray(values["scatter"], dtype=float),
+        )
+
+
+def step_size(step, learning_offset, learning_decay):
+    """``rho_t = (learning_offset + t)^(-learning_decay)``, t counted from 1."""
+    return float((learning_offset + step) ** -learning_decay)
+
+
+def online_step(model, data, unit, context, state, running, step):
+    """One minibatch step from ``state`` and the running statistics.
+
+    Parameters
+    ----------
+    model : BaseGaussianMixture
+        Supplies the updates and ELBO terms.
+    data : ArrayData
+        The minibatch.
+    unit, context : CovarianceUnit, fit context
+    state : parameters (EM) or q(theta) (VI) before the step.
+    running : RunningStatistics or None
+        None starts a stream: the minibatch's statistics are taken whole.
+    step : int
+        Steps taken before this one.
+
+    Returns
+    -------
+    state, running : the updated parameters and statistics.
+    bound : float
+        Per-sample ELBO estimate of the minibatch under ``state`` (before
+        the update), the quantity a stream can monitor for free.
+    """
+    evaluated = model._evaluate(state, unit, context)
+    stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
+    batch = RunningStatistics.from_moments(stats.moments)
+    if running is None:
+        running = batch
+    else:
+        rho = step_size(step + 1, model.learning_offset, model.learning_decay)
+        running = running.blend(batch, rho, unit)
+    stream_weight = model._stream_weight(stats.total_weight)
+    bound = model._stream_bound(stats, evaluated, stream_weight)
+    new_state = model._update(
+        running.moments(stream_weight), unit, context, previous=state
+    )
+    return new_state, running, bound

@@ -1,0 +1,215 @@
+"""Dask arrays: the distributed E-step on a real two-worker LocalCluster."""
+
+import os
+import signal
+import threading
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import ConvergenceWarning
+
+from skvi import EMGaussianMixture, VariationalGaussianMixture
+
+from .helpers import COVARIANCE_TYPES
+
+da = pytest.importorskip("dask.array", reason="the test extra installs dask")
+
+
+@pytest.fixture(autouse=True)
+def _cluster(dask_client):
+    # Every test here runs on the cluster (the client is the default).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield dask_client
+
+
+def clusters(seed, n_samples, n_features=3):
+    rng = np.random.RandomState(seed)
+    centers = rng.normal(scale=6.0, size=(4, n_features))
+    return centers[rng.randint(4, size=n_samples)] + rng.normal(
+        size=(n_samples, n_features)
+    )
+
+
+def start_of(X, covariance_type):
+    start = EMGaussianMixture(
+        4, covariance_type=covariance_type, random_state=0, max_iter=1
+    ).fit(X)
+    return {
+        "weights_init": start.weights_,
+        "means_init": start.means_,
+        "precisions_init": start.precisions_,
+    }
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_em_on_dask_equals_em_in_memory(covariance_type):
+    X = clusters(0, 12_000)
+    weights = np.random.RandomState(1).uniform(0.5, 2.0, size=len(X))
+    params = dict(
+        n_components=4,
+        covariance_type=covariance_type,
+        tol=0.0,
+        max_iter=15,
+        **start_of(X, covariance_type),
+    )
+    local = EMGaussianMixture(**params).fit(X, sample_weight=weights)
+    distributed = EMGaussianMixture(**params).fit(
+        da.from_array(X, chunks=(2_500, 3)),
+        sample_weight=da.from_array(weights, chunks=2_500),
+    )
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_vi_on_dask_equals_vi_in_memory(covariance_type):
+    # Up to 20 000 rows the initialisation uses every row, as in memory.
+    X = clusters(2, 8_000)
+    params = dict(
+        n_components=5, covariance_type=covariance_type, random_state=0, tol=1e-6
+    )
+    local = VariationalGaussianMixture(**params).fit(X)
+    distributed = VariationalGaussianMixture(**params).fit(
+        da.from_array(X, chunks=(1_500, 3))
+    )
+    assert distributed.n_iter_ == local.n_iter_
+    for name in ("weights_", "means_", "covariances_", "mean_prior_"):
+        assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-9)
+
+
+def test_vi_from_a_sample_reaches_the_same_optimum():
+    # More rows than the initialisation draws: k-means on a sample finds
+    # the same clusters, and the fit the same optimum. (Under the Dirichlet
+    # process prior the bound also depends on the order of the components,
+    # which a different initialisation may permute.)
+    X = clusters(3, 60_000)
+    params = dict(
+        n_components=4,
+        weight_concentration_prior_type="dirichlet_distribution",
+        random_state=0,
+        tol=1e-10,
+        max_iter=300,
+    )
+    local = VariationalGaussianMixture(**params).fit(X)
+    distributed = VariationalGaussianMixture(**params).fit(
+        da.from_array(X, chunks=(10_000, 3))
+    )
+    assert distributed.lower_bound_ == pytest.approx(local.lower_bound_, abs=1e-9)
+    order_local = np.lexsort(local.means_.T)
+    order_dask = np.lexsort(distributed.means_.T)
+    assert_allclose(
+        distributed.means_[order_dask], local.means_[order_local], atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_predictions_stay_lazy_and_equal_the_in_memory_ones(estimator):
+    X = clusters(4, 6_000)
+    model = estimator(n_components=4, random_state=0).fit(X)
+    Xd = da.from_array(X, chunks=(1_000, 3))
+    labels, proba, log_density = (
+        model.predict(Xd),
+        model.predict_proba(Xd),
+        model.score_samples(Xd),
+    )
+    for lazy in (labels, proba, log_density):
+        assert isinstance(lazy, da.Array)
+    assert proba.shape == (6_000, 4)
+    assert_array_equal(labels.compute(), model.predict(X))
+    assert_allclose(proba.compute(), model.predict_proba(X), rtol=1e-12, atol=1e-15)
+    assert_allclose(log_density.compute(), model.score_samples(X), rtol=1e-12)
+    weights = np.arange(6_000.0) % 3
+    assert model.score(Xd, sample_weight=weights) == pytest.approx(
+        model.score(X, sample_weight=weights), rel=1e-12
+    )
+
+
+def test_data_larger_than_a_worker_stays_on_the_workers():
+    # 52 MiB per block, 624 MiB in all: more than either worker's 400 MiB,
+    # generated on the workers at every pass and never persisted.
+    rng = da.random.RandomState(5)
+    side = rng.uniform(size=(6_000_000, 1), chunks=(500_000, 1))
+    X = rng.normal(size=(6_000_000, 13), chunks=(500_000, 13))
+    X = X + da.where(side > 0.5, 4.0, -4.0)
+    assert X.nbytes > 400 * 2**20
+    tracemalloc.start()
+    try:
+        model = EMGaussianMixture(
+            2,
+            covariance_type="diag",
+            max_iter=2,
+            tol=0.0,
+            weights_init=[0.5, 0.5],
+            means_init=np.stack([np.full(13, -4.0), np.full(13, 4.0)]),
+            precisions_init=np.ones((2, 13)),
+        ).fit(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 30 * 2**20
+    assert_allclose(np.sort(model.means_[:, 0]), [-4.0, 4.0], atol=0.05)
+    assert np.all(np.isfinite(model.covariances_))
+
+
+def test_a_worker_killed_during_the_fit_changes_nothing(dask_client):
+    X = clusters(6, 200_000)
+    params = dict(
+        n_components=4,
+        covariance_type="full",
+        tol=0.0,
+        max_iter=40,
+        **start_of(X[:5_000], "full"),
+    )
+    Xd = da.from_array(X, chunks=(10_000, 3))
+    undisturbed = EMGaussianMixture(**params).fit(Xd)
+
+    pids = list(dask_client.run(os.getpid).values())
+    victim = threading.Timer(0.5, os.kill, args=(pids[0], signal.SIGKILL))
+    started = time.perf_counter()
+    victim.start()
+    try:
+        disturbed = EMGaussianMixture(**params).fit(Xd)
+    finally:
+        victim.cancel()
+    assert time.perf_counter() - started > 0.5, "the fit ended before the kill"
+    assert pids[0] not in dask_client.run(os.getpid).values()
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(
+            getattr(disturbed, name), getattr(undisturbed, name), rtol=1e-12
+        )
+
+
+def test_a_nan_in_a_block_is_found_on_the_workers():
+    # More rows than the initialisation sample: the E-step's blocks, on the
+    # workers, find the NaN and name its row.
+    X = da.from_array(clusters(8, 30_000), chunks=(5_000, 3))
+    with_nan = da.where(da.arange(30_000)[:, None] == 27_123, np.nan, X)
+    with pytest.raises(ValueError, match=r"first in row 27123"):
+        EMGaussianMixture(
+            2, max_iter=2, weights_init=[0.5, 0.5], means_init=np.zeros((2, 3))
+        ).fit(with_nan.rechunk((5_000, 3)))
+
+
+def test_bad_dask_input_is_explained():
+    X = da.from_array(clusters(7, 1_000), chunks=(200, 3))
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        EMGaussianMixture(2).fit(X[X[:, 0] > 0])
+    with pytest.raises(ValueError, match=r"rechunk\(\{1: -1\}\)"):
+        EMGaussianMixture(2).fit(X.rechunk((200, 1)))
+    with_nan = da.where(da.arange(1_000)[:, None] == 650, np.nan, X)
+    message = r"NaN or infinity \(first in row 650\)"
+    with pytest.raises(ValueError, match=message):
+        EMGaussianMixture(2, random_state=0, max_iter=3).fit(with_nan.rechunk((200, 3)))
+    model = EMGaussianMixture(2, random_state=0).fit(X)
+    message = "has 2 features, but the model was fitted with 3"
+    with pytest.raises(ValueError, match=message):
+        model.predict(X[:, :2])
+    import dask
+
+    with pytest.raises(TypeError, match="Expected a dask.array.Array, got Delayed"):
+        model.predict(dask.delayed(np.zeros((10, 3))))

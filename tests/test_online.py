@@ -1,0 +1,158 @@
+"""partial_fit: online EM and stochastic VI on the shared statistics kernel."""
+
+import warnings
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.exceptions import ConvergenceWarning
+
+from skvi import EMGaussianMixture, VariationalGaussianMixture
+from skvi._online import RunningStatistics, step_size
+from skvi._stats import ArrayData
+
+from .helpers import COVARIANCE_TYPES
+
+ESTIMATORS = [EMGaussianMixture, VariationalGaussianMixture]
+
+
+def four_clusters(seed, n_samples):
+    rng = np.random.RandomState(seed)
+    centers = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0]])
+    scales = np.array([0.6, 1.0, 1.4, 0.8])
+    labels = rng.randint(4, size=n_samples)
+    noise = rng.normal(size=(n_samples, 2)) * scales[labels, np.newaxis]
+    return centers[labels] + noise
+
+
+def stream(model, X, batch_size, n_passes, seed):
+    rng = np.random.RandomState(seed)
+    for _ in range(n_passes):
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch_size):
+            model.partial_fit(X[order[start : start + batch_size]])
+    return model
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_streaming_reaches_the_batch_fit(estimator, covariance_type):
+    X, held_out = four_clusters(0, 8000), four_clusters(1, 4000)
+    params = dict(n_components=4, covariance_type=covariance_type, random_state=0)
+    if estimator is VariationalGaussianMixture:
+        params["total_samples"] = len(X)
+    batch = estimator(**params).fit(X)
+    online = stream(estimator(**params), X, batch_size=500, n_passes=5, seed=2)
+    assert online.n_iter_ == 5 * 16
+    assert online.score(held_out) == pytest.approx(batch.score(held_out), rel=0.01)
+    # The two fits found the same clusters.
+    assert_allclose(
+        np.sort(online.means_[:, 0] + 10 * online.means_[:, 1]),
+        np.sort(batch.means_[:, 0] + 10 * batch.means_[:, 1]),
+        atol=0.1,
+    )
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_stream_attributes_say_what_happened(estimator):
+    X = four_clusters(3, 3000)
+    model = estimator(n_components=4, random_state=0)
+    for start in range(0, 3000, 1000):
+        model.partial_fit(X[start : start + 1000])
+    assert model.n_iter_ == 3
+    assert model.lower_bounds_.shape == (3,)
+    assert model.lower_bound_ == model.lower_bounds_[-1]
+    assert np.all(np.isfinite(model.lower_bounds_))
+    assert model.converged_ is False
+    assert not hasattr(model, "half_step_lower_bounds_")
+    assert not hasattr(model, "kl_gaps_")
+    assert model.weights_.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_first_step_is_the_batch_statistics_of_its_minibatch(estimator):
+    # One partial_fit on an unfitted model is one iteration of the batch
+    # algorithm from the same initialisation (for VI with total_samples set
+    # to the minibatch's size).
+    X = four_clusters(4, 600)
+    params = dict(n_components=4, random_state=0)
+    if estimator is VariationalGaussianMixture:
+        params["total_samples"] = len(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        batch = estimator(max_iter=1, tol=0.0, **params).fit(X)
+    online = estimator(**params).partial_fit(X)
+    for name in ("weights_", "means_", "covariances_"):
+        assert_allclose(getattr(online, name), getattr(batch, name), rtol=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_partial_fit_after_fit_continues_and_fit_starts_afresh(estimator):
+    X, more = four_clusters(5, 4000), four_clusters(6, 500)
+    params = dict(n_components=4, random_state=0)
+    fitted = estimator(**params).fit(X)
+    means = fitted.means_.copy()
+    fitted.partial_fit(more)
+    assert fitted.n_iter_ == 1
+    # One step from the fitted statistics moves the means only a little.
+    assert np.abs(fitted.means_ - means).max() < 0.2
+    assert not np.allclose(fitted.means_, means, rtol=0, atol=1e-12)
+    # fit after partial_fit starts afresh: the same as a new fit.
+    refitted = fitted.fit(X)
+    fresh = estimator(**params).fit(X)
+    assert_allclose(refitted.means_, fresh.means_, rtol=1e-12)
+    assert refitted.n_iter_ == fresh.n_iter_
+    assert hasattr(refitted, "half_step_lower_bounds_")
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_fit_after_partial_fit_warm_starts_when_asked(estimator):
+    X = four_clusters(7, 2000)
+    model = estimator(n_components=4, random_state=0, warm_start=True)
+    stream(model, X, batch_size=500, n_passes=1, seed=0)
+    start = model.means_.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.set_params(max_iter=1).fit(X)
+    # One batch iteration from the streamed parameters.
+    assert np.abs(model.means_ - start).max() < 0.1
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_later_calls_must_have_the_fitted_number_of_features(estimator):
+    model = estimator(n_components=2, random_state=0).partial_fit(four_clusters(8, 200))
+    with pytest.raises(ValueError, match="features"):
+        model.partial_fit(np.zeros((10, 3)))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_blending_statistics_is_pooling_the_rows(covariance_type):
+    # Blended statistics equal those of the rows pooled with the weights
+    # the step sizes give them, far from the origin as well.
+    from skvi._covariance import covariance_unit
+
+    rng = np.random.RandomState(9)
+    first, second = rng.normal(size=(50, 3)) + 1e6, rng.normal(size=(70, 3)) + 1e6
+    unit = covariance_unit(covariance_type, 1, 3)
+
+    def statistics(X, weights):
+        return ArrayData(X, weights).one_component_statistics(unit).moments
+
+    rho = 0.3
+    a = RunningStatistics.from_moments(statistics(first, np.ones(50)))
+    b = RunningStatistics.from_moments(statistics(second, np.ones(70)))
+    blended = a.blend(b, rho, unit)
+    pooled = RunningStatistics.from_moments(
+        statistics(
+            np.vstack([first, second]),
+            np.concatenate([np.full(50, (1 - rho) / 50), np.full(70, rho / 70)]),
+        )
+    )
+    assert_allclose(blended.nk, pooled.nk, rtol=1e-12)
+    assert_allclose(blended.means, pooled.means, rtol=1e-14)
+    assert_allclose(blended.scatter, pooled.scatter, rtol=1e-9)
+
+
+def test_step_sizes_follow_the_lda_schedule():
+    assert step_size(1, 10.0, 0.7) == pytest.approx(11.0**-0.7)
+    assert step_size(5, 1.0, 1.0) == pytest.approx(1 / 6)
