@@ -180,14 +180,14 @@ class DaskData:
 # ------------------------------------------------- functions run on workers
 def _check_block(block, weights, rows):
     """Raise naming the first bad row; ``rows`` maps block rows to X's."""
-    finite = np.isfinite(block).all(axis=1)
-    if not np.all(finite):
+    if not np.isfinite(block).all():
+        finite = np.isfinite(block).all(axis=1)
         first = int(rows(np.flatnonzero(~finite)[0]))
         raise ValueError(
             f"X contains NaN or infinity (first in row {first}); pass finite values."
         )
-    valid = np.isfinite(weights) & (weights >= 0)
-    if not np.all(valid):
+    if not (np.isfinite(weights).all() and (weights >= 0).all()):
+        valid = np.isfinite(weights) & (weights >= 0)
         first = int(rows(np.flatnonzero(~valid)[0]))
         raise ValueError(
             f"sample_weight is negative or not finite in row {first}; weights are "

@@ -7,6 +7,7 @@ import numpy as np
 
 from ._base import BaseGaussianMixture
 from ._covariance import covariance_unit
+from ._dask import is_dask_collection
 from ._elbo import ComponentExpectations
 from ._kernel import row_values
 from ._stats import empty_components, log_rho_expansion
@@ -331,7 +332,7 @@ default='kmeans'
         -------
         bic : float
         """
-        n = check_sample_weight(sample_weight, len(X)).sum()
+        n = _total_weight(X, sample_weight)
         return -2 * self.score(X, sample_weight=sample_weight) * n + (
             self._n_parameters() * math.log(n)
         )
@@ -350,10 +351,19 @@ default='kmeans'
         -------
         aic : float
         """
-        n = check_sample_weight(sample_weight, len(X)).sum()
+        n = _total_weight(X, sample_weight)
         return -2 * self.score(X, sample_weight=sample_weight) * n + (
             2 * self._n_parameters()
         )
+
+
+def _total_weight(X, sample_weight):
+    """The sample size of an information criterion: the total weight."""
+    if sample_weight is None:
+        return float(len(X))
+    if is_dask_collection(sample_weight):
+        return float(sample_weight.sum().compute())
+    return float(check_sample_weight(sample_weight, len(X)).sum())
 
 
 def _replace(state, **changes):

@@ -256,6 +256,10 @@ class _Workspace:
         )
         self._feature_rows = plan.n_features_total
         self._components = unit.n_components
+        # Per-row vectors, reused: freeing arrays of a chunk's size on every
+        # chunk makes glibc hand them back to the system (as Dask workers
+        # ask it to), and the next chunk pays the page faults again.
+        self._rows = np.empty((4, n_rows), dtype=plan.dtype)
 
     def features(self, m):
         block = self._features[: self._feature_rows * m].reshape(-1, m)
@@ -267,6 +271,10 @@ class _Workspace:
 
     def resp(self, m):
         return self._resp[: self._components * m].reshape(-1, m)
+
+    def row_vectors(self, m):
+        """Four scratch vectors of ``m`` values each."""
+        return self._rows[:, :m]
 
 
 def _prepare(plan, workspace, chunk, labels=None):
@@ -361,7 +369,7 @@ def row_values(plan, chunk, dtype=None):
     return out
 
 
-def _repaired_maxima(plan, values, prepared):
+def _repaired_maxima(plan, values, prepared, out=None):
     """Column maxima of ``values``, after repairing columns that overflowed.
 
     A row so far from the centers that its features overflow gets NaN or
@@ -369,7 +377,9 @@ def _repaired_maxima(plan, values, prepared):
     at a time, in float64 and scaled, then clipped to half the largest value
     of the dtype: finite values whose differences still rank the components.
     """
-    top = values.max(axis=0)
+    top = np.max(values, axis=0, out=out)
+    if np.isfinite(top).all():
+        return top
     bad = np.flatnonzero(~np.isfinite(top))
     if bad.size:
         limit = 0.5 * np.finfo(values.dtype).max
@@ -426,11 +436,12 @@ def _exp_log_ratios(log_ratios, out):
     return out
 
 
-def _weighted_posterior(top, values, resp, row_weights):
+def _weighted_posterior(top, values, resp, row_weights, scratch):
     """Responsibilities ``w_n r_nk`` into ``resp``, from (K, m) log rho.
 
     ``top`` holds the column maxima of ``values``, which is used as
-    scratch. Returns each row's log normaliser and the weighted entropy of
+    scratch, as are the two vectors of ``scratch``. Returns each row's log
+    normaliser (in ``top``) and the weighted entropy of
     the chunk, ``sum_n w_n [log total_n - sum_k r_nk (v_nk - top_n)]``:
     summed from its non-negative terms rather than derived as a difference
     of log normaliser and expected log rho, which would cancel badly for
@@ -438,13 +449,14 @@ def _weighted_posterior(top, values, resp, row_weights):
     """
     values -= top
     _exp_log_ratios(values, resp)
-    total = resp.sum(axis=0)
-    log_total = np.log(total)
+    total, log_total = scratch
+    np.sum(resp, axis=0, out=total)
+    np.log(total, out=log_total)
     np.divide(row_weights, total, out=total)
     resp *= total
     entropy = float(np.dot(row_weights, log_total)) - float(np.vdot(resp, values))
-    log_total += top
-    return log_total, entropy
+    top += log_total
+    return top, entropy
 
 
 class StatisticsPass:
@@ -473,10 +485,12 @@ class StatisticsPass:
         prepared = _prepare(plan, workspace, chunk)
         weights = _sorted(row_weights, prepared.order)
         values = _values(plan, workspace, prepared)
-        top = _repaired_maxima(plan, values, prepared)
+        top, work_weights, total, log_total = workspace.row_vectors(prepared.n_rows)
+        top = _repaired_maxima(plan, values, prepared, out=top)
         resp = workspace.resp(prepared.n_rows)
+        np.copyto(work_weights, weights)
         log_norm, entropy = _weighted_posterior(
-            top, values, resp, weights.astype(plan.dtype)
+            top, values, resp, work_weights, (total, log_total)
         )
         self.log_normalizer += float(np.dot(weights, log_norm))
         self.entropy += entropy

@@ -213,3 +213,14 @@ def test_bad_dask_input_is_explained():
 
     with pytest.raises(TypeError, match="Expected a dask.array.Array, got Delayed"):
         model.predict(dask.delayed(np.zeros((10, 3))))
+
+
+def test_information_criteria_of_a_dask_array():
+    X = clusters(9, 4_000)
+    model = EMGaussianMixture(4, random_state=0).fit(X)
+    Xd = da.from_array(X, chunks=(1_000, 3))
+    weights = np.linspace(0.5, 1.5, 4_000)
+    assert model.bic(Xd) == pytest.approx(model.bic(X), rel=1e-12)
+    assert model.aic(Xd, sample_weight=da.from_array(weights, chunks=1_000)) == (
+        pytest.approx(model.aic(X, sample_weight=weights), rel=1e-12)
+    )
