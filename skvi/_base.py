@@ -33,7 +33,11 @@ from ._stats import (
     log_rho_expansion,
     statistics_of_assignment,
 )
-from ._validation import check_enough_samples, check_sample_weight
+from ._validation import (
+    check_enough_samples,
+    check_missing_entries,
+    check_sample_weight,
+)
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,13 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
     }
 
     def __sklearn_tags__(self):
-        # Dense float arrays only: sparse input and NaN are rejected with a
-        # clear error (the defaults, stated here as part of the contract).
+        # Dense float arrays; NaN marks a missing entry, marginalised
+        # exactly; sparse input and infinities are rejected with a clear
+        # error.
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = True
         tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True
         return tags
 
     # ------------------------------------------------------------------
@@ -235,9 +240,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         self._validate_params()
         fitted = hasattr(self, "_online_statistics")
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=not fitted)
-        sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        data = ArrayData(X, sample_weight)
+        data = self._validated_rows(X, sample_weight, reset=not fitted)
+        X, sample_weight = data.X, data.sample_weight
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
         if fitted and self._has_state_for(unit):
             stream = self._online_statistics
@@ -292,9 +296,22 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         if is_dask_collection(X):
             return self._dask_training_data(X, sample_weight)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        data = self._validated_rows(X, sample_weight, reset=True, min_samples=2)
+        check_enough_samples(data.sample_weight, self.n_components)
+        return data
+
+    def _validated_rows(self, X, sample_weight, reset, min_samples=1):
+        """Validated rows in memory (NaN allowed) and their weights."""
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+            ensure_min_samples=min_samples,
+        )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        check_enough_samples(sample_weight, self.n_components)
+        sample_weight = check_missing_entries(X, sample_weight, check_columns=reset)
         return ArrayData(X, sample_weight)
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -404,7 +421,13 @@ default=None
             Every term divided by the total sample weight.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+        )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
         evaluated = self._evaluate(
@@ -467,7 +490,13 @@ default=None
             return X.map_blocks(
                 self._per_row, reduce, width, labels, chunks=chunks, dtype=dtype
             )
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+        )
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
         plan, density = self._component_log_density(unit, X.dtype)
         shape = (X.shape[0],) if width is None else (X.shape[0], width)

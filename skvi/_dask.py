@@ -26,8 +26,12 @@ import numbers
 import numpy as np
 
 from ._kernel import center_expansion
-from ._stats import ArrayData
-from ._validation import check_sample_weight
+from ._stats import ArrayData, with_observed_variances
+from ._validation import (
+    check_missing_entries,
+    check_sample_weight,
+    weights_of_observed_rows,
+)
 
 # Rows drawn to the client for the initialisation.
 INITIALISATION_ROWS = 20_000
@@ -123,14 +127,25 @@ class DaskData:
     def one_component_statistics(self, unit):
         """Statistics of all rows as one component (``unit`` has K = 1).
 
-        One pass finds the mean, a second the moments about it.
+        One pass finds the (observed) column means, a second the moments
+        about them, of the rows with missing entries filled by those means
+        and with the variances of the observed entries, as in memory.
         """
-        total_and_sum = self._reduce(_block_weighted_sum, None)
-        total, sums = total_and_sum[0], total_and_sum[1:]
-        if not total > 0:
-            raise ValueError("sample_weight is zero for every sample.")
-        plan = center_expansion(unit, (sums / total)[np.newaxis], self.dtype)
-        return self._reduce(_block_one_component_statistics, plan)
+        sums = self._reduce(_block_observed_sums, None)
+        n = self.n_features
+        observed_weight = sums[1 + n :]
+        empty = np.flatnonzero(observed_weight <= 0)
+        if empty.size:
+            raise ValueError(
+                f"Column {int(empty[0])} of X has no observed value (every entry is "
+                "NaN); drop that column or provide some of its values."
+            )
+        means = sums[1 : 1 + n] / observed_weight
+        plan = center_expansion(unit, means[np.newaxis], self.dtype)
+        pair = self._reduce(_block_one_component_statistics, plan)
+        return with_observed_variances(
+            pair.statistics, unit, pair.squares, observed_weight
+        )
 
     def initialisation_data(self, random_state):
         """The rows initialisations are drawn from, on the client.
@@ -149,7 +164,13 @@ class DaskData:
             rows = np.sort(rows)
             X, weights = _compute(self.X[rows], self.sample_weight[rows])
             _check_block(X, weights, lambda row: rows[row])
-        return ArrayData(np.ascontiguousarray(X), weights)
+        try:
+            weights = check_missing_entries(X, weights)
+        except ValueError as error:
+            raise ValueError(
+                f"In the {len(X)} rows drawn for the initialisation: {error}"
+            ) from error
+        return ArrayData(np.ascontiguousarray(X), weights).filled()
 
     def count_positive_weights(self):
         """The number of rows of positive weight."""
@@ -179,12 +200,16 @@ class DaskData:
 
 # ------------------------------------------------- functions run on workers
 def _check_block(block, weights, rows):
-    """Raise naming the first bad row; ``rows`` maps block rows to X's."""
-    if not np.isfinite(block).all():
-        finite = np.isfinite(block).all(axis=1)
-        first = int(rows(np.flatnonzero(~finite)[0]))
+    """Raise naming the first bad row; ``rows`` maps block rows to X's.
+
+    NaN marks a missing entry; infinity is an error.
+    """
+    if np.isinf(block).any():
+        bad = np.isinf(block).any(axis=1)
+        first = int(rows(np.flatnonzero(bad)[0]))
         raise ValueError(
-            f"X contains NaN or infinity (first in row {first}); pass finite values."
+            f"X contains infinity (first in row {first}); pass finite values (NaN "
+            "marks a missing entry)."
         )
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         valid = np.isfinite(weights) & (weights >= 0)
@@ -199,24 +224,53 @@ def _block_rows(block, weights, start):
     block = np.ascontiguousarray(block)
     weights = np.asarray(weights, dtype=float)
     _check_block(block, weights, lambda row: start + row)
-    return ArrayData(block, weights)
+    return ArrayData(block, weights_of_observed_rows(block, weights))
 
 
 def _block_optimal_statistics(block, weights, start, plan):
     return _block_rows(block, weights, start).optimal_statistics(plan)
 
 
-def _block_weighted_sum(block, weights, start, plan):
+def _block_observed_sums(block, weights, start, plan):
+    """``[sum w, sum w x and sum w]`` over the observed entries of each column."""
     rows = _block_rows(block, weights, start)
-    sums = weights @ rows.X.astype(float, copy=False)
-    return np.concatenate([[weights.sum()], sums])
+    observed = ~np.isnan(rows.X)
+    weighted = rows.sample_weight[:, np.newaxis] * observed
+    values = np.where(observed, rows.X, 0.0).astype(float, copy=False)
+    return np.concatenate(
+        [[rows.sample_weight.sum()], np.sum(weighted * values, axis=0), weighted.sum(0)]
+    )
+
+
+class _StatisticsAndSquares:
+    """One-component statistics of filled rows and the observed squares."""
+
+    def __init__(self, statistics, squares):
+        self.statistics = statistics
+        self.squares = squares
+
+    def copy(self):
+        return _StatisticsAndSquares(self.statistics.copy(), self.squares.copy())
+
+    def __iadd__(self, other):
+        self.statistics += other.statistics
+        self.squares += other.squares
+        return self
 
 
 def _block_one_component_statistics(block, weights, start, plan):
     rows = _block_rows(block, weights, start)
-    return rows.assigned_statistics(
+    mean = plan.centers[0]
+    observed = ~np.isnan(rows.X)
+    deviations = np.where(observed, rows.X - mean, 0.0)
+    squares = rows.sample_weight @ (deviations * deviations)
+    filled = ArrayData(
+        np.where(observed, rows.X, mean.astype(rows.dtype)), rows.sample_weight
+    )
+    statistics = filled.assigned_statistics(
         plan, lambda chunk: np.ones((chunk.stop - chunk.start, 1))
     )
+    return _StatisticsAndSquares(statistics, squares)
 
 
 def _sum(*parts):

@@ -49,6 +49,8 @@ blocks alike.
 import numpy as np
 from sklearn import get_config
 
+from ._missing import IncompleteRows, missing_mask
+
 # Largest rounding loss F of a shared center, per working dtype: float64
 # keeps 12 of its 16 digits; float32 has no digits to spare and uses local
 # centers unless the components nearly coincide.
@@ -110,15 +112,24 @@ class Expansion:
         offsets = self.centers - mid
         weighted = metric * offsets
         self.label_weights = weighted.T.astype(self.dtype)
-        self.label_offsets = (-np.sum(weighted * (mid + 0.5 * offsets), axis=1)).astype(
-            self.dtype
-        )
+        # Per coordinate, so that a row's missing coordinates can be left out.
+        self.label_terms = (weighted * (mid + 0.5 * offsets)).T.astype(self.dtype)
+        self.label_offsets = -self.label_terms.sum(axis=0)
         self.label_dtype = np.uint8 if self.n_groups <= 256 else np.uint16
 
-    def nearest_centers(self, chunk):
-        """The center each row of ``chunk`` is expanded about."""
-        scores = chunk @ self.label_weights
-        scores += self.label_offsets
+    def nearest_centers(self, chunk, mask=None):
+        """The center each row of ``chunk`` is expanded about.
+
+        With a ``mask`` of missing entries, the distances use the observed
+        coordinates only.
+        """
+        if mask is None:
+            scores = chunk @ self.label_weights
+            scores += self.label_offsets
+        else:
+            observed = (~mask).astype(self.dtype)
+            scores = np.where(mask, 0, chunk) @ self.label_weights
+            scores -= observed @ self.label_terms
         return np.argmax(scores, axis=1).astype(self.label_dtype)
 
     def row_bytes(self):
@@ -168,7 +179,15 @@ def row_chunks(n_samples, row_bytes, least_rows=1):
 
 
 def parameter_expansion(
-    unit, means, precisions, precisions_cholesky, weights, dtype, scale, offsets
+    unit,
+    means,
+    precisions,
+    precisions_cholesky,
+    weights,
+    dtype,
+    scale,
+    offsets,
+    log_density=False,
 ):
     """The expansion of ``scale * quadratic_form + offsets`` for parameters.
 
@@ -186,6 +205,12 @@ def parameter_expansion(
         ``-0.5`` for log-densities, ``1`` for the quadratic forms themselves.
     offsets : ndarray of shape (K,)
         Added to each component's values; ``-inf`` is allowed.
+    log_density : bool, default=False
+        Whether the values are Gaussian log-densities (``scale = -1/2`` and
+        the offsets hold their normalisers): a row with missing entries then
+        gets the log-density of its observed coordinates (skvi._missing).
+        Otherwise the values are scaled quadratic forms, and those of such a
+        row are its observed coordinates' forms.
     """
     dtype = np.dtype(dtype)
     means = np.asarray(means, dtype=float)
@@ -209,6 +234,9 @@ def parameter_expansion(
     plan.second = second.astype(dtype)
     if plan.n_groups == 1:
         plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
+    plan.shifts = shifts
+    plan.weighted_shifts = weighted_shifts
+    plan.log_density = bool(log_density)
     plan.scale = float(scale)
     plan.means = means
     plan.offsets = np.asarray(offsets, dtype=float)
@@ -230,14 +258,16 @@ def center_expansion(unit, centers, dtype):
 class _Chunk:
     """One chunk's rows (sorted by center) and their centered features."""
 
-    __slots__ = ("rows", "features", "order", "groups", "n_rows")
+    __slots__ = ("rows", "features", "order", "groups", "n_rows", "incomplete")
 
-    def __init__(self, rows, features, order, groups, n_rows):
+    def __init__(self, rows, features, order, groups, n_rows, incomplete=None):
         self.rows = rows
         self.features = features
         self.order = order
         self.groups = groups
         self.n_rows = n_rows
+        # (columns of the rows with missing entries, IncompleteRows) or None.
+        self.incomplete = incomplete
 
 
 class _Workspace:
@@ -287,12 +317,14 @@ def _prepare(plan, workspace, chunk, labels=None):
     n_linear = plan.n_linear
     features = workspace.features(m)
     centered = features[1:n_linear]
+    mask = missing_mask(chunk)
     if plan.n_groups == 1:
         np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
         rows, order, groups = chunk, None, ((0, 0, m),)
+        row_groups = np.zeros(m, dtype=np.intp)
     else:
         if labels is None:
-            labels = plan.nearest_centers(chunk)
+            labels = plan.nearest_centers(chunk, mask)
         order = np.argsort(labels, kind="stable")
         labels = labels[order]
         counts = np.bincount(labels, minlength=plan.n_groups)
@@ -303,15 +335,38 @@ def _prepare(plan, workspace, chunk, labels=None):
             (int(g), int(stops[g] - counts[g]), int(stops[g]))
             for g in np.flatnonzero(counts)
         ]
+        row_groups = labels
+    incomplete = None
+    if mask is not None:
+        # Missing entries enter as the center's coordinates: e = 0 there.
+        mask = _sorted(mask, order)
+        centered[mask.T] = 0.0
+        if plan.has_values:
+            columns = np.flatnonzero(mask.any(axis=1))
+            corrections = IncompleteRows(
+                plan,
+                rows[columns],
+                centered[:, columns],
+                mask[columns],
+                row_groups[columns],
+            )
+            incomplete = (columns, corrections)
     with np.errstate(over="ignore"):
         plan.unit.second_order_features(centered, features[n_linear:])
-    return _Chunk(rows, features, order, groups, m)
+    return _Chunk(rows, features, order, groups, m, incomplete)
 
 
 def _values(plan, workspace, prepared):
-    """The (K, m) values of a prepared chunk, in its sorted row order."""
+    """The (K, m) values of a prepared chunk, in its sorted row order.
+
+    Rows with missing entries get the values of their observed coordinates.
+    """
     with np.errstate(over="ignore", invalid="ignore"):
-        return _expanded_values(plan, workspace, prepared)
+        values = _expanded_values(plan, workspace, prepared)
+    if prepared.incomplete is not None:
+        columns, corrections = prepared.incomplete
+        values[:, columns] += corrections.value_corrections(plan)
+    return values
 
 
 def _expanded_values(plan, workspace, prepared):
@@ -345,12 +400,16 @@ def _product(coefficients, features, out):
     return out
 
 
-def row_values(plan, chunk, dtype=None):
+def row_values(plan, chunk, dtype=None, marginal=False):
     """Values of every component for the rows of ``chunk``, shape (K, m).
 
     Includes the unit's shared row term, so these are the full
     ``scale * quadratic + offset``, in the original row order and in
-    ``dtype`` (default: the plan's).
+    ``dtype`` (default: the plan's); a row with missing entries gets those of
+    its observed coordinates. With ``marginal``, also returns what a density
+    of the observed coordinates needs besides: ``log det Lambda_mm`` of each
+    row and component (0 for a complete row), shape (K, m), and the number
+    of observed coordinates of each row, shape (m,).
     """
     workspace = _Workspace(plan, chunk.shape[0])
     prepared = _prepare(plan, workspace, chunk)
@@ -362,10 +421,25 @@ def row_values(plan, chunk, dtype=None):
         values += plan.scale * shared
     values = values.astype(dtype or plan.dtype)
     _repaired_maxima(plan, values, prepared)
-    if prepared.order is None:
-        return values
-    out = np.empty_like(values)
-    out[:, prepared.order] = values
+    if marginal:
+        log_det = np.zeros(values.shape)
+        observed = np.full(values.shape[1], plan.unit.n_features)
+        if prepared.incomplete is not None:
+            columns, corrections = prepared.incomplete
+            log_det[:, columns] = corrections.log_det
+            observed[columns] -= corrections.n_missing
+        return tuple(
+            _unsorted(part, prepared.order) for part in (values, log_det, observed)
+        )
+    return _unsorted(values, prepared.order)
+
+
+def _unsorted(array, order):
+    """A chunk's (..., m) array back in the original row order."""
+    if order is None:
+        return array
+    out = np.empty_like(array)
+    out[..., order] = array
     return out
 
 
@@ -475,6 +549,9 @@ class StatisticsPass:
         self.total_weight = 0.0
         self.log_normalizer = 0.0
         self.entropy = 0.0
+        # Sums that rows with missing entries add, (K, D, D) about their
+        # centers; None until such a row comes.
+        self.second_missing = None
         self._optimal = False
         self._workspace = _Workspace(plan, chunk_rows)
 
@@ -497,6 +574,7 @@ class StatisticsPass:
         self._optimal = True
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate(resp, prepared, weights, weights)
+        self._accumulate_incomplete(resp, prepared)
 
     def add_assigned(self, chunk, row_weights, responsibilities):
         """Add rows with given responsibilities, shape (m, K)."""
@@ -520,6 +598,21 @@ class StatisticsPass:
         self._accumulate(
             weighted, prepared, weights, np.sum(weighted, axis=0, dtype=float)
         )
+        self._accumulate_incomplete(weighted, prepared)
+
+    def _accumulate_incomplete(self, weighted_resp, prepared):
+        """Add what the missing entries of a chunk's rows contribute."""
+        if prepared.incomplete is None:
+            return
+        columns, corrections = prepared.incomplete
+        weighted = weighted_resp[:, columns].astype(float)
+        first, second = corrections.statistics(weighted, self.plan.n_groups)
+        self.first[..., 1:] += first
+        if self.second_missing is None:
+            self.second_missing = second
+        else:
+            self.second_missing += second
+        self.entropy += corrections.entropy(weighted)
 
     def _accumulate(self, weighted_resp, prepared, weights, row_mass):
         """Add a chunk's sums; ``row_mass`` is ``sum_k w_n r_nk`` per row."""
@@ -575,6 +668,8 @@ class StatisticsPass:
                 log_normalizer += plan.scale * unit.row_quadratic_total(
                     self.second, plan.precisions
                 )
+        if self.second_missing is not None:
+            sum_xx = sum_xx + unit.second_moment_from_dense(self.second_missing)
         if plan.n_groups == 1:
             reference = np.repeat(plan.centers, unit.n_components, axis=0)
             return (

@@ -151,6 +151,7 @@ def log_rho_expansion(unit, expectations, reg_covar, dtype):
         dtype,
         scale=-0.5,
         offsets=log_rho_constants(expectations, unit, reg_covar),
+        log_density=True,
     )
 
 
@@ -178,7 +179,7 @@ class ArrayData:
     Parameters
     ----------
     X : ndarray of shape (n, D)
-        Validated float32 or float64 rows.
+        Validated float32 or float64 rows; NaN marks a missing entry.
     sample_weight : ndarray of shape (n,)
         Validated float64 weights.
     """
@@ -188,6 +189,38 @@ class ArrayData:
         self.sample_weight = sample_weight
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
+
+    @cached_property
+    def has_missing(self):
+        """Whether any entry is missing (NaN)."""
+        return bool(np.isnan(np.sum(self.X)))
+
+    def observed_moments(self):
+        """Per-column statistics of the observed entries.
+
+        Returns their weighted means, sums of weighted squared deviations and
+        total weights, three arrays of shape (D,).
+        """
+        observed = ~np.isnan(self.X)
+        weights = self.sample_weight[:, np.newaxis] * observed
+        observed_weight = weights.sum(axis=0)
+        values = np.where(observed, self.X, 0.0).astype(float)
+        safe = np.where(observed_weight > 0, observed_weight, 1.0)
+        means = np.sum(values * weights, axis=0) / safe
+        squares = np.sum(weights * (values - means) ** 2, axis=0)
+        return means, squares, observed_weight
+
+    def filled(self):
+        """These rows with missing entries replaced by their column's mean.
+
+        Initialisations (k-means, seeds) and the default priors need complete
+        rows; the E-steps never use this copy.
+        """
+        if not self.has_missing:
+            return self
+        means, _, _ = self.observed_moments()
+        X = np.where(np.isnan(self.X), means.astype(self.dtype), self.X)
+        return ArrayData(X, self.sample_weight)
 
     def optimal_statistics(self, plan):
         """Statistics of the optimal q(Z) for the plan's log rho (an E-step)."""
@@ -228,14 +261,43 @@ class ArrayData:
         return np.where(nk[:, np.newaxis] > 0, sums / safe, 0.0)
 
     def one_component_statistics(self, unit):
-        """Statistics of all rows as one component (``unit`` has K = 1)."""
-        return statistics_of_assignment(
-            self, unit, lambda rows: np.ones((rows.stop - rows.start, 1))
+        """Statistics of all rows as one component (``unit`` has K = 1).
+
+        With missing entries, those of the rows filled with the column means,
+        whose scatter about the means is then scaled, column by column, from
+        the observed weight to the total weight: the variances are those of
+        the observed entries, and the scatter stays positive semi-definite.
+        """
+        complete = self.filled()
+        stats = statistics_of_assignment(
+            complete, unit, lambda rows: np.ones((rows.stop - rows.start, 1))
         )
+        if complete is not self:
+            _, squares, observed_weight = self.observed_moments()
+            stats = with_observed_variances(stats, unit, squares, observed_weight)
+        return stats
 
     def initialisation_data(self, random_state):
-        """The rows initialisations are drawn from: all of them."""
-        return self
+        """The rows initialisations are drawn from: all of them (filled)."""
+        return self.filled()
+
+
+def with_observed_variances(stats, unit, squares, observed_weight):
+    """One-component statistics whose variances count the observed rows.
+
+    The filled rows' scatter has, in column j, the observed entries' sum of
+    squares ``squares[j]``; scaled by ``total / observed_weight[j]`` it
+    estimates the column's variance over all rows. Adding the difference to
+    the diagonal keeps the scatter positive semi-definite.
+    """
+    total = stats.total_weight
+    safe = np.where(observed_weight > 0, observed_weight, total)
+    increments = squares * (total / safe - 1.0)
+    corrected = stats.copy()
+    corrected.sum_xx = stats.sum_xx + unit.second_moment_from_dense(
+        np.diag(increments)[np.newaxis]
+    )
+    return corrected
 
 
 def e_step(data, unit, expectations, reg_covar):

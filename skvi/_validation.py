@@ -82,3 +82,41 @@ def check_weights_init(weights_init, n_components):
             f"weights_init must sum to 1, got {weights.sum():.10g}; normalise it."
         )
     return weights
+
+
+def check_missing_entries(X, sample_weight, check_columns=True):
+    """Validate the missing entries (NaN) of training rows.
+
+    A column with no observed value cannot be fitted: raise, naming it
+    (unless ``check_columns`` is False, for later minibatches of a stream).
+    A row with no observed value carries no information about the mixture
+    (its observed marginal is the empty product, 1): it gets zero weight.
+    Returns the weights, a new array if any changed.
+    """
+    if not np.isnan(np.sum(X)):
+        return sample_weight
+    missing = np.isnan(X)
+    empty_columns = np.flatnonzero(missing.all(axis=0))
+    if check_columns and empty_columns.size:
+        raise ValueError(
+            f"Column {int(empty_columns[0])} of X has no observed value (every "
+            "entry is NaN); drop that column or provide some of its values."
+        )
+    sample_weight = weights_of_observed_rows(X, sample_weight, missing)
+    if not np.any(sample_weight > 0):
+        raise ValueError(
+            "No row with positive weight has an observed value: every row is all NaN."
+        )
+    return sample_weight
+
+
+def weights_of_observed_rows(X, sample_weight, missing=None):
+    """The weights, with 0 for the rows that have no observed value."""
+    if missing is None:
+        if not np.isnan(np.sum(X)):
+            return sample_weight
+        missing = np.isnan(X)
+    empty_rows = missing.all(axis=1)
+    if np.any(empty_rows & (sample_weight > 0)):
+        return np.where(empty_rows, 0.0, sample_weight)
+    return sample_weight

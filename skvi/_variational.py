@@ -454,7 +454,7 @@ default='kmeans'
         def log_density(X):
             predictive = unit.log_predictive(
                 X,
-                lambda rows: row_values(plan, rows, np.float64),
+                lambda rows: row_values(plan, rows, np.float64, marginal=True),
                 state.means,
                 factor,
                 state.degrees_of_freedom,

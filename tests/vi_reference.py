@@ -170,6 +170,86 @@ def monte_carlo_elbo(model, X, sample_weight, resp, reg_covar, n_draws, seed):
     return values.mean(), values.std(ddof=1) / np.sqrt(n_draws)
 
 
+def conditional_gaussians(means, covariances, row):
+    """Per component, the mean and covariance of x_m given x_o (NaN = m)."""
+    observed = ~np.isnan(row)
+    missing = ~observed
+    out = []
+    for mu, sigma in zip(means, covariances, strict=True):
+        if not missing.any():
+            out.append((np.zeros(0), np.zeros((0, 0))))
+            continue
+        if not observed.any():
+            out.append((mu[missing], sigma[np.ix_(missing, missing)]))
+            continue
+        gain = sigma[np.ix_(missing, observed)] @ np.linalg.inv(
+            sigma[np.ix_(observed, observed)]
+        )
+        mean = mu[missing] + gain @ (row[observed] - mu[observed])
+        cov = sigma[np.ix_(missing, missing)] - gain @ sigma[np.ix_(observed, missing)]
+        out.append((mean, cov))
+    return out
+
+
+def monte_carlo_elbo_with_missing(
+    model, X, sample_weight, resp, reg_covar, n_draws, seed
+):
+    """:func:`monte_carlo_elbo` for rows with NaN entries.
+
+    q(x_m | z = k) is the conditional of N(m_k, E[Lambda_k]^-1) given the
+    observed entries (the optimal factor); each draw of theta comes with a
+    draw of every row's missing entries for every component, and the
+    estimate includes ``-log q(x_m | z)`` at that draw.
+    """
+    rng = np.random.RandomState(seed)
+    pi, log_ratio_weights = sample_weights(model, rng, n_draws)
+    means, precisions, log_ratio_components = sample_components(model, rng, n_draws)
+    n_components, n_features = model.means_.shape
+    q_means = np.asarray(model.means_, dtype=float)
+    q_covariances = np.linalg.inv(_dense_precisions(model))
+    total = sample_weight.sum()
+    weighted_resp = resp * sample_weight[:, np.newaxis]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.sum(np.where(resp > 0, weighted_resp * np.log(resp), 0.0))
+    _, log_det = np.linalg.slogdet(precisions)
+    penalty = 0.5 * reg_covar * np.trace(precisions, axis1=2, axis2=3)
+    with np.errstate(divide="ignore"):
+        log_pi = np.log(pi)
+    values = entropy + log_ratio_weights + log_ratio_components
+    for n, row in enumerate(X):
+        missing = np.isnan(row)
+        for k, (mean, cov) in enumerate(
+            conditional_gaussians(q_means, q_covariances, row)
+        ):
+            completed = np.broadcast_to(row, (n_draws, n_features)).copy()
+            log_q = np.zeros(n_draws)
+            if missing.any():
+                fill = rng.multivariate_normal(mean, cov, size=n_draws)
+                completed[:, missing] = fill
+                log_q = stats.multivariate_normal(mean, cov).logpdf(fill)
+            diff = completed - means[:, k]
+            quad = np.einsum("si,sij,sj->s", diff, precisions[:, k], diff)
+            log_density = 0.5 * (log_det[:, k] - n_features * LOG_2PI - quad)
+            per_unit = log_pi[:, k] + log_density - penalty[:, k] - log_q
+            values = values + weighted_resp[n, k] * per_unit
+    values = values / total
+    return values.mean(), values.std(ddof=1) / np.sqrt(n_draws)
+
+
+def _dense_precisions(model):
+    """E[Lambda_k] as dense (K, D, D) matrices, whatever the type."""
+    expected = np.asarray(model.precisions_, dtype=float)
+    n_components, n_features = model.means_.shape
+    kind = model.covariance_type
+    if kind == "full":
+        return expected
+    if kind == "tied":
+        return np.broadcast_to(expected, (n_components, n_features, n_features))
+    if kind == "diag":
+        return np.stack([np.diag(p) for p in expected])
+    return np.stack([p * np.eye(n_features) for p in expected])
+
+
 # ---------------------------------------------------------------------------
 # Exact log evidence of tiny 1-D data
 

@@ -237,6 +237,23 @@ class CovarianceUnit(ABC):
         Arrays have shape (G, K, D) and (G, K); the result is summed over g.
         """
 
+    # ------------------------------------------- missing entries (skvi._missing)
+    @abstractmethod
+    def precision_blocks(self, precisions, coordinates):
+        """``Lambda_k[m, m]`` for each row of ``coordinates`` (P, s): (K, P, s, s)."""
+
+    @abstractmethod
+    def missing_products(self, precisions, centered, members, missing):
+        """``(Lambda_k e_n)_j`` for the rows ``members`` of ``centered`` (D, n).
+
+        ``missing`` (len(members), s) holds the coordinates j of each row,
+        where ``e_n`` is 0. Returns shape (K, len(members), s).
+        """
+
+    @abstractmethod
+    def second_moment_from_dense(self, dense):
+        """Per-component (K, D, D) second moments in the unit's layout."""
+
     def row_quadratic(self, centered, precisions_cholesky):
         """Part of the quadratic form shared by all components, per row.
 
@@ -346,19 +363,26 @@ class CovarianceUnit(ABC):
 
         Full, tied and spherical predictives are multivariate Student-t with
         precision ``s E[Lambda]`` (Bishop 2006, eq. 10.81), evaluated from
-        ``quadratic_forms(X)``, the (K, n) float64 forms ``(x - m_k)^T
-        E[Lambda_k] (x - m_k)``; diag overrides this with a product of
-        univariate t.
+        ``quadratic_forms(X)``: the (K, n) float64 forms ``(x - m_k)^T
+        E[Lambda_k] (x - m_k)`` of each row's observed coordinates, the
+        ``log det E[Lambda_k]_mm`` of its missing ones (K, n), and its number
+        of observed coordinates (n,). The marginal of a t over some
+        coordinates is the t of those, with the same degrees of freedom and
+        the Schur complement as precision. Diag overrides this with a
+        product of univariate t.
         """
         t_dof, scale = self.predictive_dof_and_scale(dof, beta)
         t_dof = np.broadcast_to(t_dof, beta.shape)[:, np.newaxis]
-        log_det = self.log_det_cholesky(precisions_cholesky) + self.n_features * (
-            np.log(scale)
-        )
         # The forms come in float64: heavy tails stay representable.
-        quad = quadratic_forms(X) * scale[:, np.newaxis]
+        quad, log_det_missing, observed = quadratic_forms(X)
+        log_scale = np.log(scale)[:, np.newaxis]
+        log_det = (
+            self.log_det_cholesky(precisions_cholesky)[:, np.newaxis]
+            - log_det_missing
+            + observed * log_scale
+        )
         log_density = log_multivariate_t(
-            quad, log_det[:, np.newaxis], t_dof, self.n_features
+            quad * scale[:, np.newaxis], log_det, t_dof, observed
         )
         return log_density.astype(X.dtype, copy=False)
 

@@ -50,6 +50,9 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
     def second_moment_from_sums(self, sums):
         return sums
 
+    def second_moment_from_dense(self, dense):
+        return np.diagonal(dense, axis1=1, axis2=2).copy()
+
     def shifted_second_moment(self, first, counts, shifts):
         return np.sum(shifts * (2.0 * first + counts[..., np.newaxis] * shifts), axis=0)
 
@@ -113,25 +116,32 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
         return dof, mean_precision / (1.0 + mean_precision)
 
     def log_predictive(self, X, quadratic_forms, means, precisions_cholesky, dof, beta):
-        """Product over features of univariate Student-t densities, (K, n)."""
+        """Product over the observed features of univariate Student-t, (K, n).
+
+        A missing feature (NaN) is independent of the others given the
+        component, so the marginal of the observed ones leaves it out.
+        """
         t_dof, scale = self.predictive_dof_and_scale(dof, beta)
         precisions = scale[:, np.newaxis] * precisions_cholesky**2
         # In float64: the means are not rounded to the dtype of X, and the
         # squared standardised distances of far rows do not overflow.
         rows = X.astype(np.float64, copy=False)
-        out = np.empty((self.n_components, X.shape[0]))
+        observed = ~np.isnan(rows)
+        rows = np.where(observed, rows, 0.0)
+        constants = (
+            gammaln(0.5 * (t_dof + 1.0))
+            - gammaln(0.5 * t_dof)
+            - 0.5 * np.log(t_dof * np.pi)
+        )[:, np.newaxis] + 0.5 * np.log(precisions)
+        out = observed @ constants.T
+        out = np.ascontiguousarray(out.T)
         for k in range(self.n_components):
             z = rows - means[k]
             z *= z
             z *= precisions[k] / t_dof[k]
             np.log1p(z, out=z)
-            out[k] = -0.5 * (t_dof[k] + 1.0) * np.sum(z, axis=1)
-        constant = self.n_features * (
-            gammaln(0.5 * (t_dof + 1.0))
-            - gammaln(0.5 * t_dof)
-            - 0.5 * np.log(t_dof * np.pi)
-        ) + 0.5 * np.sum(np.log(precisions), axis=1)
-        out += constant[:, np.newaxis]
+            z *= observed
+            out[k] -= 0.5 * (t_dof[k] + 1.0) * np.sum(z, axis=1)
         return out.astype(X.dtype, copy=False)
 
     def _chi2_shape(self, n_samples):

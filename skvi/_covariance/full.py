@@ -97,6 +97,20 @@ class FullCovariance(CovarianceUnit):
     def precision_diagonals(self, precisions):
         return np.diagonal(precisions, axis1=1, axis2=2)
 
+    def precision_blocks(self, precisions, coordinates):
+        return precisions[:, coordinates[:, :, np.newaxis], coordinates[:, np.newaxis]]
+
+    def missing_products(self, precisions, centered, members, missing):
+        # All components at once, (K D, D) @ (D, n): then the entries wanted.
+        rows = centered[:, members]
+        products = (precisions.reshape(-1, self.n_features) @ rows).reshape(
+            self.n_components, self.n_features, -1
+        )
+        return np.swapaxes(products[:, missing.T, np.arange(len(members))], 1, 2)
+
+    def second_moment_from_dense(self, dense):
+        return dense
+
     def second_moment_from_sums(self, sums):
         rows, cols, _ = _upper_triangle(self.n_features)
         moments = np.empty(self.precision_shape)

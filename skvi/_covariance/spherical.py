@@ -51,6 +51,9 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
     def second_moment_from_sums(self, sums):
         return sums[:, 0]
 
+    def second_moment_from_dense(self, dense):
+        return np.trace(dense, axis1=1, axis2=2)
+
     def shifted_second_moment(self, first, counts, shifts):
         return np.sum(
             np.sum(shifts * (2.0 * first + counts[..., np.newaxis] * shifts), axis=2),

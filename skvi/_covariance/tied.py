@@ -93,6 +93,19 @@ class TiedCovariance(CovarianceUnit):
     def second_moment_from_sums(self, sums):
         return sums
 
+    def precision_blocks(self, precisions, coordinates):
+        blocks = precisions[coordinates[:, :, np.newaxis], coordinates[:, np.newaxis]]
+        return np.broadcast_to(blocks, (self.n_components,) + blocks.shape)
+
+    def missing_products(self, precisions, centered, members, missing):
+        products = precisions @ centered[:, members]
+        wanted = products[missing.T, np.arange(len(members))].T
+        return np.broadcast_to(wanted, (self.n_components,) + wanted.shape)
+
+    def second_moment_from_dense(self, dense):
+        # Pooled over components.
+        return dense.sum(axis=0)
+
     def shifted_second_moment(self, first, counts, shifts):
         cross = np.einsum("gki,gkj->ij", first, shifts)
         return cross + cross.T + np.einsum("gk,gki,gkj->ij", counts, shifts, shifts)

@@ -38,6 +38,15 @@ class VarianceStorageMixin:
         if not np.all(np.isfinite(precisions) & (precisions > 0)):
             raise ValueError(f"{name} must be strictly positive and finite.")
 
+    def missing_products(self, precisions, centered, members, missing):
+        # A diagonal precision maps e, which is 0 at the missing
+        # coordinates, to 0 there.
+        return np.zeros((self.n_components,) + missing.shape)
+
+    def precision_blocks(self, precisions, coordinates):
+        diagonals = self.precision_diagonals(precisions)[:, coordinates]
+        return diagonals[..., np.newaxis] * np.eye(coordinates.shape[1])
+
     def zero_second_moment(self):
         return np.zeros(self.precision_shape)
 
