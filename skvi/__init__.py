@@ -9,6 +9,7 @@ from ._covariance import DegenerateComponentError
 from ._elbo import ELBODecomposition
 from ._em import EMGaussianMixture
 from ._evidence import exact_log_evidence
+from ._imputer import GaussianMixtureImputer
 from ._variational import VariationalGaussianMixture
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "DegenerateComponentError",
     "ELBODecomposition",
     "EMGaussianMixture",
+    "GaussianMixtureImputer",
     "VariationalGaussianMixture",
     "__version__",
     "exact_log_evidence",

@@ -24,7 +24,7 @@ from ._covariance import covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
-from ._kernel import normalize_in_place
+from ._kernel import conditional_moments, normalize_in_place, row_values
 from ._online import RunningStatistics, online_step
 from ._stats import (
     ArrayData,
@@ -118,6 +118,15 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
 
     def _sample_component(self, rng, unit, component, n_samples):
         """Draws from one component of the fitted density."""
+        raise NotImplementedError
+
+    def _conditional_draw(self, rng, unit, component, conditional):
+        """Draws of missing entries from one component given the observed.
+
+        ``conditional`` holds ``means`` (n, s), ``covariances`` (n, s, s),
+        the observed coordinates' ``quadratic`` forms (n,) and their number
+        ``n_observed`` (n,).
+        """
         raise NotImplementedError
 
     # ------------------------------------------------------------------
@@ -574,6 +583,74 @@ default=None
         labels : ndarray of shape (n_samples,)
         """
         return self._per_row(X, _labels, labels=True)
+
+    def _impute(self, X, random_state=None):
+        """X with each missing entry filled from the fitted mixture.
+
+        With ``random_state`` None, the conditional expectation E[x_m | x_o]
+        (the responsibilities given x_o times each component's conditional
+        mean); otherwise one draw from p(x_m | x_o): a component from the
+        responsibilities, then its conditional. Used by
+        :class:`skvi.GaussianMixtureImputer`.
+        """
+        check_is_fitted(self)
+        X = validate_data(
+            self,
+            X,
+            reset=False,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+            copy=True,
+        )
+        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        plan, _ = self._component_log_density(unit, X.dtype)
+        for rows in plan.chunks(X.shape[0]):
+            chunk = X[rows]
+            parts = list(conditional_moments(plan, chunk))
+            if not parts:
+                continue
+            resp = self.predict_proba(chunk)
+            quadratic = None
+            if random_state is not None:
+                quadratic, _, observed = row_values(
+                    plan, chunk, np.float64, marginal=True
+                )
+            for members, missing, means, covariances in parts:
+                if random_state is None:
+                    fill = np.einsum("nk,kns->ns", resp[members], means)
+                else:
+                    fill = self._drawn_fill(
+                        random_state,
+                        unit,
+                        resp[members],
+                        means,
+                        covariances,
+                        quadratic[:, members] if quadratic is not None else None,
+                        observed[members],
+                    )
+                chunk[members[:, np.newaxis], missing] = fill
+        return X
+
+    def _drawn_fill(self, rng, unit, resp, means, covariances, quadratic, observed):
+        """One draw of the missing entries of each row, (n, s)."""
+        cumulative = np.cumsum(resp, axis=1)
+        draws = rng.uniform(size=(len(resp), 1)) * cumulative[:, -1:]
+        components = np.minimum((cumulative < draws).sum(axis=1), resp.shape[1] - 1)
+        fill = np.empty(means.shape[1:])
+        for k in np.unique(components):
+            chosen = np.flatnonzero(components == k)
+            fill[chosen] = self._conditional_draw(
+                rng,
+                unit,
+                k,
+                {
+                    "means": means[k, chosen],
+                    "covariances": covariances[k, chosen],
+                    "quadratic": quadratic[k, chosen],
+                    "n_observed": observed[chosen],
+                },
+            )
+        return fill
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted density.

@@ -305,6 +305,12 @@ default='kmeans'
         plan = log_rho_expansion(unit, expectations, 0.0, dtype)
         return plan, lambda rows: row_values(plan, rows)
 
+    def _conditional_draw(self, rng, unit, component, conditional):
+        # Gaussian: the conditional of component k given the observed entries.
+        lower = np.linalg.cholesky(conditional["covariances"])
+        means = conditional["means"]
+        return means + np.einsum("nij,nj->ni", lower, rng.standard_normal(means.shape))
+
     def _sample_component(self, rng, unit, component, n_samples):
         draws = unit.sample_component(
             rng, np.asarray(self.covariances_, dtype=float), component, n_samples

@@ -434,6 +434,24 @@ def row_values(plan, chunk, dtype=None, marginal=False):
     return _unsorted(values, prepared.order)
 
 
+def conditional_moments(plan, chunk):
+    """Conditional moments of the missing entries of ``chunk``'s rows.
+
+    Yields, per group of rows with the same number s of missing entries,
+    ``(rows, missing, means, covariances)``: the rows' indices in ``chunk``,
+    their missing coordinates (n_s, s) and, per component, the conditional
+    mean (K, n_s, s) and covariance (K, n_s, s, s) given the observed
+    entries. Nothing for a chunk without missing entries.
+    """
+    prepared = _prepare(plan, _Workspace(plan, chunk.shape[0]), chunk)
+    if prepared.incomplete is None:
+        return
+    columns, corrections = prepared.incomplete
+    original = columns if prepared.order is None else prepared.order[columns]
+    for members, missing, means, covariances in corrections.conditional_moments(plan):
+        yield original[members], missing, means, covariances
+
+
 def _unsorted(array, order):
     """A chunk's (..., m) array back in the original row order."""
     if order is None:

@@ -83,48 +83,58 @@ class IncompleteRows:
         self.n_missing = mask.sum(axis=1)
         self.groups = groups
         self.centered = centered
-        n_components, n_rows = unit.n_components, rows.shape[0]
+        n_rows = rows.shape[0]
+        # Rows sort by group: each group's rows are one slice.
+        present, starts = np.unique(groups, return_index=True)
+        stops = np.append(starts[1:], n_rows)
+        self._group_slices = [
+            (int(g), slice(int(a), int(b)))
+            for g, a, b in zip(present, starts, stops, strict=True)
+        ]
+        self._plan = plan
+        self._blocks = None
+        if unit.diagonal_precision:
+            self._diagonal_corrections(plan)
+        else:
+            self._build_blocks(plan)
+
+    def _build_blocks(self, plan):
+        """Per group of rows with the same number s of missing entries."""
+        n_components, n_rows = plan.unit.n_components, self.mask.shape[0]
         self.quadratic = np.zeros((n_components, n_rows))
         self.log_det = np.zeros((n_components, n_rows))
-        # Per group of rows with the same number of missing entries: the
-        # rows, their missing coordinates, the fill (conditional mean minus
-        # the center) and the conditional covariance, per component.
+        # For each: the rows, their missing coordinates (in increasing
+        # order), the fill (conditional mean minus the center) and the
+        # conditional covariance of each component.
         self._blocks = []
-        patterns, inverse = _patterns(mask)
-        sizes = patterns.sum(axis=1)
-        for size in np.unique(sizes):
-            if size == 0:
-                continue
-            chosen = np.flatnonzero(sizes == size)
-            # Missing coordinates of each pattern, in increasing order.
-            coordinates = np.nonzero(patterns[chosen])[1].reshape(len(chosen), size)
-            lower = np.linalg.cholesky(
-                unit.precision_blocks(plan.precisions, coordinates)
-            )
-            pattern_log_det = 2.0 * np.sum(
-                np.log(np.diagonal(lower, axis1=-2, axis2=-1)), axis=-1
-            )
-            inverse_lower = np.linalg.inv(lower)
-            covariance = np.swapaxes(inverse_lower, -1, -2) @ inverse_lower
-            position = np.full(len(patterns), -1)
-            position[chosen] = np.arange(len(chosen))
-            members = np.flatnonzero(position[inverse] >= 0)
-            self._add_block(
-                plan,
-                members,
-                coordinates,
-                position[inverse[members]],
-                pattern_log_det,
-                covariance,
-            )
+        for size in np.unique(self.n_missing):
+            members = np.flatnonzero(self.n_missing == size)
+            missing = np.nonzero(self.mask[members])[1].reshape(len(members), size)
+            self._add_block(plan, members, missing)
 
-    def _add_block(self, plan, members, coordinates, pattern, log_det, covariance):
+    def _diagonal_corrections(self, plan):
+        """Diagonal precisions: every correction is a product with the mask.
+
+        A missing coordinate is independent of the others given the
+        component: its conditional is its marginal (mean mu_j, variance
+        1 / lambda_j), and it only drops its own term from the quadratic
+        form: ``quad_o - z^T Lambda z = -sum_m lambda_j d_j^2``.
+        """
+        diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
+        mask = self.mask.astype(float)
+        self.log_det = np.log(diagonals) @ mask.T
+        self.quadratic = np.empty_like(self.log_det)
+        for g, rows in self._group_slices:
+            squares = diagonals * plan.shifts[g] ** 2
+            self.quadratic[:, rows] = -(squares @ mask[rows].T)
+        self._diagonals = diagonals
+
+    def _add_block(self, plan, members, missing):
         unit = plan.unit
-        missing = coordinates[pattern]  # (n_s, s)
+        blocks, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
         groups = self.groups[members]
         # z_m = e_m - d_m with e_m = 0, d = mu_k - c_g.
         shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
-        z_missing = -shifts  # (K, n_s, s)
         weighted_shifts = np.moveaxis(
             plan.weighted_shifts[groups[:, None], :, missing], -1, 0
         )
@@ -132,20 +142,29 @@ class IncompleteRows:
             plan.precisions, self.centered, members, missing
         )
         lambda_z = products - weighted_shifts  # (Lambda z)_m
-        block = unit.precision_blocks(plan.precisions, coordinates)[:, pattern]
-        lambda_mm_z = np.einsum("knij,knj->kni", block, z_missing)
+        lambda_mm_z = -_apply(blocks, shifts)  # Lambda_mm z_m with z_m = -d_m
         b = lambda_z - lambda_mm_z
-        cov = covariance[:, pattern]  # (K, n_s, s, s)
-        u = np.einsum("knij,knj->kni", cov, b)
-        self.quadratic[:, members] = (
-            -2.0 * np.sum(z_missing * lambda_z, axis=-1)
-            + np.sum(z_missing * lambda_mm_z, axis=-1)
-            - np.sum(b * u, axis=-1)
+        u = _apply(covariance, b)
+        self.quadratic[:, members] = np.sum(
+            2.0 * shifts * lambda_z - shifts * lambda_mm_z - b * u, axis=-1
         )
-        self.log_det[:, members] = log_det[:, pattern]
+        self.log_det[:, members] = log_det
         # The conditional mean minus the row's center: d_m - u.
-        fill = shifts - u
-        self._blocks.append((members, missing, fill, cov))
+        self._blocks.append((members, missing, shifts - u, covariance))
+
+    def conditional_moments(self, plan):
+        """Per group of rows with as many missing entries: the conditionals.
+
+        Yields ``(members, missing, means, covariances)``: the rows (indices
+        into these incomplete rows), their missing coordinates (n_s, s), and
+        per component the mean (K, n_s, s) and covariance (K, n_s, s, s) of
+        the missing entries given the observed ones.
+        """
+        if self._blocks is None:
+            self._build_blocks(plan)
+        for members, missing, fill, cov in self._blocks:
+            centers = plan.centers[self.groups[members][:, np.newaxis], missing]
+            yield members, missing, fill + centers, cov
 
     def value_corrections(self, plan):
         """What to add to the kernel's values of the filled rows, (K, n)."""
@@ -170,44 +189,124 @@ class IncompleteRows:
         cross terms live where one coordinate is observed and the other
         missing, the rest on m x m.
         """
-        n_components, n_features = weighted_resp.shape[0], self.mask.shape[1]
-        first = np.zeros(n_groups * n_components * n_features)
-        cross = np.zeros((n_components, n_features, n_features))
-        square = np.zeros(n_components * n_features * n_features)
-        components = np.arange(n_components)[:, np.newaxis, np.newaxis]
+        n_components, n_rows = weighted_resp.shape
+        n_features = self.mask.shape[1]
+        if self._blocks is None:
+            return self._diagonal_statistics(weighted_resp, n_groups)
+        # The fills of all rows, dense (K, D, n), and weighted by w r.
+        fills = np.zeros((n_components, n_features, n_rows))
+        conditional = np.zeros((n_components, n_features * n_features))
         for members, missing, fill, cov in self._blocks:
-            weights = weighted_resp[:, members]  # (K, n_s)
-            weighted_fill = weights[..., np.newaxis] * fill  # (K, n_s, s)
-            groups = self.groups[members][np.newaxis, :, np.newaxis]
-            index = (groups * n_components + components) * n_features + missing
-            first += np.bincount(
-                index.ravel(), weights=weighted_fill.ravel(), minlength=first.size
-            )
-            # f e^T: one product per missing coordinate j.
-            rows = np.repeat(members, missing.shape[1])
-            columns = missing.ravel()
-            values = weighted_fill.reshape(n_components, -1)
-            for j in np.unique(columns):
-                chosen = columns == j
-                cross[:, j, :] += values[:, chosen] @ self.centered[:, rows[chosen]].T
-            # f f^T + Cov on m x m.
-            block = weights[..., np.newaxis, np.newaxis] * (
-                fill[..., :, np.newaxis] * fill[..., np.newaxis, :] + cov
-            )
-            index = components[..., np.newaxis] * n_features + missing[:, :, None]
-            index = index * n_features + missing[:, np.newaxis, :]
-            square += np.bincount(
-                index.ravel(), weights=block.ravel(), minlength=square.size
-            )
+            fills[:, missing, members[:, np.newaxis]] = fill
+            # sum w r Cov, on the m x m entries of each row.
+            flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
+            flat = flat.ravel()
+            weights = weighted_resp[:, members, np.newaxis, np.newaxis]
+            weighted_cov = (weights * cov).reshape(n_components, -1)
+            for k in range(n_components):
+                conditional[k] += np.bincount(
+                    flat, weights=weighted_cov[k], minlength=n_features * n_features
+                )
+        weighted_fills = fills * weighted_resp[:, np.newaxis, :]
+        cross = weighted_fills @ self.centered.T  # sum w r f e^T
         second = cross + np.swapaxes(cross, 1, 2)
-        second += square.reshape(second.shape)
-        return first.reshape(n_groups, n_components, n_features), second
+        second += weighted_fills @ np.swapaxes(fills, 1, 2)  # sum w r f f^T
+        second += conditional.reshape(second.shape)
+        first = np.zeros((n_groups, n_components, n_features))
+        present, starts = np.unique(self.groups, return_index=True)
+        first[present] = np.moveaxis(
+            np.add.reduceat(weighted_fills, starts, axis=2), 2, 0
+        )
+        return first, second
+
+    def _diagonal_statistics(self, weighted_resp, n_groups):
+        """:meth:`statistics` for diagonal precisions, from the mask.
+
+        The fill at a missing coordinate is d_j (the mean minus the center)
+        and its conditional variance 1 / lambda_j; e is 0 there, so the
+        cross terms vanish from the diagonal, the only part these units
+        keep.
+        """
+        plan = self._plan
+        n_components, n_features = weighted_resp.shape[0], self.mask.shape[1]
+        mask = self.mask.astype(float)
+        first = np.zeros((n_groups, n_components, n_features))
+        diagonal = np.zeros((n_components, n_features))
+        for g, rows in self._group_slices:
+            mass = weighted_resp[:, rows] @ mask[rows]  # (K, D)
+            shifts = plan.shifts[g]
+            first[g] = mass * shifts
+            diagonal += mass * (shifts**2 + 1.0 / self._diagonals)
+        second = np.zeros((n_components, n_features, n_features))
+        second[:, np.arange(n_features), np.arange(n_features)] = diagonal
+        return first, second
 
 
-def _patterns(mask):
-    """The distinct missingness patterns and each row's pattern."""
-    packed = np.packbits(mask, axis=1)
-    _, first, inverse = np.unique(
-        packed, axis=0, return_index=True, return_inverse=True
-    )
-    return mask[first], inverse.ravel()
+def _apply(matrices, vectors):
+    """Batched ``matrices @ vectors`` for (..., s, s) and (..., s)."""
+    return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
+
+
+# Up to this size, a batch of small SPD matrices is inverted entry by entry
+# over the batch (numpy's batched LAPACK calls cost about 0.3 us per matrix,
+# far more than the arithmetic of a 3 x 3 or 4 x 4 block).
+SMALL_BLOCK = 4
+
+
+def _spd_inverse(blocks):
+    """Inverses and log-determinants of a batch (..., s, s) of SPD matrices."""
+    size = blocks.shape[-1]
+    if size > SMALL_BLOCK:
+        return np.linalg.inv(blocks), np.linalg.slogdet(blocks)[1]
+    # Cholesky factor L, then its inverse M = L^-1, then M^T M, entry by entry.
+    lower = {}
+    for j in range(size):
+        diagonal = blocks[..., j, j] - sum(lower[j, k] ** 2 for k in range(j))
+        lower[j, j] = np.sqrt(diagonal)
+        for i in range(j + 1, size):
+            off = blocks[..., i, j] - sum(lower[i, k] * lower[j, k] for k in range(j))
+            lower[i, j] = off / lower[j, j]
+    inverse = {}
+    for j in range(size):
+        inverse[j, j] = 1.0 / lower[j, j]
+        for i in range(j + 1, size):
+            total = sum(lower[i, k] * inverse[k, j] for k in range(j, i))
+            inverse[i, j] = -total / lower[i, i]
+    out = np.empty(blocks.shape)
+    for i in range(size):
+        for j in range(i + 1):
+            value = sum(inverse[k, i] * inverse[k, j] for k in range(i, size))
+            out[..., i, j] = out[..., j, i] = value
+    log_det = 2.0 * sum(np.log(lower[j, j]) for j in range(size))
+    return out, log_det
+
+
+def _inverted_blocks(unit, precisions, missing):
+    """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
+
+    ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
+    of shape (K, n, s, s), (K, n, s, s) and (K, n). One and two missing
+    entries have closed forms; from three on, each distinct pattern is
+    factorised once (a Cholesky per component) and shared by its rows.
+    """
+    size = missing.shape[1]
+    if size <= 2:
+        blocks = unit.precision_blocks(precisions, missing)
+        if size == 1:
+            a = blocks[..., 0, 0]
+            return blocks, (1.0 / a)[..., np.newaxis, np.newaxis], np.log(a)
+        a, b, d = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 1, 1]
+        determinant = a * d - b * b
+        inverse = np.stack([np.stack([d, -b], -1), np.stack([-b, a], -1)], -2)
+        return blocks, inverse / determinant[..., None, None], np.log(determinant)
+    weights = 1 << np.arange(missing.max() + 1, dtype=np.int64)
+    codes = weights[missing].sum(axis=1) if missing.max() < 63 else None
+    if codes is None:
+        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    else:
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        patterns = missing[first]
+    inverse = inverse.ravel()
+    blocks = unit.precision_blocks(precisions, patterns)
+    covariance, log_det = _spd_inverse(blocks)
+    return blocks[:, inverse], covariance[:, inverse], log_det[:, inverse]

@@ -465,6 +465,24 @@ default='kmeans'
 
         return plan, log_density
 
+    def _conditional_draw(self, rng, unit, component, conditional):
+        # The posterior predictive (Student-t) of component k, given the
+        # observed entries.
+        state = self._state_from_attributes(unit)
+        t_dof, scale = unit.predictive_dof_and_scale(
+            state.degrees_of_freedom, state.mean_precision
+        )
+        t_dof = np.broadcast_to(t_dof, scale.shape)[component]
+        return unit.conditional_predictive_draw(
+            rng,
+            conditional["means"],
+            conditional["covariances"],
+            conditional["quadratic"],
+            conditional["n_observed"],
+            t_dof,
+            scale[component],
+        )
+
     def _sample_component(self, rng, unit, component, n_samples):
         state = self._state_from_attributes(unit)
         return unit.sample_predictive(

@@ -2,9 +2,16 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skvi import EMGaussianMixture, VariationalGaussianMixture
+from skvi import EMGaussianMixture, GaussianMixtureImputer, VariationalGaussianMixture
 
-ESTIMATORS = [EMGaussianMixture(), VariationalGaussianMixture()]
+ESTIMATORS = [
+    EMGaussianMixture(),
+    VariationalGaussianMixture(),
+    GaussianMixtureImputer(),
+    GaussianMixtureImputer(
+        VariationalGaussianMixture(n_components=2), sample_posterior=True
+    ),
+]
 
 # Checks expected to fail, with the reason; none so far.
 EXPECTED_FAILURES = {}

@@ -397,3 +397,24 @@ class CovarianceUnit(ABC):
     def _chi2_shape(self, n_samples):
         # One mixing variable per draw: the t is a Gaussian scale mixture.
         return (n_samples, 1)
+
+    def conditional_predictive_draw(
+        self, rng, means, covariances, quadratic, n_observed, t_dof, scale
+    ):
+        """Draws of missing entries from a component's predictive given the rest.
+
+        The predictive is a multivariate Student-t with ``t_dof`` degrees of
+        freedom and precision ``scale E[Lambda]``. Given the observed
+        entries (quadratic form ``scale * quadratic`` under the marginal's
+        precision, ``n_observed`` of them) the missing ones are again a t:
+        ``t_dof + n_observed`` degrees of freedom, the Gaussian conditional
+        mean ``means`` (n, s), and the conditional scale ``covariances / scale``
+        (``covariances`` (n, s, s) being the inverses of ``E[Lambda]_mm``)
+        times ``(t_dof + scale * quadratic) / (t_dof + n_observed)``.
+        """
+        dof = t_dof + n_observed
+        factor = (t_dof + scale * quadratic) / (dof * scale)
+        lower = np.linalg.cholesky(covariances * factor[:, np.newaxis, np.newaxis])
+        gauss = np.einsum("nij,nj->ni", lower, rng.standard_normal(means.shape))
+        chi2 = rng.chisquare(dof)
+        return means + gauss / np.sqrt(chi2 / dof)[:, np.newaxis]

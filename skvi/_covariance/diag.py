@@ -19,6 +19,8 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
     """Each component has its own diagonal covariance matrix."""
 
     name = "diag"
+    # Whether each precision is diagonal (missing entries then decouple).
+    diagonal_precision = True
 
     @property
     def precision_shape(self):
@@ -143,6 +145,19 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
             z *= observed
             out[k] -= 0.5 * (t_dof[k] + 1.0) * np.sum(z, axis=1)
         return out.astype(X.dtype, copy=False)
+
+    def conditional_predictive_draw(
+        self, rng, means, covariances, quadratic, n_observed, t_dof, scale
+    ):
+        """Draws of missing features, each from its own univariate t.
+
+        Each feature has its own mixing variable: given the component, the
+        missing features are independent of the observed ones.
+        """
+        variances = np.diagonal(covariances, axis1=1, axis2=2) / scale
+        gauss = rng.standard_normal(means.shape) * np.sqrt(variances)
+        chi2 = rng.chisquare(t_dof, size=means.shape)
+        return means + gauss / np.sqrt(chi2 / t_dof)
 
     def _chi2_shape(self, n_samples):
         # Each feature has its own precision, hence its own mixing variable.

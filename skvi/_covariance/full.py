@@ -35,6 +35,8 @@ class FullCovariance(CovarianceUnit):
     """Each component has its own full covariance matrix."""
 
     name = "full"
+    # Whether each precision is diagonal (missing entries then decouple).
+    diagonal_precision = False
 
     @property
     def precision_shape(self):

@@ -19,6 +19,8 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
     """Each component has its own single variance."""
 
     name = "spherical"
+    # Whether each precision is diagonal (missing entries then decouple).
+    diagonal_precision = True
 
     @property
     def precision_shape(self):

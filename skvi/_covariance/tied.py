@@ -28,6 +28,8 @@ class TiedCovariance(CovarianceUnit):
     """All components share one full covariance matrix."""
 
     name = "tied"
+    # Whether each precision is diagonal (missing entries then decouple).
+    diagonal_precision = False
 
     @property
     def precision_shape(self):
