@@ -253,9 +253,59 @@ def _apply(matrices, vectors):
 SMALL_BLOCK = 4
 
 
+def _inverted_blocks(unit, precisions, missing):
+    """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
+
+    ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
+    of shape (K, n, s, s), (K, n, s, s) and (K, n). From three missing
+    entries on, each distinct pattern is inverted once and shared by its
+    rows; a precision shared by all components (tied) once for all.
+    """
+    inverse = None
+    patterns = missing
+    if missing.shape[1] > 2:
+        patterns, inverse = _distinct_rows(missing)
+    blocks = unit.precision_blocks(precisions, patterns)
+    shared = blocks.strides[0] == 0
+    core = blocks[:1] if shared else blocks
+    covariance, log_det = _spd_inverse(core)
+    if inverse is not None:
+        core, covariance, log_det = (
+            core[:, inverse],
+            covariance[:, inverse],
+            log_det[:, inverse],
+        )
+    if shared:
+        shape = (unit.n_components,) + core.shape[1:]
+        return (
+            np.broadcast_to(core, shape),
+            np.broadcast_to(covariance, shape),
+            np.broadcast_to(log_det, shape[:2]),
+        )
+    return core, covariance, log_det
+
+
+def _distinct_rows(missing):
+    """The distinct rows of an integer array and each row's index among them."""
+    if missing.max() < 63:
+        codes = (np.int64(1) << missing.astype(np.int64)).sum(axis=1)
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        return missing[first], inverse.ravel()
+    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    return patterns, inverse.ravel()
+
+
 def _spd_inverse(blocks):
     """Inverses and log-determinants of a batch (..., s, s) of SPD matrices."""
     size = blocks.shape[-1]
+    if size == 1:
+        a = blocks[..., 0, 0]
+        return (1.0 / a)[..., np.newaxis, np.newaxis], np.log(a)
+    if size == 2:
+        a, b, d = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 1, 1]
+        determinant = a * d - b * b
+        inverse = np.stack([np.stack([d, -b], -1), np.stack([-b, a], -1)], -2)
+        return inverse / determinant[..., None, None], np.log(determinant)
     if size > SMALL_BLOCK:
         return np.linalg.inv(blocks), np.linalg.slogdet(blocks)[1]
     # Cholesky factor L, then its inverse M = L^-1, then M^T M, entry by entry.
@@ -279,34 +329,3 @@ def _spd_inverse(blocks):
             out[..., i, j] = out[..., j, i] = value
     log_det = 2.0 * sum(np.log(lower[j, j]) for j in range(size))
     return out, log_det
-
-
-def _inverted_blocks(unit, precisions, missing):
-    """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
-
-    ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
-    of shape (K, n, s, s), (K, n, s, s) and (K, n). One and two missing
-    entries have closed forms; from three on, each distinct pattern is
-    factorised once (a Cholesky per component) and shared by its rows.
-    """
-    size = missing.shape[1]
-    if size <= 2:
-        blocks = unit.precision_blocks(precisions, missing)
-        if size == 1:
-            a = blocks[..., 0, 0]
-            return blocks, (1.0 / a)[..., np.newaxis, np.newaxis], np.log(a)
-        a, b, d = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 1, 1]
-        determinant = a * d - b * b
-        inverse = np.stack([np.stack([d, -b], -1), np.stack([-b, a], -1)], -2)
-        return blocks, inverse / determinant[..., None, None], np.log(determinant)
-    weights = 1 << np.arange(missing.max() + 1, dtype=np.int64)
-    codes = weights[missing].sum(axis=1) if missing.max() < 63 else None
-    if codes is None:
-        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-    else:
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        patterns = missing[first]
-    inverse = inverse.ravel()
-    blocks = unit.precision_blocks(precisions, patterns)
-    covariance, log_det = _spd_inverse(blocks)
-    return blocks[:, inverse], covariance[:, inverse], log_det[:, inverse]
