@@ -223,3 +223,26 @@ def test_information_criteria_of_a_dask_array():
     assert model.aic(Xd, sample_weight=da.from_array(weights, chunks=1_000)) == (
         pytest.approx(model.aic(X, sample_weight=weights), rel=1e-12)
     )
+
+
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_missing_entries_on_dask_equal_those_in_memory(estimator, covariance_type):
+    X = clusters(10, 6_000)
+    X[np.random.RandomState(11).uniform(size=X.shape) < 0.2] = np.nan
+    params = dict(
+        n_components=4, covariance_type=covariance_type, random_state=0, tol=1e-6
+    )
+    local = estimator(**params).fit(X)
+    Xd = da.from_array(X, chunks=(1_000, 3))
+    distributed = estimator(**params).fit(Xd)
+    assert distributed.n_iter_ == local.n_iter_
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-9)
+    # (Rows with nothing observed score 0, up to rounding.)
+    assert_allclose(
+        distributed.score_samples(Xd).compute(),
+        local.score_samples(X),
+        rtol=1e-10,
+        atol=1e-12,
+    )
