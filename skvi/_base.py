@@ -7,6 +7,7 @@ summed statistics become parameters (M-step or conjugate update), what the
 E-step needs from those parameters, the KL terms, and how it scores new data.
 """
 
+import functools
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -38,6 +39,27 @@ from ._validation import (
     check_missing_entries,
     check_sample_weight,
 )
+
+
+def _unchanged_on_error(method):
+    """Make a fitting method leave the estimator as it was if it raises.
+
+    A fit sets attributes along the way (validation, priors); on an error
+    they are all put back, so that a model fitted before stays fitted and
+    consistent, and an unfitted one stays unfitted.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # Fitting.
 
+    @_unchanged_on_error
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture by coordinate ascent on the ELBO.
 
@@ -183,6 +206,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
         self._store_state(best.state, unit, data.dtype)
+        self._fitted_covariance_type = unit.name
         self._store_run(best)
         # A later partial_fit continues from the final E-step's statistics.
         self._online_statistics = dict(
@@ -205,6 +229,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             check_enough_samples(np.ones(n_positive), self.n_components)
         return data
 
+    @_unchanged_on_error
     def partial_fit(self, X, y=None, sample_weight=None):
         """One online step on a minibatch: online EM or stochastic VI.
 
@@ -268,6 +293,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             self, data, unit, context, state, running, steps
         )
         self._store_state(state, unit, X.dtype)
+        self._fitted_covariance_type = unit.name
         self._online_statistics = dict(running.to_dict(), steps=steps + 1)
         self.lower_bounds_ = np.asarray(bounds + [bound])
         self.lower_bound_ = float(bound)
@@ -350,10 +376,23 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         if not hasattr(self, "converged_"):
             return False
+        # The shapes of, say, tied and diag coincide when K == D: the type
+        # of a fitted state must match too. (Attributes set by hand carry no
+        # type; their shapes decide.)
         return (
-            np.shape(self.means_) == (unit.n_components, unit.n_features)
+            getattr(self, "_fitted_covariance_type", unit.name) == unit.name
+            and np.shape(self.means_) == (unit.n_components, unit.n_features)
             and np.shape(self.covariances_) == unit.precision_shape
         )
+
+    def _fitted_unit(self, n_features):
+        """The covariance unit of the fitted model.
+
+        From the fitted attributes, not the parameters: ``set_params`` after
+        ``fit`` (or a failed refit) does not change what the model predicts.
+        """
+        kind = getattr(self, "_fitted_covariance_type", self.covariance_type)
+        return covariance_unit(kind, len(self.weights_), n_features)
 
     def _initial_state(self, data, unit, context, rng):
         rows = data.initialisation_data(rng)
@@ -438,7 +477,7 @@ default=None
             ensure_all_finite="allow-nan",
         )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        unit = self._fitted_unit(X.shape[1])
         evaluated = self._evaluate(
             self._state_from_attributes(unit), unit, self._fit_context(unit)
         )
@@ -506,7 +545,7 @@ default=None
             dtype=[np.float64, np.float32],
             ensure_all_finite="allow-nan",
         )
-        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        unit = self._fitted_unit(X.shape[1])
         plan, density = self._component_log_density(unit, X.dtype)
         shape = (X.shape[0],) if width is None else (X.shape[0], width)
         out = np.empty(shape, dtype=np.intp if labels else X.dtype)
@@ -568,7 +607,9 @@ default=None
         -------
         resp : ndarray of shape (n_samples, n_components)
         """
-        return self._per_row(X, _responsibilities, width=self.n_components)
+        check_is_fitted(self)
+        width = len(self.weights_)
+        return self._per_row(X, _responsibilities, width=width)
 
     def predict(self, X):
         """The most probable component of each sample.
@@ -602,7 +643,7 @@ default=None
             ensure_all_finite="allow-nan",
             copy=True,
         )
-        unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
+        unit = self._fitted_unit(X.shape[1])
         plan, _ = self._component_log_density(unit, X.dtype)
         for rows in plan.chunks(X.shape[0]):
             chunk = X[rows]
@@ -674,9 +715,7 @@ default=None
             raise ValueError(
                 f"n_samples must be a positive integer, got {n_samples!r}."
             )
-        unit = covariance_unit(
-            self.covariance_type, self.n_components, self.means_.shape[1]
-        )
+        unit = self._fitted_unit(self.means_.shape[1])
         rng = check_random_state(self.random_state)
         weights = np.asarray(self.weights_, dtype=float)
         counts = rng.multinomial(n_samples, weights / weights.sum())
@@ -684,7 +723,7 @@ default=None
             self._sample_component(rng, unit, k, int(count))
             for k, count in enumerate(counts)
         ]
-        labels = np.repeat(np.arange(self.n_components), counts)
+        labels = np.repeat(np.arange(unit.n_components), counts)
         return np.vstack(draws).astype(self.means_.dtype, copy=False), labels
 
     # ------------------------------------------------------------------

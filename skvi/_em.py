@@ -6,7 +6,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._base import BaseGaussianMixture
-from ._covariance import covariance_unit
 from ._dask import is_dask_collection
 from ._elbo import ComponentExpectations
 from ._kernel import row_values
@@ -210,7 +209,7 @@ default='kmeans'
             precisions = check_array_param(
                 self.precisions_init, unit.precision_shape, "precisions_init"
             )
-            unit.check_precisions(precisions, "precisions_init")
+            precisions = unit.check_precisions(precisions, "precisions_init")
         return _InitialParameters(weights, means, precisions)
 
     def _initial_state(self, data, unit, context, rng):
@@ -320,9 +319,9 @@ default='kmeans'
     # ------------------------------------------------- model selection
     def _n_parameters(self):
         n_features = self.means_.shape[1]
-        unit = covariance_unit(self.covariance_type, self.n_components, n_features)
-        mean_params = self.n_components * n_features
-        return unit.n_parameters() + mean_params + self.n_components - 1
+        unit = self._fitted_unit(n_features)
+        mean_params = unit.n_components * n_features
+        return unit.n_parameters() + mean_params + unit.n_components - 1
 
     def bic(self, X, sample_weight=None):
         """Bayesian information criterion on X (lower is better).

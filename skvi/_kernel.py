@@ -123,13 +123,16 @@ class Expansion:
         With a ``mask`` of missing entries, the distances use the observed
         coordinates only.
         """
-        if mask is None:
-            scores = chunk @ self.label_weights
-            scores += self.label_offsets
-        else:
-            observed = (~mask).astype(self.dtype)
-            scores = np.where(mask, 0, chunk) @ self.label_weights
-            scores -= observed @ self.label_terms
+        # Rows far beyond every center may overflow: any center will do for
+        # them, and their values are repaired later.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if mask is None:
+                scores = chunk @ self.label_weights
+                scores += self.label_offsets
+            else:
+                observed = (~mask).astype(self.dtype)
+                scores = np.where(mask, 0, chunk) @ self.label_weights
+                scores -= observed @ self.label_terms
         return np.argmax(scores, axis=1).astype(self.label_dtype)
 
     def row_bytes(self):

@@ -70,18 +70,26 @@ def check_array_param(value, shape, name):
 
 
 def check_weights_init(weights_init, n_components):
-    """Mixture weights in [0, 1] summing to 1."""
+    """Mixture weights in [0, 1] summing to 1, renormalised.
+
+    The sum may miss 1 by scikit-learn's tolerance (1e-8), or by the
+    rounding of the weights' own dtype (float32 weights, e.g. ``weights_`` of
+    a float32 fit, sum to 1 only within a few of its ulps).
+    """
+    given = np.asarray(weights_init)
     weights = check_array_param(weights_init, (n_components,), "weights_init")
     if np.any(weights < 0) or np.any(weights > 1):
         raise ValueError(
             f"weights_init must lie in [0, 1], got values in "
             f"[{weights.min():.5g}, {weights.max():.5g}]."
         )
-    if not np.isclose(weights.sum(), 1.0, rtol=0, atol=1e-8):
+    epsilon = np.finfo(given.dtype).eps if given.dtype.kind == "f" else 0.0
+    tolerance = max(1e-8, 4.0 * n_components * epsilon)
+    if not abs(weights.sum() - 1.0) <= tolerance:
         raise ValueError(
             f"weights_init must sum to 1, got {weights.sum():.10g}; normalise it."
         )
-    return weights
+    return weights / weights.sum()
 
 
 def check_missing_entries(X, sample_weight, check_columns=True):

@@ -312,10 +312,13 @@ default='kmeans'
         return context
 
     def _default_covariance_prior(self, unit, moments):
-        # The covariance of the data smoothed by reg_covar; ddof=1 as
-        # scikit-learn's np.cov, when the total weight allows it.
+        # The covariance of the data smoothed by reg_covar, with ddof=1 as
+        # scikit-learn's np.cov for a total weight of at least 2 (weights are
+        # repeat counts); below, a denominator of half the total continues it
+        # (equal at 2) and keeps the prior within twice the weighted
+        # covariance, however small the total.
         total = moments.total_weight
-        denominator = total - 1.0 if total > 1.0 else total
+        denominator = total - 1.0 if total >= 2.0 else 0.5 * total
         prior = unit.prior_from_scatter(moments.scatter, denominator, self.reg_covar)
         try:
             unit.check_prior(prior)

@@ -110,9 +110,13 @@ def upper_cholesky(matrix):
 
 
 def is_symmetric(matrix):
-    """Whether ``matrix`` is symmetric up to rounding."""
-    scale = max(float(np.max(np.abs(matrix))), np.finfo(float).tiny)
-    return np.allclose(matrix, matrix.T, rtol=0, atol=1e-10 * scale)
+    """Whether ``matrix`` is symmetric up to scikit-learn's tolerance.
+
+    The one scikit-learn's mixtures apply to precisions_init
+    (``np.allclose``: 1e-5 relative, 1e-8 absolute), so that what they
+    accept is accepted here; the matrix is then used symmetrised.
+    """
+    return np.allclose(matrix, matrix.T)
 
 
 def log_multivariate_t(quadratic, log_det_precision, dof, n_features):
@@ -182,7 +186,10 @@ class CovarianceUnit(ABC):
 
     @abstractmethod
     def check_precisions(self, precisions, name):
-        """Validate user precisions (shape, symmetry, definiteness)."""
+        """Validate user precisions (shape, symmetry, definiteness).
+
+        Returns them symmetrised.
+        """
 
     # ------------------------------------ the expanded quadratic form (E-step)
     # The E-step kernel (skvi._kernel) evaluates (x - m_k)^T Lambda_k (x - m_k)

@@ -138,10 +138,14 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
         out = observed @ constants.T
         out = np.ascontiguousarray(out.T)
         for k in range(self.n_components):
-            z = rows - means[k]
-            z *= z
-            z *= precisions[k] / t_dof[k]
-            np.log1p(z, out=z)
+            diff = rows - means[k]
+            factor = precisions[k] / t_dof[k]
+            with np.errstate(over="ignore"):
+                z = np.log1p(diff * diff * factor)
+            if not np.isfinite(z).all():
+                # A square that overflows: log1p(d^2 c) = 2 log|d| + log c there.
+                huge = ~np.isfinite(z)
+                z[huge] = (2.0 * np.log(np.abs(diff)) + np.log(factor))[huge]
             z *= observed
             out[k] -= 0.5 * (t_dof[k] + 1.0) * np.sum(z, axis=1)
         return out.astype(X.dtype, copy=False)

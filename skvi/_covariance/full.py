@@ -74,6 +74,7 @@ class FullCovariance(CovarianceUnit):
             )
         for k, matrix in enumerate(precisions):
             check_spd(matrix, f"{name}[{k}]")
+        return 0.5 * (precisions + np.swapaxes(precisions, 1, 2))
 
     # ---------------------------------------------------------------- E-step
     @property

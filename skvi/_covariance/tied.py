@@ -65,6 +65,7 @@ class TiedCovariance(CovarianceUnit):
                 f"covariance_type='tied', got {precisions.shape}."
             )
         check_spd(precisions, name)
+        return 0.5 * (precisions + precisions.T)
 
     # ---------------------------------------------------------------- E-step
     # The shared term e^T Lambda e is the same for every component: it

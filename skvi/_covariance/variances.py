@@ -37,6 +37,7 @@ class VarianceStorageMixin:
             )
         if not np.all(np.isfinite(precisions) & (precisions > 0)):
             raise ValueError(f"{name} must be strictly positive and finite.")
+        return precisions
 
     def missing_products(self, precisions, centered, members, missing):
         # A diagonal precision maps e, which is 0 at the missing

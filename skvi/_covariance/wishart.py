@@ -64,4 +64,4 @@ def check_prior_matrix(covariance_prior, n_features, covariance_type):
         matrix,
         "covariance_prior (or leave it None to use the data's covariance)",
     )
-    return matrix
+    return 0.5 * (matrix + matrix.T)
