@@ -410,6 +410,10 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             )
         return self._update(stats.moments, unit, context, previous=None)
 
+    def _allows_merges(self, unit):
+        """Whether the batch fit may try merge moves (VI only)."""
+        return False
+
     def _evaluate(self, state, unit, context):
         kl_weights, kl_components = self._kl_terms(state, unit, context)
         return _EvaluatedState(
@@ -733,6 +737,11 @@ default=None
         if self.verbose >= 1:
             print(f"Initialization {init}")
             self._init_time = self._iter_time = time()
+
+    def _print_merges(self, pairs):
+        if self.verbose >= 1:
+            merged = ", ".join(f"{k} into {j}" for j, k in pairs)
+            print(f"  Merged components {merged}")
 
     def _print_iteration(self, n_iter, change):
         if self.verbose >= 1 and n_iter % self.verbose_interval == 0:

@@ -120,9 +120,9 @@ class DaskData:
         self.X, self.sample_weight = _persisted_if_small(X, weights)
 
     # ------------------------------------------------------------ passes
-    def optimal_statistics(self, plan):
+    def optimal_statistics(self, plan, pairs=None):
         """Statistics of the optimal q(Z) of the plan, summed over blocks."""
-        return self._reduce(_block_optimal_statistics, plan)
+        return self._reduce(_block_optimal_statistics, (plan, pairs))
 
     def one_component_statistics(self, unit):
         """Statistics of all rows as one component (``unit`` has K = 1).
@@ -227,8 +227,9 @@ def _block_rows(block, weights, start):
     return ArrayData(block, weights_of_observed_rows(block, weights))
 
 
-def _block_optimal_statistics(block, weights, start, plan):
-    return _block_rows(block, weights, start).optimal_statistics(plan)
+def _block_optimal_statistics(block, weights, start, job):
+    plan, pairs = job
+    return _block_rows(block, weights, start).optimal_statistics(plan, pairs)
 
 
 def _block_observed_sums(block, weights, start, plan):

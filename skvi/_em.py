@@ -51,7 +51,13 @@ class EMGaussianMixture(BaseGaussianMixture):
         share one; 'diag': each has its own diagonal covariance; 'spherical':
         each has its own single variance.
     tol : float, default=1e-3
-        Convergence threshold on the change of the per-sample ELBO.
+        Convergence threshold on the per-sample ELBO, in the units of
+        ``lower_bounds_``: the fit stops when Aitken's extrapolation of the
+        last two changes, ``change / (1 - rate)``, says less than ``tol`` is
+        left to gain (see the user guide). scikit-learn's GaussianMixture
+        stops at the first change below ``tol``; on a slowly converging fit
+        that can be far from the limit, so skvi may take more iterations at
+        the same ``tol``, and never fewer.
     reg_covar : float, default=1e-6
         Variance of isotropic noise the data are smoothed by. The fit
         maximises the ELBO of the smoothed data, whose data term is

@@ -421,7 +421,9 @@ def row_values(plan, chunk, dtype=None, marginal=False):
         prepared.features[1 : plan.n_linear], plan.precisions_cholesky
     )
     if shared is not None:
-        values += plan.scale * shared
+        # Rows so far out that this overflows are repaired below.
+        with np.errstate(over="ignore", invalid="ignore"):
+            values += plan.scale * shared
     values = values.astype(dtype or plan.dtype)
     _repaired_maxima(plan, values, prepared)
     if marginal:
@@ -559,11 +561,18 @@ class StatisticsPass:
 
     Feed chunks with :meth:`add_optimal` (the optimal q(Z) of the plan's
     values: an E-step) or :meth:`add_assigned` (given responsibilities), then
-    read the additive statistics with :meth:`totals`.
+    read the additive statistics with :meth:`totals`. Given ``pairs`` of
+    components, an E-step also sums the entropies a merge move needs
+    (:meth:`add_optimal`).
     """
 
-    def __init__(self, plan, chunk_rows):
+    def __init__(self, plan, chunk_rows, pairs=None):
         self.plan = plan
+        self.pairs = pairs
+        self.component_entropy = self.pair_entropy = None
+        if pairs is not None:
+            self.component_entropy = np.zeros(plan.unit.n_components)
+            self.pair_entropy = np.zeros(len(pairs))
         unit = plan.unit
         self.first = np.zeros((plan.n_groups, unit.n_components, plan.n_linear))
         self.second = None
@@ -577,7 +586,12 @@ class StatisticsPass:
         self._workspace = _Workspace(plan, chunk_rows)
 
     def add_optimal(self, chunk, row_weights):
-        """Add rows with the responsibilities the plan's values give."""
+        """Add rows with the responsibilities the plan's values give.
+
+        With ``pairs``, also adds ``-sum_n w_n r_nk log r_nk`` of each
+        component and ``-sum_n w_n s_n log s_n``, ``s_n = r_nj + r_nk``, of
+        each pair (j, k): the entropy of q(Z) with the two merged.
+        """
         plan = self.plan
         workspace = self._workspace
         prepared = _prepare(plan, workspace, chunk)
@@ -592,6 +606,8 @@ class StatisticsPass:
         )
         self.log_normalizer += float(np.dot(weights, log_norm))
         self.entropy += entropy
+        if self.pairs is not None:
+            self._accumulate_merge_entropies(resp, values, log_total)
         self._optimal = True
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate(resp, prepared, weights, weights)
@@ -620,6 +636,23 @@ class StatisticsPass:
             weighted, prepared, weights, np.sum(weighted, axis=0, dtype=float)
         )
         self._accumulate_incomplete(weighted, prepared)
+
+    def _accumulate_merge_entropies(self, weighted_resp, log_ratios, log_total):
+        """Component and pair entropies of a chunk, summed in float64.
+
+        ``log r_nk = log_ratios_nk - log_total_n``; the entries the exp floor
+        flushed to zero carry zero weight.
+        """
+        resp = weighted_resp.astype(float)
+        log_ratios = log_ratios.astype(float)
+        log_total = log_total.astype(float)
+        self.component_entropy += resp @ log_total - np.einsum(
+            "km,km->k", resp, log_ratios
+        )
+        for p, (j, k) in enumerate(self.pairs):
+            merged = resp[j] + resp[k]
+            log_merged = np.logaddexp(log_ratios[j], log_ratios[k])
+            self.pair_entropy[p] += merged @ log_total - merged @ log_merged
 
     def _accumulate_incomplete(self, weighted_resp, prepared):
         """Add what the missing entries of a chunk's rows contribute."""

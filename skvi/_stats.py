@@ -80,6 +80,14 @@ class SufficientStatistics:
     log_normalizer : float
         ``sum_n w_n log sum_k rho_nk`` (E-step only): for EM the smoothed
         log-likelihood of the rows.
+    pairs : ndarray of shape (P, 2) or None
+        Pairs of components whose merge an E-step was asked to price.
+    component_entropy : ndarray of shape (K,) or None
+        ``-sum_n w_n r_nk log r_nk`` (with ``pairs`` only).
+    pair_entropy : ndarray of shape (P,) or None
+        ``-sum_n w_n s_n log s_n``, ``s_n = r_nj + r_nk``, for each pair.
+    has_missing : bool
+        Whether any row summarised had a missing entry.
     """
 
     reference: np.ndarray
@@ -89,6 +97,10 @@ class SufficientStatistics:
     sum_xx: np.ndarray
     entropy: float = 0.0
     log_normalizer: float = 0.0
+    pairs: np.ndarray = None
+    component_entropy: np.ndarray = None
+    pair_entropy: np.ndarray = None
+    has_missing: bool = False
     _unit: object = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -113,6 +125,10 @@ class SufficientStatistics:
             sum_xx=np.array(self.sum_xx, copy=True),
             entropy=self.entropy,
             log_normalizer=self.log_normalizer,
+            pairs=self.pairs,
+            component_entropy=_copied(self.component_entropy),
+            pair_entropy=_copied(self.pair_entropy),
+            has_missing=self.has_missing,
             _unit=self._unit,
         )
 
@@ -125,6 +141,10 @@ class SufficientStatistics:
         self.sum_xx += other.sum_xx
         self.entropy += other.entropy
         self.log_normalizer += other.log_normalizer
+        self.has_missing = self.has_missing or other.has_missing
+        if self.pairs is not None:
+            self.component_entropy += other.component_entropy
+            self.pair_entropy += other.pair_entropy
         self.__dict__.pop("moments", None)
         return self
 
@@ -136,6 +156,10 @@ class SufficientStatistics:
         shift = np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
         scatter = self._unit.centered_scatter(nk, self.sum_x, self.sum_xx)
         return Moments(self.total_weight, nk.copy(), self.reference, shift, scatter)
+
+
+def _copied(array):
+    return None if array is None else array.copy()
 
 
 def log_rho_expansion(unit, expectations, reg_covar, dtype):
@@ -165,6 +189,10 @@ def _statistics(statistics_pass, unit):
         sum_xx=sum_xx,
         entropy=statistics_pass.entropy,
         log_normalizer=log_normalizer,
+        pairs=statistics_pass.pairs,
+        component_entropy=statistics_pass.component_entropy,
+        pair_entropy=statistics_pass.pair_entropy,
+        has_missing=statistics_pass.second_missing is not None,
         _unit=unit,
     )
 
@@ -222,10 +250,14 @@ class ArrayData:
         X = np.where(np.isnan(self.X), means.astype(self.dtype), self.X)
         return ArrayData(X, self.sample_weight)
 
-    def optimal_statistics(self, plan):
-        """Statistics of the optimal q(Z) for the plan's log rho (an E-step)."""
+    def optimal_statistics(self, plan, pairs=None):
+        """Statistics of the optimal q(Z) for the plan's log rho (an E-step).
+
+        With ``pairs`` of components, also the entropies that pricing their
+        merges needs (:class:`SufficientStatistics`).
+        """
         chunks = plan.chunks(self.n_samples)
-        statistics_pass = StatisticsPass(plan, _longest(chunks))
+        statistics_pass = StatisticsPass(plan, _longest(chunks), pairs)
         for rows in chunks:
             statistics_pass.add_optimal(self.X[rows], self.sample_weight[rows])
         return _statistics(statistics_pass, plan.unit)
@@ -300,7 +332,7 @@ def with_observed_variances(stats, unit, squares, observed_weight):
     return corrected
 
 
-def e_step(data, unit, expectations, reg_covar):
+def e_step(data, unit, expectations, reg_covar, pairs=None):
     """One pass over the data: statistics of the optimal q(Z).
 
     Parameters
@@ -310,6 +342,8 @@ def e_step(data, unit, expectations, reg_covar):
     expectations : ComponentExpectations
     reg_covar : float
         Enters the objective as ``-(reg_covar / 2) E[tr Lambda_k]``.
+    pairs : ndarray of shape (P, 2), optional
+        Pairs of components whose merge entropies to sum as well.
 
     Returns
     -------
@@ -317,7 +351,7 @@ def e_step(data, unit, expectations, reg_covar):
         With the entropy of q(Z) and the log normaliser.
     """
     plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype)
-    return data.optimal_statistics(plan)
+    return data.optimal_statistics(plan, pairs)
 
 
 def statistics_of_assignment(data, unit, responsibilities):

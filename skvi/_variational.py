@@ -53,13 +53,15 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         all components; 'diag': Normal-Gamma per component and feature;
         'spherical': Normal-Gamma with one precision per component.
     tol : float, default=1e-3
-        Convergence threshold on the change of the per-sample ELBO (the
-        bound divided by the total sample weight, as for EM).
-        scikit-learn's BayesianGaussianMixture compares ``tol`` with the
-        change of the total bound instead, so the same value stops skvi
-        about ``n_samples`` times earlier; pass ``tol / n_samples`` for its
-        stopping rule. Pruning surplus components usually needs a smaller
-        ``tol`` (e.g. 1e-6) and a larger ``max_iter``.
+        Convergence threshold on the per-sample ELBO (the bound divided by
+        the total sample weight, as for EM): the fit stops when Aitken's
+        extrapolation of the last two changes says less than ``tol`` is
+        left to gain and no merge move gains ``tol / 10`` (see
+        ``merge_components`` and the user guide). scikit-learn's
+        BayesianGaussianMixture compares ``tol`` with a single change of
+        the total bound instead (about ``n_samples`` times stricter, so it
+        often runs to ``max_iter``); pass ``tol / n_samples`` and
+        ``merge_components=False`` for a rule closer to its.
     reg_covar : float, default=1e-6
         Variance of isotropic noise the data are smoothed by: the data term
         of the ELBO is ``E_q[log N(x | mu_k, Lambda_k^-1)] - (reg_covar / 2)
@@ -72,6 +74,17 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
 default='kmeans'
         How the initial responsibilities are chosen.
+    merge_components : bool, default=True
+        Whether :meth:`fit` may merge two components when coordinate ascent
+        stalls (a merge move, Hughes & Sudderth 2013): q(Z) is replaced by
+        the one that gives the pair's summed responsibilities to one of them
+        and none to the other, and the move is kept only if the exact ELBO
+        gains at least ``tol / 10`` per sample, so the bound never
+        decreases. It empties redundant components, which coordinate ascent
+        drains only over thousands of tiny steps; ``converged_`` then means
+        that neither the steps nor a merge have more to gain. Set False for
+        scikit-learn's algorithm. Not used with missing entries (the merged
+        q(x_m | z) leaves the variational family) nor by :meth:`partial_fit`.
     weight_concentration_prior_type : {'dirichlet_process', \
 'dirichlet_distribution'}, default='dirichlet_process'
         'dirichlet_process': truncated stick-breaking with the last stick
@@ -216,6 +229,7 @@ default='kmeans'
             Interval(Real, 0.0, None, closed="neither"),
         ],
         "total_samples": [Interval(Real, 0.0, None, closed="neither")],
+        "merge_components": ["boolean"],
     }
 
     def __init__(
@@ -228,6 +242,7 @@ default='kmeans'
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        merge_components=True,
         weight_concentration_prior_type="dirichlet_process",
         weight_concentration_prior=None,
         mean_precision_prior=None,
@@ -249,6 +264,7 @@ default='kmeans'
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.merge_components = merge_components
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior
         self.mean_precision_prior = mean_precision_prior
@@ -343,6 +359,9 @@ default='kmeans'
         return _Priors(components, weights)
 
     # ------------------------------------------------------------ fitting
+    def _allows_merges(self, unit):
+        return self.merge_components and unit.n_components > 1
+
     def _update(self, moments, unit, context, previous):
         """The global step: exact conjugate updates of q(pi), q(mu, Lambda)."""
         prior = context.components

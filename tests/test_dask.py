@@ -82,6 +82,21 @@ def test_vi_on_dask_equals_vi_in_memory(covariance_type):
         assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-9)
 
 
+def test_merge_moves_on_dask_equal_those_in_memory():
+    # Ten components for four clusters: the default fit merges.
+    X = clusters(3, 6_000)
+    params = dict(n_components=10, random_state=0)
+    local = VariationalGaussianMixture(**params).fit(X)
+    unmerged = VariationalGaussianMixture(**params, merge_components=False).fit(X)
+    assert local.lower_bound_ > unmerged.lower_bound_ + 1e-3
+    distributed = VariationalGaussianMixture(**params).fit(
+        da.from_array(X, chunks=(1_000, 3))
+    )
+    assert distributed.n_iter_ == local.n_iter_
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-9)
+
+
 def test_vi_from_a_sample_reaches_the_same_optimum():
     # More rows than the initialisation draws: k-means on a sample finds
     # the same clusters, and the fit the same optimum. (Under the Dirichlet

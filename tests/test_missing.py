@@ -263,7 +263,7 @@ def test_recovery_beats_mean_imputation_and_complete_rows():
         w * stats.multivariate_normal(m, c).pdf(held_out)
         for w, m, c in zip(weights, means, covariances, strict=True)
     )
-    params = dict(n_components=3, random_state=0, n_init=3, tol=1e-6)
+    params = dict(n_components=3, random_state=0, n_init=3, tol=1e-6, max_iter=1000)
     exact = EMGaussianMixture(**params).fit(X_missing).score(held_out)
     column_means = np.nanmean(X_missing, axis=0)
     imputed = np.where(np.isnan(X_missing), column_means, X_missing)

@@ -294,6 +294,19 @@ class CovarianceUnit(ABC):
     def centered_scatter(self, nk, sum_x, sum_xx):
         """Scatter of each component about its own mean (not divided by N)."""
 
+    def merged_scatter(self, scatter, j, k, offset, weight):
+        """The scatter with component k's rows moved into component j.
+
+        The merged scatter is ``S_j + S_k + weight * offset offset^T``, with
+        ``offset = xbar_k - xbar_j`` and ``weight = N_j N_k / (N_j + N_k)``;
+        component k is left empty.
+        """
+        between = weight * np.outer(offset, offset)[np.newaxis]
+        merged = np.array(scatter, dtype=float, copy=True)
+        merged[j] += merged[k] + self.second_moment_from_dense(between)[0]
+        merged[k] = 0.0
+        return merged
+
     # ------------------------------------------------ expectations of terms
     def trace_product(self, precisions, scatter):
         """``sum_k tr(Lambda_k S_k)`` for symmetric scatters ``S_k`` (a float).

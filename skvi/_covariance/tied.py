@@ -130,6 +130,10 @@ class TiedCovariance(CovarianceUnit):
         scatter = sum_xx - sum_x.T @ (sum_x / safe)
         return 0.5 * (scatter + scatter.T)
 
+    def merged_scatter(self, scatter, j, k, offset, weight):
+        # Pooled: the rows already count; only the between term is new.
+        return scatter + weight * np.outer(offset, offset)
+
     def mahalanobis(self, diff, precisions):
         return np.einsum("ki,ij,kj->k", diff, precisions, diff)
 
