@@ -191,6 +191,7 @@ def parameter_expansion(
     scale,
     offsets,
     log_density=False,
+    centers=None,
 ):
     """The expansion of ``scale * quadratic_form + offsets`` for parameters.
 
@@ -214,11 +215,17 @@ def parameter_expansion(
         gets the log-density of its observed coordinates (skvi._missing).
         Otherwise the values are scaled quadratic forms, and those of such a
         row are its observed coordinates' forms.
+    centers : ndarray of shape (K, D), optional
+        Local centers to expand about instead of the means (see
+        :func:`skvi._stats.e_step`, which moves them to where the
+        statistics' means will be).
     """
     dtype = np.dtype(dtype)
     means = np.asarray(means, dtype=float)
     loss, center = unit.expansion_loss(means, weights, precisions)
-    if loss <= LOSS_LIMIT[dtype] or unit.n_components == 1:
+    if centers is not None:
+        centers = np.asarray(centers, dtype=float)
+    elif loss <= LOSS_LIMIT[dtype] or unit.n_components == 1:
         centers = center[np.newaxis]
     else:
         centers = means
@@ -369,6 +376,7 @@ def _values(plan, workspace, prepared):
     if prepared.incomplete is not None:
         columns, corrections = prepared.incomplete
         values[:, columns] += corrections.value_corrections(plan)
+        corrections.repair_cancelled(plan, values, columns, LOSS_LIMIT[plan.dtype])
     return values
 
 
@@ -579,9 +587,10 @@ class StatisticsPass:
         self.total_weight = 0.0
         self.log_normalizer = 0.0
         self.entropy = 0.0
-        # Sums that rows with missing entries add, (K, D, D) about their
-        # centers; None until such a row comes.
-        self.second_missing = None
+        # Sums of rows with missing entries about each component's own
+        # reference: counts (K,), first (K, D), dense second (K, D, D);
+        # None until such a row comes.
+        self.own_counts = self.own_first = self.own_second = None
         self._optimal = False
         self._workspace = _Workspace(plan, chunk_rows)
 
@@ -610,8 +619,7 @@ class StatisticsPass:
             self._accumulate_merge_entropies(resp, values, log_total)
         self._optimal = True
         # Each row's responsibilities sum to 1: its mass is its weight.
-        self._accumulate(resp, prepared, weights, weights)
-        self._accumulate_incomplete(resp, prepared)
+        self._accumulate_split(resp, prepared, weights, weights)
 
     def add_assigned(self, chunk, row_weights, responsibilities):
         """Add rows with given responsibilities, shape (m, K)."""
@@ -632,10 +640,9 @@ class StatisticsPass:
         np.log(log_resp, out=log_resp, where=log_resp > 0)
         log_resp *= weighted
         self.entropy -= float(np.sum(log_resp, dtype=float))
-        self._accumulate(
+        self._accumulate_split(
             weighted, prepared, weights, np.sum(weighted, axis=0, dtype=float)
         )
-        self._accumulate_incomplete(weighted, prepared)
 
     def _accumulate_merge_entropies(self, weighted_resp, log_ratios, log_total):
         """Component and pair entropies of a chunk, summed in float64.
@@ -654,19 +661,41 @@ class StatisticsPass:
             log_merged = np.logaddexp(log_ratios[j], log_ratios[k])
             self.pair_entropy[p] += merged @ log_total - merged @ log_merged
 
-    def _accumulate_incomplete(self, weighted_resp, prepared):
-        """Add what the missing entries of a chunk's rows contribute."""
+    def _accumulate_split(self, weighted_resp, prepared, weights, row_mass):
+        """Add a chunk's sums: complete rows by the kernel, the others apart.
+
+        Rows with missing entries add their statistics about each
+        component's own reference (:meth:`IncompleteRows.statistics`); the
+        kernel's products then see them with zero responsibility.
+        """
         if prepared.incomplete is None:
+            self._accumulate(weighted_resp, prepared, weights, row_mass)
             return
         columns, corrections = prepared.incomplete
-        weighted = weighted_resp[:, columns].astype(float)
-        first, second = corrections.statistics(weighted, self.plan.n_groups)
-        self.first[..., 1:] += first
-        if self.second_missing is None:
-            self.second_missing = second
+        incomplete = weighted_resp[:, columns].astype(float)
+        weighted_resp[:, columns] = 0.0
+        row_mass = np.array(row_mass, dtype=float)
+        if self._optimal:
+            # The shared row term the values left out (tied), which the
+            # totals add back from the kernel's sums for complete rows.
+            shared = self.plan.unit.row_quadratic(
+                prepared.features[1 : self.plan.n_linear, columns],
+                self.plan.precisions_cholesky,
+            )
+            if shared is not None:
+                self.log_normalizer += self.plan.scale * float(
+                    np.dot(row_mass[columns], shared)
+                )
+        row_mass[columns] = 0.0
+        self._accumulate(weighted_resp, prepared, weights, row_mass)
+        counts, first, second = corrections.statistics(incomplete)
+        if self.own_counts is None:
+            self.own_counts, self.own_first, self.own_second = counts, first, second
         else:
-            self.second_missing += second
-        self.entropy += corrections.entropy(weighted)
+            self.own_counts += counts
+            self.own_first += first
+            self.own_second += second
+        self.entropy += corrections.entropy(incomplete)
 
     def _accumulate(self, weighted_resp, prepared, weights, row_mass):
         """Add a chunk's sums; ``row_mass`` is ``sum_k w_n r_nk`` per row."""
@@ -722,25 +751,22 @@ class StatisticsPass:
                 log_normalizer += plan.scale * unit.row_quadratic_total(
                     self.second, plan.precisions
                 )
-        if self.second_missing is not None:
-            sum_xx = sum_xx + unit.second_moment_from_dense(self.second_missing)
         if plan.n_groups == 1:
             reference = np.repeat(plan.centers, unit.n_components, axis=0)
-            return (
-                reference,
-                self.total_weight,
-                counts[0].copy(),
-                first[0].copy(),
-                sum_xx,
-                log_normalizer,
-            )
-        # Rows of group g were taken about c_g; component k's moments are
-        # about its own center c_k, a shift by c_g - c_k.
-        reference = plan.centers.copy()
-        shifts = plan.centers[:, np.newaxis, :] - plan.centers[np.newaxis, :, :]
-        nk = counts.sum(axis=0)
-        sum_x = np.sum(first + counts[..., np.newaxis] * shifts, axis=0)
-        sum_xx = sum_xx + unit.shifted_second_moment(first, counts, shifts)
+            nk, sum_x = counts[0].copy(), first[0].copy()
+        else:
+            # Rows of group g were taken about c_g; component k's moments
+            # are about its own center c_k, a shift by c_g - c_k.
+            reference = plan.centers.copy()
+            shifts = plan.centers[:, np.newaxis, :] - plan.centers[np.newaxis, :, :]
+            nk = counts.sum(axis=0)
+            sum_x = np.sum(first + counts[..., np.newaxis] * shifts, axis=0)
+            sum_xx = sum_xx + unit.shifted_second_moment(first, counts, shifts)
+        if self.own_counts is not None:
+            # Rows with missing entries, already about each reference.
+            nk = nk + self.own_counts
+            sum_x = sum_x + self.own_first
+            sum_xx = sum_xx + unit.second_moment_from_dense(self.own_second)
         return reference, self.total_weight, nk, sum_x, sum_xx, log_normalizer
 
 

@@ -79,6 +79,7 @@ class IncompleteRows:
 
     def __init__(self, plan, rows, centered, mask, groups):
         unit = plan.unit
+        self.rows = rows
         self.mask = mask
         self.n_missing = mask.sum(axis=1)
         self.groups = groups
@@ -150,7 +151,7 @@ class IncompleteRows:
         )
         self.log_det[:, members] = log_det
         # The conditional mean minus the row's center: d_m - u.
-        self._blocks.append((members, missing, shifts - u, covariance))
+        self._blocks.append((members, missing, shifts - u, covariance, u))
 
     def conditional_moments(self, plan):
         """Per group of rows with as many missing entries: the conditionals.
@@ -162,7 +163,7 @@ class IncompleteRows:
         """
         if self._blocks is None:
             self._build_blocks(plan)
-        for members, missing, fill, cov in self._blocks:
+        for members, missing, fill, cov, _ in self._blocks:
             centers = plan.centers[self.groups[members][:, np.newaxis], missing]
             yield members, missing, fill + centers, cov
 
@@ -173,73 +174,135 @@ class IncompleteRows:
             corrections += -0.5 * self.log_det + 0.5 * LOG_2PI * self.n_missing
         return corrections
 
+    def repair_cancelled(self, plan, values, columns, limit):
+        """Recompute the values that a correction cancelled, in place.
+
+        The kernel's value of a filled row holds its whole quadratic form
+        ``z^T Lambda z``; the correction removes the missing coordinates'
+        part. Where that part exceeds ``limit`` times what is left (a
+        component far off or sharp in the missing coordinates only), the
+        difference has lost as many digits; those values are computed
+        again from ``x_o - mu_o`` directly:
+        ``quad_o = z_o^T Lambda_oo z_o - b^T Lambda_mm^-1 b``,
+        ``b = Lambda_mo z_o``. ``values[:, columns]`` are these rows'.
+        """
+        finite = np.isfinite(plan.offsets)[:, np.newaxis]
+        with np.errstate(invalid="ignore", over="ignore"):
+            left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
+            flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
+        if not flagged.any():
+            return
+        unit = plan.unit
+        if unit.diagonal_precision:
+            parts = [(np.nonzero(flagged), None, None)]
+        else:
+            if self._blocks is None:
+                self._build_blocks(plan)
+            parts = []
+            for members, missing, _, covariance, _ in self._blocks:
+                components, index = np.nonzero(flagged[:, members])
+                if components.size:
+                    pairs = (components, members[index])
+                    parts.append((pairs, missing[index], covariance[components, index]))
+        dense = None
+        if not unit.diagonal_precision:
+            everything = np.arange(unit.n_features)[np.newaxis]
+            dense = unit.precision_blocks(plan.precisions, everything)[:, 0]
+        for (components, members), missing, covariance in parts:
+            z = np.where(
+                self.mask[members],
+                0.0,
+                self.rows[members].astype(float) - plan.means[components],
+            )
+            if dense is None:
+                diagonals = self._diagonals[components]
+                quadratic = np.sum(diagonals * z * z, axis=1)
+            else:
+                lambda_z = np.einsum("pij,pj->pi", dense[components], z)
+                b = np.take_along_axis(lambda_z, missing, axis=1)
+                quadratic = np.einsum("pi,pi->p", z, lambda_z) - np.einsum(
+                    "ps,pst,pt->p", b, covariance, b
+                )
+            shared = unit.row_quadratic(
+                self.centered[:, members], plan.precisions_cholesky
+            )
+            if shared is not None:
+                quadratic = quadratic - shared
+            value = plan.scale * quadratic + plan.offsets[components]
+            if plan.log_density:
+                value += (
+                    -0.5 * self.log_det[components, members]
+                    + 0.5 * LOG_2PI * self.n_missing[members]
+                )
+            values[components, columns[members]] = value
+
     def entropy(self, weighted_resp):
         """``sum w r H[q(x_m | z)]`` for responsibilities ``w_n r_nk``."""
         per_entry = 0.5 * self.n_missing * (1.0 + LOG_2PI) - 0.5 * self.log_det
         return float(np.sum(weighted_resp * per_entry))
 
-    def statistics(self, weighted_resp, n_groups):
-        """Corrections of the filled rows' statistics, about their centers.
+    def statistics(self, weighted_resp):
+        """These rows' statistics, about each component's own reference.
 
-        Returns ``(first, second)``: ``first`` (G, K, D) adds to the sums of
-        ``w r e`` of each group, ``second`` (K, D, D) to the (dense) sums of
-        ``w r e e^T``. For the filled row e (0 at m) and its fill f (the
-        conditional mean minus the center at m, 0 elsewhere),
-        ``E[(e + f)(e + f)^T] - e e^T = f e^T + e f^T + f f^T + Cov``; the
-        cross terms live where one coordinate is observed and the other
-        missing, the rest on m x m.
+        Returns ``(counts, first, second)``: ``sum w r`` (K,), ``sum w r y``
+        (K, D) and the dense ``sum w r E[y y^T]`` (K, D, D), with
+        ``y = x - c_k`` for component k's reference c_k (its center, or the
+        shared one) and the missing coordinates at their conditional mean:
+        ``E[y y^T] = y y^T + Cov`` on the missing block. Taken about c_k
+        itself, not about the center the row was expanded about and then
+        shifted: a row may belong to a component far from its center in
+        the missing coordinates, and shifting would cancel its tiny
+        conditional spread against the squared distance.
         """
+        plan = self._plan
         n_components, n_rows = weighted_resp.shape
         n_features = self.mask.shape[1]
-        if self._blocks is None:
-            return self._diagonal_statistics(weighted_resp, n_groups)
-        # The fills of all rows, dense (K, D, n), and weighted by w r.
-        fills = np.zeros((n_components, n_features, n_rows))
-        conditional = np.zeros((n_components, n_features * n_features))
-        for members, missing, fill, cov in self._blocks:
-            fills[:, missing, members[:, np.newaxis]] = fill
-            # sum w r Cov, on the m x m entries of each row.
+        references = plan.centers
+        if plan.n_groups == 1:
+            references = np.repeat(references, n_components, axis=0)
+        offsets = plan.means - references  # mu_k - c_k: small, exact
+        observed = np.where(self.mask, 0.0, self.rows.astype(float))
+        counts = weighted_resp.sum(axis=1)
+        first = np.empty((n_components, n_features))
+        second = np.zeros((n_components, n_features, n_features))
+        diagonal = plan.unit.diagonal_precision
+        if not diagonal and self._blocks is None:
+            self._build_blocks(plan)
+        for k in range(n_components):
+            y = np.where(self.mask, 0.0, observed - references[k])
+            if diagonal:
+                # The conditional mean of a missing coordinate is mu_kj.
+                y += self.mask * offsets[k]
+            else:
+                for members, missing, _, _, u in self._blocks:
+                    y[members[:, np.newaxis], missing] = offsets[k][missing] - u[k]
+            weights = weighted_resp[k]
+            first[k] = weights @ y
+            if diagonal:
+                variances = self.mask / self._diagonals[k]
+                moments = weights @ (y * y + variances)
+                second[k, np.arange(n_features), np.arange(n_features)] = moments
+            else:
+                second[k] = (y * weights[:, np.newaxis]).T @ y
+        if not diagonal:
+            second += self._conditional_covariance_sums(weighted_resp)
+        return counts, first, second
+
+    def _conditional_covariance_sums(self, weighted_resp):
+        """``sum w r Cov[x_m | x_o, k]`` on each row's missing block, dense."""
+        n_components = weighted_resp.shape[0]
+        n_features = self.mask.shape[1]
+        sums = np.zeros((n_components, n_features * n_features))
+        for members, missing, _, covariance, _ in self._blocks:
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
             flat = flat.ravel()
             weights = weighted_resp[:, members, np.newaxis, np.newaxis]
-            weighted_cov = (weights * cov).reshape(n_components, -1)
+            weighted = (weights * covariance).reshape(n_components, -1)
             for k in range(n_components):
-                conditional[k] += np.bincount(
-                    flat, weights=weighted_cov[k], minlength=n_features * n_features
+                sums[k] += np.bincount(
+                    flat, weights=weighted[k], minlength=n_features * n_features
                 )
-        weighted_fills = fills * weighted_resp[:, np.newaxis, :]
-        cross = weighted_fills @ self.centered.T  # sum w r f e^T
-        second = cross + np.swapaxes(cross, 1, 2)
-        second += weighted_fills @ np.swapaxes(fills, 1, 2)  # sum w r f f^T
-        second += conditional.reshape(second.shape)
-        first = np.zeros((n_groups, n_components, n_features))
-        present, starts = np.unique(self.groups, return_index=True)
-        first[present] = np.moveaxis(
-            np.add.reduceat(weighted_fills, starts, axis=2), 2, 0
-        )
-        return first, second
-
-    def _diagonal_statistics(self, weighted_resp, n_groups):
-        """:meth:`statistics` for diagonal precisions, from the mask.
-
-        The fill at a missing coordinate is d_j (the mean minus the center)
-        and its conditional variance 1 / lambda_j; e is 0 there, so the
-        cross terms vanish from the diagonal, the only part these units
-        keep.
-        """
-        plan = self._plan
-        n_components, n_features = weighted_resp.shape[0], self.mask.shape[1]
-        mask = self.mask.astype(float)
-        first = np.zeros((n_groups, n_components, n_features))
-        diagonal = np.zeros((n_components, n_features))
-        for g, rows in self._group_slices:
-            mass = weighted_resp[:, rows] @ mask[rows]  # (K, D)
-            shifts = plan.shifts[g]
-            first[g] = mass * shifts
-            diagonal += mass * (shifts**2 + 1.0 / self._diagonals)
-        second = np.zeros((n_components, n_features, n_features))
-        second[:, np.arange(n_features), np.arange(n_features)] = diagonal
-        return first, second
+        return sums.reshape(n_components, n_features, n_features)
 
 
 def _apply(matrices, vectors):

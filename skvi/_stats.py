@@ -15,6 +15,7 @@ import numpy as np
 
 from ._elbo import log_rho_constants
 from ._kernel import (
+    LOSS_LIMIT,
     StatisticsPass,
     center_expansion,
     parameter_expansion,
@@ -158,12 +159,19 @@ class SufficientStatistics:
         return Moments(self.total_weight, nk.copy(), self.reference, shift, scatter)
 
 
+# Repeated passes about better centers an E-step may take (see e_step).
+MAX_RECENTERINGS = 3
+
+
 def _copied(array):
     return None if array is None else array.copy()
 
 
-def log_rho_expansion(unit, expectations, reg_covar, dtype):
-    """The kernel's plan for ``log rho_nk = const_k - quadratic_nk / 2``."""
+def log_rho_expansion(unit, expectations, reg_covar, dtype, centers=None):
+    """The kernel's plan for ``log rho_nk = const_k - quadratic_nk / 2``.
+
+    ``centers`` (K, D) overrides the kernel's choice of centers.
+    """
     log_weights = expectations.log_weights
     weights = np.exp(log_weights - np.max(log_weights))
     return parameter_expansion(
@@ -176,6 +184,7 @@ def log_rho_expansion(unit, expectations, reg_covar, dtype):
         scale=-0.5,
         offsets=log_rho_constants(expectations, unit, reg_covar),
         log_density=True,
+        centers=centers,
     )
 
 
@@ -192,7 +201,7 @@ def _statistics(statistics_pass, unit):
         pairs=statistics_pass.pairs,
         component_entropy=statistics_pass.component_entropy,
         pair_entropy=statistics_pass.pair_entropy,
-        has_missing=statistics_pass.second_missing is not None,
+        has_missing=statistics_pass.own_counts is not None,
         _unit=unit,
     )
 
@@ -335,6 +344,13 @@ def with_observed_variances(stats, unit, squares, observed_weight):
 def e_step(data, unit, expectations, reg_covar, pairs=None):
     """One pass over the data: statistics of the optimal q(Z).
 
+    The kernel takes moments about centers at the current means. Where a
+    component's new mean lies many of its new standard deviations from
+    them (a component collapsing onto a tight cluster, early in a fit),
+    its scatter cancels more digits than the dtype can spare; the pass is
+    then repeated about the new means (at most ``MAX_RECENTERINGS`` times),
+    which each time shrinks that distance by the working precision.
+
     Parameters
     ----------
     data : ArrayData or DaskData
@@ -351,7 +367,20 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         With the entropy of q(Z) and the log normaliser.
     """
     plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype)
-    return data.optimal_statistics(plan, pairs)
+    stats = data.optimal_statistics(plan, pairs)
+    limit = LOSS_LIMIT[np.dtype(data.dtype)]
+    for _ in range(MAX_RECENTERINGS):
+        moments = stats.moments
+        growth = unit.moment_rounding_growth(
+            moments.nk, moments.shift, moments.scatter, reg_covar
+        )
+        if growth <= limit:
+            break
+        plan = log_rho_expansion(
+            unit, expectations, reg_covar, data.dtype, centers=moments.means
+        )
+        stats = data.optimal_statistics(plan, pairs)
+    return stats
 
 
 def statistics_of_assignment(data, unit, responsibilities):

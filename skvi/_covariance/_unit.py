@@ -294,6 +294,26 @@ class CovarianceUnit(ABC):
     def centered_scatter(self, nk, sum_x, sum_xx):
         """Scatter of each component about its own mean (not divided by N)."""
 
+    def moment_rounding_growth(self, nk, shift, scatter, reg_covar):
+        """How much taking moments about the references amplified rounding.
+
+        A scatter formed as ``sum r e e^T - N s s^T`` about a reference that
+        lies ``s`` from the mean cancels ``N s_j^2`` against the variance
+        of coordinate j: rounding grows by 1 plus their largest ratio
+        ``N_k s_kj^2 / (S_kjj + N_k reg_covar)`` (the regularised variance
+        is what the M-step uses).
+        """
+        nk = nk[:, np.newaxis]
+        variances = self.scatter_diagonals(scatter) + nk * reg_covar
+        cancelled = nk * shift**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(cancelled > 0, cancelled / variances, 0.0)
+        return 1.0 + float(np.max(ratios, initial=0.0))
+
+    def scatter_diagonals(self, scatter):
+        """Per component and coordinate, the scatter's diagonal (K, D)."""
+        raise NotImplementedError
+
     def merged_scatter(self, scatter, j, k, offset, weight):
         """The scatter with component k's rows moved into component j.
 

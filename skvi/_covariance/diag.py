@@ -64,6 +64,9 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
         # A sum of squares: clip the rounding of the subtraction.
         return np.maximum(scatter, 0.0)
 
+    def scatter_diagonals(self, scatter):
+        return scatter
+
     def mahalanobis(self, diff, precisions):
         return np.sum(precisions * diff**2, axis=1)
 

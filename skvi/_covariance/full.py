@@ -139,6 +139,9 @@ class FullCovariance(CovarianceUnit):
         scatter[nk <= 0] = 0.0
         return 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
 
+    def scatter_diagonals(self, scatter):
+        return np.diagonal(scatter, axis1=1, axis2=2)
+
     def mahalanobis(self, diff, precisions):
         return np.einsum("ki,kij,kj->k", diff, precisions, diff)
 

@@ -68,6 +68,11 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
         scatter = sum_xx - np.sum(sum_x**2, axis=1) / safe
         return np.maximum(scatter, 0.0)
 
+    def scatter_diagonals(self, scatter):
+        # The trace spread evenly: the mean variance of each coordinate.
+        per_coordinate = scatter[:, np.newaxis] / self.n_features
+        return np.repeat(per_coordinate, self.n_features, axis=1)
+
     def mahalanobis(self, diff, precisions):
         return precisions * np.sum(diff**2, axis=1)
 

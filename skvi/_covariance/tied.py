@@ -130,6 +130,14 @@ class TiedCovariance(CovarianceUnit):
         scatter = sum_xx - sum_x.T @ (sum_x / safe)
         return 0.5 * (scatter + scatter.T)
 
+    def moment_rounding_growth(self, nk, shift, scatter, reg_covar):
+        # Pooled: every component's cancelled term meets the one scatter.
+        variances = np.diag(scatter) + nk.sum() * reg_covar
+        cancelled = nk @ shift**2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(cancelled > 0, cancelled / variances, 0.0)
+        return 1.0 + float(np.max(ratios, initial=0.0))
+
     def merged_scatter(self, scatter, j, k, offset, weight):
         # Pooled: the rows already count; only the between term is new.
         return scatter + weight * np.outer(offset, offset)
