@@ -35,9 +35,11 @@ from ._stats import (
     statistics_of_assignment,
 )
 from ._validation import (
+    check_count_total,
     check_enough_samples,
     check_missing_entries,
     check_sample_weight,
+    rescaled_weights,
 )
 
 
@@ -274,7 +276,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         self._validate_params()
         fitted = hasattr(self, "_online_statistics")
-        data = self._validated_rows(X, sample_weight, reset=not fitted)
+        data = self._validated_rows(
+            X, sample_weight, reset=not fitted, counts=self._weights_are_counts
+        )
         X, sample_weight = data.X, data.sample_weight
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
         if fitted and self._has_state_for(unit):
@@ -331,12 +335,23 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         if is_dask_collection(X):
             return self._dask_training_data(X, sample_weight)
-        data = self._validated_rows(X, sample_weight, reset=True, min_samples=2)
+        data = self._validated_rows(
+            X, sample_weight, reset=True, min_samples=2, counts=self._weights_are_counts
+        )
         check_enough_samples(data.sample_weight, self.n_components)
         return data
 
-    def _validated_rows(self, X, sample_weight, reset, min_samples=1):
-        """Validated rows in memory (NaN allowed) and their weights."""
+    # Whether fit reads sample weights as counts whose scale matters (VI:
+    # against the prior), rather than only relative to each other (EM).
+    _weights_are_counts = False
+
+    def _validated_rows(self, X, sample_weight, reset, min_samples=1, counts=True):
+        """Validated rows in memory (NaN allowed) and their weights.
+
+        Weights whose scale does not matter (``counts=False``) are brought
+        to a largest weight in [0.5, 1) by an exact power of two; counts
+        must have a total the bound can use.
+        """
         X = validate_data(
             self,
             X,
@@ -347,6 +362,10 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sample_weight = check_missing_entries(X, sample_weight, check_columns=reset)
+        if counts:
+            check_count_total(sample_weight)
+        else:
+            sample_weight = rescaled_weights(sample_weight)
         return ArrayData(X, sample_weight)
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -596,7 +615,9 @@ default=None
         log_density = self.score_samples(X)
         if is_dask_collection(log_density):
             return _dask_weighted_mean(log_density, sample_weight)
-        weights = check_sample_weight(sample_weight, log_density.shape[0])
+        weights = rescaled_weights(
+            check_sample_weight(sample_weight, log_density.shape[0])
+        )
         return float(np.dot(weights, log_density) / weights.sum())
 
     def predict_proba(self, X):

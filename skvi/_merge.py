@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._covariance import DegenerateComponentError
 from ._stats import Moments, e_step, empty_components
 
 # Each component is priced against this many of its nearest partners.
@@ -79,7 +80,9 @@ def merged(stats, unit, chosen):
         total = nk[j] + nk[k]
         # xbar_k - xbar_j without rounding either mean first.
         offset = (moments.reference[k] - moments.reference[j]) + (shift[k] - shift[j])
-        scatter = unit.merged_scatter(scatter, j, k, offset, nk[j] * nk[k] / total)
+        # N_j N_k / (N_j + N_k), without overflow for huge weights.
+        weight = nk[j] * (nk[k] / total)
+        scatter = unit.merged_scatter(scatter, j, k, offset, weight)
         shift[j] += (nk[k] / total) * offset
         shift[k] = 0.0
         nk[j], nk[k] = total, 0.0
@@ -117,7 +120,11 @@ def merge_move(model, data, unit, context, state, evaluated, stats):
 
     def bound(chosen):
         candidate = merged(priced, unit, chosen)
-        step = model._update(candidate.moments, unit, context, previous=state)
+        try:
+            step = model._update(candidate.moments, unit, context, previous=state)
+        except DegenerateComponentError:
+            # A merge whose covariance cannot be formed is not a move.
+            return -np.inf
         return model._elbo(candidate, model._evaluate(step, unit, context), unit)
 
     best = bound([])

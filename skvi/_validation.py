@@ -5,6 +5,8 @@ modified.
 """
 
 import numbers
+import sys
+import warnings
 
 import numpy as np
 
@@ -43,6 +45,69 @@ def check_sample_weight(sample_weight, n_samples):
             "positive weight."
         )
     return weights
+
+
+# The totals of weights read as repeat counts (VI) that the ELBO's normalising
+# constants stay finite for: they grow like W log W and overflow near 1e306.
+LARGEST_COUNT_TOTAL = 1e305
+
+# Below this total of counts, the per-sample variational bound is no longer
+# resolved: its prior terms, exact to about 1e-15, are divided by the total.
+SMALLEST_RESOLVED_TOTAL = 1e-8
+
+
+def rescaled_weights(weights):
+    """The weights scaled by the power of two that puts their largest in [0.5, 1).
+
+    For a model that reads weights only relative to each other (EM, and
+    every stream step, whose statistics are per unit of weight), this
+    changes no result, even in rounding, and keeps any total of finite
+    weights representable: the sum of n such weights is at most n.
+    """
+    _, exponent = np.frexp(np.max(weights))
+    return np.ldexp(weights, -int(exponent))
+
+
+def _caller_level():
+    """The ``stacklevel`` of the first frame outside skvi (the user's call)."""
+    package = __name__.rpartition(".")[0]
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        package + "."
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_count_total(weights):
+    """Raise unless the weights, read as repeat counts, have a usable total."""
+    with np.errstate(over="ignore"):
+        total = float(np.sum(weights))
+    if not total <= LARGEST_COUNT_TOTAL:
+        raise ValueError(
+            f"sample_weight sums to {total:g}, more than the {LARGEST_COUNT_TOTAL:g} "
+            "for which the variational bound's normalising constants stay finite. "
+            "Weights are repeat counts: rescale them to the number of "
+            "observations they stand for."
+        )
+    if total < np.finfo(float).tiny:
+        raise ValueError(
+            f"sample_weight sums to {total:g}, below the smallest normal float64: "
+            "the variational posterior cannot tell such weights from zero. "
+            "Weights are repeat counts: rescale them to the number of "
+            "observations they stand for."
+        )
+    if total < SMALLEST_RESOLVED_TOTAL:
+        warnings.warn(
+            f"sample_weight sums to {total:g}: the per-sample variational bound "
+            f"is then resolved only to about {1e-15 / total:.0e} (its prior terms, "
+            "exact to about 1e-15, are divided by the total), so lower_bound_ and "
+            "convergence by tol mean little; the fitted posterior is close to the "
+            "prior. Weights are repeat counts: rescale them to the number of "
+            "observations they stand for.",
+            UserWarning,
+            stacklevel=_caller_level(),
+        )
 
 
 def check_enough_samples(sample_weight, n_components):
@@ -113,7 +178,8 @@ def check_missing_entries(X, sample_weight, check_columns=True):
     sample_weight = weights_of_observed_rows(X, sample_weight, missing)
     if not np.any(sample_weight > 0):
         raise ValueError(
-            "No row with positive weight has an observed value: every row is all NaN."
+            "No row with positive weight has an observed value: every row is all "
+            "NaN. Provide rows with at least one observed value."
         )
     return sample_weight
 

@@ -279,6 +279,10 @@ default='kmeans'
         self.learning_offset = learning_offset
         self.total_samples = total_samples
 
+    # Weights are repeat counts: their total sets the data's strength
+    # against the priors.
+    _weights_are_counts = True
+
     # ------------------------------------------------------------ priors
     def _prepare(self, data, unit):
         n_features = data.n_features

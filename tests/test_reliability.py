@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from skvi import DegenerateComponentError, EMGaussianMixture, VariationalGaussianMixture
 
-from .helpers import COVARIANCE_TYPES, make_blobs
+from .helpers import COVARIANCE_TYPES, all_finite, make_blobs
 
 ESTIMATORS = [EMGaussianMixture, VariationalGaussianMixture]
 
@@ -67,6 +67,8 @@ def test_float32_far_from_the_origin_keeps_the_bound_monotone(
 
 
 # 2. VI's default covariance prior is a continuous function of the weights.
+# (Totals this small fit with a warning that the bound is unresolved.)
+@pytest.mark.filterwarnings("ignore:sample_weight sums to")
 def test_default_covariance_prior_is_continuous_in_the_total_weight():
     X = make_blobs(0, n_samples=200, n_features=3, n_clusters=2)
     covariance = np.cov(X.T, bias=True)
@@ -201,3 +203,72 @@ def test_a_failed_fit_leaves_the_estimator_as_it_was(estimator):
                 np.asarray(value, dtype=object).shape,
             )
     assert model.n_components == 3  # the parameters are the caller's
+
+
+# Weights at the edge: EM reads weights only relative to each other, VI as
+# repeat counts whose total is checked.
+@pytest.mark.parametrize("how", ["fit", "partial_fit"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("total", [1e-300, 1e-100, 1e100, 1e300, np.inf])
+def test_em_fits_any_scale_of_weights_as_unit_weights(total, covariance_type, how):
+    X = make_blobs(3, n_samples=200, n_features=2, n_clusters=2)
+    weights = np.random.RandomState(0).uniform(0.5, 2.0, len(X))
+    # inf: every weight the largest double, whose sum overflows.
+    scaled = np.full(len(X), 1.7e308) if total == np.inf else weights * total
+    if total == np.inf:
+        weights = np.ones(len(X))
+
+    def fitted(w):
+        model = EMGaussianMixture(2, covariance_type=covariance_type, random_state=0)
+        return getattr(model, how)(X, sample_weight=w)
+
+    reference, model = fitted(weights), fitted(scaled)
+    assert model.n_iter_ == reference.n_iter_
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(model, name), getattr(reference, name), rtol=1e-12)
+    assert model.score(X, sample_weight=scaled) == pytest.approx(
+        reference.score(X, sample_weight=weights), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("total", [1e-300, 1e-100, 1e-6, 1e6, 1e100, 1e300])
+def test_vi_fits_any_total_from_1e_300_to_1e300_without_nan(total, covariance_type):
+    X = make_blobs(3, n_samples=200, n_features=2, n_clusters=2)
+    weights = np.full(len(X), total / len(X))
+    model = VariationalGaussianMixture(
+        n_components=2, covariance_type=covariance_type, random_state=0
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X, sample_weight=weights)
+    unresolved = [w for w in caught if "resolved only" in str(w.message)]
+    # Tiny totals fit, but their per-sample bound is flagged as unresolved.
+    assert bool(unresolved) == (total < 1e-8)
+    assert all_finite(model)
+    assert np.all(np.isfinite(model.score_samples(X)))
+    assert_allclose(model.predict_proba(X).sum(axis=1), 1.0)
+    if total >= 1e6:
+        # Then the data outweigh the prior: the EM fit of the same data.
+        em = EMGaussianMixture(2, covariance_type=covariance_type, random_state=0)
+        em.fit(X, sample_weight=weights)
+        assert_allclose(model.means_, em.means_, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (np.full(200, 1e304), "more than"),
+        (np.full(200, 1.7e308), "more than"),
+        (np.full(200, 1e-320), "smallest normal"),
+    ],
+)
+def test_vi_totals_beyond_float64_are_refused_clearly(weights, message):
+    X = make_blobs(3, n_samples=200, n_features=2, n_clusters=2)
+    model = VariationalGaussianMixture(n_components=2)
+    for method in (model.fit, model.partial_fit):
+        with pytest.raises(ValueError, match=message) as error:
+            method(X, sample_weight=weights)
+        assert "rescale" in str(error.value)
+        with pytest.raises(NotFittedError):
+            model.predict(X)

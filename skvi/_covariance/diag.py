@@ -60,7 +60,7 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
 
     def centered_scatter(self, nk, sum_x, sum_xx):
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
-        scatter = sum_xx - sum_x**2 / safe
+        scatter = sum_xx - sum_x * (sum_x / safe)
         # A sum of squares: clip the rounding of the subtraction.
         return np.maximum(scatter, 0.0)
 

@@ -133,9 +133,11 @@ class FullCovariance(CovarianceUnit):
         return np.zeros(self.precision_shape)
 
     def centered_scatter(self, nk, sum_x, sum_xx):
+        # sum_x times the shift (not sum_x squared over N): no overflow
+        # when the sums are huge (huge weights).
         safe = np.where(nk > 0, nk, 1.0)
-        outer = sum_x[:, :, np.newaxis] * sum_x[:, np.newaxis, :]
-        scatter = sum_xx - outer / safe[:, np.newaxis, np.newaxis]
+        shift = sum_x / safe[:, np.newaxis]
+        scatter = sum_xx - sum_x[:, :, np.newaxis] * shift[:, np.newaxis, :]
         scatter[nk <= 0] = 0.0
         return 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
 

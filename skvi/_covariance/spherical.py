@@ -65,7 +65,7 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
     def centered_scatter(self, nk, sum_x, sum_xx):
         # The trace of each component's scatter about its own mean.
         safe = np.where(nk > 0, nk, 1.0)
-        scatter = sum_xx - np.sum(sum_x**2, axis=1) / safe
+        scatter = sum_xx - np.sum(sum_x * (sum_x / safe[:, np.newaxis]), axis=1)
         return np.maximum(scatter, 0.0)
 
     def scatter_diagonals(self, scatter):
