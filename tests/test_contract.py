@@ -16,6 +16,7 @@ bounded for CI; ``SKVI_HYPOTHESIS_EXAMPLES=1000 python -m pytest
 tests/test_contract.py`` searches deeper.
 """
 
+import copy
 import warnings
 
 import numpy as np
@@ -92,7 +93,8 @@ def case_data(case):
     return X.astype(case["dtype"]), weights
 
 
-def fit_case(model, case, X, weights):
+def fit_case(model, case, X, weights, snapshots):
+    """Fit as the case says; ``snapshots`` gets the state after each call."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if case["method"] == "fit":
@@ -100,9 +102,19 @@ def fit_case(model, case, X, weights):
         half = max(1, len(X) // 2)
         first, second = (None, None) if weights is None else np.split(weights, [half])
         model.partial_fit(X[:half], sample_weight=first)
+        snapshots.append(copy.deepcopy(vars(model)))
         if half < len(X):
             model.partial_fit(X[half:], sample_weight=second)
         return model
+
+
+def assert_same_state(state, before):
+    assert state.keys() == before.keys()
+    for name, value in before.items():
+        if isinstance(value, dict):
+            assert_same_state(state[name], value)
+        else:
+            assert_array_equal(np.asarray(state[name]), np.asarray(value))
 
 
 def bound_rounding(model):
@@ -133,15 +145,20 @@ def test_every_input_fits_cleanly_or_is_refused_clearly(case):
         covariance_type=case["covariance_type"],
         random_state=case["seed"],
     )
+    snapshots = []
     try:
-        fit_case(model, case, X, weights)
+        fit_case(model, case, X, weights, snapshots)
     except ValueError as error:
         message = str(error)
         assert not isinstance(error, np.linalg.LinAlgError), message
         assert len(message) > 40, message
         assert any(word in message.lower() for word in ADVICE), message
-        with pytest.raises(NotFittedError):
-            check_is_fitted(model)
+        if snapshots:
+            # A later minibatch failed: the model is as the first one left it.
+            assert_same_state(vars(model), snapshots[0])
+        else:
+            with pytest.raises(NotFittedError):
+                check_is_fitted(model)
     else:
         assert all_finite(model)
         scores = model.score_samples(X)
