@@ -10,6 +10,7 @@ from ._elbo import ELBODecomposition
 from ._em import EMGaussianMixture
 from ._evidence import exact_log_evidence
 from ._imputer import GaussianMixtureImputer
+from ._selection import select_model
 from ._variational import VariationalGaussianMixture
 
 __version__ = "0.1.0"
@@ -22,4 +23,5 @@ __all__ = [
     "VariationalGaussianMixture",
     "__version__",
     "exact_log_evidence",
+    "select_model",
 ]

@@ -764,7 +764,7 @@ default=None
             merged = ", ".join(f"{k} into {j}" for j, k in pairs)
             print(f"  Merged components {merged}")
 
-    def _print_iteration(self, n_iter, change):
+    def _print_iteration(self, n_iter, change, bound):
         if self.verbose >= 1 and n_iter % self.verbose_interval == 0:
             if self.verbose == 1:
                 print(f"  Iteration {n_iter}")
@@ -772,7 +772,7 @@ default=None
                 now = time()
                 print(
                     f"  Iteration {n_iter}\t time lapse {now - self._iter_time:.5f}s"
-                    f"\t ELBO change {change:.5f}"
+                    f"\t ELBO change {change:.5f}\t ELBO {bound:.6f}"
                 )
                 self._iter_time = now
 

@@ -54,7 +54,7 @@ def ascend(model, data, unit, context, state):
         stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
         half_steps.append(model._elbo_after_e_step(stats, evaluated))
         change = half_steps[-1] - previous_bound
-        model._print_iteration(n_iter, change)
+        model._print_iteration(n_iter, change, half_steps[-1])
         if remaining_gain(change, previous_change) < model.tol:
             proposal = None
             if merges:

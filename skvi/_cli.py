@@ -1,0 +1,464 @@
+"""The command line: ``skvi fit``, ``skvi predict`` and ``skvi demo``.
+
+Every error a user can cause (a missing or malformed file, an unknown
+column, a bad option) ends the command with one line on stderr and exit
+status 1 (2 for a malformed command line), never a traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from ._table import InputError, feature_columns, read_table, weight_column
+
+SKVI_CLASSES = {
+    "skvi._em.EMGaussianMixture",
+    "skvi._variational.VariationalGaussianMixture",
+}
+
+FIT_EXAMPLES = """examples:
+  skvi fit data.csv --n-components 3
+  skvi fit data.csv --method vi --n-components 10 --covariance-type diag
+  skvi fit data.csv --n-components 1-9 --covariance-type all --plot
+  skvi fit data.csv --columns x,y --weight-column count --save model.skops
+
+A range of --n-components (1-9, or a list 2,4,8) or several covariance
+types (all, or full,diag) fits every combination and keeps the best: by
+BIC for EM, by the ELBO for VI. Empty cells (and NA, NaN) are missing
+values. Writes labels.csv and summary.json (and with --plot fit.png,
+selection.png) to --output-dir.
+"""
+
+PREDICT_EXAMPLES = """examples:
+  skvi predict model.skops new.csv
+  skvi predict model.skops new.csv --output-dir results
+
+Writes predictions.csv: each row's label, component probabilities and log
+density, from the columns the model was fitted on.
+"""
+
+DEMO_EXAMPLES = """examples:
+  skvi demo
+  skvi demo --n-components 3 --output faithful.png
+  skvi demo --no-plot
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    """The parser of every command."""
+    parser = _Parser(
+        prog="skvi",
+        description="Gaussian mixtures by EM and variational inference.",
+        epilog="Run 'skvi COMMAND --help' for a command's options and examples.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit a mixture to a CSV file (or choose among many)",
+        epilog=FIT_EXAMPLES,
+        formatter_class=formatter,
+    )
+    fit.add_argument("data", help="CSV file with a header row")
+    fit.add_argument("--method", choices=("em", "vi"), default="em")
+    fit.add_argument(
+        "--n-components",
+        default="2",
+        help="a number, a range such as 1-9, or a list such as 2,4,8 (default 2)",
+    )
+    fit.add_argument(
+        "--covariance-type",
+        default="full",
+        help="full, tied, diag, spherical, a list of them, or all (default full)",
+    )
+    fit.add_argument(
+        "--columns", help="comma-separated columns to fit (default: all numeric)"
+    )
+    fit.add_argument("--weight-column", help="column of sample weights")
+    fit.add_argument("--max-iter", type=int, default=None)
+    fit.add_argument("--tol", type=float, default=None)
+    fit.add_argument("--random-state", type=int, default=0)
+    fit.add_argument("--n-jobs", type=int, default=None, help="parallel fits")
+    fit.add_argument("--output-dir", default=".", help="where to write the results")
+    fit.add_argument("--plot", action="store_true", help="also draw PNG figures")
+    fit.add_argument(
+        "--plot-columns", help="the two columns to draw (default: the first two)"
+    )
+    fit.add_argument("--save", metavar="MODEL.skops", help="save the fitted model")
+    fit.add_argument(
+        "--verbose", action="store_true", help="print the bound at every iteration"
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="labels, probabilities and densities of new rows",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=formatter,
+    )
+    predict.add_argument("model", help="a model saved by 'skvi fit --save'")
+    predict.add_argument("data", help="CSV file with the model's columns")
+    predict.add_argument("--output-dir", default=".")
+
+    demo = commands.add_parser(
+        "demo",
+        help="fit the Old Faithful data and show the ELBO at work",
+        epilog=DEMO_EXAMPLES,
+        formatter_class=formatter,
+    )
+    demo.add_argument("--output", default="skvi_demo.png", help="PNG for the figure")
+    demo.add_argument("--no-plot", action="store_true", help="print the report only")
+    demo.add_argument("--n-components", type=int, default=2)
+    demo.add_argument("--random-state", type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    """Run a command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "fit":
+            run_fit(args)
+        elif args.command == "predict":
+            run_predict(args)
+        else:
+            from ._demo import run_demo
+
+            if args.n_components < 1:
+                raise InputError("--n-components must be at least 1.")
+            if not args.no_plot:
+                _check_existing_directory(os.path.dirname(os.path.abspath(args.output)))
+            run_demo(
+                output=args.output,
+                plot=not args.no_plot,
+                n_components=args.n_components,
+                random_state=args.random_state,
+            )
+    except BrokenPipeError:
+        # The reader went away (``skvi demo | head``): nothing to report.
+        sys.stderr.close()
+        return 0
+    except (ValueError, OSError, ImportError) as error:
+        print(f"skvi {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def console_main():
+    """The ``skvi`` console script."""
+    sys.exit(main())
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# ------------------------------------------------------------------ fit
+def parse_counts(text):
+    """``3``, ``1-9`` or ``2,4,8`` as a list of positive integers."""
+    counts = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                low, high = (int(value) for value in part.split("-"))
+                if low > high:
+                    raise ValueError
+                counts.extend(range(low, high + 1))
+            else:
+                counts.append(int(part))
+    except ValueError:
+        raise InputError(
+            f"--n-components {text!r} is not a number, a range such as 1-9 or "
+            "a list such as 2,4,8."
+        ) from None
+    if min(counts) < 1:
+        raise InputError(f"--n-components {text!r}: components must be >= 1.")
+    return list(dict.fromkeys(counts))
+
+
+def run_fit(args):
+    """``skvi fit``: fit (or select), then write the results."""
+    from ._selection import COVARIANCE_TYPES, select_model
+
+    counts = parse_counts(args.n_components)
+    kinds = (
+        list(COVARIANCE_TYPES)
+        if args.covariance_type == "all"
+        else [kind.strip() for kind in args.covariance_type.split(",")]
+    )
+    for kind in kinds:
+        if kind not in COVARIANCE_TYPES:
+            raise InputError(
+                f"--covariance-type {kind!r} is not one of full, tied, diag, "
+                "spherical or all."
+            )
+    if args.save:
+        _skops()  # fail before fitting if skops is missing
+    _check_writable(args.output_dir)
+    table = read_table(args.data)
+    exclude = () if args.weight_column is None else (args.weight_column,)
+    names = None if args.columns is None else _names(args.columns)
+    X, names = feature_columns(table, names, exclude)
+    weights = None
+    if args.weight_column is not None:
+        weights = weight_column(table, args.weight_column)
+    plot_columns = _plot_columns(args.plot_columns, names) if args.plot else None
+    params = {"random_state": args.random_state}
+    if args.max_iter is not None:
+        params["max_iter"] = args.max_iter
+    if args.tol is not None:
+        params["tol"] = args.tol
+    selecting = len(counts) > 1 or len(kinds) > 1
+    if args.verbose and not selecting:
+        params.update(verbose=2, verbose_interval=1)
+    records, model = select_model(
+        X,
+        counts,
+        kinds,
+        method=args.method,
+        sample_weight=weights,
+        n_jobs=args.n_jobs,
+        as_frame=False,
+        **params,
+    )
+    if not selecting and records[0]["error"]:
+        raise InputError(records[0]["error"])
+    if selecting:
+        print(format_selection(records, args.method))
+    column = "bic" if args.method == "em" else "elbo"
+    summary = fit_summary(
+        model, X, weights, names, args, records if selecting else None
+    )
+    labels = write_predictions(os.path.join(args.output_dir, "labels.csv"), model, X)
+    _write_json(os.path.join(args.output_dir, "summary.json"), summary)
+    written = ["labels.csv", "summary.json"]
+    if args.plot:
+        from ._figures import fit_figure, selection_figure
+
+        fit_figure(
+            os.path.join(args.output_dir, "fit.png"),
+            model,
+            X,
+            labels,
+            names,
+            plot_columns,
+        )
+        written.append("fit.png")
+        if selecting:
+            selection_figure(
+                os.path.join(args.output_dir, "selection.png"), records, column
+            )
+            written.append("selection.png")
+    if args.save:
+        # The columns, by name, for 'skvi predict' to select.
+        model.feature_names_in_ = np.asarray(names, dtype=object)
+        _skops().dump(model, args.save)
+        written.append(args.save)
+    status = "converged" if model.converged_ else "not converged"
+    print(
+        f"{type(model).__name__}: {model.n_components} components, "
+        f"{model.covariance_type}, {status} after {model.n_iter_} iterations; "
+        f"ELBO per sample {model.lower_bound_:.6f}."
+    )
+    print(f"Wrote {', '.join(written)} to {os.path.abspath(args.output_dir)}.")
+
+
+def format_selection(records, method):
+    """The selection table as text, the choice marked with '*'."""
+    columns = ["bic", "icl", "aic"] if method == "em" else ["elbo"]
+    header = f"{'':2}{'components':>10}  {'covariance':<10}" + "".join(
+        f"{name.upper():>14}" for name in columns
+    )
+    lines = [header]
+    for row in records:
+        mark = "* " if row["chosen"] else "  "
+        values = (
+            "".join(f"{row[name]:14.3f}" for name in columns)
+            if row["error"] is None
+            else f"  failed: {_one_line(row['error'])}"
+        )
+        lines.append(
+            f"{mark}{row['n_components']:>10}  {row['covariance_type']:<10}{values}"
+        )
+    chosen = next(row for row in records if row["chosen"])
+    rule = "lowest BIC" if method == "em" else "highest ELBO"
+    lines.append(
+        f"* chosen ({rule}): {chosen['n_components']} components, "
+        f"{chosen['covariance_type']}"
+    )
+    return "\n".join(lines)
+
+
+def fit_summary(model, X, weights, names, args, records):
+    """What summary.json holds."""
+    decomposition = model.elbo_decomposition(X, sample_weight=weights)
+    summary = {
+        "data": os.path.abspath(args.data),
+        "columns": names,
+        "n_rows": int(X.shape[0]),
+        "estimator": type(model).__name__,
+        "parameters": _plain(model.get_params()),
+        "converged": bool(model.converged_),
+        "n_iter": int(model.n_iter_),
+        "lower_bound": float(model.lower_bound_),
+        "lower_bounds": _plain(model.lower_bounds_),
+        "elbo_decomposition": _plain(vars(decomposition)),
+        "weights": _plain(model.weights_),
+        "means": _plain(model.means_),
+        "covariances": _plain(model.covariances_),
+    }
+    if args.method == "em":
+        summary["bic"] = float(model.bic(X, sample_weight=weights))
+        summary["aic"] = float(model.aic(X, sample_weight=weights))
+    if records is not None:
+        summary["selection"] = _plain(records)
+    return summary
+
+
+def write_predictions(path, model, X):
+    """Labels, probabilities and log densities per row, as CSV; the labels."""
+    with warnings.catch_warnings():
+        # The command line selects the columns by name itself.
+        warnings.filterwarnings("ignore", message="X does not have valid feature")
+        proba = model.predict_proba(X)
+        log_density = model.score_samples(X)
+    labels = np.argmax(proba, axis=1)
+    header = (
+        ["row", "label"]
+        + [f"probability_{k}" for k in range(proba.shape[1])]
+        + ["log_density"]
+    )
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(",".join(header) + "\n")
+        for i, (label, row, density) in enumerate(
+            zip(labels, proba, log_density, strict=True)
+        ):
+            cells = [str(i), str(int(label))]
+            cells += [f"{p:.6g}" for p in row] + [f"{density:.10g}"]
+            file.write(",".join(cells) + "\n")
+    return labels
+
+
+# -------------------------------------------------------------- predict
+def run_predict(args):
+    """``skvi predict``: apply a saved model to new rows."""
+    model = load_model(args.model)
+    _check_writable(args.output_dir)
+    table = read_table(args.data)
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        X, names = feature_columns(table)
+        if X.shape[1] != model.n_features_in_:
+            raise InputError(
+                f"{args.data} has {X.shape[1]} numeric columns, but the model was "
+                f"fitted on {model.n_features_in_}."
+            )
+    else:
+        X, names = feature_columns(table, list(names))
+    path = os.path.join(args.output_dir, "predictions.csv")
+    write_predictions(path, model, X)
+    print(f"Wrote predictions for {X.shape[0]} rows to {os.path.abspath(path)}.")
+
+
+def load_model(path):
+    """A model saved by ``skvi fit --save``, trusting only skvi's classes."""
+    sio = _skops()
+    if not os.path.isfile(path):
+        raise InputError(f"No such model file: {path}.")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception:  # skops raises several types for a non-skops file
+        raise InputError(f"{path} is not a model saved by skvi (skops).") from None
+    foreign = sorted(set(untrusted) - SKVI_CLASSES)
+    if foreign or not untrusted:
+        raise InputError(
+            f"{path} is not a skvi model: it holds {', '.join(foreign) or 'none'} "
+            "rather than a skvi estimator."
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+# -------------------------------------------------------------- helpers
+def _skops():
+    try:
+        import skops.io as sio
+    except ImportError:
+        raise ImportError(
+            'Saving and loading models needs skops: pip install "skvi[persist]".'
+        ) from None
+    return sio
+
+
+def _names(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise InputError("--columns needs at least one column name.")
+    return names
+
+
+def _plot_columns(text, names):
+    if text is None:
+        if len(names) < 2:
+            raise InputError("--plot draws two columns; fit at least two.")
+        return (0, 1)
+    chosen = _names(text)
+    if len(chosen) != 2 or any(name not in names for name in chosen):
+        raise InputError(
+            f"--plot-columns must name two of the fitted columns ({', '.join(names)})."
+        )
+    return tuple(names.index(name) for name in chosen)
+
+
+def _check_existing_directory(directory):
+    if not os.path.isdir(directory):
+        raise InputError(f"Cannot write there: no such directory {directory}.")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"Cannot write to the directory {directory}.")
+
+
+def _check_writable(directory):
+    """Create ``directory`` if needed; raise if files cannot be written there."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"Cannot create the output directory {directory}: {error.strerror}."
+        ) from None
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"Cannot write to the output directory {directory}.")
+
+
+def _write_json(path, value):
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+        file.write("\n")
+
+
+def _plain(value):
+    """A JSON-ready copy: arrays as lists, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return repr(value)

@@ -1,0 +1,250 @@
+"""Model selection in one call, as R's mclust does.
+
+Every number of components and covariance type is fitted, in parallel, and
+ranked: EM models by BIC (or ICL, or AIC), the variational model by its
+ELBO, which already prices the extra parameters through the priors.
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+from ._em import EMGaussianMixture
+from ._variational import VariationalGaussianMixture
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+METHODS = {"em": EMGaussianMixture, "vi": VariationalGaussianMixture}
+# Criterion: (column of the table, True if larger is better).
+CRITERIA = {
+    "bic": ("bic", False),
+    "icl": ("icl", False),
+    "aic": ("aic", False),
+    "elbo": ("elbo", True),
+}
+DEFAULT_CRITERION = {"em": "bic", "vi": "elbo"}
+
+
+def select_model(
+    X,
+    n_components=range(1, 10),
+    covariance_types="all",
+    *,
+    method="em",
+    criterion=None,
+    sample_weight=None,
+    n_jobs=None,
+    as_frame=None,
+    **params,
+):
+    """Fit every combination of components and covariance types; pick one.
+
+    Like R's ``mclust``: each number of components in ``n_components`` is
+    fitted with each covariance type, in parallel, and the best model by the
+    criterion is returned with the whole table. A combination that cannot
+    be fitted (say, more components than distinct rows) gets its error in
+    the table instead of a score.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Training data; NaN marks a missing entry.
+    n_components : int or iterable of int, default=range(1, 10)
+        The numbers of components to try.
+    covariance_types : str or iterable of str, default='all'
+        Covariance types to try; 'all' means full, tied, diag and spherical.
+    method : {'em', 'vi'}, default='em'
+        :class:`EMGaussianMixture` or :class:`VariationalGaussianMixture`.
+    criterion : {'bic', 'icl', 'aic', 'elbo'}, default=None
+        What to rank by: 'bic' (lower is better) for EM and 'elbo' (the
+        total bound, higher is better) for VI if None. 'icl' is BIC plus
+        twice the entropy of the classification, which also penalises
+        overlapping components (Biernacki, Celeux & Govaert 2000). EM
+        models take 'bic', 'icl' or 'aic'; VI models 'elbo'.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Repeat counts; the criteria's sample size is their sum.
+    n_jobs : int, default=None
+        Parallel fits (joblib); None means 1, -1 all cores.
+    as_frame : bool, default=None
+        Return the table as a pandas DataFrame (True) or a list of dicts
+        (False); None means a DataFrame when pandas is installed.
+    **params
+        Further parameters of every estimator (``random_state``,
+        ``max_iter``, ``tol``, ``n_init``, ...).
+
+    Returns
+    -------
+    table : pandas.DataFrame or list of dict
+        One row per combination, in the order tried: ``n_components``,
+        ``covariance_type``, ``converged``, ``n_iter``, ``lower_bound`` (per
+        sample), ``bic``, ``icl`` and ``aic`` (EM) or ``elbo`` (VI, the
+        total bound), ``error`` (None if it fitted) and ``chosen``.
+    best : EMGaussianMixture or VariationalGaussianMixture
+        The chosen model, fitted.
+
+    Examples
+    --------
+    >>> from skvi import select_model
+    >>> from skvi.datasets import load_old_faithful
+    >>> X = load_old_faithful().data
+    >>> table, best = select_model(
+    ...     X, n_components=range(1, 5), random_state=0, as_frame=False
+    ... )
+    >>> best.n_components, best.covariance_type
+    (3, 'tied')
+    >>> len(table), sum(row["chosen"] for row in table)
+    (16, 1)
+    """
+    method = _choice(method, METHODS, "method")
+    criterion = _choice(criterion or DEFAULT_CRITERION[method], CRITERIA, "criterion")
+    if (method == "vi") != (criterion == "elbo"):
+        allowed = "'elbo'" if method == "vi" else "'bic', 'icl' or 'aic'"
+        raise ValueError(
+            f"criterion={criterion!r} does not apply to method={method!r}; use "
+            f"{allowed}."
+        )
+    counts = _component_counts(n_components)
+    kinds = _covariance_types(covariance_types)
+    template = METHODS[method]()
+    try:
+        template.set_params(**params)
+    except ValueError as error:
+        raise ValueError(f"{error} (passed to select_model as **params)") from error
+    combinations = [(k, kind) for kind in kinds for k in counts]
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_one)(template, X, sample_weight, k, kind)
+        for k, kind in combinations
+    )
+    table = [record for record, _ in results]
+    column, larger_is_better = CRITERIA[criterion]
+    scores = [
+        (row[column] if larger_is_better else -row[column], i)
+        for i, row in enumerate(table)
+        if row["error"] is None and np.isfinite(row[column])
+    ]
+    if not scores:
+        first = next(row["error"] for row in table if row["error"])
+        raise ValueError(
+            f"No combination could be fitted; the first error was: {first}"
+        )
+    _, chosen = max(scores)
+    for i, row in enumerate(table):
+        row["chosen"] = i == chosen
+    return _as_table(table, as_frame), results[chosen][1]
+
+
+def _fit_one(template, X, sample_weight, n_components, covariance_type):
+    """Fit one combination; returns its table row and the fitted model."""
+    model = clone(template).set_params(
+        n_components=n_components, covariance_type=covariance_type
+    )
+    record = {
+        "n_components": n_components,
+        "covariance_type": covariance_type,
+        "converged": False,
+        "n_iter": 0,
+        "lower_bound": np.nan,
+    }
+    is_em = isinstance(model, EMGaussianMixture)
+    record.update(
+        {"bic": np.nan, "icl": np.nan, "aic": np.nan} if is_em else {"elbo": np.nan}
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, sample_weight=sample_weight)
+    except ValueError as error:
+        record["error"] = str(error)
+        return record, None
+    weights = _weights(sample_weight, len(X))
+    record.update(
+        converged=bool(model.converged_),
+        n_iter=int(model.n_iter_),
+        lower_bound=float(model.lower_bound_),
+        error=None,
+    )
+    if is_em:
+        bic = model.bic(X, sample_weight=sample_weight)
+        resp = model.predict_proba(X)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(resp > 0, resp * np.log(resp), 0.0)
+        entropy = -float(weights @ terms.sum(axis=1))
+        record.update(
+            bic=float(bic),
+            icl=float(bic + 2.0 * entropy),
+            aic=float(model.aic(X, sample_weight=sample_weight)),
+        )
+    else:
+        record["elbo"] = float(model.lower_bound_ * weights.sum())
+    return record, model
+
+
+def _weights(sample_weight, n_samples):
+    if sample_weight is None:
+        return np.ones(n_samples)
+    return np.asarray(sample_weight, dtype=float)
+
+
+def _choice(value, options, name):
+    key = str(value).lower()
+    if key not in options:
+        names = ", ".join(repr(option) for option in options)
+        raise ValueError(f"{name} must be one of {names}; got {value!r}.")
+    return key
+
+
+def _component_counts(n_components):
+    values = (
+        [n_components] if isinstance(n_components, numbers.Integral) else n_components
+    )
+    try:
+        counts = [int(k) for k in values]
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "n_components must be a positive integer or an iterable of them, "
+            f"e.g. range(1, 10); got {n_components!r}."
+        ) from error
+    if (
+        not counts
+        or min(counts) < 1
+        or any(k != v for k, v in zip(counts, values, strict=True))
+    ):
+        raise ValueError(
+            "n_components must be a positive integer or an iterable of them, "
+            f"e.g. range(1, 10); got {n_components!r}."
+        )
+    return list(dict.fromkeys(counts))
+
+
+def _covariance_types(covariance_types):
+    if isinstance(covariance_types, str):
+        covariance_types = (
+            COVARIANCE_TYPES
+            if covariance_types == "all"
+            else covariance_types.split(",")
+        )
+    kinds = [str(kind).strip() for kind in covariance_types]
+    unknown = [kind for kind in kinds if kind not in COVARIANCE_TYPES]
+    if not kinds or unknown:
+        raise ValueError(
+            f"Unknown covariance type {unknown[0] if unknown else ''!r}; use "
+            "'full', 'tied', 'diag', 'spherical' or 'all'."
+        )
+    return list(dict.fromkeys(kinds))
+
+
+def _as_table(records, as_frame):
+    if as_frame is False:
+        return records
+    try:
+        import pandas as pd
+    except ImportError:
+        if as_frame:
+            raise ImportError(
+                "as_frame=True needs pandas: pip install pandas."
+            ) from None
+        return records
+    return pd.DataFrame.from_records(records)
