@@ -1,7 +1,8 @@
 """Sphinx configuration for the skvi documentation.
 
-Build from this directory with
-``python -m sphinx -b html . _build/html -W --keep-going`` (see README.md).
+Build from the repository root with
+``python -m sphinx -b html docs docs/_build/html -W --keep-going``
+(see README.md).
 """
 
 import skvi

@@ -179,6 +179,15 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         -------
         self : object
             The fitted estimator.
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> em.converged_, em.n_iter_, round(em.lower_bound_, 4)
+        (True, 3, -4.1554)
         """
         self._validate_params()
         data = self._training_data(X, sample_weight)
@@ -273,6 +282,18 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         -------
         self : object
             The updated estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0)
+        >>> for batch in np.array_split(X, 4):
+        ...     em = em.partial_fit(batch)
+        >>> em.n_iter_, round(em.score(X), 2)
+        (4, -4.18)
         """
         self._validate_params()
         fitted = hasattr(self, "_online_statistics")
@@ -384,6 +405,14 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         -------
         labels : ndarray of shape (n_samples,)
             Equal to ``fit(X).predict(X)``.
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> EMGaussianMixture(n_components=2, random_state=0).fit_predict(X)[:5]
+        array([1, 0, 1, 0, 1])
         """
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
@@ -490,6 +519,16 @@ default=None
         -------
         ELBODecomposition
             Every term divided by the total sample weight.
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> terms = em.elbo_decomposition(X)
+        >>> round(terms.elbo, 4), round(terms.entropy, 4), abs(terms.kl_gap) < 1e-12
+        (-4.1554, 0.0025, True)
         """
         check_is_fitted(self)
         X = validate_data(
@@ -593,6 +632,15 @@ default=None
         Returns
         -------
         log_density : ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> em.score_samples(X[:2]).round(3)
+        array([-4.64 , -3.674])
         """
         return self._per_row(X, normalize_in_place)
 
@@ -611,6 +659,15 @@ default=None
         Returns
         -------
         score : float
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> round(em.score(X), 4)
+        -4.1554
         """
         log_density = self.score_samples(X)
         if is_dask_collection(log_density):
@@ -631,6 +688,16 @@ default=None
         Returns
         -------
         resp : ndarray of shape (n_samples, n_components)
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> em.predict_proba(X[:2]).round(3)
+        array([[0., 1.],
+               [1., 0.]])
         """
         check_is_fitted(self)
         width = len(self.weights_)
@@ -647,6 +714,15 @@ default=None
         Returns
         -------
         labels : ndarray of shape (n_samples,)
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> em.predict(X[:3])
+        array([1, 0, 1])
         """
         return self._per_row(X, _labels, labels=True)
 
@@ -734,6 +810,16 @@ default=None
             The samples, grouped by component.
         y : ndarray of shape (n_samples,)
             The component each sample was drawn from.
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> samples, components = em.sample(5)
+        >>> samples.shape, components
+        ((5, 2), array([0, 0, 1, 1, 1]))
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:

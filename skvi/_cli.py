@@ -207,6 +207,9 @@ def run_fit(args):
             )
     if args.save:
         _skops()  # fail before fitting if skops is missing
+        # Like the data path, the model path is relative to the working
+        # directory, not to --output-dir.
+        _check_writable(os.path.dirname(os.path.abspath(args.save)))
     _check_writable(args.output_dir)
     table = read_table(args.data)
     exclude = () if args.weight_column is None else (args.weight_column,)
@@ -266,7 +269,6 @@ def run_fit(args):
         # The columns, by name, for 'skvi predict' to select.
         model.feature_names_in_ = np.asarray(names, dtype=object)
         _skops().dump(model, args.save)
-        written.append(args.save)
     status = "converged" if model.converged_ else "not converged"
     print(
         f"{type(model).__name__}: {model.n_components} components, "
@@ -274,6 +276,8 @@ def run_fit(args):
         f"ELBO per sample {model.lower_bound_:.6f}."
     )
     print(f"Wrote {', '.join(written)} to {os.path.abspath(args.output_dir)}.")
+    if args.save:
+        print(f"Saved the model to {os.path.abspath(args.save)}.")
 
 
 def format_selection(records, method):

@@ -205,6 +205,18 @@ class ELBODecomposition:
     kl_gap : float or None
         EM only: ``log_likelihood - elbo = KL(q(Z) || p(Z | X; theta))``,
         zero when q(Z) is the exact posterior.
+
+    Examples
+    --------
+    >>> from skvi import VariationalGaussianMixture
+    >>> from skvi.datasets import load_old_faithful
+    >>> X = load_old_faithful().data
+    >>> vi = VariationalGaussianMixture(n_components=3, random_state=0).fit(X)
+    >>> terms = vi.elbo_decomposition(X)
+    >>> total = (terms.expected_log_joint + terms.entropy - terms.kl_weights
+    ...          - terms.kl_components)
+    >>> abs(total - terms.elbo) < 1e-12, terms.log_likelihood is None
+    (True, True)
     """
 
     expected_log_joint: float

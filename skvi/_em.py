@@ -342,6 +342,15 @@ default='kmeans'
         Returns
         -------
         bic : float
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> round(em.bic(X), 1)
+        2322.2
         """
         n = _total_weight(X, sample_weight)
         return -2 * self.score(X, sample_weight=sample_weight) * n + (
@@ -361,6 +370,15 @@ default='kmeans'
         Returns
         -------
         aic : float
+
+        Examples
+        --------
+        >>> from skvi import EMGaussianMixture
+        >>> from skvi.datasets import load_old_faithful
+        >>> X = load_old_faithful().data
+        >>> em = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+        >>> round(em.aic(X), 1)
+        2282.5
         """
         n = _total_weight(X, sample_weight)
         return -2 * self.score(X, sample_weight=sample_weight) * n + (

@@ -96,6 +96,15 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
         -------
         self : object
             The fitted imputer.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvi import GaussianMixtureImputer
+        >>> X = np.array([[1.0, 2.0], [2.0, 4.1], [3.0, np.nan], [4.0, 7.9]])
+        >>> imputer = GaussianMixtureImputer().fit(X)
+        >>> imputer.estimator_.n_components, imputer.n_features_in_
+        (1, 2)
         """
         self._validate_params()
         X = validate_data(
@@ -123,6 +132,15 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
         -------
         X_filled : ndarray of shape (n_samples, n_features)
             A new array without NaN, in the dtype of X (float32 or float64).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvi import GaussianMixtureImputer
+        >>> X = np.array([[1.0, 2.0], [2.0, 4.1], [3.0, np.nan], [4.0, 7.9]])
+        >>> filled = GaussianMixtureImputer().fit(X).transform(X)
+        >>> filled[2].round(2)  # E[x_2 | x_1 = 3] under the fitted Gaussian
+        array([3.  , 5.97])
         """
         check_is_fitted(self)
         X = validate_data(

@@ -33,7 +33,21 @@ class DegenerateComponentError(ValueError):
     """A component's covariance is not positive definite.
 
     Raised instead of a ``LinAlgError`` when a component collapses onto too
-    few distinct points for its covariance to be estimated.
+    few distinct points for its covariance to be estimated. It is a
+    ``ValueError``, so code that catches scikit-learn's errors catches it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvi import DegenerateComponentError, EMGaussianMixture
+    >>> X = np.array([[0.0, 0.0]] * 5 + [[1.0, 2.0]] * 5)  # two points, repeated
+    >>> try:
+    ...     EMGaussianMixture(n_components=2, reg_covar=0.0).fit(X)
+    ... except DegenerateComponentError as error:
+    ...     print(str(error)[:24])
+    Component 0 collapsed: i
+    >>> EMGaussianMixture(n_components=2).fit(X).converged_  # reg_covar=1e-6
+    True
     """
 
 
