@@ -6,6 +6,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._base import _unchanged_on_error
+from ._em import EMGaussianMixture
+
 
 class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Fill missing entries (NaN) from a Gaussian mixture fitted to the data.
@@ -25,7 +28,13 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
     ----------
     estimator : EMGaussianMixture or VariationalGaussianMixture, default=None
         The mixture to fit, cloned; None means ``EMGaussianMixture()``.
-        Tune it through nested parameters, e.g. ``estimator__n_components``.
+        Tune it through nested parameters, e.g. ``estimator__n_components``,
+        as in any scikit-learn meta-estimator. They work with the default
+        too: ``get_params(deep=True)`` lists the parameters of
+        ``EMGaussianMixture()``, and setting one while ``estimator`` is None
+        makes ``estimator`` a new ``EMGaussianMixture()`` with that value, so
+        ``GridSearchCV`` can tune the default mixture. (The default stays
+        None rather than an instance, which every imputer would share.)
     sample_posterior : bool, default=False
         Fill with one draw from ``p(x_m | x_o)`` instead of its mean.
     random_state : int, RandomState instance or None, default=None
@@ -80,8 +89,81 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
         tags.input_tags.allow_nan = True
         return tags
 
+    def get_params(self, deep=True):
+        """Get the parameters of this imputer and, if deep, of its mixture.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the mixture's parameters, as ``estimator__<name>``;
+            with ``estimator=None`` those of ``EMGaussianMixture()``.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+
+        Examples
+        --------
+        >>> from skvi import GaussianMixtureImputer
+        >>> GaussianMixtureImputer().get_params()["estimator__n_components"]
+        1
+        """
+        params = super().get_params(deep=deep)
+        if deep and self.estimator is None:
+            default = EMGaussianMixture().get_params()
+            params.update(
+                (f"estimator__{key}", value) for key, value in default.items()
+            )
+        return params
+
+    def set_params(self, **params):
+        """Set the parameters of this imputer and of its mixture.
+
+        Nested parameters ``estimator__<name>`` set the mixture's. With
+        ``estimator=None`` (the default) they are set on a new
+        ``EMGaussianMixture()``, which then becomes ``estimator``; a name it
+        does not have raises before the imputer changes.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names mapped to their new values.
+
+        Returns
+        -------
+        self : object
+            The imputer.
+
+        Examples
+        --------
+        >>> from skvi import GaussianMixtureImputer
+        >>> GaussianMixtureImputer().set_params(estimator__n_components=2)
+        GaussianMixtureImputer(estimator=EMGaussianMixture(n_components=2))
+        """
+        nested = {
+            key.partition("__")[2]: value
+            for key, value in params.items()
+            if key.startswith("estimator__")
+        }
+        if nested and params.get("estimator", self.estimator) is None:
+            # Set them on the new default first, so that a wrong name
+            # raises while the imputer is still untouched.
+            estimator = EMGaussianMixture().set_params(**nested)
+            params = {
+                key: value
+                for key, value in params.items()
+                if not key.startswith("estimator__")
+            }
+            params["estimator"] = estimator
+        return super().set_params(**params)
+
+    @_unchanged_on_error
     def fit(self, X, y=None, sample_weight=None):
         """Fit the mixture to X, missing entries and all.
+
+        A fit that raises leaves the imputer as it was: still fitted to the
+        earlier data, with its mixture, or still unfitted.
 
         Parameters
         ----------
@@ -111,8 +193,6 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
             self, X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan"
         )
         if self.estimator is None:
-            from ._em import EMGaussianMixture
-
             estimator = EMGaussianMixture()
         else:
             estimator = clone(self.estimator)

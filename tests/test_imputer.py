@@ -1,9 +1,13 @@
 """GaussianMixtureImputer: conditional expectations and draws from the mixture."""
 
+import pickle
+
 import numpy as np
 import pytest
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.base import clone
 from sklearn.datasets import load_wine
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -18,6 +22,13 @@ def correlated(seed, n_samples=2000):
     rng = np.random.RandomState(seed)
     covariance = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
     return rng.multivariate_normal([1.0, -2.0, 0.5], covariance, size=n_samples)
+
+
+def two_groups(seed, n_samples):
+    """Rows of two well-separated correlated groups, and their group."""
+    y = np.random.RandomState(seed).randint(2, size=n_samples)
+    centers = np.array([[0.0, 0.0, 0.0], [4.0, 4.0, -4.0]])
+    return centers[y] + correlated(seed + 1, n_samples), y
 
 
 def hide(X, fraction, seed):
@@ -119,3 +130,166 @@ def test_feature_names_pass_through():
 def test_the_default_mixture_is_em():
     imputer = GaussianMixtureImputer().fit(hide(correlated(8, 100), 0.1, 9))
     assert isinstance(imputer.estimator_, EMGaussianMixture)
+
+
+def test_nested_parameters_reach_the_default_mixture():
+    imputer = GaussianMixtureImputer()
+    params = imputer.get_params(deep=True)
+    assert params["estimator"] is None
+    assert params["estimator__n_components"] == 1
+    assert params["estimator__covariance_type"] == "full"
+
+    assert imputer.set_params(estimator__n_components=2) is imputer
+    assert isinstance(imputer.estimator, EMGaussianMixture)
+    assert imputer.get_params()["estimator__n_components"] == 2
+    imputer.set_params(estimator__covariance_type="diag")
+    assert imputer.estimator.get_params()["n_components"] == 2
+    assert imputer.estimator.covariance_type == "diag"
+    fitted = imputer.fit(hide(correlated(10, 200), 0.1, 11)).estimator_
+    assert (fitted.n_components, fitted.covariance_type) == (2, "diag")
+    # Nothing is shared with other imputers built with the default.
+    assert GaussianMixtureImputer().estimator is None
+
+    # With estimator=None in the same call, the nested values apply to the
+    # new default; a wrong nested name raises before anything changes.
+    imputer.set_params(estimator=None, estimator__n_components=3)
+    assert imputer.estimator.get_params() == EMGaussianMixture(3).get_params()
+    untouched = GaussianMixtureImputer(sample_posterior=True)
+    with pytest.raises(ValueError, match="Invalid parameter 'n_component'"):
+        untouched.set_params(estimator__n_component=2)
+    assert untouched.estimator is None
+
+
+def test_clone_keeps_the_parameters_and_shares_no_mixture():
+    X = hide(correlated(12, 200), 0.1, 13)
+    imputer = GaussianMixtureImputer(random_state=0).set_params(
+        estimator__n_components=2, estimator__random_state=0
+    )
+    imputer.fit(X)
+    copy = clone(imputer)
+    assert not hasattr(copy, "estimator_")
+    assert copy.estimator is not imputer.estimator
+    assert copy.get_params(deep=True).keys() == imputer.get_params(deep=True).keys()
+    for name, value in imputer.get_params(deep=True).items():
+        if name != "estimator":
+            assert copy.get_params(deep=True)[name] == value
+    copy.set_params(estimator__n_components=3)
+    assert imputer.estimator.n_components == 2
+    assert_array_equal(
+        copy.set_params(estimator__n_components=2).fit(X).transform(X),
+        imputer.transform(X),
+    )
+    assert clone(GaussianMixtureImputer()).estimator is None
+
+
+def test_grid_search_tunes_the_default_mixture_in_a_pipeline():
+    X, y = two_groups(14, 240)
+    X = hide(X, 0.2, 15)
+    grid = {
+        "gaussianmixtureimputer__estimator__n_components": [1, 2],
+        "gaussianmixtureimputer__estimator__covariance_type": ["full", "diag"],
+        "gaussianmixtureimputer__estimator__random_state": [0],
+    }
+    search = GridSearchCV(
+        make_pipeline(GaussianMixtureImputer(), LogisticRegression()), grid, cv=3
+    ).fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.best_score_ > 0.9
+    best = search.best_params_
+    fitted = search.best_estimator_[0].estimator_
+    assert (
+        fitted.n_components == best["gaussianmixtureimputer__estimator__n_components"]
+    )
+    assert (
+        fitted.covariance_type
+        == best["gaussianmixtureimputer__estimator__covariance_type"]
+    )
+
+
+def failing_refits(X):
+    """Inputs whose refit fails in the mixture, after the imputer's checks."""
+    all_nan_column = np.column_stack([X, np.full(len(X), np.nan)])
+    return {
+        "too few rows": (X[:1, :2], None),
+        "an all-NaN column": (all_nan_column, None),
+        "weights of the wrong length": (X, np.ones(len(X) + 1)),
+    }
+
+
+@pytest.mark.parametrize("case", list(failing_refits(np.zeros((4, 3)))))
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_a_failed_refit_leaves_the_imputer_and_its_mixture_as_they_were(case, as_frame):
+    X = hide(correlated(16, 200), 0.1, 17)
+    train = X
+    if as_frame:
+        pandas = pytest.importorskip("pandas")
+        train = pandas.DataFrame(X, columns=["a", "b", "c"])
+    imputer = GaussianMixtureImputer(
+        VariationalGaussianMixture(n_components=2, random_state=0),
+        sample_posterior=True,
+        random_state=0,
+    ).fit(train)
+    mixture = imputer.estimator_
+    before = pickle.dumps(imputer)
+    state = dict(vars(imputer))
+    fitted = {
+        name: np.copy(getattr(mixture, name))
+        for name in vars(mixture)
+        if name.endswith("_") and isinstance(getattr(mixture, name), np.ndarray)
+    }
+
+    bad_X, bad_weight = failing_refits(X)[case]
+    with pytest.raises(ValueError):
+        imputer.fit(bad_X, sample_weight=bad_weight)
+
+    assert pickle.dumps(imputer) == before
+    assert vars(imputer).keys() == state.keys()
+    assert all(vars(imputer)[name] is value for name, value in state.items())
+    assert imputer.n_features_in_ == mixture.n_features_in_ == 3
+    if as_frame:
+        assert list(imputer.feature_names_in_) == ["a", "b", "c"]
+    for name, value in fitted.items():
+        assert_array_equal(getattr(mixture, name), value)
+    # Still usable as fitted: the next draws are those the fit prepared.
+    expected = pickle.loads(before).transform(train)
+    assert_array_equal(imputer.transform(train), expected)
+
+
+def test_a_failed_first_fit_leaves_the_imputer_unfitted():
+    imputer = GaussianMixtureImputer()
+    fresh = dict(vars(imputer))
+    X = hide(correlated(18, 50), 0.1, 19)
+    for bad_X, bad_weight in failing_refits(X).values():
+        with pytest.raises(ValueError):
+            imputer.fit(bad_X, sample_weight=bad_weight)
+        assert vars(imputer) == fresh
+        with pytest.raises(NotFittedError):
+            imputer.transform(X)
+
+
+@pytest.mark.parametrize("sample_posterior", [False, True])
+@pytest.mark.parametrize(
+    "layout", ["float32", "fortran", "strided view", "read-only", "frame"]
+)
+def test_transform_never_writes_into_the_callers_data(layout, sample_posterior):
+    X = hide(two_groups(20, 120)[0], 0.2, 21)
+    imputer = GaussianMixtureImputer(
+        EMGaussianMixture(2, random_state=0), sample_posterior=sample_posterior
+    ).fit(X)
+    if layout == "float32":
+        data = X.astype(np.float32)
+    elif layout == "fortran":
+        data = np.asfortranarray(X)
+    elif layout == "strided view":
+        data = np.repeat(X, 2, axis=0)[::2]
+    elif layout == "read-only":
+        data = X.copy()
+        data.flags.writeable = False
+    else:
+        data = pytest.importorskip("pandas").DataFrame(X)
+    before = np.array(data, copy=True)
+    filled = imputer.transform(data)
+    assert not np.isnan(filled).any()
+    assert_array_equal(np.asarray(data), before)
+    assert not np.shares_memory(filled, np.asarray(data))
