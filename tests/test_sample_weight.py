@@ -211,3 +211,16 @@ def test_imputer_fit_ignores_weight_zero_rows():
         filled = imputer.transform(X_all)
     assert_array_equal(filled[present], reference.transform(X))
     assert not np.any(np.isnan(filled))
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_weight_zero_rows_change_no_float32_fit(estimator):
+    X, weights = blobs_and_weights(7)
+    X_all, weights_all, _ = with_absent_rows(X, weights)
+    # The float32 range: the squares of these overflow it.
+    X_all = np.clip(X_all, -3e38, 3e38).astype(np.float32)
+    params = dict(n_components=3, init_params="k-means++", random_state=0)
+    reference = estimator(**params).fit(X.astype(np.float32), sample_weight=weights)
+    model = estimator(**params).fit(X_all, sample_weight=weights_all)
+    assert model.means_.dtype == np.float32
+    assert_same_model(model, reference)
