@@ -16,9 +16,9 @@ from time import time
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from ._batch import ascend
 from ._covariance import covariance_unit
@@ -40,6 +40,7 @@ from ._validation import (
     check_missing_entries,
     check_sample_weight,
     rescaled_weights,
+    rows_of_positive_weight,
 )
 
 
@@ -173,7 +174,11 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts. None means 1.
+            Non-negative weights, read as repeat counts. None means 1. A row
+            of weight 0 is not there: it is left out before the
+            initialisation, so the fit is exactly the fit without it (its
+            values are never read, and a column observed only in such rows
+            raises the error of an all-NaN column).
 
         Returns
         -------
@@ -276,7 +281,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts.
+            Non-negative weights, read as repeat counts. Rows of weight 0
+            are left out, as in :meth:`fit`.
 
         Returns
         -------
@@ -359,7 +365,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         data = self._validated_rows(
             X, sample_weight, reset=True, min_samples=2, counts=self._weights_are_counts
         )
-        check_enough_samples(data.sample_weight, self.n_components)
+        check_enough_samples(data.sample_weight, self.n_components, min_samples=2)
         return data
 
     # Whether fit reads sample weights as counts whose scale matters (VI:
@@ -368,6 +374,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
 
     def _validated_rows(self, X, sample_weight, reset, min_samples=1, counts=True):
         """Validated rows in memory (NaN allowed) and their weights.
+
+        Only the rows of positive weight are kept: a row of weight 0 (or with
+        no observed value) is not there for the algorithms.
 
         Weights whose scale does not matter (``counts=False``) are brought
         to a largest weight in [0.5, 1) by an exact power of two; counts
@@ -383,6 +392,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sample_weight = check_missing_entries(X, sample_weight, check_columns=reset)
+        X, sample_weight = rows_of_positive_weight(X, sample_weight)
         if counts:
             check_count_total(sample_weight)
         else:
@@ -399,7 +409,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts.
+            Non-negative weights, read as repeat counts; rows of weight 0
+            are left out of the fit but labelled.
 
         Returns
         -------
@@ -509,7 +520,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Data to evaluate the bound on.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts.
+            Non-negative weights, read as repeat counts; rows of weight 0
+            are skipped (their responsibilities are checked, not read).
         responsibilities : array-like of shape (n_samples, n_components), \
 default=None
             A q(Z) to evaluate, rows summing to 1. None uses the optimal
@@ -540,15 +552,19 @@ default=None
         )
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         unit = self._fitted_unit(X.shape[1])
+        resp = None
+        if responsibilities is not None:
+            resp = _check_responsibilities(responsibilities, X.shape[0], unit)
+        # Skipped, not multiplied by 0: a row of weight 0 is not there.
+        X, sample_weight, resp = rows_of_positive_weight(X, sample_weight, resp)
         evaluated = self._evaluate(
             self._state_from_attributes(unit), unit, self._fit_context(unit)
         )
         rows = ArrayData(X, sample_weight)
         optimal = e_step(rows, unit, evaluated.expectations, self.reg_covar)
-        if responsibilities is None:
+        if resp is None:
             stats = optimal
         else:
-            resp = _check_responsibilities(responsibilities, X.shape[0], unit)
             plan = log_rho_expansion(
                 unit, evaluated.expectations, self.reg_covar, X.dtype
             )
@@ -654,7 +670,8 @@ default=None
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts.
+            Non-negative weights, read as repeat counts; rows of weight 0
+            are skipped.
 
         Returns
         -------
@@ -669,13 +686,15 @@ default=None
         >>> round(em.score(X), 4)
         -4.1554
         """
-        log_density = self.score_samples(X)
-        if is_dask_collection(log_density):
-            return _dask_weighted_mean(log_density, sample_weight)
-        weights = rescaled_weights(
-            check_sample_weight(sample_weight, log_density.shape[0])
-        )
-        return float(np.dot(weights, log_density) / weights.sum())
+        check_is_fitted(self)
+        if is_dask_collection(X):
+            return _dask_weighted_mean(self.score_samples(X), sample_weight)
+        weights = rescaled_weights(check_sample_weight(sample_weight, _num_samples(X)))
+        if not np.all(weights > 0):
+            # Rows of weight 0 are not there: skipped, not multiplied by 0
+            # (one may be too far for any density).
+            X, weights = _safe_indexing(X, weights > 0), weights[weights > 0]
+        return float(np.dot(weights, self.score_samples(X)) / weights.sum())
 
     def predict_proba(self, X):
         """Posterior probability of each component for each sample.

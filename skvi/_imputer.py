@@ -172,7 +172,8 @@ class GaussianMixtureImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimat
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts.
+            Non-negative weights, read as repeat counts. Rows of weight 0
+            take no part in the fit (they are still filled by ``transform``).
 
         Returns
         -------

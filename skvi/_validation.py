@@ -110,9 +110,19 @@ def check_count_total(weights):
         )
 
 
-def check_enough_samples(sample_weight, n_components):
-    """Raise unless at least ``n_components`` rows have positive weight."""
+def check_enough_samples(sample_weight, n_components, min_samples=1):
+    """Raise unless enough rows have positive weight.
+
+    At least ``min_samples`` and ``n_components`` of them: rows of weight 0
+    take no part in the fit, so they do not count.
+    """
     n_positive = int(np.count_nonzero(sample_weight > 0))
+    if n_positive < min_samples:
+        raise ValueError(
+            f"Found {n_positive} row(s) of positive sample_weight while a minimum "
+            f"of {min_samples} is required; rows of weight 0 take no part in the "
+            "fit. Provide more samples."
+        )
     if n_positive < n_components:
         raise ValueError(
             f"Expected n_samples >= n_components but got n_components = "
@@ -157,24 +167,45 @@ def check_weights_init(weights_init, n_components):
     return weights / weights.sum()
 
 
+def _has_nan(X):
+    """Whether X has a NaN, without an (n, D) mask when it has none.
+
+    The sum may overflow (or meet inf - inf) on huge finite values: it then
+    reads as NaN, and the caller only pays for the exact check.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isnan(np.sum(X)))
+
+
 def check_missing_entries(X, sample_weight, check_columns=True):
     """Validate the missing entries (NaN) of training rows.
 
-    A column with no observed value cannot be fitted: raise, naming it
-    (unless ``check_columns`` is False, for later minibatches of a stream).
-    A row with no observed value carries no information about the mixture
-    (its observed marginal is the empty product, 1): it gets zero weight.
+    A column with no observed value in a row of positive weight cannot be
+    fitted: raise, naming it (unless ``check_columns`` is False, for later
+    minibatches of a stream). A row with no observed value carries no
+    information about the mixture (its observed marginal is the empty
+    product, 1): it gets zero weight.
     Returns the weights, a new array if any changed.
     """
-    if not np.isnan(np.sum(X)):
+    if not _has_nan(X):
         return sample_weight
     missing = np.isnan(X)
-    empty_columns = np.flatnonzero(missing.all(axis=0))
-    if check_columns and empty_columns.size:
-        raise ValueError(
-            f"Column {int(empty_columns[0])} of X has no observed value (every "
-            "entry is NaN); drop that column or provide some of its values."
-        )
+    if check_columns:
+        # Rows of weight 0 are not there: they observe nothing.
+        counted = missing if np.all(sample_weight > 0) else missing[sample_weight > 0]
+        empty_columns = np.flatnonzero(counted.all(axis=0))
+        if empty_columns.size:
+            column = int(empty_columns[0])
+            where = (
+                "every entry is NaN"
+                if missing[:, column].all()
+                else "it is observed only in rows of sample_weight 0, which take "
+                "no part in the fit"
+            )
+            raise ValueError(
+                f"Column {column} of X has no observed value ({where}); drop that "
+                "column or provide some of its values."
+            )
     sample_weight = weights_of_observed_rows(X, sample_weight, missing)
     if not np.any(sample_weight > 0):
         raise ValueError(
@@ -187,10 +218,28 @@ def check_missing_entries(X, sample_weight, check_columns=True):
 def weights_of_observed_rows(X, sample_weight, missing=None):
     """The weights, with 0 for the rows that have no observed value."""
     if missing is None:
-        if not np.isnan(np.sum(X)):
+        if not _has_nan(X):
             return sample_weight
         missing = np.isnan(X)
     empty_rows = missing.all(axis=1)
     if np.any(empty_rows & (sample_weight > 0)):
         return np.where(empty_rows, 0.0, sample_weight)
     return sample_weight
+
+
+def rows_of_positive_weight(X, sample_weight, *aligned):
+    """The rows that take part in a fit, and their weights.
+
+    A row of weight 0 is not there: it is left out before anything reads
+    it, so its values (NaN, or large enough to overflow a statistic) never
+    meet a product with 0, and the random draws of an initialisation are
+    those of the data without it. Arrays in ``aligned`` (one entry per row,
+    or None) lose the same rows. Returns the same arrays when every weight
+    is positive, else new ones.
+    """
+    keep = sample_weight > 0
+    if keep.all():
+        return (X, sample_weight, *aligned)
+    return tuple(
+        None if array is None else array[keep] for array in (X, sample_weight, *aligned)
+    )
