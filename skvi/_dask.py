@@ -340,7 +340,9 @@ class _RowSummary:
         rows, in which it is observed.
     """
 
-    def __init__(self, present, n_weighted, total, largest, smallest, observed, anywhere):
+    def __init__(
+        self, present, n_weighted, total, largest, smallest, observed, anywhere
+    ):
         self.present = present
         self.n_weighted = n_weighted
         self.total = total

@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 
-
 ALL_WEIGHTS_ZERO = (
     "sample_weight is zero for every sample; at least one sample needs a "
     "positive weight."

@@ -339,13 +339,13 @@ def test_rows_of_weight_zero_are_not_there(n_samples):
     )
     assert np.all(np.abs(distributed.means_) < 100)
     if n_samples <= 20_000:
-        local = EMGaussianMixture(n_components=4, random_state=0).fit(
-            X[weights > 0]
-        )
+        local = EMGaussianMixture(n_components=4, random_state=0).fit(X[weights > 0])
         assert_allclose(distributed.means_, local.means_, rtol=1e-10)
     # A column observed only in rows of weight 0 is as empty as one all NaN.
     X[weights > 0, 1] = np.nan
-    with pytest.raises(ValueError, match="Column 1 of X has no observed value") as error:
+    with pytest.raises(
+        ValueError, match="Column 1 of X has no observed value"
+    ) as error:
         VariationalGaussianMixture(n_components=2).fit(
             da.from_array(X, chunks=(2_000, 3)), sample_weight=weights
         )
