@@ -30,7 +30,6 @@ from ._stats import ArrayData, with_observed_variances
 from ._validation import (
     ALL_WEIGHTS_ZERO,
     check_count_total,
-    check_missing_entries,
     check_observed_columns,
     check_sample_weight,
     check_weight_range,
@@ -237,15 +236,18 @@ class DaskData:
             if counts[b] > 0
         ]
         parts = _compute(*parts)
-        X = np.concatenate([part[0] for part in parts])
+        X = np.ascontiguousarray(np.concatenate([part[0] for part in parts]))
         weights = np.concatenate([part[1] for part in parts])
-        try:
-            weights = check_missing_entries(X, weights)
-        except ValueError as error:
-            raise ValueError(
-                f"In the {len(X)} rows drawn for the initialisation: {error}"
-            ) from error
-        return ArrayData(np.ascontiguousarray(X), weights).filled()
+        unobserved = np.flatnonzero(np.isnan(X).all(axis=0))
+        if unobserved.size:
+            # Columns observed in rows the sample missed: their mean over
+            # all rows stands in for them, as a column's mean fills its
+            # missing entries.
+            sums = self._reduce(_block_observed_sums, None)
+            n = self.n_features
+            means = sums[1 : 1 + n] / sums[1 + n :]
+            X[:, unobserved] = means[unobserved].astype(X.dtype)
+        return ArrayData(X, weights).filled()
 
     def _block_starts(self):
         """The index of each block's first row in X."""

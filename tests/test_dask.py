@@ -366,3 +366,15 @@ def test_the_initialisation_sample_holds_nothing_of_the_size_of_x():
         tracemalloc.stop()
     assert peak < X.nbytes / 6
     assert np.all(np.isfinite(model.means_))
+
+
+def test_a_column_the_initialisation_sample_misses_is_filled_from_all_rows():
+    # Column 2 is observed in one row of 60 000: a sample of 20 000 rows
+    # mostly misses it, and the fit still runs, as in memory.
+    X = clusters(17, 60_000)
+    X[1:, 2] = np.nan
+    Xd = da.from_array(X, chunks=(10_000, 3))
+    for seed in range(3):
+        model = EMGaussianMixture(2, random_state=seed, max_iter=0).fit(Xd)
+        assert_allclose(model.means_[:, 2], X[0, 2])
+        assert np.all(np.isfinite(model.covariances_))
