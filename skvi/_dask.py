@@ -12,13 +12,15 @@ type of its input.
 The rows stay on the workers: they are persisted in worker memory when they
 fit comfortably (half the workers' memory limits), and otherwise recomputed
 from their graph at every pass, so data larger than the cluster's memory
-can be fitted. Initialisation draws a sample of rows to the client
-(``INITIALISATION_ROWS``) and applies ``init_params`` there.
+can be fitted. A first pass validates the rows and weights as in memory
+(:class:`DaskData`). Initialisation draws a sample of rows to the client
+(``INITIALISATION_ROWS``), block by block, and applies ``init_params``
+there; nothing on the client grows with the number of rows.
 
 The same code runs on a multi-machine cluster: connect a
 ``distributed.Client`` to its scheduler before calling ``fit``.
 
-Predictions map the fitted model over the blocks and stay lazy.
+Predictions map a copy of the fitted model over the blocks and stay lazy.
 """
 
 import numbers
