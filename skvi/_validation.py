@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+# The error for weights that are all 0, in memory and on Dask alike.
 ALL_WEIGHTS_ZERO = (
     "sample_weight is zero for every sample; at least one sample needs a "
     "positive weight."
