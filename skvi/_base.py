@@ -7,6 +7,7 @@ summed statistics become parameters (M-step or conjugate update), what the
 E-step needs from those parameters, the KL terms, and how it scores new data.
 """
 
+import copy
 import functools
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 
 from ._batch import ascend
 from ._covariance import covariance_unit
-from ._dask import DaskData, check_dask_array, is_dask_collection
+from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import conditional_moments, normalize_in_place, row_values
@@ -39,6 +40,7 @@ from ._validation import (
     check_enough_samples,
     check_missing_entries,
     check_sample_weight,
+    check_weight_range,
     rescaled_weights,
     rows_of_positive_weight,
 )
@@ -239,10 +241,14 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             )
         self.n_features_in_ = X.shape[1]
         self.__dict__.pop("feature_names_in_", None)
-        data = DaskData(X, sample_weight)
-        if sample_weight is not None:
-            n_positive = data.count_positive_weights()
-            check_enough_samples(np.ones(n_positive), self.n_components)
+        data = DaskData(X, sample_weight, counts=self._weights_are_counts)
+        # As many ones as rows that take part, up to n_components: enough to
+        # check, and nothing of the size of X on the client.
+        check_enough_samples(
+            np.ones(min(data.n_present, max(2, self.n_components))),
+            self.n_components,
+            min_samples=2,
+        )
         return data
 
     @_unchanged_on_error
@@ -396,6 +402,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         if counts:
             check_count_total(sample_weight)
         else:
+            positive = sample_weight[sample_weight > 0]
+            check_weight_range(positive.min(), positive.max())
             sample_weight = rescaled_weights(sample_weight)
         return ArrayData(X, sample_weight)
 
@@ -602,19 +610,21 @@ default=None
         Results go straight into one preallocated array of ``len(X)`` rows
         (``width`` columns if given), in the dtype of X (integers if
         ``labels``). A Dask array gets a lazy Dask array, computed block by
-        block on the workers.
+        block on the workers from a copy of the model as it is now: a later
+        refit, ``set_params`` or change to a fitted array does not reach it.
         """
         check_is_fitted(self)
         if is_dask_collection(X):
             X = check_dask_array(X, self.n_features_in_)
             dtype = np.dtype(np.intp) if labels else X.dtype
+            snapshot = copy.deepcopy(self)
             if width is None:
                 return X.map_blocks(
-                    self._per_row, reduce, None, labels, drop_axis=1, dtype=dtype
+                    snapshot._per_row, reduce, None, labels, drop_axis=1, dtype=dtype
                 )
             chunks = (X.chunks[0], (width,))
             return X.map_blocks(
-                self._per_row, reduce, width, labels, chunks=chunks, dtype=dtype
+                snapshot._per_row, reduce, width, labels, chunks=chunks, dtype=dtype
             )
         X = validate_data(
             self,
@@ -688,7 +698,7 @@ default=None
         """
         check_is_fitted(self)
         if is_dask_collection(X):
-            return _dask_weighted_mean(self.score_samples(X), sample_weight)
+            return weighted_mean(self.score_samples(X), sample_weight)
         weights = rescaled_weights(check_sample_weight(sample_weight, _num_samples(X)))
         if not np.all(weights > 0):
             # Rows of weight 0 are not there: skipped, not multiplied by 0
@@ -896,20 +906,6 @@ default=None
 def _labels(log_joint):
     """The most probable component from (K, m) log joint densities."""
     return np.argmax(log_joint, axis=0)
-
-
-def _dask_weighted_mean(values, sample_weight):
-    """Weighted mean of a lazy Dask vector, computed."""
-    import dask
-
-    if sample_weight is None:
-        (mean,) = dask.compute(values.mean())
-        return float(mean)
-    weights = sample_weight
-    if not is_dask_collection(weights):
-        weights = check_sample_weight(weights, values.shape[0])
-    total, weighted = dask.compute(weights.sum(), (weights * values).sum())
-    return float(weighted / total)
 
 
 def _responsibilities(log_joint):

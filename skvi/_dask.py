@@ -12,13 +12,15 @@ type of its input.
 The rows stay on the workers: they are persisted in worker memory when they
 fit comfortably (half the workers' memory limits), and otherwise recomputed
 from their graph at every pass, so data larger than the cluster's memory
-can be fitted. Initialisation draws a sample of rows to the client
-(``INITIALISATION_ROWS``) and applies ``init_params`` there.
+can be fitted. A first pass validates the rows and weights as in memory
+(:class:`DaskData`). Initialisation draws a sample of rows to the client
+(``INITIALISATION_ROWS``), block by block, and applies ``init_params``
+there; nothing on the client grows with the number of rows.
 
 The same code runs on a multi-machine cluster: connect a
 ``distributed.Client`` to its scheduler before calling ``fit``.
 
-Predictions map the fitted model over the blocks and stay lazy.
+Predictions map a copy of the fitted model over the blocks and stay lazy.
 """
 
 import numbers
@@ -28,8 +30,12 @@ import numpy as np
 from ._kernel import center_expansion
 from ._stats import ArrayData, with_observed_variances
 from ._validation import (
-    check_missing_entries,
+    ALL_WEIGHTS_ZERO,
+    check_count_total,
+    check_observed_columns,
     check_sample_weight,
+    check_weight_range,
+    rescaled_weights,
     weights_of_observed_rows,
 )
 
@@ -89,17 +95,74 @@ def check_dask_array(X, n_features=None):
     return X
 
 
+def dask_weights(sample_weight, row_chunks):
+    """Sample weights as a Dask vector in the given row blocks.
+
+    Weights in memory are validated at once (:func:`check_sample_weight`);
+    a Dask vector is checked on the workers, block by block, when computed
+    (finite, non-negative).
+    """
+    import dask.array as da
+
+    n_samples = int(np.sum(row_chunks))
+    if not is_dask_collection(sample_weight):
+        weights = check_sample_weight(sample_weight, n_samples)
+        return da.from_array(weights, chunks=(row_chunks,))
+    if sample_weight.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight has shape {sample_weight.shape}, but X has "
+            f"{n_samples} samples; pass one weight per row."
+        )
+    weights = sample_weight.astype(float).rechunk((row_chunks,))
+    return weights.map_blocks(_checked_weights, dtype=float)
+
+
+def weighted_mean(values, sample_weight):
+    """The weighted mean of a lazy Dask vector, computed.
+
+    The weights are validated and scaled as :meth:`score` does in memory,
+    so that huge weights cannot overflow their sum.
+    """
+    if sample_weight is None:
+        (mean,) = _compute(values.mean())
+        return float(mean)
+    weights = dask_weights(sample_weight, values.chunks[0])
+    (largest,) = _compute(weights.max())
+    if not largest > 0:
+        raise ValueError(ALL_WEIGHTS_ZERO)
+    weights = weights.map_blocks(rescaled_weights, largest, dtype=float)
+    total, weighted = _compute(weights.sum(), (weights * values).sum())
+    return float(weighted / total)
+
+
 class DaskData:
-    """Training rows in a dask.array, and their sample weights.
+    """Training rows in a dask.array, and their validated sample weights.
+
+    One pass over the blocks validates the rows and weights as
+    :meth:`BaseGaussianMixture.fit` validates an array in memory: finite
+    non-negative weights, not all zero; a column that no row of positive
+    weight observes is an error; rows of weight 0 (or with no observed
+    value) take no part; weights that are counts must have a usable total
+    (:func:`check_count_total`), and others are scaled by the power of two
+    that puts their largest in [0.5, 1) (:func:`rescaled_weights`).
 
     Parameters
     ----------
     X : dask.array.Array of shape (n, D)
         Validated rows (:func:`check_dask_array`).
     sample_weight : None, ndarray or dask.array.Array of shape (n,)
+    counts : bool, default=True
+        Whether the model reads the weights as repeat counts (VI), rather
+        than only relative to each other (EM).
+
+    Attributes
+    ----------
+    n_present : int
+        The number of rows that take part: positive weight, some observed
+        value.
     """
 
-    def __init__(self, X, sample_weight=None):
+    def __init__(self, X, sample_weight=None, counts=True):
         import dask.array as da
 
         self.n_samples, self.n_features = X.shape
@@ -107,17 +170,24 @@ class DaskData:
         row_chunks = X.chunks[0]
         if sample_weight is None:
             weights = da.ones(self.n_samples, chunks=(row_chunks,))
-        elif is_dask_collection(sample_weight):
-            if sample_weight.shape != (self.n_samples,):
-                raise ValueError(
-                    f"sample_weight has shape {sample_weight.shape}, but X has "
-                    f"{self.n_samples} samples; pass one weight per row."
-                )
-            weights = sample_weight.astype(float).rechunk((row_chunks,))
         else:
-            weights = check_sample_weight(sample_weight, self.n_samples)
-            weights = da.from_array(weights, chunks=(row_chunks,))
+            weights = dask_weights(sample_weight, row_chunks)
         self.X, self.sample_weight = _persisted_if_small(X, weights)
+        summary = self._reduce(_block_summary, None)
+        if summary.n_weighted == 0:
+            raise ValueError(ALL_WEIGHTS_ZERO)
+        check_observed_columns(summary.observed, summary.observed_anywhere)
+        if counts:
+            check_count_total(np.array([summary.total]))
+        else:
+            check_weight_range(summary.smallest, summary.largest)
+            self.sample_weight = self.sample_weight.map_blocks(
+                rescaled_weights, summary.largest, dtype=float
+            )
+        # Rows that take part, block by block: the initialisation sample is
+        # drawn from them.
+        self._block_present = summary.present
+        self.n_present = int(summary.present.sum())
 
     # ------------------------------------------------------------ passes
     def optimal_statistics(self, plan, pairs=None):
@@ -134,12 +204,6 @@ class DaskData:
         sums = self._reduce(_block_observed_sums, None)
         n = self.n_features
         observed_weight = sums[1 + n :]
-        empty = np.flatnonzero(observed_weight <= 0)
-        if empty.size:
-            raise ValueError(
-                f"Column {int(empty[0])} of X has no observed value (every entry is "
-                "NaN); drop that column or provide some of its values."
-            )
         means = sums[1 : 1 + n] / observed_weight
         plan = center_expansion(unit, means[np.newaxis], self.dtype)
         pair = self._reduce(_block_one_component_statistics, plan)
@@ -150,32 +214,46 @@ class DaskData:
     def initialisation_data(self, random_state):
         """The rows initialisations are drawn from, on the client.
 
-        All rows when there are at most ``INITIALISATION_ROWS`` (the
-        initialisation is then that of the same array in memory), else a
-        uniform sample of that many.
+        All rows that take part when there are at most
+        ``INITIALISATION_ROWS`` (the initialisation is then that of the same
+        array in memory), else a uniform sample of that many, drawn without
+        replacement: the client draws how many rows each block gives (one
+        count per block), and each block draws its rows on its worker, so
+        the client never holds anything of the size of X's rows.
         """
-        if self.n_samples <= INITIALISATION_ROWS:
-            X, weights = _compute(self.X, self.sample_weight)
-            _check_block(X, weights, lambda row: row)
-        else:
-            rows = random_state.choice(
-                self.n_samples, INITIALISATION_ROWS, replace=False
-            )
-            rows = np.sort(rows)
-            X, weights = _compute(self.X[rows], self.sample_weight[rows])
-            _check_block(X, weights, lambda row: rows[row])
-        try:
-            weights = check_missing_entries(X, weights)
-        except ValueError as error:
-            raise ValueError(
-                f"In the {len(X)} rows drawn for the initialisation: {error}"
-            ) from error
-        return ArrayData(np.ascontiguousarray(X), weights).filled()
+        import dask
 
-    def count_positive_weights(self):
-        """The number of rows of positive weight."""
-        (count,) = _compute((self.sample_weight > 0).sum())
-        return int(count)
+        counts = self._block_present
+        seeds = [None] * len(counts)
+        if self.n_present > INITIALISATION_ROWS:
+            counts = _sample_counts(counts, INITIALISATION_ROWS, random_state)
+            seeds = random_state.randint(np.iinfo(np.int32).max, size=len(counts))
+        blocks = self.X.to_delayed()[:, 0]
+        weights = self.sample_weight.to_delayed()
+        parts = [
+            dask.delayed(_block_sample, pure=True)(
+                blocks[b], weights[b], start, int(counts[b]), seeds[b]
+            )
+            for b, start in enumerate(self._block_starts())
+            if counts[b] > 0
+        ]
+        parts = _compute(*parts)
+        X = np.ascontiguousarray(np.concatenate([part[0] for part in parts]))
+        weights = np.concatenate([part[1] for part in parts])
+        unobserved = np.flatnonzero(np.isnan(X).all(axis=0))
+        if unobserved.size:
+            # Columns observed in rows the sample missed: their mean over
+            # all rows stands in for them, as a column's mean fills its
+            # missing entries.
+            sums = self._reduce(_block_observed_sums, None)
+            n = self.n_features
+            means = sums[1 : 1 + n] / sums[1 + n :]
+            X[:, unobserved] = means[unobserved].astype(X.dtype)
+        return ArrayData(X, weights).filled()
+
+    def _block_starts(self):
+        """The index of each block's first row in X."""
+        return np.concatenate([[0], np.cumsum(self.X.chunks[0])[:-1]]).astype(int)
 
     def _reduce(self, block_function, plan):
         """Map ``block_function`` over the row blocks and tree-sum the results."""
@@ -184,10 +262,11 @@ class DaskData:
         shared = dask.delayed(plan, pure=True)
         blocks = self.X.to_delayed()[:, 0]
         weights = self.sample_weight.to_delayed()
-        starts = np.concatenate([[0], np.cumsum(self.X.chunks[0])[:-1]])
         parts = [
             dask.delayed(block_function, pure=True)(block, weight, int(start), shared)
-            for block, weight, start in zip(blocks, weights, starts, strict=True)
+            for block, weight, start in zip(
+                blocks, weights, self._block_starts(), strict=True
+            )
         ]
         while len(parts) > 1:
             parts = [
@@ -211,6 +290,11 @@ def _check_block(block, weights, rows):
             f"X contains infinity (first in row {first}); pass finite values (NaN "
             "marks a missing entry)."
         )
+    _check_weights(weights, rows)
+
+
+def _check_weights(weights, rows):
+    """Raise naming the first row whose weight is negative or not finite."""
     if not (np.isfinite(weights).all() and (weights >= 0).all()):
         valid = np.isfinite(weights) & (weights >= 0)
         first = int(rows(np.flatnonzero(~valid)[0]))
@@ -220,11 +304,111 @@ def _check_block(block, weights, rows):
         )
 
 
+def _checked_weights(weights, block_info=None):
+    """A block of weights, checked (Dask's ``block_info`` locates its rows)."""
+    start = block_info[0]["array-location"][0][0] if block_info else 0
+    _check_weights(weights, lambda row: start + row)
+    return weights
+
+
 def _block_rows(block, weights, start):
+    """The block's rows that take part in the fit, and their weights.
+
+    Rows of weight 0 (or with no observed value) are not there: they are
+    left out before anything reads them, as in memory.
+    """
     block = np.ascontiguousarray(block)
     weights = np.asarray(weights, dtype=float)
     _check_block(block, weights, lambda row: start + row)
-    return ArrayData(block, weights_of_observed_rows(block, weights))
+    weights = weights_of_observed_rows(block, weights)
+    present = weights > 0
+    if not present.all():
+        block, weights = block[present], weights[present]
+    return ArrayData(block, weights)
+
+
+class _RowSummary:
+    """What validating the weights needs to know of some blocks.
+
+    Attributes
+    ----------
+    present : ndarray of int
+        The number of rows that take part, in each block, in order.
+    n_weighted : int
+        The number of rows of positive weight.
+    total, largest, smallest : float
+        The sum, largest and smallest of the weights of the rows that take
+        part (``smallest`` is infinite when none does).
+    observed, observed_anywhere : ndarray of shape (D,)
+        For each column, the number of rows that take part, and of all
+        rows, in which it is observed.
+    """
+
+    def __init__(
+        self, present, n_weighted, total, largest, smallest, observed, anywhere
+    ):
+        self.present = present
+        self.n_weighted = n_weighted
+        self.total = total
+        self.largest = largest
+        self.smallest = smallest
+        self.observed = observed
+        self.observed_anywhere = anywhere
+
+    def copy(self):
+        return _RowSummary(
+            self.present.copy(),
+            self.n_weighted,
+            self.total,
+            self.largest,
+            self.smallest,
+            self.observed.copy(),
+            self.observed_anywhere.copy(),
+        )
+
+    def __iadd__(self, other):
+        self.present = np.concatenate([self.present, other.present])
+        self.n_weighted += other.n_weighted
+        with np.errstate(over="ignore"):
+            self.total += other.total
+        self.largest = max(self.largest, other.largest)
+        self.smallest = min(self.smallest, other.smallest)
+        self.observed += other.observed
+        self.observed_anywhere += other.observed_anywhere
+        return self
+
+
+def _block_summary(block, weights, start, _):
+    n_weighted = int(np.count_nonzero(np.asarray(weights) > 0))
+    rows = _block_rows(block, weights, start)
+    kept = rows.sample_weight
+    observed = ~np.isnan(rows.X)
+    with np.errstate(over="ignore"):
+        total = float(np.sum(kept))
+    return _RowSummary(
+        present=np.array([len(kept)]),
+        n_weighted=n_weighted,
+        total=total,
+        largest=float(kept.max()) if len(kept) else 0.0,
+        smallest=float(kept.min()) if len(kept) else np.inf,
+        observed=observed.sum(axis=0),
+        anywhere=(~np.isnan(np.asarray(block))).sum(axis=0),
+    )
+
+
+def _block_sample(block, weights, start, count, seed):
+    """``count`` of the block's rows that take part, drawn uniformly.
+
+    All of them when ``seed`` is None. Returns the rows and their weights,
+    in the block's order.
+    """
+    rows = _block_rows(block, weights, start)
+    X, weights = rows.X, rows.sample_weight
+    if seed is not None and count < len(X):
+        chosen = np.random.RandomState(seed).choice(len(X), count, replace=False)
+        chosen.sort()
+        X, weights = X[chosen], weights[chosen]
+    return X, weights
 
 
 def _block_optimal_statistics(block, weights, start, job):
@@ -283,6 +467,26 @@ def _sum(*parts):
 
 
 # ------------------------------------------------------------- the client
+def _sample_counts(population, n_draws, random_state):
+    """How many of ``n_draws`` rows drawn without replacement fall in each block.
+
+    ``population`` holds the number of rows of each block. The counts are
+    drawn from their multivariate hypergeometric distribution, block after
+    block (each from the hypergeometric of the rows left), so a uniform
+    sample is drawn without an index of every row.
+    """
+    counts = np.zeros(len(population), dtype=np.int64)
+    left = int(np.sum(population))
+    for block, size in enumerate(population):
+        size = int(size)
+        if n_draws == 0:
+            break
+        counts[block] = random_state.hypergeometric(size, left - size, n_draws)
+        n_draws -= int(counts[block])
+        left -= size
+    return counts
+
+
 def _compute(*collections):
     import dask
 

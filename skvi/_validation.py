@@ -10,6 +10,12 @@ import warnings
 
 import numpy as np
 
+# The error for weights that are all 0, in memory and on Dask alike.
+ALL_WEIGHTS_ZERO = (
+    "sample_weight is zero for every sample; at least one sample needs a "
+    "positive weight."
+)
+
 
 def check_sample_weight(sample_weight, n_samples):
     """Validate sample weights: repeat counts, non-negative, not all zero.
@@ -40,10 +46,7 @@ def check_sample_weight(sample_weight, n_samples):
             "and must be >= 0."
         )
     if not np.any(weights > 0):
-        raise ValueError(
-            "sample_weight is zero for every sample; at least one sample needs a "
-            "positive weight."
-        )
+        raise ValueError(ALL_WEIGHTS_ZERO)
     return weights
 
 
@@ -56,16 +59,43 @@ LARGEST_COUNT_TOTAL = 1e305
 SMALLEST_RESOLVED_TOTAL = 1e-8
 
 
-def rescaled_weights(weights):
+def rescaled_weights(weights, largest=None):
     """The weights scaled by the power of two that puts their largest in [0.5, 1).
 
     For a model that reads weights only relative to each other (EM, and
     every stream step, whose statistics are per unit of weight), this
     changes no result, even in rounding, and keeps any total of finite
-    weights representable: the sum of n such weights is at most n.
+    weights representable: the sum of n such weights is at most n. The
+    scaling is exact for every weight :func:`check_weight_range` accepts.
+
+    ``largest`` is the largest of all the weights when ``weights`` are only
+    some of them (a block of a Dask array), so that every block is scaled
+    by the same power of two.
     """
-    _, exponent = np.frexp(np.max(weights))
+    if largest is None:
+        largest = np.max(weights)
+    _, exponent = np.frexp(largest)
     return np.ldexp(weights, -int(exponent))
+
+
+def check_weight_range(smallest, largest):
+    """Raise unless :func:`rescaled_weights` keeps every positive weight exact.
+
+    ``smallest`` is the smallest positive weight, ``largest`` the largest.
+    Scaled so that the largest is below 1 (which bounds every weighted sum),
+    a weight below ``2**-1021`` times the largest would fall below the
+    smallest normal float64: it would lose digits or become 0, and a row
+    that is there would silently count as one of weight 0.
+    """
+    _, exponent = np.frexp(largest)
+    if np.ldexp(smallest, -int(exponent)) < np.finfo(float).tiny:
+        raise ValueError(
+            f"sample_weight ranges from {smallest:g} to {largest:g}: float64 "
+            "arithmetic cannot hold weights more than 2**1021 (about 2e307) times "
+            "smaller than the largest, so those rows would count as weight 0. "
+            "Set the weights of rows that should take no part to 0, or bring "
+            "the weights closer together."
+        )
 
 
 def _caller_level():
@@ -192,20 +222,10 @@ def check_missing_entries(X, sample_weight, check_columns=True):
     missing = np.isnan(X)
     if check_columns:
         # Rows of weight 0 are not there: they observe nothing.
-        counted = missing if np.all(sample_weight > 0) else missing[sample_weight > 0]
-        empty_columns = np.flatnonzero(counted.all(axis=0))
-        if empty_columns.size:
-            column = int(empty_columns[0])
-            where = (
-                "every entry is NaN"
-                if missing[:, column].all()
-                else "it is observed only in rows of sample_weight 0, which take "
-                "no part in the fit"
-            )
-            raise ValueError(
-                f"Column {column} of X has no observed value ({where}); drop that "
-                "column or provide some of its values."
-            )
+        observed = ~missing
+        check_observed_columns(
+            observed[sample_weight > 0].sum(axis=0), observed.sum(axis=0)
+        )
     sample_weight = weights_of_observed_rows(X, sample_weight, missing)
     if not np.any(sample_weight > 0):
         raise ValueError(
@@ -243,3 +263,26 @@ def rows_of_positive_weight(X, sample_weight, *aligned):
     return tuple(
         None if array is None else array[keep] for array in (X, sample_weight, *aligned)
     )
+
+
+def check_observed_columns(observed, observed_anywhere):
+    """Raise naming the first column that no row of positive weight observes.
+
+    ``observed[j]`` counts the rows of positive weight in which column j is
+    observed, ``observed_anywhere[j]`` all rows in which it is (counts of a
+    Dask array's blocks, summed). Rows of weight 0 are not there, so a
+    column seen only in them is as empty as one that is all NaN.
+    """
+    empty = np.flatnonzero(np.asarray(observed) <= 0)
+    if empty.size:
+        column = int(empty[0])
+        where = (
+            "every entry is NaN"
+            if observed_anywhere[column] <= 0
+            else "it is observed only in rows of sample_weight 0, which take "
+            "no part in the fit"
+        )
+        raise ValueError(
+            f"Column {column} of X has no observed value ({where}); drop that "
+            "column or provide some of its values."
+        )

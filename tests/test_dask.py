@@ -261,3 +261,120 @@ def test_missing_entries_on_dask_equal_those_in_memory(estimator, covariance_typ
         rtol=1e-10,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_lazy_predictions_belong_to_the_model_they_were_asked_of(estimator):
+    X = clusters(12, 2_000)
+    Xd = da.from_array(X, chunks=(500, 3))
+    model = estimator(n_components=2, random_state=0).fit(X)
+    expected = model.predict(X), model.predict_proba(X), model.score_samples(X)
+    lazy = model.predict(Xd), model.predict_proba(Xd), model.score_samples(Xd)
+    # A refit with another shape, then a change to a fitted array in place.
+    model.set_params(n_components=3).fit(X)
+    model.means_ += 100.0
+    labels, proba, log_density = (result.compute() for result in lazy)
+    assert_array_equal(labels, expected[0])
+    assert_allclose(proba, expected[1], rtol=1e-12, atol=1e-15)
+    assert_allclose(log_density, expected[2], rtol=1e-12)
+
+
+def test_huge_weights_are_validated_and_scaled_as_in_memory():
+    X = clusters(13, 3_000)
+    Xd = da.from_array(X, chunks=(700, 3))
+    huge = np.full(len(X), 1e306)
+    params = dict(n_components=4, random_state=0, tol=0.0, max_iter=5)
+    # EM reads weights relative to each other: scaled, they fit as in memory.
+    local = EMGaussianMixture(**params).fit(X, sample_weight=huge)
+    distributed = EMGaussianMixture(**params).fit(
+        Xd, sample_weight=da.from_array(huge, chunks=700)
+    )
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-10)
+    assert local.score(Xd, sample_weight=da.from_array(huge, chunks=700)) == (
+        pytest.approx(local.score(X, sample_weight=huge), rel=1e-12)
+    )
+    # VI reads them as counts: the same clear error as in memory.
+    for data in (X, Xd):
+        with pytest.raises(ValueError, match="sample_weight sums to inf, more than"):
+            VariationalGaussianMixture(n_components=2).fit(data, sample_weight=huge)
+    # Counts of 1e301 a row (a total of 3e304) are usable: as in memory.
+    large = np.full(len(X), 1e301)
+    local = VariationalGaussianMixture(**params).fit(X, sample_weight=large)
+    distributed = VariationalGaussianMixture(**params).fit(Xd, sample_weight=large)
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(distributed, name), getattr(local, name), rtol=1e-9)
+
+
+def test_weights_too_far_apart_for_float64_are_refused():
+    X = clusters(14, 1_000)
+    weights = np.where(np.arange(1_000) % 2, 1e300, 1e-300)
+    for data in (X, da.from_array(X, chunks=(300, 3))):
+        with pytest.raises(ValueError, match="sample_weight ranges from 1e-300 to"):
+            EMGaussianMixture(n_components=2).fit(data, sample_weight=weights)
+    # Far apart but within float64's range, every weight is kept exactly:
+    # the fit is that of the same weights scaled by a power of two.
+    weights = np.where(np.arange(1_000) % 2, 1e300, 1e-5)
+    fits = [
+        EMGaussianMixture(n_components=2, random_state=0).fit(
+            da.from_array(X, chunks=(300, 3)), sample_weight=scaled
+        )
+        for scaled in (weights, np.ldexp(weights, -900))
+    ]
+    assert_array_equal(fits[0].means_, fits[1].means_)
+    assert_array_equal(fits[0].lower_bounds_, fits[1].lower_bounds_)
+
+
+@pytest.mark.parametrize("n_samples", [6_000, 30_000])
+def test_rows_of_weight_zero_are_not_there(n_samples):
+    # Rows of weight 0 far away (their squares overflow): left out of the
+    # initialisation sample and of every pass, on both sides of the sample
+    # size.
+    X = clusters(15, n_samples)
+    weights = np.ones(n_samples)
+    weights[::7] = 0.0
+    X[::7] = 1e200
+    distributed = EMGaussianMixture(n_components=4, random_state=0).fit(
+        da.from_array(X, chunks=(2_000, 3)), sample_weight=weights
+    )
+    assert np.all(np.abs(distributed.means_) < 100)
+    if n_samples <= 20_000:
+        local = EMGaussianMixture(n_components=4, random_state=0).fit(X[weights > 0])
+        assert_allclose(distributed.means_, local.means_, rtol=1e-10)
+    # A column observed only in rows of weight 0 is as empty as one all NaN.
+    X[weights > 0, 1] = np.nan
+    with pytest.raises(
+        ValueError, match="Column 1 of X has no observed value"
+    ) as error:
+        VariationalGaussianMixture(n_components=2).fit(
+            da.from_array(X, chunks=(2_000, 3)), sample_weight=weights
+        )
+    assert "observed only in rows of sample_weight 0" in str(error.value)
+
+
+def test_the_initialisation_sample_holds_nothing_of_the_size_of_x():
+    # 46 MiB generated lazily on the workers; a sample of 20 000 rows drawn
+    # block by block: the client never holds an array of one entry per row
+    # (an index of every row would take 24 MB).
+    rng = da.random.RandomState(16)
+    X = rng.normal(size=(3_000_000, 2), chunks=(375_000, 2))
+    tracemalloc.start()
+    try:
+        model = EMGaussianMixture(2, random_state=0, max_iter=0).fit(X)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 6
+    assert np.all(np.isfinite(model.means_))
+
+
+def test_a_column_the_initialisation_sample_misses_is_filled_from_all_rows():
+    # Column 2 is observed in one row of 60 000: a sample of 20 000 rows
+    # mostly misses it, and the fit still runs, as in memory.
+    X = clusters(17, 60_000)
+    X[1:, 2] = np.nan
+    Xd = da.from_array(X, chunks=(20_000, 3))
+    for seed in (0, 3):  # a sample without that row, and one with it
+        model = EMGaussianMixture(2, random_state=seed, max_iter=0).fit(Xd)
+        assert_allclose(model.means_[:, 2], X[0, 2])
+        assert np.all(np.isfinite(model.covariances_))
