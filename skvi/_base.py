@@ -199,11 +199,13 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         best = None
         for init in range(1 if warm else self.n_init):
             self._print_init_start(init)
+            trend = None
             if warm:
                 state = self._state_from_attributes(unit)
+                trend = getattr(self, "_ascent_trend", None)
             else:
                 state = self._initial_state(data, unit, context, rng)
-            run = ascend(self, data, unit, context, state)
+            run = ascend(self, data, unit, context, state, trend)
             self._print_init_end(run)
             if best is None or run.lower_bound > best.lower_bound:
                 best = run
@@ -324,7 +326,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
-        for name in ("half_step_lower_bounds_", "kl_gaps_"):
+        for name in ("half_step_lower_bounds_", "kl_gaps_", "_ascent_trend"):
             self.__dict__.pop(name, None)
         return self
 
@@ -497,6 +499,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(run.lower_bound)
         self.n_iter_ = run.n_iter
         self.converged_ = run.converged
+        # A warm-started fit continues the stopping rule from here.
+        self._ascent_trend = run.trend
 
     # ------------------------------------------------------------------
     # The ELBO of a fitted model.
