@@ -109,7 +109,9 @@ default='kmeans'
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and :meth:`sample`.
     warm_start : bool, default=False
-        If True, each fit starts from the previous q (``n_init`` ignored).
+        If True, each fit starts from the previous q (``n_init`` ignored);
+        on the same data it continues the previous run's stopping rule and
+        merges, so fits of ``max_iter=1`` stop where one fit would.
     verbose : int, default=0
         1 prints each initialisation, 2 also per-iteration ELBO changes.
     verbose_interval : int, default=10
