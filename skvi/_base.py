@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._batch import ascend
+from ._batch import Trend, ascend
 from ._covariance import covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection
 from ._elbo import ELBODecomposition, expected_log_joint
@@ -202,7 +202,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             trend = None
             if warm:
                 state = self._state_from_attributes(unit)
-                trend = getattr(self, "_ascent_trend", None)
+                trend = Trend.from_dict(getattr(self, "_ascent_trend", None))
             else:
                 state = self._initial_state(data, unit, context, rng)
             run = ascend(self, data, unit, context, state, trend)
@@ -500,7 +500,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.n_iter_ = run.n_iter
         self.converged_ = run.converged
         # A warm-started fit continues the stopping rule from here.
-        self._ascent_trend = run.trend
+        self._ascent_trend = run.trend.to_dict()
 
     # ------------------------------------------------------------------
     # The ELBO of a fitted model.

@@ -10,8 +10,10 @@ half-step's ELBO is recorded. The loop reaches the data only through its
 
 from dataclasses import dataclass
 
-from ._merge import merge_move
-from ._stats import e_step
+import numpy as np
+
+from ._merge import MergedStatistics, merge_move
+from ._stats import Moments, e_step
 
 
 @dataclass
@@ -111,6 +113,41 @@ class Trend:
     bound: float
     change: float | None
     merged: object = None
+
+    def to_dict(self):
+        """Plain floats and arrays, for a fitted attribute that persists."""
+        merged = None
+        if self.merged is not None:
+            moments = self.merged.moments
+            merged = {
+                "total_weight": float(self.merged.total_weight),
+                "entropy": float(self.merged.entropy),
+                "nk": moments.nk,
+                "reference": moments.reference,
+                "shift": moments.shift,
+                "scatter": np.asarray(moments.scatter),
+            }
+        change = None if self.change is None else float(self.change)
+        return {"bound": float(self.bound), "change": change, "merged": merged}
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The trend :meth:`to_dict` stored (None gives None)."""
+        if stored is None:
+            return None
+        merged = stored["merged"]
+        if merged is not None:
+            moments = Moments(
+                merged["total_weight"],
+                merged["nk"],
+                merged["reference"],
+                merged["shift"],
+                merged["scatter"],
+            )
+            merged = MergedStatistics(
+                moments, merged["entropy"], merged["total_weight"]
+            )
+        return cls(stored["bound"], stored["change"], merged)
 
 
 def remaining_gain(change, previous_change):
