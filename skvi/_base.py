@@ -21,7 +21,7 @@ from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
-from ._batch import ascend
+from ._batch import Trend, ascend
 from ._covariance import covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
 from ._elbo import ELBODecomposition, expected_log_joint
@@ -206,11 +206,13 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         best = None
         for init in range(1 if warm else self.n_init):
             self._print_init_start(init)
+            trend = None
             if warm:
                 state = self._state_from_attributes(unit)
+                trend = Trend.from_dict(getattr(self, "_ascent_trend", None))
             else:
                 state = self._initial_state(data, unit, context, rng)
-            run = ascend(self, data, unit, context, state)
+            run = ascend(self, data, unit, context, state, trend)
             self._print_init_end(run)
             if best is None or run.lower_bound > best.lower_bound:
                 best = run
@@ -336,7 +338,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
-        for name in ("half_step_lower_bounds_", "kl_gaps_"):
+        for name in ("half_step_lower_bounds_", "kl_gaps_", "_ascent_trend"):
             self.__dict__.pop(name, None)
         return self
 
@@ -516,6 +518,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(run.lower_bound)
         self.n_iter_ = run.n_iter
         self.converged_ = run.converged
+        # A warm-started fit continues the stopping rule from here.
+        self._ascent_trend = run.trend.to_dict()
 
     # ------------------------------------------------------------------
     # The ELBO of a fitted model.

@@ -10,8 +10,10 @@ half-step's ELBO is recorded. The loop reaches the data only through its
 
 from dataclasses import dataclass
 
-from ._merge import merge_move
-from ._stats import e_step
+import numpy as np
+
+from ._merge import MergedStatistics, merge_move
+from ._stats import Moments, e_step
 
 
 @dataclass
@@ -23,13 +25,15 @@ class AscentRun:
     n_iter: int
     converged: bool
     statistics: object
+    # What a warm start continues the stopping rule from (see ascend).
+    trend: object = None
 
     @property
     def lower_bound(self):
         return self.half_steps[-1]
 
 
-def ascend(model, data, unit, context, state):
+def ascend(model, data, unit, context, state, trend=None):
     """Coordinate ascent from ``state`` until ``tol`` or ``max_iter``.
 
     ``model`` supplies the updates and ELBO terms (an EM or VI estimator).
@@ -39,15 +43,29 @@ def ascend(model, data, unit, context, state):
     have nearly nothing left to gain and no merge pays. The run ends
     with an E-step, so its last bound is that of the returned state with its
     optimal q(Z), whose statistics are returned with it.
+
+    ``trend`` is the :class:`Trend` an earlier run ended with (a warm
+    start). When this run starts at exactly that run's final bound, it
+    continues that run: its first change is judged against that run's last
+    one, and a merge that run accepted in its last iteration is applied by
+    this run's first global step. Warm starts with ``max_iter=1`` thus
+    stop where one long run would, with the same merges.
     """
     merges = model._allows_merges(unit)
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
-    converged, n_iter, previous_change = False, 0, None
+    converged, n_iter, pending = False, 0, None
+    if trend is not None and trend.bound == half_steps[0]:
+        previous_change = trend.change
+        if trend.merged is not None:
+            stats = trend.merged
+    else:
+        previous_change = None
     for n_iter in range(1, model.max_iter + 1):
         previous_bound = half_steps[-1]
         state = model._update(stats.moments, unit, context, previous=state)
+        pending = None
         evaluated = model._evaluate(state, unit, context)
         # ELBO(q_old, theta_new): the M-step half of the iteration.
         half_steps.append(model._elbo(stats, evaluated, unit))
@@ -63,12 +81,73 @@ def ascend(model, data, unit, context, state):
                 )
             if proposal is None:
                 converged = True
+                previous_change = change
                 break
             # The next global step starts from the merged q(Z); the jump
             # says nothing of the rate that follows.
-            stats, change = proposal, None
+            stats, change, pending = proposal, None, proposal
         previous_change = change
-    return AscentRun(state, half_steps, n_iter, converged, stats)
+    trend = Trend(half_steps[-1], previous_change, pending)
+    return AscentRun(state, half_steps, n_iter, converged, stats, trend)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Where a run left its stopping rule, for a warm start to continue.
+
+    A later run continues this one only if it starts at exactly ``bound``:
+    the same data and the same state (a warm start on other data, or after
+    parameters were set by hand, starts afresh).
+
+    Attributes
+    ----------
+    bound : float
+        The run's final bound.
+    change : float or None
+        Its last change of the bound (None after a merge).
+    merged : MergedStatistics or None
+        A merge accepted in the last iteration, which no global step has
+        applied yet.
+    """
+
+    bound: float
+    change: float | None
+    merged: object = None
+
+    def to_dict(self):
+        """Plain floats and arrays, for a fitted attribute that persists."""
+        merged = None
+        if self.merged is not None:
+            moments = self.merged.moments
+            merged = {
+                "total_weight": float(self.merged.total_weight),
+                "entropy": float(self.merged.entropy),
+                "nk": moments.nk,
+                "reference": moments.reference,
+                "shift": moments.shift,
+                "scatter": np.asarray(moments.scatter),
+            }
+        change = None if self.change is None else float(self.change)
+        return {"bound": float(self.bound), "change": change, "merged": merged}
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The trend :meth:`to_dict` stored (None gives None)."""
+        if stored is None:
+            return None
+        merged = stored["merged"]
+        if merged is not None:
+            moments = Moments(
+                merged["total_weight"],
+                merged["nk"],
+                merged["reference"],
+                merged["shift"],
+                merged["scatter"],
+            )
+            merged = MergedStatistics(
+                moments, merged["entropy"], merged["total_weight"]
+            )
+        return cls(stored["bound"], stored["change"], merged)
 
 
 def remaining_gain(change, previous_change):

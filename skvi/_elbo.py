@@ -77,7 +77,7 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
     weighted = np.dot(moments.nk[present], constants[present])
     offsets = moments.offsets_from(expectations.means)
     quadratic = unit.trace_product(expectations.precisions, moments.scatter) + np.dot(
-        moments.nk, unit.mahalanobis(offsets, expectations.precisions)
+        moments.nk, unit.whitened_norms(offsets, expectations.precisions_cholesky)
     )
     return float(weighted - 0.5 * quadratic)
 

@@ -83,7 +83,9 @@ default='kmeans'
         Seeds the initialisation and :meth:`sample`.
     warm_start : bool, default=False
         If True, each fit starts from the previous solution (and
-        ``n_init`` is ignored).
+        ``n_init`` is ignored); on the same data it continues the previous
+        run's stopping rule, so fits of ``max_iter=1`` stop where one fit
+        would.
     verbose : int, default=0
         1 prints each initialisation, 2 also per-iteration ELBO changes.
     verbose_interval : int, default=10

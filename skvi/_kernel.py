@@ -237,7 +237,10 @@ def parameter_expansion(
     shifts = means[np.newaxis] - plan.centers[:, np.newaxis]
     weighted_shifts = unit.precision_times(precisions, shifts)
     linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
-    linear[..., 0] = offsets + scale * np.sum(shifts * weighted_shifts, axis=2)
+    # d^T Lambda d as a sum of squares |P^T d|^2: the entries of an
+    # ill-conditioned Lambda cancel for a d along its weak axis.
+    quadratic = np.stack([unit.whitened_norms(d, precisions_cholesky) for d in shifts])
+    linear[..., 0] = offsets + scale * quadratic
     linear[..., 1:] = -2.0 * scale * weighted_shifts
     second = scale * unit.second_order_coefficients(precisions)
     plan.linear = linear.astype(dtype)

@@ -109,7 +109,9 @@ default='kmeans'
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and :meth:`sample`.
     warm_start : bool, default=False
-        If True, each fit starts from the previous q (``n_init`` ignored).
+        If True, each fit starts from the previous q (``n_init`` ignored);
+        on the same data it continues the previous run's stopping rule and
+        merges, so fits of ``max_iter=1`` stop where one fit would.
     verbose : int, default=0
         1 prints each initialisation, 2 also per-iteration ELBO changes.
     verbose_interval : int, default=10
@@ -407,7 +409,9 @@ default='kmeans'
     def _kl_terms(self, state, unit, context):
         prior = context.components
         precisions = unit.precision_from_cholesky(state.precisions_cholesky)
-        prior_distance = unit.mahalanobis(state.means - prior.mean, precisions)
+        prior_distance = unit.whitened_norms(
+            state.means - prior.mean, state.precisions_cholesky
+        )
         kl_means = kl_normal_given_precision(
             state.mean_precision, prior.mean_precision, prior_distance, unit.n_features
         )

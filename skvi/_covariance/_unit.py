@@ -293,11 +293,16 @@ class CovarianceUnit(ABC):
 
         The center is the weighted mean of the means. F is the factor by
         which the expansion multiplies rounding errors: 1 plus the largest
-        squared whitened distance of a mean from the center.
+        ``|d_k|^T |Lambda_k| |d_k|`` (absolute values entry by entry) of a
+        mean's offset ``d_k`` from the center, the size of the terms the
+        expansion adds up. It is the squared whitened distance when they
+        cannot cancel (diag, spherical); an ill-conditioned full or tied
+        precision whose weak axis separates the means (clusters far apart
+        along it) cancels far more than that distance shows.
         """
         weights = np.asarray(weights, dtype=float)
         center = weights @ means / weights.sum()
-        distances = self.mahalanobis(means - center, precisions)
+        distances = self.mahalanobis(np.abs(means - center), np.abs(precisions))
         return 1.0 + float(np.max(distances)), center
 
     @abstractmethod
@@ -354,6 +359,17 @@ class CovarianceUnit(ABC):
     @abstractmethod
     def mahalanobis(self, diff, precisions):
         """``d_k^T Lambda_k d_k`` for rows ``d_k`` of ``diff``, shape (K,)."""
+
+    @abstractmethod
+    def whitened_norms(self, diff, precisions_cholesky):
+        """``d_k^T Lambda_k d_k`` as ``|P_k^T d_k|^2``, shape (K,).
+
+        The ELBO's terms use this form: a sum of squares cancels nothing,
+        whereas the entries of an ill-conditioned ``Lambda_k`` cancel in
+        ``d^T Lambda d`` for a ``d`` along its weak axes (a mean far from
+        the prior mean, clusters far apart), losing digits the bound's
+        monotonicity needs.
+        """
 
     # ------------------------------------------------------------- EM
     @abstractmethod

@@ -70,6 +70,9 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
     def mahalanobis(self, diff, precisions):
         return np.sum(precisions * diff**2, axis=1)
 
+    def whitened_norms(self, diff, precisions_cholesky):
+        return np.sum((precisions_cholesky * diff) ** 2, axis=1)
+
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         safe = np.where(empty, 1.0, nk)[:, np.newaxis]

@@ -14,6 +14,7 @@ from ._unit import (
 from .wishart import (
     check_prior_matrix,
     check_spd,
+    prior_traces,
     wishart_expected_log_det,
     wishart_kl,
     wishart_predictive_dof_and_scale,
@@ -147,6 +148,10 @@ class FullCovariance(CovarianceUnit):
     def mahalanobis(self, diff, precisions):
         return np.einsum("ki,kij,kj->k", diff, precisions, diff)
 
+    def whitened_norms(self, diff, precisions_cholesky):
+        whitened = np.einsum("ki,kij->kj", diff, precisions_cholesky)
+        return np.sum(whitened**2, axis=1)
+
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         safe = np.where(empty, 1.0, nk)
@@ -193,7 +198,7 @@ class FullCovariance(CovarianceUnit):
         )
 
     def kl_precision(self, precisions, precisions_cholesky, dof, prior):
-        traces = np.einsum("ij,kji->k", prior.covariance, precisions)
+        traces = prior_traces(prior, precisions_cholesky)
         return wishart_kl(
             self.log_det_cholesky(precisions_cholesky), traces, dof, prior
         )

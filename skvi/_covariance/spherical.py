@@ -76,6 +76,9 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
     def mahalanobis(self, diff, precisions):
         return precisions * np.sum(diff**2, axis=1)
 
+    def whitened_norms(self, diff, precisions_cholesky):
+        return precisions_cholesky**2 * np.sum(diff**2, axis=1)
+
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         safe = np.where(empty, 1.0, nk)

@@ -18,6 +18,7 @@ from ._unit import (
 from .wishart import (
     check_prior_matrix,
     check_spd,
+    prior_traces,
     wishart_expected_log_det,
     wishart_kl,
     wishart_predictive_dof_and_scale,
@@ -145,6 +146,9 @@ class TiedCovariance(CovarianceUnit):
     def mahalanobis(self, diff, precisions):
         return np.einsum("ki,ij,kj->k", diff, precisions, diff)
 
+    def whitened_norms(self, diff, precisions_cholesky):
+        return np.sum((diff @ precisions_cholesky) ** 2, axis=1)
+
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         return scatter / nk.sum() + reg_covar * np.eye(self.n_features)
@@ -186,7 +190,8 @@ class TiedCovariance(CovarianceUnit):
     def kl_precision(self, precisions, precisions_cholesky, dof, prior):
         # One shared factor: its KL is counted once.
         log_det = self.log_det_cholesky(precisions_cholesky)[0]
-        return wishart_kl(log_det, np.sum(prior.covariance * precisions), dof, prior)
+        traces = prior_traces(prior, precisions_cholesky[np.newaxis])
+        return wishart_kl(log_det, traces[0], dof, prior)
 
     def predictive_dof_and_scale(self, dof, mean_precision):
         return wishart_predictive_dof_and_scale(dof, mean_precision, self.n_features)

@@ -17,6 +17,19 @@ def wishart_expected_log_det(log_det_precision, dof, n_features):
     return expected_log_det_wishart(dof, log_det_scale, n_features)
 
 
+def prior_traces(prior, precisions_cholesky):
+    """``tr(W0^-1 E[Lambda_k])`` for factors of shape (K, D, D), shape (K,).
+
+    As ``|L0^T P_k|^2`` with ``W0^-1 = L0 L0^T``: a sum of squares. The
+    elementwise sum of ``W0^-1 * E[Lambda_k]`` cancels when the prior is
+    wide along an axis where the precision is small (clusters far apart),
+    losing digits the bound's monotonicity needs.
+    """
+    lower = np.linalg.cholesky(prior.covariance)
+    products = np.einsum("ji,kjl->kil", lower, precisions_cholesky)
+    return np.sum(products**2, axis=(1, 2))
+
+
 def wishart_kl(log_det_precision, prior_traces, dof, prior):
     """Summed Wishart KL; ``prior_traces`` are ``tr(W0^-1 E[Lambda])``."""
     n_features = prior.covariance.shape[0]
