@@ -26,7 +26,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from scipy.linalg import lapack
-from scipy.special import gammaln
+
+from .._elbo import LOG_2PI
+from .._special import log_gamma_ratio
 
 
 class DegenerateComponentError(ValueError):
@@ -133,20 +135,41 @@ def is_symmetric(matrix):
     return np.allclose(matrix, matrix.T)
 
 
+def student_t_kernel(quadratic, dof, n_features):
+    """``(dof + D) / 2 * log1p(quadratic / dof)``, exact for any ``dof``.
+
+    As ``dof`` grows this tends to the Gaussian's ``quadratic / 2``; it is
+    computed as that times ``(1 + D / dof) log1p(u) / u`` with ``u =
+    quadratic / dof``, so that no digit of the quadratic form is lost when
+    ``u`` is tiny (or subnormal, with ``dof`` near the largest float).
+    """
+    quadratic = np.asarray(quadratic, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        u = quadratic / dof
+        ratio = np.where(u > 1e-8, np.log1p(u) / u, 1.0 - 0.5 * u)
+        near = 0.5 * quadratic * (1.0 + n_features / dof) * ratio
+        # Far in the tail (u > 1) the direct form is exact, and stays
+        # finite where the product above would be inf * 0.
+        far = 0.5 * (dof + n_features) * np.log1p(u)
+    return np.where(u > 1.0, far, near)
+
+
 def log_multivariate_t(quadratic, log_det_precision, dof, n_features):
     """Log-density of a multivariate Student-t from its quadratic form.
 
     ``quadratic`` is ``(x - m)^T L (x - m)`` for the t's precision matrix
-    ``L``; ``log_det_precision`` and ``dof`` broadcast against it.
+    ``L``; ``log_det_precision``, ``dof`` and ``n_features`` broadcast
+    against it. The normaliser ``log Gamma((dof + D) / 2) - log Gamma(dof / 2)
+    - D / 2 log(dof pi)`` is taken as :func:`~skvi._special.log_gamma_ratio`
+    minus ``D / 2 log(2 pi)``: the difference of ``gammaln`` values would
+    lose all its digits at large ``dof`` (large total sample weight), where
+    the t tends to the Gaussian of precision ``L``.
     """
-    half = 0.5 * (dof + n_features)
+    half = 0.5 * np.asarray(n_features, dtype=float)
     constant = (
-        gammaln(half)
-        - gammaln(0.5 * dof)
-        - 0.5 * n_features * np.log(dof * np.pi)
-        + 0.5 * log_det_precision
+        log_gamma_ratio(0.5 * dof, half) - half * LOG_2PI + 0.5 * log_det_precision
     )
-    return constant - half * np.log1p(quadratic / dof)
+    return constant - student_t_kernel(quadratic, dof, n_features)
 
 
 class CovarianceUnit(ABC):
