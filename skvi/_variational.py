@@ -13,6 +13,10 @@ from ._kernel import parameter_expansion, row_values
 from ._priors import WEIGHT_PRIORS, NormalPrecisionPrior
 from ._validation import check_array_param
 
+# The largest total_samples: the posterior's counts (the stream's weight plus
+# the priors' pseudo-counts) then still add up to a finite float64.
+LARGEST_TOTAL_SAMPLES = 1e308
+
 
 @dataclass(frozen=True)
 class VariationalParameters:
@@ -126,7 +130,10 @@ default='kmeans'
         The number of rows (total sample weight) the stream of
         :meth:`partial_fit` minibatches stands for: each update scales the
         running statistics to it, which sets how strongly the data outweigh
-        the priors (the stochastic VI scaling). Not used by :meth:`fit`.
+        the priors (the stochastic VI scaling). At most 1e308, where the
+        posterior's counts still add up in float64; the data's scatter
+        scaled to it must stay finite too (standardise X if it does not).
+        Not used by :meth:`fit`.
 
     Attributes
     ----------
@@ -228,7 +235,9 @@ default='kmeans'
             "array-like",
             Interval(Real, 0.0, None, closed="neither"),
         ],
-        "total_samples": [Interval(Real, 0.0, None, closed="neither")],
+        "total_samples": [
+            Interval(Real, 0.0, LARGEST_TOTAL_SAMPLES, closed="right")
+        ],
         "merge_components": ["boolean"],
     }
 
@@ -332,6 +341,7 @@ default='kmeans'
         return context
 
     def _default_covariance_prior(self, unit, moments):
+        check_finite_scatter(moments)
         # The covariance of the data smoothed by reg_covar, with ddof=1 as
         # scikit-learn's np.cov for a total weight of at least 2 (weights are
         # repeat counts); below, a denominator of half the total continues it
@@ -368,6 +378,7 @@ default='kmeans'
 
     def _update(self, moments, unit, context, previous):
         """The global step: exact conjugate updates of q(pi), q(mu, Lambda)."""
+        check_finite_scatter(moments)
         prior = context.components
         nk = moments.nk
         beta = prior.mean_precision + nk
@@ -519,6 +530,23 @@ default='kmeans'
             state.degrees_of_freedom,
             state.mean_precision,
             n_samples,
+        )
+
+
+def check_finite_scatter(moments):
+    """Raise a clear error where the scatter of the weighted data overflows.
+
+    The conjugate update takes the data's scatter as a sum over the total
+    weight (the sample weights read as counts, or ``total_samples``): a huge
+    total times a large spread exceeds the largest float64.
+    """
+    if not np.all(np.isfinite(moments.scatter)):
+        raise ValueError(
+            f"The scatter of X about its means, summed over the total weight "
+            f"{moments.total_weight:g} (the sum of sample_weight, or "
+            "total_samples in partial_fit), overflows float64. Standardise X "
+            "(e.g. with sklearn.preprocessing.StandardScaler) or use a "
+            "smaller total weight."
         )
 
 

@@ -8,10 +8,9 @@ scikit-learn's BayesianGaussianMixture reuses Wishart terms here instead.
 """
 
 import numpy as np
-from scipy.special import digamma
 
 from .._elbo import LOG_2PI, kl_gamma
-from .._special import log_gamma_ratio
+from .._special import digamma_rest, log_gamma_ratio
 from ._unit import CovarianceUnit, student_t_kernel
 from .variances import VarianceStorageMixin
 
@@ -106,15 +105,14 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
 
     def expected_log_det(self, precisions_cholesky, dof):
         # E[log lambda] = psi(a) - log b, a = nu / 2, b = nu / (2 E[lambda]).
-        return self.n_features * (digamma(0.5 * dof) - np.log(0.5 * dof)) + (
+        return self.n_features * digamma_rest(0.5 * dof) + (
             self.log_det_cholesky(precisions_cholesky)
         )
 
     def kl_precision(self, precisions, precisions_cholesky, dof, prior):
         shape = 0.5 * dof[:, np.newaxis]
-        rate = shape / precisions
         return float(
-            np.sum(kl_gamma(shape, rate, 0.5 * prior.dof, 0.5 * prior.covariance))
+            np.sum(kl_gamma(shape, precisions, 0.5 * prior.dof, 0.5 * prior.covariance))
         )
 
     def predictive_dof_and_scale(self, dof, mean_precision):
