@@ -1,6 +1,6 @@
 """VariationalGaussianMixture: exact mean-field VI on the shared ELBO core."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 
 import numpy as np
@@ -130,10 +130,8 @@ default='kmeans'
         The number of rows (total sample weight) the stream of
         :meth:`partial_fit` minibatches stands for: each update scales the
         running statistics to it, which sets how strongly the data outweigh
-        the priors (the stochastic VI scaling). At most 1e308, where the
-        posterior's counts still add up in float64; the data's scatter
-        scaled to it must stay finite too (standardise X if it does not).
-        Not used by :meth:`fit`.
+        the priors (the stochastic VI scaling). At most 1e308, so that the
+        posterior's counts still add up in float64. Not used by :meth:`fit`.
 
     Attributes
     ----------
@@ -235,9 +233,7 @@ default='kmeans'
             "array-like",
             Interval(Real, 0.0, None, closed="neither"),
         ],
-        "total_samples": [
-            Interval(Real, 0.0, LARGEST_TOTAL_SAMPLES, closed="right")
-        ],
+        "total_samples": [Interval(Real, 0.0, LARGEST_TOTAL_SAMPLES, closed="right")],
         "merge_components": ["boolean"],
     }
 
@@ -376,27 +372,40 @@ default='kmeans'
     def _allows_merges(self, unit):
         return self.merge_components and unit.n_components > 1
 
-    def _update(self, moments, unit, context, previous):
-        """The global step: exact conjugate updates of q(pi), q(mu, Lambda)."""
+    def _update(self, moments, unit, context, previous, scale=1.0):
+        """The global step: exact conjugate updates of q(pi), q(mu, Lambda).
+
+        ``moments`` hold the statistics divided by ``scale``, a power of
+        two. The prior's pseudo-counts are divided by it too, which leaves
+        the means and covariances as they are (the update is a ratio of
+        sums linear in both) and keeps every sum finite for any total weight
+        (a stream's ``total_samples``); the counts are then multiplied back.
+        """
         check_finite_scatter(moments)
         prior = context.components
+        scaled = replace(
+            prior,
+            mean_precision=prior.mean_precision / scale,
+            dof=prior.dof / scale,
+            covariance=prior.covariance / scale,
+        )
         nk = moments.nk
-        beta = prior.mean_precision + nk
+        beta = scaled.mean_precision + nk
         offsets = moments.offsets_from(prior.mean)
         means = prior.mean + offsets * (nk / beta)[:, np.newaxis]
         covariances, dof = unit.conjugate_update(
-            prior,
+            scaled,
             nk,
             moments.scatter,
             offsets,
-            prior.mean_precision * nk / beta,
+            scaled.mean_precision * nk / beta,
             self.reg_covar,
         )
         return VariationalParameters(
-            weight_concentration=context.weights.update(nk),
-            mean_precision=beta,
+            weight_concentration=context.weights.update(nk * scale),
+            mean_precision=beta * scale,
             means=means,
-            degrees_of_freedom=dof,
+            degrees_of_freedom=dof * scale,
             covariances=covariances,
             precisions_cholesky=unit.cholesky_from_covariance(
                 covariances, self.reg_covar
@@ -536,17 +545,15 @@ default='kmeans'
 def check_finite_scatter(moments):
     """Raise a clear error where the scatter of the weighted data overflows.
 
-    The conjugate update takes the data's scatter as a sum over the total
-    weight (the sample weights read as counts, or ``total_samples``): a huge
-    total times a large spread exceeds the largest float64.
+    Sample weights are counts: summed over huge counts, a large spread of X
+    exceeds the largest float64.
     """
     if not np.all(np.isfinite(moments.scatter)):
         raise ValueError(
-            f"The scatter of X about its means, summed over the total weight "
-            f"{moments.total_weight:g} (the sum of sample_weight, or "
-            "total_samples in partial_fit), overflows float64. Standardise X "
-            "(e.g. with sklearn.preprocessing.StandardScaler) or use a "
-            "smaller total weight."
+            "The scatter of X about its means, summed over the sample "
+            "weights (repeat counts), overflows float64. Standardise X (e.g. "
+            "with sklearn.preprocessing.StandardScaler) or use smaller "
+            "weights."
         )
 
 

@@ -149,6 +149,7 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
                 # from log(d^2 c) = 2 log|d| + log c.
                 huge = ~np.isfinite(z)
                 log_factor = np.log(precisions[k]) - np.log(t_dof[k])
+                log_factor = np.broadcast_to(log_factor, diff.shape)[huge]
                 log_terms = 2.0 * np.log(np.abs(diff[huge])) + log_factor
                 z[huge] = 0.5 * (t_dof[k] + 1.0) * np.logaddexp(0.0, log_terms)
             z *= observed

@@ -112,12 +112,12 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
         return inverse_scale / (d * dof), dof
 
     def _times_features(self, dof):
-        """``D * dof``, held below the largest float.
+        """``D * dof``, held below half the largest float.
 
         A total weight near it would make the product overflow; the
         Gamma and the t are then Gaussian to every digit anyway.
         """
-        largest = np.finfo(float).max / self.n_features
+        largest = 0.5 * np.finfo(float).max / self.n_features
         return self.n_features * np.minimum(dof, largest)
 
     def expected_log_det(self, precisions_cholesky, dof):
