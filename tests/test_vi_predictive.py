@@ -19,6 +19,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture
+from skvi._elbo import (
+    kl_beta,
+    kl_dirichlet,
+    kl_gamma,
+    kl_wishart,
+    wishart_log_det_gap,
+)
 
 from .helpers import COVARIANCE_TYPES, EPS
 
@@ -268,3 +275,76 @@ def test_a_wide_spread_streams_at_1e308_and_overflowing_counts_are_refused(
         VariationalGaussianMixture(covariance_type=covariance_type).fit(
             X, sample_weight=counts
         )
+
+
+# ------------------------------------------- the bound's terms at huge counts
+
+
+def high_precision(digits_for):
+    """mpmath's working precision for arguments up to ``digits_for``."""
+    return mpmath.workdps(40 + int(mpmath.log10(max(digits_for, 1.0))))
+
+
+@pytest.mark.parametrize("dof", [2.3, 40.0, 1e6, 1e15, 1e100, 1e307])
+def test_wishart_terms_match_high_precision_at_any_dof(dof):
+    # KL(Wishart) and E[log det] hold terms of size dof log dof that cancel;
+    # compared with the textbook formulas in high precision.
+    n_features, dof0, log_det_mean, trace, log_det_scale0 = 2, 1.5, 0.3, 4.5, -0.7
+    with high_precision(dof):
+        nu, nu0 = mpmath.mpf(dof), mpmath.mpf(dof0)
+        halves = [(nu + 1 - i) / 2 for i in range(1, n_features + 1)]
+        digammas = sum(mpmath.digamma(a) for a in halves)
+        log_det_scale = log_det_mean - n_features * mpmath.log(nu)
+
+        def log_gamma_d(a):
+            return mpmath.log(mpmath.pi) / 2 + sum(
+                mpmath.loggamma(a - mpmath.mpf(j) / 2) for j in range(n_features)
+            )
+
+        kl = (
+            nu0 / 2 * (log_det_scale0 - log_det_scale)
+            + (nu - nu0) / 2 * digammas
+            - log_gamma_d(nu / 2)
+            + log_gamma_d(nu0 / 2)
+            + nu / 2 * (trace / nu - n_features)
+        )
+        gap = digammas + n_features * mpmath.log(2) - n_features * mpmath.log(nu)
+        kl, gap = float(kl), float(gap)
+    got = kl_wishart(dof, log_det_mean, trace, dof0, log_det_scale0, n_features)
+    assert got == pytest.approx(kl, rel=4 * EPS, abs=4 * EPS)
+    got_gap = wishart_log_det_gap(dof, n_features)
+    assert got_gap == pytest.approx(gap, rel=16 * EPS, abs=4 * EPS)
+
+
+@pytest.mark.parametrize("shape", [0.05, 3.0, 500.0, 1e8, 1e15, 1e300])
+def test_gamma_and_dirichlet_terms_match_high_precision(shape):
+    mean, shape0, rate0 = 1.7, 0.8, 1.3
+    alpha, alpha0 = np.array([0.2, 0.5, 0.3]) * shape, 0.25
+    with high_precision(shape):
+        a, a0, b0 = mpmath.mpf(shape), mpmath.mpf(shape0), mpmath.mpf(rate0)
+        b = a / mpmath.mpf(mean)
+        kl_g = (
+            (a - a0) * mpmath.digamma(a)
+            - mpmath.loggamma(a)
+            + mpmath.loggamma(a0)
+            + a0 * (mpmath.log(b) - mpmath.log(b0))
+            + a * (b0 - b) / b
+        )
+        parts = [mpmath.mpf(float(v)) for v in alpha]
+        total, prior = sum(parts), mpmath.mpf(alpha0)
+        kl_d = (
+            mpmath.loggamma(total)
+            - sum(mpmath.loggamma(v) for v in parts)
+            - mpmath.loggamma(3 * prior)
+            + 3 * mpmath.loggamma(prior)
+            + sum(
+                (v - prior) * (mpmath.digamma(v) - mpmath.digamma(total)) for v in parts
+            )
+        )
+        kl_g, kl_d = float(kl_g), float(kl_d)
+    assert kl_gamma(shape, mean, shape0, rate0) == pytest.approx(kl_g, rel=8 * EPS)
+    assert kl_dirichlet(alpha, alpha0) == pytest.approx(kl_d, rel=8 * EPS)
+    two = alpha[:2]
+    assert float(kl_beta(two[0], two[1], 1.0, 0.7)) == pytest.approx(
+        kl_dirichlet(two, [1.0, 0.7]), rel=8 * EPS
+    )
