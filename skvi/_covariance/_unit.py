@@ -138,37 +138,41 @@ def is_symmetric(matrix):
 def student_t_kernel(quadratic, dof, n_features):
     """``(dof + D) / 2 * log1p(quadratic / dof)``, exact for any ``dof``.
 
-    As ``dof`` grows this tends to the Gaussian's ``quadratic / 2``; it is
-    computed as that times ``(1 + D / dof) log1p(u) / u`` with ``u =
-    quadratic / dof``, so that no digit of the quadratic form is lost when
-    ``u`` is tiny (or subnormal, with ``dof`` near the largest float).
+    As ``dof`` grows this tends to the Gaussian's ``quadratic / 2``. Where
+    ``quadratic / dof`` is subnormal (dof beyond about 1e290) it has lost
+    digits, or all of them; ``log1p(u) = u`` to every digit there, and the
+    kernel is taken as ``quadratic / 2 (1 + D / dof)``.
     """
     quadratic = np.asarray(quadratic, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with np.errstate(under="ignore"):
         u = quadratic / dof
-        ratio = np.where(u > 1e-8, np.log1p(u) / u, 1.0 - 0.5 * u)
-        near = 0.5 * quadratic * (1.0 + n_features / dof) * ratio
-        # Far in the tail (u > 1) the direct form is exact, and stays
-        # finite where the product above would be inf * 0.
-        far = 0.5 * (dof + n_features) * np.log1p(u)
-    return np.where(u > 1.0, far, near)
+    kernel = 0.5 * (dof + n_features) * np.log1p(u)
+    tiny = u < 1e-290
+    if np.any(tiny):
+        gaussian = 0.5 * quadratic * (1.0 + n_features / dof)
+        kernel = np.where(tiny, gaussian, kernel)
+    return kernel
 
 
 def log_multivariate_t(quadratic, log_det_precision, dof, n_features):
     """Log-density of a multivariate Student-t from its quadratic form.
 
     ``quadratic`` is ``(x - m)^T L (x - m)`` for the t's precision matrix
-    ``L``; ``log_det_precision``, ``dof`` and ``n_features`` broadcast
-    against it. The normaliser ``log Gamma((dof + D) / 2) - log Gamma(dof / 2)
-    - D / 2 log(dof pi)`` is taken as :func:`~skvi._special.log_gamma_ratio`
-    minus ``D / 2 log(2 pi)``: the difference of ``gammaln`` values would
-    lose all its digits at large ``dof`` (large total sample weight), where
-    the t tends to the Gaussian of precision ``L``.
+    ``L``; ``log_det_precision`` and ``dof`` broadcast against it, and
+    ``n_features`` is a number or one per row (the last axis). The
+    normaliser ``log Gamma((dof + D) / 2) - log Gamma(dof / 2) - D / 2
+    log(dof pi)`` is taken as :func:`~skvi._special.log_gamma_ratio` minus
+    ``D / 2 log(2 pi)``: the difference of ``gammaln`` values would lose all
+    its digits at large ``dof`` (large total sample weight), where the t
+    tends to the Gaussian of precision ``L``.
     """
-    half = 0.5 * np.asarray(n_features, dtype=float)
-    constant = (
-        log_gamma_ratio(0.5 * dof, half) - half * LOG_2PI + 0.5 * log_det_precision
-    )
+    # The normaliser once per distinct number of features, not per row.
+    per_row = np.atleast_1d(n_features)
+    dims, rows = np.unique(per_row, return_inverse=True)
+    half = 0.5 * dims.astype(float)
+    normaliser = log_gamma_ratio(0.5 * np.asarray(dof, dtype=float), half)
+    normaliser = (normaliser - half * LOG_2PI)[..., rows.reshape(per_row.shape)]
+    constant = normaliser + 0.5 * log_det_precision
     return constant - student_t_kernel(quadratic, dof, n_features)
 
 
