@@ -462,6 +462,7 @@ default='kmeans'
         )
 
     def _store_state(self, state, unit, dtype):
+        check_counts_fit_dtype(state, dtype)
         prior = WEIGHT_PRIORS[self.weight_concentration_prior_type]
         concentration = state.weight_concentration
         if isinstance(concentration, tuple):
@@ -551,9 +552,34 @@ def check_finite_scatter(moments):
     if not np.all(np.isfinite(moments.scatter)):
         raise ValueError(
             "The scatter of X about its means, summed over the sample "
-            "weights (repeat counts), overflows float64. Standardise X (e.g. "
-            "with sklearn.preprocessing.StandardScaler) or use smaller "
-            "weights."
+            "weights (repeat counts), overflows the floating-point range of "
+            "X's dtype (about 3e38 for float32, 1.8e308 for float64). "
+            "Standardise X (e.g. with sklearn.preprocessing.StandardScaler), "
+            "pass float32 data as float64, or use smaller weights."
+        )
+
+
+def check_counts_fit_dtype(state, dtype):
+    """Raise unless the posterior's counts are representable in ``dtype``.
+
+    Fitted attributes follow X's dtype: float32 holds counts (degrees of
+    freedom, mean precisions, weight concentrations) up to about 3e38 only,
+    which a stream's total_samples may exceed.
+    """
+    concentration = state.weight_concentration
+    if isinstance(concentration, tuple):
+        concentration = np.concatenate(concentration)
+    largest = max(
+        np.max(concentration),
+        np.max(state.mean_precision),
+        np.max(state.degrees_of_freedom),
+    )
+    if largest > np.finfo(dtype).max:
+        raise ValueError(
+            f"The posterior's counts reach {largest:.3g}, beyond the range of "
+            f"{np.dtype(dtype).name}, the dtype of X that the fitted attributes "
+            "follow. Pass X as float64, or use a total_samples (or sample "
+            f"weights) summing to at most {np.finfo(dtype).max / 2:.1g}."
         )
 
 

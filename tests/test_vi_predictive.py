@@ -271,7 +271,7 @@ def test_a_wide_spread_streams_at_1e308_and_overflowing_counts_are_refused(
     assert np.all(np.isfinite(model.sample(50)[0]))
     # Counts summing to 1e305 make the summed scatter itself overflow.
     counts = np.full(len(X), 1e305 / len(X))
-    with pytest.raises(ValueError, match="overflows float64. Standardise X"):
+    with pytest.raises(ValueError, match="overflows the floating-point range"):
         VariationalGaussianMixture(covariance_type=covariance_type).fit(
             X, sample_weight=counts
         )
@@ -348,3 +348,16 @@ def test_gamma_and_dirichlet_terms_match_high_precision(shape):
     assert float(kl_beta(two[0], two[1], 1.0, 0.7)) == pytest.approx(
         kl_dirichlet(two, [1.0, 0.7]), rel=8 * EPS
     )
+
+
+def test_float32_counts_beyond_its_range_are_a_clear_error():
+    # Fitted attributes follow X's dtype; float32 holds counts up to 3e38.
+    X = three_clusters(seed=8).astype(np.float32)
+    model = VariationalGaussianMixture(n_components=3, total_samples=1e308)
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        model.partial_fit(X)
+    model.set_params(total_samples=1e38).partial_fit(X)
+    assert np.all(np.isfinite(model.score_samples(X)))
+    counts = np.full(len(X), 1e40 / len(X))
+    with pytest.raises(ValueError, match="pass float32 data as float64"):
+        VariationalGaussianMixture(n_components=3).fit(X, sample_weight=counts)
