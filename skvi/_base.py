@@ -115,8 +115,11 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """Validate data-dependent parameters; return a fit context."""
         raise NotImplementedError
 
-    def _update(self, moments, unit, context, previous):
-        """New parameters (M-step) or q(theta) (conjugate update)."""
+    def _update(self, moments, unit, context, previous, scale=1.0):
+        """New parameters (M-step) or q(theta) (conjugate update).
+
+        ``moments`` hold the statistics divided by ``scale`` (a power of two).
+        """
         raise NotImplementedError
 
     def _expectations(self, state, unit):

@@ -21,7 +21,9 @@ References: C. Bishop (2006), PRML eqs. 10.70-10.77; D. Blei, M. Jordan
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import betaln, digamma, gammaln
+from scipy.special import gammaln
+
+from ._special import digamma_rest, log_gamma_rest
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -86,11 +88,11 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
 # Expectations and divergences of the conjugate factors.
 
 
-def _wishart_digamma_sum(dof, n_features):
-    """``sum_{i=1..D} psi((dof + 1 - i) / 2)``, elementwise over dof."""
-    dof = np.asarray(dof, dtype=float)
-    halves = 0.5 * (dof[..., np.newaxis] - np.arange(n_features))
-    return np.sum(digamma(halves), axis=-1)
+def _wishart_halves(dof, n_features):
+    """``a_i = (dof + 1 - i) / 2`` for i = 1..D, and ``log(a_i / (dof / 2))``."""
+    dof = np.asarray(dof, dtype=float)[..., np.newaxis]
+    offsets = -np.arange(n_features, dtype=float)
+    return 0.5 * (dof + offsets), np.log1p(offsets / dof)
 
 
 def log_multivariate_gamma(a, n_features):
@@ -105,42 +107,72 @@ def log_multivariate_gamma(a, n_features):
     return constant + np.sum(gammaln(halves), axis=-1)
 
 
-def expected_log_det_wishart(dof, log_det_scale, n_features):
-    """``E[log det Lambda]`` for ``Lambda ~ Wishart(W, dof)``.
+def wishart_log_det_gap(dof, n_features):
+    """``E[log det Lambda] - log det E[Lambda]`` for ``Lambda ~ Wishart(W, dof)``.
 
-    ``sum_i psi((dof + 1 - i) / 2) + D log 2 + log det W`` (Bishop eq. B.81).
+    ``sum_i psi(a_i) + D log 2 + log det W`` (Bishop eq. B.81) with
+    ``E[Lambda] = dof W`` and ``a_i = (dof + 1 - i) / 2``: the sum of
+    ``log(a_i / (dof / 2)) + (psi(a_i) - log a_i)``, which vanishes as dof
+    grows, taken in that form so that no ``log dof`` cancels.
     """
-    digammas = _wishart_digamma_sum(dof, n_features)
-    return digammas + n_features * np.log(2.0) + log_det_scale
+    halves, log_ratios = _wishart_halves(dof, n_features)
+    return np.sum(log_ratios + digamma_rest(halves), axis=-1)
 
 
-def kl_wishart(
-    dof, log_det_scale, trace_prior_inverse_scale, dof0, log_det_scale0, n_features
-):
+def kl_wishart(dof, log_det_mean, trace_prior_mean, dof0, log_det_scale0, n_features):
     """``KL(Wishart(W, dof) || Wishart(W0, dof0))``, elementwise over dof.
 
-    ``trace_prior_inverse_scale`` is ``tr(W0^{-1} W)``; the log-dets are of
-    the scale matrices W and W0. From Bishop eqs. B.78-B.82: the ``log 2``
-    terms of the normaliser and of ``E[log det Lambda]`` cancel.
+    Given ``log det E[Lambda]`` and ``tr(W0^{-1} E[Lambda])`` of ``E[Lambda]
+    = dof W``, and ``log det W0``. Bishop's eqs. B.78-B.82 hold terms of size
+    ``dof log dof`` that cancel; with Stirling's remainders (skvi._special)
+    and ``a_i = (dof + 1 - i) / 2`` they cancel exactly, leaving
+
+        dof0/2 (log det W0 - log det E[Lambda]) + sum_i [i/2 log a_i
+        - dof0/2 log(2 a_i / dof) + (dof - dof0)/2 (psi(a_i) - log a_i)
+        - (log Gamma(a_i) - (a_i - 1/2) log a_i + a_i)]
+        + tr(W0^{-1} E[Lambda]) / 2 - D(D-1)/4 (1 + log pi)
+        + log Gamma_D(dof0 / 2),
+
+    finite and exact for any dof up to the largest float.
     """
     dof = np.asarray(dof, dtype=float)
+    halves, log_ratios = _wishart_halves(dof, n_features)
+    ranks = np.arange(1, n_features + 1, dtype=float)
+    per_dimension = (
+        0.5 * ranks * np.log(halves)
+        - 0.5 * dof0 * (log_ratios - np.log(2.0))
+        + 0.5 * (dof - dof0)[..., np.newaxis] * digamma_rest(halves)
+        - log_gamma_rest(halves)
+    )
+    pairs = 0.25 * n_features * (n_features - 1)
     return (
-        0.5 * dof0 * (log_det_scale0 - log_det_scale)
-        + 0.5 * (dof - dof0) * _wishart_digamma_sum(dof, n_features)
-        - log_multivariate_gamma(0.5 * dof, n_features)
+        0.5 * dof0 * (log_det_scale0 - log_det_mean)
+        + np.sum(per_dimension, axis=-1)
+        + 0.5 * trace_prior_mean
+        - pairs * (1.0 + np.log(np.pi))
         + log_multivariate_gamma(0.5 * dof0, n_features)
-        + 0.5 * dof * (trace_prior_inverse_scale - n_features)
     )
 
 
-def kl_gamma(shape, rate, shape0, rate0):
-    """``KL(Gamma(shape, rate) || Gamma(shape0, rate0))``, elementwise."""
+def kl_gamma(shape, mean, shape0, rate0):
+    """``KL(Gamma(shape, shape / mean) || Gamma(shape0, rate0))``, elementwise.
+
+    Given the mean ``E[lambda]`` rather than the rate, which overflows when
+    the shape is huge. The textbook form's terms of size ``shape log shape``
+    cancel exactly with Stirling's remainders (skvi._special), leaving
+
+        log(shape) / 2 + (shape - shape0) (psi(shape) - log shape)
+        - (log Gamma(shape) - (shape - 1/2) log shape + shape)
+        + log Gamma(shape0) - shape0 log(mean rate0) + rate0 mean.
+    """
+    shape = np.asarray(shape, dtype=float)
     return (
-        (shape - shape0) * digamma(shape)
-        - gammaln(shape)
+        0.5 * np.log(shape)
+        + (shape - shape0) * digamma_rest(shape)
+        - log_gamma_rest(shape)
         + gammaln(shape0)
-        + shape0 * (np.log(rate) - np.log(rate0))
-        + shape * (rate0 / rate - 1.0)
+        - shape0 * (np.log(mean) + np.log(rate0))
+        + rate0 * mean
     )
 
 
@@ -155,29 +187,46 @@ def kl_normal_given_precision(beta, beta0, prior_mahalanobis, n_features):
     )
 
 
+def _kl_dirichlet_last_axis(alpha, alpha0):
+    """``KL(Dirichlet(alpha) || Dirichlet(alpha0))`` along the last axis.
+
+    With ``T = sum alpha`` and ``A0 = sum alpha0``, the textbook form's
+    terms of size ``T log T`` cancel exactly with Stirling's remainders
+    (skvi._special), leaving
+
+        (A0 - 1/2) log T + sum_k (1/2 - alpha0_k) log alpha_k
+        + R(T) - sum_k R(alpha_k) + sum_k (alpha_k - alpha0_k) P(alpha_k)
+        - (T - A0) P(T) - log Gamma(A0) + sum_k log Gamma(alpha0_k),
+
+    ``R`` and ``P`` being the remainders of log Gamma and digamma: exact
+    for any total weight.
+    """
+    total = np.sum(alpha, axis=-1)
+    total0 = np.sum(alpha0, axis=-1)
+    return (
+        (total0 - 0.5) * np.log(total)
+        + np.sum((0.5 - alpha0) * np.log(alpha), axis=-1)
+        + log_gamma_rest(total)
+        - np.sum(log_gamma_rest(alpha), axis=-1)
+        + np.sum((alpha - alpha0) * digamma_rest(alpha), axis=-1)
+        - np.sum(alpha - alpha0, axis=-1) * digamma_rest(total)
+        - gammaln(total0)
+        + np.sum(gammaln(alpha0), axis=-1)
+    )
+
+
 def kl_dirichlet(concentration, concentration0):
     """``KL(Dirichlet(alpha) || Dirichlet(alpha0))`` (alpha0 may be scalar)."""
     alpha = np.asarray(concentration, dtype=float)
     alpha0 = np.broadcast_to(np.asarray(concentration0, dtype=float), alpha.shape)
-    total = alpha.sum()
-    return float(
-        gammaln(total)
-        - np.sum(gammaln(alpha))
-        - gammaln(alpha0.sum())
-        + np.sum(gammaln(alpha0))
-        + np.dot(alpha - alpha0, digamma(alpha) - digamma(total))
-    )
+    return float(_kl_dirichlet_last_axis(alpha, alpha0))
 
 
 def kl_beta(a, b, a0, b0):
-    """``KL(Beta(a, b) || Beta(a0, b0))``, elementwise."""
-    return (
-        betaln(a0, b0)
-        - betaln(a, b)
-        + (a - a0) * digamma(a)
-        + (b - b0) * digamma(b)
-        + (a0 - a + b0 - b) * digamma(a + b)
-    )
+    """``KL(Beta(a, b) || Beta(a0, b0))``, elementwise: a two-part Dirichlet."""
+    parts = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, a0, b0)))
+    alpha, alpha0 = np.stack(parts[:2], axis=-1), np.stack(parts[2:], axis=-1)
+    return _kl_dirichlet_last_axis(alpha, alpha0)
 
 
 @dataclass(frozen=True)

@@ -239,8 +239,12 @@ default='kmeans'
             )
         return state
 
-    def _update(self, moments, unit, context, previous):
-        """The M-step: the exact maximiser of the smoothed ELBO."""
+    def _update(self, moments, unit, context, previous, scale=1.0):
+        """The M-step: the exact maximiser of the smoothed ELBO.
+
+        It reads the statistics only relative to each other: their
+        ``scale`` changes nothing.
+        """
         empty = empty_components(moments)
         nk = moments.nk
         means = moments.means

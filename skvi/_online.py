@@ -135,7 +135,15 @@ def online_step(model, data, unit, context, state, running, step):
         running = running.blend(batch, rho, unit)
     stream_weight = model._stream_weight(stats.total_weight)
     bound = model._stream_bound(stats, evaluated, stream_weight)
+    # The statistics scaled to the stream's weight over the largest power of
+    # two below it: finite for any total_samples, and exactly those scaled to
+    # the weight itself.
+    scale = float(np.ldexp(1.0, int(np.frexp(stream_weight)[1]) - 1))
     new_state = model._update(
-        running.moments(stream_weight), unit, context, previous=state
+        running.moments(stream_weight / scale),
+        unit,
+        context,
+        previous=state,
+        scale=scale,
     )
     return new_state, running, bound

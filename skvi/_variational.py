@@ -1,6 +1,6 @@
 """VariationalGaussianMixture: exact mean-field VI on the shared ELBO core."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Real
 
 import numpy as np
@@ -12,6 +12,10 @@ from ._elbo import ComponentExpectations, kl_normal_given_precision
 from ._kernel import parameter_expansion, row_values
 from ._priors import WEIGHT_PRIORS, NormalPrecisionPrior
 from ._validation import check_array_param
+
+# The largest total_samples: the posterior's counts (the stream's weight plus
+# the priors' pseudo-counts) then still add up to a finite float64.
+LARGEST_TOTAL_SAMPLES = 1e308
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ default='kmeans'
         The number of rows (total sample weight) the stream of
         :meth:`partial_fit` minibatches stands for: each update scales the
         running statistics to it, which sets how strongly the data outweigh
-        the priors (the stochastic VI scaling). Not used by :meth:`fit`.
+        the priors (the stochastic VI scaling). At most 1e308, so that the
+        posterior's counts still add up in float64. Not used by :meth:`fit`.
 
     Attributes
     ----------
@@ -230,7 +235,7 @@ default='kmeans'
             "array-like",
             Interval(Real, 0.0, None, closed="neither"),
         ],
-        "total_samples": [Interval(Real, 0.0, None, closed="neither")],
+        "total_samples": [Interval(Real, 0.0, LARGEST_TOTAL_SAMPLES, closed="right")],
         "merge_components": ["boolean"],
     }
 
@@ -334,6 +339,7 @@ default='kmeans'
         return context
 
     def _default_covariance_prior(self, unit, moments):
+        check_finite_scatter(moments)
         # The covariance of the data smoothed by reg_covar, with ddof=1 as
         # scikit-learn's np.cov for a total weight of at least 2 (weights are
         # repeat counts); below, a denominator of half the total continues it
@@ -368,26 +374,40 @@ default='kmeans'
     def _allows_merges(self, unit):
         return self.merge_components and unit.n_components > 1
 
-    def _update(self, moments, unit, context, previous):
-        """The global step: exact conjugate updates of q(pi), q(mu, Lambda)."""
+    def _update(self, moments, unit, context, previous, scale=1.0):
+        """The global step: exact conjugate updates of q(pi), q(mu, Lambda).
+
+        ``moments`` hold the statistics divided by ``scale``, a power of
+        two. The prior's pseudo-counts are divided by it too, which leaves
+        the means and covariances as they are (the update is a ratio of
+        sums linear in both) and keeps every sum finite for any total weight
+        (a stream's ``total_samples``); the counts are then multiplied back.
+        """
+        check_finite_scatter(moments)
         prior = context.components
+        scaled = replace(
+            prior,
+            mean_precision=prior.mean_precision / scale,
+            dof=prior.dof / scale,
+            covariance=prior.covariance / scale,
+        )
         nk = moments.nk
-        beta = prior.mean_precision + nk
+        beta = scaled.mean_precision + nk
         offsets = moments.offsets_from(prior.mean)
         means = prior.mean + offsets * (nk / beta)[:, np.newaxis]
         covariances, dof = unit.conjugate_update(
-            prior,
+            scaled,
             nk,
             moments.scatter,
             offsets,
-            prior.mean_precision * nk / beta,
+            scaled.mean_precision * nk / beta,
             self.reg_covar,
         )
         return VariationalParameters(
-            weight_concentration=context.weights.update(nk),
-            mean_precision=beta,
+            weight_concentration=context.weights.update(nk * scale),
+            mean_precision=beta * scale,
             means=means,
-            degrees_of_freedom=dof,
+            degrees_of_freedom=dof * scale,
             covariances=covariances,
             precisions_cholesky=unit.cholesky_from_covariance(
                 covariances, self.reg_covar
@@ -446,6 +466,7 @@ default='kmeans'
         )
 
     def _store_state(self, state, unit, dtype):
+        check_counts_fit_dtype(state, dtype)
         prior = WEIGHT_PRIORS[self.weight_concentration_prior_type]
         concentration = state.weight_concentration
         if isinstance(concentration, tuple):
@@ -523,6 +544,46 @@ default='kmeans'
             state.degrees_of_freedom,
             state.mean_precision,
             n_samples,
+        )
+
+
+def check_finite_scatter(moments):
+    """Raise a clear error where the scatter of the weighted data overflows.
+
+    Sample weights are counts: summed over huge counts, a large spread of X
+    exceeds the largest float64.
+    """
+    if not np.all(np.isfinite(moments.scatter)):
+        raise ValueError(
+            "The scatter of X about its means, summed over the sample "
+            "weights (repeat counts), overflows the floating-point range of "
+            "X's dtype (about 3e38 for float32, 1.8e308 for float64). "
+            "Standardise X (e.g. with sklearn.preprocessing.StandardScaler), "
+            "pass float32 data as float64, or use smaller weights."
+        )
+
+
+def check_counts_fit_dtype(state, dtype):
+    """Raise unless the posterior's counts are representable in ``dtype``.
+
+    Fitted attributes follow X's dtype: float32 holds counts (degrees of
+    freedom, mean precisions, weight concentrations) up to about 3e38 only,
+    which a stream's total_samples may exceed.
+    """
+    concentration = state.weight_concentration
+    if isinstance(concentration, tuple):
+        concentration = np.concatenate(concentration)
+    largest = max(
+        np.max(concentration),
+        np.max(state.mean_precision),
+        np.max(state.degrees_of_freedom),
+    )
+    if largest > np.finfo(dtype).max:
+        raise ValueError(
+            f"The posterior's counts reach {largest:.3g}, beyond the range of "
+            f"{np.dtype(dtype).name}, the dtype of X that the fitted attributes "
+            "follow. Pass X as float64, or use a total_samples (or sample "
+            f"weights) summing to at most {np.finfo(dtype).max / 2:.1g}."
         )
 
 

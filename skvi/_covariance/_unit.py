@@ -26,7 +26,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from scipy.linalg import lapack
-from scipy.special import gammaln
+
+from .._elbo import LOG_2PI
+from .._special import log_gamma_ratio
 
 
 class DegenerateComponentError(ValueError):
@@ -133,20 +135,45 @@ def is_symmetric(matrix):
     return np.allclose(matrix, matrix.T)
 
 
+def student_t_kernel(quadratic, dof, n_features):
+    """``(dof + D) / 2 * log1p(quadratic / dof)``, exact for any ``dof``.
+
+    As ``dof`` grows this tends to the Gaussian's ``quadratic / 2``. Where
+    ``quadratic / dof`` is subnormal (dof beyond about 1e290) it has lost
+    digits, or all of them; ``log1p(u) = u`` to every digit there, and the
+    kernel is taken as ``quadratic / 2 (1 + D / dof)``.
+    """
+    quadratic = np.asarray(quadratic, dtype=float)
+    with np.errstate(under="ignore"):
+        u = quadratic / dof
+    kernel = 0.5 * (dof + n_features) * np.log1p(u)
+    tiny = u < 1e-290
+    if np.any(tiny):
+        gaussian = 0.5 * quadratic * (1.0 + n_features / dof)
+        kernel = np.where(tiny, gaussian, kernel)
+    return kernel
+
+
 def log_multivariate_t(quadratic, log_det_precision, dof, n_features):
     """Log-density of a multivariate Student-t from its quadratic form.
 
     ``quadratic`` is ``(x - m)^T L (x - m)`` for the t's precision matrix
-    ``L``; ``log_det_precision`` and ``dof`` broadcast against it.
+    ``L``; ``log_det_precision`` and ``dof`` broadcast against it, and
+    ``n_features`` is a number or one per row (the last axis). The
+    normaliser ``log Gamma((dof + D) / 2) - log Gamma(dof / 2) - D / 2
+    log(dof pi)`` is taken as :func:`~skvi._special.log_gamma_ratio` minus
+    ``D / 2 log(2 pi)``: the difference of ``gammaln`` values would lose all
+    its digits at large ``dof`` (large total sample weight), where the t
+    tends to the Gaussian of precision ``L``.
     """
-    half = 0.5 * (dof + n_features)
-    constant = (
-        gammaln(half)
-        - gammaln(0.5 * dof)
-        - 0.5 * n_features * np.log(dof * np.pi)
-        + 0.5 * log_det_precision
-    )
-    return constant - half * np.log1p(quadratic / dof)
+    # The normaliser once per distinct number of features, not per row.
+    per_row = np.atleast_1d(n_features)
+    dims, rows = np.unique(per_row, return_inverse=True)
+    half = 0.5 * dims.astype(float)
+    normaliser = log_gamma_ratio(0.5 * np.asarray(dof, dtype=float), half)
+    normaliser = (normaliser - half * LOG_2PI)[..., rows.reshape(per_row.shape)]
+    constant = normaliser + 0.5 * log_det_precision
+    return constant - student_t_kernel(quadratic, dof, n_features)
 
 
 class CovarianceUnit(ABC):

@@ -8,10 +8,10 @@ scikit-learn's BayesianGaussianMixture reuses Wishart terms here instead.
 """
 
 import numpy as np
-from scipy.special import digamma, gammaln
 
-from .._elbo import kl_gamma
-from ._unit import CovarianceUnit
+from .._elbo import LOG_2PI, kl_gamma
+from .._special import digamma_rest, log_gamma_ratio
+from ._unit import CovarianceUnit, student_t_kernel
 from .variances import VarianceStorageMixin
 
 
@@ -108,15 +108,14 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
 
     def expected_log_det(self, precisions_cholesky, dof):
         # E[log lambda] = psi(a) - log b, a = nu / 2, b = nu / (2 E[lambda]).
-        return self.n_features * (digamma(0.5 * dof) - np.log(0.5 * dof)) + (
+        return self.n_features * digamma_rest(0.5 * dof) + (
             self.log_det_cholesky(precisions_cholesky)
         )
 
     def kl_precision(self, precisions, precisions_cholesky, dof, prior):
         shape = 0.5 * dof[:, np.newaxis]
-        rate = shape / precisions
         return float(
-            np.sum(kl_gamma(shape, rate, 0.5 * prior.dof, 0.5 * prior.covariance))
+            np.sum(kl_gamma(shape, precisions, 0.5 * prior.dof, 0.5 * prior.covariance))
         )
 
     def predictive_dof_and_scale(self, dof, mean_precision):
@@ -136,24 +135,28 @@ class DiagCovariance(VarianceStorageMixin, CovarianceUnit):
         rows = X.astype(np.float64, copy=False)
         observed = ~np.isnan(rows)
         rows = np.where(observed, rows, 0.0)
-        constants = (
-            gammaln(0.5 * (t_dof + 1.0))
-            - gammaln(0.5 * t_dof)
-            - 0.5 * np.log(t_dof * np.pi)
-        )[:, np.newaxis] + 0.5 * np.log(precisions)
+        # Each feature's univariate t normaliser, in the form that stays
+        # exact at large degrees of freedom (see log_multivariate_t).
+        constants = (log_gamma_ratio(0.5 * t_dof, 0.5) - 0.5 * LOG_2PI)[
+            :, np.newaxis
+        ] + 0.5 * np.log(precisions)
         out = observed @ constants.T
         out = np.ascontiguousarray(out.T)
         for k in range(self.n_components):
             diff = rows - means[k]
-            factor = precisions[k] / t_dof[k]
             with np.errstate(over="ignore"):
-                z = np.log1p(diff * diff * factor)
+                quadratic = diff * diff * precisions[k]
+            z = student_t_kernel(quadratic, t_dof[k], 1.0)
             if not np.isfinite(z).all():
-                # A square that overflows: log1p(d^2 c) = 2 log|d| + log c there.
+                # A square that overflows: log1p(d^2 c), c = precision / dof,
+                # from log(d^2 c) = 2 log|d| + log c.
                 huge = ~np.isfinite(z)
-                z[huge] = (2.0 * np.log(np.abs(diff)) + np.log(factor))[huge]
+                log_factor = np.log(precisions[k]) - np.log(t_dof[k])
+                log_factor = np.broadcast_to(log_factor, diff.shape)[huge]
+                log_terms = 2.0 * np.log(np.abs(diff[huge])) + log_factor
+                z[huge] = 0.5 * (t_dof[k] + 1.0) * np.logaddexp(0.0, log_terms)
             z *= observed
-            out[k] -= 0.5 * (t_dof[k] + 1.0) * np.sum(z, axis=1)
+            out[k] -= np.sum(z, axis=1)
         return out.astype(X.dtype, copy=False)
 
     def conditional_predictive_draw(

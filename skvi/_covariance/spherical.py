@@ -8,9 +8,9 @@ isotropic scale and nu_k D degrees of freedom, not a product of univariate t.
 """
 
 import numpy as np
-from scipy.special import digamma
 
 from .._elbo import kl_gamma
+from .._special import digamma_rest
 from ._unit import CovarianceUnit
 from .variances import VarianceStorageMixin
 
@@ -114,21 +114,29 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
         )
         return inverse_scale / (d * dof), dof
 
+    def _times_features(self, dof):
+        """``D * dof``, held below half the largest float.
+
+        A total weight near it would make the product overflow; the
+        Gamma and the t are then Gaussian to every digit anyway.
+        """
+        largest = 0.5 * np.finfo(float).max / self.n_features
+        return self.n_features * np.minimum(dof, largest)
+
     def expected_log_det(self, precisions_cholesky, dof):
         # D E[log lambda], with a = nu D / 2 and b = a / E[lambda].
-        shape = 0.5 * self.n_features * dof
-        return self.n_features * (digamma(shape) - np.log(shape)) + (
+        shape = 0.5 * self._times_features(dof)
+        return self.n_features * digamma_rest(shape) + (
             self.log_det_cholesky(precisions_cholesky)
         )
 
     def kl_precision(self, precisions, precisions_cholesky, dof, prior):
         d = self.n_features
-        shape = 0.5 * d * dof
         return float(
             np.sum(
                 kl_gamma(
-                    shape,
-                    shape / precisions,
+                    0.5 * self._times_features(dof),
+                    precisions,
                     0.5 * d * prior.dof,
                     0.5 * d * prior.covariance,
                 )
@@ -136,4 +144,4 @@ class SphericalCovariance(VarianceStorageMixin, CovarianceUnit):
         )
 
     def predictive_dof_and_scale(self, dof, mean_precision):
-        return self.n_features * dof, mean_precision / (1.0 + mean_precision)
+        return self._times_features(dof), mean_precision / (1.0 + mean_precision)

@@ -7,14 +7,13 @@ Wishart(W0, dof0) through ``covariance_prior_ = W0^-1``.
 
 import numpy as np
 
-from .._elbo import expected_log_det_wishart, kl_wishart
+from .._elbo import kl_wishart, wishart_log_det_gap
 from ._unit import is_symmetric, upper_cholesky
 
 
 def wishart_expected_log_det(log_det_precision, dof, n_features):
     """``E[log det Lambda]`` from ``log det E[Lambda]`` and the dof."""
-    log_det_scale = log_det_precision - n_features * np.log(dof)
-    return expected_log_det_wishart(dof, log_det_scale, n_features)
+    return log_det_precision + wishart_log_det_gap(dof, n_features)
 
 
 def prior_traces(prior, precisions_cholesky):
@@ -33,13 +32,12 @@ def prior_traces(prior, precisions_cholesky):
 def wishart_kl(log_det_precision, prior_traces, dof, prior):
     """Summed Wishart KL; ``prior_traces`` are ``tr(W0^-1 E[Lambda])``."""
     n_features = prior.covariance.shape[0]
-    log_det_scale = log_det_precision - n_features * np.log(dof)
     return float(
         np.sum(
             kl_wishart(
                 dof,
-                log_det_scale,
-                prior_traces / dof,
+                log_det_precision,
+                prior_traces,
                 prior.dof,
                 -np.linalg.slogdet(prior.covariance)[1],
                 n_features,
