@@ -28,6 +28,7 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
 import codecs
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ _NUMBER = {
     ".": re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"),
     ",": re.compile(r"[+-]?(?:\d+,?\d*|,\d+)(?:[eE][+-]?\d+)?"),
 }
+
+
+_NAN, _INFINITY = float("nan"), float("inf")
 
 
 class InputError(ValueError):
@@ -165,10 +169,11 @@ class Table:
     def description(self):
         """How the file was read, in words."""
         separator = DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))
+        separator = "one column" if len(self.columns) == 1 else f"{separator}-separated"
         header = "a header row" if self.header else "no header row"
         point = "comma" if self.decimal == "," else "point"
         return (
-            f"{separator}-separated, {header}, decimal {point}, "
+            f"{separator}, {header}, decimal {point}, "
             f"{self.encoding.replace('-sig', '').upper()}"
         )
 
@@ -225,23 +230,27 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             raise InputError(f"{path} has a header but no data rows.")
     else:
         columns = [str(j + 1) for j in range(width)]
-    values = np.full((len(records), width), np.nan)
     lines = np.array([record[0] for record in records], dtype=int)
     numbers, texts = [None] * width, [None] * width
-    for i, (line, cells, _) in enumerate(records):
+    # Most rows are all numbers: one match over the row, then ``float``.
+    cell = rf"\s*(?:{number.pattern})\s*"
+    all_numbers = re.compile(rf"{cell}(?:\x00{cell})*")
+    rows = []
+    for line, cells, _ in records:
         if len(cells) != width:
             cells = _fitted_to(path, line, cells, width, header)
-        for j, cell in enumerate(cells):
-            cell = cell.strip()
-            if cell.lower() in MISSING_CELLS:
+        joined = "\x00".join(cells)
+        if all_numbers.fullmatch(joined):
+            plain = joined.replace(",", ".").split("\x00") if decimal == "," else cells
+            row = list(map(float, plain))
+            if _INFINITY not in row and -_INFINITY not in row:
+                rows.append(row)
+                if None in numbers:
+                    for j, found in enumerate(numbers):
+                        numbers[j] = found or (line, cells[j].strip())
                 continue
-            value = float(cell.replace(",", ".")) if number.fullmatch(cell) else None
-            if value is not None and np.isfinite(value):
-                values[i, j] = value
-                if numbers[j] is None:
-                    numbers[j] = (line, cell)
-            elif texts[j] is None:
-                texts[j] = (line, cell)
+        rows.append(_read_cells(cells, line, number, numbers, texts))
+    values = np.array(rows, dtype=float).reshape(len(rows), width)
     return Table(
         str(path),
         columns,
@@ -255,6 +264,26 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         header,
         ignored,
     )
+
+
+def _read_cells(cells, line, number, numbers, texts):
+    """A row's values, noting each column's first number and first text."""
+    row = []
+    for j, cell in enumerate(cells):
+        cell = cell.strip()
+        value = _NAN
+        if cell.lower() not in MISSING_CELLS:
+            if number.fullmatch(cell):
+                value = float(cell.replace(",", "."))
+            if math.isfinite(value):
+                if numbers[j] is None:
+                    numbers[j] = (line, cell)
+            else:
+                value = _NAN
+                if texts[j] is None:
+                    texts[j] = (line, cell)
+        row.append(value)
+    return row
 
 
 def _decode(path, encoding):
@@ -301,10 +330,14 @@ def _decode(path, encoding):
 
 
 def _detect_delimiter(text):
-    """The candidate that splits the first rows into equally many cells."""
+    """The candidate that splits the first rows into equally many cells.
+
+    Splitting into several cells counts first, then how many rows agree
+    with the first; a file of one column gets one that splits nothing.
+    """
     sample = text[:_SAMPLE_CHARS]
     cut = len(sample) < len(text)
-    best, best_score = ",", 0
+    best, best_score = ",", (False, 0)
     for delimiter in _DETECTION_ORDER:
         try:
             rows = [
@@ -319,9 +352,9 @@ def _detect_delimiter(text):
         if cut:
             rows = rows[:-1]  # maybe cut short
         rows = rows[:_SAMPLE_ROWS]
-        if not rows or len(rows[0]) < 2:
+        if not rows:
             continue
-        score = sum(len(row) == len(rows[0]) for row in rows)
+        score = (len(rows[0]) > 1, sum(len(row) == len(rows[0]) for row in rows))
         if score > best_score:
             best, best_score = delimiter, score
     return best

@@ -276,6 +276,17 @@ def test_every_common_csv_dialect_fits_exactly_the_data_it_holds(
     assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)
 
 
+def test_a_file_of_one_column(tmp_path, capsys):
+    column = X_SAVED[:, :1]
+    data = write(tmp_path / "one.csv", _saved(column, header=("x",), decimal=","))
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert "(one column, a header row, decimal comma, UTF-8): 40 rows" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    reference = EMGaussianMixture(n_components=2, random_state=0).fit(column)
+    assert_allclose(summary["means"], reference.means_, rtol=1e-12)
+
+
 def test_the_reading_flags_override_the_detection(tmp_path, capsys):
     # A header of numbers (years) is taken for data unless --header says so.
     data = write(tmp_path / "years.csv", _saved(X_SAVED, ";", ("2019", "2020")))
