@@ -342,6 +342,8 @@ def run_fit(args):
         _skops()  # fail before fitting if skops is missing
         # Like the data path, the model path is relative to the working
         # directory, not to --output-dir.
+        if os.path.isdir(args.save):
+            raise InputError(f"--save {args.save} is a directory; name a file.")
         _check_writable(os.path.dirname(os.path.abspath(args.save)))
     _check_writable(args.output_dir)
     table = _read(args)
@@ -360,7 +362,7 @@ def run_fit(args):
             f"{usable}."
         )
     plot_columns = _plot_columns(args.plot_columns, names) if args.plot else None
-    print(reading_report(table, X, names, skipped, "take no part in the fit"))
+    print(reading_report(table, X, names, skipped, "left out of the fit"))
     params = {"random_state": args.random_state}
     if args.max_iter is not None:
         params["max_iter"] = args.max_iter
@@ -536,14 +538,18 @@ def reading_report(table, X, names, skipped, empty_rows):
     if lines.size:
         shown = ", ".join(str(line) for line in lines[:5])
         shown += ", ..." if lines.size > 5 else ""
-        parts.append(f"{lines.size} rows with no value (lines {shown}) {empty_rows}")
+        s = "s" * (lines.size > 1)
+        parts.append(
+            f"{lines.size} row{s} with no value (line{s} {shown}), {empty_rows}"
+        )
     if skipped:
         parts.append(
             "skipped "
             + ", ".join(f"{kind} column {name!r}" for name, kind in skipped.items())
         )
     if table.ignored_lines:
-        parts.append(f"ignored {table.ignored_lines} blank lines around the data")
+        n = table.ignored_lines
+        parts.append(f"ignored {n} blank line{'s' * (n > 1)} around the data")
     return "; ".join(parts) + "."
 
 
@@ -572,7 +578,7 @@ def run_predict(args):
     X, names, skipped = model_columns(table, model)
     print(
         reading_report(
-            table, X, names, skipped, "get the mixture weights as probabilities"
+            table, X, names, skipped, "given the mixture weights as probabilities"
         )
     )
     path = os.path.join(args.output_dir, "predictions.csv")
@@ -591,9 +597,9 @@ def model_columns(table, model):
     if names is not None:
         names = [str(name) for name in names]
         if table.header or all(name in table.columns for name in names):
-            return feature_columns(table, names)
+            return feature_columns(table, names, chosen_by=None)
     if names is None and table.header:
-        X, found, skipped = feature_columns(table)
+        X, found, skipped = feature_columns(table, chosen_by=None)
         if X.shape[1] != n_features:
             raise InputError(
                 f"{table.path} has {X.shape[1]} numeric columns, but the model was "
@@ -607,7 +613,7 @@ def model_columns(table, model):
             f"but the model was fitted on {n_features}{fitted}; give the file "
             "those columns, or a header row that names them."
         )
-    return feature_columns(table, table.columns)
+    return feature_columns(table, table.columns, chosen_by=None)
 
 
 def load_model(path):

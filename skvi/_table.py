@@ -121,29 +121,32 @@ class Table:
     def _looks_numeric(self, cell):
         return any(number.fullmatch(cell) for number in _NUMBER.values())
 
-    def check_numeric(self, j, fix):
+    def check_numeric(self, j, alternative=None):
         """Raise unless column ``j`` holds only numbers and missing cells.
 
-        ``fix`` ends the message: what the user can do about it.
+        ``alternative``, if given, ends the message: another way out than
+        correcting the file (such as leaving the column out).
         """
         name, kind = self.columns[j], self.kind(j)
         if kind == "numeric":
             return
+        other = f", or {alternative}" if alternative else ""
+        instead = f"; {alternative}" if alternative else ""
         if kind == "empty":
             raise InputError(
                 f"Column {name!r} of {self.path} has no value (every cell is "
-                f"empty or missing); {fix}."
+                f"empty or missing){instead}."
             )
         line, cell = self.texts[j]
         if kind == "text":
             raise InputError(
                 f"Column {name!r} of {self.path} holds text, not numbers "
-                f"({cell!r} on line {line}); {fix}."
+                f"({cell!r} on line {line}){instead}."
             )
         raise InputError(
             f"{self.path}, line {line}, column {name!r}: {cell!r} "
             f"{self._not_a_number(cell)}. Correct the cell (an empty cell is a "
-            f"missing value), or {fix}."
+            f"missing value){other}."
         )
 
     def _not_a_number(self, cell):
@@ -397,21 +400,26 @@ def _fitted_to(path, line, cells, width, header):
         return cells[:width]  # empty cells after the last column
     plural = "" if len(cells) == 1 else "s"
     first = "the header" if header else "the first row"
+    hint = "check the delimiter: --delimiter"
+    if any("\n" in cell or "\r" in cell for cell in cells):
+        hint = "a quote opened there is not closed where the cell should end"
     raise InputError(
         f"{path}, line {line}: {len(cells)} cell{plural} where {first} has "
-        f"{width}; every row needs one cell per column (check the delimiter: "
-        "--delimiter)."
+        f"{width}; every row needs one cell per column ({hint})."
     )
 
 
-def feature_columns(table, names=None, exclude=()):
+def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
     """The chosen columns as an array, their names, and the columns skipped.
 
     ``names`` (default: every column not in ``exclude`` that holds numbers)
     must be numeric. A column of numbers and text is an error naming its
-    first text cell unless the user left it out. Returns ``(X, names,
+    first text cell unless the user left it out. ``chosen_by`` is the option
+    that chooses columns (None where there is none). Returns ``(X, names,
     skipped)`` with ``skipped`` a dict from column name to 'text' or 'empty'.
     """
+    leave_out = chosen_by and f"leave the column out with {chosen_by}"
+    choose = chosen_by and f"choose numeric columns with {chosen_by}"
     skipped = {}
     if names is None:
         names = []
@@ -422,7 +430,7 @@ def feature_columns(table, names=None, exclude=()):
             if kind in ("text", "empty"):
                 skipped[name] = kind
                 continue
-            table.check_numeric(j, "leave the column out with --columns")
+            table.check_numeric(j, leave_out)
             names.append(name)
         if not names:
             raise InputError(
@@ -431,7 +439,7 @@ def feature_columns(table, names=None, exclude=()):
             )
     indices = [table.column(name) for name in names]
     for j in indices:
-        table.check_numeric(j, "choose numeric columns with --columns")
+        table.check_numeric(j, choose)
     return table.values[:, indices], list(names), skipped
 
 
@@ -442,7 +450,7 @@ def weight_column(table, name, rows_with_value):
     line) gets weight 0, as it takes no part in the fit.
     """
     j = table.column(name)
-    table.check_numeric(j, "correct the weight column")
+    table.check_numeric(j)
     weights = table.values[:, j].copy()
     absent = np.isnan(weights) & rows_with_value
     if absent.any():

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
@@ -370,7 +371,7 @@ def test_rows_with_no_value_keep_their_place(tmp_path, capsys):
     status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
     assert status == 0, err
     assert "43 rows" in out
-    assert "3 rows with no value (lines 6, 13, 21) take no part in the fit" in out
+    assert "3 rows with no value (lines 6, 13, 21), left out of the fit" in out
     assert "ignored 2 blank lines" in out
     X = np.insert(X_SAVED, [4, 10, 17], np.nan, axis=0)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -443,7 +444,12 @@ def models(tmp_path):
     paths["a, b"] = str(tmp_path / "ab.skops")
     two = EMGaussianMixture(n_components=2, random_state=0)
     sio.dump(two.fit(X_SAVED), paths["a, b"])
+    named = EMGaussianMixture(n_components=2, random_state=0)
+    paths["named"] = str(tmp_path / "named.skops")
+    sio.dump(named.fit(pd.DataFrame(X_SAVED, columns=["a", "b"])), paths["named"])
     paths["directory"] = str(tmp_path)
+    paths["text"] = write(tmp_path / "text.csv", "a,b\n1,x\n2,y\n")
+    paths["unclosed"] = write(tmp_path / "quote.csv", 'a,b\n1,2\n"3,4\n5,6\n')
     paths["data"] = write(tmp_path / "data.csv", _saved(X_SAVED))
     paths["no header"] = write(tmp_path / "nohead.csv", _saved(X_SAVED, header=None))
     paths["xy"] = write(tmp_path / "xy.csv", _saved(X_SAVED, header=("x", "y")))
@@ -464,6 +470,11 @@ def models(tmp_path):
         (["predict", "{three columns}", "{no header}"], "no header row and 2 columns"),
         (["predict", "{data}", "{data}"], "not a model saved by skvi"),
         (["fit", "{directory}"], "is a directory, not a CSV file"),
+        (["fit", "{data}", "--save", "{directory}"], "is a directory; name a file"),
+        (["fit", "{unclosed}"], "line 3: 1 cell where the header has 2; every"),
+        (["fit", "{unclosed}"], "a quote opened there is not closed"),
+        (["predict", "{named}", "{text}"], "holds text, not numbers ('x' on line 2)."),
+        (["predict", "{named}", "{xy}"], "has no column 'a'; its columns are x, y"),
         (["fit", "{data}", "--n-components", "1-100000000"], "100000000 fits"),
         (
             ["fit", "{data}", "--n-components", "1-300", "--covariance-type", "all"],
