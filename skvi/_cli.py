@@ -285,9 +285,9 @@ def parse_counts(text):
     ranges = []
     try:
         for part in text.split(","):
-            low, _, high = part.partition("-")
+            low, dash, high = part.partition("-")
             low = int(low)
-            high = int(high) if high else low
+            high = int(high) if dash else low
             if low > high:
                 raise ValueError
             ranges.append((low, high))
@@ -565,7 +565,6 @@ def reading_summary(table, X, skipped):
         "missing_cells": int(np.count_nonzero(np.isnan(X))),
         "lines_with_no_value": table.lines[np.isnan(X).all(axis=1)].tolist(),
         "ignored_lines": table.ignored_lines,
-        "first_line_of_each_row": table.lines.tolist(),
     }
 
 

@@ -171,6 +171,7 @@ def _pickled(path):
         (["fit", "{good}", "--columns", "eruptions,height"], "no column 'height'"),
         (["fit", "{good}", "--n-components", "9-1"], "not a number, a range"),
         (["fit", "{good}", "--n-components", "x"], "not a number, a range"),
+        (["fit", "{good}", "--n-components", "3-"], "not a number, a range"),
         (["fit", "{good}", "--covariance-type", "round"], "'round' is not one"),
         (["fit", "{tiny}", "--n-components", "3"], "more than the 2 rows with a"),
         (["fit", "{good}", "--output-dir", "{a file}"], "output directory"),
