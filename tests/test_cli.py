@@ -1,5 +1,7 @@
 """The command line, run as a user runs it: ``python -m skvi`` in a subprocess."""
 
+import csv
+import io
 import json
 import os
 import pickle
@@ -9,6 +11,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from skvi import EMGaussianMixture, select_model
@@ -276,6 +280,72 @@ def test_every_common_csv_dialect_fits_exactly_the_data_it_holds(
     reference = EMGaussianMixture(n_components=2, random_state=0).fit(X_SAVED)
     assert_allclose(summary["means"], reference.means_, rtol=1e-12)
     assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    values=st.integers(1, 12).flatmap(
+        lambda n: st.integers(1, 4).flatmap(
+            lambda d: st.lists(
+                st.lists(
+                    st.floats(allow_infinity=False) | st.sampled_from([0.0, 1.5]),
+                    min_size=d,
+                    max_size=d,
+                ),
+                min_size=n,
+                max_size=n,
+            )
+        )
+    ),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+    header=st.booleans(),
+    comma=st.booleans(),
+    end=st.sampled_from(["\n", "\r\n", "\r"]),
+    bom=st.booleans(),
+    quote_all=st.booleans(),
+    missing=st.sampled_from(["", "NA", "nan", "#N/A"]),
+)
+def test_the_reader_gives_back_exactly_the_numbers_written(
+    tmp_path, values, delimiter, header, comma, end, bom, quote_all, missing
+):
+    X = np.array(values)
+    # Rows of empty cells at either end of a file are not rows (documented).
+    if missing == "":
+        has_value = ~np.isnan(X).all(axis=1)
+        if not has_value.any():
+            return
+        first, last = np.flatnonzero(has_value)[[0, -1]]
+        X = X[first : last + 1]
+    decimal = "," if comma and delimiter != "," else "."
+    if decimal == "," and X.shape[1] == 1 and not header:
+        return  # "1,5" alone could be two integers: --delimiter decides (documented)
+    text = io.StringIO()
+    writer = csv.writer(
+        text,
+        delimiter=delimiter,
+        lineterminator=end,
+        quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL,
+    )
+    if header:
+        writer.writerow([f"c{j}" for j in range(X.shape[1])])
+    for row in X:
+        writer.writerow(
+            [
+                missing if np.isnan(v) else repr(float(v)).replace(".", decimal)
+                for v in row
+            ]
+        )
+    path = tmp_path / "data.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.getvalue().encode())
+    table = read_table(str(path))
+    assert table.header == header
+    assert table.values.shape == X.shape
+    assert np.array_equal(table.values, X, equal_nan=True)
+    assert table.decimal == decimal or X.shape[1] == 1 or "," not in text.getvalue()
 
 
 def test_a_file_of_one_column(tmp_path, capsys):
