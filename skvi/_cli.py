@@ -371,12 +371,16 @@ def run_fit(args):
     selecting = len(counts) > 1 or len(kinds) > 1
     if args.verbose and not selecting:
         params.update(verbose=2, verbose_interval=1)
+    # Rows with no value hold no data: the fit (and its criteria) never sees
+    # them; labels.csv still has a line for each.
+    fitted = X[with_value]
+    fitted_weights = None if weights is None else weights[with_value]
     records, model = select_model(
-        X,
+        fitted,
         counts,
         kinds,
         method=args.method,
-        sample_weight=weights,
+        sample_weight=fitted_weights,
         n_jobs=args.n_jobs,
         as_frame=False,
         **params,
@@ -387,8 +391,9 @@ def run_fit(args):
         print(format_selection(records, args.method))
     column = "bic" if args.method == "em" else "elbo"
     summary = fit_summary(
-        model, X, weights, names, args, records if selecting else None
+        model, fitted, fitted_weights, names, args, records if selecting else None
     )
+    summary["n_rows"] = int(X.shape[0])
     summary["input"] = reading_summary(table, X, skipped)
     labels = write_predictions(os.path.join(args.output_dir, "labels.csv"), model, X)
     _write_json(os.path.join(args.output_dir, "summary.json"), summary)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from skvi import EMGaussianMixture, select_model
+from skvi import EMGaussianMixture, VariationalGaussianMixture, select_model
 from skvi._cli import main
 from skvi._table import read_table
 from skvi.datasets import load_old_faithful
@@ -433,13 +433,16 @@ def test_one_bad_cell_stops_the_fit_naming_file_line_column_and_cell(
     assert json.loads((tmp_path / "summary.json").read_text())["n_rows"] == 40
 
 
-def test_rows_with_no_value_keep_their_place(tmp_path, capsys):
+@pytest.mark.parametrize("method", ["em", "vi"])
+def test_rows_with_no_value_keep_their_place(method, tmp_path, capsys):
     lines = _saved(X_SAVED).splitlines()
     lines[5:5] = [","]  # a row of empty cells (line 6)
     lines[12:12] = [""]  # a blank line (line 13)
     lines[20:20] = ["NA,"]  # missing cells (line 21)
     data = write(tmp_path / "gaps.csv", "\n".join(lines) + "\n\n,\n")
-    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    status, out, err = run_cli(
+        capsys, "fit", data, "--method", method, "--output-dir", tmp_path
+    )
     assert status == 0, err
     assert "43 rows" in out
     assert "3 rows with no value (lines 6, 13, 21), left out of the fit" in out
@@ -448,8 +451,12 @@ def test_rows_with_no_value_keep_their_place(tmp_path, capsys):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["input"]["lines_with_no_value"] == [6, 13, 21]
     assert summary["input"]["missing_cells"] == 6
-    reference = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+    # The fit is that of the rows with a value; every row gets a line.
+    estimator = EMGaussianMixture if method == "em" else VariationalGaussianMixture
+    reference = estimator(n_components=2, random_state=0)
+    reference.fit(X[~np.isnan(X).all(axis=1)])
     assert_allclose(summary["means"], reference.means_, rtol=1e-12)
+    assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)
     labels = read_table(str(tmp_path / "labels.csv"))
     assert np.array_equal(labels.values[:, 0], np.arange(43))
     assert np.array_equal(labels.values[:, 1], reference.predict(X))
