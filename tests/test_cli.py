@@ -283,7 +283,7 @@ def test_every_common_csv_dialect_fits_exactly_the_data_it_holds(
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
