@@ -1,8 +1,10 @@
 """The command line: ``skvi fit``, ``skvi predict`` and ``skvi demo``.
 
-Every error a user can cause (a missing or malformed file, an unknown
-column, a bad option) ends the command with one line on stderr and exit
-status 1 (2 for a malformed command line), never a traceback.
+Every error a user can cause (a missing or malformed file, a bad cell, an
+unknown column, a bad option, a model file skvi did not write) ends the
+command with one line on stderr and exit status 1 (2 for a malformed
+command line), never a traceback. Options are checked before any file is
+read, and the data before any fit starts.
 """
 
 import argparse
@@ -13,33 +15,62 @@ import warnings
 
 import numpy as np
 
-from ._table import InputError, feature_columns, read_table, weight_column
+from ._table import (
+    DELIMITER_NAMES,
+    InputError,
+    feature_columns,
+    read_table,
+    weight_column,
+)
 
 SKVI_CLASSES = {
     "skvi._em.EMGaussianMixture",
     "skvi._variational.VariationalGaussianMixture",
 }
 
-FIT_EXAMPLES = """examples:
+# The most fits one 'skvi fit' runs (components x covariance types): a
+# range such as 1-100000000 is a typing slip, not a plan.
+MAX_FITS = 1000
+
+READING_RULES = """reading the CSV file:
+  Delimiter: comma, semicolon or tab, detected from the first lines
+  (--delimiter to choose). Header: the first row names the columns unless
+  it holds only numbers; then it is data and the columns are named 1, 2, ...
+  (--header / --no-header to choose). Decimal separator: a point, or a
+  comma in a semicolon- or tab-separated file that writes numbers so
+  (--decimal to choose); thousands separators are not read. Encoding:
+  UTF-8 with or without a byte-order mark, UTF-16 with one (--encoding for
+  others). Empty cells and NA, NaN, N/A, #N/A, null, none, ? are missing
+  values. A cell that is not a number in a column of numbers is an error
+  naming its line; columns of text are skipped unless chosen. A blank row
+  between data rows is a row with no value: it keeps its place in the
+  output and takes no part in the fit; blank lines at the end are ignored.
+  The first line of output says how the file was read.
+"""
+
+FIT_EXAMPLES = f"""examples:
   skvi fit data.csv --n-components 3
   skvi fit data.csv --method vi --n-components 10 --covariance-type diag
   skvi fit data.csv --n-components 1-9 --covariance-type all --plot
   skvi fit data.csv --columns x,y --weight-column count --save model.skops
 
 A range of --n-components (1-9, or a list 2,4,8) or several covariance
-types (all, or full,diag) fits every combination and keeps the best: by
-BIC for EM, by the ELBO for VI. Empty cells (and NA, NaN) are missing
-values. Writes labels.csv and summary.json (and with --plot fit.png,
+types (all, or full,diag) fits every combination (at most {MAX_FITS} fits) and
+keeps the best: by BIC for EM, by the ELBO for VI. Writes labels.csv (one
+line per data row of the file) and summary.json (and with --plot fit.png,
 selection.png) to --output-dir.
-"""
 
-PREDICT_EXAMPLES = """examples:
+{READING_RULES}"""
+
+PREDICT_EXAMPLES = f"""examples:
   skvi predict model.skops new.csv
   skvi predict model.skops new.csv --output-dir results
 
 Writes predictions.csv: each row's label, component probabilities and log
-density, from the columns the model was fitted on.
-"""
+density, from the columns the model was fitted on (by name; by position in
+a file without a header row). The file is read as 'skvi fit' reads it.
+
+{READING_RULES}"""
 
 DEMO_EXAMPLES = """examples:
   skvi demo
@@ -73,7 +104,7 @@ def build_parser():
         epilog=FIT_EXAMPLES,
         formatter_class=formatter,
     )
-    fit.add_argument("data", help="CSV file with a header row")
+    fit.add_argument("data", help="CSV file (see 'reading the CSV file' below)")
     fit.add_argument("--method", choices=("em", "vi"), default="em")
     fit.add_argument(
         "--n-components",
@@ -89,10 +120,12 @@ def build_parser():
         "--columns", help="comma-separated columns to fit (default: all numeric)"
     )
     fit.add_argument("--weight-column", help="column of sample weights")
-    fit.add_argument("--max-iter", type=int, default=None)
-    fit.add_argument("--tol", type=float, default=None)
-    fit.add_argument("--random-state", type=int, default=0)
-    fit.add_argument("--n-jobs", type=int, default=None, help="parallel fits")
+    fit.add_argument("--max-iter", type=_count, default=None)
+    fit.add_argument("--tol", type=_tolerance, default=None)
+    fit.add_argument("--random-state", type=_seed, default=0)
+    fit.add_argument(
+        "--n-jobs", type=_jobs, default=None, help="parallel fits (-1: all cores)"
+    )
     fit.add_argument("--output-dir", default=".", help="where to write the results")
     fit.add_argument("--plot", action="store_true", help="also draw PNG figures")
     fit.add_argument(
@@ -102,6 +135,7 @@ def build_parser():
     fit.add_argument(
         "--verbose", action="store_true", help="print the bound at every iteration"
     )
+    _add_reading_options(fit)
 
     predict = commands.add_parser(
         "predict",
@@ -112,6 +146,7 @@ def build_parser():
     predict.add_argument("model", help="a model saved by 'skvi fit --save'")
     predict.add_argument("data", help="CSV file with the model's columns")
     predict.add_argument("--output-dir", default=".")
+    _add_reading_options(predict)
 
     demo = commands.add_parser(
         "demo",
@@ -122,13 +157,78 @@ def build_parser():
     demo.add_argument("--output", default="skvi_demo.png", help="PNG for the figure")
     demo.add_argument("--no-plot", action="store_true", help="print the report only")
     demo.add_argument("--n-components", type=int, default=2)
-    demo.add_argument("--random-state", type=int, default=0)
+    demo.add_argument("--random-state", type=_seed, default=0)
     return parser
+
+
+# The options' types: a bad value is a one-line usage error before any work.
+def _count(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give a count >= 0")
+    return value
+
+
+def _tolerance(text):
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
+def _seed(text):
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed in [0, 2**32 - 1]")
+    return value
+
+
+def _jobs(text):
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 jobs; give a positive count or -1")
+    return value
+
+
+_count.__name__ = _seed.__name__ = _jobs.__name__ = "int"
+_tolerance.__name__ = "float"
+
+
+def _add_reading_options(parser):
+    group = parser.add_argument_group("reading options (default: detected)")
+    group.add_argument(
+        "--delimiter",
+        help="the character between cells: ',', ';', tab or any one character",
+    )
+    group.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the first row names the columns",
+    )
+    group.add_argument(
+        "--decimal", choices=(".", ","), help="the decimal separator of the numbers"
+    )
+    group.add_argument("--encoding", help="the file's text encoding, e.g. cp1252")
 
 
 def main(argv=None):
     """Run a command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # A warning is one line too, not a source line with a path.
+        warnings.showwarning = _warning_line(args.command)
+        return _run(args)
+
+
+def _warning_line(command):
+    def show(message, category, *_, **__):
+        print(f"skvi {command}: warning: {_one_line(message)}", file=sys.stderr)
+
+    return show
+
+
+def _run(args):
     try:
         if args.command == "fit":
             run_fit(args)
@@ -154,6 +254,16 @@ def main(argv=None):
     except (ValueError, OSError, ImportError) as error:
         print(f"skvi {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print(
+            f"skvi {args.command}: error: out of memory; use fewer rows, "
+            "components or fits.",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(f"skvi {args.command}: interrupted.", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -168,24 +278,34 @@ def _one_line(error):
 
 # ------------------------------------------------------------------ fit
 def parse_counts(text):
-    """``3``, ``1-9`` or ``2,4,8`` as a list of positive integers."""
-    counts = []
+    """``3``, ``1-9`` or ``2,4,8`` as a list of positive integers.
+
+    At most :data:`MAX_FITS` of them, checked before any list is built.
+    """
+    ranges = []
     try:
         for part in text.split(","):
-            if "-" in part:
-                low, high = (int(value) for value in part.split("-"))
-                if low > high:
-                    raise ValueError
-                counts.extend(range(low, high + 1))
-            else:
-                counts.append(int(part))
+            low, dash, high = part.partition("-")
+            low = int(low)
+            high = int(high) if dash else low
+            if low > high:
+                raise ValueError
+            ranges.append((low, high))
     except ValueError:
         raise InputError(
             f"--n-components {text!r} is not a number, a range such as 1-9 or "
             "a list such as 2,4,8."
         ) from None
-    if min(counts) < 1:
+    if min(low for low, _ in ranges) < 1:
         raise InputError(f"--n-components {text!r}: components must be >= 1.")
+    size = sum(high - low + 1 for low, high in ranges)
+    if size > MAX_FITS:
+        raise InputError(
+            f"--n-components {text!r} asks for {size} fits, more than the "
+            f"{MAX_FITS} one command runs; choose a shorter range or a list "
+            "such as 2,4,8,16."
+        )
+    counts = (k for low, high in ranges for k in range(low, high + 1))
     return list(dict.fromkeys(counts))
 
 
@@ -205,20 +325,44 @@ def run_fit(args):
                 f"--covariance-type {kind!r} is not one of full, tied, diag, "
                 "spherical or all."
             )
+    kinds = list(dict.fromkeys(kinds))
+    if len(counts) * len(kinds) > MAX_FITS:
+        raise InputError(
+            f"--n-components and --covariance-type ask for "
+            f"{len(counts) * len(kinds)} fits, more than the {MAX_FITS} one "
+            "command runs; choose fewer."
+        )
+    names = None if args.columns is None else _names(args.columns)
+    if names is not None and args.weight_column in names:
+        raise InputError(
+            f"--weight-column {args.weight_column!r} is also in --columns; a "
+            "column is either a feature or the weights."
+        )
     if args.save:
         _skops()  # fail before fitting if skops is missing
         # Like the data path, the model path is relative to the working
         # directory, not to --output-dir.
+        if os.path.isdir(args.save):
+            raise InputError(f"--save {args.save} is a directory; name a file.")
         _check_writable(os.path.dirname(os.path.abspath(args.save)))
     _check_writable(args.output_dir)
-    table = read_table(args.data)
+    table = _read(args)
     exclude = () if args.weight_column is None else (args.weight_column,)
-    names = None if args.columns is None else _names(args.columns)
-    X, names = feature_columns(table, names, exclude)
+    X, names, skipped = feature_columns(table, names, exclude)
+    with_value = ~np.isnan(X).all(axis=1)
     weights = None
     if args.weight_column is not None:
-        weights = weight_column(table, args.weight_column)
+        weights = weight_column(table, args.weight_column, with_value)
+    usable = int(np.count_nonzero(with_value if weights is None else weights > 0))
+    if max(counts) > usable:
+        rows = "rows with a value" + (" and a positive weight" * (weights is not None))
+        raise InputError(
+            f"--n-components {max(counts)} is more than the {usable} {rows} in "
+            f"{args.data}; a mixture needs a row per component. Choose at most "
+            f"{usable}."
+        )
     plot_columns = _plot_columns(args.plot_columns, names) if args.plot else None
+    print(reading_report(table, X, names, skipped, "left out of the fit"))
     params = {"random_state": args.random_state}
     if args.max_iter is not None:
         params["max_iter"] = args.max_iter
@@ -227,12 +371,16 @@ def run_fit(args):
     selecting = len(counts) > 1 or len(kinds) > 1
     if args.verbose and not selecting:
         params.update(verbose=2, verbose_interval=1)
+    # Rows with no value hold no data: the fit (and its criteria) never sees
+    # them; labels.csv still has a line for each.
+    fitted = X[with_value]
+    fitted_weights = None if weights is None else weights[with_value]
     records, model = select_model(
-        X,
+        fitted,
         counts,
         kinds,
         method=args.method,
-        sample_weight=weights,
+        sample_weight=fitted_weights,
         n_jobs=args.n_jobs,
         as_frame=False,
         **params,
@@ -243,8 +391,10 @@ def run_fit(args):
         print(format_selection(records, args.method))
     column = "bic" if args.method == "em" else "elbo"
     summary = fit_summary(
-        model, X, weights, names, args, records if selecting else None
+        model, fitted, fitted_weights, names, args, records if selecting else None
     )
+    summary["n_rows"] = int(X.shape[0])
+    summary["input"] = reading_summary(table, X, skipped)
     labels = write_predictions(os.path.join(args.output_dir, "labels.csv"), model, X)
     _write_json(os.path.join(args.output_dir, "summary.json"), summary)
     written = ["labels.csv", "summary.json"]
@@ -356,32 +506,126 @@ def write_predictions(path, model, X):
     return labels
 
 
+# -------------------------------------------------------------- reading
+def _read(args):
+    """The data file, read by the reading options."""
+    return read_table(
+        args.data,
+        delimiter=_delimiter(args.delimiter),
+        header=args.header,
+        decimal=args.decimal,
+        encoding=args.encoding,
+    )
+
+
+def _delimiter(text):
+    if text is None:
+        return None
+    named = {name: char for char, name in DELIMITER_NAMES.items()}
+    text = named.get(text.lower(), "\t" if text == "\\t" else text)
+    if len(text) != 1 or text in '"\r\n':
+        raise InputError(
+            f"--delimiter {text!r} must be one character (or comma, semicolon, "
+            "tab), not a quote or a line break."
+        )
+    return text
+
+
+def reading_report(table, X, names, skipped, empty_rows):
+    """One line: how the file was read and what will be used."""
+    missing = int(np.count_nonzero(np.isnan(X)))
+    parts = [
+        f"Read {table.path} ({table.description()}): {X.shape[0]} rows, "
+        f"columns {', '.join(names)}",
+        f"{missing} missing cell{'' if missing == 1 else 's'}",
+    ]
+    lines = table.lines[np.isnan(X).all(axis=1)]
+    if lines.size:
+        shown = ", ".join(str(line) for line in lines[:5])
+        shown += ", ..." if lines.size > 5 else ""
+        s = "s" * (lines.size > 1)
+        parts.append(
+            f"{lines.size} row{s} with no value (line{s} {shown}), {empty_rows}"
+        )
+    if skipped:
+        parts.append(
+            "skipped "
+            + ", ".join(f"{kind} column {name!r}" for name, kind in skipped.items())
+        )
+    if table.ignored_lines:
+        n = table.ignored_lines
+        parts.append(f"ignored {n} blank line{'s' * (n > 1)} around the data")
+    return "; ".join(parts) + "."
+
+
+def reading_summary(table, X, skipped):
+    """How the file was read, for summary.json."""
+    return {
+        "delimiter": table.delimiter,
+        "decimal": table.decimal,
+        "header": table.header,
+        "encoding": table.encoding.replace("-sig", ""),
+        "file_columns": table.columns,
+        "skipped_columns": skipped,
+        "missing_cells": int(np.count_nonzero(np.isnan(X))),
+        "lines_with_no_value": table.lines[np.isnan(X).all(axis=1)].tolist(),
+        "ignored_lines": table.ignored_lines,
+    }
+
+
 # -------------------------------------------------------------- predict
 def run_predict(args):
     """``skvi predict``: apply a saved model to new rows."""
     model = load_model(args.model)
     _check_writable(args.output_dir)
-    table = read_table(args.data)
-    names = getattr(model, "feature_names_in_", None)
-    if names is None:
-        X, names = feature_columns(table)
-        if X.shape[1] != model.n_features_in_:
-            raise InputError(
-                f"{args.data} has {X.shape[1]} numeric columns, but the model was "
-                f"fitted on {model.n_features_in_}."
-            )
-    else:
-        X, names = feature_columns(table, list(names))
+    table = _read(args)
+    X, names, skipped = model_columns(table, model)
+    print(
+        reading_report(
+            table, X, names, skipped, "given the mixture weights as probabilities"
+        )
+    )
     path = os.path.join(args.output_dir, "predictions.csv")
     write_predictions(path, model, X)
     print(f"Wrote predictions for {X.shape[0]} rows to {os.path.abspath(path)}.")
 
 
+def model_columns(table, model):
+    """The columns of ``table`` that ``model`` was fitted on, and their names.
+
+    By name when the model knows its columns' names and the file has them;
+    by position when the file has no header row and as many columns.
+    """
+    n_features = model.n_features_in_
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        names = [str(name) for name in names]
+        if table.header or all(name in table.columns for name in names):
+            return feature_columns(table, names, chosen_by=None)
+    if names is None and table.header:
+        X, found, skipped = feature_columns(table, chosen_by=None)
+        if X.shape[1] != n_features:
+            raise InputError(
+                f"{table.path} has {X.shape[1]} numeric columns, but the model was "
+                f"fitted on {n_features}; keep only those columns."
+            )
+        return X, found, skipped
+    if len(table.columns) != n_features:
+        fitted = f" ({', '.join(names)})" if names is not None else ""
+        raise InputError(
+            f"{table.path} has no header row and {len(table.columns)} columns, "
+            f"but the model was fitted on {n_features}{fitted}; give the file "
+            "those columns, or a header row that names them."
+        )
+    return feature_columns(table, table.columns, chosen_by=None)
+
+
 def load_model(path):
-    """A model saved by ``skvi fit --save``, trusting only skvi's classes."""
+    """A fitted model saved by ``skvi fit --save``, trusting only skvi's classes."""
     sio = _skops()
     if not os.path.isfile(path):
-        raise InputError(f"No such model file: {path}.")
+        what = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise InputError(f"No model file {path}: it {what}.")
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception:  # skops raises several types for a non-skops file
@@ -392,7 +636,24 @@ def load_model(path):
             f"{path} is not a skvi model: it holds {', '.join(foreign) or 'none'} "
             "rather than a skvi estimator."
         )
-    return sio.load(path, trusted=untrusted)
+    try:
+        model = sio.load(path, trusted=untrusted)
+    except Exception:  # a damaged file fails in many ways inside skops
+        raise InputError(f"{path} is damaged: skops cannot load it.") from None
+    from ._em import EMGaussianMixture
+    from ._variational import VariationalGaussianMixture
+
+    if not isinstance(model, EMGaussianMixture | VariationalGaussianMixture):
+        raise InputError(
+            f"{path} holds a {type(model).__name__}, not a skvi estimator; save "
+            "one with 'skvi fit --save'."
+        )
+    if not hasattr(model, "n_features_in_"):
+        raise InputError(
+            f"{path} holds an unfitted {type(model).__name__}; save a fitted "
+            "model, e.g. with 'skvi fit --save'."
+        )
+    return model
 
 
 # -------------------------------------------------------------- helpers
@@ -406,10 +667,13 @@ def _skops():
     return sio
 
 
-def _names(text):
+def _names(text, option="--columns"):
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise InputError("--columns needs at least one column name.")
+        raise InputError(f"{option} needs at least one column name.")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InputError(f"{option} names {twice[0]!r} twice; name each once.")
     return names
 
 
@@ -418,7 +682,7 @@ def _plot_columns(text, names):
         if len(names) < 2:
             raise InputError("--plot draws two columns; fit at least two.")
         return (0, 1)
-    chosen = _names(text)
+    chosen = _names(text, "--plot-columns")
     if len(chosen) != 2 or any(name not in names for name in chosen):
         raise InputError(
             f"--plot-columns must name two of the fitted columns ({', '.join(names)})."

@@ -1,18 +1,58 @@
 """Reading the command line's CSV files into numeric arrays.
 
 A small reader on the standard library's ``csv`` module, so the command
-line needs nothing beyond the core dependencies: a header row, then data
-rows with as many cells; empty cells (and NA, NaN, null, ?) are missing
-values. Every problem is a :class:`InputError` whose message names the file
-and, where it can, the line or column.
+line needs nothing beyond the core dependencies. It reads exactly what the
+file holds or stops with an :class:`InputError` whose one-line message
+names the file, the line (as a text editor numbers it), the column and the
+cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
+
+* Encoding: UTF-8, with or without the byte-order mark that Excel's
+  "CSV UTF-8" writes; UTF-16 with a byte-order mark (Excel's "Unicode
+  text"); any other with ``encoding``.
+* Delimiter: comma, semicolon or tab, whichever splits the first lines into
+  the same number (more than one) of cells; on a tie tab, then semicolon,
+  then comma, since a semicolon file's cells may hold decimal commas.
+* Decimal separator: a point; a comma in a file not separated by commas
+  when some cell is a number written with one (``1,5``). Thousands
+  separators are not read: such a cell is an error.
+* Header: the first row names the columns unless every cell of it is a
+  number or missing; then it is data and the columns are named 1, 2, ...
+* Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
+  which becomes NaN. A column whose cells are all text is a text column;
+  one with both numbers and text is an error naming the first text cell.
+* Rows: blank lines and rows of empty cells before the header and after
+  the last row are ignored; in between, such a row is a row with no value
+  (all NaN), so that row i of the results is row i of the file.
 """
 
+import codecs
 import csv
+import io
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-MISSING_CELLS = {"", "na", "nan", "null", "none", "?"}
+MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "#n/a", "null", "none", "?"})
+
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+# Tab first: a tab never appears in a number; then semicolon, whose files
+# may write decimal commas.
+_DETECTION_ORDER = ("\t", ";", ",")
+_SAMPLE_CHARS = 1 << 16
+_SAMPLE_ROWS = 50
+
+# A plain decimal number: what ``float`` reads, less its extras ("inf",
+# "nan", "1_000", surrounding blanks), which a spreadsheet never means.
+_NUMBER = {
+    ".": re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"),
+    ",": re.compile(r"[+-]?(?:\d+,?\d*|,\d+)(?:[eE][+-]?\d+)?"),
+}
+
+
+_NAN, _INFINITY = float("nan"), float("inf")
 
 
 class InputError(ValueError):
@@ -21,26 +61,40 @@ class InputError(ValueError):
 
 @dataclass
 class Table:
-    """The cells of a CSV file, column by column.
+    """The cells of a CSV file, column by column, and how they were read.
 
     Attributes
     ----------
     path : str
     columns : list of str
-        The header.
+        The names of the columns (their numbers, from 1, without a header).
     values : ndarray of shape (n_rows, n_columns)
-        Cells as floats, NaN where missing or not a number.
-    numeric : list of bool
-        Whether each column's present cells are all numbers.
-    examples : list of str or None
-        A cell of each non-numeric column that is not a number.
+        The numbers; NaN where a cell is missing or not a number.
+    lines : ndarray of shape (n_rows,)
+        The line of the file where each row starts.
+    numbers : list of (int, str) or None
+        Per column, the line and text of its first number.
+    texts : list of (int, str) or None
+        Per column, the line and text of its first cell that is neither a
+        number nor missing.
+    delimiter, decimal, encoding : str
+    header : bool
+        Whether the first row named the columns.
+    ignored_lines : int
+        Blank lines (or rows of empty cells) before the header or at the end.
     """
 
     path: str
     columns: list
     values: np.ndarray
-    numeric: list
-    examples: list
+    lines: np.ndarray
+    numbers: list
+    texts: list
+    delimiter: str
+    decimal: str
+    encoding: str
+    header: bool
+    ignored_lines: int
 
     def column(self, name):
         """The index of a named column, or an error listing the names."""
@@ -51,94 +105,364 @@ class Table:
             )
         return self.columns.index(name)
 
+    def kind(self, j):
+        """'numeric', 'text', 'mixed' (numbers and text) or 'empty'.
 
-def read_table(path):
-    """Read a CSV file with a header row.
+        A column whose first text is a number written another way (with
+        the other decimal separator, or too large) counts as 'mixed': its
+        numbers must not be skipped as text.
+        """
+        if self.texts[j] is None:
+            return "empty" if self.numbers[j] is None else "numeric"
+        if self.numbers[j] is None and not self._looks_numeric(self.texts[j][1]):
+            return "text"
+        return "mixed"
+
+    def _looks_numeric(self, cell):
+        return any(number.fullmatch(cell) for number in _NUMBER.values())
+
+    def check_numeric(self, j, alternative=None):
+        """Raise unless column ``j`` holds only numbers and missing cells.
+
+        ``alternative``, if given, ends the message: another way out than
+        correcting the file (such as leaving the column out).
+        """
+        name, kind = self.columns[j], self.kind(j)
+        if kind == "numeric":
+            return
+        other = f", or {alternative}" if alternative else ""
+        instead = f"; {alternative}" if alternative else ""
+        if kind == "empty":
+            raise InputError(
+                f"Column {name!r} of {self.path} has no value (every cell is "
+                f"empty or missing){instead}."
+            )
+        line, cell = self.texts[j]
+        if kind == "text":
+            raise InputError(
+                f"Column {name!r} of {self.path} holds text, not numbers "
+                f"({cell!r} on line {line}){instead}."
+            )
+        raise InputError(
+            f"{self.path}, line {line}, column {name!r}: {cell!r} "
+            f"{self._not_a_number(cell)}. Correct the cell (an empty cell is a "
+            f"missing value){other}."
+        )
+
+    def _not_a_number(self, cell):
+        """Why a cell that is not missing is not read as a number."""
+        if _NUMBER[self.decimal].fullmatch(cell):
+            return "is too large for a floating-point number"
+        if self.decimal == "." and _NUMBER[","].fullmatch(cell):
+            return (
+                "is not a number (thousands separators are not read; for "
+                "decimal commas pass --decimal ',')"
+            )
+        if self.decimal == "," and _NUMBER["."].fullmatch(cell):
+            example = next(
+                (f[1] for f in self.numbers if f is not None and "," in f[1]), None
+            )
+            seen = f" (as {example!r})" if example else ""
+            return (
+                f"is not a number: the file was read with decimal commas{seen}; "
+                "write it so, or pass --decimal '.'"
+            )
+        return "is not a number"
+
+    def description(self):
+        """How the file was read, in words."""
+        separator = DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))
+        separator = "one column" if len(self.columns) == 1 else f"{separator}-separated"
+        header = "a header row" if self.header else "no header row"
+        point = "comma" if self.decimal == "," else "point"
+        return (
+            f"{separator}, {header}, decimal {point}, "
+            f"{self.encoding.replace('-sig', '').upper()}"
+        )
+
+
+def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None):
+    """Read a CSV file; see the module's docstring for the rules.
 
     Parameters
     ----------
     path : str
+    delimiter : str, default=None
+        One character; None detects comma, semicolon or tab.
+    header : bool, default=None
+        Whether the first row names the columns; None detects it.
+    decimal : {'.', ','}, default=None
+        None reads a point, or a comma where the file writes numbers so.
+    encoding : str, default=None
+        None reads UTF-8 (and UTF-16 with a byte-order mark).
 
     Returns
     -------
     Table
     """
+    text, encoding = _decode(path, encoding)
+    if delimiter is None:
+        delimiter = _detect_delimiter(text)
+    records, n_lines = _records(path, text, delimiter)
+    while records and not _has_content(records[-1][1]):
+        records.pop()
+    if not records:
+        raise InputError(f"{path} is empty; expected a header row and data rows.")
+    ignored = n_lines - records[-1][2]
+    records = records[next(i for i, r in enumerate(records) if _has_content(r[1])) :]
+    ignored += records[0][0] - 1
+    if decimal is None:
+        decimal = _detect_decimal(records, delimiter)
+    number = _NUMBER[decimal]
+    if header is None:
+        header = not all(
+            cell.strip().lower() in MISSING_CELLS or number.fullmatch(cell.strip())
+            for cell in records[0][1]
+        )
+    width = len(records[0][1])
+    if header:
+        columns = [name.strip() or str(j + 1) for j, name in enumerate(records[0][1])]
+        duplicated = sorted({name for name in columns if columns.count(name) > 1})
+        if duplicated:
+            raise InputError(
+                f"{path} names column {duplicated[0]!r} more than once; give "
+                "every column its own name."
+            )
+        records = records[1:]
+        if not records:
+            raise InputError(f"{path} has a header but no data rows.")
+    else:
+        columns = [str(j + 1) for j in range(width)]
+    lines = np.array([record[0] for record in records], dtype=int)
+    numbers, texts = [None] * width, [None] * width
+    # Most rows are all numbers: one match over the row, then ``float``.
+    cell = rf"\s*(?:{number.pattern})\s*"
+    all_numbers = re.compile(rf"{cell}(?:\x00{cell})*")
+    rows = []
+    for line, cells, _ in records:
+        if len(cells) != width:
+            cells = _fitted_to(path, line, cells, width, header)
+        joined = "\x00".join(cells)
+        if all_numbers.fullmatch(joined):
+            plain = joined.replace(",", ".").split("\x00") if decimal == "," else cells
+            row = list(map(float, plain))
+            if _INFINITY not in row and -_INFINITY not in row:
+                rows.append(row)
+                if None in numbers:
+                    for j, found in enumerate(numbers):
+                        numbers[j] = found or (line, cells[j].strip())
+                continue
+        rows.append(_read_cells(cells, line, number, numbers, texts))
+    values = np.array(rows, dtype=float).reshape(len(rows), width)
+    return Table(
+        str(path),
+        columns,
+        values,
+        lines,
+        numbers,
+        texts,
+        delimiter,
+        decimal,
+        encoding,
+        header,
+        ignored,
+    )
+
+
+def _read_cells(cells, line, number, numbers, texts):
+    """A row's values, noting each column's first number and first text."""
+    row = []
+    for j, cell in enumerate(cells):
+        cell = cell.strip()
+        value = _NAN
+        if cell.lower() not in MISSING_CELLS:
+            if number.fullmatch(cell):
+                value = float(cell.replace(",", "."))
+            if math.isfinite(value):
+                if numbers[j] is None:
+                    numbers[j] = (line, cell)
+            else:
+                value = _NAN
+                if texts[j] is None:
+                    texts[j] = (line, cell)
+        row.append(value)
+    return row
+
+
+def _decode(path, encoding):
+    """The file's text, and the encoding it was read with."""
     try:
-        with open(path, newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
+        with open(path, "rb") as file:
+            raw = file.read()
     except FileNotFoundError:
         raise InputError(f"No such file: {path}.") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a directory, not a CSV file.") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not a text (UTF-8) CSV file.") from None
-    except (OSError, csv.Error) as error:
-        raise InputError(f"Cannot read {path}: {error}.") from None
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
-        raise InputError(f"{path} is empty; expected a header row and data rows.")
-    header = [name.strip() for name in rows[0]]
-    if len(rows) == 1:
-        raise InputError(f"{path} has a header but no data rows.")
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise InputError(f"{path} names column {duplicated[0]!r} more than once.")
-    width = len(header)
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != width:
+    except OSError as error:
+        raise InputError(f"Cannot read {path}: {error.strerror}.") from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    elif encoding is None:
+        encoding = "utf-8-sig"
+    else:
+        try:
+            encoding = codecs.lookup(encoding).name
+        except LookupError:
             raise InputError(
-                f"{path}, data row {number - 1}: {len(row)} cells where the "
-                f"header has {width}; every row needs one cell per column."
-            )
-    values = np.full((len(rows) - 1, width), np.nan)
-    numeric, examples = [True] * width, [None] * width
-    for i, row in enumerate(rows[1:]):
-        for j, cell in enumerate(row):
-            text = cell.strip()
-            if text.lower() in MISSING_CELLS:
-                continue
-            try:
-                values[i, j] = float(text)
-            except ValueError:
-                if numeric[j]:
-                    numeric[j], examples[j] = False, text
-    if not np.all(np.isfinite(values[~np.isnan(values)])):
-        raise InputError(f"{path} contains an infinite value; use finite numbers.")
-    return Table(str(path), header, values, numeric, examples)
+                f"--encoding {encoding!r} is not an encoding Python knows "
+                "(such as utf-8, cp1252, latin-1)."
+            ) from None
+        if encoding == "utf-8":
+            encoding = "utf-8-sig"
+    if encoding != "utf-16" and b"\0" in raw:
+        raise InputError(
+            f"{path} is not a text CSV file: it holds binary data (a NUL byte)."
+        )
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise InputError(
+            f"{path} is not a text file in {encoding.replace('-sig', '')} "
+            f"(line {line} holds the byte 0x{raw[error.start]:02x}); save it as "
+            "CSV UTF-8, or name its encoding, e.g. --encoding cp1252."
+        ) from None
+    if not text.strip():
+        raise InputError(f"{path} is empty; expected a header row and data rows.")
+    return text, encoding
 
 
-def feature_columns(table, names=None, exclude=()):
-    """The rows of the chosen numeric columns, and their names.
+def _detect_delimiter(text):
+    """The candidate that splits the first rows into equally many cells.
 
-    ``names`` (default: every numeric column not in ``exclude``) must all
-    be numeric.
+    Splitting into several cells counts first, then how many rows agree
+    with the first; a file of one column gets one that splits nothing.
     """
+    sample = text[:_SAMPLE_CHARS]
+    cut = len(sample) < len(text)
+    best, best_score = ",", (False, 0)
+    for delimiter in _DETECTION_ORDER:
+        try:
+            rows = [
+                row
+                for row in csv.reader(
+                    io.StringIO(sample, newline=""), delimiter=delimiter
+                )
+                if _has_content(row)
+            ]
+        except csv.Error:
+            continue
+        if cut:
+            rows = rows[:-1]  # maybe cut short
+        rows = rows[:_SAMPLE_ROWS]
+        if not rows:
+            continue
+        score = (len(rows[0]) > 1, sum(len(row) == len(rows[0]) for row in rows))
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _records(path, text, delimiter):
+    """Each record as (its first line, its cells, its last line); the lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records, line = [], 1
+    try:
+        for cells in reader:
+            records.append((line, cells, reader.line_num))
+            line = reader.line_num + 1
+    except csv.Error as error:
+        raise InputError(f"{path}, line {reader.line_num}: {error}.") from None
+    return records, reader.line_num
+
+
+def _has_content(cells):
+    return any(cell.strip() for cell in cells)
+
+
+def _detect_decimal(records, delimiter):
+    """',' when the file is not comma-separated and writes a decimal comma."""
+    if delimiter == ",":
+        return "."
+    number = _NUMBER[","]
+    for _, cells, _ in records:
+        for cell in cells:
+            if "," in cell and number.fullmatch(cell.strip()):
+                return ","
+    return "."
+
+
+def _fitted_to(path, line, cells, width, header):
+    """A row's cells as ``width`` cells, or the error that says why not."""
+    if not cells:
+        return [""] * width  # a blank line: a row with no value
+    if len(cells) > width and not _has_content(cells[width:]):
+        return cells[:width]  # empty cells after the last column
+    plural = "" if len(cells) == 1 else "s"
+    first = "the header" if header else "the first row"
+    hint = "check the delimiter: --delimiter"
+    if any("\n" in cell or "\r" in cell for cell in cells):
+        hint = "a quote opened there is not closed where the cell should end"
+    raise InputError(
+        f"{path}, line {line}: {len(cells)} cell{plural} where {first} has "
+        f"{width}; every row needs one cell per column ({hint})."
+    )
+
+
+def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
+    """The chosen columns as an array, their names, and the columns skipped.
+
+    ``names`` (default: every column not in ``exclude`` that holds numbers)
+    must be numeric. A column of numbers and text is an error naming its
+    first text cell unless the user left it out. ``chosen_by`` is the option
+    that chooses columns (None where there is none). Returns ``(X, names,
+    skipped)`` with ``skipped`` a dict from column name to 'text' or 'empty'.
+    """
+    leave_out = chosen_by and f"leave the column out with {chosen_by}"
+    choose = chosen_by and f"choose numeric columns with {chosen_by}"
+    skipped = {}
     if names is None:
-        names = [
-            name
-            for name, numeric in zip(table.columns, table.numeric, strict=True)
-            if numeric and name not in exclude
-        ]
+        names = []
+        for j, name in enumerate(table.columns):
+            kind = table.kind(j)
+            if name in exclude:
+                continue
+            if kind in ("text", "empty"):
+                skipped[name] = kind
+                continue
+            table.check_numeric(j, leave_out)
+            names.append(name)
         if not names:
             raise InputError(
-                f"{table.path} has no numeric column to fit; pass --columns."
+                f"{table.path} has no numeric column to fit (read as "
+                f"{table.description()}); check --delimiter and --decimal."
             )
     indices = [table.column(name) for name in names]
-    for name, j in zip(names, indices, strict=True):
-        if not table.numeric[j]:
-            raise InputError(
-                f"Column {name!r} of {table.path} is not numeric (it holds "
-                f"{table.examples[j]!r}); choose numeric columns with --columns."
-            )
-    return table.values[:, indices], list(names)
+    for j in indices:
+        table.check_numeric(j, choose)
+    return table.values[:, indices], list(names), skipped
 
 
-def weight_column(table, name):
-    """The sample weights in a named column: numbers, none missing."""
+def weight_column(table, name, rows_with_value):
+    """The sample weights in a named column.
+
+    Every row with a value needs a number; a row with no value (a blank
+    line) gets weight 0, as it takes no part in the fit.
+    """
     j = table.column(name)
-    weights = table.values[:, j]
-    if not table.numeric[j] or np.isnan(weights).any():
+    table.check_numeric(j)
+    weights = table.values[:, j].copy()
+    absent = np.isnan(weights) & rows_with_value
+    if absent.any():
         raise InputError(
-            f"Weight column {name!r} of {table.path} must hold a number in every row."
+            f"{table.path}, line {table.lines[np.argmax(absent)]}: the weight "
+            f"column {name!r} is empty; every row with a value needs a weight."
         )
-    return weights
+    negative = weights < 0
+    if negative.any():
+        i = np.argmax(negative)
+        raise InputError(
+            f"{table.path}, line {table.lines[i]}: the weight {weights[i]:g} in "
+            f"column {name!r} is negative; weights are repeat counts, >= 0."
+        )
+    return np.where(rows_with_value, weights, 0.0)

@@ -1,5 +1,7 @@
 """The command line, run as a user runs it: ``python -m skvi`` in a subprocess."""
 
+import csv
+import io
 import json
 import os
 import pickle
@@ -7,10 +9,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from skvi import EMGaussianMixture, select_model
+from skvi import EMGaussianMixture, VariationalGaussianMixture, select_model
+from skvi._cli import main
 from skvi._table import read_table
 from skvi.datasets import load_old_faithful
 
@@ -29,6 +35,16 @@ def skvi(*args, cwd=None):
         timeout=300,
         cwd=cwd,
     )
+
+
+def run_cli(capsys, *args):
+    """The command line in this process (faster): status, stdout, stderr."""
+    try:
+        status = main([str(argument) for argument in args])
+    except SystemExit as exit:  # argparse's usage errors
+        status = exit.code
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def write(path, text):
@@ -153,32 +169,34 @@ def _pickled(path):
         (["fit", "{missing}"], "No such file"),
         (["fit", "{empty}"], "is empty"),
         (["fit", "{header only}"], "no data rows"),
-        (["fit", "{ragged}"], "data row 2: 1 cells"),
+        (["fit", "{ragged}"], "ragged.csv, line 3: 1 cell where the header has 2"),
         (["fit", "{binary}"], "not a text"),
         (["fit", "{text}", "--columns", "a,b"], "Column 'b'"),
         (["fit", "{good}", "--columns", "eruptions,height"], "no column 'height'"),
         (["fit", "{good}", "--n-components", "9-1"], "not a number, a range"),
         (["fit", "{good}", "--n-components", "x"], "not a number, a range"),
+        (["fit", "{good}", "--n-components", "3-"], "not a number, a range"),
         (["fit", "{good}", "--covariance-type", "round"], "'round' is not one"),
-        (["fit", "{tiny}", "--n-components", "3"], "n_components = 3"),
+        (["fit", "{tiny}", "--n-components", "3"], "more than the 2 rows with a"),
         (["fit", "{good}", "--output-dir", "{a file}"], "output directory"),
         (["fit", "{good}", "--weight-column", "none"], "no column 'none'"),
         (["predict", "{not a model}", "{good}"], "not a model saved by skvi"),
         (["predict", "{pickle}", "{good}"], "not a model saved by skvi"),
-        (["predict", "{missing}", "{good}"], "No such model file"),
+        (["predict", "{missing}", "{good}"], "No model file"),
         (["demo", "--output", "/no/such/dir/x.png"], "no such directory"),
         (["fit"], "required"),
         (["fit", "{good}", "--max-iter", "many"], "invalid int value"),
     ],
 )
-def test_errors_are_one_line_and_a_nonzero_status(files, arguments, message):
-    result = skvi(*(argument.format(**files) for argument in arguments))
-    assert result.returncode != 0
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+def test_errors_are_one_line_and_a_nonzero_status(files, arguments, message, capsys):
+    status, out, err = run_cli(
+        capsys, *(argument.format(**files) for argument in arguments)
+    )
+    assert status != 0
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert message in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 def test_a_skops_file_of_another_model_is_refused(tmp_path):
@@ -190,3 +208,401 @@ def test_a_skops_file_of_another_model_is_refused(tmp_path):
     result = skvi("predict", path, FAITHFUL)
     assert result.returncode == 1
     assert "is not a skvi model" in result.stderr
+
+
+# ---------------------------------------------- reading files as people save them
+def _two_clusters():
+    """40 rows of two columns, as written with four decimals."""
+    rng = np.random.RandomState(1)
+    X = np.vstack([rng.normal(size=(20, 2)), rng.normal(size=(20, 2)) + 6])
+    return np.round(X, 4)
+
+
+def _cells(X, decimal=".", quote=""):
+    return [
+        [quote + f"{value:.4f}".replace(".", decimal) + quote for value in row]
+        for row in X
+    ]
+
+
+def _saved(X, delimiter=",", header=("a", "b"), decimal=".", quote="", end="\n"):
+    rows = ([list(header)] if header else []) + _cells(X, decimal, quote)
+    return "".join(delimiter.join(row) + end for row in rows)
+
+
+X_SAVED = _two_clusters()
+
+# name: (bytes of the file, what the reading should report)
+SAVED_FILES = {
+    "comma": (_saved(X_SAVED).encode(), (",", ".", True)),
+    "Excel CSV UTF-8: BOM, quoted cells, CRLF": (
+        b"\xef\xbb\xbf" + _saved(X_SAVED, quote='"', end="\r\n").encode(),
+        (",", ".", True),
+    ),
+    "European Excel: semicolons, decimal commas, empty rows at the end": (
+        (_saved(X_SAVED, ";", decimal=",", end="\r\n") + ";\r\n;\r\n\r\n").encode(),
+        (";", ",", True),
+    ),
+    "tab-separated, blank lines at the end": (
+        (_saved(X_SAVED, "\t") + "\n\n\n").encode(),
+        ("\t", ".", True),
+    ),
+    "Excel Unicode text: UTF-16, tabs": (
+        _saved(X_SAVED, "\t", end="\r\n").encode("utf-16"),
+        ("\t", ".", True),
+    ),
+    "no header row": (_saved(X_SAVED, header=None).encode(), (",", ".", False)),
+    "old Mac line endings": (_saved(X_SAVED, end="\r").encode(), (",", ".", True)),
+}
+
+
+@pytest.mark.parametrize("name", list(SAVED_FILES))
+def test_every_common_csv_dialect_fits_exactly_the_data_it_holds(
+    name, tmp_path, capsys
+):
+    content, (delimiter, decimal, header) = SAVED_FILES[name]
+    data = tmp_path / "data.csv"
+    data.write_bytes(content)
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert err == ""
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    reading = summary["input"]
+    assert (reading["delimiter"], reading["decimal"], reading["header"]) == (
+        delimiter,
+        decimal,
+        header,
+    )
+    assert summary["columns"] == (["a", "b"] if header else ["1", "2"])
+    assert summary["n_rows"] == 40
+    assert out.splitlines()[0].startswith(f"Read {data} (")
+    assert "40 rows, columns" in out.splitlines()[0]
+    reference = EMGaussianMixture(n_components=2, random_state=0).fit(X_SAVED)
+    assert_allclose(summary["means"], reference.means_, rtol=1e-12)
+    assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    values=st.integers(1, 12).flatmap(
+        lambda n: st.integers(1, 4).flatmap(
+            lambda d: st.lists(
+                st.lists(
+                    st.floats(allow_infinity=False) | st.sampled_from([0.0, 1.5]),
+                    min_size=d,
+                    max_size=d,
+                ),
+                min_size=n,
+                max_size=n,
+            )
+        )
+    ),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+    header=st.booleans(),
+    comma=st.booleans(),
+    end=st.sampled_from(["\n", "\r\n", "\r"]),
+    bom=st.booleans(),
+    quote_all=st.booleans(),
+    missing=st.sampled_from(["", "NA", "nan", "#N/A"]),
+)
+def test_the_reader_gives_back_exactly_the_numbers_written(
+    tmp_path, values, delimiter, header, comma, end, bom, quote_all, missing
+):
+    X = np.array(values)
+    # Rows of empty cells at either end of a file are not rows (documented).
+    if missing == "":
+        has_value = ~np.isnan(X).all(axis=1)
+        if not has_value.any():
+            return
+        first, last = np.flatnonzero(has_value)[[0, -1]]
+        X = X[first : last + 1]
+    decimal = "," if comma and delimiter != "," else "."
+    if decimal == "," and X.shape[1] == 1 and not header:
+        return  # "1,5" alone could be two integers: --delimiter decides (documented)
+    text = io.StringIO()
+    writer = csv.writer(
+        text,
+        delimiter=delimiter,
+        lineterminator=end,
+        quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL,
+    )
+    if header:
+        writer.writerow([f"c{j}" for j in range(X.shape[1])])
+    for row in X:
+        writer.writerow(
+            [
+                missing if np.isnan(v) else repr(float(v)).replace(".", decimal)
+                for v in row
+            ]
+        )
+    path = tmp_path / "data.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.getvalue().encode())
+    table = read_table(str(path))
+    assert table.header == header
+    assert table.values.shape == X.shape
+    assert np.array_equal(table.values, X, equal_nan=True)
+    assert table.decimal == decimal or X.shape[1] == 1 or "," not in text.getvalue()
+
+
+def test_a_file_of_one_column(tmp_path, capsys):
+    column = X_SAVED[:, :1]
+    data = write(tmp_path / "one.csv", _saved(column, header=("x",), decimal=","))
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert "(one column, a header row, decimal comma, UTF-8): 40 rows" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    reference = EMGaussianMixture(n_components=2, random_state=0).fit(column)
+    assert_allclose(summary["means"], reference.means_, rtol=1e-12)
+
+
+def test_the_reading_flags_override_the_detection(tmp_path, capsys):
+    # A header of numbers (years) is taken for data unless --header says so.
+    data = write(tmp_path / "years.csv", _saved(X_SAVED, ";", ("2019", "2020")))
+    status, out, _ = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0
+    assert "41 rows" in out and "no header row" in out
+    status, out, _ = run_cli(
+        capsys, "fit", data, "--header", "--delimiter", "semicolon",
+        "--output-dir", tmp_path,
+    )  # fmt: skip
+    assert status == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["columns"] == ["2019", "2020"] and summary["n_rows"] == 40
+    # Decimal commas in a comma-separated file, quoted: only when asked.
+    quoted = write(tmp_path / "q.csv", _saved(X_SAVED, decimal=",", quote='"'))
+    status, _, err = run_cli(capsys, "fit", quoted, "--output-dir", tmp_path)
+    assert status == 1
+    assert "q.csv, line 2, column 'a':" in err and "--decimal ','" in err
+    status, _, err = run_cli(
+        capsys, "fit", quoted, "--decimal", ",", "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    fitted = json.loads((tmp_path / "summary.json").read_text())["means"]
+    reference = EMGaussianMixture(n_components=2, random_state=0).fit(X_SAVED)
+    assert_allclose(fitted, reference.means_, rtol=1e-12)
+    # A cp1252 file is refused with the way out, which then reads it.
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(_saved(X_SAVED, header=("Größe", "b")).encode("cp1252"))
+    status, _, err = run_cli(capsys, "fit", latin, "--output-dir", tmp_path)
+    assert status == 1 and "line 1 holds the byte 0xf6" in err
+    assert "--encoding cp1252" in err
+    status, _, err = run_cli(
+        capsys, "fit", latin, "--encoding", "cp1252", "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["columns"] == ["Größe", "b"]
+
+
+@pytest.mark.parametrize(
+    ("cell", "saved", "message"),
+    [
+        ("4..9", _saved, "'4..9' is not a number"),
+        ('"1,5"', _saved, "'1,5' is not a number (thousands separators"),
+        ("1_5", _saved, "'1_5' is not a number"),
+        ("inf", _saved, "'inf' is not a number"),
+        ("1e999", _saved, "'1e999' is too large"),
+        (
+            "1.5",
+            lambda X: _saved(X, ";", decimal=","),
+            "'1.5' is not a number: the file was read with decimal commas",
+        ),
+    ],
+)
+def test_one_bad_cell_stops_the_fit_naming_file_line_column_and_cell(
+    cell, saved, message, tmp_path, capsys
+):
+    lines = saved(X_SAVED).splitlines()
+    delimiter = ";" if ";" in lines[0] else ","
+    lines[6] = delimiter.join([lines[6].split(delimiter)[0], cell])
+    data = write(tmp_path / "bad.csv", "\n".join(lines) + "\n")
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1
+    assert f"bad.csv, line 7, column 'b': {message}" in err
+    assert not (tmp_path / "labels.csv").exists()
+    # Leaving the column out fits every row of the other one.
+    status, _, err = run_cli(
+        capsys, "fit", data, "--columns", "a", "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    assert json.loads((tmp_path / "summary.json").read_text())["n_rows"] == 40
+
+
+@pytest.mark.parametrize("method", ["em", "vi"])
+def test_rows_with_no_value_keep_their_place(method, tmp_path, capsys):
+    lines = _saved(X_SAVED).splitlines()
+    lines[5:5] = [","]  # a row of empty cells (line 6)
+    lines[12:12] = [""]  # a blank line (line 13)
+    lines[20:20] = ["NA,"]  # missing cells (line 21)
+    data = write(tmp_path / "gaps.csv", "\n".join(lines) + "\n\n,\n")
+    status, out, err = run_cli(
+        capsys, "fit", data, "--method", method, "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    assert "43 rows" in out
+    assert "3 rows with no value (lines 6, 13, 21), left out of the fit" in out
+    assert "ignored 2 blank lines" in out
+    X = np.insert(X_SAVED, [4, 10, 17], np.nan, axis=0)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["input"]["lines_with_no_value"] == [6, 13, 21]
+    assert summary["input"]["missing_cells"] == 6
+    # The fit is that of the rows with a value; every row gets a line.
+    estimator = EMGaussianMixture if method == "em" else VariationalGaussianMixture
+    reference = estimator(n_components=2, random_state=0)
+    reference.fit(X[~np.isnan(X).all(axis=1)])
+    assert_allclose(summary["means"], reference.means_, rtol=1e-12)
+    assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)
+    labels = read_table(str(tmp_path / "labels.csv"))
+    assert np.array_equal(labels.values[:, 0], np.arange(43))
+    assert np.array_equal(labels.values[:, 1], reference.predict(X))
+
+
+def test_text_columns_are_skipped_and_said_so(tmp_path, capsys):
+    lines = _saved(X_SAVED).splitlines()
+    lines = [lines[0] + ",name,empty"] + [
+        f"{line},x{i}," for i, line in enumerate(lines[1:])
+    ]
+    data = write(tmp_path / "t.csv", "\n".join(lines) + "\n")
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert "skipped text column 'name', empty column 'empty'" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["columns"] == ["a", "b"]
+    assert summary["input"]["skipped_columns"] == {"name": "text", "empty": "empty"}
+    status, _, err = run_cli(
+        capsys, "fit", data, "--columns", "a,empty", "--output-dir", tmp_path
+    )
+    assert status == 1 and "Column 'empty' of" in err and "has no value" in err
+
+
+def test_predict_reads_files_the_same_way(tmp_path, capsys):
+    model = tmp_path / "model.skops"
+    data = write(tmp_path / "data.csv", _saved(X_SAVED))
+    status, _, err = run_cli(
+        capsys, "fit", data, "--save", model, "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    labels = read_table(str(tmp_path / "labels.csv")).values
+    for name in (
+        "Excel CSV UTF-8: BOM, quoted cells, CRLF",
+        "European Excel: semicolons, decimal commas, empty rows at the end",
+        "no header row",
+    ):
+        new = tmp_path / "new.csv"
+        new.write_bytes(SAVED_FILES[name][0])
+        status, out, err = run_cli(
+            capsys, "predict", model, new, "--output-dir", tmp_path / "p"
+        )
+        assert status == 0, (name, err)
+        assert out.startswith(f"Read {new} (")
+        predictions = read_table(str(tmp_path / "p" / "predictions.csv")).values
+        assert np.array_equal(predictions, labels), name
+    bad = write(tmp_path / "bad.csv", _saved(X_SAVED).replace("\n-", "\n--", 1))
+    status, _, err = run_cli(capsys, "predict", model, bad, "--output-dir", tmp_path)
+    assert status == 1 and "bad.csv, line " in err and "is not a number" in err
+
+
+@pytest.fixture
+def models(tmp_path):
+    sio = pytest.importorskip("skops.io", reason="the test extra installs skops")
+    paths = {}
+    paths["unfitted"] = str(tmp_path / "unfitted.skops")
+    sio.dump(EMGaussianMixture(n_components=2), paths["unfitted"])
+    three = EMGaussianMixture(n_components=2, random_state=0)
+    three.fit(np.random.RandomState(0).normal(size=(30, 3)))
+    paths["three columns"] = str(tmp_path / "three.skops")
+    sio.dump(three, paths["three columns"])
+    paths["a list"] = str(tmp_path / "list.skops")
+    sio.dump([three], paths["a list"])
+    paths["a, b"] = str(tmp_path / "ab.skops")
+    two = EMGaussianMixture(n_components=2, random_state=0)
+    sio.dump(two.fit(X_SAVED), paths["a, b"])
+    named = EMGaussianMixture(n_components=2, random_state=0)
+    paths["named"] = str(tmp_path / "named.skops")
+    sio.dump(named.fit(pd.DataFrame(X_SAVED, columns=["a", "b"])), paths["named"])
+    paths["directory"] = str(tmp_path)
+    paths["text"] = write(tmp_path / "text.csv", "a,b\n1,x\n2,y\n")
+    paths["unclosed"] = write(tmp_path / "quote.csv", 'a,b\n1,2\n"3,4\n5,6\n')
+    paths["data"] = write(tmp_path / "data.csv", _saved(X_SAVED))
+    paths["no header"] = write(tmp_path / "nohead.csv", _saved(X_SAVED, header=None))
+    paths["xy"] = write(tmp_path / "xy.csv", _saved(X_SAVED, header=("x", "y")))
+    paths["weights"] = write(tmp_path / "w.csv", "a,b,w\n1,2,1\n3,4,\n5,6,2\n7,8,1\n")
+    paths["negative"] = write(
+        tmp_path / "neg.csv", "a,b,w\n1,2,1\n3,4,-2\n5,6,2\n7,8,1\n"
+    )
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["predict", "{unfitted}", "{data}"], "holds an unfitted EMGaussianMixture"),
+        (["predict", "{a list}", "{data}"], "holds a list, not a skvi estimator"),
+        (["predict", "{directory}", "{data}"], "it is a directory"),
+        (["predict", "{three columns}", "{data}"], "fitted on 3; keep only"),
+        (["predict", "{three columns}", "{no header}"], "no header row and 2 columns"),
+        (["predict", "{data}", "{data}"], "not a model saved by skvi"),
+        (["fit", "{directory}"], "is a directory, not a CSV file"),
+        (["fit", "{data}", "--save", "{directory}"], "is a directory; name a file"),
+        (["fit", "{unclosed}"], "line 3: 1 cell where the header has 2; every"),
+        (["fit", "{unclosed}"], "a quote opened there is not closed"),
+        (["predict", "{named}", "{text}"], "holds text, not numbers ('x' on line 2)."),
+        (["predict", "{named}", "{xy}"], "has no column 'a'; its columns are x, y"),
+        (["fit", "{data}", "--n-components", "1-100000000"], "100000000 fits"),
+        (
+            ["fit", "{data}", "--n-components", "1-300", "--covariance-type", "all"],
+            "ask for 1200 fits",
+        ),
+        (["fit", "{data}", "--n-components", "1-50"], "more than the 40 rows"),
+        (["fit", "{data}", "--n-components", "10000000000000000000000"], "at most 40"),
+        (["fit", "{data}", "--columns", "a,a"], "--columns names 'a' twice"),
+        (["fit", "{data}", "--columns", "a", "--weight-column", "a"], "also in"),
+        (["fit", "{data}", "--encoding", "klingon"], "not an encoding Python knows"),
+        (["fit", "{data}", "--delimiter", "ab"], "must be one character"),
+        (["fit", "{data}", "--delimiter", ";"], "no numeric column to fit"),
+        (["fit", "{data}", "--max-iter", "-3"], "-3 is negative"),
+        (["fit", "{data}", "--tol", "nan"], "not a finite number >= 0"),
+        (["fit", "{data}", "--random-state", "-1"], "not a seed"),
+        (["fit", "{data}", "--n-jobs", "0"], "0 jobs"),
+        (["fit", "{weights}", "--weight-column", "w"], "w.csv, line 3: the weight"),
+        (["fit", "{negative}", "--weight-column", "w"], "neg.csv, line 3: the weigh"),
+    ],
+)
+def test_more_mistakes_are_one_line_checked_before_any_fit(
+    models, arguments, message, capsys
+):
+    status, out, err = run_cli(
+        capsys, *(argument.format(**models) for argument in arguments)
+    )
+    assert status in (1, 2)  # 2: a malformed command line, as argparse does
+    assert out == ""
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_predict_finds_the_columns_by_name_or_by_position(models, tmp_path, capsys):
+    # A model fitted in Python on an array knows no names: position it is.
+    status, _, err = run_cli(
+        capsys, "predict", models["a, b"], models["no header"], "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    status, _, err = run_cli(
+        capsys, "predict", models["a, b"], models["xy"], "--output-dir", tmp_path
+    )
+    assert status == 0, err
+
+
+def test_warnings_are_one_line_too(tmp_path):
+    lines = [f"{a},{b},1e-12" for a, b in X_SAVED]
+    data = write(tmp_path / "w.csv", "a,b,w\n" + "\n".join(lines) + "\n")
+    result = skvi(
+        "fit", data, "--method", "vi", "--weight-column", "w",
+        "--output-dir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert warnings and all(w.startswith("skvi fit: warning: ") for w in warnings)
