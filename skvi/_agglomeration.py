@@ -331,16 +331,26 @@ class _Agglomeration:
 
     def _singleton_pair_costs(self, Z, weights):
         # Two rows' scatter has rank 1: its determinant is 0 unless D == 1.
+        # In place: the (m, m) arrays are the memory of the agglomeration.
         sq = np.einsum("id,id->i", Z, Z)
-        distances = sq[:, np.newaxis] + sq[np.newaxis] - 2.0 * Z @ Z.T
-        np.maximum(distances, 0.0, out=distances)
+        traces = Z @ Z.T
+        traces *= -2.0
+        traces += sq[:, np.newaxis]
+        traces += sq[np.newaxis]
+        np.maximum(traces, 0.0, out=traces)
         sizes = weights[:, np.newaxis] + weights[np.newaxis]
-        traces = distances
-        traces *= weights[:, np.newaxis] * weights[np.newaxis] / sizes
-        ridge = _BETA * (traces + self.alpha) / sizes
+        # trace = (w_i w_j / n) |z_i - z_j|^2 and the cost's ridge divides
+        # it by n again.
+        traces *= weights[:, np.newaxis] * weights[np.newaxis]
+        traces /= sizes**2
+        ridge = traces
         if self.p == 1:
-            ridge += traces / sizes
-        cost = sizes * np.log(ridge)
+            ridge *= 1.0 + _BETA
+        else:
+            ridge *= _BETA
+        ridge += _BETA * self.alpha / sizes
+        cost = np.log(ridge, out=ridge)
+        cost *= sizes
         cost -= self.terms[:, np.newaxis]
         cost -= self.terms[np.newaxis]
         np.fill_diagonal(cost, np.inf)
