@@ -36,6 +36,7 @@ only relative weights matter, as in EM).
 """
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -466,12 +467,17 @@ def _merge_sequence(Z, weights):
 
 
 class _TreeCache:
-    """The last few trees, keyed by the bytes of their rows and weights."""
+    """The last few trees, keyed by the bytes of their rows and weights.
+
+    Thread-safe: fits running in threads may share it (a tree two threads
+    miss at once is built twice, harmlessly).
+    """
 
     def __init__(self, size):
         self.size = size
         self.trees = OrderedDict()
         self.builds = 0
+        self._lock = threading.Lock()
 
     def get(self, X, weights):
         digest = hashlib.blake2b(digest_size=16)
@@ -481,15 +487,17 @@ class _TreeCache:
         if weights is not None:
             digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
         key = digest.hexdigest()
-        tree = self.trees.get(key)
-        if tree is None:
-            tree = agglomerate(X, weights)
+        with self._lock:
+            tree = self.trees.get(key)
+            if tree is not None:
+                self.trees.move_to_end(key)
+                return tree
+        tree = agglomerate(X, weights)
+        with self._lock:
             self.builds += 1
             self.trees[key] = tree
             while len(self.trees) > self.size:
                 self.trees.popitem(last=False)
-        else:
-            self.trees.move_to_end(key)
         return tree
 
 

@@ -77,7 +77,10 @@ class EMGaussianMixture(BaseGaussianMixture):
         'kmeans', which runs on the raw columns as scikit-learn's does (and
         stays the default, so that the same ``random_state`` gives
         scikit-learn's start), it does not depend on the units of the
-        columns. :func:`select_model` uses 'hc' by default.
+        columns. :func:`select_model` uses 'hc' by default. Its tree is
+        built on at most 2,000 rows (a random sample of larger data; the
+        other rows join the nearest cluster), so with ``n_init > 1`` the
+        starts differ only on larger data.
     weights_init : array-like of shape (n_components,), default=None
         Initial weights; computed from ``init_params`` if None.
     means_init : array-like of shape (n_components, n_features), default=None

@@ -2,6 +2,7 @@
 
 import warnings
 
+import dask.array as da
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -221,3 +222,21 @@ def test_select_model_vi_starts_from_hc():
     X = make_blobs(8, n_samples=100, n_features=2)
     _, best = select_model(X, n_components=[1, 3], method="vi", random_state=0)
     assert best.init_params == "hc"
+
+
+def test_hc_start_of_a_dask_array_and_of_partial_fit():
+    X = load_old_faithful().data
+    params = dict(n_components=3, covariance_type="tied", init_params="hc")
+    in_memory = EMGaussianMixture(**params).fit(X)
+    chunked = EMGaussianMixture(**params).fit(da.from_array(X, chunks=100))
+    assert_allclose(chunked.means_, in_memory.means_, rtol=1e-10)
+    online = EMGaussianMixture(**params)
+    for batch in np.array_split(X, 4):
+        online.partial_fit(batch)
+    assert np.all(np.isfinite(online.means_))
+
+
+def test_hc_keeps_float32():
+    X = load_old_faithful().data.astype(np.float32)
+    model = VariationalGaussianMixture(n_components=3, init_params="hc").fit(X)
+    assert model.means_.dtype == np.float32
