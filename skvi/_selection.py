@@ -80,7 +80,8 @@ def select_model(
         model-based hierarchical agglomeration (``init_params='hc'``) unless
         ``init_params`` is given: its start does not depend on the units of
         the columns, and its one tree serves every number of components
-        and covariance type (it is built once). With ``random_state=None``
+        and covariance type (it is built once, or once per worker
+        process with ``n_jobs``). With ``random_state=None``
         one seed is drawn for all fits, so that they share the tree also
         where the rows are subsampled (more than 2,000 rows).
 
