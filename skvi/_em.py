@@ -69,9 +69,18 @@ class EMGaussianMixture(BaseGaussianMixture):
         Maximum number of EM iterations (M-step then E-step).
     n_init : int, default=1
         Number of initialisations; the best final ELBO is kept.
-    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
-default='kmeans'
-        How the initial responsibilities are chosen.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', \
+'hc'}, default='kmeans'
+        How the initial responsibilities are chosen. 'hc' cuts R mclust's
+        model-based hierarchical agglomeration (unconstrained covariances,
+        on scaled SVD coordinates) at ``n_components`` clusters: unlike
+        'kmeans', which runs on the raw columns as scikit-learn's does (and
+        stays the default, so that the same ``random_state`` gives
+        scikit-learn's start), it does not depend on the units of the
+        columns. :func:`select_model` uses 'hc' by default. Its tree is
+        built on at most 2,000 rows (a random sample of larger data; the
+        other rows join the nearest cluster), so with ``n_init > 1`` the
+        starts differ only on larger data.
     weights_init : array-like of shape (n_components,), default=None
         Initial weights; computed from ``init_params`` if None.
     means_init : array-like of shape (n_components, n_features), default=None

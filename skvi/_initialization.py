@@ -10,6 +10,8 @@ sample weights are positive.
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
+from ._agglomeration import hc_labels
+
 
 def initial_responsibilities(X, sample_weight, n_components, method, random_state):
     """A function ``rows -> responsibilities`` for the chosen method.
@@ -20,10 +22,14 @@ def initial_responsibilities(X, sample_weight, n_components, method, random_stat
     sample_weight : ndarray of shape (n,)
         Rows of zero weight are never chosen as seeds.
     n_components : int
-    method : {"kmeans", "k-means++", "random", "random_from_data"}
+    method : {"kmeans", "k-means++", "random", "random_from_data", "hc"}
     random_state : numpy.random.RandomState
-        Advanced exactly as scikit-learn's GaussianMixture advances it.
+        Advanced exactly as scikit-learn's GaussianMixture advances it (for
+        "hc": only when the rows are subsampled).
     """
+    if method == "hc":
+        labels = hc_labels(X, sample_weight, n_components, random_state)
+        return _one_hot_labels(labels, n_components)
     if method == "kmeans":
         labels = (
             KMeans(n_clusters=n_components, n_init=1, random_state=random_state)

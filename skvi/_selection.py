@@ -12,6 +12,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
 
 from ._em import EMGaussianMixture
 from ._variational import VariationalGaussianMixture
@@ -73,7 +74,16 @@ def select_model(
         (False); None means a DataFrame when pandas is installed.
     **params
         Further parameters of every estimator (``random_state``,
-        ``max_iter``, ``tol``, ``n_init``, ...).
+        ``max_iter``, ``tol``, ``n_init``, ...). Unlike the estimators,
+        whose default ``init_params='kmeans'`` runs k-means on the raw
+        columns as scikit-learn does, every fit here starts from R mclust's
+        model-based hierarchical agglomeration (``init_params='hc'``) unless
+        ``init_params`` is given: its start does not depend on the units of
+        the columns, and its one tree serves every number of components
+        and covariance type (it is built once, or once per worker
+        process with ``n_jobs``). With ``random_state=None``
+        one seed is drawn for all fits, so that they share the tree also
+        where the rows are subsampled (more than 2,000 rows).
 
     Returns
     -------
@@ -108,6 +118,11 @@ def select_model(
         )
     counts = _component_counts(n_components)
     kinds = _covariance_types(covariance_types)
+    params = {"init_params": "hc", **params}
+    if params.get("random_state") is None:
+        # One seed for every fit: they then share one start tree.
+        seed = check_random_state(None).randint(np.iinfo(np.int32).max)
+        params["random_state"] = int(seed)
     template = METHODS[method]()
     try:
         template.set_params(**params)

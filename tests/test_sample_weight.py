@@ -13,7 +13,7 @@ from skvi import EMGaussianMixture, GaussianMixtureImputer, VariationalGaussianM
 from .helpers import COVARIANCE_TYPES, make_blobs
 
 ESTIMATORS = [EMGaussianMixture, VariationalGaussianMixture]
-INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data"]
+INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data", "hc"]
 
 # Rows that would break a fit if they took part: one far away, two whose
 # squares overflow, one with nothing observed, one missing the column the

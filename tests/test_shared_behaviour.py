@@ -162,7 +162,7 @@ def test_caller_arrays_are_never_modified(estimator):
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize(
-    "init_params", ["kmeans", "k-means++", "random", "random_from_data"]
+    "init_params", ["kmeans", "k-means++", "random", "random_from_data", "hc"]
 )
 def test_every_init_method_fits_without_nan(estimator, covariance_type, init_params):
     X = make_blobs(8, n_samples=120, n_features=2, n_clusters=3)

@@ -1,0 +1,508 @@
+"""Model-based hierarchical agglomeration, the start of ``init_params="hc"``.
+
+Every row starts as its own cluster; at each step the two clusters whose
+merge loses the least classification likelihood are merged (Banfield &
+Raftery 1993; Fraley 1998), under the unconstrained-covariance model (R
+mclust's default ``hcVVV``). A cluster of total weight ``n`` with scatter
+matrix ``W`` about its mean costs
+
+    n * log(det(W / n) + beta * (trace(W) + alpha) / n)
+
+(twice its negative maximised log-likelihood up to constants, with Fraley's
+regularisation: ``alpha`` is the mean per-column variance of the data and
+``beta = 1``, so singletons and clusters of at most ``D`` rows, whose
+``det(W)`` is 0, have a defined cost that grows with their spread). A merge
+raises the total cost by the merged cluster's cost less its parts'; the
+cheapest merge is taken.
+
+The rows are first moved to mclust's scaled SVD coordinates
+(``hcUse="SVD"``; Scrucca & Raftery 2015): columns centred and scaled to
+unit variance, rotated onto their principal axes, each axis divided by the
+square root of its singular value. Rescaling a column or adding a constant
+to it does not change the tree.
+
+One tree serves every number of clusters: :meth:`AgglomerationTree.labels`
+cuts it at any K. Time is O(m^2 D^3) and memory O(m^2 + m D^2) for m
+agglomerated rows, so above ``MAX_AGGLOMERATED_ROWS`` rows (mclust's default
+``subset``) a uniform random sample of that many is agglomerated and every
+other row joins the cluster with the nearest mean in the transformed
+coordinates. Trees are cached by the content of their rows, so that fits of
+every K and covariance type on the same data (``select_model``,
+``n_init``, grid searches) build it once per process.
+
+Sample weights are repeat counts: a row of weight w is a cluster of weight
+w (weights are divided by their mean, so unit weights are counts of 1 and
+only relative weights matter, as in EM).
+"""
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+# mclust's default ``mclust.options("subset")``.
+MAX_AGGLOMERATED_ROWS = 2000
+# Fraley's ``beta``; mclust's default.
+_BETA = 1.0
+_CACHE_SIZE = 4
+_ASSIGN_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class AgglomerationTree:
+    """The merge sequence of an agglomeration of m rows.
+
+    Attributes
+    ----------
+    merges : ndarray of shape (m - 1, 2)
+        Step s merged the clusters led by rows ``merges[s, 0] <
+        merges[s, 1]`` (a cluster is led by its smallest row index); the
+        merged cluster is led by ``merges[s, 0]``.
+    costs : ndarray of shape (m - 1,)
+        The rise of the total cost (twice the classification log-likelihood
+        lost) at each step.
+    center, scale, projection : ndarray
+        The transformation to the agglomerated coordinates:
+        ``((X - center) / scale) @ projection``.
+    columns : ndarray of int
+        The columns used (constant columns are left out).
+    """
+
+    merges: np.ndarray
+    costs: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    projection: np.ndarray
+    columns: np.ndarray
+
+    @property
+    def n_samples(self):
+        """The number of agglomerated rows."""
+        return len(self.merges) + 1
+
+    def labels(self, n_clusters):
+        """The partition into ``n_clusters`` clusters of the tree's rows.
+
+        Replays the first ``m - n_clusters`` merges. Clusters are numbered
+        0, 1, ... in the order of their smallest row.
+        """
+        m = self.n_samples
+        if not 1 <= n_clusters <= m:
+            raise ValueError(
+                f"Cannot cut a tree of {m} rows into {n_clusters} clusters."
+            )
+        parent = np.arange(m)
+        steps = self.merges[: m - n_clusters]
+        parent[steps[:, 1]] = steps[:, 0]
+        # Leaders only ever point to smaller leaders: jump to the roots.
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+        _, labels = np.unique(parent, return_inverse=True)
+        return labels
+
+    def transform(self, X):
+        """Rows of X in the agglomerated coordinates."""
+        X = np.asarray(X, dtype=np.float64)[:, self.columns]
+        return ((X - self.center) / self.scale) @ self.projection
+
+
+def agglomerate(X, sample_weight=None):
+    """Agglomerate every row of X (no subsampling; see :func:`hc_labels`).
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, D)
+        Finite rows.
+    sample_weight : ndarray of shape (m,), default=None
+        Positive repeat counts; None means 1.
+
+    Returns
+    -------
+    AgglomerationTree
+    """
+    X = np.asarray(X, dtype=np.float64)
+    weights = _unit_mean_weights(sample_weight, X.shape[0])
+    center, scale, projection, columns = _scaled_svd(X, weights)
+    # Identical rows are merged first, as mclust's default initial
+    # partition does; the rest agglomerates their groups as weighted rows.
+    _, first, inverse = np.unique(
+        X[:, columns], axis=0, return_index=True, return_inverse=True
+    )
+    order = np.argsort(first)
+    leaders = first[order]
+    group = np.empty_like(order)
+    group[order] = np.arange(len(order))
+    group = group[inverse.ravel()]
+    group_weights = np.bincount(group, weights=weights, minlength=len(leaders))
+    Z = ((X[leaders][:, columns] - center) / scale) @ projection
+    if Z.shape[1] == 0:
+        # Every row is the same: there is one group.
+        Z = np.zeros((len(leaders), 1))
+    duplicates = np.flatnonzero(leaders[group] != np.arange(len(X)))
+    merges = [np.column_stack([leaders[group[duplicates]], duplicates])]
+    costs = [_duplicate_costs(group[duplicates], weights[duplicates], weights[leaders])]
+    group_merges, group_costs = _merge_sequence(Z, group_weights)
+    merges.append(leaders[group_merges])
+    costs.append(group_costs)
+    return AgglomerationTree(
+        np.concatenate(merges).astype(np.intp, copy=False),
+        np.concatenate(costs),
+        center,
+        scale,
+        projection,
+        columns,
+    )
+
+
+def _duplicate_costs(groups, weights, leader_weights):
+    """The cost rises of merging duplicate rows into their groups in turn.
+
+    A cluster of identical rows costs ``n log(beta alpha / n)``, so adding
+    weight w to weight s raises the cost by ``s log s + w log w - (s + w)
+    log(s + w)`` (always negative: duplicates go first).
+    """
+    filled = leader_weights.copy()
+    costs = np.empty(len(groups))
+    for step, (g, w) in enumerate(zip(groups, weights, strict=True)):
+        s = filled[g]
+        costs[step] = s * np.log(s) + w * np.log(w) - (s + w) * np.log(s + w)
+        filled[g] = s + w
+    return costs
+
+
+def hc_labels(X, sample_weight, n_clusters, random_state):
+    """Labels of every row of X from a (cached) agglomeration tree.
+
+    Above ``MAX_AGGLOMERATED_ROWS`` rows a uniform sample of that many
+    (drawn with ``random_state``) is agglomerated and the other rows join
+    the nearest cluster mean in the tree's coordinates.
+    """
+    n_samples = X.shape[0]
+    if n_samples > MAX_AGGLOMERATED_ROWS:
+        sample = np.sort(
+            random_state.choice(n_samples, MAX_AGGLOMERATED_ROWS, replace=False)
+        )
+    else:
+        sample = None
+    rows = X if sample is None else X[sample]
+    weights = None if sample_weight is None else np.asarray(sample_weight)
+    if weights is not None and sample is not None:
+        weights = weights[sample]
+    tree = _cached_tree(rows, weights)
+    labels = tree.labels(n_clusters)
+    if sample is None:
+        return labels
+    return _nearest_mean_labels(X, tree, rows, weights, labels, sample, n_clusters)
+
+
+def _nearest_mean_labels(X, tree, rows, weights, sample_labels, sample, k):
+    Z = tree.transform(rows)
+    w = _unit_mean_weights(weights, len(rows))
+    totals = np.bincount(sample_labels, weights=w, minlength=k)
+    means = (
+        np.stack(
+            [np.bincount(sample_labels, weights=w * z, minlength=k) for z in Z.T],
+            axis=1,
+        )
+        / totals[:, np.newaxis]
+    )
+    labels = np.empty(X.shape[0], dtype=np.intp)
+    for start in range(0, X.shape[0], _ASSIGN_CHUNK):
+        chunk = tree.transform(X[start : start + _ASSIGN_CHUNK])
+        distances = (
+            -2.0 * chunk @ means.T + np.einsum("kd,kd->k", means, means)[np.newaxis]
+        )
+        labels[start : start + len(chunk)] = np.argmin(distances, axis=1)
+    # The agglomerated rows keep their own clusters.
+    labels[sample] = sample_labels
+    return labels
+
+
+def _unit_mean_weights(sample_weight, n_samples):
+    if sample_weight is None:
+        return np.ones(n_samples)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if np.all(weights == weights[0]):
+        return np.ones(n_samples)
+    return weights * (n_samples / weights.sum())
+
+
+def _scaled_svd(X, weights):
+    """The scaled SVD transformation (mclust's ``hcUse="SVD"``), weighted.
+
+    Columns are centred and divided by their standard deviation (n - 1 in
+    the denominator, as R's ``scale``); constant columns are dropped. The
+    standardised rows are rotated onto the right singular vectors and each
+    coordinate divided by the square root of its singular value. Directions
+    of zero singular value carry no information and are dropped.
+    """
+    total = weights.sum()
+    center = weights @ X / total
+    deviations = X - center
+    variance = weights @ deviations**2 / max(total - 1.0, 1.0)
+    spread = np.sqrt(variance)
+    # A column is constant when its spread is rounding error of its values.
+    magnitude = np.max(np.abs(X), axis=0) if len(X) else np.zeros(X.shape[1])
+    columns = np.flatnonzero(spread > 16 * np.finfo(np.float64).eps * magnitude)
+    if columns.size == 0:
+        return center[:0], spread[:0], np.zeros((0, 0)), columns
+    center, spread = center[columns], spread[columns]
+    standardised = deviations[:, columns] / spread
+    _, singular, vt = np.linalg.svd(
+        np.sqrt(weights)[:, np.newaxis] * standardised, full_matrices=False
+    )
+    keep = singular > singular[0] * max(standardised.shape) * np.finfo(float).eps
+    projection = vt[keep].T / np.sqrt(singular[keep])
+    return center, spread, projection, columns
+
+
+def _cluster_costs(sizes, counts, traces, logdets, alpha, n_features):
+    """``n log(det(W/n) + beta (trace W + alpha) / n)`` for each cluster.
+
+    ``logdets`` holds ``log det(W / n)``; it is only read where a cluster
+    has more rows than dimensions (elsewhere ``det(W)`` is exactly 0).
+    """
+    ridge = np.log(_BETA * (traces + alpha) / sizes)
+    full_rank = counts > n_features
+    if np.all(full_rank):
+        ridge = np.logaddexp(logdets, ridge)
+    elif np.any(full_rank):
+        ridge[full_rank] = np.logaddexp(logdets[full_rank], ridge[full_rank])
+    return sizes * ridge
+
+
+def _log_determinants(S):
+    """``log det`` of a stack of symmetric positive semi-definite matrices.
+
+    -inf where singular. Small matrices take the explicit formulas, which
+    are many times faster than a LAPACK call per matrix.
+    """
+    p = S.shape[-1]
+    if p == 1:
+        det = S[:, 0, 0]
+    elif p == 2:
+        det = S[:, 0, 0] * S[:, 1, 1] - S[:, 0, 1] ** 2
+    elif p == 3:
+        a, b, c = S[:, 0, 0], S[:, 1, 1], S[:, 2, 2]
+        d, e, f = S[:, 0, 1], S[:, 1, 2], S[:, 0, 2]
+        det = a * (b * c - e * e) - d * (d * c - e * f) + f * (d * e - b * f)
+    else:
+        sign, logdet = np.linalg.slogdet(S)
+        return np.where(sign > 0, logdet, -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(det > 0, np.log(det), -np.inf)
+
+
+class _Agglomeration:
+    """The state of a running agglomeration, clusters packed in slots.
+
+    The ``n`` live clusters occupy slots ``0 .. n - 1``; when two merge,
+    the last slot moves into the freed one, so every step works on
+    contiguous views that shrink as the agglomeration goes. ``leader[s]``
+    is the smallest row of slot s's cluster. ``cost[s, t]`` is the rise of
+    the total cost when the clusters in slots s and t merge (inf on the
+    diagonal); ``best[s]`` and ``partner[s]`` are the minimum of row s and
+    where it is, kept up to date by touching only the rows a merge changes:
+    O(n D^3) work per merge.
+    """
+
+    def __init__(self, Z, weights):
+        m, p = Z.shape
+        self.n = m
+        self.p = p
+        # mclust's alpha: the trace of the data's scatter over n * D.
+        total = weights.sum()
+        squares = weights @ (Z - weights @ Z / total) ** 2
+        self.alpha = max(squares.sum() / (total * p), np.finfo(np.float64).eps)
+        self.leader = np.arange(m)
+        self.sizes = weights.copy()
+        self.counts = np.ones(m, dtype=np.intp)
+        self.means = Z.copy()
+        self.scatters = np.zeros((m, p, p))
+        self.traces = np.zeros(m)
+        self.terms = self.sizes * np.log(_BETA * self.alpha / self.sizes)
+        self.cost = self._singleton_pair_costs(Z, weights)
+        self.best = self.cost.min(axis=1)
+        self.partner = self.cost.argmin(axis=1)
+
+    def _singleton_pair_costs(self, Z, weights):
+        # Two rows' scatter has rank 1: its determinant is 0 unless D == 1.
+        # In place: the (m, m) arrays are the memory of the agglomeration.
+        sq = np.einsum("id,id->i", Z, Z)
+        traces = Z @ Z.T
+        traces *= -2.0
+        traces += sq[:, np.newaxis]
+        traces += sq[np.newaxis]
+        np.maximum(traces, 0.0, out=traces)
+        sizes = weights[:, np.newaxis] + weights[np.newaxis]
+        # trace = (w_i w_j / n) |z_i - z_j|^2 and the cost's ridge divides
+        # it by n again.
+        traces *= weights[:, np.newaxis] * weights[np.newaxis]
+        traces /= sizes**2
+        ridge = traces
+        if self.p == 1:
+            ridge *= 1.0 + _BETA
+        else:
+            ridge *= _BETA
+        ridge += _BETA * self.alpha / sizes
+        cost = np.log(ridge, out=ridge)
+        cost *= sizes
+        cost -= self.terms[:, np.newaxis]
+        cost -= self.terms[np.newaxis]
+        np.fill_diagonal(cost, np.inf)
+        return cost
+
+    def closest_pair(self):
+        """The slots of the cheapest merge."""
+        s = int(np.argmin(self.best[: self.n]))
+        return s, int(self.partner[s])
+
+    def rises(self, a):
+        """The cost rises of merging slot a with every live slot (inf at a)."""
+        n = self.n
+        sizes = self.sizes[a] + self.sizes[:n]
+        counts = self.counts[a] + self.counts[:n]
+        factor = self.sizes[a] * self.sizes[:n] / sizes
+        gaps = self.means[:n] - self.means[a]
+        traces = self.traces[a] + self.traces[:n]
+        traces += factor * np.einsum("jd,jd->j", gaps, gaps)
+        logdets = np.full(n, -np.inf)
+        full_rank = np.flatnonzero(counts > self.p)
+        if full_rank.size:
+            g = gaps[full_rank]
+            scatter = self.scatters[full_rank]
+            scatter += self.scatters[a]
+            scatter += (factor[full_rank, np.newaxis] * g)[:, :, np.newaxis] * g[
+                :, np.newaxis, :
+            ]
+            logdets[full_rank] = _log_determinants(scatter) - self.p * np.log(
+                sizes[full_rank]
+            )
+        merged = _cluster_costs(sizes, counts, traces, logdets, self.alpha, self.p)
+        rises = merged - self.terms[a] - self.terms[:n]
+        rises[a] = np.inf
+        return rises
+
+    def merge(self, a, b, merged_term):
+        """Merge slot b's cluster into slot a's; update the costs."""
+        size = self.sizes[a] + self.sizes[b]
+        gap = self.means[b] - self.means[a]
+        factor = self.sizes[a] * self.sizes[b] / size
+        self.scatters[a] += self.scatters[b] + factor * np.outer(gap, gap)
+        self.traces[a] += self.traces[b] + factor * (gap @ gap)
+        self.means[a] += (self.sizes[b] / size) * gap
+        self.sizes[a] = size
+        self.counts[a] += self.counts[b]
+        self.terms[a] = merged_term
+        self.leader[a] = min(self.leader[a], self.leader[b])
+        n = self.n
+        # Rows whose best partner was a or b: their minimum may have risen.
+        stale = (self.partner[:n] == a) | (self.partner[:n] == b)
+        last = n - 1
+        if b != last:
+            self._move(last, b)
+            stale[b] = stale[last]
+            if a == last:
+                a = b
+        self.n = n = last
+        stale = stale[:n]
+        stale[a] = False
+        rises = self.rises(a)
+        self.cost[a, :n] = rises
+        self.cost[:n, a] = rises
+        if n == 1:
+            return
+        self.best[a] = rises.min()
+        self.partner[a] = rises.argmin()
+        rows = np.flatnonzero(stale)
+        if rows.size:
+            block = self.cost[rows, :n]
+            self.best[rows] = block.min(axis=1)
+            self.partner[rows] = block.argmin(axis=1)
+        better = ~stale & (rises < self.best[:n])
+        self.best[:n][better] = rises[better]
+        self.partner[:n][better] = a
+
+    def _move(self, source, target):
+        """Move the cluster in slot ``source`` to slot ``target``."""
+        n = self.n
+        for values in (
+            self.leader,
+            self.sizes,
+            self.counts,
+            self.means,
+            self.scatters,
+            self.traces,
+            self.terms,
+            self.best,
+            self.partner,
+        ):
+            values[target] = values[source]
+        self.cost[target, :n] = self.cost[source, :n]
+        self.cost[:n, target] = self.cost[:n, source]
+        self.cost[target, target] = np.inf
+        self.partner[:n][self.partner[:n] == source] = target
+
+
+def _merge_sequence(Z, weights):
+    """The merges (by leading row) and their cost rises, in order."""
+    m = Z.shape[0]
+    merges = np.empty((max(m - 1, 0), 2), dtype=np.intp)
+    costs = np.empty(max(m - 1, 0))
+    if m < 2:
+        return merges, costs
+    state = _Agglomeration(Z, weights)
+    for step in range(m - 1):
+        a, b = state.closest_pair()
+        rise = state.cost[a, b]
+        merges[step] = sorted((state.leader[a], state.leader[b]))
+        costs[step] = rise
+        state.merge(a, b, rise + state.terms[a] + state.terms[b])
+    return merges, costs
+
+
+class _TreeCache:
+    """The last few trees, keyed by the bytes of their rows and weights.
+
+    Thread-safe: fits running in threads may share it (a tree two threads
+    miss at once is built twice, harmlessly).
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self.trees = OrderedDict()
+        self.builds = 0
+        self._lock = threading.Lock()
+
+    def get(self, X, weights):
+        digest = hashlib.blake2b(digest_size=16)
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        digest.update(repr(X.shape).encode())
+        digest.update(X.tobytes())
+        if weights is not None:
+            digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+        key = digest.hexdigest()
+        with self._lock:
+            tree = self.trees.get(key)
+            if tree is not None:
+                self.trees.move_to_end(key)
+                return tree
+        tree = agglomerate(X, weights)
+        with self._lock:
+            self.builds += 1
+            self.trees[key] = tree
+            while len(self.trees) > self.size:
+                self.trees.popitem(last=False)
+        return tree
+
+
+_TREES = _TreeCache(_CACHE_SIZE)
+
+
+def _cached_tree(X, weights):
+    return _TREES.get(X, weights)
