@@ -26,7 +26,7 @@ from ._dask import DaskData, check_dask_array, is_dask_collection
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import conditional_moments, normalize_in_place, row_values
-from ._online import RunningStatistics, online_step
+from ._online import STREAM_HISTORY, RunningStatistics, online_step
 from ._stats import (
     ArrayData,
     e_step,
@@ -305,12 +305,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         if fitted and self._has_state_for(unit):
             stream = self._online_statistics
             running = RunningStatistics.from_dict(stream)
-            steps, bounds = stream["steps"], list(self._stream_bounds())
+            steps, bounds = stream["steps"], self._stream_bounds()
             context = self._fit_context(unit)
             state = self._state_from_attributes(unit)
         else:
             check_enough_samples(sample_weight, self.n_components)
-            running, steps, bounds = None, 0, []
+            running, steps, bounds = None, 0, np.empty(0)
             context = self._prepare(data, unit)
             rng = check_random_state(self.random_state)
             state = self._initial_state(data, unit, context, rng)
@@ -320,7 +320,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self._store_state(state, unit, X.dtype)
         self._fitted_covariance_type = unit.name
         self._online_statistics = dict(running.to_dict(), steps=steps + 1)
-        self.lower_bounds_ = np.asarray(bounds + [bound])
+        # A bounded history: a call costs the same however long the stream.
+        self.lower_bounds_ = np.append(bounds[-(STREAM_HISTORY - 1) :], bound)
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
@@ -329,9 +330,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return self
 
     def _stream_bounds(self):
-        """The stream's bounds so far: none right after a fit."""
+        """The stream's recent bounds: none right after a fit."""
         if self._online_statistics["steps"] == 0:
-            return []
+            return np.empty(0)
         return self.lower_bounds_
 
     def _stream_weight(self, batch_weight):
