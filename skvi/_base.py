@@ -247,10 +247,16 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         The model keeps running sufficient statistics per unit of sample
         weight. Each call runs one E-step on the minibatch under the current
         parameters, blends its statistics into the running ones with step
-        size ``(learning_offset + t)^(-learning_decay)`` for the t-th call,
-        and updates the parameters from them: EM's M-step (online EM), or
-        VI's conjugate update with the statistics scaled to
-        ``total_samples`` rows (stochastic VI).
+        size ``max(w_t / W_t, (learning_offset + t)^(-learning_decay))`` for
+        the t-th call (``w_t`` the minibatch's weight, ``W_t`` the weight
+        seen so far: the first steps are exact running averages), and
+        updates the parameters from them: EM's M-step (online EM), or VI's
+        conjugate update with the statistics scaled to ``total_samples``
+        rows (stochastic VI). Until a component's statistics stand for the
+        weight of ``n_features + 1`` rows, its update uses the pooled
+        within-component scatter instead of its own, which would be
+        singular: a stream of small minibatches with many features then
+        cannot collapse onto one component. Weights count as rows here.
 
         The first call on an unfitted model initialises from its minibatch
         as ``init_params`` says (and, for VI, takes default priors from it)
@@ -264,9 +270,11 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         stream began (at the first call, or at the last ``fit``);
         ``lower_bound_`` is the per-sample ELBO estimate of the latest
         minibatch under the parameters it was processed with, and
-        ``lower_bounds_`` those of every step of the stream. The estimates
-        are noisy and not monotone, and ``converged_`` is False: monitor a
-        held-out :meth:`score` instead. The batch traces
+        ``lower_bounds_`` those of the last ``min(n_iter_, 1000)`` steps
+        (a bounded history, so that a call costs the same however long the
+        stream). The estimates are noisy and not monotone, and
+        ``converged_`` is False: monitor a held-out :meth:`score` instead.
+        The batch traces
         ``half_step_lower_bounds_`` (and EM's ``kl_gaps_``) are removed.
 
         Parameters
@@ -293,7 +301,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         >>> for batch in np.array_split(X, 4):
         ...     em = em.partial_fit(batch)
         >>> em.n_iter_, round(em.score(X), 2)
-        (4, -4.18)
+        (4, -4.16)
         """
         self._validate_params()
         fitted = hasattr(self, "_online_statistics")
