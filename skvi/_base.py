@@ -247,21 +247,22 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         The model keeps running sufficient statistics per unit of sample
         weight. Each call runs one E-step on the minibatch under the current
         parameters, blends its statistics into the running ones with step
-        size ``max(w_t / W_t, (learning_offset + t)^(-learning_decay))`` for
-        the t-th call (``w_t`` the minibatch's weight, ``W_t`` the weight
-        seen so far: the first steps are exact running averages), and
-        updates the parameters from them: EM's M-step (online EM), or VI's
-        conjugate update with the statistics scaled to ``total_samples``
-        rows (stochastic VI). Until a component's statistics stand for the
-        weight of ``n_features + 1`` rows, its update uses the pooled
-        within-component scatter instead of its own, which would be
+        size ``max(m_t / M_t, (learning_offset + t)^(-learning_decay))``
+        for the t-th call (``m_t`` the minibatch's rows of positive weight,
+        ``M_t`` the rows seen so far: the first steps are running averages),
+        and updates the parameters from them: EM's M-step (online EM), or
+        VI's conjugate update with the statistics scaled to
+        ``total_samples`` rows (stochastic VI). Until a component's share
+        of the rows seen reaches ``n_features + 1``, its update uses the
+        pooled within-component scatter instead of its own, which would be
         singular: a stream of small minibatches with many features then
-        cannot collapse onto one component. Weights count as rows here.
+        does not collapse onto one component.
 
         The first call on an unfitted model initialises from its minibatch
         as ``init_params`` says (and, for VI, takes default priors from it)
         and keeps that minibatch's statistics whole. After :meth:`fit`, calls
-        continue from the fitted model; :meth:`fit` after ``partial_fit``
+        continue from the fitted model, whose statistics count as long past
+        the start (no averaging or pooling); :meth:`fit` after ``partial_fit``
         starts afresh, or from the current parameters when
         ``warm_start=True``. Every call must have the fitted number of
         features.

@@ -15,28 +15,32 @@ and the parameters are updated from s_t:
   C. Wang, J. Paisley (2013) on the global factors, with the local factor
   q(Z) of the minibatch optimal.
 
-The step size is the larger of the minibatch's share of the weight seen so
-far, ``w_t / W_t``, and ``(learning_offset + t)^(-learning_decay)``. The
-first makes the early statistics exact running averages (rho_t = 1/t for
-equal minibatches), so the first minibatch, which the initialisation came
-from, is diluted at once rather than kept with weight (1 - rho) ~ 0.8 per
-step; the second takes over within a few steps, and the sequence still
-meets the Robbins-Monro conditions both algorithms converge under.
+The step size is the larger of the minibatch's share of the rows seen so
+far, ``m_t / M_t``, and ``(learning_offset + t)^(-learning_decay)``. The
+first makes the early statistics running averages over the rows (rho_t =
+1/t for equal minibatches), so the first minibatch, which the
+initialisation came from, is diluted at once rather than kept with weight
+(1 - rho) ~ 0.8 per step; the second takes over within a few steps, and
+the sequence still meets the Robbins-Monro conditions both algorithms
+converge under. Rows, not weights, are counted: EM rescales each
+minibatch's weights, and a row of large weight adds one row's rank to a
+scatter.
 
 Early in a stream a component has seen few rows, and a full covariance
 from fewer than ``n_features + 1`` rows is singular: its density vanishes
 off the span of those rows, the next minibatches go to the broadest
 component, and the mixture collapses onto it for good (a starved
 component's statistics shrink but keep their shape). So a component whose
-statistics stand for less weight than ``n_features + 1`` rows is updated
+share of the rows seen, ``M_t N_k``, is below ``n_features + 1`` is updated
 with the pooled within-component scatter instead of its own. This changes
 only the start: every component with positive weight passes the threshold
-as the weight seen grows, and from then on its updates are the plain ones.
+as the rows seen grow, and from then on its updates are the plain ones.
 
 The first step of a stream (an unfitted model, or after ``fit`` was called
 again) takes rho = 1: its statistics are the minibatch's own. After ``fit``,
 the stream continues from the statistics of the fit's final E-step, which
-stand for the fit's total weight.
+count as long past the start (``M_t`` infinite): the schedule is
+``(learning_offset + t)^(-learning_decay)`` and no scatter is pooled.
 
 Statistics are blended as weights, means and scatters (the parallel-axis
 theorem moves every scatter to the blended means), so nothing cancels when
@@ -66,7 +70,8 @@ class RunningStatistics:
     scatter : ndarray
         Scatter about those means per unit weight, in the unit's layout.
     seen : float
-        The total sample weight of the rows the statistics have seen.
+        The number of rows (of positive weight) the statistics have seen;
+        infinite after a batch fit, which counts as long past the start.
     """
 
     nk: np.ndarray
@@ -75,10 +80,10 @@ class RunningStatistics:
     seen: float
 
     @classmethod
-    def from_moments(cls, moments):
-        """Normalise summed moments by their total weight."""
+    def from_moments(cls, moments, seen=np.inf):
+        """Normalise summed moments of ``seen`` rows by their total weight."""
         total = moments.total_weight
-        return cls(moments.nk / total, moments.means, moments.scatter / total, total)
+        return cls(moments.nk / total, moments.means, moments.scatter / total, seen)
 
     def blend(self, other, rho, unit):
         """``(1 - rho) * self + rho * other``, as statistics of a mixture."""
@@ -101,8 +106,8 @@ class RunningStatistics:
     def moments(self, total_weight, unit):
         """These statistics scaled to ``total_weight`` rows, as Moments.
 
-        A component that has seen less weight than ``n_features + 1`` rows
-        takes the pooled within-component scatter (see the module notes).
+        A component that has seen fewer than ``n_features + 1`` rows takes
+        the pooled within-component scatter (see the module notes).
         """
         young = self.seen * self.nk < unit.n_features + 1
         scatter = self.scatter
@@ -171,11 +176,12 @@ def online_step(model, data, unit, context, state, running, step):
     """
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
-    batch = RunningStatistics.from_moments(stats.moments)
+    rows = np.count_nonzero(data.sample_weight)
+    batch = RunningStatistics.from_moments(stats.moments, rows)
     if running is None:
         running = batch
     else:
-        share = batch.seen / (running.seen + batch.seen)
+        share = rows / (running.seen + rows)
         rho = stream_step_size(
             step + 1, share, model.learning_offset, model.learning_decay
         )

@@ -119,8 +119,9 @@ default='kmeans'
         of the t-th :meth:`partial_fit` call, as in scikit-learn's
         ``LatentDirichletAllocation``; values in (0.5, 1] make the steps
         satisfy the conditions under which online EM and stochastic VI
-        converge. The first steps take the larger minibatch share of the
-        weight seen (exact running averages). Not used by :meth:`fit`.
+        converge. The first steps take the minibatch's share of the rows
+        seen where that is larger (running averages). Not used by
+        :meth:`fit`.
     learning_offset : float, default=10.0
         Down-weights the early :meth:`partial_fit` steps (must be >= 1).
     total_samples : float, default=1e6
