@@ -236,3 +236,17 @@ def test_the_stream_keeps_a_bounded_history():
     assert_allclose(model.lower_bounds_, bounds[-STREAM_HISTORY:], rtol=0)
     assert model.lower_bounds_.shape == (STREAM_HISTORY,)
     assert len(set(sizes[STREAM_HISTORY:])) == 1
+
+
+def test_the_stream_counts_rows_not_the_scale_of_each_minibatchs_weights():
+    # EM reads a minibatch's weights only relative to each other: scaling
+    # each minibatch's weights by its own constant changes nothing.
+    X = four_clusters(12, 600)
+    plain = EMGaussianMixture(n_components=4, random_state=0)
+    scaled = EMGaussianMixture(n_components=4, random_state=0)
+    scales = [1.0, 3.0, 1e-3, 7.0, 1.0, 50.0]
+    for batch, scale in zip(np.split(X, 6), scales, strict=True):
+        plain.partial_fit(batch)
+        scaled.partial_fit(batch, sample_weight=np.full(100, scale))
+    for name in ("weights_", "means_", "covariances_"):
+        assert_allclose(getattr(scaled, name), getattr(plain, name), rtol=1e-10)
