@@ -27,7 +27,7 @@ from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import conditional_moments, normalize_in_place, row_values
-from ._online import RunningStatistics, online_step
+from ._online import STREAM_HISTORY, RunningStatistics, online_step
 from ._stats import (
     ArrayData,
     e_step,
@@ -263,15 +263,22 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         The model keeps running sufficient statistics per unit of sample
         weight. Each call runs one E-step on the minibatch under the current
         parameters, blends its statistics into the running ones with step
-        size ``(learning_offset + t)^(-learning_decay)`` for the t-th call,
+        size ``max(m_t / M_t, (learning_offset + t)^(-learning_decay))``
+        for the t-th call (``m_t`` the minibatch's rows of positive weight,
+        ``M_t`` the rows seen so far: the first steps are running averages),
         and updates the parameters from them: EM's M-step (online EM), or
         VI's conjugate update with the statistics scaled to
-        ``total_samples`` rows (stochastic VI).
+        ``total_samples`` rows (stochastic VI). Until a component's share
+        of the rows seen reaches ``n_features + 1``, its update uses the
+        pooled within-component scatter instead of its own, which would be
+        singular: a stream of small minibatches with many features then
+        does not collapse onto one component.
 
         The first call on an unfitted model initialises from its minibatch
         as ``init_params`` says (and, for VI, takes default priors from it)
         and keeps that minibatch's statistics whole. After :meth:`fit`, calls
-        continue from the fitted model; :meth:`fit` after ``partial_fit``
+        continue from the fitted model, whose statistics count as long past
+        the start (no averaging or pooling); :meth:`fit` after ``partial_fit``
         starts afresh, or from the current parameters when
         ``warm_start=True``. Every call must have the fitted number of
         features.
@@ -280,9 +287,11 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         stream began (at the first call, or at the last ``fit``);
         ``lower_bound_`` is the per-sample ELBO estimate of the latest
         minibatch under the parameters it was processed with, and
-        ``lower_bounds_`` those of every step of the stream. The estimates
-        are noisy and not monotone, and ``converged_`` is False: monitor a
-        held-out :meth:`score` instead. The batch traces
+        ``lower_bounds_`` those of the last ``min(n_iter_, 1000)`` steps
+        (a bounded history, so that a call costs the same however long the
+        stream). The estimates are noisy and not monotone, and
+        ``converged_`` is False: monitor a held-out :meth:`score` instead.
+        The batch traces
         ``half_step_lower_bounds_`` (and EM's ``kl_gaps_``) are removed.
 
         Parameters
@@ -310,7 +319,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         >>> for batch in np.array_split(X, 4):
         ...     em = em.partial_fit(batch)
         >>> em.n_iter_, round(em.score(X), 2)
-        (4, -4.18)
+        (4, -4.16)
         """
         self._validate_params()
         fitted = hasattr(self, "_online_statistics")
@@ -322,12 +331,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         if fitted and self._has_state_for(unit):
             stream = self._online_statistics
             running = RunningStatistics.from_dict(stream)
-            steps, bounds = stream["steps"], list(self._stream_bounds())
+            steps, bounds = stream["steps"], self._stream_bounds()
             context = self._fit_context(unit)
             state = self._state_from_attributes(unit)
         else:
             check_enough_samples(sample_weight, self.n_components)
-            running, steps, bounds = None, 0, []
+            running, steps, bounds = None, 0, np.empty(0)
             context = self._prepare(data, unit)
             rng = check_random_state(self.random_state)
             state = self._initial_state(data, unit, context, rng)
@@ -337,7 +346,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self._store_state(state, unit, X.dtype)
         self._fitted_covariance_type = unit.name
         self._online_statistics = dict(running.to_dict(), steps=steps + 1)
-        self.lower_bounds_ = np.asarray(bounds + [bound])
+        # A bounded history: a call costs the same however long the stream.
+        self.lower_bounds_ = np.append(bounds[-(STREAM_HISTORY - 1) :], bound)
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
@@ -346,9 +356,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return self
 
     def _stream_bounds(self):
-        """The stream's bounds so far: none right after a fit."""
+        """The stream's recent bounds: none right after a fit."""
         if self._online_statistics["steps"] == 0:
-            return []
+            return np.empty(0)
         return self.lower_bounds_
 
     def _stream_weight(self, batch_weight):

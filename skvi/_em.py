@@ -104,9 +104,11 @@ class EMGaussianMixture(BaseGaussianMixture):
         of the t-th :meth:`partial_fit` call, as in scikit-learn's
         ``LatentDirichletAllocation``; values in (0.5, 1] make the steps
         satisfy the conditions under which online EM and stochastic VI
-        converge. Not used by :meth:`fit`.
+        converge. The first steps take the minibatch's share of the rows
+        seen where that is larger (running averages). Not used by
+        :meth:`fit`.
     learning_offset : float, default=10.0
-        Down-weights the first :meth:`partial_fit` steps (must be >= 1).
+        Down-weights the early :meth:`partial_fit` steps (must be >= 1).
 
     Attributes
     ----------
@@ -132,7 +134,8 @@ class EMGaussianMixture(BaseGaussianMixture):
     lower_bounds_ : ndarray of shape (``n_iter_ + 1``,)
         ``lower_bounds_[i]`` is the ELBO after iteration i (entry 0 after
         initialisation); it never decreases, and ``lower_bounds_[-1] ==
-        lower_bound_``.
+        lower_bound_``. After :meth:`partial_fit`: the estimates of the
+        last ``min(n_iter_, 1000)`` steps.
     half_step_lower_bounds_ : ndarray of shape (``2 * n_iter_ + 1``,)
         The ELBO after every half-step: after the initial E-step, then after
         each M-step and each E-step in turn.

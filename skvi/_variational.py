@@ -125,9 +125,11 @@ default='kmeans'
         of the t-th :meth:`partial_fit` call, as in scikit-learn's
         ``LatentDirichletAllocation``; values in (0.5, 1] make the steps
         satisfy the conditions under which online EM and stochastic VI
-        converge. Not used by :meth:`fit`.
+        converge. The first steps take the minibatch's share of the rows
+        seen where that is larger (running averages). Not used by
+        :meth:`fit`.
     learning_offset : float, default=10.0
-        Down-weights the first :meth:`partial_fit` steps (must be >= 1).
+        Down-weights the early :meth:`partial_fit` steps (must be >= 1).
     total_samples : float, default=1e6
         The number of rows (total sample weight) the stream of
         :meth:`partial_fit` minibatches stands for: each update scales the
@@ -172,7 +174,8 @@ default='kmeans'
         The exact per-sample ELBO of the stored q, every constant included.
     lower_bounds_ : ndarray of shape (``n_iter_ + 1``,)
         The ELBO after each iteration (entry 0 after initialisation); it
-        never decreases.
+        never decreases. After :meth:`partial_fit`: the estimates of the
+        last ``min(n_iter_, 1000)`` steps.
     half_step_lower_bounds_ : ndarray of shape (``2 * n_iter_ + 1``,)
         The ELBO after every half-step: the initial local step, then each
         global and local step in turn.

@@ -373,6 +373,18 @@ class CovarianceUnit(ABC):
         merged[k] = 0.0
         return merged
 
+    def pooled_scatter(self, nk, scatter, chosen):
+        """The scatter with the ``chosen`` components' replaced by pooled ones.
+
+        A chosen component k gets ``N_k`` times the pooled within-component
+        covariance ``sum_j S_j / sum_j N_j``; the others keep their own.
+        """
+        pooled = scatter.sum(axis=0) / nk.sum()
+        shape = (-1,) + (1,) * (scatter.ndim - 1)
+        return np.where(
+            chosen.reshape(shape), nk.reshape(shape) * pooled[np.newaxis], scatter
+        )
+
     # ------------------------------------------------ expectations of terms
     def trace_product(self, precisions, scatter):
         """``sum_k tr(Lambda_k S_k)`` for symmetric scatters ``S_k`` (a float).

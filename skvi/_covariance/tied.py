@@ -143,6 +143,10 @@ class TiedCovariance(CovarianceUnit):
         # Pooled: the rows already count; only the between term is new.
         return scatter + weight * np.outer(offset, offset)
 
+    def pooled_scatter(self, nk, scatter, chosen):
+        # Already pooled.
+        return scatter
+
     def mahalanobis(self, diff, precisions):
         return np.einsum("ki,ij,kj->k", diff, precisions, diff)
 
