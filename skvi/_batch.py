@@ -10,7 +10,7 @@ half-step's ELBO is recorded. The loop reaches the data only through its
 
 from dataclasses import dataclass
 
-from ._merge import merge_move
+from ._merge import MergeSchedule, merge_move
 from ._stats import e_step
 
 
@@ -40,7 +40,7 @@ def ascend(model, data, unit, context, state):
     with an E-step, so its last bound is that of the returned state with its
     optimal q(Z), whose statistics are returned with it.
     """
-    merges = model._allows_merges(unit)
+    schedule = MergeSchedule(model._allows_merges(unit))
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
@@ -55,18 +55,18 @@ def ascend(model, data, unit, context, state):
         half_steps.append(model._elbo_after_e_step(stats, evaluated))
         change = half_steps[-1] - previous_bound
         model._print_iteration(n_iter, change, half_steps[-1])
-        if remaining_gain(change, previous_change) < model.tol:
-            proposal = None
-            if merges:
-                proposal = merge_move(
-                    model, data, unit, context, state, evaluated, stats
-                )
-            if proposal is None:
-                converged = True
-                break
+        stopping = remaining_gain(change, previous_change) < model.tol
+        proposal = None
+        if schedule.due(n_iter, change, previous_change, stopping):
+            proposal = merge_move(model, data, unit, context, state, evaluated, stats)
+            schedule.record(n_iter, proposal)
+        if proposal is not None:
             # The next global step starts from the merged q(Z); the jump
             # says nothing of the rate that follows.
             stats, change = proposal, None
+        elif stopping:
+            converged = True
+            break
         previous_change = change
     return AscentRun(state, half_steps, n_iter, converged, stats)
 
