@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._merge import MergedStatistics, merge_move
+from ._merge import MergedStatistics, MergeSchedule, merge_move
 from ._stats import Moments, e_step
 
 
@@ -51,17 +51,18 @@ def ascend(model, data, unit, context, state, trend=None):
     this run's first global step. Warm starts with ``max_iter=1`` thus
     stop where one long run would, with the same merges.
     """
-    merges = model._allows_merges(unit)
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
     converged, n_iter, pending = False, 0, None
     if trend is not None and trend.bound == half_steps[0]:
-        previous_change = trend.change
+        previous_change, done = trend.change, trend.iterations
+        schedule = MergeSchedule(model._allows_merges(unit), trend.next_merge_try)
         if trend.merged is not None:
             stats = trend.merged
     else:
-        previous_change = None
+        previous_change, done = None, 0
+        schedule = MergeSchedule(model._allows_merges(unit))
     for n_iter in range(1, model.max_iter + 1):
         previous_bound = half_steps[-1]
         state = model._update(stats.moments, unit, context, previous=state)
@@ -73,21 +74,23 @@ def ascend(model, data, unit, context, state, trend=None):
         half_steps.append(model._elbo_after_e_step(stats, evaluated))
         change = half_steps[-1] - previous_bound
         model._print_iteration(n_iter, change, half_steps[-1])
-        if remaining_gain(change, previous_change) < model.tol:
-            proposal = None
-            if merges:
-                proposal = merge_move(
-                    model, data, unit, context, state, evaluated, stats
-                )
-            if proposal is None:
-                converged = True
-                previous_change = change
-                break
+        stopping = remaining_gain(change, previous_change) < model.tol
+        proposal = None
+        if schedule.due(done + n_iter, change, previous_change, stopping):
+            proposal = merge_move(model, data, unit, context, state, evaluated, stats)
+            schedule.record(done + n_iter, proposal)
+        if proposal is not None:
             # The next global step starts from the merged q(Z); the jump
             # says nothing of the rate that follows.
             stats, change, pending = proposal, None, proposal
+        elif stopping:
+            converged = True
+            previous_change = change
+            break
         previous_change = change
-    trend = Trend(half_steps[-1], previous_change, pending)
+    trend = Trend(
+        half_steps[-1], previous_change, pending, done + n_iter, schedule.next_try
+    )
     return AscentRun(state, half_steps, n_iter, converged, stats, trend)
 
 
@@ -108,11 +111,18 @@ class Trend:
     merged : MergedStatistics or None
         A merge accepted in the last iteration, which no global step has
         applied yet.
+    iterations : int
+        Iterations of the run so far, warm starts that continued it included.
+    next_merge_try : int
+        The iteration after which a slow phase may next try merges
+        (:class:`skvi._merge.MergeSchedule`).
     """
 
     bound: float
     change: float | None
     merged: object = None
+    iterations: int = 0
+    next_merge_try: int = 1
 
     def to_dict(self):
         """Plain floats and arrays, for a fitted attribute that persists."""
@@ -128,7 +138,13 @@ class Trend:
                 "scatter": np.asarray(moments.scatter),
             }
         change = None if self.change is None else float(self.change)
-        return {"bound": float(self.bound), "change": change, "merged": merged}
+        return {
+            "bound": float(self.bound),
+            "change": change,
+            "merged": merged,
+            "iterations": int(self.iterations),
+            "next_merge_try": int(self.next_merge_try),
+        }
 
     @classmethod
     def from_dict(cls, stored):
@@ -147,7 +163,13 @@ class Trend:
             merged = MergedStatistics(
                 moments, merged["entropy"], merged["total_weight"]
             )
-        return cls(stored["bound"], stored["change"], merged)
+        return cls(
+            stored["bound"],
+            stored["change"],
+            merged,
+            stored.get("iterations", 0),
+            stored.get("next_merge_try", 1),
+        )
 
 
 def remaining_gain(change, previous_change):

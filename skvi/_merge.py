@@ -26,6 +26,50 @@ MERGE_PARTNERS = 3
 # far above rounding, yet a merge of two small components, which changes
 # q(Z) on a few rows only, gains well below tol per sample of all rows.
 MERGE_GAIN = 0.1
+# A run whose change shrinks by less than this factor per iteration is slow:
+# at this rate Aitken's remainder is ten or more changes.
+SLOW_RATE = 0.9
+
+
+class MergeSchedule:
+    """When a batch run tries merge moves.
+
+    Always where the stopping rule would end the run (it has converged only
+    if no merge pays), and also while it climbs slowly: redundant
+    components drain at a rate near 1, so the stopping rule may not fire
+    within ``max_iter`` while a merge would jump to the optimum. A slow
+    phase that is not such a stall would otherwise pay for a futile attempt
+    every iteration, so after one that finds nothing the next waits until
+    the iteration count has doubled: at most ``log2(max_iter)`` of them.
+    """
+
+    def __init__(self, enabled, next_try=1):
+        self.enabled = enabled
+        # The first iteration (counted over warm starts that continue one
+        # run) after which a slow phase may try merges again.
+        self.next_try = next_try
+
+    def due(self, n_iter, change, previous_change, stopping):
+        """Whether to try merges after iteration ``n_iter``.
+
+        ``change`` and ``previous_change`` are the last two changes of the
+        bound (None where a merge or the start left no rate), ``stopping``
+        whether the stopping rule has fired.
+        """
+        if not self.enabled:
+            return False
+        if stopping:
+            return True
+        slow = (
+            previous_change is not None
+            and previous_change > 0
+            and change >= SLOW_RATE * previous_change
+        )
+        return slow and n_iter >= self.next_try
+
+    def record(self, n_iter, proposal):
+        """Note the outcome of the attempt after iteration ``n_iter``."""
+        self.next_try = n_iter + 1 if proposal is not None else 2 * n_iter
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,9 @@ default='kmeans'
         How the initial responsibilities are chosen.
     merge_components : bool, default=True
         Whether :meth:`fit` may merge two components when coordinate ascent
-        stalls (a merge move, Hughes & Sudderth 2013): q(Z) is replaced by
+        stops or slows down (a merge move, Hughes & Sudderth 2013; tried
+        where the stopping rule fires and, a logarithmic number of times,
+        while the bound climbs slowly): q(Z) is replaced by
         the one that gives the pair's summed responsibilities to one of them
         and none to the other, and the move is kept only if the exact ELBO
         gains at least ``tol / 10`` per sample, so the bound never

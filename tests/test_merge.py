@@ -5,7 +5,8 @@
 * With merges, no step of a fit decreases the ELBO and the stored bound is
   that of the fitted model.
 * Default fits reach a converged model on data where coordinate ascent
-  alone stalls with redundant components.
+  alone stalls with redundant components, also where it drains them too
+  slowly for the stopping rule to fire within ``max_iter``.
 * Merges are not tried with missing entries or when disabled.
 """
 
@@ -181,6 +182,27 @@ def test_default_fit_converges_where_coordinate_ascent_stalls():
         n_components=10, merge_components=False, random_state=0
     ).fit(X)
     assert stalled.lower_bound_ < tight.lower_bound_ - 5e-3
+
+
+@pytest.mark.parametrize("random_state", [0, 1])
+def test_default_fit_merges_while_redundant_components_drain_slowly(random_state):
+    # Spreads 0.5 to 2: k-means with 10 centers splits the wide clusters,
+    # whose halves drain at a rate near 1; the stopping rule alone fires
+    # late or never within max_iter, so merges must be tried before it does.
+    X, labels = sklearn_blobs(
+        6_000, 10, centers=5, cluster_std=[0.5, 1, 1.5, 2, 2], random_state=0
+    )
+    params = dict(n_components=10, random_state=random_state)
+    default = VariationalGaussianMixture(**params).fit(X)
+    tight = VariationalGaussianMixture(**params, tol=1e-10, max_iter=1000).fit(X)
+    assert default.converged_
+    # With room to spare, not at the edge of max_iter.
+    assert default.n_iter_ <= default.max_iter // 2
+    assert adjusted_rand_score(labels, default.predict(X)) >= 0.9999
+    assert tight.converged_
+    assert default.lower_bound_ >= tight.lower_bound_ - 1e-3
+    tolerance = fp_tolerance(default.elbo_decomposition(X), default)
+    assert np.all(np.diff(default.half_step_lower_bounds_) >= -tolerance)
 
 
 def test_merges_are_not_tried_with_missing_entries_or_when_disabled():
