@@ -41,6 +41,7 @@ Usage::
     python benchmarks/bench_mclust.py                  # all data sets, 3 rounds
     python benchmarks/bench_mclust.py --datasets faithful,iris --repeats 1
     python benchmarks/bench_mclust.py --output mclust.md
+    python benchmarks/bench_mclust.py --skvi-params '{"tol": 1e-8, "max_iter": 10000}'
 
 Without ``Rscript`` (or without R's mclust package) the script says so and
 exits with status 0; the unit tests never need R.
@@ -82,7 +83,7 @@ def one_thread_environment():
 
 
 # ------------------------------------------------------------------ child
-def child(csv_path, out_path):
+def child(csv_path, out_path, params_json):
     """Time skvi's select_model on one CSV; write the table as JSON."""
     from threadpoolctl import threadpool_limits
 
@@ -97,6 +98,7 @@ def child(csv_path, out_path):
             n_components=K_RANGE,
             covariance_types=list(MODELS.values()),
             as_frame=False,
+            **json.loads(params_json),
         )
         seconds = time.perf_counter() - start
     cells = [
@@ -138,9 +140,10 @@ def run_mclust(csv_path, out_path, params=False):
     return json.loads(Path(out_path).read_text())
 
 
-def run_skvi(csv_path, out_path):
+def run_skvi(csv_path, out_path, params_json):
     subprocess.run(
-        [sys.executable, __file__, "--child", str(csv_path), str(out_path)],
+        [sys.executable, __file__, "--child", str(csv_path), str(out_path)]
+        + ["--skvi-params", params_json],
         check=True,
         env=one_thread_environment(),
     )
@@ -302,10 +305,15 @@ def main():
     parser.add_argument(
         "--no-same-start", action="store_true", help="skip the same-start check"
     )
+    parser.add_argument(
+        "--skvi-params",
+        default="{}",
+        help="further select_model parameters as JSON, e.g. '{\"tol\": 1e-8}'",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child)
+        child(*args.child, args.skvi_params)
         return 0
     if shutil.which("Rscript") is None:
         print("bench_mclust: Rscript not found; install R and its mclust package")
@@ -337,7 +345,7 @@ def main():
                     if library == "mclust":
                         result = run_mclust(paths[name], out)
                     else:
-                        result = run_skvi(paths[name], out)
+                        result = run_skvi(paths[name], out, args.skvi_params)
                     times[library].append(result["seconds"])
                     results[library].append(result)
             mclust, skvi_ = results["mclust"][0], results["skvi"][0]
@@ -370,7 +378,8 @@ def main():
         "## Results",
         "",
         f"{args.repeats} rounds per data set, medians; BIC in skvi's sign "
-        "(smaller is better); cells: (model, K) fitted by both.",
+        "(smaller is better); cells: (model, K) fitted by both; "
+        f"select_model's further parameters: {args.skvi_params}.",
         "",
         "| data | n x d | mclust pick | mclust BIC | skvi pick | skvi BIC "
         "| skvi worse > 2 | mclust worse > 2 | worst skvi - mclust "
