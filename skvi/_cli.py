@@ -779,7 +779,8 @@ def _skops():
         import skops.io as sio
     except ImportError:
         raise ImportError(
-            'Saving and loading models needs skops: pip install "skvi[persist]".'
+            "Saving and loading models needs skops: pip install skops (or, "
+            'from the skvi repository, pip install ".[persist]").'
         ) from None
     return sio
 
