@@ -64,20 +64,27 @@ def components_holding_data(model, n_rows, labels=None):
     return holding
 
 
-# Pairs of columns are scored among this many best single columns, so that
-# the choice costs little on wide data.
+# Pairs of columns are scored among this many best single columns, and for
+# at most this many of the heaviest components, so that the choice costs
+# little on wide data and many components.
 _CANDIDATE_COLUMNS = 30
+_CANDIDATE_COMPONENTS = 50
 
 
 def separating_columns(model, components=None):
     """The two columns in which the components are most separate.
 
-    The score of a pair is Pillai's trace ``trace(T^-1 B)`` of the two
-    columns (between 0 and 2): ``B`` is the weighted covariance of the
-    components' means, ``T = B + W`` the mixture's covariance, ``W`` the
-    weighted mean of the components' covariances. It does not depend on
-    the units of the columns, and a column that is constant, or has the
-    same mean in every component, adds nothing to it.
+    The score of a set of columns is the share of pairs of rows that fall
+    in two components apart in those columns:
+    ``sum over pairs a < b of w_a w_b (1 - exp(-D_ab / 8))``, where ``w``
+    are the weights and ``D_ab`` the squared Mahalanobis distance between
+    the two means under the average of the two covariances (the mean term
+    of the Bhattacharyya distance). It does not depend on the units of the
+    columns; a constant column, or one with the same mean in every
+    component, adds nothing; and a small component that stands apart in a
+    column where the others do not differ counts for its small weight only.
+    The pair is chosen among the 30 best single columns, for the 50
+    heaviest components.
 
     Parameters
     ----------
@@ -92,33 +99,42 @@ def separating_columns(model, components=None):
     n_features = model.means_.shape[1]
     if n_features < 2:
         raise ValueError("A figure of two columns needs at least two columns.")
-    if components is None:
-        components = np.ones(model.n_components, dtype=bool)
-    weights = np.asarray(model.weights_, dtype=float)[components]
+    chosen = np.arange(model.n_components)
+    if components is not None:
+        chosen = chosen[np.asarray(components, dtype=bool)]
+    weights = np.asarray(model.weights_, dtype=float)[chosen]
+    heaviest = np.argsort(-weights, kind="stable")[:_CANDIDATE_COMPONENTS]
+    chosen, weights = chosen[heaviest], weights[heaviest]
     weights = weights / weights.sum()
-    means = np.asarray(model.means_, dtype=float)[components]
-    deviations = means - weights @ means
-    between_var = weights @ deviations**2
-    within_var = weights @ _variances(model)[components]
+    a, b = np.triu_indices(chosen.size, k=1)
+    pair_weights = weights[a] * weights[b]
+    means = np.asarray(model.means_, dtype=float)[chosen]
+    variances = _variances(model)[chosen]
     with np.errstate(divide="ignore", invalid="ignore"):
-        single = np.nan_to_num(between_var / (between_var + within_var))
+        distances = (means[a] - means[b]) ** 2 / ((variances[a] + variances[b]) / 2)
+        single = pair_weights @ _apart(distances)
     # Stable order: the first columns win ties (such as all-zero scores).
     candidates = np.sort(np.argsort(-single, kind="stable")[:_CANDIDATE_COLUMNS])
-    between = (deviations[:, candidates].T * weights) @ deviations[:, candidates]
-    blocks = np.array(marginal_covariances(model, candidates))[components]
-    within = np.einsum("k,kij->ij", weights, blocks)
-    total = between + within
     i, j = np.triu_indices(candidates.size, k=1)
-    # trace(T^-1 B) of each 2 x 2 block, in closed form.
+    delta = (means[a] - means[b])[:, candidates]
+    blocks = np.array(marginal_covariances(model, candidates))[chosen]
+    pooled = (blocks[a] + blocks[b]) / 2
+    # The 2 x 2 Mahalanobis distance of each pair of components (rows) in
+    # each pair of columns (columns), in closed form.
+    s_ii, s_jj, s_ij = pooled[:, i, i], pooled[:, j, j], pooled[:, i, j]
+    d_i, d_j = delta[:, i], delta[:, j]
     with np.errstate(divide="ignore", invalid="ignore"):
-        score = (
-            total[j, j] * between[i, i]
-            - 2 * total[i, j] * between[i, j]
-            + total[i, i] * between[j, j]
-        ) / (total[i, i] * total[j, j] - total[i, j] ** 2)
-    score = np.where(np.isfinite(score), score, 0.0)
+        distances = (s_jj * d_i**2 - 2 * s_ij * d_i * d_j + s_ii * d_j**2) / (
+            s_ii * s_jj - s_ij**2
+        )
+        score = pair_weights @ _apart(distances)
     best = int(np.argmax(score))
     return int(candidates[i[best]]), int(candidates[j[best]])
+
+
+def _apart(distances):
+    """One minus the Bhattacharyya coefficient's mean term; 0 where undefined."""
+    return np.where(np.isnan(distances), 0.0, -np.expm1(-distances / 8))
 
 
 def _variances(model):
@@ -216,7 +232,9 @@ def fit_figure(path, model, X, labels, names, columns=None, scaling=None):
     holding = components_holding_data(model, X.shape[0], labels)
     if columns is None:
         columns = separating_columns(model, holding)
-    fig, (ax_fit, ax_trace) = plt.subplots(1, 2, figsize=(12, 5))
+    fig, (ax_fit, ax_trace) = plt.subplots(
+        1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": (1.3, 1)}
+    )
     colors = cluster_scatter(ax_fit, X, labels, model.n_components, columns)
     draw_ellipses(
         ax_fit, model, columns, colors=colors, components=holding, scaling=scaling
@@ -226,7 +244,13 @@ def fit_figure(path, model, X, labels, names, columns=None, scaling=None):
         ylabel=names[columns[1]],
         title=f"{type(model).__name__}: {fit_title(model, holding)}",
     )
-    ax_fit.legend(loc="best", fontsize="small", title="2-sd ellipses")
+    # Beside the data, not over it: a legend of many components would hide it.
+    ax_fit.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize="small",
+        title="2-sd ellipses",
+    )
     bounds = np.asarray(model.lower_bounds_)
     ax_trace.plot(np.arange(bounds.size), bounds, ".-", label="ELBO after E-step")
     from matplotlib.ticker import MaxNLocator
