@@ -8,9 +8,11 @@ read, and the data before any fit starts.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -105,7 +107,14 @@ def build_parser():
         formatter_class=formatter,
     )
     fit.add_argument("data", help="CSV file (see 'reading the CSV file' below)")
-    fit.add_argument("--method", choices=("em", "vi"), default="em")
+    fit.add_argument(
+        "--method",
+        choices=("em", "vi"),
+        default="em",
+        help="em: maximum likelihood (EMGaussianMixture); vi: variational "
+        "Bayes (VariationalGaussianMixture), which empties the components the "
+        "data do not need (default em)",
+    )
     fit.add_argument(
         "--n-components",
         default="2",
@@ -120,16 +129,40 @@ def build_parser():
         "--columns", help="comma-separated columns to fit (default: all numeric)"
     )
     fit.add_argument("--weight-column", help="column of sample weights")
-    fit.add_argument("--max-iter", type=_count, default=None)
-    fit.add_argument("--tol", type=_tolerance, default=None)
-    fit.add_argument("--random-state", type=_seed, default=0)
+    fit.add_argument(
+        "--max-iter",
+        type=_count,
+        default=None,
+        help=f"the most iterations per fit (default {_estimator_defaults('max_iter')})",
+    )
+    fit.add_argument(
+        "--tol",
+        type=_tolerance,
+        default=None,
+        help="stop when the per-sample gain of the bound still to come is below "
+        f"this (default {_estimator_defaults('tol')})",
+    )
+    fit.add_argument(
+        "--random-state",
+        type=_seed,
+        default=0,
+        help="seed of the random start, so that a run can be repeated (default 0)",
+    )
+    fit.add_argument(
+        "--standardize",
+        action="store_true",
+        help="scale every column to mean 0 and variance 1 before fitting; the "
+        "saved model applies the same scaling to new rows",
+    )
     fit.add_argument(
         "--n-jobs", type=_jobs, default=None, help="parallel fits (-1: all cores)"
     )
     fit.add_argument("--output-dir", default=".", help="where to write the results")
     fit.add_argument("--plot", action="store_true", help="also draw PNG figures")
     fit.add_argument(
-        "--plot-columns", help="the two columns to draw (default: the first two)"
+        "--plot-columns",
+        help="the two columns to draw (default: the two that best separate the "
+        "components)",
     )
     fit.add_argument("--save", metavar="MODEL.skops", help="save the fitted model")
     fit.add_argument(
@@ -145,7 +178,9 @@ def build_parser():
     )
     predict.add_argument("model", help="a model saved by 'skvi fit --save'")
     predict.add_argument("data", help="CSV file with the model's columns")
-    predict.add_argument("--output-dir", default=".")
+    predict.add_argument(
+        "--output-dir", default=".", help="where to write predictions.csv"
+    )
     _add_reading_options(predict)
 
     demo = commands.add_parser(
@@ -156,9 +191,23 @@ def build_parser():
     )
     demo.add_argument("--output", default="skvi_demo.png", help="PNG for the figure")
     demo.add_argument("--no-plot", action="store_true", help="print the report only")
-    demo.add_argument("--n-components", type=int, default=2)
-    demo.add_argument("--random-state", type=_seed, default=0)
+    demo.add_argument(
+        "--n-components", type=int, default=2, help="components to fit (default 2)"
+    )
+    demo.add_argument(
+        "--random-state", type=_seed, default=0, help="seed of the start (default 0)"
+    )
     return parser
+
+
+def _estimator_defaults(name):
+    """A parameter's defaults, e.g. '100 for em, 100 for vi', or '100'."""
+    from ._em import EMGaussianMixture
+    from ._variational import VariationalGaussianMixture
+
+    em = EMGaussianMixture().get_params()[name]
+    vi = VariationalGaussianMixture().get_params()[name]
+    return f"{em}" if em == vi else f"{em} for em, {vi} for vi"
 
 
 # The options' types: a bad value is a one-line usage error before any work.
@@ -338,6 +387,10 @@ def run_fit(args):
             f"--weight-column {args.weight_column!r} is also in --columns; a "
             "column is either a feature or the weights."
         )
+    if args.plot:
+        from ._figures import pyplot
+
+        pyplot()  # fail before fitting if matplotlib is missing
     if args.save:
         _skops()  # fail before fitting if skops is missing
         # Like the data path, the model path is relative to the working
@@ -375,6 +428,13 @@ def run_fit(args):
     # them; labels.csv still has a line for each.
     fitted = X[with_value]
     fitted_weights = None if weights is None else weights[with_value]
+    scaler = None
+    if args.standardize:
+        from sklearn.preprocessing import StandardScaler
+
+        # Missing cells are left out of the means and variances.
+        scaler = StandardScaler().fit(fitted, sample_weight=fitted_weights)
+        fitted = scaler.transform(fitted)
     records, model = select_model(
         fitted,
         counts,
@@ -395,39 +455,73 @@ def run_fit(args):
     )
     summary["n_rows"] = int(X.shape[0])
     summary["input"] = reading_summary(table, X, skipped)
-    labels = write_predictions(os.path.join(args.output_dir, "labels.csv"), model, X)
-    _write_json(os.path.join(args.output_dir, "summary.json"), summary)
+    summary["standardize"] = (
+        None
+        if scaler is None
+        else {"mean": _plain(scaler.mean_), "scale": _plain(scaler.scale_)}
+    )
+    # With --standardize the saved and applied model is the pipeline.
+    estimator = model if scaler is None else make_pipeline(scaler, model)
+    labels = write_predictions(
+        os.path.join(args.output_dir, "labels.csv"), estimator, X
+    )
+    with _replaced(os.path.join(args.output_dir, "summary.json")) as path:
+        _write_json(path, summary)
     written = ["labels.csv", "summary.json"]
     if args.plot:
         from ._figures import fit_figure, selection_figure
 
-        fit_figure(
-            os.path.join(args.output_dir, "fit.png"),
-            model,
-            X,
-            labels,
-            names,
-            plot_columns,
-        )
-        written.append("fit.png")
-        if selecting:
-            selection_figure(
-                os.path.join(args.output_dir, "selection.png"), records, column
+        with _replaced(os.path.join(args.output_dir, "fit.png")) as path:
+            plot_columns = fit_figure(
+                path,
+                model,
+                X[with_value],
+                labels[with_value],
+                names,
+                plot_columns,
+                None if scaler is None else (scaler.mean_, scaler.scale_),
             )
+        written.append(
+            f"fit.png (columns {names[plot_columns[0]]}, {names[plot_columns[1]]})"
+        )
+        if selecting:
+            with _replaced(os.path.join(args.output_dir, "selection.png")) as path:
+                selection_figure(path, records, column)
             written.append("selection.png")
     if args.save:
         # The columns, by name, for 'skvi predict' to select.
-        model.feature_names_in_ = np.asarray(names, dtype=object)
-        _skops().dump(model, args.save)
+        first = estimator if scaler is None else scaler
+        first.feature_names_in_ = np.asarray(names, dtype=object)
+        with _replaced(args.save) as path:
+            _skops().dump(estimator, path)
     status = "converged" if model.converged_ else "not converged"
     print(
-        f"{type(model).__name__}: {model.n_components} components, "
+        f"{type(model).__name__}: {_component_count(model, fitted.shape[0])}, "
         f"{model.covariance_type}, {status} after {model.n_iter_} iterations; "
-        f"ELBO per sample {model.lower_bound_:.6f}."
+        f"ELBO per sample {model.lower_bound_:.6f}"
+        f"{'' if scaler is None else ' (of the standardized columns)'}."
     )
     print(f"Wrote {', '.join(written)} to {os.path.abspath(args.output_dir)}.")
     if args.save:
         print(f"Saved the model to {os.path.abspath(args.save)}.")
+
+
+def _component_count(model, n_rows):
+    """'3 components', or '9 components (2 hold data)'."""
+    from ._figures import components_holding_data
+
+    count = f"{model.n_components} component{'s' * (model.n_components != 1)}"
+    used = int(np.count_nonzero(components_holding_data(model, n_rows)))
+    if used < model.n_components:
+        count += f" ({used} hold{'s' * (used == 1)} data)"
+    return count
+
+
+def make_pipeline(scaler, model):
+    """The fitted ``StandardScaler`` and mixture as one fitted Pipeline."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("standardscaler", scaler), ("mixture", model)])
 
 
 def format_selection(records, method):
@@ -495,7 +589,7 @@ def write_predictions(path, model, X):
         + [f"probability_{k}" for k in range(proba.shape[1])]
         + ["log_density"]
     )
-    with open(path, "w", encoding="utf-8") as file:
+    with _replaced(path) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.write(",".join(header) + "\n")
         for i, (label, row, density) in enumerate(
             zip(labels, proba, log_density, strict=True)
@@ -586,7 +680,7 @@ def run_predict(args):
         )
     )
     path = os.path.join(args.output_dir, "predictions.csv")
-    write_predictions(path, model, X)
+    write_predictions(path, model, X)  # a mixture or a standardizing Pipeline
     print(f"Wrote predictions for {X.shape[0]} rows to {os.path.abspath(path)}.")
 
 
@@ -621,7 +715,12 @@ def model_columns(table, model):
 
 
 def load_model(path):
-    """A fitted model saved by ``skvi fit --save``, trusting only skvi's classes."""
+    """A fitted model saved by ``skvi fit --save``, trusting only skvi's classes.
+
+    A mixture, or (saved with ``--standardize``) a Pipeline of a fitted
+    StandardScaler and a mixture; skops trusts those two scikit-learn types
+    itself.
+    """
     sio = _skops()
     if not os.path.isfile(path):
         what = "is a directory" if os.path.isdir(path) else "does not exist"
@@ -640,17 +739,35 @@ def load_model(path):
         model = sio.load(path, trusted=untrusted)
     except Exception:  # a damaged file fails in many ways inside skops
         raise InputError(f"{path} is damaged: skops cannot load it.") from None
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     from ._em import EMGaussianMixture
     from ._variational import VariationalGaussianMixture
 
-    if not isinstance(model, EMGaussianMixture | VariationalGaussianMixture):
+    skvi_classes = EMGaussianMixture | VariationalGaussianMixture
+    # 'skvi fit --standardize' saves Pipeline(StandardScaler, mixture).
+    mixture = model
+    if isinstance(model, Pipeline):
+        steps = [step for _, step in model.steps]
+        if not (
+            len(steps) == 2
+            and type(steps[0]) is StandardScaler
+            and hasattr(steps[0], "scale_")
+        ):
+            raise InputError(
+                f"{path} holds a Pipeline that 'skvi fit --save' did not write; "
+                "skvi reads a mixture, or a StandardScaler and a mixture."
+            )
+        mixture = steps[1]
+    if not isinstance(mixture, skvi_classes):
         raise InputError(
-            f"{path} holds a {type(model).__name__}, not a skvi estimator; save "
+            f"{path} holds a {type(mixture).__name__}, not a skvi estimator; save "
             "one with 'skvi fit --save'."
         )
-    if not hasattr(model, "n_features_in_"):
+    if not hasattr(mixture, "n_features_in_"):
         raise InputError(
-            f"{path} holds an unfitted {type(model).__name__}; save a fitted "
+            f"{path} holds an unfitted {type(mixture).__name__}; save a fitted "
             "model, e.g. with 'skvi fit --save'."
         )
     return model
@@ -662,7 +779,8 @@ def _skops():
         import skops.io as sio
     except ImportError:
         raise ImportError(
-            'Saving and loading models needs skops: pip install "skvi[persist]".'
+            "Saving and loading models needs skops: pip install skops (or, "
+            'from the skvi repository, pip install ".[persist]").'
         ) from None
     return sio
 
@@ -681,7 +799,7 @@ def _plot_columns(text, names):
     if text is None:
         if len(names) < 2:
             raise InputError("--plot draws two columns; fit at least two.")
-        return (0, 1)
+        return None  # the figure chooses the two that separate best
     chosen = _names(text, "--plot-columns")
     if len(chosen) != 2 or any(name not in names for name in chosen):
         raise InputError(
@@ -707,6 +825,29 @@ def _check_writable(directory):
         ) from None
     if not os.access(directory, os.W_OK):
         raise InputError(f"Cannot write to the output directory {directory}.")
+
+
+@contextlib.contextmanager
+def _replaced(path):
+    """A temporary path next to ``path``, renamed to it once written.
+
+    A command that fails while writing leaves no truncated file, and the
+    file of an earlier run stays whole until the new one replaces it.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    os.close(handle)
+    try:
+        # mkstemp makes the file private; give it the usual permissions.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(temporary, 0o666 & ~mask)
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def _write_json(path, value):

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import resource
 import subprocess
 import sys
 
@@ -14,9 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture, select_model
-from skvi._cli import main
+from skvi._cli import build_parser, main
+from skvi._figures import components_holding_data, fit_title, separating_columns
 from skvi._table import read_table
 from skvi.datasets import load_old_faithful
 
@@ -136,6 +140,125 @@ def test_every_command_has_help_with_examples():
         result = skvi(command, "--help")
         assert result.returncode == 0
         assert "examples:" in result.stdout
+
+
+def test_every_option_says_what_it_does():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            assert action.help, f"skvi {name} {action.option_strings} has no help"
+
+
+def test_standardize_fits_and_predicts_as_the_python_pipeline(tmp_path, capsys):
+    sio = pytest.importorskip("skops.io", reason="the test extra installs skops")
+    model = tmp_path / "model.skops"
+    status, out, err = run_cli(
+        capsys, "fit", FAITHFUL, "--standardize", "--covariance-type", "diag",
+        "--save", model, "--output-dir", tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "of the standardized columns" in out
+    X = load_old_faithful().data
+    pipeline = make_pipeline(
+        StandardScaler(),
+        EMGaussianMixture(2, covariance_type="diag", init_params="hc", random_state=0),
+    ).fit(X)
+    labels = read_table(str(tmp_path / "labels.csv")).values
+    assert np.array_equal(labels[:, 1], pipeline.predict(X))
+    assert_allclose(labels[:, 2:4], pipeline.predict_proba(X), atol=1e-6)
+    assert_allclose(labels[:, 4], pipeline.score_samples(X), rtol=1e-9)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert_allclose(summary["standardize"]["scale"], X.std(axis=0), rtol=1e-12)
+    assert_allclose(summary["means"], pipeline[-1].means_, rtol=1e-10)
+
+    # 'skvi predict' applies the saved scaling to new rows.
+    shifted = write(tmp_path / "new.csv", _saved(X[:50] + 1.0, header=None))
+    status, _, err = run_cli(
+        capsys, "predict", model, shifted, "--output-dir", tmp_path
+    )
+    assert status == 0, err
+    predictions = read_table(str(tmp_path / "predictions.csv")).values
+    expected = pipeline.predict_proba(X[:50] + 1.0)
+    assert_allclose(predictions[:, 2:4], expected, atol=1e-6)
+
+    loaded = sio.load(model, trusted=sio.get_untrusted_types(file=model))
+    assert isinstance(loaded, Pipeline)
+    assert list(loaded.feature_names_in_) == ["eruptions", "waiting"]
+
+
+def _wide_clusters():
+    """Two clusters apart in columns 'c' and 'e' only; 'a' is constant."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 5))
+    X[:, 0] = 0.0
+    X[100:, 2] += 6.0
+    X[100:, 4] -= 6.0
+    X[:, 3] *= 1000.0  # a wide column that separates nothing
+    return X
+
+
+def test_the_figure_draws_the_separating_columns_and_only_used_components(
+    tmp_path, capsys
+):
+    X = _wide_clusters()
+    # A start that does not depend on the units finds the two clusters.
+    em = EMGaussianMixture(2, init_params="hc", random_state=0).fit(X)
+    assert separating_columns(em) == (2, 4)
+    vi = VariationalGaussianMixture(
+        n_components=8, init_params="hc", random_state=0
+    ).fit(X)
+    holding = components_holding_data(vi, X.shape[0], vi.predict(X))
+    assert holding.sum() == 2
+    assert separating_columns(vi, holding) == (2, 4)
+    assert fit_title(vi, holding) == "2 of 8 components hold data, full"
+    assert fit_title(em, np.ones(2, bool)) == "2 components, full"
+
+    # The command line draws them and says so.
+    data = write(tmp_path / "wide.csv", _saved(X, header=tuple("abcde")))
+    status, out, err = run_cli(
+        capsys, "fit", data, "--method", "vi", "--n-components", "8", "--plot",
+        "--output-dir", tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "fit.png (columns c, e)" in out
+    assert "8 components (2 hold data)" in out
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missing_matplotlib_stops_plot_before_any_fit(tmp_path, capsys, monkeypatch):
+    # None in sys.modules makes 'import matplotlib' raise ImportError.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    out_dir = tmp_path / "out"
+    status, out, err = run_cli(
+        capsys, "fit", FAITHFUL, "--plot", "--output-dir", out_dir
+    )
+    assert status == 1
+    assert out == ""
+    assert err.count("\n") == 1 and "pip install matplotlib" in err
+    assert not out_dir.exists()
+
+
+def test_a_failed_write_keeps_the_old_file_whole(tmp_path):
+    # A file-size limit makes writing labels.csv fail partway, as a full
+    # disk would; the labels of the earlier run must survive intact.
+    old = "row,label\n0,1\n"
+    (tmp_path / "labels.csv").write_text(old)
+    limit = 4096
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "skvi", "fit", FAITHFUL, "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert (tmp_path / "labels.csv").read_text() == old
+    assert sorted(os.listdir(tmp_path)) == ["labels.csv"]
 
 
 @pytest.fixture
@@ -534,6 +657,8 @@ def models(tmp_path):
     named = EMGaussianMixture(n_components=2, random_state=0)
     paths["named"] = str(tmp_path / "named.skops")
     sio.dump(named.fit(pd.DataFrame(X_SAVED, columns=["a", "b"])), paths["named"])
+    paths["other pipeline"] = str(tmp_path / "pipeline.skops")
+    sio.dump(make_pipeline(MinMaxScaler(), two).fit(X_SAVED), paths["other pipeline"])
     paths["directory"] = str(tmp_path)
     paths["text"] = write(tmp_path / "text.csv", "a,b\n1,x\n2,y\n")
     paths["unclosed"] = write(tmp_path / "quote.csv", 'a,b\n1,2\n"3,4\n5,6\n')
@@ -552,6 +677,7 @@ def models(tmp_path):
     [
         (["predict", "{unfitted}", "{data}"], "holds an unfitted EMGaussianMixture"),
         (["predict", "{a list}", "{data}"], "holds a list, not a skvi estimator"),
+        (["predict", "{other pipeline}", "{data}"], "Pipeline that 'skvi fit --save"),
         (["predict", "{directory}", "{data}"], "it is a directory"),
         (["predict", "{three columns}", "{data}"], "fitted on 3; keep only"),
         (["predict", "{three columns}", "{no header}"], "no header row and 2 columns"),
