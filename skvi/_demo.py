@@ -225,7 +225,8 @@ def run_demo(output="skvi_demo.png", plot=True, n_components=2, random_state=0):
         except ImportError:
             print(
                 "\nmatplotlib is not installed, so no figure was drawn: "
-                'pip install "skvi[demo]" (or pass --no-plot).'
+                'pip install matplotlib, or ".[demo]" from the repository '
+                "(or pass --no-plot)."
             )
         else:
             print(f"\nFigure written to {output}")
