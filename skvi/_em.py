@@ -315,6 +315,9 @@ class EMGaussianMixture(BaseGaussianMixture):
         half = self.half_step_lower_bounds_
         self.kl_gaps_ = half[2::2] - half[1::2]
 
+    def _effective_points(self, X, sample_weight):
+        return np.asarray(self.weights_, dtype=float) * _total_weight(X, sample_weight)
+
     def _log_likelihood(self, optimal_stats):
         return optimal_stats.log_normalizer / optimal_stats.total_weight
 

@@ -371,6 +371,14 @@ default='kmeans'
         return _Priors(components, weights)
 
     # ------------------------------------------------------------ fitting
+    _prior_regularises_covariances = True
+
+    def _effective_points(self, X, sample_weight):
+        # beta_k = beta_0 + N_k, in the units of the sample weights.
+        return np.asarray(self.mean_precision_, dtype=float) - float(
+            self.mean_precision_prior_
+        )
+
     def _allows_merges(self, unit):
         return self.merge_components and unit.n_components > 1
 
