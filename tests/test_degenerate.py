@@ -1,5 +1,6 @@
 """Degenerate fits are flagged, warned about and never chosen (issue 15)."""
 
+import json
 import warnings
 
 import dask.array as da
@@ -14,6 +15,7 @@ from skvi import (
     VariationalGaussianMixture,
     select_model,
 )
+from skvi._cli import main
 from skvi.datasets import load_old_faithful
 
 
@@ -217,3 +219,21 @@ def test_dask_fit_is_diagnosed_too():
     em = EMGaussianMixture(n_components=3, init_params="hc", random_state=0)
     with pytest.warns(DegenerateFitWarning, match="effective points"):
         em.fit(da.from_array(X, chunks=100))
+
+
+def test_cli_shows_degenerate_fits_in_the_table(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    pd.DataFrame(two_clusters_and_three_points(), columns=list("xyz")).to_csv(
+        path, index=False
+    )
+    status = main(
+        ["fit", str(path), "--n-components", "2-3", "--covariance-type", "full",
+         "--output-dir", str(tmp_path / "out"), "--random-state", "0"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status in (0, None)
+    lines = {line[2:].split()[0]: line for line in out.splitlines() if "full " in line}
+    assert "degenerate (never chosen): component" in lines["3"]
+    assert lines["2"].startswith("* ") and not lines["3"].startswith("* ")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["parameters"]["n_components"] == 2
