@@ -4,6 +4,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+from sklearn.utils.validation import _num_samples
 
 from ._base import BaseGaussianMixture
 from ._dask import is_dask_collection
@@ -406,11 +407,12 @@ class EMGaussianMixture(BaseGaussianMixture):
 
 def _total_weight(X, sample_weight):
     """The sample size of an information criterion: the total weight."""
+    # _num_samples: any array-like, not only those with a len.
     if sample_weight is None:
-        return float(len(X))
+        return float(_num_samples(X))
     if is_dask_collection(sample_weight):
         return float(sample_weight.sum().compute())
-    return float(check_sample_weight(sample_weight, len(X)).sum())
+    return float(check_sample_weight(sample_weight, _num_samples(X)).sum())
 
 
 def _replace(state, **changes):
