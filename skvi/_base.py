@@ -545,7 +545,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         if self.degenerate_ is not None:
             warnings.warn(
                 f"Degenerate fit: {self.degenerate_}. Its likelihood and "
-                f"criteria are inflated by the collapse. {ADVICE}",
+                f"criteria do not measure a sound model. {ADVICE}",
                 DegenerateFitWarning,
                 stacklevel=4,  # the caller of fit, through its wrapper
             )

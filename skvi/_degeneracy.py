@@ -18,12 +18,16 @@ it. Two rules, either one enough:
   variances. A 'spherical' component has one variance, so its ratio is
   its variance over the largest of the model's (in the data's units).
 * **Effective points.** A component's share of the sample,
-  ``N_k = weights_[k] * n`` (``n`` the total sample weight), must exceed
-  what its covariance needs to be nonsingular without ``reg_covar``: more
-  than ``n_features`` points for 'full' (fewer span at most a hyperplane),
-  more than 1 for 'diag' and 'spherical'. 'tied' pools every component's
-  scatter, of rank at most ``n - n_components``: it needs ``n >=
-  n_features + n_components``.
+  ``N_k = weights_[k] * n``, must reach what its covariance needs to be
+  nonsingular without ``reg_covar``: ``n_features + 1`` points for 'full'
+  (fewer span at most a hyperplane), 2 for 'diag' and 'spherical'. 'tied'
+  pools every component's scatter, of rank at most ``n - n_components``: it
+  needs ``n >= n_features + n_components``. As EM reads sample weights only
+  relative to each other, ``n`` is Kish's effective sample size
+  ``sum(w)**2 / sum(w**2)``: the number of rows for equal weights of any
+  scale. Responsibilities are soft, so the rule is ``N_k < n_features + 1``,
+  not ``N_k <= n_features``: three points and crumbs of others are still
+  three points.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -64,7 +68,7 @@ class DegenerateFitWarning(UserWarning):
     >>> any(issubclass(w.category, DegenerateFitWarning) for w in caught)
     True
     >>> em.degenerate_.split(":")[0]
-    'component 4 holds 3 effective points'
+    'component 1 holds 3.999 effective points'
     """
 
 
@@ -123,24 +127,34 @@ def _too_few_points(covariance_type, points, n_features):
     """The effective-points rule; see the module's docstring."""
     if covariance_type == "tied":
         total, n_components = float(points.sum()), len(points)
-        if total < n_features + n_components:
+        needed = n_features + n_components
+        if total < needed:
             return (
-                f"the {total:.3g} effective points are too few to estimate a "
-                f"tied covariance of {n_components} components in {n_features} "
-                f"dimensions (at least {n_features + n_components} needed)"
+                f"the {_shown(total, needed)} effective points are too few to "
+                f"estimate a tied covariance of {n_components} components in "
+                f"{n_features} dimensions (at least {needed} needed)"
             )
         return None
-    needed = n_features if covariance_type == "full" else 1
-    short = np.flatnonzero(points <= needed)
+    # Soft counts: 3 points and crumbs of others are still 3 points.
+    needed = n_features + 1 if covariance_type == "full" else 2
+    short = np.flatnonzero(points < needed)
     if short.size == 0:
         return None
     k = int(short[0])
     space = f" in {n_features} dimensions" if covariance_type == "full" else ""
     return (
-        f"component {k} holds {points[k]:.3g} effective points: too few to "
-        f"estimate a {covariance_type} covariance{space} (more than {needed} "
+        f"component {k} holds {_shown(points[k], needed)} effective points: too few to "
+        f"estimate a {covariance_type} covariance{space} (at least {needed} "
         "needed)"
     )
+
+
+def _shown(points, needed):
+    """A count of points to 3 decimals, below ``needed`` as it is."""
+    shown = round(float(points), 3)
+    if shown >= needed:
+        shown = np.floor(points * 1000) / 1000
+    return f"{shown:g}"
 
 
 def _eigenvalue_ratios(covariance_type, weights, means, covariances):

@@ -317,7 +317,8 @@ class EMGaussianMixture(BaseGaussianMixture):
         self.kl_gaps_ = half[2::2] - half[1::2]
 
     def _effective_points(self, X, sample_weight):
-        return np.asarray(self.weights_, dtype=float) * _total_weight(X, sample_weight)
+        size = _effective_sample_size(X, sample_weight)
+        return np.asarray(self.weights_, dtype=float) * size
 
     def _log_likelihood(self, optimal_stats):
         return optimal_stats.log_normalizer / optimal_stats.total_weight
@@ -413,6 +414,26 @@ def _total_weight(X, sample_weight):
     if is_dask_collection(sample_weight):
         return float(sample_weight.sum().compute())
     return float(check_sample_weight(sample_weight, _num_samples(X)).sum())
+
+
+def _effective_sample_size(X, sample_weight):
+    """Kish's effective sample size ``sum(w)**2 / sum(w**2)``.
+
+    EM reads weights only relative to each other, and so does this: it is
+    the number of rows for equal weights of any scale, and less where a few
+    rows carry most of the weight.
+    """
+    if sample_weight is None:
+        return float(_num_samples(X))
+    if is_dask_collection(sample_weight):
+        largest = float(sample_weight.max().compute())
+        relative = sample_weight / largest
+        total, squares = (relative.sum().compute(), (relative**2).sum().compute())
+    else:
+        relative = check_sample_weight(sample_weight, _num_samples(X))
+        relative = relative / relative.max()
+        total, squares = relative.sum(), relative @ relative
+    return float(total**2 / squares)
 
 
 def _replace(state, **changes):

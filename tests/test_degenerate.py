@@ -62,7 +62,7 @@ def test_component_on_three_points_in_three_dimensions_is_flagged_and_warned():
     with pytest.warns(DegenerateFitWarning, match="holds 3 effective points") as w:
         em.fit(X)
     assert "fewer components" in str(w[0].message)
-    assert "more than 3 needed" in em.degenerate_
+    assert "at least 4 needed" in em.degenerate_
     # The case of the issue: the smallest eigenvalue is reg_covar.
     k = int(np.argmin(em.weights_))
     assert np.linalg.eigvalsh(em.covariances_[k])[0] == pytest.approx(em.reg_covar)
@@ -160,12 +160,27 @@ def test_component_on_one_row_is_flagged(covariance_type):
         em.fit(X)
 
 
-def test_effective_points_count_sample_weights_as_repeat_counts():
-    # As in bic, the sample size is the total weight.
+@pytest.mark.parametrize("scale", [0.5, 1e-100, 1e100])
+def test_effective_points_do_not_depend_on_the_scale_of_the_weights(scale):
+    # EM reads weights relative to each other: Kish's effective sample size.
     X = two_clusters_and_three_points()
     em = EMGaussianMixture(n_components=3, init_params="hc", random_state=0)
-    with pytest.warns(DegenerateFitWarning, match="holds 1.5 effective points"):
-        em.fit(X, sample_weight=np.full(len(X), 0.5))
+    with pytest.warns(DegenerateFitWarning, match="holds 3 effective points"):
+        em.fit(X, sample_weight=np.full(len(X), scale))
+
+
+def test_effective_points_discount_rows_that_carry_most_weight():
+    # Two rows hold almost all the weight: about two effective points, too
+    # few for a full covariance in 2-D; with unit weights the fit is sound.
+    X = load_old_faithful().data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        assert EMGaussianMixture().fit(X).degenerate_ is None
+    weights = np.ones(len(X))
+    weights[:2] = 1e6
+    em = EMGaussianMixture()
+    with pytest.warns(DegenerateFitWarning, match=r"holds 2(\.\d+)? effective points"):
+        em.fit(X, sample_weight=weights)
 
 
 def test_columns_in_very_different_units_are_not_degenerate():
