@@ -110,11 +110,9 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
     for k in np.flatnonzero(holding):
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
         if not ratio >= RATIO_THRESHOLD:
-            which = (
-                "the shared covariance"
-                if covariance_type == "tied"
-                else (f"component {k}'s covariance")
-            )
+            which = f"component {k}'s covariance"
+            if covariance_type == "tied":
+                which = "the shared covariance"
             return (
                 f"{which} has eigenvalue ratio {ratio:.2g} (smallest over "
                 f"largest), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: it has "
@@ -143,9 +141,9 @@ def _too_few_points(covariance_type, points, n_features):
     k = int(short[0])
     space = f" in {n_features} dimensions" if covariance_type == "full" else ""
     return (
-        f"component {k} holds {_shown(points[k], needed)} effective points: too few to "
-        f"estimate a {covariance_type} covariance{space} (at least {needed} "
-        "needed)"
+        f"component {k} holds {_shown(points[k], needed)} effective points: "
+        f"too few to estimate a {covariance_type} covariance{space} (at least "
+        f"{needed} needed)"
     )
 
 
