@@ -141,6 +141,11 @@ class EMGaussianMixture(BaseGaussianMixture):
         After each M-step, ``log p(X; theta_new) - ELBO(q_old, theta_new) =
         KL(q_old || p(Z | X; theta_new)) >= 0``, per sample; goes to 0 as the
         fit converges.
+    degenerate_ : str or None
+        Why the fit is degenerate (a component collapsed onto a subspace,
+        or holding too few points for its covariance), or None; see
+        :class:`DegenerateFitWarning`. Set by :meth:`fit`, removed by
+        :meth:`partial_fit`.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)

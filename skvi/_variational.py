@@ -176,6 +176,11 @@ default='kmeans'
     half_step_lower_bounds_ : ndarray of shape (``2 * n_iter_ + 1``,)
         The ELBO after every half-step: the initial local step, then each
         global and local step in turn.
+    degenerate_ : str or None
+        Why the fit is degenerate (a component holding at least one point
+        whose covariance collapsed onto a subspace), or None; see
+        :class:`DegenerateFitWarning`. Set by :meth:`fit`, removed by
+        :meth:`partial_fit`.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
