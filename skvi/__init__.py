@@ -6,6 +6,7 @@ one evidence lower bound computed by one shared core.
 """
 
 from ._covariance import DegenerateComponentError
+from ._degeneracy import DegenerateFitWarning
 from ._elbo import ELBODecomposition
 from ._em import EMGaussianMixture
 from ._evidence import exact_log_evidence
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DegenerateComponentError",
+    "DegenerateFitWarning",
     "ELBODecomposition",
     "EMGaussianMixture",
     "GaussianMixtureImputer",

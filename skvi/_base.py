@@ -24,6 +24,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 from ._batch import Trend, ascend
 from ._covariance import covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
+from ._degeneracy import ADVICE, DegenerateFitWarning, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import conditional_moments, normalize_in_place, row_values
@@ -231,6 +232,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self._store_state(best.state, unit, data.dtype)
         self._fitted_covariance_type = unit.name
         self._store_run(best)
+        self._diagnose(X, sample_weight)
         # A later partial_fit continues from the final E-step's statistics.
         self._online_statistics = dict(
             RunningStatistics.from_moments(best.statistics.moments).to_dict(), steps=0
@@ -351,7 +353,14 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
-        for name in ("half_step_lower_bounds_", "kl_gaps_", "_ascent_trend"):
+        # A stream has no sample size to count effective points in: only
+        # fit diagnoses degeneracy.
+        for name in (
+            "half_step_lower_bounds_",
+            "kl_gaps_",
+            "_ascent_trend",
+            "degenerate_",
+        ):
             self.__dict__.pop(name, None)
         return self
 
@@ -524,6 +533,32 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         kl = evaluated.kl_weights + evaluated.kl_components
         return (stats.log_normalizer - kl) / stats.total_weight
+
+    # Whether a prior regularises the covariances (VI): then any number of
+    # points gives a nonsingular one; see skvi._degeneracy.
+    _prior_regularises_covariances = False
+
+    def _effective_points(self, X, sample_weight):
+        """The total sample weight each fitted component holds."""
+        raise NotImplementedError
+
+    def _diagnose(self, X, sample_weight):
+        """Set ``degenerate_`` (the reason, or None) and warn if it is set."""
+        self.degenerate_ = degeneracy(
+            getattr(self, "_fitted_covariance_type", self.covariance_type),
+            self.weights_,
+            self.means_,
+            self.covariances_,
+            self._effective_points(X, sample_weight),
+            prior=self._prior_regularises_covariances,
+        )
+        if self.degenerate_ is not None:
+            warnings.warn(
+                f"Degenerate fit: {self.degenerate_}. Its likelihood and "
+                f"criteria do not measure a sound model. {ADVICE}",
+                DegenerateFitWarning,
+                stacklevel=4,  # the caller of fit, through its wrapper
+            )
 
     def _store_run(self, run):
         self.half_step_lower_bounds_ = np.asarray(run.half_steps)

@@ -533,11 +533,12 @@ def format_selection(records, method):
     lines = [header]
     for row in records:
         mark = "* " if row["chosen"] else "  "
-        values = (
-            "".join(f"{row[name]:14.3f}" for name in columns)
-            if row["error"] is None
-            else f"  failed: {_one_line(row['error'])}"
-        )
+        if row["error"] is not None:
+            values = f"  failed: {_one_line(row['error'])}"
+        elif row["degenerate"] is not None:
+            values = f"  degenerate (never chosen): {row['degenerate']}"
+        else:
+            values = "".join(f"{row[name]:14.3f}" for name in columns)
         lines.append(
             f"{mark}{row['n_components']:>10}  {row['covariance_type']:<10}{values}"
         )

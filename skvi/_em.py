@@ -4,6 +4,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+from sklearn.utils.validation import _num_samples
 
 from ._base import BaseGaussianMixture
 from ._dask import is_dask_collection
@@ -143,6 +144,11 @@ class EMGaussianMixture(BaseGaussianMixture):
         After each M-step, ``log p(X; theta_new) - ELBO(q_old, theta_new) =
         KL(q_old || p(Z | X; theta_new)) >= 0``, per sample; goes to 0 as the
         fit converges.
+    degenerate_ : str or None
+        Why the fit is degenerate (a component collapsed onto a subspace,
+        or holding too few points for its covariance), or None; see
+        :class:`DegenerateFitWarning`. Set by :meth:`fit`, removed by
+        :meth:`partial_fit`.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
@@ -318,6 +324,10 @@ class EMGaussianMixture(BaseGaussianMixture):
         half = self.half_step_lower_bounds_
         self.kl_gaps_ = half[2::2] - half[1::2]
 
+    def _effective_points(self, X, sample_weight):
+        size = _effective_sample_size(X, sample_weight)
+        return np.asarray(self.weights_, dtype=float) * size
+
     def _log_likelihood(self, optimal_stats):
         return optimal_stats.log_normalizer / optimal_stats.total_weight
 
@@ -406,11 +416,32 @@ class EMGaussianMixture(BaseGaussianMixture):
 
 def _total_weight(X, sample_weight):
     """The sample size of an information criterion: the total weight."""
+    # _num_samples: any array-like, not only those with a len.
     if sample_weight is None:
-        return float(len(X))
+        return float(_num_samples(X))
     if is_dask_collection(sample_weight):
         return float(sample_weight.sum().compute())
-    return float(check_sample_weight(sample_weight, len(X)).sum())
+    return float(check_sample_weight(sample_weight, _num_samples(X)).sum())
+
+
+def _effective_sample_size(X, sample_weight):
+    """Kish's effective sample size ``sum(w)**2 / sum(w**2)``.
+
+    EM reads weights only relative to each other, and so does this: it is
+    the number of rows for equal weights of any scale, and less where a few
+    rows carry most of the weight.
+    """
+    if sample_weight is None:
+        return float(_num_samples(X))
+    if is_dask_collection(sample_weight):
+        largest = float(sample_weight.max().compute())
+        relative = sample_weight / largest
+        total, squares = (relative.sum().compute(), (relative**2).sum().compute())
+    else:
+        relative = check_sample_weight(sample_weight, _num_samples(X))
+        relative = relative / relative.max()
+        total, squares = relative.sum(), relative @ relative
+    return float(total**2 / squares)
 
 
 def _replace(state, **changes):

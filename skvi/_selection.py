@@ -14,6 +14,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
 from ._variational import VariationalGaussianMixture
 
@@ -47,7 +48,10 @@ def select_model(
     fitted with each covariance type, in parallel, and the best model by the
     criterion is returned with the whole table. A combination that cannot
     be fitted (say, more components than distinct rows) gets its error in
-    the table instead of a score.
+    the table instead of a score. A degenerate fit (a component collapsed
+    onto a subspace, or holding too few points for its covariance; see
+    :class:`DegenerateFitWarning`) is never chosen: like mclust's NA, its
+    criteria are NaN and the table says why in ``degenerate``.
 
     Parameters
     ----------
@@ -91,7 +95,9 @@ def select_model(
         One row per combination, in the order tried: ``n_components``,
         ``covariance_type``, ``converged``, ``n_iter``, ``lower_bound`` (per
         sample), ``bic``, ``icl`` and ``aic`` (EM) or ``elbo`` (VI, the
-        total bound), ``error`` (None if it fitted) and ``chosen``.
+        total bound; NaN where the fit failed or is degenerate), ``error``
+        (None if it fitted), ``degenerate`` (None, or why the fit is
+        degenerate: the fitted model's ``degenerate_``) and ``chosen``.
     best : EMGaussianMixture or VariationalGaussianMixture
         The chosen model, fitted.
 
@@ -141,6 +147,13 @@ def select_model(
         if row["error"] is None and np.isfinite(row[column])
     ]
     if not scores:
+        degenerate = [row["degenerate"] for row in table if row["degenerate"]]
+        if degenerate:
+            raise ValueError(
+                "Every combination that could be fitted is degenerate; the "
+                f"first: {degenerate[0]}. {ADVICE} Columns on very different "
+                "scales may need standardising."
+            )
         first = next(row["error"] for row in table if row["error"])
         raise ValueError(
             f"No combination could be fitted; the first error was: {first}"
@@ -169,10 +182,12 @@ def _fit_one(template, X, sample_weight, n_components, covariance_type):
     )
     try:
         with warnings.catch_warnings():
+            # The table reports both (converged, degenerate).
             warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", DegenerateFitWarning)
             model.fit(X, sample_weight=sample_weight)
     except ValueError as error:
-        record["error"] = str(error)
+        record.update(error=str(error), degenerate=None)
         return record, None
     weights = _weights(sample_weight, len(X))
     record.update(
@@ -180,7 +195,11 @@ def _fit_one(template, X, sample_weight, n_components, covariance_type):
         n_iter=int(model.n_iter_),
         lower_bound=float(model.lower_bound_),
         error=None,
+        degenerate=model.degenerate_,
     )
+    if model.degenerate_ is not None:
+        # mclust's NA: a collapsed component inflates every criterion.
+        return record, model
     if is_em:
         bic = model.bic(X, sample_weight=sample_weight)
         resp = model.predict_proba(X)

@@ -183,6 +183,11 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     half_step_lower_bounds_ : ndarray of shape (``2 * n_iter_ + 1``,)
         The ELBO after every half-step: the initial local step, then each
         global and local step in turn.
+    degenerate_ : str or None
+        Why the fit is degenerate (a component holding at least one point
+        whose covariance collapsed onto a subspace), or None; see
+        :class:`DegenerateFitWarning`. Set by :meth:`fit`, removed by
+        :meth:`partial_fit`.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
@@ -378,6 +383,14 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         return _Priors(components, weights)
 
     # ------------------------------------------------------------ fitting
+    _prior_regularises_covariances = True
+
+    def _effective_points(self, X, sample_weight):
+        # beta_k = beta_0 + N_k, in the units of the sample weights.
+        return np.asarray(self.mean_precision_, dtype=float) - float(
+            self.mean_precision_prior_
+        )
+
     def _allows_merges(self, unit):
         return self.merge_components and unit.n_components > 1
 

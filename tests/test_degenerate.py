@@ -1,0 +1,254 @@
+"""Degenerate fits are flagged, warned about and never chosen (issue 15)."""
+
+import json
+import warnings
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+
+from skvi import (
+    DegenerateFitWarning,
+    EMGaussianMixture,
+    VariationalGaussianMixture,
+    select_model,
+)
+from skvi._cli import main
+from skvi.datasets import load_old_faithful
+
+
+def two_clusters_and_three_points(seed=0):
+    """Two elongated clusters of 150 rows and 3 far rows, in 3-D.
+
+    A full covariance on the 3 rows spans only a plane: its component's
+    likelihood is inflated by ``reg_covar`` alone, and its BIC beats every
+    sound model.
+    """
+    rng = np.random.RandomState(seed)
+    up = np.array([[3.0, 0, 0], [2.9, 0.3, 0], [0, 0, 1]])
+    down = np.array([[3.0, 0, 0], [-2.9, 0.3, 0], [0, 0, 1]])
+    return np.vstack(
+        [
+            rng.normal(size=(150, 3)) @ up.T,
+            rng.normal(size=(150, 3)) @ down.T + [25, 0, 0],
+            rng.normal(size=(3, 3)) * 0.5 + [12, 30, 5],
+        ]
+    )
+
+
+def cluster_and_plane(seed=0):
+    """A round cluster and one of 40 rows exactly on the plane z = 0.
+
+    Both spread about 100 units: the flat one's covariance has eigenvalues
+    about 1e4, 1e4 and ``reg_covar`` (a ratio near 1e-10).
+    """
+    rng = np.random.RandomState(seed)
+    flat = rng.normal(size=(40, 3)) * 100 + [600, 0, 0]
+    flat[:, 2] = 0.0
+    return np.vstack([rng.normal(size=(60, 3)) * 100, flat])
+
+
+def fit_quietly(model, X, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateFitWarning)
+        return model.fit(X, **kwargs)
+
+
+def test_component_on_three_points_in_three_dimensions_is_flagged_and_warned():
+    X = two_clusters_and_three_points()
+    em = EMGaussianMixture(n_components=3, init_params="hc", random_state=0)
+    with pytest.warns(DegenerateFitWarning, match="holds 3 effective points") as w:
+        em.fit(X)
+    assert "fewer components" in str(w[0].message)
+    assert "at least 4 needed" in em.degenerate_
+    # The case of the issue: the smallest eigenvalue is reg_covar.
+    k = int(np.argmin(em.weights_))
+    assert np.linalg.eigvalsh(em.covariances_[k])[0] == pytest.approx(em.reg_covar)
+
+
+def test_select_model_never_chooses_a_degenerate_fit():
+    X = two_clusters_and_three_points()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        table, best = select_model(X, range(1, 5), random_state=0, as_frame=False)
+    rows = {(row["n_components"], row["covariance_type"]): row for row in table}
+    flagged = rows[3, "full"]
+    assert "effective points" in flagged["degenerate"]
+    assert not flagged["chosen"]
+    assert all(np.isnan(flagged[name]) for name in ("bic", "icl", "aic"))
+    assert np.isfinite(flagged["lower_bound"])
+    chosen = next(row for row in table if row["chosen"])
+    assert chosen["degenerate"] is None
+    assert best.degenerate_ is None
+    # Without the rule the degenerate fit would win by far.
+    degenerate = fit_quietly(
+        EMGaussianMixture(n_components=3, init_params="hc", random_state=0), X
+    )
+    assert degenerate.bic(X) < chosen["bic"] - 500
+
+
+def test_select_model_table_as_frame_marks_degenerate_fits():
+    X = two_clusters_and_three_points()
+    table, _ = select_model(X, [2, 3], "full", random_state=0)
+    assert isinstance(table, pd.DataFrame)
+    assert table["bic"].isna().tolist() == [False, True]
+    assert table["degenerate"].notna().tolist() == [False, True]
+
+
+def test_select_model_raises_when_every_fit_is_degenerate():
+    X = two_clusters_and_three_points()
+    with pytest.raises(ValueError, match="Every combination .* is degenerate"):
+        select_model(X, 3, "full", random_state=0)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_component_collapsed_on_a_plane_is_flagged_by_its_eigenvalue_ratio(
+    covariance_type,
+):
+    X = cluster_and_plane()
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=[[0, 0, 0], [600, 0, 0]],
+        random_state=0,
+    )
+    with pytest.warns(DegenerateFitWarning, match="eigenvalue ratio"):
+        em.fit(X)
+    flat = int(np.argmin(em.weights_))
+    assert em.weights_[flat] * len(X) == pytest.approx(40)
+    assert em.degenerate_.startswith(f"component {flat}'s covariance")
+
+
+def test_tied_covariance_collapsed_on_parallel_planes_is_flagged():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(100, 3)) * 100
+    X[:, 2] = np.repeat([0.0, 500.0], 50)
+    em = EMGaussianMixture(n_components=2, covariance_type="tied", random_state=0)
+    with pytest.warns(DegenerateFitWarning, match="the shared covariance"):
+        em.fit(X)
+
+
+def test_spherical_component_on_duplicated_rows_is_flagged():
+    X = cluster_and_plane()[:60]
+    X = np.vstack([X, [[900.0, 0, 0], [900.0, 0, 0]]])
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type="spherical",
+        means_init=[[0, 0, 0], [900, 0, 0]],
+        random_state=0,
+    )
+    with pytest.warns(DegenerateFitWarning, match="eigenvalue ratio"):
+        em.fit(X)
+    pair = int(np.argmin(em.weights_))
+    assert em.weights_[pair] * len(X) == pytest.approx(2)
+    assert em.covariances_[pair] == pytest.approx(em.reg_covar)
+    assert em.degenerate_.startswith(f"component {pair}'s covariance")
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_component_on_one_row_is_flagged(covariance_type):
+    X = np.vstack([cluster_and_plane()[:60], [[900.0, 0, 0]]])
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=[[0, 0, 0], [900, 0, 0]],
+        random_state=0,
+    )
+    with pytest.warns(DegenerateFitWarning, match="holds 1 effective points"):
+        em.fit(X)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1e-100, 1e100])
+def test_effective_points_do_not_depend_on_the_scale_of_the_weights(scale):
+    # EM reads weights relative to each other: Kish's effective sample size.
+    X = two_clusters_and_three_points()
+    em = EMGaussianMixture(n_components=3, init_params="hc", random_state=0)
+    with pytest.warns(DegenerateFitWarning, match="holds 3 effective points"):
+        em.fit(X, sample_weight=np.full(len(X), scale))
+
+
+def test_effective_points_discount_rows_that_carry_most_weight():
+    # Two rows hold almost all the weight: about two effective points, too
+    # few for a full covariance in 2-D; with unit weights the fit is sound.
+    X = load_old_faithful().data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        assert EMGaussianMixture().fit(X).degenerate_ is None
+    weights = np.ones(len(X))
+    weights[:2] = 1e6
+    em = EMGaussianMixture()
+    with pytest.warns(DegenerateFitWarning, match=r"holds 2(\.\d+)? effective points"):
+        em.fit(X, sample_weight=weights)
+
+
+def test_columns_in_very_different_units_are_not_degenerate():
+    X = load_old_faithful().data * [1e-4, 1e4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        for covariance_type in ("full", "tied", "diag"):
+            em = EMGaussianMixture(covariance_type=covariance_type).fit(X)
+            assert em.degenerate_ is None
+
+
+@pytest.mark.parametrize(
+    "X", [load_old_faithful().data, load_iris().data], ids=["faithful", "iris"]
+)
+def test_sound_fits_do_not_warn(X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        table, best = select_model(X, random_state=0, as_frame=False)
+        vi = VariationalGaussianMixture(n_components=9, random_state=0).fit(X)
+    assert all(row["degenerate"] is None for row in table)
+    assert best.degenerate_ is None
+    # VI components the posterior emptied are pruned, not degenerate.
+    assert np.sum(vi.mean_precision_ - vi.mean_precision_prior_ < 1) > 0
+    assert vi.degenerate_ is None
+
+
+def test_variational_prior_keeps_a_three_point_component_sound():
+    X = two_clusters_and_three_points()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        vi = VariationalGaussianMixture(
+            n_components=3, init_params="hc", random_state=0
+        ).fit(X)
+    counts = vi.mean_precision_ - vi.mean_precision_prior_
+    assert np.sort(counts)[0] == pytest.approx(3, abs=0.1)
+    assert vi.degenerate_ is None
+
+
+def test_partial_fit_drops_the_diagnosis_of_fit():
+    X = two_clusters_and_three_points()
+    em = fit_quietly(
+        EMGaussianMixture(n_components=3, init_params="hc", random_state=0), X
+    )
+    assert em.degenerate_ is not None
+    em.partial_fit(X[:50])
+    assert not hasattr(em, "degenerate_")
+
+
+def test_dask_fit_is_diagnosed_too():
+    X = two_clusters_and_three_points()
+    em = EMGaussianMixture(n_components=3, init_params="hc", random_state=0)
+    with pytest.warns(DegenerateFitWarning, match="effective points"):
+        em.fit(da.from_array(X, chunks=100))
+
+
+def test_cli_shows_degenerate_fits_in_the_table(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    pd.DataFrame(two_clusters_and_three_points(), columns=list("xyz")).to_csv(
+        path, index=False
+    )
+    status = main(
+        ["fit", str(path), "--n-components", "2-3", "--covariance-type", "full",
+         "--output-dir", str(tmp_path / "out"), "--random-state", "0"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status in (0, None)
+    lines = {line[2:].split()[0]: line for line in out.splitlines() if "full " in line}
+    assert "degenerate (never chosen): component" in lines["3"]
+    assert lines["2"].startswith("* ") and not lines["3"].startswith("* ")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["parameters"]["n_components"] == 2
