@@ -56,6 +56,13 @@ from ._missing import IncompleteRows, missing_mask
 # centers unless the components nearly coincide.
 LOSS_LIMIT = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 4.0}
 
+# Largest conditioning loss (CovarianceUnit.conditioning_loss) of the
+# second-order expansion. Beyond it the products e_i e_j of rows near an
+# ill-conditioned component cancel more digits than the bound's rounding
+# (1e-13 relative) allows, and the values are computed through each
+# component's Cholesky factor instead (_whitened_values).
+WHITENING_LIMIT = {np.dtype(np.float64): 1e3, np.dtype(np.float32): np.inf}
+
 # numpy's float64 exp is about 10x slower for results below the smallest
 # normal double (arguments under about -707). Log-ratios are floored there
 # and exp(floor) is subtracted after the exp, so that what underflows is
@@ -101,6 +108,7 @@ class Expansion:
         self.n_linear = 1 + unit.n_features
         self.n_features_total = self.n_linear + unit.n_second_order
         self.has_values = False
+        self.whitened = False
         if self.n_groups > 1:
             self._label_coefficients(np.asarray(metric, dtype=float))
 
@@ -247,6 +255,11 @@ def parameter_expansion(
     plan.second = second.astype(dtype)
     if plan.n_groups == 1:
         plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
+    plan.whitened = (
+        unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
+    )
+    if plan.whitened:
+        plan.factors = np.asarray(precisions_cholesky, dtype=dtype)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -386,6 +399,8 @@ def _values(plan, workspace, prepared):
 def _expanded_values(plan, workspace, prepared):
     features = prepared.features
     values = workspace.values(prepared.n_rows)
+    if plan.whitened:
+        return _whitened_values(plan, workspace, prepared, values)
     if plan.n_groups == 1:
         return _product(plan.combined, features, values)
     n_linear = plan.n_linear
@@ -399,6 +414,25 @@ def _expanded_values(plan, workspace, prepared):
         values += _product(
             plan.second, features[n_linear:], workspace.resp(prepared.n_rows)
         )
+    return values
+
+
+def _whitened_values(plan, workspace, prepared, values):
+    """Values as sums of squares ``|P_k^T (x - m_k)|^2``, one component at a time.
+
+    The exact path for ill-conditioned precisions (see
+    ``WHITENING_LIMIT``): about twice the flops of the expansion, and no
+    term larger than the form it sums to.
+    """
+    centered = prepared.features[1 : plan.n_linear]
+    shifts = plan.shifts.astype(plan.dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for g, start, stop in prepared.groups:
+            rows = centered[:, start:stop]
+            for k in range(plan.unit.n_components):
+                whitened = plan.factors[k].T @ (rows - shifts[g, k][:, np.newaxis])
+                forms = np.einsum("im,im->m", whitened, whitened)
+                values[k, start:stop] = plan.offsets[k] + plan.scale * forms
     return values
 
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 
 from skvi import DegenerateComponentError, EMGaussianMixture, VariationalGaussianMixture
 
@@ -55,6 +56,35 @@ def test_tied_fit_of_clusters_far_apart_never_decreases(estimator, seed):
         n_components=4, covariance_type="tied", random_state=seed, tol=0, max_iter=50
     )
     assert_never_decreases(fit_quietly(model, far_apart_clusters(seed)))
+
+
+def few_rows_per_component(seed):
+    """Three clusters of about 8 rows in 8 dimensions.
+
+    Each component's covariance is singular but for reg_covar: condition
+    numbers near 1e6, whose precision entries cancel in the products of a
+    second-order expansion.
+    """
+    rng = np.random.default_rng(seed)
+    centers = 3.0 * rng.normal(size=(3, 8))
+    return centers[rng.integers(3, size=24)] + rng.normal(size=(24, 8))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ill_conditioned_full_components_are_evaluated_exactly(seed):
+    X = few_rows_per_component(seed)
+    model = EMGaussianMixture(
+        n_components=3, covariance_type="full", random_state=seed, tol=0, max_iter=15
+    )
+    bounds = fit_quietly(model, X).lower_bounds_
+    assert np.all(np.diff(bounds) >= -ROUNDING * np.abs(bounds[1:]))
+    # scikit-learn whitens each row through the Cholesky factor.
+    reference = GaussianMixture(n_components=3, covariance_type="full")
+    reference.weights_, reference.means_ = model.weights_, model.means_
+    reference.covariances_ = model.covariances_
+    reference.precisions_cholesky_ = model.precisions_cholesky_
+    expected = reference.score_samples(X)
+    np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-13)
 
 
 @st.composite
