@@ -47,6 +47,7 @@ blocks alike.
 """
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from sklearn import get_config
 
 from ._missing import IncompleteRows, missing_mask
@@ -424,16 +425,94 @@ def _whitened_values(plan, workspace, prepared, values):
     ``WHITENING_LIMIT``): about twice the flops of the expansion, and no
     term larger than the form it sums to.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k, start, stop, whitened in _whitened_rows(plan, prepared):
+            forms = np.einsum("im,im->m", whitened, whitened)
+            values[k, start:stop] = plan.offsets[k] + plan.scale * forms
+    return values
+
+
+def _whitened_rows(plan, prepared):
+    """``(k, start, stop, P_k^T (x - m_k))`` for the rows of each group."""
     centered = prepared.features[1 : plan.n_linear]
     shifts = plan.shifts.astype(plan.dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for g, start, stop in prepared.groups:
-            rows = centered[:, start:stop]
-            for k in range(plan.unit.n_components):
-                whitened = plan.factors[k].T @ (rows - shifts[g, k][:, np.newaxis])
-                forms = np.einsum("im,im->m", whitened, whitened)
-                values[k, start:stop] = plan.offsets[k] + plan.scale * forms
-    return values
+    for g, start, stop in prepared.groups:
+        rows = centered[:, start:stop]
+        for k in range(plan.unit.n_components):
+            yield k, start, stop, plan.factors[k].T @ (rows - shifts[g, k][:, None])
+
+
+def _add_whitened(plan, prepared, weighted_resp, whitened):
+    """Add a chunk's whitened sums (see WhitenedMoments) in float64."""
+    for k, start, stop, rows in _whitened_rows(plan, prepared):
+        rows = rows.astype(float)
+        mass = weighted_resp[k, start:stop].astype(float)
+        weighted = rows * mass
+        whitened.masses[k] += mass.sum()
+        whitened.first[k] += weighted.sum(axis=1)
+        whitened.second[k] += weighted @ rows.T
+
+
+class WhitenedMoments:
+    """Moments of q(Z) in each component's whitened frame, at one state.
+
+    For the means ``m_k`` and Cholesky factors ``P_k`` of the state an
+    E-step evaluated (the precisions ``Lambda_k = P_k P_k^T``), ``first[k]
+    = sum_n w_n r_nk y_nk`` and ``second[k] = sum_n w_n r_nk y_nk
+    y_nk^T`` with ``y_nk = P_k^T (x_n - m_k)``. They give the data term
+    ``sum_n w_n r_nk |Q^T (x_n - mu)|^2`` at any other state (mu, Q)
+    without cancellation (:func:`skvi._elbo.expected_log_joint`), where the
+    scatter about the means, rounded entry by entry, loses the digits of
+    the condition number of Lambda_k. Additive over rows for one state.
+    """
+
+    def __init__(self, means, factors, masses, first, second):
+        self.means = means
+        self.factors = factors
+        self.masses = masses
+        self.first = first
+        self.second = second
+
+    def same_frame(self, other):
+        """Whether ``other`` was taken at the same state."""
+        return np.array_equal(self.means, other.means) and np.array_equal(
+            self.factors, other.factors
+        )
+
+    def copy(self):
+        return WhitenedMoments(
+            self.means,
+            self.factors,
+            self.masses.copy(),
+            self.first.copy(),
+            self.second.copy(),
+        )
+
+    def __iadd__(self, other):
+        self.masses += other.masses
+        self.first += other.first
+        self.second += other.second
+        return self
+
+    def quadratic(self, means, factors):
+        """``sum_k sum_n w_n r_nk |Q_k^T (x_n - mu_k)|^2`` at ``(mu, Q)``.
+
+        With ``A = P^-1 Q`` and ``b = Q^T (mu - m)``, ``Q^T (x - mu) = A^T y
+        - b``; the scatter of y about its mean is taken first, so nothing
+        large cancels when the means have moved.
+        """
+        total = 0.0
+        for k in range(self.first.shape[0]):
+            mass = self.masses[k]
+            if mass <= 0:
+                continue
+            change = solve_triangular(self.factors[k], factors[k], lower=False)
+            mean = self.first[k] / mass
+            scatter = self.second[k] - np.outer(self.first[k], mean)
+            offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
+            total += float(np.sum((change.T @ scatter) * change.T))
+            total += mass * float(offset @ offset)
+        return total
 
 
 def _product(coefficients, features, out):
@@ -628,6 +707,19 @@ class StatisticsPass:
         # reference: counts (K,), first (K, D), dense second (K, D, D);
         # None until such a row comes.
         self.own_counts = self.own_first = self.own_second = None
+        # With whitened values: sums of w r y and w r y y^T of the rows
+        # whitened by each component, y = P_k^T (x - m_k) (float64), until a
+        # row with missing entries comes (see WhitenedMoments).
+        self.whitened = None
+        if plan.whitened:
+            dims = unit.n_features
+            self.whitened = WhitenedMoments(
+                plan.means,
+                plan.precisions_cholesky,
+                np.zeros(unit.n_components),
+                np.zeros((unit.n_components, dims)),
+                np.zeros((unit.n_components, dims, dims)),
+            )
         self._optimal = False
         self._workspace = _Workspace(plan, chunk_rows)
 
@@ -655,6 +747,11 @@ class StatisticsPass:
         if self.pairs is not None:
             self._accumulate_merge_entropies(resp, values, log_total)
         self._optimal = True
+        if self.whitened is not None:
+            if prepared.incomplete is None:
+                _add_whitened(plan, prepared, resp, self.whitened)
+            else:
+                self.whitened = None
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate_split(resp, prepared, weights, weights)
 
