@@ -71,12 +71,19 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
     """``E_q[log p(X, Z | theta)]`` of the smoothed model, from statistics.
 
     Uses ``sum_n w r (x - m)^T L (x - m) = tr(L S_k) + N_k d_k^T L d_k`` with
-    ``d_k = xbar_k - m_k``, so any q(Z) enters only through its statistics.
+    ``d_k = xbar_k - m_k``, so any q(Z) enters only through its statistics;
+    or, where the E-step whitened the rows, their whitened moments.
     """
     constants = log_rho_constants(expectations, unit, reg_covar)
     # A component with N_k = 0 contributes nothing, even if log pi_k = -inf.
     present = moments.nk > 0
     weighted = np.dot(moments.nk[present], constants[present])
+    if moments.whitened is not None:
+        # Rows the E-step whitened: their scatter would cancel digits.
+        quadratic = moments.whitened.quadratic(
+            expectations.means, expectations.precisions_cholesky
+        )
+        return float(weighted - 0.5 * quadratic)
     offsets = moments.offsets_from(expectations.means)
     quadratic = unit.trace_product(expectations.precisions, moments.scatter) + np.dot(
         moments.nk, unit.whitened_norms(offsets, expectations.precisions_cholesky)

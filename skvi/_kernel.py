@@ -47,6 +47,7 @@ blocks alike.
 """
 
 import numpy as np
+from scipy.linalg import lapack
 from sklearn import get_config
 
 from ._missing import IncompleteRows, missing_mask
@@ -55,6 +56,13 @@ from ._missing import IncompleteRows, missing_mask
 # keeps 12 of its 16 digits; float32 has no digits to spare and uses local
 # centers unless the components nearly coincide.
 LOSS_LIMIT = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 4.0}
+
+# Largest conditioning loss (CovarianceUnit.conditioning_loss) of the
+# second-order expansion. Beyond it the products e_i e_j of rows near an
+# ill-conditioned component cancel more digits than the bound's rounding
+# (1e-13 relative) allows, and the values are computed through each
+# component's Cholesky factor instead (_whitened_values).
+WHITENING_LIMIT = {np.dtype(np.float64): 1e3, np.dtype(np.float32): np.inf}
 
 # numpy's float64 exp is about 10x slower for results below the smallest
 # normal double (arguments under about -707). Log-ratios are floored there
@@ -101,6 +109,7 @@ class Expansion:
         self.n_linear = 1 + unit.n_features
         self.n_features_total = self.n_linear + unit.n_second_order
         self.has_values = False
+        self.whitened = False
         if self.n_groups > 1:
             self._label_coefficients(np.asarray(metric, dtype=float))
 
@@ -145,6 +154,9 @@ class Expansion:
         per_row = self.n_features_total + 4 * unit.n_components
         if self.n_groups > 1:
             per_row += self.n_groups + 2 * unit.n_features
+        if self.whitened:
+            # Every component's whitened rows (_whitened_rows).
+            per_row += unit.n_components * unit.n_features
         return self.dtype.itemsize * per_row + 16
 
     def chunks(self, n_samples):
@@ -247,6 +259,16 @@ def parameter_expansion(
     plan.second = second.astype(dtype)
     if plan.n_groups == 1:
         plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
+    plan.whitened = (
+        unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
+    )
+    if plan.whitened:
+        factors = np.asarray(precisions_cholesky, dtype=float)
+        # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
+        plan.stacked_factors = (
+            np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
+        )
+        plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(dtype)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -386,6 +408,8 @@ def _values(plan, workspace, prepared):
 def _expanded_values(plan, workspace, prepared):
     features = prepared.features
     values = workspace.values(prepared.n_rows)
+    if plan.whitened:
+        return _whitened_values(plan, workspace, prepared, values)
     if plan.n_groups == 1:
         return _product(plan.combined, features, values)
     n_linear = plan.n_linear
@@ -400,6 +424,117 @@ def _expanded_values(plan, workspace, prepared):
             plan.second, features[n_linear:], workspace.resp(prepared.n_rows)
         )
     return values
+
+
+def _whitened_values(plan, workspace, prepared, values):
+    """Values as sums of squares ``|P_k^T (x - m_k)|^2``, one component at a time.
+
+    The exact path for ill-conditioned precisions (see
+    ``WHITENING_LIMIT``): about twice the flops of the expansion, and no
+    term larger than the form it sums to.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        whitened = _whitened_rows(plan, prepared)
+        forms = np.einsum("kim,kim->km", whitened, whitened)
+        np.multiply(forms, plan.scale, out=values)
+        values += plan.offsets[:, np.newaxis].astype(plan.dtype)
+    return values
+
+
+def _whitened_rows(plan, prepared):
+    """``P_k^T (x - m_k)`` for the rows of a chunk, shape (K, D, m).
+
+    One product ``P_k^T e`` for all components, minus ``P_k^T (m_k - c)``
+    of each row's own center c: the rounding of ``P_k^T z`` is that of
+    ``|P_k| |z|``, and near its nearest center a row's e is no larger than
+    its ``x - m_k`` (within a small factor), so splitting costs no digits.
+    """
+    centered = prepared.features[1 : plan.n_linear]
+    n_components, n_features = plan.unit.n_components, plan.unit.n_features
+    products = (plan.stacked_factors @ centered).reshape(n_components, n_features, -1)
+    groups = prepared.groups
+    if len(groups) == 1:
+        products -= plan.whitened_shifts[groups[0][0]][..., np.newaxis]
+    else:
+        # Rows are sorted by center.
+        labels = np.repeat(
+            [g for g, _, _ in groups], [stop - start for _, start, stop in groups]
+        )
+        products -= np.moveaxis(plan.whitened_shifts[labels], 0, -1)
+    return products
+
+
+def _add_whitened(plan, prepared, weighted_resp, whitened):
+    """Add a chunk's whitened sums (see WhitenedMoments) in float64."""
+    rows = np.asarray(_whitened_rows(plan, prepared), dtype=float)
+    masses = np.asarray(weighted_resp, dtype=float)
+    weighted = rows * masses[:, np.newaxis, :]
+    whitened.masses += masses.sum(axis=1)
+    whitened.first += weighted.sum(axis=2)
+    whitened.second += np.matmul(weighted, np.swapaxes(rows, 1, 2))
+
+
+class WhitenedMoments:
+    """Moments of q(Z) in each component's whitened frame, at one state.
+
+    For the means ``m_k`` and Cholesky factors ``P_k`` of the state an
+    E-step evaluated (the precisions ``Lambda_k = P_k P_k^T``), ``first[k]
+    = sum_n w_n r_nk y_nk`` and ``second[k] = sum_n w_n r_nk y_nk
+    y_nk^T`` with ``y_nk = P_k^T (x_n - m_k)``. They give the data term
+    ``sum_n w_n r_nk |Q^T (x_n - mu)|^2`` at any other state (mu, Q)
+    without cancellation (:func:`skvi._elbo.expected_log_joint`), where the
+    scatter about the means, rounded entry by entry, loses the digits of
+    the condition number of Lambda_k. Additive over rows for one state.
+    """
+
+    def __init__(self, means, factors, masses, first, second):
+        self.means = means
+        self.factors = factors
+        self.masses = masses
+        self.first = first
+        self.second = second
+
+    def same_frame(self, other):
+        """Whether ``other`` was taken at the same state."""
+        return np.array_equal(self.means, other.means) and np.array_equal(
+            self.factors, other.factors
+        )
+
+    def copy(self):
+        return WhitenedMoments(
+            self.means,
+            self.factors,
+            self.masses.copy(),
+            self.first.copy(),
+            self.second.copy(),
+        )
+
+    def __iadd__(self, other):
+        self.masses += other.masses
+        self.first += other.first
+        self.second += other.second
+        return self
+
+    def quadratic(self, means, factors):
+        """``sum_k sum_n w_n r_nk |Q_k^T (x_n - mu_k)|^2`` at ``(mu, Q)``.
+
+        With ``A = P^-1 Q`` and ``b = Q^T (mu - m)``, ``Q^T (x - mu) = A^T y
+        - b``; the scatter of y about its mean is taken first, so nothing
+        large cancels when the means have moved.
+        """
+        total = 0.0
+        for k in range(self.first.shape[0]):
+            mass = self.masses[k]
+            if mass <= 0:
+                continue
+            # P^-1 Q by LAPACK directly (scipy's wrapper costs milliseconds).
+            change, _ = lapack.dtrtrs(self.factors[k], factors[k], lower=0)
+            mean = self.first[k] / mass
+            scatter = self.second[k] - np.outer(self.first[k], mean)
+            offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
+            total += float(np.sum((change.T @ scatter) * change.T))
+            total += mass * float(offset @ offset)
+        return total
 
 
 def _product(coefficients, features, out):
@@ -594,6 +729,19 @@ class StatisticsPass:
         # reference: counts (K,), first (K, D), dense second (K, D, D);
         # None until such a row comes.
         self.own_counts = self.own_first = self.own_second = None
+        # With whitened values: sums of w r y and w r y y^T of the rows
+        # whitened by each component, y = P_k^T (x - m_k) (float64), until a
+        # row with missing entries comes (see WhitenedMoments).
+        self.whitened = None
+        if plan.whitened:
+            dims = unit.n_features
+            self.whitened = WhitenedMoments(
+                plan.means,
+                plan.precisions_cholesky,
+                np.zeros(unit.n_components),
+                np.zeros((unit.n_components, dims)),
+                np.zeros((unit.n_components, dims, dims)),
+            )
         self._optimal = False
         self._workspace = _Workspace(plan, chunk_rows)
 
@@ -621,6 +769,11 @@ class StatisticsPass:
         if self.pairs is not None:
             self._accumulate_merge_entropies(resp, values, log_total)
         self._optimal = True
+        if self.whitened is not None:
+            if prepared.incomplete is None:
+                _add_whitened(plan, prepared, resp, self.whitened)
+            else:
+                self.whitened = None
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate_split(resp, prepared, weights, weights)
 

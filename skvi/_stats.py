@@ -42,6 +42,11 @@ class Moments:
         ``sum_n w_n r_nk (x_n - xbar_k)(x_n - xbar_k)^T`` in the covariance
         unit's layout (pooled for tied, diagonal for diag, trace for
         spherical).
+    whitened : WhitenedMoments or None
+        The same q(Z)'s moments in the whitened frames of the state its
+        E-step evaluated, where the kernel whitened the rows
+        (ill-conditioned full precisions): the data term then comes from
+        these, exactly (:func:`skvi._elbo.expected_log_joint`).
     """
 
     total_weight: float
@@ -49,6 +54,7 @@ class Moments:
     reference: np.ndarray
     shift: np.ndarray
     scatter: np.ndarray
+    whitened: object = None
 
     @property
     def means(self):
@@ -89,6 +95,9 @@ class SufficientStatistics:
         ``-sum_n w_n s_n log s_n``, ``s_n = r_nj + r_nk``, for each pair.
     has_missing : bool
         Whether any row summarised had a missing entry.
+    whitened : WhitenedMoments or None
+        Moments in each component's whitened frame, where the E-step
+        whitened the rows (see :class:`Moments`).
     """
 
     reference: np.ndarray
@@ -102,6 +111,7 @@ class SufficientStatistics:
     component_entropy: np.ndarray = None
     pair_entropy: np.ndarray = None
     has_missing: bool = False
+    whitened: object = None
     _unit: object = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -130,6 +140,7 @@ class SufficientStatistics:
             component_entropy=_copied(self.component_entropy),
             pair_entropy=_copied(self.pair_entropy),
             has_missing=self.has_missing,
+            whitened=None if self.whitened is None else self.whitened.copy(),
             _unit=self._unit,
         )
 
@@ -143,6 +154,14 @@ class SufficientStatistics:
         self.entropy += other.entropy
         self.log_normalizer += other.log_normalizer
         self.has_missing = self.has_missing or other.has_missing
+        if (
+            self.whitened is not None
+            and other.whitened is not None
+            and self.whitened.same_frame(other.whitened)
+        ):
+            self.whitened += other.whitened
+        else:
+            self.whitened = None
         if self.pairs is not None:
             self.component_entropy += other.component_entropy
             self.pair_entropy += other.pair_entropy
@@ -156,7 +175,9 @@ class SufficientStatistics:
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
         shift = np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
         scatter = self._unit.centered_scatter(nk, self.sum_x, self.sum_xx)
-        return Moments(self.total_weight, nk.copy(), self.reference, shift, scatter)
+        return Moments(
+            self.total_weight, nk.copy(), self.reference, shift, scatter, self.whitened
+        )
 
 
 # Repeated passes about better centers an E-step may take (see e_step).
@@ -202,6 +223,7 @@ def _statistics(statistics_pass, unit):
         component_entropy=statistics_pass.component_entropy,
         pair_entropy=statistics_pass.pair_entropy,
         has_missing=statistics_pass.own_counts is not None,
+        whitened=statistics_pass.whitened,
         _unit=unit,
     )
 

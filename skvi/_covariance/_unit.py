@@ -332,6 +332,19 @@ class CovarianceUnit(ABC):
         distances = self.mahalanobis(np.abs(means - center), np.abs(precisions))
         return 1.0 + float(np.max(distances)), center
 
+    def conditioning_loss(self, precisions, precisions_cholesky):
+        """The rounding loss of the second-order expansion at a component.
+
+        Rows near a component's mean meet its precision through the
+        products ``e_i e_j``; their terms ``Lambda_ij e_i e_j`` are as large
+        as ``sigma^T |Lambda| sigma`` (``sigma`` the standard deviations),
+        whereas the form they sum to is about D. The largest ratio over
+        components is the factor by which the expansion multiplies rounding
+        errors at the data; 1 where the terms cannot cancel (diagonal
+        precisions, and tied, whose second-order term is a sum of squares).
+        """
+        return 1.0
+
     @abstractmethod
     def zero_second_moment(self):
         """An all-zero second moment of the right shape."""

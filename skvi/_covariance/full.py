@@ -3,6 +3,7 @@
 from functools import lru_cache
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ._unit import (
     CovarianceUnit,
@@ -147,6 +148,19 @@ class FullCovariance(CovarianceUnit):
 
     def mahalanobis(self, diff, precisions):
         return np.einsum("ki,kij,kj->k", diff, precisions, diff)
+
+    def conditioning_loss(self, precisions, precisions_cholesky):
+        # Sigma = P^-T P^-1: the standard deviations are the column norms of
+        # P^-1 (LAPACK's triangular inverse; scipy's wrapper is slower).
+        worst = 1.0
+        for precision, factor in zip(precisions, precisions_cholesky, strict=True):
+            inverse, info = lapack.dtrtri(factor, lower=0)
+            if info != 0:
+                return np.inf
+            stds = np.linalg.norm(inverse, axis=0)
+            terms = stds @ np.abs(precision) @ stds
+            worst = max(worst, float(terms) / self.n_features)
+        return worst
 
     def whitened_norms(self, diff, precisions_cholesky):
         whitened = np.einsum("ki,kij->kj", diff, precisions_cholesky)
