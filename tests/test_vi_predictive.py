@@ -27,7 +27,7 @@ from skvi._elbo import (
     wishart_log_det_gap,
 )
 
-from .helpers import COVARIANCE_TYPES, EPS
+from .helpers import COVARIANCE_TYPES, EPS, dense_covariances
 
 WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
 # Totals of sample weight, up to the largest that counts may sum to.
@@ -50,19 +50,6 @@ def three_clusters(seed=0, n_per_cluster=50):
             rng.normal([0.0, 4.0, -2.0], 1.5, (n_per_cluster, 3)),
         ]
     )
-
-
-def dense_covariances(model):
-    """Each component's covariance as a (D, D) matrix."""
-    covariances = np.asarray(model.covariances_, dtype=float)
-    n_components, n_features = model.means_.shape
-    if model.covariance_type == "full":
-        return covariances
-    if model.covariance_type == "tied":
-        return np.broadcast_to(covariances, (n_components, n_features, n_features))
-    if model.covariance_type == "diag":
-        return np.stack([np.diag(c) for c in covariances])
-    return covariances[:, None, None] * np.eye(n_features)
 
 
 def plug_in_log_density(model, X):
