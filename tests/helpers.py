@@ -150,3 +150,12 @@ def independent_rtol(model):
     the floor for the different algorithms scipy uses (eigendecompositions).
     """
     return max(1e-9, 16 * EPS * rounding_amplification(model))
+
+
+def fitted_attributes(model):
+    """The public fitted attributes of a model (names ending in _)."""
+    return {
+        name: value
+        for name, value in vars(model).items()
+        if name.endswith("_") and not name.startswith("_")
+    }

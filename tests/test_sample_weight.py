@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skvi import EMGaussianMixture, GaussianMixtureImputer, VariationalGaussianMixture
 
-from .helpers import COVARIANCE_TYPES, make_blobs
+from .helpers import COVARIANCE_TYPES, fitted_attributes, make_blobs
 
 ESTIMATORS = [EMGaussianMixture, VariationalGaussianMixture]
 INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data", "hc"]
@@ -37,14 +37,6 @@ def _overflow_is_an_error():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("error", RuntimeWarning)
         yield
-
-
-def fitted_attributes(model):
-    return {
-        name: value
-        for name, value in vars(model).items()
-        if name.endswith("_") and not name.startswith("_")
-    }
 
 
 def assert_same_model(model, reference):

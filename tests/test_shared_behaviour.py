@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture
 
-from .helpers import COVARIANCE_TYPES, all_finite, make_blobs
+from .helpers import COVARIANCE_TYPES, all_finite, fitted_attributes, make_blobs
 
 ESTIMATORS = [EMGaussianMixture, VariationalGaussianMixture]
 
@@ -28,14 +28,6 @@ def _quiet_convergence():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         yield
-
-
-def fitted_attributes(model):
-    return {
-        name: value
-        for name, value in vars(model).items()
-        if name.endswith("_") and not name.startswith("_")
-    }
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
