@@ -709,7 +709,9 @@ class StatisticsPass:
     values: an E-step) or :meth:`add_assigned` (given responsibilities), then
     read the additive statistics with :meth:`totals`. Given ``pairs`` of
     components, an E-step also sums the entropies a merge move needs
-    (:meth:`add_optimal`).
+    (:meth:`add_optimal`). Passes over different rows with one plan add up
+    (``+=``); ``buffers``, another such pass not adding rows meanwhile,
+    lends its work buffers (a thread's passes over successive chunks).
     """
 
     def __init__(self, plan, chunk_rows, pairs=None, buffers=None):
