@@ -36,6 +36,7 @@ from ._stats import (
     log_rho_expansion,
     statistics_of_assignment,
 )
+from ._threads import for_each_chunk
 from ._validation import (
     check_count_total,
     check_enough_samples,
@@ -689,8 +690,11 @@ default=None
         plan, density = self._component_log_density(unit, X.dtype)
         shape = (X.shape[0],) if width is None else (X.shape[0], width)
         out = np.empty(shape, dtype=np.intp if labels else X.dtype)
-        for rows in plan.chunks(X.shape[0]):
+
+        def evaluate(rows):
             out[rows] = reduce(density(X[rows]))
+
+        for_each_chunk(evaluate, plan.chunks(X.shape[0]), plan.row_bytes())
         return out
 
     def score_samples(self, X):

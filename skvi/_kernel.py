@@ -709,10 +709,12 @@ class StatisticsPass:
     values: an E-step) or :meth:`add_assigned` (given responsibilities), then
     read the additive statistics with :meth:`totals`. Given ``pairs`` of
     components, an E-step also sums the entropies a merge move needs
-    (:meth:`add_optimal`).
+    (:meth:`add_optimal`). Passes over different rows with one plan add up
+    (``+=``); ``buffers``, another such pass not adding rows meanwhile,
+    lends its work buffers (a thread's passes over successive chunks).
     """
 
-    def __init__(self, plan, chunk_rows, pairs=None):
+    def __init__(self, plan, chunk_rows, pairs=None, buffers=None):
         self.plan = plan
         self.pairs = pairs
         self.component_entropy = self.pair_entropy = None
@@ -743,7 +745,42 @@ class StatisticsPass:
                 np.zeros((unit.n_components, dims, dims)),
             )
         self._optimal = False
-        self._workspace = _Workspace(plan, chunk_rows)
+        if buffers is None:
+            self._workspace = _Workspace(plan, chunk_rows)
+        else:
+            # Another pass's work buffers, free while this one adds rows.
+            self._workspace = buffers._workspace
+
+    def __iadd__(self, other):
+        """Add the sums of ``other``, a pass over other rows with the same plan."""
+        self.first += other.first
+        if other.second is not None:
+            if self.second is None:
+                self.second = other.second.copy()
+            else:
+                self.second += other.second
+        self.total_weight += other.total_weight
+        self.log_normalizer += other.log_normalizer
+        self.entropy += other.entropy
+        if self.pairs is not None:
+            self.component_entropy += other.component_entropy
+            self.pair_entropy += other.pair_entropy
+        if other.own_counts is not None:
+            if self.own_counts is None:
+                self.own_counts = other.own_counts.copy()
+                self.own_first = other.own_first.copy()
+                self.own_second = other.own_second.copy()
+            else:
+                self.own_counts += other.own_counts
+                self.own_first += other.own_first
+                self.own_second += other.own_second
+        if self.whitened is not None:
+            if other.whitened is None:
+                self.whitened = None
+            else:
+                self.whitened += other.whitened
+        self._optimal = self._optimal or other._optimal
+        return self
 
     def add_optimal(self, chunk, row_weights):
         """Add rows with the responsibilities the plan's values give.

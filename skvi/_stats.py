@@ -8,6 +8,7 @@ array all reduce to the same object. No (n_samples, n_components) array is
 ever held during a fit.
 """
 
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,6 +22,7 @@ from ._kernel import (
     parameter_expansion,
     row_chunks,
 )
+from ._threads import chunk_workers, map_in_order, one_blas_thread
 
 
 @dataclass(frozen=True)
@@ -287,10 +289,12 @@ class ArrayData:
         With ``pairs`` of components, also the entropies that pricing their
         merges needs (:class:`SufficientStatistics`).
         """
-        chunks = plan.chunks(self.n_samples)
-        statistics_pass = StatisticsPass(plan, _longest(chunks), pairs)
-        for rows in chunks:
-            statistics_pass.add_optimal(self.X[rows], self.sample_weight[rows])
+        X, sample_weight = self.X, self.sample_weight
+
+        def add(statistics_pass, rows):
+            statistics_pass.add_optimal(X[rows], sample_weight[rows])
+
+        statistics_pass = chunked_pass(plan, plan.chunks(self.n_samples), add, pairs)
         return _statistics(statistics_pass, plan.unit)
 
     def assigned_statistics(self, plan, responsibilities):
@@ -300,12 +304,18 @@ class ArrayData:
         responsibilities of a slice of rows, so they are never all held at
         once.
         """
-        chunks = plan.chunks(self.n_samples)
-        statistics_pass = StatisticsPass(plan, _longest(chunks))
-        for rows in chunks:
+        X, sample_weight = self.X, self.sample_weight
+
+        def add(statistics_pass, rows):
             statistics_pass.add_assigned(
-                self.X[rows], self.sample_weight[rows], responsibilities(rows)
+                X[rows], sample_weight[rows], responsibilities(rows)
             )
+
+        # In this thread, in order: ``responsibilities`` may replay a random
+        # stream chunk by chunk.
+        statistics_pass = chunked_pass(
+            plan, plan.chunks(self.n_samples), add, parallel=False
+        )
         return _statistics(statistics_pass, plan.unit)
 
     def assigned_means(self, unit, responsibilities):
@@ -315,11 +325,12 @@ class ArrayData:
         sums = np.zeros((unit.n_components, unit.n_features))
         # The responsibilities, their weighted copy and the caller's array.
         row_bytes = X.dtype.itemsize * (3 * unit.n_components + unit.n_features)
-        for rows in row_chunks(self.n_samples, row_bytes + 16):
-            weighted = np.asarray(responsibilities(rows), dtype=X.dtype)
-            weighted = weighted * sample_weight[rows].astype(X.dtype)[:, np.newaxis]
-            nk += np.sum(weighted, axis=0, dtype=float)
-            sums += weighted.T @ X[rows]
+        with one_blas_thread():
+            for rows in row_chunks(self.n_samples, row_bytes + 16):
+                weighted = np.asarray(responsibilities(rows), dtype=X.dtype)
+                weighted = weighted * sample_weight[rows].astype(X.dtype)[:, None]
+                nk += np.sum(weighted, axis=0, dtype=float)
+                sums += weighted.T @ X[rows]
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
         return np.where(nk[:, np.newaxis] > 0, sums / safe, 0.0)
 
@@ -415,6 +426,39 @@ def statistics_of_assignment(data, unit, responsibilities):
     means = data.assigned_means(unit, responsibilities)
     plan = center_expansion(unit, means, data.dtype)
     return data.assigned_statistics(plan, responsibilities)
+
+
+def chunked_pass(plan, chunks, add, pairs=None, parallel=True):
+    """One :class:`StatisticsPass` over ``chunks``, split over threads.
+
+    ``add(statistics_pass, rows)`` adds the rows of one chunk (a slice).
+    Every chunk is summed in a pass of its own and the passes are added in
+    chunk order, so the sums are the same, bit for bit, whatever the number
+    of threads (:mod:`skvi._threads` decides it, one unless ``parallel``)
+    and their timing.
+    """
+    longest = _longest(chunks)
+    workers = 1
+    if parallel:
+        workers = chunk_workers(chunks, plan.row_bytes())
+    # The work buffers are a thread's own: the total lends its to the
+    # chunks when the calling thread runs them all.
+    total = StatisticsPass(plan, longest if workers == 1 else 1, pairs)
+    local = threading.local()
+
+    def chunk_pass(rows):
+        lender = getattr(local, "lender", None)
+        if lender is None:
+            lender = local.lender = (
+                total if workers == 1 else StatisticsPass(plan, longest)
+            )
+        part = StatisticsPass(plan, longest, pairs, buffers=lender)
+        add(part, rows)
+        return part
+
+    with one_blas_thread():
+        map_in_order(chunk_pass, chunks, workers, total.__iadd__)
+    return total
 
 
 def _longest(chunks):

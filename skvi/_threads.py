@@ -1,0 +1,175 @@
+"""Threads for the chunk loops: one BLAS thread per product, chunks in parallel.
+
+The kernel's matrix products are small (one cache-sized chunk of rows each).
+A BLAS's own threads spin and wait on products that size, and on a machine
+where another process is busy a waiting thread loses its core for whole
+time slices: a fit beside one busy process ran 30 times longer. So every
+chunk loop runs with one BLAS thread (:func:`one_blas_thread`), and uses
+the cores there are by handing whole chunks to a small pool of threads
+instead (:func:`map_in_order`; NumPy releases the GIL in its products and
+element-wise loops).
+
+How many threads a loop uses (:func:`chunk_workers`) follows the limits
+already in place, so that skvi never oversubscribes the machine:
+
+* the BLAS's own thread count, as threadpoolctl reports it: a user's
+  ``threadpoolctl.threadpool_limits(1)`` or ``OPENBLAS_NUM_THREADS=1``, and
+  joblib's limits in its worker processes (``GridSearchCV(n_jobs=...)``),
+  also limit skvi;
+* the CPUs this process may use (``joblib.cpu_count``: affinity and cgroup
+  quotas);
+* one thread when called from any thread but the main one: inside Dask's or
+  joblib's threaded workers, or a pool of the user's, whoever made the
+  threads has already decided the parallelism;
+* enough memory: the workers' chunks together stay within scikit-learn's
+  ``working_memory``.
+
+Results do not depend on the number of threads: each chunk's sums are
+computed on their own and added up in chunk order (see
+:func:`skvi._stats.chunked_pass`).
+"""
+
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from joblib import cpu_count
+from sklearn import get_config
+from threadpoolctl import ThreadpoolController
+
+_lock = threading.Lock()
+# The BLAS libraries' controller (finding them costs milliseconds).
+_controller = None
+# How many chunk loops hold the one-thread limit now, the limiter that
+# restores the libraries' previous settings when the last of them leaves,
+# and the thread count those settings allowed.
+_holders = 0
+_limiter = None
+_previous_threads = None
+# The pool, its size and the process that made it (a fork leaves its
+# threads behind).
+_pool = None
+_pool_size = 0
+_pool_pid = None
+
+
+def _blas():
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
+
+
+def _blas_threads(controller):
+    """The fewest threads any loaded BLAS allows (None without a BLAS)."""
+    counts = [library.num_threads for library in controller.lib_controllers]
+    return min(counts) if counts else None
+
+
+@contextmanager
+def one_blas_thread():
+    """Run the body with every BLAS library limited to one thread.
+
+    Nested and concurrent uses (Dask's threads running blocks at the same
+    time) share one limit, set by the first and lifted by the last, so the
+    caller's settings always come back.
+    """
+    global _holders, _limiter, _previous_threads
+    with _lock:
+        if _holders == 0:
+            controller = _blas()
+            _previous_threads = _blas_threads(controller)
+            _limiter = controller.limit(limits=1)
+        _holders += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                _limiter.restore_original_limits()
+                _limiter = _previous_threads = None
+
+
+def chunk_workers(chunks, row_bytes):
+    """How many threads a loop over ``chunks`` (slices of rows) should use.
+
+    See the module docstring; ``row_bytes`` is the memory of one row's work
+    arrays.
+    """
+    if len(chunks) < 2 or threading.current_thread() is not threading.main_thread():
+        return 1
+    with _lock:
+        allowed = _previous_threads if _holders else _blas_threads(_blas())
+    workers = min(len(chunks), cpu_count())
+    if allowed is not None:
+        workers = min(workers, allowed)
+    longest = max(rows.stop - rows.start for rows in chunks)
+    memory = get_config()["working_memory"] * 2**20
+    workers = min(workers, memory // max(row_bytes * longest, 1))
+    return max(int(workers), 1)
+
+
+def _executor(workers):
+    """The shared pool, with at least ``workers`` threads."""
+    global _pool, _pool_size, _pool_pid
+    with _lock:
+        if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
+            # The threads of an older pool exit once it is unreferenced and
+            # idle; a forked child's copy has no threads at all.
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="skvi-chunks")
+            _pool_size, _pool_pid = workers, os.getpid()
+        return _pool
+
+
+def map_in_order(function, items, workers, consume):
+    """``consume(function(item))`` for each item, in the order of ``items``.
+
+    With more than one worker, ``function`` runs on the shared pool, at most
+    ``2 * workers`` items ahead of ``consume`` (so few results wait in
+    memory), and must be safe to call from several threads at once;
+    ``consume`` always runs in the calling thread, in order. An exception
+    from either stops the loop and is raised once nothing runs any more.
+    """
+    if workers <= 1:
+        for item in items:
+            consume(function(item))
+        return
+    pool = _executor(workers)
+    items = iter(items)
+    pending = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) == 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for item in items:
+                pending.append(pool.submit(function, item))
+                break
+            consume(result)
+    finally:
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()
+
+
+def for_each_chunk(function, chunks, row_bytes):
+    """``function(rows)`` for every slice in ``chunks``, split over threads.
+
+    For work whose results do not depend on the order (rows written to
+    their own place in an output array); ``row_bytes`` as in
+    :func:`chunk_workers`.
+    """
+    workers = chunk_workers(chunks, row_bytes)
+    with one_blas_thread():
+        map_in_order(function, chunks, workers, _ignore)
+
+
+def _ignore(result):
+    pass
