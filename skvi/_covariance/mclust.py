@@ -25,7 +25,7 @@ it minimises over the model
 
 by block coordinate descent over orientation, shape and volume, each block
 minimised exactly given the others (for a common orientation with variable
-shapes, EVE and VVE, by a sweep of exact plane rotations). Every block step
+shapes, EVE and VVE, by a sweep of over-relaxed plane rotations). Every block step
 decreases f, so the M-step is an ascent step of the ELBO however many
 passes it makes (a generalized EM step); it starts from the previous
 parameters and iterates to convergence. Where the blocks decouple (EII,
@@ -65,10 +65,14 @@ MCLUST_MODELS = (
     "VVV",
 )
 
-# Inner iterations of the iterative M-steps: a pass stops when f decreased
-# by less than RTOL times the size of its terms, after at most MAX_PASSES.
-RTOL = 1e-15
+# Inner iterations of the iterative M-steps stop when what is left to gain,
+# extrapolated from the last two decreases of f (geometric convergence, as
+# Aitken's rule of the outer loop), is below RTOL times the size of f's
+# terms, or after MAX_PASSES.
+RTOL = 1e-14
 MAX_PASSES = 2000
+# Over-relaxation of the plane rotations of a common orientation.
+OVER_RELAXATION = 1.6
 
 
 def _normalized(values):
@@ -219,7 +223,7 @@ class Orientation(_Choice):
         Variable: the eigenvectors of ``W_k``, largest first, paired with
         the shape sorted the same way (the exact minimiser). Equal with an
         Equal shape: those of ``sum_k W_k / lambda_k`` (exact). Equal with
-        Variable shapes: a sweep of exact plane rotations, which cannot
+        Variable shapes: a sweep of (over-relaxed) plane rotations, which cannot
         increase f.
         """
         if self.identity:
@@ -266,7 +270,8 @@ def _tournament(n_features):
             for a, b in zip(players[:half], players[::-1][:half], strict=True)
             if max(a, b) < n_features
         ]
-        rounds.append(tuple(np.array(side) for side in zip(*pairs, strict=True)))
+        if pairs:
+            rounds.append(tuple(np.array(side) for side in zip(*pairs, strict=True)))
         players = [players[0], players[-1]] + players[1:-1]
     return rounds
 
@@ -281,9 +286,12 @@ def _rotate_common_orientation(blocks):
     (m_k,i - m_k,j)`` for ``T_k = D^T W_k D``: its minimum is at
     ``(cos 2t, sin 2t) = -(P, Q) / |(P, Q)|``. Rotations of disjoint
     pairs change disjoint diagonal entries of ``T_k``, so a round rotates
-    D / 2 pairs at once, each to its exact minimum; a sweep meets every
-    pair (as Flury & Gautschi's 1986 algorithm for common principal
-    components does).
+    D / 2 pairs at once; a sweep meets every pair (as Flury & Gautschi's
+    1986 algorithm for common principal components does). Each pair turns
+    by OVER_RELAXATION times the angle to its minimum: as ``-r cos(2t -
+    phi)``, g is then lower than at the start for any factor in [0, 2],
+    and fewer sweeps are needed (measured: at K = 9, D = 10, EVE takes a
+    quarter of the passes of the exact minimum's angle).
     """
     active = blocks.active
     n_features = blocks.shapes.shape[1]
@@ -296,7 +304,7 @@ def _rotate_common_orientation(blocks):
             (rotated[:, first, first] - rotated[:, second, second]) * contrast, axis=0
         )
         q = np.sum(rotated[:, first, second] * contrast, axis=0)
-        angle = 0.5 * np.arctan2(-q, -p)
+        angle = OVER_RELAXATION * 0.5 * np.arctan2(-q, -p)
         turn = np.eye(n_features)
         cos, sin = np.cos(angle), np.sin(angle)
         turn[first, first] = turn[second, second] = cos
@@ -304,6 +312,14 @@ def _rotate_common_orientation(blocks):
         orientation = orientation @ turn
         rotated = turn.T @ rotated @ turn
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
+
+
+def _left_to_gain(change, last_change):
+    """What a geometric sequence of decreases has left after ``change``."""
+    if not change > 0:
+        return 0.0
+    rate = change / last_change
+    return np.inf if not rate < 1 else change / (1.0 - rate)
 
 
 class ConstrainedCovariance(FullCovariance):
@@ -414,12 +430,13 @@ class ConstrainedCovariance(FullCovariance):
         if previous is not None:
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
-        value = np.inf
+        value, change = np.inf, np.inf
         for _ in range(1 if self.closed_form else MAX_PASSES):
-            last = value
+            last, last_change = value, change
             value = self._pass(blocks, reg_covar)
+            change = last - value
             size = np.sum(weights * n_features * (1.0 + np.abs(np.log(blocks.volumes))))
-            if last - value <= RTOL * size:
+            if _left_to_gain(change, last_change) <= RTOL * size:
                 break
         covariances = blocks.covariances()
         if start is not None and start_value < value:
@@ -449,7 +466,8 @@ class ConstrainedCovariance(FullCovariance):
     def constrain(self, covariances, weights):
         """The member of the model closest to given covariances.
 
-        It is the model's M-step with scatters ``w_k Sigma_k``: the maximum
+        It is the model's M-step with scatters ``w_k Sigma_k``, started
+        from the decomposition of the given covariances: the maximum
         likelihood fit of the model to components of those covariances and
         weights, which leaves covariances of the model as they are.
         """
@@ -459,5 +477,5 @@ class ConstrainedCovariance(FullCovariance):
             weights[:, None, None] * covariances,
             0.0,
             np.zeros(self.n_components, dtype=bool),
-            None,
+            covariances,
         )
