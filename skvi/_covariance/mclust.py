@@ -340,9 +340,9 @@ class ConstrainedCovariance(FullCovariance):
         # Whether one pass of the blocks reaches the joint minimiser: unless
         # an Equal shape meets Variable volumes (VEI, VEE, VEV), or a common
         # orientation meets Variable shapes (EVE, VVE).
+        self.multimodal = self.orientation.common and self.shape.variable
         self.closed_form = not (
-            (self.volume.variable and self.shape.common)
-            or (self.orientation.common and self.shape.variable)
+            (self.volume.variable and self.shape.common) or self.multimodal
         )
 
     def n_parameters(self):
@@ -430,19 +430,65 @@ class ConstrainedCovariance(FullCovariance):
         if previous is not None:
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
+        runs = [blocks]
+        if self.multimodal:
+            runs.append(self._principal_start(blocks, reg_covar))
+        values = [self._iterate(run, reg_covar) for run in runs]
+        value = min(values)
+        covariances = runs[values.index(value)].covariances()
+        if start is not None and start_value < value:
+            # Rounding only: the blocks' steps cannot increase f.
+            covariances = start
+        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+    def _iterate(self, blocks, reg_covar):
+        """Passes until converged (one for a closed form); returns f."""
+        n_features = self.n_features
         value, change = np.inf, np.inf
         for _ in range(1 if self.closed_form else MAX_PASSES):
             last, last_change = value, change
             value = self._pass(blocks, reg_covar)
             change = last - value
-            size = np.sum(weights * n_features * (1.0 + np.abs(np.log(blocks.volumes))))
+            size = np.sum(
+                blocks.nk * n_features * (1.0 + np.abs(np.log(blocks.volumes)))
+            )
             if _left_to_gain(change, last_change) <= RTOL * size:
                 break
-        covariances = blocks.covariances()
-        if start is not None and start_value < value:
-            # Rounding only: the blocks' steps cannot increase f.
-            covariances = start
-        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+        return value
+
+    def _principal_start(self, blocks, reg_covar):
+        """A second start for a common orientation with Variable shapes.
+
+        Its likelihood can have several local maxima (rotations that
+        exchange the roles of axes), and blocks started from the previous
+        parameters climb only the nearest. The second run starts from the
+        best of the principal axes of each ``W_k`` and of their pooled sum,
+        with the shapes and volumes that suit them; the better of the two
+        runs is kept (both ascend from their starts, and the first started
+        from the previous parameters).
+        """
+        active = blocks.active
+        scatter = blocks.scatter[active]
+        pooled = np.sum(scatter / blocks.nk[active, None, None], axis=0)
+        _, axes = np.linalg.eigh(np.concatenate([scatter, pooled[None]]))
+        best, best_value = None, np.inf
+        for axis in axes:
+            candidate = _Blocks(
+                blocks.volumes.copy(),
+                blocks.shapes.copy(),
+                np.broadcast_to(axis, blocks.orientations.shape).copy(),
+                blocks.nk,
+                blocks.scatter,
+                active,
+            )
+            diagonals = candidate.rotated_diagonals()
+            self.shape.update(candidate, diagonals, reg_covar)
+            traces = (diagonals / candidate.shapes).sum(axis=1)
+            self.volume.update(candidate, traces, reg_covar)
+            value = self._objective(candidate, diagonals)
+            if value < best_value:
+                best, best_value = candidate, value
+        return best
 
     def _pass(self, blocks, reg_covar):
         """Orientation, shape, volume steps; returns f after them."""
