@@ -29,6 +29,13 @@ it. Two rules, either one enough:
   not ``N_k <= n_features``: three points and crumbs of others are still
   three points.
 
+mclust's fourteen models store full (K, D, D) covariances: the ratio is
+taken per component as for 'full'. Their point rule is that of the
+scikit-learn type their per-component blocks need: 'full' where shape and
+orientation both vary (EVV, VVV), 'tied' where nothing varies but the
+orientation (EII, EEI, EEE, EEV: the components pool their scatter), and
+'diag' (2 points) otherwise.
+
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
 points gives it a nonsingular posterior: only the ratio applies there, and
@@ -103,9 +110,11 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
     n_components, n_features = means.shape
     holding = points >= 1.0 if prior else np.ones(n_components, dtype=bool)
     if not prior:
-        reason = _too_few_points(covariance_type, points, n_features)
+        reason = _too_few_points(_point_rule(covariance_type), points, n_features)
         if reason is not None:
             return reason
+    if covariances.shape == (n_components, n_features, n_features):
+        covariance_type = "full"  # mclust's models store full matrices
     ratios = _eigenvalue_ratios(covariance_type, weights, means, covariances)
     for k in np.flatnonzero(holding):
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
@@ -119,6 +128,15 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
                 "collapsed onto a subspace of the data"
             )
     return None
+
+
+def _point_rule(covariance_type):
+    """The scikit-learn type whose point rule a covariance model follows."""
+    if len(covariance_type) != 3 or not covariance_type.isupper():
+        return covariance_type
+    if covariance_type[1:] == "VV":
+        return "full"
+    return "tied" if "V" not in covariance_type[:2] else "diag"
 
 
 def _too_few_points(covariance_type, points, n_features):

@@ -1,0 +1,532 @@
+"""mclust's fourteen covariance models, composed from three choices.
+
+Each component covariance is decomposed as ``Sigma_k = lambda_k D_k A_k
+D_k^T`` (Banfield & Raftery 1993; Celeux & Govaert 1995): a volume
+``lambda_k > 0``, a shape ``A_k`` (diagonal, determinant 1) and an
+orientation ``D_k`` (orthogonal). Each of the three is Equal across
+components (E), Variable (V) or the Identity (I), and mclust's three-letter
+names read volume, shape, orientation: EII, VII, EEI, VEI, EVI, VVI, EEE,
+VEE, EVE, VVE, EEV, VEV, EVV, VVV.
+
+A model is one :class:`Volume`, one :class:`Shape` and one
+:class:`Orientation`; each knows its own block of the M-step and its
+number of parameters, and :class:`ConstrainedCovariance` composes them.
+The E-step needs only each component's precision and log-determinant, so a
+model is served by the full unit's layout, kernel and statistics; only the
+M-step differs.
+
+The M-step. With ``W_k = N_k (S_k + reg_covar I)`` (``S_k`` the component's
+weighted covariance about its mean; ``reg_covar`` enters as in every unit:
+the data smoothed by isotropic noise, see :class:`skvi.EMGaussianMixture`),
+it minimises over the model
+
+    f = sum_k N_k log det Sigma_k + tr(Sigma_k^-1 W_k)
+      = sum_k N_k D log lambda_k + tr(W_k D_k A_k^-1 D_k^T) / lambda_k,
+
+by block coordinate descent over orientation, shape and volume, each block
+minimised exactly given the others (for a common orientation with variable
+shapes, EVE and VVE, by a sweep of over-relaxed plane rotations). Every block step
+decreases f, so the M-step is an ascent step of the ELBO however many
+passes it makes (a generalized EM step); it starts from the previous
+parameters and iterates to convergence. Where the blocks decouple (EII,
+VII, EEI, EVI, VVI, EEE, EEV, EVV, VVV) one pass is the closed form of
+Celeux & Govaert; VEI, VEE and VEV are their fixed-point iterations.
+
+For EVE and VVE, mclust and Browne & McNicholas (2014) update the common
+orientation by a majorization-minimization (MM) step, ``D`` the polar
+factor of ``sum_k (omega_k D - W_k D M_k)``. It is an ascent step too, but
+it converges far too slowly to iterate to convergence inside an M-step
+(at K = 9, D = 6, f still fell by 1e-3 per step after 2,000 steps). The
+rotations minimise g exactly in each plane, and an EVE or VVE M-step takes
+tens of passes instead; that still makes it the slowest of the fourteen
+(measured at K = 9, D = 4..10 from the previous parameters: EVE and VVE
+15 to 350 ms, VEI, VEE and VEV 0.3 to 1.3 ms, the closed forms 0.1 to 0.4
+ms), because the blocks converge linearly where the orientation and the
+shapes are coupled.
+"""
+
+from functools import lru_cache
+
+import numpy as np
+
+from ._unit import DegenerateComponentError, collapse_message
+from .full import FullCovariance
+
+#: mclust's names, in mclust's order.
+MCLUST_MODELS = (
+    "EII",
+    "VII",
+    "EEI",
+    "VEI",
+    "EVI",
+    "VVI",
+    "EEE",
+    "VEE",
+    "EVE",
+    "VVE",
+    "EEV",
+    "VEV",
+    "EVV",
+    "VVV",
+)
+
+# Inner iterations of the iterative M-steps stop when what is left to gain,
+# extrapolated from the last two decreases of f (geometric convergence, as
+# Aitken's rule of the outer loop), is below RTOL times the size of f's
+# terms, or after MAX_PASSES.
+RTOL = 1e-14
+MAX_PASSES = 2000
+# Over-relaxation of the plane rotations of a common orientation.
+OVER_RELAXATION = 1.6
+
+
+def _normalized(values):
+    """Positive ``values`` (..., D) scaled to a geometric mean of 1 (det 1).
+
+    None where an entry is not positive and finite (a collapsed direction).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(values)
+    if not np.all(np.isfinite(logs)):
+        return None
+    return np.exp(logs - logs.mean(axis=-1, keepdims=True))
+
+
+def _first_bad(values):
+    """The first component whose entries are not positive and finite."""
+    values = values.reshape(len(values), -1)
+    bad = ~np.all(np.isfinite(values) & (values > 0), axis=1)
+    return int(np.flatnonzero(bad)[0]) if np.any(bad) else 0
+
+
+class _Blocks:
+    """The parameters of a model during its M-step, and the fixed data.
+
+    ``volumes`` (K,), ``shapes`` (K, D) and ``orientations`` (K, D, D) are
+    always per component (a shared block has equal rows); ``nk`` (K,) and
+    ``scatter`` (K, D, D) hold ``N_k`` and ``W_k``; ``active`` flags the
+    components with weight (the others keep their variable blocks).
+    """
+
+    def __init__(self, volumes, shapes, orientations, nk, scatter, active):
+        self.volumes = volumes
+        self.shapes = shapes
+        self.orientations = orientations
+        self.nk = nk
+        self.scatter = scatter
+        self.active = active
+
+    def rotated_diagonals(self):
+        """``diag(D_k^T W_k D_k)``, shape (K, D)."""
+        return np.einsum(
+            "kji,kjl,kli->ki", self.orientations, self.scatter, self.orientations
+        )
+
+    def covariances(self):
+        scaled = self.orientations * (self.volumes[:, None] * self.shapes)[:, None, :]
+        return scaled @ np.swapaxes(self.orientations, 1, 2)
+
+
+class _Choice:
+    """One of the three blocks: Equal (E), Variable (V) or Identity (I)."""
+
+    def __init__(self, letter):
+        self.letter = letter
+        self.variable = letter == "V"
+        self.common = letter == "E"
+        self.identity = letter == "I"
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        """Free parameters of the block in one component."""
+        raise NotImplementedError
+
+    def n_parameters(self, n_components, n_features):
+        """Mclust's count: per matrix, times K if Variable, 0 if Identity."""
+        if self.identity:
+            return 0
+        return (n_components if self.variable else 1) * self.free_per_matrix(n_features)
+
+
+class Volume(_Choice):
+    """The volume: Equal (one lambda) or Variable (lambda_k)."""
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        return 1
+
+    def update(self, blocks, traces, reg_covar):
+        """The volumes minimising f given the rest: ``traces[k] = tr(W_k C_k^-1)``.
+
+        ``lambda_k = t_k / (N_k D)``, or ``sum_k t_k / (N D)`` if Equal.
+        """
+        n_features = blocks.shapes.shape[1]
+        active = blocks.active
+        if self.variable:
+            volumes = blocks.volumes.copy()
+            volumes[active] = traces[active] / (blocks.nk[active] * n_features)
+        else:
+            total = traces[active].sum() / (blocks.nk[active].sum() * n_features)
+            volumes = np.full_like(blocks.volumes, total)
+        if not np.all(np.isfinite(volumes) & (volumes > 0)):
+            raise DegenerateComponentError(
+                collapse_message(_first_bad(volumes), reg_covar)
+            )
+        blocks.volumes = volumes
+
+
+class Shape(_Choice):
+    """The shape: Identity, Equal (one A) or Variable (A_k)."""
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        # A diagonal of determinant 1.
+        return n_features - 1
+
+    def update(self, blocks, diagonals, reg_covar):
+        """The shapes minimising f given volumes and orientations.
+
+        With ``b_k = diag(D_k^T W_k D_k)``: ``A_k = b_k / det(b_k)^(1/D)``,
+        or ``A = c / det(c)^(1/D)`` with ``c = sum_k b_k / lambda_k`` if
+        Equal (Celeux & Govaert 1995).
+        """
+        if self.identity:
+            return
+        active = blocks.active
+        if self.variable:
+            shapes = blocks.shapes.copy()
+            fresh = _normalized(np.where(active[:, None], diagonals, 1.0))
+            if fresh is None:
+                raise DegenerateComponentError(
+                    collapse_message(_first_bad(diagonals), reg_covar)
+                )
+            shapes[active] = fresh[active]
+        else:
+            pooled = (diagonals[active] / blocks.volumes[active, None]).sum(axis=0)
+            shape = _normalized(pooled)
+            if shape is None:
+                raise DegenerateComponentError(collapse_message(0, reg_covar))
+            shapes = np.broadcast_to(shape, blocks.shapes.shape).copy()
+        blocks.shapes = shapes
+
+    def sort_key(self, shapes):
+        """The order of the axes: decreasing shape (its mean log if Variable)."""
+        return np.argsort(-np.log(shapes).mean(axis=0), kind="stable")
+
+
+class Orientation(_Choice):
+    """The orientation: Identity, Equal (one D) or Variable (D_k)."""
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        # An orthogonal matrix.
+        return n_features * (n_features - 1) // 2
+
+    def update(self, blocks, shape):
+        """Orientations that decrease f given volumes and shapes.
+
+        Variable: the eigenvectors of ``W_k``, largest first, paired with
+        the shape sorted the same way (the exact minimiser). Equal with an
+        Equal shape: those of ``sum_k W_k / lambda_k`` (exact). Equal with
+        Variable shapes: a sweep of (over-relaxed) plane rotations, which cannot
+        increase f.
+        """
+        if self.identity:
+            return
+        active = blocks.active
+        if not shape.variable or self.variable:
+            # Sorting each shape decreasingly (with its axes) leaves Sigma as
+            # it is, and pairs it with the eigenvalues, largest first.
+            order = np.argsort(-blocks.shapes, axis=1, kind="stable")
+            blocks.shapes = np.take_along_axis(blocks.shapes, order, axis=1)
+            blocks.orientations = np.take_along_axis(
+                blocks.orientations, order[:, np.newaxis, :], axis=2
+            )
+            if self.variable:
+                _, vectors = np.linalg.eigh(blocks.scatter[active])
+                orientations = blocks.orientations.copy()
+                orientations[active] = vectors[:, :, ::-1]
+            else:
+                pooled = np.sum(
+                    blocks.scatter[active] / blocks.volumes[active, None, None], axis=0
+                )
+                _, vectors = np.linalg.eigh(pooled)
+                orientations = np.broadcast_to(
+                    vectors[:, ::-1], blocks.orientations.shape
+                ).copy()
+            blocks.orientations = orientations
+            return
+        blocks.orientations = _rotate_common_orientation(blocks)
+
+
+@lru_cache(maxsize=16)
+def _tournament(n_features):
+    """Rounds of disjoint pairs (i, j) that together meet every pair once.
+
+    The circle method of a round-robin tournament: D - 1 rounds of D / 2
+    pairs (one axis sits out each round when D is odd).
+    """
+    players = list(range(n_features + n_features % 2))
+    rounds = []
+    for _ in range(len(players) - 1):
+        half = len(players) // 2
+        pairs = [
+            (min(a, b), max(a, b))
+            for a, b in zip(players[:half], players[::-1][:half], strict=True)
+            if max(a, b) < n_features
+        ]
+        if pairs:
+            rounds.append(tuple(np.array(side) for side in zip(*pairs, strict=True)))
+        players = [players[0], players[-1]] + players[1:-1]
+    return rounds
+
+
+def _rotate_common_orientation(blocks):
+    """One sweep of exact plane rotations of a common orientation D.
+
+    It decreases ``g(D) = sum_k tr(D^T W_k D M_k)`` (``M_k = (lambda_k
+    A_k)^-1``) over orthogonal D. Rotating axes i and j by an angle t
+    changes g by ``P cos 2t + Q sin 2t`` plus a constant, with ``P =
+    sum_k (T_k,ii - T_k,jj)(m_k,i - m_k,j) / 2`` and ``Q = sum_k T_k,ij
+    (m_k,i - m_k,j)`` for ``T_k = D^T W_k D``: its minimum is at
+    ``(cos 2t, sin 2t) = -(P, Q) / |(P, Q)|``. Rotations of disjoint
+    pairs change disjoint diagonal entries of ``T_k``, so a round rotates
+    D / 2 pairs at once; a sweep meets every pair (as Flury & Gautschi's
+    1986 algorithm for common principal components does). Each pair turns
+    by OVER_RELAXATION times the angle to its minimum: as ``-r cos(2t -
+    phi)``, g is then lower than at the start for any factor in [0, 2],
+    and fewer sweeps are needed (measured: at K = 9, D = 10, EVE takes a
+    quarter of the passes of the exact minimum's angle).
+    """
+    active = blocks.active
+    n_features = blocks.shapes.shape[1]
+    orientation = blocks.orientations[0]
+    inverse = 1.0 / (blocks.volumes[active, None] * blocks.shapes[active])
+    rotated = np.swapaxes(orientation, 0, 1) @ blocks.scatter[active] @ orientation
+    for first, second in _tournament(n_features):
+        contrast = inverse[:, first] - inverse[:, second]
+        p = 0.5 * np.sum(
+            (rotated[:, first, first] - rotated[:, second, second]) * contrast, axis=0
+        )
+        q = np.sum(rotated[:, first, second] * contrast, axis=0)
+        angle = OVER_RELAXATION * 0.5 * np.arctan2(-q, -p)
+        turn = np.eye(n_features)
+        cos, sin = np.cos(angle), np.sin(angle)
+        turn[first, first] = turn[second, second] = cos
+        turn[second, first], turn[first, second] = sin, -sin
+        orientation = orientation @ turn
+        rotated = turn.T @ rotated @ turn
+    return np.broadcast_to(orientation, blocks.orientations.shape).copy()
+
+
+def _left_to_gain(change, last_change):
+    """What a geometric sequence of decreases has left after ``change``."""
+    if not change > 0:
+        return 0.0
+    rate = change / last_change
+    return np.inf if not rate < 1 else change / (1.0 - rate)
+
+
+class ConstrainedCovariance(FullCovariance):
+    """One of mclust's fourteen models, in the full unit's layout.
+
+    ``covariances_``, ``precisions_`` and ``precisions_cholesky_`` are
+    (K, D, D) arrays for every model, the E-step is the full unit's, and
+    only the M-step, the parameter count and the decomposition are the
+    model's own. See the module's docstring for the M-step.
+    """
+
+    def __init__(self, n_components, n_features, name):
+        super().__init__(n_components, n_features)
+        self.name = name
+        self.volume = Volume(name[0])
+        self.shape = Shape(name[1])
+        self.orientation = Orientation(name[2])
+        # Whether one pass of the blocks reaches the joint minimiser: unless
+        # an Equal shape meets Variable volumes (VEI, VEE, VEV), or a common
+        # orientation meets Variable shapes (EVE, VVE).
+        self.multimodal = self.orientation.common and self.shape.variable
+        self.closed_form = not (
+            (self.volume.variable and self.shape.common) or self.multimodal
+        )
+
+    def n_parameters(self):
+        """Mclust's count of covariance parameters (``nVarParams``)."""
+        return sum(
+            choice.n_parameters(self.n_components, self.n_features)
+            for choice in (self.volume, self.shape, self.orientation)
+        )
+
+    # ------------------------------------------------------ decomposition
+    def decompose(self, covariances):
+        """``(volumes (K,), shapes (K, D), orientations (K, D, D))`` of Sigma_k.
+
+        Exact for covariances of the model (up to rounding); for others, a
+        nearby member of the model. Shapes follow the orientation's columns:
+        coordinate order for an Identity orientation, otherwise decreasing
+        (by their mean log over components for a common orientation with
+        Variable shapes).
+        """
+        n_components, n_features = self.n_components, self.n_features
+        sign, log_det = np.linalg.slogdet(covariances)
+        if not np.all(sign > 0):
+            raise ValueError("covariances must be positive definite.")
+        if not self.volume.variable:
+            log_det = np.full(n_components, log_det.mean())
+        volumes = np.exp(log_det / n_features)
+        normalized = covariances / volumes[:, None, None]
+        if self.orientation.identity:
+            orientations = np.broadcast_to(
+                np.eye(n_features), (n_components, n_features, n_features)
+            ).copy()
+            shapes = np.diagonal(normalized, axis1=1, axis2=2).copy()
+        elif self.orientation.variable:
+            values, vectors = np.linalg.eigh(normalized)
+            shapes, orientations = values[:, ::-1], vectors[:, :, ::-1]
+        else:
+            # Matrices with common eigenvectors: so has any combination of
+            # them, and generic coefficients leave no spurious ties.
+            coefficients = 1.0 + (np.arange(n_components) * 0.6180339887498949) % 1.0
+            if not self.shape.variable:
+                coefficients = np.ones(n_components)
+            _, vectors = np.linalg.eigh(np.tensordot(coefficients, normalized, 1))
+            orientations = np.broadcast_to(
+                vectors, (n_components, n_features, n_features)
+            ).copy()
+            shapes = np.einsum("ji,kjl,li->ki", vectors, normalized, vectors)
+        if self.shape.identity:
+            shapes = np.ones((n_components, n_features))
+        shapes = np.maximum(shapes, np.finfo(float).tiny)
+        if not self.shape.variable:
+            shapes = np.broadcast_to(np.exp(np.log(shapes).mean(axis=0)), shapes.shape)
+        shapes = _normalized(shapes)
+        if self.orientation.common:
+            order = self.shape.sort_key(shapes)
+            shapes, orientations = shapes[:, order], orientations[:, :, order]
+        return volumes, shapes, orientations
+
+    # ------------------------------------------------------------------ EM
+    def maximize(self, nk, scatter, reg_covar, empty, previous):
+        """The covariances of the model maximising the smoothed ELBO.
+
+        Starts from ``previous`` (its decomposition), so that an iterative
+        M-step is an ascent step; components flagged ``empty`` keep their
+        Variable blocks.
+        """
+        n_components, n_features = self.n_components, self.n_features
+        active = ~np.asarray(empty, dtype=bool)
+        weights = np.where(active, nk, 0.0)
+        scatter = np.where(
+            active[:, None, None],
+            scatter + (reg_covar * weights)[:, None, None] * np.eye(n_features),
+            0.0,
+        )
+        scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+        if previous is None:
+            start = None
+            volumes = np.ones(n_components)
+            shapes = np.ones((n_components, n_features))
+            orientations = np.broadcast_to(
+                np.eye(n_features), (n_components, n_features, n_features)
+            ).copy()
+        else:
+            volumes, shapes, orientations = self.decompose(previous)
+        blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
+        if previous is not None:
+            start = blocks.covariances()
+            start_value = self._objective(blocks, blocks.rotated_diagonals())
+        runs = [blocks]
+        if self.multimodal:
+            runs.append(self._principal_start(blocks, reg_covar))
+        values = [self._iterate(run, reg_covar) for run in runs]
+        value = min(values)
+        covariances = runs[values.index(value)].covariances()
+        if start is not None and start_value < value:
+            # Rounding only: the blocks' steps cannot increase f.
+            covariances = start
+        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+    def _iterate(self, blocks, reg_covar):
+        """Passes until converged (one for a closed form); returns f."""
+        n_features = self.n_features
+        value, change = np.inf, np.inf
+        for _ in range(1 if self.closed_form else MAX_PASSES):
+            last, last_change = value, change
+            value = self._pass(blocks, reg_covar)
+            change = last - value
+            size = np.sum(
+                blocks.nk * n_features * (1.0 + np.abs(np.log(blocks.volumes)))
+            )
+            if _left_to_gain(change, last_change) <= RTOL * size:
+                break
+        return value
+
+    def _principal_start(self, blocks, reg_covar):
+        """A second start for a common orientation with Variable shapes.
+
+        Its likelihood can have several local maxima (rotations that
+        exchange the roles of axes), and blocks started from the previous
+        parameters climb only the nearest. The second run starts from the
+        best of the principal axes of each ``W_k`` and of their pooled sum,
+        with the shapes and volumes that suit them; the better of the two
+        runs is kept (both ascend from their starts, and the first started
+        from the previous parameters).
+        """
+        active = blocks.active
+        scatter = blocks.scatter[active]
+        pooled = np.sum(scatter / blocks.nk[active, None, None], axis=0)
+        _, axes = np.linalg.eigh(np.concatenate([scatter, pooled[None]]))
+        best, best_value = None, np.inf
+        for axis in axes:
+            candidate = _Blocks(
+                blocks.volumes.copy(),
+                blocks.shapes.copy(),
+                np.broadcast_to(axis, blocks.orientations.shape).copy(),
+                blocks.nk,
+                blocks.scatter,
+                active,
+            )
+            diagonals = candidate.rotated_diagonals()
+            self.shape.update(candidate, diagonals, reg_covar)
+            traces = (diagonals / candidate.shapes).sum(axis=1)
+            self.volume.update(candidate, traces, reg_covar)
+            value = self._objective(candidate, diagonals)
+            if value < best_value:
+                best, best_value = candidate, value
+        return best
+
+    def _pass(self, blocks, reg_covar):
+        """Orientation, shape, volume steps; returns f after them."""
+        self.orientation.update(blocks, self.shape)
+        diagonals = blocks.rotated_diagonals()
+        self.shape.update(blocks, diagonals, reg_covar)
+        self.volume.update(blocks, (diagonals / blocks.shapes).sum(axis=1), reg_covar)
+        return self._objective(blocks, diagonals)
+
+    @staticmethod
+    def _objective(blocks, diagonals):
+        """``f = sum_k N_k D log lambda_k + tr(W_k C_k^-1) / lambda_k``."""
+        active = blocks.active
+        traces = (diagonals[active] / blocks.shapes[active]).sum(axis=1)
+        n_features = blocks.shapes.shape[1]
+        return float(
+            np.sum(blocks.nk[active] * n_features * np.log(blocks.volumes[active]))
+            + np.sum(traces / blocks.volumes[active])
+        )
+
+    def constrain(self, covariances, weights):
+        """The member of the model closest to given covariances.
+
+        It is the model's M-step with scatters ``w_k Sigma_k``, started
+        from the decomposition of the given covariances: the maximum
+        likelihood fit of the model to components of those covariances and
+        weights, which leaves covariances of the model as they are.
+        """
+        weights = np.asarray(weights, dtype=float)
+        return self.maximize(
+            weights,
+            weights[:, None, None] * covariances,
+            0.0,
+            np.zeros(self.n_components, dtype=bool),
+            covariances,
+        )
