@@ -263,7 +263,7 @@ def parameter_expansion(
         unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
     )
     if plan.whitened:
-        factors = np.asarray(precisions_cholesky, dtype=float)
+        factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
         # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
         plan.stacked_factors = (
             np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
@@ -563,9 +563,7 @@ def row_values(plan, chunk, dtype=None, marginal=False):
     workspace = _Workspace(plan, chunk.shape[0])
     prepared = _prepare(plan, workspace, chunk)
     values = _values(plan, workspace, prepared)
-    shared = plan.unit.row_quadratic(
-        prepared.features[1 : plan.n_linear], plan.precisions_cholesky
-    )
+    shared = _shared_row_term(plan, prepared.features[1 : plan.n_linear])
     if shared is not None:
         # Rows so far out that this overflows are repaired below.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -583,6 +581,16 @@ def row_values(plan, chunk, dtype=None, marginal=False):
             _unsorted(part, prepared.order) for part in (values, log_det, observed)
         )
     return _unsorted(values, prepared.order)
+
+
+def _shared_row_term(plan, centered):
+    """The unit's row term the values left out (tied), per row, or None.
+
+    Whitened values (_whitened_values) hold each row's whole form.
+    """
+    if plan.whitened:
+        return None
+    return plan.unit.row_quadratic(centered, plan.precisions_cholesky)
 
 
 def conditional_moments(plan, chunk):
@@ -737,7 +745,7 @@ class StatisticsPass:
             dims = unit.n_features
             self.whitened = WhitenedMoments(
                 plan.means,
-                plan.precisions_cholesky,
+                unit.component_factors(plan.precisions_cholesky),
                 np.zeros(unit.n_components),
                 np.zeros((unit.n_components, dims)),
                 np.zeros((unit.n_components, dims, dims)),
@@ -834,9 +842,8 @@ class StatisticsPass:
         if self._optimal:
             # The shared row term the values left out (tied), which the
             # totals add back from the kernel's sums for complete rows.
-            shared = self.plan.unit.row_quadratic(
-                prepared.features[1 : self.plan.n_linear, columns],
-                self.plan.precisions_cholesky,
+            shared = _shared_row_term(
+                self.plan, prepared.features[1 : self.plan.n_linear, columns]
             )
             if shared is not None:
                 self.log_normalizer += self.plan.scale * float(
@@ -902,7 +909,7 @@ class StatisticsPass:
         else:
             sum_xx = unit.second_moment_from_sums(self.second)
             log_normalizer = self.log_normalizer
-            if self._optimal:
+            if self._optimal and not plan.whitened:
                 # The shared row term the values left out (tied).
                 log_normalizer += plan.scale * unit.row_quadratic_total(
                     self.second, plan.precisions

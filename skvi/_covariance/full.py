@@ -3,12 +3,12 @@
 from functools import lru_cache
 
 import numpy as np
-from scipy.linalg import lapack
 
 from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
     collapse_message,
+    precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverses,
 )
@@ -150,17 +150,8 @@ class FullCovariance(CovarianceUnit):
         return np.einsum("ki,kij,kj->k", diff, precisions, diff)
 
     def conditioning_loss(self, precisions, precisions_cholesky):
-        # Sigma = P^-T P^-1: the standard deviations are the column norms of
-        # P^-1 (LAPACK's triangular inverse; scipy's wrapper is slower).
-        worst = 1.0
-        for precision, factor in zip(precisions, precisions_cholesky, strict=True):
-            inverse, info = lapack.dtrtri(factor, lower=0)
-            if info != 0:
-                return np.inf
-            stds = np.linalg.norm(inverse, axis=0)
-            terms = stds @ np.abs(precision) @ stds
-            worst = max(worst, float(terms) / self.n_features)
-        return worst
+        losses = map(precision_conditioning_loss, precisions, precisions_cholesky)
+        return max(1.0, *losses)
 
     def whitened_norms(self, diff, precisions_cholesky):
         whitened = np.einsum("ki,kij->kj", diff, precisions_cholesky)

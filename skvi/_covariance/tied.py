@@ -12,6 +12,7 @@ from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
     collapse_message,
+    precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverse,
 )
@@ -152,6 +153,15 @@ class TiedCovariance(CovarianceUnit):
 
     def whitened_norms(self, diff, precisions_cholesky):
         return np.sum((diff @ precisions_cholesky) ** 2, axis=1)
+
+    def conditioning_loss(self, precisions, precisions_cholesky):
+        # The shared term tr(Lambda sum w e e^T) and the linear terms
+        # e^T Lambda d_k cancel as the products of full's expansion do.
+        return max(1.0, precision_conditioning_loss(precisions, precisions_cholesky))
+
+    def component_factors(self, precisions_cholesky):
+        shape = (self.n_components,) + precisions_cholesky.shape
+        return np.broadcast_to(precisions_cholesky, shape)
 
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
