@@ -515,6 +515,54 @@ class WhitenedMoments:
         self.second += other.second
         return self
 
+    def to_dict(self):
+        """Plain arrays, for a fitted attribute that persists."""
+        names = ("means", "factors", "masses", "first", "second")
+        return {name: np.array(getattr(self, name)) for name in names}
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The moments :meth:`to_dict` stored (None gives None)."""
+        if stored is None:
+            return None
+        names = ("means", "factors", "masses", "first", "second")
+        return cls(*(np.array(stored[name], dtype=float) for name in names))
+
+    def merged(self, j, k):
+        """These moments with component k's rows given to component j.
+
+        The rows of k enter j's frame as ``y_j = A^T y_k + c``, with ``A =
+        P_k^-1 P_j`` (the identity for a shared precision) and ``c = P_j^T
+        (m_k - m_j)``: a merge move's q(Z) keeps the exact data term.
+        """
+        result = self.copy()
+        mass = self.masses[k]
+        if mass > 0:
+            change = _frame_change(self.factors[k], self.factors[j])
+            offset = self.factors[j].T @ (self.means[k] - self.means[j])
+            first = change.T @ self.first[k]
+            cross = np.outer(first, offset)
+            result.masses[j] += mass
+            result.first[j] += first + mass * offset
+            result.second[j] += (
+                change.T @ self.second[k] @ change
+                + cross
+                + cross.T
+                + mass * np.outer(offset, offset)
+            )
+        result.masses[k] = 0.0
+        result.first[k] = 0.0
+        result.second[k] = 0.0
+        return result
+
+    def scatters(self):
+        """Each component's scatter of y about its mean, shape (K, D, D)."""
+        safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
+        means = self.first / safe
+        scatters = self.second - self.first[:, :, np.newaxis] * means[:, np.newaxis]
+        scatters[self.masses <= 0] = 0.0
+        return 0.5 * (scatters + np.swapaxes(scatters, 1, 2))
+
     def quadratic(self, means, factors):
         """``sum_k sum_n w_n r_nk |Q_k^T (x_n - mu_k)|^2`` at ``(mu, Q)``.
 
@@ -527,14 +575,25 @@ class WhitenedMoments:
             mass = self.masses[k]
             if mass <= 0:
                 continue
-            # P^-1 Q by LAPACK directly (scipy's wrapper costs milliseconds).
-            change, _ = lapack.dtrtrs(self.factors[k], factors[k], lower=0)
+            change = _frame_change(self.factors[k], factors[k])
             mean = self.first[k] / mass
             scatter = self.second[k] - np.outer(self.first[k], mean)
             offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
             total += float(np.sum((change.T @ scatter) * change.T))
             total += mass * float(offset @ offset)
         return total
+
+
+def _frame_change(source, target):
+    """``P^-1 Q`` for upper factors ``P = source``, ``Q = target``.
+
+    By LAPACK directly (scipy's wrapper costs milliseconds); exactly the
+    identity where they are equal.
+    """
+    if np.array_equal(source, target):
+        return np.eye(source.shape[0])
+    change, _ = lapack.dtrtrs(source, target, lower=0)
+    return change
 
 
 def _product(coefficients, features, out):

@@ -489,6 +489,20 @@ class CovarianceUnit(ABC):
         covariances are the inverses of E[Lambda].
         """
 
+    def conjugate_cholesky(
+        self, prior, nk, scatter, mean_offsets, shrinkage, reg, update, whitened=None
+    ):
+        """Cholesky factor of the precisions of ``update``.
+
+        ``update`` is what :meth:`conjugate_update` returned for these
+        arguments, and ``whitened`` the same scatters as
+        :class:`~skvi._kernel.WhitenedMoments`, where the E-step summed them.
+        By default the factor comes from the covariances (the Wishart units
+        form it without them, see
+        :func:`~skvi._covariance.wishart.wishart_precision_factors`).
+        """
+        return self.cholesky_from_covariance(update[0], reg)
+
     @abstractmethod
     def expected_log_det(self, precisions_cholesky, dof):
         """``E_q[log det Lambda_k]``, shape (K,)."""

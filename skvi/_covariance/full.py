@@ -18,6 +18,7 @@ from .wishart import (
     prior_traces,
     wishart_expected_log_det,
     wishart_kl,
+    wishart_precision_factors,
     wishart_predictive_dof_and_scale,
 )
 
@@ -196,6 +197,23 @@ class FullCovariance(CovarianceUnit):
             + mean_scatter
         )
         return inverse_scale / dof[:, np.newaxis, np.newaxis], dof
+
+    def conjugate_cholesky(
+        self, prior, nk, scatter, mean_offsets, shrinkage, reg, update, whitened=None
+    ):
+        # Each component's own scatter loses only its own condition number's
+        # digits: its whitened form (tied's) measured no better here.
+        factors = wishart_precision_factors(
+            prior.covariance,
+            scatter,
+            reg * nk,
+            mean_offsets[:, np.newaxis],
+            shrinkage[:, np.newaxis],
+            update[1],
+        )
+        if factors is None:
+            return self.cholesky_from_covariance(update[0], reg)
+        return factors
 
     def expected_log_det(self, precisions_cholesky, dof):
         return wishart_expected_log_det(

@@ -22,6 +22,7 @@ from .wishart import (
     prior_traces,
     wishart_expected_log_det,
     wishart_kl,
+    wishart_precision_factors,
     wishart_predictive_dof_and_scale,
 )
 
@@ -195,6 +196,27 @@ class TiedCovariance(CovarianceUnit):
             + (mean_offsets * shrinkage[:, np.newaxis]).T @ mean_offsets
         )
         return inverse_scale / dof, dof
+
+    def conjugate_cholesky(
+        self, prior, nk, scatter, mean_offsets, shrinkage, reg, update, whitened=None
+    ):
+        frames = None
+        if whitened is not None:
+            # The pooled scatter about references far apart cancels; in the
+            # one shared frame the components' whitened scatters pool exactly.
+            frames = (whitened.factors[:1], whitened.scatters().sum(axis=0)[None])
+        factors = wishart_precision_factors(
+            prior.covariance,
+            scatter[np.newaxis],
+            np.array([reg * nk.sum()]),
+            mean_offsets[np.newaxis],
+            shrinkage[np.newaxis],
+            np.array([update[1]]),
+            frames,
+        )
+        if factors is None:
+            return self.cholesky_from_covariance(update[0], reg)
+        return factors[0]
 
     def expected_log_det(self, precisions_cholesky, dof):
         return wishart_expected_log_det(
