@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernel import WhitenedMoments
 from ._merge import MergedStatistics, MergeSchedule, merge_move
 from ._stats import Moments, e_step
 
@@ -136,6 +137,9 @@ class Trend:
                 "reference": moments.reference,
                 "shift": moments.shift,
                 "scatter": np.asarray(moments.scatter),
+                "whitened": None
+                if moments.whitened is None
+                else moments.whitened.to_dict(),
             }
         change = None if self.change is None else float(self.change)
         return {
@@ -159,6 +163,7 @@ class Trend:
                 merged["reference"],
                 merged["shift"],
                 merged["scatter"],
+                WhitenedMoments.from_dict(merged.get("whitened")),
             )
             merged = MergedStatistics(
                 moments, merged["entropy"], merged["total_weight"]

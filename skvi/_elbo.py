@@ -81,7 +81,8 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
     if moments.whitened is not None:
         # Rows the E-step whitened: their scatter would cancel digits.
         quadratic = moments.whitened.quadratic(
-            expectations.means, expectations.precisions_cholesky
+            expectations.means,
+            unit.component_factors(expectations.precisions_cholesky),
         )
         return float(weighted - 0.5 * quadratic)
     offsets = moments.offsets_from(expectations.means)

@@ -263,7 +263,7 @@ def parameter_expansion(
         unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
     )
     if plan.whitened:
-        factors = np.asarray(precisions_cholesky, dtype=float)
+        factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
         # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
         plan.stacked_factors = (
             np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
@@ -515,6 +515,54 @@ class WhitenedMoments:
         self.second += other.second
         return self
 
+    def to_dict(self):
+        """Plain arrays, for a fitted attribute that persists."""
+        names = ("means", "factors", "masses", "first", "second")
+        return {name: np.array(getattr(self, name)) for name in names}
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The moments :meth:`to_dict` stored (None gives None)."""
+        if stored is None:
+            return None
+        names = ("means", "factors", "masses", "first", "second")
+        return cls(*(np.array(stored[name], dtype=float) for name in names))
+
+    def merged(self, j, k):
+        """These moments with component k's rows given to component j.
+
+        The rows of k enter j's frame as ``y_j = A^T y_k + c``, with ``A =
+        P_k^-1 P_j`` (the identity for a shared precision) and ``c = P_j^T
+        (m_k - m_j)``: a merge move's q(Z) keeps the exact data term.
+        """
+        result = self.copy()
+        mass = self.masses[k]
+        if mass > 0:
+            change = _frame_change(self.factors[k], self.factors[j])
+            offset = self.factors[j].T @ (self.means[k] - self.means[j])
+            first = change.T @ self.first[k]
+            cross = np.outer(first, offset)
+            result.masses[j] += mass
+            result.first[j] += first + mass * offset
+            result.second[j] += (
+                change.T @ self.second[k] @ change
+                + cross
+                + cross.T
+                + mass * np.outer(offset, offset)
+            )
+        result.masses[k] = 0.0
+        result.first[k] = 0.0
+        result.second[k] = 0.0
+        return result
+
+    def scatters(self):
+        """Each component's scatter of y about its mean, shape (K, D, D)."""
+        safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
+        means = self.first / safe
+        scatters = self.second - self.first[:, :, np.newaxis] * means[:, np.newaxis]
+        scatters[self.masses <= 0] = 0.0
+        return 0.5 * (scatters + np.swapaxes(scatters, 1, 2))
+
     def quadratic(self, means, factors):
         """``sum_k sum_n w_n r_nk |Q_k^T (x_n - mu_k)|^2`` at ``(mu, Q)``.
 
@@ -527,14 +575,25 @@ class WhitenedMoments:
             mass = self.masses[k]
             if mass <= 0:
                 continue
-            # P^-1 Q by LAPACK directly (scipy's wrapper costs milliseconds).
-            change, _ = lapack.dtrtrs(self.factors[k], factors[k], lower=0)
+            change = _frame_change(self.factors[k], factors[k])
             mean = self.first[k] / mass
             scatter = self.second[k] - np.outer(self.first[k], mean)
             offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
             total += float(np.sum((change.T @ scatter) * change.T))
             total += mass * float(offset @ offset)
         return total
+
+
+def _frame_change(source, target):
+    """``P^-1 Q`` for upper factors ``P = source``, ``Q = target``.
+
+    By LAPACK directly (scipy's wrapper costs milliseconds); exactly the
+    identity where they are equal.
+    """
+    if np.array_equal(source, target):
+        return np.eye(source.shape[0])
+    change, _ = lapack.dtrtrs(source, target, lower=0)
+    return change
 
 
 def _product(coefficients, features, out):
@@ -563,9 +622,7 @@ def row_values(plan, chunk, dtype=None, marginal=False):
     workspace = _Workspace(plan, chunk.shape[0])
     prepared = _prepare(plan, workspace, chunk)
     values = _values(plan, workspace, prepared)
-    shared = plan.unit.row_quadratic(
-        prepared.features[1 : plan.n_linear], plan.precisions_cholesky
-    )
+    shared = _shared_row_term(plan, prepared.features[1 : plan.n_linear])
     if shared is not None:
         # Rows so far out that this overflows are repaired below.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -583,6 +640,16 @@ def row_values(plan, chunk, dtype=None, marginal=False):
             _unsorted(part, prepared.order) for part in (values, log_det, observed)
         )
     return _unsorted(values, prepared.order)
+
+
+def _shared_row_term(plan, centered):
+    """The unit's row term the values left out (tied), per row, or None.
+
+    Whitened values (_whitened_values) hold each row's whole form.
+    """
+    if plan.whitened:
+        return None
+    return plan.unit.row_quadratic(centered, plan.precisions_cholesky)
 
 
 def conditional_moments(plan, chunk):
@@ -739,7 +806,7 @@ class StatisticsPass:
             dims = unit.n_features
             self.whitened = WhitenedMoments(
                 plan.means,
-                plan.precisions_cholesky,
+                unit.component_factors(plan.precisions_cholesky),
                 np.zeros(unit.n_components),
                 np.zeros((unit.n_components, dims)),
                 np.zeros((unit.n_components, dims, dims)),
@@ -871,9 +938,8 @@ class StatisticsPass:
         if self._optimal:
             # The shared row term the values left out (tied), which the
             # totals add back from the kernel's sums for complete rows.
-            shared = self.plan.unit.row_quadratic(
-                prepared.features[1 : self.plan.n_linear, columns],
-                self.plan.precisions_cholesky,
+            shared = _shared_row_term(
+                self.plan, prepared.features[1 : self.plan.n_linear, columns]
             )
             if shared is not None:
                 self.log_normalizer += self.plan.scale * float(
@@ -939,7 +1005,7 @@ class StatisticsPass:
         else:
             sum_xx = unit.second_moment_from_sums(self.second)
             log_normalizer = self.log_normalizer
-            if self._optimal:
+            if self._optimal and not plan.whitened:
                 # The shared row term the values left out (tied).
                 log_normalizer += plan.scale * unit.row_quadratic_total(
                     self.second, plan.precisions

@@ -118,6 +118,7 @@ def merged(stats, unit, chosen):
     nk = moments.nk.copy()
     shift = moments.shift.copy()
     scatter = moments.scatter
+    whitened = moments.whitened
     entropy = stats.entropy
     for p in chosen:
         j, k = stats.pairs[p]
@@ -130,13 +131,15 @@ def merged(stats, unit, chosen):
         shift[j] += (nk[k] / total) * offset
         shift[k] = 0.0
         nk[j], nk[k] = total, 0.0
+        if whitened is not None:
+            whitened = whitened.merged(j, k)
         entropy += (
             stats.pair_entropy[p]
             - stats.component_entropy[j]
             - stats.component_entropy[k]
         )
     merged_moments = Moments(
-        moments.total_weight, nk, moments.reference, shift, scatter
+        moments.total_weight, nk, moments.reference, shift, scatter, whitened
     )
     return MergedStatistics(merged_moments, entropy, stats.total_weight)
 

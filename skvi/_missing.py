@@ -226,7 +226,8 @@ class IncompleteRows:
             shared = unit.row_quadratic(
                 self.centered[:, members], plan.precisions_cholesky
             )
-            if shared is not None:
+            if shared is not None and not plan.whitened:
+                # Whitened values hold the shared term (skvi._kernel).
                 quadratic = quadratic - shared
             value = plan.scale * quadratic + plan.offsets[components]
             if plan.log_density:

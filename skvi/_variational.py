@@ -438,7 +438,7 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         beta = scaled.mean_precision + nk
         offsets = moments.offsets_from(prior.mean)
         means = prior.mean + offsets * (nk / beta)[:, np.newaxis]
-        covariances, dof = unit.conjugate_update(
+        arguments = (
             scaled,
             nk,
             moments.scatter,
@@ -446,14 +446,15 @@ class VariationalGaussianMixture(BaseGaussianMixture):
             scaled.mean_precision * nk / beta,
             self.reg_covar,
         )
+        covariances, dof = update = unit.conjugate_update(*arguments)
         return VariationalParameters(
             weight_concentration=context.weights.update(nk * scale),
             mean_precision=beta * scale,
             means=means,
             degrees_of_freedom=dof * scale,
             covariances=covariances,
-            precisions_cholesky=unit.cholesky_from_covariance(
-                covariances, self.reg_covar
+            precisions_cholesky=unit.conjugate_cholesky(
+                *arguments, update, moments.whitened if scale == 1.0 else None
             ),
         )
 

@@ -86,6 +86,83 @@ def test_ill_conditioned_full_components_are_evaluated_exactly(seed):
     np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-13)
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_ill_conditioned_tied_precision_is_evaluated_exactly(estimator, seed):
+    # 14 rows in 24 dimensions: the pooled covariance is singular but for
+    # reg_covar, and its precision's entries cancel in the shared term
+    # tr(Lambda sum w e e^T) of every row.
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(14, 24))
+    model = estimator(
+        n_components=2, covariance_type="tied", random_state=seed, tol=0, max_iter=12
+    )
+    fit_quietly(model, X)
+    half_steps = model.half_step_lower_bounds_
+    # The bound nearly cancels (few rows): its rounding is that of its terms.
+    terms = model.elbo_decomposition(X)
+    size = abs(terms.expected_log_joint) + terms.entropy + terms.kl_weights
+    size += terms.kl_components
+    scale = np.maximum(np.abs(half_steps[1:]), size)
+    assert np.all(np.diff(half_steps) >= -ROUNDING * scale)
+    if estimator is EMGaussianMixture:
+        # scikit-learn whitens each row through the Cholesky factor.
+        reference = GaussianMixture(n_components=2, covariance_type="tied")
+        reference.weights_, reference.means_ = model.weights_, model.means_
+        reference.covariances_ = model.covariances_
+        reference.precisions_cholesky_ = model.precisions_cholesky_
+        expected = reference.score_samples(X)
+        np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-13)
+
+
+def assert_never_decreases_beyond_terms(model, X):
+    """No half-step drops beyond the rounding of the bound's terms.
+
+    A bound that nearly cancels (few rows) keeps the rounding of its terms.
+    """
+    half_steps = model.half_step_lower_bounds_
+    terms = model.elbo_decomposition(X)
+    size = abs(terms.expected_log_joint) + terms.entropy + terms.kl_weights
+    size += terms.kl_components
+    scale = np.maximum(np.abs(half_steps[1:]), size)
+    assert np.all(np.diff(half_steps) >= -ROUNDING * scale)
+
+
+@pytest.mark.parametrize(("covariance_type", "seed"), [("tied", 2), ("full", 0)])
+def test_global_step_along_a_long_prior_is_exact(covariance_type, seed):
+    # Two clusters 1e5 apart, 6 rows each in 8 dimensions: the default
+    # prior (the data's covariance) is 1e10 times longer along the axis
+    # joining them than across, and so is every Wishart scale; formed entry
+    # by entry, the precisions' weak axes were off by 1e-4.
+    X = spread_clusters(seed, 2, 8, 1e5, few_rows=True)
+    model = VariationalGaussianMixture(
+        n_components=3,
+        covariance_type=covariance_type,
+        random_state=seed,
+        tol=0,
+        max_iter=12,
+    )
+    assert_never_decreases_beyond_terms(fit_quietly(model, X), X)
+
+
+@pytest.mark.parametrize(("covariance_type", "seed"), [("full", 3), ("tied", 2)])
+def test_merged_statistics_are_evaluated_exactly(covariance_type, seed, capsys):
+    # Six rows in 8 dimensions, two components: a merge takes one into the
+    # other, and the whitened moments of the merged q(Z) give its bound.
+    X = 1e6 + spread_clusters(seed, 1, 8, 1e5, few_rows=True)
+    model = VariationalGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        random_state=seed,
+        tol=0,
+        max_iter=12,
+        verbose=1,
+    )
+    fit_quietly(model, X)
+    assert "Merged components" in capsys.readouterr().out
+    assert_never_decreases_beyond_terms(model, X)
+
+
 @st.composite
 def hard_cases(draw):
     """Data where terms cancel: many features, clusters far apart, few rows."""
@@ -104,21 +181,28 @@ def hard_cases(draw):
     }
 
 
-def make_hard_case(case):
-    rng = np.random.default_rng(case["seed"])
-    d, k = case["n_features"], case["n_components"]
-    centers = case["spacing"] * rng.normal(size=(k, d))
-    # Still open with few rows: tied (its pooled scatter cancels the same
-    # way, drops near 1e-10; only full sums whitened moments) and VI with
-    # clusters 1e5 apart (condition numbers near 1e11, drops near 1e-9).
-    few = (
-        case["few_rows"]
-        and case["covariance_type"] != "tied"
-        and (case["estimator"] == "em" or case["spacing"] < 1e5)
-    )
-    labels = rng.integers(k, size=k * (2 + d // 2) if few else 40 + 10 * d)
+def spread_clusters(seed, n_clusters, n_features, spacing, few_rows):
+    """Clusters of spreads 0.5 to 2 with centers ``spacing`` apart.
+
+    With ``few_rows``, about ``2 + n_features / 2`` rows per cluster.
+    """
+    rng = np.random.default_rng(seed)
+    k, d = n_clusters, n_features
+    centers = spacing * rng.normal(size=(k, d))
+    labels = rng.integers(k, size=k * (2 + d // 2) if few_rows else 40 + 10 * d)
     scales = rng.uniform(0.5, 2.0, size=(k, 1))
-    X = centers[labels] + scales[labels] * rng.normal(size=(len(labels), d))
+    return centers[labels] + scales[labels] * rng.normal(size=(len(labels), d))
+
+
+def make_hard_case(case):
+    k = case["n_components"]
+    # Still open with few rows: VI with clusters 1e5 apart (condition
+    # numbers near 1e12), whose drops went from 1e-9 to 1e-12 when the
+    # global step formed its precisions in the prior's frame, a digit short.
+    few = case["few_rows"] and (case["estimator"] == "em" or case["spacing"] < 1e5)
+    X = spread_clusters(
+        case["seed"], k, case["n_features"], case["spacing"], few_rows=few
+    )
     estimator = {"em": EMGaussianMixture, "vi": VariationalGaussianMixture}
     model = estimator[case["estimator"]](
         n_components=k + 1,

@@ -125,6 +125,20 @@ def upper_cholesky(matrix):
     return None if lower is None else lower[::-1, ::-1]
 
 
+def precision_conditioning_loss(precision, factor):
+    """:meth:`CovarianceUnit.conditioning_loss` of one full precision.
+
+    ``factor`` is its upper Cholesky factor P. Sigma = P^-T P^-1: the
+    standard deviations are the column norms of P^-1 (LAPACK's triangular
+    inverse; scipy's wrapper is slower). Infinite if P is singular.
+    """
+    inverse, info = lapack.dtrtri(factor, lower=0)
+    if info != 0:
+        return np.inf
+    stds = np.linalg.norm(inverse, axis=0)
+    return float(stds @ np.abs(precision) @ stds) / precision.shape[0]
+
+
 def is_symmetric(matrix):
     """Whether ``matrix`` is symmetric up to scikit-learn's tolerance.
 
@@ -341,9 +355,17 @@ class CovarianceUnit(ABC):
         whereas the form they sum to is about D. The largest ratio over
         components is the factor by which the expansion multiplies rounding
         errors at the data; 1 where the terms cannot cancel (diagonal
-        precisions, and tied, whose second-order term is a sum of squares).
+        precisions).
         """
         return 1.0
+
+    def component_factors(self, precisions_cholesky):
+        """Each component's upper Cholesky factor ``P_k``, shape (K, D, D).
+
+        For the units whose precisions can be ill-conditioned (full, tied),
+        where the kernel then evaluates rows through these factors.
+        """
+        return precisions_cholesky
 
     @abstractmethod
     def zero_second_moment(self):
@@ -474,6 +496,20 @@ class CovarianceUnit(ABC):
         beta_k``. Returns ``(covariances, degrees_of_freedom)`` where the
         covariances are the inverses of E[Lambda].
         """
+
+    def conjugate_cholesky(
+        self, prior, nk, scatter, mean_offsets, shrinkage, reg, update, whitened=None
+    ):
+        """Cholesky factor of the precisions of ``update``.
+
+        ``update`` is what :meth:`conjugate_update` returned for these
+        arguments, and ``whitened`` the same scatters as
+        :class:`~skvi._kernel.WhitenedMoments`, where the E-step summed them.
+        By default the factor comes from the covariances (the Wishart units
+        form it without them, see
+        :func:`~skvi._covariance.wishart.wishart_precision_factors`).
+        """
+        return self.cholesky_from_covariance(update[0], reg)
 
     @abstractmethod
     def expected_log_det(self, precisions_cholesky, dof):

@@ -12,6 +12,7 @@ from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
     collapse_message,
+    precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverse,
 )
@@ -21,6 +22,7 @@ from .wishart import (
     prior_traces,
     wishart_expected_log_det,
     wishart_kl,
+    wishart_precision_factors,
     wishart_predictive_dof_and_scale,
 )
 
@@ -153,6 +155,15 @@ class TiedCovariance(CovarianceUnit):
     def whitened_norms(self, diff, precisions_cholesky):
         return np.sum((diff @ precisions_cholesky) ** 2, axis=1)
 
+    def conditioning_loss(self, precisions, precisions_cholesky):
+        # The shared term tr(Lambda sum w e e^T) and the linear terms
+        # e^T Lambda d_k cancel as the products of full's expansion do.
+        return max(1.0, precision_conditioning_loss(precisions, precisions_cholesky))
+
+    def component_factors(self, precisions_cholesky):
+        shape = (self.n_components,) + precisions_cholesky.shape
+        return np.broadcast_to(precisions_cholesky, shape)
+
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         return scatter / nk.sum() + reg_covar * np.eye(self.n_features)
@@ -185,6 +196,27 @@ class TiedCovariance(CovarianceUnit):
             + (mean_offsets * shrinkage[:, np.newaxis]).T @ mean_offsets
         )
         return inverse_scale / dof, dof
+
+    def conjugate_cholesky(
+        self, prior, nk, scatter, mean_offsets, shrinkage, reg, update, whitened=None
+    ):
+        frames = None
+        if whitened is not None:
+            # The pooled scatter about references far apart cancels; in the
+            # one shared frame the components' whitened scatters pool exactly.
+            frames = (whitened.factors[:1], whitened.scatters().sum(axis=0)[None])
+        factors = wishart_precision_factors(
+            prior.covariance,
+            scatter[np.newaxis],
+            np.array([reg * nk.sum()]),
+            mean_offsets[np.newaxis],
+            shrinkage[np.newaxis],
+            np.array([update[1]]),
+            frames,
+        )
+        if factors is None:
+            return self.cholesky_from_covariance(update[0], reg)
+        return factors[0]
 
     def expected_log_det(self, precisions_cholesky, dof):
         return wishart_expected_log_det(
