@@ -521,7 +521,6 @@ def _whitened_rows(plan, workspace, prepared):
         plan.stacked_factors, centered, out=workspace.whitened(prepared.n_rows)
     ).reshape(n_components, n_features, -1)
     prepared.whitened = products
-    groups = prepared.groups
     # Rows are sorted by center.
     for g, start, stop in prepared.groups:
         products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
