@@ -34,6 +34,16 @@ difference of x and a center that the statistics then use exactly: float32
 rows stay float32 arrays, matrix products run in float32, and the chunk sums
 accumulate in float64.
 
+**Layouts.** With many features and few components (full precisions at
+large D) the expansion's D (D + 1) / 2 features per row cost more than
+whitening the rows once per component: ``y = P_k^T (x - m_k)`` for all
+components in one product, the values as ``|y|^2``, and the second
+moments as one symmetric rank update ``sum w r e e^T`` per component.
+:func:`per_component_cheaper` chooses from a cost model whose constants
+were measured (``LAYOUT_COSTS``); the per-component layout is also the
+exact path for ill-conditioned precisions (``WHITENING_LIMIT``). Both
+layouts serve fits and predictions alike.
+
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
 n_samples x n_components is held. Values are laid out components x rows, so
