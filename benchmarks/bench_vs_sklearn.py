@@ -69,6 +69,8 @@ GEMM_REPEATS = 5
 # The kernel floor (child_floor): chunk rows and best-of repeats.
 FLOOR_CHUNK_ROWS = 4096
 FLOOR_REPEATS = 3
+# From this many features skvi computes values as the transposed product.
+TRANSPOSED_PRODUCT_FEATURES = 512
 # The warm-up fit uses the first max(500, 8 K d) rows (enough to keep every
 # component well defined) for one iteration.
 WARM_UP_ROWS = 500
@@ -381,8 +383,13 @@ def child_floor(task):
 
     def one_iteration():
         for size in sizes:
-            np.matmul(coefficients, features[:, :size], out=values[:, :size])
-            np.matmul(values[:, :size], features[:, :size].T, out=sums)
+            block = features[:, :size]
+            if p < TRANSPOSED_PRODUCT_FEATURES:
+                np.matmul(coefficients, block, out=values[:, :size])
+            else:
+                # skvi's faster orientation for many features (_kernel._product).
+                values[:, :size] = (block.T @ coefficients.T).T
+            np.matmul(values[:, :size], block.T, out=sums)
 
     one_iteration()  # warm-up
     best = np.inf
