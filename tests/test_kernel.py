@@ -425,3 +425,51 @@ def test_an_empty_component_takes_no_extra_pass(monkeypatch):
         model.fit(X)
     assert model.weights_[2] < 1e-100
     assert len(passes) == model.n_iter_ + 1
+
+
+def test_interleaved_passes_do_not_share_work_buffers():
+    # Passes reuse a thread's work buffers once the pass that held them is
+    # gone; two passes alive at once must each keep their own.
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(300, 4))
+    weights = np.ones(len(X))
+    unit = covariance_unit("diag", 3, 4)
+    plans = []
+    for _ in range(2):
+        precisions = rng.uniform(0.5, 2.0, size=(3, 4))
+        means = X[rng.choice(len(X), 3)]
+        plans.append(
+            kernel.parameter_expansion(
+                unit,
+                means,
+                precisions,
+                np.sqrt(precisions),
+                np.ones(3),
+                X.dtype,
+                -0.5,
+                np.zeros(3),
+            )
+        )
+    halves = (slice(0, 150), slice(150, 300))
+
+    def totals(passes, order):
+        for index, rows in order:
+            passes[index].add_optimal(X[rows], weights[rows])
+        return [p.totals() for p in passes]
+
+    alone = [
+        totals([kernel.StatisticsPass(plan, 150)], [(0, r) for r in halves])[0]
+        for plan in plans
+    ]
+    passes = [kernel.StatisticsPass(plan, 150) for plan in plans]
+    interleaved = totals(
+        passes, [(0, halves[0]), (1, halves[0]), (0, halves[1]), (1, halves[1])]
+    )
+    for got, expected in zip(interleaved, alone, strict=True):
+        for a, b in zip(got, expected, strict=True):
+            assert_allclose(a, b, rtol=1e-14)
+    # A pass made after the others are gone takes their buffers over.
+    buffer = passes[1]._workspace._values
+    del passes
+    again = kernel.StatisticsPass(plans[0], 150)
+    assert np.shares_memory(again._workspace._values, buffer)
