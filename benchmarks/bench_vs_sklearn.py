@@ -66,6 +66,11 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 LARGER_FACTOR = 5
 GEMM_SIZE = 2000
 GEMM_REPEATS = 5
+# The kernel floor (child_floor): chunk rows and best-of repeats.
+FLOOR_CHUNK_ROWS = 4096
+FLOOR_REPEATS = 3
+# From this many features skvi computes values as the transposed product.
+TRANSPOSED_PRODUCT_FEATURES = 512
 # The warm-up fit uses the first max(500, 8 K d) rows (enough to keep every
 # component well defined) for one iteration.
 WARM_UP_ROWS = 500
@@ -89,6 +94,8 @@ class Case:
     k: int
     seed: int
     prior_type: str | None = None
+    # "blobs" (make_blobs) or "digits" (scikit-learn's bundled digits).
+    data: str = "blobs"
 
     @property
     def is_small(self):
@@ -120,6 +127,13 @@ BASE_CASES = (
     Case("small-em", "EM", "full", "float64", 2_000, 4, 3, seed=9),
     Case("small-vi", "VI", "full", "float64", 2_000, 4, 3, seed=10),
 )
+# Many features, few rows: scikit-learn's digits (1,797 x 64), K=10. Not in
+# the default runs; ``--cases digits`` selects both.
+DIGITS_CASES = (
+    Case("digits-full", "EM", "full", "float64", 1_797, 64, 10, 0, data="digits"),
+    Case("digits-diag", "EM", "diag", "float64", 1_797, 64, 10, 0, data="digits"),
+)
+CASE_GROUPS = {"digits": [case.name for case in DIGITS_CASES]}
 
 
 def full_run_cases():
@@ -131,11 +145,17 @@ def full_run_cases():
     return cases + [case for case in BASE_CASES if case.is_small]
 
 
+def known_cases():
+    return full_run_cases() + list(DIGITS_CASES)
+
+
 def select_cases(names, quick):
     if names is None:
         return list(BASE_CASES) if quick else full_run_cases()
-    wanted = set(names)
-    return [case for case in full_run_cases() if case.name in wanted]
+    wanted = set()
+    for name in names:
+        wanted.update(CASE_GROUPS.get(name, [name]))
+    return [case for case in known_cases() if case.name in wanted]
 
 
 # ------------------------------------------------------------------ data
@@ -179,9 +199,17 @@ def starting_parameters(case, X):
     }
 
 
+def case_data(case):
+    if case.data == "digits":
+        from sklearn.datasets import load_digits
+
+        return load_digits().data.astype(np.float64)
+    return make_blobs(case.n, case.d, case.k, case.seed)
+
+
 def write_case_files(case, folder):
     """Write X (and the EM starting parameters) where the children read them."""
-    X = make_blobs(case.n, case.d, case.k, case.seed)
+    X = case_data(case)
     paths = {"data": str(folder / f"{case.name}-X.npy"), "init": None}
     np.save(paths["data"], X.astype(case.dtype))
     if case.estimator == "EM":
@@ -328,6 +356,50 @@ def child_gemm(_task):
     return rates
 
 
+def kernel_features(covariance, d):
+    """Features per row of skvi's expanded layout: [1, e, second order]."""
+    second = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1, "tied": 0}
+    return 1 + d + second[covariance]
+
+
+def child_floor(task):
+    """Seconds of a case's matrix products alone, best of a few repeats.
+
+    Per iteration, the two products of skvi's expanded layout over all rows
+    in chunks of FLOOR_CHUNK_ROWS: the values (K, P) @ (P, m) and the
+    statistics (K, m) @ (m, P), P features per row (kernel_features).
+    Nothing else: no features built, no exponentials, no M-step.
+    """
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(task["dtype"])
+    n, k = task["n"], task["k"]
+    p = kernel_features(task["covariance"], task["d"])
+    m = min(FLOOR_CHUNK_ROWS, n)
+    features = rng.standard_normal((p, m)).astype(dtype)
+    coefficients = rng.standard_normal((k, p)).astype(dtype)
+    values = np.empty((k, m), dtype=dtype)
+    sums = np.empty((k, p), dtype=dtype)
+    sizes = [min(m, n - start) for start in range(0, n, m)]
+
+    def one_iteration():
+        for size in sizes:
+            block = features[:, :size]
+            if p < TRANSPOSED_PRODUCT_FEATURES:
+                np.matmul(coefficients, block, out=values[:, :size])
+            else:
+                # skvi's faster orientation for many features (_kernel._product).
+                values[:, :size] = (block.T @ coefficients.T).T
+            np.matmul(values[:, :size], block.T, out=sums)
+
+    one_iteration()  # warm-up
+    best = np.inf
+    for _ in range(FLOOR_REPEATS):
+        start = time.perf_counter()
+        one_iteration()
+        best = min(best, time.perf_counter() - start)
+    return {"seconds": best * task["max_iter"]}
+
+
 def child_info(_task):
     """Versions and thread pools as a one-thread child sees them."""
     import scipy
@@ -363,6 +435,7 @@ CHILD_TASKS = {
     "fit": child_fit,
     "memory": child_fit,
     "gemm": child_gemm,
+    "floor": child_floor,
     "info": child_info,
 }
 
@@ -387,6 +460,8 @@ class Result:
     seconds: dict = field(default_factory=lambda: {lib: [] for lib in LIBRARIES})
     scores: dict = field(default_factory=lambda: {lib: [] for lib in LIBRARIES})
     peak_bytes: dict = field(default_factory=dict)
+    # Seconds of the case's kernel matrix products alone (child_floor).
+    floor_seconds: float | None = None
 
     def median(self, library):
         return statistics.median(self.seconds[library])
@@ -419,6 +494,16 @@ def measure_case(case, paths, args):
             answer = run_child(fit_task(case, paths, library, "fit", args.max_iter))
             result.seconds[library].append(answer["seconds"])
             result.scores[library].append(answer["score"])
+    floor_task = {
+        "kind": "floor",
+        "n": case.n,
+        "d": case.d,
+        "k": case.k,
+        "covariance": case.covariance,
+        "dtype": case.dtype,
+        "max_iter": args.max_iter,
+    }
+    result.floor_seconds = run_child(floor_task)["seconds"]
     if not args.skip_memory:
         for library in LIBRARIES:
             task = fit_task(case, paths, library, "memory", args.max_iter)
@@ -641,6 +726,23 @@ def floor_lines(results, rates, max_iter):
     return lines
 
 
+def kernel_floor_lines(results):
+    """Per case: the time of its kernel products alone, and both ratios."""
+    lines = []
+    for r in results:
+        if r.floor_seconds is None:
+            continue
+        floor = r.floor_seconds
+        case = r.case
+        lines.append(
+            f"- {case.name}: {kernel_features(case.covariance, case.d)} features "
+            f"per row, floor {format_seconds(floor)}; skvi "
+            f"{r.median('skvi') / floor:.1f}x its floor, sklearn "
+            f"{r.median('sklearn') / floor:.1f}x."
+        )
+    return lines
+
+
 # ------------------------------------------------------------------ main
 class Report:
     """Lines printed as they come and kept for ``--output``."""
@@ -673,8 +775,8 @@ def parse_args(argv=None):
         metavar="NAME[,NAME...]",
         type=lambda text: [name for name in text.split(",") if name],
         help="run only these cases (any of: "
-        + ", ".join(case.name for case in full_run_cases())
-        + ")",
+        + ", ".join(case.name for case in known_cases())
+        + "; 'digits' for both digits cases)",
     )
     parser.add_argument("--output", metavar="FILE", help="also write markdown here")
     parser.add_argument("--max-iter", type=int, default=10, help="iterations per fit")
@@ -688,7 +790,7 @@ def parse_args(argv=None):
     if args.pairs < 1 or args.max_iter < 1:
         parser.error("--pairs and --max-iter must be at least 1")
     if args.cases is not None:
-        known = {case.name for case in full_run_cases()}
+        known = {case.name for case in known_cases()} | set(CASE_GROUPS)
         unknown = [name for name in args.cases if name not in known]
         if unknown:
             parser.error(
@@ -727,6 +829,19 @@ def run_benchmark(args):
     floors = floor_lines(results, rates, args.max_iter)
     if floors:
         report.emit("", "## FLOP floor (full covariance)", "", *floors)
+    kernel_floors = kernel_floor_lines(results)
+    if kernel_floors:
+        report.emit(
+            "",
+            "## Kernel floor (every case)",
+            "",
+            "The time of each case's two matrix products per iteration in skvi's "
+            "expanded layout alone (values and statistics, chunks of "
+            f"{FLOOR_CHUNK_ROWS} rows, best of {FLOOR_REPEATS}); each fit's "
+            "median time as a multiple of it.",
+            "",
+            *kernel_floors,
+        )
     report.emit(
         "",
         f"Total time {total:.0f} s. Load average at end (1, 5, 15 min): "

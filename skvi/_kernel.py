@@ -34,6 +34,16 @@ difference of x and a center that the statistics then use exactly: float32
 rows stay float32 arrays, matrix products run in float32, and the chunk sums
 accumulate in float64.
 
+**Layouts.** With many features and few components (full precisions at
+large D) the expansion's D (D + 1) / 2 features per row cost more than
+whitening the rows once per component: ``y = P_k^T (x - m_k)`` for all
+components in one product, the values as ``|y|^2``, and the second
+moments as one symmetric rank update ``sum w r e e^T`` per component.
+:func:`per_component_cheaper` chooses from a cost model whose constants
+were measured (``LAYOUT_COSTS``); the per-component layout is also the
+exact path for ill-conditioned precisions (``WHITENING_LIMIT``). Both
+layouts serve fits and predictions alike.
+
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
 n_samples x n_components is held. Values are laid out components x rows, so
@@ -45,6 +55,9 @@ E-step of both estimators, their predictions, and (through the additive
 :class:`skvi._stats.SufficientStatistics`) minibatches and distributed
 blocks alike.
 """
+
+import threading
+import weakref
 
 import numpy as np
 from scipy.linalg import lapack
@@ -74,6 +87,19 @@ EXP_FLOOR = {np.dtype(np.float64): -707.0, np.dtype(np.float32): None}
 # Chunks are sized so that their work arrays stay in the core's cache: on
 # the benchmark machine (1 MiB of L2 per core) 4 MiB blocks ran fastest.
 CACHE_BLOCK_BYTES = 4 * 2**20
+
+# Nanoseconds per row of an E-step pass (values and statistics) in the two
+# layouts of full precisions: (per feature of the expansion, per feature
+# and component, per K D^2 of the per-component products, per K D).
+# Fitted to one-thread timings of both layouts' E-steps on a grid (d in
+# 8..64, K in 2, 8, 32, OpenBLAS 0.3.31 on the 2-core benchmark machine,
+# non-negative least squares on relative errors; the float64 K D^2 term is
+# 3 flops at the measured 20 GFLOP/s dgemm rate); the fitted model picks
+# the faster layout at every point of the grid but one near the boundary.
+LAYOUT_COSTS = {
+    np.dtype(np.float64): (3.72, 0.050, 0.150, 6.02),
+    np.dtype(np.float32): (1.27, 0.033, 0.046, 1.34),
+}
 
 # From this many features per row, values are computed as the transposed
 # product (see _product).
@@ -110,6 +136,10 @@ class Expansion:
         self.n_features_total = self.n_linear + unit.n_second_order
         self.has_values = False
         self.whitened = False
+        # Whether values and second moments are computed one component at a
+        # time from whitened rows, without second-order features (see
+        # per_component_cheaper).
+        self.per_component = False
         if self.n_groups > 1:
             self._label_coefficients(np.asarray(metric, dtype=float))
 
@@ -151,13 +181,18 @@ class Expansion:
         their sorted copy; sorting scores and sorted rows.
         """
         unit = self.unit
-        per_row = self.n_features_total + 4 * unit.n_components
+        per_row = self.n_features_used + 4 * unit.n_components
         if self.n_groups > 1:
             per_row += self.n_groups + 2 * unit.n_features
-        if self.whitened:
+        if self.per_component:
             # Every component's whitened rows (_whitened_rows).
             per_row += unit.n_components * unit.n_features
         return self.dtype.itemsize * per_row + 16
+
+    @property
+    def n_features_used(self):
+        """Features per row a chunk builds: no second order per component."""
+        return self.n_linear if self.per_component else self.n_features_total
 
     def chunks(self, n_samples):
         """Slices of rows whose work arrays fit in memory and cache.
@@ -168,7 +203,7 @@ class Expansion:
         """
         least = 1
         if self.n_groups > 1:
-            least = min(LOCAL_CHUNK_WORK // self.n_features_total, MAX_LOCAL_CHUNK_ROWS)
+            least = min(LOCAL_CHUNK_WORK // self.n_features_used, MAX_LOCAL_CHUNK_ROWS)
         return row_chunks(n_samples, self.row_bytes(), least)
 
 
@@ -262,7 +297,10 @@ def parameter_expansion(
     plan.whitened = (
         unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
     )
-    if plan.whitened:
+    plan.per_component = plan.whitened or per_component_cheaper(
+        unit, precisions_cholesky, dtype
+    )
+    if plan.per_component:
         factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
         # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
         plan.stacked_factors = (
@@ -293,7 +331,15 @@ def center_expansion(unit, centers, dtype):
 class _Chunk:
     """One chunk's rows (sorted by center) and their centered features."""
 
-    __slots__ = ("rows", "features", "order", "groups", "n_rows", "incomplete")
+    __slots__ = (
+        "rows",
+        "features",
+        "order",
+        "groups",
+        "n_rows",
+        "incomplete",
+        "whitened",
+    )
 
     def __init__(self, rows, features, order, groups, n_rows, incomplete=None):
         self.rows = rows
@@ -303,6 +349,38 @@ class _Chunk:
         self.n_rows = n_rows
         # (columns of the rows with missing entries, IncompleteRows) or None.
         self.incomplete = incomplete
+        # Every component's whitened rows (K, D, m), once computed.
+        self.whitened = None
+
+
+class _ScratchPool(threading.local):
+    """Each thread's work buffers, by name, and the workspace holding each."""
+
+    def __init__(self):
+        self.buffers = {}
+
+
+_POOL = _ScratchPool()
+
+
+def _scratch(owner, name, size, dtype):
+    """A work buffer of ``size`` items for ``owner``, reused across passes.
+
+    Every E-step makes a new workspace; fresh buffers would cost a page
+    fault per 4 KiB page on first touch (on the benchmark machine a pass
+    over digits spent more time faulting than computing). A thread's last
+    buffer of each name is handed on once the workspace that held it is
+    gone, so two live workspaces never share one.
+    """
+    held = _POOL.buffers.get(name)
+    if held is not None:
+        array, holder = held
+        if holder() is None and array.dtype == dtype and array.size >= size:
+            _POOL.buffers[name] = (array, weakref.ref(owner))
+            return array[:size]
+    array = np.empty(size, dtype=dtype)
+    _POOL.buffers[name] = (array, weakref.ref(owner))
+    return array
 
 
 class _Workspace:
@@ -313,18 +391,30 @@ class _Workspace:
 
     def __init__(self, plan, n_rows):
         unit = plan.unit
-        self._features = np.empty(plan.n_features_total * n_rows, dtype=plan.dtype)
-        self._values = np.empty(unit.n_components * n_rows, dtype=plan.dtype)
-        self._resp = np.empty_like(self._values)
+        self._feature_rows = plan.n_features_used
+        dtype = plan.dtype
+        size = unit.n_components * n_rows
+        self._features = _scratch(self, "features", self._feature_rows * n_rows, dtype)
+        self._values = _scratch(self, "values", size, dtype)
+        self._resp = _scratch(self, "resp", size, dtype)
         self.first = np.empty(
             (plan.n_groups, unit.n_components, plan.n_linear), dtype=plan.dtype
         )
-        self._feature_rows = plan.n_features_total
+        # Rows sorted by center (local centers), and every component's
+        # whitened rows (per-component layout).
+        self._sorted = None
+        if plan.n_groups > 1:
+            self._sorted = _scratch(self, "sorted", n_rows * unit.n_features, dtype)
+        self._whitened = None
+        if plan.per_component:
+            size = unit.n_components * unit.n_features * n_rows
+            self._whitened = _scratch(self, "whitened", size, dtype)
         self._components = unit.n_components
+        self._dims = unit.n_features
         # Per-row vectors, reused: freeing arrays of a chunk's size on every
         # chunk makes glibc hand them back to the system (as Dask workers
         # ask it to), and the next chunk pays the page faults again.
-        self._rows = np.empty((4, n_rows), dtype=plan.dtype)
+        self._rows = _scratch(self, "rows", 4 * n_rows, dtype).reshape(4, n_rows)
 
     def features(self, m):
         block = self._features[: self._feature_rows * m].reshape(-1, m)
@@ -340,6 +430,14 @@ class _Workspace:
     def row_vectors(self, m):
         """Four scratch vectors of ``m`` values each."""
         return self._rows[:, :m]
+
+    def sorted_rows(self, m):
+        """An (m, D) block for a chunk's rows sorted by center."""
+        return self._sorted[: m * self._dims].reshape(m, self._dims)
+
+    def whitened(self, m):
+        """A (K D, m) block for every component's whitened rows."""
+        return self._whitened[: m * self._components * self._dims].reshape(-1, m)
 
 
 def _prepare(plan, workspace, chunk, labels=None):
@@ -364,12 +462,20 @@ def _prepare(plan, workspace, chunk, labels=None):
         labels = labels[order]
         counts = np.bincount(labels, minlength=plan.n_groups)
         stops = np.cumsum(counts)
-        rows = chunk[order]
-        np.subtract(rows.T, plan.centers_work[labels].T, out=centered)
+        # Into the workspace, one group's slice at a time: fresh arrays of a
+        # chunk's size cost page faults on every chunk.
+        # mode="clip": the default checks indices into a temporary copy.
+        rows = np.take(chunk, order, axis=0, out=workspace.sorted_rows(m), mode="clip")
         groups = [
             (int(g), int(stops[g] - counts[g]), int(stops[g]))
             for g in np.flatnonzero(counts)
         ]
+        for g, start, stop in groups:
+            np.subtract(
+                rows[start:stop].T,
+                plan.centers_work[g][:, np.newaxis],
+                out=centered[:, start:stop],
+            )
         row_groups = labels
     incomplete = None
     if mask is not None:
@@ -386,8 +492,9 @@ def _prepare(plan, workspace, chunk, labels=None):
                 row_groups[columns],
             )
             incomplete = (columns, corrections)
-    with np.errstate(over="ignore"):
-        plan.unit.second_order_features(centered, features[n_linear:])
+    if not plan.per_component:
+        with np.errstate(over="ignore"):
+            plan.unit.second_order_features(centered, features[n_linear:])
     return _Chunk(rows, features, order, groups, m, incomplete)
 
 
@@ -408,7 +515,7 @@ def _values(plan, workspace, prepared):
 def _expanded_values(plan, workspace, prepared):
     features = prepared.features
     values = workspace.values(prepared.n_rows)
-    if plan.whitened:
+    if plan.per_component:
         return _whitened_values(plan, workspace, prepared, values)
     if plan.n_groups == 1:
         return _product(plan.combined, features, values)
@@ -430,48 +537,66 @@ def _whitened_values(plan, workspace, prepared, values):
     """Values as sums of squares ``|P_k^T (x - m_k)|^2``, one component at a time.
 
     The exact path for ill-conditioned precisions (see
-    ``WHITENING_LIMIT``): about twice the flops of the expansion, and no
-    term larger than the form it sums to.
+    ``WHITENING_LIMIT``), and the per-component layout where it is cheaper
+    (see :func:`per_component_cheaper`): about twice the flops of the
+    expansion, no second-order features, and no term larger than the form
+    it sums to.
     """
     with np.errstate(over="ignore", invalid="ignore"):
-        whitened = _whitened_rows(plan, prepared)
+        whitened = _whitened_rows(plan, workspace, prepared)
         forms = np.einsum("kim,kim->km", whitened, whitened)
         np.multiply(forms, plan.scale, out=values)
         values += plan.offsets[:, np.newaxis].astype(plan.dtype)
     return values
 
 
-def _whitened_rows(plan, prepared):
+def _whitened_rows(plan, workspace, prepared):
     """``P_k^T (x - m_k)`` for the rows of a chunk, shape (K, D, m).
 
     One product ``P_k^T e`` for all components, minus ``P_k^T (m_k - c)``
     of each row's own center c: the rounding of ``P_k^T z`` is that of
     ``|P_k| |z|``, and near its nearest center a row's e is no larger than
     its ``x - m_k`` (within a small factor), so splitting costs no digits.
+    Computed once per chunk, into the workspace.
     """
+    if prepared.whitened is not None:
+        return prepared.whitened
     centered = prepared.features[1 : plan.n_linear]
     n_components, n_features = plan.unit.n_components, plan.unit.n_features
-    products = (plan.stacked_factors @ centered).reshape(n_components, n_features, -1)
-    groups = prepared.groups
-    if len(groups) == 1:
-        products -= plan.whitened_shifts[groups[0][0]][..., np.newaxis]
-    else:
-        # Rows are sorted by center.
-        labels = np.repeat(
-            [g for g, _, _ in groups], [stop - start for _, start, stop in groups]
-        )
-        products -= np.moveaxis(plan.whitened_shifts[labels], 0, -1)
+    products = np.matmul(
+        plan.stacked_factors, centered, out=workspace.whitened(prepared.n_rows)
+    ).reshape(n_components, n_features, -1)
+    prepared.whitened = products
+    # Rows are sorted by center.
+    for g, start, stop in prepared.groups:
+        products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
     return products
 
 
-def _add_whitened(plan, prepared, weighted_resp, whitened):
+def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
     """Add a chunk's whitened sums (see WhitenedMoments) in float64."""
-    rows = np.asarray(_whitened_rows(plan, prepared), dtype=float)
+    rows = np.asarray(_whitened_rows(plan, workspace, prepared), dtype=float)
     masses = np.asarray(weighted_resp, dtype=float)
-    weighted = rows * masses[:, np.newaxis, :]
     whitened.masses += masses.sum(axis=1)
-    whitened.first += weighted.sum(axis=2)
-    whitened.second += np.matmul(weighted, np.swapaxes(rows, 1, 2))
+    whitened.first += np.einsum("kim,km->ki", rows, masses)
+    whitened.second += _weighted_gram(rows, masses)
+
+
+def _weighted_gram(rows, masses):
+    """``sum_m masses[k, m] z z^T`` over the columns z of ``rows[k]``, (K, D, D).
+
+    ``rows`` is (K, D, m) or, shared by all components, (D, m). Each as
+    ``B B^T`` with ``B = z sqrt(mass)``, which BLAS computes as a symmetric
+    rank-m update (half the flops of a general product, exactly symmetric).
+    """
+    roots = np.sqrt(masses)
+    dims = rows.shape[-2]
+    out = np.empty((masses.shape[0], dims, dims))
+    scaled = np.empty(rows.shape[-2:], dtype=rows.dtype)
+    for k, root in enumerate(roots):
+        np.multiply(rows[k] if rows.ndim == 3 else rows, root, out=scaled)
+        out[k] = scaled @ scaled.T
+    return out
 
 
 class WhitenedMoments:
@@ -594,6 +719,27 @@ def _frame_change(source, target):
         return np.eye(source.shape[0])
     change, _ = lapack.dtrtrs(source, target, lower=0)
     return change
+
+
+def per_component_cheaper(unit, precisions_cholesky, dtype):
+    """Whether the per-component layout is cheaper than the expansion.
+
+    Only for components with full precision factors (K, D, D). The costs
+    per row are modelled as in ``LAYOUT_COSTS``: the expansion writes and
+    reads P features and makes two thin products of K P multiply-adds;
+    per component, a (K D, D) product and K rank-updates (3 K D^2 flops in
+    well-shaped BLAS calls) plus K D squares and scalings. Chunks make the
+    costs per row, so the number of rows does not enter.
+    """
+    shape = (unit.n_components, unit.n_features, unit.n_features)
+    if np.shape(precisions_cholesky) != shape:
+        return False
+    per_feature, per_product, per_flop, per_entry = LAYOUT_COSTS[np.dtype(dtype)]
+    k, d = unit.n_components, unit.n_features
+    n_features = 1 + d + unit.n_second_order
+    expanded = n_features * (per_feature + per_product * k)
+    per_component = k * d * (per_flop * d + per_entry)
+    return per_component < expanded
 
 
 def _product(coefficients, features, out):
@@ -875,7 +1021,7 @@ class StatisticsPass:
         self._optimal = True
         if self.whitened is not None:
             if prepared.incomplete is None:
-                _add_whitened(plan, prepared, resp, self.whitened)
+                _add_whitened(plan, workspace, prepared, resp, self.whitened)
             else:
                 self.whitened = None
         # Each row's responsibilities sum to 1: its mass is its weight.
@@ -963,17 +1109,21 @@ class StatisticsPass:
         features = prepared.features
         n_linear = plan.n_linear
         self.total_weight += float(np.sum(weights))
-        if plan.n_groups == 1 and unit.n_second_order > 0:
+        if plan.n_groups == 1 and unit.n_second_order > 0 and not plan.per_component:
             sums = weighted_resp @ features.T
             self.first[0] += sums[:, :n_linear]
             second = sums[:, n_linear:]
         else:
-            second = unit.chunk_second_moment(
-                weighted_resp,
-                features[n_linear:],
-                features[1:n_linear],
-                row_mass.astype(plan.dtype),
-            )
+            if plan.per_component:
+                # Dense (K, D, D) sums of w r e e^T, one product each.
+                second = _weighted_gram(features[1:n_linear], weighted_resp)
+            else:
+                second = unit.chunk_second_moment(
+                    weighted_resp,
+                    features[n_linear:],
+                    features[1:n_linear],
+                    row_mass.astype(plan.dtype),
+                )
             first = self._workspace.first
             first[...] = 0.0
             for g, start, stop in prepared.groups:
@@ -1003,7 +1153,10 @@ class StatisticsPass:
             sum_xx = unit.zero_second_moment()
             log_normalizer = self.log_normalizer
         else:
-            sum_xx = unit.second_moment_from_sums(self.second)
+            if plan.per_component:
+                sum_xx = unit.second_moment_from_dense(self.second)
+            else:
+                sum_xx = unit.second_moment_from_sums(self.second)
             log_normalizer = self.log_normalizer
             if self._optimal and not plan.whitened:
                 # The shared row term the values left out (tied).

@@ -404,8 +404,12 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
     limit = LOSS_LIMIT[np.dtype(data.dtype)]
     for _ in range(MAX_RECENTERINGS):
         moments = stats.moments
+        # A component whose mass is below rounding of the total is empty to
+        # both updates: its moments cannot lose digits that matter, and a
+        # pass about new centers would not change it.
+        shift = np.where(empty_components(moments)[:, np.newaxis], 0.0, moments.shift)
         growth = unit.moment_rounding_growth(
-            moments.nk, moments.shift, moments.scatter, reg_covar
+            moments.nk, shift, moments.scatter, reg_covar
         )
         if growth <= limit:
             break

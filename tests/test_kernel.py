@@ -332,3 +332,144 @@ def test_e_step_entropy_is_summed_not_derived():
     exact = -np.sum(np.exp(log_resp) * log_resp)
     assert abs(stats.log_normalizer) > 1e6 * exact > 0
     assert stats.entropy == pytest.approx(exact, rel=1e-9)
+
+
+def _force_layout(monkeypatch, layout):
+    """Make the cost model pick ``layout`` for every dtype."""
+    # (per feature, per feature and component, per K D^2, per K D) in ns.
+    costs = {"expanded": (0.0, 0.0, 1.0, 1.0), "per_component": (1.0, 1.0, 0.0, 0.0)}
+    for dtype in (np.float64, np.float32):
+        monkeypatch.setitem(kernel.LAYOUT_COSTS, np.dtype(dtype), costs[layout])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_per_component_and_expanded_layouts_give_the_same_fit(
+    monkeypatch, estimator, dtype
+):
+    rng = np.random.RandomState(1)
+    centers = rng.normal(scale=4.0, size=(3, 6))
+    X = centers[rng.randint(3, size=600)] + rng.normal(size=(600, 6))
+    X = (X + 100.0).astype(dtype)
+    params = dict(n_components=3, random_state=0, tol=0.0, max_iter=12)
+    fits = {}
+    for layout in ("expanded", "per_component"):
+        _force_layout(monkeypatch, layout)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[layout] = estimator(**params).fit(X)
+    expanded, per_component = fits["expanded"], fits["per_component"]
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(
+            getattr(per_component, name), getattr(expanded, name), rtol=rtol
+        )
+    assert_allclose(
+        per_component.score_samples(X), expanded.score_samples(X), rtol=rtol
+    )
+
+
+@pytest.mark.parametrize(
+    "n_components, n_features, dtype, per_component",
+    [
+        (2, 64, np.float64, True),  # few components, many features
+        (8, 64, np.float32, True),
+        (32, 8, np.float64, False),  # many components, few features
+        (32, 16, np.float32, False),
+    ],
+)
+def test_layout_follows_the_cost_model(n_components, n_features, dtype, per_component):
+    unit = covariance_unit("full", n_components, n_features)
+    means = np.zeros((n_components, n_features))
+    precisions = np.broadcast_to(np.eye(n_features), unit.precision_shape).copy()
+    plan = kernel.parameter_expansion(
+        unit,
+        means,
+        precisions,
+        precisions,
+        np.ones(n_components),
+        dtype,
+        -0.5,
+        np.zeros(n_components),
+    )
+    assert plan.per_component is per_component
+    # The workspace then holds no second-order features.
+    expected = 1 + n_features if per_component else plan.n_features_total
+    assert plan.n_features_used == expected
+
+
+def test_an_empty_component_takes_no_extra_pass(monkeypatch):
+    # Component 2 starts so far from the data that its mass (about 1e-160)
+    # is below rounding of the total: its mean is many of its standard
+    # deviations from its rows, but a pass about new centers would change
+    # nothing that matters, so every iteration takes one pass.
+    rng = np.random.RandomState(0)
+    X = np.concatenate([rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 8.0])
+    passes = []
+    original = ArrayData.optimal_statistics
+
+    def counted(self, plan, pairs=None):
+        passes.append(plan)
+        return original(self, plan, pairs)
+
+    monkeypatch.setattr(ArrayData, "optimal_statistics", counted)
+    model = EMGaussianMixture(
+        n_components=3,
+        means_init=[[0.0, 0.0], [8.0, 8.0], [30.0, 0.0]],
+        tol=0.0,
+        max_iter=5,
+    )
+    with warnings.catch_warnings():
+        # Not converged in 5 iterations, and component 2 is degenerate.
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    assert model.weights_[2] < 1e-100
+    assert len(passes) == model.n_iter_ + 1
+
+
+def test_interleaved_passes_do_not_share_work_buffers():
+    # Passes reuse a thread's work buffers once the pass that held them is
+    # gone; two passes alive at once must each keep their own.
+    rng = np.random.RandomState(3)
+    X = rng.normal(size=(300, 4))
+    weights = np.ones(len(X))
+    unit = covariance_unit("diag", 3, 4)
+    plans = []
+    for _ in range(2):
+        precisions = rng.uniform(0.5, 2.0, size=(3, 4))
+        means = X[rng.choice(len(X), 3)]
+        plans.append(
+            kernel.parameter_expansion(
+                unit,
+                means,
+                precisions,
+                np.sqrt(precisions),
+                np.ones(3),
+                X.dtype,
+                -0.5,
+                np.zeros(3),
+            )
+        )
+    halves = (slice(0, 150), slice(150, 300))
+
+    def totals(passes, order):
+        for index, rows in order:
+            passes[index].add_optimal(X[rows], weights[rows])
+        return [p.totals() for p in passes]
+
+    alone = [
+        totals([kernel.StatisticsPass(plan, 150)], [(0, r) for r in halves])[0]
+        for plan in plans
+    ]
+    passes = [kernel.StatisticsPass(plan, 150) for plan in plans]
+    interleaved = totals(
+        passes, [(0, halves[0]), (1, halves[0]), (0, halves[1]), (1, halves[1])]
+    )
+    for got, expected in zip(interleaved, alone, strict=True):
+        for a, b in zip(got, expected, strict=True):
+            assert_allclose(a, b, rtol=1e-14)
+    # A pass made after the others are gone takes their buffers over.
+    buffer = passes[1]._workspace._values
+    del passes
+    again = kernel.StatisticsPass(plans[0], 150)
+    assert np.shares_memory(again._workspace._values, buffer)
