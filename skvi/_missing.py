@@ -85,6 +85,10 @@ class IncompleteRows:
         self.groups = groups
         self.centered = centered
         n_rows = rows.shape[0]
+        # [1, e] per row, float64, for the statistics' corrections.
+        self.linear = np.empty((n_rows, 1 + centered.shape[0]))
+        self.linear[:, 0] = 1.0
+        self.linear[:, 1:] = centered.T
         # Rows sort by group: each group's rows are one slice.
         present, starts = np.unique(groups, return_index=True)
         stops = np.append(starts[1:], n_rows)
@@ -94,6 +98,10 @@ class IncompleteRows:
         ]
         self._plan = plan
         self._blocks = None
+        # With one shared center, the kernel's sums keep these rows as
+        # filled in with the center (e_m = 0) and statistics() returns what
+        # completes them; with local centers they are summed apart.
+        self.in_kernel = plan.n_groups == 1
         if unit.diagonal_precision:
             self._diagonal_corrections(plan)
         else:
@@ -132,26 +140,28 @@ class IncompleteRows:
 
     def _add_block(self, plan, members, missing):
         unit = plan.unit
-        blocks, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
-        groups = self.groups[members]
-        # z_m = e_m - d_m with e_m = 0, d = mu_k - c_g.
-        shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
-        weighted_shifts = np.moveaxis(
-            plan.weighted_shifts[groups[:, None], :, missing], -1, 0
-        )
+        _, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
+        if plan.n_groups == 1:
+            shifts = plan.shifts[0][:, missing]  # d_m = (mu_k - c)_m, (K, n, s)
+            weighted_shifts = plan.weighted_shifts[0][:, missing]
+        else:
+            groups = self.groups[members]
+            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+            weighted_shifts = np.moveaxis(
+                plan.weighted_shifts[groups[:, None], :, missing], -1, 0
+            )
         products = unit.missing_products(
             plan.precisions, self.centered, members, missing
         )
-        lambda_z = products - weighted_shifts  # (Lambda z)_m
-        lambda_mm_z = -_apply(blocks, shifts)  # Lambda_mm z_m with z_m = -d_m
-        b = lambda_z - lambda_mm_z
-        u = _apply(covariance, b)
-        self.quadratic[:, members] = np.sum(
-            2.0 * shifts * lambda_z - shifts * lambda_mm_z - b * u, axis=-1
-        )
+        # g = (Lambda z)_m for the filled row's z = x - mu_k (z_m = -d_m). The
+        # form is least at z_m - Lambda_mm^-1 g, lower by g^T Lambda_mm^-1 g.
+        gradient = products - weighted_shifts
+        step = _apply(covariance, gradient)
+        self.quadratic[:, members] = -np.einsum("kns,kns->kn", gradient, step)
         self.log_det[:, members] = log_det
-        # The conditional mean minus the row's center: d_m - u.
-        self._blocks.append((members, missing, shifts - u, covariance, u))
+        # The conditional mean is c_m - step: its offset from the row's
+        # center is -step, and u = mu_m - E[x_m | x_o, k] = d_m + step.
+        self._blocks.append((members, missing, -step, covariance, shifts + step))
 
     def conditional_moments(self, plan):
         """Per group of rows with as many missing entries: the conditionals.
@@ -242,17 +252,74 @@ class IncompleteRows:
         return float(np.sum(weighted_resp * per_entry))
 
     def statistics(self, weighted_resp):
-        """These rows' statistics, about each component's own reference.
+        """These rows' statistics, or what completes the kernel's sums of them.
 
         Returns ``(counts, first, second)``: ``sum w r`` (K,), ``sum w r y``
-        (K, D) and the dense ``sum w r E[y y^T]`` (K, D, D), with
-        ``y = x - c_k`` for component k's reference c_k (its center, or the
-        shared one) and the missing coordinates at their conditional mean:
-        ``E[y y^T] = y y^T + Cov`` on the missing block. Taken about c_k
-        itself, not about the center the row was expanded about and then
-        shifted: a row may belong to a component far from its center in
-        the missing coordinates, and shifting would cancel its tiny
-        conditional spread against the squared distance.
+        (K, D) and the dense ``sum w r E[y y^T]`` (K, D, D), with ``y`` the
+        row about each component's reference and the missing coordinates
+        at their conditional mean (``E[y y^T] = y y^T + Cov`` on the
+        missing block). Where :attr:`in_kernel`, the kernel has summed the
+        rows filled in with the shared center, and these are the
+        differences: ``y = e + delta`` with ``delta`` zero but on the
+        missing coordinates, where it is the conditional mean minus the
+        center, so ``y y^T - e e^T = e delta^T + delta e^T + delta
+        delta^T``. Everything is then about the shared center, the
+        reference of every component, exactly as for complete rows.
+        """
+        if self.in_kernel:
+            return self._kernel_corrections(weighted_resp)
+        return self._own_statistics(weighted_resp)
+
+    def _kernel_corrections(self, weighted_resp):
+        plan = self._plan
+        n_components, n_rows = weighted_resp.shape
+        n_features = self.mask.shape[1]
+        counts = np.zeros(n_components)
+        if plan.unit.diagonal_precision:
+            # The conditional mean of a missing coordinate is mu_kj, and
+            # e delta^T has no diagonal (e_m = 0).
+            shifts = plan.shifts[0]
+            mass = weighted_resp @ self.mask.astype(float)
+            first = mass * shifts
+            second = np.zeros((n_components, n_features, n_features))
+            diagonal = np.arange(n_features)
+            second[:, diagonal, diagonal] = mass * (shifts**2 + 1.0 / self._diagonals)
+            return counts, first, second
+        if self._blocks is None:
+            self._build_blocks(plan)
+        squared = n_features * n_features
+        # w r delta, dense (n, K, D), and the sums over the missing blocks.
+        delta = np.zeros((n_rows, n_components, n_features))
+        blocks = np.zeros(n_components * squared)
+        component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
+        for members, missing, fill, covariance, _ in self._blocks:
+            weights = weighted_resp[:, members]
+            weighted_fill = weights[..., np.newaxis] * fill
+            delta[members[:, np.newaxis], :, missing] = np.moveaxis(weighted_fill, 0, -1)
+            moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
+            moments += weights[..., np.newaxis, np.newaxis] * covariance
+            flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
+            blocks += np.bincount(
+                (component_offsets + flat).ravel(),
+                weights=moments.ravel(),
+                minlength=n_components * squared,
+            )
+        # One product gives sum w r delta (the row of ones) and sum w r e delta^T.
+        sums = self.linear.T @ delta.reshape(n_rows, -1)
+        sums = sums.reshape(1 + n_features, n_components, n_features)
+        first = sums[0]
+        cross = np.swapaxes(sums[1:], 0, 1)
+        second = blocks.reshape(n_components, n_features, n_features)
+        second += cross + np.swapaxes(cross, 1, 2)
+        return counts, first, second
+
+    def _own_statistics(self, weighted_resp):
+        """The rows' statistics about each component's own center.
+
+        Taken about c_k itself, not about the center the row was expanded
+        about and then shifted: a row may belong to a component far from
+        its center in the missing coordinates, and shifting would cancel
+        its tiny conditional spread against the squared distance.
         """
         plan = self._plan
         n_components, n_rows = weighted_resp.shape
@@ -306,8 +373,11 @@ class IncompleteRows:
 
 
 def _apply(matrices, vectors):
-    """Batched ``matrices @ vectors`` for (..., s, s) and (..., s)."""
-    return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
+    """Batched ``matrices @ vectors`` for (..., s, s) and (..., s).
+
+    Elementwise: numpy's batched matmul costs far more per tiny matrix.
+    """
+    return np.sum(matrices * vectors[..., np.newaxis, :], axis=-1)
 
 
 # Up to this size, a batch of small SPD matrices is inverted entry by entry
