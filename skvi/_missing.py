@@ -116,10 +116,25 @@ class IncompleteRows:
         # order), the fill (conditional mean minus the center) and the
         # conditional covariance of each component.
         self._blocks = []
+        entry_rows, entry_coordinates = [], []
         for size in np.unique(self.n_missing):
             members = np.flatnonzero(self.n_missing == size)
             missing = np.nonzero(self.mask[members])[1].reshape(len(members), size)
             self._add_block(plan, members, missing)
+            entry_rows.append(np.repeat(members, size))
+            entry_coordinates.append(missing.ravel())
+        # The missing entries of all blocks, in block order, sorted by
+        # coordinate: each coordinate's entries are one slice.
+        coordinates = np.concatenate(entry_coordinates)
+        self._entry_order = np.argsort(coordinates, kind="stable")
+        rows = np.concatenate(entry_rows)[self._entry_order]
+        self._entry_linear = self.linear[rows]
+        counts = np.bincount(coordinates, minlength=self.mask.shape[1])
+        stops = np.cumsum(counts)
+        self._coordinate_slices = [
+            (j, slice(int(stops[j] - counts[j]), int(stops[j])))
+            for j in np.flatnonzero(counts)
+        ]
 
     def _diagonal_corrections(self, plan):
         """Diagonal precisions: every correction is a product with the mask.
@@ -288,14 +303,16 @@ class IncompleteRows:
         if self._blocks is None:
             self._build_blocks(plan)
         squared = n_features * n_features
-        # w r delta, dense (n, K, D), and the sums over the missing blocks.
-        delta = np.zeros((n_rows, n_components, n_features))
+        first = np.zeros((n_components, n_features))
+        cross = np.zeros((n_components, n_features, n_features))
         blocks = np.zeros(n_components * squared)
         component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
+        entries = []
         for members, missing, fill, covariance, _ in self._blocks:
             weights = weighted_resp[:, members]
             weighted_fill = weights[..., np.newaxis] * fill
-            delta[members[:, np.newaxis], :, missing] = np.moveaxis(weighted_fill, 0, -1)
+            entries.append(weighted_fill.reshape(n_components, -1))
+            # delta delta^T + Cov, on each row's missing block.
             moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
             moments += weights[..., np.newaxis, np.newaxis] * covariance
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
@@ -304,11 +321,13 @@ class IncompleteRows:
                 weights=moments.ravel(),
                 minlength=n_components * squared,
             )
-        # One product gives sum w r delta (the row of ones) and sum w r e delta^T.
-        sums = self.linear.T @ delta.reshape(n_rows, -1)
-        sums = sums.reshape(1 + n_features, n_components, n_features)
-        first = sums[0]
-        cross = np.swapaxes(sums[1:], 0, 1)
+        # sum w r [1, e] delta_j for each coordinate j, over the rows missing
+        # it: one small product per coordinate.
+        entries = np.concatenate(entries, axis=1)[:, self._entry_order]
+        for j, part in self._coordinate_slices:
+            sums = self._entry_linear[part].T @ entries[:, part].T
+            first[:, j] = sums[0]
+            cross[:, :, j] = sums[1:].T
         second = blocks.reshape(n_components, n_features, n_features)
         second += cross + np.swapaxes(cross, 1, 2)
         return counts, first, second
@@ -375,9 +394,19 @@ class IncompleteRows:
 def _apply(matrices, vectors):
     """Batched ``matrices @ vectors`` for (..., s, s) and (..., s).
 
-    Elementwise: numpy's batched matmul costs far more per tiny matrix.
+    Small blocks entry by entry over the batch: numpy's batched products
+    cost far more per tiny matrix than the arithmetic.
     """
-    return np.sum(matrices * vectors[..., np.newaxis, :], axis=-1)
+    size = vectors.shape[-1]
+    if size > SMALL_BLOCK:
+        matrices = np.ascontiguousarray(matrices)
+        return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
+    out = np.empty(np.broadcast_shapes(matrices.shape[:-1], vectors.shape))
+    for i in range(size):
+        np.multiply(matrices[..., i, 0], vectors[..., 0], out=out[..., i])
+        for j in range(1, size):
+            out[..., i] += matrices[..., i, j] * vectors[..., j]
+    return out
 
 
 # Up to this size, a batch of small SPD matrices is inverted entry by entry
@@ -390,13 +419,14 @@ def _inverted_blocks(unit, precisions, missing):
     """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
 
     ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
-    of shape (K, n, s, s), (K, n, s, s) and (K, n). From three missing
+    of shape (K, n, s, s), (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing
     entries on, each distinct pattern is inverted once and shared by its
-    rows; a precision shared by all components (tied) once for all.
+    rows (smaller ones cost less to invert than to look up); a precision
+    shared by all components (tied) once for all.
     """
     inverse = None
     patterns = missing
-    if missing.shape[1] > 2:
+    if missing.shape[1] > SMALL_BLOCK:
         patterns, inverse = _distinct_rows(missing)
     blocks = unit.precision_blocks(precisions, patterns)
     shared = blocks.strides[0] == 0
@@ -437,8 +467,12 @@ def _spd_inverse(blocks):
     if size == 2:
         a, b, d = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 1, 1]
         determinant = a * d - b * b
-        inverse = np.stack([np.stack([d, -b], -1), np.stack([-b, a], -1)], -2)
-        return inverse / determinant[..., None, None], np.log(determinant)
+        inverse = np.empty(blocks.shape)
+        np.divide(d, determinant, out=inverse[..., 0, 0])
+        np.divide(a, determinant, out=inverse[..., 1, 1])
+        np.divide(-b, determinant, out=inverse[..., 0, 1])
+        inverse[..., 1, 0] = inverse[..., 0, 1]
+        return inverse, np.log(determinant)
     if size > SMALL_BLOCK:
         return np.linalg.inv(blocks), np.linalg.slogdet(blocks)[1]
     # Cholesky factor L, then its inverse M = L^-1, then M^T M, entry by entry.
