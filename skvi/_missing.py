@@ -12,26 +12,44 @@ The E-step kernel (skvi._kernel) expands every row about a center c. A row
 with missing entries enters it with e_m = 0: as the row filled in with the
 center's coordinates, whose values and statistics the kernel computes as
 for any complete row. This module corrects both, per row and component, in
-the precision form, which needs only the small blocks of the missing
-coordinates. With Lambda = Lambda_k and z = (filled row) - mu_k:
+the precision form, which needs only the s x s block of the s missing
+coordinates (usually 1-3), never the observed block or a pattern's own
+factorisation. With Lambda = Lambda_k and z = (filled row) - mu_k, the
+observed part z_o is fixed and the form is least over z_m where its
+gradient g = (Lambda z)_m vanishes:
 
-    b      = (Lambda z)_m - Lambda_mm z_m          (= Lambda_mo (x_o - mu_o))
-    quad_o = z^T Lambda z - 2 z_m . (Lambda z)_m + z_m^T Lambda_mm z_m
-             - b^T Lambda_mm^-1 b                   (= the observed form with
-                                                       Sigma_oo^-1)
-    E[x_m | x_o, k]   = mu_m - Lambda_mm^-1 b
+    g                 = (Lambda z)_m
+    min_{x_m} (x - mu)^T Lambda (x - mu) = z^T Lambda z - g^T Lambda_mm^-1 g
+                      = (x_o - mu_o)^T Sigma_oo^-1 (x_o - mu_o)
+    E[x_m | x_o, k]   = c_m - Lambda_mm^-1 g    (= mu_m - Lambda_mm^-1 Lambda_mo z_o)
     Cov[x_m | x_o, k] = Lambda_mm^-1
     log N(x_o | mu_o, Sigma_oo)
-          = log N(filled row | mu, Sigma) - (quad_o - z^T Lambda z) / 2
-            - log det(Lambda_mm) / 2 + (|m| / 2) log(2 pi).
+          = -(D - s)/2 log 2 pi + log det(Lambda)/2 - log det(Lambda_mm)/2
+            - min_{x_m} (x - mu)^T Lambda (x - mu) / 2.
 
-Rows are grouped by missingness pattern: Lambda_mm is factorised once per
-pattern and component, and every other quantity is a batched product over
-the rows of a pattern group. The entropy the ELBO gains, that of
-q(x_m | z = k), is ``|m| (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
+The second line is the Schur-complement identity: the inverse of the
+marginal covariance Sigma_oo is the Schur complement Lambda_oo - Lambda_om
+Lambda_mm^-1 Lambda_mo, and det(Lambda) = det(Lambda_mm) det(Sigma_oo^-1)
+(e.g. Bishop 2006, section 2.3.1-2.3.2, eqs. 2.69-2.82; Petersen & Pedersen,
+The Matrix Cookbook, section 9.1). The kernel's value of the filled row is
+the first term; this module adds ``-g^T Lambda_mm^-1 g`` (scaled), the
+log-determinant and the 2 pi terms.
 
-Reference: Z. Ghahramani, M. Jordan (1994), Supervised learning from
-incomplete data via an EM approach.
+Rows are batched by s: Lambda_mm (gathered from the precisions), its
+inverse and log-determinant (closed forms up to SMALL_BLOCK, else LAPACK,
+shared between rows of one pattern) and every product are arrays over the
+(component, row) pairs of a batch. Statistics: with one shared center the
+kernel's sums keep these rows as filled in with it, and the corrections
+``sum w r [1, e] delta^T`` (delta = conditional mean - c on the missing
+coordinates) and ``sum w r (delta delta^T + Cov)`` on the missing blocks
+complete them, all about the center, the reference every complete row's
+moments are taken about too. The entropy the ELBO gains, that of
+q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
+
+References: Z. Ghahramani, M. Jordan (1994), Supervised learning from
+incomplete data via an EM approach, NIPS 6 (the E-step's conditional
+moments E[x | x_o, k] and E[x x^T | x_o, k]); C. Bishop (2006), Pattern
+Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
 
 import numpy as np
