@@ -103,17 +103,16 @@ class IncompleteRows:
         self.groups = groups
         self.centered = centered
         n_rows = rows.shape[0]
-        # [1, e] per row, float64, for the statistics' corrections.
-        self.linear = np.empty((n_rows, 1 + centered.shape[0]))
-        self.linear[:, 0] = 1.0
-        self.linear[:, 1:] = centered.T
         # Rows sort by group: each group's rows are one slice.
-        present, starts = np.unique(groups, return_index=True)
-        stops = np.append(starts[1:], n_rows)
-        self._group_slices = [
-            (int(g), slice(int(a), int(b)))
-            for g, a, b in zip(present, starts, stops, strict=True)
-        ]
+        if plan.n_groups == 1:
+            self._group_slices = [(0, slice(0, n_rows))]
+        else:
+            present, starts = np.unique(groups, return_index=True)
+            stops = np.append(starts[1:], n_rows)
+            self._group_slices = [
+                (int(g), slice(int(a), int(b)))
+                for g, a, b in zip(present, starts, stops, strict=True)
+            ]
         self._plan = plan
         self._blocks = None
         # With one shared center, the kernel's sums keep these rows as
@@ -135,18 +134,26 @@ class IncompleteRows:
         # conditional covariance of each component.
         self._blocks = []
         entry_rows, entry_coordinates = [], []
+        # Each row's missing coordinates, in increasing order, row after row.
+        coordinates = np.nonzero(self.mask)[1]
+        firsts = np.cumsum(self.n_missing) - self.n_missing
         for size in np.unique(self.n_missing):
             members = np.flatnonzero(self.n_missing == size)
-            missing = np.nonzero(self.mask[members])[1].reshape(len(members), size)
+            missing = coordinates[firsts[members][:, np.newaxis] + np.arange(size)]
             self._add_block(plan, members, missing)
             entry_rows.append(np.repeat(members, size))
             entry_coordinates.append(missing.ravel())
+        if not self.in_kernel:
+            return
         # The missing entries of all blocks, in block order, sorted by
-        # coordinate: each coordinate's entries are one slice.
+        # coordinate: each coordinate's entries are one slice; and their
+        # rows' [1, e] (float64) for the statistics' corrections.
         coordinates = np.concatenate(entry_coordinates)
         self._entry_order = np.argsort(coordinates, kind="stable")
         rows = np.concatenate(entry_rows)[self._entry_order]
-        self._entry_linear = self.linear[rows]
+        self._entry_linear = np.empty((len(rows), 1 + self.mask.shape[1]))
+        self._entry_linear[:, 0] = 1.0
+        self._entry_linear[:, 1:] = self.centered[:, rows].T
         counts = np.bincount(coordinates, minlength=self.mask.shape[1])
         stops = np.cumsum(counts)
         self._coordinate_slices = [
@@ -323,9 +330,8 @@ class IncompleteRows:
         squared = n_features * n_features
         first = np.zeros((n_components, n_features))
         cross = np.zeros((n_components, n_features, n_features))
-        blocks = np.zeros(n_components * squared)
         component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
-        entries = []
+        entries, indices, values = [], [], []
         for members, missing, fill, covariance, _ in self._blocks:
             weights = weighted_resp[:, members]
             weighted_fill = weights[..., np.newaxis] * fill
@@ -334,11 +340,13 @@ class IncompleteRows:
             moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
             moments += weights[..., np.newaxis, np.newaxis] * covariance
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
-            blocks += np.bincount(
-                (component_offsets + flat).ravel(),
-                weights=moments.ravel(),
-                minlength=n_components * squared,
-            )
+            indices.append((component_offsets + flat).ravel())
+            values.append(moments.ravel())
+        blocks = np.bincount(
+            np.concatenate(indices),
+            weights=np.concatenate(values),
+            minlength=n_components * squared,
+        )
         # sum w r [1, e] delta_j for each coordinate j, over the rows missing
         # it: one small product per coordinate.
         entries = np.concatenate(entries, axis=1)[:, self._entry_order]
@@ -432,19 +440,23 @@ def _apply(matrices, vectors):
 # far more than the arithmetic of a 3 x 3 or 4 x 4 block).
 SMALL_BLOCK = 4
 
+# Looking up shared patterns (a sort) costs more than it saves for fewer rows.
+SHARED_PATTERN_ROWS = 64
+
 
 def _inverted_blocks(unit, precisions, missing):
     """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
 
     ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
     of shape (K, n, s, s), (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing
-    entries on, each distinct pattern is inverted once and shared by its
-    rows (smaller ones cost less to invert than to look up); a precision
+    entries on, and SHARED_PATTERN_ROWS rows, each distinct pattern is
+    inverted once and shared by its rows (smaller blocks cost less to invert
+    than to look up); a precision
     shared by all components (tied) once for all.
     """
     inverse = None
     patterns = missing
-    if missing.shape[1] > SMALL_BLOCK:
+    if missing.shape[1] > SMALL_BLOCK and len(missing) >= SHARED_PATTERN_ROWS:
         patterns, inverse = _distinct_rows(missing)
     blocks = unit.precision_blocks(precisions, patterns)
     shared = blocks.strides[0] == 0
@@ -490,6 +502,25 @@ def _spd_inverse(blocks):
         np.divide(a, determinant, out=inverse[..., 1, 1])
         np.divide(-b, determinant, out=inverse[..., 0, 1])
         inverse[..., 1, 0] = inverse[..., 0, 1]
+        return inverse, np.log(determinant)
+    if size == 3:
+        # The adjugate: cofactors, then the determinant along the first row.
+        a, b, c = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 0, 2]
+        d, e, f = blocks[..., 1, 1], blocks[..., 1, 2], blocks[..., 2, 2]
+        cofactors = {
+            (0, 0): d * f - e * e,
+            (0, 1): c * e - b * f,
+            (0, 2): b * e - c * d,
+            (1, 1): a * f - c * c,
+            (1, 2): b * c - a * e,
+            (2, 2): a * d - b * b,
+        }
+        determinant = a * cofactors[0, 0] + b * cofactors[0, 1] + c * cofactors[0, 2]
+        inverse = np.empty(blocks.shape)
+        for (i, j), cofactor in cofactors.items():
+            np.divide(cofactor, determinant, out=inverse[..., i, j])
+            if i != j:
+                inverse[..., j, i] = inverse[..., i, j]
         return inverse, np.log(determinant)
     if size > SMALL_BLOCK:
         return np.linalg.inv(blocks), np.linalg.slogdet(blocks)[1]
