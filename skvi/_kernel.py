@@ -820,9 +820,11 @@ class StatisticsPass:
     def _accumulate_split(self, weighted_resp, prepared, weights, row_mass):
         """Add a chunk's sums: complete rows by the kernel, the others apart.
 
-        Rows with missing entries add their statistics about each
-        component's own reference (:meth:`IncompleteRows.statistics`); the
-        kernel's products then see them with zero responsibility.
+        Rows with missing entries: with one shared center the kernel sums
+        them as filled in with it and :meth:`IncompleteRows.statistics`
+        adds the rest; with local centers they add their statistics about
+        each component's own reference, and the kernel's products see them
+        with zero responsibility.
         """
         if prepared.incomplete is None:
             self._accumulate(weighted_resp, prepared, weights, row_mass)
