@@ -1070,15 +1070,23 @@ class StatisticsPass:
     def _accumulate_split(self, weighted_resp, prepared, weights, row_mass):
         """Add a chunk's sums: complete rows by the kernel, the others apart.
 
-        Rows with missing entries add their statistics about each
-        component's own reference (:meth:`IncompleteRows.statistics`); the
-        kernel's products then see them with zero responsibility.
+        Rows with missing entries: with one shared center the kernel sums
+        them as filled in with it and :meth:`IncompleteRows.statistics`
+        adds the rest; with local centers they add their statistics about
+        each component's own reference, and the kernel's products see them
+        with zero responsibility.
         """
         if prepared.incomplete is None:
             self._accumulate(weighted_resp, prepared, weights, row_mass)
             return
         columns, corrections = prepared.incomplete
         incomplete = weighted_resp[:, columns].astype(float)
+        if corrections.in_kernel:
+            # Summed as filled in with the center; the corrections add the rest.
+            self._accumulate(weighted_resp, prepared, weights, row_mass)
+            self._add_own(*corrections.statistics(incomplete))
+            self.entropy += corrections.entropy(incomplete)
+            return
         weighted_resp[:, columns] = 0.0
         row_mass = np.array(row_mass, dtype=float)
         if self._optimal:
@@ -1093,14 +1101,17 @@ class StatisticsPass:
                 )
         row_mass[columns] = 0.0
         self._accumulate(weighted_resp, prepared, weights, row_mass)
-        counts, first, second = corrections.statistics(incomplete)
+        self._add_own(*corrections.statistics(incomplete))
+        self.entropy += corrections.entropy(incomplete)
+
+    def _add_own(self, counts, first, second):
+        """Add statistics of rows with missing entries (see :meth:`totals`)."""
         if self.own_counts is None:
             self.own_counts, self.own_first, self.own_second = counts, first, second
         else:
             self.own_counts += counts
             self.own_first += first
             self.own_second += second
-        self.entropy += corrections.entropy(incomplete)
 
     def _accumulate(self, weighted_resp, prepared, weights, row_mass):
         """Add a chunk's sums; ``row_mass`` is ``sum_k w_n r_nk`` per row."""

@@ -12,26 +12,44 @@ The E-step kernel (skvi._kernel) expands every row about a center c. A row
 with missing entries enters it with e_m = 0: as the row filled in with the
 center's coordinates, whose values and statistics the kernel computes as
 for any complete row. This module corrects both, per row and component, in
-the precision form, which needs only the small blocks of the missing
-coordinates. With Lambda = Lambda_k and z = (filled row) - mu_k:
+the precision form, which needs only the s x s block of the s missing
+coordinates (usually 1-3), never the observed block or a pattern's own
+factorisation. With Lambda = Lambda_k and z = (filled row) - mu_k, the
+observed part z_o is fixed and the form is least over z_m where its
+gradient g = (Lambda z)_m vanishes:
 
-    b      = (Lambda z)_m - Lambda_mm z_m          (= Lambda_mo (x_o - mu_o))
-    quad_o = z^T Lambda z - 2 z_m . (Lambda z)_m + z_m^T Lambda_mm z_m
-             - b^T Lambda_mm^-1 b                   (= the observed form with
-                                                       Sigma_oo^-1)
-    E[x_m | x_o, k]   = mu_m - Lambda_mm^-1 b
+    g                 = (Lambda z)_m
+    min_{x_m} (x - mu)^T Lambda (x - mu) = z^T Lambda z - g^T Lambda_mm^-1 g
+                      = (x_o - mu_o)^T Sigma_oo^-1 (x_o - mu_o)
+    E[x_m | x_o, k]   = c_m - Lambda_mm^-1 g    (= mu_m - Lambda_mm^-1 Lambda_mo z_o)
     Cov[x_m | x_o, k] = Lambda_mm^-1
     log N(x_o | mu_o, Sigma_oo)
-          = log N(filled row | mu, Sigma) - (quad_o - z^T Lambda z) / 2
-            - log det(Lambda_mm) / 2 + (|m| / 2) log(2 pi).
+          = -(D - s)/2 log 2 pi + log det(Lambda)/2 - log det(Lambda_mm)/2
+            - min_{x_m} (x - mu)^T Lambda (x - mu) / 2.
 
-Rows are grouped by missingness pattern: Lambda_mm is factorised once per
-pattern and component, and every other quantity is a batched product over
-the rows of a pattern group. The entropy the ELBO gains, that of
-q(x_m | z = k), is ``|m| (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
+The second line is the Schur-complement identity: the inverse of the
+marginal covariance Sigma_oo is the Schur complement Lambda_oo - Lambda_om
+Lambda_mm^-1 Lambda_mo, and det(Lambda) = det(Lambda_mm) det(Sigma_oo^-1)
+(e.g. Bishop 2006, section 2.3.1-2.3.2, eqs. 2.69-2.82; Petersen & Pedersen,
+The Matrix Cookbook, section 9.1). The kernel's value of the filled row is
+the first term; this module adds ``-g^T Lambda_mm^-1 g`` (scaled), the
+log-determinant and the 2 pi terms.
 
-Reference: Z. Ghahramani, M. Jordan (1994), Supervised learning from
-incomplete data via an EM approach.
+Rows are batched by s: Lambda_mm (gathered from the precisions), its
+inverse and log-determinant (closed forms up to SMALL_BLOCK, else LAPACK,
+shared between rows of one pattern) and every product are arrays over the
+(component, row) pairs of a batch. Statistics: with one shared center the
+kernel's sums keep these rows as filled in with it, and the corrections
+``sum w r [1, e] delta^T`` (delta = conditional mean - c on the missing
+coordinates) and ``sum w r (delta delta^T + Cov)`` on the missing blocks
+complete them, all about the center, the reference every complete row's
+moments are taken about too. The entropy the ELBO gains, that of
+q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
+
+References: Z. Ghahramani, M. Jordan (1994), Supervised learning from
+incomplete data via an EM approach, NIPS 6 (the E-step's conditional
+moments E[x | x_o, k] and E[x x^T | x_o, k]); C. Bishop (2006), Pattern
+Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
 
 import numpy as np
@@ -86,14 +104,21 @@ class IncompleteRows:
         self.centered = centered
         n_rows = rows.shape[0]
         # Rows sort by group: each group's rows are one slice.
-        present, starts = np.unique(groups, return_index=True)
-        stops = np.append(starts[1:], n_rows)
-        self._group_slices = [
-            (int(g), slice(int(a), int(b)))
-            for g, a, b in zip(present, starts, stops, strict=True)
-        ]
+        if plan.n_groups == 1:
+            self._group_slices = [(0, slice(0, n_rows))]
+        else:
+            present, starts = np.unique(groups, return_index=True)
+            stops = np.append(starts[1:], n_rows)
+            self._group_slices = [
+                (int(g), slice(int(a), int(b)))
+                for g, a, b in zip(present, starts, stops, strict=True)
+            ]
         self._plan = plan
         self._blocks = None
+        # With one shared center, the kernel's sums keep these rows as
+        # filled in with the center (e_m = 0) and statistics() returns what
+        # completes them; with local centers they are summed apart.
+        self.in_kernel = plan.n_groups == 1
         if unit.diagonal_precision:
             self._diagonal_corrections(plan)
         else:
@@ -108,10 +133,33 @@ class IncompleteRows:
         # order), the fill (conditional mean minus the center) and the
         # conditional covariance of each component.
         self._blocks = []
+        entry_rows, entry_coordinates = [], []
+        # Each row's missing coordinates, in increasing order, row after row.
+        coordinates = np.nonzero(self.mask)[1]
+        firsts = np.cumsum(self.n_missing) - self.n_missing
         for size in np.unique(self.n_missing):
             members = np.flatnonzero(self.n_missing == size)
-            missing = np.nonzero(self.mask[members])[1].reshape(len(members), size)
+            missing = coordinates[firsts[members][:, np.newaxis] + np.arange(size)]
             self._add_block(plan, members, missing)
+            entry_rows.append(np.repeat(members, size))
+            entry_coordinates.append(missing.ravel())
+        if not self.in_kernel:
+            return
+        # The missing entries of all blocks, in block order, sorted by
+        # coordinate: each coordinate's entries are one slice; and their
+        # rows' [1, e] (float64) for the statistics' corrections.
+        coordinates = np.concatenate(entry_coordinates)
+        self._entry_order = np.argsort(coordinates, kind="stable")
+        rows = np.concatenate(entry_rows)[self._entry_order]
+        self._entry_linear = np.empty((len(rows), 1 + self.mask.shape[1]))
+        self._entry_linear[:, 0] = 1.0
+        self._entry_linear[:, 1:] = self.centered[:, rows].T
+        counts = np.bincount(coordinates, minlength=self.mask.shape[1])
+        stops = np.cumsum(counts)
+        self._coordinate_slices = [
+            (j, slice(int(stops[j] - counts[j]), int(stops[j])))
+            for j in np.flatnonzero(counts)
+        ]
 
     def _diagonal_corrections(self, plan):
         """Diagonal precisions: every correction is a product with the mask.
@@ -132,26 +180,28 @@ class IncompleteRows:
 
     def _add_block(self, plan, members, missing):
         unit = plan.unit
-        blocks, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
-        groups = self.groups[members]
-        # z_m = e_m - d_m with e_m = 0, d = mu_k - c_g.
-        shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
-        weighted_shifts = np.moveaxis(
-            plan.weighted_shifts[groups[:, None], :, missing], -1, 0
-        )
+        _, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
+        if plan.n_groups == 1:
+            shifts = plan.shifts[0][:, missing]  # d_m = (mu_k - c)_m, (K, n, s)
+            weighted_shifts = plan.weighted_shifts[0][:, missing]
+        else:
+            groups = self.groups[members]
+            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+            weighted_shifts = np.moveaxis(
+                plan.weighted_shifts[groups[:, None], :, missing], -1, 0
+            )
         products = unit.missing_products(
             plan.precisions, self.centered, members, missing
         )
-        lambda_z = products - weighted_shifts  # (Lambda z)_m
-        lambda_mm_z = -_apply(blocks, shifts)  # Lambda_mm z_m with z_m = -d_m
-        b = lambda_z - lambda_mm_z
-        u = _apply(covariance, b)
-        self.quadratic[:, members] = np.sum(
-            2.0 * shifts * lambda_z - shifts * lambda_mm_z - b * u, axis=-1
-        )
+        # g = (Lambda z)_m for the filled row's z = x - mu_k (z_m = -d_m). The
+        # form is least at z_m - Lambda_mm^-1 g, lower by g^T Lambda_mm^-1 g.
+        gradient = products - weighted_shifts
+        step = _apply(covariance, gradient)
+        self.quadratic[:, members] = -np.einsum("kns,kns->kn", gradient, step)
         self.log_det[:, members] = log_det
-        # The conditional mean minus the row's center: d_m - u.
-        self._blocks.append((members, missing, shifts - u, covariance, u))
+        # The conditional mean is c_m - step: its offset from the row's
+        # center is -step, and u = mu_m - E[x_m | x_o, k] = d_m + step.
+        self._blocks.append((members, missing, -step, covariance, shifts + step))
 
     def conditional_moments(self, plan):
         """Per group of rows with as many missing entries: the conditionals.
@@ -243,17 +293,79 @@ class IncompleteRows:
         return float(np.sum(weighted_resp * per_entry))
 
     def statistics(self, weighted_resp):
-        """These rows' statistics, about each component's own reference.
+        """These rows' statistics, or what completes the kernel's sums of them.
 
         Returns ``(counts, first, second)``: ``sum w r`` (K,), ``sum w r y``
-        (K, D) and the dense ``sum w r E[y y^T]`` (K, D, D), with
-        ``y = x - c_k`` for component k's reference c_k (its center, or the
-        shared one) and the missing coordinates at their conditional mean:
-        ``E[y y^T] = y y^T + Cov`` on the missing block. Taken about c_k
-        itself, not about the center the row was expanded about and then
-        shifted: a row may belong to a component far from its center in
-        the missing coordinates, and shifting would cancel its tiny
-        conditional spread against the squared distance.
+        (K, D) and the dense ``sum w r E[y y^T]`` (K, D, D), with ``y`` the
+        row about each component's reference and the missing coordinates
+        at their conditional mean (``E[y y^T] = y y^T + Cov`` on the
+        missing block). Where :attr:`in_kernel`, the kernel has summed the
+        rows filled in with the shared center, and these are the
+        differences: ``y = e + delta`` with ``delta`` zero but on the
+        missing coordinates, where it is the conditional mean minus the
+        center, so ``y y^T - e e^T = e delta^T + delta e^T + delta
+        delta^T``. Everything is then about the shared center, the
+        reference of every component, exactly as for complete rows.
+        """
+        if self.in_kernel:
+            return self._kernel_corrections(weighted_resp)
+        return self._own_statistics(weighted_resp)
+
+    def _kernel_corrections(self, weighted_resp):
+        plan = self._plan
+        n_components, n_rows = weighted_resp.shape
+        n_features = self.mask.shape[1]
+        counts = np.zeros(n_components)
+        if plan.unit.diagonal_precision:
+            # The conditional mean of a missing coordinate is mu_kj, and
+            # e delta^T has no diagonal (e_m = 0).
+            shifts = plan.shifts[0]
+            mass = weighted_resp @ self.mask.astype(float)
+            first = mass * shifts
+            second = np.zeros((n_components, n_features, n_features))
+            diagonal = np.arange(n_features)
+            second[:, diagonal, diagonal] = mass * (shifts**2 + 1.0 / self._diagonals)
+            return counts, first, second
+        if self._blocks is None:
+            self._build_blocks(plan)
+        squared = n_features * n_features
+        first = np.zeros((n_components, n_features))
+        cross = np.zeros((n_components, n_features, n_features))
+        component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
+        entries, indices, values = [], [], []
+        for members, missing, fill, covariance, _ in self._blocks:
+            weights = weighted_resp[:, members]
+            weighted_fill = weights[..., np.newaxis] * fill
+            entries.append(weighted_fill.reshape(n_components, -1))
+            # delta delta^T + Cov, on each row's missing block.
+            moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
+            moments += weights[..., np.newaxis, np.newaxis] * covariance
+            flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
+            indices.append((component_offsets + flat).ravel())
+            values.append(moments.ravel())
+        blocks = np.bincount(
+            np.concatenate(indices),
+            weights=np.concatenate(values),
+            minlength=n_components * squared,
+        )
+        # sum w r [1, e] delta_j for each coordinate j, over the rows missing
+        # it: one small product per coordinate.
+        entries = np.concatenate(entries, axis=1)[:, self._entry_order]
+        for j, part in self._coordinate_slices:
+            sums = self._entry_linear[part].T @ entries[:, part].T
+            first[:, j] = sums[0]
+            cross[:, :, j] = sums[1:].T
+        second = blocks.reshape(n_components, n_features, n_features)
+        second += cross + np.swapaxes(cross, 1, 2)
+        return counts, first, second
+
+    def _own_statistics(self, weighted_resp):
+        """The rows' statistics about each component's own center.
+
+        Taken about c_k itself, not about the center the row was expanded
+        about and then shifted: a row may belong to a component far from
+        its center in the missing coordinates, and shifting would cancel
+        its tiny conditional spread against the squared distance.
         """
         plan = self._plan
         n_components, n_rows = weighted_resp.shape
@@ -307,8 +419,21 @@ class IncompleteRows:
 
 
 def _apply(matrices, vectors):
-    """Batched ``matrices @ vectors`` for (..., s, s) and (..., s)."""
-    return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
+    """Batched ``matrices @ vectors`` for (..., s, s) and (..., s).
+
+    Small blocks entry by entry over the batch: numpy's batched products
+    cost far more per tiny matrix than the arithmetic.
+    """
+    size = vectors.shape[-1]
+    if size > SMALL_BLOCK:
+        matrices = np.ascontiguousarray(matrices)
+        return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
+    out = np.empty(np.broadcast_shapes(matrices.shape[:-1], vectors.shape))
+    for i in range(size):
+        np.multiply(matrices[..., i, 0], vectors[..., 0], out=out[..., i])
+        for j in range(1, size):
+            out[..., i] += matrices[..., i, j] * vectors[..., j]
+    return out
 
 
 # Up to this size, a batch of small SPD matrices is inverted entry by entry
@@ -316,18 +441,23 @@ def _apply(matrices, vectors):
 # far more than the arithmetic of a 3 x 3 or 4 x 4 block).
 SMALL_BLOCK = 4
 
+# Looking up shared patterns (a sort) costs more than it saves for fewer rows.
+SHARED_PATTERN_ROWS = 64
+
 
 def _inverted_blocks(unit, precisions, missing):
     """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
 
     ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
-    of shape (K, n, s, s), (K, n, s, s) and (K, n). From three missing
-    entries on, each distinct pattern is inverted once and shared by its
-    rows; a precision shared by all components (tied) once for all.
+    of shape (K, n, s, s), (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing
+    entries on, and SHARED_PATTERN_ROWS rows, each distinct pattern is
+    inverted once and shared by its rows (smaller blocks cost less to invert
+    than to look up); a precision
+    shared by all components (tied) once for all.
     """
     inverse = None
     patterns = missing
-    if missing.shape[1] > 2:
+    if missing.shape[1] > SMALL_BLOCK and len(missing) >= SHARED_PATTERN_ROWS:
         patterns, inverse = _distinct_rows(missing)
     blocks = unit.precision_blocks(precisions, patterns)
     shared = blocks.strides[0] == 0
@@ -368,8 +498,31 @@ def _spd_inverse(blocks):
     if size == 2:
         a, b, d = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 1, 1]
         determinant = a * d - b * b
-        inverse = np.stack([np.stack([d, -b], -1), np.stack([-b, a], -1)], -2)
-        return inverse / determinant[..., None, None], np.log(determinant)
+        inverse = np.empty(blocks.shape)
+        np.divide(d, determinant, out=inverse[..., 0, 0])
+        np.divide(a, determinant, out=inverse[..., 1, 1])
+        np.divide(-b, determinant, out=inverse[..., 0, 1])
+        inverse[..., 1, 0] = inverse[..., 0, 1]
+        return inverse, np.log(determinant)
+    if size == 3:
+        # The adjugate: cofactors, then the determinant along the first row.
+        a, b, c = blocks[..., 0, 0], blocks[..., 0, 1], blocks[..., 0, 2]
+        d, e, f = blocks[..., 1, 1], blocks[..., 1, 2], blocks[..., 2, 2]
+        cofactors = {
+            (0, 0): d * f - e * e,
+            (0, 1): c * e - b * f,
+            (0, 2): b * e - c * d,
+            (1, 1): a * f - c * c,
+            (1, 2): b * c - a * e,
+            (2, 2): a * d - b * b,
+        }
+        determinant = a * cofactors[0, 0] + b * cofactors[0, 1] + c * cofactors[0, 2]
+        inverse = np.empty(blocks.shape)
+        for (i, j), cofactor in cofactors.items():
+            np.divide(cofactor, determinant, out=inverse[..., i, j])
+            if i != j:
+                inverse[..., j, i] = inverse[..., i, j]
+        return inverse, np.log(determinant)
     if size > SMALL_BLOCK:
         return np.linalg.inv(blocks), np.linalg.slogdet(blocks)[1]
     # Cholesky factor L, then its inverse M = L^-1, then M^T M, entry by entry.

@@ -320,3 +320,75 @@ def test_the_caller_array_with_nan_is_not_modified():
 def test_allow_nan_tag():
     assert EMGaussianMixture().__sklearn_tags__().input_tags.allow_nan
     assert VariationalGaussianMixture().__sklearn_tags__().input_tags.allow_nan
+
+
+# ------------------------------------------------- the per-row formulation
+def rows_missing_one_to_all_but_one(seed, centers):
+    """Rows near each center with 0, 1, 2, 3, 4 and all but one entries missing."""
+    rng = np.random.RandomState(seed)
+    n_features = centers.shape[1]
+    rows = []
+    for center in centers:
+        for n_missing in range(n_features):
+            row = center + rng.normal(size=n_features)
+            row[rng.choice(n_features, size=n_missing, replace=False)] = np.nan
+            rows.append(row)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("spacing", [3.0, 300.0])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_each_row_gets_its_observed_marginal(covariance_type, estimator, spacing):
+    # Clusters 300 apart put every row's center at its own component's mean
+    # (local centers); 3 apart, all rows share one center.
+    rng = np.random.RandomState(17)
+    centers = spacing * rng.normal(size=(2, 6))
+    labels = rng.randint(2, size=300)
+    X = with_missing(centers[labels] + rng.normal(size=(300, 6)), 0.1, 18)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = estimator(
+            n_components=2, covariance_type=covariance_type, max_iter=5, random_state=0
+        ).fit(X)
+    rows = rows_missing_one_to_all_but_one(19, centers)
+    # Brute force: the Gaussian of each component on the row's observed
+    # coordinates (for VI, of N(m_k, E[Lambda_k]^-1), covariances_).
+    covariances = dense_covariances(model)
+    marginals = np.empty((len(rows), 2))
+    for n, row in enumerate(rows):
+        o = ~np.isnan(row)
+        for k in range(2):
+            marginals[n, k] = stats.multivariate_normal(
+                model.means_[k][o], covariances[k][np.ix_(o, o)]
+            ).logpdf(row[o])
+    if estimator is EMGaussianMixture:
+        expected = logsumexp(marginals + np.log(model.weights_), axis=1)
+        assert_allclose(model.score_samples(rows), expected, rtol=1e-10)
+    # The bound of one row given to one component is its observed
+    # marginal plus what does not depend on the row (weights, reg_covar,
+    # VI's expectations, the KL terms): the same for every row.
+    per_component = np.empty((len(rows), 2))
+    for k in range(2):
+        resp = np.zeros((len(rows), 2))
+        resp[:, k] = 1.0
+        bounds = np.array(
+            [
+                model.elbo_decomposition(rows, np.eye(len(rows))[n], resp).elbo
+                for n in range(len(rows))
+            ]
+        )
+        differences = bounds - marginals[:, k]
+        # Each difference keeps the rounding of its own terms.
+        scale = 1e-12 * np.maximum(1.0, np.abs(marginals[:, k]))
+        nearest = np.argmin(scale)
+        spread = np.abs(differences - differences[nearest])
+        assert np.all(spread <= 100 * (scale + scale[nearest]))
+        per_component[:, k] = bounds
+    # The E-step's values: the bound of the optimal q(z) of a row is the
+    # log-sum-exp of those.
+    optimal = [
+        model.elbo_decomposition(rows, np.eye(len(rows))[n]).elbo
+        for n in range(len(rows))
+    ]
+    assert_allclose(optimal, logsumexp(per_component, axis=1), rtol=1e-11)

@@ -236,3 +236,33 @@ def test_no_half_step_decreases_beyond_rounding(case):
     size += terms.kl_components
     scale = np.maximum(np.abs(joined[1:]), size)
     assert np.all(np.diff(joined) >= -ROUNDING * scale)
+
+
+@PROPERTY_SETTINGS
+@given(hard_cases(), st.sampled_from([0.1, 0.3]))
+def test_no_half_step_decreases_beyond_rounding_with_missing_entries(case, fraction):
+    # Rows with missing entries take their statistics about the references
+    # the complete rows use; far from the origin nothing may cancel there
+    # either. Still open: full and tied covariances with clusters 1e5
+    # apart, where the mean-filled rows of the initialisation can join
+    # clusters into one component whose covariance's condition number
+    # exceeds 1 / eps (drops of the order of the bound itself).
+    if case["n_features"] == 1:
+        reject()
+    if case["spacing"] == 1e5 and case["covariance_type"] in ("full", "tied"):
+        case["spacing"] = 1e3
+    model, X = make_hard_case(case)
+    missing = np.random.default_rng(case["seed"]).uniform(size=X.shape) < fraction
+    missing[:, 0] &= ~missing[:, 1:].all(axis=1)  # something observed per row
+    X = np.where(missing, np.nan, X)
+    model.set_params(max_iter=12)
+    try:
+        fit_quietly(model, X)
+    except DegenerateComponentError:
+        reject()
+    half_steps = model.half_step_lower_bounds_
+    terms = model.elbo_decomposition(X)
+    size = abs(terms.expected_log_joint) + abs(terms.entropy) + terms.kl_weights
+    size += terms.kl_components
+    scale = np.maximum(np.abs(half_steps[1:]), size)
+    assert np.all(np.diff(half_steps) >= -ROUNDING * scale)
