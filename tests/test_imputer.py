@@ -89,7 +89,8 @@ def test_draws_follow_the_conditional_distribution():
 
 def test_variational_draws_have_the_heavier_student_t_tails():
     # Few rows: the predictive has few degrees of freedom, so its
-    # conditional draws vary more than the plug-in Gaussian's.
+    # conditional draws vary more than the plug-in Gaussian's, by exactly
+    # what the conditional of the Student-t predictive says.
     X = correlated(4, 30)
     X[0] = [1.0, np.nan, 0.5]
     model = VariationalGaussianMixture(n_components=1, random_state=0)
@@ -97,10 +98,29 @@ def test_variational_draws_have_the_heavier_student_t_tails():
     draws = imputer.fit(X).transform(np.repeat(X[:1], 40_000, axis=0))[:, 1]
     fitted = imputer.estimator_
     sigma = np.asarray(fitted.covariances_[0])
-    observed = [0, 2]
-    gain = sigma[1, observed] @ np.linalg.inv(sigma[np.ix_(observed, observed)])
-    plug_in_variance = sigma[1, 1] - gain @ sigma[observed, 1]
-    assert draws.var() > 1.1 * plug_in_variance
+    observed, missing = [0, 2], 1
+
+    def conditional_variance(scale):
+        gain = scale[missing, observed] @ np.linalg.inv(
+            scale[np.ix_(observed, observed)]
+        )
+        return scale[missing, missing] - gain @ scale[observed, missing]
+
+    # Bishop (2006) eq. 10.81: Student-t with nu + 1 - d degrees of freedom
+    # and scale (1 + beta) nu / ((nu + 1 - d) beta) times covariances_.
+    nu, beta = fitted.degrees_of_freedom_[0], fitted.mean_precision_[0]
+    dof = nu + 1 - 3
+    scale = (1 + beta) * nu / (dof * beta) * sigma
+    # Its conditional given two observed entries: dof + 2 degrees of
+    # freedom, scale inflated by (dof + delta) / (dof + 2).
+    diff = X[0, observed] - fitted.means_[0, observed]
+    delta = diff @ np.linalg.solve(scale[np.ix_(observed, observed)], diff)
+    spread = conditional_variance(scale) * (dof + delta) / (dof + 2)
+    expected = spread * (dof + 2) / (dof + 2 - 2)
+    assert expected > 1.05 * conditional_variance(sigma)
+    # 40,000 draws: one standard error of the sample variance is about
+    # 0.8%, so 4% is five of them.
+    assert draws.var() == pytest.approx(expected, rel=0.04)
 
 
 def test_a_pipeline_with_a_classifier_under_grid_search():
