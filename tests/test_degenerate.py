@@ -139,7 +139,7 @@ def test_spherical_component_on_duplicated_rows_is_flagged():
         means_init=[[0, 0, 0], [900, 0, 0]],
         random_state=0,
     )
-    with pytest.warns(DegenerateFitWarning, match="eigenvalue ratio"):
+    with pytest.warns(DegenerateFitWarning, match="volume ratio"):
         em.fit(X)
     pair = int(np.argmin(em.weights_))
     assert em.weights_[pair] * len(X) == pytest.approx(2)
