@@ -57,10 +57,10 @@ FIT_EXAMPLES = f"""examples:
   skvi fit data.csv --columns x,y --weight-column count --save model.skops
 
 A range of --n-components (1-9, or a list 2,4,8) or several covariance
-types (all, or full,diag, or VEV,VVV) fits every combination (at most {MAX_FITS} fits) and
-keeps the best: by BIC for EM, by the ELBO for VI. Writes labels.csv (one
-line per data row of the file) and summary.json (and with --plot fit.png,
-selection.png) to --output-dir.
+types (all, or full,diag, or VEV,VVV) fits every combination (at most
+{MAX_FITS} fits) and keeps the best: by BIC for EM, by the ELBO for VI.
+Writes labels.csv (one line per data row of the file) and summary.json
+(and with --plot fit.png, selection.png) to --output-dir.
 
 {READING_RULES}"""
 
