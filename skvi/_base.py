@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from ._batch import Trend, ascend
-from ._covariance import covariance_unit
+from ._covariance import COVARIANCE_TYPES, covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
 from ._degeneracy import ADVICE, DegenerateFitWarning, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
@@ -83,7 +83,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],

@@ -14,6 +14,10 @@ from ._stats import empty_components, log_rho_expansion
 from ._validation import check_array_param, check_sample_weight, check_weights_init
 
 
+# The fitted decomposition Sigma_k = volume_k D_k A_k D_k^T of mclust's models.
+DECOMPOSITION = ("volumes_", "shapes_", "orientations_")
+
+
 @dataclass(frozen=True)
 class GaussianParameters:
     """Point estimates theta of a Gaussian mixture (float64)."""
@@ -47,10 +51,29 @@ class EMGaussianMixture(BaseGaussianMixture):
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+    covariance_type : {'full', 'tied', 'diag', 'spherical', 'EII', 'VII', \
+'EEI', 'VEI', 'EVI', 'VVI', 'EEE', 'VEE', 'EVE', 'VVE', 'EEV', 'VEV', 'EVV', \
+'VVV'}, default='full'
         'full': each component has its own covariance matrix; 'tied': all
         share one; 'diag': each has its own diagonal covariance; 'spherical':
         each has its own single variance.
+
+        The three-letter names are R mclust's fourteen models. Each writes
+        ``Sigma_k = lambda_k D_k A_k D_k^T`` with a volume ``lambda_k``, a
+        shape ``A_k`` (diagonal, determinant 1) and an orientation ``D_k``
+        (orthogonal), and the letters say, in that order, whether each is
+        Equal across components (E), Variable (V) or the Identity (I). VII,
+        VVI, EEE and VVV are the same models as 'spherical', 'diag',
+        'tied' and 'full' (and reach the same fits), but every mclust name
+        stores full (K, D, D) ``covariances_``, ``precisions_`` and
+        ``precisions_cholesky_``, and adds ``volumes_``, ``shapes_`` and
+        ``orientations_``. Their M-steps are closed forms where they exist
+        (EII, VII, EEI, EVI, VVI, EEE, EEV, EVV, VVV; Celeux & Govaert
+        1995) and otherwise ascent iterations run to convergence from the
+        previous parameters (VEI, VEE, VEV: Celeux & Govaert's fixed
+        points; EVE, VVE: Browne & McNicholas' 2014 MM step for the common
+        orientation), so no step decreases the ELBO. The number of
+        parameters in :meth:`bic` and :meth:`aic` is mclust's.
     tol : float, default=1e-3
         Convergence threshold on the per-sample ELBO, in the units of
         ``lower_bounds_``: the fit stops when Aitken's extrapolation of the
@@ -65,7 +88,10 @@ class EMGaussianMixture(BaseGaussianMixture):
         ``E_q[log N(x | mu_k, Sigma_k)] - (reg_covar / 2) tr(Sigma_k^-1)``.
         Its exact M-step is scikit-learn's ``Sigma_k = S_k + reg_covar I``,
         and every EM step provably does not decrease it. With
-        ``reg_covar=0`` this is the textbook likelihood.
+        ``reg_covar=0`` this is the textbook likelihood. mclust's models
+        take it the same way: their M-step maximises the model's
+        likelihood of the scatters ``N_k (S_k + reg_covar I)`` under the
+        model's constraint.
     max_iter : int, default=100
         Maximum number of EM iterations (M-step then E-step).
     n_init : int, default=1
@@ -88,7 +114,11 @@ class EMGaussianMixture(BaseGaussianMixture):
         Initial means; computed from ``init_params`` if None.
     precisions_init : array-like, default=None
         Initial precisions (inverse covariances), shaped as
-        ``precisions_``; computed from ``init_params`` if None.
+        ``precisions_``; computed from ``init_params`` if None. For
+        mclust's models, any (K, D, D) positive definite matrices: the fit
+        starts from the member of the model closest to their inverses (the
+        model's maximum likelihood fit to them, with the initial weights),
+        which is those inverses when they already satisfy the model.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and :meth:`sample`.
     warm_start : bool, default=False
@@ -125,6 +155,19 @@ class EMGaussianMixture(BaseGaussianMixture):
     precisions_cholesky_ : ndarray
         Cholesky factors of ``precisions_`` (upper triangular for full and
         tied; square roots for diag and spherical).
+    volumes_ : ndarray of shape (n_components,)
+        mclust's models only: ``lambda_k = det(Sigma_k)^(1 / D)``.
+    shapes_ : ndarray of shape (n_components, n_features)
+        mclust's models only: the diagonal of ``A_k`` (product 1), in the
+        order of the columns of ``orientations_[k]``: coordinate order for
+        an Identity orientation (``*II``, ``**I``), decreasing otherwise
+        (for a common orientation with varying shapes, EVE and VVE, by
+        their geometric mean over components).
+    orientations_ : ndarray of shape (n_components, n_features, n_features)
+        mclust's models only: ``D_k``, whose columns are the principal axes
+        (the identity matrix for ``**I`` models; equal matrices for a
+        common orientation), so ``covariances_[k] = volumes_[k] *
+        orientations_[k] @ diag(shapes_[k]) @ orientations_[k].T``.
     converged_ : bool
         Whether the best run met ``tol`` within ``max_iter``.
     n_iter_ : int
@@ -250,10 +293,15 @@ class EMGaussianMixture(BaseGaussianMixture):
             state = _replace(state, means=given.means)
         if given.precisions is not None:
             factor = unit.cholesky_from_precision(given.precisions)
+            covariances = unit.covariance_from_cholesky(factor)
+            # mclust's models take any positive definite matrices and start
+            # from the member of the model closest to them.
+            constrained = unit.constrain(covariances, state.weights)
+            if constrained is not None:
+                covariances = constrained
+                factor = unit.cholesky_from_covariance(covariances, self.reg_covar)
             state = _replace(
-                state,
-                covariances=unit.covariance_from_cholesky(factor),
-                precisions_cholesky=factor,
+                state, covariances=covariances, precisions_cholesky=factor
             )
         return state
 
@@ -318,6 +366,12 @@ class EMGaussianMixture(BaseGaussianMixture):
         self.precisions_ = unit.precision_from_cholesky(
             state.precisions_cholesky
         ).astype(dtype)
+        decomposition = unit.decompose(state.covariances)
+        for name, value in zip(DECOMPOSITION, decomposition or (), strict=False):
+            setattr(self, name, value.astype(dtype))
+        if decomposition is None:
+            for name in DECOMPOSITION:
+                self.__dict__.pop(name, None)
 
     def _store_run(self, run):
         super()._store_run(run)

@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseGaussianMixture
-from ._covariance import covariance_unit
+from ._covariance import MCLUST_MODELS, covariance_unit
 from ._elbo import ComponentExpectations, kl_normal_given_precision
 from ._kernel import parameter_expansion, row_values
 from ._priors import WEIGHT_PRIORS, NormalPrecisionPrior
@@ -36,6 +36,10 @@ class _Priors:
     weights: object
 
 
+# The covariance types with a conjugate prior (mclust's VVV, EEE, VVI, VII).
+CONJUGATE_TYPES = ("full", "tied", "diag", "spherical")
+
+
 class VariationalGaussianMixture(BaseGaussianMixture):
     """Gaussian mixture fitted by exact mean-field variational inference.
 
@@ -55,7 +59,10 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
         'full': Normal-Wishart per component; 'tied': one Wishart shared by
         all components; 'diag': Normal-Gamma per component and feature;
-        'spherical': Normal-Gamma with one precision per component.
+        'spherical': Normal-Gamma with one precision per component. These
+        are mclust's VVV, EEE, VVI and VII; its other models (and its
+        names) are not conjugate and are :class:`EMGaussianMixture`'s
+        only: passing one raises a ValueError.
     tol : float, default=1e-3
         Convergence threshold on the per-sample ELBO (the bound divided by
         the total sample weight, as for EM): the fit stops when Aitken's
@@ -232,6 +239,8 @@ class VariationalGaussianMixture(BaseGaussianMixture):
 
     _parameter_constraints: dict = {
         **BaseGaussianMixture._parameter_constraints,
+        # The conjugate types only; mclust's models are EMGaussianMixture's.
+        "covariance_type": [StrOptions(set(CONJUGATE_TYPES))],
         "weight_concentration_prior_type": [
             StrOptions({"dirichlet_process", "dirichlet_distribution"})
         ],
@@ -297,6 +306,20 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
         self.total_samples = total_samples
+
+    def _validate_params(self):
+        # mclust's names get an error that says where they are served.
+        if isinstance(self.covariance_type, str) and (
+            self.covariance_type in MCLUST_MODELS
+        ):
+            raise ValueError(
+                f"covariance_type={self.covariance_type!r} is one of mclust's "
+                "models, which only EMGaussianMixture fits: "
+                "VariationalGaussianMixture supports the conjugate types "
+                "'full', 'tied', 'diag' and 'spherical' (mclust's VVV, EEE, "
+                "VVI and VII)."
+            )
+        super()._validate_params()
 
     # Weights are repeat counts: their total sets the data's strength
     # against the priors.

@@ -436,6 +436,14 @@ class CovarianceUnit(ABC):
     def n_parameters(self):
         """Number of free covariance parameters."""
 
+    def decompose(self, covariances):
+        """``(volumes, shapes, orientations)`` of mclust's models; None here."""
+        return None
+
+    def constrain(self, covariances, weights):
+        """Initial covariances brought into the model; None if any will do."""
+        return None
+
     @abstractmethod
     def sample_component(self, rng, covariances, component, n_samples):
         """Draws from N(0, covariances[component]), shape (n_samples, D)."""

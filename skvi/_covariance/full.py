@@ -72,7 +72,7 @@ class FullCovariance(CovarianceUnit):
         if precisions.shape != self.precision_shape:
             raise ValueError(
                 f"{name} must have shape {self.precision_shape} for "
-                f"covariance_type='full', got {precisions.shape}."
+                f"covariance_type='{self.name}', got {precisions.shape}."
             )
         for k, matrix in enumerate(precisions):
             check_spd(matrix, f"{name}[{k}]")

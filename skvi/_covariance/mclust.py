@@ -1,0 +1,426 @@
+"""mclust's fourteen covariance models, composed from three choices.
+
+Each component covariance is decomposed as ``Sigma_k = lambda_k D_k A_k
+D_k^T`` (Banfield & Raftery 1993; Celeux & Govaert 1995): a volume
+``lambda_k > 0``, a shape ``A_k`` (diagonal, determinant 1) and an
+orientation ``D_k`` (orthogonal). Each of the three is Equal across
+components (E), Variable (V) or the Identity (I), and mclust's three-letter
+names read volume, shape, orientation: EII, VII, EEI, VEI, EVI, VVI, EEE,
+VEE, EVE, VVE, EEV, VEV, EVV, VVV.
+
+A model is one :class:`Volume`, one :class:`Shape` and one
+:class:`Orientation`; each knows its own block of the M-step and its
+number of parameters, and :class:`ConstrainedCovariance` composes them.
+The E-step needs only each component's precision and log-determinant, so a
+model is served by the full unit's layout, kernel and statistics; only the
+M-step differs.
+
+The M-step. With ``W_k = N_k (S_k + reg_covar I)`` (``S_k`` the component's
+weighted covariance about its mean; ``reg_covar`` enters as in every unit:
+the data smoothed by isotropic noise, see :class:`skvi.EMGaussianMixture`),
+it minimises over the model
+
+    f = sum_k N_k log det Sigma_k + tr(Sigma_k^-1 W_k)
+      = sum_k N_k D log lambda_k + tr(W_k D_k A_k^-1 D_k^T) / lambda_k,
+
+by block coordinate descent over orientation, shape and volume, each block
+minimised exactly given the others (or, for a common orientation with
+variable shapes, by one majorization-minimization step of Browne &
+McNicholas 2014). Every block step decreases f, so the M-step is an ascent
+step of the ELBO however many passes it makes; it starts from the previous
+parameters and iterates to convergence. Where the blocks decouple (EII,
+VII, EEI, EVI, VVI, EEE, EEV, EVV, VVV) one pass is the closed form of
+Celeux & Govaert; VEI, VEE and VEV are their fixed-point iterations, EVE
+and VVE add the MM step for the common orientation.
+"""
+
+import numpy as np
+
+from ._unit import DegenerateComponentError, collapse_message
+from .full import FullCovariance
+
+#: mclust's names, in mclust's order.
+MCLUST_MODELS = (
+    "EII",
+    "VII",
+    "EEI",
+    "VEI",
+    "EVI",
+    "VVI",
+    "EEE",
+    "VEE",
+    "EVE",
+    "VVE",
+    "EEV",
+    "VEV",
+    "EVV",
+    "VVV",
+)
+
+# Inner iterations of the iterative M-steps: a pass stops when f decreased
+# by less than RTOL times the size of its terms, after at most MAX_PASSES.
+RTOL = 1e-15
+MAX_PASSES = 2000
+
+
+def _normalized(values):
+    """Positive ``values`` (..., D) scaled to a geometric mean of 1 (det 1).
+
+    None where an entry is not positive and finite (a collapsed direction).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(values)
+    if not np.all(np.isfinite(logs)):
+        return None
+    return np.exp(logs - logs.mean(axis=-1, keepdims=True))
+
+
+def _first_bad(values):
+    """The first component whose entries are not positive and finite."""
+    values = values.reshape(len(values), -1)
+    bad = ~np.all(np.isfinite(values) & (values > 0), axis=1)
+    return int(np.flatnonzero(bad)[0]) if np.any(bad) else 0
+
+
+class _Blocks:
+    """The parameters of a model during its M-step, and the fixed data.
+
+    ``volumes`` (K,), ``shapes`` (K, D) and ``orientations`` (K, D, D) are
+    always per component (a shared block has equal rows); ``nk`` (K,) and
+    ``scatter`` (K, D, D) hold ``N_k`` and ``W_k``; ``active`` flags the
+    components with weight (the others keep their variable blocks).
+    """
+
+    def __init__(self, volumes, shapes, orientations, nk, scatter, active):
+        self.volumes = volumes
+        self.shapes = shapes
+        self.orientations = orientations
+        self.nk = nk
+        self.scatter = scatter
+        self.active = active
+
+    def rotated_diagonals(self):
+        """``diag(D_k^T W_k D_k)``, shape (K, D)."""
+        return np.einsum(
+            "kji,kjl,kli->ki", self.orientations, self.scatter, self.orientations
+        )
+
+    def covariances(self):
+        scaled = self.orientations * (self.volumes[:, None] * self.shapes)[:, None, :]
+        return scaled @ np.swapaxes(self.orientations, 1, 2)
+
+
+class _Choice:
+    """One of the three blocks: Equal (E), Variable (V) or Identity (I)."""
+
+    def __init__(self, letter):
+        self.letter = letter
+        self.variable = letter == "V"
+        self.common = letter == "E"
+        self.identity = letter == "I"
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        """Free parameters of the block in one component."""
+        raise NotImplementedError
+
+    def n_parameters(self, n_components, n_features):
+        """mclust's count: per matrix, times K if Variable, 0 if Identity."""
+        if self.identity:
+            return 0
+        return (n_components if self.variable else 1) * self.free_per_matrix(
+            n_features
+        )
+
+
+class Volume(_Choice):
+    """The volume: Equal (one lambda) or Variable (lambda_k)."""
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        return 1
+
+    def update(self, blocks, traces, reg_covar):
+        """The volumes minimising f given the rest: ``traces[k] = tr(W_k C_k^-1)``.
+
+        ``lambda_k = t_k / (N_k D)``, or ``sum_k t_k / (N D)`` if Equal.
+        """
+        n_features = blocks.shapes.shape[1]
+        active = blocks.active
+        if self.variable:
+            volumes = blocks.volumes.copy()
+            volumes[active] = traces[active] / (blocks.nk[active] * n_features)
+        else:
+            total = traces[active].sum() / (blocks.nk[active].sum() * n_features)
+            volumes = np.full_like(blocks.volumes, total)
+        if not np.all(np.isfinite(volumes) & (volumes > 0)):
+            raise DegenerateComponentError(
+                collapse_message(_first_bad(volumes), reg_covar)
+            )
+        blocks.volumes = volumes
+
+
+class Shape(_Choice):
+    """The shape: Identity, Equal (one A) or Variable (A_k)."""
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        # A diagonal of determinant 1.
+        return n_features - 1
+
+    def update(self, blocks, diagonals, reg_covar):
+        """The shapes minimising f given volumes and orientations.
+
+        With ``b_k = diag(D_k^T W_k D_k)``: ``A_k = b_k / det(b_k)^(1/D)``,
+        or ``A = c / det(c)^(1/D)`` with ``c = sum_k b_k / lambda_k`` if
+        Equal (Celeux & Govaert 1995).
+        """
+        if self.identity:
+            return
+        active = blocks.active
+        if self.variable:
+            shapes = blocks.shapes.copy()
+            fresh = _normalized(np.where(active[:, None], diagonals, 1.0))
+            if fresh is None:
+                raise DegenerateComponentError(
+                    collapse_message(_first_bad(diagonals), reg_covar)
+                )
+            shapes[active] = fresh[active]
+        else:
+            pooled = (diagonals[active] / blocks.volumes[active, None]).sum(axis=0)
+            shape = _normalized(pooled)
+            if shape is None:
+                raise DegenerateComponentError(collapse_message(0, reg_covar))
+            shapes = np.broadcast_to(shape, blocks.shapes.shape).copy()
+        blocks.shapes = shapes
+
+    def sort_key(self, shapes):
+        """The order of the axes: decreasing shape (its mean log if Variable)."""
+        return np.argsort(-np.log(shapes).mean(axis=0), kind="stable")
+
+
+class Orientation(_Choice):
+    """The orientation: Identity, Equal (one D) or Variable (D_k)."""
+
+    @staticmethod
+    def free_per_matrix(n_features):
+        # An orthogonal matrix.
+        return n_features * (n_features - 1) // 2
+
+    def update(self, blocks, shape, largest):
+        """Orientations that decrease f given volumes and shapes.
+
+        Variable: the eigenvectors of ``W_k``, largest first, paired with
+        the shape sorted the same way (the exact minimiser). Equal with an
+        Equal shape: those of ``sum_k W_k / lambda_k`` (exact). Equal with
+        Variable shapes: one MM step of Browne & McNicholas (2014), which
+        cannot increase f. ``largest[k]`` is the largest eigenvalue of W_k.
+        """
+        if self.identity:
+            return
+        active = blocks.active
+        if not shape.variable or self.variable:
+            # Sorting each shape decreasingly (with its axes) leaves Sigma as
+            # it is, and pairs it with the eigenvalues, largest first.
+            order = np.argsort(-blocks.shapes, axis=1, kind="stable")
+            blocks.shapes = np.take_along_axis(blocks.shapes, order, axis=1)
+            blocks.orientations = np.take_along_axis(
+                blocks.orientations, order[:, np.newaxis, :], axis=2
+            )
+            if self.variable:
+                _, vectors = np.linalg.eigh(blocks.scatter[active])
+                orientations = blocks.orientations.copy()
+                orientations[active] = vectors[:, :, ::-1]
+            else:
+                pooled = np.sum(
+                    blocks.scatter[active] / blocks.volumes[active, None, None], axis=0
+                )
+                _, vectors = np.linalg.eigh(pooled)
+                orientations = np.broadcast_to(
+                    vectors[:, ::-1], blocks.orientations.shape
+                ).copy()
+            blocks.orientations = orientations
+            return
+        blocks.orientations = _mm_orientation(blocks, largest)
+
+
+def _mm_orientation(blocks, largest):
+    """One majorization-minimization step for a common orientation D.
+
+    It minimises ``g(D) = sum_k tr(D^T W_k D M_k)`` (``M_k = (lambda_k
+    A_k)^-1``) over orthogonal D. As a quadratic form in D, each term is
+    at most ``omega_k`` (the largest eigenvalue of ``M_k`` times that of
+    ``W_k``) times ``|D|^2 = D``, so ``g`` lies below its tangent plus a
+    constant: the next D maximises ``tr(D^T F)`` with ``F = sum_k (omega_k
+    D - W_k D M_k)``, the orthogonal polar factor of F. The majorizer
+    touches g at the current D, so g cannot increase (Browne & McNicholas
+    2014).
+    """
+    active = blocks.active
+    current = blocks.orientations[0]
+    inverse = 1.0 / (blocks.volumes[active, None] * blocks.shapes[active])
+    omega = largest[active] * inverse.max(axis=1)
+    products = (blocks.scatter[active] @ current) * inverse[:, None, :]
+    target = omega.sum() * current - products.sum(axis=0)
+    left, _, right = np.linalg.svd(target)
+    return np.broadcast_to(left @ right, blocks.orientations.shape).copy()
+
+
+class ConstrainedCovariance(FullCovariance):
+    """One of mclust's fourteen models, in the full unit's layout.
+
+    ``covariances_``, ``precisions_`` and ``precisions_cholesky_`` are
+    (K, D, D) arrays for every model, the E-step is the full unit's, and
+    only the M-step, the parameter count and the decomposition are the
+    model's own. See the module's docstring for the M-step.
+    """
+
+    def __init__(self, n_components, n_features, name):
+        super().__init__(n_components, n_features)
+        self.name = name
+        self.volume = Volume(name[0])
+        self.shape = Shape(name[1])
+        self.orientation = Orientation(name[2])
+        # Whether one pass of the blocks reaches the joint minimiser: unless
+        # an Equal shape meets Variable volumes (VEI, VEE, VEV), or a common
+        # orientation meets Variable shapes (EVE, VVE).
+        self.closed_form = not (
+            (self.volume.variable and self.shape.common)
+            or (self.orientation.common and self.shape.variable)
+        )
+
+    def n_parameters(self):
+        """mclust's count of covariance parameters (``nVarParams``)."""
+        return sum(
+            choice.n_parameters(self.n_components, self.n_features)
+            for choice in (self.volume, self.shape, self.orientation)
+        )
+
+    # ------------------------------------------------------ decomposition
+    def decompose(self, covariances):
+        """``(volumes (K,), shapes (K, D), orientations (K, D, D))`` of Sigma_k.
+
+        Exact for covariances of the model (up to rounding); for others, a
+        nearby member of the model. Shapes follow the orientation's columns:
+        coordinate order for an Identity orientation, otherwise decreasing
+        (by their mean log over components for a common orientation with
+        Variable shapes).
+        """
+        n_components, n_features = self.n_components, self.n_features
+        sign, log_det = np.linalg.slogdet(covariances)
+        if not np.all(sign > 0):
+            raise ValueError("covariances must be positive definite.")
+        if not self.volume.variable:
+            log_det = np.full(n_components, log_det.mean())
+        volumes = np.exp(log_det / n_features)
+        normalized = covariances / volumes[:, None, None]
+        if self.orientation.identity:
+            orientations = np.broadcast_to(
+                np.eye(n_features), (n_components, n_features, n_features)
+            ).copy()
+            shapes = np.diagonal(normalized, axis1=1, axis2=2).copy()
+        elif self.orientation.variable:
+            values, vectors = np.linalg.eigh(normalized)
+            shapes, orientations = values[:, ::-1], vectors[:, :, ::-1]
+        else:
+            # Matrices with common eigenvectors: so has any combination of
+            # them, and generic coefficients leave no spurious ties.
+            coefficients = 1.0 + (np.arange(n_components) * 0.6180339887498949) % 1.0
+            if not self.shape.variable:
+                coefficients = np.ones(n_components)
+            _, vectors = np.linalg.eigh(np.tensordot(coefficients, normalized, 1))
+            orientations = np.broadcast_to(
+                vectors, (n_components, n_features, n_features)
+            ).copy()
+            shapes = np.einsum("ji,kjl,li->ki", vectors, normalized, vectors)
+        if self.shape.identity:
+            shapes = np.ones((n_components, n_features))
+        shapes = np.maximum(shapes, np.finfo(float).tiny)
+        if not self.shape.variable:
+            shapes = np.broadcast_to(np.exp(np.log(shapes).mean(axis=0)), shapes.shape)
+        shapes = _normalized(shapes)
+        if self.orientation.common:
+            order = self.shape.sort_key(shapes)
+            shapes, orientations = shapes[:, order], orientations[:, :, order]
+        return volumes, shapes, orientations
+
+    # ------------------------------------------------------------------ EM
+    def maximize(self, nk, scatter, reg_covar, empty, previous):
+        """The covariances of the model maximising the smoothed ELBO.
+
+        Starts from ``previous`` (its decomposition), so that an iterative
+        M-step is an ascent step; components flagged ``empty`` keep their
+        Variable blocks.
+        """
+        n_components, n_features = self.n_components, self.n_features
+        active = ~np.asarray(empty, dtype=bool)
+        weights = np.where(active, nk, 0.0)
+        scatter = np.where(
+            active[:, None, None],
+            scatter + (reg_covar * weights)[:, None, None] * np.eye(n_features),
+            0.0,
+        )
+        scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+        if previous is None:
+            start = None
+            volumes = np.ones(n_components)
+            shapes = np.ones((n_components, n_features))
+            orientations = np.broadcast_to(
+                np.eye(n_features), (n_components, n_features, n_features)
+            ).copy()
+        else:
+            volumes, shapes, orientations = self.decompose(previous)
+        blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
+        if previous is not None:
+            start = blocks.covariances()
+            start_value = self._objective(blocks, blocks.rotated_diagonals())
+        largest = None
+        if self.orientation.common and self.shape.variable:
+            largest = np.linalg.eigvalsh(scatter)[:, -1]
+        value = np.inf
+        for _ in range(1 if self.closed_form else MAX_PASSES):
+            last = value
+            value = self._pass(blocks, largest, reg_covar)
+            size = np.sum(weights * n_features * (1.0 + np.abs(np.log(blocks.volumes))))
+            if last - value <= RTOL * size:
+                break
+        covariances = blocks.covariances()
+        if start is not None and start_value < value:
+            # Rounding only: the blocks' steps cannot increase f.
+            covariances = start
+        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+    def _pass(self, blocks, largest, reg_covar):
+        """Orientation, shape, volume steps; returns f after them."""
+        self.orientation.update(blocks, self.shape, largest)
+        diagonals = blocks.rotated_diagonals()
+        self.shape.update(blocks, diagonals, reg_covar)
+        self.volume.update(blocks, (diagonals / blocks.shapes).sum(axis=1), reg_covar)
+        return self._objective(blocks, diagonals)
+
+    @staticmethod
+    def _objective(blocks, diagonals):
+        """``f = sum_k N_k D log lambda_k + tr(W_k C_k^-1) / lambda_k``."""
+        active = blocks.active
+        traces = (diagonals[active] / blocks.shapes[active]).sum(axis=1)
+        n_features = blocks.shapes.shape[1]
+        return float(
+            np.sum(blocks.nk[active] * n_features * np.log(blocks.volumes[active]))
+            + np.sum(traces / blocks.volumes[active])
+        )
+
+    def constrain(self, covariances, weights):
+        """The member of the model closest to given covariances.
+
+        It is the model's M-step with scatters ``w_k Sigma_k``: the maximum
+        likelihood fit of the model to components of those covariances and
+        weights, which leaves covariances of the model as they are.
+        """
+        weights = np.asarray(weights, dtype=float)
+        return self.maximize(
+            weights,
+            weights[:, None, None] * covariances,
+            0.0,
+            np.zeros(self.n_components, dtype=bool),
+            None,
+        )
