@@ -14,19 +14,16 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from ._covariance import MCLUST_MODELS
 from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
 from ._variational import VariationalGaussianMixture
 
 # scikit-learn's four covariance types, the variational model's only ones.
+# 'all' fits mclust's fourteen models (MCLUST_MODELS, in mclust's order) with
+# EM, as Mclust(X) does; four of them are scikit-learn's types under other
+# names (VII = spherical, VVI = diag, EEE = tied, VVV = full).
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-# mclust's fourteen models, in its order: what 'all' fits with EM, as
-# Mclust(X) does. Four are scikit-learn's types under other names (VII =
-# spherical, VVI = diag, EEE = tied, VVV = full).
-MCLUST_MODELS = (
-    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
-    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
-)  # fmt: skip
 METHODS = {"em": EMGaussianMixture, "vi": VariationalGaussianMixture}
 # Criterion: (column of the table, True if larger is better).
 CRITERIA = {
