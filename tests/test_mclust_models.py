@@ -46,7 +46,10 @@ def blobs(n_features, seed=0):
     centres = rng.normal(scale=6.0, size=(3, n_features))
     scales = rng.uniform(0.5, 2.0, size=(3, n_features))
     return np.vstack(
-        [c + rng.normal(size=(40, n_features)) * s for c, s in zip(centres, scales)]
+        [
+            c + rng.normal(size=(40, n_features)) * s
+            for c, s in zip(centres, scales, strict=True)
+        ]
     )
 
 
@@ -80,4 +83,3 @@ def test_bic_and_aic_count_parameters_as_mclust(covariance_type, n_features):
         mclust_bic = 2.0 * loglik - expected * math.log(n)
         assert em.bic(X) == pytest.approx(-mclust_bic, rel=1e-12)
         assert em.aic(X) == pytest.approx(-2.0 * loglik + 2 * expected, rel=1e-12)
-

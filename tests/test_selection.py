@@ -43,9 +43,7 @@ def test_all_is_mclusts_fourteen_models_in_its_order():
 
 def test_mclust_and_scikit_learn_names_mix_in_a_list_or_a_string():
     X = three_blobs()
-    table, best = select_model(
-        X, 3, "VEV, full,VEV", random_state=0, as_frame=False
-    )
+    table, best = select_model(X, 3, "VEV, full,VEV", random_state=0, as_frame=False)
     assert [row["covariance_type"] for row in table] == ["VEV", "full"]
     # VVV and 'full' are one model: the same fit, two layouts.
     rows, _ = select_model(X, 3, ["VVV", "full"], random_state=0, as_frame=False)
@@ -108,11 +106,13 @@ def test_cli_fits_one_mclust_model_and_refuses_it_for_vi(tmp_path, capsys):
     np.savetxt(data, X, delimiter=",", header="a,b", comments="")
     status = main(
         ["fit", str(data), "--n-components", "3", "--covariance-type", "VEV"]
-        + ["--output-dir", str(tmp_path)]
+        + ["--plot", "--output-dir", str(tmp_path)]
     )
     assert status == 0
     out = capsys.readouterr().out
     assert "3 components, VEV" in out
+    # The figure reads full (K, d, d) covariances for mclust's names.
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
     em = EMGaussianMixture(
         n_components=3, covariance_type="VEV", init_params="hc", random_state=0
     ).fit(X)
@@ -131,4 +131,4 @@ def test_cli_help_says_all_means_the_fourteen(capsys):
         main(["fit", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "all: the fourteen for em" in text
-    assert "EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV, VVV" in text
+    assert ", ".join(MCLUST_ORDER) in text
