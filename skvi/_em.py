@@ -13,7 +13,6 @@ from ._kernel import row_values
 from ._stats import empty_components, log_rho_expansion
 from ._validation import check_array_param, check_sample_weight, check_weights_init
 
-
 # The fitted decomposition Sigma_k = volume_k D_k A_k D_k^T of mclust's models.
 DECOMPOSITION = ("volumes_", "shapes_", "orientations_")
 
@@ -300,9 +299,7 @@ class EMGaussianMixture(BaseGaussianMixture):
             if constrained is not None:
                 covariances = constrained
                 factor = unit.cholesky_from_covariance(covariances, self.reg_covar)
-            state = _replace(
-                state, covariances=covariances, precisions_cholesky=factor
-            )
+            state = _replace(state, covariances=covariances, precisions_cholesky=factor)
         return state
 
     def _update(self, moments, unit, context, previous, scale=1.0):

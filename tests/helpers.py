@@ -59,7 +59,7 @@ def dense_covariances(model):
     """Each component's (D, D) covariance matrix, whatever the type."""
     covariances = np.asarray(model.covariances_, dtype=float)
     n_components, n_features = model.means_.shape
-    if model.covariance_type == "full":
+    if covariances.ndim == 3:  # full, and mclust's models
         return covariances
     if model.covariance_type == "tied":
         return np.broadcast_to(covariances, (n_components, n_features, n_features))
@@ -108,7 +108,7 @@ def rounding_amplification(model):
         model.covariance_type, model.n_components, model.means_.shape[1]
     )
     amplification = 1.0
-    if model.covariance_type in ("full", "tied"):
+    if model.covariance_type not in ("diag", "spherical"):
         amplification = max(np.linalg.cond(c) for c in dense_covariances(model))
     loss, _ = unit.expansion_loss(
         np.asarray(model.means_, dtype=float),

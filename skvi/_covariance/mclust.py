@@ -24,15 +24,23 @@ it minimises over the model
       = sum_k N_k D log lambda_k + tr(W_k D_k A_k^-1 D_k^T) / lambda_k,
 
 by block coordinate descent over orientation, shape and volume, each block
-minimised exactly given the others (or, for a common orientation with
-variable shapes, by one majorization-minimization step of Browne &
-McNicholas 2014). Every block step decreases f, so the M-step is an ascent
-step of the ELBO however many passes it makes; it starts from the previous
+minimised exactly given the others (for a common orientation with variable
+shapes, EVE and VVE, by a sweep of exact plane rotations). Every block step
+decreases f, so the M-step is an ascent step of the ELBO however many
+passes it makes (a generalized EM step); it starts from the previous
 parameters and iterates to convergence. Where the blocks decouple (EII,
 VII, EEI, EVI, VVI, EEE, EEV, EVV, VVV) one pass is the closed form of
-Celeux & Govaert; VEI, VEE and VEV are their fixed-point iterations, EVE
-and VVE add the MM step for the common orientation.
+Celeux & Govaert; VEI, VEE and VEV are their fixed-point iterations.
+
+For EVE and VVE, mclust and Browne & McNicholas (2014) update the common
+orientation by a majorization-minimization (MM) step, ``D`` the polar
+factor of ``sum_k (omega_k D - W_k D M_k)``. It is an ascent step too, but
+it converges far too slowly to iterate to convergence inside an M-step
+(at K = 9, D = 6, f still fell by 1e-3 per step after 2,000 steps); the
+rotations minimise g exactly in each plane and converge in a few sweeps.
 """
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -125,12 +133,10 @@ class _Choice:
         raise NotImplementedError
 
     def n_parameters(self, n_components, n_features):
-        """mclust's count: per matrix, times K if Variable, 0 if Identity."""
+        """Mclust's count: per matrix, times K if Variable, 0 if Identity."""
         if self.identity:
             return 0
-        return (n_components if self.variable else 1) * self.free_per_matrix(
-            n_features
-        )
+        return (n_components if self.variable else 1) * self.free_per_matrix(n_features)
 
 
 class Volume(_Choice):
@@ -207,14 +213,14 @@ class Orientation(_Choice):
         # An orthogonal matrix.
         return n_features * (n_features - 1) // 2
 
-    def update(self, blocks, shape, largest):
+    def update(self, blocks, shape):
         """Orientations that decrease f given volumes and shapes.
 
         Variable: the eigenvectors of ``W_k``, largest first, paired with
         the shape sorted the same way (the exact minimiser). Equal with an
         Equal shape: those of ``sum_k W_k / lambda_k`` (exact). Equal with
-        Variable shapes: one MM step of Browne & McNicholas (2014), which
-        cannot increase f. ``largest[k]`` is the largest eigenvalue of W_k.
+        Variable shapes: a sweep of exact plane rotations, which cannot
+        increase f.
         """
         if self.identity:
             return
@@ -241,29 +247,63 @@ class Orientation(_Choice):
                 ).copy()
             blocks.orientations = orientations
             return
-        blocks.orientations = _mm_orientation(blocks, largest)
+        blocks.orientations = _rotate_common_orientation(blocks)
 
 
-def _mm_orientation(blocks, largest):
-    """One majorization-minimization step for a common orientation D.
+@lru_cache(maxsize=16)
+def _tournament(n_features):
+    """Rounds of disjoint pairs (i, j) that together meet every pair once.
 
-    It minimises ``g(D) = sum_k tr(D^T W_k D M_k)`` (``M_k = (lambda_k
-    A_k)^-1``) over orthogonal D. As a quadratic form in D, each term is
-    at most ``omega_k`` (the largest eigenvalue of ``M_k`` times that of
-    ``W_k``) times ``|D|^2 = D``, so ``g`` lies below its tangent plus a
-    constant: the next D maximises ``tr(D^T F)`` with ``F = sum_k (omega_k
-    D - W_k D M_k)``, the orthogonal polar factor of F. The majorizer
-    touches g at the current D, so g cannot increase (Browne & McNicholas
-    2014).
+    The circle method of a round-robin tournament: D - 1 rounds of D / 2
+    pairs (one axis sits out each round when D is odd).
+    """
+    players = list(range(n_features + n_features % 2))
+    rounds = []
+    for _ in range(len(players) - 1):
+        half = len(players) // 2
+        pairs = [
+            (min(a, b), max(a, b))
+            for a, b in zip(players[:half], players[::-1][:half], strict=True)
+            if max(a, b) < n_features
+        ]
+        rounds.append(tuple(np.array(side) for side in zip(*pairs, strict=True)))
+        players = [players[0], players[-1]] + players[1:-1]
+    return rounds
+
+
+def _rotate_common_orientation(blocks):
+    """One sweep of exact plane rotations of a common orientation D.
+
+    It decreases ``g(D) = sum_k tr(D^T W_k D M_k)`` (``M_k = (lambda_k
+    A_k)^-1``) over orthogonal D. Rotating axes i and j by an angle t
+    changes g by ``P cos 2t + Q sin 2t`` plus a constant, with ``P =
+    sum_k (T_k,ii - T_k,jj)(m_k,i - m_k,j) / 2`` and ``Q = sum_k T_k,ij
+    (m_k,i - m_k,j)`` for ``T_k = D^T W_k D``: its minimum is at
+    ``(cos 2t, sin 2t) = -(P, Q) / |(P, Q)|``. Rotations of disjoint
+    pairs change disjoint diagonal entries of ``T_k``, so a round rotates
+    D / 2 pairs at once, each to its exact minimum; a sweep meets every
+    pair (as Flury & Gautschi's 1986 algorithm for common principal
+    components does).
     """
     active = blocks.active
-    current = blocks.orientations[0]
+    n_features = blocks.shapes.shape[1]
+    orientation = blocks.orientations[0]
     inverse = 1.0 / (blocks.volumes[active, None] * blocks.shapes[active])
-    omega = largest[active] * inverse.max(axis=1)
-    products = (blocks.scatter[active] @ current) * inverse[:, None, :]
-    target = omega.sum() * current - products.sum(axis=0)
-    left, _, right = np.linalg.svd(target)
-    return np.broadcast_to(left @ right, blocks.orientations.shape).copy()
+    rotated = np.swapaxes(orientation, 0, 1) @ blocks.scatter[active] @ orientation
+    for first, second in _tournament(n_features):
+        contrast = inverse[:, first] - inverse[:, second]
+        p = 0.5 * np.sum(
+            (rotated[:, first, first] - rotated[:, second, second]) * contrast, axis=0
+        )
+        q = np.sum(rotated[:, first, second] * contrast, axis=0)
+        angle = 0.5 * np.arctan2(-q, -p)
+        turn = np.eye(n_features)
+        cos, sin = np.cos(angle), np.sin(angle)
+        turn[first, first] = turn[second, second] = cos
+        turn[second, first], turn[first, second] = sin, -sin
+        orientation = orientation @ turn
+        rotated = turn.T @ rotated @ turn
+    return np.broadcast_to(orientation, blocks.orientations.shape).copy()
 
 
 class ConstrainedCovariance(FullCovariance):
@@ -290,7 +330,7 @@ class ConstrainedCovariance(FullCovariance):
         )
 
     def n_parameters(self):
-        """mclust's count of covariance parameters (``nVarParams``)."""
+        """Mclust's count of covariance parameters (``nVarParams``)."""
         return sum(
             choice.n_parameters(self.n_components, self.n_features)
             for choice in (self.volume, self.shape, self.orientation)
@@ -374,13 +414,10 @@ class ConstrainedCovariance(FullCovariance):
         if previous is not None:
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
-        largest = None
-        if self.orientation.common and self.shape.variable:
-            largest = np.linalg.eigvalsh(scatter)[:, -1]
         value = np.inf
         for _ in range(1 if self.closed_form else MAX_PASSES):
             last = value
-            value = self._pass(blocks, largest, reg_covar)
+            value = self._pass(blocks, reg_covar)
             size = np.sum(weights * n_features * (1.0 + np.abs(np.log(blocks.volumes))))
             if last - value <= RTOL * size:
                 break
@@ -390,9 +427,9 @@ class ConstrainedCovariance(FullCovariance):
             covariances = start
         return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
 
-    def _pass(self, blocks, largest, reg_covar):
+    def _pass(self, blocks, reg_covar):
         """Orientation, shape, volume steps; returns f after them."""
-        self.orientation.update(blocks, self.shape, largest)
+        self.orientation.update(blocks, self.shape)
         diagonals = blocks.rotated_diagonals()
         self.shape.update(blocks, diagonals, reg_covar)
         self.volume.update(blocks, (diagonals / blocks.shapes).sum(axis=1), reg_covar)

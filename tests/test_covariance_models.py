@@ -1,0 +1,459 @@
+"""mclust's fourteen covariance models in EMGaussianMixture.
+
+* Parameter counts are mclust's, and bic/aic use them.
+* VII, VVI, EEE and VVV reach the fits of spherical, diag, tied and full.
+* Each constrained M-step maximises the model's likelihood: it is at least
+  as good as a brute-force numerical maximiser over an unconstrained
+  parameterisation of volumes, shapes and orientations.
+* Property tests: for every model, no half-step decreases the ELBO, and
+  after every E-step the ELBO is the smoothed log-likelihood.
+* The fitted decomposition, precisions_init, partial_fit, Dask, missing
+  values, degenerate components, and VI's refusal of the models.
+"""
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.optimize import minimize
+from scipy.spatial.transform import Rotation
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+
+from skvi import (
+    DegenerateComponentError,
+    EMGaussianMixture,
+    VariationalGaussianMixture,
+)
+from skvi._covariance import covariance_unit
+
+from .helpers import fp_tolerance, smoothed_log_likelihood, weighted_case_data
+from .test_em_elbo import PROPERTY_SETTINGS, fit_or_reject
+
+MODELS = (
+    "EII",
+    "VII",
+    "EEI",
+    "VEI",
+    "EVI",
+    "VVI",
+    "EEE",
+    "VEE",
+    "EVE",
+    "VVE",
+    "EEV",
+    "VEV",
+    "EVV",
+    "VVV",
+)
+ALIASES = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
+
+
+def mclust_count(model, K, d):
+    """mclust's nVarParams, written out model by model (Celeux & Govaert)."""
+    return {
+        "EII": 1,
+        "VII": K,
+        "EEI": d,
+        "VEI": K + (d - 1),
+        "EVI": 1 + K * (d - 1),
+        "VVI": K * d,
+        "EEE": d * (d + 1) // 2,
+        "VEE": K + (d - 1) + d * (d - 1) // 2,
+        "EVE": 1 + K * (d - 1) + d * (d - 1) // 2,
+        "VVE": K + K * (d - 1) + d * (d - 1) // 2,
+        "EEV": 1 + (d - 1) + K * d * (d - 1) // 2,
+        "VEV": K + (d - 1) + K * d * (d - 1) // 2,
+        "EVV": 1 - K + K * d * (d + 1) // 2,
+        "VVV": K * d * (d + 1) // 2,
+    }[model]
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_iris().data
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_bic_and_aic_count_mclusts_parameters(model, iris):
+    K, d, n = 3, iris.shape[1], len(iris)
+    em = EMGaussianMixture(K, covariance_type=model, random_state=0).fit(iris)
+    loglik = em.score(iris) * n
+    p = (K - 1) + K * d + mclust_count(model, K, d)
+    assert em.bic(iris) == pytest.approx(-2 * loglik + p * np.log(n), rel=1e-12)
+    assert em.aic(iris) == pytest.approx(-2 * loglik + 2 * p, rel=1e-12)
+
+
+def aliased_start(X, K, seed):
+    rng = np.random.RandomState(seed)
+    means = X[rng.choice(len(X), K, replace=False)]
+    weights = rng.dirichlet(np.ones(K) * 5)
+    return weights, means, rng
+
+
+@pytest.mark.parametrize("model", sorted(ALIASES))
+def test_sklearn_types_are_their_mclust_models(model, iris):
+    """From the same start, VII/VVI/EEE/VVV fit as spherical/diag/tied/full."""
+    X = iris
+    K, d = 3, X.shape[1]
+    weights, means, rng = aliased_start(X, K, 0)
+    variances = rng.uniform(0.2, 1.0, size=(K, d))
+    if model == "VII":
+        own = 1.0 / variances[:, 0]
+        dense = own[:, None, None] * np.eye(d)
+    elif model == "VVI":
+        own = 1.0 / variances
+        dense = np.stack([np.diag(p) for p in own])
+    elif model == "EEE":
+        mixing = rng.normal(size=(d, d))
+        own = mixing @ mixing.T + d * np.eye(d)
+        dense = np.broadcast_to(own, (K, d, d))
+    else:
+        mixing = rng.normal(size=(K, d, d))
+        own = mixing @ np.swapaxes(mixing, 1, 2) + d * np.eye(d)
+        dense = own
+    fits = {}
+    for name, precisions in ((model, dense), (ALIASES[model], own)):
+        fits[name] = EMGaussianMixture(
+            K,
+            covariance_type=name,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+            max_iter=20,
+            tol=0.0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[name].fit(X)
+    ours, theirs = fits[model], fits[ALIASES[model]]
+    np.testing.assert_allclose(ours.weights_, theirs.weights_, rtol=1e-9)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-9)
+    np.testing.assert_allclose(
+        ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-12, atol=0
+    )
+    expected = {
+        "VII": lambda c: c[:, None, None] * np.eye(d),
+        "VVI": lambda c: np.stack([np.diag(v) for v in c]),
+        "EEE": lambda c: np.broadcast_to(c, (K, d, d)),
+        "VVV": lambda c: c,
+    }[model](theirs.covariances_)
+    np.testing.assert_allclose(ours.covariances_, expected, rtol=1e-8, atol=1e-13)
+    assert ours.covariances_.shape == (K, d, d)
+
+
+# ----------------------------------------------------------- the M-step
+def m_step_objective(covariances, nk, S, reg_covar):
+    """``sum_k N_k (log det Sigma_k + tr(Sigma_k^-1 (S_k + reg I)))``: minimised."""
+    d = S.shape[1]
+    _, log_det = np.linalg.slogdet(covariances)
+    traces = np.trace(
+        np.linalg.solve(covariances, S + reg_covar * np.eye(d)), axis1=1, axis2=2
+    )
+    return float(nk @ (log_det + traces))
+
+
+class Parameterisation:
+    """Unconstrained coordinates of a model: log volumes, log shapes (sum 0),
+    rotation vectors (d = 3) or angles (d = 2) of the orientations."""
+
+    def __init__(self, model, K, d):
+        self.model, self.K, self.d = model, K, d
+        self.counts = [
+            {"E": 1, "V": K, "I": 0}[letter] for letter in model
+        ]  # volume, shape and orientation blocks
+        self.per = [1, d - 1, d * (d - 1) // 2]
+
+    @property
+    def size(self):
+        return sum(c * p for c, p in zip(self.counts, self.per, strict=True))
+
+    def covariances(self, theta):
+        K, d = self.K, self.d
+        blocks, start = [], 0
+        for count, per in zip(self.counts, self.per, strict=True):
+            blocks.append(theta[start : start + count * per].reshape(count, per))
+            start += count * per
+        volumes = np.broadcast_to(np.exp(blocks[0][:, 0]), (K,))
+        if self.counts[1]:
+            raw = blocks[1]
+            logs = np.concatenate([raw, -raw.sum(axis=1, keepdims=True)], axis=1)
+            shapes = np.broadcast_to(np.exp(logs), (K, d))
+        else:
+            shapes = np.ones((K, d))
+        if self.counts[2]:
+            rotations = np.stack([self.rotation(v) for v in blocks[2]])
+            rotations = np.broadcast_to(rotations, (K, d, d))
+        else:
+            rotations = np.broadcast_to(np.eye(d), (K, d, d))
+        return np.einsum(
+            "kij,kj,klj->kil", rotations, volumes[:, None] * shapes, rotations
+        )
+
+    def rotation(self, vector):
+        if self.d == 2:
+            c, s = np.cos(vector[0]), np.sin(vector[0])
+            return np.array([[c, -s], [s, c]])
+        return Rotation.from_rotvec(vector).as_matrix()
+
+    def start_from(self, covariances):
+        """Coordinates of a point near the given (unconstrained) covariances."""
+        d = self.d
+        values, vectors = np.linalg.eigh(covariances)
+        vectors = vectors * np.sign(np.linalg.det(vectors))[:, None, None]
+        log_volumes = np.log(values).mean(axis=1)
+        log_shapes = np.log(values) - log_volumes[:, None]
+        if self.model[2] == "I":
+            log_shapes = np.log(np.diagonal(covariances, axis1=1, axis2=2))
+            log_shapes = log_shapes - log_shapes.mean(axis=1, keepdims=True)
+        parts = [log_volumes]
+        if self.model[1] != "I":
+            parts.append(log_shapes[:, : d - 1])
+        if self.model[2] != "I":
+            if d == 2:
+                parts.append(np.arctan2(vectors[:, 1, 0], vectors[:, 0, 0])[:, None])
+            else:
+                parts.append(Rotation.from_matrix(vectors).as_rotvec())
+        theta = []
+        for letter, part in zip(self.model, parts, strict=False):
+            theta.append(part.mean(axis=0) if letter == "E" else part.ravel())
+        return np.concatenate([np.ravel(t) for t in theta])
+
+
+def brute_force(model, nk, S, reg_covar, rng, n_starts=3):
+    """The best of BFGS runs over the unconstrained parameterisation."""
+    K, d = S.shape[:2]
+    param = Parameterisation(model, K, d)
+
+    def objective(theta):
+        return m_step_objective(param.covariances(theta), nk, S, reg_covar)
+
+    starts = [param.start_from(S + reg_covar * np.eye(d))]
+    starts += [rng.normal(scale=0.5, size=param.size) for _ in range(n_starts - 1)]
+    best = np.inf
+    for start in starts:
+        result = minimize(objective, start, method="BFGS", options={"gtol": 1e-9})
+        best = min(best, result.fun)
+    return best
+
+
+def small_problem(seed):
+    rng = np.random.default_rng(seed)
+    K, d = int(rng.integers(2, 4)), int(rng.integers(2, 4))
+    nk = rng.uniform(3.0, 20.0, K)
+    mixing = rng.normal(size=(K, d, d)) * rng.uniform(0.2, 3.0, size=(K, 1, d))
+    S = mixing @ np.swapaxes(mixing, 1, 2) / d
+    return rng, nk, S
+
+
+@pytest.mark.parametrize("reg_covar", [0.0, 0.1])
+@pytest.mark.parametrize("model", MODELS)
+def test_m_step_maximises_the_constrained_likelihood(model, reg_covar):
+    """No numerical maximiser beats the M-step, from scratch or a start."""
+    rng, nk, S = small_problem(MODELS.index(model) + int(100 * reg_covar))
+    K, d = S.shape[:2]
+    unit = covariance_unit(model, K, d)
+    empty = np.zeros(K, dtype=bool)
+    scatter = nk[:, None, None] * S
+    best = brute_force(model, nk, S, reg_covar, rng)
+    param = Parameterisation(model, K, d)
+    previous = param.covariances(rng.normal(size=param.size))
+    for start in (None, previous):
+        ours = unit.maximize(nk, scatter, reg_covar, empty, start)
+        value = m_step_objective(ours, nk, S, reg_covar)
+        assert value <= best + 1e-9 * abs(best)
+        # ... and the result is a member of the model.
+        rebuilt = unit.decompose(ours)
+        covariances = np.einsum(
+            "kij,kj,klj->kil", rebuilt[2], rebuilt[0][:, None] * rebuilt[1], rebuilt[2]
+        )
+        np.testing.assert_allclose(covariances, ours, rtol=1e-9, atol=1e-12)
+        assert_satisfies_model(model, *rebuilt)
+
+
+def assert_satisfies_model(model, volumes, shapes, orientations):
+    K, d = shapes.shape
+    np.testing.assert_allclose(np.prod(shapes, axis=1), 1.0, rtol=1e-10)
+    np.testing.assert_allclose(
+        orientations @ np.swapaxes(orientations, 1, 2),
+        np.broadcast_to(np.eye(d), (K, d, d)),
+        atol=1e-10,
+    )
+    volume, shape, orientation = model
+    if volume == "E":
+        np.testing.assert_allclose(volumes, volumes[0], rtol=1e-10)
+    if shape == "E":
+        np.testing.assert_allclose(shapes, shapes[[0]].repeat(K, 0), rtol=1e-8)
+    if shape == "I":
+        np.testing.assert_allclose(shapes, 1.0, rtol=1e-12)
+    if orientation == "I":
+        np.testing.assert_array_equal(orientations, np.eye(d)[None].repeat(K, 0))
+    if orientation == "E":
+        # Equal up to the signs of the columns (Sigma does not see them).
+        np.testing.assert_allclose(
+            np.abs(orientations), np.abs(orientations[[0]]).repeat(K, 0), atol=1e-10
+        )
+
+
+# ----------------------------------------------------------- properties
+@st.composite
+def model_cases(draw):
+    n_features = draw(st.integers(1, 3))
+    n_components = draw(st.integers(1, 3))
+    reg_covar = draw(st.sampled_from([0.0, 1e-6, 1e-3, 0.1]))
+    return {
+        "seed": draw(st.integers(0, 2**16)),
+        "n_samples": 20 + 10 * n_components * n_features,
+        "n_features": n_features,
+        "n_components": n_components,
+        "covariance_type": draw(st.sampled_from(MODELS)),
+        "reg_covar": reg_covar,
+        "weights": draw(st.sampled_from(["none", "integer", "real"])),
+        "offset": draw(st.sampled_from([0.0, 50.0])),
+    }
+
+
+def make_model(case, **overrides):
+    params = {
+        "n_components": case["n_components"],
+        "covariance_type": case["covariance_type"],
+        "reg_covar": case["reg_covar"],
+        "random_state": case["seed"],
+        "max_iter": 25,
+        "tol": 0.0,
+    }
+    params.update(overrides)
+    return EMGaussianMixture(**params)
+
+
+@PROPERTY_SETTINGS
+@given(model_cases())
+def test_no_half_step_decreases_the_elbo_for_any_model(case):
+    X, weights = weighted_case_data(case)
+    model = fit_or_reject(make_model(case), X, weights)
+    tolerance = fp_tolerance(model.elbo_decomposition(X, weights), model)
+    half_steps = model.half_step_lower_bounds_
+    assert np.all(np.isfinite(half_steps))
+    assert np.all(np.diff(half_steps) >= -tolerance)
+
+
+@PROPERTY_SETTINGS
+@given(model_cases())
+def test_after_every_e_step_the_gap_is_zero_for_any_model(case):
+    X, weights = weighted_case_data(case)
+    model = make_model(case, max_iter=1, warm_start=True)
+    for _ in range(3):
+        fit_or_reject(model, X, weights)
+        decomposition = model.elbo_decomposition(X, weights)
+        tolerance = fp_tolerance(decomposition, model)
+        assert abs(decomposition.kl_gap) <= tolerance
+        independent = smoothed_log_likelihood(model, X, weights, case["reg_covar"])
+        assert model.lower_bound_ == pytest.approx(independent, rel=1e-9, abs=1e-9)
+        if case["reg_covar"] == 0.0:
+            mean_score = np.dot(weights, model.score_samples(X)) / weights.sum()
+            assert model.lower_bound_ == pytest.approx(mean_score, rel=1e-12)
+
+
+# ----------------------------------------------------------- attributes
+@pytest.mark.parametrize("model", MODELS)
+def test_fitted_decomposition(model, iris):
+    K, d = 3, iris.shape[1]
+    em = EMGaussianMixture(K, covariance_type=model, random_state=1).fit(iris)
+    assert em.covariances_.shape == em.precisions_.shape == (K, d, d)
+    assert em.precisions_cholesky_.shape == (K, d, d)
+    volumes, shapes, orientations = em.volumes_, em.shapes_, em.orientations_
+    assert volumes.shape == (K,) and shapes.shape == (K, d)
+    assert orientations.shape == (K, d, d)
+    rebuilt = np.einsum(
+        "kij,kj,klj->kil", orientations, volumes[:, None] * shapes, orientations
+    )
+    np.testing.assert_allclose(rebuilt, em.covariances_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(em.covariances_), volumes**d, rtol=1e-9)
+    assert_satisfies_model(model, volumes, shapes, orientations)
+    if model[2] != "I" and model[1:] not in ("VE",):
+        assert np.all(np.diff(shapes, axis=1) <= 0)
+    # A refit as scikit-learn's type drops the decomposition.
+    em.set_params(covariance_type="full").fit(iris)
+    assert not hasattr(em, "volumes_")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_precisions_init_any_spd_starts_inside_the_model(model, iris):
+    K, d = 2, iris.shape[1]
+    rng = np.random.RandomState(0)
+    mixing = rng.normal(size=(K, d, d))
+    precisions = mixing @ np.swapaxes(mixing, 1, 2) + np.eye(d)
+    given = precisions.copy()
+    em = EMGaussianMixture(
+        K, covariance_type=model, precisions_init=precisions, max_iter=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(iris)
+    np.testing.assert_array_equal(precisions, given)  # not modified
+    assert_satisfies_model(model, em.volumes_, em.shapes_, em.orientations_)
+    # A start already in the model is kept as it is.
+    again = EMGaussianMixture(
+        K,
+        covariance_type=model,
+        precisions_init=em.precisions_,
+        weights_init=em.weights_,
+        max_iter=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        again.fit(iris)
+    np.testing.assert_allclose(again.covariances_, em.covariances_, rtol=1e-8)
+
+
+def test_precisions_init_of_the_wrong_shape_is_refused(iris):
+    with pytest.raises(ValueError, match=r"shape \(2, 4, 4\)"):
+        EMGaussianMixture(
+            2, covariance_type="VEV", precisions_init=np.ones((2, 4))
+        ).fit(iris)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_collapsed_components_raise_degenerate_error(model):
+    X = np.array([[0.0, 0.0]] * 5 + [[1.0, 2.0]] * 5)
+    with pytest.raises(DegenerateComponentError):
+        EMGaussianMixture(2, covariance_type=model, reg_covar=0.0).fit(X)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_variational_mixture_refuses_mclust_models(model):
+    with pytest.raises(ValueError, match="only EMGaussianMixture fits"):
+        VariationalGaussianMixture(covariance_type=model).fit(np.eye(3))
+
+
+# ----------------------------------------------- the other learning paths
+@pytest.mark.parametrize("model", ["VEI", "EVE", "VVE", "VEV"])
+def test_partial_fit_runs_every_model(model, iris):
+    em = EMGaussianMixture(3, covariance_type=model, random_state=0)
+    for batch in np.array_split(np.random.RandomState(0).permutation(iris), 5):
+        em.partial_fit(batch)
+    assert em.covariances_.shape == (3, 4, 4)
+    assert_satisfies_model(model, em.volumes_, em.shapes_, em.orientations_)
+    assert np.isfinite(em.score(iris))
+
+
+@pytest.mark.parametrize("model", ["EEI", "VVE"])
+def test_dask_fit_equals_in_memory_fit(model, iris):
+    kwargs = {"covariance_type": model, "random_state": 0, "init_params": "random"}
+    ours = EMGaussianMixture(3, **kwargs).fit(da.from_array(iris, chunks=50))
+    theirs = EMGaussianMixture(3, **kwargs).fit(iris)
+    np.testing.assert_allclose(ours.covariances_, theirs.covariances_, rtol=1e-6)
+    assert ours.lower_bound_ == pytest.approx(theirs.lower_bound_, rel=1e-9)
+
+
+@pytest.mark.parametrize("model", ["VEE", "EVE", "EVI"])
+def test_missing_values_every_model(model, iris):
+    X = iris.copy()
+    X[np.random.RandomState(0).rand(*X.shape) < 0.1] = np.nan
+    em = EMGaussianMixture(3, covariance_type=model, random_state=0, tol=1e-6)
+    em.fit(X)
+    assert np.all(np.diff(em.half_step_lower_bounds_) >= -1e-12)
+    assert_satisfies_model(model, em.volumes_, em.shapes_, em.orientations_)
