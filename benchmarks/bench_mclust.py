@@ -227,6 +227,9 @@ def compare(mclust, skvi, models):
     return {
         "pick_ok": same_pick or skvi["pick"]["bic"] < mclust["pick"]["bic"],
         "skvi_worse": sum(d > BIC_MARGIN for d, _ in differences),
+        "worse_cells": sorted(
+            ((d, cell) for d, cell in differences if d > BIC_MARGIN), reverse=True
+        ),
         "mclust_worse": sum(d < -BIC_MARGIN for d, _ in differences),
         "worst": worst,
         "cells": len(differences),
@@ -624,6 +627,15 @@ def main():
             f"| {median['mclust']:.3f} | {median['skvi']:.3f} "
             f"| {median['skvi'] / median['mclust']:.1f}x |"
         )
+    for name, _, _, comparison, _, _ in rows:
+        if comparison["worse_cells"]:
+            report.append(
+                f"- {name}, cells where skvi is worse by more than "
+                f"{BIC_MARGIN:g}: "
+                + ", ".join(
+                    f"{kind} {k} {d:+.1f}" for d, (kind, k) in comparison["worse_cells"]
+                )
+            )
     totals = [sum(row[3][key] for row in rows) for key in ("skvi_worse", "cells")]
     speed = [row[4]["skvi"] / row[4]["mclust"] for row in rows]
     report += [
