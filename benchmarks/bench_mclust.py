@@ -211,12 +211,16 @@ def compare(mclust, skvi, models):
     differences = []
     missing = {"mclust": 0, "skvi": 0}
     for cell, value in theirs.items():
+        # skvi's NA: an error (None) or a degenerate fit (NaN criteria).
+        mine = (
+            ours[cell] if ours[cell] is not None and np.isfinite(ours[cell]) else None
+        )
         if value is None:
             missing["mclust"] += 1
-        if ours[cell] is None:
+        if mine is None:
             missing["skvi"] += 1
-        if value is not None and ours[cell] is not None:
-            differences.append((ours[cell] - value, cell))
+        if value is not None and mine is not None:
+            differences.append((mine - value, cell))
     worst = max(differences)
     # The quality target: mclust's pick, or a strictly better BIC (skvi's
     # table never ranks a degenerate fit).
