@@ -118,9 +118,7 @@ for row, names in zip(axes, rows, strict=True):
         ax.set_axis_on()
         ax.set_xticks([])
         ax.set_yticks([])
-fig.suptitle(
-    "volume, shape, orientation: E equal, V variable, I identity", fontsize=11
-)
+fig.suptitle("volume, shape, orientation: E equal, V variable, I identity", fontsize=11)
 plt.show()
 
 # %%

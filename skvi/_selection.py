@@ -298,7 +298,6 @@ def covariance_type_list(covariance_types, method="em"):
     return list(dict.fromkeys(kinds))
 
 
-
 def _as_table(records, as_frame):
     if as_frame is False:
         return records
