@@ -2,14 +2,17 @@
 
 On Old Faithful (``skvi.datasets.load_old_faithful``), iris (scikit-learn) and
 some of mclust's own data sets (exported from R to CSV when the benchmark
-runs), both libraries fit K = 1..9 with the four covariance models they share
-(mclust's VII, VVI, EEE, VVV = skvi's spherical, diag, tied, full), all else
-at their defaults:
+runs), both libraries fit K = 1..9 with mclust's fourteen covariance models,
+all else at their defaults:
 
-* mclust: ``Mclust(X, G=1:9, modelNames=c("VII","VVI","EEE","VVV"))``
+* mclust: ``Mclust(X, G=1:9)``, which fits all fourteen models
   (``benchmarks/mclust_reference.R``);
-* skvi: ``select_model(X, n_components=range(1, 10),
-  covariance_types=["spherical", "diag", "tied", "full"])``.
+* skvi: ``select_model(X, n_components=range(1, 10))``, whose default
+  ``covariance_types='all'`` is the same fourteen.
+
+``--models shared`` compares the four models scikit-learn has instead
+(mclust's ``modelNames=c("VII","VVI","EEE","VVV")`` against skvi's
+spherical, diag, tied, full), the comparison of earlier versions.
 
 Method
 ------
@@ -35,6 +38,19 @@ Method
   any step, against SciPy's; (c) the same start run to ``tol=1e-6`` with
   skvi's defaults otherwise: its log-likelihood against mclust's. All are
   total log-likelihoods in nats.
+* EM steps of every model (skip with ``--no-steps``): for the fourteen
+  models and K in ``--steps-k`` (1, 2, 3, 4), a second R run records
+  mclust's fitted parameters, its parameter count and BIC, ONE ``mstep``
+  applied to the ``estep`` of those parameters, and ``me`` run to
+  convergence from the same ``estep`` (tight tolerances). skvi's
+  ``EMGaussianMixture`` starts from the same parameters (``weights_init``,
+  ``means_init``, ``precisions_init``; ``reg_covar=0``): after one
+  iteration its weights, means and covariances must equal mclust's
+  ``mstep`` to 1e-8 (relative to the largest entry), run to convergence
+  (``tol=1e-13``) its log-likelihood must equal ``me``'s to 1e-6 (relative),
+  and its parameter count and BIC (``bic()``, at mclust's log-likelihood)
+  must equal mclust's ``nMclustParams`` and BIC. The report counts the
+  cells that miss each target and shows the worst.
 
 Usage::
 
@@ -42,6 +58,8 @@ Usage::
     python benchmarks/bench_mclust.py --datasets faithful,iris --repeats 1
     python benchmarks/bench_mclust.py --output mclust.md
     python benchmarks/bench_mclust.py --skvi-params '{"tol": 1e-8, "max_iter": 10000}'
+    python benchmarks/bench_mclust.py --models shared   # the four shared models
+    python benchmarks/bench_mclust.py --repeats 0 --no-same-start  # steps only
 
 Without ``Rscript`` (or without R's mclust package) the script says so and
 exits with status 0; the unit tests never need R.
@@ -66,7 +84,14 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 R_SCRIPT = HERE / "mclust_reference.R"
-MODELS = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
+# mclust's fourteen models, in its order; skvi takes the same names.
+ALL_MODELS = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
+# The four scikit-learn has, under its names (``--models shared``).
+SHARED = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
+MODEL_SETS = {"all": {name: name for name in ALL_MODELS}, "shared": SHARED}
 K_RANGE = range(1, 10)
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # Data sets of R's mclust package, exported at run time (numeric columns only).
@@ -74,6 +99,10 @@ MCLUST_DATASETS = ("diabetes", "banknote", "thyroid", "wreath")
 DATASETS = ("faithful", "iris", *MCLUST_DATASETS)
 BIC_MARGIN = 2.0
 SAME_START_TOL = 1e-6
+STEP_K = (1, 2, 3, 4)
+# The targets of the step comparison (issue 17).
+ONE_STEP_TOL = 1e-8  # one EM step, relative to the largest entry
+CONVERGED_TOL = 1e-6  # the converged log-likelihood, relative
 
 
 def one_thread_environment():
@@ -83,7 +112,7 @@ def one_thread_environment():
 
 
 # ------------------------------------------------------------------ child
-def child(csv_path, out_path, params_json):
+def child(csv_path, out_path, params_json, models):
     """Time skvi's select_model on one CSV; write the table as JSON."""
     from threadpoolctl import threadpool_limits
 
@@ -96,7 +125,7 @@ def child(csv_path, out_path, params_json):
         table, best = select_model(
             X,
             n_components=K_RANGE,
-            covariance_types=list(MODELS.values()),
+            covariance_types=list(MODEL_SETS[models].values()),
             as_frame=False,
             **json.loads(params_json),
         )
@@ -135,15 +164,16 @@ def run_r(*args):
     )
 
 
-def run_mclust(csv_path, out_path, params=False):
-    run_r("fit", csv_path, out_path, *(["--params"] if params else []))
+def run_mclust(csv_path, out_path, models, params=False):
+    names = "all" if models == "all" else ",".join(MODEL_SETS[models])
+    run_r("fit", csv_path, out_path, names, *(["--params"] if params else []))
     return json.loads(Path(out_path).read_text())
 
 
-def run_skvi(csv_path, out_path, params_json):
+def run_skvi(csv_path, out_path, params_json, models):
     subprocess.run(
         [sys.executable, __file__, "--child", str(csv_path), str(out_path)]
-        + ["--skvi-params", params_json],
+        + ["--skvi-params", params_json, "--models", models],
         check=True,
         env=one_thread_environment(),
     )
@@ -173,22 +203,37 @@ def write_datasets(names, folder):
     return paths
 
 
-def compare(mclust, skvi):
+def compare(mclust, skvi, models):
     """Cell-by-cell BIC comparison (skvi's sign: smaller is better)."""
-    theirs = {(MODELS[c["model"]], c["G"]): c["bic"] for c in mclust["cells"]}
+    names = MODEL_SETS[models]
+    theirs = {(names[c["model"]], c["G"]): c["bic"] for c in mclust["cells"]}
     ours = {(c["covariance_type"], c["K"]): c["bic"] for c in skvi["cells"]}
     differences = []
     missing = {"mclust": 0, "skvi": 0}
     for cell, value in theirs.items():
+        # skvi's NA: an error (None) or a degenerate fit (NaN criteria).
+        mine = (
+            ours[cell] if ours[cell] is not None and np.isfinite(ours[cell]) else None
+        )
         if value is None:
             missing["mclust"] += 1
-        if ours[cell] is None:
+        if mine is None:
             missing["skvi"] += 1
-        if value is not None and ours[cell] is not None:
-            differences.append((ours[cell] - value, cell))
+        if value is not None and mine is not None:
+            differences.append((mine - value, cell))
     worst = max(differences)
+    # The quality target: mclust's pick, or a strictly better BIC (skvi's
+    # table never ranks a degenerate fit).
+    same_pick = (names[mclust["pick"]["model"]], mclust["pick"]["G"]) == (
+        skvi["pick"]["covariance_type"],
+        skvi["pick"]["K"],
+    )
     return {
+        "pick_ok": same_pick or skvi["pick"]["bic"] < mclust["pick"]["bic"],
         "skvi_worse": sum(d > BIC_MARGIN for d, _ in differences),
+        "worse_cells": sorted(
+            ((d, cell) for d, cell in differences if d > BIC_MARGIN), reverse=True
+        ),
         "mclust_worse": sum(d < -BIC_MARGIN for d, _ in differences),
         "worst": worst,
         "cells": len(differences),
@@ -221,7 +266,29 @@ def mixture_loglik(X, weights, means, covariances):
     return float(logsumexp(np.column_stack(columns), axis=1).sum())
 
 
-def same_start(X, mclust):
+def cell_parameters(cell, n_features):
+    """mclust's pro, mean and sigma of a cell as weights, means, covariances."""
+    weights = np.atleast_1d(np.asarray(cell["pro"], dtype=float))
+    means = np.asarray(cell["mean"], dtype=float).reshape(cell["G"], -1)
+    sigma = np.asarray(cell["sigma"], dtype=float).reshape(
+        cell["G"], n_features, n_features
+    )
+    return weights, means, sigma
+
+
+def skvi_precisions(kind, sigma):
+    """``precisions_init`` for skvi's covariance type from mclust's sigma."""
+    if kind == "spherical":
+        return 1.0 / sigma[:, 0, 0]
+    if kind == "diag":
+        return 1.0 / np.diagonal(sigma, axis1=1, axis2=2)
+    if kind == "tied":
+        return np.linalg.inv(sigma[0])
+    # 'full' and mclust's fourteen names: one full matrix per component.
+    return np.linalg.inv(sigma)
+
+
+def same_start(X, mclust, models):
     """skvi from mclust's fitted parameters, cell by cell (total nats).
 
     Returns three arrays over the cells mclust fitted: the log-likelihood
@@ -239,20 +306,9 @@ def same_start(X, mclust):
     for cell in mclust["cells"]:
         if cell["bic"] is None:
             continue
-        kind = MODELS[cell["model"]]
-        weights = np.atleast_1d(np.asarray(cell["pro"], dtype=float))
-        means = np.asarray(cell["mean"], dtype=float).reshape(cell["G"], -1)
-        sigma = np.asarray(cell["sigma"], dtype=float).reshape(
-            cell["G"], X.shape[1], X.shape[1]
-        )
-        if kind == "spherical":
-            precisions = 1.0 / sigma[:, 0, 0]
-        elif kind == "diag":
-            precisions = 1.0 / np.diagonal(sigma, axis1=1, axis2=2)
-        elif kind == "tied":
-            precisions = np.linalg.inv(sigma[0])
-        else:
-            precisions = np.linalg.inv(sigma)
+        kind = MODEL_SETS[models][cell["model"]]
+        weights, means, sigma = cell_parameters(cell, X.shape[1])
+        precisions = skvi_precisions(kind, sigma)
         scipy_loglik = mixture_loglik(X, weights, means, sigma)
         reported.append(scipy_loglik - cell["loglik"])
         start = dict(
@@ -271,6 +327,149 @@ def same_start(X, mclust):
         evaluated.append(first.lower_bounds_[0] * X.shape[0] - scipy_loglik)
         converged.append(model.score(X) * X.shape[0] - cell["loglik"])
     return np.array(reported), np.array(evaluated), np.array(converged)
+
+
+def run_steps(csv_path, out_path, counts):
+    run_r("steps", csv_path, out_path, ",".join(map(str, counts)))
+    return json.loads(Path(out_path).read_text())
+
+
+def largest_relative_error(ours, theirs):
+    """max |ours - theirs| over max |theirs|, over several arrays."""
+    return max(
+        float(np.max(np.abs(np.asarray(a) - b)) / max(np.max(np.abs(b)), 1e-300))
+        for a, b in zip(ours, theirs, strict=True)
+    )
+
+
+def expected_complete_loglik(X, resp, weights, means, covariances):
+    """The M-step's objective: sum_nk r_nk (log pi_k + log N(x_n | mu_k, S_k))."""
+    return float(np.sum(resp * component_logs(X, weights, means, covariances)))
+
+
+def component_logs(X, weights, means, covariances):
+    from scipy.stats import multivariate_normal
+
+    return np.column_stack(
+        [
+            np.log(w) + multivariate_normal(m, c).logpdf(X)
+            for w, m, c in zip(weights, means, covariances, strict=True)
+        ]
+    )
+
+
+def responsibilities(X, weights, means, covariances):
+    from scipy.special import logsumexp
+
+    log = component_logs(X, weights, means, covariances)
+    return np.exp(log - logsumexp(log, axis=1, keepdims=True))
+
+
+def em_steps(X, steps):
+    """skvi's EM steps against mclust's ``mstep`` and ``me``, cell by cell.
+
+    Returns one dict per cell mclust fitted: the model, K, the largest
+    relative error of skvi's first EM step (weights, means, covariances)
+    against ``mstep``'s, skvi's converged log-likelihood minus ``me``'s
+    (relative), skvi's and mclust's parameter counts, and skvi's BIC at
+    mclust's log-likelihood minus mclust's BIC (relative). Where the first
+    steps differ by more than the target, also the M-step's objective (the
+    expected complete log-likelihood under the E-step both start from) at
+    skvi's step minus at mclust's: positive where skvi's M-step maximised
+    it better.
+    """
+    from skvi import EMGaussianMixture
+
+    n, d = X.shape
+    rows = []
+    for cell in steps["cells"]:
+        if cell["bic"] is None:
+            continue
+        weights, means, sigma = cell_parameters(cell, d)
+        start = dict(
+            n_components=cell["G"],
+            covariance_type=cell["model"],
+            weights_init=weights / weights.sum(),
+            means_init=means,
+            precisions_init=np.linalg.inv(sigma),
+            reg_covar=0.0,
+        )
+        row = {"model": cell["model"], "G": cell["G"], "mclust_npar": cell["npar"]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = EMGaussianMixture(**start, max_iter=1, tol=1e-300).fit(X)
+            run = EMGaussianMixture(**start, max_iter=20_000, tol=1e-13).fit(X)
+        loglik = one.score(X) * n
+        row["npar"] = (one.bic(X) + 2.0 * loglik) / np.log(n)
+        skvi_bic = -2.0 * cell["loglik"] + round(row["npar"]) * np.log(n)
+        row["bic"] = (skvi_bic - cell["bic"]) / abs(cell["bic"])
+        if "one_step" in cell:
+            theirs = cell_parameters(cell["one_step"] | {"G": cell["G"]}, d)
+            ours = (one.weights_, one.means_, one.covariances_)
+            row["one_step"] = largest_relative_error(ours, theirs)
+            if row["one_step"] > ONE_STEP_TOL:
+                resp = responsibilities(X, weights / weights.sum(), means, sigma)
+                row["objective"] = expected_complete_loglik(
+                    X, resp, *ours
+                ) - expected_complete_loglik(X, resp, *theirs)
+        if "me" in cell:
+            mclust_loglik = cell["me"]["loglik"]
+            row["converged"] = (run.score(X) * n - mclust_loglik) / abs(mclust_loglik)
+            row["n_iter"] = (
+                int(run.n_iter_),
+                int(np.ravel(cell["me"]["iterations"])[0]),
+            )
+        rows.append(row)
+    return rows
+
+
+def steps_report(step_rows):
+    """Markdown lines of the step comparison, one table row per data set."""
+    lines = [
+        "",
+        "## EM steps of the fourteen models, from mclust's parameters",
+        "",
+        "Per cell (model, K) mclust fitted: skvi's first EM step against "
+        f"mclust's `mstep` (largest relative error; target {ONE_STEP_TOL:g}), "
+        "skvi's converged log-likelihood minus `me`'s (relative; target "
+        f"{CONVERGED_TOL:g}), parameter counts (skvi's from `bic()`) and BIC "
+        "(skvi's formula at mclust's log-likelihood, relative).",
+        "",
+        "| data | cells | one step: max | > target | converged: max abs "
+        "| > target | npar differ | BIC: max abs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    misses = []
+    for name, rows in step_rows:
+        one = [r["one_step"] for r in rows if "one_step" in r]
+        conv = [r["converged"] for r in rows if "converged" in r]
+        npar = [r for r in rows if round(r["npar"]) != r["mclust_npar"]]
+        lines.append(
+            f"| {name} | {len(rows)} | {max(one, default=0):.1e} "
+            f"| {sum(e > ONE_STEP_TOL for e in one)} "
+            f"| {max(map(abs, conv), default=0):.1e} "
+            f"| {sum(abs(e) > CONVERGED_TOL for e in conv)} | {len(npar)} "
+            f"| {max(abs(r['bic']) for r in rows):.1e} |"
+        )
+        for r in rows:
+            bad = []
+            if r.get("one_step", 0) > ONE_STEP_TOL:
+                bad.append(
+                    f"one step {r['one_step']:.1e} (M-step objective skvi - "
+                    f"mclust {r['objective']:+.2e} nats)"
+                )
+            if abs(r.get("converged", 0)) > CONVERGED_TOL:
+                bad.append(
+                    f"converged {r['converged']:+.1e} (iterations skvi, mclust: "
+                    f"{r['n_iter'][0]}, {r['n_iter'][1]})"
+                )
+            if round(r["npar"]) != r["mclust_npar"]:
+                bad.append(f"npar {r['npar']:.2f} vs {r['mclust_npar']}")
+            if bad:
+                misses.append(f"- {name} {r['model']}, {r['G']}: {'; '.join(bad)}")
+    if misses:
+        lines += ["", "Cells that miss a target:", "", *misses]
+    return lines
 
 
 def machine_lines():
@@ -310,10 +509,25 @@ def main():
         default="{}",
         help="further select_model parameters as JSON, e.g. '{\"tol\": 1e-8}'",
     )
+    parser.add_argument(
+        "--models",
+        choices=tuple(MODEL_SETS),
+        default="all",
+        help="all: mclust's fourteen models (Mclust's default); shared: the "
+        "four scikit-learn has",
+    )
+    parser.add_argument(
+        "--no-steps", action="store_true", help="skip the EM step comparison"
+    )
+    parser.add_argument(
+        "--steps-k",
+        default=",".join(map(str, STEP_K)),
+        help="numbers of components of the EM step comparison",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, args.skvi_params)
+        child(*args.child, args.skvi_params, args.models)
         return 0
     if shutil.which("Rscript") is None:
         print("bench_mclust: Rscript not found; install R and its mclust package")
@@ -331,7 +545,8 @@ def main():
     names = [name for name in args.datasets.split(",") if name]
     report = ["## Machine", "", *machine_lines()]
     started = time.perf_counter()
-    rows, same_rows = [], []
+    rows, same_rows, step_rows = [], [], []
+    versions = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         paths = write_datasets(names, folder)
@@ -343,15 +558,26 @@ def main():
                 for library in order:
                     out = folder / f"{name}-{library}-{round_}.json"
                     if library == "mclust":
-                        result = run_mclust(paths[name], out)
+                        result = run_mclust(paths[name], out, args.models)
                     else:
-                        result = run_skvi(paths[name], out, args.skvi_params)
+                        result = run_skvi(
+                            paths[name], out, args.skvi_params, args.models
+                        )
                     times[library].append(result["seconds"])
                     results[library].append(result)
+            X = np.loadtxt(paths[name], delimiter=",", skiprows=1, ndmin=2)
+            if not args.no_steps:
+                counts = [int(k) for k in args.steps_k.split(",")]
+                steps = run_steps(paths[name], folder / f"{name}-steps.json", counts)
+                versions = versions or steps
+                step_rows.append((name, em_steps(X, steps)))
+            if not args.repeats:
+                continue
             mclust, skvi_ = results["mclust"][0], results["skvi"][0]
+            versions = mclust
             # Are the repeats the same fits? (Largest BIC spread, each side.)
             spread = {library: bic_spread(runs) for library, runs in results.items()}
-            comparison = compare(mclust, skvi_)
+            comparison = compare(mclust, skvi_, args.models)
             median = {library: statistics.median(t) for library, t in times.items()}
             rows.append((name, mclust, skvi_, comparison, median, spread))
             print(
@@ -363,11 +589,9 @@ def main():
             )
             if not args.no_same_start:
                 params = run_mclust(
-                    paths[name], folder / f"{name}-params.json", params=True
+                    paths[name], folder / f"{name}-params.json", args.models, True
                 )
-                X = np.loadtxt(paths[name], delimiter=",", skiprows=1, ndmin=2)
-                same_rows.append((name, *same_start(X, params)))
-        versions = results["mclust"][0] if names else {}
+                same_rows.append((name, *same_start(X, params, args.models)))
 
     report += [
         f"- {versions.get('r_version', '?')}, mclust "
@@ -379,12 +603,13 @@ def main():
         "",
         f"{args.repeats} rounds per data set, medians; BIC in skvi's sign "
         "(smaller is better); cells: (model, K) fitted by both; "
-        f"select_model's further parameters: {args.skvi_params}.",
+        f"models: {args.models}; select_model's further parameters: "
+        f"{args.skvi_params}.",
         "",
         "| data | n x d | mclust pick | mclust BIC | skvi pick | skvi BIC "
         "| skvi worse > 2 | mclust worse > 2 | worst skvi - mclust "
-        "| mclust s | skvi s | skvi / mclust |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| pick ok | mclust s | skvi s | skvi / mclust |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for name, mclust, skvi_, comparison, median, _ in rows:
         worst, (kind, k) = comparison["worst"]
@@ -392,7 +617,7 @@ def main():
         note = ""
         if missing["mclust"] or missing["skvi"]:
             note = f" (NA: mclust {missing['mclust']}, skvi {missing['skvi']})"
-        pick_kind = MODELS[mclust["pick"]["model"]]
+        pick_kind = MODEL_SETS[args.models][mclust["pick"]["model"]]
         report.append(
             f"| {name} | {mclust['n']} x {mclust['d']} "
             f"| {mclust['pick']['model']} ({pick_kind}), {mclust['pick']['G']} "
@@ -402,10 +627,21 @@ def main():
             f"| {comparison['skvi_worse']} / {comparison['cells']}{note} "
             f"| {comparison['mclust_worse']} "
             f"| {worst:+.2f} ({kind}, {k}) "
+            f"| {'yes' if comparison['pick_ok'] else 'NO'} "
             f"| {median['mclust']:.3f} | {median['skvi']:.3f} "
             f"| {median['skvi'] / median['mclust']:.1f}x |"
         )
+    for name, _, _, comparison, _, _ in rows:
+        if comparison["worse_cells"]:
+            report.append(
+                f"- {name}, cells where skvi is worse by more than "
+                f"{BIC_MARGIN:g}: "
+                + ", ".join(
+                    f"{kind} {k} {d:+.1f}" for d, (kind, k) in comparison["worse_cells"]
+                )
+            )
     totals = [sum(row[3][key] for row in rows) for key in ("skvi_worse", "cells")]
+    speed = [row[4]["skvi"] / row[4]["mclust"] for row in rows]
     report += [
         "",
         f"skvi worse by more than 2 in {totals[0]} of {totals[1]} cells; "
@@ -416,6 +652,13 @@ def main():
         )
         + ".",
     ]
+    if speed:
+        report.append(
+            f"skvi / mclust time: {min(speed):.2f}x to {max(speed):.2f}x "
+            f"(faster than mclust on {sum(x < 1 for x in speed)} of {len(speed)})."
+        )
+    if step_rows:
+        report += steps_report(step_rows)
     if same_rows:
         report += [
             "",

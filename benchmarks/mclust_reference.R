@@ -1,24 +1,49 @@
 # R mclust's side of benchmarks/bench_mclust.py (see its docstring).
 #
-# Fit:    Rscript mclust_reference.R fit IN.csv OUT.json [--params]
+# Fit:    Rscript mclust_reference.R fit IN.csv OUT.json MODELS [--params]
 #   Reads a CSV (header row, numeric columns only), times the Mclust call alone
-#   (Mclust(X, G = 1:9, modelNames = c("VII", "VVI", "EEE", "VVV")), all else
-#   mclust's defaults: its hierarchical agglomeration start on SVD-scaled data)
-#   with system.time (wall clock, "elapsed"), and writes JSON: the time, the
-#   BIC table in skvi's sign (skvi's BIC = -(mclust's BIC); mclust's is
+#   (Mclust(X, G = 1:9, modelNames = MODELS), MODELS a comma-separated list or
+#   "all" for mclust's fourteen, which is what Mclust(X) fits by default; all
+#   else mclust's defaults: its hierarchical agglomeration start on SVD-scaled
+#   data) with system.time (wall clock, "elapsed"), and writes JSON: the time,
+#   the BIC table in skvi's sign (skvi's BIC = -(mclust's BIC); mclust's is
 #   2 logL - npar log n, larger is better), the pick, and mclust/R versions.
 #   With --params it also refits every cell from the BIC object (untimed) and
 #   writes its parameters and log-likelihood, for the "same start" check.
+# Steps:  Rscript mclust_reference.R steps IN.csv OUT.json G1,G2,...
+#   For each of the fourteen models and each G: mclust's fitted parameters
+#   (pro, mean, sigma), loglik, BIC (skvi's sign) and nMclustParams; ONE
+#   mstep applied to the estep of those parameters; and me run to
+#   convergence from that estep (tolerances tightened: 1e-13 relative for the
+#   iterative M-steps' inner loops, 1e-12 relative change of the loglik for
+#   me), so that skvi's steps can be compared with mclust's to rounding.
 # Export: Rscript mclust_reference.R export NAME OUT.csv
 #   Writes the numeric columns of mclust's data set NAME (class labels dropped).
 suppressPackageStartupMessages(library(mclust))
 
-MODELS <- c("VII", "VVI", "EEE", "VVV")
+ALL_MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE",
+                "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
 G_RANGE <- 1:9
+STEP_CONTROL <- emControl(tol = c(1e-12, 1e-13))
+
+as_cell_parameters <- function(parameters, g) {
+  sigma <- parameters$variance$sigma
+  list(
+    pro = as.numeric(parameters$pro),
+    mean = unname(lapply(seq_len(g), function(k) unname(parameters$mean[, k]))),
+    sigma = unname(lapply(seq_len(g), function(k) unname(sigma[, , k])))
+  )
+}
+
+write_result <- function(result, path) {
+  jsonlite::write_json(result, path, auto_unbox = TRUE, digits = NA,
+                       na = "null", matrix = "rowmajor")
+}
 
 args <- commandArgs(trailingOnly = TRUE)
 if (length(args) < 3) {
-  stop("usage: mclust_reference.R fit IN.csv OUT.json [--params] | export NAME OUT.csv")
+  stop(paste("usage: mclust_reference.R fit IN.csv OUT.json MODELS [--params]",
+             "| steps IN.csv OUT.json G1,G2 | export NAME OUT.csv"))
 }
 
 if (args[1] == "export") {
@@ -31,6 +56,45 @@ if (args[1] == "export") {
 }
 
 X <- as.matrix(read.csv(args[2]))
+
+if (args[1] == "steps") {
+  cells <- list()
+  for (g in as.integer(strsplit(args[4], ",")[[1]])) {
+    bic <- mclustBIC(X, G = g, modelNames = ALL_MODELS, verbose = FALSE)
+    for (model in ALL_MODELS) {
+      value <- bic[as.character(g), model]
+      cell <- list(model = model, G = g, npar = nMclustParams(model, ncol(X), g))
+      if (is.na(value)) {
+        cells[[length(cells) + 1]] <- c(cell, list(bic = NA))
+        next
+      }
+      fit <- Mclust(X, G = g, modelNames = model, x = bic, verbose = FALSE)
+      cell <- c(cell, list(bic = -fit$bic, loglik = fit$loglik),
+                as_cell_parameters(fit$parameters, g))
+      # With one component mclust stores the fit as XII, XXI or XXX, which
+      # estep does not take; its E-step is trivial.
+      z <- if (g == 1) matrix(1, nrow(X), 1) else
+        estep(data = X, modelName = model, parameters = fit$parameters)$z
+      one <- mstep(data = X, modelName = model, z = z, control = STEP_CONTROL)
+      if (!anyNA(one$parameters$variance$sigma)) {
+        cell$one_step <- as_cell_parameters(one$parameters, g)
+      }
+      run <- me(data = X, modelName = model, z = z, control = STEP_CONTROL)
+      if (!is.na(run$loglik)) {
+        cell$me <- c(list(loglik = run$loglik,
+                          iterations = unname(attr(run, "info")[1])),
+                     as_cell_parameters(run$parameters, g))
+      }
+      cells[[length(cells) + 1]] <- cell
+    }
+  }
+  write_result(list(n = nrow(X), d = ncol(X), cells = cells,
+                    mclust_version = as.character(packageVersion("mclust"))),
+               args[3])
+  quit(status = 0)
+}
+
+MODELS <- if (args[4] == "all") ALL_MODELS else strsplit(args[4], ",")[[1]]
 elapsed <- system.time(
   fit <- Mclust(X, G = G_RANGE, modelNames = MODELS, verbose = FALSE)
 )[["elapsed"]]
@@ -44,12 +108,9 @@ for (model in MODELS) {
                  bic = if (is.na(value)) NA else -value)
     if ("--params" %in% args && !is.na(value)) {
       one <- Mclust(X, G = g, modelNames = model, x = bic, verbose = FALSE)
-      sigma <- one$parameters$variance$sigma
-      cell$loglik <- one$loglik
-      cell$npar <- nMclustParams(model, ncol(X), g)
-      cell$pro <- as.numeric(one$parameters$pro)
-      cell$mean <- unname(lapply(seq_len(g), function(k) unname(one$parameters$mean[, k])))
-      cell$sigma <- unname(lapply(seq_len(g), function(k) unname(sigma[, , k])))
+      cell <- c(cell, list(loglik = one$loglik,
+                           npar = nMclustParams(model, ncol(X), g)),
+                as_cell_parameters(one$parameters, g))
     }
     cells[[length(cells) + 1]] <- cell
   }
@@ -64,5 +125,4 @@ result <- list(
   r_version = R.version.string,
   blas = as.character(extSoftVersion()[["BLAS"]])
 )
-jsonlite::write_json(result, args[3], auto_unbox = TRUE, digits = NA,
-                     na = "null", matrix = "rowmajor")
+write_result(result, args[3])

@@ -57,10 +57,10 @@ FIT_EXAMPLES = f"""examples:
   skvi fit data.csv --columns x,y --weight-column count --save model.skops
 
 A range of --n-components (1-9, or a list 2,4,8) or several covariance
-types (all, or full,diag) fits every combination (at most {MAX_FITS} fits) and
-keeps the best: by BIC for EM, by the ELBO for VI. Writes labels.csv (one
-line per data row of the file) and summary.json (and with --plot fit.png,
-selection.png) to --output-dir.
+types (all, or full,diag, or VEV,VVV) fits every combination (at most
+{MAX_FITS} fits) and keeps the best: by BIC for EM, by the ELBO for VI.
+Writes labels.csv (one line per data row of the file) and summary.json
+(and with --plot fit.png, selection.png) to --output-dir.
 
 {READING_RULES}"""
 
@@ -123,7 +123,10 @@ def build_parser():
     fit.add_argument(
         "--covariance-type",
         default="full",
-        help="full, tied, diag, spherical, a list of them, or all (default full)",
+        help="full, tied, diag, spherical or one of mclust's fourteen models "
+        "(EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV, "
+        "VVV; em only), a list of them, or all: the fourteen for em, as R's "
+        "Mclust, the four conjugate types for vi (default full)",
     )
     fit.add_argument(
         "--columns", help="comma-separated columns to fit (default: all numeric)"
@@ -360,21 +363,13 @@ def parse_counts(text):
 
 def run_fit(args):
     """``skvi fit``: fit (or select), then write the results."""
-    from ._selection import COVARIANCE_TYPES, select_model
+    from ._selection import covariance_type_list, select_model
 
     counts = parse_counts(args.n_components)
-    kinds = (
-        list(COVARIANCE_TYPES)
-        if args.covariance_type == "all"
-        else [kind.strip() for kind in args.covariance_type.split(",")]
-    )
-    for kind in kinds:
-        if kind not in COVARIANCE_TYPES:
-            raise InputError(
-                f"--covariance-type {kind!r} is not one of full, tied, diag, "
-                "spherical or all."
-            )
-    kinds = list(dict.fromkeys(kinds))
+    try:
+        kinds = covariance_type_list(args.covariance_type, args.method)
+    except ValueError as error:
+        raise InputError(f"--covariance-type: {error}") from None
     if len(counts) * len(kinds) > MAX_FITS:
         raise InputError(
             f"--n-components and --covariance-type ask for "

@@ -5,40 +5,46 @@ that shrinks onto a few points (or onto a line or plane) drives the
 likelihood up without bound, and only ``reg_covar`` stops it. Such a fit
 wins every criterion it should lose. R's mclust reports it as missing (NA)
 and never selects it; skvi flags it, warns, and :func:`select_model` skips
-it. Two rules, either one enough:
+it. Three rules, any one enough; they read a covariance model by its three
+choices (volume, shape, orientation; mclust's names, of which scikit-learn's
+'spherical', 'diag', 'tied' and 'full' are VII, VVI, EEE and VVV):
 
-* **Eigenvalue ratio.** The smallest eigenvalue of a component's covariance
-  over its largest is below ``sqrt(eps)`` of float64 (about 1.5e-8): half
-  the digits of anything computed with its inverse are lost, and the
-  component has collapsed onto a subspace. The covariance is first put in
-  the units of the mixture's own spread (each column divided by its
-  standard deviation under the fitted mixture), so that columns measured
-  in very different units do not make a sound fit degenerate. 'full' takes
-  each component's matrix, 'tied' the shared one, 'diag' each component's
-  variances. A 'spherical' component has one variance, so its ratio is
-  its variance over the largest of the model's (in the data's units).
+* **Eigenvalue ratio** (a collapse onto a subspace). The smallest
+  eigenvalue of a component's covariance over its largest is below
+  ``sqrt(eps)`` of float64 (about 1.5e-8): half the digits of anything
+  computed with its inverse are lost. The covariance is first put in the
+  units of the mixture's own spread (each column divided by its standard
+  deviation under the fitted mixture), so that columns measured in very
+  different units do not make a sound fit degenerate. 'tied' takes the
+  shared matrix, 'diag' each component's variances, the other models each
+  component's matrix; a spherical one (EII, VII) has ratio 1.
+* **Volume ratio** (a collapse onto a point). A component's volume, the
+  geometric mean of its covariance's eigenvalues, over the largest
+  component's volume is below the same ``sqrt(eps)``: for 'spherical', its
+  variance over the largest. It does not depend on the units of the
+  columns; models of equal volume (E..) never meet it.
 * **Effective points.** A component's share of the sample,
-  ``N_k = weights_[k] * n``, must reach what its covariance needs to be
-  nonsingular without ``reg_covar``: ``n_features + 1`` points for 'full'
-  (fewer span at most a hyperplane), 2 for 'diag' and 'spherical'. 'tied'
-  pools every component's scatter, of rank at most ``n - n_components``: it
-  needs ``n >= n_features + n_components``. As EM reads sample weights only
-  relative to each other, ``n`` is Kish's effective sample size
-  ``sum(w)**2 / sum(w**2)``: the number of rows for equal weights of any
-  scale. Responsibilities are soft, so the rule is ``N_k < n_features + 1``,
-  not ``N_k <= n_features``: three points and crumbs of others are still
-  three points.
-
-mclust's fourteen models store full (K, D, D) covariances: the ratio is
-taken per component as for 'full'. Their point rule is that of the
-scikit-learn type their per-component blocks need: 'full' where shape and
-orientation both vary (EVV, VVV), 'tied' where nothing varies but the
-orientation (EII, EEI, EEE, EEV: the components pool their scatter), and
-'diag' (2 points) otherwise.
+  ``N_k = weights_[k] * n``, must reach what the model estimates from that
+  component alone, so that its covariance is nonsingular without
+  ``reg_covar``: ``n_features + 1`` points where the component has its own
+  shape and orientation (VVV = 'full', EVV; fewer span at most a
+  hyperplane), 2 where it has its own volume or its own shape otherwise
+  (VII = 'spherical', VVI = 'diag', VEI, EVI, VEE, EVE, VVE, VEV).
+  What the components share needs enough points in all: a shared full
+  matrix (EEE = 'tied', VEE) pools every component's scatter, of rank at
+  most ``n - n_components``, and needs ``n >= n_features + n_components``;
+  shared variances (EII, EEI) need ``n >= n_components + 1``; a shared
+  shape under variable orientations (EEV, VEV) pools the components'
+  sorted eigenvalues and needs one component of ``n_features + 1`` points.
+  As EM reads sample weights only relative to each other, ``n`` is Kish's
+  effective sample size ``sum(w)**2 / sum(w**2)``: the number of rows for
+  equal weights of any scale. Responsibilities are soft, so the rule is
+  ``N_k < n_features + 1``, not ``N_k <= n_features``: three points and
+  crumbs of others are still three points.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
-points gives it a nonsingular posterior: only the ratio applies there, and
+points gives it a nonsingular posterior: only the ratios apply there, and
 only to components that hold at least one point (``N_k = mean_precision_
 - mean_precision_prior_``); components the posterior emptied are pruned,
 not degenerate.
@@ -57,8 +63,9 @@ class DegenerateFitWarning(UserWarning):
     """Warning that a fitted mixture has a degenerate component.
 
     A component collapsed onto a subspace (its covariance's smallest to
-    largest eigenvalue ratio below ``sqrt(eps)``, about 1.5e-8) or holds
-    too few points to estimate its covariance; its likelihood is then
+    largest eigenvalue ratio below ``sqrt(eps)``, about 1.5e-8), onto a
+    point (its volume below ``sqrt(eps)`` times the largest component's),
+    or holds too few points to estimate its covariance; its likelihood is then
     inflated by the collapse and its criteria (BIC, ICL, AIC) are not to
     be trusted. The fitted attribute ``degenerate_`` says why;
     :func:`~skvi.select_model` never chooses such a fit.
@@ -84,19 +91,23 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
 
     Parameters
     ----------
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    covariance_type : str
+        'full', 'tied', 'diag', 'spherical' or one of mclust's fourteen
+        model names.
     weights : ndarray of shape (n_components,)
         Mixture weights.
     means : ndarray of shape (n_components, n_features)
     covariances : ndarray
-        Covariances in scikit-learn's layout for the type.
+        Covariances in scikit-learn's layout for its four types, full
+        matrices of shape (n_components, n_features, n_features) for
+        mclust's names.
     points : ndarray of shape (n_components,)
         Effective number of points of each component (total sample weight
         assigned to it).
     prior : bool
         Whether a prior regularises the covariances (the variational
         model): then only components holding at least one point are
-        checked, and only by their eigenvalue ratio.
+        checked, and only by their ratios.
 
     Returns
     -------
@@ -110,16 +121,15 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
     n_components, n_features = means.shape
     holding = points >= 1.0 if prior else np.ones(n_components, dtype=bool)
     if not prior:
-        reason = _too_few_points(_point_rule(covariance_type), points, n_features)
+        reason = _too_few_points(covariance_type, points, n_features)
         if reason is not None:
             return reason
-    if covariances.shape == (n_components, n_features, n_features):
-        covariance_type = "full"  # mclust's models store full matrices
     ratios = _eigenvalue_ratios(covariance_type, weights, means, covariances)
+    volumes = _volume_ratios(covariance_type, covariances, n_components)
     for k in np.flatnonzero(holding):
+        which = f"component {k}'s covariance"
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
         if not ratio >= RATIO_THRESHOLD:
-            which = f"component {k}'s covariance"
             if covariance_type == "tied":
                 which = "the shared covariance"
             return (
@@ -127,42 +137,63 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
                 f"largest), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: it has "
                 "collapsed onto a subspace of the data"
             )
+        if not volumes[k] >= RATIO_THRESHOLD:
+            return (
+                f"{which} has volume ratio {volumes[k]:.2g} (its volume over "
+                "the largest component's, volumes being the geometric means "
+                f"of the eigenvalues), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: "
+                "it has collapsed onto a point"
+            )
     return None
 
 
-def _point_rule(covariance_type):
-    """The scikit-learn type whose point rule a covariance model follows."""
-    if len(covariance_type) != 3 or not covariance_type.isupper():
-        return covariance_type
-    if covariance_type[1:] == "VV":
-        return "full"
-    return "tied" if "V" not in covariance_type[:2] else "diag"
+# scikit-learn's four types as mclust's models (volume, shape, orientation).
+_LETTERS = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
 
 
 def _too_few_points(covariance_type, points, n_features):
     """The effective-points rule; see the module's docstring."""
-    if covariance_type == "tied":
-        total, n_components = float(points.sum()), len(points)
-        needed = n_features + n_components
-        if total < needed:
+    volume, shape, orientation = _LETTERS.get(covariance_type, covariance_type)
+    # What each component estimates alone. Soft counts: 3 points and crumbs
+    # of others are still 3 points.
+    own_matrix = shape == "V" and orientation == "V"
+    if own_matrix:
+        needed = n_features + 1
+    elif "V" in (volume, shape):
+        needed = 2
+    else:
+        needed = 0
+    short = np.flatnonzero(points < needed)
+    if short.size:
+        k = int(short[0])
+        space = f" in {n_features} dimensions" if own_matrix else ""
+        return (
+            f"component {k} holds {_shown(points[k], needed)} effective points: "
+            f"too few to estimate a {covariance_type} covariance{space} (at "
+            f"least {needed} needed)"
+        )
+    if shape == "V":
+        return None
+    # What the components share, pooled.
+    total, n_components = float(points.sum()), len(points)
+    if orientation == "V":
+        largest = float(points.max())
+        if largest < n_features + 1:
             return (
-                f"the {_shown(total, needed)} effective points are too few to "
-                f"estimate a tied covariance of {n_components} components in "
-                f"{n_features} dimensions (at least {needed} needed)"
+                f"no component holds the {n_features + 1} effective points "
+                f"that the shared shape of a {covariance_type} covariance "
+                f"needs in {n_features} dimensions (the largest holds "
+                f"{_shown(largest, n_features + 1)})"
             )
         return None
-    # Soft counts: 3 points and crumbs of others are still 3 points.
-    needed = n_features + 1 if covariance_type == "full" else 2
-    short = np.flatnonzero(points < needed)
-    if short.size == 0:
-        return None
-    k = int(short[0])
-    space = f" in {n_features} dimensions" if covariance_type == "full" else ""
-    return (
-        f"component {k} holds {_shown(points[k], needed)} effective points: "
-        f"too few to estimate a {covariance_type} covariance{space} (at least "
-        f"{needed} needed)"
-    )
+    needed = n_components + (n_features if orientation == "E" else 1)
+    if total < needed:
+        return (
+            f"the {_shown(total, needed)} effective points are too few to "
+            f"estimate a {covariance_type} covariance of {n_components} "
+            f"components in {n_features} dimensions (at least {needed} needed)"
+        )
+    return None
 
 
 def _shown(points, needed):
@@ -176,7 +207,7 @@ def _shown(points, needed):
 def _eigenvalue_ratios(covariance_type, weights, means, covariances):
     """Per component (one value for 'tied'): smallest over largest eigenvalue."""
     if covariance_type == "spherical":
-        return covariances / np.max(covariances)
+        return np.ones(len(covariances))
     scale = 1.0 / np.sqrt(
         _mixture_variances(covariance_type, weights, means, covariances)
     )
@@ -189,14 +220,27 @@ def _eigenvalue_ratios(covariance_type, weights, means, covariances):
     return eigenvalues[:, 0] / eigenvalues[:, -1]
 
 
+def _volume_ratios(covariance_type, covariances, n_components):
+    """Per component: its volume over the largest (1 for 'tied')."""
+    if covariance_type == "tied":
+        return np.ones(n_components)
+    if covariance_type == "spherical":
+        return covariances / np.max(covariances)
+    if covariance_type == "diag":
+        log_volumes = np.log(covariances).mean(axis=1)
+    else:
+        log_volumes = np.linalg.slogdet(covariances)[1] / covariances.shape[-1]
+    return np.exp(log_volumes - np.max(log_volumes))
+
+
 def _mixture_variances(covariance_type, weights, means, covariances):
     """Each column's variance under the fitted mixture."""
-    if covariance_type == "full":
-        within = np.diagonal(covariances, axis1=1, axis2=2)
-    elif covariance_type == "tied":
+    if covariance_type == "tied":
         within = np.broadcast_to(np.diagonal(covariances), means.shape)
-    else:
+    elif covariance_type in ("diag", "spherical"):
         within = covariances
+    else:  # 'full' and mclust's names: full matrices
+        within = np.diagonal(covariances, axis1=1, axis2=2)
     weights = weights / weights.sum()
     mean = weights @ means
     return weights @ (within + (means - mean) ** 2)

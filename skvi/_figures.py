@@ -28,7 +28,7 @@ def marginal_covariances(model, columns):
     index = np.ix_(columns, columns)
     blocks = []
     for k in range(model.n_components):
-        if model.covariance_type == "full":
+        if covariances.ndim == 3:  # 'full' and mclust's fourteen models
             blocks.append(covariances[k][index])
         elif model.covariance_type == "tied":
             blocks.append(covariances[index])
@@ -141,7 +141,7 @@ def _variances(model):
     """Each component's variance of every column, shape (K, d)."""
     covariances = np.asarray(model.covariances_, dtype=float)
     n_features = model.means_.shape[1]
-    if model.covariance_type == "full":
+    if covariances.ndim == 3:  # 'full' and mclust's fourteen models
         return np.diagonal(covariances, axis1=1, axis2=2)
     if model.covariance_type == "tied":
         return np.tile(np.diag(covariances), (model.n_components, 1))

@@ -196,8 +196,10 @@ def test_select_model_starts_from_one_tree_and_picks_mclusts_model():
     builds = _agglomeration._TREES.builds
     table, best = select_model(X, n_components=range(1, 6), as_frame=False)
     assert _agglomeration._TREES.builds == builds + 1
-    # mclust's Mclust picks EEE (tied) with 3 components.
-    assert (best.n_components, best.covariance_type) == (3, "tied")
+    # One tree for all five numbers of components and fourteen models;
+    # mclust's Mclust picks EEE with 3 components.
+    assert len(table) == 5 * 14
+    assert (best.n_components, best.covariance_type) == (3, "EEE")
     assert best.init_params == "hc"
     _, kmeans = select_model(
         X, n_components=[2], covariance_types="full", init_params="kmeans"

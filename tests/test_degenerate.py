@@ -18,6 +18,8 @@ from skvi import (
 from skvi._cli import main
 from skvi.datasets import load_old_faithful
 
+SKLEARN_TYPES = ["full", "tied", "diag", "spherical"]
+
 
 def two_clusters_and_three_points(seed=0):
     """Two elongated clusters of 150 rows and 3 far rows, in 3-D.
@@ -72,7 +74,9 @@ def test_select_model_never_chooses_a_degenerate_fit():
     X = two_clusters_and_three_points()
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateFitWarning)
-        table, best = select_model(X, range(1, 5), random_state=0, as_frame=False)
+        table, best = select_model(
+            X, range(1, 5), SKLEARN_TYPES, random_state=0, as_frame=False
+        )
     rows = {(row["n_components"], row["covariance_type"]): row for row in table}
     flagged = rows[3, "full"]
     assert "effective points" in flagged["degenerate"]
@@ -139,7 +143,7 @@ def test_spherical_component_on_duplicated_rows_is_flagged():
         means_init=[[0, 0, 0], [900, 0, 0]],
         random_state=0,
     )
-    with pytest.warns(DegenerateFitWarning, match="eigenvalue ratio"):
+    with pytest.warns(DegenerateFitWarning, match="volume ratio"):
         em.fit(X)
     pair = int(np.argmin(em.weights_))
     assert em.weights_[pair] * len(X) == pytest.approx(2)
@@ -198,7 +202,9 @@ def test_columns_in_very_different_units_are_not_degenerate():
 def test_sound_fits_do_not_warn(X):
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateFitWarning)
-        table, best = select_model(X, random_state=0, as_frame=False)
+        table, best = select_model(
+            X, covariance_types=SKLEARN_TYPES, random_state=0, as_frame=False
+        )
         vi = VariationalGaussianMixture(n_components=9, random_state=0).fit(X)
     assert all(row["degenerate"] is None for row in table)
     assert best.degenerate_ is None
@@ -252,3 +258,75 @@ def test_cli_shows_degenerate_fits_in_the_table(tmp_path, capsys):
     assert lines["2"].startswith("* ") and not lines["3"].startswith("* ")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["parameters"]["n_components"] == 2
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "VVV", "VEI", "VEV"])
+def test_component_on_duplicated_rows_is_flagged_by_its_volume(covariance_type):
+    # Five copies of one row: enough points for any of these models, a
+    # round covariance of reg_covar (eigenvalue ratio 1), but a volume 1e-10
+    # of the other component's: a collapse onto a point.
+    X = np.vstack([cluster_and_plane()[:60], np.tile([[900.0, 0, 0]], (5, 1))])
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=[[0, 0, 0], [900, 0, 0]],
+        random_state=0,
+    )
+    with pytest.warns(DegenerateFitWarning, match="volume ratio .* onto a point"):
+        em.fit(X)
+    assert em.degenerate_.startswith(f"component {np.argmin(em.weights_)}'s")
+
+
+@pytest.mark.parametrize(
+    ("covariance_type", "needed"),
+    [("VII", 2), ("VEI", 2), ("EVI", 2), ("VEE", 2), ("EVE", 2), ("VVE", 2),
+     ("VEV", 2), ("EVV", 4), ("VVV", 4)],
+)  # fmt: skip
+def test_new_models_need_points_for_what_each_component_estimates(
+    covariance_type, needed
+):
+    X = np.vstack([cluster_and_plane()[:60], [[900.0, 0, 0]]])
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=[[0, 0, 0], [900, 0, 0]],
+        random_state=0,
+    )
+    with pytest.warns(DegenerateFitWarning, match=f"at least {needed} needed"):
+        em.fit(X)
+    assert "holds 1 effective points" in em.degenerate_
+
+
+@pytest.mark.parametrize("covariance_type", ["EII", "EEI", "EEE", "EEV"])
+def test_models_pooling_their_covariance_accept_a_one_row_component(
+    covariance_type,
+):
+    # What the components share is estimated from all the rows: a component
+    # of one row has a sound covariance.
+    X = np.vstack([cluster_and_plane()[:60], [[900.0, 0, 0]]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        em = EMGaussianMixture(
+            n_components=2,
+            covariance_type=covariance_type,
+            means_init=[[0, 0, 0], [900, 0, 0]],
+            random_state=0,
+        ).fit(X)
+    assert em.degenerate_ is None
+    assert em.weights_.min() * len(X) == pytest.approx(1.0)
+
+
+def test_shared_shape_under_variable_orientations_needs_one_full_component():
+    # EEV pools the components' sorted eigenvalues: with every component on
+    # 3 rows in 3-D, the smallest is 0 for all and the shared shape is
+    # singular.
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(size=(3, 3)) + 20.0 * k for k in range(3)])
+    em = EMGaussianMixture(
+        n_components=3,
+        covariance_type="EEV",
+        means_init=[[20.0 * k] * 3 for k in range(3)],
+        reg_covar=1e-6,
+    )
+    with pytest.warns(DegenerateFitWarning, match="no component holds the 4"):
+        em.fit(X)

@@ -1,0 +1,134 @@
+"""select_model and the command line over mclust's fourteen models (issue 17)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from skvi import DegenerateFitWarning, EMGaussianMixture, select_model
+from skvi._cli import main
+
+MCLUST_ORDER = [
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+]  # fmt: skip
+
+
+def three_blobs(seed=0, n=40):
+    rng = np.random.RandomState(seed)
+    return np.vstack(
+        [
+            rng.normal(size=(n, 2)) * [1.0, 0.3] + [0, 0],
+            rng.normal(size=(n, 2)) * [0.4, 1.2] + [5, 1],
+            rng.normal(size=(n, 2)) * 0.7 + [1, 6],
+        ]
+    )
+
+
+def test_all_is_mclusts_fourteen_models_in_its_order():
+    X = three_blobs()
+    table, best = select_model(X, [1, 3], random_state=0, as_frame=False)
+    kinds = list(dict.fromkeys(row["covariance_type"] for row in table))
+    assert kinds == MCLUST_ORDER
+    assert [row["n_components"] for row in table] == [1, 3] * 14
+    assert best.covariance_type in MCLUST_ORDER
+    assert best.covariances_.shape == (best.n_components, 2, 2)
+    chosen = [row for row in table if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["degenerate"] is None
+    assert chosen[0]["bic"] == min(
+        row["bic"] for row in table if np.isfinite(row["bic"])
+    )
+
+
+def test_mclust_and_scikit_learn_names_mix_in_a_list_or_a_string():
+    X = three_blobs()
+    table, best = select_model(X, 3, "VEV, full,VEV", random_state=0, as_frame=False)
+    assert [row["covariance_type"] for row in table] == ["VEV", "full"]
+    # VVV and 'full' are one model: the same fit, two layouts.
+    rows, _ = select_model(X, 3, ["VVV", "full"], random_state=0, as_frame=False)
+    assert rows[0]["bic"] == pytest.approx(rows[1]["bic"], rel=1e-10)
+
+
+def test_variational_all_means_its_four_conjugate_types():
+    X = three_blobs()
+    table, best = select_model(X, 2, method="vi", random_state=0, as_frame=False)
+    assert [row["covariance_type"] for row in table] == [
+        "full",
+        "tied",
+        "diag",
+        "spherical",
+    ]
+
+
+def test_variational_selection_refuses_mclust_names_with_the_reason():
+    with pytest.raises(ValueError, match="'VEV' is one of mclust's models, which"):
+        select_model(three_blobs(), 2, ["full", "VEV"], method="vi")
+
+
+@pytest.mark.parametrize("kinds", ["round", ["full", "vvv"], [], "all,full"])
+def test_unknown_covariance_types_name_the_choices(kinds):
+    with pytest.raises(ValueError, match="Unknown covariance type .*mclust's EII"):
+        select_model(three_blobs(), 2, kinds)
+
+
+def test_iris_picks_mclusts_model():
+    # R's mclust 6.0: Mclust(iris[, 1:4]) picks VEV with 2 components,
+    # BIC -561.7285 in its sign (larger is better); it is also the best of
+    # K <= 3 (VEV 3: -562.55, VVV 2: -574.02).
+    X = load_iris().data
+    table, best = select_model(X, [1, 2, 3], random_state=0, as_frame=False)
+    assert (best.covariance_type, best.n_components) == ("VEV", 2)
+    chosen = next(row for row in table if row["chosen"])
+    assert chosen["bic"] == pytest.approx(561.7285, abs=1e-3)
+
+
+def test_degenerate_fits_of_the_new_models_are_never_chosen():
+    # Two rows far away: the models whose components estimate their own
+    # full matrix (EVV, VVV) give them a component of 2 < d + 1 points.
+    rng = np.random.RandomState(0)
+    X = np.vstack([three_blobs()[:80], rng.normal(size=(2, 2)) * 0.01 + [30, 30]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        table, best = select_model(
+            X, 3, ["EVV", "VVV", "EEE"], random_state=0, as_frame=False
+        )
+    rows = {row["covariance_type"]: row for row in table}
+    for kind in ("EVV", "VVV"):
+        assert "effective points" in rows[kind]["degenerate"]
+        assert np.isnan(rows[kind]["bic"])
+    assert best.covariance_type == "EEE" and best.degenerate_ is None
+
+
+def test_cli_fits_one_mclust_model_and_refuses_it_for_vi(tmp_path, capsys):
+    X = three_blobs()
+    data = tmp_path / "d.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b", comments="")
+    status = main(
+        ["fit", str(data), "--n-components", "3", "--covariance-type", "VEV"]
+        + ["--plot", "--output-dir", str(tmp_path)]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "3 components, VEV" in out
+    # The figure reads full (K, d, d) covariances for mclust's names.
+    assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    em = EMGaussianMixture(
+        n_components=3, covariance_type="VEV", init_params="hc", random_state=0
+    ).fit(X)
+    assert em.covariances_.shape == (3, 2, 2)
+    status = main(
+        ["fit", str(data), "--method", "vi", "--covariance-type", "VEV"]
+        + ["--output-dir", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert status != 0
+    assert "--covariance-type" in err and "only EM fits" in err
+
+
+def test_cli_help_says_all_means_the_fourteen(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "all: the fourteen for em" in text
+    assert ", ".join(MCLUST_ORDER) in text
