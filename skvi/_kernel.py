@@ -1019,11 +1019,7 @@ class StatisticsPass:
         if self.pairs is not None:
             self._accumulate_merge_entropies(resp, values, log_total)
         self._optimal = True
-        if self.whitened is not None:
-            if prepared.incomplete is None:
-                _add_whitened(plan, workspace, prepared, resp, self.whitened)
-            else:
-                self.whitened = None
+        self._add_whitened(prepared, resp)
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate_split(resp, prepared, weights, weights)
 
@@ -1046,9 +1042,28 @@ class StatisticsPass:
         np.log(log_resp, out=log_resp, where=log_resp > 0)
         log_resp *= weighted
         self.entropy -= float(np.sum(log_resp, dtype=float))
+        self._add_whitened(prepared, weighted)
         self._accumulate_split(
             weighted, prepared, weights, np.sum(weighted, axis=0, dtype=float)
         )
+
+    def _add_whitened(self, prepared, weighted_resp):
+        """Add a chunk's whitened moments, for any q(Z) the plan whitened.
+
+        The data term reads them instead of the scatter, so a q(Z) that
+        skipped them would evaluate with zero moments. A row with missing
+        entries has no whole whitened form: the moments are dropped, and
+        the scatter serves. Before :meth:`_accumulate_split`, which zeroes
+        such rows' responsibilities.
+        """
+        if self.whitened is None:
+            return
+        if prepared.incomplete is None:
+            _add_whitened(
+                self.plan, self._workspace, prepared, weighted_resp, self.whitened
+            )
+        else:
+            self.whitened = None
 
     def _accumulate_merge_entropies(self, weighted_resp, log_ratios, log_total):
         """Component and pair entropies of a chunk, summed in float64.

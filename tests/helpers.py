@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from skvi._covariance import covariance_unit
-from skvi._kernel import LOSS_LIMIT
+from skvi._kernel import LOSS_LIMIT, WHITENING_LIMIT
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -29,6 +29,30 @@ def make_blobs(seed, n_samples=120, n_features=2, n_clusters=3, offset=0.0):
         mixing = rng.normal(size=(n_features, n_features)) * rng.uniform(0.3, 1.5)
         X[rows] = centers[k] + rng.normal(size=(rows.sum(), n_features)) @ mixing
     return X + offset
+
+
+def ill_conditioned_blobs(seed, n_samples=40):
+    """3-D blobs whose third column nearly repeats the first.
+
+    Fitted full and tied covariances are then conditioned beyond the
+    kernel's WHITENING_LIMIT, so the E-step evaluates rows through each
+    component's Cholesky factor (see :func:`whitens`).
+    """
+    X = make_blobs(seed, n_samples=n_samples, n_features=2, n_clusters=2)
+    noise = np.random.RandomState(seed + 1).normal(size=n_samples)
+    return np.column_stack([X, X[:, 0] + 1e-3 * noise])
+
+
+def whitens(model):
+    """Whether skvi's kernel whitens rows for this fitted float64 model."""
+    unit = covariance_unit(
+        model.covariance_type, model.n_components, model.means_.shape[1]
+    )
+    loss = unit.conditioning_loss(
+        np.asarray(model.precisions_, dtype=float),
+        np.asarray(model.precisions_cholesky_, dtype=float),
+    )
+    return loss > WHITENING_LIMIT[np.dtype(np.float64)]
 
 
 def weighted_case_data(case):
