@@ -18,6 +18,10 @@ from .helpers import COVARIANCE_TYPES
 
 da = pytest.importorskip("dask.array", reason="the test extra installs dask")
 
+# With pytest-xdist (the README's test command), these tests run in one
+# worker, so one LocalCluster serves them all.
+pytestmark = pytest.mark.xdist_group("dask")
+
 
 @pytest.fixture(autouse=True)
 def _cluster(dask_client):
