@@ -73,20 +73,26 @@ def wishart_precision_factors(
     inverse, info = lapack.dtrtri(lower, lower=1)
     if info != 0:
         return None
-    ridge = inverse @ inverse.T
-    if frames is None:
-        inner = inverse @ scatters @ inverse.T
-    else:
-        # S_k = P_k^-T W_k P_k^-1: L^-1 S_k L^-T = M^T W_k M, M = P_k^-1 L^-T.
-        old_factors, whitened_scatters = frames
-        maps = np.stack(
-            [lapack.dtrtrs(factor, inverse.T, lower=0)[0] for factor in old_factors]
-        )
-        inner = np.swapaxes(maps, 1, 2) @ whitened_scatters @ maps
-    inner = inner + ridges[:, np.newaxis, np.newaxis] * ridge
-    whitened = offsets @ inverse.T
-    inner += np.einsum("kj,kji,kjl->kil", weights, whitened, whitened)
-    inner = 0.5 * (inner + np.swapaxes(inner, 1, 2)) + eye
+    # A prior on the scale of the smallest normal numbers (data of spread
+    # 1e-151) overflows L^-1 S L^-T: then the caller forms the factor from
+    # the covariances instead.
+    with np.errstate(over="ignore", invalid="ignore"):
+        ridge = inverse @ inverse.T
+        if frames is None:
+            inner = inverse @ scatters @ inverse.T
+        else:
+            # S_k = P_k^-T W_k P_k^-1: L^-1 S_k L^-T = M^T W_k M, M = P_k^-1 L^-T.
+            old_factors, whitened_scatters = frames
+            maps = np.stack(
+                [lapack.dtrtrs(factor, inverse.T, lower=0)[0] for factor in old_factors]
+            )
+            inner = np.swapaxes(maps, 1, 2) @ whitened_scatters @ maps
+        inner = inner + ridges[:, np.newaxis, np.newaxis] * ridge
+        whitened = offsets @ inverse.T
+        inner += np.einsum("kj,kji,kjl->kil", weights, whitened, whitened)
+        inner = 0.5 * (inner + np.swapaxes(inner, 1, 2)) + eye
+    if not np.all(np.isfinite(inner)):
+        return None
     try:
         factors = lower @ np.linalg.cholesky(inner)
     except np.linalg.LinAlgError:
