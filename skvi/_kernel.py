@@ -507,6 +507,10 @@ def _values(plan, workspace, prepared):
         values = _expanded_values(plan, workspace, prepared)
     if prepared.incomplete is not None:
         columns, corrections = prepared.incomplete
+        observed = corrections.observed_values(plan)
+        if observed is not None:
+            values[:, columns] = observed
+            return values
         values[:, columns] += corrections.value_corrections(plan)
         corrections.repair_cancelled(plan, values, columns, LOSS_LIMIT[plan.dtype])
     return values
