@@ -150,6 +150,8 @@ class IncompleteRows:
             )
             observed = np.einsum("knd,kde->kne", z, factors)
             self.observed_forms = np.empty((n_components, n_rows))
+            self._residuals = np.empty_like(observed)
+            self._bases = []
         for size in np.unique(self.n_missing):
             members = np.flatnonzero(self.n_missing == size)
             missing = coordinates[firsts[members][:, np.newaxis] + np.arange(size)]
@@ -246,6 +248,8 @@ class IncompleteRows:
         residual -= np.einsum("knds,kns->knd", q, again)
         projected += again
         self.observed_forms[:, members] = np.einsum("knd,knd->kn", residual, residual)
+        self._residuals[:, members] = residual
+        self._bases.append((members, q))
         diagonals = np.abs(np.diagonal(r, axis1=-2, axis2=-1))
         self.log_det[:, members] = 2.0 * np.sum(np.log(diagonals), axis=-1)
         identity = np.broadcast_to(np.eye(missing.shape[1]), r.shape)
@@ -254,6 +258,27 @@ class IncompleteRows:
         # z_m = E[x_m | x_o, k] - mu_m: the fill is d_m + z_m, u = -z_m.
         optimum = -np.einsum("knst,knt->kns", inverse_r, projected)
         self._blocks.append((members, missing, shifts + optimum, covariance, -optimum))
+
+    def whitened_moments(self, weighted_resp):
+        """These rows' whitened moments (skvi._kernel.WhitenedMoments).
+
+        Under q(x_m | z = k) the whitened row ``y = P_k^T (x - mu_k)`` has
+        mean ``y_o + A z_m``, the residual of the observed form, and
+        covariance ``A Lambda_mm^-1 A^T = Q Q^T``: exact where the scatter
+        about the means loses the digits of the condition number.
+        Returns ``(masses, first, second)``, or None without the whitened
+        frame.
+        """
+        if self.observed_forms is None:
+            return None
+        masses = weighted_resp.sum(axis=1)
+        first = np.einsum("kn,knd->kd", weighted_resp, self._residuals)
+        second = np.einsum(
+            "kn,knd,kne->kde", weighted_resp, self._residuals, self._residuals
+        )
+        for members, q in self._bases:
+            second += np.einsum("kn,knds,knes->kde", weighted_resp[:, members], q, q)
+        return masses, first, second
 
     def observed_values(self, plan):
         """The rows' values, (K, n), where the precisions were whitened.
