@@ -46,6 +46,13 @@ complete them, all about the center, the reference every complete row's
 moments are taken about too. The entropy the ELBO gains, that of
 q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
 
+Where the kernel whitens (an ill-conditioned precision, see
+``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
+Lambda_mm solves lose the digits of the condition number: the rows are
+then evaluated in the whitened frame instead, from the QR factors of the
+missing rows of the Cholesky factor (:meth:`IncompleteRows.
+_add_whitened_block`), and add their whitened moments for the bound.
+
 References: Z. Ghahramani, M. Jordan (1994), Supervised learning from
 incomplete data via an EM approach, NIPS 6 (the E-step's conditional
 moments E[x | x_o, k] and E[x x^T | x_o, k]); C. Bishop (2006), Pattern
