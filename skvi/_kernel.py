@@ -507,6 +507,10 @@ def _values(plan, workspace, prepared):
         values = _expanded_values(plan, workspace, prepared)
     if prepared.incomplete is not None:
         columns, corrections = prepared.incomplete
+        observed = corrections.observed_values(plan)
+        if observed is not None:
+            values[:, columns] = observed
+            return values
         values[:, columns] += corrections.value_corrections(plan)
         corrections.repair_cancelled(plan, values, columns, LOSS_LIMIT[plan.dtype])
     return values
@@ -1051,10 +1055,10 @@ class StatisticsPass:
         """Add a chunk's whitened moments, for any q(Z) the plan whitened.
 
         The data term reads them instead of the scatter, so a q(Z) that
-        skipped them would evaluate with zero moments. A row with missing
-        entries has no whole whitened form: the moments are dropped, and
-        the scatter serves. Before :meth:`_accumulate_split`, which zeroes
-        such rows' responsibilities.
+        skipped them would evaluate with zero moments. Rows with missing
+        entries add the moments of q(x_m | z)
+        (:meth:`IncompleteRows.whitened_moments`). Before
+        :meth:`_accumulate_split`, which zeroes such rows' responsibilities.
         """
         if self.whitened is None:
             return
@@ -1062,8 +1066,18 @@ class StatisticsPass:
             _add_whitened(
                 self.plan, self._workspace, prepared, weighted_resp, self.whitened
             )
-        else:
+            return
+        columns, corrections = prepared.incomplete
+        masses = np.array(weighted_resp, dtype=float)
+        moments = corrections.whitened_moments(masses[:, columns])
+        if moments is None:
             self.whitened = None
+            return
+        masses[:, columns] = 0.0
+        _add_whitened(self.plan, self._workspace, prepared, masses, self.whitened)
+        self.whitened.masses += moments[0]
+        self.whitened.first += moments[1]
+        self.whitened.second += moments[2]
 
     def _accumulate_merge_entropies(self, weighted_resp, log_ratios, log_total):
         """Component and pair entropies of a chunk, summed in float64.

@@ -46,6 +46,13 @@ complete them, all about the center, the reference every complete row's
 moments are taken about too. The entropy the ELBO gains, that of
 q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
 
+Where the kernel whitens (an ill-conditioned precision, see
+``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
+Lambda_mm solves lose the digits of the condition number: the rows are
+then evaluated in the whitened frame instead, from the QR factors of the
+missing rows of the Cholesky factor (:meth:`IncompleteRows.
+_add_whitened_block`), and add their whitened moments for the bound.
+
 References: Z. Ghahramani, M. Jordan (1994), Supervised learning from
 incomplete data via an EM approach, NIPS 6 (the E-step's conditional
 moments E[x | x_o, k] and E[x x^T | x_o, k]); C. Bishop (2006), Pattern
@@ -119,6 +126,8 @@ class IncompleteRows:
         # filled in with the center (e_m = 0) and statistics() returns what
         # completes them; with local centers they are summed apart.
         self.in_kernel = plan.n_groups == 1
+        # The observed forms, where the precisions were whitened.
+        self.observed_forms = None
         if unit.diagonal_precision:
             self._diagonal_corrections(plan)
         else:
@@ -137,10 +146,26 @@ class IncompleteRows:
         # Each row's missing coordinates, in increasing order, row after row.
         coordinates = np.nonzero(self.mask)[1]
         firsts = np.cumsum(self.n_missing) - self.n_missing
+        self.observed_forms = None
+        if plan.whitened:
+            factors = np.asarray(
+                plan.unit.component_factors(plan.precisions_cholesky), dtype=float
+            )
+            # y_o = P_k^T (x - mu_k) with the missing coordinates left out.
+            z = np.where(
+                self.mask, 0.0, self.rows.astype(float) - plan.means[:, np.newaxis]
+            )
+            observed = np.einsum("knd,kde->kne", z, factors)
+            self.observed_forms = np.empty((n_components, n_rows))
+            self._residuals = np.empty_like(observed)
+            self._bases = []
         for size in np.unique(self.n_missing):
             members = np.flatnonzero(self.n_missing == size)
             missing = coordinates[firsts[members][:, np.newaxis] + np.arange(size)]
-            self._add_block(plan, members, missing)
+            if plan.whitened:
+                self._add_whitened_block(plan, factors, observed, members, missing)
+            else:
+                self._add_block(plan, members, missing)
             entry_rows.append(np.repeat(members, size))
             entry_coordinates.append(missing.ravel())
         if not self.in_kernel:
@@ -202,6 +227,79 @@ class IncompleteRows:
         # The conditional mean is c_m - step: its offset from the row's
         # center is -step, and u = mu_m - E[x_m | x_o, k] = d_m + step.
         self._blocks.append((members, missing, -step, covariance, shifts + step))
+
+    def _add_whitened_block(self, plan, factors, observed, members, missing):
+        """The corrections of ill-conditioned precisions, in the whitened frame.
+
+        With ``Lambda = P P^T``, the form is ``|y_o + A z_m|^2`` for
+        ``y_o = P_o^T z_o`` and ``A = P_m^T`` (D x s). Its least value over
+        z_m is the squared residual of y_o off the columns of A, from the QR
+        factors ``A = Q R``: ``z_m = -R^-1 Q^T y_o``, ``Lambda_mm = R^T R``.
+        Unlike the precision form (whose Schur complement and Lambda_mm
+        solve lose digits in proportion to the condition number of
+        Lambda), no term is larger than the vectors it is computed from.
+        """
+        if plan.n_groups == 1:
+            shifts = plan.shifts[0][:, missing]  # d_m = (mu_k - c)_m, (K, n, s)
+        else:
+            groups = self.groups[members]
+            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+        # A for every component and row, (K, n, D, s).
+        a = np.swapaxes(factors[:, missing], -1, -2)
+        q, r = np.linalg.qr(a)
+        y = observed[:, members]
+        projected = np.einsum("knds,knd->kns", q, y)
+        residual = y - np.einsum("knds,kns->knd", q, projected)
+        # Once more: the residual is then orthogonal to A to the last digit.
+        again = np.einsum("knds,knd->kns", q, residual)
+        residual -= np.einsum("knds,kns->knd", q, again)
+        projected += again
+        self.observed_forms[:, members] = np.einsum("knd,knd->kn", residual, residual)
+        self._residuals[:, members] = residual
+        self._bases.append((members, q))
+        diagonals = np.abs(np.diagonal(r, axis1=-2, axis2=-1))
+        self.log_det[:, members] = 2.0 * np.sum(np.log(diagonals), axis=-1)
+        identity = np.broadcast_to(np.eye(missing.shape[1]), r.shape)
+        inverse_r = np.linalg.solve(r, identity)  # R^-1, upper triangular
+        covariance = inverse_r @ np.swapaxes(inverse_r, -1, -2)
+        # z_m = E[x_m | x_o, k] - mu_m: the fill is d_m + z_m, u = -z_m.
+        optimum = -np.einsum("knst,knt->kns", inverse_r, projected)
+        self._blocks.append((members, missing, shifts + optimum, covariance, -optimum))
+
+    def whitened_moments(self, weighted_resp):
+        """These rows' whitened moments (skvi._kernel.WhitenedMoments).
+
+        Under q(x_m | z = k) the whitened row ``y = P_k^T (x - mu_k)`` has
+        mean ``y_o + A z_m``, the residual of the observed form, and
+        covariance ``A Lambda_mm^-1 A^T = Q Q^T``: exact where the scatter
+        about the means loses the digits of the condition number.
+        Returns ``(masses, first, second)``, or None without the whitened
+        frame.
+        """
+        if self.observed_forms is None:
+            return None
+        masses = weighted_resp.sum(axis=1)
+        first = np.einsum("kn,knd->kd", weighted_resp, self._residuals)
+        second = np.einsum(
+            "kn,knd,kne->kde", weighted_resp, self._residuals, self._residuals
+        )
+        for members, q in self._bases:
+            second += np.einsum("kn,knds,knes->kde", weighted_resp[:, members], q, q)
+        return masses, first, second
+
+    def observed_values(self, plan):
+        """The rows' values, (K, n), where the precisions were whitened.
+
+        Computed whole: the kernel's value of the filled row is the form at
+        the center's coordinates, which can exceed the observed form by
+        more digits than a difference keeps. None otherwise.
+        """
+        if self.observed_forms is None:
+            return None
+        values = plan.scale * self.observed_forms + plan.offsets[:, np.newaxis]
+        if plan.log_density:
+            values += -0.5 * self.log_det + 0.5 * LOG_2PI * self.n_missing
+        return values
 
     def conditional_moments(self, plan):
         """Per group of rows with as many missing entries: the conditionals.
