@@ -21,6 +21,9 @@ from ._stats import Moments, e_step
 # sets in benchmarks/RESULTS.md).
 RATE_WINDOW = 5
 RATE_HORIZON = 5
+# A change within this many units in the last place of the bound is
+# rounding: it says the run is at its fixed point, not at which rate.
+ROUNDING_ULPS = 256
 
 
 @dataclass
@@ -71,6 +74,7 @@ def ascend(model, data, unit, context, state, trend=None):
     else:
         recent, done = [], 0
         schedule = MergeSchedule(model._allows_merges(unit))
+    eps = np.finfo(data.dtype).eps
     for n_iter in range(1, model.max_iter + 1):
         previous_bound = half_steps[-1]
         state = model._update(stats.moments, unit, context, previous=state)
@@ -84,7 +88,8 @@ def ascend(model, data, unit, context, state, trend=None):
         model._print_iteration(n_iter, change, half_steps[-1])
         previous_change = recent[-1] if recent else None
         recent = [*recent[-RATE_WINDOW:], change]
-        stopping = remaining_gain(recent) < model.tol
+        rounding = ROUNDING_ULPS * eps * abs(half_steps[-1])
+        stopping = remaining_gain(recent, rounding) < model.tol
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):
             proposal = merge_move(model, data, unit, context, state, evaluated, stats)
@@ -185,7 +190,7 @@ class Trend:
         )
 
 
-def remaining_gain(changes):
+def remaining_gain(changes, rounding=0.0):
     """What the bound has still to gain (per sample), from its recent changes.
 
     Near a fixed point EM and coordinate ascent converge linearly: each
@@ -204,14 +209,17 @@ def remaining_gain(changes):
     extrapolated ``RATE_HORIZON`` iterations ahead. A rate that reaches 1,
     fewer than ``RATE_WINDOW + 1`` changes, or changes that do not shrink
     all through the window estimate an infinite remainder. A last change
-    that is not positive (rounding at the fixed point) estimates nothing
-    more to come beyond its size.
+    no larger than the rounding of the bound (at the fixed point, where
+    rounding decides its sign) estimates nothing more to come beyond its
+    size, as does one that is not positive.
 
     Parameters
     ----------
     changes : sequence of float
         The changes of the bound since the start or the last merge, oldest
         first; only the last ``RATE_WINDOW + 1`` are read.
+    rounding : float, default=0.0
+        The rounding of the bound: a change within it is rounding.
 
     Returns
     -------
@@ -222,8 +230,8 @@ def remaining_gain(changes):
     if not changes:
         return float("inf")
     change = changes[-1]
-    if change <= 0:
-        return -change
+    if change <= rounding:
+        return abs(change)
     window = changes[-(RATE_WINDOW + 1) :]
     if len(window) <= RATE_WINDOW or min(window) <= 0:
         return float("inf")

@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture
-from skvi._batch import RATE_HORIZON, RATE_WINDOW, remaining_gain
+from skvi._batch import RATE_HORIZON, RATE_WINDOW, ROUNDING_ULPS, remaining_gain
 
 from .helpers import make_blobs
 
@@ -25,6 +25,9 @@ def test_remaining_gain_extrapolates_a_steady_linear_rate():
     # At the fixed point rounding can make a change (slightly) negative.
     assert remaining_gain([1e-9, -1e-15]) == pytest.approx(1e-15)
     assert remaining_gain([0.0]) == 0.0
+    # So is a positive change within the rounding of the bound.
+    assert remaining_gain([1e-9, 3e-14], rounding=1e-13) == 3e-14
+    assert remaining_gain([1e-9, 3e-14]) == np.inf
 
 
 def test_remaining_gain_extrapolates_a_rising_rate():
@@ -50,8 +53,12 @@ def test_a_fit_stops_at_the_first_iteration_the_rule_allows(estimator):
         params["merge_components"] = False
     model = estimator(**params).fit(X)
     assert model.converged_
-    changes = list(np.diff(model.lower_bounds_))
-    estimates = [remaining_gain(changes[:t]) for t in range(1, len(changes) + 1)]
+    bounds = model.lower_bounds_
+    changes = list(np.diff(bounds))
+    rounding = ROUNDING_ULPS * np.finfo(float).eps * np.abs(bounds[1:])
+    estimates = [
+        remaining_gain(changes[:t], rounding[t - 1]) for t in range(1, len(changes) + 1)
+    ]
     assert estimates[-1] < model.tol
     assert all(estimate >= model.tol for estimate in estimates[:-1])
 
