@@ -6,7 +6,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture
-from skvi._batch import RATE_HORIZON, RATE_WINDOW, ROUNDING_ULPS, remaining_gain
+from skvi._batch import BOUND_RESOLUTION, RATE_HORIZON, RATE_WINDOW, remaining_gain
 
 from .helpers import make_blobs
 
@@ -55,7 +55,7 @@ def test_a_fit_stops_at_the_first_iteration_the_rule_allows(estimator):
     assert model.converged_
     bounds = model.lower_bounds_
     changes = list(np.diff(bounds))
-    rounding = ROUNDING_ULPS * np.finfo(float).eps * np.abs(bounds[1:])
+    rounding = BOUND_RESOLUTION * np.abs(bounds[1:])
     estimates = [
         remaining_gain(changes[:t], rounding[t - 1]) for t in range(1, len(changes) + 1)
     ]
