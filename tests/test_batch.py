@@ -4,9 +4,16 @@ with the rate read from a window of changes)."""
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture
-from skvi._batch import BOUND_RESOLUTION, RATE_HORIZON, RATE_WINDOW, remaining_gain
+from skvi._batch import (
+    BOUND_RESOLUTION,
+    RATE_HORIZON,
+    RATE_WINDOW,
+    Trend,
+    remaining_gain,
+)
 
 from .helpers import make_blobs
 
@@ -82,3 +89,18 @@ def test_a_default_fit_does_not_stop_on_a_plateau():
     assert bounds[0] == model.lower_bound_
     climb = (bounds[1:] - bounds[0]) / np.arange(1, len(bounds))
     assert climb.max() <= model.tol
+
+
+def test_the_trend_of_a_warm_start_stores_the_window_of_changes():
+    X = make_blobs(4, n_samples=300, n_features=2, n_clusters=3)
+    model = EMGaussianMixture(n_components=3, max_iter=8, tol=0.0, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X)
+    stored = model._ascent_trend
+    changes = np.diff(model.lower_bounds_)[-(RATE_WINDOW + 1) :]
+    assert stored["changes"] == list(changes)
+    assert Trend.from_dict(stored).to_dict() == stored
+    # A trend stored before the window kept only the last change.
+    old = {k: v for k, v in stored.items() if k != "changes"}
+    assert Trend.from_dict({**old, "change": 0.5}).changes == (0.5,)
+    assert Trend.from_dict({**old, "change": None}).changes == ()
