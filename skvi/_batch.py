@@ -25,8 +25,9 @@ RATE_HORIZON = 5
 # is at its fixed point, not at which rate. (The bound sums many rows in
 # float64: its relative rounding grows with their number and with the
 # cancellation between its terms; rescaled sample weights alone move it by
-# 1e-13 relative.)
-BOUND_RESOLUTION = 1e-12
+# 1e-13 relative.) float32 data round it through their responsibilities,
+# to a few float32 units in the last place (eps = 1.2e-7).
+BOUND_RESOLUTION = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 3e-7}
 
 
 @dataclass
@@ -77,6 +78,7 @@ def ascend(model, data, unit, context, state, trend=None):
     else:
         recent, done = [], 0
         schedule = MergeSchedule(model._allows_merges(unit))
+    resolution = BOUND_RESOLUTION.get(np.dtype(data.dtype), 1e-12)
     for n_iter in range(1, model.max_iter + 1):
         previous_bound = half_steps[-1]
         state = model._update(stats.moments, unit, context, previous=state)
@@ -90,7 +92,7 @@ def ascend(model, data, unit, context, state, trend=None):
         model._print_iteration(n_iter, change, half_steps[-1])
         previous_change = recent[-1] if recent else None
         recent = [*recent[-RATE_WINDOW:], change]
-        rounding = BOUND_RESOLUTION * abs(half_steps[-1])
+        rounding = resolution * abs(half_steps[-1])
         stopping = remaining_gain(recent, rounding) < model.tol
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):

@@ -62,7 +62,7 @@ def test_a_fit_stops_at_the_first_iteration_the_rule_allows(estimator):
     assert model.converged_
     bounds = model.lower_bounds_
     changes = list(np.diff(bounds))
-    rounding = BOUND_RESOLUTION * np.abs(bounds[1:])
+    rounding = BOUND_RESOLUTION[np.dtype(float)] * np.abs(bounds[1:])
     estimates = [
         remaining_gain(changes[:t], rounding[t - 1]) for t in range(1, len(changes) + 1)
     ]
