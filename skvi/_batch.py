@@ -16,6 +16,20 @@ from ._kernel import WhitenedMoments
 from ._merge import MergedStatistics, MergeSchedule, merge_move
 from ._stats import Moments, e_step
 
+# The stopping rule reads the rate of convergence from this many ratios of
+# consecutive changes of the bound, and extrapolates the rate's rise this
+# many iterations ahead (see remaining_gain; measured on R mclust's data
+# sets in benchmarks/RESULTS.md).
+RATE_WINDOW = 5
+RATE_HORIZON = 5
+# A change within this fraction of the bound is rounding: it says the run
+# is at its fixed point, not at which rate. (The bound sums many rows in
+# float64: its relative rounding grows with their number and with the
+# cancellation between its terms; rescaled sample weights alone move it by
+# 1e-13 relative.) float32 data round it through their responsibilities,
+# to a few float32 units in the last place (eps = 1.2e-7).
+BOUND_RESOLUTION = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 3e-7}
+
 
 @dataclass
 class AscentRun:
@@ -39,16 +53,17 @@ def ascend(model, data, unit, context, state, trend=None):
 
     ``model`` supplies the updates and ELBO terms (an EM or VI estimator).
     A run stops when :func:`remaining_gain` estimates less than ``tol`` to
-    come. Where the model allows merge moves (:mod:`skvi._merge`), a run
-    that would stop first tries them: it has converged only when the steps
-    have nearly nothing left to gain and no merge pays. The run ends
-    with an E-step, so its last bound is that of the returned state with its
-    optimal q(Z), whose statistics are returned with it.
+    come from the recent changes of the bound. Where the model allows merge
+    moves (:mod:`skvi._merge`), a run that would stop first tries them: it
+    has converged only when the steps have nearly nothing left to gain and
+    no merge pays. The run ends with an E-step, so its last bound is that
+    of the returned state with its optimal q(Z), whose statistics are
+    returned with it.
 
     ``trend`` is the :class:`Trend` an earlier run ended with (a warm
     start). When this run starts at exactly that run's final bound, it
-    continues that run: its first change is judged against that run's last
-    one, and a merge that run accepted in its last iteration is applied by
+    continues that run: its first changes are judged together with that
+    run's last ones, and a merge that run accepted in its last iteration is applied by
     this run's first global step. Warm starts with ``max_iter=1`` thus
     stop where one long run would, with the same merges.
     """
@@ -57,13 +72,14 @@ def ascend(model, data, unit, context, state, trend=None):
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
     converged, n_iter, pending = False, 0, None
     if trend is not None and trend.bound == half_steps[0]:
-        previous_change, done = trend.change, trend.iterations
+        recent, done = list(trend.changes), trend.iterations
         schedule = MergeSchedule(model._allows_merges(unit), trend.next_merge_try)
         if trend.merged is not None:
             stats = trend.merged
     else:
-        previous_change, done = None, 0
+        recent, done = [], 0
         schedule = MergeSchedule(model._allows_merges(unit))
+    resolution = BOUND_RESOLUTION.get(np.dtype(data.dtype), 1e-12)
     for n_iter in range(1, model.max_iter + 1):
         previous_bound = half_steps[-1]
         state = model._update(stats.moments, unit, context, previous=state)
@@ -75,7 +91,10 @@ def ascend(model, data, unit, context, state, trend=None):
         half_steps.append(model._elbo_after_e_step(stats, evaluated))
         change = half_steps[-1] - previous_bound
         model._print_iteration(n_iter, change, half_steps[-1])
-        stopping = remaining_gain(change, previous_change) < model.tol
+        previous_change = recent[-1] if recent else None
+        recent = [*recent[-RATE_WINDOW:], change]
+        rounding = resolution * abs(half_steps[-1])
+        stopping = remaining_gain(recent, rounding) < model.tol
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):
             proposal = merge_move(model, data, unit, context, state, evaluated, stats)
@@ -83,14 +102,12 @@ def ascend(model, data, unit, context, state, trend=None):
         if proposal is not None:
             # The next global step starts from the merged q(Z); the jump
             # says nothing of the rate that follows.
-            stats, change, pending = proposal, None, proposal
+            stats, recent, pending = proposal, [], proposal
         elif stopping:
             converged = True
-            previous_change = change
             break
-        previous_change = change
     trend = Trend(
-        half_steps[-1], previous_change, pending, done + n_iter, schedule.next_try
+        half_steps[-1], tuple(recent), pending, done + n_iter, schedule.next_try
     )
     return AscentRun(state, half_steps, n_iter, converged, stats, trend)
 
@@ -107,8 +124,9 @@ class Trend:
     ----------
     bound : float
         The run's final bound.
-    change : float or None
-        Its last change of the bound (None after a merge).
+    changes : tuple of float
+        Its last changes of the bound, oldest first, as many as the
+        stopping rule reads (none after a merge).
     merged : MergedStatistics or None
         A merge accepted in the last iteration, which no global step has
         applied yet.
@@ -120,7 +138,7 @@ class Trend:
     """
 
     bound: float
-    change: float | None
+    changes: tuple = ()
     merged: object = None
     iterations: int = 0
     next_merge_try: int = 1
@@ -141,10 +159,9 @@ class Trend:
                 if moments.whitened is None
                 else moments.whitened.to_dict(),
             }
-        change = None if self.change is None else float(self.change)
         return {
             "bound": float(self.bound),
-            "change": change,
+            "changes": [float(change) for change in self.changes],
             "merged": merged,
             "iterations": int(self.iterations),
             "next_merge_try": int(self.next_merge_try),
@@ -168,17 +185,22 @@ class Trend:
             merged = MergedStatistics(
                 moments, merged["entropy"], merged["total_weight"]
             )
+        if "changes" in stored:
+            changes = tuple(stored["changes"])
+        else:
+            # Stored by a version that kept only the last change.
+            changes = () if stored["change"] is None else (stored["change"],)
         return cls(
             stored["bound"],
-            stored["change"],
+            changes,
             merged,
             stored.get("iterations", 0),
             stored.get("next_merge_try", 1),
         )
 
 
-def remaining_gain(change, previous_change):
-    """Aitken's estimate of what the bound has still to gain (per sample).
+def remaining_gain(changes, rounding=0.0):
+    """What the bound has still to gain (per sample), from its recent changes.
 
     Near a fixed point EM and coordinate ascent converge linearly: each
     change is about ``a`` times the one before, so ``change / (1 - a)``
@@ -186,14 +208,46 @@ def remaining_gain(change, previous_change):
     rule of Boehning et al. 1994, "The distribution of the likelihood ratio
     for mixtures of densities from the one-parameter exponential family",
     AISM 46). A slow run (``a`` near 1) thus goes on where a small change
-    alone would stop it far from its limit. With no earlier change to
-    estimate ``a`` from, or a change that does not shrink, the estimate is
-    infinite; a change that is not positive (rounding at the fixed point)
-    estimates nothing more to come beyond its size.
+    alone would stop it far from its limit.
+
+    Two changes alone are easily fooled: on a plateau (EM passing a saddle
+    point) the changes shrink for a while at a rate that creeps towards 1,
+    then grow again. So the rate is read from the last ``RATE_WINDOW``
+    ratios of consecutive changes, all of which must be below 1: the
+    largest of them, plus its average rise per iteration over the window
+    extrapolated ``RATE_HORIZON`` iterations ahead. A rate that reaches 1,
+    fewer than ``RATE_WINDOW + 1`` changes, or changes that do not shrink
+    all through the window estimate an infinite remainder. A last change
+    no larger than the rounding of the bound (at the fixed point, where
+    rounding decides its sign) estimates nothing more to come beyond its
+    size, as does one that is not positive.
+
+    Parameters
+    ----------
+    changes : sequence of float
+        The changes of the bound since the start or the last merge, oldest
+        first; only the last ``RATE_WINDOW + 1`` are read.
+    rounding : float, default=0.0
+        The rounding of the bound: a change within it is rounding.
+
+    Returns
+    -------
+    float
+        The estimated gain still to come, ``inf`` where there is no
+        estimate.
     """
-    if change <= 0:
-        return -change
-    if previous_change is None or previous_change <= change:
+    if not changes:
         return float("inf")
-    rate = change / previous_change
+    change = changes[-1]
+    if change <= rounding:
+        return abs(change)
+    window = changes[-(RATE_WINDOW + 1) :]
+    if len(window) <= RATE_WINDOW or min(window) <= 0:
+        return float("inf")
+    pairs = zip(window[:-1], window[1:], strict=True)
+    ratios = [later / earlier for earlier, later in pairs]
+    rise = max(0.0, (ratios[-1] - ratios[0]) / (RATE_WINDOW - 1))
+    rate = max(ratios) + RATE_HORIZON * rise
+    if rate >= 1.0:
+        return float("inf")
     return change / (1.0 - rate)

@@ -76,8 +76,9 @@ class EMGaussianMixture(BaseGaussianMixture):
     tol : float, default=1e-3
         Convergence threshold on the per-sample ELBO, in the units of
         ``lower_bounds_``: the fit stops when Aitken's extrapolation of the
-        last two changes, ``change / (1 - rate)``, says less than ``tol`` is
-        left to gain (see the user guide). scikit-learn's GaussianMixture
+        recent changes, ``change / (1 - rate)`` with the rate read from the
+        last six changes, says less than ``tol`` is left to gain (see the
+        user guide). scikit-learn's GaussianMixture
         stops at the first change below ``tol``; on a slowly converging fit
         that can be far from the limit, so skvi may take more iterations at
         the same ``tol``, and never fewer.

@@ -66,7 +66,7 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     tol : float, default=1e-3
         Convergence threshold on the per-sample ELBO (the bound divided by
         the total sample weight, as for EM): the fit stops when Aitken's
-        extrapolation of the last two changes says less than ``tol`` is
+        extrapolation of the recent changes says less than ``tol`` is
         left to gain and no merge move gains ``tol / 10`` (see
         ``merge_components`` and the user guide). scikit-learn's
         BayesianGaussianMixture compares ``tol`` with a single change of
