@@ -29,26 +29,12 @@ from skvi import (
     VariationalGaussianMixture,
 )
 from skvi._covariance import covariance_unit
+from skvi._covariance.mclust import MCLUST_MODELS
 
 from .helpers import fp_tolerance, smoothed_log_likelihood, weighted_case_data
 from .test_em_elbo import PROPERTY_SETTINGS, fit_or_reject
 
-MODELS = (
-    "EII",
-    "VII",
-    "EEI",
-    "VEI",
-    "EVI",
-    "VVI",
-    "EEE",
-    "VEE",
-    "EVE",
-    "VVE",
-    "EEV",
-    "VEV",
-    "EVV",
-    "VVV",
-)
+MODELS = MCLUST_MODELS
 ALIASES = {"VII": "spherical", "VVI": "diag", "EEE": "tied", "VVV": "full"}
 
 
