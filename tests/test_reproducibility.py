@@ -75,4 +75,8 @@ def test_float32_fits_agree_to_float32_rounding_across_chunks(covariance_type):
     chunked = fit(VariationalGaussianMixture, covariance_type, X, "fit", 0.05, 2)
     assert_array_equal(chunked.predict(X), reference.predict(X))
     for name in ("weights_", "means_", "covariances_"):
-        assert_allclose(getattr(chunked, name), getattr(reference, name), rtol=1e-5)
+        # float32 rounds each entry relative to the size of the sums it comes
+        # from: a near-zero covariance is off by the rounding of the others.
+        expected = getattr(reference, name)
+        scale = 1e-5 * np.max(np.abs(expected))
+        assert_allclose(getattr(chunked, name), expected, rtol=1e-5, atol=scale)
