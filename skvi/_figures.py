@@ -292,16 +292,27 @@ def selection_figure(path, records, column):
     values = np.array([np.nan if r["error"] else r[column] for r in records], float)
     best = np.nanmax(values) if higher_better else np.nanmin(values)
     gaps = best - values if higher_better else values - best
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     kinds = list(dict.fromkeys(row["covariance_type"] for row in records))
-    for kind in kinds:
+    # Fourteen models outnumber tab10's colours: each curve gets its own
+    # colour and marker, so no two share a legend entry's look.
+    colors = plt.get_cmap("tab10" if len(kinds) <= 10 else "tab20")(
+        np.arange(len(kinds))
+    )
+    markers = "osv^D<>PXhpd*H"
+    for index, kind in enumerate(kinds):
         rows = [
             i
             for i, r in enumerate(records)
             if r["covariance_type"] == kind and np.isfinite(gaps[i])
         ]
         ax.plot(
-            [records[i]["n_components"] for i in rows], gaps[rows], "o-", label=kind
+            [records[i]["n_components"] for i in rows],
+            gaps[rows],
+            "-",
+            marker=markers[index % len(markers)],
+            color=colors[index],
+            label=kind,
         )
     chosen = next(i for i, r in enumerate(records) if r["chosen"])
     ax.plot(
@@ -325,7 +336,14 @@ def selection_figure(path, records, column):
         title=f"Model selection (best {name} {best:.6g})",
     )
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(title="covariance type")
+    # Beside the axes: with fourteen models inside it would hide curves.
+    ax.legend(
+        title="covariance type",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncols=1 if len(kinds) <= 7 else 2,
+        fontsize="small",
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
