@@ -46,6 +46,7 @@ from bench_vs_sklearn import (
     load_init,
     make_blobs,
     make_estimator,
+    run_child,
     starting_parameters,
 )
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -103,20 +104,6 @@ def child_main(encoded):
     print(json.dumps(answer), flush=True)
 
 
-def run_child(task):
-    completed = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", json.dumps(task)],
-        env=child_environment(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"child failed:\n{completed.stderr[-3000:]}")
-    lines = [line for line in completed.stdout.splitlines() if line[:1] == "{"]
-    return json.loads(lines[-1])
-
-
 def measure(paths, repeats):
     seconds = {(c, v): [] for c in CONDITIONS for v in VARIANTS}
     scores = {v: [] for v in VARIANTS}
@@ -128,7 +115,11 @@ def measure(paths, repeats):
                 busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
             try:
                 for variant in order:
-                    answer = run_child({"variant": variant, **paths})
+                    answer = run_child(
+                        {"variant": variant, **paths},
+                        script=__file__,
+                        environment=child_environment(),
+                    )
                     seconds[condition, variant].append(answer["seconds"])
                     scores[variant].append(answer["score"])
                     print(

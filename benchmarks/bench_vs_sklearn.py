@@ -234,23 +234,28 @@ def child_environment():
     return environment
 
 
-def run_child(task):
-    """Run ``task`` (a dict) in a fresh interpreter; return its JSON answer."""
+def run_child(task, script=__file__, environment=None):
+    """Run ``task`` (a dict) in a fresh interpreter; return its JSON answer.
+
+    The child is ``script --child TASK`` (this file by default; another
+    benchmark passes its own), with ``environment`` (default: one thread).
+    """
     completed = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", json.dumps(task)],
-        env=child_environment(),
+        [sys.executable, os.path.abspath(script), "--child", json.dumps(task)],
+        env=child_environment() if environment is None else environment,
         capture_output=True,
         text=True,
         check=False,
     )
+    name = task.get("kind", "task")
     if completed.returncode != 0:
         raise RuntimeError(
-            f"child {task['kind']} failed (exit {completed.returncode}):\n"
+            f"child {name} failed (exit {completed.returncode}):\n"
             f"{completed.stderr[-3000:]}"
         )
     answers = [line for line in completed.stdout.splitlines() if line[:1] == "{"]
     if not answers:
-        raise RuntimeError(f"child {task['kind']} printed no result")
+        raise RuntimeError(f"child {name} printed no result")
     return json.loads(answers[-1])
 
 
