@@ -308,6 +308,24 @@ def observed_log_densities(model, X):
     return out
 
 
+def far_apart_with_missing_entries(
+    estimator, covariance_type, n_components, seed, few_rows, fraction
+):
+    """A hard case in 24 dimensions, clusters 1e5 apart, entries missing."""
+    case = {
+        "estimator": estimator,
+        "covariance_type": covariance_type,
+        "n_features": 24,
+        "n_components": n_components,
+        "spacing": 1e5,
+        "offset": 0.0,
+        "seed": seed,
+        "few_rows": few_rows,
+    }
+    model, X = make_hard_case(case)
+    return model, with_missing_entries(X, seed, fraction)
+
+
 @pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_ill_conditioned_precisions_give_exact_observed_densities(
@@ -318,18 +336,10 @@ def test_ill_conditioned_precisions_give_exact_observed_densities(
     # number near 1e16. Its observed marginals through the Schur complement
     # lost every digit: EM full's first bound was +44,314 per sample
     # (impossible with reg_covar=1e-6), then dropped by as much.
-    case = {
-        "estimator": "em" if estimator is EMGaussianMixture else "vi",
-        "covariance_type": covariance_type,
-        "n_features": 24,
-        "n_components": 3,
-        "spacing": 1e5,
-        "offset": 0.0,
-        "seed": 39756,
-        "few_rows": False,
-    }
-    model, X = make_hard_case(case)
-    X = with_missing_entries(X, case["seed"], 0.2)
+    name = "em" if estimator is EMGaussianMixture else "vi"
+    model, X = far_apart_with_missing_entries(
+        name, covariance_type, 3, seed=39756, few_rows=False, fraction=0.2
+    )
     model.set_params(max_iter=12)
     fit_quietly(model, X)
     assert_half_steps_within_terms(model, X)
@@ -350,18 +360,9 @@ def test_rows_with_missing_entries_add_their_whitened_moments():
     # with missing entries the bound fell back to the scatter about the
     # means, which lost its digits: the third half-step dropped by 2.7e-4
     # relative.
-    case = {
-        "estimator": "em",
-        "covariance_type": "full",
-        "n_features": 24,
-        "n_components": 2,
-        "spacing": 1e5,
-        "offset": 0.0,
-        "seed": 0,
-        "few_rows": True,
-    }
-    model, X = make_hard_case(case)
-    X = with_missing_entries(X, case["seed"], 0.1)
+    model, X = far_apart_with_missing_entries(
+        "em", "full", 2, seed=0, few_rows=True, fraction=0.1
+    )
     model.set_params(max_iter=4)
     fit_quietly(model, X)
     assert_half_steps_within_terms(model, X)
