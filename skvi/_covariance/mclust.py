@@ -222,7 +222,7 @@ class Orientation(_Choice):
         # An orthogonal matrix.
         return n_features * (n_features - 1) // 2
 
-    def update(self, blocks, shape):
+    def update(self, blocks, shape, volume):
         """Orientations that decrease f given volumes and shapes.
 
         Variable: the eigenvectors of ``W_k``, largest first, paired with
@@ -256,7 +256,9 @@ class Orientation(_Choice):
                 ).copy()
             blocks.orientations = orientations
             return
-        blocks.orientations = _rotate_common_orientation(blocks)
+        blocks.orientations = _rotate_common_orientation(
+            blocks, common_volume=not volume.variable
+        )
 
 
 @lru_cache(maxsize=16)
@@ -281,41 +283,166 @@ def _tournament(n_features):
     return rounds
 
 
-def _rotate_common_orientation(blocks):
-    """One sweep of exact plane rotations of a common orientation D.
+# Candidate angles of a plane rotation (see _plane_angles): a grid over the
+# period of the profile in the plane, and Newton steps from the best one.
+GRID = 16
+NEWTON_STEPS = 8
 
-    It decreases ``g(D) = sum_k tr(D^T W_k D M_k)`` (``M_k = (lambda_k
-    A_k)^-1``) over orthogonal D. Rotating axes i and j by an angle t
-    changes g by ``P cos 2t + Q sin 2t`` plus a constant, with ``P =
-    sum_k (T_k,ii - T_k,jj)(m_k,i - m_k,j) / 2`` and ``Q = sum_k T_k,ij
-    (m_k,i - m_k,j)`` for ``T_k = D^T W_k D``: its minimum is at
-    ``(cos 2t, sin 2t) = -(P, Q) / |(P, Q)|``. Rotations of disjoint
-    pairs change disjoint diagonal entries of ``T_k``, so a round rotates
-    D / 2 pairs at once; a sweep meets every pair (as Flury & Gautschi's
-    1986 algorithm for common principal components does). Each pair turns
-    by OVER_RELAXATION times the angle to its minimum: as ``-r cos(2t -
-    phi)``, g is then lower than at the start for any factor in [0, 2],
-    and fewer sweeps are needed (measured: at K = 9, D = 10, EVE takes a
-    quarter of the passes of the exact minimum's angle).
+
+def _plane_change(planes, angles, weights, exponent):
+    """The change of the profile when planes turn by ``angles`` (P, C).
+
+    ``rotated`` holds the 2 x 2 blocks of the planes: ``(t_ii, t_jj,
+    t_ij)``, each (K, P). Turning the plane by t makes ``b_i b_j = m^2 -
+    z^2`` with ``m = (t_ii + t_jj) / 2`` and ``z = h cos 2t + t_ij sin 2t``
+    (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h -
+    z)(h + z) / (t_ii t_jj))``: exact for small angles too. The profile
+    changes by ``sum_k N_k`` times that (VVE, ``exponent`` None) or by
+    ``sum_k g_k expm1(exponent`` times that``)`` (EVE).
+    """
+    first, second, cross = planes
+    half = 0.5 * (first - second)[..., None]
+    twice = 2.0 * angles
+    z = half * np.cos(twice) + cross[..., None] * np.sin(twice)
+    logs = np.log1p((half - z) * (half + z) / (first * second)[..., None])
+    if exponent is not None:
+        logs = np.expm1(exponent * logs)
+    return np.tensordot(weights, logs, 1)
+
+
+def _plane_angles(planes, weights, exponent):
+    """Per plane, the angle minimising the profile's change in it (P,).
+
+    The change has period pi / 2 in the angle. Candidates: a grid over
+    the period and each component's own principal angle in the plane
+    (where its term is least: the bottom of the sharpest basins); Newton
+    steps from the best candidate, each kept only if it lowers the change.
+    The angle 0 is a candidate, so the change is never positive.
+    """
+    first, second, cross = planes
+    n_planes = first.shape[1]
+    half = 0.5 * (first - second)
+    own = 0.5 * np.arctan2(cross, half).T
+    candidates = np.concatenate(
+        [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
+    )
+    changes = _plane_change(planes, candidates, weights, exponent)
+    best = np.argmin(changes, axis=1)
+    angles = candidates[np.arange(n_planes), best]
+    values = changes[np.arange(n_planes), best]
+    mean = 0.5 * (first + second)
+    for _ in range(NEWTON_STEPS):
+        cos, sin = np.cos(2.0 * angles), np.sin(2.0 * angles)
+        z = half * cos + cross * sin
+        slope = 2.0 * (cross * cos - half * sin)
+        product = (mean - z) * (mean + z)
+        # d log(b_i b_j) and its second derivative.
+        first_log = -2.0 * z * slope / product
+        second_log = (8.0 * z * z - 2.0 * slope * slope) / product - first_log**2
+        if exponent is None:
+            scale = weights[:, None]
+        else:
+            ratio = product / (first * second)
+            scale = weights[:, None] * exponent * ratio**exponent
+            second_log = second_log + exponent * first_log**2
+        gradient = np.sum(scale * first_log, axis=0)
+        curvature = np.sum(scale * second_log, axis=0)
+        step = np.where(curvature > 0, -gradient / curvature, 0.0)
+        step = np.clip(step, -np.pi / (2 * GRID), np.pi / (2 * GRID))
+        trials = angles + step
+        changes = _plane_change(planes, trials[:, None], weights, exponent)[:, 0]
+        better = changes < values
+        if not np.any(better):
+            break
+        angles = np.where(better, trials, angles)
+        values = np.where(better, changes, values)
+    return angles
+
+
+@lru_cache(maxsize=1)
+def _grid():
+    return np.arange(GRID) * (np.pi / (2 * GRID))
+
+
+def _profile(diagonals, nk, common_volume):
+    """The profile of f over D, less a constant, and the size of its terms.
+
+    With ``b_k = diag(D^T W_k D)`` and ``g_k = det(b_k)^(1/D)`` the best
+    shapes are ``b_k / g_k`` and the best volumes ``g_k / N_k`` (VVE) or
+    ``sum_k g_k / N`` (EVE), which leave ``f = sum_k N_k log det(b_k)``
+    (VVE) or ``N D log(sum_k g_k)`` (EVE) plus a constant.
+    """
+    logs = np.log(diagonals)
+    if common_volume:
+        total = nk.sum() * diagonals.shape[1]
+        log_sum = np.log(np.sum(np.exp(logs.mean(axis=1))))
+        return total * log_sum, total * (1.0 + abs(log_sum))
+    terms = nk @ logs.sum(axis=1)
+    return terms, nk @ (diagonals.shape[1] + np.abs(logs).sum(axis=1))
+
+
+def _rotate_common_orientation(blocks, common_volume):
+    """The common orientation D minimising f, shapes and volumes profiled out.
+
+    Given D, the best shapes and volumes are closed forms (:func:`_profile`),
+    so only D moves, by Jacobi sweeps of plane rotations (as Flury &
+    Gautschi's 1986 algorithm for common principal components): a
+    rotation of axes i and j changes only ``b_k,i`` and ``b_k,j``, and each
+    turns by the angle minimising the profile in its plane
+    (:func:`_plane_angles`, a one-dimensional search over a grid and each
+    component's principal angle, so it also leaves local minima that
+    exchange two axes). A round turns D / 2 disjoint planes at once: for
+    VVE the profile is a sum over the planes; for EVE the round minimises
+    an upper bound equal to it at the start (Jensen's inequality on
+    ``g_k = exp(mean_i log b_k,i)``, a majorization-minimization step), so
+    every round decreases f. With two features the one plane is minimised
+    exactly at once. Sweeps stop when what is left to gain is below RTOL
+    times the size of f's terms.
     """
     active = blocks.active
+    nk = blocks.nk[active]
     n_features = blocks.shapes.shape[1]
     orientation = blocks.orientations[0]
-    inverse = 1.0 / (blocks.volumes[active, None] * blocks.shapes[active])
-    rotated = np.swapaxes(orientation, 0, 1) @ blocks.scatter[active] @ orientation
-    for first, second in _tournament(n_features):
-        contrast = inverse[:, first] - inverse[:, second]
-        p = 0.5 * np.sum(
-            (rotated[:, first, first] - rotated[:, second, second]) * contrast, axis=0
-        )
-        q = np.sum(rotated[:, first, second] * contrast, axis=0)
-        angle = OVER_RELAXATION * 0.5 * np.arctan2(-q, -p)
-        turn = np.eye(n_features)
-        cos, sin = np.cos(angle), np.sin(angle)
-        turn[first, first] = turn[second, second] = cos
-        turn[second, first], turn[first, second] = sin, -sin
-        orientation = orientation @ turn
-        rotated = turn.T @ rotated @ turn
+    if n_features < 2:
+        return blocks.orientations
+    rotated = orientation.T @ blocks.scatter[active] @ orientation
+    if not np.all(np.diagonal(rotated, axis1=1, axis2=2) > 0):
+        # A collapsed component: the shape step says which.
+        return blocks.orientations
+    # A singular scatter (reg_covar 0) may collapse an axis on the way; the
+    # shape step then raises.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rounds = _tournament(n_features)
+        value, change = np.inf, np.inf
+        for _ in range(MAX_PASSES):
+            for first, second in rounds:
+                planes = (
+                    rotated[:, first, first],
+                    rotated[:, second, second],
+                    rotated[:, first, second],
+                )
+                if common_volume:
+                    logs = np.log(np.diagonal(rotated, axis1=1, axis2=2))
+                    weights = np.exp(logs.mean(axis=1) - logs.mean(axis=1).max())
+                    exponent = len(first) / n_features
+                else:
+                    weights, exponent = nk, None
+                angles = _plane_angles(planes, weights, exponent)
+                turn = np.eye(n_features)
+                cos, sin = np.cos(angles), np.sin(angles)
+                turn[first, first] = turn[second, second] = cos
+                turn[second, first], turn[first, second] = sin, -sin
+                orientation = orientation @ turn
+                rotated = turn.T @ rotated @ turn
+            if n_features == 2:
+                break
+            last, last_change = value, change
+            value, size = _profile(
+                np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume
+            )
+            change = last - value
+            if _left_to_gain(change, last_change) <= RTOL * size:
+                break
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
 
 
@@ -346,9 +473,7 @@ class ConstrainedCovariance(FullCovariance):
         # an Equal shape meets Variable volumes (VEI, VEE, VEV), or a common
         # orientation meets Variable shapes (EVE, VVE).
         self.multimodal = self.orientation.common and self.shape.variable
-        self.closed_form = not (
-            (self.volume.variable and self.shape.common) or self.multimodal
-        )
+        self.closed_form = not (self.volume.variable and self.shape.common)
 
     def n_parameters(self):
         """Mclust's count of covariance parameters (``nVarParams``)."""
@@ -436,7 +561,7 @@ class ConstrainedCovariance(FullCovariance):
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
         runs = [blocks]
-        if self.multimodal:
+        if self.multimodal and n_features > 2:
             runs.append(self._principal_start(blocks, reg_covar))
         values = [self._iterate(run, reg_covar) for run in runs]
         value = min(values)
@@ -497,7 +622,7 @@ class ConstrainedCovariance(FullCovariance):
 
     def _pass(self, blocks, reg_covar):
         """Orientation, shape, volume steps; returns f after them."""
-        self.orientation.update(blocks, self.shape)
+        self.orientation.update(blocks, self.shape, self.volume)
         diagonals = blocks.rotated_diagonals()
         self.shape.update(blocks, diagonals, reg_covar)
         self.volume.update(blocks, (diagonals / blocks.shapes).sum(axis=1), reg_covar)
