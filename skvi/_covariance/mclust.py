@@ -48,6 +48,7 @@ shapes are coupled.
 from functools import lru_cache
 
 import numpy as np
+from scipy.linalg import cho_solve
 
 from ._unit import DegenerateComponentError, collapse_message
 from .full import FullCovariance
@@ -287,6 +288,11 @@ def _tournament(n_features):
 # period of the profile in the plane, and Newton steps from the best one.
 GRID = 16
 NEWTON_STEPS = 8
+NEWTON_TOL = 1e-8
+# Newton's steps stay within half the grid's spacing.
+MAX_TURN = np.pi / (4 * GRID)
+# Halvings of a Newton step of the common orientation before giving up.
+HALVINGS = 40
 
 
 def _plane_change(planes, angles, weights, exponent):
@@ -307,17 +313,18 @@ def _plane_change(planes, angles, weights, exponent):
     logs = np.log1p((half - z) * (half + z) / (first * second)[..., None])
     if exponent is not None:
         logs = np.expm1(exponent * logs)
-    return np.tensordot(weights, logs, 1)
+    return np.einsum("k,kpc->pc", weights, logs)
 
 
 def _plane_angles(planes, weights, exponent):
     """Per plane, the angle minimising the profile's change in it (P,).
 
-    The change has period pi / 2 in the angle. Candidates: a grid over
-    the period and each component's own principal angle in the plane
-    (where its term is least: the bottom of the sharpest basins); Newton
-    steps from the best candidate, each kept only if it lowers the change.
-    The angle 0 is a candidate, so the change is never positive.
+    The change has period pi / 2 in the angle. With ``search``, the
+    candidates are a grid over the period and each component's own
+    principal angle in the plane (where its term is least: the bottom of
+    the sharpest basins), and Newton steps start from the best; otherwise
+    they start from 0. A step is kept only if it lowers the change, and 0
+    is a candidate, so the change is never positive.
     """
     first, second, cross = planes
     n_planes = first.shape[1]
@@ -345,17 +352,19 @@ def _plane_angles(planes, weights, exponent):
             ratio = product / (first * second)
             scale = weights[:, None] * exponent * ratio**exponent
             second_log = second_log + exponent * first_log**2
-        gradient = np.sum(scale * first_log, axis=0)
-        curvature = np.sum(scale * second_log, axis=0)
+        gradient = np.einsum("kp,kp->p", scale, first_log)
+        curvature = np.einsum("kp,kp->p", scale, second_log)
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
-        step = np.clip(step, -np.pi / (2 * GRID), np.pi / (2 * GRID))
+        step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
         changes = _plane_change(planes, trials[:, None], weights, exponent)[:, 0]
         better = changes < values
-        if not np.any(better):
-            break
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
+        # Newton's steps converge quadratically: the next would be below
+        # rounding.
+        if not np.any(better & (np.abs(step) > NEWTON_TOL)):
+            break
     return angles
 
 
@@ -379,6 +388,113 @@ def _profile(diagonals, nk, common_volume):
         return total * log_sum, total * (1.0 + abs(log_sum))
     terms = nk @ logs.sum(axis=1)
     return terms, nk @ (diagonals.shape[1] + np.abs(logs).sum(axis=1))
+
+
+@lru_cache(maxsize=16)
+def _skew_basis(n_features):
+    """The skew basis and its symmetric products.
+
+    ``E_a = e_i e_j^T - e_j e_i^T`` (pairs i < j), (n, D, D), and ``E_a E_b
+    + E_b E_a``, (n, n, D, D).
+    """
+    first, second = np.triu_indices(n_features, 1)
+    basis = np.zeros((len(first), n_features, n_features))
+    basis[np.arange(len(first)), first, second] = 1.0
+    basis[np.arange(len(first)), second, first] = -1.0
+    products = np.einsum("aij,bjl->abil", basis, basis)
+    return basis, products + np.swapaxes(products, 0, 1)
+
+
+def _shifted_solve(hessian, gradient):
+    """``(H + s I)^-1 g``, s the first shift that makes it positive definite.
+
+    Shifts 0, then doubling from a tiny one; tried by Cholesky, much
+    cheaper than an eigendecomposition.
+    """
+    scale = max(np.abs(np.diagonal(hessian)).max(), np.finfo(float).tiny)
+    shift, identity = 0.0, np.eye(len(hessian))
+    while True:
+        try:
+            factor = np.linalg.cholesky(hessian + shift * identity)
+        except np.linalg.LinAlgError:
+            shift = max(2.0 * shift, 1e-10 * scale)
+            continue
+        return cho_solve((factor, True), gradient)
+
+
+def _newton_direction(rotated, nk, common_volume):
+    """A descent direction of the profile in skew coordinates, and its decrement.
+
+    D turns to ``D expm(X)``, ``X = sum_a x_a E_a``. At X = 0 the diagonal
+    ``b_k`` of ``T_k = D^T W_k D`` has first derivatives ``2 (T_k
+    E_a)_ii`` and second derivatives ``(T_k (E_a E_b + E_b E_a))_ii + 2
+    (E_a^T T_k E_b)_ii``; the chain rule through :func:`_profile` gives
+    the gradient and Hessian in x. Away from a minimum, where the Hessian
+    is not positive definite, it is shifted until it is, so the step still
+    descends.
+    """
+    basis, products = _skew_basis(rotated.shape[1])
+    diagonals = np.diagonal(rotated, axis1=1, axis2=2)
+    inverse = 1.0 / diagonals
+    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
+    moved = np.einsum("kjl,bli->kbji", rotated, basis)
+    curvature = 2.0 * np.einsum("aji,kbji->kabi", basis, moved)
+    curvature = curvature + np.einsum("kij,abji->kabi", rotated, products)
+    if common_volume:
+        # F = c log S, S = sum_k g_k: dF = (c / S) dS, and the cross term
+        # -(c / S^2) dS dS^T = -grad grad^T / c.
+        scale = nk.sum() * diagonals.shape[1]
+        logs = np.log(diagonals)
+        g = np.exp(logs.mean(axis=1) - logs.mean(axis=1).max())
+        first = (scale / g.sum()) * (g / diagonals.shape[1])[:, None] * inverse
+        outer = first[:, :, None] * inverse[:, None, :] / diagonals.shape[1]
+        second = outer - np.einsum(
+            "ki,ij->kij", first * inverse, np.eye(len(inverse.T))
+        )
+    else:
+        first = nk[:, None] * inverse
+        second = -np.einsum("ki,ij->kij", first * inverse, np.eye(len(inverse.T)))
+    gradient = np.einsum("ki,kai->a", first, jacobian)
+    hessian = np.einsum("ki,kabi->ab", first, curvature)
+    hessian = hessian + np.einsum("kai,kij,kbj->ab", jacobian, second, jacobian)
+    if common_volume:
+        hessian = hessian - np.outer(gradient, gradient) / scale
+    step = -_shifted_solve(0.5 * (hessian + hessian.T), gradient)
+    return np.tensordot(step, basis, 1), -gradient @ step
+
+
+def _newton(orientation, rotated, nk, common_volume):
+    """Newton's method on the profile over D, from ``orientation``.
+
+    ``rotated`` holds ``D^T W_k D``. Each step turns D by the Cayley
+    rotation of the Newton direction (expm to second order), halved until
+    the profile decreases; it stops when the Newton decrement is below
+    RTOL times the size of f's terms, or no step decreases the profile.
+    """
+    identity = np.eye(len(orientation))
+    value, size = _profile(np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume)
+    for _ in range(MAX_PASSES):
+        skew, decrement = _newton_direction(rotated, nk, common_volume)
+        if not decrement > RTOL * size:
+            break
+        for _ in range(HALVINGS):
+            half = 0.5 * skew
+            turn = np.linalg.solve(identity - half, identity + half)
+            trial = turn.T @ rotated @ turn
+            trial_value, trial_size = _profile(
+                np.diagonal(trial, axis1=1, axis2=2), nk, common_volume
+            )
+            if trial_value < value:
+                break
+            skew = half
+        else:
+            break
+        orientation, rotated = orientation @ turn, trial
+        done = value - trial_value <= RTOL * size
+        value, size = trial_value, trial_size
+        if done:
+            break
+    return orientation
 
 
 def _rotate_common_orientation(blocks, common_volume):
@@ -412,37 +528,27 @@ def _rotate_common_orientation(blocks, common_volume):
     # A singular scatter (reg_covar 0) may collapse an axis on the way; the
     # shape step then raises.
     with np.errstate(divide="ignore", invalid="ignore"):
-        rounds = _tournament(n_features)
-        value, change = np.inf, np.inf
-        for _ in range(MAX_PASSES):
-            for first, second in rounds:
-                planes = (
-                    rotated[:, first, first],
-                    rotated[:, second, second],
-                    rotated[:, first, second],
-                )
-                if common_volume:
-                    logs = np.log(np.diagonal(rotated, axis1=1, axis2=2))
-                    weights = np.exp(logs.mean(axis=1) - logs.mean(axis=1).max())
-                    exponent = len(first) / n_features
-                else:
-                    weights, exponent = nk, None
-                angles = _plane_angles(planes, weights, exponent)
-                turn = np.eye(n_features)
-                cos, sin = np.cos(angles), np.sin(angles)
-                turn[first, first] = turn[second, second] = cos
-                turn[second, first], turn[first, second] = sin, -sin
-                orientation = orientation @ turn
-                rotated = turn.T @ rotated @ turn
-            if n_features == 2:
-                break
-            last, last_change = value, change
-            value, size = _profile(
-                np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume
+        for first, second in _tournament(n_features):
+            planes = (
+                rotated[:, first, first],
+                rotated[:, second, second],
+                rotated[:, first, second],
             )
-            change = last - value
-            if _left_to_gain(change, last_change) <= RTOL * size:
-                break
+            if common_volume:
+                logs = np.log(np.diagonal(rotated, axis1=1, axis2=2))
+                weights = np.exp(logs.mean(axis=1) - logs.mean(axis=1).max())
+                exponent = len(first) / n_features
+            else:
+                weights, exponent = nk, None
+            angles = _plane_angles(planes, weights, exponent)
+            turn = np.eye(n_features)
+            cos, sin = np.cos(angles), np.sin(angles)
+            turn[first, first] = turn[second, second] = cos
+            turn[second, first], turn[first, second] = sin, -sin
+            orientation = orientation @ turn
+            rotated = turn.T @ rotated @ turn
+        if n_features > 2:
+            orientation = _newton(orientation, rotated, nk, common_volume)
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
 
 
@@ -561,7 +667,7 @@ class ConstrainedCovariance(FullCovariance):
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
         runs = [blocks]
-        if self.multimodal and n_features > 2:
+        if self.multimodal and n_features > 2 and previous is None:
             runs.append(self._principal_start(blocks, reg_covar))
         values = [self._iterate(run, reg_covar) for run in runs]
         value = min(values)
