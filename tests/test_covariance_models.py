@@ -283,6 +283,27 @@ def test_common_orientation_reaches_the_better_of_two_local_maxima(model):
         assert m_step_objective(ours, nk, S, 0.1) <= best + 1e-9 * abs(best)
 
 
+@pytest.mark.parametrize("model", ["VEI", "VEE", "EVE", "VVE", "VEV"])
+def test_iterative_m_steps_ascend_and_reach_the_fixed_point(model, iris):
+    """The M-steps that iterate (at D = 4 EVE and VVE take Newton's steps
+    on their common orientation) never decrease the ELBO, and each starts
+    from the previous parameters and runs to convergence: at EM's fixed
+    point one more warm-started EM step leaves the covariances as they
+    are (a step that stopped early, or a start that lost the previous
+    orientation, would move them)."""
+    em = EMGaussianMixture(
+        2, covariance_type=model, tol=0.0, max_iter=100, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(iris)
+        tolerance = fp_tolerance(em.elbo_decomposition(iris), em)
+        assert np.all(np.diff(em.half_step_lower_bounds_) >= -tolerance)
+        fixed_point = em.covariances_.copy()
+        em.set_params(warm_start=True, max_iter=1).fit(iris)
+    np.testing.assert_allclose(em.covariances_, fixed_point, rtol=1e-10, atol=1e-13)
+
+
 def assert_satisfies_model(model, volumes, shapes, orientations):
     K, d = shapes.shape
     np.testing.assert_allclose(np.prod(shapes, axis=1), 1.0, rtol=1e-10)
