@@ -24,25 +24,25 @@ it minimises over the model
       = sum_k N_k D log lambda_k + tr(W_k D_k A_k^-1 D_k^T) / lambda_k,
 
 by block coordinate descent over orientation, shape and volume, each block
-minimised exactly given the others (for a common orientation with variable
-shapes, EVE and VVE, by a sweep of over-relaxed plane rotations). Every block step
-decreases f, so the M-step is an ascent step of the ELBO however many
-passes it makes (a generalized EM step); it starts from the previous
-parameters and iterates to convergence. Where the blocks decouple (EII,
-VII, EEI, EVI, VVI, EEE, EEV, EVV, VVV) one pass is the closed form of
-Celeux & Govaert; VEI, VEE and VEV are their fixed-point iterations.
+minimised exactly given the others. Every block step decreases f, so the
+M-step is an ascent step of the ELBO however many passes it makes (a
+generalized EM step); it starts from the previous parameters and iterates
+to convergence. Where the blocks decouple (EII, VII, EEI, EVI, VVI, EEE,
+EEV, EVV, VVV) one pass is the closed form of Celeux & Govaert; VEI, VEE
+and VEV are their fixed-point iterations.
 
-For EVE and VVE, mclust and Browne & McNicholas (2014) update the common
-orientation by a majorization-minimization (MM) step, ``D`` the polar
-factor of ``sum_k (omega_k D - W_k D M_k)``. It is an ascent step too, but
-it converges far too slowly to iterate to convergence inside an M-step
-(at K = 9, D = 6, f still fell by 1e-3 per step after 2,000 steps). The
-rotations minimise g exactly in each plane, and an EVE or VVE M-step takes
-tens of passes instead; that still makes it the slowest of the fourteen
-(measured at K = 9, D = 4..10 from the previous parameters: EVE and VVE
-15 to 350 ms, VEI, VEE and VEV 0.3 to 1.3 ms, the closed forms 0.1 to 0.4
-ms), because the blocks converge linearly where the orientation and the
-shapes are coupled.
+For a common orientation with Variable shapes (EVE, VVE), the shapes and
+volumes given D are closed forms, so f is minimised over D alone, the
+profile (see :func:`_rotate_common_orientation`): one sweep of plane
+rotations, each plane turned to the minimum of a one-dimensional search,
+then Newton's method on the rotations. mclust and Browne & McNicholas
+(2014) instead alternate a majorization-minimization (MM) step for D (the
+polar factor of ``sum_k (omega_k D - W_k D M_k)``) with the shapes and
+volumes; it is an ascent step too, but converges far too slowly to iterate
+to convergence inside an M-step (at K = 9, D = 6, f still fell by 1e-3 per
+step after 2,000 steps), and so did block coordinate descent with plane
+rotations for D given the shapes (tens to thousands of passes where the
+orientation and the shapes are coupled).
 """
 
 from functools import lru_cache
@@ -77,8 +77,6 @@ MCLUST_MODELS = (
 # terms, or after MAX_PASSES.
 RTOL = 1e-14
 MAX_PASSES = 2000
-# Over-relaxation of the plane rotations of a common orientation.
-OVER_RELAXATION = 1.6
 
 
 def _normalized(values):
@@ -229,7 +227,8 @@ class Orientation(_Choice):
         Variable: the eigenvectors of ``W_k``, largest first, paired with
         the shape sorted the same way (the exact minimiser). Equal with an
         Equal shape: those of ``sum_k W_k / lambda_k`` (exact). Equal with
-        Variable shapes: a sweep of (over-relaxed) plane rotations, which cannot
+        Variable shapes: the minimiser of the profile over D, from the
+        current D (:func:`_rotate_common_orientation`), which cannot
         increase f.
         """
         if self.identity:
@@ -576,8 +575,9 @@ class ConstrainedCovariance(FullCovariance):
         self.shape = Shape(name[1])
         self.orientation = Orientation(name[2])
         # Whether one pass of the blocks reaches the joint minimiser: unless
-        # an Equal shape meets Variable volumes (VEI, VEE, VEV), or a common
-        # orientation meets Variable shapes (EVE, VVE).
+        # an Equal shape meets Variable volumes (VEI, VEE, VEV). A common
+        # orientation with Variable shapes (EVE, VVE) is minimised over the
+        # profile in its orientation step, but may have several minima.
         self.multimodal = self.orientation.common and self.shape.variable
         self.closed_form = not (self.volume.variable and self.shape.common)
 
@@ -696,12 +696,14 @@ class ConstrainedCovariance(FullCovariance):
         """A second start for a common orientation with Variable shapes.
 
         Its likelihood can have several local maxima (rotations that
-        exchange the roles of axes), and blocks started from the previous
-        parameters climb only the nearest. The second run starts from the
-        best of the principal axes of each ``W_k`` and of their pooled sum,
-        with the shapes and volumes that suit them; the better of the two
-        runs is kept (both ascend from their starts, and the first started
-        from the previous parameters).
+        exchange the roles of axes). The second run starts from the best
+        of the principal axes of each ``W_k`` and of their pooled sum, with
+        the shapes and volumes that suit them; the better of the two runs
+        is kept. It is made only without previous parameters (the first
+        M-step) and for D > 2: with two features the one plane's search is
+        global, and from previous parameters the first sweep's plane
+        searches leave the minima that exchange two axes (measured on iris,
+        K = 1..9: after the first M-step the second start never won).
         """
         active = blocks.active
         scatter = blocks.scatter[active]
