@@ -98,6 +98,49 @@ def _first_bad(values):
     return int(np.flatnonzero(bad)[0]) if np.any(bad) else 0
 
 
+def _common_shape(diagonals, nk, start):
+    """The common shape A minimising f with the volumes profiled out.
+
+    Given ``b_k`` (rows of ``diagonals``) and A, the best volumes are
+    ``lambda_k = sum_i b_k,i / a_i / (N_k D)``, which leave ``f = D sum_k
+    N_k log(sum_i b_k,i exp(x_i))`` plus a constant, ``x = -log a`` with
+    ``sum_i x_i = 0``: convex in x (a sum of log-sum-exps), so Newton's
+    method from ``start`` (halving a step until f decreases) converges to
+    the minimiser in a few steps, where the alternation of shapes and
+    volumes (Celeux & Govaert's) converges linearly. Its Hessian ``sum_k
+    N_k (diag(p_k) - p_k p_k^T)`` (``p_k`` the normalized ``b_k exp(x)``)
+    is singular along the ones, which do not change A: adding their outer
+    product keeps the steps in ``sum_i x_i = 0``.
+    """
+    x = -np.log(start)
+    x = x - x.mean()
+    ones = np.ones((len(x), len(x)))
+    terms = diagonals * np.exp(x)
+    sums = terms.sum(axis=1)
+    value = nk @ np.log(sums)
+    for _ in range(MAX_PASSES):
+        weighted = nk[:, None] * terms / sums[:, None]
+        gradient = weighted.sum(axis=0)
+        hessian = np.diag(gradient) - (weighted.T / sums) @ terms
+        gradient = gradient - gradient.mean()
+        step = -np.linalg.solve(hessian + ones * (nk.sum() / len(x)), gradient)
+        decrement = -gradient @ step
+        if not decrement > RTOL * nk.sum():
+            break
+        for _ in range(HALVINGS):
+            trial = x + step
+            trial_terms = diagonals * np.exp(trial)
+            trial_sums = trial_terms.sum(axis=1)
+            trial_value = nk @ np.log(trial_sums)
+            if trial_value < value:
+                break
+            step = 0.5 * step
+        else:
+            break
+        x, terms, sums, value = trial, trial_terms, trial_sums, trial_value
+    return np.exp(-(x - x.mean()))
+
+
 class _Blocks:
     """The parameters of a model during its M-step, and the fixed data.
 
@@ -182,12 +225,14 @@ class Shape(_Choice):
         # A diagonal of determinant 1.
         return n_features - 1
 
-    def update(self, blocks, diagonals, reg_covar):
+    def update(self, blocks, diagonals, reg_covar, volume):
         """The shapes minimising f given volumes and orientations.
 
         With ``b_k = diag(D_k^T W_k D_k)``: ``A_k = b_k / det(b_k)^(1/D)``,
         or ``A = c / det(c)^(1/D)`` with ``c = sum_k b_k / lambda_k`` if
-        Equal (Celeux & Govaert 1995).
+        Equal (Celeux & Govaert 1995). An Equal shape with Variable volumes
+        is instead minimised jointly with the volumes
+        (:func:`_common_shape`), so that VEI and VEV need one pass.
         """
         if self.identity:
             return
@@ -200,6 +245,16 @@ class Shape(_Choice):
                     collapse_message(_first_bad(diagonals), reg_covar)
                 )
             shapes[active] = fresh[active]
+        elif volume.variable:
+            bad = ~np.all(np.isfinite(diagonals) & (diagonals > 0), axis=1) & active
+            if np.any(bad):
+                raise DegenerateComponentError(
+                    collapse_message(int(np.flatnonzero(bad)[0]), reg_covar)
+                )
+            shape = _common_shape(
+                diagonals[active], blocks.nk[active], blocks.shapes[active][0]
+            )
+            shapes = np.broadcast_to(shape, blocks.shapes.shape).copy()
         else:
             pooled = (diagonals[active] / blocks.volumes[active, None]).sum(axis=0)
             shape = _normalized(pooled)
@@ -575,11 +630,14 @@ class ConstrainedCovariance(FullCovariance):
         self.shape = Shape(name[1])
         self.orientation = Orientation(name[2])
         # Whether one pass of the blocks reaches the joint minimiser: unless
-        # an Equal shape meets Variable volumes (VEI, VEE, VEV). A common
+        # an Equal shape and orientation meet Variable volumes (VEE; VEI and
+        # VEV minimise shape and volumes jointly in one step). A common
         # orientation with Variable shapes (EVE, VVE) is minimised over the
         # profile in its orientation step, but may have several minima.
         self.multimodal = self.orientation.common and self.shape.variable
-        self.closed_form = not (self.volume.variable and self.shape.common)
+        self.closed_form = not (
+            self.volume.variable and self.shape.common and self.orientation.common
+        )
 
     def n_parameters(self):
         """Mclust's count of covariance parameters (``nVarParams``)."""
@@ -720,7 +778,7 @@ class ConstrainedCovariance(FullCovariance):
                 active,
             )
             diagonals = candidate.rotated_diagonals()
-            self.shape.update(candidate, diagonals, reg_covar)
+            self.shape.update(candidate, diagonals, reg_covar, self.volume)
             traces = (diagonals / candidate.shapes).sum(axis=1)
             self.volume.update(candidate, traces, reg_covar)
             value = self._objective(candidate, diagonals)
@@ -732,7 +790,7 @@ class ConstrainedCovariance(FullCovariance):
         """Orientation, shape, volume steps; returns f after them."""
         self.orientation.update(blocks, self.shape, self.volume)
         diagonals = blocks.rotated_diagonals()
-        self.shape.update(blocks, diagonals, reg_covar)
+        self.shape.update(blocks, diagonals, reg_covar, self.volume)
         self.volume.update(blocks, (diagonals / blocks.shapes).sum(axis=1), reg_covar)
         return self._objective(blocks, diagonals)
 
