@@ -48,7 +48,6 @@ orientation and the shapes are coupled).
 from functools import lru_cache
 
 import numpy as np
-from scipy.linalg import cho_solve
 
 from ._unit import DegenerateComponentError, collapse_message
 from .full import FullCovariance
@@ -468,12 +467,13 @@ def _shifted_solve(hessian, gradient):
     scale = max(np.abs(np.diagonal(hessian)).max(), np.finfo(float).tiny)
     shift, identity = 0.0, np.eye(len(hessian))
     while True:
+        shifted = hessian + shift * identity
         try:
-            factor = np.linalg.cholesky(hessian + shift * identity)
+            np.linalg.cholesky(shifted)
         except np.linalg.LinAlgError:
             shift = max(2.0 * shift, 1e-10 * scale)
             continue
-        return cho_solve((factor, True), gradient)
+        return np.linalg.solve(shifted, gradient)
 
 
 def _newton_direction(rotated, nk, common_volume):
@@ -491,9 +491,6 @@ def _newton_direction(rotated, nk, common_volume):
     diagonals = np.diagonal(rotated, axis1=1, axis2=2)
     inverse = 1.0 / diagonals
     jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
-    moved = np.einsum("kjl,bli->kbji", rotated, basis)
-    curvature = 2.0 * np.einsum("aji,kbji->kabi", basis, moved)
-    curvature = curvature + np.einsum("kij,abji->kabi", rotated, products)
     if common_volume:
         # F = c log S, S = sum_k g_k: dF = (c / S) dS, and the cross term
         # -(c / S^2) dS dS^T = -grad grad^T / c.
@@ -509,8 +506,18 @@ def _newton_direction(rotated, nk, common_volume):
         first = nk[:, None] * inverse
         second = -np.einsum("ki,ij->kij", first * inverse, np.eye(len(inverse.T)))
     gradient = np.einsum("ki,kai->a", first, jacobian)
-    hessian = np.einsum("ki,kabi->ab", first, curvature)
-    hessian = hessian + np.einsum("kai,kij,kbj->ab", jacobian, second, jacobian)
+    # The second derivatives of b, weighted by first and summed over the
+    # components first: (n, n) products of (D, D) sums, not (K, n, n, D).
+    pooled = np.einsum("ki,kij->ij", first, rotated)
+    spread = np.einsum("ki,kjl->ijl", first, rotated)
+    hessian = products.reshape(len(basis) ** 2, -1) @ pooled.T.ravel()
+    hessian = hessian.reshape(len(basis), len(basis))
+    across = basis.transpose(2, 0, 1)
+    hessian = hessian + 2.0 * np.sum(
+        across @ spread @ across.transpose(0, 2, 1), axis=0
+    )
+    chained = (jacobian @ second).transpose(1, 0, 2).reshape(len(basis), -1)
+    hessian = hessian + chained @ jacobian.transpose(1, 0, 2).reshape(len(basis), -1).T
     if common_volume:
         hessian = hessian - np.outer(gradient, gradient) / scale
     step = -_shifted_solve(0.5 * (hessian + hessian.T), gradient)
