@@ -125,6 +125,9 @@ def _common_shape(diagonals, nk, start):
         step = -np.linalg.solve(hessian + ones * (nk.sum() / len(x)), gradient)
         decrement = -gradient @ step
         if not decrement > RTOL * nk.sum():
+            # Below what f resolves: a last whole step (see _newton).
+            if 0.0 <= decrement:
+                x = x + step
             break
         for _ in range(HALVINGS):
             trial = x + step
@@ -529,14 +532,22 @@ def _newton(orientation, rotated, nk, common_volume):
 
     ``rotated`` holds ``D^T W_k D``. Each step turns D by the Cayley
     rotation of the Newton direction (expm to second order), halved until
-    the profile decreases; it stops when the Newton decrement is below
-    RTOL times the size of f's terms, or no step decreases the profile.
+    the profile decreases. Once the Newton decrement is below RTOL times
+    the size of f's terms, the profile cannot resolve the decrease, but the
+    direction is still good to the square of the error (f's error is the
+    square of the parameters'): that last step is taken whole, and then
+    it stops.
     """
     identity = np.eye(len(orientation))
     value, size = _profile(np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume)
     for _ in range(MAX_PASSES):
         skew, decrement = _newton_direction(rotated, nk, common_volume)
         if not decrement > RTOL * size:
+            if 0.0 <= decrement:
+                half = 0.5 * skew
+                orientation = orientation @ np.linalg.solve(
+                    identity - half, identity + half
+                )
             break
         for _ in range(HALVINGS):
             half = 0.5 * skew
@@ -551,10 +562,7 @@ def _newton(orientation, rotated, nk, common_volume):
         else:
             break
         orientation, rotated = orientation @ turn, trial
-        done = value - trial_value <= RTOL * size
         value, size = trial_value, trial_size
-        if done:
-            break
     return orientation
 
 
