@@ -347,15 +347,15 @@ NEWTON_STEPS = 8
 NEWTON_TOL = 1e-8
 # Newton's steps stay within half the grid's spacing.
 MAX_TURN = np.pi / (4 * GRID)
-# Halvings of a Newton step of the common orientation before giving up.
+# Halvings of a Newton step (common orientation or shape) before giving up.
 HALVINGS = 40
 
 
 def _plane_change(planes, angles, weights, exponent):
     """The change of the profile when planes turn by ``angles`` (P, C).
 
-    ``rotated`` holds the 2 x 2 blocks of the planes: ``(t_ii, t_jj,
-    t_ij)``, each (K, P). Turning the plane by t makes ``b_i b_j = m^2 -
+    ``planes`` holds the 2 x 2 blocks of ``T_k = D^T W_k D`` in the planes:
+    ``(t_ii, t_jj, t_ij)``, each (K, P). Turning the plane by t makes ``b_i b_j = m^2 -
     z^2`` with ``m = (t_ii + t_jj) / 2`` and ``z = h cos 2t + t_ij sin 2t``
     (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h -
     z)(h + z) / (t_ii t_jj))``: exact for small angles too. The profile
@@ -414,12 +414,14 @@ def _plane_angles(planes, weights, exponent):
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
         changes = _plane_change(planes, trials[:, None], weights, exponent)[:, 0]
-        better = changes < values
+        # A step below NEWTON_TOL is taken whole even where the change
+        # cannot resolve it (f's error is the square of the angle's): then
+        # Newton's quadratic convergence puts the next below rounding.
+        small = np.abs(step) <= NEWTON_TOL
+        better = (changes < values) | small
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
-        # Newton's steps converge quadratically: the next would be below
-        # rounding.
-        if not np.any(better & (np.abs(step) > NEWTON_TOL)):
+        if np.all(small | ~better):
             break
     return angles
 
