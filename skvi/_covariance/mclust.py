@@ -227,14 +227,16 @@ class Shape(_Choice):
         # A diagonal of determinant 1.
         return n_features - 1
 
-    def update(self, blocks, diagonals, reg_covar, volume):
+    def update(self, blocks, diagonals, reg_covar, joint=False):
         """The shapes minimising f given volumes and orientations.
 
         With ``b_k = diag(D_k^T W_k D_k)``: ``A_k = b_k / det(b_k)^(1/D)``,
         or ``A = c / det(c)^(1/D)`` with ``c = sum_k b_k / lambda_k`` if
-        Equal (Celeux & Govaert 1995). An Equal shape with Variable volumes
-        is instead minimised jointly with the volumes
-        (:func:`_common_shape`), so that VEI and VEV need one pass.
+        Equal (Celeux & Govaert 1995). With ``joint`` (VEI, VEV) an Equal
+        shape is minimised jointly with the Variable volumes
+        (:func:`_common_shape`), so that one pass is exact. (VEE, whose
+        passes must move its orientation too, measured faster with the
+        closed form.)
         """
         if self.identity:
             return
@@ -247,7 +249,7 @@ class Shape(_Choice):
                     collapse_message(_first_bad(diagonals), reg_covar)
                 )
             shapes[active] = fresh[active]
-        elif volume.variable:
+        elif joint:
             bad = ~np.all(np.isfinite(diagonals) & (diagonals > 0), axis=1) & active
             if np.any(bad):
                 raise DegenerateComponentError(
@@ -652,6 +654,9 @@ class ConstrainedCovariance(FullCovariance):
         # orientation with Variable shapes (EVE, VVE) is minimised over the
         # profile in its orientation step, but may have several minima.
         self.multimodal = self.orientation.common and self.shape.variable
+        self.joint_shape = (
+            self.volume.variable and self.shape.common and not self.orientation.common
+        )
         self.closed_form = not (
             self.volume.variable and self.shape.common and self.orientation.common
         )
@@ -795,7 +800,7 @@ class ConstrainedCovariance(FullCovariance):
                 active,
             )
             diagonals = candidate.rotated_diagonals()
-            self.shape.update(candidate, diagonals, reg_covar, self.volume)
+            self.shape.update(candidate, diagonals, reg_covar)
             traces = (diagonals / candidate.shapes).sum(axis=1)
             self.volume.update(candidate, traces, reg_covar)
             value = self._objective(candidate, diagonals)
@@ -807,7 +812,7 @@ class ConstrainedCovariance(FullCovariance):
         """Orientation, shape, volume steps; returns f after them."""
         self.orientation.update(blocks, self.shape, self.volume)
         diagonals = blocks.rotated_diagonals()
-        self.shape.update(blocks, diagonals, reg_covar, self.volume)
+        self.shape.update(blocks, diagonals, reg_covar, self.joint_shape)
         self.volume.update(blocks, (diagonals / blocks.shapes).sum(axis=1), reg_covar)
         return self._objective(blocks, diagonals)
 
