@@ -392,6 +392,9 @@ def _plane_angles(planes, weights, exponent):
         [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
     )
     changes = _plane_change(planes, candidates, weights, exponent)
+    # NaN where rounding puts a singular scatter's b_i b_j below 0; the
+    # angle 0 always has change 0.
+    changes = np.where(np.isnan(changes), np.inf, changes)
     best = np.argmin(changes, axis=1)
     angles = candidates[np.arange(n_planes), best]
     values = changes[np.arange(n_planes), best]
@@ -468,19 +471,22 @@ def _skew_basis(n_features):
 def _shifted_solve(hessian, gradient):
     """``(H + s I)^-1 g``, s the first shift that makes it positive definite.
 
-    Shifts 0, then doubling from a tiny one; tried by Cholesky, much
-    cheaper than an eigendecomposition.
+    Shifts 0, then doubling from a tiny one (up to far beyond H's size);
+    tried by Cholesky, much cheaper than an eigendecomposition. Zero where
+    H or g is not finite (a collapsed axis; the shape step then raises).
     """
+    if not (np.all(np.isfinite(hessian)) and np.all(np.isfinite(gradient))):
+        return np.zeros_like(gradient)
     scale = max(np.abs(np.diagonal(hessian)).max(), np.finfo(float).tiny)
-    shift, identity = 0.0, np.eye(len(hessian))
-    while True:
+    identity = np.eye(len(hessian))
+    for shift in (0.0, *(1e-10 * scale * 2.0 ** np.arange(80))):
         shifted = hessian + shift * identity
         try:
             np.linalg.cholesky(shifted)
         except np.linalg.LinAlgError:
-            shift = max(2.0 * shift, 1e-10 * scale)
             continue
         return np.linalg.solve(shifted, gradient)
+    return np.zeros_like(gradient)
 
 
 def _newton_direction(rotated, nk, common_volume):
