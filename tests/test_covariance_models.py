@@ -453,6 +453,20 @@ def test_collapsed_components_raise_degenerate_error(model):
         EMGaussianMixture(2, covariance_type=model, reg_covar=0.0).fit(X)
 
 
+@pytest.mark.parametrize("model", ["EVE", "VVE", "VEI", "VEV"])
+def test_singular_scatter_in_four_dimensions_raises_degenerate_error(model):
+    """A cluster on a plane of R^4 without reg_covar: the Newton solves and
+    plane searches of the iterative M-steps meet a singular scatter, and
+    the fit says the component collapsed (instead of looping or NaN)."""
+    rng = np.random.default_rng(0)
+    flat = np.zeros((30, 4))
+    flat[:, :2] = rng.normal(size=(30, 2))
+    X = np.vstack([rng.normal(size=(30, 4)), flat + 10.0])
+    em = EMGaussianMixture(2, covariance_type=model, reg_covar=0.0, random_state=0)
+    with pytest.raises(DegenerateComponentError, match="collapsed"):
+        em.fit(X)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_variational_mixture_refuses_mclust_models(model):
     with pytest.raises(ValueError, match="only EMGaussianMixture fits"):
