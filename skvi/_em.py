@@ -69,9 +69,11 @@ class EMGaussianMixture(BaseGaussianMixture):
         ``orientations_``. Their M-steps are closed forms where they exist
         (EII, VII, EEI, EVI, VVI, EEE, EEV, EVV, VVV; Celeux & Govaert
         1995) and otherwise ascent iterations run to convergence from the
-        previous parameters (VEI, VEE, VEV: Celeux & Govaert's fixed
-        points; EVE, VVE: Browne & McNicholas' 2014 MM step for the common
-        orientation), so no step decreases the ELBO. The number of
+        previous parameters (VEI, VEV: Newton's method on the common
+        shape with the volumes profiled out; VEE: that alternated with its
+        orientation; EVE, VVE: plane searches and Newton's method on the
+        common orientation with the shapes and volumes profiled out), so
+        no step decreases the ELBO. The number of
         parameters in :meth:`bic` and :meth:`aic` is mclust's.
     tol : float, default=1e-3
         Convergence threshold on the per-sample ELBO, in the units of

@@ -283,6 +283,27 @@ def test_common_orientation_reaches_the_better_of_two_local_maxima(model):
         assert m_step_objective(ours, nk, S, 0.1) <= best + 1e-9 * abs(best)
 
 
+@pytest.mark.parametrize("model", ["VEI", "VEE", "EVE", "VVE", "VEV"])
+def test_iterative_m_steps_ascend_and_reach_the_fixed_point(model, iris):
+    """The M-steps that iterate (at D = 4 EVE and VVE take Newton's steps
+    on their common orientation) never decrease the ELBO, and each starts
+    from the previous parameters and runs to convergence: at EM's fixed
+    point one more warm-started EM step leaves the covariances as they
+    are (a step that stopped early, or a start that lost the previous
+    orientation, would move them)."""
+    em = EMGaussianMixture(
+        2, covariance_type=model, tol=0.0, max_iter=100, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        em.fit(iris)
+        tolerance = fp_tolerance(em.elbo_decomposition(iris), em)
+        assert np.all(np.diff(em.half_step_lower_bounds_) >= -tolerance)
+        fixed_point = em.covariances_.copy()
+        em.set_params(warm_start=True, max_iter=1).fit(iris)
+    np.testing.assert_allclose(em.covariances_, fixed_point, rtol=1e-10, atol=1e-13)
+
+
 def assert_satisfies_model(model, volumes, shapes, orientations):
     K, d = shapes.shape
     np.testing.assert_allclose(np.prod(shapes, axis=1), 1.0, rtol=1e-10)
@@ -430,6 +451,20 @@ def test_collapsed_components_raise_degenerate_error(model):
     X = np.array([[0.0, 0.0]] * 5 + [[1.0, 2.0]] * 5)
     with pytest.raises(DegenerateComponentError):
         EMGaussianMixture(2, covariance_type=model, reg_covar=0.0).fit(X)
+
+
+@pytest.mark.parametrize("model", ["EVE", "VVE", "VEI", "VEV"])
+def test_singular_scatter_in_four_dimensions_raises_degenerate_error(model):
+    """A cluster on a plane of R^4 without reg_covar: the Newton solves and
+    plane searches of the iterative M-steps meet a singular scatter, and
+    the fit says the component collapsed (instead of looping or NaN)."""
+    rng = np.random.default_rng(0)
+    flat = np.zeros((30, 4))
+    flat[:, :2] = rng.normal(size=(30, 2))
+    X = np.vstack([rng.normal(size=(30, 4)), flat + 10.0])
+    em = EMGaussianMixture(2, covariance_type=model, reg_covar=0.0, random_state=0)
+    with pytest.raises(DegenerateComponentError, match="collapsed"):
+        em.fit(X)
 
 
 @pytest.mark.parametrize("model", MODELS)
