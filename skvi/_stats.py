@@ -184,6 +184,7 @@ class SufficientStatistics:
 
 # Repeated passes about better centers an E-step may take (see e_step).
 MAX_RECENTERINGS = 3
+_EPSILON = float(np.finfo(float).eps)
 
 
 def _copied(array):
@@ -477,4 +478,4 @@ def _longest(chunks):
 
 def empty_components(moments):
     """Components whose responsibility mass is below rounding of the total."""
-    return moments.nk <= np.finfo(float).eps * moments.total_weight
+    return moments.nk <= _EPSILON * moments.total_weight
