@@ -426,11 +426,13 @@ def statistics_of_assignment(data, unit, responsibilities):
 
     A first pass finds each component's mean; the second accumulates moments
     about those means, so second moments do not cancel when the data sit far
-    from the origin or from each other.
+    from the origin or from each other. Both passes hold one BLAS limit
+    (setting it costs as much as a pass over a few hundred rows).
     """
-    means = data.assigned_means(unit, responsibilities)
-    plan = center_expansion(unit, means, data.dtype)
-    return data.assigned_statistics(plan, responsibilities)
+    with one_blas_thread():
+        means = data.assigned_means(unit, responsibilities)
+        plan = center_expansion(unit, means, data.dtype)
+        return data.assigned_statistics(plan, responsibilities)
 
 
 def chunked_pass(plan, chunks, add, pairs=None, parallel=True):
