@@ -85,7 +85,10 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
     constants = log_rho_constants(expectations, unit, reg_covar)
     # A component with N_k = 0 contributes nothing, even if log pi_k = -inf.
     present = moments.nk > 0
-    weighted = np.dot(moments.nk[present], constants[present])
+    if present.all():
+        weighted = np.dot(moments.nk, constants)
+    else:
+        weighted = np.dot(moments.nk[present], constants[present])
     if moments.whitened is not None:
         # Rows the E-step whitened: their scatter would cancel digits.
         quadratic = moments.whitened.quadratic(

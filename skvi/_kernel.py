@@ -462,7 +462,7 @@ def _prepare(plan, workspace, chunk, labels=None):
     if plan.n_groups == 1:
         np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
         rows, order, groups = chunk, None, ((0, 0, m),)
-        row_groups = np.zeros(m, dtype=np.intp)
+        row_groups = None
     else:
         if labels is None:
             labels = plan.nearest_centers(chunk, mask)
@@ -497,7 +497,9 @@ def _prepare(plan, workspace, chunk, labels=None):
                 rows[columns],
                 centered[:, columns],
                 mask[columns],
-                row_groups[columns],
+                np.zeros(len(columns), dtype=np.intp)
+                if row_groups is None
+                else row_groups[columns],
             )
             incomplete = (columns, corrections)
     if not plan.per_component:

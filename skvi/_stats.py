@@ -408,7 +408,10 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         # A component whose mass is below rounding of the total is empty to
         # both updates: its moments cannot lose digits that matter, and a
         # pass about new centers would not change it.
-        shift = np.where(empty_components(moments)[:, np.newaxis], 0.0, moments.shift)
+        empty = empty_components(moments)
+        shift = moments.shift
+        if empty.any():
+            shift = np.where(empty[:, np.newaxis], 0.0, shift)
         growth = unit.moment_rounding_growth(
             moments.nk, shift, moments.scatter, reg_covar
         )
