@@ -79,6 +79,12 @@ class _EvaluatedState:
     kl_components: float
 
 
+@functools.cache
+def _constructor_parameters(cls):
+    """``BaseEstimator._get_param_names`` of ``cls``, as a tuple, once."""
+    return tuple(BaseEstimator._get_param_names.__func__(cls))
+
+
 class BaseGaussianMixture(DensityMixin, BaseEstimator):
     """Base class of skvi's mixtures; not for direct use."""
 
@@ -99,6 +105,14 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         "learning_decay": [Interval(Real, 0, 1, closed="both")],
         "learning_offset": [Interval(Real, 1.0, None, closed="left")],
     }
+
+    @classmethod
+    def _get_param_names(cls):
+        # scikit-learn reads the constructor's signature on every
+        # get_params (each fit's parameter validation, clone, set_params):
+        # more time than an EM iteration on a few hundred rows. A class's
+        # signature does not change; read it once.
+        return list(_constructor_parameters(cls))
 
     def __sklearn_tags__(self):
         # Dense float arrays; NaN marks a missing entry, marginalised

@@ -15,6 +15,7 @@ import numpy as np
 from ._kernel import WhitenedMoments
 from ._merge import MergedStatistics, MergeSchedule, merge_move
 from ._stats import Moments, e_step
+from ._threads import one_blas_thread
 
 # The stopping rule reads the rate of convergence from this many ratios of
 # consecutive changes of the bound, and extrapolates the rate's rise this
@@ -66,7 +67,17 @@ def ascend(model, data, unit, context, state, trend=None):
     run's last ones, and a merge that run accepted in its last iteration is applied by
     this run's first global step. Warm starts with ``max_iter=1`` thus
     stop where one long run would, with the same merges.
+
+    The whole run holds the one-BLAS-thread limit that every chunk loop
+    takes (:func:`skvi._threads.one_blas_thread`): setting and lifting it
+    costs tens of microseconds, as much as a whole iteration on a few
+    hundred rows, and the steps between the passes are small products.
     """
+    with one_blas_thread():
+        return _ascend(model, data, unit, context, state, trend)
+
+
+def _ascend(model, data, unit, context, state, trend):
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]

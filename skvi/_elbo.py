@@ -56,15 +56,23 @@ class ComponentExpectations:
 
 
 def log_rho_constants(expectations, unit, reg_covar):
-    """Per-component constant of ``log rho_nk = const_k - quadratic_nk / 2``."""
-    n_features = expectations.means.shape[1]
-    return (
-        expectations.log_weights
-        + 0.5 * expectations.log_det
-        - 0.5 * n_features * LOG_2PI
-        - 0.5 * expectations.mean_variance
-        - 0.5 * reg_covar * unit.trace(expectations.precisions)
-    )
+    """Per-component constant of ``log rho_nk = const_k - quadratic_nk / 2``.
+
+    Kept with the expectations, per ``reg_covar``: an iteration's data term
+    and E-step both need those of one state.
+    """
+    known = expectations.__dict__.setdefault("_log_rho_constants", {})
+    constants = known.get(reg_covar)
+    if constants is None:
+        n_features = expectations.means.shape[1]
+        constants = known[reg_covar] = (
+            expectations.log_weights
+            + 0.5 * expectations.log_det
+            - 0.5 * n_features * LOG_2PI
+            - 0.5 * expectations.mean_variance
+            - 0.5 * reg_covar * unit.trace(expectations.precisions)
+        )
+    return constants
 
 
 def expected_log_joint(moments, expectations, unit, reg_covar):
@@ -77,7 +85,10 @@ def expected_log_joint(moments, expectations, unit, reg_covar):
     constants = log_rho_constants(expectations, unit, reg_covar)
     # A component with N_k = 0 contributes nothing, even if log pi_k = -inf.
     present = moments.nk > 0
-    weighted = np.dot(moments.nk[present], constants[present])
+    if present.all():
+        weighted = np.dot(moments.nk, constants)
+    else:
+        weighted = np.dot(moments.nk[present], constants[present])
     if moments.whitened is not None:
         # Rows the E-step whitened: their scatter would cancel digits.
         quadratic = moments.whitened.quadratic(

@@ -276,8 +276,11 @@ def parameter_expansion(
         centers = center[np.newaxis]
     else:
         centers = means
-    weights = np.asarray(weights, dtype=float)
-    metric = weights @ unit.precision_diagonals(precisions) / weights.sum()
+    metric = None
+    if len(centers) > 1:
+        # Only local centers label rows by a metric.
+        weights = np.asarray(weights, dtype=float)
+        metric = weights @ unit.precision_diagonals(precisions) / weights.sum()
     plan = Expansion(unit, centers, metric, dtype)
 
     # For center g and component k: d = m_k - c_g.
@@ -286,7 +289,12 @@ def parameter_expansion(
     linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
     # d^T Lambda d as a sum of squares |P^T d|^2: the entries of an
     # ill-conditioned Lambda cancel for a d along its weak axis.
-    quadratic = np.stack([unit.whitened_norms(d, precisions_cholesky) for d in shifts])
+    if plan.n_groups == 1:
+        quadratic = unit.whitened_norms(shifts[0], precisions_cholesky)[np.newaxis]
+    else:
+        quadratic = np.stack(
+            [unit.whitened_norms(d, precisions_cholesky) for d in shifts]
+        )
     linear[..., 0] = offsets + scale * quadratic
     linear[..., 1:] = -2.0 * scale * weighted_shifts
     second = scale * unit.second_order_coefficients(precisions)
@@ -454,7 +462,7 @@ def _prepare(plan, workspace, chunk, labels=None):
     if plan.n_groups == 1:
         np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
         rows, order, groups = chunk, None, ((0, 0, m),)
-        row_groups = np.zeros(m, dtype=np.intp)
+        row_groups = None
     else:
         if labels is None:
             labels = plan.nearest_centers(chunk, mask)
@@ -489,7 +497,9 @@ def _prepare(plan, workspace, chunk, labels=None):
                 rows[columns],
                 centered[:, columns],
                 mask[columns],
-                row_groups[columns],
+                np.zeros(len(columns), dtype=np.intp)
+                if row_groups is None
+                else row_groups[columns],
             )
             incomplete = (columns, corrections)
     if not plan.per_component:
@@ -1148,7 +1158,7 @@ class StatisticsPass:
         unit = plan.unit
         features = prepared.features
         n_linear = plan.n_linear
-        self.total_weight += float(np.sum(weights))
+        self.total_weight += float(weights.sum())
         if plan.n_groups == 1 and unit.n_second_order > 0 and not plan.per_component:
             sums = weighted_resp @ features.T
             self.first[0] += sums[:, :n_linear]

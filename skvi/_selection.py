@@ -224,16 +224,8 @@ def _fit_one(template, X, sample_weight, n_components, covariance_type):
         # mclust's NA: a collapsed component inflates every criterion.
         return record, model
     if is_em:
-        bic = model.bic(X, sample_weight=sample_weight)
-        resp = model.predict_proba(X)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.where(resp > 0, resp * np.log(resp), 0.0)
-        entropy = -float(weights @ terms.sum(axis=1))
-        record.update(
-            bic=float(bic),
-            icl=float(bic + 2.0 * entropy),
-            aic=float(model.aic(X, sample_weight=sample_weight)),
-        )
+        bic, aic, icl = model._criteria(X, sample_weight=sample_weight)
+        record.update(bic=float(bic), icl=float(icl), aic=float(aic))
     else:
         record["elbo"] = float(model.lower_bound_ * weights.sum())
     return record, model

@@ -184,6 +184,7 @@ class SufficientStatistics:
 
 # Repeated passes about better centers an E-step may take (see e_step).
 MAX_RECENTERINGS = 3
+_EPSILON = float(np.finfo(float).eps)
 
 
 def _copied(array):
@@ -407,7 +408,10 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         # A component whose mass is below rounding of the total is empty to
         # both updates: its moments cannot lose digits that matter, and a
         # pass about new centers would not change it.
-        shift = np.where(empty_components(moments)[:, np.newaxis], 0.0, moments.shift)
+        empty = empty_components(moments)
+        shift = moments.shift
+        if empty.any():
+            shift = np.where(empty[:, np.newaxis], 0.0, shift)
         growth = unit.moment_rounding_growth(
             moments.nk, shift, moments.scatter, reg_covar
         )
@@ -425,11 +429,13 @@ def statistics_of_assignment(data, unit, responsibilities):
 
     A first pass finds each component's mean; the second accumulates moments
     about those means, so second moments do not cancel when the data sit far
-    from the origin or from each other.
+    from the origin or from each other. Both passes hold one BLAS limit
+    (setting it costs as much as a pass over a few hundred rows).
     """
-    means = data.assigned_means(unit, responsibilities)
-    plan = center_expansion(unit, means, data.dtype)
-    return data.assigned_statistics(plan, responsibilities)
+    with one_blas_thread():
+        means = data.assigned_means(unit, responsibilities)
+        plan = center_expansion(unit, means, data.dtype)
+        return data.assigned_statistics(plan, responsibilities)
 
 
 def chunked_pass(plan, chunks, add, pairs=None, parallel=True):
@@ -445,17 +451,23 @@ def chunked_pass(plan, chunks, add, pairs=None, parallel=True):
     workers = 1
     if parallel:
         workers = chunk_workers(chunks, plan.row_bytes())
-    # The work buffers are a thread's own: the total lends its to the
-    # chunks when the calling thread runs them all.
-    total = StatisticsPass(plan, longest if workers == 1 else 1, pairs)
+    if workers == 1:
+        # Summing each chunk into the total adds the same numbers in the
+        # same order as adding each chunk's own pass to it (a pass starts
+        # from exact zeros), without a pass object per chunk.
+        total = StatisticsPass(plan, longest, pairs)
+        with one_blas_thread():
+            for rows in chunks:
+                add(total, rows)
+        return total
+    # The work buffers are a thread's own.
+    total = StatisticsPass(plan, 1, pairs)
     local = threading.local()
 
     def chunk_pass(rows):
         lender = getattr(local, "lender", None)
         if lender is None:
-            lender = local.lender = (
-                total if workers == 1 else StatisticsPass(plan, longest)
-            )
+            lender = local.lender = StatisticsPass(plan, longest)
         part = StatisticsPass(plan, longest, pairs, buffers=lender)
         add(part, rows)
         return part
@@ -471,4 +483,4 @@ def _longest(chunks):
 
 def empty_components(moments):
     """Components whose responsibility mass is below rounding of the total."""
-    return moments.nk <= np.finfo(float).eps * moments.total_weight
+    return moments.nk <= _EPSILON * moments.total_weight

@@ -139,6 +139,22 @@ def precision_conditioning_loss(precision, factor):
     return float(stds @ np.abs(precision) @ stds) / precision.shape[0]
 
 
+def precision_conditioning_losses(precisions, factors):
+    """:func:`precision_conditioning_loss` of a stack (K, D, D), at once.
+
+    One batched inverse instead of a LAPACK call, a norm and two products
+    per component: on small data this check cost as much as the E-step's
+    arithmetic. Singular or non-finite factors take the loop.
+    """
+    diagonals = np.diagonal(factors, axis1=1, axis2=2)
+    if not (np.isfinite(factors).all() and diagonals.all()):
+        return list(map(precision_conditioning_loss, precisions, factors))
+    inverse = np.linalg.inv(factors)
+    stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
+    forms = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
+    return (forms / precisions.shape[-1]).tolist()
+
+
 def is_symmetric(matrix):
     """Whether ``matrix`` is symmetric up to scikit-learn's tolerance.
 

@@ -8,7 +8,7 @@ from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
     collapse_message,
-    precision_conditioning_loss,
+    precision_conditioning_losses,
     upper_cholesky,
     upper_cholesky_of_inverses,
 )
@@ -151,8 +151,7 @@ class FullCovariance(CovarianceUnit):
         return np.einsum("ki,kij,kj->k", diff, precisions, diff)
 
     def conditioning_loss(self, precisions, precisions_cholesky):
-        losses = map(precision_conditioning_loss, precisions, precisions_cholesky)
-        return max(1.0, *losses)
+        return max(1.0, *precision_conditioning_losses(precisions, precisions_cholesky))
 
     def whitened_norms(self, diff, precisions_cholesky):
         whitened = np.einsum("ki,kij->kj", diff, precisions_cholesky)
