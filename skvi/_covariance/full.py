@@ -11,6 +11,7 @@ from ._unit import (
     precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverses,
+    whitened_maximum,
 )
 from .wishart import (
     check_prior_matrix,
@@ -166,6 +167,25 @@ class FullCovariance(CovarianceUnit):
         if previous is not None:
             covariances[empty] = previous[empty]
         return covariances
+
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        # mclust's models constrain the maximiser: they keep their own.
+        if type(self).maximize is not FullCovariance.maximize:
+            return None
+        present = ~np.asarray(empty, dtype=bool)
+        if previous is None and not np.all(present):
+            return None
+        factors = np.array(previous if previous is not None else whitened.factors)
+        found = whitened_maximum(
+            whitened.factors[present],
+            whitened.scatters()[present],
+            nk[present],
+            reg_covar,
+        )
+        if found is None:
+            return None
+        factors[present] = found
+        return factors
 
     def n_parameters(self):
         return self.n_components * self.n_features * (self.n_features + 1) // 2

@@ -15,6 +15,7 @@ from ._unit import (
     precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverse,
+    whitened_maximum,
 )
 from .wishart import (
     check_prior_matrix,
@@ -167,6 +168,16 @@ class TiedCovariance(CovarianceUnit):
     # -------------------------------------------------------------------- EM
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         return scatter / nk.sum() + reg_covar * np.eye(self.n_features)
+
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        # One shared frame: the components' whitened scatters pool exactly.
+        found = whitened_maximum(
+            whitened.factors[:1],
+            whitened.scatters().sum(axis=0)[np.newaxis],
+            np.array([nk.sum()]),
+            reg_covar,
+        )
+        return None if found is None else found[0]
 
     def n_parameters(self):
         return self.n_features * (self.n_features + 1) // 2
