@@ -474,6 +474,14 @@ class CovarianceUnit(ABC):
         monotonicity needs.
         """
 
+    def prior_distances(self, means, prior_mean, precisions_cholesky):
+        """``(m_k - m0)^T E[Lambda_k] (m_k - m0)`` of VI's means, shape (K,).
+
+        :meth:`whitened_norms` of the offsets; full and tied take them
+        without cancellation (:func:`~skvi._covariance.wishart.prior_distances`).
+        """
+        return self.whitened_norms(means - prior_mean, precisions_cholesky)
+
     # ------------------------------------------------------------- EM
     @abstractmethod
     def maximize(self, nk, scatter, reg_covar, empty, previous):

@@ -16,6 +16,7 @@ from ._unit import (
 from .wishart import (
     check_prior_matrix,
     check_spd,
+    prior_distances,
     prior_traces,
     wishart_expected_log_det,
     wishart_kl,
@@ -234,6 +235,9 @@ class FullCovariance(CovarianceUnit):
         if factors is None:
             return self.cholesky_from_covariance(update[0], reg)
         return factors
+
+    def prior_distances(self, means, prior_mean, precisions_cholesky):
+        return prior_distances(means, prior_mean, precisions_cholesky)
 
     def expected_log_det(self, precisions_cholesky, dof):
         return wishart_expected_log_det(
