@@ -33,9 +33,11 @@ def _split(matrix, bits, axis):
 
 
 # How far the terms of a product may exceed it, in the ratio of
-# ``sum |c| (|a| |b|)`` to ``sum c^2``, before its squared norm is taken
-# with the accurate product: the plain one's then errs by at most about
-# ``2 D eps`` times this ratio, relatively.
+# ``sum |c| (|a| |b|)`` to ``sum c^2`` over the square root of the inner
+# dimension n, before its squared norm is taken with the accurate product.
+# Rounding errs by about ``eps sqrt(n)`` of the terms, so the plain one's
+# squared norm then errs by about ``8 n eps``, relatively, as a sum of n^2
+# squares may; well-conditioned precisions (ratios near 2) stay plain.
 CANCELLATION = 8.0
 
 
@@ -66,7 +68,7 @@ def product_for_norms(a, b):
     """
     plain = a @ b
     terms = np.sum(np.abs(plain) * (np.abs(a) @ np.abs(b)))
-    if terms <= CANCELLATION * np.sum(plain**2):
+    if terms <= CANCELLATION * np.sqrt(a.shape[-1]) * np.sum(plain**2):
         return plain
     return accurate_product(a, b)
 
