@@ -254,8 +254,8 @@ def make_hard_case(case):
     # numbers near 1e12), whose drops went from 1e-9 to 1e-12 when the
     # global step formed its precisions in the prior's frame, and to 5e-13
     # with the prior's terms taken without cancellation; what remains is
-    # the rows' own rounding, x - m_k to the ulp of 1e5 where a component
-    # spans clusters, whitened by the E-step (skvi._kernel).
+    # the E-step's whitened rows P_k^T (x - m_k) as plain products, which
+    # cancel where the prior pulls a mean far from its rows (skvi._kernel).
     few = case["few_rows"] and (case["estimator"] == "em" or case["spacing"] < 1e5)
     X = spread_clusters(
         case["seed"], k, case["n_features"], case["spacing"], few_rows=few
