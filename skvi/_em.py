@@ -329,13 +329,24 @@ class EMGaussianMixture(BaseGaussianMixture):
             empty,
             None if previous is None else previous.covariances,
         )
+        factors = None
+        if moments.whitened is not None:
+            # Ill-conditioned precisions: formed in the E-step's whitened
+            # frames, where reg_covar is not lost to entries far larger.
+            factors = unit.maximize_whitened(
+                nk,
+                moments.whitened,
+                self.reg_covar,
+                empty,
+                None if previous is None else previous.precisions_cholesky,
+            )
+        if factors is None:
+            factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         return GaussianParameters(
             weights=nk / nk.sum(),
             means=means,
             covariances=covariances,
-            precisions_cholesky=unit.cholesky_from_covariance(
-                covariances, self.reg_covar
-            ),
+            precisions_cholesky=factors,
         )
 
     def _expectations(self, state, unit):

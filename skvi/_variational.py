@@ -473,8 +473,8 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     def _kl_terms(self, state, unit, context):
         prior = context.components
         precisions = unit.precision_from_cholesky(state.precisions_cholesky)
-        prior_distance = unit.whitened_norms(
-            state.means - prior.mean, state.precisions_cholesky
+        prior_distance = unit.prior_distances(
+            state.means, prior.mean, state.precisions_cholesky
         )
         kl_means = kl_normal_given_precision(
             state.mean_precision, prior.mean_precision, prior_distance, unit.n_features

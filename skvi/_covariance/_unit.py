@@ -125,6 +125,35 @@ def upper_cholesky(matrix):
     return None if lower is None else lower[::-1, ::-1]
 
 
+def whitened_maximum(factors, scatters, counts, reg_covar):
+    """Upper factors of the precisions of ``Sigma_k = S_k / N_k + reg_covar I``.
+
+    The scatters come in whitened frames: ``S_k = P_k^-T W_k P_k^-1`` for
+    upper factors ``P_k`` (K, D, D) and whitened scatters ``W_k`` (K, D, D),
+    with ``counts`` ``N_k > 0`` (K,). Formed entry by entry, ``Sigma_k``
+    holds entries as large as the squared spacing of clusters far apart;
+    they swamp reg_covar and the weak directions, where the E-step measures
+    the rows, lose their digits. In the frame ``P_k^T Sigma_k P_k = M_k =
+    W_k / N_k + reg_covar P_k^T P_k``, near the identity while the precision
+    changes little, and with ``M_k = L L^T`` the precision ``P_k M_k^-1
+    P_k^T`` has the upper factor ``P_k L^-T``: no condition number is
+    squared. Returns None if an ``M_k`` is not positive definite.
+    """
+    grams = np.swapaxes(factors, 1, 2) @ factors
+    inner = scatters / counts[:, np.newaxis, np.newaxis] + reg_covar * grams
+    inner = 0.5 * (inner + np.swapaxes(inner, 1, 2))
+    result = np.empty_like(inner)
+    for k, matrix in enumerate(inner):
+        lower = _lower_cholesky(matrix)
+        if lower is None:
+            return None
+        inverse, info = lapack.dtrtri(lower, lower=1)
+        if info != 0:
+            return None
+        result[k] = np.triu(factors[k] @ inverse.T)
+    return result
+
+
 def precision_conditioning_loss(precision, factor):
     """:meth:`CovarianceUnit.conditioning_loss` of one full precision.
 
@@ -461,6 +490,14 @@ class CovarianceUnit(ABC):
         monotonicity needs.
         """
 
+    def prior_distances(self, means, prior_mean, precisions_cholesky):
+        """``(m_k - m0)^T E[Lambda_k] (m_k - m0)`` of VI's means, shape (K,).
+
+        :meth:`whitened_norms` of the offsets; full and tied take them
+        without cancellation (:func:`~skvi._covariance.wishart.prior_distances`).
+        """
+        return self.whitened_norms(means - prior_mean, precisions_cholesky)
+
     # ------------------------------------------------------------- EM
     @abstractmethod
     def maximize(self, nk, scatter, reg_covar, empty, previous):
@@ -469,6 +506,19 @@ class CovarianceUnit(ABC):
         Components flagged ``empty`` keep their ``previous`` covariance:
         their terms vanish from the objective, so any value is a maximiser.
         """
+
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        """The M-step's precision factors from whitened moments, or None.
+
+        ``whitened`` holds the q(Z)'s moments in the frames of the precisions
+        the E-step whitened (:class:`~skvi._kernel.WhitenedMoments`, present
+        only where they were ill-conditioned); ``previous`` the previous
+        factors, which ``empty`` components keep. None (the default) leaves
+        the factors to :meth:`cholesky_from_covariance` of :meth:`maximize`'s
+        covariances; full and tied form them in the frames instead
+        (:func:`whitened_maximum`).
+        """
+        return None
 
     @abstractmethod
     def n_parameters(self):

@@ -11,10 +11,12 @@ from ._unit import (
     precision_conditioning_losses,
     upper_cholesky,
     upper_cholesky_of_inverses,
+    whitened_maximum,
 )
 from .wishart import (
     check_prior_matrix,
     check_spd,
+    prior_distances,
     prior_traces,
     wishart_expected_log_det,
     wishart_kl,
@@ -166,6 +168,25 @@ class FullCovariance(CovarianceUnit):
             covariances[empty] = previous[empty]
         return covariances
 
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        # mclust's models constrain the maximiser: they keep their own.
+        if type(self).maximize is not FullCovariance.maximize:
+            return None
+        present = ~np.asarray(empty, dtype=bool)
+        if previous is None and not np.all(present):
+            return None
+        factors = np.array(previous if previous is not None else whitened.factors)
+        found = whitened_maximum(
+            whitened.factors[present],
+            whitened.scatters()[present],
+            nk[present],
+            reg_covar,
+        )
+        if found is None:
+            return None
+        factors[present] = found
+        return factors
+
     def n_parameters(self):
         return self.n_components * self.n_features * (self.n_features + 1) // 2
 
@@ -213,6 +234,9 @@ class FullCovariance(CovarianceUnit):
         if factors is None:
             return self.cholesky_from_covariance(update[0], reg)
         return factors
+
+    def prior_distances(self, means, prior_mean, precisions_cholesky):
+        return prior_distances(means, prior_mean, precisions_cholesky)
 
     def expected_log_det(self, precisions_cholesky, dof):
         return wishart_expected_log_det(

@@ -15,10 +15,12 @@ from ._unit import (
     precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverse,
+    whitened_maximum,
 )
 from .wishart import (
     check_prior_matrix,
     check_spd,
+    prior_distances,
     prior_traces,
     wishart_expected_log_det,
     wishart_kl,
@@ -168,6 +170,16 @@ class TiedCovariance(CovarianceUnit):
     def maximize(self, nk, scatter, reg_covar, empty, previous):
         return scatter / nk.sum() + reg_covar * np.eye(self.n_features)
 
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        # One shared frame: the components' whitened scatters pool exactly.
+        found = whitened_maximum(
+            whitened.factors[:1],
+            whitened.scatters().sum(axis=0)[np.newaxis],
+            np.array([nk.sum()]),
+            reg_covar,
+        )
+        return None if found is None else found[0]
+
     def n_parameters(self):
         return self.n_features * (self.n_features + 1) // 2
 
@@ -217,6 +229,11 @@ class TiedCovariance(CovarianceUnit):
         if factors is None:
             return self.cholesky_from_covariance(update[0], reg)
         return factors[0]
+
+    def prior_distances(self, means, prior_mean, precisions_cholesky):
+        return prior_distances(
+            means, prior_mean, self.component_factors(precisions_cholesky)
+        )
 
     def expected_log_det(self, precisions_cholesky, dof):
         return wishart_expected_log_det(
