@@ -76,6 +76,20 @@ def missing_mask(chunk):
     return mask if mask.any() else None
 
 
+def incomplete_columns(mask, grouped):
+    """The rows with missing entries: by their number, unless ``grouped``.
+
+    Ordered by the number of missing entries, each number's rows are one
+    slice of IncompleteRows' arrays; ``grouped`` rows (local centers) keep
+    their order, sorted by center.
+    """
+    if grouped:
+        return np.flatnonzero(mask.any(axis=1))
+    counts = np.count_nonzero(mask, axis=1)
+    order = np.argsort(counts, kind="stable")
+    return order[np.count_nonzero(counts == 0) :]
+
+
 class IncompleteRows:
     """The corrections of a chunk's rows with missing entries.
 
@@ -135,17 +149,44 @@ class IncompleteRows:
 
     def _build_blocks(self, plan):
         """Per group of rows with the same number s of missing entries."""
-        n_components, n_rows = plan.unit.n_components, self.mask.shape[0]
-        self.quadratic = np.zeros((n_components, n_rows))
-        self.log_det = np.zeros((n_components, n_rows))
+        unit = plan.unit
+        n_components = unit.n_components
+        n_rows, n_features = self.mask.shape
+        self.quadratic = np.empty((n_components, n_rows))
+        self.log_det = np.empty((n_components, n_rows))
         # For each: the rows, their missing coordinates (in increasing
-        # order), the fill (conditional mean minus the center) and the
-        # conditional covariance of each component.
+        # order), the fill (conditional mean minus the center), the
+        # conditional covariance of each component and u (see
+        # _own_statistics; None where the kernel sums the rows).
         self._blocks = []
-        entry_rows, entry_coordinates = [], []
-        # Each row's missing coordinates, in increasing order, row after row.
-        coordinates = np.nonzero(self.mask)[1]
-        firsts = np.cumsum(self.n_missing) - self.n_missing
+        # Rows by their number s of missing entries (incomplete_columns
+        # orders them so with one center): each size's rows, and their
+        # entries, are then one slice of that order.
+        order = None
+        if np.any(self.n_missing[1:] < self.n_missing[:-1]):
+            order = np.argsort(self.n_missing, kind="stable")
+        sizes = self.n_missing if order is None else self.n_missing[order]
+        # The missing entries, row after row: their rows and coordinates.
+        positions, coordinates = _nonzero(self.mask if order is None else self.mask[order])
+        self._entry_rows = positions if order is None else order[positions]
+        # The entries by coordinate, each coordinate's one slice, with their
+        # rows' [1, e] (float64), for the products and the statistics.
+        self._by_coordinate = np.argsort(coordinates, kind="stable")
+        counts = np.bincount(coordinates, minlength=n_features)
+        stops = np.cumsum(counts)
+        self._coordinate_slices = [
+            (int(j), slice(int(stops[j] - counts[j]), int(stops[j])))
+            for j in np.flatnonzero(counts)
+        ]
+        self._entry_linear = np.empty((len(coordinates), 1 + n_features))
+        self._entry_linear[:, 0] = 1.0
+        self._entry_linear[:, 1:] = np.take(
+            np.ascontiguousarray(self.centered.T),
+            self._entry_rows[self._by_coordinate],
+            axis=0,
+        )
+        # Each entry's fill: its conditional mean minus the row's center.
+        self._fill = np.empty((n_components, len(coordinates)))
         self.observed_forms = None
         if plan.whitened:
             factors = np.asarray(
@@ -159,32 +200,59 @@ class IncompleteRows:
             self.observed_forms = np.empty((n_components, n_rows))
             self._residuals = np.empty_like(observed)
             self._bases = []
-        for size in np.unique(self.n_missing):
-            members = np.flatnonzero(self.n_missing == size)
-            missing = coordinates[firsts[members][:, np.newaxis] + np.arange(size)]
+        else:
+            dense = _dense_precisions(unit, plan.precisions)
+            gradient = self._gradients(plan, dense, coordinates)
+        first_row = first_entry = 0
+        for size, n_members in enumerate(np.bincount(sizes)):
+            if size == 0 or n_members == 0:
+                continue
+            rows = slice(first_row, first_row + n_members)
+            entries = slice(first_entry, first_entry + n_members * size)
+            first_row, first_entry = rows.stop, entries.stop
+            members = np.arange(rows.start, rows.stop) if order is None else order[rows]
+            missing = coordinates[entries].reshape(n_members, size)
             if plan.whitened:
                 self._add_whitened_block(plan, factors, observed, members, missing)
+                self._fill[:, entries] = self._blocks[-1][2].reshape(n_components, -1)
+                continue
+            if order is None:
+                members_or_rows = rows
             else:
-                self._add_block(plan, members, missing)
-            entry_rows.append(np.repeat(members, size))
-            entry_coordinates.append(missing.ravel())
-        if not self.in_kernel:
-            return
-        # The missing entries of all blocks, in block order, sorted by
-        # coordinate: each coordinate's entries are one slice; and their
-        # rows' [1, e] (float64) for the statistics' corrections.
-        coordinates = np.concatenate(entry_coordinates)
-        self._entry_order = np.argsort(coordinates, kind="stable")
-        rows = np.concatenate(entry_rows)[self._entry_order]
-        self._entry_linear = np.empty((len(rows), 1 + self.mask.shape[1]))
-        self._entry_linear[:, 0] = 1.0
-        self._entry_linear[:, 1:] = self.centered[:, rows].T
-        counts = np.bincount(coordinates, minlength=self.mask.shape[1])
-        stops = np.cumsum(counts)
-        self._coordinate_slices = [
-            (j, slice(int(stops[j] - counts[j]), int(stops[j])))
-            for j in np.flatnonzero(counts)
-        ]
+                members_or_rows = members
+            self._add_block(
+                plan,
+                dense,
+                members,
+                members_or_rows,
+                missing,
+                gradient[:, entries].reshape(n_components, n_members, size),
+                self._fill[:, entries].reshape(n_components, n_members, size),
+            )
+
+    def _gradients(self, plan, dense, coordinates):
+        """``g = (Lambda_k z)_j`` of every entry (K, entries), z = x - mu_k.
+
+        The filled row has ``z = e - d`` (e = 0 at the missing coordinates,
+        d = mu_k - c): ``g = (Lambda_k e)_j - (Lambda_k d)_j``, the first
+        from one small product per coordinate j (its precision rows times
+        the rows missing it), not the whole ``Lambda_k e``.
+        """
+        rows = self._entry_linear[:, 1:]
+        products = np.empty((rows.shape[0], dense.shape[0]))
+        # Lambda_k[j, :] of every component as the columns of one matrix.
+        precision_rows = np.ascontiguousarray(np.transpose(dense, (1, 2, 0)))
+        for j, part in self._coordinate_slices:
+            np.matmul(rows[part], precision_rows[j], out=products[part])
+        gradient = np.empty((plan.unit.n_components, rows.shape[0]))
+        gradient[:, self._by_coordinate] = products.T
+        entry_coordinates = coordinates
+        if plan.n_groups == 1:
+            gradient -= plan.weighted_shifts[0][:, entry_coordinates]
+        else:
+            groups = self.groups[self._entry_rows]
+            gradient -= plan.weighted_shifts[groups, :, entry_coordinates].T
+        return gradient
 
     def _diagonal_corrections(self, plan):
         """Diagonal precisions: every correction is a product with the mask.
@@ -203,30 +271,26 @@ class IncompleteRows:
             self.quadratic[:, rows] = -(squares @ mask[rows].T)
         self._diagonals = diagonals
 
-    def _add_block(self, plan, members, missing):
-        unit = plan.unit
-        _, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
-        if plan.n_groups == 1:
-            shifts = plan.shifts[0][:, missing]  # d_m = (mu_k - c)_m, (K, n, s)
-            weighted_shifts = plan.weighted_shifts[0][:, missing]
-        else:
-            groups = self.groups[members]
-            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
-            weighted_shifts = np.moveaxis(
-                plan.weighted_shifts[groups[:, None], :, missing], -1, 0
-            )
-        products = unit.missing_products(
-            plan.precisions, self.centered, members, missing
-        )
-        # g = (Lambda z)_m for the filled row's z = x - mu_k (z_m = -d_m). The
-        # form is least at z_m - Lambda_mm^-1 g, lower by g^T Lambda_mm^-1 g.
-        gradient = products - weighted_shifts
+    def _add_block(self, plan, dense, members, rows, missing, gradient, fill):
+        """The corrections of the rows ``members`` (or the slice ``rows``).
+
+        ``gradient`` holds their ``g = (Lambda z)_m`` of the filled row's
+        ``z = x - mu_k`` (K, n, s); their fills are written into ``fill``.
+        """
+        covariance, log_det = _inverted_blocks(dense, missing, plan.unit.n_components)
+        # The form is least at z_m - Lambda_mm^-1 g, lower by g^T Lambda_mm^-1 g.
         step = _apply(covariance, gradient)
-        self.quadratic[:, members] = -np.einsum("kns,kns->kn", gradient, step)
-        self.log_det[:, members] = log_det
+        self.quadratic[:, rows] = -np.einsum("kns,kns->kn", gradient, step)
+        self.log_det[:, rows] = log_det
         # The conditional mean is c_m - step: its offset from the row's
         # center is -step, and u = mu_m - E[x_m | x_o, k] = d_m + step.
-        self._blocks.append((members, missing, -step, covariance, shifts + step))
+        np.negative(step, out=fill)
+        u = None
+        if not self.in_kernel:
+            groups = self.groups[members]
+            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+            u = shifts + step
+        self._blocks.append((members, missing, fill, covariance, u))
 
     def _add_whitened_block(self, plan, factors, observed, members, missing):
         """The corrections of ill-conditioned precisions, in the whitened frame.
@@ -430,14 +494,19 @@ class IncompleteRows:
         first = np.zeros((n_components, n_features))
         cross = np.zeros((n_components, n_features, n_features))
         component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
-        entries, indices, values = [], [], []
+        # w r delta of every entry.
+        weighted = np.take(weighted_resp, self._entry_rows, axis=1)
+        weighted *= self._fill
+        indices, values = [], []
+        first_entry = 0
         for members, missing, fill, covariance, _ in self._blocks:
-            weights = weighted_resp[:, members]
-            weighted_fill = weights[..., np.newaxis] * fill
-            entries.append(weighted_fill.reshape(n_components, -1))
+            n_members, size = missing.shape
+            entries = slice(first_entry, first_entry + n_members * size)
+            first_entry = entries.stop
+            weighted_fill = weighted[:, entries].reshape(n_components, n_members, size)
             # delta delta^T + Cov, on each row's missing block.
             moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
-            moments += weights[..., np.newaxis, np.newaxis] * covariance
+            moments += weighted_resp[:, members, np.newaxis, np.newaxis] * covariance
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
             indices.append((component_offsets + flat).ravel())
             values.append(moments.ravel())
@@ -448,9 +517,9 @@ class IncompleteRows:
         )
         # sum w r [1, e] delta_j for each coordinate j, over the rows missing
         # it: one small product per coordinate.
-        entries = np.concatenate(entries, axis=1)[:, self._entry_order]
+        weighted = weighted[:, self._by_coordinate]
         for j, part in self._coordinate_slices:
-            sums = self._entry_linear[part].T @ entries[:, part].T
+            sums = self._entry_linear[part].T @ weighted[:, part].T
             first[:, j] = sums[0]
             cross[:, :, j] = sums[1:].T
         second = blocks.reshape(n_components, n_features, n_features)
@@ -543,38 +612,46 @@ SMALL_BLOCK = 4
 SHARED_PATTERN_ROWS = 64
 
 
-def _inverted_blocks(unit, precisions, missing):
-    """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
+def _nonzero(mask):
+    """``np.nonzero`` of a 2-d mask, from the flat indices (several times faster)."""
+    flat = np.flatnonzero(mask)
+    rows = flat // mask.shape[1]
+    return rows, flat - rows * mask.shape[1]
 
-    ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
-    of shape (K, n, s, s), (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing
-    entries on, and SHARED_PATTERN_ROWS rows, each distinct pattern is
-    inverted once and shared by its rows (smaller blocks cost less to invert
-    than to look up); a precision
-    shared by all components (tied) once for all.
+
+def _dense_precisions(unit, precisions):
+    """The (K, D, D) precisions, or (1, D, D) where all components share one."""
+    everything = np.arange(unit.n_features)[np.newaxis]
+    dense = unit.precision_blocks(precisions, everything)[:, 0]
+    if dense.strides[0] == 0:
+        return dense[:1]
+    return np.ascontiguousarray(dense)
+
+
+def _inverted_blocks(dense, missing, n_components):
+    """``Lambda_mm^-1`` and ``log det Lambda_mm`` for rows' missing sets.
+
+    ``dense`` (K or 1, D, D) holds the precisions (see _dense_precisions),
+    ``missing`` (n, s) each row's missing coordinates. Returns arrays of
+    shape (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing entries on,
+    and SHARED_PATTERN_ROWS rows, each distinct pattern is inverted once and
+    shared by its rows (smaller blocks cost less to invert than to look up);
+    a precision shared by all components (tied) once for all.
     """
     inverse = None
     patterns = missing
     if missing.shape[1] > SMALL_BLOCK and len(missing) >= SHARED_PATTERN_ROWS:
         patterns, inverse = _distinct_rows(missing)
-    blocks = unit.precision_blocks(precisions, patterns)
-    shared = blocks.strides[0] == 0
-    core = blocks[:1] if shared else blocks
-    covariance, log_det = _spd_inverse(core)
+    n_features = dense.shape[-1]
+    codes = patterns[:, :, np.newaxis] * n_features + patterns[:, np.newaxis, :]
+    blocks = np.take(dense.reshape(dense.shape[0], -1), codes, axis=1)
+    covariance, log_det = _spd_inverse(blocks)
     if inverse is not None:
-        core, covariance, log_det = (
-            core[:, inverse],
-            covariance[:, inverse],
-            log_det[:, inverse],
-        )
-    if shared:
-        shape = (unit.n_components,) + core.shape[1:]
-        return (
-            np.broadcast_to(core, shape),
-            np.broadcast_to(covariance, shape),
-            np.broadcast_to(log_det, shape[:2]),
-        )
-    return core, covariance, log_det
+        covariance, log_det = covariance[:, inverse], log_det[:, inverse]
+    if dense.shape[0] == 1:
+        shape = (n_components,) + covariance.shape[1:]
+        return np.broadcast_to(covariance, shape), np.broadcast_to(log_det, shape[:2])
+    return covariance, log_det
 
 
 def _distinct_rows(missing):
