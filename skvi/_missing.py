@@ -169,6 +169,7 @@ class IncompleteRows:
         # The missing entries, row after row: their rows and coordinates.
         positions, coordinates = _nonzero(self.mask if order is None else self.mask[order])
         self._entry_rows = positions if order is None else order[positions]
+        self._coordinates = coordinates
         # The entries by coordinate, each coordinate's one slice, with their
         # rows' [1, e] (float64), for the products and the statistics.
         self._by_coordinate = np.argsort(coordinates, kind="stable")
@@ -489,31 +490,41 @@ class IncompleteRows:
             return counts, first, second
         if self._blocks is None:
             self._build_blocks(plan)
-        squared = n_features * n_features
         first = np.zeros((n_components, n_features))
         cross = np.zeros((n_components, n_features, n_features))
-        component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
         # w r delta of every entry.
         weighted = np.take(weighted_resp, self._entry_rows, axis=1)
         weighted *= self._fill
-        indices, values = [], []
+        # w r (delta_a delta_b + Cov_ab) for the pairs a <= b of each row's
+        # missing entries, summed by the entry (D, D) they fall on.
+        lefts, rights, owners, covariances = [], [], [], []
         first_entry = 0
-        for members, missing, fill, covariance, _ in self._blocks:
+        for members, missing, _, covariance, _ in self._blocks:
             n_members, size = missing.shape
-            entries = slice(first_entry, first_entry + n_members * size)
-            first_entry = entries.stop
-            weighted_fill = weighted[:, entries].reshape(n_components, n_members, size)
-            # delta delta^T + Cov, on each row's missing block.
-            moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
-            moments += weighted_resp[:, members, np.newaxis, np.newaxis] * covariance
-            flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
-            indices.append((component_offsets + flat).ravel())
-            values.append(moments.ravel())
-        blocks = np.bincount(
-            np.concatenate(indices),
-            weights=np.concatenate(values),
-            minlength=n_components * squared,
+            a, b = np.triu_indices(size)
+            starts = first_entry + size * np.arange(n_members)[:, np.newaxis]
+            first_entry += n_members * size
+            lefts.append((starts + a).ravel())
+            rights.append((starts + b).ravel())
+            owners.append(np.repeat(members, len(a)))
+            if covariance.strides[0] == 0:
+                covariance = covariance[:1]  # shared by the components (tied)
+            covariances.append(covariance[..., a, b].reshape(len(covariance), -1))
+        lefts, rights = np.concatenate(lefts), np.concatenate(rights)
+        values = np.take(weighted, lefts, axis=1)
+        values *= np.take(self._fill, rights, axis=1)
+        values += np.take(weighted_resp, np.concatenate(owners), axis=1) * np.concatenate(
+            covariances, axis=1
         )
+        codes = self._coordinates[lefts] * n_features + self._coordinates[rights]
+        upper = np.empty((n_components, n_features, n_features))
+        for k in range(n_components):
+            upper[k].ravel()[:] = np.bincount(
+                codes, weights=values[k], minlength=n_features * n_features
+            )
+        diagonal = np.arange(n_features)
+        second = upper + np.swapaxes(upper, 1, 2)
+        second[:, diagonal, diagonal] = upper[:, diagonal, diagonal]
         # sum w r [1, e] delta_j for each coordinate j, over the rows missing
         # it: one small product per coordinate.
         weighted = weighted[:, self._by_coordinate]
@@ -521,7 +532,6 @@ class IncompleteRows:
             sums = self._entry_linear[part].T @ weighted[:, part].T
             first[:, j] = sums[0]
             cross[:, :, j] = sums[1:].T
-        second = blocks.reshape(n_components, n_features, n_features)
         second += cross + np.swapaxes(cross, 1, 2)
         return counts, first, second
 
