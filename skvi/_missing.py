@@ -59,6 +59,8 @@ moments E[x | x_o, k] and E[x x^T | x_o, k]); C. Bishop (2006), Pattern
 Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
 
+import functools
+
 import numpy as np
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -245,14 +247,13 @@ class IncompleteRows:
         precision_rows = np.ascontiguousarray(np.transpose(dense, (1, 2, 0)))
         for j, part in self._coordinate_slices:
             np.matmul(rows[part], precision_rows[j], out=products[part])
-        gradient = np.empty((plan.unit.n_components, rows.shape[0]))
-        gradient[:, self._by_coordinate] = products.T
+        # Row after row; one row for a precision shared by the components.
+        by_row = np.empty((dense.shape[0], rows.shape[0]))
+        by_row[:, self._by_coordinate] = products.T
         if plan.n_groups == 1:
-            gradient -= np.take(plan.weighted_shifts[0], coordinates, axis=1)
-        else:
-            groups = self.groups[self._entry_rows]
-            gradient -= plan.weighted_shifts[groups, :, coordinates].T
-        return gradient
+            return by_row - np.take(plan.weighted_shifts[0], coordinates, axis=1)
+        groups = self.groups[self._entry_rows]
+        return by_row - plan.weighted_shifts[groups, :, coordinates].T
 
     def _diagonal_corrections(self, plan):
         """Diagonal precisions: every correction is a product with the mask.
@@ -501,7 +502,7 @@ class IncompleteRows:
         first_entry = 0
         for members, missing, _, covariance, _ in self._blocks:
             n_members, size = missing.shape
-            a, b = np.triu_indices(size)
+            a, b = _upper_pairs(size)
             starts = first_entry + size * np.arange(n_members)[:, np.newaxis]
             first_entry += n_members * size
             lefts.append((starts + a).ravel())
@@ -601,8 +602,7 @@ def _apply(matrices, vectors):
     cost far more per tiny matrix than the arithmetic.
     """
     size = vectors.shape[-1]
-    if size > SMALL_BLOCK:
-        matrices = np.ascontiguousarray(matrices)
+    if size > SMALL_BLOCK and vectors[..., 0].size < ENTRYWISE_MATRICES * size**2:
         return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
     out = np.empty(np.broadcast_shapes(matrices.shape[:-1], vectors.shape))
     for i in range(size):
@@ -624,6 +624,12 @@ ENTRYWISE_MATRICES = 4
 
 # Looking up shared patterns (a sort) costs more than it saves for fewer rows.
 SHARED_PATTERN_ROWS = 64
+
+
+@functools.cache
+def _upper_pairs(size):
+    """``np.triu_indices(size)``, which costs far more than its few entries."""
+    return np.triu_indices(size)
 
 
 def _nonzero(mask):
