@@ -483,7 +483,7 @@ def _prepare(plan, workspace, chunk, labels=None):
         mask = _sorted(mask, order)
         centered[mask.T] = 0.0
         if plan.has_values:
-            columns = incomplete_columns(mask, plan.n_groups > 1)
+            columns = incomplete_columns(plan, mask)
             corrections = IncompleteRows(
                 plan,
                 rows[columns],

@@ -78,14 +78,14 @@ def missing_mask(chunk):
     return mask if mask.any() else None
 
 
-def incomplete_columns(mask, grouped):
-    """The rows with missing entries: by their number, unless ``grouped``.
+def incomplete_columns(plan, mask):
+    """The rows of a chunk with missing entries, by their number of them.
 
-    Ordered by the number of missing entries, each number's rows are one
-    slice of IncompleteRows' arrays; ``grouped`` rows (local centers) keep
-    their order, sorted by center.
+    So ordered, each number's rows are one slice of IncompleteRows' arrays.
+    Rows about local centers keep their order (sorted by center), and
+    diagonal precisions need no order.
     """
-    if grouped:
+    if plan.n_groups > 1 or plan.unit.diagonal_precision:
         return np.flatnonzero(mask.any(axis=1))
     counts = np.count_nonzero(mask, axis=1)
     order = np.argsort(counts, kind="stable")
@@ -169,7 +169,9 @@ class IncompleteRows:
             order = np.argsort(self.n_missing, kind="stable")
         sizes = self.n_missing if order is None else self.n_missing[order]
         # The missing entries, row after row: their rows and coordinates.
-        positions, coordinates = _nonzero(self.mask if order is None else self.mask[order])
+        positions, coordinates = _nonzero(
+            self.mask if order is None else self.mask[order]
+        )
         self._entry_rows = positions if order is None else order[positions]
         self._coordinates = coordinates
         # The entries by coordinate, each coordinate's one slice, with their
@@ -264,7 +266,7 @@ class IncompleteRows:
         form: ``quad_o - z^T Lambda z = -sum_m lambda_j d_j^2``.
         """
         diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
-        mask = self.mask.astype(float)
+        mask = self._float_mask = self.mask.astype(float)
         self.log_det = np.log(diagonals) @ mask.T
         self.quadratic = np.empty_like(self.log_det)
         for g, rows in self._group_slices:
@@ -382,9 +384,12 @@ class IncompleteRows:
 
     def value_corrections(self, plan):
         """What to add to the kernel's values of the filled rows, (K, n)."""
-        corrections = plan.scale * self.quadratic
-        if plan.log_density:
-            corrections += -0.5 * self.log_det + 0.5 * LOG_2PI * self.n_missing
+        if not plan.log_density:
+            return plan.scale * self.quadratic
+        # scale = -1/2: -(quadratic + log det) / 2 + s log(2 pi) / 2.
+        corrections = np.add(self.quadratic, self.log_det)
+        corrections *= -0.5
+        corrections += 0.5 * LOG_2PI * self.n_missing
         return corrections
 
     def repair_cancelled(self, plan, values, columns, limit):
@@ -399,6 +404,9 @@ class IncompleteRows:
         ``quad_o = z_o^T Lambda_oo z_o - b^T Lambda_mm^-1 b``,
         ``b = Lambda_mo z_o``. ``values[:, columns]`` are these rows'.
         """
+        # Flagged values have -quadratic > limit (1 + |left|) >= limit.
+        if -float(np.min(self.quadratic, initial=0.0)) <= limit:
+            return
         finite = np.isfinite(plan.offsets)[:, np.newaxis]
         with np.errstate(invalid="ignore", over="ignore"):
             left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
@@ -452,8 +460,10 @@ class IncompleteRows:
 
     def entropy(self, weighted_resp):
         """``sum w r H[q(x_m | z)]`` for responsibilities ``w_n r_nk``."""
-        per_entry = 0.5 * self.n_missing * (1.0 + LOG_2PI) - 0.5 * self.log_det
-        return float(np.sum(weighted_resp * per_entry))
+        # s (1 + log 2 pi) / 2 per row, less log det(Lambda_mm) / 2.
+        masses = np.sum(weighted_resp, axis=0)
+        constant = 0.5 * (1.0 + LOG_2PI) * float(masses @ self.n_missing)
+        return constant - 0.5 * float(np.vdot(weighted_resp, self.log_det))
 
     def statistics(self, weighted_resp):
         """These rows' statistics, or what completes the kernel's sums of them.
@@ -483,7 +493,7 @@ class IncompleteRows:
             # The conditional mean of a missing coordinate is mu_kj, and
             # e delta^T has no diagonal (e_m = 0).
             shifts = plan.shifts[0]
-            mass = weighted_resp @ self.mask.astype(float)
+            mass = weighted_resp @ self._float_mask
             first = mass * shifts
             second = np.zeros((n_components, n_features, n_features))
             diagonal = np.arange(n_features)
@@ -514,9 +524,9 @@ class IncompleteRows:
         lefts, rights = np.concatenate(lefts), np.concatenate(rights)
         values = np.take(weighted, lefts, axis=1)
         values *= np.take(self._fill, rights, axis=1)
-        values += np.take(weighted_resp, np.concatenate(owners), axis=1) * np.concatenate(
-            covariances, axis=1
-        )
+        values += np.take(
+            weighted_resp, np.concatenate(owners), axis=1
+        ) * np.concatenate(covariances, axis=1)
         codes = self._coordinates[lefts] * n_features + self._coordinates[rights]
         upper = np.empty((n_components, n_features, n_features))
         for k in range(n_components):
