@@ -87,8 +87,8 @@ def incomplete_columns(plan, mask):
     """
     if plan.n_groups > 1 or plan.unit.diagonal_precision:
         return np.flatnonzero(mask.any(axis=1))
-    counts = np.count_nonzero(mask, axis=1)
-    order = np.argsort(counts, kind="stable")
+    counts = _counts(mask)
+    order = np.argsort(counts, kind="stable")  # a radix sort of small integers
     return order[np.count_nonzero(counts == 0) :]
 
 
@@ -122,7 +122,7 @@ class IncompleteRows:
         unit = plan.unit
         self.rows = rows
         self.mask = mask
-        self.n_missing = mask.sum(axis=1)
+        self.n_missing = _counts(mask)
         self.groups = groups
         self.centered = centered
         n_rows = rows.shape[0]
@@ -640,6 +640,17 @@ SHARED_PATTERN_ROWS = 64
 def _upper_pairs(size):
     """``np.triu_indices(size)``, which costs far more than its few entries."""
     return np.triu_indices(size)
+
+
+def _counts(mask):
+    """The number of True entries of each row of a 2-d mask.
+
+    As a product of bytes (uint8 while they fit), several times faster than
+    a sum of booleans.
+    """
+    if mask.shape[1] > np.iinfo(np.uint8).max:
+        return np.count_nonzero(mask, axis=1)
+    return mask.view(np.uint8) @ np.ones(mask.shape[1], dtype=np.uint8)
 
 
 def _nonzero(mask):
