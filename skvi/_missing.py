@@ -35,16 +35,23 @@ The Matrix Cookbook, section 9.1). The kernel's value of the filled row is
 the first term; this module adds ``-g^T Lambda_mm^-1 g`` (scaled), the
 log-determinant and the 2 pi terms.
 
-Rows are batched by s: Lambda_mm (gathered from the precisions), its
-inverse and log-determinant (closed forms up to SMALL_BLOCK, else LAPACK,
-shared between rows of one pattern) and every product are arrays over the
-(component, row) pairs of a batch. Statistics: with one shared center the
-kernel's sums keep these rows as filled in with it, and the corrections
-``sum w r [1, e] delta^T`` (delta = conditional mean - c on the missing
-coordinates) and ``sum w r (delta delta^T + Cov)`` on the missing blocks
-complete them, all about the center, the reference every complete row's
-moments are taken about too. The entropy the ELBO gains, that of
-q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
+Rows are batched by s (the kernel hands them over ordered by s, see
+:func:`incomplete_columns`, so that each batch and its missing entries are
+one slice): Lambda_mm (gathered from the precisions), its inverse and
+log-determinant (closed forms up to SMALL_BLOCK, entry by entry over the
+batch or LAPACK beyond, shared between rows of one pattern) and every
+product are arrays over the (component, row) pairs of a batch. The
+gradients g of all entries come from one small product per coordinate j
+(the rows missing j times the rows j of the precisions), never the whole
+``Lambda_k e``. Statistics: with one shared center the kernel's sums keep
+these rows as filled in with it, and the corrections ``sum w r [1, e]
+delta^T`` (delta = conditional mean - c on the missing coordinates; one
+product per coordinate) and ``sum w r (delta delta^T + Cov)`` on the
+missing blocks (over the pairs a <= b of each row's entries, one weighted
+bincount per component) complete them, all about the center, the reference
+every complete row's moments are taken about too. The entropy the ELBO
+gains, that of q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log
+det(Lambda_mm) / 2``.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
