@@ -92,9 +92,9 @@ def incomplete_columns(plan, mask):
     Rows about local centers keep their order (sorted by center), and
     diagonal precisions need no order.
     """
-    if plan.n_groups > 1 or plan.unit.diagonal_precision:
-        return np.flatnonzero(mask.any(axis=1))
     counts = _counts(mask)
+    if plan.n_groups > 1 or plan.unit.diagonal_precision:
+        return np.flatnonzero(counts)
     order = np.argsort(counts, kind="stable")  # a radix sort of small integers
     return order[np.count_nonzero(counts == 0) :]
 
