@@ -183,7 +183,7 @@ class IncompleteRows:
         self._coordinates = coordinates
         # The entries by coordinate, each coordinate's one slice, with their
         # rows' [1, e] (float64), for the products and the statistics.
-        self._by_coordinate = np.argsort(coordinates, kind="stable")
+        self._by_coordinate = np.argsort(_small(coordinates), kind="stable")
         counts = np.bincount(coordinates, minlength=n_features)
         stops = np.cumsum(counts)
         self._coordinate_slices = [
@@ -658,6 +658,14 @@ def _counts(mask):
     if mask.shape[1] > np.iinfo(np.uint8).max:
         return np.count_nonzero(mask, axis=1)
     return mask.view(np.uint8) @ np.ones(mask.shape[1], dtype=np.uint8)
+
+
+def _small(integers):
+    """Non-negative integers as uint8 where they fit: numpy's stable sort of
+    them is then a radix sort, several times faster than of int64."""
+    if integers.size and integers.max() <= np.iinfo(np.uint8).max:
+        return integers.astype(np.uint8)
+    return integers
 
 
 def _nonzero(mask):
