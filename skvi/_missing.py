@@ -145,6 +145,7 @@ class IncompleteRows:
             ]
         self._plan = plan
         self._blocks = None
+        self._quadratic = self._log_det = None
         # With one shared center, the kernel's sums keep these rows as
         # filled in with the center (e_m = 0) and statistics() returns what
         # completes them; with local centers they are summed apart.
@@ -272,14 +273,41 @@ class IncompleteRows:
         1 / lambda_j), and it only drops its own term from the quadratic
         form: ``quad_o - z^T Lambda z = -sum_m lambda_j d_j^2``.
         """
-        diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
-        mask = self._float_mask = self.mask.astype(float)
-        self.log_det = np.log(diagonals) @ mask.T
-        self.quadratic = np.empty_like(self.log_det)
+        self._diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
+        self._float_mask = self.mask.astype(float)
+        # What each missing coordinate drops from the form of the filled
+        # row, lambda_j d_j^2, per center: (G, K, D). The values'
+        # corrections are one product with the mask (value_corrections);
+        # quadratic and log_det are computed only where asked for.
+        self._dropped = self._diagonals * plan.shifts**2
+
+    def _diagonal_quadratic(self):
+        quadratic = np.empty((self._dropped.shape[1], self.mask.shape[0]))
         for g, rows in self._group_slices:
-            squares = diagonals * plan.shifts[g] ** 2
-            self.quadratic[:, rows] = -(squares @ mask[rows].T)
-        self._diagonals = diagonals
+            quadratic[:, rows] = -(self._dropped[g] @ self._float_mask[rows].T)
+        return quadratic
+
+    @property
+    def quadratic(self):
+        """``quad_o - z^T Lambda z`` (K, n), see the class docstring."""
+        if self._quadratic is None:
+            self._quadratic = self._diagonal_quadratic()
+        return self._quadratic
+
+    @quadratic.setter
+    def quadratic(self, value):
+        self._quadratic = value
+
+    @property
+    def log_det(self):
+        """``log det Lambda_mm`` (K, n)."""
+        if self._log_det is None:
+            self._log_det = np.log(self._diagonals) @ self._float_mask.T
+        return self._log_det
+
+    @log_det.setter
+    def log_det(self, value):
+        self._log_det = value
 
     def _add_block(self, plan, dense, members, rows, missing, gradient, fill):
         """The corrections of the rows ``members`` (or the slice ``rows``).
@@ -391,6 +419,18 @@ class IncompleteRows:
 
     def value_corrections(self, plan):
         """What to add to the kernel's values of the filled rows, (K, n)."""
+        if plan.unit.diagonal_precision:
+            # Per missing coordinate: -scale lambda_j d_j^2, and for a
+            # density (log 2 pi - log lambda_j) / 2.
+            coefficients = -plan.scale * self._dropped
+            if plan.log_density:
+                coefficients += 0.5 * (LOG_2PI - np.log(self._diagonals))
+            if len(self._group_slices) == 1:
+                return coefficients[self._group_slices[0][0]] @ self._float_mask.T
+            corrections = np.empty((coefficients.shape[1], self.mask.shape[0]))
+            for g, rows in self._group_slices:
+                corrections[:, rows] = coefficients[g] @ self._float_mask[rows].T
+            return corrections
         if not plan.log_density:
             return plan.scale * self.quadratic
         # scale = -1/2: -(quadratic + log det) / 2 + s log(2 pi) / 2.
@@ -411,8 +451,13 @@ class IncompleteRows:
         ``quad_o = z_o^T Lambda_oo z_o - b^T Lambda_mm^-1 b``,
         ``b = Lambda_mo z_o``. ``values[:, columns]`` are these rows'.
         """
-        # Flagged values have -quadratic > limit (1 + |left|) >= limit.
-        if -float(np.min(self.quadratic, initial=0.0)) <= limit:
+        # Flagged values have -quadratic > limit (1 + |left|) >= limit; with
+        # diagonal precisions -quadratic is at most the sum of the drops.
+        if plan.unit.diagonal_precision:
+            most = float(np.max(np.sum(self._dropped, axis=-1), initial=0.0))
+        else:
+            most = -float(np.min(self.quadratic, initial=0.0))
+        if most <= limit:
             return
         finite = np.isfinite(plan.offsets)[:, np.newaxis]
         with np.errstate(invalid="ignore", over="ignore"):
@@ -468,6 +513,11 @@ class IncompleteRows:
     def entropy(self, weighted_resp):
         """``sum w r H[q(x_m | z)]`` for responsibilities ``w_n r_nk``."""
         # s (1 + log 2 pi) / 2 per row, less log det(Lambda_mm) / 2.
+        if self._plan.unit.diagonal_precision:
+            # Per missing coordinate: (1 + log 2 pi - log lambda_j) / 2.
+            mass = weighted_resp @ self._float_mask
+            per_entry = 0.5 * (1.0 + LOG_2PI - np.log(self._diagonals))
+            return float(np.sum(mass * per_entry))
         masses = np.sum(weighted_resp, axis=0)
         constant = 0.5 * (1.0 + LOG_2PI) * float(masses @ self.n_missing)
         return constant - 0.5 * float(np.vdot(weighted_resp, self.log_det))
