@@ -67,6 +67,7 @@ Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
 
 import functools
+import threading
 
 import numpy as np
 
@@ -252,18 +253,22 @@ class IncompleteRows:
         the rows missing it), not the whole ``Lambda_k e``.
         """
         rows = self._entry_linear[:, 1:]
-        products = np.empty((rows.shape[0], dense.shape[0]))
+        n_entries = rows.shape[0]
+        products = _scratch("products", (n_entries, dense.shape[0]))
         # Lambda_k[j, :] of every component as the columns of one matrix.
         precision_rows = np.ascontiguousarray(np.transpose(dense, (1, 2, 0)))
         for j, part in self._coordinate_slices:
             np.matmul(rows[part], precision_rows[j], out=products[part])
         # Row after row; one row for a precision shared by the components.
-        by_row = np.empty((dense.shape[0], rows.shape[0]))
+        by_row = _scratch("by_row", (dense.shape[0], n_entries))
         by_row[:, self._by_coordinate] = products.T
+        gradient = _scratch("gradient", (plan.unit.n_components, n_entries))
         if plan.n_groups == 1:
-            return by_row - np.take(plan.weighted_shifts[0], coordinates, axis=1)
-        groups = self.groups[self._entry_rows]
-        return by_row - plan.weighted_shifts[groups, :, coordinates].T
+            np.take(plan.weighted_shifts[0], coordinates, 1, gradient, "clip")
+        else:
+            groups = self.groups[self._entry_rows]
+            gradient[...] = plan.weighted_shifts[groups, :, coordinates].T
+        return np.subtract(by_row, gradient, out=gradient)
 
     def _diagonal_corrections(self, plan):
         """Diagonal precisions: every correction is a product with the mask.
@@ -561,7 +566,9 @@ class IncompleteRows:
         first = np.zeros((n_components, n_features))
         cross = np.zeros((n_components, n_features, n_features))
         # w r delta of every entry.
-        weighted = np.take(weighted_resp, self._entry_rows, axis=1)
+        n_entries = self._fill.shape[1]
+        weighted = _scratch("weighted", (n_components, n_entries))
+        np.take(weighted_resp, self._entry_rows, 1, weighted, "clip")
         weighted *= self._fill
         # w r (delta_a delta_b + Cov_ab) for the pairs a <= b of each row's
         # missing entries, summed by the entry (D, D) they fall on.
@@ -579,11 +586,13 @@ class IncompleteRows:
                 covariance = covariance[:1]  # shared by the components (tied)
             covariances.append(covariance[..., a, b].reshape(len(covariance), -1))
         lefts, rights = np.concatenate(lefts), np.concatenate(rights)
-        values = np.take(weighted, lefts, axis=1)
-        values *= np.take(self._fill, rights, axis=1)
-        values += np.take(
-            weighted_resp, np.concatenate(owners), axis=1
-        ) * np.concatenate(covariances, axis=1)
+        values = _scratch("values", (n_components, len(lefts)))
+        factors = _scratch("factors", (n_components, len(lefts)))
+        np.take(weighted, lefts, 1, values, "clip")
+        values *= np.take(self._fill, rights, 1, factors, "clip")
+        np.take(weighted_resp, np.concatenate(owners), 1, factors, "clip")
+        factors *= np.concatenate(covariances, axis=1)
+        values += factors
         codes = self._coordinates[lefts] * n_features + self._coordinates[rights]
         upper = np.empty((n_components, n_features, n_features))
         for k in range(n_components):
@@ -595,7 +604,9 @@ class IncompleteRows:
         second[:, diagonal, diagonal] = upper[:, diagonal, diagonal]
         # sum w r [1, e] delta_j for each coordinate j, over the rows missing
         # it: one small product per coordinate.
-        weighted = weighted[:, self._by_coordinate]
+        weighted = np.take(
+            weighted, self._by_coordinate, 1, _scratch("sorted", weighted.shape), "clip"
+        )
         for j, part in self._coordinate_slices:
             sums = self._entry_linear[part].T @ weighted[:, part].T
             first[:, j] = sums[0]
@@ -691,6 +702,30 @@ ENTRYWISE_MATRICES = 4
 
 # Looking up shared patterns (a sort) costs more than it saves for fewer rows.
 SHARED_PATTERN_ROWS = 64
+
+
+class _ScratchPool(threading.local):
+    """Each thread's work arrays, by name."""
+
+    def __init__(self):
+        self.arrays = {}
+
+
+_SCRATCH = _ScratchPool()
+
+
+def _scratch(name, shape):
+    """A float64 work array of this thread, reused from chunk to chunk.
+
+    Fresh arrays of a chunk's size are fresh pages from the system on every
+    chunk: their page faults cost as much as the arithmetic. For values
+    used only within one call (the next chunk overwrites them).
+    """
+    size = int(np.prod(shape))
+    array = _SCRATCH.arrays.get(name)
+    if array is None or array.size < size:
+        array = _SCRATCH.arrays[name] = np.empty(size)
+    return array[:size].reshape(shape)
 
 
 @functools.cache
