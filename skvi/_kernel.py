@@ -63,7 +63,7 @@ import numpy as np
 from scipy.linalg import lapack
 from sklearn import get_config
 
-from ._missing import IncompleteRows, missing_mask
+from ._missing import IncompleteRows, incomplete_columns, missing_mask
 
 # Largest rounding loss F of a shared center, per working dtype: float64
 # keeps 12 of its 16 digits; float32 has no digits to spare and uses local
@@ -491,7 +491,7 @@ def _prepare(plan, workspace, chunk, labels=None):
         mask = _sorted(mask, order)
         centered[mask.T] = 0.0
         if plan.has_values:
-            columns = np.flatnonzero(mask.any(axis=1))
+            columns = incomplete_columns(plan, mask)
             corrections = IncompleteRows(
                 plan,
                 rows[columns],

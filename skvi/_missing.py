@@ -35,16 +35,23 @@ The Matrix Cookbook, section 9.1). The kernel's value of the filled row is
 the first term; this module adds ``-g^T Lambda_mm^-1 g`` (scaled), the
 log-determinant and the 2 pi terms.
 
-Rows are batched by s: Lambda_mm (gathered from the precisions), its
-inverse and log-determinant (closed forms up to SMALL_BLOCK, else LAPACK,
-shared between rows of one pattern) and every product are arrays over the
-(component, row) pairs of a batch. Statistics: with one shared center the
-kernel's sums keep these rows as filled in with it, and the corrections
-``sum w r [1, e] delta^T`` (delta = conditional mean - c on the missing
-coordinates) and ``sum w r (delta delta^T + Cov)`` on the missing blocks
-complete them, all about the center, the reference every complete row's
-moments are taken about too. The entropy the ELBO gains, that of
-q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log det(Lambda_mm) / 2``.
+Rows are batched by s (the kernel hands them over ordered by s, see
+:func:`incomplete_columns`, so that each batch and its missing entries are
+one slice): Lambda_mm (gathered from the precisions), its inverse and
+log-determinant (closed forms up to SMALL_BLOCK, entry by entry over the
+batch or LAPACK beyond, shared between rows of one pattern) and every
+product are arrays over the (component, row) pairs of a batch. The
+gradients g of all entries come from one small product per coordinate j
+(the rows missing j times the rows j of the precisions), never the whole
+``Lambda_k e``. Statistics: with one shared center the kernel's sums keep
+these rows as filled in with it, and the corrections ``sum w r [1, e]
+delta^T`` (delta = conditional mean - c on the missing coordinates; one
+product per coordinate) and ``sum w r (delta delta^T + Cov)`` on the
+missing blocks (over the pairs a <= b of each row's entries, one weighted
+bincount per component) complete them, all about the center, the reference
+every complete row's moments are taken about too. The entropy the ELBO
+gains, that of q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log
+det(Lambda_mm) / 2``.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
@@ -58,6 +65,9 @@ incomplete data via an EM approach, NIPS 6 (the E-step's conditional
 moments E[x | x_o, k] and E[x x^T | x_o, k]); C. Bishop (2006), Pattern
 Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
+
+import functools
+import threading
 
 import numpy as np
 
@@ -74,6 +84,20 @@ def missing_mask(chunk):
         return None
     mask = np.isnan(chunk)
     return mask if mask.any() else None
+
+
+def incomplete_columns(plan, mask):
+    """The rows of a chunk with missing entries, by their number of them.
+
+    So ordered, each number's rows are one slice of IncompleteRows' arrays.
+    Rows about local centers keep their order (sorted by center), and
+    diagonal precisions need no order.
+    """
+    counts = _counts(mask)
+    if plan.n_groups > 1 or plan.unit.diagonal_precision:
+        return np.flatnonzero(counts)
+    order = np.argsort(counts, kind="stable")  # a radix sort of small integers
+    return order[np.count_nonzero(counts == 0) :]
 
 
 class IncompleteRows:
@@ -106,7 +130,7 @@ class IncompleteRows:
         unit = plan.unit
         self.rows = rows
         self.mask = mask
-        self.n_missing = mask.sum(axis=1)
+        self.n_missing = _counts(mask)
         self.groups = groups
         self.centered = centered
         n_rows = rows.shape[0]
@@ -122,6 +146,7 @@ class IncompleteRows:
             ]
         self._plan = plan
         self._blocks = None
+        self._quadratic = self._log_det = None
         # With one shared center, the kernel's sums keep these rows as
         # filled in with the center (e_m = 0) and statistics() returns what
         # completes them; with local centers they are summed apart.
@@ -135,17 +160,47 @@ class IncompleteRows:
 
     def _build_blocks(self, plan):
         """Per group of rows with the same number s of missing entries."""
-        n_components, n_rows = plan.unit.n_components, self.mask.shape[0]
-        self.quadratic = np.zeros((n_components, n_rows))
-        self.log_det = np.zeros((n_components, n_rows))
+        unit = plan.unit
+        n_components = unit.n_components
+        n_rows, n_features = self.mask.shape
+        self.quadratic = np.empty((n_components, n_rows))
+        self.log_det = np.empty((n_components, n_rows))
         # For each: the rows, their missing coordinates (in increasing
-        # order), the fill (conditional mean minus the center) and the
-        # conditional covariance of each component.
+        # order), the fill (conditional mean minus the center), the
+        # conditional covariance of each component and u (see
+        # _own_statistics; None where the kernel sums the rows).
         self._blocks = []
-        entry_rows, entry_coordinates = [], []
-        # Each row's missing coordinates, in increasing order, row after row.
-        coordinates = np.nonzero(self.mask)[1]
-        firsts = np.cumsum(self.n_missing) - self.n_missing
+        # Rows by their number s of missing entries (incomplete_columns
+        # orders them so with one center): each size's rows, and their
+        # entries, are then one slice of that order.
+        order = None
+        if np.any(self.n_missing[1:] < self.n_missing[:-1]):
+            order = np.argsort(self.n_missing, kind="stable")
+        sizes = self.n_missing if order is None else self.n_missing[order]
+        # The missing entries, row after row: their rows and coordinates.
+        positions, coordinates = _nonzero(
+            self.mask if order is None else self.mask[order]
+        )
+        self._entry_rows = positions if order is None else order[positions]
+        self._coordinates = coordinates
+        # The entries by coordinate, each coordinate's one slice, with their
+        # rows' [1, e] (float64), for the products and the statistics.
+        self._by_coordinate = np.argsort(_small(coordinates), kind="stable")
+        counts = np.bincount(coordinates, minlength=n_features)
+        stops = np.cumsum(counts)
+        self._coordinate_slices = [
+            (int(j), slice(int(stops[j] - counts[j]), int(stops[j])))
+            for j in np.flatnonzero(counts)
+        ]
+        self._entry_linear = np.empty((len(coordinates), 1 + n_features))
+        self._entry_linear[:, 0] = 1.0
+        self._entry_linear[:, 1:] = np.take(
+            np.ascontiguousarray(self.centered.T),
+            self._entry_rows[self._by_coordinate],
+            axis=0,
+        )
+        # Each entry's fill: its conditional mean minus the row's center.
+        self._fill = np.empty((n_components, len(coordinates)))
         self.observed_forms = None
         if plan.whitened:
             factors = np.asarray(
@@ -159,32 +214,61 @@ class IncompleteRows:
             self.observed_forms = np.empty((n_components, n_rows))
             self._residuals = np.empty_like(observed)
             self._bases = []
-        for size in np.unique(self.n_missing):
-            members = np.flatnonzero(self.n_missing == size)
-            missing = coordinates[firsts[members][:, np.newaxis] + np.arange(size)]
+        else:
+            dense = _dense_precisions(unit, plan.precisions)
+            gradient = self._gradients(plan, dense, coordinates)
+        first_row = first_entry = 0
+        for size, n_members in enumerate(np.bincount(sizes)):
+            if size == 0 or n_members == 0:
+                continue
+            rows = slice(first_row, first_row + n_members)
+            entries = slice(first_entry, first_entry + n_members * size)
+            first_row, first_entry = rows.stop, entries.stop
+            members = np.arange(rows.start, rows.stop) if order is None else order[rows]
+            missing = coordinates[entries].reshape(n_members, size)
             if plan.whitened:
                 self._add_whitened_block(plan, factors, observed, members, missing)
+                self._fill[:, entries] = self._blocks[-1][2].reshape(n_components, -1)
+                continue
+            if order is None:
+                members_or_rows = rows
             else:
-                self._add_block(plan, members, missing)
-            entry_rows.append(np.repeat(members, size))
-            entry_coordinates.append(missing.ravel())
-        if not self.in_kernel:
-            return
-        # The missing entries of all blocks, in block order, sorted by
-        # coordinate: each coordinate's entries are one slice; and their
-        # rows' [1, e] (float64) for the statistics' corrections.
-        coordinates = np.concatenate(entry_coordinates)
-        self._entry_order = np.argsort(coordinates, kind="stable")
-        rows = np.concatenate(entry_rows)[self._entry_order]
-        self._entry_linear = np.empty((len(rows), 1 + self.mask.shape[1]))
-        self._entry_linear[:, 0] = 1.0
-        self._entry_linear[:, 1:] = self.centered[:, rows].T
-        counts = np.bincount(coordinates, minlength=self.mask.shape[1])
-        stops = np.cumsum(counts)
-        self._coordinate_slices = [
-            (j, slice(int(stops[j] - counts[j]), int(stops[j])))
-            for j in np.flatnonzero(counts)
-        ]
+                members_or_rows = members
+            self._add_block(
+                plan,
+                dense,
+                members,
+                members_or_rows,
+                missing,
+                gradient[:, entries].reshape(n_components, n_members, size),
+                self._fill[:, entries].reshape(n_components, n_members, size),
+            )
+
+    def _gradients(self, plan, dense, coordinates):
+        """``g = (Lambda_k z)_j`` of every entry (K, entries), z = x - mu_k.
+
+        The filled row has ``z = e - d`` (e = 0 at the missing coordinates,
+        d = mu_k - c): ``g = (Lambda_k e)_j - (Lambda_k d)_j``, the first
+        from one small product per coordinate j (its precision rows times
+        the rows missing it), not the whole ``Lambda_k e``.
+        """
+        rows = self._entry_linear[:, 1:]
+        n_entries = rows.shape[0]
+        products = _scratch("products", (n_entries, dense.shape[0]))
+        # Lambda_k[j, :] of every component as the columns of one matrix.
+        precision_rows = np.ascontiguousarray(np.transpose(dense, (1, 2, 0)))
+        for j, part in self._coordinate_slices:
+            np.matmul(rows[part], precision_rows[j], out=products[part])
+        # Row after row; one row for a precision shared by the components.
+        by_row = _scratch("by_row", (dense.shape[0], n_entries))
+        by_row[:, self._by_coordinate] = products.T
+        gradient = _scratch("gradient", (plan.unit.n_components, n_entries))
+        if plan.n_groups == 1:
+            np.take(plan.weighted_shifts[0], coordinates, 1, gradient, "clip")
+        else:
+            groups = self.groups[self._entry_rows]
+            gradient[...] = plan.weighted_shifts[groups, :, coordinates].T
+        return np.subtract(by_row, gradient, out=gradient)
 
     def _diagonal_corrections(self, plan):
         """Diagonal precisions: every correction is a product with the mask.
@@ -194,39 +278,62 @@ class IncompleteRows:
         1 / lambda_j), and it only drops its own term from the quadratic
         form: ``quad_o - z^T Lambda z = -sum_m lambda_j d_j^2``.
         """
-        diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
-        mask = self.mask.astype(float)
-        self.log_det = np.log(diagonals) @ mask.T
-        self.quadratic = np.empty_like(self.log_det)
-        for g, rows in self._group_slices:
-            squares = diagonals * plan.shifts[g] ** 2
-            self.quadratic[:, rows] = -(squares @ mask[rows].T)
-        self._diagonals = diagonals
+        self._diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
+        self._float_mask = self.mask.astype(float)
+        # What each missing coordinate drops from the form of the filled
+        # row, lambda_j d_j^2, per center: (G, K, D). The values'
+        # corrections are one product with the mask (value_corrections);
+        # quadratic and log_det are computed only where asked for.
+        self._dropped = self._diagonals * plan.shifts**2
 
-    def _add_block(self, plan, members, missing):
-        unit = plan.unit
-        _, covariance, log_det = _inverted_blocks(unit, plan.precisions, missing)
-        if plan.n_groups == 1:
-            shifts = plan.shifts[0][:, missing]  # d_m = (mu_k - c)_m, (K, n, s)
-            weighted_shifts = plan.weighted_shifts[0][:, missing]
-        else:
-            groups = self.groups[members]
-            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
-            weighted_shifts = np.moveaxis(
-                plan.weighted_shifts[groups[:, None], :, missing], -1, 0
-            )
-        products = unit.missing_products(
-            plan.precisions, self.centered, members, missing
-        )
-        # g = (Lambda z)_m for the filled row's z = x - mu_k (z_m = -d_m). The
-        # form is least at z_m - Lambda_mm^-1 g, lower by g^T Lambda_mm^-1 g.
-        gradient = products - weighted_shifts
+    def _diagonal_quadratic(self):
+        quadratic = np.empty((self._dropped.shape[1], self.mask.shape[0]))
+        for g, rows in self._group_slices:
+            quadratic[:, rows] = -(self._dropped[g] @ self._float_mask[rows].T)
+        return quadratic
+
+    @property
+    def quadratic(self):
+        """``quad_o - z^T Lambda z`` (K, n), see the class docstring."""
+        if self._quadratic is None:
+            self._quadratic = self._diagonal_quadratic()
+        return self._quadratic
+
+    @quadratic.setter
+    def quadratic(self, value):
+        self._quadratic = value
+
+    @property
+    def log_det(self):
+        """``log det Lambda_mm`` (K, n)."""
+        if self._log_det is None:
+            self._log_det = np.log(self._diagonals) @ self._float_mask.T
+        return self._log_det
+
+    @log_det.setter
+    def log_det(self, value):
+        self._log_det = value
+
+    def _add_block(self, plan, dense, members, rows, missing, gradient, fill):
+        """The corrections of the rows ``members`` (or the slice ``rows``).
+
+        ``gradient`` holds their ``g = (Lambda z)_m`` of the filled row's
+        ``z = x - mu_k`` (K, n, s); their fills are written into ``fill``.
+        """
+        covariance, log_det = _inverted_blocks(dense, missing, plan.unit.n_components)
+        # The form is least at z_m - Lambda_mm^-1 g, lower by g^T Lambda_mm^-1 g.
         step = _apply(covariance, gradient)
-        self.quadratic[:, members] = -np.einsum("kns,kns->kn", gradient, step)
-        self.log_det[:, members] = log_det
+        self.quadratic[:, rows] = -np.einsum("kns,kns->kn", gradient, step)
+        self.log_det[:, rows] = log_det
         # The conditional mean is c_m - step: its offset from the row's
         # center is -step, and u = mu_m - E[x_m | x_o, k] = d_m + step.
-        self._blocks.append((members, missing, -step, covariance, shifts + step))
+        np.negative(step, out=fill)
+        u = None
+        if not self.in_kernel:
+            groups = self.groups[members]
+            shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+            u = shifts + step
+        self._blocks.append((members, missing, fill, covariance, u))
 
     def _add_whitened_block(self, plan, factors, observed, members, missing):
         """The corrections of ill-conditioned precisions, in the whitened frame.
@@ -317,9 +424,24 @@ class IncompleteRows:
 
     def value_corrections(self, plan):
         """What to add to the kernel's values of the filled rows, (K, n)."""
-        corrections = plan.scale * self.quadratic
-        if plan.log_density:
-            corrections += -0.5 * self.log_det + 0.5 * LOG_2PI * self.n_missing
+        if plan.unit.diagonal_precision:
+            # Per missing coordinate: -scale lambda_j d_j^2, and for a
+            # density (log 2 pi - log lambda_j) / 2.
+            coefficients = -plan.scale * self._dropped
+            if plan.log_density:
+                coefficients += 0.5 * (LOG_2PI - np.log(self._diagonals))
+            if len(self._group_slices) == 1:
+                return coefficients[self._group_slices[0][0]] @ self._float_mask.T
+            corrections = np.empty((coefficients.shape[1], self.mask.shape[0]))
+            for g, rows in self._group_slices:
+                corrections[:, rows] = coefficients[g] @ self._float_mask[rows].T
+            return corrections
+        if not plan.log_density:
+            return plan.scale * self.quadratic
+        # scale = -1/2: -(quadratic + log det) / 2 + s log(2 pi) / 2.
+        corrections = np.add(self.quadratic, self.log_det)
+        corrections *= -0.5
+        corrections += 0.5 * LOG_2PI * self.n_missing
         return corrections
 
     def repair_cancelled(self, plan, values, columns, limit):
@@ -334,6 +456,14 @@ class IncompleteRows:
         ``quad_o = z_o^T Lambda_oo z_o - b^T Lambda_mm^-1 b``,
         ``b = Lambda_mo z_o``. ``values[:, columns]`` are these rows'.
         """
+        # Flagged values have -quadratic > limit (1 + |left|) >= limit; with
+        # diagonal precisions -quadratic is at most the sum of the drops.
+        if plan.unit.diagonal_precision:
+            most = float(np.max(np.sum(self._dropped, axis=-1), initial=0.0))
+        else:
+            most = -float(np.min(self.quadratic, initial=0.0))
+        if most <= limit:
+            return
         finite = np.isfinite(plan.offsets)[:, np.newaxis]
         with np.errstate(invalid="ignore", over="ignore"):
             left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
@@ -387,8 +517,15 @@ class IncompleteRows:
 
     def entropy(self, weighted_resp):
         """``sum w r H[q(x_m | z)]`` for responsibilities ``w_n r_nk``."""
-        per_entry = 0.5 * self.n_missing * (1.0 + LOG_2PI) - 0.5 * self.log_det
-        return float(np.sum(weighted_resp * per_entry))
+        # s (1 + log 2 pi) / 2 per row, less log det(Lambda_mm) / 2.
+        if self._plan.unit.diagonal_precision:
+            # Per missing coordinate: (1 + log 2 pi - log lambda_j) / 2.
+            mass = weighted_resp @ self._float_mask
+            per_entry = 0.5 * (1.0 + LOG_2PI - np.log(self._diagonals))
+            return float(np.sum(mass * per_entry))
+        masses = np.sum(weighted_resp, axis=0)
+        constant = 0.5 * (1.0 + LOG_2PI) * float(masses @ self.n_missing)
+        return constant - 0.5 * float(np.vdot(weighted_resp, self.log_det))
 
     def statistics(self, weighted_resp):
         """These rows' statistics, or what completes the kernel's sums of them.
@@ -418,7 +555,7 @@ class IncompleteRows:
             # The conditional mean of a missing coordinate is mu_kj, and
             # e delta^T has no diagonal (e_m = 0).
             shifts = plan.shifts[0]
-            mass = weighted_resp @ self.mask.astype(float)
+            mass = weighted_resp @ self._float_mask
             first = mass * shifts
             second = np.zeros((n_components, n_features, n_features))
             diagonal = np.arange(n_features)
@@ -426,34 +563,54 @@ class IncompleteRows:
             return counts, first, second
         if self._blocks is None:
             self._build_blocks(plan)
-        squared = n_features * n_features
         first = np.zeros((n_components, n_features))
         cross = np.zeros((n_components, n_features, n_features))
-        component_offsets = (np.arange(n_components) * squared)[:, None, None, None]
-        entries, indices, values = [], [], []
-        for members, missing, fill, covariance, _ in self._blocks:
-            weights = weighted_resp[:, members]
-            weighted_fill = weights[..., np.newaxis] * fill
-            entries.append(weighted_fill.reshape(n_components, -1))
-            # delta delta^T + Cov, on each row's missing block.
-            moments = weighted_fill[..., :, np.newaxis] * fill[..., np.newaxis, :]
-            moments += weights[..., np.newaxis, np.newaxis] * covariance
-            flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
-            indices.append((component_offsets + flat).ravel())
-            values.append(moments.ravel())
-        blocks = np.bincount(
-            np.concatenate(indices),
-            weights=np.concatenate(values),
-            minlength=n_components * squared,
-        )
+        # w r delta of every entry.
+        n_entries = self._fill.shape[1]
+        weighted = _scratch("weighted", (n_components, n_entries))
+        np.take(weighted_resp, self._entry_rows, 1, weighted, "clip")
+        weighted *= self._fill
+        # w r (delta_a delta_b + Cov_ab) for the pairs a <= b of each row's
+        # missing entries, summed by the entry (D, D) they fall on.
+        lefts, rights, owners, covariances = [], [], [], []
+        first_entry = 0
+        for members, missing, _, covariance, _ in self._blocks:
+            n_members, size = missing.shape
+            a, b = _upper_pairs(size)
+            starts = first_entry + size * np.arange(n_members)[:, np.newaxis]
+            first_entry += n_members * size
+            lefts.append((starts + a).ravel())
+            rights.append((starts + b).ravel())
+            owners.append(np.repeat(members, len(a)))
+            if covariance.strides[0] == 0:
+                covariance = covariance[:1]  # shared by the components (tied)
+            covariances.append(covariance[..., a, b].reshape(len(covariance), -1))
+        lefts, rights = np.concatenate(lefts), np.concatenate(rights)
+        values = _scratch("values", (n_components, len(lefts)))
+        factors = _scratch("factors", (n_components, len(lefts)))
+        np.take(weighted, lefts, 1, values, "clip")
+        values *= np.take(self._fill, rights, 1, factors, "clip")
+        np.take(weighted_resp, np.concatenate(owners), 1, factors, "clip")
+        factors *= np.concatenate(covariances, axis=1)
+        values += factors
+        codes = self._coordinates[lefts] * n_features + self._coordinates[rights]
+        upper = np.empty((n_components, n_features, n_features))
+        for k in range(n_components):
+            upper[k].ravel()[:] = np.bincount(
+                codes, weights=values[k], minlength=n_features * n_features
+            )
+        diagonal = np.arange(n_features)
+        second = upper + np.swapaxes(upper, 1, 2)
+        second[:, diagonal, diagonal] = upper[:, diagonal, diagonal]
         # sum w r [1, e] delta_j for each coordinate j, over the rows missing
         # it: one small product per coordinate.
-        entries = np.concatenate(entries, axis=1)[:, self._entry_order]
+        weighted = np.take(
+            weighted, self._by_coordinate, 1, _scratch("sorted", weighted.shape), "clip"
+        )
         for j, part in self._coordinate_slices:
-            sums = self._entry_linear[part].T @ entries[:, part].T
+            sums = self._entry_linear[part].T @ weighted[:, part].T
             first[:, j] = sums[0]
             cross[:, :, j] = sums[1:].T
-        second = blocks.reshape(n_components, n_features, n_features)
         second += cross + np.swapaxes(cross, 1, 2)
         return counts, first, second
 
@@ -523,8 +680,7 @@ def _apply(matrices, vectors):
     cost far more per tiny matrix than the arithmetic.
     """
     size = vectors.shape[-1]
-    if size > SMALL_BLOCK:
-        matrices = np.ascontiguousarray(matrices)
+    if size > SMALL_BLOCK and vectors[..., 0].size < ENTRYWISE_MATRICES * size**2:
         return np.matmul(matrices, vectors[..., np.newaxis])[..., 0]
     out = np.empty(np.broadcast_shapes(matrices.shape[:-1], vectors.shape))
     for i in range(size):
@@ -539,42 +695,107 @@ def _apply(matrices, vectors):
 # far more than the arithmetic of a 3 x 3 or 4 x 4 block).
 SMALL_BLOCK = 4
 
+# Larger blocks are inverted entry by entry too (about s^3 / 2 array
+# operations) when there are more than this many times s^2 of them, else by
+# LAPACK (about 0.6 us per 5 x 5 matrix, growing as s^2).
+ENTRYWISE_MATRICES = 4
+
 # Looking up shared patterns (a sort) costs more than it saves for fewer rows.
 SHARED_PATTERN_ROWS = 64
 
 
-def _inverted_blocks(unit, precisions, missing):
-    """``Lambda_mm``, its inverse and log-determinant for rows' missing sets.
+class _ScratchPool(threading.local):
+    """Each thread's work arrays, by name."""
 
-    ``missing`` (n, s) holds each row's missing coordinates. Returns arrays
-    of shape (K, n, s, s), (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing
-    entries on, and SHARED_PATTERN_ROWS rows, each distinct pattern is
-    inverted once and shared by its rows (smaller blocks cost less to invert
-    than to look up); a precision
-    shared by all components (tied) once for all.
+    def __init__(self):
+        self.arrays = {}
+
+
+_SCRATCH = _ScratchPool()
+
+
+def _scratch(name, shape):
+    """A float64 work array of this thread, reused from chunk to chunk.
+
+    Fresh arrays of a chunk's size are fresh pages from the system on every
+    chunk: their page faults cost as much as the arithmetic. For values
+    used only within one call (the next chunk overwrites them).
+    """
+    size = int(np.prod(shape))
+    array = _SCRATCH.arrays.get(name)
+    if array is None or array.size < size:
+        array = _SCRATCH.arrays[name] = np.empty(size)
+    return array[:size].reshape(shape)
+
+
+@functools.cache
+def _upper_pairs(size):
+    """``np.triu_indices(size)``, which costs far more than its few entries."""
+    return np.triu_indices(size)
+
+
+def _counts(mask):
+    """The number of True entries of each row of a 2-d mask.
+
+    As a product of bytes (uint8 while they fit), several times faster than
+    a sum of booleans.
+    """
+    if mask.shape[1] > np.iinfo(np.uint8).max:
+        return np.count_nonzero(mask, axis=1)
+    return mask.view(np.uint8) @ np.ones(mask.shape[1], dtype=np.uint8)
+
+
+def _small(integers):
+    """Non-negative integers as uint8 where they fit.
+
+    numpy's stable sort of uint8 is a radix sort, ten times faster than its
+    sort of int64.
+    """
+    if integers.size and integers.max() <= np.iinfo(np.uint8).max:
+        return integers.astype(np.uint8)
+    return integers
+
+
+def _nonzero(mask):
+    """``np.nonzero`` of a 2-d mask, from the flat indices (several times faster)."""
+    flat = np.flatnonzero(mask)
+    rows = flat // mask.shape[1]
+    return rows, flat - rows * mask.shape[1]
+
+
+def _dense_precisions(unit, precisions):
+    """The (K, D, D) precisions, or (1, D, D) where all components share one."""
+    everything = np.arange(unit.n_features)[np.newaxis]
+    dense = unit.precision_blocks(precisions, everything)[:, 0]
+    if dense.strides[0] == 0:
+        return dense[:1]
+    return np.ascontiguousarray(dense)
+
+
+def _inverted_blocks(dense, missing, n_components):
+    """``Lambda_mm^-1`` and ``log det Lambda_mm`` for rows' missing sets.
+
+    ``dense`` (K or 1, D, D) holds the precisions (see _dense_precisions),
+    ``missing`` (n, s) each row's missing coordinates. Returns arrays of
+    shape (K, n, s, s) and (K, n). From SMALL_BLOCK + 1 missing entries on,
+    and SHARED_PATTERN_ROWS rows, each distinct pattern is inverted once and
+    shared by its rows (smaller blocks cost less to invert than to look up);
+    a precision shared by all components (tied) once for all.
     """
     inverse = None
     patterns = missing
     if missing.shape[1] > SMALL_BLOCK and len(missing) >= SHARED_PATTERN_ROWS:
         patterns, inverse = _distinct_rows(missing)
-    blocks = unit.precision_blocks(precisions, patterns)
-    shared = blocks.strides[0] == 0
-    core = blocks[:1] if shared else blocks
-    covariance, log_det = _spd_inverse(core)
+    n_features = dense.shape[-1]
+    codes = patterns[:, :, np.newaxis] * n_features + patterns[:, np.newaxis, :]
+    blocks = np.take(dense.reshape(dense.shape[0], -1), codes, axis=1)
+    covariance, log_det = _spd_inverse(blocks)
     if inverse is not None:
-        core, covariance, log_det = (
-            core[:, inverse],
-            covariance[:, inverse],
-            log_det[:, inverse],
-        )
-    if shared:
-        shape = (unit.n_components,) + core.shape[1:]
-        return (
-            np.broadcast_to(core, shape),
-            np.broadcast_to(covariance, shape),
-            np.broadcast_to(log_det, shape[:2]),
-        )
-    return core, covariance, log_det
+        covariance, log_det = covariance[:, inverse], log_det[:, inverse]
+    if dense.shape[0] == 1:
+        shape = (n_components,) + covariance.shape[1:]
+        return np.broadcast_to(covariance, shape), np.broadcast_to(log_det, shape[:2])
+    return covariance, log_det
 
 
 def _distinct_rows(missing):
@@ -621,9 +842,10 @@ def _spd_inverse(blocks):
             if i != j:
                 inverse[..., j, i] = inverse[..., i, j]
         return inverse, np.log(determinant)
-    if size > SMALL_BLOCK:
+    if size > SMALL_BLOCK and blocks[..., 0, 0].size < ENTRYWISE_MATRICES * size**2:
         return np.linalg.inv(blocks), np.linalg.slogdet(blocks)[1]
-    # Cholesky factor L, then its inverse M = L^-1, then M^T M, entry by entry.
+    # Cholesky factor L, then its inverse M = L^-1, then M^T M, entry by
+    # entry over the batch.
     lower = {}
     for j in range(size):
         diagonal = blocks[..., j, j] - sum(lower[j, k] ** 2 for k in range(j))

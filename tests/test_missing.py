@@ -392,3 +392,30 @@ def test_each_row_gets_its_observed_marginal(covariance_type, estimator, spacing
         for n in range(len(rows))
     ]
     assert_allclose(optimal, logsumexp(per_component, axis=1), rtol=1e-11)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_many_rows_missing_many_entries_get_their_observed_marginals(covariance_type):
+    # Hundreds of rows missing 5 to 7 of 9 entries: their blocks of Lambda_mm
+    # are inverted entry by entry over the batch, not by LAPACK, and rows
+    # of one size are batched whatever their order in the data.
+    rng = np.random.RandomState(23)
+    X = rng.normal(size=(400, 9)) @ rng.normal(size=(9, 9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = EMGaussianMixture(
+            3, covariance_type=covariance_type, max_iter=3, random_state=0
+        ).fit(X)
+    rows = X[:360].copy()
+    for n, row in enumerate(rows):
+        row[rng.permutation(9)[: 5 + n % 3]] = np.nan
+    covariances = dense_covariances(model)
+    marginals = np.empty((len(rows), 3))
+    for n, row in enumerate(rows):
+        o = ~np.isnan(row)
+        for k in range(3):
+            marginals[n, k] = stats.multivariate_normal(
+                model.means_[k][o], covariances[k][np.ix_(o, o)]
+            ).logpdf(row[o])
+    expected = logsumexp(marginals + np.log(model.weights_), axis=1)
+    assert_allclose(model.score_samples(rows), expected, rtol=1e-10)
