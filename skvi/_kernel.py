@@ -91,14 +91,16 @@ CACHE_BLOCK_BYTES = 4 * 2**20
 # Nanoseconds per row of an E-step pass (values and statistics) in the two
 # layouts of full precisions: (per feature of the expansion, per feature
 # and component, per K D^2 of the per-component products, per K D).
-# Fitted to one-thread timings of both layouts' E-steps on a grid (d in
-# 8..64, K in 2, 8, 32, OpenBLAS 0.3.31 on the 2-core benchmark machine,
-# non-negative least squares on relative errors; the float64 K D^2 term is
-# 3 flops at the measured 20 GFLOP/s dgemm rate); the fitted model picks
-# the faster layout at every point of the grid but one near the boundary.
+# Fitted to one-thread timings (process time) of both layouts' passes over
+# 6,000 rows on a grid (d in 8, 16, 24, 32, 48, 64; K in 2, 8, 32; OpenBLAS
+# 0.3.31 on the 2-core benchmark machine; non-negative least squares on
+# relative errors), with the per-component products a triangular product and
+# a rank update (2 K D^2 flops a row). The fitted model picks the faster
+# layout at every point of the grid but two in float64, (d, K) = (8, 2) and
+# (32, 8), where the layouts are 6% and 11% apart, and (8, 2) in float32.
 LAYOUT_COSTS = {
-    np.dtype(np.float64): (3.72, 0.050, 0.150, 6.02),
-    np.dtype(np.float32): (1.27, 0.033, 0.046, 1.34),
+    np.dtype(np.float64): (1.70, 0.103, 0.059, 4.05),
+    np.dtype(np.float32): (0.826, 0.0527, 0.0190, 2.26),
 }
 
 # From this many features per row, values are computed as the transposed
@@ -779,8 +781,8 @@ def per_component_cheaper(unit, precisions_cholesky, dtype):
     Only for components with full precision factors (K, D, D). The costs
     per row are modelled as in ``LAYOUT_COSTS``: the expansion writes and
     reads P features and makes two thin products of K P multiply-adds;
-    per component, a (K D, D) product and K rank-updates (3 K D^2 flops in
-    well-shaped BLAS calls) plus K D squares and scalings. Chunks make the
+    per component, K triangular products and K rank-updates (2 K D^2 flops
+    in well-shaped BLAS calls) plus K D squares and scalings. Chunks make the
     costs per row, so the number of rows does not enter.
     """
     shape = (unit.n_components, unit.n_features, unit.n_features)
