@@ -60,7 +60,7 @@ import threading
 import weakref
 
 import numpy as np
-from scipy.linalg import blas, lapack
+from scipy.linalg import lapack
 from sklearn import get_config
 
 from ._missing import IncompleteRows, missing_mask
@@ -91,16 +91,16 @@ CACHE_BLOCK_BYTES = 4 * 2**20
 # Nanoseconds per row of an E-step pass (values and statistics) in the two
 # layouts of full precisions: (per feature of the expansion, per feature
 # and component, per K D^2 of the per-component products, per K D).
-# Fitted to one-thread timings (process time) of both layouts' passes over
-# 6,000 rows on a grid (d in 8, 16, 24, 32, 48, 64; K in 2, 8, 32; OpenBLAS
-# 0.3.31 on the 2-core benchmark machine; non-negative least squares on
-# relative errors), with the per-component products a triangular product and
-# a rank update (2 K D^2 flops a row). The fitted model picks the faster
-# layout at every point of the grid but two in float64, (d, K) = (8, 2) and
-# (32, 8), where the layouts are 6% and 11% apart, and (8, 2) in float32.
+# Fitted by ``benchmarks/bench_vs_sklearn.py --layouts``: one-thread process
+# times of both layouts' passes over 6,000 rows on a grid (d in 8, 16, 24,
+# 32, 48, 64; K in 2, 8, 32; OpenBLAS 0.3.31 on the 2-core benchmark
+# machine), non-negative least squares on relative errors. The fitted model
+# picks the faster layout at every point of the grid; the earlier constants
+# missed (d, K) = (32, 8) and (48, 8) in float64 and (24, 8) in float32, by
+# 10% to 20%.
 LAYOUT_COSTS = {
-    np.dtype(np.float64): (1.70, 0.103, 0.059, 4.05),
-    np.dtype(np.float32): (0.826, 0.0527, 0.0190, 2.26),
+    np.dtype(np.float64): (1.89, 0.109, 0.0498, 4.08),
+    np.dtype(np.float32): (0.841, 0.0464, 0.028, 1.75),
 }
 
 # From this many features per row, values are computed as the transposed
@@ -304,26 +304,11 @@ def parameter_expansion(
     )
     if plan.per_component:
         factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
-        # Upper triangular factors (every unit's Cholesky factors) are applied
-        # by a triangular product per component, half the flops of a general
-        # one. Whitened (ill-conditioned) precisions keep the general product
-        # of all components' P_k^T stacked: both round alike in bound, but
-        # the exactness tests of such fits were measured with its rounding.
-        plan.triangular_factors = None
-        if not plan.whitened and not np.any(np.tril(factors, -1)):
-            plan.triangular_factors = [
-                np.asfortranarray(factor, dtype=dtype) for factor in factors
-            ]
-            # m_k - c_g in the working dtype, (G, K, D).
-            plan.work_shifts = shifts.astype(dtype)
-        else:
-            plan.stacked_factors = (
-                np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
-            )
-            # P_k^T (m_k - c_g), shape (G, K, D).
-            plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(
-                dtype
-            )
+        # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
+        plan.stacked_factors = (
+            np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
+        )
+        plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(dtype)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -578,53 +563,20 @@ def _whitened_rows(plan, workspace, prepared):
     of each row's own center c: the rounding of ``P_k^T z`` is that of
     ``|P_k| |z|``, and near its nearest center a row's e is no larger than
     its ``x - m_k`` (within a small factor), so splitting costs no digits.
-    With triangular factors, ``P_k^T (e - d)`` instead
-    (:func:`_triangular_products`). Computed once per chunk, into the
-    workspace.
+    Computed once per chunk, into the workspace.
     """
     if prepared.whitened is not None:
         return prepared.whitened
     centered = prepared.features[1 : plan.n_linear]
     n_components, n_features = plan.unit.n_components, plan.unit.n_features
-    out = workspace.whitened(prepared.n_rows)
-    if plan.triangular_factors is not None:
-        products = _triangular_products(plan, centered, prepared.groups, out)
-        prepared.whitened = products
-        return products
-    products = np.matmul(plan.stacked_factors, centered, out=out).reshape(
-        n_components, n_features, -1
-    )
+    products = np.matmul(
+        plan.stacked_factors, centered, out=workspace.whitened(prepared.n_rows)
+    ).reshape(n_components, n_features, -1)
     prepared.whitened = products
     # Rows are sorted by center.
     for g, start, stop in prepared.groups:
         products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
     return products
-
-
-def _triangular_products(plan, centered, groups, out):
-    """``P_k^T (e - d_gk)`` for upper triangular factors, shape (K, D, m).
-
-    ``centered`` (D, m) holds each row's ``e = x - c_g`` about its group's
-    center, ``d_gk = m_k - c_g``. Into ``out``: each component's block is
-    ``e - d`` (one pass over the rows, which a copy needs anyway), then
-    multiplied in place by BLAS's triangular product (the C-ordered block
-    read as the Fortran (m, D) array ``(e - d)^T``, times ``P_k`` on the
-    right).
-    """
-    dims, m = centered.shape
-    blocks = out.reshape(len(plan.triangular_factors), dims, m)
-    trmm = blas.get_blas_funcs("trmm", dtype=out.dtype)
-    for k, (factor, block) in enumerate(
-        zip(plan.triangular_factors, blocks, strict=True)
-    ):
-        for g, start, stop in groups:
-            np.subtract(
-                centered[:, start:stop],
-                plan.work_shifts[g, k][:, np.newaxis],
-                out=block[:, start:stop],
-            )
-        trmm(1.0, factor, block.T, side=1, lower=0, overwrite_b=1)
-    return blocks
 
 
 def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
@@ -781,8 +733,8 @@ def per_component_cheaper(unit, precisions_cholesky, dtype):
     Only for components with full precision factors (K, D, D). The costs
     per row are modelled as in ``LAYOUT_COSTS``: the expansion writes and
     reads P features and makes two thin products of K P multiply-adds;
-    per component, K triangular products and K rank-updates (2 K D^2 flops
-    in well-shaped BLAS calls) plus K D squares and scalings. Chunks make the
+    per component, a (K D, D) product and K rank-updates (3 K D^2 flops in
+    well-shaped BLAS calls) plus K D squares and scalings. Chunks make the
     costs per row, so the number of rows does not enter.
     """
     shape = (unit.n_components, unit.n_features, unit.n_features)

@@ -404,10 +404,10 @@ def test_layout_follows_the_cost_model(n_components, n_features, dtype, per_comp
 def test_per_component_values_and_statistics_are_exact(
     monkeypatch, dtype, spread, seed
 ):
-    # The per-component layout applies each dense upper Cholesky factor by
-    # a triangular product to the rows minus the means of their centers
-    # (shared, or local for clusters far apart): the values and the
-    # statistics are those computed component by component in float64.
+    # The per-component layout whitens the rows about their centers
+    # (shared, or local for clusters far apart) by dense upper Cholesky
+    # factors: the values and the statistics are those computed component
+    # by component in float64.
     _force_layout(monkeypatch, "per_component")
     rng = np.random.RandomState(seed)
     n_components, n_features = 3, 6
