@@ -36,6 +36,14 @@ Usage::
     python benchmarks/bench_vs_sklearn.py                       # full run
     python benchmarks/bench_vs_sklearn.py --quick               # base cases, 3 pairs
     python benchmarks/bench_vs_sklearn.py --cases small-em,small-vi --pairs 1
+    python benchmarks/bench_vs_sklearn.py --layouts             # LAYOUT_COSTS
+
+``--layouts`` times one E-step pass of full precisions in each of the
+kernel's two layouts (expanded features, per component) on a grid of
+features and components, in a one-thread child (process time, best of a
+few), and fits the constants of ``skvi._kernel.LAYOUT_COSTS`` to them by
+non-negative least squares on relative errors; it prints both, and which
+layout the fitted and the current constants pick at each point.
 
 See ``benchmarks/README.md`` for how to read the output.
 """
@@ -74,6 +82,12 @@ TRANSPOSED_PRODUCT_FEATURES = 512
 # The warm-up fit uses the first max(500, 8 K d) rows (enough to keep every
 # component well defined) for one iteration.
 WARM_UP_ROWS = 500
+# The layout calibration (--layouts): full precisions on this grid of
+# (features, components), LAYOUT_ROWS rows each, best of LAYOUT_REPEATS.
+LAYOUT_FEATURES = (8, 16, 24, 32, 48, 64)
+LAYOUT_COMPONENTS = (2, 8, 32)
+LAYOUT_ROWS = 6000
+LAYOUT_REPEATS = 3
 # float32 weights are rounded to multiples of 2**-20 so that they sum to
 # exactly 1 in both float32 and float64 (both libraries check the sum).
 WEIGHT_GRID = 2.0**-20
@@ -436,12 +450,132 @@ def child_info(_task):
     }
 
 
+def child_layouts(_task):
+    """Nanoseconds per row of one E-step pass in each layout, over the grid."""
+    import skvi._kernel as kernel
+    from skvi._covariance import covariance_unit
+
+    # Cost constants that force one layout (see per_component_cheaper).
+    forced = {"expanded": (0.0, 0.0, 1.0, 1.0), "per_component": (1.0, 1.0, 0.0, 0.0)}
+    rng = np.random.default_rng(0)
+    rows = []
+    for dtype in (np.dtype(np.float64), np.dtype(np.float32)):
+        saved = kernel.LAYOUT_COSTS[dtype]
+        for d in LAYOUT_FEATURES:
+            for k in LAYOUT_COMPONENTS:
+                unit = covariance_unit("full", k, d)
+                X = rng.standard_normal((LAYOUT_ROWS, d)).astype(dtype)
+                # Nearly coincident means: one shared center in both dtypes.
+                means = 0.02 * rng.standard_normal((k, d))
+                roots = 0.1 * rng.standard_normal((k, d, d))
+                precisions = np.eye(d) + roots @ np.swapaxes(roots, 1, 2)
+                factors = unit.cholesky_from_precision(precisions)
+                row = {"dtype": dtype.name, "d": d, "k": k}
+                for layout, costs in forced.items():
+                    kernel.LAYOUT_COSTS[dtype] = costs
+                    try:
+                        plan = kernel.parameter_expansion(
+                            unit,
+                            means,
+                            precisions,
+                            factors,
+                            np.ones(k),
+                            dtype,
+                            -0.5,
+                            np.zeros(k),
+                        )
+                    finally:
+                        kernel.LAYOUT_COSTS[dtype] = saved
+                    row[layout] = 1e9 * _pass_seconds(kernel, plan, X) / LAYOUT_ROWS
+                rows.append(row)
+    current = {name.name: list(costs) for name, costs in kernel.LAYOUT_COSTS.items()}
+    return {"rows": rows, "current": current}
+
+
+def _pass_seconds(kernel, plan, X):
+    """Best process time of one E-step pass of ``plan`` over ``X``."""
+    chunks = plan.chunks(len(X))
+    weights = np.ones(len(X))
+    longest = max(rows.stop - rows.start for rows in chunks)
+
+    def one_pass():
+        statistics_pass = kernel.StatisticsPass(plan, longest)
+        for rows in chunks:
+            statistics_pass.add_optimal(X[rows], weights[rows])
+        statistics_pass.totals()
+
+    one_pass()  # warm-up
+    best = np.inf
+    for _ in range(LAYOUT_REPEATS):
+        start = time.process_time()
+        one_pass()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def layout_model_terms(d, k):
+    """The terms of each layout's cost model (see per_component_cheaper)."""
+    features = 1 + d + d * (d + 1) // 2
+    return np.array([features, features * k]), np.array([k * d * d, k * d])
+
+
+def fit_layout_costs(rows):
+    """LAYOUT_COSTS for one dtype: NNLS on relative errors of both layouts."""
+    from scipy.optimize import nnls
+
+    constants = []
+    for index, layout in enumerate(("expanded", "per_component")):
+        terms = np.array([layout_model_terms(r["d"], r["k"])[index] for r in rows])
+        measured = np.array([r[layout] for r in rows])
+        fitted, _ = nnls(terms / measured[:, np.newaxis], np.ones(len(rows)))
+        constants += list(fitted)
+    return constants
+
+
+def layout_lines(answer):
+    """The measured grid, the fitted constants and each model's picks."""
+    lines = [
+        "| dtype | d | K | expanded ns/row | per-component ns/row | faster "
+        "| fitted picks | current picks |",
+        "|---|---:|---:|---:|---:|---|---|---|",
+    ]
+    fitted = {}
+    for dtype in ("float64", "float32"):
+        rows = [row for row in answer["rows"] if row["dtype"] == dtype]
+        fitted[dtype] = fit_layout_costs(rows)
+        for row in rows:
+            expanded, per_component = layout_model_terms(row["d"], row["k"])
+
+            def pick(costs, expanded=expanded, per_component=per_component):
+                cheaper = per_component @ costs[2:] < expanded @ costs[:2]
+                return "per component" if cheaper else "expanded"
+
+            faster = (
+                "per component"
+                if row["per_component"] < row["expanded"]
+                else "expanded"
+            )
+            lines.append(
+                f"| {dtype} | {row['d']} | {row['k']} | {row['expanded']:.0f} "
+                f"| {row['per_component']:.0f} | {faster} "
+                f"| {pick(np.array(fitted[dtype]))} "
+                f"| {pick(np.array(answer['current'][dtype]))} |"
+            )
+    lines.append("")
+    for dtype, constants in fitted.items():
+        text = ", ".join(f"{value:.3g}" for value in constants)
+        current = ", ".join(f"{value:.3g}" for value in answer["current"][dtype])
+        lines.append(f"- {dtype}: fitted ({text}); current ({current}).")
+    return lines
+
+
 CHILD_TASKS = {
     "fit": child_fit,
     "memory": child_fit,
     "gemm": child_gemm,
     "floor": child_floor,
     "info": child_info,
+    "layouts": child_layouts,
 }
 
 
@@ -788,6 +922,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--skip-memory", action="store_true", help="no tracemalloc children"
     )
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="fit the kernel's layout cost model (LAYOUT_COSTS) instead",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pairs is None:
@@ -856,10 +995,34 @@ def run_benchmark(args):
         report.write(args.output)
 
 
+def run_layouts(args):
+    """Time both layouts in a one-thread child and fit their cost model."""
+    report = Report()
+    info = run_child({"kind": "info"})
+    report.emit("## Machine", "", *machine_lines(info), "")
+    start = time.perf_counter()
+    answer = run_child({"kind": "layouts"})
+    report.emit(
+        "## Layouts of full precisions",
+        "",
+        f"One E-step pass over {LAYOUT_ROWS:_} rows, one thread, best of "
+        f"{LAYOUT_REPEATS} (process time), per row.",
+        "",
+        *layout_lines(answer),
+        "",
+        f"Total time {time.perf_counter() - start:.0f} s. Load average at end "
+        f"(1, 5, 15 min): {load_average()}.",
+    )
+    if args.output:
+        report.write(args.output)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.child is not None:
         child_main(args.child)
+    elif args.layouts:
+        run_layouts(args)
     else:
         run_benchmark(args)
 

@@ -91,14 +91,16 @@ CACHE_BLOCK_BYTES = 4 * 2**20
 # Nanoseconds per row of an E-step pass (values and statistics) in the two
 # layouts of full precisions: (per feature of the expansion, per feature
 # and component, per K D^2 of the per-component products, per K D).
-# Fitted to one-thread timings of both layouts' E-steps on a grid (d in
-# 8..64, K in 2, 8, 32, OpenBLAS 0.3.31 on the 2-core benchmark machine,
-# non-negative least squares on relative errors; the float64 K D^2 term is
-# 3 flops at the measured 20 GFLOP/s dgemm rate); the fitted model picks
-# the faster layout at every point of the grid but one near the boundary.
+# Fitted by ``benchmarks/bench_vs_sklearn.py --layouts``: one-thread process
+# times of both layouts' passes over 6,000 rows on a grid (d in 8, 16, 24,
+# 32, 48, 64; K in 2, 8, 32; OpenBLAS 0.3.31 on the 2-core benchmark
+# machine), non-negative least squares on relative errors. The fitted model
+# picks the faster layout at every point of the grid; the earlier constants
+# missed (d, K) = (32, 8) and (48, 8) in float64 and (24, 8) in float32, by
+# 10% to 20%.
 LAYOUT_COSTS = {
-    np.dtype(np.float64): (3.72, 0.050, 0.150, 6.02),
-    np.dtype(np.float32): (1.27, 0.033, 0.046, 1.34),
+    np.dtype(np.float64): (1.89, 0.109, 0.0498, 4.08),
+    np.dtype(np.float32): (0.841, 0.0464, 0.028, 1.75),
 }
 
 # From this many features per row, values are computed as the transposed

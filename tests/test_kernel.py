@@ -398,6 +398,62 @@ def test_layout_follows_the_cost_model(n_components, n_features, dtype, per_comp
     assert plan.n_features_used == expected
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("spread", [8.0, 1e5])
+@pytest.mark.parametrize("seed", range(3))
+def test_per_component_values_and_statistics_are_exact(
+    monkeypatch, dtype, spread, seed
+):
+    # The per-component layout whitens the rows about their centers
+    # (shared, or local for clusters far apart) by dense upper Cholesky
+    # factors: the values and the statistics are those computed component
+    # by component in float64.
+    _force_layout(monkeypatch, "per_component")
+    rng = np.random.RandomState(seed)
+    n_components, n_features = 3, 6
+    unit = covariance_unit("full", n_components, n_features)
+    means = rng.normal(scale=spread, size=(n_components, n_features))
+    labels = rng.randint(n_components, size=200)
+    X = (means[labels] + rng.normal(size=(200, n_features))).astype(dtype)
+    problem = {
+        "unit": unit,
+        "X": X,
+        "means": (means + rng.normal(scale=0.5, size=means.shape)).astype(dtype),
+        "precisions": _random_precisions(rng, "full", n_components, n_features),
+        "mixing": rng.dirichlet(np.ones(n_components)),
+        "offsets": rng.normal(scale=3.0, size=n_components),
+    }
+    plan = plan_for(problem)
+    assert plan.per_component and not plan.whitened
+    if spread == 1e5:
+        assert plan.n_groups == n_components
+    values = kernel.row_values(plan, X, np.float64)
+    expected = reference_values(problem)
+    # The rounding of P^T z is that of |P^T| |z|, z the row minus the mean.
+    factors = unit.cholesky_from_precision(problem["precisions"])
+    diffs = X.astype(float)[np.newaxis] - np.asarray(problem["means"], float)[:, None]
+    sizes = np.sum(np.einsum("kij,kni->knj", np.abs(factors), np.abs(diffs)) ** 2, -1)
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(values - expected) <= 64 * eps * (sizes + 1.0))
+
+    statistics_pass = kernel.StatisticsPass(plan, len(X))
+    statistics_pass.add_optimal(X, np.ones(len(X)))
+    reference, _, nk, sum_x, sum_xx, _ = statistics_pass.totals()
+    resp = np.exp(values - values.max(axis=0))
+    resp /= resp.sum(axis=0)
+    x64 = X.astype(float)
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    assert_allclose(nk, resp.sum(axis=1), rtol=tol, atol=tol * len(X))
+    for k in range(n_components):
+        diff = x64 - reference[k]
+        scale = 1.0 + np.abs(diff).max()
+        atol = tol * len(X) * scale**2
+        assert_allclose(sum_x[k], resp[k] @ diff, rtol=tol, atol=atol)
+        assert_allclose(
+            sum_xx[k], (diff * resp[k][:, None]).T @ diff, rtol=tol, atol=atol
+        )
+
+
 def test_an_empty_component_takes_no_extra_pass(monkeypatch):
     # Component 2 starts so far from the data that its mass (about 1e-160)
     # is below rounding of the total: its mean is many of its standard
