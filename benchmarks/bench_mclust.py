@@ -51,6 +51,15 @@ Method
   and its parameter count and BIC (``bic()``, at mclust's log-likelihood)
   must equal mclust's ``nMclustParams`` and BIC. The report counts the
   cells that miss each target and shows the worst.
+* Same partition (``--start mclust``, a diagnostic, not a like-for-like
+  timing): every skvi fit starts from mclust's own initial partition for
+  its K, ``hclass(hc(X), K)`` with mclust's default ``hc`` (model VVV on
+  the scaled SVD coordinates; exported by a second R run, untimed), in
+  place of skvi's tree. It separates the cells that differ by their start
+  from those that differ by EM or its stopping rule. mclust's ``hcVVV``
+  departs from the agglomeration criterion that skvi's tree follows
+  exactly (see ``skvi/_agglomeration.py``), so the two trees can differ
+  from a few clusters on.
 
 Usage::
 
@@ -59,6 +68,7 @@ Usage::
     python benchmarks/bench_mclust.py --output mclust.md
     python benchmarks/bench_mclust.py --skvi-params '{"tol": 1e-8, "max_iter": 10000}'
     python benchmarks/bench_mclust.py --models shared   # the four shared models
+    python benchmarks/bench_mclust.py --start mclust    # from mclust's partitions
     python benchmarks/bench_mclust.py --repeats 0 --no-same-start  # steps only
 
 Without ``Rscript`` (or without R's mclust package) the script says so and
@@ -112,13 +122,20 @@ def one_thread_environment():
 
 
 # ------------------------------------------------------------------ child
-def child(csv_path, out_path, params_json, models):
-    """Time skvi's select_model on one CSV; write the table as JSON."""
+def child(csv_path, out_path, params_json, models, partitions_path=None):
+    """Time skvi's select_model on one CSV; write the table as JSON.
+
+    With ``partitions_path`` (a CSV of mclust's initial partitions, one
+    column per K) every fit's ``init_params='hc'`` start takes mclust's
+    partition for its K instead of skvi's tree.
+    """
     from threadpoolctl import threadpool_limits
 
     from skvi import select_model
 
     X = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
+    if partitions_path is not None:
+        use_partitions(np.loadtxt(partitions_path, delimiter=",", skiprows=1, ndmin=2))
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
@@ -154,6 +171,25 @@ def child(csv_path, out_path, params_json, models):
     )
 
 
+def use_partitions(partitions):
+    """Make skvi's "hc" start return mclust's partition for each K.
+
+    ``partitions[:, K - 1]`` holds mclust's labels (1..K) of every row.
+    skvi's start takes its labels from ``skvi._initialization.hc_labels``;
+    the diagnostic replaces that one function in this child process.
+    """
+    import skvi._initialization as initialization
+
+    labels = partitions.astype(np.intp) - 1
+
+    def mclust_labels(X, sample_weight, n_clusters, random_state):
+        if X.shape[0] != labels.shape[0] or n_clusters > labels.shape[1]:
+            raise ValueError("mclust's partitions do not fit these rows.")
+        return labels[:, n_clusters - 1]
+
+    initialization.hc_labels = mclust_labels
+
+
 # ------------------------------------------------------------------ driver
 def run_r(*args):
     subprocess.run(
@@ -170,10 +206,11 @@ def run_mclust(csv_path, out_path, models, params=False):
     return json.loads(Path(out_path).read_text())
 
 
-def run_skvi(csv_path, out_path, params_json, models):
+def run_skvi(csv_path, out_path, params_json, models, partitions=None):
     subprocess.run(
         [sys.executable, __file__, "--child", str(csv_path), str(out_path)]
-        + ["--skvi-params", params_json, "--models", models],
+        + ["--skvi-params", params_json, "--models", models]
+        + ([] if partitions is None else ["--partitions", str(partitions)]),
         check=True,
         env=one_thread_environment(),
     )
@@ -524,10 +561,18 @@ def main():
         default=",".join(map(str, STEP_K)),
         help="numbers of components of the EM step comparison",
     )
+    parser.add_argument(
+        "--start",
+        choices=("skvi", "mclust"),
+        default="skvi",
+        help="skvi: select_model's own start; mclust: every skvi fit starts "
+        "from mclust's initial partition for its K (a diagnostic)",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--partitions", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, args.skvi_params, args.models)
+        child(*args.child, args.skvi_params, args.models, args.partitions)
         return 0
     if shutil.which("Rscript") is None:
         print("bench_mclust: Rscript not found; install R and its mclust package")
@@ -551,6 +596,10 @@ def main():
         folder = Path(folder)
         paths = write_datasets(names, folder)
         for name in names:
+            partitions = None
+            if args.start == "mclust":
+                partitions = folder / f"{name}-hclass.csv"
+                run_r("hclass", paths[name], partitions, max(K_RANGE))
             times = {"mclust": [], "skvi": []}
             results = {"mclust": [], "skvi": []}
             for round_ in range(args.repeats):
@@ -561,7 +610,7 @@ def main():
                         result = run_mclust(paths[name], out, args.models)
                     else:
                         result = run_skvi(
-                            paths[name], out, args.skvi_params, args.models
+                            paths[name], out, args.skvi_params, args.models, partitions
                         )
                     times[library].append(result["seconds"])
                     results[library].append(result)
@@ -604,7 +653,12 @@ def main():
         f"{args.repeats} rounds per data set, medians; BIC in skvi's sign "
         "(smaller is better); cells: (model, K) fitted by both; "
         f"models: {args.models}; select_model's further parameters: "
-        f"{args.skvi_params}.",
+        f"{args.skvi_params}; skvi's start: "
+        + (
+            "mclust's initial partitions (hclass of its hc tree)."
+            if args.start == "mclust"
+            else "its own."
+        ),
         "",
         "| data | n x d | mclust pick | mclust BIC | skvi pick | skvi BIC "
         "| skvi worse > 2 | mclust worse > 2 | worst skvi - mclust "

@@ -17,6 +17,11 @@
 #   convergence from that estep (tolerances tightened: 1e-13 relative for the
 #   iterative M-steps' inner loops, 1e-12 relative change of the loglik for
 #   me), so that skvi's steps can be compared with mclust's to rounding.
+# Hclass: Rscript mclust_reference.R hclass IN.csv OUT.csv GMAX
+#   Writes mclust's initial partitions for G = 1..GMAX, one column per G:
+#   hclass of the tree Mclust builds by default (hc with mclust.options'
+#   hcModelName and hcUse, on every row: the data sets here have fewer rows
+#   than mclust.options("subset")).
 # Export: Rscript mclust_reference.R export NAME OUT.csv
 #   Writes the numeric columns of mclust's data set NAME (class labels dropped).
 suppressPackageStartupMessages(library(mclust))
@@ -43,7 +48,8 @@ write_result <- function(result, path) {
 args <- commandArgs(trailingOnly = TRUE)
 if (length(args) < 3) {
   stop(paste("usage: mclust_reference.R fit IN.csv OUT.json MODELS [--params]",
-             "| steps IN.csv OUT.json G1,G2 | export NAME OUT.csv"))
+             "| steps IN.csv OUT.json G1,G2 | hclass IN.csv OUT.csv GMAX",
+             "| export NAME OUT.csv"))
 }
 
 if (args[1] == "export") {
@@ -56,6 +62,14 @@ if (args[1] == "export") {
 }
 
 X <- as.matrix(read.csv(args[2]))
+
+if (args[1] == "hclass") {
+  tree <- hc(X, modelName = mclust.options("hcModelName"),
+             use = mclust.options("hcUse"))
+  write.csv(hclass(tree, seq_len(as.integer(args[4]))), args[3],
+            row.names = FALSE)
+  quit(status = 0)
+}
 
 if (args[1] == "steps") {
   cells <- list()

@@ -21,6 +21,21 @@ unit variance, rotated onto their principal axes, each axis divided by the
 square root of its singular value. Rescaling a column or adding a constant
 to it does not change the tree.
 
+The tree follows the criterion above exactly, at every merge. mclust's own
+``hcVVV`` (mclust 6.0) does not once a merge makes a cluster of three or
+more rows: it keeps each merged cluster's scatter as a triangular factor,
+but stores the factor's first row in place of each of its rows and prices
+that cluster's later merges from the stored rows (its trace is kept
+exactly). Replaying the merges with that one change (and mclust's choice
+among exactly tied merges) reproduces mclust's trees on Old Faithful and
+mclust's ``wreath``, where they differ from this one (from K = 2 and at K =
+2 and 3); on iris and mclust's diabetes, banknote and thyroid the changed
+prices alter no merge, and the partitions for K = 1..9 are mclust's. Neither
+tree is the better EM start in general: each wins some (model, K) cells of
+``benchmarks/bench_mclust.py``, whose ``--start mclust`` starts skvi from
+mclust's partitions. Exact ties come from identical rows, which merge first
+here in any order, so no partition of this tree depends on tie-breaking.
+
 One tree serves every number of clusters: :meth:`AgglomerationTree.labels`
 cuts it at any K. Time is O(m^2 D^3) and memory O(m^2 + m D^2) for m
 agglomerated rows, so above ``MAX_AGGLOMERATED_ROWS`` rows (mclust's default

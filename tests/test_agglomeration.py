@@ -118,6 +118,18 @@ def test_duplicate_rows_merge_first():
     assert len(np.unique(labels * 100 + groups.ravel())) == 20
 
 
+def test_partitions_do_not_depend_on_the_order_of_rows():
+    # Old Faithful has 16 repeated rows: the only exactly tied merges, which
+    # a new order of the rows breaks differently. No cut may depend on it.
+    X = load_old_faithful().data
+    order = np.random.RandomState(6).permutation(len(X))
+    tree, shuffled = agglomerate(X), agglomerate(X[order])
+    for k in range(1, 10):
+        ours, theirs = tree.labels(k)[order], shuffled.labels(k)
+        # The same partition: each cluster of one is a cluster of the other.
+        assert len(np.unique(ours * k + theirs)) == k
+
+
 def test_only_relative_weights_matter():
     X = make_blobs(4, n_samples=80, n_features=2)
     weights = np.random.RandomState(4).uniform(0.5, 2.0, size=80)
