@@ -451,23 +451,27 @@ def chunked_pass(plan, chunks, add, pairs=None, parallel=True):
     workers = 1
     if parallel:
         workers = chunk_workers(chunks, plan.row_bytes())
-    if workers == 1:
-        # Summing each chunk into the total adds the same numbers in the
-        # same order as adding each chunk's own pass to it (a pass starts
-        # from exact zeros), without a pass object per chunk.
+    if len(chunks) == 1:
+        # One chunk summed into the total adds the same numbers in the same
+        # order as its own pass would (a pass starts from exact zeros). With
+        # several chunks it would not: a chunk may add several pieces (rows
+        # with missing entries add corrections), whose partial sums differ
+        # from the chunk's own total added at once.
         total = StatisticsPass(plan, longest, pairs)
         with one_blas_thread():
-            for rows in chunks:
-                add(total, rows)
+            add(total, chunks[0])
         return total
-    # The work buffers are a thread's own.
-    total = StatisticsPass(plan, 1, pairs)
+    # The work buffers are a thread's own: the total lends its to the
+    # chunks when the calling thread runs them all.
+    total = StatisticsPass(plan, longest if workers == 1 else 1, pairs)
     local = threading.local()
 
     def chunk_pass(rows):
         lender = getattr(local, "lender", None)
         if lender is None:
-            lender = local.lender = StatisticsPass(plan, longest)
+            lender = local.lender = (
+                total if workers == 1 else StatisticsPass(plan, longest)
+            )
         part = StatisticsPass(plan, longest, pairs, buffers=lender)
         add(part, rows)
         return part
