@@ -296,8 +296,13 @@ def test_no_half_step_decreases_beyond_rounding(case):
 
 
 def with_missing_entries(X, seed, fraction):
-    """``X`` with a ``fraction`` of its entries NaN, one observed per row."""
+    """``X`` with a ``fraction`` of its entries NaN, one observed per row.
+
+    Every column keeps an observed entry too (the first row's, where the
+    column would have none): a column with none is refused, rightly.
+    """
     missing = np.random.default_rng(seed).uniform(size=X.shape) < fraction
+    missing[0, missing.all(axis=0)] = False  # something observed per column
     missing[:, 0] &= ~missing[:, 1:].all(axis=1)  # something observed per row
     return np.where(missing, np.nan, X)
 
