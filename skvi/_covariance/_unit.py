@@ -144,13 +144,11 @@ def whitened_maximum(factors, scatters, counts, reg_covar):
     inner = 0.5 * (inner + np.swapaxes(inner, 1, 2))
     result = np.empty_like(inner)
     for k, matrix in enumerate(inner):
-        lower = _lower_cholesky(matrix)
-        if lower is None:
+        # L^-T, the upper factor of M_k^-1.
+        inverse_factor = upper_cholesky_of_inverse(matrix)
+        if inverse_factor is None:
             return None
-        inverse, info = lapack.dtrtri(lower, lower=1)
-        if info != 0:
-            return None
-        result[k] = np.triu(factors[k] @ inverse.T)
+        result[k] = np.triu(factors[k] @ inverse_factor)
     return result
 
 
