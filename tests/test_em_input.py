@@ -131,15 +131,28 @@ def test_a_component_collapsing_onto_a_point_says_how_to_fix_it(covariance_type)
     assert np.all(np.isfinite(fitted.score_samples(X)))
 
 
-def test_tied_collapse_names_the_tied_covariance():
-    # All rows on a line: the pooled covariance is singular. A fixed start:
-    # from some k-means starts rounding leaves the computed covariance
-    # positive definite (eigenvalue ratio 0 to print precision), Cholesky
-    # succeeds and the fit ends with a DegenerateFitWarning instead (an
-    # open defect, recorded on issue 14: the collapse test is Cholesky's).
+@pytest.mark.parametrize("random_state", range(10))
+def test_tied_collapse_names_the_tied_covariance(random_state):
+    # All rows on a line: the pooled covariance is singular. From some
+    # k-means starts rounding left its computed value positive definite
+    # (a pivot 1e-33 of its variance), Cholesky accepted it and the fit ran
+    # on with a bound that went down; every start must say it collapsed.
     X = np.column_stack([np.arange(20.0), 2 * np.arange(20.0)])
-    model = EMGaussianMixture(2, covariance_type="tied", reg_covar=0.0, random_state=4)
+    model = EMGaussianMixture(
+        2, covariance_type="tied", reg_covar=0.0, random_state=random_state
+    )
     with pytest.raises(DegenerateComponentError, match="tied covariance collapsed"):
+        model.fit(X)
+
+
+@pytest.mark.parametrize("random_state", range(10))
+def test_full_collapse_to_rounding_is_caught(random_state):
+    # One component of rows on a line: singular, whatever rounding leaves.
+    X = np.column_stack([np.arange(20.0), 2 * np.arange(20.0)])
+    model = EMGaussianMixture(
+        1, covariance_type="full", reg_covar=0.0, random_state=random_state
+    )
+    with pytest.raises(DegenerateComponentError, match="collapsed"):
         model.fit(X)
 
 

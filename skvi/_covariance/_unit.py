@@ -77,6 +77,25 @@ def _lower_cholesky(matrix):
     return lower
 
 
+def first_singular_to_rounding(covariances, factors):
+    """The first covariance that is singular to working precision, or None.
+
+    ``covariances`` (K, D, D) with the upper factors ``factors`` of their
+    inverses (``P = L^-T``, so the Cholesky pivots are ``1 / P_ii^2``). A
+    pivot is the variance of a feature left over by the features before it;
+    one below ``D * eps`` of that feature's variance is rounding of an exact
+    linear dependence (rows on a line, a feature copied): Cholesky accepted
+    it only by luck of rounding. Only meaningful with ``reg_covar=0``: with
+    ``reg_covar > 0`` every pivot is at least ``reg_covar`` in exact
+    arithmetic, and the whitened M-step keeps the digits it needs.
+    """
+    pivots = 1.0 / np.square(np.diagonal(factors, axis1=-2, axis2=-1))
+    variances = np.diagonal(covariances, axis1=-2, axis2=-1)
+    limit = covariances.shape[-1] * np.finfo(covariances.dtype).eps
+    collapsed = np.any(pivots <= limit * variances, axis=-1)
+    return int(np.argmax(collapsed)) if np.any(collapsed) else None
+
+
 def upper_cholesky_of_inverse(matrix):
     """Upper-triangular ``P`` with ``P @ P.T == inv(matrix)``.
 

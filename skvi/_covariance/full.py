@@ -8,6 +8,7 @@ from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
     collapse_message,
+    first_singular_to_rounding,
     precision_conditioning_losses,
     upper_cholesky,
     upper_cholesky_of_inverses,
@@ -52,6 +53,9 @@ class FullCovariance(CovarianceUnit):
 
     def cholesky_from_covariance(self, covariances, reg_covar):
         factors, failed = upper_cholesky_of_inverses(covariances)
+        if factors is not None and reg_covar == 0:
+            failed = first_singular_to_rounding(covariances, factors)
+            factors = None if failed is not None else factors
         if factors is None:
             raise DegenerateComponentError(collapse_message(failed, reg_covar))
         return factors

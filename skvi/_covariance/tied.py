@@ -12,6 +12,7 @@ from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
     collapse_message,
+    first_singular_to_rounding,
     precision_conditioning_loss,
     upper_cholesky,
     upper_cholesky_of_inverse,
@@ -45,7 +46,11 @@ class TiedCovariance(CovarianceUnit):
 
     def cholesky_from_covariance(self, covariances, reg_covar):
         factor = upper_cholesky_of_inverse(covariances)
-        if factor is None:
+        singular = factor is None or (
+            reg_covar == 0
+            and first_singular_to_rounding(covariances, factor) is not None
+        )
+        if singular:
             raise DegenerateComponentError(collapse_message(None, reg_covar))
         return factor
 
