@@ -132,27 +132,25 @@ def test_a_component_collapsing_onto_a_point_says_how_to_fix_it(covariance_type)
 
 
 @pytest.mark.parametrize("random_state", range(10))
-def test_tied_collapse_names_the_tied_covariance(random_state):
-    # All rows on a line: the pooled covariance is singular. From some
+@pytest.mark.parametrize(
+    ("covariance_type", "n_components", "message"),
+    [("tied", 2, "tied covariance collapsed"), ("full", 1, "collapsed")],
+)
+def test_collapse_to_rounding_is_caught(
+    covariance_type, n_components, message, random_state
+):
+    # All rows on a line: the (pooled) covariance is singular. From some
     # k-means starts rounding left its computed value positive definite
     # (a pivot 1e-33 of its variance), Cholesky accepted it and the fit ran
     # on with a bound that went down; every start must say it collapsed.
     X = np.column_stack([np.arange(20.0), 2 * np.arange(20.0)])
     model = EMGaussianMixture(
-        2, covariance_type="tied", reg_covar=0.0, random_state=random_state
+        n_components,
+        covariance_type=covariance_type,
+        reg_covar=0.0,
+        random_state=random_state,
     )
-    with pytest.raises(DegenerateComponentError, match="tied covariance collapsed"):
-        model.fit(X)
-
-
-@pytest.mark.parametrize("random_state", range(10))
-def test_full_collapse_to_rounding_is_caught(random_state):
-    # One component of rows on a line: singular, whatever rounding leaves.
-    X = np.column_stack([np.arange(20.0), 2 * np.arange(20.0)])
-    model = EMGaussianMixture(
-        1, covariance_type="full", reg_covar=0.0, random_state=random_state
-    )
-    with pytest.raises(DegenerateComponentError, match="collapsed"):
+    with pytest.raises(DegenerateComponentError, match=message):
         model.fit(X)
 
 
