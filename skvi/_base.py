@@ -566,6 +566,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             self.covariances_,
             self._effective_points(X, sample_weight),
             prior=self._prior_regularises_covariances,
+            reg_covar=None if self._prior_regularises_covariances else self.reg_covar,
         )
         if self.degenerate_ is not None:
             warnings.warn(

@@ -41,6 +41,18 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   equal weights of any scale. Responsibilities are soft, so the rule is
   ``N_k < n_features + 1``, not ``N_k <= n_features``: three points and
   crumbs of others are still three points.
+* **Spread from the data** (a collapse that ``reg_covar`` hides). Where a
+  model's covariance is a scatter plus ``reg_covar`` times the identity
+  exactly (its own: VII = 'spherical', VVI = 'diag', VVV = 'full'; pooled:
+  EII, EEI, EEE = 'tied'), the ratio rule above is applied to the
+  covariance less ``reg_covar``: the spread the data give it. A component
+  whose rows share a value in some direction (tied values, as rounded
+  measurements have, or fewer distinct rows than it needs) has no spread
+  there but ``reg_covar``'s, which can be large enough to pass the plain
+  ratio. Its data ratio is 0 to rounding; genuine fits of Old Faithful,
+  iris and wine from many starts have data ratios of 1.6e-5 or more.
+  Columns the data leave constant are left out of this rule: every
+  component has only ``reg_covar`` there, and that is no collapse.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -86,7 +98,9 @@ class DegenerateFitWarning(UserWarning):
     """
 
 
-def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
+def degeneracy(
+    covariance_type, weights, means, covariances, points, *, prior, reg_covar=None
+):
     """Why a fitted mixture is degenerate, or None if it is not.
 
     Parameters
@@ -108,6 +122,9 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
         Whether a prior regularises the covariances (the variational
         model): then only components holding at least one point are
         checked, and only by their ratios.
+    reg_covar : float, optional
+        The ``reg_covar`` added to the covariances; None (the variational
+        model, whose prior also enters them) skips the data-spread rule.
 
     Returns
     -------
@@ -126,6 +143,7 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
             return reason
     ratios = _eigenvalue_ratios(covariance_type, weights, means, covariances)
     volumes = _volume_ratios(covariance_type, covariances, n_components)
+    spreads = _data_ratios(covariance_type, weights, means, covariances, reg_covar)
     for k in np.flatnonzero(holding):
         which = f"component {k}'s covariance"
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
@@ -144,7 +162,68 @@ def degeneracy(covariance_type, weights, means, covariances, points, *, prior):
                 f"of the eigenvalues), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: "
                 "it has collapsed onto a point"
             )
+        spread = spreads[0] if spreads.size == 1 else spreads[k]
+        if not spread >= RATIO_THRESHOLD:
+            if spreads.size == 1 and n_components > 1:
+                which = "the shared covariance"
+            return (
+                f"{which} less reg_covar has eigenvalue ratio {spread:.2g} "
+                f"(smallest over largest), below sqrt(eps) = "
+                f"{RATIO_THRESHOLD:.2g}: the data give it no spread in some "
+                "direction (its rows share a value there), only reg_covar does"
+            )
     return None
+
+
+# scikit-learn's four types keep their own layouts; mclust's names are full.
+COVARIANCE_LAYOUTS = ("spherical", "diag", "tied", "full")
+# Models whose covariances are a scatter (own or pooled) plus reg_covar * I.
+_SCATTER_PLUS_REG = {
+    "spherical": "own",
+    "VII": "own",
+    "diag": "own",
+    "VVI": "own",
+    "full": "own",
+    "VVV": "own",
+    "tied": "pooled",
+    "EEE": "pooled",
+    "EII": "pooled",
+    "EEI": "pooled",
+}
+
+
+def _data_ratios(covariance_type, weights, means, covariances, reg_covar):
+    """Per component (one value if pooled): the data-spread ratio.
+
+    The smallest eigenvalue of the covariance less ``reg_covar``, over the
+    largest of the covariance, in the units of the mixture's spread, over
+    the columns the data do not leave constant; ones where the rule does
+    not apply.
+    """
+    if reg_covar is None or covariance_type not in _SCATTER_PLUS_REG:
+        return np.ones(1)
+    mclust_layout = covariance_type not in COVARIANCE_LAYOUTS
+    if covariance_type in ("spherical", "VII", "EII"):
+        # One variance per component, the same in every unit.
+        variances = covariances[:, 0, 0] if mclust_layout else covariances
+        return (variances - reg_covar) / variances
+    variances = _mixture_variances(
+        "full" if mclust_layout else covariance_type, weights, means, covariances
+    )
+    if mclust_layout and _SCATTER_PLUS_REG[covariance_type] == "pooled":
+        covariances = covariances[:1]  # the shared matrix, repeated K times
+    spread = variances > reg_covar * (1.0 + RATIO_THRESHOLD)
+    if not spread.any():
+        return np.ones(1)
+    scale = 1.0 / np.sqrt(variances[spread])
+    if covariance_type == "diag":
+        own = covariances[:, spread] * scale**2
+        data = (covariances[:, spread] - reg_covar) * scale**2
+        return data.min(axis=1) / own.max(axis=1)
+    matrices = covariances[np.newaxis] if covariances.ndim == 2 else covariances
+    matrices = matrices[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    data = matrices - np.diag(reg_covar * scale**2)
+    return np.linalg.eigvalsh(data)[:, 0] / np.linalg.eigvalsh(matrices)[:, -1]
 
 
 # scikit-learn's four types as mclust's models (volume, shape, orientation).

@@ -333,3 +333,40 @@ def test_shared_shape_under_variable_orientations_needs_one_full_component():
     )
     with pytest.warns(DegenerateFitWarning, match="no component holds the 4"):
         em.fit(X)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_component_on_tied_values_is_flagged_although_reg_covar_hides_it(
+    covariance_type,
+):
+    # Old Faithful's waiting times are whole minutes: from this start one
+    # component settles on 14 rows of one waiting time. Its variance there
+    # is reg_covar alone (1e-6 against the column's 184), a ratio the plain
+    # eigenvalue rule accepts; the data give it no spread at all.
+    X = load_old_faithful().data
+    em = EMGaussianMixture(
+        n_components=8,
+        covariance_type=covariance_type,
+        init_params="random_from_data",
+        random_state=1,
+    )
+    with pytest.warns(DegenerateFitWarning, match="less reg_covar"):
+        em.fit(X)
+    assert "ratio 0 " in em.degenerate_
+    # select_model never chooses it: here it is the only fit.
+    with pytest.raises(ValueError, match="Every combination .* is degenerate"):
+        select_model(
+            X, 8, covariance_type, init_params="random_from_data", random_state=1
+        )
+
+
+@pytest.mark.parametrize("covariance_type", SKLEARN_TYPES)
+def test_a_constant_column_is_not_a_collapse(covariance_type):
+    X = load_old_faithful().data
+    X = np.column_stack([X, np.full(len(X), 7.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        em = EMGaussianMixture(
+            n_components=2, covariance_type=covariance_type, random_state=0
+        ).fit(X)
+    assert em.degenerate_ is None
