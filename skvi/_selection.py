@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from ._covariance import MCLUST_MODELS
 from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
+from ._multifit import fit_in_lockstep, lockstep_applies
 from ._variational import VariationalGaussianMixture
 
 # scikit-learn's four covariance types, the variational model's only ones.
@@ -158,10 +159,23 @@ def select_model(
         raise ValueError(f"{error} (passed to select_model as **params)") from error
     combinations = [(k, kind) for kind in kinds for k in counts]
     with _quiet_fits():
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_fit_one)(template, X, sample_weight, k, kind)
-            for k, kind in combinations
+        results = [None] * len(combinations)
+        if lockstep_applies(template, X):
+            # All fits in lock step where that is exact (skvi._multifit).
+            models = fit_in_lockstep(template, X, sample_weight, combinations)
+            for i, model in enumerate(models):
+                if model is not None:
+                    model._diagnose(X, sample_weight)
+                    results[i] = _fitted_record(
+                        _empty_record(model), model, X, sample_weight
+                    )
+        alone = [i for i, result in enumerate(results) if result is None]
+        fitted = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(_fit_one)(template, X, sample_weight, *combinations[i])
+            for i in alone
         )
+        for i, result in zip(alone, fitted, strict=True):
+            results[i] = result
     table = [record for record, _ in results]
     column, larger_is_better = CRITERIA[criterion]
     scores = [
@@ -192,17 +206,7 @@ def _fit_one(template, X, sample_weight, n_components, covariance_type):
     model = clone(template).set_params(
         n_components=n_components, covariance_type=covariance_type
     )
-    record = {
-        "n_components": n_components,
-        "covariance_type": covariance_type,
-        "converged": False,
-        "n_iter": 0,
-        "lower_bound": np.nan,
-    }
-    is_em = isinstance(model, EMGaussianMixture)
-    record.update(
-        {"bic": np.nan, "icl": np.nan, "aic": np.nan} if is_em else {"elbo": np.nan}
-    )
+    record = _empty_record(model)
     # Threads share the filters select_model set; a worker process (a
     # joblib backend the caller chose) sets its own.
     in_thread = threading.current_thread() is not threading.main_thread()
@@ -212,6 +216,28 @@ def _fit_one(template, X, sample_weight, n_components, covariance_type):
     except ValueError as error:
         record.update(error=str(error), degenerate=None)
         return record, None
+    return _fitted_record(record, model, X, sample_weight)
+
+
+def _empty_record(model):
+    """A table row for ``model``'s combination, before its fit."""
+    record = {
+        "n_components": model.n_components,
+        "covariance_type": model.covariance_type,
+        "converged": False,
+        "n_iter": 0,
+        "lower_bound": np.nan,
+    }
+    if isinstance(model, EMGaussianMixture):
+        record.update({"bic": np.nan, "icl": np.nan, "aic": np.nan})
+    else:
+        record["elbo"] = np.nan
+    return record
+
+
+def _fitted_record(record, model, X, sample_weight):
+    """The table row of a fitted model, and the model."""
+    is_em = isinstance(model, EMGaussianMixture)
     weights = _weights(sample_weight, len(X))
     record.update(
         converged=bool(model.converged_),

@@ -1,0 +1,486 @@
+"""Lock-step EM: the fits of one model selection advanced together.
+
+:func:`skvi.select_model` fits every (covariance type, number of components)
+of a grid to one data set. On a few hundred rows an EM iteration is a few
+dozen NumPy calls of microseconds each, so fitting the grid one model at a
+time is dominated by call overhead, not arithmetic. Here all fits advance
+in lock step, one iteration each per round:
+
+* **E-step, once for all fits.** The components of every active fit are
+  stacked as one set (``C`` components in all, each with a full upper
+  Cholesky factor ``P_k`` of its precision, whatever its covariance type).
+  One pass computes ``log rho_nk = c_k - |P_k^T (x_n - m_k)|^2 / 2`` for
+  all of them, normalises the responsibilities within each fit's block of
+  components, and sums every component's statistics (mass, mean and dense
+  scatter about its own mean, so no second moment cancels).
+* **M-step, batched where it is a per-component closed form.** Fits of
+  scikit-learn's 'full', 'diag' and 'spherical' types are stacked into one
+  covariance unit of that type and updated by one call of its own
+  ``maximize`` and ``cholesky_from_covariance``; 'tied' fits become one
+  'full' unit with a component per fit (its pooled scatter and total mass).
+  Every other model (mclust's names) takes its estimator's own M-step on
+  its slice of the statistics.
+* **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
+  the ordinary loop uses; a fit leaves the lock step after the iteration
+  at which it would have stopped alone.
+
+The values and statistics are those of the ordinary path (the kernel's
+whitened layout, :mod:`skvi._kernel`) up to rounding, so a fit ends with the
+same number of iterations and criteria equal to about 1e-12 relative.
+
+**When it runs** (:func:`lockstep_applies`): EM only, on a NumPy-compatible
+array of at most ``MAX_ROWS`` rows, float64 without missing entries, one
+initialisation from an integer seed, no user-given ``weights_init``,
+``means_init`` or ``precisions_init``, no ``warm_start`` or ``verbose``, and
+``max_iter >= 1``. Anything else (VI, Dask, float32, NaN, large data,
+``n_init > 1``, ...) fits every model on its own, as before. Within the lock
+step, a fit whose path the engine does not reproduce exactly leaves it and
+is fitted again on its own from its start: a component that empties, a
+covariance that fails its Cholesky factorisation (a collapse), or a
+precision ill-conditioned enough for the kernel to change its arithmetic
+(``WHITENING_LIMIT``), and any error in its start.
+"""
+
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _num_samples
+
+from ._batch import BOUND_RESOLUTION, AscentRun, Trend, stopping_rule
+from ._covariance import covariance_unit
+from ._covariance._unit import precision_conditioning_losses
+from ._covariance.diag import DiagCovariance
+from ._covariance.full import FullCovariance
+from ._covariance.spherical import SphericalCovariance
+from ._covariance.tied import TiedCovariance
+from ._dask import is_dask_collection
+from ._elbo import LOG_2PI
+from ._em import EMGaussianMixture, GaussianParameters
+from ._kernel import WHITENING_LIMIT
+from ._stats import Moments, empty_components
+from ._threads import one_blas_thread
+
+# Above this many rows an E-step's arithmetic outweighs its call overhead
+# and the lock step gains little, while its (C, n, D) work arrays grow.
+MAX_ROWS = 5000
+
+# The covariance units whose M-step the lock step batches (exact types:
+# mclust's units subclass FullCovariance but constrain their maximiser).
+BATCHED_UNITS = (FullCovariance, DiagCovariance, SphericalCovariance)
+
+
+def lockstep_applies(template, X):
+    """Whether :func:`fit_in_lockstep` may fit ``template``'s grid on ``X``.
+
+    The conditions that need the data validated (float64, no missing
+    entries) are checked by :func:`fit_in_lockstep` itself.
+    """
+    return (
+        type(template) is EMGaussianMixture
+        and not is_dask_collection(X)
+        and _num_samples(X) <= MAX_ROWS
+        and template.n_init == 1
+        and isinstance(template.random_state, Integral)
+        and template.weights_init is None
+        and template.means_init is None
+        and template.precisions_init is None
+        and not template.warm_start
+        and not template.verbose
+        and template.max_iter >= 1
+    )
+
+
+def fit_in_lockstep(template, X, sample_weight, combinations):
+    """Fit ``(n_components, covariance_type)`` combinations together.
+
+    Parameters
+    ----------
+    template : EMGaussianMixture
+        The estimator every fit clones (see :func:`lockstep_applies`).
+    X : array-like of shape (n_samples, n_features)
+    sample_weight : array-like of shape (n_samples,) or None
+    combinations : list of (int, str)
+
+    Returns
+    -------
+    list
+        Per combination, the fitted estimator (``degenerate_`` not yet
+        set: :meth:`_diagnose` warns, and its caller decides how), or None
+        where it must be fitted on its own.
+    """
+    models = [None] * len(combinations)
+    fits = []
+    for index, (n_components, kind) in enumerate(combinations):
+        model = clone(template).set_params(
+            n_components=n_components, covariance_type=kind
+        )
+        try:
+            data, unit, context = model._begin_fit(X, sample_weight)
+            if data.dtype != np.float64 or data.has_missing:
+                return models
+            rng = check_random_state(model.random_state)
+            state = model._initial_state(data, unit, context, rng)
+        except ValueError:
+            # Fitted on its own, which reports the error.
+            continue
+        fits.append(_Fit(index, model, data, unit, context, state))
+    if not fits:
+        return models
+    with one_blas_thread():
+        _Lockstep(fits).run(template.max_iter, template.tol, template.reg_covar)
+    for fit in fits:
+        if not fit.left:
+            fit.finish()
+            models[fit.index] = fit.model
+    return models
+
+
+class _Fit:
+    """One combination's model, its place in the stack and its run so far."""
+
+    def __init__(self, index, model, data, unit, context, state):
+        self.index = index
+        self.model = model
+        self.data = data
+        self.unit = unit
+        self.context = context
+        self.state = state
+        # Where the latest batched M-step left this fit's parameters:
+        # (weights, means, covariances, factors) of its group, the fit's
+        # slice of the first two and its index into the others (one for a
+        # tied fit); a state is made of them only when it is needed.
+        self.latest = None
+        self.half_steps = []
+        self.recent = []
+        self.n_iter = 0
+        self.converged = False
+        self.done = False
+        self.left = False
+        self.moments = None
+        self.entropy = 0.0
+        if type(unit) in BATCHED_UNITS:
+            self.group = type(unit)
+        elif type(unit) is TiedCovariance:
+            self.group = TiedCovariance
+        else:
+            self.group = None
+
+    @property
+    def n_components(self):
+        return self.unit.n_components
+
+    def current_state(self):
+        """The fit's parameters after its latest M-step."""
+        if self.latest is None:
+            return self.state
+        weights, means, covariances, factors, own, shared = self.latest
+        self.state = GaussianParameters(
+            weights=weights[own],
+            means=means[own],
+            covariances=covariances[shared],
+            precisions_cholesky=factors[shared],
+        )
+        self.latest = None
+        return self.state
+
+    def finish(self):
+        """Store the run in the model, as :meth:`fit` stores its best run."""
+        bound = self.half_steps[-1]
+        trend = Trend(bound, tuple(self.recent), None, self.n_iter, 1)
+        run = AscentRun(
+            self.current_state(),
+            self.half_steps,
+            self.n_iter,
+            self.converged,
+            _Statistics(self.moments),
+            trend,
+        )
+        self.model._finish_fit(run, self.unit, self.data)
+
+
+@dataclass(frozen=True)
+class _Statistics:
+    """The final E-step's moments, as :meth:`fit` keeps them."""
+
+    moments: Moments
+
+
+class _Lockstep:
+    """The stacked parameters and statistics of all fits, by component.
+
+    Arrays over the ``C`` components of all fits (in the order of
+    ``fits``): ``means`` (C, D), ``factors`` (C, D, D) upper Cholesky
+    factors of the precisions, ``log_weights`` (C,); and the statistics of
+    the latest E-step: ``nk`` (C,), ``xbar`` (C, D), ``scatter`` (C, D, D).
+    """
+
+    def __init__(self, fits):
+        self.fits = fits
+        data = fits[0].data
+        self.X = data.X
+        self.weights = data.sample_weight
+        self.total_weight = float(self.weights.sum())
+        self.resolution = BOUND_RESOLUTION[np.dtype(self.X.dtype)]
+        sizes = [fit.n_components for fit in fits]
+        stops = np.cumsum(sizes)
+        for fit, stop, size in zip(fits, stops, sizes, strict=True):
+            fit.slice = slice(int(stop - size), int(stop))
+        n_total, n_features = int(stops[-1]), self.X.shape[1]
+        self.means = np.zeros((n_total, n_features))
+        self.factors = np.zeros((n_total, n_features, n_features))
+        self.log_weights = np.zeros(n_total)
+        self.nk = np.zeros(n_total)
+        self.xbar = np.zeros((n_total, n_features))
+        self.scatter = np.zeros((n_total, n_features, n_features))
+        self.constants = np.zeros(n_total)
+
+    # ---------------------------------------------------------------- loop
+    def run(self, max_iter, tol, reg_covar):
+        self.reg_covar = reg_covar
+        for fit in self.fits:
+            self._set_parameters(fit, fit.state)
+        self._leave_ill_conditioned(self.fits)
+        active = self._active()
+        if not active:
+            return
+        self._e_step(active)
+        for fit in self._active():
+            fit.half_steps.append(fit.log_normalizer / self.total_weight)
+        for n_iter in range(1, max_iter + 1):
+            active = self._active()
+            if not active:
+                return
+            self._m_step(active)
+            self._leave_ill_conditioned(active)
+            active = self._active()
+            if not active:
+                return
+            self._half_step(active)
+            self._e_step(active)
+            for fit in self._active():
+                bound = fit.log_normalizer / self.total_weight
+                # From the last E-step's bound, before this M-step's.
+                change = bound - fit.half_steps[-2]
+                fit.half_steps.append(bound)
+                fit.n_iter = n_iter
+                fit.recent, stopping = stopping_rule(
+                    fit.recent, change, bound, tol, self.resolution
+                )
+                if stopping:
+                    fit.converged = fit.done = True
+
+    def _active(self):
+        return [fit for fit in self.fits if not (fit.done or fit.left)]
+
+    # ---------------------------------------------------------- parameters
+    def _set_parameters(self, fit, state):
+        """Copy a state into the stacked arrays (per-fit M-steps, starts)."""
+        where = fit.slice
+        self.means[where] = state.means
+        self.factors[where] = _full_factors(fit.unit, state.precisions_cholesky)
+        with np.errstate(divide="ignore"):
+            self.log_weights[where] = np.log(state.weights)
+
+    def _leave_ill_conditioned(self, fits):
+        """Fits the kernel would evaluate in its whitened layout leave."""
+        checked = [fit for fit in fits if _may_be_ill_conditioned(fit.unit)]
+        if not checked:
+            return
+        where = np.concatenate([_indices(fit.slice) for fit in checked])
+        factors = self.factors[where]
+        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        losses = np.asarray(precision_conditioning_losses(precisions, factors))
+        limit = WHITENING_LIMIT[np.dtype(np.float64)]
+        start = 0
+        for fit in checked:
+            stop = start + fit.n_components
+            if not np.all(losses[start:stop] <= limit):
+                fit.left = True
+            start = stop
+
+    def _m_step(self, fits):
+        groups = {}
+        for fit in fits:
+            groups.setdefault(fit.group, []).append(fit)
+        for group, members in groups.items():
+            if group is None or not self._batched_m_step(group, members):
+                for fit in members:
+                    self._own_m_step(fit)
+
+    def _own_m_step(self, fit):
+        """The estimator's own M-step on the fit's slice of the statistics."""
+        try:
+            state = fit.model._update(
+                fit.moments, fit.unit, fit.context, previous=fit.current_state()
+            )
+        except ValueError:
+            fit.left = True
+            return
+        fit.state = state
+        self._set_parameters(fit, state)
+
+    def _batched_m_step(self, group, fits):
+        """One M-step for fits of one type; False if a fit must take its own.
+
+        No component is empty here (a fit with one leaves the lock step),
+        so the units' ``maximize`` needs no previous covariances.
+        """
+        where = np.concatenate([_indices(fit.slice) for fit in fits])
+        sizes = [fit.n_components for fit in fits]
+        starts = np.cumsum([0, *sizes[:-1]])
+        nk = self.nk[where]
+        fit_mass = np.add.reduceat(nk, starts)
+        weights = nk / np.repeat(fit_mass, sizes)
+        means = self.xbar[where].copy()
+        n_features = means.shape[1]
+        scatter = self.scatter[where]
+        if group is TiedCovariance:
+            # One full covariance per fit: its pooled scatter and mass.
+            unit = covariance_unit("full", len(fits), n_features)
+            scatter = np.add.reduceat(scatter, starts, axis=0)
+            nk = fit_mass
+        else:
+            unit = covariance_unit(group.name, len(where), n_features)
+            scatter = unit.second_moment_from_dense(scatter)
+        empty = np.zeros(len(nk), dtype=bool)
+        covariances = unit.maximize(nk, scatter, self.reg_covar, empty, None)
+        try:
+            factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
+        except ValueError:
+            return False
+        full = _full_factors(unit, factors)
+        if group is TiedCovariance:
+            full = np.repeat(full, sizes, axis=0)
+        self.means[where] = means
+        self.factors[where] = full
+        self.log_weights[where] = np.log(weights)
+        start = 0
+        for number, fit in enumerate(fits):
+            stop = start + fit.n_components
+            own = slice(start, stop)
+            shared = number if group is TiedCovariance else own
+            fit.latest = (weights, means, covariances, factors, own, shared)
+            start = stop
+        return True
+
+    # -------------------------------------------------------------- E-step
+    def _constants(self, where):
+        """``log rho_nk + |P_k^T (x - m_k)|^2 / 2`` of components ``where``."""
+        factors = self.factors[where]
+        log_det = 2.0 * np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
+        traces = np.einsum("kij,kij->k", factors, factors)
+        n_features = factors.shape[1]
+        return (
+            self.log_weights[where]
+            + 0.5 * log_det
+            - 0.5 * n_features * LOG_2PI
+            - 0.5 * self.reg_covar * traces
+        )
+
+    def _half_step(self, fits):
+        """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
+        where, starts = self._layout(fits)
+        factors = self.factors[where]
+        nk = self.nk[where]
+        offsets = np.einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
+        traces = np.einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
+        terms = nk * self._constants(where) - 0.5 * (
+            traces + nk * np.einsum("ki,ki->k", offsets, offsets)
+        )
+        data_terms = np.add.reduceat(terms, starts)
+        for fit, data_term in zip(fits, data_terms, strict=True):
+            fit.half_steps.append((data_term + fit.entropy) / self.total_weight)
+
+    def _e_step(self, fits):
+        """Statistics of every fit's optimal q(Z), in one pass."""
+        where, starts = self._layout(fits)
+        sizes = np.diff([*starts, len(where)])
+        X, weights = self.X, self.weights
+        # (C, n, D): rows less each mean, then whitened by its factor.
+        centered = X[np.newaxis] - self.means[where][:, np.newaxis]
+        whitened = np.matmul(centered, self.factors[where])
+        log_rho = self._constants(where)[:, np.newaxis] - 0.5 * np.einsum(
+            "knd,knd->kn", whitened, whitened
+        )
+        top = np.maximum.reduceat(log_rho, starts, axis=0)
+        log_ratios = log_rho - np.repeat(top, sizes, axis=0)
+        resp = np.exp(log_ratios)
+        totals = np.add.reduceat(resp, starts, axis=0)
+        log_totals = np.log(totals)
+        resp *= np.repeat(weights / totals, sizes, axis=0)
+        log_normalizers = (log_totals + top) @ weights
+        entropies = log_totals @ weights - np.add.reduceat(
+            np.einsum("kn,kn->k", resp, log_ratios), starts
+        )
+        nk = resp.sum(axis=1)
+        empty_fits = set()
+        total = self.total_weight
+        for number, fit in enumerate(fits):
+            own = nk[starts[number] : starts[number] + fit.n_components]
+            if np.any(empty_components(_Mass(total, own))):
+                empty_fits.add(number)
+        safe = np.where(nk > 0, nk, 1.0)
+        xbar = (resp @ X) / safe[:, np.newaxis]
+        deviations = X[np.newaxis] - xbar[:, np.newaxis]
+        scatter = np.matmul(
+            np.swapaxes(deviations * resp[:, :, np.newaxis], 1, 2), deviations
+        )
+        scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+        self.nk[where] = nk
+        self.xbar[where] = xbar
+        self.scatter[where] = scatter
+        for number, fit in enumerate(fits):
+            if number in empty_fits:
+                fit.left = True
+                continue
+            fit.log_normalizer = float(log_normalizers[number])
+            fit.entropy = float(entropies[number])
+            own = fit.slice
+            fit.moments = Moments(
+                total,
+                self.nk[own].copy(),
+                self.xbar[own].copy(),
+                np.zeros_like(self.xbar[own]),
+                fit.unit.second_moment_from_dense(self.scatter[own]),
+            )
+
+    def _layout(self, fits):
+        """The stacked components of ``fits`` and where each fit's begin."""
+        where = np.concatenate([_indices(fit.slice) for fit in fits])
+        starts = np.cumsum([0, *[fit.n_components for fit in fits[:-1]]])
+        return where, starts
+
+
+@dataclass(frozen=True)
+class _Mass:
+    """What :func:`skvi._stats.empty_components` reads of moments."""
+
+    total_weight: float
+    nk: np.ndarray
+
+
+def _indices(where):
+    return np.arange(where.start, where.stop)
+
+
+def _may_be_ill_conditioned(unit):
+    """Whether the kernel may whiten rows for this unit's precisions."""
+    return isinstance(unit, FullCovariance | TiedCovariance)
+
+
+def _full_factors(unit, factors):
+    """Each component's upper Cholesky factor (K, D, D), from the unit's layout."""
+    if isinstance(unit, FullCovariance):
+        return factors
+    n_components, n_features = unit.n_components, unit.n_features
+    if isinstance(unit, TiedCovariance):
+        return np.broadcast_to(factors, (n_components, n_features, n_features))
+    diagonals = np.broadcast_to(
+        np.reshape(factors, (n_components, -1)), (n_components, n_features)
+    )
+    full = np.zeros((n_components, n_features, n_features))
+    full[:, np.arange(n_features), np.arange(n_features)] = diagonals
+    return full
