@@ -59,13 +59,17 @@ from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
-from ._kernel import WHITENING_LIMIT
-from ._stats import Moments, empty_components
+from ._kernel import LOSS_LIMIT, WHITENING_LIMIT
+from ._stats import Moments
 from ._threads import one_blas_thread
 
 # Above this many rows an E-step's arithmetic outweighs its call overhead
 # and the lock step gains little, while its (C, n, D) work arrays grow.
 MAX_ROWS = 5000
+
+# The log-constant of a padding slot: no exponential of it differs from 0.
+PADDING = -1e300
+EPSILON = float(np.finfo(float).eps)
 
 # The covariance units whose M-step the lock step batches (exact types:
 # mclust's units subclass FullCovariance but constrain their maximiser).
@@ -130,10 +134,13 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     if not fits:
         return models
     with one_blas_thread():
-        _Lockstep(fits).run(template.max_iter, template.tol, template.reg_covar)
+        lockstep = _Lockstep(fits)
+        lockstep.run(template.max_iter, template.tol, template.reg_covar)
+        for fit in fits:
+            if not fit.left:
+                fit.finish(lockstep.moments(fit))
     for fit in fits:
         if not fit.left:
-            fit.finish()
             models[fit.index] = fit.model
     return models
 
@@ -159,7 +166,6 @@ class _Fit:
         self.converged = False
         self.done = False
         self.left = False
-        self.moments = None
         self.entropy = 0.0
         if type(unit) in BATCHED_UNITS:
             self.group = type(unit)
@@ -186,7 +192,7 @@ class _Fit:
         self.latest = None
         return self.state
 
-    def finish(self):
+    def finish(self, moments):
         """Store the run in the model, as :meth:`fit` stores its best run."""
         bound = self.half_steps[-1]
         trend = Trend(bound, tuple(self.recent), None, self.n_iter, 1)
@@ -195,7 +201,7 @@ class _Fit:
             self.half_steps,
             self.n_iter,
             self.converged,
-            _Statistics(self.moments),
+            _Statistics(moments),
             trend,
         )
         self.model._finish_fit(run, self.unit, self.data)
@@ -235,7 +241,12 @@ class _Lockstep:
         self.nk = np.zeros(n_total)
         self.xbar = np.zeros((n_total, n_features))
         self.scatter = np.zeros((n_total, n_features, n_features))
-        self.constants = np.zeros(n_total)
+        # The rows about their weighted mean, and their products x_i x_j.
+        self.center = self.weights @ self.X / self.total_weight
+        self.centered = self.X - self.center
+        self.products = np.einsum("ni,nj->nij", self.centered, self.centered).reshape(
+            len(self.X), -1
+        )
 
     # ---------------------------------------------------------------- loop
     def run(self, max_iter, tol, reg_covar):
@@ -314,7 +325,7 @@ class _Lockstep:
         """The estimator's own M-step on the fit's slice of the statistics."""
         try:
             state = fit.model._update(
-                fit.moments, fit.unit, fit.context, previous=fit.current_state()
+                self.moments(fit), fit.unit, fit.context, previous=fit.current_state()
             )
         except ValueError:
             fit.left = True
@@ -395,71 +406,104 @@ class _Lockstep:
             fit.half_steps.append((data_term + fit.entropy) / self.total_weight)
 
     def _e_step(self, fits):
-        """Statistics of every fit's optimal q(Z), in one pass."""
-        where, starts = self._layout(fits)
-        sizes = np.diff([*starts, len(where)])
-        X, weights = self.X, self.weights
-        # (C, n, D): rows less each mean, then whitened by its factor.
-        centered = X[np.newaxis] - self.means[where][:, np.newaxis]
-        whitened = np.matmul(centered, self.factors[where])
-        log_rho = self._constants(where)[:, np.newaxis] - 0.5 * np.einsum(
-            "knd,knd->kn", whitened, whitened
+        """Statistics of every fit's optimal q(Z), in one pass.
+
+        Components are laid out by (slot, fit): slot ``s`` of fit ``f`` is
+        its component ``s``, and slots beyond a fit's K are padding (a zero
+        factor and a log-constant no exponential reaches), so that every
+        step below is one operation on contiguous (fits, rows) blocks. The
+        rows are taken about one center ``c``, their weighted mean: the
+        values are ``|P_k^T (x - c) - P_k^T (m_k - c)|^2``, the kernel's
+        per-component layout, and the moments are summed about ``c`` and
+        recentred at each mean, as the kernel sums them about a shared
+        center. A fit whose means lie so far from ``c`` (in its own
+        precision's metric, or relative to its spread) that this loses more
+        than the kernel's ``LOSS_LIMIT`` leaves the lock step.
+        """
+        where, slots, columns = self._padded(fits)
+        n_slots, n_fits = int(slots.max()) + 1, len(fits)
+        X, weights, center = self.centered, self.weights, self.center
+        n_features = X.shape[1]
+        factors = self.factors[where]
+        shifts = np.einsum("ki,kij->kj", self.means[where] - center, factors)
+        # P^T of every slot, as (slot, output coordinate, fit, input).
+        stacked = np.zeros((n_slots, n_features, n_fits, n_features))
+        stacked[slots, :, columns] = np.swapaxes(factors, 1, 2)
+        offsets = np.zeros((n_slots, n_features, n_fits))
+        offsets[slots, :, columns] = shifts
+        whitened = (stacked.reshape(-1, n_features) @ X.T).reshape(
+            n_slots, n_features, n_fits, -1
         )
-        top = np.maximum.reduceat(log_rho, starts, axis=0)
-        log_ratios = log_rho - np.repeat(top, sizes, axis=0)
-        resp = np.exp(log_ratios)
-        totals = np.add.reduceat(resp, starts, axis=0)
+        whitened -= offsets[..., np.newaxis]
+        np.square(whitened, out=whitened)
+        constants = np.full((n_slots, n_fits), PADDING)
+        constants[slots, columns] = self._constants(where)
+        log_rho = np.sum(whitened, axis=1)
+        log_rho *= -0.5
+        log_rho += constants[..., np.newaxis]
+        top = log_rho.max(axis=0)
+        log_rho -= top
+        resp = np.exp(log_rho)
+        totals = resp.sum(axis=0)
         log_totals = np.log(totals)
-        resp *= np.repeat(weights / totals, sizes, axis=0)
+        resp *= weights / totals
         log_normalizers = (log_totals + top) @ weights
-        entropies = log_totals @ weights - np.add.reduceat(
-            np.einsum("kn,kn->k", resp, log_ratios), starts
+        entropies = log_totals @ weights - np.einsum("sfn,sfn->f", resp, log_rho)
+        flat = resp.reshape(n_slots * n_fits, -1)
+        first = (flat @ X).reshape(n_slots, n_fits, n_features)[slots, columns]
+        second = (flat @ self.products).reshape(n_slots, n_fits, -1)[slots, columns]
+        nk = resp.sum(axis=2)[slots, columns]
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        offset = first / safe
+        scatter = second.reshape(-1, n_features, n_features) - (
+            first[:, :, np.newaxis] * offset[:, np.newaxis, :]
         )
-        nk = resp.sum(axis=1)
-        empty_fits = set()
-        total = self.total_weight
-        for number, fit in enumerate(fits):
-            own = nk[starts[number] : starts[number] + fit.n_components]
-            if np.any(empty_components(_Mass(total, own))):
-                empty_fits.add(number)
-        safe = np.where(nk > 0, nk, 1.0)
-        xbar = (resp @ X) / safe[:, np.newaxis]
-        deviations = X[np.newaxis] - xbar[:, np.newaxis]
-        scatter = np.matmul(
-            np.swapaxes(deviations * resp[:, :, np.newaxis], 1, 2), deviations
-        )
-        scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
         self.nk[where] = nk
-        self.xbar[where] = xbar
+        self.xbar[where] = center + offset
         self.scatter[where] = scatter
+        # The kernel's limits on its cancellation (see the docstring).
+        variances = np.diagonal(scatter, axis1=1, axis2=2) + (
+            nk[:, np.newaxis] * self.reg_covar
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            growth = np.max(nk[:, np.newaxis] * offset**2 / variances, axis=1)
+        losses = 1.0 + np.einsum("kj,kj->k", shifts, shifts)
+        far = (growth > LOSS_LIMIT[np.dtype(np.float64)]) | ~np.isfinite(growth)
+        far |= losses > LOSS_LIMIT[np.dtype(np.float64)]
+        start = 0
         for number, fit in enumerate(fits):
-            if number in empty_fits:
+            stop = start + fit.n_components
+            own = nk[start:stop]
+            if np.any(far[start:stop]) or np.any(own <= EPSILON * self.total_weight):
                 fit.left = True
-                continue
-            fit.log_normalizer = float(log_normalizers[number])
-            fit.entropy = float(entropies[number])
-            own = fit.slice
-            fit.moments = Moments(
-                total,
-                self.nk[own].copy(),
-                self.xbar[own].copy(),
-                np.zeros_like(self.xbar[own]),
-                fit.unit.second_moment_from_dense(self.scatter[own]),
-            )
+            else:
+                fit.log_normalizer = float(log_normalizers[number])
+                fit.entropy = float(entropies[number])
+            start = stop
+
+    def moments(self, fit):
+        """The fit's latest E-step statistics as :class:`Moments`."""
+        own = fit.slice
+        return Moments(
+            self.total_weight,
+            self.nk[own].copy(),
+            self.xbar[own].copy(),
+            np.zeros_like(self.xbar[own]),
+            fit.unit.second_moment_from_dense(self.scatter[own]),
+        )
+
+    def _padded(self, fits):
+        """Stacked indices of ``fits``' components, their slots and fits."""
+        where = np.concatenate([_indices(fit.slice) for fit in fits])
+        slots = np.concatenate([np.arange(fit.n_components) for fit in fits])
+        columns = np.repeat(np.arange(len(fits)), [fit.n_components for fit in fits])
+        return where, slots, columns
 
     def _layout(self, fits):
         """The stacked components of ``fits`` and where each fit's begin."""
         where = np.concatenate([_indices(fit.slice) for fit in fits])
         starts = np.cumsum([0, *[fit.n_components for fit in fits[:-1]]])
         return where, starts
-
-
-@dataclass(frozen=True)
-class _Mass:
-    """What :func:`skvi._stats.empty_components` reads of moments."""
-
-    total_weight: float
-    nk: np.ndarray
 
 
 def _indices(where):
