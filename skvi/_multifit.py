@@ -241,12 +241,17 @@ class _Lockstep:
         self.nk = np.zeros(n_total)
         self.xbar = np.zeros((n_total, n_features))
         self.scatter = np.zeros((n_total, n_features, n_features))
-        # The rows about their weighted mean, and their products x_i x_j.
+        # The rows about their weighted mean c, and the features of the
+        # expansion: 1, e = x - c and the products e_i e_j (features, rows).
         self.center = self.weights @ self.X / self.total_weight
         self.centered = self.X - self.center
-        self.products = np.einsum("ni,nj->nij", self.centered, self.centered).reshape(
-            len(self.X), -1
-        )
+        n_samples = len(self.X)
+        products = np.einsum("ni,nj->nij", self.centered, self.centered)
+        self.features = np.concatenate(
+            [np.ones((n_samples, 1)), self.centered, products.reshape(n_samples, -1)],
+            axis=1,
+        ).T.copy()
+        self._cached_layout = (None, None)
 
     # ---------------------------------------------------------------- loop
     def run(self, max_iter, tol, reg_covar):
@@ -378,8 +383,8 @@ class _Lockstep:
         return True
 
     # -------------------------------------------------------------- E-step
-    def _constants(self, where):
-        """``log rho_nk + |P_k^T (x - m_k)|^2 / 2`` of components ``where``."""
+    def _constants(self, where, reg_covar):
+        """``log rho_nk + (x - m_k)^T Lambda_k (x - m_k) / 2`` of ``where``."""
         factors = self.factors[where]
         log_det = 2.0 * np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
         traces = np.einsum("kij,kij->k", factors, factors)
@@ -388,70 +393,95 @@ class _Lockstep:
             self.log_weights[where]
             + 0.5 * log_det
             - 0.5 * n_features * LOG_2PI
-            - 0.5 * self.reg_covar * traces
+            - 0.5 * reg_covar * traces
         )
 
     def _half_step(self, fits):
         """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
-        where, starts = self._layout(fits)
+        layout = self._layout(fits)
+        where, starts = layout[0], layout[4]
         factors = self.factors[where]
         nk = self.nk[where]
         offsets = np.einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
         traces = np.einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
-        terms = nk * self._constants(where) - 0.5 * (
+        terms = nk * self._constants(where, self.reg_covar) - 0.5 * (
             traces + nk * np.einsum("ki,ki->k", offsets, offsets)
         )
         data_terms = np.add.reduceat(terms, starts)
         for fit, data_term in zip(fits, data_terms, strict=True):
             fit.half_steps.append((data_term + fit.entropy) / self.total_weight)
 
-    def _e_step(self, fits):
-        """Statistics of every fit's optimal q(Z), in one pass.
+    def _log_rho(self, fits, reg_covar):
+        """Every component's ``log rho`` of every row, (slots, fits, rows).
 
         Components are laid out by (slot, fit): slot ``s`` of fit ``f`` is
-        its component ``s``, and slots beyond a fit's K are padding (a zero
-        factor and a log-constant no exponential reaches), so that every
-        step below is one operation on contiguous (fits, rows) blocks. The
-        rows are taken about one center ``c``, their weighted mean: the
-        values are ``|P_k^T (x - c) - P_k^T (m_k - c)|^2``, the kernel's
-        per-component layout, and the moments are summed about ``c`` and
-        recentred at each mean, as the kernel sums them about a shared
-        center. A fit whose means lie so far from ``c`` (in its own
-        precision's metric, or relative to its spread) that this loses more
-        than the kernel's ``LOSS_LIMIT`` leaves the lock step.
+        its component ``s``, and slots beyond a fit's K are padding (no
+        coefficients and a log-constant no exponential reaches), so that
+        every step of the E-step is one operation on contiguous (fits,
+        rows) blocks. The values are the kernel's expansion about one
+        center ``c``, the rows' weighted mean (:mod:`skvi._kernel`): with
+        ``e = x - c`` and ``d_k = m_k - c``, ``const_k - (e^T Lambda_k e -
+        2 e^T Lambda_k d_k + d_k^T Lambda_k d_k) / 2``, one matrix product
+        for all components. Also returns each component's rounding loss
+        ``1 + d_k^T Lambda_k d_k`` of that expansion.
         """
-        where, slots, columns = self._padded(fits)
-        n_slots, n_fits = int(slots.max()) + 1, len(fits)
-        X, weights, center = self.centered, self.weights, self.center
-        n_features = X.shape[1]
+        where, slots, columns, n_slots = self._layout(fits)[:4]
+        n_fits, n_features = len(fits), self.centered.shape[1]
         factors = self.factors[where]
-        shifts = np.einsum("ki,kij->kj", self.means[where] - center, factors)
-        # P^T of every slot, as (slot, output coordinate, fit, input).
-        stacked = np.zeros((n_slots, n_features, n_fits, n_features))
-        stacked[slots, :, columns] = np.swapaxes(factors, 1, 2)
-        offsets = np.zeros((n_slots, n_features, n_fits))
-        offsets[slots, :, columns] = shifts
-        whitened = (stacked.reshape(-1, n_features) @ X.T).reshape(
-            n_slots, n_features, n_fits, -1
+        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        shifts = self.means[where] - self.center
+        whitened = np.einsum("ki,kij->kj", shifts, factors)
+        quadratic = np.einsum("kj,kj->k", whitened, whitened)
+        coefficients = np.zeros((n_slots, n_fits, 1 + n_features + n_features**2))
+        coefficients[..., 0] = PADDING
+        coefficients[slots, columns, 0] = (
+            self._constants(where, reg_covar) - 0.5 * quadratic
         )
-        whitened -= offsets[..., np.newaxis]
-        np.square(whitened, out=whitened)
-        constants = np.full((n_slots, n_fits), PADDING)
-        constants[slots, columns] = self._constants(where)
-        log_rho = np.sum(whitened, axis=1)
-        log_rho *= -0.5
-        log_rho += constants[..., np.newaxis]
+        coefficients[slots, columns, 1 : 1 + n_features] = np.einsum(
+            "kij,kj->ki", precisions, shifts
+        )
+        coefficients[slots, columns, 1 + n_features :] = -0.5 * precisions.reshape(
+            len(where), -1
+        )
+        log_rho = coefficients.reshape(n_slots * n_fits, -1) @ self.features
+        return log_rho.reshape(n_slots, n_fits, -1), 1.0 + quadratic
+
+    def _posterior(self, log_rho):
+        """Weighted responsibilities from ``log rho``, in place.
+
+        Returns them (``w_n r_nk``), each fit's log density of each row
+        (fits, rows), and each fit's entropy of q(Z).
+        """
+        weights = self.weights
         top = log_rho.max(axis=0)
         log_rho -= top
         resp = np.exp(log_rho)
         totals = resp.sum(axis=0)
         log_totals = np.log(totals)
         resp *= weights / totals
-        log_normalizers = (log_totals + top) @ weights
         entropies = log_totals @ weights - np.einsum("sfn,sfn->f", resp, log_rho)
+        log_totals += top
+        return resp, log_totals, entropies
+
+    def _e_step(self, fits):
+        """Statistics of every fit's optimal q(Z), in one pass.
+
+        The moments are summed about the center ``c`` and recentred at each
+        mean, as the kernel sums them about a shared center. A fit whose
+        means lie so far from ``c`` (in its own precision's metric, or
+        relative to its spread) that this loses more than the kernel's
+        ``LOSS_LIMIT`` leaves the lock step, as does a fit with an empty
+        component (the kernel's ``empty_components``).
+        """
+        where, slots, columns, n_slots = self._layout(fits)[:4]
+        log_rho, losses = self._log_rho(fits, self.reg_covar)
+        resp, log_density, entropies = self._posterior(log_rho)
+        log_normalizers = log_density @ self.weights
+        n_fits, n_features = len(fits), self.centered.shape[1]
         flat = resp.reshape(n_slots * n_fits, -1)
-        first = (flat @ X).reshape(n_slots, n_fits, n_features)[slots, columns]
-        second = (flat @ self.products).reshape(n_slots, n_fits, -1)[slots, columns]
+        sums = (flat @ self.features[1:].T).reshape(n_slots, n_fits, -1)
+        sums = sums[slots, columns]
+        first, second = sums[:, :n_features], sums[:, n_features:]
         nk = resp.sum(axis=2)[slots, columns]
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
         offset = first / safe
@@ -459,7 +489,7 @@ class _Lockstep:
             first[:, :, np.newaxis] * offset[:, np.newaxis, :]
         )
         self.nk[where] = nk
-        self.xbar[where] = center + offset
+        self.xbar[where] = self.center + offset
         self.scatter[where] = scatter
         # The kernel's limits on its cancellation (see the docstring).
         variances = np.diagonal(scatter, axis1=1, axis2=2) + (
@@ -467,19 +497,31 @@ class _Lockstep:
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             growth = np.max(nk[:, np.newaxis] * offset**2 / variances, axis=1)
-        losses = 1.0 + np.einsum("kj,kj->k", shifts, shifts)
-        far = (growth > LOSS_LIMIT[np.dtype(np.float64)]) | ~np.isfinite(growth)
-        far |= losses > LOSS_LIMIT[np.dtype(np.float64)]
-        start = 0
+        limit = LOSS_LIMIT[np.dtype(np.float64)]
+        bad = (growth > limit) | ~np.isfinite(growth) | (losses > limit)
+        bad |= nk <= EPSILON * self.total_weight
+        leaving = np.bincount(columns, weights=bad, minlength=n_fits) > 0
         for number, fit in enumerate(fits):
-            stop = start + fit.n_components
-            own = nk[start:stop]
-            if np.any(far[start:stop]) or np.any(own <= EPSILON * self.total_weight):
+            if leaving[number]:
                 fit.left = True
             else:
                 fit.log_normalizer = float(log_normalizers[number])
                 fit.entropy = float(entropies[number])
-            start = stop
+
+    def criteria(self, fits, sample_weight):
+        """``(score, entropy)`` of each fit's final parameters.
+
+        The mean plain log-likelihood of the rows (no ``reg_covar`` term,
+        as :meth:`score` has it) and the entropy of the responsibilities
+        with the caller's sample weights: what
+        :meth:`EMGaussianMixture._criteria` computes per fit.
+        """
+        log_rho, _ = self._log_rho(fits, 0.0)
+        _, log_density, entropies = self._posterior(log_rho)
+        score = log_density @ self.weights / self.total_weight
+        raw = len(self.X) if sample_weight is None else np.sum(sample_weight)
+        # The rescaled weights are the caller's times a power of two.
+        return score, entropies * (float(raw) / self.total_weight)
 
     def moments(self, fit):
         """The fit's latest E-step statistics as :class:`Moments`."""
@@ -492,18 +534,24 @@ class _Lockstep:
             fit.unit.second_moment_from_dense(self.scatter[own]),
         )
 
-    def _padded(self, fits):
-        """Stacked indices of ``fits``' components, their slots and fits."""
-        where = np.concatenate([_indices(fit.slice) for fit in fits])
-        slots = np.concatenate([np.arange(fit.n_components) for fit in fits])
-        columns = np.repeat(np.arange(len(fits)), [fit.n_components for fit in fits])
-        return where, slots, columns
-
     def _layout(self, fits):
-        """The stacked components of ``fits`` and where each fit's begin."""
-        where = np.concatenate([_indices(fit.slice) for fit in fits])
-        starts = np.cumsum([0, *[fit.n_components for fit in fits[:-1]]])
-        return where, starts
+        """Where the components of ``fits`` are in the stack.
+
+        Their stacked indices, the (slot, fit) of each, the number of slots,
+        where each fit's components begin among them, and each fit's K.
+        """
+        key = tuple(fit.index for fit in fits)
+        if self._cached_layout[0] != key:
+            sizes = [fit.n_components for fit in fits]
+            where = np.concatenate([_indices(fit.slice) for fit in fits])
+            slots = np.concatenate([np.arange(size) for size in sizes])
+            columns = np.repeat(np.arange(len(fits)), sizes)
+            starts = np.cumsum([0, *sizes[:-1]])
+            self._cached_layout = (
+                key,
+                (where, slots, columns, int(max(sizes)), starts, sizes),
+            )
+        return self._cached_layout[1]
 
 
 def _indices(where):
