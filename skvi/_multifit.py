@@ -112,8 +112,9 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     -------
     list
         Per combination, the fitted estimator (``degenerate_`` not yet
-        set: :meth:`_diagnose` warns, and its caller decides how), or None
-        where it must be fitted on its own.
+        set: :meth:`_diagnose` warns, and its caller decides how) and its
+        ``(score, entropy)`` for the criteria (:meth:`_Lockstep.criteria`),
+        or None where it must be fitted on its own.
     """
     models = [None] * len(combinations)
     fits = []
@@ -136,12 +137,12 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     with one_blas_thread():
         lockstep = _Lockstep(fits)
         lockstep.run(template.max_iter, template.tol, template.reg_covar)
-        for fit in fits:
-            if not fit.left:
-                fit.finish(lockstep.moments(fit))
-    for fit in fits:
-        if not fit.left:
-            models[fit.index] = fit.model
+        fits = [fit for fit in fits if not fit.left]
+        if fits:
+            scores, entropies = lockstep.criteria(fits, sample_weight)
+    for number, fit in enumerate(fits):
+        fit.finish(lockstep.moments(fit))
+        models[fit.index] = (fit.model, (scores[number], entropies[number]))
     return models
 
 

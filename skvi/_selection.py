@@ -162,12 +162,14 @@ def select_model(
         results = [None] * len(combinations)
         if lockstep_applies(template, X):
             # All fits in lock step where that is exact (skvi._multifit).
-            models = fit_in_lockstep(template, X, sample_weight, combinations)
-            for i, model in enumerate(models):
-                if model is not None:
+            fitted = fit_in_lockstep(template, X, sample_weight, combinations)
+            for i, done in enumerate(fitted):
+                if done is not None:
+                    model, (score, entropy) = done
                     model._diagnose(X, sample_weight)
+                    record = _empty_record(model)
                     results[i] = _fitted_record(
-                        _empty_record(model), model, X, sample_weight
+                        record, model, X, sample_weight, (score, entropy)
                     )
         alone = [i for i, result in enumerate(results) if result is None]
         fitted = Parallel(n_jobs=n_jobs, prefer="threads")(
@@ -235,8 +237,12 @@ def _empty_record(model):
     return record
 
 
-def _fitted_record(record, model, X, sample_weight):
-    """The table row of a fitted model, and the model."""
+def _fitted_record(record, model, X, sample_weight, score_entropy=None):
+    """The table row of a fitted model, and the model.
+
+    ``score_entropy``: the EM model's mean log-likelihood and entropy of
+    its responsibilities on X, where the caller has them (the lock step).
+    """
     is_em = isinstance(model, EMGaussianMixture)
     weights = _weights(sample_weight, len(X))
     record.update(
@@ -250,7 +256,7 @@ def _fitted_record(record, model, X, sample_weight):
         # mclust's NA: a collapsed component inflates every criterion.
         return record, model
     if is_em:
-        bic, aic, icl = model._criteria(X, sample_weight=sample_weight)
+        bic, aic, icl = model._criteria(X, sample_weight, score_entropy)
         record.update(bic=float(bic), icl=float(icl), aic=float(aic))
     else:
         record["elbo"] = float(model.lower_bound_ * weights.sum())
