@@ -244,14 +244,23 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self._diagnose(X, sample_weight)
         return self
 
-    def _begin_fit(self, X, sample_weight):
+    def _begin_fit(self, X, sample_weight, validated=None):
         """Validate a fit's parameters and data: ``(data, unit, context)``.
 
         What :meth:`fit` does before its runs; :mod:`skvi._multifit` starts
-        its lock-step fits with it too.
+        its lock-step fits with it too, passing as ``validated`` an
+        estimator that has validated the same X and sample weights (and
+        the data it returned): their validation is then not repeated.
         """
         self._validate_params()
-        data = self._training_data(X, sample_weight)
+        if validated is None:
+            data = self._training_data(X, sample_weight)
+        else:
+            other, data = validated
+            check_enough_samples(data.sample_weight, self.n_components, min_samples=2)
+            self.n_features_in_ = other.n_features_in_
+            if hasattr(other, "feature_names_in_"):
+                self.feature_names_in_ = other.feature_names_in_
         unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
         return data, unit, self._prepare(data, unit)
 
@@ -516,10 +525,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return covariance_unit(kind, len(self.weights_), n_features)
 
     def _initial_state(self, data, unit, context, rng):
-        rows = data.initialisation_data(rng)
-        responsibilities = initial_responsibilities(
-            rows.X, rows.sample_weight, self.n_components, self.init_params, rng
-        )
+        rows, responsibilities = self._initial_assignment(data, rng)
         stats = statistics_of_assignment(rows, unit, responsibilities)
         empty = empty_components(stats.moments)
         if np.any(empty):
@@ -530,6 +536,17 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 "or another init_params."
             )
         return self._update(stats.moments, unit, context, previous=None)
+
+    def _initial_assignment(self, data, rng):
+        """The rows a start is computed from, and their q(Z) as ``init_params`` says.
+
+        The q(Z) is a function of a slice of those rows (see
+        :func:`skvi._initialization.initial_responsibilities`).
+        """
+        rows = data.initialisation_data(rng)
+        return rows, initial_responsibilities(
+            rows.X, rows.sample_weight, self.n_components, self.init_params, rng
+        )
 
     def _allows_merges(self, unit):
         """Whether the batch fit may try merge moves (VI only)."""

@@ -117,21 +117,26 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         or None where it must be fitted on its own.
     """
     models = [None] * len(combinations)
-    fits = []
+    fits, validated = [], None
     for index, (n_components, kind) in enumerate(combinations):
         model = clone(template).set_params(
             n_components=n_components, covariance_type=kind
         )
         try:
-            data, unit, context = model._begin_fit(X, sample_weight)
-            if data.dtype != np.float64 or data.has_missing:
-                return models
+            data, unit, context = model._begin_fit(X, sample_weight, validated)
+            if validated is None:
+                if data.dtype != np.float64 or data.has_missing:
+                    return models
+                validated = (model, data)
             rng = check_random_state(model.random_state)
-            state = model._initial_state(data, unit, context, rng)
+            rows, responsibilities = model._initial_assignment(data, rng)
+            if rows is not data:
+                continue
+            start = np.asarray(responsibilities(slice(0, data.n_samples)), dtype=float)
         except ValueError:
             # Fitted on its own, which reports the error.
             continue
-        fits.append(_Fit(index, model, data, unit, context, state))
+        fits.append(_Fit(index, model, data, unit, context, start))
     if not fits:
         return models
     with one_blas_thread():
@@ -149,13 +154,15 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
 class _Fit:
     """One combination's model, its place in the stack and its run so far."""
 
-    def __init__(self, index, model, data, unit, context, state):
+    def __init__(self, index, model, data, unit, context, start):
         self.index = index
         self.model = model
         self.data = data
         self.unit = unit
         self.context = context
-        self.state = state
+        # The starting responsibilities (n, K); the state after each M-step.
+        self.start = start
+        self.state = None
         # Where the latest batched M-step left this fit's parameters:
         # (weights, means, covariances, factors) of its group, the fit's
         # slice of the first two and its index into the others (one for a
@@ -257,9 +264,14 @@ class _Lockstep:
     # ---------------------------------------------------------------- loop
     def run(self, max_iter, tol, reg_covar):
         self.reg_covar = reg_covar
-        for fit in self.fits:
-            self._set_parameters(fit, fit.state)
-        self._leave_ill_conditioned(self.fits)
+        # The start: the M-step from the statistics of the initial q(Z),
+        # as EMGaussianMixture._initial_state takes it.
+        self._assign(self.fits)
+        active = self._active()
+        if not active:
+            return
+        self._m_step(active)
+        self._leave_ill_conditioned(active)
         active = self._active()
         if not active:
             return
@@ -474,10 +486,36 @@ class _Lockstep:
         ``LOSS_LIMIT`` leaves the lock step, as does a fit with an empty
         component (the kernel's ``empty_components``).
         """
-        where, slots, columns, n_slots = self._layout(fits)[:4]
         log_rho, losses = self._log_rho(fits, self.reg_covar)
         resp, log_density, entropies = self._posterior(log_rho)
         log_normalizers = log_density @ self.weights
+        leaving = self._accumulate(fits, resp, losses)
+        for number, fit in enumerate(fits):
+            if leaving[number]:
+                fit.left = True
+            else:
+                fit.log_normalizer = float(log_normalizers[number])
+                fit.entropy = float(entropies[number])
+
+    def _assign(self, fits):
+        """Statistics of the fits' starting responsibilities."""
+        where, slots, columns, n_slots = self._layout(fits)[:4]
+        resp = np.zeros((n_slots, len(fits), len(self.X)))
+        for number, fit in enumerate(fits):
+            resp[: fit.n_components, number] = fit.start.T * self.weights
+        leaving = self._accumulate(fits, resp, np.ones(len(where)))
+        for fit, leaves in zip(fits, leaving, strict=True):
+            fit.start = None
+            fit.left = bool(leaves)
+
+    def _accumulate(self, fits, resp, losses):
+        """Sum the moments of weighted responsibilities (slots, fits, rows).
+
+        Returns whether each fit must leave the lock step: an empty
+        component, or moments (or values, whose rounding ``losses`` are
+        given per component) that cancel beyond the kernel's limit.
+        """
+        where, slots, columns, n_slots = self._layout(fits)[:4]
         n_fits, n_features = len(fits), self.centered.shape[1]
         flat = resp.reshape(n_slots * n_fits, -1)
         sums = (flat @ self.features[1:].T).reshape(n_slots, n_fits, -1)
@@ -501,13 +539,7 @@ class _Lockstep:
         limit = LOSS_LIMIT[np.dtype(np.float64)]
         bad = (growth > limit) | ~np.isfinite(growth) | (losses > limit)
         bad |= nk <= EPSILON * self.total_weight
-        leaving = np.bincount(columns, weights=bad, minlength=n_fits) > 0
-        for number, fit in enumerate(fits):
-            if leaving[number]:
-                fit.left = True
-            else:
-                fit.log_normalizer = float(log_normalizers[number])
-                fit.entropy = float(entropies[number])
+        return np.bincount(columns, weights=bad, minlength=n_fits) > 0
 
     def criteria(self, fits, sample_weight):
         """``(score, entropy)`` of each fit's final parameters.
