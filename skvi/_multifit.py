@@ -322,13 +322,13 @@ class _Lockstep:
         factors = self.factors[where]
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         losses = np.asarray(precision_conditioning_losses(precisions, factors))
-        limit = WHITENING_LIMIT[np.dtype(np.float64)]
-        start = 0
-        for fit in checked:
-            stop = start + fit.n_components
-            if not np.all(losses[start:stop] <= limit):
+        # NaN losses fail the comparison: such a fit leaves too.
+        fine = losses <= WHITENING_LIMIT[np.dtype(np.float64)]
+        owners = np.repeat(np.arange(len(checked)), [f.n_components for f in checked])
+        failing = np.bincount(owners, weights=~fine, minlength=len(checked))
+        for fit, failed in zip(checked, failing, strict=True):
+            if failed:
                 fit.left = True
-            start = stop
 
     def _m_step(self, fits):
         groups = {}
