@@ -29,7 +29,8 @@ whitened layout, :mod:`skvi._kernel`) up to rounding, so a fit ends with the
 same number of iterations and criteria equal to about 1e-12 relative.
 
 **When it runs** (:func:`lockstep_applies`): EM only, on a NumPy-compatible
-array of at most ``MAX_ROWS`` rows, float64 without missing entries, one
+array of at most ``MAX_ROWS`` rows, float64 without missing entries (none
+at all, not even in rows left out for having no value), one
 initialisation from an integer seed, no user-given ``weights_init``,
 ``means_init`` or ``precisions_init``, no ``warm_start`` or ``verbose``, and
 ``max_iter >= 1``. Anything else (VI, Dask, float32, NaN, large data,
@@ -125,7 +126,7 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         try:
             data, unit, context = model._begin_fit(X, sample_weight, validated)
             if validated is None:
-                if data.dtype != np.float64 or data.has_missing:
+                if data.dtype != np.float64 or _has_missing(X):
                     return models
                 validated = (model, data)
             rng = check_random_state(model.random_state)
@@ -585,6 +586,15 @@ class _Lockstep:
                 (where, slots, columns, int(max(sizes)), starts, sizes),
             )
         return self._cached_layout[1]
+
+
+def _has_missing(X):
+    """Whether X (validated: numeric) has a missing entry.
+
+    Also in rows the fits leave out (no observed value): the lock step
+    takes only data without any.
+    """
+    return bool(np.isnan(np.sum(np.asarray(X, dtype=float))))
 
 
 def _indices(where):
