@@ -18,8 +18,9 @@ in lock step, one iteration each per round:
   covariance unit of that type and updated by one call of its own
   ``maximize`` and ``cholesky_from_covariance``; 'tied' fits become one
   'full' unit with a component per fit (its pooled scatter and total mass).
-  Every other model (mclust's names) takes its estimator's own M-step on
-  its slice of the statistics.
+  mclust's VII, VVI, EEE and VVV, the same models, join those groups and
+  store the result in their full (K, D, D) layout. Every other mclust model
+  takes its estimator's own M-step on its slice of the statistics.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -73,8 +74,16 @@ PADDING = -1e300
 EPSILON = float(np.finfo(float).eps)
 
 # The covariance units whose M-step the lock step batches (exact types:
-# mclust's units subclass FullCovariance but constrain their maximiser).
-BATCHED_UNITS = (FullCovariance, DiagCovariance, SphericalCovariance)
+# mclust's units subclass FullCovariance but constrain their maximiser),
+# and mclust's models that are the same models (and M-steps): their fits
+# join those groups and store the result in their full (K, D, D) layout.
+BATCHED_UNITS = (FullCovariance, DiagCovariance, SphericalCovariance, TiedCovariance)
+SAME_MODELS = {
+    "VII": SphericalCovariance,
+    "VVI": DiagCovariance,
+    "EEE": TiedCovariance,
+    "VVV": FullCovariance,
+}
 
 
 def lockstep_applies(template, X):
@@ -176,12 +185,13 @@ class _Fit:
         self.done = False
         self.left = False
         self.entropy = 0.0
-        if type(unit) in BATCHED_UNITS:
-            self.group = type(unit)
-        elif type(unit) is TiedCovariance:
-            self.group = TiedCovariance
-        else:
-            self.group = None
+        # Whose batched M-step this fit takes (None: its own), and whether
+        # it stores that group's layout or mclust's full one.
+        self.group = type(unit) if type(unit) in BATCHED_UNITS else None
+        self.full_layout = False
+        if unit.name in SAME_MODELS:
+            self.group = SAME_MODELS[unit.name]
+            self.full_layout = True
 
     @property
     def n_components(self):
@@ -310,7 +320,7 @@ class _Lockstep:
         """Copy a state into the stacked arrays (per-fit M-steps, starts)."""
         where = fit.slice
         self.means[where] = state.means
-        self.factors[where] = _full_factors(fit.unit, state.precisions_cholesky)
+        self.factors[where] = _full_matrices(fit.unit, state.precisions_cholesky)
         with np.errstate(divide="ignore"):
             self.log_weights[where] = np.log(state.weights)
 
@@ -381,9 +391,14 @@ class _Lockstep:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         except ValueError:
             return False
-        full = _full_factors(unit, factors)
+        full = _full_matrices(unit, factors)
         if group is TiedCovariance:
             full = np.repeat(full, sizes, axis=0)
+        full_covariances = None
+        if any(fit.full_layout for fit in fits):
+            full_covariances = _full_matrices(unit, covariances)
+            if group is TiedCovariance:
+                full_covariances = np.repeat(full_covariances, sizes, axis=0)
         self.means[where] = means
         self.factors[where] = full
         self.log_weights[where] = np.log(weights)
@@ -391,8 +406,11 @@ class _Lockstep:
         for number, fit in enumerate(fits):
             stop = start + fit.n_components
             own = slice(start, stop)
-            shared = number if group is TiedCovariance else own
-            fit.latest = (weights, means, covariances, factors, own, shared)
+            if fit.full_layout:
+                fit.latest = (weights, means, full_covariances, full, own, own)
+            else:
+                shared = number if group is TiedCovariance else own
+                fit.latest = (weights, means, covariances, factors, own, shared)
             start = stop
         return True
 
@@ -606,15 +624,19 @@ def _may_be_ill_conditioned(unit):
     return isinstance(unit, FullCovariance | TiedCovariance)
 
 
-def _full_factors(unit, factors):
-    """Each component's upper Cholesky factor (K, D, D), from the unit's layout."""
+def _full_matrices(unit, matrices):
+    """Each component's matrix (K, D, D) from the unit's layout.
+
+    Covariances or upper Cholesky factors of precisions: a variance or a
+    diagonal becomes a diagonal matrix, a tied matrix one per component.
+    """
     if isinstance(unit, FullCovariance):
-        return factors
+        return matrices
     n_components, n_features = unit.n_components, unit.n_features
     if isinstance(unit, TiedCovariance):
-        return np.broadcast_to(factors, (n_components, n_features, n_features))
+        return np.broadcast_to(matrices, (n_components, n_features, n_features))
     diagonals = np.broadcast_to(
-        np.reshape(factors, (n_components, -1)), (n_components, n_features)
+        np.reshape(matrices, (n_components, -1)), (n_components, n_features)
     )
     full = np.zeros((n_components, n_features, n_features))
     full[:, np.arange(n_features), np.arange(n_features)] = diagonals
