@@ -215,11 +215,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         >>> em.converged_, em.n_iter_, round(em.lower_bound_, 4)
         (True, 6, -4.1554)
         """
-        self._validate_params()
-        data = self._training_data(X, sample_weight)
-        unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
-        context = self._prepare(data, unit)
-
+        data, unit, context = self._begin_fit(X, sample_weight)
         warm = self.warm_start and self._has_state_for(unit)
         rng = check_random_state(self.random_state)
         best = None
@@ -244,15 +240,43 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        self._finish_fit(best, unit, data)
+        self._diagnose(X, sample_weight)
+        return self
+
+    def _begin_fit(self, X, sample_weight, validated=None):
+        """Validate a fit's parameters and data: ``(data, unit, context)``.
+
+        What :meth:`fit` does before its runs; :mod:`skvi._multifit` starts
+        its lock-step fits with it too, passing as ``validated`` an
+        estimator that has validated the same X and sample weights (and
+        the data it returned): their validation is then not repeated.
+        """
+        self._validate_params()
+        if validated is None:
+            data = self._training_data(X, sample_weight)
+        else:
+            other, data = validated
+            check_enough_samples(data.sample_weight, self.n_components, min_samples=2)
+            self.n_features_in_ = other.n_features_in_
+            if hasattr(other, "feature_names_in_"):
+                self.feature_names_in_ = other.feature_names_in_
+        unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
+        return data, unit, self._prepare(data, unit)
+
+    def _finish_fit(self, best, unit, data):
+        """Store the best :class:`skvi._batch.AscentRun` as the fitted model.
+
+        Everything :meth:`fit` sets after its runs but ``degenerate_``
+        (:meth:`_diagnose`, which warns from the caller's frame).
+        """
         self._store_state(best.state, unit, data.dtype)
         self._fitted_covariance_type = unit.name
         self._store_run(best)
-        self._diagnose(X, sample_weight)
         # A later partial_fit continues from the final E-step's statistics.
         self._online_statistics = dict(
             RunningStatistics.from_moments(best.statistics.moments).to_dict(), steps=0
         )
-        return self
 
     def _dask_training_data(self, X, sample_weight):
         X = check_dask_array(X)
@@ -501,10 +525,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return covariance_unit(kind, len(self.weights_), n_features)
 
     def _initial_state(self, data, unit, context, rng):
-        rows = data.initialisation_data(rng)
-        responsibilities = initial_responsibilities(
-            rows.X, rows.sample_weight, self.n_components, self.init_params, rng
-        )
+        rows, responsibilities = self._initial_assignment(data, rng)
         stats = statistics_of_assignment(rows, unit, responsibilities)
         empty = empty_components(stats.moments)
         if np.any(empty):
@@ -515,6 +536,17 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 "or another init_params."
             )
         return self._update(stats.moments, unit, context, previous=None)
+
+    def _initial_assignment(self, data, rng):
+        """The rows a start is computed from, and their q(Z) as ``init_params`` says.
+
+        The q(Z) is a function of a slice of those rows (see
+        :func:`skvi._initialization.initial_responsibilities`).
+        """
+        rows = data.initialisation_data(rng)
+        return rows, initial_responsibilities(
+            rows.X, rows.sample_weight, self.n_components, self.init_params, rng
+        )
 
     def _allows_merges(self, unit):
         """Whether the batch fit may try merge moves (VI only)."""

@@ -103,9 +103,9 @@ def _ascend(model, data, unit, context, state, trend):
         change = half_steps[-1] - previous_bound
         model._print_iteration(n_iter, change, half_steps[-1])
         previous_change = recent[-1] if recent else None
-        recent = [*recent[-RATE_WINDOW:], change]
-        rounding = resolution * abs(half_steps[-1])
-        stopping = remaining_gain(recent, rounding) < model.tol
+        recent, stopping = stopping_rule(
+            recent, change, half_steps[-1], model.tol, resolution
+        )
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):
             proposal = merge_move(model, data, unit, context, state, evaluated, stats)
@@ -208,6 +208,39 @@ class Trend:
             stored.get("iterations", 0),
             stored.get("next_merge_try", 1),
         )
+
+
+def stopping_rule(recent, change, bound, tol, resolution):
+    """One iteration's verdict of the stopping rule.
+
+    Shared by :func:`ascend` and the lock-step fits of
+    :mod:`skvi._multifit`, so that a fit stops after the same iteration
+    whichever runs it.
+
+    Parameters
+    ----------
+    recent : sequence of float
+        The changes of the bound so far (since the start or the last
+        merge), oldest first.
+    change : float
+        This iteration's change of the per-sample bound.
+    bound : float
+        The bound after this iteration.
+    tol : float
+        The estimator's ``tol``.
+    resolution : float
+        The relative rounding of the bound (``BOUND_RESOLUTION``).
+
+    Returns
+    -------
+    recent : list of float
+        The changes the next iteration judges with (the last
+        ``RATE_WINDOW + 1``).
+    stopping : bool
+        Whether :func:`remaining_gain` estimates less than ``tol`` to come.
+    """
+    recent = [*recent[-RATE_WINDOW:], change]
+    return recent, remaining_gain(recent, resolution * abs(bound)) < tol
 
 
 def remaining_gain(changes, rounding=0.0):

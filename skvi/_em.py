@@ -427,14 +427,21 @@ class EMGaussianMixture(BaseGaussianMixture):
         mean_params = unit.n_components * n_features
         return unit.n_parameters() + mean_params + unit.n_components - 1
 
-    def _criteria(self, X, sample_weight=None):
+    def _criteria(self, X, sample_weight=None, score_entropy=None):
         """``(bic, aic, icl)`` of X from one pass over its rows.
 
         The numbers :meth:`bic` and :meth:`aic` give, and ICL: BIC plus
         twice the entropy of the responsibilities. :func:`select_model`'s
         table reads them for every fit; on a few hundred rows separate
         passes (score twice, predict_proba) cost as much as a short fit.
+        ``score_entropy``, the mean log-likelihood of X and the weighted
+        entropy of its responsibilities where the caller computed them
+        (:mod:`skvi._multifit`, for all fits at once), skips that pass.
         """
+        if score_entropy is not None:
+            score, entropy = score_entropy
+            n = _total_weight(X, sample_weight)
+            return self._from_score(score, n, float(entropy))
         if is_dask_collection(X):
             bic = self.bic(X, sample_weight=sample_weight)
             resp = self.predict_proba(X)
@@ -449,10 +456,14 @@ class EMGaussianMixture(BaseGaussianMixture):
         weights = rescaled_weights(check_sample_weight(sample_weight, _num_samples(X)))
         kept = weights > 0
         score = float(np.dot(weights[kept], log_density[kept]) / weights[kept].sum())
+        return self._from_score(score, n, weighted_entropy(resp, sample_weight))
+
+    def _from_score(self, score, n, entropy):
+        """``(bic, aic, icl)`` from the mean log-likelihood of n samples."""
         fit = -2 * score * n
         bic = fit + self._n_parameters() * math.log(n)
         aic = fit + 2 * self._n_parameters()
-        return bic, aic, bic + 2.0 * weighted_entropy(resp, sample_weight)
+        return bic, aic, bic + 2.0 * entropy
 
     def bic(self, X, sample_weight=None):
         """Bayesian information criterion on X (lower is better).

@@ -1,0 +1,643 @@
+"""Lock-step EM: the fits of one model selection advanced together.
+
+:func:`skvi.select_model` fits every (covariance type, number of components)
+of a grid to one data set. On a few hundred rows an EM iteration is a few
+dozen NumPy calls of microseconds each, so fitting the grid one model at a
+time is dominated by call overhead, not arithmetic. Here all fits advance
+in lock step, one iteration each per round:
+
+* **E-step, once for all fits.** The components of every active fit are
+  stacked as one set (``C`` components in all, each with a full upper
+  Cholesky factor ``P_k`` of its precision, whatever its covariance type).
+  One pass computes ``log rho_nk = c_k - |P_k^T (x_n - m_k)|^2 / 2`` for
+  all of them, normalises the responsibilities within each fit's block of
+  components, and sums every component's statistics (mass, mean and dense
+  scatter about its own mean, so no second moment cancels).
+* **M-step, batched where it is a per-component closed form.** Fits of
+  scikit-learn's 'full', 'diag' and 'spherical' types are stacked into one
+  covariance unit of that type and updated by one call of its own
+  ``maximize`` and ``cholesky_from_covariance``; 'tied' fits become one
+  'full' unit with a component per fit (its pooled scatter and total mass).
+  mclust's VII, VVI, EEE and VVV, the same models, join those groups and
+  store the result in their full (K, D, D) layout. Every other mclust model
+  takes its estimator's own M-step on its slice of the statistics.
+* **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
+  the ordinary loop uses; a fit leaves the lock step after the iteration
+  at which it would have stopped alone.
+
+The values and statistics are those of the ordinary path (the kernel's
+whitened layout, :mod:`skvi._kernel`) up to rounding, so a fit ends with the
+same number of iterations and criteria equal to about 1e-12 relative.
+
+**When it runs** (:func:`lockstep_applies`): EM only, on a NumPy-compatible
+array of at most ``MAX_ROWS`` rows, float64 without missing entries (none
+at all, not even in rows left out for having no value), one
+initialisation from an integer seed, no user-given ``weights_init``,
+``means_init`` or ``precisions_init``, no ``warm_start`` or ``verbose``, and
+``max_iter >= 1``. Anything else (VI, Dask, float32, NaN, large data,
+``n_init > 1``, ...) fits every model on its own, as before. Within the lock
+step, a fit whose path the engine does not reproduce exactly leaves it and
+is fitted again on its own from its start: a component that empties, a
+covariance that fails its Cholesky factorisation (a collapse), or a
+precision ill-conditioned enough for the kernel to change its arithmetic
+(``WHITENING_LIMIT``), and any error in its start.
+"""
+
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _num_samples
+
+from ._batch import BOUND_RESOLUTION, AscentRun, Trend, stopping_rule
+from ._covariance import covariance_unit
+from ._covariance._unit import precision_conditioning_losses
+from ._covariance.diag import DiagCovariance
+from ._covariance.full import FullCovariance
+from ._covariance.spherical import SphericalCovariance
+from ._covariance.tied import TiedCovariance
+from ._dask import is_dask_collection
+from ._elbo import LOG_2PI
+from ._em import EMGaussianMixture, GaussianParameters
+from ._kernel import LOSS_LIMIT, WHITENING_LIMIT
+from ._stats import Moments
+from ._threads import one_blas_thread
+
+# Above this many rows an E-step's arithmetic outweighs its call overhead
+# and the lock step gains little, while its (C, n, D) work arrays grow.
+MAX_ROWS = 5000
+
+# The log-constant of a padding slot: no exponential of it differs from 0.
+PADDING = -1e300
+EPSILON = float(np.finfo(float).eps)
+
+# The covariance units whose M-step the lock step batches (exact types:
+# mclust's units subclass FullCovariance but constrain their maximiser),
+# and mclust's models that are the same models (and M-steps): their fits
+# join those groups and store the result in their full (K, D, D) layout.
+BATCHED_UNITS = (FullCovariance, DiagCovariance, SphericalCovariance, TiedCovariance)
+SAME_MODELS = {
+    "VII": SphericalCovariance,
+    "VVI": DiagCovariance,
+    "EEE": TiedCovariance,
+    "VVV": FullCovariance,
+}
+
+
+def lockstep_applies(template, X):
+    """Whether :func:`fit_in_lockstep` may fit ``template``'s grid on ``X``.
+
+    The conditions that need the data validated (float64, no missing
+    entries) are checked by :func:`fit_in_lockstep` itself.
+    """
+    return (
+        type(template) is EMGaussianMixture
+        and not is_dask_collection(X)
+        and _num_samples(X) <= MAX_ROWS
+        and template.n_init == 1
+        and isinstance(template.random_state, Integral)
+        and template.weights_init is None
+        and template.means_init is None
+        and template.precisions_init is None
+        and not template.warm_start
+        and not template.verbose
+        and template.max_iter >= 1
+    )
+
+
+def fit_in_lockstep(template, X, sample_weight, combinations):
+    """Fit ``(n_components, covariance_type)`` combinations together.
+
+    Parameters
+    ----------
+    template : EMGaussianMixture
+        The estimator every fit clones (see :func:`lockstep_applies`).
+    X : array-like of shape (n_samples, n_features)
+    sample_weight : array-like of shape (n_samples,) or None
+    combinations : list of (int, str)
+
+    Returns
+    -------
+    list
+        Per combination, the fitted estimator (``degenerate_`` not yet
+        set: :meth:`_diagnose` warns, and its caller decides how) and its
+        ``(score, entropy)`` for the criteria (:meth:`_Lockstep.criteria`),
+        or None where it must be fitted on its own.
+    """
+    models = [None] * len(combinations)
+    fits, validated = [], None
+    for index, (n_components, kind) in enumerate(combinations):
+        model = clone(template).set_params(
+            n_components=n_components, covariance_type=kind
+        )
+        try:
+            data, unit, context = model._begin_fit(X, sample_weight, validated)
+            if validated is None:
+                if data.dtype != np.float64 or _has_missing(X):
+                    return models
+                validated = (model, data)
+            rng = check_random_state(model.random_state)
+            rows, responsibilities = model._initial_assignment(data, rng)
+            if rows is not data:
+                continue
+            start = np.asarray(responsibilities(slice(0, data.n_samples)), dtype=float)
+        except ValueError:
+            # Fitted on its own, which reports the error.
+            continue
+        fits.append(_Fit(index, model, data, unit, context, start))
+    if not fits:
+        return models
+    with one_blas_thread():
+        lockstep = _Lockstep(fits)
+        lockstep.run(template.max_iter, template.tol, template.reg_covar)
+        fits = [fit for fit in fits if not fit.left]
+        if fits:
+            scores, entropies = lockstep.criteria(fits, sample_weight)
+    for number, fit in enumerate(fits):
+        fit.finish(lockstep.moments(fit))
+        models[fit.index] = (fit.model, (scores[number], entropies[number]))
+    return models
+
+
+class _Fit:
+    """One combination's model, its place in the stack and its run so far."""
+
+    def __init__(self, index, model, data, unit, context, start):
+        self.index = index
+        self.model = model
+        self.data = data
+        self.unit = unit
+        self.context = context
+        # The starting responsibilities (n, K); the state after each M-step.
+        self.start = start
+        self.state = None
+        # Where the latest batched M-step left this fit's parameters:
+        # (weights, means, covariances, factors) of its group, the fit's
+        # slice of the first two and its index into the others (one for a
+        # tied fit); a state is made of them only when it is needed.
+        self.latest = None
+        self.half_steps = []
+        self.recent = []
+        self.n_iter = 0
+        self.converged = False
+        self.done = False
+        self.left = False
+        self.entropy = 0.0
+        # Whose batched M-step this fit takes (None: its own), and whether
+        # it stores that group's layout or mclust's full one.
+        self.group = type(unit) if type(unit) in BATCHED_UNITS else None
+        self.full_layout = False
+        if unit.name in SAME_MODELS:
+            self.group = SAME_MODELS[unit.name]
+            self.full_layout = True
+
+    @property
+    def n_components(self):
+        return self.unit.n_components
+
+    def current_state(self):
+        """The fit's parameters after its latest M-step."""
+        if self.latest is None:
+            return self.state
+        weights, means, covariances, factors, own, shared = self.latest
+        self.state = GaussianParameters(
+            weights=weights[own],
+            means=means[own],
+            covariances=covariances[shared],
+            precisions_cholesky=factors[shared],
+        )
+        self.latest = None
+        return self.state
+
+    def finish(self, moments):
+        """Store the run in the model, as :meth:`fit` stores its best run."""
+        bound = self.half_steps[-1]
+        trend = Trend(bound, tuple(self.recent), None, self.n_iter, 1)
+        run = AscentRun(
+            self.current_state(),
+            self.half_steps,
+            self.n_iter,
+            self.converged,
+            _Statistics(moments),
+            trend,
+        )
+        self.model._finish_fit(run, self.unit, self.data)
+
+
+@dataclass(frozen=True)
+class _Statistics:
+    """The final E-step's moments, as :meth:`fit` keeps them."""
+
+    moments: Moments
+
+
+class _Lockstep:
+    """The stacked parameters and statistics of all fits, by component.
+
+    Arrays over the ``C`` components of all fits (in the order of
+    ``fits``): ``means`` (C, D), ``factors`` (C, D, D) upper Cholesky
+    factors of the precisions, ``log_weights`` (C,); and the statistics of
+    the latest E-step: ``nk`` (C,), ``xbar`` (C, D), ``scatter`` (C, D, D).
+    """
+
+    def __init__(self, fits):
+        self.fits = fits
+        data = fits[0].data
+        self.X = data.X
+        self.weights = data.sample_weight
+        self.total_weight = float(self.weights.sum())
+        self.resolution = BOUND_RESOLUTION[np.dtype(self.X.dtype)]
+        sizes = [fit.n_components for fit in fits]
+        stops = np.cumsum(sizes)
+        for fit, stop, size in zip(fits, stops, sizes, strict=True):
+            fit.slice = slice(int(stop - size), int(stop))
+        n_total, n_features = int(stops[-1]), self.X.shape[1]
+        self.means = np.zeros((n_total, n_features))
+        self.factors = np.zeros((n_total, n_features, n_features))
+        self.log_weights = np.zeros(n_total)
+        self.nk = np.zeros(n_total)
+        self.xbar = np.zeros((n_total, n_features))
+        self.scatter = np.zeros((n_total, n_features, n_features))
+        # The rows about their weighted mean c, and the features of the
+        # expansion: 1, e = x - c and the products e_i e_j (features, rows).
+        self.center = self.weights @ self.X / self.total_weight
+        self.centered = self.X - self.center
+        n_samples = len(self.X)
+        products = np.einsum("ni,nj->nij", self.centered, self.centered)
+        self.features = np.concatenate(
+            [np.ones((n_samples, 1)), self.centered, products.reshape(n_samples, -1)],
+            axis=1,
+        ).T.copy()
+        self._cached_layout = (None, None)
+
+    # ---------------------------------------------------------------- loop
+    def run(self, max_iter, tol, reg_covar):
+        self.reg_covar = reg_covar
+        # The start: the M-step from the statistics of the initial q(Z),
+        # as EMGaussianMixture._initial_state takes it.
+        self._assign(self.fits)
+        active = self._active()
+        if not active:
+            return
+        self._m_step(active)
+        self._leave_ill_conditioned(active)
+        active = self._active()
+        if not active:
+            return
+        self._e_step(active)
+        for fit in self._active():
+            fit.half_steps.append(fit.log_normalizer / self.total_weight)
+        for n_iter in range(1, max_iter + 1):
+            active = self._active()
+            if not active:
+                return
+            self._m_step(active)
+            self._leave_ill_conditioned(active)
+            active = self._active()
+            if not active:
+                return
+            self._half_step(active)
+            self._e_step(active)
+            for fit in self._active():
+                bound = fit.log_normalizer / self.total_weight
+                # From the last E-step's bound, before this M-step's.
+                change = bound - fit.half_steps[-2]
+                fit.half_steps.append(bound)
+                fit.n_iter = n_iter
+                fit.recent, stopping = stopping_rule(
+                    fit.recent, change, bound, tol, self.resolution
+                )
+                if stopping:
+                    fit.converged = fit.done = True
+
+    def _active(self):
+        return [fit for fit in self.fits if not (fit.done or fit.left)]
+
+    # ---------------------------------------------------------- parameters
+    def _set_parameters(self, fit, state):
+        """Copy a state into the stacked arrays (per-fit M-steps, starts)."""
+        where = fit.slice
+        self.means[where] = state.means
+        self.factors[where] = _full_matrices(fit.unit, state.precisions_cholesky)
+        with np.errstate(divide="ignore"):
+            self.log_weights[where] = np.log(state.weights)
+
+    def _leave_ill_conditioned(self, fits):
+        """Fits the kernel would evaluate in its whitened layout leave."""
+        checked = [fit for fit in fits if _may_be_ill_conditioned(fit.unit)]
+        if not checked:
+            return
+        where = np.concatenate([_indices(fit.slice) for fit in checked])
+        factors = self.factors[where]
+        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        losses = np.asarray(precision_conditioning_losses(precisions, factors))
+        # NaN losses fail the comparison: such a fit leaves too.
+        fine = losses <= WHITENING_LIMIT[np.dtype(np.float64)]
+        owners = np.repeat(np.arange(len(checked)), [f.n_components for f in checked])
+        failing = np.bincount(owners, weights=~fine, minlength=len(checked))
+        for fit, failed in zip(checked, failing, strict=True):
+            if failed:
+                fit.left = True
+
+    def _m_step(self, fits):
+        groups = {}
+        for fit in fits:
+            groups.setdefault(fit.group, []).append(fit)
+        for group, members in groups.items():
+            if group is None or not self._batched_m_step(group, members):
+                for fit in members:
+                    self._own_m_step(fit)
+
+    def _own_m_step(self, fit):
+        """The estimator's own M-step on the fit's slice of the statistics."""
+        try:
+            state = fit.model._update(
+                self.moments(fit), fit.unit, fit.context, previous=fit.current_state()
+            )
+        except ValueError:
+            fit.left = True
+            return
+        fit.state = state
+        self._set_parameters(fit, state)
+
+    def _batched_m_step(self, group, fits):
+        """One M-step for fits of one type; False if a fit must take its own.
+
+        No component is empty here (a fit with one leaves the lock step),
+        so the units' ``maximize`` needs no previous covariances.
+        """
+        where = np.concatenate([_indices(fit.slice) for fit in fits])
+        sizes = [fit.n_components for fit in fits]
+        starts = np.cumsum([0, *sizes[:-1]])
+        nk = self.nk[where]
+        fit_mass = np.add.reduceat(nk, starts)
+        weights = nk / np.repeat(fit_mass, sizes)
+        means = self.xbar[where].copy()
+        n_features = means.shape[1]
+        scatter = self.scatter[where]
+        if group is TiedCovariance:
+            # One full covariance per fit: its pooled scatter and mass.
+            unit = covariance_unit("full", len(fits), n_features)
+            scatter = np.add.reduceat(scatter, starts, axis=0)
+            nk = fit_mass
+        else:
+            unit = covariance_unit(group.name, len(where), n_features)
+            scatter = unit.second_moment_from_dense(scatter)
+        empty = np.zeros(len(nk), dtype=bool)
+        covariances = unit.maximize(nk, scatter, self.reg_covar, empty, None)
+        try:
+            factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
+        except ValueError:
+            return False
+        full = _full_matrices(unit, factors)
+        if group is TiedCovariance:
+            full = np.repeat(full, sizes, axis=0)
+        full_covariances = None
+        if any(fit.full_layout for fit in fits):
+            full_covariances = _full_matrices(unit, covariances)
+            if group is TiedCovariance:
+                full_covariances = np.repeat(full_covariances, sizes, axis=0)
+        self.means[where] = means
+        self.factors[where] = full
+        self.log_weights[where] = np.log(weights)
+        start = 0
+        for number, fit in enumerate(fits):
+            stop = start + fit.n_components
+            own = slice(start, stop)
+            if fit.full_layout:
+                fit.latest = (weights, means, full_covariances, full, own, own)
+            else:
+                shared = number if group is TiedCovariance else own
+                fit.latest = (weights, means, covariances, factors, own, shared)
+            start = stop
+        return True
+
+    # -------------------------------------------------------------- E-step
+    def _constants(self, where, reg_covar):
+        """``log rho_nk + (x - m_k)^T Lambda_k (x - m_k) / 2`` of ``where``."""
+        factors = self.factors[where]
+        log_det = 2.0 * np.sum(np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1)
+        traces = np.einsum("kij,kij->k", factors, factors)
+        n_features = factors.shape[1]
+        return (
+            self.log_weights[where]
+            + 0.5 * log_det
+            - 0.5 * n_features * LOG_2PI
+            - 0.5 * reg_covar * traces
+        )
+
+    def _half_step(self, fits):
+        """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
+        layout = self._layout(fits)
+        where, starts = layout[0], layout[4]
+        factors = self.factors[where]
+        nk = self.nk[where]
+        offsets = np.einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
+        traces = np.einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
+        terms = nk * self._constants(where, self.reg_covar) - 0.5 * (
+            traces + nk * np.einsum("ki,ki->k", offsets, offsets)
+        )
+        data_terms = np.add.reduceat(terms, starts)
+        for fit, data_term in zip(fits, data_terms, strict=True):
+            fit.half_steps.append((data_term + fit.entropy) / self.total_weight)
+
+    def _log_rho(self, fits, reg_covar):
+        """Every component's ``log rho`` of every row, (slots, fits, rows).
+
+        Components are laid out by (slot, fit): slot ``s`` of fit ``f`` is
+        its component ``s``, and slots beyond a fit's K are padding (no
+        coefficients and a log-constant no exponential reaches), so that
+        every step of the E-step is one operation on contiguous (fits,
+        rows) blocks. The values are the kernel's expansion about one
+        center ``c``, the rows' weighted mean (:mod:`skvi._kernel`): with
+        ``e = x - c`` and ``d_k = m_k - c``, ``const_k - (e^T Lambda_k e -
+        2 e^T Lambda_k d_k + d_k^T Lambda_k d_k) / 2``, one matrix product
+        for all components. Also returns each component's rounding loss
+        ``1 + d_k^T Lambda_k d_k`` of that expansion.
+        """
+        where, slots, columns, n_slots = self._layout(fits)[:4]
+        n_fits, n_features = len(fits), self.centered.shape[1]
+        factors = self.factors[where]
+        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        shifts = self.means[where] - self.center
+        whitened = np.einsum("ki,kij->kj", shifts, factors)
+        quadratic = np.einsum("kj,kj->k", whitened, whitened)
+        coefficients = np.zeros((n_slots, n_fits, 1 + n_features + n_features**2))
+        coefficients[..., 0] = PADDING
+        coefficients[slots, columns, 0] = (
+            self._constants(where, reg_covar) - 0.5 * quadratic
+        )
+        coefficients[slots, columns, 1 : 1 + n_features] = np.einsum(
+            "kij,kj->ki", precisions, shifts
+        )
+        coefficients[slots, columns, 1 + n_features :] = -0.5 * precisions.reshape(
+            len(where), -1
+        )
+        log_rho = coefficients.reshape(n_slots * n_fits, -1) @ self.features
+        return log_rho.reshape(n_slots, n_fits, -1), 1.0 + quadratic
+
+    def _posterior(self, log_rho):
+        """Weighted responsibilities from ``log rho``, in place.
+
+        Returns them (``w_n r_nk``), each fit's log density of each row
+        (fits, rows), and each fit's entropy of q(Z).
+        """
+        weights = self.weights
+        top = log_rho.max(axis=0)
+        log_rho -= top
+        resp = np.exp(log_rho)
+        totals = resp.sum(axis=0)
+        log_totals = np.log(totals)
+        resp *= weights / totals
+        entropies = log_totals @ weights - np.einsum("sfn,sfn->f", resp, log_rho)
+        log_totals += top
+        return resp, log_totals, entropies
+
+    def _e_step(self, fits):
+        """Statistics of every fit's optimal q(Z), in one pass.
+
+        The moments are summed about the center ``c`` and recentred at each
+        mean, as the kernel sums them about a shared center. A fit whose
+        means lie so far from ``c`` (in its own precision's metric, or
+        relative to its spread) that this loses more than the kernel's
+        ``LOSS_LIMIT`` leaves the lock step, as does a fit with an empty
+        component (the kernel's ``empty_components``).
+        """
+        log_rho, losses = self._log_rho(fits, self.reg_covar)
+        resp, log_density, entropies = self._posterior(log_rho)
+        log_normalizers = log_density @ self.weights
+        leaving = self._accumulate(fits, resp, losses)
+        for number, fit in enumerate(fits):
+            if leaving[number]:
+                fit.left = True
+            else:
+                fit.log_normalizer = float(log_normalizers[number])
+                fit.entropy = float(entropies[number])
+
+    def _assign(self, fits):
+        """Statistics of the fits' starting responsibilities."""
+        where, slots, columns, n_slots = self._layout(fits)[:4]
+        resp = np.zeros((n_slots, len(fits), len(self.X)))
+        for number, fit in enumerate(fits):
+            resp[: fit.n_components, number] = fit.start.T * self.weights
+        leaving = self._accumulate(fits, resp, np.ones(len(where)))
+        for fit, leaves in zip(fits, leaving, strict=True):
+            fit.start = None
+            fit.left = bool(leaves)
+
+    def _accumulate(self, fits, resp, losses):
+        """Sum the moments of weighted responsibilities (slots, fits, rows).
+
+        Returns whether each fit must leave the lock step: an empty
+        component, or moments (or values, whose rounding ``losses`` are
+        given per component) that cancel beyond the kernel's limit.
+        """
+        where, slots, columns, n_slots = self._layout(fits)[:4]
+        n_fits, n_features = len(fits), self.centered.shape[1]
+        flat = resp.reshape(n_slots * n_fits, -1)
+        sums = (flat @ self.features[1:].T).reshape(n_slots, n_fits, -1)
+        sums = sums[slots, columns]
+        first, second = sums[:, :n_features], sums[:, n_features:]
+        nk = resp.sum(axis=2)[slots, columns]
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        offset = first / safe
+        scatter = second.reshape(-1, n_features, n_features) - (
+            first[:, :, np.newaxis] * offset[:, np.newaxis, :]
+        )
+        self.nk[where] = nk
+        self.xbar[where] = self.center + offset
+        self.scatter[where] = scatter
+        # The kernel's limits on its cancellation (see the docstring).
+        variances = np.diagonal(scatter, axis1=1, axis2=2) + (
+            nk[:, np.newaxis] * self.reg_covar
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            growth = np.max(nk[:, np.newaxis] * offset**2 / variances, axis=1)
+        limit = LOSS_LIMIT[np.dtype(np.float64)]
+        bad = (growth > limit) | ~np.isfinite(growth) | (losses > limit)
+        bad |= nk <= EPSILON * self.total_weight
+        return np.bincount(columns, weights=bad, minlength=n_fits) > 0
+
+    def criteria(self, fits, sample_weight):
+        """``(score, entropy)`` of each fit's final parameters.
+
+        The mean plain log-likelihood of the rows (no ``reg_covar`` term,
+        as :meth:`score` has it) and the entropy of the responsibilities
+        with the caller's sample weights: what
+        :meth:`EMGaussianMixture._criteria` computes per fit.
+        """
+        log_rho, _ = self._log_rho(fits, 0.0)
+        _, log_density, entropies = self._posterior(log_rho)
+        score = log_density @ self.weights / self.total_weight
+        raw = len(self.X) if sample_weight is None else np.sum(sample_weight)
+        # The rescaled weights are the caller's times a power of two.
+        return score, entropies * (float(raw) / self.total_weight)
+
+    def moments(self, fit):
+        """The fit's latest E-step statistics as :class:`Moments`."""
+        own = fit.slice
+        return Moments(
+            self.total_weight,
+            self.nk[own].copy(),
+            self.xbar[own].copy(),
+            np.zeros_like(self.xbar[own]),
+            fit.unit.second_moment_from_dense(self.scatter[own]),
+        )
+
+    def _layout(self, fits):
+        """Where the components of ``fits`` are in the stack.
+
+        Their stacked indices, the (slot, fit) of each, the number of slots,
+        where each fit's components begin among them, and each fit's K.
+        """
+        key = tuple(fit.index for fit in fits)
+        if self._cached_layout[0] != key:
+            sizes = [fit.n_components for fit in fits]
+            where = np.concatenate([_indices(fit.slice) for fit in fits])
+            slots = np.concatenate([np.arange(size) for size in sizes])
+            columns = np.repeat(np.arange(len(fits)), sizes)
+            starts = np.cumsum([0, *sizes[:-1]])
+            self._cached_layout = (
+                key,
+                (where, slots, columns, int(max(sizes)), starts, sizes),
+            )
+        return self._cached_layout[1]
+
+
+def _has_missing(X):
+    """Whether X (validated: numeric) has a missing entry.
+
+    Also in rows the fits leave out (no observed value): the lock step
+    takes only data without any.
+    """
+    return bool(np.isnan(np.sum(np.asarray(X, dtype=float))))
+
+
+def _indices(where):
+    return np.arange(where.start, where.stop)
+
+
+def _may_be_ill_conditioned(unit):
+    """Whether the kernel may whiten rows for this unit's precisions."""
+    return isinstance(unit, FullCovariance | TiedCovariance)
+
+
+def _full_matrices(unit, matrices):
+    """Each component's matrix (K, D, D) from the unit's layout.
+
+    Covariances or upper Cholesky factors of precisions: a variance or a
+    diagonal becomes a diagonal matrix, a tied matrix one per component.
+    """
+    if isinstance(unit, FullCovariance):
+        return matrices
+    n_components, n_features = unit.n_components, unit.n_features
+    if isinstance(unit, TiedCovariance):
+        return np.broadcast_to(matrices, (n_components, n_features, n_features))
+    diagonals = np.broadcast_to(
+        np.reshape(matrices, (n_components, -1)), (n_components, n_features)
+    )
+    full = np.zeros((n_components, n_features, n_features))
+    full[:, np.arange(n_features), np.arange(n_features)] = diagonals
+    return full

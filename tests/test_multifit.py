@@ -1,0 +1,173 @@
+"""select_model's lock-step fits (skvi._multifit) equal the fits one by one."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from skvi import EMGaussianMixture, VariationalGaussianMixture, _multifit, _selection
+from skvi import select_model as _select_model
+from skvi._batch import remaining_gain, stopping_rule
+from skvi.datasets import load_old_faithful
+
+SHARED = "full,tied,diag,spherical"
+CRITERIA = ("bic", "icl", "aic", "lower_bound")
+
+
+def select_model(X, **params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _select_model(X, as_frame=False, **params)
+
+
+def one_by_one(monkeypatch, X, **params):
+    """select_model with the lock step switched off: every fit on its own."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_selection, "lockstep_applies", lambda *args: False)
+        return select_model(X, **params)
+
+
+def lockstep_count(monkeypatch):
+    """A list that receives how many fits each lock step finished."""
+    counts = []
+    original = _multifit.fit_in_lockstep
+
+    def counting(*args):
+        models = original(*args)
+        counts.append(sum(model is not None for model in models))
+        return models
+
+    monkeypatch.setattr(_selection, "fit_in_lockstep", counting)
+    return counts
+
+
+def assert_same_tables(together, alone, rtol):
+    assert len(together) == len(alone)
+    for row, reference in zip(together, alone, strict=True):
+        cell = (row["covariance_type"], row["n_components"])
+        for key in ("n_iter", "converged", "error", "degenerate", "chosen"):
+            assert row[key] == reference[key], (cell, key)
+        for key in CRITERIA:
+            if np.isnan(reference[key]):
+                assert np.isnan(row[key]), (cell, key)
+            else:
+                assert row[key] == pytest.approx(reference[key], rel=rtol), (cell, key)
+
+
+def assert_same_models(together, alone):
+    assert together.get_params() == alone.get_params()
+    assert together.n_iter_ == alone.n_iter_
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_allclose(
+            getattr(together, name), getattr(alone, name), rtol=1e-9, atol=1e-12
+        )
+    np.testing.assert_allclose(
+        together.half_step_lower_bounds_, alone.half_step_lower_bounds_, rtol=1e-12
+    )
+    np.testing.assert_allclose(together.kl_gaps_, alone.kl_gaps_, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["faithful", "iris"])
+def test_shared_types_equal_the_fits_one_by_one(monkeypatch, name):
+    X = load_old_faithful().data if name == "faithful" else load_iris().data
+    counts = lockstep_count(monkeypatch)
+    together, best = select_model(X, covariance_types=SHARED, random_state=0)
+    alone, best_alone = one_by_one(
+        monkeypatch, X, covariance_types=SHARED, random_state=0
+    )
+    # Every one of the 36 fits ran in the lock step.
+    assert counts == [36]
+    assert_same_tables(together, alone, rtol=1e-12)
+    assert_same_models(best, best_alone)
+    # The fitted model continues like one fitted alone.
+    assert best.predict(X).tolist() == best_alone.predict(X).tolist()
+
+
+def test_all_fourteen_models_equal_the_fits_one_by_one(monkeypatch):
+    # mclust's models other than the four take their own M-step per fit;
+    # those that iterate (VEE, EVE, VVE, VEI, VEV) stop their inner
+    # iterations at a tolerance, which turns rounding-level differences of
+    # the statistics into differences of about 1e-11 of the entropy in ICL.
+    X = load_old_faithful().data
+    params = dict(n_components=range(1, 7), random_state=1)
+    counts = lockstep_count(monkeypatch)
+    together, best = select_model(X, **params)
+    alone, best_alone = one_by_one(monkeypatch, X, **params)
+    assert counts[0] >= 0.9 * len(alone)
+    assert_same_tables(together, alone, rtol=1e-10)
+    assert_same_models(best, best_alone)
+
+
+def test_sample_weights_and_fits_that_leave_or_fail(monkeypatch):
+    # Repeated rows collapse some components (the fits leave the lock step
+    # or end degenerate); rows of weight 0 are not there.
+    rng = np.random.RandomState(0)
+    X = np.vstack([rng.normal(size=(60, 2)), np.repeat(rng.normal(size=(5, 2)), 4, 0)])
+    weights = rng.uniform(0.5, 3.0, len(X))
+    weights[:5] = 0.0
+    params = dict(
+        n_components=[1, 2, 3, 6],
+        covariance_types=SHARED + ",VEV",
+        sample_weight=weights,
+        random_state=0,
+    )
+    counts = lockstep_count(monkeypatch)
+    together, _ = select_model(X, **params)
+    alone, _ = one_by_one(monkeypatch, X, **params)
+    assert counts[0] < len(alone)
+    assert_same_tables(together, alone, rtol=1e-12)
+
+
+def test_fits_that_cannot_start_get_their_error(monkeypatch):
+    # Nine components on eight rows (first: the lock step validates the
+    # data with a fit that can start).
+    X = np.random.RandomState(1).normal(size=(8, 2))
+    params = dict(n_components=[9, 1, 2], covariance_types=SHARED, random_state=0)
+    together, _ = select_model(X, **params)
+    alone, _ = one_by_one(monkeypatch, X, **params)
+    assert any(row["error"] for row in alone)
+    assert_same_tables(together, alone, rtol=1e-12)
+
+
+def test_where_the_lock_step_does_not_apply():
+    X = load_old_faithful().data
+    em = EMGaussianMixture(random_state=0)
+    assert _multifit.lockstep_applies(em, X)
+    refused = [
+        VariationalGaussianMixture(random_state=0),
+        EMGaussianMixture(random_state=0, n_init=2),
+        EMGaussianMixture(random_state=np.random.RandomState(0)),
+        EMGaussianMixture(random_state=0, means_init=[[0.0, 0.0]]),
+        EMGaussianMixture(random_state=0, verbose=1),
+        EMGaussianMixture(random_state=0, warm_start=True),
+        EMGaussianMixture(random_state=0, max_iter=0),
+    ]
+    for template in refused:
+        assert not _multifit.lockstep_applies(template, X), template
+    large = np.zeros((_multifit.MAX_ROWS + 1, 2))
+    assert not _multifit.lockstep_applies(em, large)
+    # float32 and missing entries: every fit is left to the ordinary path.
+    for data in (X.astype(np.float32), np.where(np.eye(len(X), 2) > 0, np.nan, X)):
+        models = _multifit.fit_in_lockstep(em, data, None, [(1, "full"), (2, "diag")])
+        assert models == [None, None]
+
+
+def test_float32_selection_still_runs_every_fit_alone(monkeypatch):
+    X = load_old_faithful().data.astype(np.float32)
+    counts = lockstep_count(monkeypatch)
+    table, best = select_model(X, n_components=[1, 2], covariance_types="full")
+    assert counts == [0]
+    assert best.means_.dtype == np.float32
+    assert all(row["error"] is None for row in table)
+
+
+def test_stopping_rule_is_the_batch_loops_rule():
+    changes = [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]
+    recent, stopping = stopping_rule(changes[:-1], changes[-1], -4.0, 0.1, 1e-12)
+    assert recent == changes
+    # Rate 1/2: as much again is to come.
+    assert remaining_gain(recent) == pytest.approx(0.0625)
+    assert stopping
+    _, stopping = stopping_rule(changes[:-1], changes[-1], -4.0, 0.01, 1e-12)
+    assert not stopping
