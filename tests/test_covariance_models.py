@@ -31,7 +31,13 @@ from skvi import (
 from skvi._covariance import covariance_unit
 from skvi._covariance.mclust import MCLUST_MODELS
 
-from .helpers import fp_tolerance, smoothed_log_likelihood, weighted_case_data
+from .helpers import (
+    fp_tolerance,
+    ill_conditioned_blobs,
+    smoothed_log_likelihood,
+    weighted_case_data,
+    whitens,
+)
 from .test_em_elbo import PROPERTY_SETTINGS, fit_or_reject
 
 MODELS = MCLUST_MODELS
@@ -230,6 +236,50 @@ def brute_force(model, nk, S, reg_covar, rng, n_starts=3):
         result = minimize(objective, start, method="BFGS", options={"gtol": 1e-9})
         best = min(best, result.fun)
     return best
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("model", ["VVV", "EEE"])
+def test_ill_conditioned_fits_equal_tied_and_full(model, seed):
+    """Where the E-step whitens rows (ill-conditioned precisions), VVV and
+    EEE form their precisions in the whitened frames as full and tied do:
+    VVV's fit is full's to the last bit, and EEE's precision factors are
+    tied's to rounding (formed from the covariances instead, they lose the
+    weak direction's digits: 1e-10 of the factors here)."""
+    X = ill_conditioned_blobs(seed)
+    K = 2
+    means = X[np.random.RandomState(0).choice(len(X), K, replace=False)]
+    fits = {}
+    for name in (model, ALIASES[model]):
+        fits[name] = EMGaussianMixture(
+            K,
+            covariance_type=name,
+            weights_init=np.full(K, 1.0 / K),
+            means_init=means,
+            tol=0.0,
+            max_iter=30,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[name].fit(X)
+    ours, theirs = fits[model], fits[ALIASES[model]]
+    assert whitens(ours) and whitens(theirs)
+    if model == "VVV":
+        np.testing.assert_array_equal(ours.lower_bounds_, theirs.lower_bounds_)
+        np.testing.assert_array_equal(ours.covariances_, theirs.covariances_)
+        np.testing.assert_array_equal(
+            ours.precisions_cholesky_, theirs.precisions_cholesky_
+        )
+        return
+    factors = np.broadcast_to(theirs.precisions_cholesky_, (K, *X.shape[1:] * 2))
+    scale = np.abs(factors).max()
+    np.testing.assert_allclose(
+        ours.precisions_cholesky_, factors, rtol=0, atol=1e-13 * scale
+    )
+    # The bounds differ by the rounding of the E-step's two layouts (K
+    # equal precisions against one shared), which cancels in the bound.
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-10)
 
 
 def small_problem(seed):

@@ -50,7 +50,10 @@ from functools import lru_cache
 import numpy as np
 
 from ._unit import DegenerateComponentError, collapse_message
+from .diag import DiagCovariance
 from .full import FullCovariance
+from .spherical import SphericalCovariance
+from .tied import TiedCovariance
 
 #: mclust's names, in mclust's order.
 MCLUST_MODELS = (
@@ -69,6 +72,16 @@ MCLUST_MODELS = (
     "EVV",
     "VVV",
 )
+
+#: The models that are scikit-learn's four types, and those types' units.
+#: Their M-steps are the units' closed forms (one division per entry, no
+#: decomposition), read and written in the full layout.
+NATIVE_UNITS = {
+    "VII": SphericalCovariance,
+    "VVI": DiagCovariance,
+    "EEE": TiedCovariance,
+    "VVV": FullCovariance,
+}
 
 # Inner iterations of the iterative M-steps stop when what is left to gain,
 # extrapolated from the last two decreases of f (geometric convergence, as
@@ -639,6 +652,45 @@ def _left_to_gain(change, last_change):
     return np.inf if not rate < 1 else change / (1.0 - rate)
 
 
+def _native_maximize(native, nk, scatter, reg_covar, empty, previous):
+    """The M-step of VII, VVI, EEE or VVV by its ``native`` unit's closed form.
+
+    The scatters (K, D, D) become the unit's own statistics (the traces,
+    the diagonals or their sum over components, each as that unit forms
+    them), its ``maximize`` runs on them, and its covariances return to the
+    full layout (K, D, D); components flagged ``empty`` keep ``previous``.
+    The result is the composition's (the blocks decouple, so the closed form
+    of Celeux & Govaert is this), without its eigendecompositions.
+    """
+    if isinstance(native, FullCovariance):
+        return native.maximize(nk, scatter, reg_covar, empty, previous)
+    n_components, n_features = scatter.shape[:2]
+    if isinstance(native, TiedCovariance):
+        pooled = native.maximize(nk, scatter.sum(axis=0), reg_covar, empty, None)
+        return np.broadcast_to(pooled, scatter.shape).copy()
+    diagonals = np.diagonal(scatter, axis1=1, axis2=2)
+    previous_diagonals = (
+        None if previous is None else np.diagonal(previous, axis1=1, axis2=2)
+    )
+    if isinstance(native, SphericalCovariance):
+        values = native.maximize(
+            nk,
+            np.maximum(diagonals.sum(axis=1), 0.0),
+            reg_covar,
+            empty,
+            None if previous is None else previous_diagonals.mean(axis=1),
+        )
+        values = np.repeat(values[:, np.newaxis], n_features, axis=1)
+    else:
+        values = native.maximize(
+            nk, np.maximum(diagonals, 0.0), reg_covar, empty, previous_diagonals
+        )
+    covariances = np.zeros((n_components, n_features, n_features))
+    features = np.arange(n_features)
+    covariances[:, features, features] = values
+    return covariances
+
+
 class ConstrainedCovariance(FullCovariance):
     """One of mclust's fourteen models, in the full unit's layout.
 
@@ -654,6 +706,12 @@ class ConstrainedCovariance(FullCovariance):
         self.volume = Volume(name[0])
         self.shape = Shape(name[1])
         self.orientation = Orientation(name[2])
+        # scikit-learn's four types: their units' closed forms.
+        self.native = (
+            NATIVE_UNITS[name](n_components, n_features)
+            if name in NATIVE_UNITS
+            else None
+        )
         # Whether one pass of the blocks reaches the joint minimiser: unless
         # an Equal shape and orientation meet Variable volumes (VEE; VEI and
         # VEV minimise shape and volumes jointly in one step). A common
@@ -728,8 +786,13 @@ class ConstrainedCovariance(FullCovariance):
 
         Starts from ``previous`` (its decomposition), so that an iterative
         M-step is an ascent step; components flagged ``empty`` keep their
-        Variable blocks.
+        Variable blocks. VII, VVI, EEE and VVV take their units' closed
+        forms (:func:`_native_maximize`).
         """
+        if self.native is not None:
+            return _native_maximize(
+                self.native, nk, scatter, reg_covar, empty, previous
+            )
         n_components, n_features = self.n_components, self.n_features
         active = ~np.asarray(empty, dtype=bool)
         weights = np.where(active, nk, 0.0)
@@ -762,6 +825,22 @@ class ConstrainedCovariance(FullCovariance):
             # Rounding only: the blocks' steps cannot increase f.
             covariances = start
         return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        """Precision factors formed in the E-step's whitened frames, or None.
+
+        VVV is full's; EEE is tied's where every component was whitened in
+        the same frame (equal covariances, as EEE's are), so that the
+        whitened scatters pool exactly; the other models form their factors
+        from :meth:`maximize`'s covariances.
+        """
+        if self.name == "VVV":
+            return super().maximize_whitened(nk, whitened, reg_covar, empty, previous)
+        if self.name == "EEE" and np.all(whitened.factors == whitened.factors[0]):
+            factor = self.native.maximize_whitened(nk, whitened, reg_covar, empty, None)
+            if factor is not None:
+                return np.broadcast_to(factor, self.precision_shape).copy()
+        return None
 
     def _iterate(self, blocks, reg_covar):
         """Passes until converged (one for a closed form); returns f."""
