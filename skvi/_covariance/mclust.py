@@ -28,8 +28,15 @@ minimised exactly given the others. Every block step decreases f, so the
 M-step is an ascent step of the ELBO however many passes it makes (a
 generalized EM step); it starts from the previous parameters and iterates
 to convergence. Where the blocks decouple (EII, VII, EEI, EVI, VVI, EEE,
-EEV, EVV, VVV) one pass is the closed form of Celeux & Govaert; VEI, VEE
-and VEV are their fixed-point iterations.
+EEV, EVV, VVV) one pass is the closed form of Celeux & Govaert, and VII,
+VVI, EEE and VVV, scikit-learn's four types, take their units' closed
+forms (:data:`NATIVE_UNITS`: no eigendecompositions). VEI and VEV
+minimise their common shape jointly with the volumes (Newton's method,
+:func:`_common_shape`), so one pass is exact too. VEE, whose common
+matrix Celeux & Govaert alternate with the volumes (a fixed-point
+iteration that converges linearly), takes Newton's method on the volumes
+with the common matrix profiled out (:func:`_common_matrix_volumes`),
+then one pass.
 
 For a common orientation with Variable shapes (EVE, VVE), the shapes and
 volumes given D are closed forms, so f is minimised over D alone, the
@@ -48,6 +55,7 @@ orientation and the shapes are coupled).
 from functools import lru_cache
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
@@ -154,6 +162,78 @@ def _common_shape(diagonals, nk, start):
             break
         x, terms, sums, value = trial, trial_terms, trial_sums, trial_value
     return np.exp(-(x - x.mean()))
+
+
+def _common_matrix_volumes(scatter, nk, start):
+    """VEE's volumes minimising f with the common matrix profiled out.
+
+    Given the volumes, the best common ``C = D A D^T`` (det 1) is ``M /
+    det(M)^(1/D)`` with ``M = sum_k W_k / lambda_k``, which leaves ``f = D
+    sum_k N_k u_k + D det(M)^(1/D)`` in ``u = log lambda`` (the arithmetic
+    and geometric means of M's eigenvalues). Celeux & Govaert (1995)
+    alternate C and the volumes, a fixed-point iteration that converges
+    linearly (slowly where the components overlap); here Newton's method
+    on u, from ``start`` (the volumes, (K,)), halving a step until f
+    decreases. With ``h = det(M)^(1/D)``, ``t_k = tr(M^-1 W_k) / lambda_k``
+    and ``Q_kl = tr(M^-1 W_k M^-1 W_l) / (lambda_k lambda_l)`` the gradient
+    is ``D N_k - h t_k`` and the Hessian ``h (diag(t) - Q + t t^T / D)``:
+    ``Q``'s rows sum to ``t``, so ``diag(t) - Q`` is a graph Laplacian
+    (positive semidefinite), and f is convex in u. The stopping rule is
+    :func:`_newton`'s. Returns the log-volumes, or None where M is not
+    positive definite (a collapsed direction: the blocks' steps then say
+    which component).
+    """
+    n_features = scatter.shape[1]
+
+    flat = scatter.reshape(len(scatter), -1)
+
+    def evaluate(log_volumes):
+        weights = np.exp(-log_volumes)
+        matrix = (weights @ flat).reshape(n_features, n_features)
+        factor, info = lapack.dpotrf(matrix, lower=1)
+        if info != 0:
+            return None
+        log_det = 2.0 * np.sum(np.log(np.diagonal(factor)))
+        volume = np.exp(log_det / n_features)
+        value = n_features * (nk @ log_volumes + volume)
+        return value, volume, factor, weights
+
+    log_volumes = np.log(start)
+    state = evaluate(log_volumes)
+    if state is None or not np.isfinite(state[0]):
+        return None
+    for _ in range(MAX_PASSES):
+        value, volume, factor, weights = state
+        # L^-1 (LAPACK's triangular inverse; the lower triangle of dpotrf's
+        # factor is L, its upper one is ignored).
+        inverse, _ = lapack.dtrtri(factor, lower=1)
+        inverse = np.tril(inverse)
+        # Scaled by 1 / lambda_k: t_k are their traces, Q their inner products.
+        whitened = (inverse @ scatter @ inverse.T) * weights[:, None, None]
+        traces = np.einsum("kii->k", whitened)
+        whitened = whitened.reshape(len(scatter), -1)
+        products = whitened @ whitened.T
+        gradient = n_features * nk - volume * traces
+        hessian = volume * (
+            np.diag(traces) - products + np.outer(traces, traces) / n_features
+        )
+        step = -_shifted_solve(0.5 * (hessian + hessian.T), gradient)
+        decrement = -gradient @ step
+        size = n_features * np.sum(nk * (1.0 + np.abs(log_volumes)))
+        if not decrement > RTOL * size:
+            # Below what f resolves: a last whole step (see _newton).
+            if 0.0 <= decrement:
+                log_volumes = log_volumes + step
+            break
+        for _ in range(HALVINGS):
+            trial = evaluate(log_volumes + step)
+            if trial is not None and trial[0] < value:
+                break
+            step = 0.5 * step
+        else:
+            break
+        log_volumes, state = log_volumes + step, trial
+    return log_volumes if np.all(np.isfinite(log_volumes)) else None
 
 
 class _Blocks:
@@ -485,20 +565,24 @@ def _shifted_solve(hessian, gradient):
     """``(H + s I)^-1 g``, s the first shift that makes it positive definite.
 
     Shifts 0, then doubling from a tiny one (up to far beyond H's size);
-    tried by Cholesky, much cheaper than an eigendecomposition. Zero where
-    H or g is not finite (a collapsed axis; the shape step then raises).
+    each tried by one LAPACK ``dposv`` (a Cholesky factorization and its
+    two triangular solves, which fail where H + s I is not positive
+    definite): much cheaper than an eigendecomposition, or than a Cholesky
+    test followed by a general solve. Zero where H or g is not finite (a
+    collapsed axis; the shape step then raises).
     """
+    _, solution, info = lapack.dposv(hessian, gradient)
+    if info == 0 and np.all(np.isfinite(solution)):
+        # Positive definite: the shift 0, one call (the common case).
+        return solution
     if not (np.all(np.isfinite(hessian)) and np.all(np.isfinite(gradient))):
         return np.zeros_like(gradient)
     scale = max(np.abs(np.diagonal(hessian)).max(), np.finfo(float).tiny)
     identity = np.eye(len(hessian))
-    for shift in (0.0, *(1e-10 * scale * 2.0 ** np.arange(80))):
-        shifted = hessian + shift * identity
-        try:
-            np.linalg.cholesky(shifted)
-        except np.linalg.LinAlgError:
-            continue
-        return np.linalg.solve(shifted, gradient)
+    for shift in 1e-10 * scale * 2.0 ** np.arange(80):
+        _, solution, info = lapack.dposv(hessian + shift * identity, gradient)
+        if info == 0:
+            return solution
     return np.zeros_like(gradient)
 
 
@@ -805,6 +889,11 @@ class ConstrainedCovariance(FullCovariance):
         if previous is None:
             start = None
             volumes = np.ones(n_components)
+            if not self.closed_form:
+                # VEE's Newton starts from the volumes of a spherical fit.
+                traces = np.trace(scatter, axis1=1, axis2=2)
+                safe = np.where(active & (traces > 0), weights * n_features, 1.0)
+                volumes = np.where(active & (traces > 0), traces / safe, 1.0)
             shapes = np.ones((n_components, n_features))
             orientations = np.broadcast_to(
                 np.eye(n_features), (n_components, n_features, n_features)
@@ -843,10 +932,27 @@ class ConstrainedCovariance(FullCovariance):
         return None
 
     def _iterate(self, blocks, reg_covar):
-        """Passes until converged (one for a closed form); returns f."""
+        """Passes until converged (one for a closed form); returns f.
+
+        VEE first moves its volumes to the minimiser by Newton's method
+        (:func:`_common_matrix_volumes`); one pass of the blocks then sets
+        the common matrix and the volumes at the fixed point. (If Newton's
+        method cannot start, a collapsed direction, the passes iterate and
+        say which component collapsed.)
+        """
         n_features = self.n_features
+        passes = 1 if self.closed_form else MAX_PASSES
+        active = blocks.active
+        if not self.closed_form and np.any(active):
+            found = _common_matrix_volumes(
+                blocks.scatter[active], blocks.nk[active], blocks.volumes[active]
+            )
+            if found is not None:
+                blocks.volumes = blocks.volumes.copy()
+                blocks.volumes[active] = np.exp(found)
+                passes = 1
         value, change = np.inf, np.inf
-        for _ in range(1 if self.closed_form else MAX_PASSES):
+        for _ in range(passes):
             last, last_change = value, change
             value = self._pass(blocks, reg_covar)
             change = last - value
