@@ -143,7 +143,11 @@ def _common_shape(diagonals, nk, start):
         gradient = weighted.sum(axis=0)
         hessian = np.diag(gradient) - (weighted.T / sums) @ terms
         gradient = gradient - gradient.mean()
-        step = -np.linalg.solve(hessian + ones * (nk.sum() / len(x)), gradient)
+        # Positive definite: one LAPACK dposv (Cholesky), not a general solve.
+        _, step, info = lapack.dposv(hessian + ones * (nk.sum() / len(x)), gradient)
+        if info != 0:
+            step = np.linalg.lstsq(hessian + ones * (nk.sum() / len(x)), gradient)[0]
+        step = -step
         decrement = -gradient @ step
         if not decrement > RTOL * nk.sum():
             # Below what f resolves: a last whole step (see _newton).
