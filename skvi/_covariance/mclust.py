@@ -794,6 +794,8 @@ class ConstrainedCovariance(FullCovariance):
         self.volume = Volume(name[0])
         self.shape = Shape(name[1])
         self.orientation = Orientation(name[2])
+        # The last M-step's covariances and their blocks (see _start_from).
+        self._last = None
         # scikit-learn's four types: their units' closed forms.
         self.native = (
             NATIVE_UNITS[name](n_components, n_features)
@@ -903,7 +905,7 @@ class ConstrainedCovariance(FullCovariance):
                 np.eye(n_features), (n_components, n_features, n_features)
             ).copy()
         else:
-            volumes, shapes, orientations = self.decompose(previous)
+            volumes, shapes, orientations = self._start_from(previous, active)
         blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
         if previous is not None:
             start = blocks.covariances()
@@ -913,11 +915,39 @@ class ConstrainedCovariance(FullCovariance):
             runs.append(self._principal_start(blocks, reg_covar))
         values = [self._iterate(run, reg_covar) for run in runs]
         value = min(values)
-        covariances = runs[values.index(value)].covariances()
+        best = runs[values.index(value)]
+        found = (best.volumes, best.shapes, best.orientations)
+        covariances = best.covariances()
         if start is not None and start_value < value:
             # Rounding only: the blocks' steps cannot increase f.
             covariances = start
-        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+            found = (volumes, shapes, orientations)
+        covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+        self._last = (covariances.copy(), found)
+        return covariances
+
+    def _start_from(self, previous, active):
+        """The decomposition of ``previous``, the M-step's start.
+
+        Where ``previous`` is what the last M-step returned (EM's next
+        step), its blocks are reused instead of decomposing it again (an
+        eigendecomposition per component): for every model but EVE and
+        VVE the result depends on the start only through the convex
+        problems' starting points and the final guard, never on the order
+        or signs of the axes, and with every component active none keeps a
+        previous block of its own. EVE and VVE, whose orientation search
+        starts from the previous axes in decompose's order, and M-steps
+        with empty components, always decompose.
+        """
+        last = self._last
+        if (
+            last is not None
+            and not self.multimodal
+            and np.all(active)
+            and np.array_equal(last[0], previous)
+        ):
+            return tuple(block.copy() for block in last[1])
+        return self.decompose(previous)
 
     def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
         """Precision factors formed in the E-step's whitened frames, or None.
