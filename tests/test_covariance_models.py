@@ -381,6 +381,31 @@ def test_vee_m_step_is_celeux_and_govaerts_fixed_point(n_components, iris):
         )
 
 
+@pytest.mark.parametrize("model", [m for m in MODELS if m not in ("EVE", "VVE")])
+def test_m_step_from_its_own_last_result_equals_one_from_a_decomposition(model, iris):
+    """EM's next M-step reuses the blocks of the last one when its previous
+    covariances are what that step returned; it ends where an M-step that
+    decomposes them ends (to rounding)."""
+    K, d = 3, iris.shape[1]
+    rng = np.random.default_rng(MODELS.index(model))
+    empty = np.zeros(K, dtype=bool)
+    statistics = []
+    for _ in range(2):
+        resp = rng.dirichlet(np.full(K, 2.0), size=len(iris))
+        nk = resp.sum(axis=0)
+        centered = iris[:, None, :] - (resp.T @ iris / nk[:, None])[None]
+        statistics.append((nk, np.einsum("nk,nki,nkj->kij", resp, centered, centered)))
+    warm = covariance_unit(model, K, d)
+    first = warm.maximize(*statistics[0], 1e-6, empty, None)
+    reused = warm.maximize(*statistics[1], 1e-6, empty, first)
+    cold = covariance_unit(model, K, d)
+    decomposed = cold.maximize(*statistics[1], 1e-6, empty, first.copy())
+    np.testing.assert_allclose(
+        reused, decomposed, rtol=0, atol=1e-12 * np.abs(decomposed).max()
+    )
+    assert_satisfies_model(model, *cold.decompose(reused))
+
+
 def assert_satisfies_model(model, volumes, shapes, orientations):
     K, d = shapes.shape
     np.testing.assert_allclose(np.prod(shapes, axis=1), 1.0, rtol=1e-10)
