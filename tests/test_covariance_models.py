@@ -31,7 +31,13 @@ from skvi import (
 from skvi._covariance import covariance_unit
 from skvi._covariance.mclust import MCLUST_MODELS
 
-from .helpers import fp_tolerance, smoothed_log_likelihood, weighted_case_data
+from .helpers import (
+    fp_tolerance,
+    ill_conditioned_blobs,
+    smoothed_log_likelihood,
+    weighted_case_data,
+    whitens,
+)
 from .test_em_elbo import PROPERTY_SETTINGS, fit_or_reject
 
 MODELS = MCLUST_MODELS
@@ -232,6 +238,50 @@ def brute_force(model, nk, S, reg_covar, rng, n_starts=3):
     return best
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("model", ["VVV", "EEE"])
+def test_ill_conditioned_fits_equal_tied_and_full(model, seed):
+    """Where the E-step whitens rows (ill-conditioned precisions), VVV and
+    EEE form their precisions in the whitened frames as full and tied do:
+    VVV's fit is full's to the last bit, and EEE's precision factors are
+    tied's to rounding (formed from the covariances instead, they lose the
+    weak direction's digits: 1e-10 of the factors here)."""
+    X = ill_conditioned_blobs(seed)
+    K = 2
+    means = X[np.random.RandomState(0).choice(len(X), K, replace=False)]
+    fits = {}
+    for name in (model, ALIASES[model]):
+        fits[name] = EMGaussianMixture(
+            K,
+            covariance_type=name,
+            weights_init=np.full(K, 1.0 / K),
+            means_init=means,
+            tol=0.0,
+            max_iter=30,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits[name].fit(X)
+    ours, theirs = fits[model], fits[ALIASES[model]]
+    assert whitens(ours) and whitens(theirs)
+    if model == "VVV":
+        np.testing.assert_array_equal(ours.lower_bounds_, theirs.lower_bounds_)
+        np.testing.assert_array_equal(ours.covariances_, theirs.covariances_)
+        np.testing.assert_array_equal(
+            ours.precisions_cholesky_, theirs.precisions_cholesky_
+        )
+        return
+    factors = np.broadcast_to(theirs.precisions_cholesky_, (K, *X.shape[1:] * 2))
+    scale = np.abs(factors).max()
+    np.testing.assert_allclose(
+        ours.precisions_cholesky_, factors, rtol=0, atol=1e-13 * scale
+    )
+    # The bounds differ by the rounding of the E-step's two layouts (K
+    # equal precisions against one shared), which cancels in the bound.
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-10)
+
+
 def small_problem(seed):
     rng = np.random.default_rng(seed)
     K, d = int(rng.integers(2, 4)), int(rng.integers(2, 4))
@@ -302,6 +352,58 @@ def test_iterative_m_steps_ascend_and_reach_the_fixed_point(model, iris):
         fixed_point = em.covariances_.copy()
         em.set_params(warm_start=True, max_iter=1).fit(iris)
     np.testing.assert_allclose(em.covariances_, fixed_point, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("n_components", [2, 3, 5])
+def test_vee_m_step_is_celeux_and_govaerts_fixed_point(n_components, iris):
+    """VEE's M-step (Newton's method on the volumes) reaches the fixed point
+    of Celeux & Govaert's (1995) alternation to rounding: one more round of
+    it, the common matrix ``C = M / det(M)^(1/D)`` with ``M = sum_k W_k /
+    lambda_k`` and then ``lambda_k = tr(W_k C^-1) / (D N_k)``, leaves the
+    covariances as they are. (Iterated linearly to a tolerance on f, the
+    alternation stopped up to 5e-9 away.)"""
+    K, d = n_components, iris.shape[1]
+    rng = np.random.default_rng(K)
+    resp = rng.dirichlet(np.full(K, 0.5), size=len(iris))
+    nk = resp.sum(axis=0)
+    centered = iris[:, None, :] - (resp.T @ iris / nk[:, None])[None]
+    scatter = np.einsum("nk,nki,nkj->kij", resp, centered, centered)
+    unit = covariance_unit("VEE", K, d)
+    previous = np.cov(iris.T)[None] * rng.uniform(0.5, 2.0, size=(K, 1, 1))
+    for start in (None, previous):
+        ours = unit.maximize(nk, scatter, 0.0, np.zeros(K, dtype=bool), start)
+        volumes = np.exp(np.linalg.slogdet(ours)[1] / d)
+        pooled = np.tensordot(1.0 / volumes, scatter, 1)
+        common = pooled / np.exp(np.linalg.slogdet(pooled)[1] / d)
+        again = np.einsum("kij,ji->k", scatter, np.linalg.inv(common)) / (d * nk)
+        np.testing.assert_allclose(
+            again[:, None, None] * common, ours, rtol=0, atol=1e-13 * np.abs(ours).max()
+        )
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m not in ("EVE", "VVE")])
+def test_m_step_from_its_own_last_result_equals_one_from_a_decomposition(model, iris):
+    """EM's next M-step reuses the blocks of the last one when its previous
+    covariances are what that step returned; it ends where an M-step that
+    decomposes them ends (to rounding)."""
+    K, d = 3, iris.shape[1]
+    rng = np.random.default_rng(MODELS.index(model))
+    empty = np.zeros(K, dtype=bool)
+    statistics = []
+    for _ in range(2):
+        resp = rng.dirichlet(np.full(K, 2.0), size=len(iris))
+        nk = resp.sum(axis=0)
+        centered = iris[:, None, :] - (resp.T @ iris / nk[:, None])[None]
+        statistics.append((nk, np.einsum("nk,nki,nkj->kij", resp, centered, centered)))
+    warm = covariance_unit(model, K, d)
+    first = warm.maximize(*statistics[0], 1e-6, empty, None)
+    reused = warm.maximize(*statistics[1], 1e-6, empty, first)
+    cold = covariance_unit(model, K, d)
+    decomposed = cold.maximize(*statistics[1], 1e-6, empty, first.copy())
+    np.testing.assert_allclose(
+        reused, decomposed, rtol=0, atol=1e-12 * np.abs(decomposed).max()
+    )
+    assert_satisfies_model(model, *cold.decompose(reused))
 
 
 def assert_satisfies_model(model, volumes, shapes, orientations):

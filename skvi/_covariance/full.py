@@ -173,9 +173,6 @@ class FullCovariance(CovarianceUnit):
         return covariances
 
     def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
-        # mclust's models constrain the maximiser: they keep their own.
-        if type(self).maximize is not FullCovariance.maximize:
-            return None
         present = ~np.asarray(empty, dtype=bool)
         if previous is None and not np.all(present):
             return None

@@ -28,8 +28,15 @@ minimised exactly given the others. Every block step decreases f, so the
 M-step is an ascent step of the ELBO however many passes it makes (a
 generalized EM step); it starts from the previous parameters and iterates
 to convergence. Where the blocks decouple (EII, VII, EEI, EVI, VVI, EEE,
-EEV, EVV, VVV) one pass is the closed form of Celeux & Govaert; VEI, VEE
-and VEV are their fixed-point iterations.
+EEV, EVV, VVV) one pass is the closed form of Celeux & Govaert, and VII,
+VVI, EEE and VVV, scikit-learn's four types, take their units' closed
+forms (:data:`NATIVE_UNITS`: no eigendecompositions). VEI and VEV
+minimise their common shape jointly with the volumes (Newton's method,
+:func:`_common_shape`), so one pass is exact too. VEE, whose common
+matrix Celeux & Govaert alternate with the volumes (a fixed-point
+iteration that converges linearly), takes Newton's method on the volumes
+with the common matrix profiled out (:func:`_common_matrix_volumes`),
+then one pass.
 
 For a common orientation with Variable shapes (EVE, VVE), the shapes and
 volumes given D are closed forms, so f is minimised over D alone, the
@@ -48,9 +55,13 @@ orientation and the shapes are coupled).
 from functools import lru_cache
 
 import numpy as np
+from scipy.linalg import lapack
 
 from ._unit import DegenerateComponentError, collapse_message
+from .diag import DiagCovariance
 from .full import FullCovariance
+from .spherical import SphericalCovariance
+from .tied import TiedCovariance
 
 #: mclust's names, in mclust's order.
 MCLUST_MODELS = (
@@ -69,6 +80,16 @@ MCLUST_MODELS = (
     "EVV",
     "VVV",
 )
+
+#: The models that are scikit-learn's four types, and those types' units.
+#: Their M-steps are the units' closed forms (one division per entry, no
+#: decomposition), read and written in the full layout.
+NATIVE_UNITS = {
+    "VII": SphericalCovariance,
+    "VVI": DiagCovariance,
+    "EEE": TiedCovariance,
+    "VVV": FullCovariance,
+}
 
 # Inner iterations of the iterative M-steps stop when what is left to gain,
 # extrapolated from the last two decreases of f (geometric convergence, as
@@ -122,7 +143,11 @@ def _common_shape(diagonals, nk, start):
         gradient = weighted.sum(axis=0)
         hessian = np.diag(gradient) - (weighted.T / sums) @ terms
         gradient = gradient - gradient.mean()
-        step = -np.linalg.solve(hessian + ones * (nk.sum() / len(x)), gradient)
+        # Positive definite: one LAPACK dposv (Cholesky), not a general solve.
+        _, step, info = lapack.dposv(hessian + ones * (nk.sum() / len(x)), gradient)
+        if info != 0:
+            step = np.linalg.lstsq(hessian + ones * (nk.sum() / len(x)), gradient)[0]
+        step = -step
         decrement = -gradient @ step
         if not decrement > RTOL * nk.sum():
             # Below what f resolves: a last whole step (see _newton).
@@ -141,6 +166,78 @@ def _common_shape(diagonals, nk, start):
             break
         x, terms, sums, value = trial, trial_terms, trial_sums, trial_value
     return np.exp(-(x - x.mean()))
+
+
+def _common_matrix_volumes(scatter, nk, start):
+    """VEE's volumes minimising f with the common matrix profiled out.
+
+    Given the volumes, the best common ``C = D A D^T`` (det 1) is ``M /
+    det(M)^(1/D)`` with ``M = sum_k W_k / lambda_k``, which leaves ``f = D
+    sum_k N_k u_k + D det(M)^(1/D)`` in ``u = log lambda`` (the arithmetic
+    and geometric means of M's eigenvalues). Celeux & Govaert (1995)
+    alternate C and the volumes, a fixed-point iteration that converges
+    linearly (slowly where the components overlap); here Newton's method
+    on u, from ``start`` (the volumes, (K,)), halving a step until f
+    decreases. With ``h = det(M)^(1/D)``, ``t_k = tr(M^-1 W_k) / lambda_k``
+    and ``Q_kl = tr(M^-1 W_k M^-1 W_l) / (lambda_k lambda_l)`` the gradient
+    is ``D N_k - h t_k`` and the Hessian ``h (diag(t) - Q + t t^T / D)``:
+    ``Q``'s rows sum to ``t``, so ``diag(t) - Q`` is a graph Laplacian
+    (positive semidefinite), and f is convex in u. The stopping rule is
+    :func:`_newton`'s. Returns the log-volumes, or None where M is not
+    positive definite (a collapsed direction: the blocks' steps then say
+    which component).
+    """
+    n_features = scatter.shape[1]
+
+    flat = scatter.reshape(len(scatter), -1)
+
+    def evaluate(log_volumes):
+        weights = np.exp(-log_volumes)
+        matrix = (weights @ flat).reshape(n_features, n_features)
+        factor, info = lapack.dpotrf(matrix, lower=1)
+        if info != 0:
+            return None
+        log_det = 2.0 * np.sum(np.log(np.diagonal(factor)))
+        volume = np.exp(log_det / n_features)
+        value = n_features * (nk @ log_volumes + volume)
+        return value, volume, factor, weights
+
+    log_volumes = np.log(start)
+    state = evaluate(log_volumes)
+    if state is None or not np.isfinite(state[0]):
+        return None
+    for _ in range(MAX_PASSES):
+        value, volume, factor, weights = state
+        # L^-1 (LAPACK's triangular inverse; the lower triangle of dpotrf's
+        # factor is L, its upper one is ignored).
+        inverse, _ = lapack.dtrtri(factor, lower=1)
+        inverse = np.tril(inverse)
+        # Scaled by 1 / lambda_k: t_k are their traces, Q their inner products.
+        whitened = (inverse @ scatter @ inverse.T) * weights[:, None, None]
+        traces = np.einsum("kii->k", whitened)
+        whitened = whitened.reshape(len(scatter), -1)
+        products = whitened @ whitened.T
+        gradient = n_features * nk - volume * traces
+        hessian = volume * (
+            np.diag(traces) - products + np.outer(traces, traces) / n_features
+        )
+        step = -_shifted_solve(0.5 * (hessian + hessian.T), gradient)
+        decrement = -gradient @ step
+        size = n_features * np.sum(nk * (1.0 + np.abs(log_volumes)))
+        if not decrement > RTOL * size:
+            # Below what f resolves: a last whole step (see _newton).
+            if 0.0 <= decrement:
+                log_volumes = log_volumes + step
+            break
+        for _ in range(HALVINGS):
+            trial = evaluate(log_volumes + step)
+            if trial is not None and trial[0] < value:
+                break
+            step = 0.5 * step
+        else:
+            break
+        log_volumes, state = log_volumes + step, trial
+    return log_volumes if np.all(np.isfinite(log_volumes)) else None
 
 
 class _Blocks:
@@ -472,20 +569,24 @@ def _shifted_solve(hessian, gradient):
     """``(H + s I)^-1 g``, s the first shift that makes it positive definite.
 
     Shifts 0, then doubling from a tiny one (up to far beyond H's size);
-    tried by Cholesky, much cheaper than an eigendecomposition. Zero where
-    H or g is not finite (a collapsed axis; the shape step then raises).
+    each tried by one LAPACK ``dposv`` (a Cholesky factorization and its
+    two triangular solves, which fail where H + s I is not positive
+    definite): much cheaper than an eigendecomposition, or than a Cholesky
+    test followed by a general solve. Zero where H or g is not finite (a
+    collapsed axis; the shape step then raises).
     """
+    _, solution, info = lapack.dposv(hessian, gradient)
+    if info == 0 and np.all(np.isfinite(solution)):
+        # Positive definite: the shift 0, one call (the common case).
+        return solution
     if not (np.all(np.isfinite(hessian)) and np.all(np.isfinite(gradient))):
         return np.zeros_like(gradient)
     scale = max(np.abs(np.diagonal(hessian)).max(), np.finfo(float).tiny)
     identity = np.eye(len(hessian))
-    for shift in (0.0, *(1e-10 * scale * 2.0 ** np.arange(80))):
-        shifted = hessian + shift * identity
-        try:
-            np.linalg.cholesky(shifted)
-        except np.linalg.LinAlgError:
-            continue
-        return np.linalg.solve(shifted, gradient)
+    for shift in 1e-10 * scale * 2.0 ** np.arange(80):
+        _, solution, info = lapack.dposv(hessian + shift * identity, gradient)
+        if info == 0:
+            return solution
     return np.zeros_like(gradient)
 
 
@@ -639,6 +740,45 @@ def _left_to_gain(change, last_change):
     return np.inf if not rate < 1 else change / (1.0 - rate)
 
 
+def _native_maximize(native, nk, scatter, reg_covar, empty, previous):
+    """The M-step of VII, VVI, EEE or VVV by its ``native`` unit's closed form.
+
+    The scatters (K, D, D) become the unit's own statistics (the traces,
+    the diagonals or their sum over components, each as that unit forms
+    them), its ``maximize`` runs on them, and its covariances return to the
+    full layout (K, D, D); components flagged ``empty`` keep ``previous``.
+    The result is the composition's (the blocks decouple, so the closed form
+    of Celeux & Govaert is this), without its eigendecompositions.
+    """
+    if isinstance(native, FullCovariance):
+        return native.maximize(nk, scatter, reg_covar, empty, previous)
+    n_components, n_features = scatter.shape[:2]
+    if isinstance(native, TiedCovariance):
+        pooled = native.maximize(nk, scatter.sum(axis=0), reg_covar, empty, None)
+        return np.broadcast_to(pooled, scatter.shape).copy()
+    diagonals = np.diagonal(scatter, axis1=1, axis2=2)
+    previous_diagonals = (
+        None if previous is None else np.diagonal(previous, axis1=1, axis2=2)
+    )
+    if isinstance(native, SphericalCovariance):
+        values = native.maximize(
+            nk,
+            np.maximum(diagonals.sum(axis=1), 0.0),
+            reg_covar,
+            empty,
+            None if previous is None else previous_diagonals.mean(axis=1),
+        )
+        values = np.repeat(values[:, np.newaxis], n_features, axis=1)
+    else:
+        values = native.maximize(
+            nk, np.maximum(diagonals, 0.0), reg_covar, empty, previous_diagonals
+        )
+    covariances = np.zeros((n_components, n_features, n_features))
+    features = np.arange(n_features)
+    covariances[:, features, features] = values
+    return covariances
+
+
 class ConstrainedCovariance(FullCovariance):
     """One of mclust's fourteen models, in the full unit's layout.
 
@@ -654,6 +794,14 @@ class ConstrainedCovariance(FullCovariance):
         self.volume = Volume(name[0])
         self.shape = Shape(name[1])
         self.orientation = Orientation(name[2])
+        # The last M-step's covariances and their blocks (see _start_from).
+        self._last = None
+        # scikit-learn's four types: their units' closed forms.
+        self.native = (
+            NATIVE_UNITS[name](n_components, n_features)
+            if name in NATIVE_UNITS
+            else None
+        )
         # Whether one pass of the blocks reaches the joint minimiser: unless
         # an Equal shape and orientation meet Variable volumes (VEE; VEI and
         # VEV minimise shape and volumes jointly in one step). A common
@@ -728,8 +876,13 @@ class ConstrainedCovariance(FullCovariance):
 
         Starts from ``previous`` (its decomposition), so that an iterative
         M-step is an ascent step; components flagged ``empty`` keep their
-        Variable blocks.
+        Variable blocks. VII, VVI, EEE and VVV take their units' closed
+        forms (:func:`_native_maximize`).
         """
+        if self.native is not None:
+            return _native_maximize(
+                self.native, nk, scatter, reg_covar, empty, previous
+            )
         n_components, n_features = self.n_components, self.n_features
         active = ~np.asarray(empty, dtype=bool)
         weights = np.where(active, nk, 0.0)
@@ -742,12 +895,17 @@ class ConstrainedCovariance(FullCovariance):
         if previous is None:
             start = None
             volumes = np.ones(n_components)
+            if not self.closed_form:
+                # VEE's Newton starts from the volumes of a spherical fit.
+                traces = np.trace(scatter, axis1=1, axis2=2)
+                safe = np.where(active & (traces > 0), weights * n_features, 1.0)
+                volumes = np.where(active & (traces > 0), traces / safe, 1.0)
             shapes = np.ones((n_components, n_features))
             orientations = np.broadcast_to(
                 np.eye(n_features), (n_components, n_features, n_features)
             ).copy()
         else:
-            volumes, shapes, orientations = self.decompose(previous)
+            volumes, shapes, orientations = self._start_from(previous, active)
         blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
         if previous is not None:
             start = blocks.covariances()
@@ -757,17 +915,78 @@ class ConstrainedCovariance(FullCovariance):
             runs.append(self._principal_start(blocks, reg_covar))
         values = [self._iterate(run, reg_covar) for run in runs]
         value = min(values)
-        covariances = runs[values.index(value)].covariances()
+        best = runs[values.index(value)]
+        found = (best.volumes, best.shapes, best.orientations)
+        covariances = best.covariances()
         if start is not None and start_value < value:
             # Rounding only: the blocks' steps cannot increase f.
             covariances = start
-        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+            found = (volumes, shapes, orientations)
+        covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+        self._last = (covariances.copy(), found)
+        return covariances
+
+    def _start_from(self, previous, active):
+        """The decomposition of ``previous``, the M-step's start.
+
+        Where ``previous`` is what the last M-step returned (EM's next
+        step), its blocks are reused instead of decomposing it again (an
+        eigendecomposition per component): for every model but EVE and
+        VVE the result depends on the start only through the convex
+        problems' starting points and the final guard, never on the order
+        or signs of the axes, and with every component active none keeps a
+        previous block of its own. EVE and VVE, whose orientation search
+        starts from the previous axes in decompose's order, and M-steps
+        with empty components, always decompose.
+        """
+        last = self._last
+        if (
+            last is not None
+            and not self.multimodal
+            and np.all(active)
+            and np.array_equal(last[0], previous)
+        ):
+            return tuple(block.copy() for block in last[1])
+        return self.decompose(previous)
+
+    def maximize_whitened(self, nk, whitened, reg_covar, empty, previous):
+        """Precision factors formed in the E-step's whitened frames, or None.
+
+        VVV is full's; EEE is tied's where every component was whitened in
+        the same frame (equal covariances, as EEE's are), so that the
+        whitened scatters pool exactly; the other models form their factors
+        from :meth:`maximize`'s covariances.
+        """
+        if self.name == "VVV":
+            return super().maximize_whitened(nk, whitened, reg_covar, empty, previous)
+        if self.name == "EEE" and np.all(whitened.factors == whitened.factors[0]):
+            factor = self.native.maximize_whitened(nk, whitened, reg_covar, empty, None)
+            if factor is not None:
+                return np.broadcast_to(factor, self.precision_shape).copy()
+        return None
 
     def _iterate(self, blocks, reg_covar):
-        """Passes until converged (one for a closed form); returns f."""
+        """Passes until converged (one for a closed form); returns f.
+
+        VEE first moves its volumes to the minimiser by Newton's method
+        (:func:`_common_matrix_volumes`); one pass of the blocks then sets
+        the common matrix and the volumes at the fixed point. (If Newton's
+        method cannot start, a collapsed direction, the passes iterate and
+        say which component collapsed.)
+        """
         n_features = self.n_features
+        passes = 1 if self.closed_form else MAX_PASSES
+        active = blocks.active
+        if not self.closed_form and np.any(active):
+            found = _common_matrix_volumes(
+                blocks.scatter[active], blocks.nk[active], blocks.volumes[active]
+            )
+            if found is not None:
+                blocks.volumes = blocks.volumes.copy()
+                blocks.volumes[active] = np.exp(found)
+                passes = 1
         value, change = np.inf, np.inf
-        for _ in range(1 if self.closed_form else MAX_PASSES):
+        for _ in range(passes):
             last, last_change = value, change
             value = self._pass(blocks, reg_covar)
             change = last - value
