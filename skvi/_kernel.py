@@ -63,6 +63,7 @@ import numpy as np
 from scipy.linalg import lapack
 from sklearn import get_config
 
+from ._covariance.wishart import accurate_product
 from ._missing import IncompleteRows, incomplete_columns, missing_mask
 
 # Largest rounding loss F of a shared center, per working dtype: float64
@@ -317,6 +318,8 @@ def parameter_expansion(
             np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
         )
         plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(dtype)
+        if plan.whitened:
+            plan.exact_rows = _ExactRows(factors, means, shifts)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -586,7 +589,76 @@ def _whitened_rows(plan, workspace, prepared):
     # Rows are sorted by center.
     for g, start, stop in prepared.groups:
         products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
+    if plan.whitened:
+        plan.exact_rows.refine(products, prepared, centered)
     return products
+
+
+# How far a whitened row's terms may exceed it, ``|P_k|_F (|e| + |d_k|)``
+# over ``|P_k^T (x - m_k)|``, before it is recomputed without cancellation
+# (_ExactRows). The plain product errs by about eps times the terms, so the
+# rows kept plain err by at most ~32 eps of themselves; a well-conditioned
+# component's own rows stay below (about sqrt(D) times its factor's
+# condition number).
+ROW_CANCELLATION = 32.0
+
+
+class _ExactRows:
+    """Whitened rows ``P_k^T (x - m_k)`` where the plain product cancels.
+
+    With clusters far apart a component's precision is weak along the axis
+    joining them: a component spanning two clusters, or a mean the prior
+    pulls away from its few rows, meets rows whose ``x - m_k`` lies along
+    that weak axis. There ``P_k^T (x - m_k)`` is far smaller than its terms
+    ``|P_k| |x - m_k|``, and the plain product (and the rounding of ``x -
+    c`` and ``m_k - c``) leaves errors of eps times the terms: 1e-11 of the
+    row's form, 1e-12 of the bound, for clusters 1e5 apart. Such pairs of
+    row and component are found from norms (no product), and only they are
+    recomputed: ``x - m_k`` kept exactly as its rounded value and error
+    (Knuth's two-sum), times ``P_k`` as an error-free split product
+    (:func:`skvi._covariance.wishart.accurate_product`).
+    """
+
+    def __init__(self, factors, means, shifts):
+        self.factors = factors
+        self.means = means
+        self.factor_norms = np.sqrt(np.einsum("kij,kij->k", factors, factors))
+        # |m_k - c_g|, shape (G, K).
+        self.shift_norms = np.sqrt(np.einsum("gki,gki->gk", shifts, shifts))
+
+    def refine(self, products, prepared, centered):
+        """Recompute the cancelling rows of ``products`` (K, D, m) in place."""
+        row_norms = np.sqrt(np.einsum("im,im->m", centered, centered))
+        terms = np.empty(products.shape[::2])
+        for g, start, stop in prepared.groups:
+            terms[:, start:stop] = (
+                row_norms[start:stop] + self.shift_norms[g][:, np.newaxis]
+            )
+        terms *= self.factor_norms[:, np.newaxis]
+        forms = np.einsum("kim,kim->km", products, products)
+        with np.errstate(invalid="ignore"):
+            cancelled = terms**2 > ROW_CANCELLATION**2 * forms
+        if prepared.incomplete is not None:
+            # Rows with missing entries take their values and moments apart.
+            cancelled[:, prepared.incomplete[0]] = False
+        for k in np.flatnonzero(cancelled.any(axis=1)):
+            columns = np.flatnonzero(cancelled[k])
+            rows = np.asarray(prepared.rows[columns], dtype=float)
+            products[k][:, columns] = _exact_difference(
+                rows, self.means[k], self.factors[k]
+            ).T
+
+
+def _exact_difference(rows, mean, factor):
+    """``(x - m)^T P`` for the rows x of ``rows`` (n, D), without cancellation.
+
+    ``x - m = d + err`` exactly (two-sum), and ``d P`` as a split product,
+    which errs by about eps of the result however its terms cancel.
+    """
+    difference = rows - mean
+    moved = difference - rows
+    error = (rows - (difference - moved)) - (mean + moved)
+    return accurate_product(difference, factor) + error @ factor
 
 
 def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
