@@ -63,7 +63,7 @@ import numpy as np
 from scipy.linalg import lapack
 from sklearn import get_config
 
-from ._covariance.wishart import accurate_product
+from ._covariance.wishart import SplitFactor
 from ._missing import IncompleteRows, incomplete_columns, missing_mask
 
 # Largest rounding loss F of a shared center, per working dtype: float64
@@ -422,6 +422,8 @@ class _Workspace:
         if plan.per_component:
             size = unit.n_components * unit.n_features * n_rows
             self._whitened = _scratch(self, "whitened", size, dtype)
+        self._exact = None
+        self._n_rows = n_rows
         self._components = unit.n_components
         self._dims = unit.n_features
         # Per-row vectors, reused: freeing arrays of a chunk's size on every
@@ -451,6 +453,13 @@ class _Workspace:
     def whitened(self, m):
         """A (K D, m) block for every component's whitened rows."""
         return self._whitened[: m * self._components * self._dims].reshape(-1, m)
+
+    def exact(self):
+        """Six flat buffers of D m values for rows recomputed exactly."""
+        if self._exact is None:
+            size = 6 * self._dims * self._n_rows
+            self._exact = _scratch(self, "exact", size, self._whitened.dtype)
+        return self._exact.reshape(6, -1)
 
 
 def _prepare(plan, workspace, chunk, labels=None):
@@ -590,7 +599,7 @@ def _whitened_rows(plan, workspace, prepared):
     for g, start, stop in prepared.groups:
         products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
     if plan.whitened:
-        plan.exact_rows.refine(products, prepared, centered)
+        plan.exact_rows.refine(products, prepared, centered, workspace)
     return products
 
 
@@ -616,17 +625,20 @@ class _ExactRows:
     row and component are found from norms (no product), and only they are
     recomputed: ``x - m_k`` kept exactly as its rounded value and error
     (Knuth's two-sum), times ``P_k`` as an error-free split product
-    (:func:`skvi._covariance.wishart.accurate_product`).
+    (:func:`skvi._covariance.wishart.accurate_product`, each factor split
+    once).
     """
 
     def __init__(self, factors, means, shifts):
-        self.factors = factors
         self.means = means
         self.factor_norms = np.sqrt(np.einsum("kij,kij->k", factors, factors))
         # |m_k - c_g|, shape (G, K).
         self.shift_norms = np.sqrt(np.einsum("gki,gki->gk", shifts, shifts))
+        # Each factor split once, when first needed.
+        self.factors = factors
+        self._split = {}
 
-    def refine(self, products, prepared, centered):
+    def refine(self, products, prepared, centered, workspace):
         """Recompute the cancelling rows of ``products`` (K, D, m) in place."""
         row_norms = np.sqrt(np.einsum("im,im->m", centered, centered))
         terms = np.empty(products.shape[::2])
@@ -641,24 +653,55 @@ class _ExactRows:
         if prepared.incomplete is not None:
             # Rows with missing entries take their values and moments apart.
             cancelled[:, prepared.incomplete[0]] = False
-        for k in np.flatnonzero(cancelled.any(axis=1)):
-            columns = np.flatnonzero(cancelled[k])
-            rows = np.asarray(prepared.rows[columns], dtype=float)
-            products[k][:, columns] = _exact_difference(
-                rows, self.means[k], self.factors[k]
-            ).T
+        counts = np.count_nonzero(cancelled, axis=1)
+        if not counts.any():
+            return
+        # Rows as columns (D, m), the layout of products: reductions and
+        # broadcasts then run along whole rows of the arrays. In the
+        # workspace: fresh arrays of a chunk's size cost page faults.
+        dims, m = products.shape[1:]
+        buffers = workspace.exact()
+        rows = buffers[0][: dims * m].reshape(dims, m)
+        np.copyto(rows, prepared.rows.T)
+        if prepared.incomplete is not None:
+            np.nan_to_num(rows, copy=False)
+        for k in np.flatnonzero(counts):
+            if k not in self._split:
+                self._split[k] = SplitFactor(np.ascontiguousarray(self.factors[k].T))
+            gather = 4 * counts[k] < m
+            n = counts[k] if gather else m
+            work = [buffer[: dims * n].reshape(dims, n) for buffer in buffers[1:]]
+            if gather:
+                columns = np.flatnonzero(cancelled[k])
+                np.take(rows, columns, axis=1, out=work[0], mode="clip")
+            else:
+                np.copyto(work[0], rows)
+            exact = _exact_difference(work, self.means[k], self._split[k])
+            if gather:
+                products[k][:, columns] = exact
+            else:
+                np.copyto(products[k], exact, where=cancelled[k])
 
 
-def _exact_difference(rows, mean, factor):
-    """``(x - m)^T P`` for the rows x of ``rows`` (n, D), without cancellation.
+def _exact_difference(work, mean, factor):
+    """``P^T (x - m)`` for the columns x of ``work[0]`` (D, n), accurately.
 
-    ``x - m = d + err`` exactly (two-sum), and ``d P`` as a split product,
-    which errs by about eps of the result however its terms cancel.
+    ``x - m = d + err`` exactly (two-sum), and ``P^T d`` as a split product
+    (``factor``, the :class:`SplitFactor` of ``P^T``), which errs by about
+    eps of the result however its terms cancel. ``work``, five (D, n)
+    arrays, holds the intermediate values (``work[0]`` is overwritten); the
+    result is one of them.
     """
-    difference = rows - mean
-    moved = difference - rows
-    error = (rows - (difference - moved)) - (mean + moved)
-    return accurate_product(difference, factor) + error @ factor
+    rows, difference, error = work[:3]
+    mean = mean[:, np.newaxis]
+    np.subtract(rows, mean, out=difference)
+    moved = np.subtract(difference, rows, out=error)
+    # rows - (difference - moved) - (mean + moved), in place.
+    rows -= difference
+    rows += moved
+    error += mean
+    np.subtract(rows, error, out=error)
+    return factor.times(difference, error, (rows, work[3], work[4]))
 
 
 def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
