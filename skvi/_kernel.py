@@ -696,9 +696,8 @@ def _exact_difference(work, mean, factor):
     mean = mean[:, np.newaxis]
     np.subtract(rows, mean, out=difference)
     moved = np.subtract(difference, rows, out=error)
-    # rows - (difference - moved) - (mean + moved), in place.
-    rows -= difference
-    rows += moved
+    # (rows - (difference - moved)) - (mean + moved), in place.
+    rows -= np.subtract(difference, moved, out=work[3])
     error += mean
     np.subtract(rows, error, out=error)
     return factor.times(difference, error, (rows, work[3], work[4]))

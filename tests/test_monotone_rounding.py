@@ -217,6 +217,79 @@ def test_merged_statistics_are_evaluated_exactly(covariance_type, seed, capsys):
     assert_never_decreases_beyond_terms(model, X)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_component_spanning_clusters_far_apart_never_decreases(
+    estimator, covariance_type
+):
+    # One component over two clusters 1e5 apart, 14 rows each in 24
+    # dimensions: its precision is 1e10 times weaker along the axis joining
+    # them, and every row's x - m lies along it, 5e4 long. As a plain
+    # product P^T (x - m) kept eps times those terms, 1e-11 of each row's
+    # form: EM dropped by 1.8e-12 and VI full by 5e-10, whose global step
+    # also formed the factor from the scatter about the mean.
+    X = spread_clusters(0, 2, 24, 1e5, few_rows=True)
+    model = estimator(
+        n_components=1,
+        covariance_type=covariance_type,
+        random_state=0,
+        tol=0,
+        max_iter=12,
+    )
+    assert_never_decreases_beyond_terms(fit_quietly(model, X), X)
+
+
+@pytest.mark.parametrize(("covariance_type", "seed"), [("full", 1), ("tied", 2)])
+def test_two_rows_per_cluster_far_apart_never_decreases(covariance_type, seed):
+    # Two rows per cluster, three clusters 1e5 apart in 8 dimensions: the
+    # precisions' condition numbers reach 1e16 and the prior pulls the
+    # means far from their two rows. The whitened moments changed frames
+    # as P^-1 Q, which erred by eps times the condition number of P where
+    # consecutive factors nearly agree: drops of 4e-13 (full) and 7.5e-13
+    # (tied) after a merge.
+    X = spread_clusters(seed, 3, 8, 1e5, few_rows="two")
+    model = VariationalGaussianMixture(
+        n_components=4,
+        covariance_type=covariance_type,
+        random_state=seed,
+        tol=0,
+        max_iter=12,
+    )
+    assert_never_decreases_beyond_terms(fit_quietly(model, X), X)
+
+
+def exact_quadratic_forms(X, mean, factor):
+    """``|P^T (x - m)|^2`` of every row, in rationals, rounded at the end."""
+    factor = [[Fraction(v) for v in row] for row in factor.tolist()]
+    mean = [Fraction(v) for v in mean.tolist()]
+    columns = range(len(mean))
+    forms = []
+    for row in X.tolist():
+        centered = [Fraction(v) - m for v, m in zip(row, mean, strict=True)]
+        whitened = [sum(centered[i] * factor[i][j] for i in columns) for j in columns]
+        forms.append(float(sum(y * y for y in whitened)))
+    return np.array(forms)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_rows_along_a_weak_axis_are_whitened_exactly(covariance_type):
+    # One component over two clusters 1e5 apart: P^T (x - m) of every row
+    # cancels terms 5e4 times larger than itself. The log-densities must
+    # match the rational quadratic forms to rounding (they erred by 1e-11).
+    X = spread_clusters(1, 2, 8, 1e5, few_rows=True)
+    model = EMGaussianMixture(
+        n_components=1, covariance_type=covariance_type, random_state=1, max_iter=3
+    )
+    fit_quietly(model, X)
+    n_features = X.shape[1]
+    factor = model.precisions_cholesky_.reshape(-1, n_features, n_features)[0]
+    forms = exact_quadratic_forms(X, model.means_[0], factor)
+    log_det = np.sum(np.log(np.diag(factor)))
+    constant = log_det - 0.5 * n_features * np.log(2.0 * np.pi)
+    expected = constant - 0.5 * forms
+    np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-14)
+
+
 @st.composite
 def hard_cases(draw):
     """Data where terms cancel: many features, clusters far apart, few rows."""
