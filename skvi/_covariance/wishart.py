@@ -237,12 +237,28 @@ def wishart_predictive_dof_and_scale(dof, mean_precision, n_features):
 
 
 def check_spd(matrix, name):
-    """Raise unless ``matrix`` is symmetric positive definite."""
-    if (
-        not np.all(np.isfinite(matrix))
-        or not is_symmetric(matrix)
-        or upper_cholesky(matrix) is None
-    ):
+    """Raise unless ``matrix`` is symmetric positive definite.
+
+    Both Cholesky factors must exist, and the log-determinant must be
+    finite: a matrix singular to rounding (the covariance of two rows per
+    cluster, clusters 1e5 apart, condition number 1e16) can pass the upper
+    factor and fail the lower one that the Wishart algebra takes, or give
+    ``log det = -inf`` and a bound of ``-inf``.
+    """
+    valid = (
+        np.all(np.isfinite(matrix))
+        and is_symmetric(matrix)
+        and upper_cholesky(matrix) is not None
+    )
+    if valid:
+        symmetric = 0.5 * (matrix + matrix.T)
+        try:
+            np.linalg.cholesky(symmetric)
+        except np.linalg.LinAlgError:
+            valid = False
+        sign, log_det = np.linalg.slogdet(symmetric)
+        valid = valid and sign > 0 and np.isfinite(log_det)
+    if not valid:
         raise ValueError(f"{name} must be a finite symmetric positive definite matrix.")
 
 
