@@ -23,8 +23,7 @@ distance of a mean from the center, so it multiplies rounding errors by
   ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits);
 * *local centers* otherwise (clusters far apart relative to their spread,
   and float32 data): each row is expanded about the mean of its nearest
-  component (the largest density of the diagonal Gaussians each
-  component's precision diagonal gives, see Expansion). A row then meets
+  component (in a diagonal metric from the variances). A row then meets
   its own component with no cancellation at all, and a distant component
   with terms no larger than that component's large quadratic form. Within a
   chunk the rows are sorted by center; the second-order product stays one
@@ -146,57 +145,38 @@ class Expansion:
         # time from whitened rows, without second-order features (see
         # per_component_cheaper).
         self.per_component = False
-        self.label_dtype = np.uint8 if self.n_groups <= 256 else np.uint16
-        if metric is not None:
-            # Without a metric (center_expansion) rows are grouped by the
-            # responsibilities they come with.
+        if self.n_groups > 1:
             self._label_coefficients(np.asarray(metric, dtype=float))
 
     def _label_coefficients(self, metric):
-        # Each center g scores rows by the diagonal Gaussian of its own
-        # component's precision diagonal M_g (G, D): about u = x - mid,
-        # -1/2 (u - o_g)^T M_g (u - o_g) + 1/2 sum log M_g, o_g = c_g - mid.
-        # A shared metric (the components' average) let one tight
-        # component's coordinates outweigh all others, and rows of a broad
-        # component spanning clusters far apart went to a far center, where
-        # their own values cancelled digits (2e-13 of the bound).
-        # In float64 whatever the rows' dtype: the square terms cancel
-        # about eps (|u| + |o_g|)^2 M_g, which float32 cannot spare.
+        # Nearest center in the metric diag(metric): the argmax over g of
+        # (metric u_g) . x - metric u_g . (mid + u_g / 2), u_g = c_g - mid,
+        # which drops the row's own squared norm and keeps the numbers small.
         mid = self.centers.mean(axis=0)
         offsets = self.centers - mid
-        self.label_mid = mid
-        # Coefficients of the features [u^2, u], shape (2 D, G).
-        self.label_coefficients = np.concatenate([-0.5 * metric, metric * offsets], 1).T
-        with np.errstate(divide="ignore"):
-            terms = 0.5 * (np.log(metric) - metric * offsets**2)
+        weighted = metric * offsets
+        self.label_weights = weighted.T.astype(self.dtype)
         # Per coordinate, so that a row's missing coordinates can be left out.
-        self.label_terms = terms.T
-        self.label_offsets = terms.sum(axis=1)
+        self.label_terms = (weighted * (mid + 0.5 * offsets)).T.astype(self.dtype)
+        self.label_offsets = -self.label_terms.sum(axis=0)
+        self.label_dtype = np.uint8 if self.n_groups <= 256 else np.uint16
 
-    def nearest_centers(self, chunk, mask=None, out=None):
+    def nearest_centers(self, chunk, mask=None):
         """The center each row of ``chunk`` is expanded about.
 
-        With a ``mask`` of missing entries, the scores use the observed
-        coordinates only. ``out``, optional, is a float64 buffer of
-        ``2 D m`` values for the features the scores are a product of.
+        With a ``mask`` of missing entries, the distances use the observed
+        coordinates only.
         """
-        m, dims = chunk.shape
-        if out is None:
-            out = np.empty(2 * dims * m)
-        features = out[: 2 * dims * m].reshape(m, 2 * dims)
-        rows = features[:, dims:]
         # Rows far beyond every center may overflow: any center will do for
         # them, and their values are repaired later.
         with np.errstate(over="ignore", invalid="ignore"):
-            np.subtract(chunk, self.label_mid, out=rows)
-            if mask is not None:
-                rows[mask] = 0.0
-            np.square(rows, out=features[:, :dims])
-            scores = features @ self.label_coefficients
             if mask is None:
+                scores = chunk @ self.label_weights
                 scores += self.label_offsets
             else:
-                scores += (~mask).astype(float) @ self.label_terms
+                observed = (~mask).astype(self.dtype)
+                scores = np.where(mask, 0, chunk) @ self.label_weights
+                scores -= observed @ self.label_terms
         return np.argmax(scores, axis=1).astype(self.label_dtype)
 
     def row_bytes(self):
@@ -303,9 +283,15 @@ def parameter_expansion(
         centers = means
     metric = None
     if len(centers) > 1:
-        # Only local centers (one per component) label rows, each by its
-        # component's precision diagonal.
-        metric = np.array(unit.precision_diagonals(precisions), dtype=float)
+        # Only local centers label rows by a metric: the inverse of the
+        # components' mean variances. The mean precision let one tight
+        # component's coordinate outweigh all others, and sent a broad
+        # component's rows (one spanning clusters far apart) to a far
+        # center, where their own values cancelled digits.
+        weights = np.asarray(weights, dtype=float)
+        with np.errstate(divide="ignore"):
+            variances = 1.0 / np.asarray(unit.precision_diagonals(precisions))
+        metric = weights.sum() / (weights @ variances)
     plan = Expansion(unit, centers, metric, dtype)
 
     # For center g and component k: d = m_k - c_g.
@@ -445,7 +431,6 @@ class _Workspace:
             size = unit.n_components * unit.n_features * n_rows
             self._whitened = _scratch(self, "whitened", size, dtype)
         self._exact = None
-        self._labels = None
         self._n_rows = n_rows
         self._components = unit.n_components
         self._dims = unit.n_features
@@ -477,13 +462,6 @@ class _Workspace:
         """A (K D, m) block for every component's whitened rows."""
         return self._whitened[: m * self._components * self._dims].reshape(-1, m)
 
-    def label_features(self):
-        """A float64 buffer for the features that label rows by center."""
-        if self._labels is None:
-            size = 2 * self._dims * self._n_rows
-            self._labels = _scratch(self, "labels", size, np.float64)
-        return self._labels
-
     def exact(self):
         """Six flat buffers of D m values for rows recomputed exactly."""
         if self._exact is None:
@@ -509,7 +487,7 @@ def _prepare(plan, workspace, chunk, labels=None):
         row_groups = None
     else:
         if labels is None:
-            labels = plan.nearest_centers(chunk, mask, workspace.label_features())
+            labels = plan.nearest_centers(chunk, mask)
         order = np.argsort(labels, kind="stable")
         labels = labels[order]
         counts = np.bincount(labels, minlength=plan.n_groups)
