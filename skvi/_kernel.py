@@ -23,7 +23,7 @@ distance of a mean from the center, so it multiplies rounding errors by
   ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits);
 * *local centers* otherwise (clusters far apart relative to their spread,
   and float32 data): each row is expanded about the mean of its nearest
-  component (in a diagonal metric from the precisions). A row then meets
+  component (in a diagonal metric from the variances). A row then meets
   its own component with no cancellation at all, and a distant component
   with terms no larger than that component's large quadratic form. Within a
   chunk the rows are sorted by center; the second-order product stays one
@@ -41,8 +41,10 @@ components in one product, the values as ``|y|^2``, and the second
 moments as one symmetric rank update ``sum w r e e^T`` per component.
 :func:`per_component_cheaper` chooses from a cost model whose constants
 were measured (``LAYOUT_COSTS``); the per-component layout is also the
-exact path for ill-conditioned precisions (``WHITENING_LIMIT``). Both
-layouts serve fits and predictions alike.
+exact path for ill-conditioned precisions (``WHITENING_LIMIT``), where a
+row whose ``x - m_k`` lies along a weak axis of the precision (a component
+spanning clusters far apart) is recomputed without cancellation
+(:class:`_ExactRows`). Both layouts serve fits and predictions alike.
 
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
@@ -63,6 +65,7 @@ import numpy as np
 from scipy.linalg import lapack
 from sklearn import get_config
 
+from ._covariance.wishart import SplitFactor
 from ._missing import IncompleteRows, incomplete_columns, missing_mask
 
 # Largest rounding loss F of a shared center, per working dtype: float64
@@ -280,9 +283,15 @@ def parameter_expansion(
         centers = means
     metric = None
     if len(centers) > 1:
-        # Only local centers label rows by a metric.
+        # Only local centers label rows by a metric: the inverse of the
+        # components' mean variances. The mean precision let one tight
+        # component's coordinate outweigh all others, and sent a broad
+        # component's rows (one spanning clusters far apart) to a far
+        # center, where their own values cancelled digits.
         weights = np.asarray(weights, dtype=float)
-        metric = weights @ unit.precision_diagonals(precisions) / weights.sum()
+        with np.errstate(divide="ignore"):
+            variances = 1.0 / np.asarray(unit.precision_diagonals(precisions))
+        metric = weights.sum() / (weights @ variances)
     plan = Expansion(unit, centers, metric, dtype)
 
     # For center g and component k: d = m_k - c_g.
@@ -317,6 +326,8 @@ def parameter_expansion(
             np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
         )
         plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(dtype)
+        if plan.whitened:
+            plan.exact_rows = _ExactRows(factors, means, shifts)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -419,6 +430,8 @@ class _Workspace:
         if plan.per_component:
             size = unit.n_components * unit.n_features * n_rows
             self._whitened = _scratch(self, "whitened", size, dtype)
+        self._exact = None
+        self._n_rows = n_rows
         self._components = unit.n_components
         self._dims = unit.n_features
         # Per-row vectors, reused: freeing arrays of a chunk's size on every
@@ -448,6 +461,13 @@ class _Workspace:
     def whitened(self, m):
         """A (K D, m) block for every component's whitened rows."""
         return self._whitened[: m * self._components * self._dims].reshape(-1, m)
+
+    def exact(self):
+        """Six flat buffers of D m values for rows recomputed exactly."""
+        if self._exact is None:
+            size = 6 * self._dims * self._n_rows
+            self._exact = _scratch(self, "exact", size, self._whitened.dtype)
+        return self._exact.reshape(6, -1)
 
 
 def _prepare(plan, workspace, chunk, labels=None):
@@ -586,7 +606,109 @@ def _whitened_rows(plan, workspace, prepared):
     # Rows are sorted by center.
     for g, start, stop in prepared.groups:
         products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
+    if plan.whitened:
+        plan.exact_rows.refine(products, prepared, centered, workspace)
     return products
+
+
+# How far a whitened row's terms may exceed it, ``|P_k|_F (|e| + |d_k|)``
+# over ``|P_k^T (x - m_k)|``, before it is recomputed without cancellation
+# (_ExactRows). The plain product errs by about eps times the terms, so the
+# rows kept plain err by at most ~32 eps of themselves; a well-conditioned
+# component's own rows stay below (about sqrt(D) times its factor's
+# condition number).
+ROW_CANCELLATION = 32.0
+
+
+class _ExactRows:
+    """Whitened rows ``P_k^T (x - m_k)`` where the plain product cancels.
+
+    With clusters far apart a component's precision is weak along the axis
+    joining them: a component spanning two clusters, or a mean the prior
+    pulls away from its few rows, meets rows whose ``x - m_k`` lies along
+    that weak axis. There ``P_k^T (x - m_k)`` is far smaller than its terms
+    ``|P_k| |x - m_k|``, and the plain product (and the rounding of ``x -
+    c`` and ``m_k - c``) leaves errors of eps times the terms: 1e-11 of the
+    row's form, 1e-12 of the bound, for clusters 1e5 apart. Such pairs of
+    row and component are found from norms (no product), and only they are
+    recomputed: ``x - m_k`` kept exactly as its rounded value and error
+    (Knuth's two-sum), times ``P_k`` as an error-free split product
+    (:func:`skvi._covariance.wishart.accurate_product`, each factor split
+    once).
+    """
+
+    def __init__(self, factors, means, shifts):
+        self.means = means
+        self.factor_norms = np.sqrt(np.einsum("kij,kij->k", factors, factors))
+        # |m_k - c_g|, shape (G, K).
+        self.shift_norms = np.sqrt(np.einsum("gki,gki->gk", shifts, shifts))
+        # Each factor split once, when first needed.
+        self.factors = factors
+        self._split = {}
+
+    def refine(self, products, prepared, centered, workspace):
+        """Recompute the cancelling rows of ``products`` (K, D, m) in place."""
+        row_norms = np.sqrt(np.einsum("im,im->m", centered, centered))
+        terms = np.empty(products.shape[::2])
+        for g, start, stop in prepared.groups:
+            terms[:, start:stop] = (
+                row_norms[start:stop] + self.shift_norms[g][:, np.newaxis]
+            )
+        terms *= self.factor_norms[:, np.newaxis]
+        forms = np.einsum("kim,kim->km", products, products)
+        with np.errstate(invalid="ignore"):
+            cancelled = terms**2 > ROW_CANCELLATION**2 * forms
+        if prepared.incomplete is not None:
+            # Rows with missing entries take their values and moments apart.
+            cancelled[:, prepared.incomplete[0]] = False
+        counts = np.count_nonzero(cancelled, axis=1)
+        if not counts.any():
+            return
+        # Rows as columns (D, m), the layout of products: reductions and
+        # broadcasts then run along whole rows of the arrays. In the
+        # workspace: fresh arrays of a chunk's size cost page faults.
+        dims, m = products.shape[1:]
+        buffers = workspace.exact()
+        rows = buffers[0][: dims * m].reshape(dims, m)
+        np.copyto(rows, prepared.rows.T)
+        if prepared.incomplete is not None:
+            np.nan_to_num(rows, copy=False)
+        for k in np.flatnonzero(counts):
+            if k not in self._split:
+                self._split[k] = SplitFactor(np.ascontiguousarray(self.factors[k].T))
+            gather = 4 * counts[k] < m
+            n = counts[k] if gather else m
+            work = [buffer[: dims * n].reshape(dims, n) for buffer in buffers[1:]]
+            if gather:
+                columns = np.flatnonzero(cancelled[k])
+                np.take(rows, columns, axis=1, out=work[0], mode="clip")
+            else:
+                np.copyto(work[0], rows)
+            exact = _exact_difference(work, self.means[k], self._split[k])
+            if gather:
+                products[k][:, columns] = exact
+            else:
+                np.copyto(products[k], exact, where=cancelled[k])
+
+
+def _exact_difference(work, mean, factor):
+    """``P^T (x - m)`` for the columns x of ``work[0]`` (D, n), accurately.
+
+    ``x - m = d + err`` exactly (two-sum), and ``P^T d`` as a split product
+    (``factor``, the :class:`SplitFactor` of ``P^T``), which errs by about
+    eps of the result however its terms cancel. ``work``, five (D, n)
+    arrays, holds the intermediate values (``work[0]`` is overwritten); the
+    result is one of them.
+    """
+    rows, difference, error = work[:3]
+    mean = mean[:, np.newaxis]
+    np.subtract(rows, mean, out=difference)
+    moved = np.subtract(difference, rows, out=error)
+    # (rows - (difference - moved)) - (mean + moved), in place.
+    rows -= np.subtract(difference, moved, out=work[3])
+    error += mean
+    np.subtract(rows, error, out=error)
+    return factor.times(difference, error, (rows, work[3], work[4]))
 
 
 def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
@@ -728,13 +850,17 @@ class WhitenedMoments:
 def _frame_change(source, target):
     """``P^-1 Q`` for upper factors ``P = source``, ``Q = target``.
 
-    By LAPACK directly (scipy's wrapper costs milliseconds); exactly the
-    identity where they are equal.
+    As ``I + P^-1 (Q - P)``: consecutive factors of a fit nearly agree, and
+    the solve then errs by eps times the condition number of P relative to
+    the small ``Q - P`` rather than to Q (where clusters lie far apart that
+    number reaches 1e8). By LAPACK directly (scipy's wrapper costs
+    milliseconds); exactly the identity where they are equal.
     """
+    eye = np.eye(source.shape[0])
     if np.array_equal(source, target):
-        return np.eye(source.shape[0])
-    change, _ = lapack.dtrtrs(source, target, lower=0)
-    return change
+        return eye
+    change, _ = lapack.dtrtrs(source, target - source, lower=0)
+    return change + eye
 
 
 def per_component_cheaper(unit, precisions_cholesky, dtype):

@@ -222,8 +222,13 @@ class FullCovariance(CovarianceUnit):
     def conjugate_cholesky(
         self, prior, nk, scatter, mean_offsets, shrinkage, reg, update, whitened=None
     ):
-        # Each component's own scatter loses only its own condition number's
-        # digits: its whitened form (tied's) measured no better here.
+        frames = None
+        if whitened is not None:
+            # A component spanning clusters far apart has a scatter about its
+            # mean whose entries, rounded one by one, lose the digits of its
+            # condition number along its weak axes; in the frame the E-step
+            # whitened its rows in, the scatter is well conditioned.
+            frames = (whitened.factors, whitened.scatters())
         factors = wishart_precision_factors(
             prior.covariance,
             scatter,
@@ -231,6 +236,7 @@ class FullCovariance(CovarianceUnit):
             mean_offsets[:, np.newaxis],
             shrinkage[:, np.newaxis],
             update[1],
+            frames,
         )
         if factors is None:
             return self.cholesky_from_covariance(update[0], reg)

@@ -51,12 +51,61 @@ def accurate_product(a, b):
     Rump, Numer. Algorithms 59, 2012), the rest errs by ``eps 2^-22 |a|
     |b|``. Stacks broadcast as in ``np.matmul``.
     """
-    bits = int(np.ceil((53 + np.log2(max(a.shape[-1], 1))) / 2)) + 1
-    a_high, a_low = _split(a, bits, axis=-1)
-    b_high, b_low = _split(b, bits, axis=-2)
-    if not (np.all(np.isfinite(a_low)) and np.all(np.isfinite(b_low))):
-        return a @ b
-    return a_high @ b_high + (a_high @ b_low + a_low @ b)
+    return SplitFactor(a).times(b)
+
+
+class SplitFactor:
+    """A left factor ``a`` split once, for accurate products ``a @ b``.
+
+    Splitting costs about as much as a product of its size: a factor that
+    meets many right operands (a precision factor and chunks of rows) is
+    split once (see :func:`accurate_product`).
+    """
+
+    def __init__(self, a):
+        self.a = a
+        self.bits = int(np.ceil((53 + np.log2(max(a.shape[-1], 1))) / 2)) + 1
+        self.high, self.low = _split(a, self.bits, axis=-1)
+        self.finite = bool(np.all(np.isfinite(self.low)))
+
+    def times(self, b, error=None, work=None):
+        """``a @ (b + error)``, accurately (see :func:`accurate_product`).
+
+        ``error``, a small correction of ``b`` (such as the rounding error
+        of a difference), joins the small terms. ``work``, optional, is a
+        triple of arrays, one of ``b``'s shape and two of the result's,
+        that the product is formed in (fresh arrays of a chunk's size cost
+        page faults); then ``b`` is overwritten and the result is
+        ``work[2]``.
+        """
+        if work is None:
+            b = np.array(b, dtype=float)
+            shape = np.broadcast_shapes(self.a.shape[:-2], b.shape[:-2])
+            shape += self.a.shape[-2:-1] + b.shape[-1:]
+            work = (np.empty_like(b), np.empty(shape), np.empty(shape))
+        high, small, product = work
+        bits = self.bits
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            # b's columns split as in _split, in place.
+            top = np.max(np.abs(b), axis=-2, keepdims=True)
+            exponent = np.ceil(np.log2(np.where(top > 0, top, 1.0)))
+            grid = np.where(top > 0, np.ldexp(1.0, (exponent + bits).astype(int)), 0.0)
+            np.add(b, grid, out=high)
+            high -= grid
+            finite = self.finite and bool(np.isfinite(high).all())
+        if not finite:
+            np.matmul(self.a, b, out=product)
+            if error is not None:
+                product += self.a @ error
+            return product
+        np.matmul(self.low, b, out=small)
+        if error is not None:
+            small += np.matmul(self.a, error, out=product)
+        b -= high
+        small += np.matmul(self.high, b, out=product)
+        np.matmul(self.high, high, out=product)
+        product += small
+        return product
 
 
 def product_for_norms(a, b):
@@ -188,12 +237,28 @@ def wishart_predictive_dof_and_scale(dof, mean_precision, n_features):
 
 
 def check_spd(matrix, name):
-    """Raise unless ``matrix`` is symmetric positive definite."""
-    if (
-        not np.all(np.isfinite(matrix))
-        or not is_symmetric(matrix)
-        or upper_cholesky(matrix) is None
-    ):
+    """Raise unless ``matrix`` is symmetric positive definite.
+
+    Both Cholesky factors must exist, and the log-determinant must be
+    finite: a matrix singular to rounding (the covariance of two rows per
+    cluster, clusters 1e5 apart, condition number 1e16) can pass the upper
+    factor and fail the lower one that the Wishart algebra takes, or give
+    ``log det = -inf`` and a bound of ``-inf``.
+    """
+    valid = (
+        np.all(np.isfinite(matrix))
+        and is_symmetric(matrix)
+        and upper_cholesky(matrix) is not None
+    )
+    if valid:
+        symmetric = 0.5 * (matrix + matrix.T)
+        try:
+            np.linalg.cholesky(symmetric)
+        except np.linalg.LinAlgError:
+            valid = False
+        sign, log_det = np.linalg.slogdet(symmetric)
+        valid = valid and sign > 0 and np.isfinite(log_det)
+    if not valid:
         raise ValueError(f"{name} must be a finite symmetric positive definite matrix.")
 
 
