@@ -250,7 +250,11 @@ class IncompleteRows:
             gradient = self._gradients(plan, dense, coordinates)
         first_row = first_entry = 0
         for size, n_members in enumerate(np.bincount(sizes)):
-            if size == 0 or n_members == 0:
+            if size == 0:
+                # Complete rows, where every row was taken (incomplete_columns).
+                first_row += n_members
+                continue
+            if n_members == 0:
                 continue
             rows = slice(first_row, first_row + n_members)
             entries = slice(first_entry, first_entry + n_members * size)
