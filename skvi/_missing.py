@@ -419,6 +419,14 @@ class IncompleteRows:
         optimum = -np.einsum("knst,knt->kns", inverse_r, projected)
         self._blocks.append((members, missing, shifts + optimum, covariance, -optimum))
 
+    def _empty_rows(self):
+        """Which rows have nothing observed, (n,), or None where none has."""
+        n_features = self.mask.shape[1]
+        if np.count_nonzero(self.mask) < n_features:
+            return None
+        empty = self.n_missing == n_features
+        return empty if empty.any() else None
+
     def whitened_moments(self, weighted_resp):
         """These rows' whitened moments (skvi._kernel.WhitenedMoments).
 
@@ -501,6 +509,12 @@ class IncompleteRows:
         again from ``x_o - mu_o`` directly:
         ``quad_o = z_o^T Lambda_oo z_o - b^T Lambda_mm^-1 b``,
         ``b = Lambda_mo z_o``. ``values[:, columns]`` are these rows'.
+
+        Rows with nothing observed are always computed again: their form
+        is 0, while the kernel's value of the row filled in with the center
+        and its correction are both ``d^T Lambda d`` for ``d = mu_k - c``,
+        whose difference keeps the rounding of that (far from the center,
+        large) number.
         """
         if isinstance(columns, slice):
             columns = np.arange(values.shape[1])[columns]
@@ -510,12 +524,18 @@ class IncompleteRows:
             most = float(np.max(np.sum(self._dropped, axis=-1), initial=0.0))
         else:
             most = -float(np.min(self.quadratic, initial=0.0))
-        if most <= limit:
+        empty = self._empty_rows()
+        if most <= limit and empty is None:
             return
         finite = np.isfinite(plan.offsets)[:, np.newaxis]
-        with np.errstate(invalid="ignore", over="ignore"):
-            left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
-            flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
+        if most > limit:
+            with np.errstate(invalid="ignore", over="ignore"):
+                left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
+                flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
+        else:
+            flagged = np.zeros((len(finite), len(columns)), dtype=bool)
+        if empty is not None:
+            flagged |= finite & empty
         if not flagged.any():
             return
         unit = plan.unit

@@ -455,3 +455,29 @@ def test_diagonal_corrections_of_every_row_match_those_of_the_incomplete_ones(
         every.score_samples(X[complete]),
         rtol=1e-14,
     )
+
+
+@pytest.mark.parametrize("spacing", [1e2, 1e6])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_rows_with_nothing_observed_score_zero_far_from_the_origin(
+    covariance_type, estimator, spacing
+):
+    # Clusters far apart: a row with nothing observed, filled in with a
+    # center, is far from most components, and its kernel value and its
+    # correction are both large; its density of nothing observed is 1.
+    rng = np.random.RandomState(41)
+    offsets = spacing * np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 0.5]])
+    X = np.vstack([rng.normal(size=(150, 3)) + offset for offset in offsets])
+    X[::7, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = estimator(
+            n_components=3, covariance_type=covariance_type, random_state=0
+        ).fit(X)
+    rows = X[:6].copy()
+    rows[::2] = np.nan
+    scores = model.score_samples(rows)
+    assert np.all(np.abs(scores[::2]) <= 1e-12)
+    assert np.all(np.abs(model.score_samples(rows.astype(np.float32))[::2]) <= 1e-6)
+    assert_allclose(scores[1::2], model.score_samples(rows[1::2]), rtol=1e-13)
