@@ -114,12 +114,17 @@ def _finite_diagonal_terms(plan):
     """Whether every per-coordinate term of diagonal precisions is finite.
 
     Then a complete row's corrections, products of the terms with its zero
-    mask row, are exactly 0 (an infinite term would make them NaN).
+    mask row, are exactly 0 (an infinite term would make them NaN). Kept
+    on the plan: every chunk asks.
     """
-    diagonals = plan.unit.precision_diagonals(plan.precisions)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        terms = (diagonals * plan.shifts**2, 1.0 / diagonals, np.log(diagonals))
-    return all(np.all(np.isfinite(term)) for term in terms)
+    finite = plan.__dict__.get("_finite_diagonal_terms")
+    if finite is None:
+        diagonals = plan.unit.precision_diagonals(plan.precisions)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            terms = (diagonals * plan.shifts**2, 1.0 / diagonals, np.log(diagonals))
+        finite = all(bool(np.all(np.isfinite(term))) for term in terms)
+        plan.__dict__["_finite_diagonal_terms"] = finite
+    return finite
 
 
 class IncompleteRows:
@@ -424,7 +429,11 @@ class IncompleteRows:
         n_features = self.mask.shape[1]
         if np.count_nonzero(self.mask) < n_features:
             return None
-        empty = self.n_missing == n_features
+        if self._n_missing is None and hasattr(self, "_float_mask"):
+            # A product with the float mask costs less than counting.
+            empty = self._float_mask @ np.ones(n_features) == n_features
+        else:
+            empty = self.n_missing == n_features
         return empty if empty.any() else None
 
     def whitened_moments(self, weighted_resp):
@@ -516,8 +525,6 @@ class IncompleteRows:
         whose difference keeps the rounding of that (far from the center,
         large) number.
         """
-        if isinstance(columns, slice):
-            columns = np.arange(values.shape[1])[columns]
         # Flagged values have -quadratic > limit (1 + |left|) >= limit; with
         # diagonal precisions -quadratic is at most the sum of the drops.
         if plan.unit.diagonal_precision:
@@ -533,11 +540,13 @@ class IncompleteRows:
                 left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
                 flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
         else:
-            flagged = np.zeros((len(finite), len(columns)), dtype=bool)
+            flagged = np.zeros((len(finite), self.mask.shape[0]), dtype=bool)
         if empty is not None:
             flagged |= finite & empty
         if not flagged.any():
             return
+        if isinstance(columns, slice):
+            columns = np.arange(values.shape[1])[columns]
         unit = plan.unit
         if unit.diagonal_precision:
             parts = [(np.nonzero(flagged), None, None)]
