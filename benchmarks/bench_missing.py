@@ -10,13 +10,18 @@ machine the ratio of CPU times (``time.process_time`` of the fitting
 process) is the steadier one, and both are reported.
 
 The fits import the ``skvi`` of this checkout, or the one ``PYTHONPATH``
-names (to measure another revision side by side).
+names. With ``--compare DIR`` every fit also runs with the ``skvi`` of the
+checkout DIR, the two alternating fit by fit (and which goes first
+alternating too), so that both see the same load on a shared machine; the
+table then has a row per covariance type and checkout, and the last
+column is this checkout's time over DIR's for the fit with missing entries.
 
 Usage::
 
     python benchmarks/bench_missing.py                  # 100k x 16, K=8
     python benchmarks/bench_missing.py --rows 20_000 --repeats 1
     python benchmarks/bench_missing.py --fractions 0,0.1      # 10% only
+    python benchmarks/bench_missing.py --fractions 0,0.1 --compare ../base
 """
 
 from __future__ import annotations
@@ -48,6 +53,11 @@ def parse_args(argv=None):
         "--fractions",
         default="0,0.1,0.3",
         help="comma list of missing fractions; the first is the reference",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="another checkout whose skvi is timed interleaved with this one's",
     )
     parser.add_argument("--output", help="also write the table (markdown) here")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -115,8 +125,14 @@ def write_cases(args, fractions, directory):
     return files
 
 
-def run_child(path, covariance_type, max_iter):
+def run_child(path, covariance_type, max_iter, checkout=None):
+    """Seconds and CPU seconds of one fit, with the skvi of ``checkout``.
+
+    Without a checkout, that of ``PYTHONPATH`` or else of this one.
+    """
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    if checkout is not None:
+        env["PYTHONPATH"] = str(Path(checkout).resolve())
     env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     command = [sys.executable, __file__, "--child", str(path), covariance_type]
     result = subprocess.run(
@@ -134,6 +150,22 @@ def main(argv=None):
     fractions = [float(f) for f in args.fractions.split(",")]
     reference, others = fractions[0], fractions[1:]
     names = [f"{f:.0%} missing" for f in others]
+    checkouts = [None] if args.compare is None else [None, args.compare]
+    labels = {None: "this", args.compare: f"`{args.compare}`"}
+    header = (
+        "| covariance | "
+        + " | ".join([f"{reference:.0%} missing"] + names)
+        + " | "
+        + " | ".join([f"ratio {f:.0%}" for f in others])
+        + " | "
+        + " | ".join([f"CPU ratio {f:.0%}" for f in others])
+        + " |"
+    )
+    separator = "|---|" + "---:|" * (1 + 3 * len(others))
+    if args.compare is not None:
+        header += " checkout | "
+        header += " | ".join(f"CPU this/other {f:.0%}" for f in others) + " |"
+        separator += "---|" + "---:|" * len(others)
     lines = [
         "## Missing entries",
         "",
@@ -144,38 +176,48 @@ def main(argv=None):
         f"of {args.repeats}. Ratios are over the fit with {reference:.0%} "
         "missing; CPU ratios compare the fitting processes' CPU times.",
         "",
-        "| covariance | "
-        + " | ".join([f"{reference:.0%} missing"] + names)
-        + " | "
-        + " | ".join([f"ratio {f:.0%}" for f in others])
-        + " | "
-        + " | ".join([f"CPU ratio {f:.0%}" for f in others])
-        + " |",
-        "|---|" + "---:|" * (1 + 3 * len(others)),
+        header,
+        separator,
     ]
     print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory() as directory:
         files = write_cases(args, fractions, directory)
         for covariance_type in args.covariance_types.split(","):
-            times = {fraction: [] for fraction in fractions}
-            cpu = {fraction: [] for fraction in fractions}
+            times = {(c, f): [] for c in checkouts for f in fractions}
+            cpu = {(c, f): [] for c in checkouts for f in fractions}
             for repeat in range(args.repeats):
                 order = fractions if repeat % 2 == 0 else fractions[::-1]
-                for fraction in order:
-                    path = files[covariance_type, fraction]
-                    seconds, cpu_seconds = run_child(
-                        path, covariance_type, args.max_iter
-                    )
-                    times[fraction].append(seconds)
-                    cpu[fraction].append(cpu_seconds)
-            median = {f: float(np.median(t)) for f, t in times.items()}
-            cpu_median = {f: float(np.median(t)) for f, t in cpu.items()}
-            cells = [f"{median[f]:.2f} s" for f in fractions]
-            cells += [f"**{median[f] / median[reference]:.1f}x**" for f in others]
-            cells += [f"{cpu_median[f] / cpu_median[reference]:.1f}x" for f in others]
-            row = f"| {covariance_type} | " + " | ".join(cells) + " |"
-            lines.append(row)
-            print(row, flush=True)
+                for position, fraction in enumerate(order):
+                    # Which checkout goes first alternates fit by fit.
+                    turn = checkouts if position % 2 == 0 else checkouts[::-1]
+                    for checkout in turn:
+                        path = files[covariance_type, fraction]
+                        seconds, cpu_seconds = run_child(
+                            path, covariance_type, args.max_iter, checkout
+                        )
+                        times[checkout, fraction].append(seconds)
+                        cpu[checkout, fraction].append(cpu_seconds)
+            median = {key: float(np.median(t)) for key, t in times.items()}
+            cpu_median = {key: float(np.median(t)) for key, t in cpu.items()}
+            for checkout in checkouts:
+                seconds = {f: median[checkout, f] for f in fractions}
+                cpu_seconds = {f: cpu_median[checkout, f] for f in fractions}
+                cells = [f"{seconds[f]:.2f} s" for f in fractions]
+                cells += [f"**{seconds[f] / seconds[reference]:.1f}x**" for f in others]
+                cells += [
+                    f"{cpu_seconds[f] / cpu_seconds[reference]:.1f}x" for f in others
+                ]
+                if args.compare is not None:
+                    cells.append(labels[checkout])
+                    cells += [
+                        f"{cpu_median[None, f] / cpu_median[args.compare, f]:.2f}"
+                        if checkout is None
+                        else ""
+                        for f in others
+                    ]
+                row = f"| {covariance_type} | " + " | ".join(cells) + " |"
+                lines.append(row)
+                print(row, flush=True)
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -519,9 +519,7 @@ def _prepare(plan, workspace, chunk, labels=None):
                 rows[columns],
                 centered[:, columns],
                 mask[columns],
-                np.zeros(len(columns), dtype=np.intp)
-                if row_groups is None
-                else row_groups[columns],
+                None if row_groups is None else row_groups[columns],
             )
             incomplete = (columns, corrections)
     if not plan.per_component:
@@ -953,7 +951,8 @@ def conditional_moments(plan, chunk):
     if prepared.incomplete is None:
         return
     columns, corrections = prepared.incomplete
-    original = columns if prepared.order is None else prepared.order[columns]
+    order = np.arange(prepared.n_rows) if prepared.order is None else prepared.order
+    original = order[columns]
     for members, missing, means, covariances in corrections.conditional_moments(plan):
         yield original[members], missing, means, covariances
 

@@ -91,13 +91,40 @@ def incomplete_columns(plan, mask):
 
     So ordered, each number's rows are one slice of IncompleteRows' arrays.
     Rows about local centers keep their order (sorted by center), and
-    diagonal precisions need no order.
+    diagonal precisions need no order. With diagonal precisions about one
+    center and many missing entries, ``slice(None)``: every row, complete
+    ones included (their corrections are products with a zero mask row,
+    exactly 0), which costs less than gathering the incomplete ones.
     """
+    if (
+        plan.n_groups == 1
+        and plan.unit.diagonal_precision
+        and np.count_nonzero(mask) >= ALL_ROWS_ENTRIES * mask.shape[0]
+        and _finite_diagonal_terms(plan)
+    ):
+        return slice(None)
     counts = _counts(mask)
     if plan.n_groups > 1 or plan.unit.diagonal_precision:
         return np.flatnonzero(counts)
     order = np.argsort(counts, kind="stable")  # a radix sort of small integers
     return order[np.count_nonzero(counts == 0) :]
+
+
+def _finite_diagonal_terms(plan):
+    """Whether every per-coordinate term of diagonal precisions is finite.
+
+    Then a complete row's corrections, products of the terms with its zero
+    mask row, are exactly 0 (an infinite term would make them NaN). Kept
+    on the plan: every chunk asks.
+    """
+    finite = plan.__dict__.get("_finite_diagonal_terms")
+    if finite is None:
+        diagonals = plan.unit.precision_diagonals(plan.precisions)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            terms = (diagonals * plan.shifts**2, 1.0 / diagonals, np.log(diagonals))
+        finite = all(bool(np.all(np.isfinite(term))) for term in terms)
+        plan.__dict__["_finite_diagonal_terms"] = finite
+    return finite
 
 
 class IncompleteRows:
@@ -113,8 +140,8 @@ class IncompleteRows:
         Their kernel rows: ``x - c`` with 0 at the missing entries.
     mask : ndarray of shape (n, D)
         True at the missing entries.
-    groups : ndarray of shape (n,)
-        The center each row was expanded about.
+    groups : ndarray of shape (n,) or None
+        The center each row was expanded about (None: all about the first).
 
     Attributes
     ----------
@@ -126,11 +153,13 @@ class IncompleteRows:
     n_missing : ndarray of shape (n,)
     """
 
-    def __init__(self, plan, rows, centered, mask, groups):
+    def __init__(self, plan, rows, centered, mask, groups=None):
         unit = plan.unit
         self.rows = rows
         self.mask = mask
-        self.n_missing = _counts(mask)
+        self._n_missing = None
+        if groups is None:
+            groups = np.zeros(rows.shape[0], dtype=np.intp)
         self.groups = groups
         self.centered = centered
         n_rows = rows.shape[0]
@@ -157,6 +186,13 @@ class IncompleteRows:
             self._diagonal_corrections(plan)
         else:
             self._build_blocks(plan)
+
+    @property
+    def n_missing(self):
+        """The number of missing entries of each row, (n,)."""
+        if self._n_missing is None:
+            self._n_missing = _counts(self.mask)
+        return self._n_missing
 
     def _build_blocks(self, plan):
         """Per group of rows with the same number s of missing entries."""
@@ -219,7 +255,11 @@ class IncompleteRows:
             gradient = self._gradients(plan, dense, coordinates)
         first_row = first_entry = 0
         for size, n_members in enumerate(np.bincount(sizes)):
-            if size == 0 or n_members == 0:
+            if size == 0:
+                # Complete rows, where every row was taken (incomplete_columns).
+                first_row += n_members
+                continue
+            if n_members == 0:
                 continue
             rows = slice(first_row, first_row + n_members)
             entries = slice(first_entry, first_entry + n_members * size)
@@ -280,11 +320,22 @@ class IncompleteRows:
         """
         self._diagonals = plan.unit.precision_diagonals(plan.precisions)  # (K, D)
         self._float_mask = self.mask.astype(float)
+        self._mass = None
         # What each missing coordinate drops from the form of the filled
         # row, lambda_j d_j^2, per center: (G, K, D). The values'
         # corrections are one product with the mask (value_corrections);
         # quadratic and log_det are computed only where asked for.
         self._dropped = self._diagonals * plan.shifts**2
+
+    def _missing_mass(self, weighted_resp):
+        """``sum w r`` over the rows missing each coordinate, (K, D).
+
+        Kept for the last responsibilities asked about: the statistics and
+        the entropy of a chunk both need it.
+        """
+        if self._mass is None or self._mass[0] is not weighted_resp:
+            self._mass = (weighted_resp, weighted_resp @ self._float_mask)
+        return self._mass[1]
 
     def _diagonal_quadratic(self):
         quadratic = np.empty((self._dropped.shape[1], self.mask.shape[0]))
@@ -373,6 +424,18 @@ class IncompleteRows:
         optimum = -np.einsum("knst,knt->kns", inverse_r, projected)
         self._blocks.append((members, missing, shifts + optimum, covariance, -optimum))
 
+    def _empty_rows(self):
+        """Which rows have nothing observed, (n,), or None where none has."""
+        n_features = self.mask.shape[1]
+        if np.count_nonzero(self.mask) < n_features:
+            return None
+        if self._n_missing is None and hasattr(self, "_float_mask"):
+            # A product with the float mask costs less than counting.
+            empty = self._float_mask @ np.ones(n_features) == n_features
+        else:
+            empty = self.n_missing == n_features
+        return empty if empty.any() else None
+
     def whitened_moments(self, weighted_resp):
         """These rows' whitened moments (skvi._kernel.WhitenedMoments).
 
@@ -455,6 +518,12 @@ class IncompleteRows:
         again from ``x_o - mu_o`` directly:
         ``quad_o = z_o^T Lambda_oo z_o - b^T Lambda_mm^-1 b``,
         ``b = Lambda_mo z_o``. ``values[:, columns]`` are these rows'.
+
+        Rows with nothing observed are always computed again: their form
+        is 0, while the kernel's value of the row filled in with the center
+        and its correction are both ``d^T Lambda d`` for ``d = mu_k - c``,
+        whose difference keeps the rounding of that (far from the center,
+        large) number.
         """
         # Flagged values have -quadratic > limit (1 + |left|) >= limit; with
         # diagonal precisions -quadratic is at most the sum of the drops.
@@ -462,14 +531,22 @@ class IncompleteRows:
             most = float(np.max(np.sum(self._dropped, axis=-1), initial=0.0))
         else:
             most = -float(np.min(self.quadratic, initial=0.0))
-        if most <= limit:
+        empty = self._empty_rows()
+        if most <= limit and empty is None:
             return
         finite = np.isfinite(plan.offsets)[:, np.newaxis]
-        with np.errstate(invalid="ignore", over="ignore"):
-            left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
-            flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
+        if most > limit:
+            with np.errstate(invalid="ignore", over="ignore"):
+                left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
+                flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
+        else:
+            flagged = np.zeros((len(finite), self.mask.shape[0]), dtype=bool)
+        if empty is not None:
+            flagged |= finite & empty
         if not flagged.any():
             return
+        if isinstance(columns, slice):
+            columns = np.arange(values.shape[1])[columns]
         unit = plan.unit
         if unit.diagonal_precision:
             parts = [(np.nonzero(flagged), None, None)]
@@ -520,7 +597,7 @@ class IncompleteRows:
         # s (1 + log 2 pi) / 2 per row, less log det(Lambda_mm) / 2.
         if self._plan.unit.diagonal_precision:
             # Per missing coordinate: (1 + log 2 pi - log lambda_j) / 2.
-            mass = weighted_resp @ self._float_mask
+            mass = self._missing_mass(weighted_resp)
             per_entry = 0.5 * (1.0 + LOG_2PI - np.log(self._diagonals))
             return float(np.sum(mass * per_entry))
         masses = np.sum(weighted_resp, axis=0)
@@ -555,7 +632,7 @@ class IncompleteRows:
             # The conditional mean of a missing coordinate is mu_kj, and
             # e delta^T has no diagonal (e_m = 0).
             shifts = plan.shifts[0]
-            mass = weighted_resp @ self._float_mask
+            mass = self._missing_mass(weighted_resp)
             first = mass * shifts
             second = np.zeros((n_components, n_features, n_features))
             diagonal = np.arange(n_features)
@@ -689,6 +766,12 @@ def _apply(matrices, vectors):
             out[..., i] += matrices[..., i, j] * vectors[..., j]
     return out
 
+
+# With diagonal precisions about one center, every row of a chunk takes the
+# corrections (see incomplete_columns) from this many missing entries per
+# row on: a product with the whole mask then costs less than gathering the
+# incomplete rows and scattering their values.
+ALL_ROWS_ENTRIES = 0.25
 
 # Up to this size, a batch of small SPD matrices is inverted entry by entry
 # over the batch (numpy's batched LAPACK calls cost about 0.3 us per matrix,

@@ -17,6 +17,7 @@ from scipy import stats
 from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 
+import skvi._missing
 from skvi import DegenerateComponentError, EMGaussianMixture, VariationalGaussianMixture
 from skvi._covariance import covariance_unit
 from skvi._stats import ArrayData, e_step
@@ -419,3 +420,64 @@ def test_many_rows_missing_many_entries_get_their_observed_marginals(covariance_
             ).logpdf(row[o])
     expected = logsumexp(marginals + np.log(model.weights_), axis=1)
     assert_allclose(model.score_samples(rows), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_diagonal_corrections_of_every_row_match_those_of_the_incomplete_ones(
+    monkeypatch, estimator, covariance_type
+):
+    # With many missing entries every row of a chunk takes the diagonal
+    # corrections, complete rows as products with their zero mask rows;
+    # with few, only the incomplete rows are gathered. Both give one fit.
+    X = with_missing(make_blobs(31, n_samples=600, n_features=5, n_clusters=3), 0.1, 32)
+    params = dict(
+        n_components=3, covariance_type=covariance_type, max_iter=8, random_state=0
+    )
+    fits = {}
+    for threshold in (0.0, np.inf):
+        monkeypatch.setattr(skvi._missing, "ALL_ROWS_ENTRIES", threshold)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = estimator(**params).fit(X)
+        fits[threshold] = model, model.score_samples(X), model.predict_proba(X)
+    (every, *every_results), (gathered, *gathered_results) = fits.values()
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(every, name), getattr(gathered, name), rtol=1e-12)
+    for a, b in zip(every_results, gathered_results, strict=True):
+        assert np.all(np.isfinite(a))
+        assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # A complete row's corrections are exactly zero: it scores as alone.
+    complete = ~np.isnan(X).any(axis=1)
+    monkeypatch.setattr(skvi._missing, "ALL_ROWS_ENTRIES", 0.0)
+    assert_allclose(
+        every.score_samples(X)[complete],
+        every.score_samples(X[complete]),
+        rtol=1e-14,
+    )
+
+
+@pytest.mark.parametrize("spacing", [1e2, 1e6])
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_rows_with_nothing_observed_score_zero_far_from_the_origin(
+    covariance_type, estimator, spacing
+):
+    # Clusters far apart: a row with nothing observed, filled in with a
+    # center, is far from most components, and its kernel value and its
+    # correction are both large; its density of nothing observed is 1.
+    rng = np.random.RandomState(41)
+    offsets = spacing * np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 0.5]])
+    X = np.vstack([rng.normal(size=(150, 3)) + offset for offset in offsets])
+    X[::7, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = estimator(
+            n_components=3, covariance_type=covariance_type, random_state=0
+        ).fit(X)
+    rows = X[:6].copy()
+    rows[::2] = np.nan
+    scores = model.score_samples(rows)
+    assert np.all(np.abs(scores[::2]) <= 1e-12)
+    assert np.all(np.abs(model.score_samples(rows.astype(np.float32))[::2]) <= 1e-6)
+    assert_allclose(scores[1::2], model.score_samples(rows[1::2]), rtol=1e-13)
