@@ -484,6 +484,33 @@ def test_weighted_gram_skips_rows_of_zero_mass_exactly(dtype, shared):
     assert_allclose(gram, expected, rtol=tol, atol=tol * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_shifted_second_moment_is_the_sum_over_groups(covariance_type):
+    # Moving group g's moments by s adds first s^T + s first^T + counts s s^T
+    # (in the unit's layout); summed over the groups. (Tied and spherical
+    # pool or trace the same sums.)
+    rng = np.random.default_rng(1)
+    n_groups, n_components, n_features = 4, 3, 5
+    unit = covariance_unit(covariance_type, n_components, n_features)
+    first = rng.normal(size=(n_groups, n_components, n_features))
+    counts = rng.random((n_groups, n_components))
+    shifts = rng.normal(size=(n_groups, n_components, n_features))
+    dense = np.zeros((n_components, n_features, n_features))
+    for g in range(n_groups):
+        for k in range(n_components):
+            cross = np.outer(first[g, k], shifts[g, k])
+            dense[k] += (
+                cross + cross.T + counts[g, k] * np.outer(shifts[g, k], shifts[g, k])
+            )
+    expected = unit.second_moment_from_dense(dense)
+    assert_allclose(
+        unit.shifted_second_moment(first, counts, shifts),
+        expected,
+        rtol=1e-13,
+        atol=1e-13,
+    )
+
+
 def test_an_empty_component_takes_no_extra_pass(monkeypatch):
     # Component 2 starts so far from the data that its mass (about 1e-160)
     # is below rounding of the total: its mean is many of its standard
