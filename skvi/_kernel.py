@@ -214,6 +214,29 @@ class Expansion:
         return row_chunks(n_samples, self.row_bytes(), least)
 
 
+def _expansion_coefficients(
+    plan, precisions, precisions_cholesky, shifts, weighted_shifts, scale, offsets
+):
+    """Set the plan's linear and second-order coefficients (see Expansion)."""
+    unit, dtype = plan.unit, plan.dtype
+    linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
+    # d^T Lambda d as a sum of squares |P^T d|^2: the entries of an
+    # ill-conditioned Lambda cancel for a d along its weak axis.
+    if plan.n_groups == 1:
+        quadratic = unit.whitened_norms(shifts[0], precisions_cholesky)[np.newaxis]
+    else:
+        quadratic = np.stack(
+            [unit.whitened_norms(d, precisions_cholesky) for d in shifts]
+        )
+    linear[..., 0] = offsets + scale * quadratic
+    linear[..., 1:] = -2.0 * scale * weighted_shifts
+    second = scale * unit.second_order_coefficients(precisions)
+    plan.linear = linear.astype(dtype)
+    plan.second = second.astype(dtype)
+    if plan.n_groups == 1:
+        plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
+
+
 def row_chunks(n_samples, row_bytes, least_rows=1):
     """Slices of rows whose work arrays fit in ``working_memory`` and cache.
 
@@ -293,28 +316,24 @@ def parameter_expansion(
     # For center g and component k: d = m_k - c_g.
     shifts = means[np.newaxis] - plan.centers[:, np.newaxis]
     weighted_shifts = unit.precision_times(precisions, shifts)
-    linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
-    # d^T Lambda d as a sum of squares |P^T d|^2: the entries of an
-    # ill-conditioned Lambda cancel for a d along its weak axis.
-    if plan.n_groups == 1:
-        quadratic = unit.whitened_norms(shifts[0], precisions_cholesky)[np.newaxis]
-    else:
-        quadratic = np.stack(
-            [unit.whitened_norms(d, precisions_cholesky) for d in shifts]
-        )
-    linear[..., 0] = offsets + scale * quadratic
-    linear[..., 1:] = -2.0 * scale * weighted_shifts
-    second = scale * unit.second_order_coefficients(precisions)
-    plan.linear = linear.astype(dtype)
-    plan.second = second.astype(dtype)
-    if plan.n_groups == 1:
-        plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
     plan.whitened = (
         unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
     )
     plan.per_component = plan.whitened or per_component_cheaper(
         unit, precisions_cholesky, dtype
     )
+    if not plan.per_component:
+        # The expansion's coefficients; per component, values come from the
+        # whitened rows instead.
+        _expansion_coefficients(
+            plan,
+            precisions,
+            precisions_cholesky,
+            shifts,
+            weighted_shifts,
+            scale,
+            offsets,
+        )
     if plan.per_component:
         factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
         # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
