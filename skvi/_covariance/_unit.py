@@ -161,14 +161,11 @@ def whitened_maximum(factors, scatters, counts, reg_covar):
     grams = np.swapaxes(factors, 1, 2) @ factors
     inner = scatters / counts[:, np.newaxis, np.newaxis] + reg_covar * grams
     inner = 0.5 * (inner + np.swapaxes(inner, 1, 2))
-    result = np.empty_like(inner)
-    for k, matrix in enumerate(inner):
-        # L^-T, the upper factor of M_k^-1.
-        inverse_factor = upper_cholesky_of_inverse(matrix)
-        if inverse_factor is None:
-            return None
-        result[k] = np.triu(factors[k] @ inverse_factor)
-    return result
+    # L^-T, the upper factors of the M_k^-1, all at once.
+    inverse_factors, _ = upper_cholesky_of_inverses(inner)
+    if inverse_factors is None:
+        return None
+    return np.triu(factors @ inverse_factors)
 
 
 def precision_conditioning_loss(precision, factor):
