@@ -117,9 +117,7 @@ def write_cases(args, fractions, directory):
 
 def run_child(path, covariance_type, max_iter):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    # This checkout first, even where PYTHONPATH names another.
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
     command = [sys.executable, __file__, "--child", str(path), covariance_type]
     result = subprocess.run(
         command + [str(max_iter)], env=env, capture_output=True, text=True, check=True
