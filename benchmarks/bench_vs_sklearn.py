@@ -242,9 +242,18 @@ def remove_case_files(paths):
 
 # --------------------------------------------------------------- children
 def child_environment():
-    """The parent's environment with one BLAS / OpenMP thread."""
+    """The parent's environment with one BLAS / OpenMP thread.
+
+    The checkout this script lives in comes first on ``PYTHONPATH``: a child
+    runs this file by path, so its ``sys.path[0]`` is ``benchmarks/`` and it
+    would otherwise import whichever skvi is installed (another checkout).
+    """
     environment = dict(os.environ)
     environment.update({name: "1" for name in THREAD_VARIABLES})
+    root = str(Path(__file__).resolve().parent.parent)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [root, environment.get("PYTHONPATH")])
+    )
     return environment
 
 
@@ -445,6 +454,7 @@ def child_info(_task):
         "scipy": scipy.__version__,
         "sklearn": sklearn.__version__,
         "skvi": skvi.__version__,
+        "skvi_path": os.path.dirname(skvi.__file__),
         "pools": pools,
         "coretype": os.environ.get("OPENBLAS_CORETYPE"),
     }
@@ -705,7 +715,8 @@ def machine_lines(info):
         f"- CPU: {cpu_model()}; os.cpu_count() = {os.cpu_count()}",
         f"- Load average at start (1, 5, 15 min): {load_average()}",
         f"- Python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, "
-        f"scikit-learn {info['sklearn']}, skvi {info['skvi']}",
+        f"scikit-learn {info['sklearn']}, skvi {info['skvi']} "
+        f"(from {info['skvi_path']})",
         f"- OPENBLAS_CORETYPE = {info['coretype']!r} (inherited by every child)",
     ]
     for pool in info["pools"]:

@@ -91,6 +91,11 @@ EXP_FLOOR = {np.dtype(np.float64): -707.0, np.dtype(np.float32): None}
 # the benchmark machine (1 MiB of L2 per core) 4 MiB blocks ran fastest.
 CACHE_BLOCK_BYTES = 4 * 2**20
 
+# A weighted Gram product keeps only a component's rows of nonzero mass when
+# they are at most this fraction of a chunk: beyond it, gathering them cost
+# about what the smaller product saved (64 x 1,797 blocks, one thread).
+SPARSE_GRAM_FRACTION = 0.6
+
 # Nanoseconds per row of an E-step pass (values and statistics) in the two
 # layouts of full precisions: (per feature of the expansion, per feature
 # and component, per K D^2 of the per-component products, per K D).
@@ -212,6 +217,29 @@ class Expansion:
         return row_chunks(n_samples, self.row_bytes(), least)
 
 
+def _expansion_coefficients(
+    plan, precisions, precisions_cholesky, shifts, weighted_shifts, scale, offsets
+):
+    """Set the plan's linear and second-order coefficients (see Expansion)."""
+    unit, dtype = plan.unit, plan.dtype
+    linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
+    # d^T Lambda d as a sum of squares |P^T d|^2: the entries of an
+    # ill-conditioned Lambda cancel for a d along its weak axis.
+    if plan.n_groups == 1:
+        quadratic = unit.whitened_norms(shifts[0], precisions_cholesky)[np.newaxis]
+    else:
+        quadratic = np.stack(
+            [unit.whitened_norms(d, precisions_cholesky) for d in shifts]
+        )
+    linear[..., 0] = offsets + scale * quadratic
+    linear[..., 1:] = -2.0 * scale * weighted_shifts
+    second = scale * unit.second_order_coefficients(precisions)
+    plan.linear = linear.astype(dtype)
+    plan.second = second.astype(dtype)
+    if plan.n_groups == 1:
+        plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
+
+
 def row_chunks(n_samples, row_bytes, least_rows=1):
     """Slices of rows whose work arrays fit in ``working_memory`` and cache.
 
@@ -297,28 +325,24 @@ def parameter_expansion(
     # For center g and component k: d = m_k - c_g.
     shifts = means[np.newaxis] - plan.centers[:, np.newaxis]
     weighted_shifts = unit.precision_times(precisions, shifts)
-    linear = np.empty((plan.n_groups, unit.n_components, plan.n_linear))
-    # d^T Lambda d as a sum of squares |P^T d|^2: the entries of an
-    # ill-conditioned Lambda cancel for a d along its weak axis.
-    if plan.n_groups == 1:
-        quadratic = unit.whitened_norms(shifts[0], precisions_cholesky)[np.newaxis]
-    else:
-        quadratic = np.stack(
-            [unit.whitened_norms(d, precisions_cholesky) for d in shifts]
-        )
-    linear[..., 0] = offsets + scale * quadratic
-    linear[..., 1:] = -2.0 * scale * weighted_shifts
-    second = scale * unit.second_order_coefficients(precisions)
-    plan.linear = linear.astype(dtype)
-    plan.second = second.astype(dtype)
-    if plan.n_groups == 1:
-        plan.combined = np.concatenate([linear[0], second], axis=1).astype(dtype)
     plan.whitened = (
         unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
     )
     plan.per_component = plan.whitened or per_component_cheaper(
         unit, precisions_cholesky, dtype
     )
+    if not plan.per_component:
+        # The expansion's coefficients; per component, values come from the
+        # whitened rows instead.
+        _expansion_coefficients(
+            plan,
+            precisions,
+            precisions_cholesky,
+            shifts,
+            weighted_shifts,
+            scale,
+            offsets,
+        )
     if plan.per_component:
         factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
         # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
@@ -724,13 +748,24 @@ def _weighted_gram(rows, masses):
     ``rows`` is (K, D, m) or, shared by all components, (D, m). Each as
     ``B B^T`` with ``B = z sqrt(mass)``, which BLAS computes as a symmetric
     rank-m update (half the flops of a general product, exactly symmetric).
+    Where at most ``SPARSE_GRAM_FRACTION`` of a component's masses are
+    nonzero (responsibilities that underflowed to exactly 0: well separated
+    components), B keeps only those columns: the others add exact zeros.
     """
     roots = np.sqrt(masses)
-    dims = rows.shape[-2]
+    dims, m = rows.shape[-2:]
     out = np.empty((masses.shape[0], dims, dims))
-    scaled = np.empty(rows.shape[-2:], dtype=rows.dtype)
+    buffer = np.empty(dims * m, dtype=rows.dtype)
     for k, root in enumerate(roots):
-        np.multiply(rows[k] if rows.ndim == 3 else rows, root, out=scaled)
+        source = rows[k] if rows.ndim == 3 else rows
+        used = np.flatnonzero(root)
+        if len(used) <= SPARSE_GRAM_FRACTION * m:
+            scaled = buffer[: dims * len(used)].reshape(dims, len(used))
+            np.take(source, used, axis=1, out=scaled, mode="clip")
+            scaled *= root[used]
+        else:
+            scaled = buffer.reshape(dims, m)
+            np.multiply(source, root, out=scaled)
         out[k] = scaled @ scaled.T
     return out
 

@@ -454,6 +454,63 @@ def test_per_component_values_and_statistics_are_exact(
         )
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shared", [True, False])
+def test_weighted_gram_skips_rows_of_zero_mass_exactly(dtype, shared):
+    # Component 0 has mass on a tenth of the rows (the sparse path),
+    # component 1 on all of them (the dense path), component 2 on none.
+    # Rows of zero mass add exact zeros: the Gram of the rows of nonzero
+    # mass alone is the same, bit for bit, and both are the weighted sum.
+    rng = np.random.default_rng(0)
+    n_features, n_rows = 5, 300
+    shape = (n_features, n_rows) if shared else (3, n_features, n_rows)
+    rows = rng.normal(size=shape).astype(dtype)
+    masses = np.zeros((3, n_rows), dtype=dtype)
+    used = np.sort(rng.choice(n_rows, size=n_rows // 10, replace=False))
+    masses[0, used] = rng.random(len(used))
+    masses[1] = rng.random(n_rows) + 0.1
+    assert n_rows // 10 <= kernel.SPARSE_GRAM_FRACTION * n_rows
+    gram = kernel._weighted_gram(rows, masses)
+
+    sparse_rows = rows[..., used] if shared else rows[0][:, used]
+    alone = kernel._weighted_gram(sparse_rows, masses[:1, used])
+    np.testing.assert_array_equal(gram[0], alone[0])
+    np.testing.assert_array_equal(gram[2], 0.0)
+    # The dense path is exactly symmetric, too.
+    np.testing.assert_array_equal(gram[1], gram[1].T)
+    rows64 = np.broadcast_to(rows.astype(float), (3, n_features, n_rows))
+    expected = np.einsum("kim,kjm,km->kij", rows64, rows64, masses.astype(float))
+    tol = 16 * n_rows * np.finfo(dtype).eps
+    assert_allclose(gram, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_shifted_second_moment_is_the_sum_over_groups(covariance_type):
+    # Moving group g's moments by s adds first s^T + s first^T + counts s s^T
+    # (in the unit's layout); summed over the groups. (Tied and spherical
+    # pool or trace the same sums.)
+    rng = np.random.default_rng(1)
+    n_groups, n_components, n_features = 4, 3, 5
+    unit = covariance_unit(covariance_type, n_components, n_features)
+    first = rng.normal(size=(n_groups, n_components, n_features))
+    counts = rng.random((n_groups, n_components))
+    shifts = rng.normal(size=(n_groups, n_components, n_features))
+    dense = np.zeros((n_components, n_features, n_features))
+    for g in range(n_groups):
+        for k in range(n_components):
+            cross = np.outer(first[g, k], shifts[g, k])
+            dense[k] += (
+                cross + cross.T + counts[g, k] * np.outer(shifts[g, k], shifts[g, k])
+            )
+    expected = unit.second_moment_from_dense(dense)
+    assert_allclose(
+        unit.shifted_second_moment(first, counts, shifts),
+        expected,
+        rtol=1e-13,
+        atol=1e-13,
+    )
+
+
 def test_an_empty_component_takes_no_extra_pass(monkeypatch):
     # Component 2 starts so far from the data that its mass (about 1e-160)
     # is below rounding of the total: its mean is many of its standard

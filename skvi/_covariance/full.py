@@ -131,11 +131,16 @@ class FullCovariance(CovarianceUnit):
         return moments
 
     def shifted_second_moment(self, first, counts, shifts):
-        cross = np.einsum("gki,gkj->kij", first, shifts)
+        # Sums over the groups g as (K, D, G) @ (K, G, D) products: the
+        # three-operand einsum loops in C over every (g, k, i, j), about a
+        # millisecond a pass at K = G = 10, D = 64.
+        by_component = np.swapaxes(shifts, 0, 1)
+        cross = np.swapaxes(first, 0, 1).transpose(0, 2, 1) @ by_component
+        weighted = by_component * np.swapaxes(counts, 0, 1)[..., np.newaxis]
         return (
             cross
             + np.swapaxes(cross, 1, 2)
-            + np.einsum("gk,gki,gkj->kij", counts, shifts, shifts)
+            + weighted.transpose(0, 2, 1) @ by_component
         )
 
     def zero_second_moment(self):
