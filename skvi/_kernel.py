@@ -683,6 +683,8 @@ class _ExactRows:
         if prepared.incomplete is not None:
             # Rows with missing entries take their values and moments apart.
             cancelled[:, prepared.incomplete[0]] = False
+        if not cancelled.any():
+            return
         counts = np.count_nonzero(cancelled, axis=1)
         if not counts.any():
             return
@@ -696,6 +698,23 @@ class _ExactRows:
         if prepared.incomplete is not None:
             np.nan_to_num(rows, copy=False)
         for k in np.flatnonzero(counts):
+            columns = np.flatnonzero(cancelled[k])
+            # Most flagged pairs cancel only through the center: the row and
+            # the mean both far from it where P_k is strong, x - m_k small
+            # there. The plain P_k^T (x - m_k) is then exact to its own
+            # elementwise bound; only the pairs it leaves cancelling (a weak
+            # axis) take the error-free product below.
+            difference = rows[:, columns] - self.means[k][:, np.newaxis]
+            direct = self.factors[k].T @ difference
+            terms_k = np.abs(self.factors[k].T) @ np.abs(difference)
+            still = np.einsum("im,im->m", terms_k, terms_k) > (
+                ROW_CANCELLATION**2 * np.einsum("im,im->m", direct, direct)
+            )
+            products[k][:, columns[~still]] = direct[:, ~still]
+            cancelled[k, columns[~still]] = False
+            counts[k] = np.count_nonzero(still)
+            if not counts[k]:
+                continue
             if k not in self._split:
                 self._split[k] = SplitFactor(np.ascontiguousarray(self.factors[k].T))
             gather = 4 * counts[k] < m
