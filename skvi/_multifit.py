@@ -273,6 +273,15 @@ class _Lockstep:
         self._cached_layout = (None, None)
 
     # ---------------------------------------------------------------- loop
+    def _maximize(self, active):
+        """M-step of the active fits; returns those still in the lock step.
+
+        A fit the M-step leaves ill-conditioned leaves the lock step.
+        """
+        self._m_step(active)
+        self._leave_ill_conditioned(active)
+        return self._active()
+
     def run(self, max_iter, tol, reg_covar):
         self.reg_covar = reg_covar
         # The start: the M-step from the statistics of the initial q(Z),
@@ -281,9 +290,7 @@ class _Lockstep:
         active = self._active()
         if not active:
             return
-        self._m_step(active)
-        self._leave_ill_conditioned(active)
-        active = self._active()
+        active = self._maximize(active)
         if not active:
             return
         self._e_step(active)
@@ -293,9 +300,7 @@ class _Lockstep:
             active = self._active()
             if not active:
                 return
-            self._m_step(active)
-            self._leave_ill_conditioned(active)
-            active = self._active()
+            active = self._maximize(active)
             if not active:
                 return
             self._half_step(active)
