@@ -667,6 +667,13 @@ class _ExactRows:
         # Each factor split once, when first needed.
         self.factors = factors
         self._split = {}
+        self._abs = {}
+
+    def _abs_factor(self, k):
+        """``|P_k^T|``, made once per component."""
+        if k not in self._abs:
+            self._abs[k] = np.abs(self.factors[k].T)
+        return self._abs[k]
 
     def refine(self, products, prepared, centered, workspace):
         """Recompute the cancelling rows of ``products`` (K, D, m) in place."""
@@ -704,14 +711,22 @@ class _ExactRows:
             # there. The plain P_k^T (x - m_k) is then exact to its own
             # elementwise bound; only the pairs it leaves cancelling (a weak
             # axis) take the error-free product below.
-            difference = rows[:, columns] - self.means[k][:, np.newaxis]
+            every = 2 * len(columns) > m  # then all rows: no gather, no scatter
+            difference = (rows if every else rows[:, columns]) - self.means[k][
+                :, np.newaxis
+            ]
             direct = self.factors[k].T @ difference
-            terms_k = np.abs(self.factors[k].T) @ np.abs(difference)
+            terms_k = self._abs_factor(k) @ np.abs(difference, out=difference)
             still = np.einsum("im,im->m", terms_k, terms_k) > (
                 ROW_CANCELLATION**2 * np.einsum("im,im->m", direct, direct)
             )
-            products[k][:, columns[~still]] = direct[:, ~still]
-            cancelled[k, columns[~still]] = False
+            if every:
+                still &= cancelled[k]
+                np.copyto(products[k], direct, where=cancelled[k] & ~still)
+                cancelled[k] = still
+            else:
+                products[k][:, columns[~still]] = direct[:, ~still]
+                cancelled[k, columns[~still]] = False
             counts[k] = np.count_nonzero(still)
             if not counts[k]:
                 continue
