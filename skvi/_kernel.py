@@ -343,7 +343,7 @@ def parameter_expansion(
             scale,
             offsets,
         )
-    if plan.per_component:
+    else:
         factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
         # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
         plan.stacked_factors = (
@@ -690,8 +690,6 @@ class _ExactRows:
         if prepared.incomplete is not None:
             # Rows with missing entries take their values and moments apart.
             cancelled[:, prepared.incomplete[0]] = False
-        if not cancelled.any():
-            return
         counts = np.count_nonzero(cancelled, axis=1)
         if not counts.any():
             return
