@@ -345,13 +345,17 @@ def parameter_expansion(
         )
     else:
         factors = np.asarray(unit.component_factors(precisions_cholesky), dtype=float)
-        # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape (G, K, D).
-        plan.stacked_factors = (
-            np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
-        )
-        plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(dtype)
         if plan.whitened:
-            plan.exact_rows = _ExactRows(factors, means, shifts)
+            plan.exact_rows = _ExactRows(factors, means)
+        else:
+            # All components' P_k^T stacked, and P_k^T (m_k - c_g), shape
+            # (G, K, D).
+            plan.stacked_factors = (
+                np.swapaxes(factors, 1, 2).reshape(-1, unit.n_features).astype(dtype)
+            )
+            plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(
+                dtype
+            )
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -611,30 +615,35 @@ def _whitened_values(plan, workspace, prepared, values):
 def _whitened_rows(plan, workspace, prepared):
     """``P_k^T (x - m_k)`` for the rows of a chunk, shape (K, D, m).
 
-    One product ``P_k^T e`` for all components, minus ``P_k^T (m_k - c)``
-    of each row's own center c: the rounding of ``P_k^T z`` is that of
-    ``|P_k| |z|``, and near its nearest center a row's e is no larger than
-    its ``x - m_k`` (within a small factor), so splitting costs no digits.
-    Computed once per chunk, into the workspace.
+    For well-conditioned precisions, one product ``P_k^T e`` for all
+    components, minus ``P_k^T (m_k - c)`` of each row's own center c: the
+    rounding of ``P_k^T z`` is that of ``|P_k| |z|``, and near its nearest
+    center a row's e is no larger than its ``x - m_k`` (within a small
+    factor), so splitting costs no digits. For ill-conditioned ones, one
+    product per component of the rows minus its mean, checked for
+    cancellation (:class:`_ExactRows`). Computed once per chunk, into the
+    workspace.
     """
     if prepared.whitened is not None:
         return prepared.whitened
-    centered = prepared.features[1 : plan.n_linear]
     n_components, n_features = plan.unit.n_components, plan.unit.n_features
-    products = np.matmul(
-        plan.stacked_factors, centered, out=workspace.whitened(prepared.n_rows)
-    ).reshape(n_components, n_features, -1)
+    products = workspace.whitened(prepared.n_rows).reshape(n_components, n_features, -1)
     prepared.whitened = products
+    if plan.whitened:
+        plan.exact_rows.whiten(products, prepared, plan.centers_work, workspace)
+        return products
+    centered = prepared.features[1 : plan.n_linear]
+    np.matmul(
+        plan.stacked_factors, centered, out=products.reshape(-1, products.shape[2])
+    )
     # Rows are sorted by center.
     for g, start, stop in prepared.groups:
         products[..., start:stop] -= plan.whitened_shifts[g][..., np.newaxis]
-    if plan.whitened:
-        plan.exact_rows.refine(products, prepared, centered, workspace)
     return products
 
 
-# How far a whitened row's terms may exceed it, ``|P_k|_F (|e| + |d_k|)``
-# over ``|P_k^T (x - m_k)|``, before it is recomputed without cancellation
+# How far a whitened row's terms may exceed it, ``|P_k^T| |x - m_k|`` over
+# ``|P_k^T (x - m_k)|``, before it is recomputed without cancellation
 # (_ExactRows). The plain product errs by about eps times the terms, so the
 # rows kept plain err by at most ~32 eps of themselves; a well-conditioned
 # component's own rows stay below (about sqrt(D) times its factor's
@@ -643,29 +652,32 @@ ROW_CANCELLATION = 32.0
 
 
 class _ExactRows:
-    """Whitened rows ``P_k^T (x - m_k)`` where the plain product cancels.
+    """Whitened rows ``P_k^T (x - m_k)`` of ill-conditioned precisions.
 
-    With clusters far apart a component's precision is weak along the axis
-    joining them: a component spanning two clusters, or a mean the prior
-    pulls away from its few rows, meets rows whose ``x - m_k`` lies along
-    that weak axis. There ``P_k^T (x - m_k)`` is far smaller than its terms
-    ``|P_k| |x - m_k|``, and the plain product (and the rounding of ``x -
-    c`` and ``m_k - c``) leaves errors of eps times the terms: 1e-11 of the
-    row's form, 1e-12 of the bound, for clusters 1e5 apart. Such pairs of
-    row and component are found from norms (no product), and only they are
+    Each component's rows are whitened directly from ``x - m_k``: no center
+    enters, so nothing cancels through one. The product still cancels where
+    ``x - m_k`` lies along a weak axis of the precision (a component
+    spanning clusters far apart, or a mean the prior pulls away from its few
+    rows): there ``P_k^T (x - m_k)`` is far smaller than its terms ``|P_k^T|
+    |x - m_k|``, and the plain product errs by eps times the terms. Such
+    pairs of row and component are found in two steps: a bound of the terms'
+    norm by the rows' norms of ``P_k`` (one product with a vector), which
+    clears nearly every pair of data whose precisions are ill-conditioned
+    only through nearly constant features (digits), then the terms
+    themselves for the pairs it leaves. Only the pairs that still cancel are
     recomputed: ``x - m_k`` kept exactly as its rounded value and error
     (Knuth's two-sum), times ``P_k`` as an error-free split product
     (:func:`skvi._covariance.wishart.accurate_product`, each factor split
     once).
     """
 
-    def __init__(self, factors, means, shifts):
+    def __init__(self, factors, means):
         self.means = means
-        self.factor_norms = np.sqrt(np.einsum("kij,kij->k", factors, factors))
-        # |m_k - c_g|, shape (G, K).
-        self.shift_norms = np.sqrt(np.einsum("gki,gki->gk", shifts, shifts))
-        # Each factor split once, when first needed.
+        # By the triangle inequality over the columns of P_k^T (the rows of
+        # P_k), ``| |P_k^T| |z| | <= sum_i |P_k[i]| |z_i|``.
+        self.row_norms = np.sqrt(np.einsum("kij,kij->ki", factors, factors))
         self.factors = factors
+        # Each factor split once, when first needed.
         self._split = {}
         self._abs = {}
 
@@ -675,74 +687,59 @@ class _ExactRows:
             self._abs[k] = np.abs(self.factors[k].T)
         return self._abs[k]
 
-    def refine(self, products, prepared, centered, workspace):
-        """Recompute the cancelling rows of ``products`` (K, D, m) in place."""
-        row_norms = np.sqrt(np.einsum("im,im->m", centered, centered))
-        terms = np.empty(products.shape[::2])
-        for g, start, stop in prepared.groups:
-            terms[:, start:stop] = (
-                row_norms[start:stop] + self.shift_norms[g][:, np.newaxis]
-            )
-        terms *= self.factor_norms[:, np.newaxis]
-        forms = np.einsum("kim,kim->km", products, products)
-        with np.errstate(invalid="ignore"):
-            cancelled = terms**2 > ROW_CANCELLATION**2 * forms
-        if prepared.incomplete is not None:
-            # Rows with missing entries take their values and moments apart.
-            cancelled[:, prepared.incomplete[0]] = False
-        counts = np.count_nonzero(cancelled, axis=1)
-        if not counts.any():
-            return
+    def whiten(self, products, prepared, centers, workspace):
+        """Every component's whitened rows of a chunk, into ``products``.
+
+        ``products`` has shape (K, D, m); ``centers`` are the plan's, which
+        stand for the missing entries of a row (as ``e = 0`` does in the
+        expansion).
+        """
+        dims, m = products.shape[1:]
         # Rows as columns (D, m), the layout of products: reductions and
         # broadcasts then run along whole rows of the arrays. In the
         # workspace: fresh arrays of a chunk's size cost page faults.
-        dims, m = products.shape[1:]
         buffers = workspace.exact()
         rows = buffers[0][: dims * m].reshape(dims, m)
+        difference = buffers[1][: dims * m].reshape(dims, m)
         np.copyto(rows, prepared.rows.T)
         if prepared.incomplete is not None:
-            np.nan_to_num(rows, copy=False)
-        for k in np.flatnonzero(counts):
-            columns = np.flatnonzero(cancelled[k])
-            # Most flagged pairs cancel only through the center: the row and
-            # the mean both far from it where P_k is strong, x - m_k small
-            # there. The plain P_k^T (x - m_k) is then exact to its own
-            # elementwise bound; only the pairs it leaves cancelling (a weak
-            # axis) take the error-free product below.
-            every = 2 * len(columns) > m  # then all rows: no gather, no scatter
-            difference = (rows if every else rows[:, columns]) - self.means[k][
-                :, np.newaxis
+            for g, start, stop in prepared.groups:
+                block = rows[:, start:stop]
+                np.copyto(block, centers[g][:, np.newaxis], where=np.isnan(block))
+        limit = ROW_CANCELLATION**2
+        for k, mean in enumerate(self.means):
+            np.subtract(rows, mean[:, np.newaxis], out=difference)
+            np.matmul(self.factors[k].T, difference, out=products[k])
+            bounds = self.row_norms[k] @ np.abs(difference, out=difference)
+            forms = np.einsum("im,im->m", products[k], products[k])
+            with np.errstate(invalid="ignore"):
+                cancelled = bounds**2 > limit * forms
+            if prepared.incomplete is not None:
+                # Rows with missing entries take their values and moments
+                # apart.
+                cancelled[prepared.incomplete[0]] = False
+            columns = np.flatnonzero(cancelled)
+            if len(columns) == 0:
+                continue
+            work = [
+                buffer[: dims * len(columns)].reshape(dims, -1)
+                for buffer in buffers[1:]
             ]
-            direct = self.factors[k].T @ difference
-            terms_k = self._abs_factor(k) @ np.abs(difference, out=difference)
-            still = np.einsum("im,im->m", terms_k, terms_k) > (
-                ROW_CANCELLATION**2 * np.einsum("im,im->m", direct, direct)
-            )
-            if every:
-                still &= cancelled[k]
-                np.copyto(products[k], direct, where=cancelled[k] & ~still)
-                cancelled[k] = still
-            else:
-                products[k][:, columns[~still]] = direct[:, ~still]
-                cancelled[k, columns[~still]] = False
-            counts[k] = np.count_nonzero(still)
-            if not counts[k]:
+            np.take(rows, columns, axis=1, out=work[0], mode="clip")
+            np.subtract(work[0], mean[:, np.newaxis], out=work[1])
+            terms = self._abs_factor(k) @ np.abs(work[1], out=work[1])
+            still = np.einsum("im,im->m", terms, terms) > limit * forms[columns]
+            columns = columns[still]
+            if len(columns) == 0:
                 continue
             if k not in self._split:
                 self._split[k] = SplitFactor(np.ascontiguousarray(self.factors[k].T))
-            gather = 4 * counts[k] < m
-            n = counts[k] if gather else m
-            work = [buffer[: dims * n].reshape(dims, n) for buffer in buffers[1:]]
-            if gather:
-                columns = np.flatnonzero(cancelled[k])
-                np.take(rows, columns, axis=1, out=work[0], mode="clip")
-            else:
-                np.copyto(work[0], rows)
-            exact = _exact_difference(work, self.means[k], self._split[k])
-            if gather:
-                products[k][:, columns] = exact
-            else:
-                np.copyto(products[k], exact, where=cancelled[k])
+            work = [
+                buffer[: dims * len(columns)].reshape(dims, -1)
+                for buffer in buffers[1:]
+            ]
+            np.take(rows, columns, axis=1, out=work[0], mode="clip")
+            products[k][:, columns] = _exact_difference(work, mean, self._split[k])
 
 
 def _exact_difference(work, mean, factor):
