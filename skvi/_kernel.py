@@ -388,6 +388,7 @@ class _Chunk:
         "n_rows",
         "incomplete",
         "whitened",
+        "forms",
     )
 
     def __init__(self, rows, features, order, groups, n_rows, incomplete=None):
@@ -398,8 +399,10 @@ class _Chunk:
         self.n_rows = n_rows
         # (columns of the rows with missing entries, IncompleteRows) or None.
         self.incomplete = incomplete
-        # Every component's whitened rows (K, D, m), once computed.
+        # Every component's whitened rows (K, D, m), once computed, and
+        # their squared norms (K, m) where the whitening took them.
         self.whitened = None
+        self.forms = None
 
 
 class _ScratchPool(threading.local):
@@ -459,6 +462,7 @@ class _Workspace:
             size = unit.n_components * unit.n_features * n_rows
             self._whitened = _scratch(self, "whitened", size, dtype)
         self._exact = None
+        self._forms = None
         self._n_rows = n_rows
         self._components = unit.n_components
         self._dims = unit.n_features
@@ -489,6 +493,13 @@ class _Workspace:
     def whitened(self, m):
         """A (K D, m) block for every component's whitened rows."""
         return self._whitened[: m * self._components * self._dims].reshape(-1, m)
+
+    def forms(self, m):
+        """A (K, m) block for the squared norms of whitened rows."""
+        if self._forms is None:
+            size = self._components * self._n_rows
+            self._forms = _scratch(self, "forms", size, self._whitened.dtype)
+        return self._forms[: self._components * m].reshape(-1, m)
 
     def exact(self):
         """Six flat buffers of D m values for rows recomputed exactly."""
@@ -606,7 +617,9 @@ def _whitened_values(plan, workspace, prepared, values):
     """
     with np.errstate(over="ignore", invalid="ignore"):
         whitened = _whitened_rows(plan, workspace, prepared)
-        forms = np.einsum("kim,kim->km", whitened, whitened)
+        forms = prepared.forms
+        if forms is None:
+            forms = np.einsum("kim,kim->km", whitened, whitened)
         np.multiply(forms, plan.scale, out=values)
         values += plan.offsets[:, np.newaxis].astype(plan.dtype)
     return values
@@ -630,7 +643,10 @@ def _whitened_rows(plan, workspace, prepared):
     products = workspace.whitened(prepared.n_rows).reshape(n_components, n_features, -1)
     prepared.whitened = products
     if plan.whitened:
-        plan.exact_rows.whiten(products, prepared, plan.centers_work, workspace)
+        prepared.forms = workspace.forms(prepared.n_rows)
+        plan.exact_rows.whiten(
+            products, prepared.forms, prepared, plan.centers_work, workspace
+        )
         return products
     centered = prepared.features[1 : plan.n_linear]
     np.matmul(
@@ -676,7 +692,9 @@ class _ExactRows:
         # By the triangle inequality over the columns of P_k^T (the rows of
         # P_k), ``| |P_k^T| |z| | <= sum_i |P_k[i]| |z_i|``.
         self.row_norms = np.sqrt(np.einsum("kij,kij->ki", factors, factors))
-        self.factors = factors
+        # P_k^T, each contiguous: BLAS multiplies it faster than a
+        # transposed view.
+        self.transposed = np.ascontiguousarray(np.swapaxes(factors, 1, 2))
         # Each factor split once, when first needed.
         self._split = {}
         self._abs = {}
@@ -684,15 +702,15 @@ class _ExactRows:
     def _abs_factor(self, k):
         """``|P_k^T|``, made once per component."""
         if k not in self._abs:
-            self._abs[k] = np.abs(self.factors[k].T)
+            self._abs[k] = np.abs(self.transposed[k])
         return self._abs[k]
 
-    def whiten(self, products, prepared, centers, workspace):
+    def whiten(self, products, forms, prepared, centers, workspace):
         """Every component's whitened rows of a chunk, into ``products``.
 
-        ``products`` has shape (K, D, m); ``centers`` are the plan's, which
-        stand for the missing entries of a row (as ``e = 0`` does in the
-        expansion).
+        ``products`` has shape (K, D, m), ``forms`` (K, m) receives their
+        squared norms; ``centers`` are the plan's, which stand for the
+        missing entries of a row (as ``e = 0`` does in the expansion).
         """
         dims, m = products.shape[1:]
         # Rows as columns (D, m), the layout of products: reductions and
@@ -709,11 +727,11 @@ class _ExactRows:
         limit = ROW_CANCELLATION**2
         for k, mean in enumerate(self.means):
             np.subtract(rows, mean[:, np.newaxis], out=difference)
-            np.matmul(self.factors[k].T, difference, out=products[k])
+            np.matmul(self.transposed[k], difference, out=products[k])
             bounds = self.row_norms[k] @ np.abs(difference, out=difference)
-            forms = np.einsum("im,im->m", products[k], products[k])
+            np.einsum("im,im->m", products[k], products[k], out=forms[k])
             with np.errstate(invalid="ignore"):
-                cancelled = bounds**2 > limit * forms
+                cancelled = bounds**2 > limit * forms[k]
             if prepared.incomplete is not None:
                 # Rows with missing entries take their values and moments
                 # apart.
@@ -728,18 +746,20 @@ class _ExactRows:
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             np.subtract(work[0], mean[:, np.newaxis], out=work[1])
             terms = self._abs_factor(k) @ np.abs(work[1], out=work[1])
-            still = np.einsum("im,im->m", terms, terms) > limit * forms[columns]
+            still = np.einsum("im,im->m", terms, terms) > limit * forms[k, columns]
             columns = columns[still]
             if len(columns) == 0:
                 continue
             if k not in self._split:
-                self._split[k] = SplitFactor(np.ascontiguousarray(self.factors[k].T))
+                self._split[k] = SplitFactor(self.transposed[k])
             work = [
                 buffer[: dims * len(columns)].reshape(dims, -1)
                 for buffer in buffers[1:]
             ]
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
-            products[k][:, columns] = _exact_difference(work, mean, self._split[k])
+            exact = _exact_difference(work, mean, self._split[k])
+            products[k][:, columns] = exact
+            forms[k, columns] = np.einsum("im,im->m", exact, exact)
 
 
 def _exact_difference(work, mean, factor):
