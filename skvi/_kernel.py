@@ -463,6 +463,7 @@ class _Workspace:
             self._whitened = _scratch(self, "whitened", size, dtype)
         self._exact = None
         self._forms = None
+        self._gram = None
         self._n_rows = n_rows
         self._components = unit.n_components
         self._dims = unit.n_features
@@ -500,6 +501,13 @@ class _Workspace:
             size = self._components * self._n_rows
             self._forms = _scratch(self, "forms", size, self._whitened.dtype)
         return self._forms[: self._components * m].reshape(-1, m)
+
+    def gram(self):
+        """A flat buffer of D m values for a weighted Gram product's factor."""
+        if self._gram is None:
+            size = self._dims * self._n_rows
+            self._gram = _scratch(self, "gram", size, self._whitened.dtype)
+        return self._gram
 
     def exact(self):
         """Six flat buffers of D m values for rows recomputed exactly."""
@@ -788,10 +796,10 @@ def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
     masses = np.asarray(weighted_resp, dtype=float)
     whitened.masses += masses.sum(axis=1)
     whitened.first += np.einsum("kim,km->ki", rows, masses)
-    whitened.second += _weighted_gram(rows, masses)
+    whitened.second += _weighted_gram(rows, masses, workspace.gram())
 
 
-def _weighted_gram(rows, masses):
+def _weighted_gram(rows, masses, buffer=None):
     """``sum_m masses[k, m] z z^T`` over the columns z of ``rows[k]``, (K, D, D).
 
     ``rows`` is (K, D, m) or, shared by all components, (D, m). Each as
@@ -800,11 +808,15 @@ def _weighted_gram(rows, masses):
     Where at most ``SPARSE_GRAM_FRACTION`` of a component's masses are
     nonzero (responsibilities that underflowed to exactly 0: well separated
     components), B keeps only those columns: the others add exact zeros.
+    ``buffer``, optional, holds B: a flat array of at least D m values of
+    the rows' dtype (a fresh one costs page faults on every chunk).
     """
     roots = np.sqrt(masses)
     dims, m = rows.shape[-2:]
     out = np.empty((masses.shape[0], dims, dims))
-    buffer = np.empty(dims * m, dtype=rows.dtype)
+    if buffer is None or buffer.dtype != rows.dtype or buffer.size < dims * m:
+        buffer = np.empty(dims * m, dtype=rows.dtype)
+    buffer = buffer[: dims * m]
     for k, root in enumerate(roots):
         source = rows[k] if rows.ndim == 3 else rows
         used = np.flatnonzero(root)
@@ -1377,7 +1389,9 @@ class StatisticsPass:
         else:
             if plan.per_component:
                 # Dense (K, D, D) sums of w r e e^T, one product each.
-                second = _weighted_gram(features[1:n_linear], weighted_resp)
+                second = _weighted_gram(
+                    features[1:n_linear], weighted_resp, self._workspace.gram()
+                )
             else:
                 second = unit.chunk_second_moment(
                     weighted_resp,
