@@ -586,3 +586,62 @@ def test_interleaved_passes_do_not_share_work_buffers():
     del passes
     again = kernel.StatisticsPass(plans[0], 150)
     assert np.shares_memory(again._workspace._values, buffer)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_whitened_rows_of_ill_conditioned_precisions_are_exact(seed):
+    # Component 0 spans two clusters 1e5 apart: its precision is weak along
+    # the axis joining them, where a row's x - m_0 lies, and P_0^T (x - m_0)
+    # cancels far more digits than the rounding allows. Component 1 has a
+    # nearly constant feature (variance 1e-10, as a blank pixel of digits
+    # has): strong, with x - m_1 nearly zero along it. Every row's form is
+    # the exact one (rational arithmetic) to 64 eps of itself.
+    from fractions import Fraction
+
+    rng = np.random.RandomState(seed)
+    n_features = 6
+    unit = covariance_unit("full", 2, n_features)
+    axis = rng.normal(size=n_features)
+    axis /= np.linalg.norm(axis)
+    means = np.stack([rng.normal(size=n_features), rng.normal(size=n_features)])
+    sides = rng.choice([-5e4, 5e4], size=40)
+    X = means[0] + sides[:, np.newaxis] * axis + rng.normal(size=(40, n_features))
+    near = means[1] + rng.normal(size=(20, n_features))
+    near[:, 2] = means[1, 2] + rng.normal(scale=1e-5, size=20)
+    X = np.concatenate([X, near])
+    spanning = np.eye(n_features) + 2.5e9 * np.outer(axis, axis)
+    constant = np.eye(n_features)
+    constant[2, 2] = 1e-10
+    precisions = np.linalg.inv(np.stack([spanning, constant]))
+    precisions = 0.5 * (precisions + np.swapaxes(precisions, 1, 2))
+    factors = unit.cholesky_from_precision(precisions)
+    plan = kernel.parameter_expansion(
+        unit,
+        means,
+        unit.precision_from_cholesky(factors),
+        factors,
+        np.array([0.6, 0.4]),
+        np.float64,
+        scale=1.0,
+        offsets=np.zeros(2),
+    )
+    assert plan.whitened
+    values = kernel.row_values(plan, X, np.float64)
+
+    def exact_form(x, mean, factor):
+        z = [Fraction(a) - Fraction(b) for a, b in zip(x, mean, strict=True)]
+        columns = zip(*[[Fraction(v) for v in row] for row in factor], strict=True)
+        return float(
+            sum(sum(p * e for p, e in zip(c, z, strict=True)) ** 2 for c in columns)
+        )
+
+    expected = np.array(
+        [[exact_form(x, means[k], factors[k]) for x in X] for k in range(2)]
+    )
+    eps = np.finfo(float).eps
+    assert np.all(np.abs(values - expected) <= 64 * eps * expected)
+    # The plain product would not do: its terms exceed some forms by far.
+    terms = np.einsum(
+        "kij,kni->knj", np.abs(factors), np.abs(X[np.newaxis] - means[:, np.newaxis])
+    )
+    assert np.max(np.sum(terms**2, axis=-1) / expected) > 1e8
