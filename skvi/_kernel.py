@@ -41,10 +41,12 @@ components in one product, the values as ``|y|^2``, and the second
 moments as one symmetric rank update ``sum w r e e^T`` per component.
 :func:`per_component_cheaper` chooses from a cost model whose constants
 were measured (``LAYOUT_COSTS``); the per-component layout is also the
-exact path for ill-conditioned precisions (``WHITENING_LIMIT``), where a
-row whose ``x - m_k`` lies along a weak axis of the precision (a component
-spanning clusters far apart) is recomputed without cancellation
-(:class:`_ExactRows`). Both layouts serve fits and predictions alike.
+exact path for ill-conditioned precisions (``WHITENING_LIMIT``), where each
+component whitens ``x - m_k`` itself (one product per component, no center
+to cancel through), and a row whose ``x - m_k`` lies along a weak axis of
+the precision (a component spanning clusters far apart) is recomputed
+without cancellation (:class:`_ExactRows`). Both layouts serve fits and
+predictions alike.
 
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
