@@ -16,7 +16,9 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
+from ._agglomeration import MAX_AGGLOMERATED_ROWS, hc_labels
 from ._covariance import MCLUST_MODELS
+from ._dask import is_dask_collection
 from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
 from ._multifit import fit_in_lockstep, lockstep_applies
@@ -151,6 +153,7 @@ def select_model(
         )
     counts = _component_counts(n_components)
     kinds = covariance_type_list(covariance_types, method)
+    user_params = params
     params = {"init_params": "hc", **params}
     if params.get("random_state") is None:
         # One seed for every fit: they then share one start tree.
@@ -162,6 +165,8 @@ def select_model(
     except ValueError as error:
         raise ValueError(f"{error} (passed to select_model as **params)") from error
     combinations = [(k, kind) for kind in kinds for k in counts]
+    if method == "em" and "init_params" not in user_params:
+        combinations += _second_starts(X, sample_weight, kinds, counts)
     with _quiet_fits():
         results = [None] * len(combinations)
         if lockstep_applies(template, X):
@@ -182,8 +187,9 @@ def select_model(
         )
         for i, result in zip(alone, fitted, strict=True):
             results[i] = result
-    table = [record for record, _ in results]
     column, larger_is_better = CRITERIA[criterion]
+    results = _best_per_cell(combinations, results, column, larger_is_better)
+    table = [record for record, _ in results]
     scores = [
         (row[column] if larger_is_better else -row[column], i)
         for i, row in enumerate(table)
@@ -207,11 +213,75 @@ def select_model(
     return _as_table(table, as_frame), results[chosen][1]
 
 
-def _fit_one(template, X, sample_weight, n_components, covariance_type):
+def _second_starts(X, sample_weight, kinds, counts):
+    """The extra ``(K, type, 'ward')`` fits of a selection.
+
+    Every K >= 2 whose cut of Ward's tree (``init_params='ward'``) is not
+    the cut of the 'hc' tree gets a second fit of every type from it; the
+    table keeps, per cell, the better one (:func:`_best_per_cell`). Only
+    on finite in-memory data of at most ``MAX_AGGLOMERATED_ROWS`` rows
+    (both trees see every row) without unequal sample weights (which
+    Ward's tree does not take); elsewhere the 'hc' start is the only one.
+    """
+    if is_dask_collection(X) or (
+        sample_weight is not None and np.ptp(np.asarray(sample_weight)) != 0
+    ):
+        return []
+    try:
+        rows = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        return []
+    if (
+        rows.ndim != 2
+        or not 2 <= len(rows) <= MAX_AGGLOMERATED_ROWS
+        or not np.all(np.isfinite(rows))
+    ):
+        return []
+    differ = []
+    for k in counts:
+        if not 2 <= k < len(rows):
+            continue
+        hc = hc_labels(rows, None, k, None)
+        ward = hc_labels(rows, None, k, None, criterion="ward")
+        # Equal partitions: every pair (hc, ward) of labels is a cluster.
+        if len(np.unique(hc * k + ward)) != k:
+            differ.append(k)
+    return [(k, kind, "ward") for kind in kinds for k in differ]
+
+
+def _best_per_cell(combinations, results, column, larger_is_better):
+    """One result per (K, type): the first start's, or a better one's.
+
+    A second start replaces the first where its criterion is finite and
+    strictly better, or where the first has none (an error or a
+    degenerate fit); the row says which start it is (``init_params``).
+    """
+    best, order = {}, []
+    for combination, (record, model) in zip(combinations, results, strict=True):
+        cell = combination[:2]
+        record["init_params"] = None if model is None else model.init_params
+        if cell not in best:
+            best[cell] = (record, model)
+            order.append(cell)
+            continue
+        value = record[column]
+        if record["error"] is not None or not np.isfinite(value):
+            continue
+        incumbent = best[cell][0][column]
+        if not np.isfinite(incumbent) or (
+            value > incumbent if larger_is_better else value < incumbent
+        ):
+            best[cell] = (record, model)
+    return [best[cell] for cell in order]
+
+
+def _fit_one(template, X, sample_weight, n_components, covariance_type, *start):
     """Fit one combination; returns its table row and the fitted model."""
     model = clone(template).set_params(
         n_components=n_components, covariance_type=covariance_type
     )
+    if start:
+        model.set_params(init_params=start[0])
     record = _empty_record(model)
     # Threads share the filters select_model set; a worker process (a
     # joblib backend the caller chose) sets its own.
