@@ -165,11 +165,12 @@ def select_model(
     except ValueError as error:
         raise ValueError(f"{error} (passed to select_model as **params)") from error
     combinations = [(k, kind) for kind in kinds for k in counts]
-    if method == "em" and "init_params" not in user_params:
+    in_lockstep = lockstep_applies(template, X)
+    if in_lockstep and "init_params" not in user_params:
         combinations += _second_starts(X, sample_weight, kinds, counts)
     with _quiet_fits():
         results = [None] * len(combinations)
-        if lockstep_applies(template, X):
+        if in_lockstep:
             # All fits in lock step where that is exact (skvi._multifit).
             fitted = fit_in_lockstep(template, X, sample_weight, combinations)
             for i, done in enumerate(fitted):
@@ -180,7 +181,16 @@ def select_model(
                     results[i] = _fitted_record(
                         record, model, X, sample_weight, (score, entropy)
                     )
-        alone = [i for i, result in enumerate(results) if result is None]
+        alone = []
+        for i, result in enumerate(results):
+            if result is not None:
+                continue
+            if len(combinations[i]) == 2:
+                alone.append(i)
+            else:
+                # A second start that left the lock step (a component that
+                # emptied or collapsed) is dropped: its cell has its first.
+                results[i] = ({"error": "left the lock step"}, None)
         fitted = Parallel(n_jobs=n_jobs, prefer="threads")(
             delayed(_fit_one)(template, X, sample_weight, *combinations[i])
             for i in alone
@@ -188,7 +198,9 @@ def select_model(
         for i, result in zip(alone, fitted, strict=True):
             results[i] = result
     column, larger_is_better = CRITERIA[criterion]
-    results = _best_per_cell(combinations, results, column, larger_is_better)
+    results = _best_per_cell(
+        combinations, results, column, larger_is_better, params["init_params"]
+    )
     table = [record for record, _ in results]
     scores = [
         (row[column] if larger_is_better else -row[column], i)
@@ -219,9 +231,12 @@ def _second_starts(X, sample_weight, kinds, counts):
     Every K >= 2 whose cut of Ward's tree (``init_params='ward'``) is not
     the cut of the 'hc' tree gets a second fit of every type from it; the
     table keeps, per cell, the better one (:func:`_best_per_cell`). Only
-    on finite in-memory data of at most ``MAX_AGGLOMERATED_ROWS`` rows
-    (both trees see every row) without unequal sample weights (which
-    Ward's tree does not take); elsewhere the 'hc' start is the only one.
+    where the lock step runs (the caller checks), on finite data of at
+    most ``MAX_AGGLOMERATED_ROWS`` rows (both trees see every row) without
+    unequal sample weights (which Ward's tree does not take); elsewhere
+    the 'hc' start is the only one. A second fit that leaves the lock step
+    is dropped rather than refitted on its own, so that the second starts
+    cost lock-step iterations only.
     """
     if is_dask_collection(X) or (
         sample_weight is not None and np.ptp(np.asarray(sample_weight)) != 0
@@ -249,7 +264,7 @@ def _second_starts(X, sample_weight, kinds, counts):
     return [(k, kind, "ward") for kind in kinds for k in differ]
 
 
-def _best_per_cell(combinations, results, column, larger_is_better):
+def _best_per_cell(combinations, results, column, larger_is_better, first_start):
     """One result per (K, type): the first start's, or a better one's.
 
     A second start replaces the first where its criterion is finite and
@@ -259,15 +274,15 @@ def _best_per_cell(combinations, results, column, larger_is_better):
     best, order = {}, []
     for combination, (record, model) in zip(combinations, results, strict=True):
         cell = combination[:2]
-        record["init_params"] = None if model is None else model.init_params
         if cell not in best:
+            record["init_params"] = first_start
             best[cell] = (record, model)
             order.append(cell)
             continue
-        value = record[column]
-        if record["error"] is not None or not np.isfinite(value):
+        if record["error"] is not None or not np.isfinite(record[column]):
             continue
-        incumbent = best[cell][0][column]
+        record["init_params"] = combination[2]
+        value, incumbent = record[column], best[cell][0][column]
         if not np.isfinite(incumbent) or (
             value > incumbent if larger_is_better else value < incumbent
         ):
