@@ -45,6 +45,11 @@ coordinates. Trees are cached by the content of their rows, so that fits of
 every K and covariance type on the same data (``select_model``,
 ``n_init``, grid searches) build it once per process.
 
+:func:`agglomerate_ward` builds the second tree of ``init_params="ward"``
+(and of :func:`skvi.select_model`'s ``second_start="ward"``): Ward's
+criterion, the classification likelihood of equal spherical covariances
+(mclust's ``hcEII``; Fraley 1998), on the same coordinates, by SciPy.
+
 Sample weights are repeat counts: a row of weight w is a cluster of weight
 w (weights are divided by their mean, so unit weights are counts of 1 and
 only relative weights matter, as in EM).
