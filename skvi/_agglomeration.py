@@ -539,7 +539,7 @@ def _merge_sequence(Z, weights):
 
 
 class _TreeCache:
-    """The last few trees, keyed by the bytes of their rows and weights.
+    """The last few trees, keyed by the bytes of their rows and unequal weights.
 
     Thread-safe: fits running in threads may share it (a tree two threads
     miss at once is built twice, harmlessly).
@@ -557,7 +557,8 @@ class _TreeCache:
         X = np.ascontiguousarray(X, dtype=np.float64)
         digest.update(repr(X.shape).encode())
         digest.update(X.tobytes())
-        if weights is not None:
+        # Equal weights build the unweighted tree (_unit_mean_weights).
+        if weights is not None and np.ptp(weights) != 0:
             digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
         key = digest.hexdigest()
         with self._lock:

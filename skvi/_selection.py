@@ -114,7 +114,7 @@ def select_model(
         and the table keeps the better criterion of the two (its
         ``init_params`` column says which). R mclust's Old Faithful cells
         where skvi's BIC is worse by more than 2 fall from 10 to 4 of 36 for
-        about 1.2-1.5 times the time (see :doc:`/mclust`); off by default
+        about 1.1-1.7 times the time (see :doc:`/mclust`); off by default
         until that time is below ``Mclust``'s.
     **params
         Further parameters of every estimator (``random_state``,

@@ -154,7 +154,15 @@ def test_second_start_ward_keeps_the_better_fit_of_each_cell():
     kinds = ["spherical", "diag", "tied", "full"]
     common = dict(covariance_types=kinds, as_frame=False, random_state=0)
     one, _ = select_model(X, **common)
+    from skvi import _agglomeration
+
+    builds = _agglomeration._TREES.builds, _agglomeration._WARD_TREES.builds
+    _agglomeration._TREES.trees.clear()
+    _agglomeration._WARD_TREES.trees.clear()
     two, best = select_model(X, second_start="ward", **common)
+    # Each tree is built once, shared by the check of the cuts and the fits.
+    assert _agglomeration._TREES.builds == builds[0] + 1
+    assert _agglomeration._WARD_TREES.builds == builds[1] + 1
     assert [row["init_params"] for row in one] == ["hc"] * len(one)
     assert {row["init_params"] for row in two} == {"hc", "ward"}
     for first, second in zip(one, two, strict=True):
