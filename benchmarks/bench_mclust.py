@@ -93,6 +93,12 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# The skvi of this checkout, not an installed one: a script's folder, not
+# the working directory, heads sys.path (the child inherits PYTHONPATH).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])
+)
+sys.path.insert(0, str(HERE.parent))
 R_SCRIPT = HERE / "mclust_reference.R"
 # mclust's fourteen models, in its order; skvi takes the same names.
 ALL_MODELS = (

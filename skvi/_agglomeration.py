@@ -45,6 +45,11 @@ coordinates. Trees are cached by the content of their rows, so that fits of
 every K and covariance type on the same data (``select_model``,
 ``n_init``, grid searches) build it once per process.
 
+:func:`agglomerate_ward` builds the second tree of ``init_params="ward"``
+(and of :func:`skvi.select_model`'s ``second_start="ward"``): Ward's
+criterion, the classification likelihood of equal spherical covariances
+(mclust's ``hcEII``; Fraley 1998), on the same coordinates, by SciPy.
+
 Sample weights are repeat counts: a row of weight w is a cluster of weight
 w (weights are divided by their mean, so unit weights are counts of 1 and
 only relative weights matter, as in EM).
@@ -56,6 +61,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.cluster.hierarchy import ward
 
 # mclust's default ``mclust.options("subset")``.
 MAX_AGGLOMERATED_ROWS = 2000
@@ -174,6 +180,56 @@ def agglomerate(X, sample_weight=None):
     )
 
 
+def agglomerate_ward(X, sample_weight=None):
+    """Ward's agglomeration of every row of X, in the tree's coordinates.
+
+    Ward's criterion (the least rise of the within-cluster sum of squares)
+    is the classification likelihood of the model with equal spherical
+    covariances, mclust's ``hcEII`` (Fraley 1998), here on the same scaled
+    SVD coordinates as :func:`agglomerate`. It serves as a second start of
+    :func:`skvi.select_model`: cut at the same K, it often gives another
+    partition, and EM from it another optimum. SciPy's ``ward`` builds it
+    (O(m^2) time and memory).
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, D)
+        Finite rows.
+    sample_weight : ndarray of shape (m,), default=None
+        Must be None or equal weights: Ward's criterion here counts rows.
+
+    Returns
+    -------
+    AgglomerationTree
+        ``costs`` holds the rise of the within-cluster sum of squares at
+        each step.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    weights = _unit_mean_weights(sample_weight, X.shape[0])
+    if not np.all(weights == 1.0):
+        raise ValueError("Ward's agglomeration takes no unequal sample weights.")
+    center, scale, projection, columns = _scaled_svd(X, weights)
+    m = X.shape[0]
+    Z = ((X[:, columns] - center) / scale) @ projection
+    merges = np.empty((max(m - 1, 0), 2), dtype=np.intp)
+    costs = np.empty(max(m - 1, 0))
+    if m >= 2:
+        if Z.shape[1] == 0:
+            Z = np.zeros((m, 1))
+        linkage = ward(Z)
+        # SciPy numbers the cluster made at step s as m + s; a cluster is
+        # led here by its smallest row.
+        leaders = np.concatenate([np.arange(m), np.empty(m - 1, dtype=np.intp)])
+        pairs = linkage[:, :2].astype(np.intp)
+        for step, (a, b) in enumerate(pairs):
+            first, second = sorted((leaders[a], leaders[b]))
+            merges[step] = first, second
+            leaders[m + step] = first
+        # SciPy's height is sqrt(2 x the rise of the sum of squares).
+        costs[:] = linkage[:, 2] ** 2 / 2.0
+    return AgglomerationTree(merges, costs, center, scale, projection, columns)
+
+
 def _duplicate_costs(groups, weights, leader_weights):
     """The cost rises of merging duplicate rows into their groups in turn.
 
@@ -190,12 +246,13 @@ def _duplicate_costs(groups, weights, leader_weights):
     return costs
 
 
-def hc_labels(X, sample_weight, n_clusters, random_state):
+def hc_labels(X, sample_weight, n_clusters, random_state, criterion="vvv"):
     """Labels of every row of X from a (cached) agglomeration tree.
 
     Above ``MAX_AGGLOMERATED_ROWS`` rows a uniform sample of that many
     (drawn with ``random_state``) is agglomerated and the other rows join
-    the nearest cluster mean in the tree's coordinates.
+    the nearest cluster mean in the tree's coordinates. ``criterion``:
+    "vvv" (:func:`agglomerate`) or "ward" (:func:`agglomerate_ward`).
     """
     n_samples = X.shape[0]
     if n_samples > MAX_AGGLOMERATED_ROWS:
@@ -208,7 +265,7 @@ def hc_labels(X, sample_weight, n_clusters, random_state):
     weights = None if sample_weight is None else np.asarray(sample_weight)
     if weights is not None and sample is not None:
         weights = weights[sample]
-    tree = _cached_tree(rows, weights)
+    tree = (_WARD_TREES if criterion == "ward" else _TREES).get(rows, weights)
     labels = tree.labels(n_clusters)
     if sample is None:
         return labels
@@ -482,14 +539,15 @@ def _merge_sequence(Z, weights):
 
 
 class _TreeCache:
-    """The last few trees, keyed by the bytes of their rows and weights.
+    """The last few trees, keyed by the bytes of their rows and unequal weights.
 
     Thread-safe: fits running in threads may share it (a tree two threads
     miss at once is built twice, harmlessly).
     """
 
-    def __init__(self, size):
+    def __init__(self, size, build):
         self.size = size
+        self.build = build
         self.trees = OrderedDict()
         self.builds = 0
         self._lock = threading.Lock()
@@ -499,7 +557,8 @@ class _TreeCache:
         X = np.ascontiguousarray(X, dtype=np.float64)
         digest.update(repr(X.shape).encode())
         digest.update(X.tobytes())
-        if weights is not None:
+        # Equal weights build the unweighted tree (_unit_mean_weights).
+        if weights is not None and np.ptp(weights) != 0:
             digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
         key = digest.hexdigest()
         with self._lock:
@@ -507,7 +566,7 @@ class _TreeCache:
             if tree is not None:
                 self.trees.move_to_end(key)
                 return tree
-        tree = agglomerate(X, weights)
+        tree = self.build(X, weights)
         with self._lock:
             self.builds += 1
             self.trees[key] = tree
@@ -516,7 +575,8 @@ class _TreeCache:
         return tree
 
 
-_TREES = _TreeCache(_CACHE_SIZE)
+_TREES = _TreeCache(_CACHE_SIZE, agglomerate)
+_WARD_TREES = _TreeCache(_CACHE_SIZE, agglomerate_ward)
 
 
 def _cached_tree(X, weights):

@@ -96,7 +96,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "init_params": [
-            StrOptions({"kmeans", "k-means++", "random", "random_from_data", "hc"})
+            StrOptions(
+                {"kmeans", "k-means++", "random", "random_from_data", "hc", "ward"}
+            )
         ],
         "random_state": ["random_state"],
         "warm_start": ["boolean"],

@@ -104,7 +104,7 @@ class EMGaussianMixture(BaseGaussianMixture):
     n_init : int, default=1
         Number of initialisations; the best final ELBO is kept.
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', \
-'hc'}, default='kmeans'
+'hc', 'ward'}, default='kmeans'
         How the initial responsibilities are chosen. 'hc' cuts R mclust's
         model-based hierarchical agglomeration (unconstrained covariances,
         on scaled SVD coordinates) at ``n_components`` clusters: unlike
@@ -114,7 +114,10 @@ class EMGaussianMixture(BaseGaussianMixture):
         columns. :func:`select_model` uses 'hc' by default. Its tree is
         built on at most 2,000 rows (a random sample of larger data; the
         other rows join the nearest cluster), so with ``n_init > 1`` the
-        starts differ only on larger data.
+        starts differ only on larger data. 'ward' cuts Ward's agglomeration
+        (equal spherical covariances, mclust's ``hcEII``) on the same
+        coordinates and rows, without sample weights:
+        :func:`select_model` tries it beside 'hc'.
     weights_init : array-like of shape (n_components,), default=None
         Initial weights; computed from ``init_params`` if None.
     means_init : array-like of shape (n_components, n_features), default=None

@@ -22,13 +22,14 @@ def initial_responsibilities(X, sample_weight, n_components, method, random_stat
     sample_weight : ndarray of shape (n,)
         Rows of zero weight are never chosen as seeds.
     n_components : int
-    method : {"kmeans", "k-means++", "random", "random_from_data", "hc"}
+    method : {"kmeans", "k-means++", "random", "random_from_data", "hc", "ward"}
     random_state : numpy.random.RandomState
         Advanced exactly as scikit-learn's GaussianMixture advances it (for
-        "hc": only when the rows are subsampled).
+        "hc" and "ward": only when the rows are subsampled).
     """
-    if method == "hc":
-        labels = hc_labels(X, sample_weight, n_components, random_state)
+    if method in ("hc", "ward"):
+        criterion = "ward" if method == "ward" else "vvv"
+        labels = hc_labels(X, sample_weight, n_components, random_state, criterion)
         return _one_hot_labels(labels, n_components)
     if method == "kmeans":
         labels = (

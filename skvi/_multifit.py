@@ -116,7 +116,9 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         The estimator every fit clones (see :func:`lockstep_applies`).
     X : array-like of shape (n_samples, n_features)
     sample_weight : array-like of shape (n_samples,) or None
-    combinations : list of (int, str)
+    combinations : list of (int, str) or (int, str, str)
+        ``(n_components, covariance_type)``, optionally with the
+        ``init_params`` of that fit (default: the template's).
 
     Returns
     -------
@@ -128,10 +130,12 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     """
     models = [None] * len(combinations)
     fits, validated = [], None
-    for index, (n_components, kind) in enumerate(combinations):
+    for index, (n_components, kind, *start) in enumerate(combinations):
         model = clone(template).set_params(
             n_components=n_components, covariance_type=kind
         )
+        if start:
+            model.set_params(init_params=start[0])
         try:
             data, unit, context = model._begin_fit(X, sample_weight, validated)
             if validated is None:

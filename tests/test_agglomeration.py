@@ -14,7 +14,7 @@ from skvi import (
     _agglomeration,
     select_model,
 )
-from skvi._agglomeration import MAX_AGGLOMERATED_ROWS, agglomerate
+from skvi._agglomeration import MAX_AGGLOMERATED_ROWS, agglomerate, agglomerate_ward
 from skvi.datasets import load_old_faithful
 
 from .helpers import COVARIANCE_TYPES, make_blobs
@@ -254,3 +254,26 @@ def test_hc_keeps_float32():
     X = load_old_faithful().data.astype(np.float32)
     model = VariationalGaussianMixture(n_components=3, init_params="hc").fit(X)
     assert model.means_.dtype == np.float32
+
+
+def _same_partition(a, b):
+    pairs = np.unique(np.column_stack([a, b]), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_ward_tree_cuts_are_scipys_and_ignore_units():
+    from scipy.cluster.hierarchy import fcluster, ward
+
+    X = load_old_faithful().data
+    tree = agglomerate_ward(X)
+    linkage = ward(tree.transform(X))
+    rescaled = agglomerate_ward(X * [1000.0, 0.01] + [5.0, -3.0])
+    for k in range(1, 10):
+        labels = tree.labels(k)
+        assert len(np.unique(labels)) == k
+        assert _same_partition(labels, fcluster(linkage, k, "maxclust"))
+        assert_array_equal(rescaled.labels(k), labels)
+    # Sum-of-squares rises of Ward's merges never fall.
+    assert np.all(np.diff(tree.costs) >= -1e-12 * tree.costs.max())
+    with pytest.raises(ValueError, match="sample weights"):
+        agglomerate_ward(X, np.arange(1.0, len(X) + 1.0))

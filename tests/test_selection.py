@@ -132,3 +132,56 @@ def test_cli_help_says_all_means_the_fourteen(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "all: the fourteen for em" in text
     assert ", ".join(MCLUST_ORDER) in text
+
+
+# BIC (skvi's sign: smaller is better) of R mclust 6.0's Mclust on Old
+# Faithful, from benchmarks/mclust_reference.R (fit, models VII,VVI,EEE,VVV):
+# cells where select_model's 'hc' start alone is worse by more than 2.
+MCLUST_FAITHFUL_BIC = {
+    ("spherical", 9): 2919.41,
+    ("diag", 6): 2373.47,
+    ("diag", 9): 2432.71,
+    ("tied", 4): 2331.22,
+    ("tied", 8): 2376.10,
+    ("full", 5): 2379.39,
+}
+
+
+def test_second_start_ward_keeps_the_better_fit_of_each_cell():
+    from skvi.datasets import load_old_faithful
+
+    X = load_old_faithful().data
+    kinds = ["spherical", "diag", "tied", "full"]
+    common = dict(covariance_types=kinds, as_frame=False, random_state=0)
+    one, _ = select_model(X, **common)
+    from skvi import _agglomeration
+
+    builds = _agglomeration._TREES.builds, _agglomeration._WARD_TREES.builds
+    _agglomeration._TREES.trees.clear()
+    _agglomeration._WARD_TREES.trees.clear()
+    two, best = select_model(X, second_start="ward", **common)
+    # Each tree is built once, shared by the check of the cuts and the fits.
+    assert _agglomeration._TREES.builds == builds[0] + 1
+    assert _agglomeration._WARD_TREES.builds == builds[1] + 1
+    assert [row["init_params"] for row in one] == ["hc"] * len(one)
+    assert {row["init_params"] for row in two} == {"hc", "ward"}
+    for first, second in zip(one, two, strict=True):
+        assert first["n_components"] == second["n_components"]
+        assert first["covariance_type"] == second["covariance_type"]
+        # More fits in the lock step change its sums in the last digits
+        # only (skvi._multifit: criteria equal to about 1e-12 relative).
+        if second["init_params"] == "hc":
+            assert second["bic"] == pytest.approx(first["bic"], rel=1e-12)
+        else:
+            assert second["bic"] < first["bic"] * (1.0 + 1e-12)
+    cells = {(row["covariance_type"], row["n_components"]): row for row in two}
+    for cell, bic in MCLUST_FAITHFUL_BIC.items():
+        assert cells[cell]["bic"] <= bic + 2.0, cell
+    chosen = next(row for row in two if row["chosen"])
+    assert best.init_params == chosen["init_params"]
+    assert chosen["bic"] == min(row["bic"] for row in two)
+
+
+def test_second_start_is_validated():
+    with pytest.raises(ValueError, match="second_start"):
+        select_model(np.zeros((10, 2)), second_start="kmeans")
