@@ -19,8 +19,11 @@ in lock step, one iteration each per round:
   ``maximize`` and ``cholesky_from_covariance``; 'tied' fits become one
   'full' unit with a component per fit (its pooled scatter and total mass).
   mclust's VII, VVI, EEE and VVV, the same models, join those groups and
-  store the result in their full (K, D, D) layout. Every other mclust model
-  takes its estimator's own M-step on its slice of the statistics.
+  store the result in their full (K, D, D) layout. mclust's closed-form
+  models EII, EEI, EVI, EEV and EVV take one stacked pass of their blocks
+  per model (:func:`skvi._covariance.mclust.stacked_closed_form`); the
+  iterative ones (VEI, VEE, EVE, VVE, VEV) take their estimator's own
+  M-step on their slice of the statistics.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -56,6 +59,7 @@ from ._covariance import covariance_unit
 from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
+from ._covariance.mclust import STACKED_MODELS, stacked_closed_form
 from ._covariance.spherical import SphericalCovariance
 from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
@@ -192,6 +196,9 @@ class _Fit:
         if unit.name in SAME_MODELS:
             self.group = SAME_MODELS[unit.name]
             self.full_layout = True
+        elif unit.name in STACKED_MODELS:
+            # mclust's closed forms: one stacked M-step per model.
+            self.group = unit.name
 
     @property
     def n_components(self):
@@ -351,7 +358,11 @@ class _Lockstep:
         for fit in fits:
             groups.setdefault(fit.group, []).append(fit)
         for group, members in groups.items():
-            if group is None or not self._batched_m_step(group, members):
+            if isinstance(group, str):
+                batched = self._stacked_m_step(group, members)
+            else:
+                batched = group is not None and self._batched_m_step(group, members)
+            if not batched:
                 for fit in members:
                     self._own_m_step(fit)
 
@@ -417,6 +428,39 @@ class _Lockstep:
                 shared = number if group is TiedCovariance else own
                 fit.latest = (weights, means, covariances, factors, own, shared)
             start = stop
+        return True
+
+    def _stacked_m_step(self, name, fits):
+        """One M-step for the fits of one of mclust's closed-form models.
+
+        :func:`skvi._covariance.mclust.stacked_closed_form` on their
+        stacked statistics; False if a fit must take its own (a collapse,
+        which its own M-step reports).
+        """
+        where = np.concatenate([_indices(fit.slice) for fit in fits])
+        sizes = [fit.n_components for fit in fits]
+        starts = np.cumsum([0, *sizes[:-1]])
+        nk = self.nk[where]
+        weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
+        means = self.xbar[where].copy()
+        covariances = stacked_closed_form(
+            name, nk, self.scatter[where], self.reg_covar, sizes
+        )
+        if covariances is None:
+            return False
+        unit = covariance_unit("full", len(where), means.shape[1])
+        try:
+            factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
+        except ValueError:
+            return False
+        self.means[where] = means
+        self.factors[where] = factors
+        self.log_weights[where] = np.log(weights)
+        start = 0
+        for fit in fits:
+            own = slice(start, start + fit.n_components)
+            fit.latest = (weights, means, covariances, factors, own, own)
+            start = own.stop
         return True
 
     # -------------------------------------------------------------- E-step

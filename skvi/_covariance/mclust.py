@@ -779,6 +779,64 @@ def _native_maximize(native, nk, scatter, reg_covar, empty, previous):
     return covariances
 
 
+#: The models whose M-step is one pass of closed forms, with no start, no
+#: joint Newton step and no search (Celeux & Govaert 1995): several fits'
+#: M-steps can be taken at once (:func:`stacked_closed_form`).
+STACKED_MODELS = ("EII", "EEI", "EVI", "EEV", "EVV")
+
+
+def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
+    """The M-step of several fits of one model of :data:`STACKED_MODELS`.
+
+    The components of all fits are stacked (``nk`` (C,), ``scatter`` (C, D,
+    D) of ``N_k S_k``), ``sizes`` the number of components of each fit, in
+    order; every component has weight. It is one pass of
+    :meth:`ConstrainedCovariance._pass`, the blocks' closed forms, for every
+    fit at once: the orientation (the identity, or each ``W_k``'s
+    eigenvectors), the shape (each ``b_k`` normalized, or the fit's sum of
+    them normalized) and the Equal volume of the fit; the same arithmetic
+    as each fit's own M-step up to rounding (that pass's start only scales
+    an Equal shape's sum, and its final guard only catches rounding).
+    Returns the covariances (C, D, D), or None where a block is not
+    positive and finite (a collapse: each fit's own M-step says which).
+    """
+    volume, shape, orientation = (_Choice(letter) for letter in name)
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    if orientation.variable:
+        _, vectors = np.linalg.eigh(scatter)
+        orientations = vectors[:, :, ::-1]
+        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+    else:
+        orientations = None
+        diagonals = np.diagonal(scatter, axis1=1, axis2=2)
+    if shape.identity:
+        shapes = np.ones_like(diagonals)
+    elif shape.variable:
+        shapes = _normalized(diagonals)
+    else:
+        pooled = _normalized(np.add.reduceat(diagonals, starts, axis=0))
+        shapes = None if pooled is None else np.repeat(pooled, sizes, axis=0)
+    if shapes is None:
+        return None
+    traces = (diagonals / shapes).sum(axis=1)
+    mass = np.add.reduceat(nk, starts) * n_features
+    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    scales = volumes[:, None] * shapes
+    if orientations is None:
+        covariances = np.zeros_like(scatter)
+        features = np.arange(n_features)
+        covariances[:, features, features] = scales
+        return covariances
+    covariances = (orientations * scales[:, None, :]) @ np.swapaxes(orientations, 1, 2)
+    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+
 class ConstrainedCovariance(FullCovariance):
     """One of mclust's fourteen models, in the full unit's layout.
 
