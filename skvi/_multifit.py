@@ -21,9 +21,11 @@ in lock step, one iteration each per round:
   mclust's VII, VVI, EEE and VVV, the same models, join those groups and
   store the result in their full (K, D, D) layout. mclust's closed-form
   models EII, EEI, EVI, EEV and EVV take one stacked pass of their blocks
-  per model (:func:`skvi._covariance.mclust.stacked_closed_form`); the
-  iterative ones (VEI, VEE, EVE, VVE, VEV) take their estimator's own
-  M-step on their slice of the statistics.
+  per model (:func:`skvi._covariance.mclust.stacked_closed_form`), VEI and
+  VEV one stacked pass with their common shapes' Newton steps taken
+  together (:func:`skvi._covariance.mclust.stacked_joint_shape`); VEE, EVE
+  and VVE take their estimator's own M-step on their slice of the
+  statistics.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -59,7 +61,12 @@ from ._covariance import covariance_unit
 from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
-from ._covariance.mclust import STACKED_MODELS, stacked_closed_form
+from ._covariance.mclust import (
+    JOINT_SHAPE_MODELS,
+    STACKED_MODELS,
+    stacked_closed_form,
+    stacked_joint_shape,
+)
 from ._covariance.spherical import SphericalCovariance
 from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
@@ -196,9 +203,11 @@ class _Fit:
         if unit.name in SAME_MODELS:
             self.group = SAME_MODELS[unit.name]
             self.full_layout = True
-        elif unit.name in STACKED_MODELS:
+        elif unit.name in STACKED_MODELS + JOINT_SHAPE_MODELS:
             # mclust's closed forms: one stacked M-step per model.
             self.group = unit.name
+        # The blocks of the latest stacked VEI or VEV M-step, its next start.
+        self.blocks = None
 
     @property
     def n_components(self):
@@ -376,6 +385,7 @@ class _Lockstep:
             fit.left = True
             return
         fit.state = state
+        fit.blocks = None
         self._set_parameters(fit, state)
 
     def _batched_m_step(self, group, fits):
@@ -443,11 +453,20 @@ class _Lockstep:
         nk = self.nk[where]
         weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
         means = self.xbar[where].copy()
-        covariances = stacked_closed_form(
-            name, nk, self.scatter[where], self.reg_covar, sizes
-        )
-        if covariances is None:
-            return False
+        scatter = self.scatter[where]
+        if name in JOINT_SHAPE_MODELS:
+            previous = [fit.blocks for fit in fits]
+            found = stacked_joint_shape(
+                name, nk, scatter, self.reg_covar, sizes, previous
+            )
+            if found is None:
+                return False
+            covariances, blocks = found
+        else:
+            covariances = stacked_closed_form(name, nk, scatter, self.reg_covar, sizes)
+            if covariances is None:
+                return False
+            blocks = [None] * len(fits)
         unit = covariance_unit("full", len(where), means.shape[1])
         try:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
@@ -457,9 +476,10 @@ class _Lockstep:
         self.factors[where] = factors
         self.log_weights[where] = np.log(weights)
         start = 0
-        for fit in fits:
+        for fit, found in zip(fits, blocks, strict=True):
             own = slice(start, start + fit.n_components)
             fit.latest = (weights, means, covariances, factors, own, own)
+            fit.blocks = found
             start = own.stop
         return True
 

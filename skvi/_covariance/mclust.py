@@ -837,6 +837,160 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
 
 
+#: Variable volumes with an Equal shape and a Variable or Identity
+#: orientation: one pass is exact with the shape minimised jointly with the
+#: volumes (:func:`_common_shape`); several fits at once in
+#: :func:`stacked_joint_shape`.
+JOINT_SHAPE_MODELS = ("VEI", "VEV")
+
+
+def _common_shapes(diagonals, nk, sizes, start):
+    """:func:`_common_shape` for several fits at once.
+
+    ``diagonals`` (C, D) and ``nk`` (C,) stacked over the fits' components,
+    ``sizes`` their numbers of components, ``start`` (F, D) each fit's
+    starting shape. Each fit takes the same Newton steps, halvings and
+    stopping rule as alone; a fit stops moving once its own rule stops it.
+    """
+    n_fits, n_features = start.shape
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    mass = np.add.reduceat(nk, starts)
+    ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
+    x = -np.log(start)
+    x = x - x.mean(axis=1, keepdims=True)
+
+    def evaluate(x):
+        terms = diagonals * np.exp(x[owners])
+        sums = terms.sum(axis=1)
+        return terms, sums, np.add.reduceat(nk * np.log(sums), starts)
+
+    terms, sums, value = evaluate(x)
+    moving = np.ones(n_fits, dtype=bool)
+    for _ in range(MAX_PASSES):
+        weighted = nk[:, None] * terms / sums[:, None]
+        gradient = np.add.reduceat(weighted, starts, axis=0)
+        hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
+        hessian = -np.add.reduceat(hessian, starts, axis=0)
+        hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
+        gradient = gradient - gradient.mean(axis=1, keepdims=True)
+        try:
+            step = -np.linalg.solve(hessian + ones, gradient[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            step = -np.stack(
+                [
+                    np.linalg.lstsq(h + o, g)[0]
+                    for h, o, g in zip(hessian, ones, gradient, strict=True)
+                ]
+            )
+        decrement = -np.einsum("fi,fi->f", gradient, step)
+        done = moving & ~(decrement > RTOL * mass)
+        # Below what f resolves: a last whole step (see _newton).
+        last = done & (decrement >= 0.0)
+        x = np.where(last[:, None], x + step, x)
+        moving &= ~done
+        trying = moving.copy()
+        for _ in range(HALVINGS):
+            if not np.any(trying):
+                break
+            trial = np.where(trying[:, None], x + step, x)
+            trial_terms, trial_sums, trial_value = evaluate(trial)
+            accepted = trying & (trial_value < value)
+            x = np.where(accepted[:, None], trial, x)
+            value = np.where(accepted, trial_value, value)
+            trying &= ~accepted
+            step = np.where(trying[:, None], 0.5 * step, step)
+        # A fit whose halvings all failed stops where it is.
+        moving &= ~trying
+        if not np.any(moving):
+            break
+        terms, sums, value = evaluate(x)
+    return np.exp(-(x - x.mean(axis=1, keepdims=True)))
+
+
+def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
+    """The M-step of several fits of VEI or VEV (:data:`JOINT_SHAPE_MODELS`).
+
+    As :func:`stacked_closed_form`, with each fit's previous blocks
+    ``previous`` (per fit None, or its ``(volumes (K,), shape (D,),
+    orientations (K, D, D) or None, covariances (K, D, D))``): the common
+    shape's Newton method starts from the previous shape, and a fit whose
+    previous parameters have the smaller f keeps them (rounding only), as
+    :meth:`ConstrainedCovariance.maximize` does. Returns the covariances
+    (C, D, D) and each fit's new blocks, or None where a block is not
+    positive and finite (each fit's own M-step then says which).
+    """
+    variable_orientation = name[2] == "V"
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    bounds = np.cumsum(sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    start_shapes = np.ones((len(sizes), n_features))
+    for number, blocks in enumerate(previous):
+        if blocks is not None:
+            # The orientation step sorts the shape decreasingly with its axes.
+            shape = blocks[1]
+            start_shapes[number] = -np.sort(-shape) if variable_orientation else shape
+    if variable_orientation:
+        _, vectors = np.linalg.eigh(scatter)
+        orientations = vectors[:, :, ::-1]
+        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+    else:
+        orientations = None
+        diagonals = np.diagonal(scatter, axis1=1, axis2=2)
+    if not np.all(np.isfinite(diagonals) & (diagonals > 0)):
+        return None
+    shapes = _common_shapes(diagonals, nk, sizes, start_shapes)
+    component_shapes = np.repeat(shapes, sizes, axis=0)
+    traces = (diagonals / component_shapes).sum(axis=1)
+    volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = np.add.reduceat(
+        nk * n_features * np.log(volumes) + traces / volumes, starts
+    )
+    scales = volumes[:, None] * component_shapes
+    if orientations is None:
+        covariances = np.zeros_like(scatter)
+        features = np.arange(n_features)
+        covariances[:, features, features] = scales
+    else:
+        covariances = (orientations * scales[:, None, :]) @ np.swapaxes(
+            orientations, 1, 2
+        )
+        covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    found = []
+    for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
+        blocks = (
+            volumes[begin:end],
+            shapes[number],
+            None if orientations is None else orientations[begin:end],
+            covariances[begin:end],
+        )
+        last = previous[number]
+        if last is not None:
+            old_volumes, old_shape, old_orientations, old_covariances = last
+            own = scatter[begin:end]
+            if old_orientations is None:
+                old_diagonals = np.diagonal(own, axis1=1, axis2=2)
+            else:
+                old_diagonals = np.einsum(
+                    "kji,kjl,kli->ki", old_orientations, own, old_orientations
+                )
+            old_traces = (old_diagonals / old_shape).sum(axis=1)
+            old_value = np.sum(
+                nk[begin:end] * n_features * np.log(old_volumes)
+            ) + np.sum(old_traces / old_volumes)
+            if old_value < values[number]:
+                # Rounding only: the blocks' steps cannot increase f.
+                covariances[begin:end] = old_covariances
+                blocks = last
+        found.append(blocks)
+    return covariances, found
+
+
 class ConstrainedCovariance(FullCovariance):
     """One of mclust's fourteen models, in the full unit's layout.
 
