@@ -23,9 +23,11 @@ in lock step, one iteration each per round:
   models EII, EEI, EVI, EEV and EVV take one stacked pass of their blocks
   per model (:func:`skvi._covariance.mclust.stacked_closed_form`), VEI and
   VEV one stacked pass with their common shapes' Newton steps taken
-  together (:func:`skvi._covariance.mclust.stacked_joint_shape`); VEE, EVE
-  and VVE take their estimator's own M-step on their slice of the
-  statistics.
+  together (:func:`skvi._covariance.mclust.stacked_joint_shape`), EVE and
+  VVE one with their orientations' plane searches taken together
+  (:func:`skvi._covariance.mclust.stacked_common_orientation`; their first
+  M-step, which tries a second start, is each fit's own); VEE takes its
+  estimator's own M-step on its slice of the statistics.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -62,9 +64,11 @@ from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
 from ._covariance.mclust import (
+    COMMON_ORIENTATION_MODELS,
     JOINT_SHAPE_MODELS,
     STACKED_MODELS,
     stacked_closed_form,
+    stacked_common_orientation,
     stacked_joint_shape,
 )
 from ._covariance.spherical import SphericalCovariance
@@ -203,7 +207,9 @@ class _Fit:
         if unit.name in SAME_MODELS:
             self.group = SAME_MODELS[unit.name]
             self.full_layout = True
-        elif unit.name in STACKED_MODELS + JOINT_SHAPE_MODELS:
+        elif (
+            unit.name in STACKED_MODELS + JOINT_SHAPE_MODELS + COMMON_ORIENTATION_MODELS
+        ):
             # mclust's closed forms: one stacked M-step per model.
             self.group = unit.name
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
@@ -454,7 +460,19 @@ class _Lockstep:
         weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
         means = self.xbar[where].copy()
         scatter = self.scatter[where]
-        if name in JOINT_SHAPE_MODELS:
+        if name in COMMON_ORIENTATION_MODELS:
+            states = [fit.current_state() for fit in fits]
+            if any(state is None for state in states):
+                # The first M-step (a second start of the search) is their own.
+                return False
+            previous = np.concatenate([state.covariances for state in states])
+            covariances = stacked_common_orientation(
+                name, nk, scatter, self.reg_covar, sizes, previous
+            )
+            if covariances is None:
+                return False
+            blocks = [None] * len(fits)
+        elif name in JOINT_SHAPE_MODELS:
             previous = [fit.blocks for fit in fits]
             found = stacked_joint_shape(
                 name, nk, scatter, self.reg_covar, sizes, previous

@@ -468,6 +468,9 @@ def _plane_change(planes, angles, weights, exponent):
     logs = np.log1p((half - z) * (half + z) / (first * second)[..., None])
     if exponent is not None:
         logs = np.expm1(exponent * logs)
+    if weights.ndim == 2:
+        # Per plane (several fits' planes side by side, see stacked_rotation).
+        return np.einsum("kp,kpc->pc", weights, logs)
     return np.einsum("k,kpc->pc", weights, logs)
 
 
@@ -505,10 +508,11 @@ def _plane_angles(planes, weights, exponent):
         first_log = -2.0 * z * slope / product
         second_log = (8.0 * z * z - 2.0 * slope * slope) / product - first_log**2
         if exponent is None:
-            scale = weights[:, None]
+            scale = weights if weights.ndim == 2 else weights[:, None]
         else:
             ratio = product / (first * second)
-            scale = weights[:, None] * exponent * ratio**exponent
+            by_plane = weights if weights.ndim == 2 else weights[:, None]
+            scale = by_plane * exponent * ratio**exponent
             second_log = second_log + exponent * first_log**2
         gradient = np.einsum("kp,kp->p", scale, first_log)
         curvature = np.einsum("kp,kp->p", scale, second_log)
@@ -989,6 +993,148 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
                 blocks = last
         found.append(blocks)
     return covariances, found
+
+
+#: A common orientation with Variable shapes: the orientation's search
+#: (:func:`_rotate_common_orientation`) of several fits at once in
+#: :func:`stacked_common_orientation`.
+COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
+
+
+def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
+    """The M-step of several fits of EVE or VVE, from previous covariances.
+
+    ``nk`` (C,), ``scatter`` (C, D, D) and ``previous`` (C, D, D) stacked
+    over the fits' components (all with weight), ``sizes`` their numbers
+    of components. Each fit's M-step is :meth:`ConstrainedCovariance.maximize`
+    from its previous covariances: their decomposition, one pass of the
+    blocks and the final guard. The rounds of plane rotations of all fits
+    are searched together (each fit's planes side by side, its components
+    padded with ones and weight 0 to the largest K: they add exactly 0 to
+    the profile's change); Newton's method on the orientation
+    (:func:`_newton`) runs per fit. Returns the covariances (C, D, D), or
+    None where a fit must take its own M-step (a non positive definite or
+    collapsing component, which that M-step reports).
+    """
+    common_volume = name[0] == "E"
+    n_fits, n_features = len(sizes), scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    slots = np.arange(len(nk)) - np.repeat(starts, sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    # The decomposition of the previous covariances (ConstrainedCovariance
+    # .decompose, per fit).
+    sign, log_det = np.linalg.slogdet(previous)
+    if not np.all(sign > 0):
+        return None
+    if common_volume:
+        log_det = np.repeat(np.add.reduceat(log_det, starts) / sizes, sizes)
+    volumes = np.exp(log_det / n_features)
+    normalized = previous / volumes[:, None, None]
+    coefficients = 1.0 + (slots * 0.6180339887498949) % 1.0
+    combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
+    _, vectors = np.linalg.eigh(combined)
+    axes = vectors[owners]
+    shapes = np.einsum("kji,kjl,kli->ki", axes, normalized, axes)
+    shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
+    if shapes is None:
+        return None
+    key = np.add.reduceat(np.log(shapes), starts) / sizes[:, None]
+    order = np.argsort(-key, axis=1, kind="stable")
+    vectors = np.take_along_axis(vectors, order[:, None, :], axis=2)
+    shapes = np.take_along_axis(shapes, order[owners], axis=1)
+    axes = vectors[owners]
+    start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    start_values = _stacked_objective(start_diagonals, shapes, volumes, nk, starts)
+    start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
+    # The orientation's rounds of plane rotations, all fits at once.
+    rotated = np.swapaxes(axes, 1, 2) @ scatter @ axes
+    if not np.all(np.diagonal(rotated, axis1=1, axis2=2) > 0):
+        return None
+    orientations = vectors
+    width = int(sizes.max())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for first, second in _tournament(n_features):
+            n_planes = len(first)
+            planes = []
+            for entries, fill in (
+                (rotated[:, first, first], 1.0),
+                (rotated[:, second, second], 1.0),
+                (rotated[:, first, second], 0.0),
+            ):
+                padded = np.full((width, n_fits, n_planes), fill)
+                padded[slots, owners] = entries
+                planes.append(padded.reshape(width, -1))
+            if common_volume:
+                logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+                top = np.maximum.reduceat(logs, starts)
+                own_weights = np.exp(logs - top[owners])
+                exponent = n_planes / n_features
+            else:
+                own_weights, exponent = nk, None
+            weights = np.zeros((width, n_fits, n_planes))
+            weights[slots, owners] = own_weights[:, None]
+            angles = _plane_angles(tuple(planes), weights.reshape(width, -1), exponent)
+            angles = angles.reshape(n_fits, n_planes)
+            turns = np.broadcast_to(
+                np.eye(n_features), (n_fits, n_features, n_features)
+            ).copy()
+            cos, sin = np.cos(angles), np.sin(angles)
+            turns[:, first, first] = cos
+            turns[:, second, second] = cos
+            turns[:, second, first], turns[:, first, second] = sin, -sin
+            orientations = orientations @ turns
+            turn = turns[owners]
+            rotated = np.swapaxes(turn, 1, 2) @ rotated @ turn
+        if n_features > 2:
+            orientations = np.stack(
+                [
+                    _newton(
+                        orientations[number],
+                        rotated[begin : begin + size],
+                        nk[begin : begin + size],
+                        common_volume,
+                    )
+                    for number, (begin, size) in enumerate(
+                        zip(starts, sizes, strict=True)
+                    )
+                ]
+            )
+    # The shapes and volumes given the orientation (Shape and Volume.update).
+    axes = orientations[owners]
+    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    shapes = _normalized(diagonals)
+    if shapes is None:
+        return None
+    traces = (diagonals / shapes).sum(axis=1)
+    if common_volume:
+        volumes = np.add.reduceat(traces, starts) / (
+            np.add.reduceat(nk, starts) * n_features
+        )
+        volumes = np.repeat(volumes, sizes)
+    else:
+        volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = _stacked_objective(diagonals, shapes, volumes, nk, starts)
+    covariances = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(
+        axes, 1, 2
+    )
+    # Rounding only: the blocks' steps cannot increase f.
+    keep = (start_values < values)[owners]
+    covariances = np.where(keep[:, None, None], start, covariances)
+    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+
+def _stacked_objective(diagonals, shapes, volumes, nk, starts):
+    """:meth:`ConstrainedCovariance._objective` of each stacked fit."""
+    n_features = shapes.shape[1]
+    traces = (diagonals / shapes).sum(axis=1)
+    return np.add.reduceat(nk * n_features * np.log(volumes), starts) + np.add.reduceat(
+        traces / volumes, starts
+    )
 
 
 class ConstrainedCovariance(FullCovariance):
