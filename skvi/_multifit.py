@@ -26,8 +26,11 @@ in lock step, one iteration each per round:
   together (:func:`skvi._covariance.mclust.stacked_joint_shape`), EVE and
   VVE one with their orientations' plane searches taken together
   (:func:`skvi._covariance.mclust.stacked_common_orientation`; their first
-  M-step, which tries a second start, is each fit's own); VEE takes its
-  estimator's own M-step on its slice of the statistics.
+  M-step, which tries a second start, is each fit's own), and VEE one with
+  its volumes' Newton steps taken together
+  (:func:`skvi._covariance.mclust.stacked_common_matrix`). Where a stacked
+  M-step cannot be taken (a collapse), each fit takes its estimator's own
+  M-step on its slice of the statistics, which reports it.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -68,6 +71,7 @@ from ._covariance.mclust import (
     JOINT_SHAPE_MODELS,
     STACKED_MODELS,
     stacked_closed_form,
+    stacked_common_matrix,
     stacked_common_orientation,
     stacked_joint_shape,
 )
@@ -208,9 +212,13 @@ class _Fit:
             self.group = SAME_MODELS[unit.name]
             self.full_layout = True
         elif (
-            unit.name in STACKED_MODELS + JOINT_SHAPE_MODELS + COMMON_ORIENTATION_MODELS
+            unit.name
+            in STACKED_MODELS
+            + JOINT_SHAPE_MODELS
+            + COMMON_ORIENTATION_MODELS
+            + ("VEE",)
         ):
-            # mclust's closed forms: one stacked M-step per model.
+            # mclust's other models: one stacked M-step per model.
             self.group = unit.name
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
         self.blocks = None
@@ -472,11 +480,16 @@ class _Lockstep:
             if covariances is None:
                 return False
             blocks = [None] * len(fits)
-        elif name in JOINT_SHAPE_MODELS:
+        elif name in (*JOINT_SHAPE_MODELS, "VEE"):
             previous = [fit.blocks for fit in fits]
-            found = stacked_joint_shape(
-                name, nk, scatter, self.reg_covar, sizes, previous
-            )
+            if name == "VEE":
+                found = stacked_common_matrix(
+                    nk, scatter, self.reg_covar, sizes, previous
+                )
+            else:
+                found = stacked_joint_shape(
+                    name, nk, scatter, self.reg_covar, sizes, previous
+                )
             if found is None:
                 return False
             covariances, blocks = found

@@ -184,7 +184,9 @@ def _scatters(rng, sizes, n_features):
     return nk, scatter
 
 
-@pytest.mark.parametrize("name", mclust.STACKED_MODELS + mclust.JOINT_SHAPE_MODELS)
+@pytest.mark.parametrize(
+    "name", mclust.STACKED_MODELS + mclust.JOINT_SHAPE_MODELS + ("VEE",)
+)
 @pytest.mark.parametrize("n_features", [1, 2, 3])
 def test_stacked_m_steps_equal_each_fits_own(name, n_features):
     # Several fits' M-steps at once equal each fit's own, from no previous
@@ -201,9 +203,17 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
     if name in mclust.STACKED_MODELS:
         stacked = mclust.stacked_closed_form(name, nk, scatter, 1e-6, sizes)
     else:
-        stacked, blocks = mclust.stacked_joint_shape(
+        if name == "VEE":
+
+            def stacked_m_step(name, *args):
+                return mclust.stacked_common_matrix(*args)
+
+        else:
+            stacked_m_step = mclust.stacked_joint_shape
+        stacked, blocks = stacked_m_step(
             name, nk, scatter, 1e-6, sizes, [None] * len(sizes)
         )
+        np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
         # A second M-step on new statistics, from the first's blocks.
         nk, scatter = _scatters(rng, sizes, n_features)
         own = [
@@ -212,7 +222,7 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
                 units, bounds[:-1], bounds[1:], own, strict=True
             )
         ]
-        stacked, _ = mclust.stacked_joint_shape(name, nk, scatter, 1e-6, sizes, blocks)
+        stacked, _ = stacked_m_step(name, nk, scatter, 1e-6, sizes, blocks)
     np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
 
 

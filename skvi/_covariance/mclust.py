@@ -1137,6 +1137,177 @@ def _stacked_objective(diagonals, shapes, volumes, nk, starts):
     )
 
 
+def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
+    """:func:`_common_matrix_volumes` for several fits at once.
+
+    ``scatter`` (C, D, D), ``nk`` (C,) and ``start`` (C,) (the volumes)
+    stacked over the fits' components, ``sizes`` their numbers. Each fit
+    takes the same Newton steps, halvings and stopping rule as alone, its
+    (K, K) Hessian padded with the identity to the largest K. Returns the
+    log-volumes (C,), or None where a fit's M is not positive definite (its
+    own M-step then says which component collapsed).
+    """
+    n_fits, n_features = len(sizes), scatter.shape[1]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    slots = np.arange(len(nk)) - starts[owners]
+    width = int(max(sizes))
+    padding = np.ones((n_fits, width), dtype=bool)
+    padding[owners, slots] = False
+
+    def evaluate(log_volumes):
+        weights = np.exp(-log_volumes)
+        matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
+        factors = np.zeros_like(matrices)
+        fine = np.ones(n_fits, dtype=bool)
+        for number, matrix in enumerate(matrices):
+            factor, info = lapack.dpotrf(matrix, lower=1)
+            fine[number] = info == 0
+            # (A failed fit's factor is never inverted: it stops or fails.)
+            factors[number] = np.tril(factor) if info == 0 else np.eye(n_features)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_det = 2.0 * np.sum(
+                np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1
+            )
+        volume = np.exp(log_det / n_features)
+        value = n_features * (np.add.reduceat(nk * log_volumes, starts) + volume)
+        value = np.where(fine, value, np.inf)
+        return value, volume, factors, weights, fine
+
+    log_volumes = np.log(start)
+    state = evaluate(log_volumes)
+    if not np.all(state[4] & np.isfinite(state[0])):
+        return None
+    moving = np.ones(n_fits, dtype=bool)
+    for _ in range(MAX_PASSES):
+        value, volume, factors, weights, _ = state
+        inverse = np.linalg.inv(factors)[owners]
+        whitened = (inverse @ scatter @ np.swapaxes(inverse, 1, 2)) * weights[
+            :, None, None
+        ]
+        traces = np.einsum("kii->k", whitened)
+        flat = np.zeros((n_fits, width, n_features * n_features))
+        flat[owners, slots] = whitened.reshape(len(nk), -1)
+        products = flat @ np.swapaxes(flat, 1, 2)
+        padded_traces = np.zeros((n_fits, width))
+        padded_traces[owners, slots] = traces
+        gradient = np.zeros((n_fits, width))
+        gradient[owners, slots] = n_features * nk - volume[owners] * traces
+        hessian = volume[:, None, None] * (
+            padded_traces[:, :, None] * np.eye(width)
+            - products
+            + padded_traces[:, :, None] * padded_traces[:, None, :] / n_features
+        )
+        hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
+        step = np.zeros((n_fits, width))
+        for number in np.flatnonzero(moving):
+            used = ~padding[number]
+            step[number, used] = -_shifted_solve(
+                hessian[number][np.ix_(used, used)], gradient[number, used]
+            )
+        decrement = -np.einsum("fk,fk->f", gradient, step)
+        step = step[owners, slots]
+        size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
+        done = moving & ~(decrement > RTOL * size)
+        # Below what f resolves: a last whole step (see _newton).
+        last = (done & (decrement >= 0.0))[owners]
+        log_volumes = np.where(last, log_volumes + step, log_volumes)
+        moving &= ~done
+        trying = moving.copy()
+        for _ in range(HALVINGS):
+            if not np.any(trying):
+                break
+            trial = np.where(trying[owners], log_volumes + step, log_volumes)
+            trial_state = evaluate(trial)
+            accepted = trying & trial_state[4] & (trial_state[0] < value)
+            take = accepted[owners]
+            log_volumes = np.where(take, trial, log_volumes)
+            trying &= ~accepted
+            step = np.where(trying[owners], 0.5 * step, step)
+        moving &= ~trying
+        if not np.any(moving):
+            break
+        state = evaluate(log_volumes)
+    return log_volumes if np.all(np.isfinite(log_volumes)) else None
+
+
+def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
+    """The M-step of several fits of VEE (Variable volumes, an Equal matrix).
+
+    As :func:`stacked_joint_shape`, with ``previous`` per fit None or its
+    ``(volumes (K,), shape (D,), orientation (D, D), covariances (K, D,
+    D))``: the volumes' Newton method (:func:`_stacked_common_matrix_volumes`)
+    starts from the previous volumes (without them, from a spherical fit's),
+    then one pass of the blocks sets the common matrix and the volumes, and
+    a fit whose previous parameters have the smaller f keeps them. Returns
+    the covariances (C, D, D) and each fit's blocks, or None.
+    """
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    bounds = np.cumsum(sizes)
+    owners = np.repeat(np.arange(len(sizes)), sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    traces = np.trace(scatter, axis1=1, axis2=2)
+    start = np.where(
+        traces > 0, traces / np.where(traces > 0, nk * n_features, 1.0), 1.0
+    )
+    for number, blocks in enumerate(previous):
+        if blocks is not None:
+            start[starts[number] : bounds[number]] = blocks[0]
+    found = _stacked_common_matrix_volumes(scatter, nk, sizes, start)
+    if found is None:
+        return None
+    volumes = np.exp(found)
+    # One pass: the orientation and the shape (Orientation.update and
+    # Shape.update, Equal), then the volumes.
+    pooled = np.add.reduceat(scatter / volumes[:, None, None], starts)
+    _, vectors = np.linalg.eigh(pooled)
+    orientations = vectors[:, :, ::-1]
+    axes = orientations[owners]
+    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    shapes = _normalized(np.add.reduceat(diagonals / volumes[:, None], starts))
+    if shapes is None:
+        return None
+    component_shapes = shapes[owners]
+    traces = (diagonals / component_shapes).sum(axis=1)
+    volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = np.add.reduceat(
+        nk * n_features * np.log(volumes), starts
+    ) + np.add.reduceat(traces / volumes, starts)
+    covariances = (
+        axes * (volumes[:, None] * component_shapes)[:, None, :]
+    ) @ np.swapaxes(axes, 1, 2)
+    covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    found = []
+    for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
+        blocks = (
+            volumes[begin:end],
+            shapes[number],
+            orientations[number],
+            covariances[begin:end],
+        )
+        last = previous[number]
+        if last is not None:
+            old_volumes, old_shape, old_orientation, old_covariances = last
+            old_diagonals = np.einsum(
+                "ji,kjl,li->ki", old_orientation, scatter[begin:end], old_orientation
+            )
+            old_traces = (old_diagonals / old_shape).sum(axis=1)
+            old_value = np.sum(
+                nk[begin:end] * n_features * np.log(old_volumes)
+            ) + np.sum(old_traces / old_volumes)
+            if old_value < values[number]:
+                # Rounding only: the blocks' steps cannot increase f.
+                covariances[begin:end] = old_covariances
+                blocks = last
+        found.append(blocks)
+    return covariances, found
+
+
 class ConstrainedCovariance(FullCovariance):
     """One of mclust's fourteen models, in the full unit's layout.
 
