@@ -1089,18 +1089,8 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             turn = turns[owners]
             rotated = np.swapaxes(turn, 1, 2) @ rotated @ turn
         if n_features > 2:
-            orientations = np.stack(
-                [
-                    _newton(
-                        orientations[number],
-                        rotated[begin : begin + size],
-                        nk[begin : begin + size],
-                        common_volume,
-                    )
-                    for number, (begin, size) in enumerate(
-                        zip(starts, sizes, strict=True)
-                    )
-                ]
+            orientations = _stacked_newton(
+                orientations, rotated, nk, sizes, common_volume
             )
     # The shapes and volumes given the orientation (Shape and Volume.update).
     axes = orientations[owners]
@@ -1126,6 +1116,118 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     keep = (start_values < values)[owners]
     covariances = np.where(keep[:, None, None], start, covariances)
     return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+
+def _stacked_profile(diagonals, nk, starts, common_volume):
+    """:func:`_profile` of each stacked fit: values and sizes, (F,) each."""
+    logs = np.log(diagonals)
+    if common_volume:
+        total = np.add.reduceat(nk, starts) * diagonals.shape[1]
+        log_sum = np.log(np.add.reduceat(np.exp(logs.mean(axis=1)), starts))
+        return total * log_sum, total * (1.0 + np.abs(log_sum))
+    values = np.add.reduceat(nk * logs.sum(axis=1), starts)
+    sizes = np.add.reduceat(
+        nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+    )
+    return values, sizes
+
+
+def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
+    """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,)."""
+    basis, products = _skew_basis(rotated.shape[1])
+    n_features, n_basis = rotated.shape[1], len(basis)
+    diagonals = np.diagonal(rotated, axis1=1, axis2=2)
+    inverse = 1.0 / diagonals
+    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
+    identity = np.eye(n_features)
+    if common_volume:
+        scale = np.add.reduceat(nk, starts) * n_features
+        logs = np.log(diagonals).mean(axis=1)
+        g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
+        ratio = (scale / np.add.reduceat(g, starts))[owners]
+        first = (ratio[:, None] * (g / n_features)[:, None]) * inverse
+        outer = first[:, :, None] * inverse[:, None, :] / n_features
+        second = outer - np.einsum("ki,ij->kij", first * inverse, identity)
+    else:
+        first = nk[:, None] * inverse
+        second = -np.einsum("ki,ij->kij", first * inverse, identity)
+    gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
+    pooled = np.add.reduceat(first[:, :, None] * rotated, starts)
+    spread = np.add.reduceat(first[:, :, None, None] * rotated[:, None], starts)
+    flat = np.swapaxes(pooled, 1, 2).reshape(len(pooled), -1)
+    hessian = (products.reshape(n_basis**2, -1) @ flat.T).T
+    hessian = hessian.reshape(-1, n_basis, n_basis)
+    across = basis.transpose(2, 0, 1)
+    hessian = hessian + 2.0 * np.sum(
+        across @ spread @ across.transpose(0, 2, 1), axis=1
+    )
+    chained = np.einsum("kai,kbi->kab", jacobian @ second, jacobian)
+    hessian = hessian + np.add.reduceat(chained, starts)
+    if common_volume:
+        hessian = (
+            hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
+        )
+    hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
+    step = -np.stack(
+        [_shifted_solve(h, g) for h, g in zip(hessian, gradient, strict=True)]
+    )
+    decrement = -np.einsum("fa,fa->f", gradient, step)
+    return np.tensordot(step, basis, 1), decrement
+
+
+def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
+    """:func:`_newton` for several fits at once (their own steps and rules).
+
+    ``orientations`` (F, D, D), ``rotated`` (C, D, D) and ``nk`` (C,)
+    stacked over the fits' components, ``sizes`` their numbers.
+    """
+    n_fits, n_features = len(sizes), rotated.shape[1]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    identity = np.eye(n_features)
+
+    def cayley(skew):
+        half = 0.5 * skew
+        return np.linalg.solve(identity - half, identity + half)
+
+    value, size = _stacked_profile(
+        np.diagonal(rotated, axis1=1, axis2=2), nk, starts, common_volume
+    )
+    moving = np.ones(n_fits, dtype=bool)
+    for _ in range(MAX_PASSES):
+        skew, decrement = _stacked_newton_direction(
+            rotated, nk, owners, starts, common_volume
+        )
+        done = moving & ~(decrement > RTOL * size)
+        last = done & (decrement >= 0.0)
+        if np.any(last):
+            orientations = np.where(
+                last[:, None, None], orientations @ cayley(skew), orientations
+            )
+        moving &= ~done
+        trying = moving.copy()
+        for _ in range(HALVINGS):
+            if not np.any(trying):
+                break
+            turn = cayley(skew)
+            turns = turn[owners]
+            trial = np.swapaxes(turns, 1, 2) @ rotated @ turns
+            trial_value, trial_size = _stacked_profile(
+                np.diagonal(trial, axis1=1, axis2=2), nk, starts, common_volume
+            )
+            accepted = trying & (trial_value < value)
+            orientations = np.where(
+                accepted[:, None, None], orientations @ turn, orientations
+            )
+            rotated = np.where(accepted[owners, None, None], trial, rotated)
+            value = np.where(accepted, trial_value, value)
+            size = np.where(accepted, trial_size, size)
+            trying &= ~accepted
+            skew = np.where(trying[:, None, None], 0.5 * skew, skew)
+        moving &= ~trying
+        if not np.any(moving):
+            break
+    return orientations
 
 
 def _stacked_objective(diagonals, shapes, volumes, nk, starts):
