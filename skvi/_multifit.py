@@ -21,14 +21,14 @@ in lock step, one iteration each per round:
   mclust's VII, VVI, EEE and VVV, the same models, join those groups and
   store the result in their full (K, D, D) layout. mclust's closed-form
   models EII, EEI, EVI, EEV and EVV take one stacked pass of their blocks
-  per model (:func:`skvi._covariance.mclust.stacked_closed_form`), VEI and
+  per model (:func:`skvi._covariance.stacked.stacked_closed_form`), VEI and
   VEV one stacked pass with their common shapes' Newton steps taken
-  together (:func:`skvi._covariance.mclust.stacked_joint_shape`), EVE and
+  together (:func:`skvi._covariance.stacked.stacked_joint_shape`), EVE and
   VVE one with their orientations' plane searches taken together
-  (:func:`skvi._covariance.mclust.stacked_common_orientation`; their first
+  (:func:`skvi._covariance.stacked.stacked_common_orientation`; their first
   M-step, which tries a second start, is each fit's own), and VEE one with
   its volumes' Newton steps taken together
-  (:func:`skvi._covariance.mclust.stacked_common_matrix`). Where a stacked
+  (:func:`skvi._covariance.stacked.stacked_common_matrix`). Where a stacked
   M-step cannot be taken (a collapse), each fit takes its estimator's own
   M-step on its slice of the statistics, which reports it.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
@@ -66,7 +66,8 @@ from ._covariance import covariance_unit
 from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
-from ._covariance.mclust import (
+from ._covariance.spherical import SphericalCovariance
+from ._covariance.stacked import (
     COMMON_ORIENTATION_MODELS,
     JOINT_SHAPE_MODELS,
     STACKED_MODELS,
@@ -75,7 +76,6 @@ from ._covariance.mclust import (
     stacked_common_orientation,
     stacked_joint_shape,
 )
-from ._covariance.spherical import SphericalCovariance
 from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
@@ -457,7 +457,7 @@ class _Lockstep:
     def _stacked_m_step(self, name, fits):
         """One M-step for the fits of one of mclust's closed-form models.
 
-        :func:`skvi._covariance.mclust.stacked_closed_form` on their
+        :func:`skvi._covariance.stacked.stacked_closed_form` on their
         stacked statistics; False if a fit must take its own (a collapse,
         which its own M-step reports).
         """

@@ -10,6 +10,7 @@ from skvi import EMGaussianMixture, VariationalGaussianMixture, _multifit, _sele
 from skvi import select_model as _select_model
 from skvi._batch import remaining_gain, stopping_rule
 from skvi._covariance import mclust
+from skvi._covariance import stacked as stacking
 from skvi.datasets import load_old_faithful
 
 SHARED = "full,tied,diag,spherical"
@@ -185,7 +186,7 @@ def _scatters(rng, sizes, n_features):
 
 
 @pytest.mark.parametrize(
-    "name", mclust.STACKED_MODELS + mclust.JOINT_SHAPE_MODELS + ("VEE",)
+    "name", stacking.STACKED_MODELS + stacking.JOINT_SHAPE_MODELS + ("VEE",)
 )
 @pytest.mark.parametrize("n_features", [1, 2, 3])
 def test_stacked_m_steps_equal_each_fits_own(name, n_features):
@@ -200,16 +201,16 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), None)
         for unit, a, b in zip(units, bounds[:-1], bounds[1:], strict=True)
     ]
-    if name in mclust.STACKED_MODELS:
-        stacked = mclust.stacked_closed_form(name, nk, scatter, 1e-6, sizes)
+    if name in stacking.STACKED_MODELS:
+        stacked = stacking.stacked_closed_form(name, nk, scatter, 1e-6, sizes)
     else:
         if name == "VEE":
 
             def stacked_m_step(name, *args):
-                return mclust.stacked_common_matrix(*args)
+                return stacking.stacked_common_matrix(*args)
 
         else:
-            stacked_m_step = mclust.stacked_joint_shape
+            stacked_m_step = stacking.stacked_joint_shape
         stacked, blocks = stacked_m_step(
             name, nk, scatter, 1e-6, sizes, [None] * len(sizes)
         )
@@ -226,7 +227,7 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
     np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", mclust.COMMON_ORIENTATION_MODELS)
+@pytest.mark.parametrize("name", stacking.COMMON_ORIENTATION_MODELS)
 @pytest.mark.parametrize("n_features", [2, 3, 4])
 def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
     rng = np.random.RandomState(n_features)
@@ -244,7 +245,7 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), previous)
         for unit, (a, b), previous in zip(units, pairs, first, strict=True)
     ]
-    stacked = mclust.stacked_common_orientation(
+    stacked = stacking.stacked_common_orientation(
         name, nk, scatter, 1e-6, sizes, np.concatenate(first)
     )
     np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
