@@ -19,8 +19,18 @@ in lock step, one iteration each per round:
   ``maximize`` and ``cholesky_from_covariance``; 'tied' fits become one
   'full' unit with a component per fit (its pooled scatter and total mass).
   mclust's VII, VVI, EEE and VVV, the same models, join those groups and
-  store the result in their full (K, D, D) layout. Every other mclust model
-  takes its estimator's own M-step on its slice of the statistics.
+  store the result in their full (K, D, D) layout. mclust's closed-form
+  models EII, EEI, EVI, EEV and EVV take one stacked pass of their blocks
+  per model (:func:`skvi._covariance.stacked.stacked_closed_form`), VEI and
+  VEV one stacked pass with their common shapes' Newton steps taken
+  together (:func:`skvi._covariance.stacked.stacked_joint_shape`), EVE and
+  VVE one with their orientations' plane searches taken together
+  (:func:`skvi._covariance.stacked.stacked_common_orientation`; their first
+  M-step, which tries a second start, is each fit's own), and VEE one with
+  its volumes' Newton steps taken together
+  (:func:`skvi._covariance.stacked.stacked_common_matrix`). Where a stacked
+  M-step cannot be taken (a collapse), each fit takes its estimator's own
+  M-step on its slice of the statistics, which reports it.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -57,6 +67,15 @@ from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
 from ._covariance.spherical import SphericalCovariance
+from ._covariance.stacked import (
+    COMMON_ORIENTATION_MODELS,
+    JOINT_SHAPE_MODELS,
+    STACKED_MODELS,
+    stacked_closed_form,
+    stacked_common_matrix,
+    stacked_common_orientation,
+    stacked_joint_shape,
+)
 from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
@@ -196,6 +215,17 @@ class _Fit:
         if unit.name in SAME_MODELS:
             self.group = SAME_MODELS[unit.name]
             self.full_layout = True
+        elif (
+            unit.name
+            in STACKED_MODELS
+            + JOINT_SHAPE_MODELS
+            + COMMON_ORIENTATION_MODELS
+            + ("VEE",)
+        ):
+            # mclust's other models: one stacked M-step per model.
+            self.group = unit.name
+        # The blocks of the latest stacked VEI or VEV M-step, its next start.
+        self.blocks = None
 
     @property
     def n_components(self):
@@ -355,7 +385,11 @@ class _Lockstep:
         for fit in fits:
             groups.setdefault(fit.group, []).append(fit)
         for group, members in groups.items():
-            if group is None or not self._batched_m_step(group, members):
+            if isinstance(group, str):
+                batched = self._stacked_m_step(group, members)
+            else:
+                batched = group is not None and self._batched_m_step(group, members)
+            if not batched:
                 for fit in members:
                     self._own_m_step(fit)
 
@@ -369,6 +403,7 @@ class _Lockstep:
             fit.left = True
             return
         fit.state = state
+        fit.blocks = None
         self._set_parameters(fit, state)
 
     def _batched_m_step(self, group, fits):
@@ -421,6 +456,66 @@ class _Lockstep:
                 shared = number if group is TiedCovariance else own
                 fit.latest = (weights, means, covariances, factors, own, shared)
             start = stop
+        return True
+
+    def _stacked_m_step(self, name, fits):
+        """One M-step for the fits of one of mclust's closed-form models.
+
+        :func:`skvi._covariance.stacked.stacked_closed_form` on their
+        stacked statistics; False if a fit must take its own (a collapse,
+        which its own M-step reports).
+        """
+        where = np.concatenate([_indices(fit.slice) for fit in fits])
+        sizes = [fit.n_components for fit in fits]
+        starts = np.cumsum([0, *sizes[:-1]])
+        nk = self.nk[where]
+        weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
+        means = self.xbar[where].copy()
+        scatter = self.scatter[where]
+        if name in COMMON_ORIENTATION_MODELS:
+            states = [fit.current_state() for fit in fits]
+            if any(state is None for state in states):
+                # The first M-step (a second start of the search) is their own.
+                return False
+            previous = np.concatenate([state.covariances for state in states])
+            covariances = stacked_common_orientation(
+                name, nk, scatter, self.reg_covar, sizes, previous
+            )
+            if covariances is None:
+                return False
+            blocks = [None] * len(fits)
+        elif name in (*JOINT_SHAPE_MODELS, "VEE"):
+            previous = [fit.blocks for fit in fits]
+            if name == "VEE":
+                found = stacked_common_matrix(
+                    nk, scatter, self.reg_covar, sizes, previous
+                )
+            else:
+                found = stacked_joint_shape(
+                    name, nk, scatter, self.reg_covar, sizes, previous
+                )
+            if found is None:
+                return False
+            covariances, blocks = found
+        else:
+            covariances = stacked_closed_form(name, nk, scatter, self.reg_covar, sizes)
+            if covariances is None:
+                return False
+            blocks = [None] * len(fits)
+        unit = covariance_unit("full", len(where), means.shape[1])
+        try:
+            factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
+        except ValueError:
+            return False
+        self.means[where] = means
+        self.factors[where] = factors
+        self.log_weights[where] = np.log(weights)
+        start = 0
+        for fit, found in zip(fits, blocks, strict=True):
+            own = slice(start, start + fit.n_components)
+            fit.latest = (weights, means, covariances, factors, own, own)
+            fit.blocks = found
+            start = own.stop
         return True
 
     # -------------------------------------------------------------- E-step

@@ -9,6 +9,8 @@ from sklearn.datasets import load_iris
 from skvi import EMGaussianMixture, VariationalGaussianMixture, _multifit, _selection
 from skvi import select_model as _select_model
 from skvi._batch import remaining_gain, stopping_rule
+from skvi._covariance import mclust
+from skvi._covariance import stacked as stacking
 from skvi.datasets import load_old_faithful
 
 SHARED = "full,tied,diag,spherical"
@@ -171,3 +173,79 @@ def test_stopping_rule_is_the_batch_loops_rule():
     assert stopping
     _, stopping = stopping_rule(changes[:-1], changes[-1], -4.0, 0.01, 1e-12)
     assert not stopping
+
+
+def _scatters(rng, sizes, n_features):
+    """Random statistics of stacked fits: masses and scatters N_k S_k."""
+    nk = rng.uniform(3.0, 30.0, sum(sizes))
+    factors = rng.normal(size=(sum(sizes), n_features, n_features))
+    scatter = nk[:, None, None] * (
+        factors @ np.swapaxes(factors, 1, 2) / n_features + 0.1 * np.eye(n_features)
+    )
+    return nk, scatter
+
+
+@pytest.mark.parametrize(
+    "name", stacking.STACKED_MODELS + stacking.JOINT_SHAPE_MODELS + ("VEE",)
+)
+@pytest.mark.parametrize("n_features", [1, 2, 3])
+def test_stacked_m_steps_equal_each_fits_own(name, n_features):
+    # Several fits' M-steps at once equal each fit's own, from no previous
+    # parameters and then from its own (the guard and Newton's start).
+    rng = np.random.RandomState(n_features)
+    sizes = [1, 3, 2]
+    nk, scatter = _scatters(rng, sizes, n_features)
+    bounds = np.cumsum([0, *sizes])
+    units = [mclust.ConstrainedCovariance(size, n_features, name) for size in sizes]
+    own = [
+        unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), None)
+        for unit, a, b in zip(units, bounds[:-1], bounds[1:], strict=True)
+    ]
+    if name in stacking.STACKED_MODELS:
+        stacked = stacking.stacked_closed_form(name, nk, scatter, 1e-6, sizes)
+    else:
+        if name == "VEE":
+
+            def stacked_m_step(name, *args):
+                return stacking.stacked_common_matrix(*args)
+
+        else:
+            stacked_m_step = stacking.stacked_joint_shape
+        stacked, blocks = stacked_m_step(
+            name, nk, scatter, 1e-6, sizes, [None] * len(sizes)
+        )
+        np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
+        # A second M-step on new statistics, from the first's blocks.
+        nk, scatter = _scatters(rng, sizes, n_features)
+        own = [
+            unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), first)
+            for unit, a, b, first in zip(
+                units, bounds[:-1], bounds[1:], own, strict=True
+            )
+        ]
+        stacked, _ = stacked_m_step(name, nk, scatter, 1e-6, sizes, blocks)
+    np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", stacking.COMMON_ORIENTATION_MODELS)
+@pytest.mark.parametrize("n_features", [2, 3, 4])
+def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
+    rng = np.random.RandomState(n_features)
+    sizes = [2, 4, 1, 3]
+    nk, scatter = _scatters(rng, sizes, n_features)
+    bounds = np.cumsum([0, *sizes])
+    pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
+    units = [mclust.ConstrainedCovariance(size, n_features, name) for size in sizes]
+    first = [
+        unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), None)
+        for unit, (a, b) in zip(units, pairs, strict=True)
+    ]
+    nk, scatter = _scatters(rng, sizes, n_features)
+    own = [
+        unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), previous)
+        for unit, (a, b), previous in zip(units, pairs, first, strict=True)
+    ]
+    stacked = stacking.stacked_common_orientation(
+        name, nk, scatter, 1e-6, sizes, np.concatenate(first)
+    )
+    np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)

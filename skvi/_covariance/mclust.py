@@ -50,6 +50,9 @@ to convergence inside an M-step (at K = 9, D = 6, f still fell by 1e-3 per
 step after 2,000 steps), and so did block coordinate descent with plane
 rotations for D given the shapes (tens to thousands of passes where the
 orientation and the shapes are coupled).
+
+:mod:`skvi._covariance.stacked` takes the M-steps of several fits of one
+model at once (select_model's lock step), with the same arithmetic.
 """
 
 from functools import lru_cache
@@ -468,6 +471,9 @@ def _plane_change(planes, angles, weights, exponent):
     logs = np.log1p((half - z) * (half + z) / (first * second)[..., None])
     if exponent is not None:
         logs = np.expm1(exponent * logs)
+    if weights.ndim == 2:
+        # Per plane: several fits side by side (stacked_common_orientation).
+        return np.einsum("kp,kpc->pc", weights, logs)
     return np.einsum("k,kpc->pc", weights, logs)
 
 
@@ -505,10 +511,11 @@ def _plane_angles(planes, weights, exponent):
         first_log = -2.0 * z * slope / product
         second_log = (8.0 * z * z - 2.0 * slope * slope) / product - first_log**2
         if exponent is None:
-            scale = weights[:, None]
+            scale = weights if weights.ndim == 2 else weights[:, None]
         else:
             ratio = product / (first * second)
-            scale = weights[:, None] * exponent * ratio**exponent
+            by_plane = weights if weights.ndim == 2 else weights[:, None]
+            scale = by_plane * exponent * ratio**exponent
             second_log = second_log + exponent * first_log**2
         gradient = np.einsum("kp,kp->p", scale, first_log)
         curvature = np.einsum("kp,kp->p", scale, second_log)

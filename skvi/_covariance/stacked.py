@@ -1,0 +1,656 @@
+"""Several fits' M-steps of one of mclust's models, taken at once.
+
+:func:`skvi.select_model` advances many fits in lock step
+(:mod:`skvi._multifit`); on small data a constrained M-step
+(:class:`skvi._covariance.mclust.ConstrainedCovariance.maximize`) is dozens
+of NumPy calls of microseconds each, so taking it once per fit dominates
+the run. Here the fits of one model take their M-steps together, their
+components stacked (``nk`` (C,), ``scatter`` (C, D, D) of ``N_k S_k``, and
+``sizes``, each fit's number of components, in order; every component has
+weight). Each is the arithmetic of :meth:`ConstrainedCovariance.maximize`
+for every fit (the same blocks, starts, inner iterations with each fit's
+own stopping rule, and final guard), up to rounding; where a block is not
+positive and finite they return None, and each fit takes its own M-step,
+which says which component collapsed.
+"""
+
+import numpy as np
+from scipy.linalg import lapack
+
+from .mclust import (
+    HALVINGS,
+    MAX_PASSES,
+    RTOL,
+    _Choice,
+    _normalized,
+    _plane_angles,
+    _shifted_solve,
+    _skew_basis,
+    _tournament,
+)
+
+#: The models whose M-step is one pass of closed forms, with no start, no
+#: joint Newton step and no search (Celeux & Govaert 1995): several fits'
+#: M-steps can be taken at once (:func:`stacked_closed_form`).
+STACKED_MODELS = ("EII", "EEI", "EVI", "EEV", "EVV")
+
+
+def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
+    """The M-step of several fits of one model of :data:`STACKED_MODELS`.
+
+    The components of all fits are stacked (``nk`` (C,), ``scatter`` (C, D,
+    D) of ``N_k S_k``), ``sizes`` the number of components of each fit, in
+    order; every component has weight. It is one pass of
+    :meth:`ConstrainedCovariance._pass`, the blocks' closed forms, for every
+    fit at once: the orientation (the identity, or each ``W_k``'s
+    eigenvectors), the shape (each ``b_k`` normalized, or the fit's sum of
+    them normalized) and the Equal volume of the fit; the same arithmetic
+    as each fit's own M-step up to rounding (that pass's start only scales
+    an Equal shape's sum, and its final guard only catches rounding).
+    Returns the covariances (C, D, D), or None where a block is not
+    positive and finite (a collapse: each fit's own M-step says which).
+    """
+    volume, shape, orientation = (_Choice(letter) for letter in name)
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    if orientation.variable:
+        _, vectors = np.linalg.eigh(scatter)
+        orientations = vectors[:, :, ::-1]
+        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+    else:
+        orientations = None
+        diagonals = np.diagonal(scatter, axis1=1, axis2=2)
+    if shape.identity:
+        shapes = np.ones_like(diagonals)
+    elif shape.variable:
+        shapes = _normalized(diagonals)
+    else:
+        pooled = _normalized(np.add.reduceat(diagonals, starts, axis=0))
+        shapes = None if pooled is None else np.repeat(pooled, sizes, axis=0)
+    if shapes is None:
+        return None
+    traces = (diagonals / shapes).sum(axis=1)
+    mass = np.add.reduceat(nk, starts) * n_features
+    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    scales = volumes[:, None] * shapes
+    if orientations is None:
+        covariances = np.zeros_like(scatter)
+        features = np.arange(n_features)
+        covariances[:, features, features] = scales
+        return covariances
+    covariances = (orientations * scales[:, None, :]) @ np.swapaxes(orientations, 1, 2)
+    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+
+#: Variable volumes with an Equal shape and a Variable or Identity
+#: orientation: one pass is exact with the shape minimised jointly with the
+#: volumes (:func:`_common_shape`); several fits at once in
+#: :func:`stacked_joint_shape`.
+JOINT_SHAPE_MODELS = ("VEI", "VEV")
+
+
+def _common_shapes(diagonals, nk, sizes, start):
+    """:func:`_common_shape` for several fits at once.
+
+    ``diagonals`` (C, D) and ``nk`` (C,) stacked over the fits' components,
+    ``sizes`` their numbers of components, ``start`` (F, D) each fit's
+    starting shape. Each fit takes the same Newton steps, halvings and
+    stopping rule as alone; a fit stops moving once its own rule stops it.
+    """
+    n_fits, n_features = start.shape
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    mass = np.add.reduceat(nk, starts)
+    ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
+    x = -np.log(start)
+    x = x - x.mean(axis=1, keepdims=True)
+
+    def evaluate(x):
+        terms = diagonals * np.exp(x[owners])
+        sums = terms.sum(axis=1)
+        return terms, sums, np.add.reduceat(nk * np.log(sums), starts)
+
+    terms, sums, value = evaluate(x)
+    moving = np.ones(n_fits, dtype=bool)
+    for _ in range(MAX_PASSES):
+        weighted = nk[:, None] * terms / sums[:, None]
+        gradient = np.add.reduceat(weighted, starts, axis=0)
+        hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
+        hessian = -np.add.reduceat(hessian, starts, axis=0)
+        hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
+        gradient = gradient - gradient.mean(axis=1, keepdims=True)
+        try:
+            step = -np.linalg.solve(hessian + ones, gradient[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            step = -np.stack(
+                [
+                    np.linalg.lstsq(h + o, g)[0]
+                    for h, o, g in zip(hessian, ones, gradient, strict=True)
+                ]
+            )
+        decrement = -np.einsum("fi,fi->f", gradient, step)
+        done = moving & ~(decrement > RTOL * mass)
+        # Below what f resolves: a last whole step (see _newton).
+        last = done & (decrement >= 0.0)
+        x = np.where(last[:, None], x + step, x)
+        moving &= ~done
+        trying = moving.copy()
+        for _ in range(HALVINGS):
+            if not np.any(trying):
+                break
+            trial = np.where(trying[:, None], x + step, x)
+            trial_terms, trial_sums, trial_value = evaluate(trial)
+            accepted = trying & (trial_value < value)
+            x = np.where(accepted[:, None], trial, x)
+            value = np.where(accepted, trial_value, value)
+            trying &= ~accepted
+            step = np.where(trying[:, None], 0.5 * step, step)
+        # A fit whose halvings all failed stops where it is.
+        moving &= ~trying
+        if not np.any(moving):
+            break
+        terms, sums, value = evaluate(x)
+    return np.exp(-(x - x.mean(axis=1, keepdims=True)))
+
+
+def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
+    """The M-step of several fits of VEI or VEV (:data:`JOINT_SHAPE_MODELS`).
+
+    As :func:`stacked_closed_form`, with each fit's previous blocks
+    ``previous`` (per fit None, or its ``(volumes (K,), shape (D,),
+    orientations (K, D, D) or None, covariances (K, D, D))``): the common
+    shape's Newton method starts from the previous shape, and a fit whose
+    previous parameters have the smaller f keeps them (rounding only), as
+    :meth:`ConstrainedCovariance.maximize` does. Returns the covariances
+    (C, D, D) and each fit's new blocks, or None where a block is not
+    positive and finite (each fit's own M-step then says which).
+    """
+    variable_orientation = name[2] == "V"
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    bounds = np.cumsum(sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    start_shapes = np.ones((len(sizes), n_features))
+    for number, blocks in enumerate(previous):
+        if blocks is not None:
+            # The orientation step sorts the shape decreasingly with its axes.
+            shape = blocks[1]
+            start_shapes[number] = -np.sort(-shape) if variable_orientation else shape
+    if variable_orientation:
+        _, vectors = np.linalg.eigh(scatter)
+        orientations = vectors[:, :, ::-1]
+        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+    else:
+        orientations = None
+        diagonals = np.diagonal(scatter, axis1=1, axis2=2)
+    if not np.all(np.isfinite(diagonals) & (diagonals > 0)):
+        return None
+    shapes = _common_shapes(diagonals, nk, sizes, start_shapes)
+    component_shapes = np.repeat(shapes, sizes, axis=0)
+    traces = (diagonals / component_shapes).sum(axis=1)
+    volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = np.add.reduceat(
+        nk * n_features * np.log(volumes) + traces / volumes, starts
+    )
+    scales = volumes[:, None] * component_shapes
+    if orientations is None:
+        covariances = np.zeros_like(scatter)
+        features = np.arange(n_features)
+        covariances[:, features, features] = scales
+    else:
+        covariances = (orientations * scales[:, None, :]) @ np.swapaxes(
+            orientations, 1, 2
+        )
+        covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    found = []
+    for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
+        blocks = (
+            volumes[begin:end],
+            shapes[number],
+            None if orientations is None else orientations[begin:end],
+            covariances[begin:end],
+        )
+        last = previous[number]
+        if last is not None:
+            old_volumes, old_shape, old_orientations, old_covariances = last
+            own = scatter[begin:end]
+            if old_orientations is None:
+                old_diagonals = np.diagonal(own, axis1=1, axis2=2)
+            else:
+                old_diagonals = np.einsum(
+                    "kji,kjl,kli->ki", old_orientations, own, old_orientations
+                )
+            old_traces = (old_diagonals / old_shape).sum(axis=1)
+            old_value = np.sum(
+                nk[begin:end] * n_features * np.log(old_volumes)
+            ) + np.sum(old_traces / old_volumes)
+            if old_value < values[number]:
+                # Rounding only: the blocks' steps cannot increase f.
+                covariances[begin:end] = old_covariances
+                blocks = last
+        found.append(blocks)
+    return covariances, found
+
+
+#: A common orientation with Variable shapes: the orientation's search
+#: (:func:`_rotate_common_orientation`) of several fits at once in
+#: :func:`stacked_common_orientation`.
+COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
+
+
+def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
+    """The M-step of several fits of EVE or VVE, from previous covariances.
+
+    ``nk`` (C,), ``scatter`` (C, D, D) and ``previous`` (C, D, D) stacked
+    over the fits' components (all with weight), ``sizes`` their numbers
+    of components. Each fit's M-step is :meth:`ConstrainedCovariance.maximize`
+    from its previous covariances: their decomposition, one pass of the
+    blocks and the final guard. The rounds of plane rotations of all fits
+    are searched together (each fit's planes side by side, its components
+    padded with ones and weight 0 to the largest K: they add exactly 0 to
+    the profile's change); Newton's method on the orientation
+    (:func:`_newton`) runs per fit. Returns the covariances (C, D, D), or
+    None where a fit must take its own M-step (a non positive definite or
+    collapsing component, which that M-step reports).
+    """
+    common_volume = name[0] == "E"
+    n_fits, n_features = len(sizes), scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    slots = np.arange(len(nk)) - np.repeat(starts, sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    # The decomposition of the previous covariances (ConstrainedCovariance
+    # .decompose, per fit).
+    sign, log_det = np.linalg.slogdet(previous)
+    if not np.all(sign > 0):
+        return None
+    if common_volume:
+        log_det = np.repeat(np.add.reduceat(log_det, starts) / sizes, sizes)
+    volumes = np.exp(log_det / n_features)
+    normalized = previous / volumes[:, None, None]
+    coefficients = 1.0 + (slots * 0.6180339887498949) % 1.0
+    combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
+    _, vectors = np.linalg.eigh(combined)
+    axes = vectors[owners]
+    shapes = np.einsum("kji,kjl,kli->ki", axes, normalized, axes)
+    shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
+    if shapes is None:
+        return None
+    key = np.add.reduceat(np.log(shapes), starts) / sizes[:, None]
+    order = np.argsort(-key, axis=1, kind="stable")
+    vectors = np.take_along_axis(vectors, order[:, None, :], axis=2)
+    shapes = np.take_along_axis(shapes, order[owners], axis=1)
+    axes = vectors[owners]
+    start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    start_values = _stacked_objective(start_diagonals, shapes, volumes, nk, starts)
+    start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
+    # The orientation's rounds of plane rotations, all fits at once.
+    rotated = np.swapaxes(axes, 1, 2) @ scatter @ axes
+    if not np.all(np.diagonal(rotated, axis1=1, axis2=2) > 0):
+        return None
+    orientations = vectors
+    width = int(sizes.max())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for first, second in _tournament(n_features):
+            n_planes = len(first)
+            planes = []
+            for entries, fill in (
+                (rotated[:, first, first], 1.0),
+                (rotated[:, second, second], 1.0),
+                (rotated[:, first, second], 0.0),
+            ):
+                padded = np.full((width, n_fits, n_planes), fill)
+                padded[slots, owners] = entries
+                planes.append(padded.reshape(width, -1))
+            if common_volume:
+                logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+                top = np.maximum.reduceat(logs, starts)
+                own_weights = np.exp(logs - top[owners])
+                exponent = n_planes / n_features
+            else:
+                own_weights, exponent = nk, None
+            weights = np.zeros((width, n_fits, n_planes))
+            weights[slots, owners] = own_weights[:, None]
+            angles = _plane_angles(tuple(planes), weights.reshape(width, -1), exponent)
+            angles = angles.reshape(n_fits, n_planes)
+            turns = np.broadcast_to(
+                np.eye(n_features), (n_fits, n_features, n_features)
+            ).copy()
+            cos, sin = np.cos(angles), np.sin(angles)
+            turns[:, first, first] = cos
+            turns[:, second, second] = cos
+            turns[:, second, first], turns[:, first, second] = sin, -sin
+            orientations = orientations @ turns
+            turn = turns[owners]
+            rotated = np.swapaxes(turn, 1, 2) @ rotated @ turn
+        if n_features > 2:
+            orientations = _stacked_newton(
+                orientations, rotated, nk, sizes, common_volume
+            )
+    # The shapes and volumes given the orientation (Shape and Volume.update).
+    axes = orientations[owners]
+    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    shapes = _normalized(diagonals)
+    if shapes is None:
+        return None
+    traces = (diagonals / shapes).sum(axis=1)
+    if common_volume:
+        volumes = np.add.reduceat(traces, starts) / (
+            np.add.reduceat(nk, starts) * n_features
+        )
+        volumes = np.repeat(volumes, sizes)
+    else:
+        volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = _stacked_objective(diagonals, shapes, volumes, nk, starts)
+    covariances = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(
+        axes, 1, 2
+    )
+    # Rounding only: the blocks' steps cannot increase f.
+    keep = (start_values < values)[owners]
+    covariances = np.where(keep[:, None, None], start, covariances)
+    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+
+def _stacked_profile(diagonals, nk, starts, common_volume):
+    """:func:`_profile` of each stacked fit: values and sizes, (F,) each."""
+    logs = np.log(diagonals)
+    if common_volume:
+        total = np.add.reduceat(nk, starts) * diagonals.shape[1]
+        log_sum = np.log(np.add.reduceat(np.exp(logs.mean(axis=1)), starts))
+        return total * log_sum, total * (1.0 + np.abs(log_sum))
+    values = np.add.reduceat(nk * logs.sum(axis=1), starts)
+    sizes = np.add.reduceat(
+        nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+    )
+    return values, sizes
+
+
+def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
+    """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,)."""
+    basis, products = _skew_basis(rotated.shape[1])
+    n_features, n_basis = rotated.shape[1], len(basis)
+    diagonals = np.diagonal(rotated, axis1=1, axis2=2)
+    inverse = 1.0 / diagonals
+    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
+    identity = np.eye(n_features)
+    if common_volume:
+        scale = np.add.reduceat(nk, starts) * n_features
+        logs = np.log(diagonals).mean(axis=1)
+        g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
+        ratio = (scale / np.add.reduceat(g, starts))[owners]
+        first = (ratio[:, None] * (g / n_features)[:, None]) * inverse
+        outer = first[:, :, None] * inverse[:, None, :] / n_features
+        second = outer - np.einsum("ki,ij->kij", first * inverse, identity)
+    else:
+        first = nk[:, None] * inverse
+        second = -np.einsum("ki,ij->kij", first * inverse, identity)
+    gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
+    pooled = np.add.reduceat(first[:, :, None] * rotated, starts)
+    spread = np.add.reduceat(first[:, :, None, None] * rotated[:, None], starts)
+    flat = np.swapaxes(pooled, 1, 2).reshape(len(pooled), -1)
+    hessian = (products.reshape(n_basis**2, -1) @ flat.T).T
+    hessian = hessian.reshape(-1, n_basis, n_basis)
+    across = basis.transpose(2, 0, 1)
+    hessian = hessian + 2.0 * np.sum(
+        across @ spread @ across.transpose(0, 2, 1), axis=1
+    )
+    chained = np.einsum("kai,kbi->kab", jacobian @ second, jacobian)
+    hessian = hessian + np.add.reduceat(chained, starts)
+    if common_volume:
+        hessian = (
+            hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
+        )
+    hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
+    step = -np.stack(
+        [_shifted_solve(h, g) for h, g in zip(hessian, gradient, strict=True)]
+    )
+    decrement = -np.einsum("fa,fa->f", gradient, step)
+    return np.tensordot(step, basis, 1), decrement
+
+
+def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
+    """:func:`_newton` for several fits at once (their own steps and rules).
+
+    ``orientations`` (F, D, D), ``rotated`` (C, D, D) and ``nk`` (C,)
+    stacked over the fits' components, ``sizes`` their numbers.
+    """
+    n_fits, n_features = len(sizes), rotated.shape[1]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    identity = np.eye(n_features)
+
+    def cayley(skew):
+        half = 0.5 * skew
+        return np.linalg.solve(identity - half, identity + half)
+
+    value, size = _stacked_profile(
+        np.diagonal(rotated, axis1=1, axis2=2), nk, starts, common_volume
+    )
+    moving = np.ones(n_fits, dtype=bool)
+    for _ in range(MAX_PASSES):
+        skew, decrement = _stacked_newton_direction(
+            rotated, nk, owners, starts, common_volume
+        )
+        done = moving & ~(decrement > RTOL * size)
+        last = done & (decrement >= 0.0)
+        if np.any(last):
+            orientations = np.where(
+                last[:, None, None], orientations @ cayley(skew), orientations
+            )
+        moving &= ~done
+        trying = moving.copy()
+        for _ in range(HALVINGS):
+            if not np.any(trying):
+                break
+            turn = cayley(skew)
+            turns = turn[owners]
+            trial = np.swapaxes(turns, 1, 2) @ rotated @ turns
+            trial_value, trial_size = _stacked_profile(
+                np.diagonal(trial, axis1=1, axis2=2), nk, starts, common_volume
+            )
+            accepted = trying & (trial_value < value)
+            orientations = np.where(
+                accepted[:, None, None], orientations @ turn, orientations
+            )
+            rotated = np.where(accepted[owners, None, None], trial, rotated)
+            value = np.where(accepted, trial_value, value)
+            size = np.where(accepted, trial_size, size)
+            trying &= ~accepted
+            skew = np.where(trying[:, None, None], 0.5 * skew, skew)
+        moving &= ~trying
+        if not np.any(moving):
+            break
+    return orientations
+
+
+def _stacked_objective(diagonals, shapes, volumes, nk, starts):
+    """:meth:`ConstrainedCovariance._objective` of each stacked fit."""
+    n_features = shapes.shape[1]
+    traces = (diagonals / shapes).sum(axis=1)
+    return np.add.reduceat(nk * n_features * np.log(volumes), starts) + np.add.reduceat(
+        traces / volumes, starts
+    )
+
+
+def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
+    """:func:`_common_matrix_volumes` for several fits at once.
+
+    ``scatter`` (C, D, D), ``nk`` (C,) and ``start`` (C,) (the volumes)
+    stacked over the fits' components, ``sizes`` their numbers. Each fit
+    takes the same Newton steps, halvings and stopping rule as alone, its
+    (K, K) Hessian padded with the identity to the largest K. Returns the
+    log-volumes (C,), or None where a fit's M is not positive definite (its
+    own M-step then says which component collapsed).
+    """
+    n_fits, n_features = len(sizes), scatter.shape[1]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owners = np.repeat(np.arange(n_fits), sizes)
+    slots = np.arange(len(nk)) - starts[owners]
+    width = int(max(sizes))
+    padding = np.ones((n_fits, width), dtype=bool)
+    padding[owners, slots] = False
+
+    def evaluate(log_volumes):
+        weights = np.exp(-log_volumes)
+        matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
+        factors = np.zeros_like(matrices)
+        fine = np.ones(n_fits, dtype=bool)
+        for number, matrix in enumerate(matrices):
+            factor, info = lapack.dpotrf(matrix, lower=1)
+            fine[number] = info == 0
+            # (A failed fit's factor is never inverted: it stops or fails.)
+            factors[number] = np.tril(factor) if info == 0 else np.eye(n_features)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_det = 2.0 * np.sum(
+                np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1
+            )
+        volume = np.exp(log_det / n_features)
+        value = n_features * (np.add.reduceat(nk * log_volumes, starts) + volume)
+        value = np.where(fine, value, np.inf)
+        return value, volume, factors, weights, fine
+
+    log_volumes = np.log(start)
+    state = evaluate(log_volumes)
+    if not np.all(state[4] & np.isfinite(state[0])):
+        return None
+    moving = np.ones(n_fits, dtype=bool)
+    for _ in range(MAX_PASSES):
+        value, volume, factors, weights, _ = state
+        inverse = np.linalg.inv(factors)[owners]
+        whitened = (inverse @ scatter @ np.swapaxes(inverse, 1, 2)) * weights[
+            :, None, None
+        ]
+        traces = np.einsum("kii->k", whitened)
+        flat = np.zeros((n_fits, width, n_features * n_features))
+        flat[owners, slots] = whitened.reshape(len(nk), -1)
+        products = flat @ np.swapaxes(flat, 1, 2)
+        padded_traces = np.zeros((n_fits, width))
+        padded_traces[owners, slots] = traces
+        gradient = np.zeros((n_fits, width))
+        gradient[owners, slots] = n_features * nk - volume[owners] * traces
+        hessian = volume[:, None, None] * (
+            padded_traces[:, :, None] * np.eye(width)
+            - products
+            + padded_traces[:, :, None] * padded_traces[:, None, :] / n_features
+        )
+        hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
+        step = np.zeros((n_fits, width))
+        for number in np.flatnonzero(moving):
+            used = ~padding[number]
+            step[number, used] = -_shifted_solve(
+                hessian[number][np.ix_(used, used)], gradient[number, used]
+            )
+        decrement = -np.einsum("fk,fk->f", gradient, step)
+        step = step[owners, slots]
+        size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
+        done = moving & ~(decrement > RTOL * size)
+        # Below what f resolves: a last whole step (see _newton).
+        last = (done & (decrement >= 0.0))[owners]
+        log_volumes = np.where(last, log_volumes + step, log_volumes)
+        moving &= ~done
+        trying = moving.copy()
+        for _ in range(HALVINGS):
+            if not np.any(trying):
+                break
+            trial = np.where(trying[owners], log_volumes + step, log_volumes)
+            trial_state = evaluate(trial)
+            accepted = trying & trial_state[4] & (trial_state[0] < value)
+            take = accepted[owners]
+            log_volumes = np.where(take, trial, log_volumes)
+            trying &= ~accepted
+            step = np.where(trying[owners], 0.5 * step, step)
+        moving &= ~trying
+        if not np.any(moving):
+            break
+        state = evaluate(log_volumes)
+    return log_volumes if np.all(np.isfinite(log_volumes)) else None
+
+
+def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
+    """The M-step of several fits of VEE (Variable volumes, an Equal matrix).
+
+    As :func:`stacked_joint_shape`, with ``previous`` per fit None or its
+    ``(volumes (K,), shape (D,), orientation (D, D), covariances (K, D,
+    D))``: the volumes' Newton method (:func:`_stacked_common_matrix_volumes`)
+    starts from the previous volumes (without them, from a spherical fit's),
+    then one pass of the blocks sets the common matrix and the volumes, and
+    a fit whose previous parameters have the smaller f keeps them. Returns
+    the covariances (C, D, D) and each fit's blocks, or None.
+    """
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    bounds = np.cumsum(sizes)
+    owners = np.repeat(np.arange(len(sizes)), sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    traces = np.trace(scatter, axis1=1, axis2=2)
+    start = np.where(
+        traces > 0, traces / np.where(traces > 0, nk * n_features, 1.0), 1.0
+    )
+    for number, blocks in enumerate(previous):
+        if blocks is not None:
+            start[starts[number] : bounds[number]] = blocks[0]
+    found = _stacked_common_matrix_volumes(scatter, nk, sizes, start)
+    if found is None:
+        return None
+    volumes = np.exp(found)
+    # One pass: the orientation and the shape (Orientation.update and
+    # Shape.update, Equal), then the volumes.
+    pooled = np.add.reduceat(scatter / volumes[:, None, None], starts)
+    _, vectors = np.linalg.eigh(pooled)
+    orientations = vectors[:, :, ::-1]
+    axes = orientations[owners]
+    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    shapes = _normalized(np.add.reduceat(diagonals / volumes[:, None], starts))
+    if shapes is None:
+        return None
+    component_shapes = shapes[owners]
+    traces = (diagonals / component_shapes).sum(axis=1)
+    volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = np.add.reduceat(
+        nk * n_features * np.log(volumes), starts
+    ) + np.add.reduceat(traces / volumes, starts)
+    covariances = (
+        axes * (volumes[:, None] * component_shapes)[:, None, :]
+    ) @ np.swapaxes(axes, 1, 2)
+    covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    found = []
+    for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
+        blocks = (
+            volumes[begin:end],
+            shapes[number],
+            orientations[number],
+            covariances[begin:end],
+        )
+        last = previous[number]
+        if last is not None:
+            old_volumes, old_shape, old_orientation, old_covariances = last
+            old_diagonals = np.einsum(
+                "ji,kjl,li->ki", old_orientation, scatter[begin:end], old_orientation
+            )
+            old_traces = (old_diagonals / old_shape).sum(axis=1)
+            old_value = np.sum(
+                nk[begin:end] * n_features * np.log(old_volumes)
+            ) + np.sum(old_traces / old_volumes)
+            if old_value < values[number]:
+                # Rounding only: the blocks' steps cannot increase f.
+                covariances[begin:end] = old_covariances
+                blocks = last
+        found.append(blocks)
+    return covariances, found
