@@ -73,6 +73,28 @@ from ._missing import IncompleteRows, incomplete_columns, missing_mask
 # centers unless the components nearly coincide.
 LOSS_LIMIT = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 4.0}
 
+# The loss a shared center may take per row of the data, below
+# LOSS_LIMIT: see loss_limit.
+ROW_LOSS = 50.0
+
+
+def loss_limit(dtype, n_rows=None):
+    """The largest rounding loss F of a shared center for ``n_rows`` rows.
+
+    A value keeps ``F eps`` of its terms; summed over many rows, those
+    errors average out against the bound, but a bound of a handful of rows
+    keeps them (two rows per cluster, 1e-13 of the bound at F near 1e3).
+    Below ``LOSS_LIMIT / ROW_LOSS`` rows the limit shrinks with the rows,
+    and fits of tiny data take local centers, where a row meets its own
+    component without cancellation. ``None`` (predictions, whose values
+    must not depend on how many rows are asked for) gives ``LOSS_LIMIT``.
+    """
+    limit = LOSS_LIMIT[np.dtype(dtype)]
+    if n_rows is None or not np.isfinite(n_rows):
+        return limit
+    return min(limit, ROW_LOSS * max(float(n_rows), 1.0))
+
+
 # Largest conditioning loss (CovarianceUnit.conditioning_loss) of the
 # second-order expansion. Beyond it the products e_i e_j of rows near an
 # ill-conditioned component cancel more digits than the bound's rounding
@@ -272,6 +294,7 @@ def parameter_expansion(
     offsets,
     log_density=False,
     centers=None,
+    n_rows=None,
 ):
     """The expansion of ``scale * quadratic_form + offsets`` for parameters.
 
@@ -299,13 +322,16 @@ def parameter_expansion(
         Local centers to expand about instead of the means (see
         :func:`skvi._stats.e_step`, which moves them to where the
         statistics' means will be).
+    n_rows : int, optional
+        The number of rows of a fit's data, which sets how much a shared
+        center may lose (:func:`loss_limit`).
     """
     dtype = np.dtype(dtype)
     means = np.asarray(means, dtype=float)
     loss, center = unit.expansion_loss(means, weights, precisions)
     if centers is not None:
         centers = np.asarray(centers, dtype=float)
-    elif loss <= LOSS_LIMIT[dtype] or unit.n_components == 1:
+    elif loss <= loss_limit(dtype, n_rows) or unit.n_components == 1:
         centers = center[np.newaxis]
     else:
         centers = means
