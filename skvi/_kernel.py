@@ -20,7 +20,8 @@ distance of a mean from the center, so it multiplies rounding errors by
 ``F = 1 + max_k |m_k - c|^2_{Lambda_k}``. Two layouts keep that in check:
 
 * *one shared center*, the weighted mean of the means, while F stays within
-  ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits);
+  ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits;
+  less in fits of a few rows, :func:`loss_limit`);
 * *local centers* otherwise (clusters far apart relative to their spread,
   and float32 data): each row is expanded about the mean of its nearest
   component (in a diagonal metric from the variances). A row then meets
