@@ -20,7 +20,8 @@ distance of a mean from the center, so it multiplies rounding errors by
 ``F = 1 + max_k |m_k - c|^2_{Lambda_k}``. Two layouts keep that in check:
 
 * *one shared center*, the weighted mean of the means, while F stays within
-  ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits);
+  ``LOSS_LIMIT`` of the working precision (4 of float64's 16 digits;
+  less in fits of a few rows, :func:`loss_limit`);
 * *local centers* otherwise (clusters far apart relative to their spread,
   and float32 data): each row is expanded about the mean of its nearest
   component (in a diagonal metric from the variances). A row then meets
@@ -74,6 +75,28 @@ from ._missing import IncompleteRows, incomplete_columns, missing_mask
 # keeps 12 of its 16 digits; float32 has no digits to spare and uses local
 # centers unless the components nearly coincide.
 LOSS_LIMIT = {np.dtype(np.float64): 1e4, np.dtype(np.float32): 4.0}
+
+# The loss a shared center may take per row of the data, below
+# LOSS_LIMIT: see loss_limit.
+ROW_LOSS = 50.0
+
+
+def loss_limit(dtype, n_rows=None):
+    """The largest rounding loss F of a shared center for ``n_rows`` rows.
+
+    A value keeps ``F eps`` of its terms; summed over many rows, those
+    errors average out against the bound, but a bound of a handful of rows
+    keeps them (two rows per cluster, 1e-13 of the bound at F near 1e3).
+    Below ``LOSS_LIMIT / ROW_LOSS`` rows the limit shrinks with the rows,
+    and fits of tiny data take local centers, where a row meets its own
+    component without cancellation. ``None`` (predictions, whose values
+    must not depend on how many rows are asked for) gives ``LOSS_LIMIT``.
+    """
+    limit = LOSS_LIMIT[np.dtype(dtype)]
+    if n_rows is None or not np.isfinite(n_rows):
+        return limit
+    return min(limit, ROW_LOSS * max(float(n_rows), 1.0))
+
 
 # Largest conditioning loss (CovarianceUnit.conditioning_loss) of the
 # second-order expansion. Beyond it the products e_i e_j of rows near an
@@ -274,6 +297,7 @@ def parameter_expansion(
     offsets,
     log_density=False,
     centers=None,
+    n_rows=None,
 ):
     """The expansion of ``scale * quadratic_form + offsets`` for parameters.
 
@@ -301,13 +325,16 @@ def parameter_expansion(
         Local centers to expand about instead of the means (see
         :func:`skvi._stats.e_step`, which moves them to where the
         statistics' means will be).
+    n_rows : int, optional
+        The number of rows of a fit's data, which sets how much a shared
+        center may lose (:func:`loss_limit`).
     """
     dtype = np.dtype(dtype)
     means = np.asarray(means, dtype=float)
     loss, center = unit.expansion_loss(means, weights, precisions)
     if centers is not None:
         centers = np.asarray(centers, dtype=float)
-    elif loss <= LOSS_LIMIT[dtype] or unit.n_components == 1:
+    elif loss <= loss_limit(dtype, n_rows) or unit.n_components == 1:
         centers = center[np.newaxis]
     else:
         centers = means

@@ -80,7 +80,7 @@ from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
-from ._kernel import LOSS_LIMIT, WHITENING_LIMIT
+from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, loss_limit
 from ._stats import Moments
 from ._threads import one_blas_thread
 
@@ -606,7 +606,8 @@ class _Lockstep:
         mean, as the kernel sums them about a shared center. A fit whose
         means lie so far from ``c`` (in its own precision's metric, or
         relative to its spread) that this loses more than the kernel's
-        ``LOSS_LIMIT`` leaves the lock step, as does a fit with an empty
+        limits (``LOSS_LIMIT``, and ``loss_limit`` of the rows for the
+        values) leaves the lock step, as does a fit with an empty
         component (the kernel's ``empty_components``).
         """
         log_rho, losses = self._log_rho(fits, self.reg_covar)
@@ -660,7 +661,9 @@ class _Lockstep:
         with np.errstate(divide="ignore", invalid="ignore"):
             growth = np.max(nk[:, np.newaxis] * offset**2 / variances, axis=1)
         limit = LOSS_LIMIT[np.dtype(np.float64)]
-        bad = (growth > limit) | ~np.isfinite(growth) | (losses > limit)
+        # On tiny data the values' limit is lower, as in the kernel.
+        value_limit = loss_limit(np.float64, len(self.X))
+        bad = (growth > limit) | ~np.isfinite(growth) | (losses > value_limit)
         bad |= nk <= EPSILON * self.total_weight
         return np.bincount(columns, weights=bad, minlength=n_fits) > 0
 

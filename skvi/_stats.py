@@ -191,10 +191,11 @@ def _copied(array):
     return None if array is None else array.copy()
 
 
-def log_rho_expansion(unit, expectations, reg_covar, dtype, centers=None):
+def log_rho_expansion(unit, expectations, reg_covar, dtype, centers=None, n_rows=None):
     """The kernel's plan for ``log rho_nk = const_k - quadratic_nk / 2``.
 
-    ``centers`` (K, D) overrides the kernel's choice of centers.
+    ``centers`` (K, D) overrides the kernel's choice of centers; ``n_rows``,
+    the rows of a fit's data, sets its limit (:func:`skvi._kernel.loss_limit`).
     """
     log_weights = expectations.log_weights
     weights = np.exp(log_weights - np.max(log_weights))
@@ -209,6 +210,7 @@ def log_rho_expansion(unit, expectations, reg_covar, dtype, centers=None):
         offsets=log_rho_constants(expectations, unit, reg_covar),
         log_density=True,
         centers=centers,
+        n_rows=n_rows,
     )
 
 
@@ -400,7 +402,8 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
     SufficientStatistics
         With the entropy of q(Z) and the log normaliser.
     """
-    plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype)
+    n_rows = data.n_samples
+    plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype, n_rows=n_rows)
     stats = data.optimal_statistics(plan, pairs)
     limit = LOSS_LIMIT[np.dtype(data.dtype)]
     for _ in range(MAX_RECENTERINGS):

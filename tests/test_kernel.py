@@ -269,6 +269,38 @@ def test_local_centers_where_one_center_would_lose_digits(separation, groups):
     assert found == groups
 
 
+@pytest.mark.parametrize(
+    "n_rows, groups",
+    [
+        (None, 1),  # predictions: the limit of any number of rows
+        (6, 2),  # a fit of six rows keeps no 1e3 eps of its values
+        (200, 1),  # from LOSS_LIMIT / ROW_LOSS rows on, fits are unchanged
+        (10**6, 1),
+    ],
+)
+def test_tiny_fits_take_local_centers_where_one_center_loses_digits(n_rows, groups):
+    # Means 60 apart, unit precisions: one shared center loses F = 901.
+    unit = covariance_unit("full", 2, 2)
+    means = np.array([[0.0, 0.0], [60.0, 0.0]])
+    precisions = np.stack([np.eye(2), np.eye(2)])
+    found = {}
+    for dtype in (np.float64, np.float32):
+        plan = kernel.parameter_expansion(
+            unit,
+            means,
+            precisions,
+            precisions,
+            np.ones(2),
+            dtype,
+            -0.5,
+            np.zeros(2),
+            n_rows=n_rows,
+        )
+        found[dtype] = plan.n_groups
+    # float32's limit (4) is below any row count's.
+    assert found == {np.float64: groups, np.float32: 2}
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_float32_fit_matches_float64_fit_of_the_same_data(covariance_type):
     # From a converged start EM contracts, so the difference of the two fits
