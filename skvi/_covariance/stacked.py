@@ -229,12 +229,9 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
                 old_diagonals = np.einsum(
                     "kji,kjl,kli->ki", old_orientations, own, old_orientations
                 )
-            old_traces = (old_diagonals / old_shape).sum(axis=1)
-            old_value = np.sum(
-                nk[begin:end] * n_features * np.log(old_volumes)
-            ) + np.sum(old_traces / old_volumes)
-            if old_value < values[number]:
-                # Rounding only: the blocks' steps cannot increase f.
+            if _previous_is_lower(
+                old_diagonals, old_shape, old_volumes, nk[begin:end], values[number]
+            ):
                 covariances[begin:end] = old_covariances
                 blocks = last
         found.append(blocks)
@@ -476,6 +473,19 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
+def _previous_is_lower(diagonals, shape, volumes, nk, value):
+    """Whether one fit's previous blocks give f below ``value``.
+
+    ``diagonals`` are that fit's scatters in the previous orientations. The
+    final guard of a stacked M-step: rounding only, since the blocks' steps
+    cannot increase f, as in :meth:`ConstrainedCovariance.maximize`.
+    """
+    n_features = diagonals.shape[1]
+    traces = (diagonals / shape).sum(axis=1)
+    previous = np.sum(nk * n_features * np.log(volumes)) + np.sum(traces / volumes)
+    return previous < value
+
+
 def _stacked_objective(diagonals, shapes, volumes, nk, starts):
     """:meth:`ConstrainedCovariance._objective` of each stacked fit."""
     n_features = shapes.shape[1]
@@ -644,12 +654,9 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
             old_diagonals = np.einsum(
                 "ji,kjl,li->ki", old_orientation, scatter[begin:end], old_orientation
             )
-            old_traces = (old_diagonals / old_shape).sum(axis=1)
-            old_value = np.sum(
-                nk[begin:end] * n_features * np.log(old_volumes)
-            ) + np.sum(old_traces / old_volumes)
-            if old_value < values[number]:
-                # Rounding only: the blocks' steps cannot increase f.
+            if _previous_is_lower(
+                old_diagonals, old_shape, old_volumes, nk[begin:end], values[number]
+            ):
                 covariances[begin:end] = old_covariances
                 blocks = last
         found.append(blocks)
