@@ -49,7 +49,7 @@ class AscentRun:
         return self.half_steps[-1]
 
 
-def ascend(model, data, unit, context, state, trend=None):
+def ascend(model, data, unit, context, state, trend=None, resume=None):
     """Coordinate ascent from ``state`` until ``tol`` or ``max_iter``.
 
     ``model`` supplies the updates and ELBO terms (an EM or VI estimator).
@@ -68,21 +68,50 @@ def ascend(model, data, unit, context, state, trend=None):
     this run's first global step. Warm starts with ``max_iter=1`` thus
     stop where one long run would, with the same merges.
 
+    ``resume`` continues a run that another loop began with the same
+    arithmetic up to rounding (:mod:`skvi._multifit`'s lock step), from
+    ``state``, the parameters of its latest M-step: ``(half_steps, recent,
+    n_iter)`` as that run left them, its trace ending with that M-step's
+    half-step, its stopping rule's recent changes and its completed
+    iterations. The first E-step completes the iteration it was in, judged
+    by the stopping rule as that run would have; the result is the whole
+    run's (all its half-steps and iterations), as if it had run here from
+    its start.
+
     The whole run holds the one-BLAS-thread limit that every chunk loop
     takes (:func:`skvi._threads.one_blas_thread`): setting and lifting it
     costs tens of microseconds, as much as a whole iteration on a few
     hundred rows, and the steps between the passes are small products.
     """
     with one_blas_thread():
-        return _ascend(model, data, unit, context, state, trend)
+        return _ascend(model, data, unit, context, state, trend, resume)
 
 
-def _ascend(model, data, unit, context, state, trend):
+def _ascend(model, data, unit, context, state, trend, resume=None):
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
     converged, n_iter, pending = False, 0, None
-    if trend is not None and trend.bound == half_steps[0]:
+    resolution = BOUND_RESOLUTION.get(np.dtype(data.dtype), 1e-12)
+    if resume is not None:
+        earlier, recent, done = resume
+        recent, stopping = list(recent), False
+        half_steps = [*earlier, half_steps[0]]
+        schedule = MergeSchedule(model._allows_merges(unit))
+        if len(earlier) >= 2:
+            # The iteration the run was in ends with this E-step.
+            done += 1
+            recent, stopping = stopping_rule(
+                recent,
+                half_steps[-1] - earlier[-2],
+                half_steps[-1],
+                model.tol,
+                resolution,
+            )
+        if stopping or done >= model.max_iter:
+            trend = Trend(half_steps[-1], tuple(recent), None, done, schedule.next_try)
+            return AscentRun(state, half_steps, done, stopping, stats, trend)
+    elif trend is not None and trend.bound == half_steps[0]:
         recent, done = list(trend.changes), trend.iterations
         schedule = MergeSchedule(model._allows_merges(unit), trend.next_merge_try)
         if trend.merged is not None:
@@ -90,8 +119,10 @@ def _ascend(model, data, unit, context, state, trend):
     else:
         recent, done = [], 0
         schedule = MergeSchedule(model._allows_merges(unit))
-    resolution = BOUND_RESOLUTION.get(np.dtype(data.dtype), 1e-12)
-    for n_iter in range(1, model.max_iter + 1):
+    # A resumed run's iterations so far count against max_iter (a warm
+    # start's do not: its n_iter_ counts its own).
+    budget = model.max_iter - (done if resume is not None else 0)
+    for n_iter in range(1, budget + 1):
         previous_bound = half_steps[-1]
         state = model._update(stats.moments, unit, context, previous=state)
         pending = None
@@ -120,6 +151,8 @@ def _ascend(model, data, unit, context, state, trend):
     trend = Trend(
         half_steps[-1], tuple(recent), pending, done + n_iter, schedule.next_try
     )
+    if resume is not None:
+        n_iter += done
     return AscentRun(state, half_steps, n_iter, converged, stats, trend)
 
 

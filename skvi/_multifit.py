@@ -46,11 +46,15 @@ initialisation from an integer seed, no user-given ``weights_init``,
 ``means_init`` or ``precisions_init``, no ``warm_start`` or ``verbose``, and
 ``max_iter >= 1``. Anything else (VI, Dask, float32, NaN, large data,
 ``n_init > 1``, ...) fits every model on its own, as before. Within the lock
-step, a fit whose path the engine does not reproduce exactly leaves it and
-is fitted again on its own from its start: a component that empties, a
-covariance that fails its Cholesky factorisation (a collapse), or a
-precision ill-conditioned enough for the kernel to change its arithmetic
-(``WHITENING_LIMIT``), and any error in its start.
+step, a fit whose path the engine does not reproduce exactly leaves it. One
+that leaves in an E-step (a component that empties, or moments beyond the
+kernel's cancellation limits) goes on alone from its last parameters, its
+trace and its stopping rule's history (:meth:`_Fit.resume_alone`), so it
+ends as the fit alone does without repeating its iterations; one whose
+covariance fails its Cholesky factorisation (a collapse), whose precision
+is ill-conditioned enough for the kernel to change its arithmetic
+(``WHITENING_LIMIT``), or whose start fails, is fitted again on its own
+from its start.
 """
 
 from dataclasses import dataclass
@@ -61,7 +65,7 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _num_samples
 
-from ._batch import BOUND_RESOLUTION, AscentRun, Trend, stopping_rule
+from ._batch import BOUND_RESOLUTION, AscentRun, Trend, ascend, stopping_rule
 from ._covariance import covariance_unit
 from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
@@ -144,8 +148,10 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     list
         Per combination, the fitted estimator (``degenerate_`` not yet
         set: :meth:`_diagnose` warns, and its caller decides how) and its
-        ``(score, entropy)`` for the criteria (:meth:`_Lockstep.criteria`),
-        or None where it must be fitted on its own.
+        ``(score, entropy)`` for the criteria (:meth:`_Lockstep.criteria`;
+        None for a fit that left in an E-step and finished alone from
+        there, see :meth:`_Fit.resume_alone`), or None where it must be
+        fitted on its own from its start.
     """
     models = [None] * len(combinations)
     fits, validated = [], None
@@ -181,6 +187,11 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     for number, fit in enumerate(fits):
         fit.finish(lockstep.moments(fit))
         models[fit.index] = (fit.model, (scores[number], entropies[number]))
+    # Fits whose moments left the kernel's limits in an E-step go on alone
+    # from there rather than from their start; their criteria are their own.
+    for fit in lockstep.fits:
+        if fit.left and fit.resume is not None and fit.resume_alone():
+            models[fit.index] = (fit.model, None)
     return models
 
 
@@ -226,6 +237,25 @@ class _Fit:
             self.group = unit.name
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
         self.blocks = None
+        # Where a fit that left in an E-step goes on alone from: its state
+        # and its run so far (skvi._batch.ascend's ``resume``).
+        self.resume = None
+
+    def resume_alone(self):
+        """Finish the run alone from where it left the lock step.
+
+        Returns whether it could: a run that fails (a component that
+        collapses, say) is refitted from its start, which reports why.
+        """
+        state, so_far = self.resume
+        try:
+            run = ascend(
+                self.model, self.data, self.unit, self.context, state, resume=so_far
+            )
+        except ValueError:
+            return False
+        self.model._finish_fit(run, self.unit, self.data)
+        return True
 
     @property
     def n_components(self):
@@ -616,7 +646,13 @@ class _Lockstep:
         leaving = self._accumulate(fits, resp, losses)
         for number, fit in enumerate(fits):
             if leaving[number]:
+                # Its parameters are the ordinary fit's: the run goes on
+                # alone from them (resume_alone).
                 fit.left = True
+                fit.resume = (
+                    fit.current_state(),
+                    (list(fit.half_steps), tuple(fit.recent), fit.n_iter),
+                )
             else:
                 fit.log_normalizer = float(log_normalizers[number])
                 fit.entropy = float(entropies[number])

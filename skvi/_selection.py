@@ -189,11 +189,12 @@ def select_model(
             fitted = fit_in_lockstep(template, X, sample_weight, combinations)
             for i, done in enumerate(fitted):
                 if done is not None:
-                    model, (score, entropy) = done
+                    # Criteria None: a fit that finished alone (its own).
+                    model, criteria = done
                     model._diagnose(X, sample_weight)
                     record = _empty_record(model)
                     results[i] = _fitted_record(
-                        record, model, X, sample_weight, (score, entropy)
+                        record, model, X, sample_weight, criteria
                     )
         alone = []
         for i, result in enumerate(results):

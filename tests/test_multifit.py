@@ -121,6 +121,32 @@ def test_sample_weights_and_fits_that_leave_or_fail(monkeypatch):
     assert_same_tables(together, alone, rtol=1e-12)
 
 
+def test_fits_that_leave_in_an_e_step_go_on_alone_from_there(monkeypatch):
+    # On iris, VEE with 5, 7 and 9 components leave the lock step after 23,
+    # 25 and 60 iterations (moments that would lose more digits about the
+    # shared center than the kernel allows): each finishes alone from its
+    # last parameters, and ends as the fit alone from its start does (all
+    # three end degenerate; the fit of two components, the best, stays in
+    # the lock step to the end).
+    X = load_iris().data
+    params = dict(n_components=[2, 5, 7, 9], covariance_types="VEE", random_state=0)
+    resumed = []
+    original = _multifit._Fit.resume_alone
+
+    def recording(fit):
+        done = original(fit)
+        resumed.append((fit.resume[1][2], fit.model.n_iter_, done))
+        return done
+
+    monkeypatch.setattr(_multifit._Fit, "resume_alone", recording)
+    together, best = select_model(X, **params)
+    alone, best_alone = one_by_one(monkeypatch, X, **params)
+    assert len(resumed) == 3
+    assert all(done and 0 < left < n_iter for left, n_iter, done in resumed)
+    assert_same_tables(together, alone, rtol=1e-10)
+    assert_same_models(best, best_alone)
+
+
 def test_fits_that_cannot_start_get_their_error(monkeypatch):
     # Nine components on eight rows (first: the lock step validates the
     # data with a fit that can start).
