@@ -71,7 +71,7 @@ def select_model(
     n_components : int or iterable of int, default=range(1, 10)
         The numbers of components to try. The defaults fit 126 models (14
         covariance models times 9), as ``Mclust`` does; on a few hundred
-        rows that takes about a second, 1.6 to 2 times ``Mclust``'s time
+        rows that takes about a second, 1.6 to 1.8 times ``Mclust``'s time
         (see :doc:`/mclust`): pass fewer to go faster.
     covariance_types : str or iterable of str, default='all'
         Covariance types to try: any of mclust's fourteen models ('EII',
