@@ -343,7 +343,11 @@ class EMGaussianMixture(BaseGaussianMixture):
                 empty,
                 None if previous is None else previous.precisions_cholesky,
             )
-        if factors is None:
+        if factors is not None:
+            # With reg_covar=0 the whitened frames give a factor even for a
+            # covariance singular to rounding (rows on a line): a collapse.
+            unit.check_not_singular(covariances, factors, self.reg_covar)
+        else:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         return GaussianParameters(
             weights=nk / nk.sum(),

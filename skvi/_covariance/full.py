@@ -53,12 +53,23 @@ class FullCovariance(CovarianceUnit):
 
     def cholesky_from_covariance(self, covariances, reg_covar):
         factors, failed = upper_cholesky_of_inverses(covariances)
-        if factors is not None and reg_covar == 0:
-            failed = first_singular_to_rounding(covariances, factors)
-            factors = None if failed is not None else factors
         if factors is None:
             raise DegenerateComponentError(collapse_message(failed, reg_covar))
+        self.check_not_singular(covariances, factors, reg_covar)
         return factors
+
+    def check_not_singular(self, covariances, factors, reg_covar):
+        """Raise where ``reg_covar=0`` leaves a covariance singular to rounding.
+
+        ``factors`` are the upper factors of the precisions, however formed
+        (a Cholesky factorisation accepts such a covariance only by luck of
+        rounding, and the whitened M-step forms a factor for it): see
+        :func:`first_singular_to_rounding`.
+        """
+        if reg_covar == 0:
+            failed = first_singular_to_rounding(covariances, factors)
+            if failed is not None:
+                raise DegenerateComponentError(collapse_message(failed, reg_covar))
 
     def cholesky_from_precision(self, precisions):
         return np.stack([upper_cholesky(p) for p in precisions])

@@ -46,13 +46,20 @@ class TiedCovariance(CovarianceUnit):
 
     def cholesky_from_covariance(self, covariances, reg_covar):
         factor = upper_cholesky_of_inverse(covariances)
-        singular = factor is None or (
-            reg_covar == 0
-            and first_singular_to_rounding(covariances, factor) is not None
-        )
-        if singular:
+        if factor is None:
             raise DegenerateComponentError(collapse_message(None, reg_covar))
+        self.check_not_singular(covariances, factor, reg_covar)
         return factor
+
+    def check_not_singular(self, covariances, factors, reg_covar):
+        """Raise where ``reg_covar=0`` leaves the covariance singular to rounding.
+
+        As :meth:`FullCovariance.check_not_singular`, for the one matrix.
+        """
+        if reg_covar != 0:
+            return
+        if first_singular_to_rounding(covariances, factors) is not None:
+            raise DegenerateComponentError(collapse_message(None, reg_covar))
 
     def cholesky_from_precision(self, precisions):
         return upper_cholesky(precisions)
