@@ -108,9 +108,9 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
                 model.tol,
                 resolution,
             )
-        if stopping or done >= model.max_iter:
+        if stopping:
             trend = Trend(half_steps[-1], tuple(recent), None, done, schedule.next_try)
-            return AscentRun(state, half_steps, done, stopping, stats, trend)
+            return AscentRun(state, half_steps, done, True, stats, trend)
     elif trend is not None and trend.bound == half_steps[0]:
         recent, done = list(trend.changes), trend.iterations
         schedule = MergeSchedule(model._allows_merges(unit), trend.next_merge_try)
