@@ -47,7 +47,10 @@ component whitens ``x - m_k`` itself (one product per component, no center
 to cancel through), and a row whose ``x - m_k`` lies along a weak axis of
 the precision (a component spanning clusters far apart) is recomputed
 without cancellation (:class:`_ExactRows`). Both layouts serve fits and
-predictions alike.
+predictions alike. A pass may also take its moments in the whitened
+frames of another state (``frame``): an M-step that leaves a precision
+ill-conditioned reads its half-step's data term from those
+(:func:`skvi._stats.framed_moments_needed`).
 
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
@@ -227,8 +230,8 @@ class Expansion:
             # Every component's whitened rows (_whitened_rows).
             per_row += unit.n_components * unit.n_features
         if self.frame is not None:
-            # Every component's rows in the frame, their forms and the
-            # exact recomputation's buffers (_frame_rows).
+            # Every component's rows in the frame and their forms, the
+            # exact recomputation's buffers and a Gram factor (_framed_rows).
             per_row += unit.n_components * (unit.n_features + 1)
             per_row += 7 * unit.n_features
         return self.dtype.itemsize * per_row + 16
@@ -407,7 +410,6 @@ def parameter_expansion(
             plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(
                 dtype
             )
-    plan.frame = None
     if frame is not None:
         frame_means, frame_factors = (np.asarray(a, dtype=float) for a in frame)
         plan.frame = (frame_means, frame_factors)
