@@ -71,7 +71,6 @@ import numpy as np
 from scipy.linalg import lapack
 from sklearn import get_config
 
-from ._covariance._unit import precision_conditioning_losses
 from ._covariance.wishart import SplitFactor
 from ._missing import IncompleteRows, incomplete_columns, missing_mask
 
@@ -1007,12 +1006,14 @@ class WhitenedMoments:
         scatters[self.masses <= 0] = 0.0
         return 0.5 * (scatters + np.swapaxes(scatters, 1, 2))
 
-    def conditioning_losses(self, factors):
-        """Conditioning losses of the precisions ``Q_k Q_k^T`` in these frames.
+    def rounding_losses(self, factors):
+        """How much the data term at upper factors ``Q_k`` loses in these sums.
 
-        There a precision is ``A A^T`` with the upper factor ``A = P_k^-1
-        Q_k``: near the identity while the precisions change little, and
-        as ill-conditioned as ``Q_k Q_k^T`` itself where they collapse.
+        In these frames the precision is ``A A^T``, ``A = P_k^-1 Q_k`` (near
+        the identity while the precisions change little), and the whitened
+        scatter rounds relative to ``N_k s_i s_j``, ``s`` the root mean
+        square of the whitened rows: the data term errs by about eps times
+        ``s^T |A A^T| s``, per D (the form's size at the M-step's optimum).
         1 for a component without mass.
         """
         changes = np.array(
@@ -1022,8 +1023,11 @@ class WhitenedMoments:
             ]
         )
         precisions = changes @ np.swapaxes(changes, 1, 2)
-        losses = np.asarray(precision_conditioning_losses(precisions, changes))
-        # A component without rows has no data term to lose digits in.
+        safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
+        second = np.diagonal(self.second, axis1=1, axis2=2)
+        spreads = np.sqrt(np.maximum(second, 0.0) / safe)
+        losses = np.einsum("ki,kij,kj->k", spreads, np.abs(precisions), spreads)
+        losses /= precisions.shape[-1]
         return np.where(self.masses > 0, losses, 1.0)
 
     def quadratic(self, means, factors):

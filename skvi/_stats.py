@@ -211,24 +211,32 @@ def framed_moments_needed(moments, expectations, unit, dtype):
     """Whether the data term at ``expectations`` needs moments in their frames.
 
     The data term ``sum_n w_n r_nk (x_n - m_k)^T Lambda_k (x_n - m_k)`` of
-    a q(Z) from moments taken elsewhere loses the digits of the
-    conditioning loss of ``Lambda_k`` in those moments' frames: for a
-    scatter rounded entry by entry, that of ``Lambda_k`` itself, and for
-    whitened moments (:class:`skvi._kernel.WhitenedMoments`) that of the
-    change of frame. Within ``WHITENING_LIMIT`` it costs no more than the
-    kernel's own values do. Beyond it (an M-step that collapses a
-    component onto a few rows: conditioning losses from 31 to 8.6e5, and
-    a half-step 3.3e-11 of the bound too high), the moments are taken
-    again in the frames of ``expectations`` (``e_step``'s ``frame``).
+    a q(Z), read from its moments, errs by eps times ``s^T |Lambda_k| s``
+    (per D) where ``s`` is the spread of the rows about the points the
+    moments were summed about, in the moments' frame (the data, or the
+    whitened frames of :class:`skvi._kernel.WhitenedMoments`). Within
+    ``WHITENING_LIMIT`` that costs no more than the kernel's own values
+    do; so does any precision whose conditioning loss is within it (the
+    E-step's certificate, computed once per state). Beyond it (an M-step
+    that collapses a component onto two rows: the conditioning loss went
+    from 31 to 8.6e5, and the half-step was 3.3e-11 of the bound off), the
+    moments are taken again in the frames of ``expectations``
+    (``e_step``'s ``frame``).
     """
     limit = WHITENING_LIMIT[np.dtype(dtype)]
     if conditioning_loss(unit, expectations) <= limit:
         return False
-    whitened = moments.whitened
-    if whitened is None:
-        return True
     factors = unit.component_factors(expectations.precisions_cholesky)
-    return not max(whitened.conditioning_losses(factors)) <= limit
+    whitened = moments.whitened
+    if whitened is not None:
+        losses = whitened.rounding_losses(factors)
+    else:
+        spreads = unit.moment_spreads(moments.nk, moments.shift, moments.scatter)
+        precisions = np.abs(factors @ np.swapaxes(factors, 1, 2))
+        losses = np.einsum("ki,kij,kj->k", spreads, precisions, spreads)
+        losses /= unit.n_features
+    # NaN fails the comparison: the moments are taken again.
+    return not np.max(losses) <= limit
 
 
 def log_rho_expansion(
