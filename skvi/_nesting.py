@@ -1,0 +1,168 @@
+"""Nested covariance models: a general model restarted from a nested one's fit.
+
+mclust's fourteen models are named by three letters, each constraining one
+part of the eigen-decomposition ``Sigma_k = lambda_k D_k A_k D_k^T`` of a
+component's covariance (Celeux & Govaert 1995, "Gaussian parsimonious
+clustering models", Pattern Recognition 28): the volume ``lambda_k`` equal
+(E) or variable (V) across components, the shape ``A_k`` the identity (I),
+equal or variable, and the orientation ``D_k`` the axes (I), equal or
+variable. Letter by letter I < E < V, and a model contains another when
+each of its letters is at least the other's: VVV contains every model,
+VVI contains VII, EEI and EVI, EEE contains EII and EEI. scikit-learn's
+four types are VII ('spherical'), VVI ('diag'), EEE ('tied') and VVV
+('full').
+
+At the same number of components a model's maximum likelihood is thus at
+least that of every model it contains. EM finds local maxima from its
+start, so a selection's table can break this order: on Old Faithful, VVV
+with 5 components ended 5 log-likelihood units below VVI. Where it does,
+:func:`nested_restarts` restarts the general model from the nested fit's
+responsibilities. Its first M-step maximises the expected complete
+log-likelihood over a set that contains the nested fit's parameters, so
+where that step is exact (every closed-form model) the restart's bound
+starts at or above the nested fit's log-likelihood, and EM never lowers it
+(Dempster, Laird & Rubin 1977). The table keeps the better of the two fits
+of the cell. Only inconsistent cells are refitted, all together in one
+lock step (:func:`skvi._multifit.fit_in_lockstep`), in rounds until no
+cell is below a model it contains by more than ``tol`` per sample.
+"""
+
+import numpy as np
+
+from ._multifit import fit_in_lockstep
+
+# The letters of scikit-learn's four types, as mclust names the same models.
+LETTERS = {"spherical": "VII", "diag": "VVI", "tied": "EEE", "full": "VVV"}
+# Each letter's rank: I (the identity or the axes) < E (equal) < V (variable).
+RANK = {"I": 0, "E": 1, "V": 2}
+# The longest chain of strictly nested models (EII < ... < VVV) has six;
+# each round settles at least the lowest inconsistent model of each chain.
+MAX_ROUNDS = 6
+
+
+def contains(general, nested):
+    """Whether covariance model ``general`` contains model ``nested``.
+
+    Both are mclust names or scikit-learn's four types. A model contains
+    itself (under either name).
+
+    Examples
+    --------
+    >>> contains("VVV", "EEE"), contains("diag", "spherical")
+    (True, True)
+    >>> contains("VVI", "EEE"), contains("tied", "spherical")
+    (False, False)
+    """
+    general = LETTERS.get(general, general)
+    nested = LETTERS.get(nested, nested)
+    return all(
+        RANK[big] >= RANK[small] for big, small in zip(general, nested, strict=True)
+    )
+
+
+def nested_restarts(template, X, sample_weight, table, tol, record_of):
+    """Restart fits that end below a model they contain; keep the better.
+
+    Parameters
+    ----------
+    template : EMGaussianMixture
+        The estimator every fit of the selection clones (the lock step
+        applies to it: :func:`skvi._multifit.lockstep_applies`).
+    X : array-like of shape (n_samples, n_features)
+    sample_weight : array-like of shape (n_samples,) or None
+    table : list of (dict, EMGaussianMixture or None)
+        The selection's rows, one per (number of components, covariance
+        type), and their fitted models; changed in place where a restart
+        ends with a higher log-likelihood (and is not degenerate): its
+        row's ``init_params`` then names the fit it started from, e.g.
+        ``'hc, then VVI'``.
+    tol : float
+        A cell is inconsistent when a model it contains ends more than
+        this above it (per sample, the unit of ``lower_bound``). A cell
+        without a fit (an error) or with a degenerate one is below every
+        fitted model it contains.
+    record_of : callable
+        ``record_of(model, criteria) -> (row, model)``: the table row of a
+        fitted model, given its lock step's ``(score, entropy)``.
+
+    Returns
+    -------
+    int
+        The number of restarts fitted.
+    """
+    tried, fitted = set(), 0
+    for _ in range(MAX_ROUNDS):
+        restarts, targets = [], []
+        for index, source in _inconsistent(table, tol, tried):
+            record = table[index][0]
+            nested = table[source][1]
+            tried.add((index, id(nested)))
+            restarts.append(
+                (record["n_components"], record["covariance_type"], _resp(nested, X))
+            )
+            targets.append((index, source))
+        if not restarts:
+            break
+        fitted += len(restarts)
+        done = fit_in_lockstep(template, X, sample_weight, restarts)
+        for (index, source), result in zip(targets, done, strict=True):
+            if result is None:
+                # It left the lock step: the cell keeps its first fit.
+                continue
+            model, criteria = result
+            model._diagnose(X, sample_weight)
+            record = table[index][0]
+            if model.degenerate_ is not None or model.lower_bound_ <= _bound(
+                *table[index]
+            ):
+                continue
+            row, model = record_of(model, criteria)
+            nested = table[source][0]["covariance_type"]
+            row["init_params"] = f"{record['init_params']}, then {nested}"
+            table[index] = (row, model)
+    return fitted
+
+
+def _inconsistent(table, tol, tried):
+    """``(index, source)``: a cell below the best fit of a model it contains.
+
+    ``source`` is the index of the nested cell with the highest bound
+    (not degenerate) at the same number of components; pairs already in
+    ``tried`` (the same target and the same fitted source) are skipped.
+    """
+    by_count = {}
+    for index, (record, _) in enumerate(table):
+        by_count.setdefault(record["n_components"], []).append(index)
+    found = []
+    for indices in by_count.values():
+        for index in indices:
+            record, model = table[index]
+            best, source = _bound(record, model) + tol, None
+            for other in indices:
+                nested_record, nested = table[other]
+                if (
+                    other == index
+                    or nested is None
+                    or nested_record["degenerate"] is not None
+                    or not contains(
+                        record["covariance_type"], nested_record["covariance_type"]
+                    )
+                ):
+                    continue
+                if nested.lower_bound_ > best:
+                    best, source = nested.lower_bound_, other
+            if source is not None and (index, id(table[source][1])) not in tried:
+                found.append((index, source))
+    return found
+
+
+def _bound(record, model):
+    """A cell's bound per sample; -inf without a fit or for a degenerate one."""
+    if model is None or record["degenerate"] is not None:
+        return -np.inf
+    return model.lower_bound_
+
+
+def _resp(model, X):
+    """The fitted model's responsibilities of X's rows."""
+    return model.predict_proba(X)
