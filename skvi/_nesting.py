@@ -74,8 +74,9 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of):
         The selection's rows, one per (number of components, covariance
         type), and their fitted models; changed in place where a restart
         ends with a higher log-likelihood (and is not degenerate): its
-        row's ``init_params`` then names the fit it started from, e.g.
-        ``'hc, then VVI'``.
+        row's ``init_params`` then names the fit it started from after
+        that fit's own start, e.g. ``'hc, then VVI'`` (or ``'hc, then EEI,
+        then EEV'`` for a fit restarted from a restarted fit).
     tol : float
         A cell is inconsistent when a model it contains ends more than
         this above it (per sample, the unit of ``lower_bound``). A cell
@@ -117,8 +118,12 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of):
             ):
                 continue
             row, model = record_of(model, criteria)
-            nested = table[source][0]["covariance_type"]
-            row["init_params"] = f"{record['init_params']}, then {nested}"
+            # The chain of fits it started from: the nested fit's own
+            # start (itself a restart, maybe), then that fit.
+            nested = table[source][0]
+            row["init_params"] = (
+                f"{nested['init_params']}, then {nested['covariance_type']}"
+            )
             table[index] = (row, model)
     return fitted
 
