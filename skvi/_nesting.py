@@ -60,7 +60,7 @@ def contains(general, nested):
     )
 
 
-def nested_restarts(template, X, sample_weight, table, tol, record_of):
+def nested_restarts(template, X, sample_weight, table, tol, record_of, best=False):
     """Restart fits that end below a model they contain; keep the better.
 
     Parameters
@@ -85,6 +85,11 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of):
     record_of : callable
         ``record_of(model, criteria) -> (row, model)``: the table row of a
         fitted model, given its lock step's ``(score, entropy)``.
+    best : bool, default=False
+        Also restart every cell that ends below the best fit (the highest
+        bound) at its number of components, whatever its model, from that
+        fit: a start from a better partition, without the guarantee of a
+        nested one (the table still keeps the better fit of the cell).
 
     Returns
     -------
@@ -94,7 +99,7 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of):
     tried, fitted = set(), 0
     for _ in range(MAX_ROUNDS):
         restarts, targets = [], []
-        for index, source in _inconsistent(table, tol, tried):
+        for index, source in _inconsistent(table, tol, tried, best):
             record = table[index][0]
             nested = table[source][1]
             tried.add((index, id(nested)))
@@ -128,35 +133,39 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of):
     return fitted
 
 
-def _inconsistent(table, tol, tried):
-    """``(index, source)``: a cell below the best fit of a model it contains.
+def _inconsistent(table, tol, tried, best):
+    """``(index, source)``: a cell to restart from the fit of cell ``source``.
 
-    ``source`` is the index of the nested cell with the highest bound
-    (not degenerate) at the same number of components; pairs already in
-    ``tried`` (the same target and the same fitted source) are skipped.
+    The sources of a cell are the cells of the models it contains at the
+    same number of components, and with ``best`` also the cell of any other
+    model with the highest bound there; among those (fitted, not
+    degenerate, and not yet tried for this cell: ``tried`` holds pairs of
+    the target and the source's fitted model) the one with the highest
+    bound, if that is more than ``tol`` above the cell's own.
     """
     by_count = {}
     for index, (record, _) in enumerate(table):
         by_count.setdefault(record["n_components"], []).append(index)
     found = []
     for indices in by_count.values():
+        fitted = [i for i in indices if _bound(*table[i]) > -np.inf]
+        top = max(fitted, key=lambda i: _bound(*table[i]), default=None)
         for index in indices:
-            record, model = table[index]
-            best, source = _bound(record, model) + tol, None
-            for other in indices:
-                nested_record, nested = table[other]
-                if (
-                    other == index
-                    or nested is None
-                    or nested_record["degenerate"] is not None
-                    or not contains(
-                        record["covariance_type"], nested_record["covariance_type"]
-                    )
-                ):
-                    continue
-                if nested.lower_bound_ > best:
-                    best, source = nested.lower_bound_, other
-            if source is not None and (index, id(table[source][1])) not in tried:
+            kind = table[index][0]["covariance_type"]
+            sources = [
+                other
+                for other in fitted
+                if other != index
+                and (index, id(table[other][1])) not in tried
+                and (
+                    contains(kind, table[other][0]["covariance_type"])
+                    or (best and other == top)
+                )
+            ]
+            if not sources:
+                continue
+            source = max(sources, key=lambda i: _bound(*table[i]))
+            if _bound(*table[source]) > _bound(*table[index]) + tol:
                 found.append((index, source))
     return found
 
