@@ -139,11 +139,11 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         The estimator every fit clones (see :func:`lockstep_applies`).
     X : array-like of shape (n_samples, n_features)
     sample_weight : array-like of shape (n_samples,) or None
-    combinations : list of (int, str) or (int, str, str or ndarray)
+    combinations : list of (int, str) or (int, str, str or estimator)
         ``(n_components, covariance_type)``, optionally with the
-        ``init_params`` of that fit (default: the template's) or its
-        starting responsibilities, an array of shape (n_samples,
-        n_components) whose rows sum to 1 (another fit's, see
+        ``init_params`` of that fit (default: the template's) or a fitted
+        estimator with as many components, whose responsibilities of the
+        rows are the fit's start (a restart from another model's fit, see
         :mod:`skvi._nesting`; the model keeps the template's
         ``init_params``).
 
@@ -173,9 +173,8 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
                     return models
                 validated = (model, data)
             if given is not None:
-                start = np.asarray(given, dtype=float)
-                if start.shape != (data.n_samples, n_components):
-                    continue
+                # The rows the fit sees (those of positive weight).
+                start = given.predict_proba(data.X)
             else:
                 rng = check_random_state(model.random_state)
                 rows, responsibilities = model._initial_assignment(data, rng)

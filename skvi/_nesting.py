@@ -103,9 +103,7 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
             record = table[index][0]
             nested = table[source][1]
             tried.add((index, id(nested)))
-            restarts.append(
-                (record["n_components"], record["covariance_type"], _resp(nested, X))
-            )
+            restarts.append((record["n_components"], record["covariance_type"], nested))
             targets.append((index, source))
         if not restarts:
             break
@@ -175,8 +173,3 @@ def _bound(record, model):
     if model is None or record["degenerate"] is not None:
         return -np.inf
     return model.lower_bound_
-
-
-def _resp(model, X):
-    """The fitted model's responsibilities of X's rows."""
-    return model.predict_proba(X)

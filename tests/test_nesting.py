@@ -223,3 +223,16 @@ def test_best_restarts_every_cell_below_the_best_fit_of_its_count():
 def test_restarts_is_validated():
     with pytest.raises(ValueError, match="restarts"):
         select_model(blobs(), restarts="all")
+
+
+def test_restarts_with_sample_weights_see_the_rows_of_positive_weight():
+    # Rows of weight 0 are left out of the fits: a restart's start is the
+    # nested fit's responsibilities of the rows the fit sees.
+    X = load_old_faithful().data
+    weights = np.ones(len(X))
+    weights[:10] = 0.0
+    weights[10:50] = 2.5
+    table, _ = fit_table(X, covariance_types=SHARED, sample_weight=weights)
+    restarted = [row for row in table if row["init_params"] != "hc"]
+    assert restarted
+    assert assert_nested_consistent(table, weights.sum(), 1e-3) > 0
