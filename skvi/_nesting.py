@@ -22,12 +22,16 @@ log-likelihood over a set that contains the nested fit's parameters, so
 where that step is exact (every closed-form model) the restart's bound
 starts at or above the nested fit's log-likelihood, and EM never lowers it
 (Dempster, Laird & Rubin 1977). The table keeps the better of the two fits
-of the cell. Only inconsistent cells are refitted, all together in one
-lock step (:func:`skvi._multifit.fit_in_lockstep`), in rounds until no
-cell is below a model it contains by more than ``tol`` per sample.
+of the cell, unless the restart ends degenerate (a component collapsed:
+:mod:`skvi._degeneracy`; mclust reports such a fit as NA), where the cell
+keeps its first fit. Only inconsistent cells are refitted, all together
+in one lock step (:func:`skvi._multifit.fit_in_lockstep`; one that leaves
+it is fitted on its own from the same start), in rounds until no cell is
+below a model it contains by more than ``tol`` per sample.
 """
 
 import numpy as np
+from sklearn.base import clone
 
 from ._multifit import fit_in_lockstep
 
@@ -109,12 +113,18 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
             break
         fitted += len(restarts)
         done = fit_in_lockstep(template, X, sample_weight, restarts)
-        for (index, source), result in zip(targets, done, strict=True):
+        for (index, source), result, restart in zip(
+            targets, done, restarts, strict=True
+        ):
             if result is None:
-                # It left the lock step: the cell keeps its first fit.
-                continue
-            model, criteria = result
-            model._diagnose(X, sample_weight)
+                # It left the lock step (moments the lock step's arithmetic
+                # does not take, say): fitted on its own from the same start.
+                model, criteria = _fit_alone(template, X, sample_weight, *restart), None
+                if model is None:
+                    continue
+            else:
+                model, criteria = result
+                model._diagnose(X, sample_weight)
             record = table[index][0]
             if model.degenerate_ is not None or model.lower_bound_ <= _bound(
                 *table[index]
@@ -173,3 +183,28 @@ def _bound(record, model):
     if model is None or record["degenerate"] is not None:
         return -np.inf
     return model.lower_bound_
+
+
+def _fit_alone(template, X, sample_weight, n_components, covariance_type, source):
+    """One restart fitted on its own (the estimator's ``fit``), or None.
+
+    Its start is the responsibilities of ``source`` (a fitted estimator)
+    for the rows the fit sees, in place of ``init_params``'s.
+    """
+    model = clone(template).set_params(
+        n_components=n_components, covariance_type=covariance_type
+    )
+
+    def assignment(data, random_state):
+        responsibilities = source.predict_proba(data.X)
+        return data, lambda rows: responsibilities[rows]
+
+    # The one start this fit takes; the estimator keeps its own method.
+    model._initial_assignment = assignment
+    try:
+        model.fit(X, sample_weight=sample_weight)
+    except ValueError:
+        return None
+    finally:
+        del model._initial_assignment
+    return model

@@ -127,8 +127,10 @@ def select_model(
         fit's responsibilities, and the table keeps the better of the two
         (its ``init_params`` column then reads, say, ``'hc, then VVI'``).
         A general model's log-likelihood is then never below a nested
-        one's by more than ``tol`` (where the M-step is closed-form); only
-        inconsistent cells are refitted. 'best' also restarts every fit
+        one's by more than ``tol`` (where the M-step is closed-form),
+        unless the restart ends degenerate (a collapsed component, NaN
+        criteria), which the table does not keep; only inconsistent cells
+        are refitted. 'best' also restarts every fit
         that ends below the best fit of any model at its number of
         components from that fit: on Old Faithful the cells where the BIC
         is worse than R mclust's by more than 2 fall from 9 to 2 of 36,

@@ -236,3 +236,36 @@ def test_restarts_with_sample_weights_see_the_rows_of_positive_weight():
     restarted = [row for row in table if row["init_params"] != "hc"]
     assert restarted
     assert assert_nested_consistent(table, weights.sum(), 1e-3) > 0
+
+
+def test_a_restart_that_leaves_the_lock_step_is_fitted_on_its_own(monkeypatch):
+    import skvi._nesting as nesting
+
+    X = blobs()
+    nested = EMGaussianMixture(3, covariance_type="VII", random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        poor = EMGaussianMixture(
+            3, covariance_type="full", init_params="random", max_iter=1, random_state=0
+        ).fit(X)
+
+    def record_of(model, criteria=None):
+        return _fitted_record(_empty_record(model), model, X, None, criteria)
+
+    table = [record_of(nested), record_of(poor)]
+    for row, _ in table:
+        row["init_params"] = "hc"
+    # Every restart leaves the lock step (as one with moments the lock
+    # step's arithmetic does not take would).
+    monkeypatch.setattr(
+        nesting, "fit_in_lockstep", lambda t, X, w, restarts: [None] * len(restarts)
+    )
+    template = EMGaussianMixture(random_state=0, init_params="hc")
+    assert nested_restarts(template, X, None, table, 1e-3, record_of) == 1
+    row, model = table[1]
+    assert row["init_params"] == "hc, then VII"
+    assert model.lower_bound_ >= nested.lower_bound_ > poor.lower_bound_
+    # The estimator keeps its own start (no instance attribute is left).
+    assert "_initial_assignment" not in vars(model)
+    assert model.init_params == "hc" and model.covariance_type == "full"
+    assert row["bic"] == pytest.approx(model.bic(X), rel=1e-10)
