@@ -84,8 +84,9 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
     tol : float
         A cell is inconsistent when a model it contains ends more than
         this above it (per sample, the unit of ``lower_bound``). A cell
-        without a fit (an error) or with a degenerate one is below every
-        fitted model it contains.
+        without a fit (an error) or with a degenerate one is not
+        restarted, nor is a cell whose restart from a nested fit was not
+        kept.
     record_of : callable
         ``record_of(model, criteria) -> (row, model)``: the table row of a
         fitted model, given its lock step's ``(score, entropy)``.
@@ -100,10 +101,12 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
     int
         The number of restarts fitted.
     """
-    tried, fitted = set(), 0
+    # Pairs (cell, source fit) tried; cells whose restart from a nested
+    # fit was not kept (it ended degenerate, or no higher), tried no more.
+    tried, settled, fitted = set(), set(), 0
     for _ in range(MAX_ROUNDS):
         restarts, targets = [], []
-        for index, source in _inconsistent(table, tol, tried, best):
+        for index, source in _inconsistent(table, tol, tried, best, settled):
             record = table[index][0]
             nested = table[source][1]
             tried.add((index, id(nested)))
@@ -121,6 +124,7 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
                 # does not take, say): fitted on its own from the same start.
                 model, criteria = _fit_alone(template, X, sample_weight, *restart), None
                 if model is None:
+                    settled.add(index)
                     continue
             else:
                 model, criteria = result
@@ -129,6 +133,8 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
             if model.degenerate_ is not None or model.lower_bound_ <= _bound(
                 *table[index]
             ):
+                if contains(record["covariance_type"], restart[2].covariance_type):
+                    settled.add(index)
                 continue
             row, model = record_of(model, criteria)
             # The chain of fits it started from: the nested fit's own
@@ -141,7 +147,7 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
     return fitted
 
 
-def _inconsistent(table, tol, tried, best):
+def _inconsistent(table, tol, tried, best, settled=()):
     """``(index, source)``: a cell to restart from the fit of cell ``source``.
 
     The sources of a cell are the cells of the models it contains at the
@@ -149,7 +155,9 @@ def _inconsistent(table, tol, tried, best):
     model with the highest bound there; among those (fitted, not
     degenerate, and not yet tried for this cell: ``tried`` holds pairs of
     the target and the source's fitted model) the one with the highest
-    bound, if that is more than ``tol`` above the cell's own.
+    bound, if that is more than ``tol`` above the cell's own. Cells in
+    ``settled``, and cells without a fit or with a degenerate one, are not
+    restarted.
     """
     by_count = {}
     for index, (record, _) in enumerate(table):
@@ -159,6 +167,10 @@ def _inconsistent(table, tol, tried, best):
         fitted = [i for i in indices if _bound(*table[i]) > -np.inf]
         top = max(fitted, key=lambda i: _bound(*table[i]), default=None)
         for index in indices:
+            # A cell without a fit, or with a degenerate one, is left as
+            # it is (mclust's NA): a restart of it mostly collapses again.
+            if index in settled or _bound(*table[index]) == -np.inf:
+                continue
             kind = table[index][0]["covariance_type"]
             sources = [
                 other
