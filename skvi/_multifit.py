@@ -139,9 +139,13 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         The estimator every fit clones (see :func:`lockstep_applies`).
     X : array-like of shape (n_samples, n_features)
     sample_weight : array-like of shape (n_samples,) or None
-    combinations : list of (int, str) or (int, str, str)
+    combinations : list of (int, str) or (int, str, str or estimator)
         ``(n_components, covariance_type)``, optionally with the
-        ``init_params`` of that fit (default: the template's).
+        ``init_params`` of that fit (default: the template's) or a fitted
+        estimator with as many components, whose responsibilities of the
+        rows are the fit's start (a restart from another model's fit, see
+        :mod:`skvi._nesting`; the model keeps the template's
+        ``init_params``).
 
     Returns
     -------
@@ -159,7 +163,8 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         model = clone(template).set_params(
             n_components=n_components, covariance_type=kind
         )
-        if start:
+        given = start[0] if start and not isinstance(start[0], str) else None
+        if start and given is None:
             model.set_params(init_params=start[0])
         try:
             data, unit, context = model._begin_fit(X, sample_weight, validated)
@@ -167,11 +172,17 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
                 if data.dtype != np.float64 or _has_missing(X):
                     return models
                 validated = (model, data)
-            rng = check_random_state(model.random_state)
-            rows, responsibilities = model._initial_assignment(data, rng)
-            if rows is not data:
-                continue
-            start = np.asarray(responsibilities(slice(0, data.n_samples)), dtype=float)
+            if given is not None:
+                # The rows the fit sees (those of positive weight).
+                start = given.predict_proba(data.X)
+            else:
+                rng = check_random_state(model.random_state)
+                rows, responsibilities = model._initial_assignment(data, rng)
+                if rows is not data:
+                    continue
+                start = np.asarray(
+                    responsibilities(slice(0, data.n_samples)), dtype=float
+                )
         except ValueError:
             # Fitted on its own, which reports the error.
             continue

@@ -18,6 +18,9 @@ CRITERIA = ("bic", "icl", "aic", "lower_bound")
 
 
 def select_model(X, **params):
+    # The nested restarts (tests/test_nesting.py) take only the lock step:
+    # off here, where the lock step is compared with the fits one by one.
+    params.setdefault("restarts", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _select_model(X, as_frame=False, **params)
