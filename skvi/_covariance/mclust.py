@@ -259,6 +259,8 @@ class _Blocks:
         self.nk = nk
         self.scatter = scatter
         self.active = active
+        # Whether the orientation starts from the previous M-step's.
+        self.warm = False
 
     def rotated_diagonals(self):
         """``diag(D_k^T W_k D_k)``, shape (K, D)."""
@@ -535,6 +537,53 @@ def _plane_angles(planes, weights, exponent):
     return angles
 
 
+def _plane_search_stays(planes, weights, exponent):
+    """Per plane, whether :func:`_plane_angles`' candidates stay next to 0.
+
+    ``planes``, ``weights`` and ``exponent`` are as for
+    :func:`_plane_angles`, one plane turned alone. True where no candidate
+    farther from 0 (modulo the period pi / 2) than one and a half steps of
+    the grid (the grid's first neighbours of 0, and the components' own
+    angles as close) lowers the profile's change below the best candidate
+    that close: the plane search would then start its Newton steps in the
+    basin of 0 and end at the minimum nearest the current orientation, the
+    one Newton's method on D from there reaches too.
+    """
+    first, second, cross = planes
+    n_planes = first.shape[1]
+    own = 0.5 * np.arctan2(cross, 0.5 * (first - second)).T
+    candidates = np.concatenate(
+        [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
+    )
+    changes = _plane_change(planes, candidates, weights, exponent)
+    changes = np.where(np.isnan(changes), np.inf, changes)
+    period = 0.5 * np.pi
+    offsets = np.abs((candidates + 0.5 * period) % period - 0.5 * period)
+    near = offsets <= 1.5 * period / GRID
+    near_best = np.min(np.where(near, changes, np.inf), axis=1)
+    far_best = np.min(np.where(near, np.inf, changes), axis=1)
+    return ~(far_best < near_best)
+
+
+def _warm_planes(rotated, nk, common_volume):
+    """The planes of every pair of axes, their weights and exponent.
+
+    For :func:`_plane_search_stays` from ``rotated`` (K, D, D), each plane
+    turned alone: for EVE the change of ``sum_k g_k`` is then exact, with
+    exponent 1 / D.
+    """
+    first, second = np.triu_indices(rotated.shape[1], 1)
+    planes = (
+        rotated[:, first, first],
+        rotated[:, second, second],
+        rotated[:, first, second],
+    )
+    if not common_volume:
+        return planes, nk, None
+    logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+    return planes, np.exp(logs - logs.max()), 1.0 / rotated.shape[1]
+
+
 @lru_cache(maxsize=1)
 def _grid():
     return np.arange(GRID) * (np.pi / (2 * GRID))
@@ -715,7 +764,11 @@ def _rotate_common_orientation(blocks, common_volume):
     # A singular scatter (reg_covar 0) may collapse an axis on the way; the
     # shape step then raises.
     with np.errstate(divide="ignore", invalid="ignore"):
-        for first, second in _tournament(n_features):
+        sweep = n_features == 2 or not (
+            blocks.warm
+            and np.all(_plane_search_stays(*_warm_planes(rotated, nk, common_volume)))
+        )
+        for first, second in _tournament(n_features) if sweep else ():
             planes = (
                 rotated[:, first, first],
                 rotated[:, second, second],
@@ -915,6 +968,7 @@ class ConstrainedCovariance(FullCovariance):
             volumes, shapes, orientations = self._start_from(previous, active)
         blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
         if previous is not None:
+            blocks.warm = True
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
         runs = [blocks]

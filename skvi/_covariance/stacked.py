@@ -24,6 +24,7 @@ from .mclust import (
     _Choice,
     _normalized,
     _plane_angles,
+    _plane_search_stays,
     _shifted_solve,
     _skew_basis,
     _tournament,
@@ -298,29 +299,55 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         return None
     orientations = vectors
     width = int(sizes.max())
+
+    def padded(entries, fill):
+        """(C, P) entries as (width, F * P), padding with ``fill``."""
+        stack = np.full((width, n_fits, entries.shape[1]), fill)
+        stack[slots, owners] = entries
+        return stack.reshape(width, -1)
+
+    def plane_weights(n_planes):
+        """Each component's weight in the plane searches, and the exponent."""
+        if not common_volume:
+            return padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0), None
+        logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+        top = np.maximum.reduceat(logs, starts)
+        own_weights = np.exp(logs - top[owners])
+        weights = padded(np.repeat(own_weights[:, None], n_planes, axis=1), 0.0)
+        return weights, n_planes / n_features
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        for first, second in _tournament(n_features):
+        # From the previous orientation, a fit whose every plane's search
+        # stays next to 0 skips the sweep (as its own M-step does).
+        sweep = np.ones(n_fits, dtype=bool)
+        if n_features > 2:
+            first, second = np.triu_indices(n_features, 1)
+            planes = tuple(
+                padded(entries, fill)
+                for entries, fill in (
+                    (rotated[:, first, first], 1.0),
+                    (rotated[:, second, second], 1.0),
+                    (rotated[:, first, second], 0.0),
+                )
+            )
+            weights, exponent = plane_weights(len(first))
+            stays = _plane_search_stays(
+                planes, weights, None if exponent is None else 1.0 / n_features
+            )
+            sweep = ~np.all(stays.reshape(n_fits, -1), axis=1)
+        for first, second in _tournament(n_features) if np.any(sweep) else ():
             n_planes = len(first)
-            planes = []
-            for entries, fill in (
-                (rotated[:, first, first], 1.0),
-                (rotated[:, second, second], 1.0),
-                (rotated[:, first, second], 0.0),
-            ):
-                padded = np.full((width, n_fits, n_planes), fill)
-                padded[slots, owners] = entries
-                planes.append(padded.reshape(width, -1))
-            if common_volume:
-                logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
-                top = np.maximum.reduceat(logs, starts)
-                own_weights = np.exp(logs - top[owners])
-                exponent = n_planes / n_features
-            else:
-                own_weights, exponent = nk, None
-            weights = np.zeros((width, n_fits, n_planes))
-            weights[slots, owners] = own_weights[:, None]
-            angles = _plane_angles(tuple(planes), weights.reshape(width, -1), exponent)
-            angles = angles.reshape(n_fits, n_planes)
+            planes = tuple(
+                padded(entries, fill)
+                for entries, fill in (
+                    (rotated[:, first, first], 1.0),
+                    (rotated[:, second, second], 1.0),
+                    (rotated[:, first, second], 0.0),
+                )
+            )
+            weights, exponent = plane_weights(n_planes)
+            angles = _plane_angles(planes, weights, exponent)
+            angles = np.where(sweep[:, None], angles.reshape(n_fits, n_planes), 0.0)
             turns = np.broadcast_to(
                 np.eye(n_features), (n_fits, n_features, n_features)
             ).copy()
