@@ -438,11 +438,10 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
             hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
         )
     hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
-    step = -np.stack(
-        [_shifted_solve(h, g) for h, g in zip(hessian, gradient, strict=True)]
-    )
+    step = -_stacked_shifted_solve(hessian, gradient)
     decrement = -np.einsum("fa,fa->f", gradient, step)
-    return np.tensordot(step, basis, 1), decrement
+    skew = (step @ basis.reshape(n_basis, -1)).reshape(-1, n_features, n_features)
+    return skew, decrement
 
 
 def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
@@ -500,6 +499,25 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
+def _stacked_shifted_solve(hessians, gradients):
+    """:func:`_shifted_solve` of each of several systems, (F, n) and (F, n).
+
+    Where every Hessian is positive definite (the common case) and the
+    solutions finite, one batched Cholesky test and one batched solve;
+    otherwise each system's own shifts.
+    """
+    try:
+        np.linalg.cholesky(hessians)
+        solutions = np.linalg.solve(hessians, gradients[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        solutions = None
+    if solutions is None or not np.all(np.isfinite(solutions)):
+        solutions = np.stack(
+            [_shifted_solve(h, g) for h, g in zip(hessians, gradients, strict=True)]
+        )
+    return solutions
+
+
 def _previous_is_lower(diagonals, shape, volumes, nk, value):
     """Whether one fit's previous blocks give f below ``value``.
 
@@ -539,17 +557,21 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     width = int(max(sizes))
     padding = np.ones((n_fits, width), dtype=bool)
     padding[owners, slots] = False
+    padded_fits, padded_slots = np.nonzero(padding)
 
     def evaluate(log_volumes):
         weights = np.exp(-log_volumes)
         matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
-        factors = np.zeros_like(matrices)
         fine = np.ones(n_fits, dtype=bool)
-        for number, matrix in enumerate(matrices):
-            factor, info = lapack.dpotrf(matrix, lower=1)
-            fine[number] = info == 0
-            # (A failed fit's factor is never inverted: it stops or fails.)
-            factors[number] = np.tril(factor) if info == 0 else np.eye(n_features)
+        try:
+            factors = np.linalg.cholesky(matrices)
+        except np.linalg.LinAlgError:
+            factors = np.zeros_like(matrices)
+            for number, matrix in enumerate(matrices):
+                factor, info = lapack.dpotrf(matrix, lower=1)
+                fine[number] = info == 0
+                # (A failed fit's factor is never inverted: it stops or fails.)
+                factors[number] = np.tril(factor) if info == 0 else np.eye(n_features)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_det = 2.0 * np.sum(
                 np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1
@@ -584,12 +606,11 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
             + padded_traces[:, :, None] * padded_traces[:, None, :] / n_features
         )
         hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
+        # The padding's rows and columns are 0, its gradient 0: with 1 on
+        # the diagonal there, each fit's step is its own (K, K) system's.
+        hessian[padded_fits, padded_slots, padded_slots] = 1.0
         step = np.zeros((n_fits, width))
-        for number in np.flatnonzero(moving):
-            used = ~padding[number]
-            step[number, used] = -_shifted_solve(
-                hessian[number][np.ix_(used, used)], gradient[number, used]
-            )
+        step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
         decrement = -np.einsum("fk,fk->f", gradient, step)
         step = step[owners, slots]
         size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
@@ -607,12 +628,20 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
             accepted = trying & trial_state[4] & (trial_state[0] < value)
             take = accepted[owners]
             log_volumes = np.where(take, trial, log_volumes)
+            # (A fit's state depends on its own volumes alone.)
+            state = (
+                np.where(accepted, trial_state[0], state[0]),
+                np.where(accepted, trial_state[1], state[1]),
+                np.where(accepted[:, None, None], trial_state[2], state[2]),
+                np.where(take, trial_state[3], state[3]),
+                np.where(accepted, trial_state[4], state[4]),
+            )
+            value = state[0]
             trying &= ~accepted
             step = np.where(trying[owners], 0.5 * step, step)
         moving &= ~trying
         if not np.any(moving):
             break
-        state = evaluate(log_volumes)
     return log_volumes if np.all(np.isfinite(log_volumes)) else None
 
 
