@@ -504,10 +504,13 @@ class _Lockstep:
         scatter = self.scatter[where]
         if name in COMMON_ORIENTATION_MODELS:
             states = [fit.current_state() for fit in fits]
-            if any(state is None for state in states):
-                # The first M-step (a second start of the search) is their own.
+            if all(state is None for state in states):
+                # The first M-step: every fit's search from its own starts.
+                previous = None
+            elif any(state is None for state in states):
                 return False
-            previous = np.concatenate([state.covariances for state in states])
+            else:
+                previous = np.concatenate([state.covariances for state in states])
             covariances = stacked_common_orientation(
                 name, nk, scatter, self.reg_covar, sizes, previous
             )

@@ -266,6 +266,9 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), None)
         for unit, (a, b) in zip(units, pairs, strict=True)
     ]
+    # The first M-step: from the identity and, for D > 2, principal axes.
+    stacked = stacking.stacked_common_orientation(name, nk, scatter, 1e-6, sizes, None)
+    np.testing.assert_allclose(stacked, np.concatenate(first), rtol=1e-9, atol=1e-12)
     nk, scatter = _scatters(rng, sizes, n_features)
     own = [
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), previous)
@@ -274,4 +277,27 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
     stacked = stacking.stacked_common_orientation(
         name, nk, scatter, 1e-6, sizes, np.concatenate(first)
     )
+    np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [256, 390])
+def test_stacked_first_m_step_keeps_each_fits_better_start(seed):
+    # Two fits whose first VVE M-steps end at different local minima from
+    # the identity and from principal axes, the identity better for one fit
+    # and the principal axes for the other: the stacked M-step keeps each
+    # fit's better run, as its own M-step does.
+    rng = np.random.RandomState(seed)
+    sizes, n_features = [2, 3], 3
+    nk = rng.uniform(3.0, 30.0, sum(sizes))
+    mixing = rng.normal(size=(sum(sizes), n_features, n_features))
+    mixing = mixing * rng.uniform(0.2, 3.0, size=(sum(sizes), 1, n_features))
+    scatter = nk[:, None, None] * (mixing @ np.swapaxes(mixing, 1, 2) / n_features)
+    bounds = np.cumsum([0, *sizes])
+    own = []
+    for size, a, b in zip(sizes, bounds[:-1], bounds[1:], strict=True):
+        unit = mclust.ConstrainedCovariance(size, n_features, "VVE")
+        own.append(
+            unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(size, bool), None)
+        )
+    stacked = stacking.stacked_common_orientation("VVE", nk, scatter, 1e-6, sizes, None)
     np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)

@@ -246,19 +246,23 @@ COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
 
 
 def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
-    """The M-step of several fits of EVE or VVE, from previous covariances.
+    """The M-step of several fits of EVE or VVE.
 
     ``nk`` (C,), ``scatter`` (C, D, D) and ``previous`` (C, D, D) stacked
     over the fits' components (all with weight), ``sizes`` their numbers
     of components. Each fit's M-step is :meth:`ConstrainedCovariance.maximize`
     from its previous covariances: their decomposition, one pass of the
-    blocks and the final guard. The rounds of plane rotations of all fits
-    are searched together (each fit's planes side by side, its components
-    padded with ones and weight 0 to the largest K: they add exactly 0 to
-    the profile's change); Newton's method on the orientation
-    (:func:`_newton`) runs per fit. Returns the covariances (C, D, D), or
-    None where a fit must take its own M-step (a non positive definite or
-    collapsing component, which that M-step reports).
+    blocks and the final guard. With ``previous`` None (every fit's first
+    M-step) each fit's search starts from the identity and, for D > 2,
+    also from the best of its principal axes, keeping the better of the
+    two (:meth:`ConstrainedCovariance._principal_start`). The rounds of
+    plane rotations of all fits are searched together (each fit's planes
+    side by side, its components padded with ones and weight 0 to the
+    largest K: they add exactly 0 to the profile's change); Newton's method
+    on the orientation (:func:`_newton`) runs per fit. Returns the
+    covariances (C, D, D), or None where a fit must take its own M-step (a
+    non positive definite or collapsing component, which that M-step
+    reports).
     """
     common_volume = name[0] == "E"
     n_fits, n_features = len(sizes), scatter.shape[1]
@@ -268,6 +272,36 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     slots = np.arange(len(nk)) - np.repeat(starts, sizes)
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+    layout = (n_fits, sizes, starts, owners, slots)
+    if previous is None:
+        identity = np.broadcast_to(np.eye(n_features), (n_fits, n_features, n_features))
+        found = _stacked_closed_forms(
+            _stacked_search(identity, scatter, nk, layout, common_volume, False),
+            scatter,
+            nk,
+            layout,
+            common_volume,
+        )
+        if found is None:
+            return None
+        covariances, values = found
+        if n_features > 2:
+            principal = _stacked_principal_axes(scatter, nk, layout, common_volume)
+            if principal is None:
+                return None
+            found = _stacked_closed_forms(
+                _stacked_search(principal, scatter, nk, layout, common_volume, False),
+                scatter,
+                nk,
+                layout,
+                common_volume,
+            )
+            if found is None:
+                return None
+            # The better of the two runs; the first where they tie.
+            better = (found[1] < values)[owners]
+            covariances = np.where(better[:, None, None], found[0], covariances)
+        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
     # The decomposition of the previous covariances (ConstrainedCovariance
     # .decompose, per fit).
     sign, log_det = np.linalg.slogdet(previous)
@@ -293,11 +327,96 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     start_values = _stacked_objective(start_diagonals, shapes, volumes, nk, starts)
     start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
-    # The orientation's rounds of plane rotations, all fits at once.
+    found = _stacked_closed_forms(
+        _stacked_search(vectors, scatter, nk, layout, common_volume, True),
+        scatter,
+        nk,
+        layout,
+        common_volume,
+    )
+    if found is None:
+        return None
+    covariances, values = found
+    # Rounding only: the blocks' steps cannot increase f.
+    keep = (start_values < values)[owners]
+    covariances = np.where(keep[:, None, None], start, covariances)
+    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+
+
+def _stacked_principal_axes(scatter, nk, layout, common_volume):
+    """:meth:`ConstrainedCovariance._principal_start` of each stacked fit.
+
+    The candidates of a fit are the eigenvectors of each of its ``W_k`` and
+    of their sum weighted by ``1 / N_k``, in that order; each is scored by
+    f with the shapes and volumes that suit it, and the first lowest is the
+    fit's start (F, D, D). None where a candidate's shape or volume is not
+    positive and finite (each fit's own M-step then raises).
+    """
+    n_fits, sizes, starts, owners, _ = layout
+    pooled = np.add.reduceat(scatter / nk[:, None, None], starts)
+    # Candidate c of fit f: its own components' axes, then the pooled axes.
+    _, axes = np.linalg.eigh(np.concatenate([scatter, pooled]))
+    counts = sizes + 1
+    candidate_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    own = np.arange(len(nk)) + owners
+    candidates = np.empty(len(axes), dtype=int)
+    candidates[own] = np.arange(len(nk))
+    candidates[candidate_starts + sizes] = len(nk) + np.arange(n_fits)
+    # Every candidate of a fit against every component of that fit.
+    candidate_owner = np.repeat(np.arange(n_fits), counts)
+    pair_candidate = np.repeat(np.arange(len(axes)), sizes[candidate_owner])
+    pair_component = np.concatenate(
+        [
+            np.tile(np.arange(start, start + size), size + 1)
+            for start, size in zip(starts, sizes, strict=True)
+        ]
+    )
+    pair_axes = axes[candidates[pair_candidate]]
+    diagonals = np.einsum(
+        "kji,kjl,kli->ki", pair_axes, scatter[pair_component], pair_axes
+    )
+    # (Where a candidate's block is not positive and finite, each fit's own
+    # M-step raises as its shape or volume step does.)
+    shapes = _normalized(diagonals)
+    if shapes is None:
+        return None
+    pair_nk = nk[pair_component]
+    pair_sizes = sizes[candidate_owner]
+    pair_starts = np.concatenate([[0], np.cumsum(pair_sizes)[:-1]])
+    traces = (diagonals / shapes).sum(axis=1)
+    n_features = scatter.shape[1]
+    if common_volume:
+        volumes = np.add.reduceat(traces, pair_starts) / (
+            np.add.reduceat(pair_nk, pair_starts) * n_features
+        )
+        volumes = np.repeat(volumes, pair_sizes)
+    else:
+        volumes = traces / (pair_nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = _stacked_objective(diagonals, shapes, volumes, pair_nk, pair_starts)
+    values = np.where(np.isnan(values), np.inf, values)
+    best = np.empty(n_fits, dtype=int)
+    for number, (begin, count) in enumerate(zip(candidate_starts, counts, strict=True)):
+        best[number] = begin + int(np.argmin(values[begin : begin + count]))
+    return axes[candidates[best]]
+
+
+def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
+    """The orientation search of each stacked fit, from ``orientations``.
+
+    :func:`skvi._covariance.mclust._rotate_common_orientation` of every fit
+    at once: the rounds of plane rotations (skipped by a ``warm`` fit whose
+    every plane's search stays next to 0), then Newton's method for D > 2.
+    Returns the orientations (F, D, D), or None where a component's
+    rotated scatter is not positive on the diagonal (a collapse).
+    """
+    n_fits, sizes, starts, owners, slots = layout
+    n_features = scatter.shape[1]
+    axes = orientations[owners]
     rotated = np.swapaxes(axes, 1, 2) @ scatter @ axes
     if not np.all(np.diagonal(rotated, axis1=1, axis2=2) > 0):
         return None
-    orientations = vectors
     width = int(sizes.max())
 
     def padded(entries, fill):
@@ -320,7 +439,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         # From the previous orientation, a fit whose every plane's search
         # stays next to 0 skips the sweep (as its own M-step does).
         sweep = np.ones(n_fits, dtype=bool)
-        if n_features > 2:
+        if warm and n_features > 2:
             first, second = np.triu_indices(n_features, 1)
             planes = tuple(
                 padded(entries, fill)
@@ -362,7 +481,20 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             orientations = _stacked_newton(
                 orientations, rotated, nk, sizes, common_volume
             )
-    # The shapes and volumes given the orientation (Shape and Volume.update).
+    return orientations
+
+
+def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
+    """The covariances and f of each fit given its orientation, or None.
+
+    The shapes and volumes given the orientations (F, D, D) are closed
+    forms (Shape and Volume.update); returns the covariances (C, D, D) and
+    f per fit (F,), or None where a block is not positive and finite.
+    """
+    if orientations is None:
+        return None
+    _, sizes, starts, owners, _ = layout
+    n_features = scatter.shape[1]
     axes = orientations[owners]
     diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     shapes = _normalized(diagonals)
@@ -382,10 +514,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     covariances = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(
         axes, 1, 2
     )
-    # Rounding only: the blocks' steps cannot increase f.
-    keep = (start_values < values)[owners]
-    covariances = np.where(keep[:, None, None], start, covariances)
-    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    return covariances, values
 
 
 def _stacked_profile(diagonals, nk, starts, common_volume):
