@@ -531,8 +531,12 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
     return values, sizes
 
 
-def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
-    """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,)."""
+def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
+    """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,).
+
+    Only the fits flagged ``moving`` solve for their step; the others get
+    0 (their Hessians may be anything: they no longer move).
+    """
     basis, products = _skew_basis(rotated.shape[1])
     n_features, n_basis = rotated.shape[1], len(basis)
     diagonals = np.diagonal(rotated, axis1=1, axis2=2)
@@ -567,7 +571,8 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
             hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
         )
     hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
-    step = -_stacked_shifted_solve(hessian, gradient)
+    step = np.zeros_like(gradient)
+    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
     decrement = -np.einsum("fa,fa->f", gradient, step)
     skew = (step @ basis.reshape(n_basis, -1)).reshape(-1, n_features, n_features)
     return skew, decrement
@@ -594,7 +599,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     moving = np.ones(n_fits, dtype=bool)
     for _ in range(MAX_PASSES):
         skew, decrement = _stacked_newton_direction(
-            rotated, nk, owners, starts, common_volume
+            rotated, nk, owners, starts, common_volume, moving
         )
         done = moving & ~(decrement > RTOL * size)
         last = done & (decrement >= 0.0)
