@@ -212,30 +212,21 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
             orientations, 1, 2
         )
         covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
     found = []
     for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
-        blocks = (
-            volumes[begin:end],
-            shapes[number],
-            None if orientations is None else orientations[begin:end],
-            covariances[begin:end],
+        if lower[number]:
+            covariances[begin:end] = previous[number][3]
+            found.append(previous[number])
+            continue
+        found.append(
+            (
+                volumes[begin:end],
+                shapes[number],
+                None if orientations is None else orientations[begin:end],
+                covariances[begin:end],
+            )
         )
-        last = previous[number]
-        if last is not None:
-            old_volumes, old_shape, old_orientations, old_covariances = last
-            own = scatter[begin:end]
-            if old_orientations is None:
-                old_diagonals = np.diagonal(own, axis1=1, axis2=2)
-            else:
-                old_diagonals = np.einsum(
-                    "kji,kjl,kli->ki", old_orientations, own, old_orientations
-                )
-            if _previous_is_lower(
-                old_diagonals, old_shape, old_volumes, nk[begin:end], values[number]
-            ):
-                covariances[begin:end] = old_covariances
-                blocks = last
-        found.append(blocks)
     return covariances, found
 
 
@@ -652,17 +643,38 @@ def _stacked_shifted_solve(hessians, gradients):
     return solutions
 
 
-def _previous_is_lower(diagonals, shape, volumes, nk, value):
-    """Whether one fit's previous blocks give f below ``value``.
+def _previous_are_lower(previous, scatter, nk, sizes, values):
+    """Per fit, whether its previous blocks give f below ``values`` (F,).
 
-    ``diagonals`` are that fit's scatters in the previous orientations. The
-    final guard of a stacked M-step: rounding only, since the blocks' steps
+    ``previous`` holds each fit's blocks or None (then False):
+    ``(volumes (K,), shape (D,), orientations, covariances)`` with
+    orientations None (the identity), one (D, D) or (K, D, D). The final
+    guard of a stacked M-step: rounding only, since the blocks' steps
     cannot increase f, as in :meth:`ConstrainedCovariance.maximize`.
     """
-    n_features = diagonals.shape[1]
-    traces = (diagonals / shape).sum(axis=1)
-    previous = np.sum(nk * n_features * np.log(volumes)) + np.sum(traces / volumes)
-    return previous < value
+    having = np.array([blocks is not None for blocks in previous])
+    lower = np.zeros(len(previous), dtype=bool)
+    if not np.any(having):
+        return lower
+    kept = [blocks for blocks in previous if blocks is not None]
+    kept_sizes = np.asarray(sizes)[having]
+    rows = np.repeat(having, sizes)
+    own = scatter[rows]
+    volumes = np.concatenate([blocks[0] for blocks in kept])
+    shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
+    if kept[0][2] is None:
+        diagonals = np.diagonal(own, axis1=1, axis2=2)
+    else:
+        if kept[0][2].ndim == 2:
+            axes = np.stack([blocks[2] for blocks in kept])
+            axes = np.repeat(axes, kept_sizes, axis=0)
+        else:
+            axes = np.concatenate([blocks[2] for blocks in kept])
+        diagonals = np.einsum("kji,kjl,kli->ki", axes, own, axes)
+    kept_starts = np.concatenate([[0], np.cumsum(kept_sizes)[:-1]])
+    old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
+    lower[having] = old < values[having]
+    return lower
 
 
 def _stacked_objective(diagonals, shapes, volumes, nk, starts):
@@ -830,24 +842,19 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
         axes * (volumes[:, None] * component_shapes)[:, None, :]
     ) @ np.swapaxes(axes, 1, 2)
     covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
     found = []
     for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
-        blocks = (
-            volumes[begin:end],
-            shapes[number],
-            orientations[number],
-            covariances[begin:end],
-        )
-        last = previous[number]
-        if last is not None:
-            old_volumes, old_shape, old_orientation, old_covariances = last
-            old_diagonals = np.einsum(
-                "ji,kjl,li->ki", old_orientation, scatter[begin:end], old_orientation
+        if lower[number]:
+            covariances[begin:end] = previous[number][3]
+            found.append(previous[number])
+            continue
+        found.append(
+            (
+                volumes[begin:end],
+                shapes[number],
+                orientations[number],
+                covariances[begin:end],
             )
-            if _previous_is_lower(
-                old_diagonals, old_shape, old_volumes, nk[begin:end], values[number]
-            ):
-                covariances[begin:end] = old_covariances
-                blocks = last
-        found.append(blocks)
+        )
     return covariances, found
