@@ -42,7 +42,9 @@ For a common orientation with Variable shapes (EVE, VVE), the shapes and
 volumes given D are closed forms, so f is minimised over D alone, the
 profile (see :func:`_rotate_common_orientation`): one sweep of plane
 rotations, each plane turned to the minimum of a one-dimensional search,
-then Newton's method on the rotations. mclust and Browne & McNicholas
+then Newton's method on the rotations (from the previous M-step's
+orientation, Newton's method alone where no plane's search would leave
+it). mclust and Browne & McNicholas
 (2014) instead alternate a majorization-minimization (MM) step for D (the
 polar factor of ``sum_k (omega_k D - W_k D M_k)``) with the shapes and
 volumes; it is an ascent step too, but converges far too slowly to iterate
@@ -748,8 +750,14 @@ def _rotate_common_orientation(blocks, common_volume):
     an upper bound equal to it at the start (Jensen's inequality on
     ``g_k = exp(mean_i log b_k,i)``, a majorization-minimization step), so
     every round decreases f. With two features the one plane is minimised
-    exactly at once. Sweeps stop when what is left to gain is below RTOL
-    times the size of f's terms.
+    exactly at once; with more, Newton's method on D follows the sweep
+    (:func:`_newton`). From the previous M-step's orientation (EM's next
+    step), where no plane's search would leave the neighbourhood of 0
+    (:func:`_plane_search_stays`, one evaluation of every plane's
+    candidates), the sweep is skipped: Newton's method from there reaches
+    the same minimum, in the 2-3 steps it takes after a sweep anyway, and
+    the sweep's rounds of one-dimensional Newton steps were most of the
+    M-step's time.
     """
     active = blocks.active
     nk = blocks.nk[active]
