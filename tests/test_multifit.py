@@ -267,17 +267,21 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
         for unit, (a, b) in zip(units, pairs, strict=True)
     ]
     # The first M-step: from the identity and, for D > 2, principal axes.
-    stacked = stacking.stacked_common_orientation(name, nk, scatter, 1e-6, sizes, None)
+    stacked, blocks = stacking.stacked_common_orientation(
+        name, nk, scatter, 1e-6, sizes, None
+    )
     np.testing.assert_allclose(stacked, np.concatenate(first), rtol=1e-9, atol=1e-12)
     nk, scatter = _scatters(rng, sizes, n_features)
     own = [
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), previous)
         for unit, (a, b), previous in zip(units, pairs, first, strict=True)
     ]
-    stacked = stacking.stacked_common_orientation(
-        name, nk, scatter, 1e-6, sizes, np.concatenate(first)
-    )
-    np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
+    # From the previous covariances, and from the blocks of the first step.
+    for previous in (np.concatenate(first), blocks):
+        stacked, _ = stacking.stacked_common_orientation(
+            name, nk, scatter, 1e-6, sizes, previous
+        )
+        np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", [256, 390])
@@ -299,7 +303,9 @@ def test_stacked_first_m_step_keeps_each_fits_better_start(seed):
         own.append(
             unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(size, bool), None)
         )
-    stacked = stacking.stacked_common_orientation("VVE", nk, scatter, 1e-6, sizes, None)
+    stacked, _ = stacking.stacked_common_orientation(
+        "VVE", nk, scatter, 1e-6, sizes, None
+    )
     np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
 
 

@@ -239,20 +239,25 @@ COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
 def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     """The M-step of several fits of EVE or VVE.
 
-    ``nk`` (C,), ``scatter`` (C, D, D) and ``previous`` (C, D, D) stacked
-    over the fits' components (all with weight), ``sizes`` their numbers
-    of components. Each fit's M-step is :meth:`ConstrainedCovariance.maximize`
-    from its previous covariances: their decomposition, one pass of the
-    blocks and the final guard. With ``previous`` None (every fit's first
-    M-step) each fit's search starts from the identity and, for D > 2,
-    also from the best of its principal axes, keeping the better of the
-    two (:meth:`ConstrainedCovariance._principal_start`). The rounds of
-    plane rotations of all fits are searched together (each fit's planes
-    side by side, its components padded with ones and weight 0 to the
-    largest K: they add exactly 0 to the profile's change); Newton's method
-    on the orientation (:func:`_newton`) runs per fit. Returns the
-    covariances (C, D, D), or None where a fit must take its own M-step (a
-    non positive definite or collapsing component, which that M-step
+    ``nk`` (C,) and ``scatter`` (C, D, D) stacked over the fits' components
+    (all with weight), ``sizes`` their numbers of components. Each fit's
+    M-step is :meth:`ConstrainedCovariance.maximize` from its previous
+    parameters: ``previous`` is None (every fit's first M-step: each fit's
+    search starts from the identity and, for D > 2, also from the best of
+    its principal axes, keeping the better of the two, as
+    :meth:`ConstrainedCovariance._principal_start` does), the previous
+    covariances (C, D, D) (their decomposition), or per fit the blocks this
+    function returned for it last time (the same start without the
+    decomposition: the orientation's axes sorted as the decomposition
+    sorts them, which leaves the search as it is up to rounding). Then one
+    pass of the blocks and the final guard. The rounds of plane rotations
+    of all fits are searched together (each fit's planes side by side, its
+    components padded with ones and weight 0 to the largest K: they add
+    exactly 0 to the profile's change); Newton's method on the orientation
+    (:func:`_newton`) runs per fit. Returns the covariances (C, D, D) and
+    each fit's blocks ``(volumes (K,), shapes (K, D), orientation (D, D),
+    covariances (K, D, D))``, or None where a fit must take its own M-step
+    (a non positive definite or collapsing component, which that M-step
     reports).
     """
     common_volume = name[0] == "E"
@@ -264,37 +269,80 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
     layout = (n_fits, sizes, starts, owners, slots)
-    if previous is None:
-        identity = np.broadcast_to(np.eye(n_features), (n_fits, n_features, n_features))
-        found = _stacked_closed_forms(
-            _stacked_search(identity, scatter, nk, layout, common_volume, False),
-            scatter,
-            nk,
-            layout,
-            common_volume,
-        )
+
+    def run(orientations, warm):
+        """The search from ``orientations``, then the closed forms."""
+        found = _stacked_search(orientations, scatter, nk, layout, common_volume, warm)
         if found is None:
             return None
-        covariances, values = found
+        closed = _stacked_closed_forms(found, scatter, nk, layout, common_volume)
+        return None if closed is None else (found, *closed)
+
+    if previous is None:
+        identity = np.broadcast_to(np.eye(n_features), (n_fits, n_features, n_features))
+        found = run(identity, False)
+        if found is None:
+            return None
+        orientations, covariances, values, volumes, shapes = found
         if n_features > 2:
             principal = _stacked_principal_axes(scatter, nk, layout, common_volume)
-            if principal is None:
-                return None
-            found = _stacked_closed_forms(
-                _stacked_search(principal, scatter, nk, layout, common_volume, False),
-                scatter,
-                nk,
-                layout,
-                common_volume,
-            )
-            if found is None:
+            other = None if principal is None else run(principal, False)
+            if other is None:
                 return None
             # The better of the two runs; the first where they tie.
-            better = (found[1] < values)[owners]
-            covariances = np.where(better[:, None, None], found[0], covariances)
-        return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
-    # The decomposition of the previous covariances (ConstrainedCovariance
-    # .decompose, per fit).
+            better = other[2] < values
+            taken = better[owners]
+            orientations = np.where(better[:, None, None], other[0], orientations)
+            covariances = np.where(taken[:, None, None], other[1], covariances)
+            volumes = np.where(taken, other[3], volumes)
+            shapes = np.where(taken[:, None], other[4], shapes)
+    else:
+        if isinstance(previous, list):
+            begun = _start_of_blocks(previous, layout)
+        else:
+            begun = _start_of_covariances(previous, layout, common_volume)
+        if begun is None:
+            return None
+        vectors, start_volumes, start_shapes, start = begun
+        axes = vectors[owners]
+        start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+        start_values = _stacked_objective(
+            start_diagonals, start_shapes, start_volumes, nk, starts
+        )
+        found = run(vectors, True)
+        if found is None:
+            return None
+        orientations, covariances, values, volumes, shapes = found
+        # Rounding only: the blocks' steps cannot increase f.
+        keep = start_values < values
+        kept = keep[owners]
+        covariances = np.where(kept[:, None, None], start, covariances)
+        orientations = np.where(keep[:, None, None], vectors, orientations)
+        volumes = np.where(kept, start_volumes, volumes)
+        shapes = np.where(kept[:, None], start_shapes, shapes)
+    covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    blocks = [
+        (
+            volumes[begin : begin + size],
+            shapes[begin : begin + size],
+            orientations[number],
+            covariances[begin : begin + size],
+        )
+        for number, (begin, size) in enumerate(zip(starts, sizes, strict=True))
+    ]
+    return covariances, blocks
+
+
+def _start_of_covariances(previous, layout, common_volume):
+    """The start of each fit's search from its previous covariances.
+
+    :meth:`ConstrainedCovariance.decompose` per fit: the orientation (F, D,
+    D) with its axes in decreasing order of the mean log shape, the volumes
+    (C,), the shapes (C, D) and the covariances they make (C, D, D); None
+    where a covariance is not positive definite.
+    """
+    n_fits, sizes, starts, owners, slots = layout
+    n_features = previous.shape[1]
     sign, log_det = np.linalg.slogdet(previous)
     if not np.all(sign > 0):
         return None
@@ -310,28 +358,35 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
     if shapes is None:
         return None
+    vectors, shapes = _sorted_axes(vectors, shapes, layout)
+    axes = vectors[owners]
+    start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
+    return vectors, volumes, shapes, start
+
+
+def _start_of_blocks(previous, layout):
+    """The start of each fit's search from the blocks it returned last.
+
+    As :func:`_start_of_covariances` gives it from their covariances, up to
+    rounding and the signs of the axes (which the search does not see),
+    without the decomposition.
+    """
+    volumes = np.concatenate([blocks[0] for blocks in previous])
+    shapes = np.concatenate([blocks[1] for blocks in previous])
+    vectors = np.stack([blocks[2] for blocks in previous])
+    start = np.concatenate([blocks[3] for blocks in previous])
+    vectors, shapes = _sorted_axes(vectors, shapes, layout)
+    return vectors, volumes, shapes, start
+
+
+def _sorted_axes(vectors, shapes, layout):
+    """Axes (F, D, D) and shapes (C, D) by decreasing mean log shape."""
+    _, sizes, starts, owners, _ = layout
     key = np.add.reduceat(np.log(shapes), starts) / sizes[:, None]
     order = np.argsort(-key, axis=1, kind="stable")
     vectors = np.take_along_axis(vectors, order[:, None, :], axis=2)
     shapes = np.take_along_axis(shapes, order[owners], axis=1)
-    axes = vectors[owners]
-    start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
-    start_values = _stacked_objective(start_diagonals, shapes, volumes, nk, starts)
-    start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
-    found = _stacked_closed_forms(
-        _stacked_search(vectors, scatter, nk, layout, common_volume, True),
-        scatter,
-        nk,
-        layout,
-        common_volume,
-    )
-    if found is None:
-        return None
-    covariances, values = found
-    # Rounding only: the blocks' steps cannot increase f.
-    keep = (start_values < values)[owners]
-    covariances = np.where(keep[:, None, None], start, covariances)
-    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    return vectors, shapes
 
 
 def _stacked_principal_axes(scatter, nk, layout, common_volume):
@@ -479,11 +534,10 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     """The covariances and f of each fit given its orientation, or None.
 
     The shapes and volumes given the orientations (F, D, D) are closed
-    forms (Shape and Volume.update); returns the covariances (C, D, D) and
-    f per fit (F,), or None where a block is not positive and finite.
+    forms (Shape and Volume.update); returns the covariances (C, D, D), f
+    per fit (F,), the volumes (C,) and the shapes (C, D), or None where a
+    block is not positive and finite.
     """
-    if orientations is None:
-        return None
     _, sizes, starts, owners, _ = layout
     n_features = scatter.shape[1]
     axes = orientations[owners]
@@ -505,7 +559,7 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     covariances = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(
         axes, 1, 2
     )
-    return covariances, values
+    return covariances, values, volumes, shapes
 
 
 def _stacked_profile(diagonals, nk, starts, common_volume):
