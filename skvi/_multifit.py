@@ -235,8 +235,7 @@ class _Fit:
         ):
             # mclust's other models: one stacked M-step per model.
             self.group = unit.name
-        # The blocks of the latest stacked M-step of VEI, VEV, VEE, EVE or
-        # VVE, its next start.
+        # The blocks of the latest stacked VEI or VEV M-step, its next start.
         self.blocks = None
         # Where a fit that left in an E-step goes on alone from: its state
         # and its run so far (skvi._batch.ascend's ``resume``).
