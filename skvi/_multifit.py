@@ -514,17 +514,23 @@ class _Lockstep:
         means = self.xbar[where].copy()
         scatter = self.scatter[where]
         if name in COMMON_ORIENTATION_MODELS:
-            states = [fit.current_state() for fit in fits]
-            if any(state is None for state in states):
-                # The first M-step (a second start of the search) is their own.
-                return False
-            previous = np.concatenate([state.covariances for state in states])
-            covariances = stacked_common_orientation(
+            previous = [fit.blocks for fit in fits]
+            if any(blocks is None for blocks in previous):
+                # The first M-step (every fit's search from its own starts),
+                # or after a fit's own M-step (from its covariances).
+                states = [fit.current_state() for fit in fits]
+                if all(state is None for state in states):
+                    previous = None
+                elif any(state is None for state in states):
+                    return False
+                else:
+                    previous = np.concatenate([state.covariances for state in states])
+            found = stacked_common_orientation(
                 name, nk, scatter, self.reg_covar, sizes, previous
             )
-            if covariances is None:
+            if found is None:
                 return False
-            blocks = [None] * len(fits)
+            covariances, blocks = found
         elif name in (*JOINT_SHAPE_MODELS, "VEE"):
             previous = [fit.blocks for fit in fits]
             if name == "VEE":
