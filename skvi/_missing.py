@@ -67,6 +67,7 @@ Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
 
 import functools
+import os
 import threading
 
 import numpy as np
@@ -175,6 +176,8 @@ class IncompleteRows:
             ]
         self._plan = plan
         self._blocks = None
+        # The compiled kernels and their arrays, where they made the blocks.
+        self._compiled = None
         self._quadratic = self._log_det = None
         # With one shared center, the kernel's sums keep these rows as
         # filled in with the center (e_m = 0) and statistics() returns what
@@ -219,6 +222,12 @@ class IncompleteRows:
         )
         self._entry_rows = positions if order is None else order[positions]
         self._coordinates = coordinates
+        self._compiled = None
+        if not plan.whitened:
+            kernels = compiled_kernels()
+            if kernels is not None:
+                self._compiled_blocks(plan, kernels, sizes, order, coordinates)
+                return
         # The entries by coordinate, each coordinate's one slice, with their
         # rows' [1, e] (float64), for the products and the statistics.
         self._by_coordinate = np.argsort(_small(coordinates), kind="stable")
@@ -283,6 +292,72 @@ class IncompleteRows:
                 gradient[:, entries].reshape(n_components, n_members, size),
                 self._fill[:, entries].reshape(n_components, n_members, size),
             )
+
+    def _compiled_blocks(self, plan, kernels, sizes, order, coordinates):
+        """Every row's corrections by the compiled loop (skvi._missing_numba).
+
+        ``sizes`` are the rows' numbers of missing entries in the order of
+        ``order`` (None: the rows' own), ``coordinates`` their missing
+        coordinates, row after row in that order. Keeps the arrays the
+        statistics need and the same blocks (views) as :meth:`_add_block`.
+        """
+        unit = plan.unit
+        n_components = unit.n_components
+        n_rows = self.mask.shape[0]
+        dense = np.ascontiguousarray(_dense_precisions(unit, plan.precisions), float)
+        members = np.arange(n_rows) if order is None else order.astype(np.intp)
+        sizes = sizes.astype(np.intp)
+        starts = np.zeros(n_rows + 1, dtype=np.intp)
+        np.cumsum(sizes, out=starts[1:])
+        cells = sizes * sizes
+        block_starts = np.cumsum(cells) - cells
+        rows = np.ascontiguousarray(self.centered.T, dtype=float)
+        coordinates = np.ascontiguousarray(coordinates, dtype=np.intp)
+        self.quadratic = np.empty((n_components, n_rows))
+        self.log_det = np.empty((n_components, n_rows))
+        self._fill = np.empty((n_components, len(coordinates)))
+        covariance = np.empty((dense.shape[0], int(cells.sum())))
+        kernels.conditional_blocks(
+            dense,
+            rows,
+            members,
+            starts,
+            coordinates,
+            np.ascontiguousarray(self.groups, dtype=np.intp),
+            np.ascontiguousarray(plan.weighted_shifts, dtype=float),
+            block_starts,
+            self.quadratic,
+            self.log_det,
+            self._fill,
+            covariance,
+        )
+        self._compiled = (kernels, rows, members, starts, covariance, block_starts)
+        # The blocks of rows with as many missing entries, as views.
+        first_row = 0
+        for size, n_members in enumerate(np.bincount(sizes)):
+            if size == 0 or n_members == 0:
+                first_row += n_members
+                continue
+            positions = slice(first_row, first_row + n_members)
+            first_row = positions.stop
+            entries = slice(starts[positions.start], starts[positions.stop])
+            block = members[positions]
+            missing = coordinates[entries].reshape(n_members, size)
+            fill = self._fill[:, entries].reshape(n_components, n_members, size)
+            cell = block_starts[positions.start]
+            block_covariance = covariance[
+                :, cell : cell + n_members * size * size
+            ].reshape(-1, n_members, size, size)
+            if dense.shape[0] == 1:
+                block_covariance = np.broadcast_to(
+                    block_covariance, (n_components,) + block_covariance.shape[1:]
+                )
+            u = None
+            if not self.in_kernel:
+                groups = self.groups[block]
+                shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+                u = shifts - fill
+            self._blocks.append((block, missing, fill, block_covariance, u))
 
     def _gradients(self, plan, dense, coordinates):
         """``g = (Lambda_k z)_j`` of every entry (K, entries), z = x - mu_k.
@@ -641,6 +716,22 @@ class IncompleteRows:
         if self._blocks is None:
             self._build_blocks(plan)
         first = np.zeros((n_components, n_features))
+        if self._compiled is not None:
+            kernels, rows, members, starts, covariance, block_starts = self._compiled
+            second = np.zeros((n_components, n_features, n_features))
+            kernels.conditional_statistics(
+                np.ascontiguousarray(weighted_resp, dtype=float),
+                rows,
+                members,
+                starts,
+                self._coordinates,
+                self._fill,
+                covariance,
+                block_starts,
+                first,
+                second,
+            )
+            return counts, first, second
         cross = np.zeros((n_components, n_features, n_features))
         # w r delta of every entry.
         n_entries = self._fill.shape[1]
@@ -765,6 +856,37 @@ def _apply(matrices, vectors):
         for j in range(1, size):
             out[..., i] += matrices[..., i, j] * vectors[..., j]
     return out
+
+
+# Whether rows with missing entries may use the compiled kernels
+# (skvi._missing_numba) where numba is importable: set the environment
+# variable SKVI_NUMBA=0 to keep the NumPy path, or this attribute at run time
+# (the tests run both paths on the same data).
+USE_NUMBA = os.environ.get("SKVI_NUMBA", "1") != "0"
+
+# The compiled kernels' module once imported, False where numba is not
+# importable, None before the first chunk with missing entries asks.
+_KERNELS = None
+
+
+def compiled_kernels():
+    """The compiled kernels (the module skvi._missing_numba), or None.
+
+    None where :data:`USE_NUMBA` is off or numba cannot be imported. numba
+    is imported here, on the first chunk with missing entries, never with
+    skvi: fits of complete data do not pay its import.
+    """
+    global _KERNELS
+    if not USE_NUMBA:
+        return None
+    if _KERNELS is None:
+        try:
+            from . import _missing_numba
+        except ImportError:
+            _KERNELS = False
+        else:
+            _KERNELS = _missing_numba
+    return _KERNELS or None
 
 
 # With diagonal precisions about one center, every row of a chunk takes the
