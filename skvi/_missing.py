@@ -178,6 +178,8 @@ class IncompleteRows:
         self._blocks = None
         # The compiled kernels and their arrays, where they made the blocks.
         self._compiled = None
+        # The entropy's sums from the last statistics (compiled kernels).
+        self._entropy = None
         self._quadratic = self._log_det = None
         # With one shared center, the kernel's sums keep these rows as
         # filled in with the center (e_m = 0) and statistics() returns what
@@ -202,8 +204,6 @@ class IncompleteRows:
         unit = plan.unit
         n_components = unit.n_components
         n_rows, n_features = self.mask.shape
-        self.quadratic = np.empty((n_components, n_rows))
-        self.log_det = np.empty((n_components, n_rows))
         # For each: the rows, their missing coordinates (in increasing
         # order), the fill (conditional mean minus the center), the
         # conditional covariance of each component and u (see
@@ -228,6 +228,8 @@ class IncompleteRows:
             if kernels is not None:
                 self._compiled_blocks(plan, kernels, sizes, order, coordinates)
                 return
+        self.quadratic = np.empty((n_components, n_rows))
+        self.log_det = np.empty((n_components, n_rows))
         # The entries by coordinate, each coordinate's one slice, with their
         # rows' [1, e] (float64), for the products and the statistics.
         self._by_coordinate = np.argsort(_small(coordinates), kind="stable")
@@ -298,41 +300,71 @@ class IncompleteRows:
 
         ``sizes`` are the rows' numbers of missing entries in the order of
         ``order`` (None: the rows' own), ``coordinates`` their missing
-        coordinates, row after row in that order. Keeps the arrays the
-        statistics need and the same blocks (views) as :meth:`_add_block`.
+        coordinates, row after row in that order. The kernels keep the
+        component last: ``quadratic``, ``log_det`` and the fills are
+        transposed views. Keeps the arrays the statistics need, and the
+        same blocks (views) as :meth:`_add_block`.
         """
-        unit = plan.unit
-        n_components = unit.n_components
+        n_components = plan.unit.n_components
         n_rows = self.mask.shape[0]
-        dense = np.ascontiguousarray(_dense_precisions(unit, plan.precisions), float)
+        precisions, weighted_shifts = _component_last(plan)
+        n_precisions = precisions.shape[-1]
         members = np.arange(n_rows) if order is None else order.astype(np.intp)
         sizes = sizes.astype(np.intp)
         starts = np.zeros(n_rows + 1, dtype=np.intp)
         np.cumsum(sizes, out=starts[1:])
         cells = sizes * sizes
         block_starts = np.cumsum(cells) - cells
-        rows = np.ascontiguousarray(self.centered.T, dtype=float)
+        rows = np.ascontiguousarray(self.centered.T)
         coordinates = np.ascontiguousarray(coordinates, dtype=np.intp)
-        self.quadratic = np.empty((n_components, n_rows))
-        self.log_det = np.empty((n_components, n_rows))
-        self._fill = np.empty((n_components, len(coordinates)))
-        covariance = np.empty((dense.shape[0], int(cells.sum())))
+        quadratic = np.empty((n_rows, n_components))
+        log_det = np.empty((n_rows, n_components))
+        corrections = np.empty((n_rows, n_components))
+        fill = np.empty((len(coordinates), n_components))
+        covariance = np.empty((int(cells.sum()), n_precisions))
         kernels.conditional_blocks(
-            dense,
+            precisions,
             rows,
             members,
             starts,
             coordinates,
             np.ascontiguousarray(self.groups, dtype=np.intp),
-            np.ascontiguousarray(plan.weighted_shifts, dtype=float),
+            weighted_shifts,
             block_starts,
-            self.quadratic,
-            self.log_det,
-            self._fill,
+            plan.scale,
+            plan.log_density,
+            quadratic,
+            log_det,
+            corrections,
+            fill,
             covariance,
         )
-        self._compiled = (kernels, rows, members, starts, covariance, block_starts)
-        # The blocks of rows with as many missing entries, as views.
+        self.quadratic, self.log_det, self._fill = quadratic.T, log_det.T, fill.T
+        self._corrections = corrections.T
+        self._entropy = None
+        self._compiled = (kernels, rows, members, starts, fill, covariance)
+        self._block_starts = block_starts
+        self._blocks = None  # views, built by _block_list where asked for
+
+    def _block_list(self):
+        """The blocks of rows with as many missing entries (see _add_block).
+
+        Each is ``(members, missing, fill, covariance, u)``. Built on first
+        use: where the compiled kernels made the corrections, only the
+        less common paths (local centers, repairs, conditional moments)
+        ask for them, and they are views of the kernels' arrays.
+        """
+        if self._blocks is not None:
+            return self._blocks
+        if self._compiled is None:
+            self._build_blocks(self._plan)
+            return self._blocks
+        plan = self._plan
+        n_components = plan.unit.n_components
+        _, _, members, starts, _, covariance = self._compiled
+        n_precisions = covariance.shape[1]
+        sizes = np.diff(starts)
+        self._blocks = []
         first_row = 0
         for size, n_members in enumerate(np.bincount(sizes)):
             if size == 0 or n_members == 0:
@@ -342,13 +374,17 @@ class IncompleteRows:
             first_row = positions.stop
             entries = slice(starts[positions.start], starts[positions.stop])
             block = members[positions]
-            missing = coordinates[entries].reshape(n_members, size)
+            missing = self._coordinates[entries].reshape(n_members, size)
             fill = self._fill[:, entries].reshape(n_components, n_members, size)
-            cell = block_starts[positions.start]
-            block_covariance = covariance[
-                :, cell : cell + n_members * size * size
-            ].reshape(-1, n_members, size, size)
-            if dense.shape[0] == 1:
+            cell = self._block_starts[positions.start]
+            block_covariance = np.moveaxis(
+                covariance[cell : cell + n_members * size * size].reshape(
+                    n_members, size, size, n_precisions
+                ),
+                -1,
+                0,
+            )
+            if n_precisions == 1:
                 block_covariance = np.broadcast_to(
                     block_covariance, (n_components,) + block_covariance.shape[1:]
                 )
@@ -358,6 +394,7 @@ class IncompleteRows:
                 shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
                 u = shifts - fill
             self._blocks.append((block, missing, fill, block_covariance, u))
+        return self._blocks
 
     def _gradients(self, plan, dense, coordinates):
         """``g = (Lambda_k z)_j`` of every entry (K, entries), z = x - mu_k.
@@ -554,9 +591,7 @@ class IncompleteRows:
         per component the mean (K, n_s, s) and covariance (K, n_s, s, s) of
         the missing entries given the observed ones.
         """
-        if self._blocks is None:
-            self._build_blocks(plan)
-        for members, missing, fill, cov, _ in self._blocks:
+        for members, missing, fill, cov, _ in self._block_list():
             centers = plan.centers[self.groups[members][:, np.newaxis], missing]
             yield members, missing, fill + centers, cov
 
@@ -574,6 +609,8 @@ class IncompleteRows:
             for g, rows in self._group_slices:
                 corrections[:, rows] = coefficients[g] @ self._float_mask[rows].T
             return corrections
+        if self._compiled is not None and plan is self._plan:
+            return self._corrections
         if not plan.log_density:
             return plan.scale * self.quadratic
         # scale = -1/2: -(quadratic + log det) / 2 + s log(2 pi) / 2.
@@ -626,10 +663,8 @@ class IncompleteRows:
         if unit.diagonal_precision:
             parts = [(np.nonzero(flagged), None, None)]
         else:
-            if self._blocks is None:
-                self._build_blocks(plan)
             parts = []
-            for members, missing, _, covariance, _ in self._blocks:
+            for members, missing, _, covariance, _ in self._block_list():
                 components, index = np.nonzero(flagged[:, members])
                 if components.size:
                     pairs = (components, members[index])
@@ -675,9 +710,12 @@ class IncompleteRows:
             mass = self._missing_mass(weighted_resp)
             per_entry = 0.5 * (1.0 + LOG_2PI - np.log(self._diagonals))
             return float(np.sum(mass * per_entry))
-        masses = np.sum(weighted_resp, axis=0)
-        constant = 0.5 * (1.0 + LOG_2PI) * float(masses @ self.n_missing)
-        return constant - 0.5 * float(np.vdot(weighted_resp, self.log_det))
+        if self._entropy is not None and self._entropy[0] is weighted_resp:
+            missing_mass, log_det_mass = self._entropy[1]
+        else:
+            missing_mass = float(np.sum(weighted_resp, axis=0) @ self.n_missing)
+            log_det_mass = float(np.vdot(weighted_resp, self.log_det))
+        return 0.5 * (1.0 + LOG_2PI) * missing_mass - 0.5 * log_det_mass
 
     def statistics(self, weighted_resp):
         """These rows' statistics, or what completes the kernel's sums of them.
@@ -713,25 +751,28 @@ class IncompleteRows:
             diagonal = np.arange(n_features)
             second[:, diagonal, diagonal] = mass * (shifts**2 + 1.0 / self._diagonals)
             return counts, first, second
-        if self._blocks is None:
-            self._build_blocks(plan)
         first = np.zeros((n_components, n_features))
         if self._compiled is not None:
-            kernels, rows, members, starts, covariance, block_starts = self._compiled
-            second = np.zeros((n_components, n_features, n_features))
-            kernels.conditional_statistics(
+            kernels, rows, members, starts, fill, covariance = self._compiled
+            # Component last, as the kernels keep it.
+            first = np.zeros((n_features, n_components))
+            second = np.zeros((n_features, n_features, n_components))
+            masses = kernels.conditional_statistics(
                 np.ascontiguousarray(weighted_resp, dtype=float),
                 rows,
                 members,
                 starts,
                 self._coordinates,
-                self._fill,
+                fill,
                 covariance,
-                block_starts,
+                self._block_starts,
+                self.log_det.T,
                 first,
                 second,
             )
-            return counts, first, second
+            # The entropy's sums, for entropy() of the same responsibilities.
+            self._entropy = (weighted_resp, masses)
+            return counts, first.T, np.moveaxis(second, -1, 0)
         cross = np.zeros((n_components, n_features, n_features))
         # w r delta of every entry.
         n_entries = self._fill.shape[1]
@@ -742,7 +783,7 @@ class IncompleteRows:
         # missing entries, summed by the entry (D, D) they fall on.
         lefts, rights, owners, covariances = [], [], [], []
         first_entry = 0
-        for members, missing, _, covariance, _ in self._blocks:
+        for members, missing, _, covariance, _ in self._block_list():
             n_members, size = missing.shape
             a, b = _upper_pairs(size)
             starts = first_entry + size * np.arange(n_members)[:, np.newaxis]
@@ -802,15 +843,13 @@ class IncompleteRows:
         first = np.empty((n_components, n_features))
         second = np.zeros((n_components, n_features, n_features))
         diagonal = plan.unit.diagonal_precision
-        if not diagonal and self._blocks is None:
-            self._build_blocks(plan)
         for k in range(n_components):
             y = np.where(self.mask, 0.0, observed - references[k])
             if diagonal:
                 # The conditional mean of a missing coordinate is mu_kj.
                 y += self.mask * offsets[k]
             else:
-                for members, missing, _, _, u in self._blocks:
+                for members, missing, _, _, u in self._block_list():
                     y[members[:, np.newaxis], missing] = offsets[k][missing] - u[k]
             weights = weighted_resp[k]
             first[k] = weights @ y
@@ -829,7 +868,7 @@ class IncompleteRows:
         n_components = weighted_resp.shape[0]
         n_features = self.mask.shape[1]
         sums = np.zeros((n_components, n_features * n_features))
-        for members, missing, _, covariance, _ in self._blocks:
+        for members, missing, _, covariance, _ in self._block_list():
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
             flat = flat.ravel()
             weights = weighted_resp[:, members, np.newaxis, np.newaxis]
@@ -975,6 +1014,22 @@ def _dense_precisions(unit, precisions):
     if dense.strides[0] == 0:
         return dense[:1]
     return np.ascontiguousarray(dense)
+
+
+def _component_last(plan):
+    """The dense precisions (D, D, P) and ``Lambda_k d`` (G, D, K), component last.
+
+    The layouts of the compiled kernels, kept on the plan: every chunk asks.
+    """
+    arrays = plan.__dict__.get("_component_last")
+    if arrays is None:
+        dense = _dense_precisions(plan.unit, plan.precisions)
+        arrays = (
+            np.ascontiguousarray(np.moveaxis(dense, 0, -1), dtype=float),
+            np.ascontiguousarray(np.swapaxes(plan.weighted_shifts, 1, 2), float),
+        )
+        plan.__dict__["_component_last"] = arrays
+    return arrays
 
 
 def _inverted_blocks(dense, missing, n_components):
