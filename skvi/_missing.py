@@ -88,7 +88,7 @@ def missing_mask(chunk):
 
 
 def incomplete_columns(plan, mask):
-    """The rows of a chunk with missing entries, by their number of them.
+    """The rows of a chunk with missing entries, and their numbers of them.
 
     So ordered, each number's rows are one slice of IncompleteRows' arrays.
     Rows about local centers keep their order (sorted by center), and
@@ -96,6 +96,8 @@ def incomplete_columns(plan, mask):
     center and many missing entries, ``slice(None)``: every row, complete
     ones included (their corrections are products with a zero mask row,
     exactly 0), which costs less than gathering the incomplete ones.
+    Returns ``(columns, counts)``: the counts of those rows (None with
+    ``slice(None)``), for :class:`IncompleteRows`.
     """
     if (
         plan.n_groups == 1
@@ -103,12 +105,14 @@ def incomplete_columns(plan, mask):
         and np.count_nonzero(mask) >= ALL_ROWS_ENTRIES * mask.shape[0]
         and _finite_diagonal_terms(plan)
     ):
-        return slice(None)
+        return slice(None), None
     counts = _counts(mask)
     if plan.n_groups > 1 or plan.unit.diagonal_precision:
-        return np.flatnonzero(counts)
-    order = np.argsort(counts, kind="stable")  # a radix sort of small integers
-    return order[np.count_nonzero(counts == 0) :]
+        columns = np.flatnonzero(counts)
+    else:
+        order = np.argsort(counts, kind="stable")  # a radix sort of small integers
+        columns = order[np.count_nonzero(counts == 0) :]
+    return columns, counts[columns]
 
 
 def _finite_diagonal_terms(plan):
@@ -143,6 +147,8 @@ class IncompleteRows:
         True at the missing entries.
     groups : ndarray of shape (n,) or None
         The center each row was expanded about (None: all about the first).
+    n_missing : ndarray of shape (n,) or None
+        The number of missing entries of each row, where known.
 
     Attributes
     ----------
@@ -154,11 +160,11 @@ class IncompleteRows:
     n_missing : ndarray of shape (n,)
     """
 
-    def __init__(self, plan, rows, centered, mask, groups=None):
+    def __init__(self, plan, rows, centered, mask, groups=None, n_missing=None):
         unit = plan.unit
         self.rows = rows
         self.mask = mask
-        self._n_missing = None
+        self._n_missing = n_missing
         if groups is None:
             groups = np.zeros(rows.shape[0], dtype=np.intp)
         self.groups = groups
