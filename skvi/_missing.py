@@ -66,8 +66,9 @@ compare both paths on the same data). numba is an optional dependency
 (the ``fast`` extra): it is the established JIT compiler of numerical
 Python, and a compiled extension of our own would need a build step
 and wheels per platform for one loop. It is imported on the first chunk
-with missing entries, never with skvi, so complete-data fits and skvi's
-import do not pay for it; without it, or with the environment variable
+with at least :data:`COMPILED_PAIRS` (row, component) pairs of incomplete
+rows, never with skvi, so skvi's import, complete-data fits and small fits
+do not pay for it; without it, or with the environment variable
 ``SKVI_NUMBA=0`` (or :data:`USE_NUMBA` set to False), the NumPy path
 below serves, with the same results. Diagonal precisions need no block
 algebra (every correction is a product with the mask) and stay in NumPy,
@@ -249,7 +250,7 @@ class IncompleteRows:
         self._entry_rows = positions if order is None else order[positions]
         self._coordinates = coordinates
         self._compiled = None
-        if not plan.whitened:
+        if not plan.whitened and n_rows * n_components >= COMPILED_PAIRS:
             kernels = compiled_kernels()
             if kernels is not None:
                 self._compiled_blocks(plan, kernels, sizes, order, coordinates)
@@ -928,6 +929,14 @@ def _apply(matrices, vectors):
 # variable SKVI_NUMBA=0 to keep the NumPy path, or this attribute at run time
 # (the tests run both paths on the same data).
 USE_NUMBA = os.environ.get("SKVI_NUMBA", "1") != "0"
+
+# Chunks with fewer (row, component) pairs of incomplete rows keep the NumPy
+# path: there it costs a few milliseconds per pass, while a process's first
+# use of the compiled kernels costs about 0.7 s of CPU (numba's import, 0.3 s,
+# and loading the cached machine code, 0.4 s), which small fits would not
+# earn back. Chunks this large come only from data of a few thousand rows
+# with missing entries, whose passes each save several milliseconds.
+COMPILED_PAIRS = 8192
 
 # The compiled kernels' module once imported, False where numba is not
 # importable, None before the first chunk with missing entries asks.

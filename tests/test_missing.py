@@ -59,13 +59,15 @@ def corrections_path(request):
     Module-scoped (hypothesis runs many examples in one test call), so it
     sets and restores the switch itself.
     """
-    saved = skvi._missing.USE_NUMBA
+    saved = skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS
     skvi._missing.USE_NUMBA = request.param == "compiled"
+    # The tests' small chunks too.
+    skvi._missing.COMPILED_PAIRS = 0
     if request.param == "compiled" and skvi._missing.compiled_kernels() is None:
-        skvi._missing.USE_NUMBA = saved
+        skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS = saved
         pytest.skip("numba is not importable (the fast extra installs it)")
     yield request.param
-    skvi._missing.USE_NUMBA = saved
+    skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS = saved
 
 
 def with_missing(X, fraction, seed):
@@ -605,8 +607,9 @@ def test_without_numba_the_numpy_corrections_serve(monkeypatch):
 
 
 def test_numba_is_imported_only_for_missing_entries(corrections_path):
-    # Importing skvi and fitting complete data never import numba; the first
-    # chunk with missing entries does, unless SKVI_NUMBA=0 switches it off.
+    # Importing skvi, fitting complete data and small fits with missing
+    # entries never import numba; a chunk with COMPILED_PAIRS pairs of
+    # incomplete rows does, unless SKVI_NUMBA=0 switches it off.
     if corrections_path != "compiled":
         pytest.skip("needs numba")
     code = (
@@ -614,11 +617,14 @@ def test_numba_is_imported_only_for_missing_entries(corrections_path):
         "import numpy as np\n"
         "import skvi\n"
         "warnings.simplefilter('ignore')\n"
-        "X = np.random.RandomState(0).normal(size=(200, 3))\n"
-        "skvi.EMGaussianMixture(2, covariance_type='full', max_iter=2).fit(X)\n"
+        "fit = skvi.EMGaussianMixture(2, covariance_type='full', max_iter=2).fit\n"
+        "X = np.random.RandomState(0).normal(size=(12_000, 3))\n"
+        "fit(X)\n"
         "assert 'numba' not in sys.modules\n"
-        "X[::3, 1] = np.nan\n"
-        "skvi.EMGaussianMixture(2, covariance_type='full', max_iter=2).fit(X)\n"
+        "X[::2, 1] = np.nan\n"
+        "fit(X[:300])\n"
+        "assert 'numba' not in sys.modules\n"
+        "fit(X)\n"
         "print('numba' in sys.modules)\n"
     )
     root = str(Path(skvi.__file__).resolve().parents[1])
