@@ -342,7 +342,8 @@ class IncompleteRows:
         np.cumsum(sizes, out=starts[1:])
         cells = sizes * sizes
         block_starts = np.cumsum(cells) - cells
-        rows = np.ascontiguousarray(self.centered.T)
+        # float64 (exact for float32 rows): one compiled signature for both.
+        rows = np.ascontiguousarray(self.centered.T, dtype=float)
         coordinates = np.ascontiguousarray(coordinates, dtype=np.intp)
         quadratic = np.empty((n_rows, n_components))
         log_det = np.empty((n_rows, n_components))
