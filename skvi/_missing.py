@@ -385,8 +385,11 @@ class IncompleteRows:
         if self._blocks is not None:
             return self._blocks
         if self._compiled is None:
+            # Diagonal precisions build them only here (conditional moments),
+            # by either path.
             self._build_blocks(self._plan)
-            return self._blocks
+            if self._compiled is None:
+                return self._blocks
         plan = self._plan
         n_components = plan.unit.n_components
         _, _, members, starts, _, covariance = self._compiled

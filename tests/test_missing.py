@@ -638,3 +638,21 @@ def test_numba_is_imported_only_for_missing_entries(corrections_path):
             check=True,
         )
         assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_imputing_with_diagonal_precisions_on_both_paths(covariance_type):
+    # Diagonal precisions build their blocks only for the conditional
+    # moments (imputation), by either path: a missing coordinate's mean is
+    # then the responsibility-weighted component means.
+    X = with_missing(make_blobs(56, n_samples=300, n_features=4, n_clusters=2), 0.2, 57)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = EMGaussianMixture(
+            2, covariance_type=covariance_type, max_iter=5, random_state=0
+        ).fit(X)
+    filled = GaussianMixtureImputer(model).fit(X).transform(X)
+    expected = model.predict_proba(X) @ model.means_
+    missing = np.isnan(X)
+    assert_allclose(filled[missing], expected[missing], rtol=1e-12, atol=1e-12)
+    assert_allclose(filled[~missing], X[~missing], rtol=0, atol=0)
