@@ -22,7 +22,8 @@ arithmetic of a 1 x 1 to 3 x 3 block; compiled, it is the arithmetic.
 
 numba is an optional dependency (the ``fast`` extra): this module imports
 it at the top, and :func:`skvi._missing.compiled_kernels` imports this
-module only when a chunk has missing entries and numba is importable.
+module only for a chunk with at least ``skvi._missing.COMPILED_PAIRS``
+(row, component) pairs of incomplete rows, where numba is importable.
 Every function is compiled for one signature (float64 and intp arrays, C
 order), once, and cached on disk (``cache=True``); ``nogil=True`` lets
 chunks run on several threads, each call on its own arrays, so results do
