@@ -628,15 +628,16 @@ def _prepare(plan, workspace, chunk, labels=None):
     if mask is not None:
         # Missing entries enter as the center's coordinates: e = 0 there.
         mask = _sorted(mask, order)
-        centered[mask.T] = 0.0
+        np.copyto(centered, 0.0, where=mask.T)
         if plan.has_values:
-            columns = incomplete_columns(plan, mask)
+            columns, counts = incomplete_columns(plan, mask)
             corrections = IncompleteRows(
                 plan,
                 rows[columns],
                 centered[:, columns],
                 mask[columns],
                 None if row_groups is None else row_groups[columns],
+                counts,
             )
             incomplete = (columns, corrections)
     if not plan.per_component:
