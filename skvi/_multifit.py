@@ -84,6 +84,7 @@ from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
+from ._initialization import draws_random
 from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, loss_limit
 from ._stats import Moments
 from ._threads import one_blas_thread
@@ -167,7 +168,10 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
                 if data.dtype != np.float64 or _has_missing(X):
                     return models
                 validated = (model, data)
-            rng = check_random_state(model.random_state)
+            # The lock step's only draws are its starts'.
+            rng = None
+            if draws_random(model.init_params, data.n_samples):
+                rng = check_random_state(model.random_state)
             rows, responsibilities = model._initial_assignment(data, rng)
             if rows is not data:
                 continue
