@@ -333,21 +333,6 @@ def _scaled_svd(X, weights):
     return center, spread, projection, columns
 
 
-def _cluster_costs(sizes, counts, traces, logdets, alpha, n_features):
-    """``n log(det(W/n) + beta (trace W + alpha) / n)`` for each cluster.
-
-    ``logdets`` holds ``log det(W / n)``; it is only read where a cluster
-    has more rows than dimensions (elsewhere ``det(W)`` is exactly 0).
-    """
-    ridge = np.log(_BETA * (traces + alpha) / sizes)
-    full_rank = counts > n_features
-    if np.all(full_rank):
-        ridge = np.logaddexp(logdets, ridge)
-    elif np.any(full_rank):
-        ridge[full_rank] = np.logaddexp(logdets[full_rank], ridge[full_rank])
-    return sizes * ridge
-
-
 def _log_determinants(S):
     """``log det`` of a stack of symmetric positive semi-definite matrices.
 
@@ -366,8 +351,8 @@ def _log_determinants(S):
     else:
         sign, logdet = np.linalg.slogdet(S)
         return np.where(sign > 0, logdet, -np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(det > 0, np.log(det), -np.inf)
+    # The logarithm of the positive ones only: no warning to silence.
+    return np.log(det, out=np.full(len(det), -np.inf), where=det > 0)
 
 
 class _Agglomeration:
@@ -435,28 +420,39 @@ class _Agglomeration:
         return s, int(self.partner[s])
 
     def rises(self, a):
-        """The cost rises of merging slot a with every live slot (inf at a)."""
-        n = self.n
-        sizes = self.sizes[a] + self.sizes[:n]
-        counts = self.counts[a] + self.counts[:n]
-        factor = self.sizes[a] * self.sizes[:n] / sizes
+        """The cost rises of merging slot a with every live slot (inf at a).
+
+        A merged cluster costs ``n log(det(W/n) + beta (trace W + alpha) /
+        n)``, or ``n log(beta (trace W + alpha) / n)`` where it has at most
+        ``D`` rows (``det(W)`` is exactly 0): the determinants are computed
+        only for the pairs of more rows, all of them once slot a holds
+        ``D`` rows or more.
+        """
+        n, p = self.n, self.p
+        live = self.sizes[:n]
+        sizes = self.sizes[a] + live
+        factor = self.sizes[a] * live / sizes
         gaps = self.means[:n] - self.means[a]
         traces = self.traces[a] + self.traces[:n]
         traces += factor * np.einsum("jd,jd->j", gaps, gaps)
-        logdets = np.full(n, -np.inf)
-        full_rank = np.flatnonzero(counts > self.p)
-        if full_rank.size:
+        ridge = np.log(_BETA * (traces + self.alpha) / sizes)
+        if self.counts[a] >= p:
+            full_rank = slice(None)
+        else:
+            full_rank = np.flatnonzero(self.counts[:n] > p - self.counts[a])
+            if not full_rank.size:
+                full_rank = None
+        if full_rank is not None:
             g = gaps[full_rank]
-            scatter = self.scatters[full_rank]
-            scatter += self.scatters[a]
+            scatter = self.scatters[:n][full_rank] + self.scatters[a]
             scatter += (factor[full_rank, np.newaxis] * g)[:, :, np.newaxis] * g[
                 :, np.newaxis, :
             ]
-            logdets[full_rank] = _log_determinants(scatter) - self.p * np.log(
-                sizes[full_rank]
-            )
-        merged = _cluster_costs(sizes, counts, traces, logdets, self.alpha, self.p)
-        rises = merged - self.terms[a] - self.terms[:n]
+            logdets = _log_determinants(scatter) - p * np.log(sizes[full_rank])
+            ridge[full_rank] = np.logaddexp(logdets, ridge[full_rank])
+        rises = sizes * ridge
+        rises -= self.terms[a]
+        rises -= self.terms[:n]
         rises[a] = np.inf
         return rises
 
@@ -465,7 +461,7 @@ class _Agglomeration:
         size = self.sizes[a] + self.sizes[b]
         gap = self.means[b] - self.means[a]
         factor = self.sizes[a] * self.sizes[b] / size
-        self.scatters[a] += self.scatters[b] + factor * np.outer(gap, gap)
+        self.scatters[a] += self.scatters[b] + factor * (gap[:, np.newaxis] * gap)
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
         self.means[a] += (self.sizes[b] / size) * gap
         self.sizes[a] = size
@@ -489,8 +485,9 @@ class _Agglomeration:
         self.cost[:n, a] = rises
         if n == 1:
             return
-        self.best[a] = rises.min()
-        self.partner[a] = rises.argmin()
+        closest = rises.argmin()
+        self.best[a] = rises[closest]
+        self.partner[a] = closest
         rows = np.flatnonzero(stale)
         if rows.size:
             block = self.cost[rows, :n]
