@@ -402,13 +402,24 @@ class _Lockstep:
         checked = [fit for fit in fits if _may_be_ill_conditioned(fit.unit)]
         if not checked:
             return
-        where = np.concatenate([_indices(fit.slice) for fit in checked])
+        # A tied fit's components hold copies of one factor (the batched
+        # M-step repeats it; a tied unit's own broadcasts it, EEE's copies
+        # one covariance): its first stands for all.
+        counts = [
+            1 if fit.group is TiedCovariance else fit.n_components for fit in checked
+        ]
+        where = np.concatenate(
+            [
+                _indices(slice(fit.slice.start, fit.slice.start + count))
+                for fit, count in zip(checked, counts, strict=True)
+            ]
+        )
         factors = self.factors[where]
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         losses = np.asarray(precision_conditioning_losses(precisions, factors))
         # NaN losses fail the comparison: such a fit leaves too.
         fine = losses <= WHITENING_LIMIT[np.dtype(np.float64)]
-        owners = np.repeat(np.arange(len(checked)), [f.n_components for f in checked])
+        owners = np.repeat(np.arange(len(checked)), counts)
         failing = np.bincount(owners, weights=~fine, minlength=len(checked))
         for fit, failed in zip(checked, failing, strict=True):
             if failed:
