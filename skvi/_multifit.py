@@ -182,20 +182,23 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         fits.append(_Fit(index, model, data, unit, context, start))
     if not fits:
         return models
+    # One BLAS limit for the whole lock step and the runs that finish
+    # alone: setting and lifting it costs more than one of their iterations.
     with one_blas_thread():
         lockstep = _Lockstep(fits)
         lockstep.run(template.max_iter, template.tol, template.reg_covar)
         fits = [fit for fit in fits if not fit.left]
         if fits:
             scores, entropies = lockstep.criteria(fits, sample_weight)
-    for number, fit in enumerate(fits):
-        fit.finish(lockstep.moments(fit))
-        models[fit.index] = (fit.model, (scores[number], entropies[number]))
-    # Fits whose moments left the kernel's limits in an E-step go on alone
-    # from there rather than from their start; their criteria are their own.
-    for fit in lockstep.fits:
-        if fit.left and fit.resume is not None and fit.resume_alone():
-            models[fit.index] = (fit.model, None)
+        for number, fit in enumerate(fits):
+            fit.finish(lockstep.moments(fit))
+            models[fit.index] = (fit.model, (scores[number], entropies[number]))
+        # Fits whose moments left the kernel's limits in an E-step go on
+        # alone from there rather than from their start; their criteria are
+        # their own.
+        for fit in lockstep.fits:
+            if fit.left and fit.resume is not None and fit.resume_alone():
+                models[fit.index] = (fit.model, None)
     return models
 
 
