@@ -342,6 +342,7 @@ class _Lockstep:
             axis=1,
         ).T.copy()
         self._cached_layout = (None, None)
+        self._cached_positions = {}
 
     # ---------------------------------------------------------------- loop
     def _maximize(self, active):
@@ -408,15 +409,7 @@ class _Lockstep:
         # A tied fit's components hold copies of one factor (the batched
         # M-step repeats it; a tied unit's own broadcasts it, EEE's copies
         # one covariance): its first stands for all.
-        counts = [
-            1 if fit.group is TiedCovariance else fit.n_components for fit in checked
-        ]
-        where = np.concatenate(
-            [
-                _indices(slice(fit.slice.start, fit.slice.start + count))
-                for fit, count in zip(checked, counts, strict=True)
-            ]
-        )
+        where, counts, _ = self._positions(checked, tied_once=True)
         factors = self.factors[where]
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         losses = np.asarray(precision_conditioning_losses(precisions, factors))
@@ -460,9 +453,7 @@ class _Lockstep:
         No component is empty here (a fit with one leaves the lock step),
         so the units' ``maximize`` needs no previous covariances.
         """
-        where = np.concatenate([_indices(fit.slice) for fit in fits])
-        sizes = [fit.n_components for fit in fits]
-        starts = np.cumsum([0, *sizes[:-1]])
+        where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
         fit_mass = np.add.reduceat(nk, starts)
         weights = nk / np.repeat(fit_mass, sizes)
@@ -513,9 +504,7 @@ class _Lockstep:
         stacked statistics; False if a fit must take its own (a collapse,
         which its own M-step reports).
         """
-        where = np.concatenate([_indices(fit.slice) for fit in fits])
-        sizes = [fit.n_components for fit in fits]
-        starts = np.cumsum([0, *sizes[:-1]])
+        where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
         weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
         means = self.xbar[where].copy()
@@ -746,6 +735,33 @@ class _Lockstep:
             np.zeros_like(self.xbar[own]),
             fit.unit.second_moment_from_dense(self.scatter[own]),
         )
+
+    def _positions(self, fits, tied_once=False):
+        """Where the components of ``fits`` are in the stack, in their order.
+
+        Their stacked indices, each fit's number of them and where each
+        fit's begin among them. With ``tied_once`` a tied fit (the tied
+        group's, whose components hold copies of one factor) counts its
+        first component only. Cached: the members of a group change only
+        when fits leave, and an M-step would otherwise build these for
+        every group in every round.
+        """
+        key = (tied_once, *(fit.index for fit in fits))
+        found = self._cached_positions.get(key)
+        if found is None:
+            sizes = [
+                1 if tied_once and fit.group is TiedCovariance else fit.n_components
+                for fit in fits
+            ]
+            where = np.concatenate(
+                [
+                    _indices(slice(fit.slice.start, fit.slice.start + size))
+                    for fit, size in zip(fits, sizes, strict=True)
+                ]
+            )
+            found = (where, sizes, np.cumsum([0, *sizes[:-1]]))
+            self._cached_positions[key] = found
+        return found
 
     def _layout(self, fits):
         """Where the components of ``fits`` are in the stack.
