@@ -242,6 +242,8 @@ class _Fit:
         ):
             # mclust's other models: one stacked M-step per model.
             self.group = unit.name
+        # Whether the kernel may evaluate it in its whitened layout.
+        self.may_whiten = _may_be_ill_conditioned(unit)
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
         self.blocks = None
         # Where a fit that left in an E-step goes on alone from: its state
@@ -343,6 +345,7 @@ class _Lockstep:
         ).T.copy()
         self._cached_layout = (None, None)
         self._cached_positions = {}
+        self._round_constants = None
 
     # ---------------------------------------------------------------- loop
     def _maximize(self, active):
@@ -350,6 +353,7 @@ class _Lockstep:
 
         A fit the M-step leaves ill-conditioned leaves the lock step.
         """
+        self._round_constants = None
         self._m_step(active)
         self._leave_ill_conditioned(active)
         return self._active()
@@ -403,7 +407,7 @@ class _Lockstep:
 
     def _leave_ill_conditioned(self, fits):
         """Fits the kernel would evaluate in its whitened layout leave."""
-        checked = [fit for fit in fits if _may_be_ill_conditioned(fit.unit)]
+        checked = [fit for fit in fits if fit.may_whiten]
         if not checked:
             return
         # A tied fit's components hold copies of one factor (the batched
@@ -569,15 +573,29 @@ class _Lockstep:
             - 0.5 * reg_covar * traces
         )
 
+    def _factors_and_constants(self, fits, reg_covar):
+        """The fits' stacked precision factors and :meth:`_constants`.
+
+        Kept from the half-step for the E-step that follows it on the same
+        fits (both after one M-step, which clears them).
+        """
+        key = (tuple(fit.index for fit in fits), reg_covar)
+        if self._round_constants is not None and self._round_constants[0] == key:
+            return self._round_constants[1]
+        where = self._layout(fits)[0]
+        found = (self.factors[where], self._constants(where, reg_covar))
+        self._round_constants = (key, found)
+        return found
+
     def _half_step(self, fits):
         """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
         layout = self._layout(fits)
         where, starts = layout[0], layout[4]
-        factors = self.factors[where]
+        factors, constants = self._factors_and_constants(fits, self.reg_covar)
         nk = self.nk[where]
         offsets = np.einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
         traces = np.einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
-        terms = nk * self._constants(where, self.reg_covar) - 0.5 * (
+        terms = nk * constants - 0.5 * (
             traces + nk * np.einsum("ki,ki->k", offsets, offsets)
         )
         data_terms = np.add.reduceat(terms, starts)
@@ -600,16 +618,14 @@ class _Lockstep:
         """
         where, slots, columns, n_slots = self._layout(fits)[:4]
         n_fits, n_features = len(fits), self.centered.shape[1]
-        factors = self.factors[where]
+        factors, constants = self._factors_and_constants(fits, reg_covar)
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         shifts = self.means[where] - self.center
         whitened = np.einsum("ki,kij->kj", shifts, factors)
         quadratic = np.einsum("kj,kj->k", whitened, whitened)
         coefficients = np.zeros((n_slots, n_fits, 1 + n_features + n_features**2))
         coefficients[..., 0] = PADDING
-        coefficients[slots, columns, 0] = (
-            self._constants(where, reg_covar) - 0.5 * quadratic
-        )
+        coefficients[slots, columns, 0] = constants - 0.5 * quadratic
         coefficients[slots, columns, 1 : 1 + n_features] = np.einsum(
             "kij,kj->ki", precisions, shifts
         )
@@ -718,6 +734,7 @@ class _Lockstep:
         with the caller's sample weights: what
         :meth:`EMGaussianMixture._criteria` computes per fit.
         """
+        self._round_constants = None
         log_rho, _ = self._log_rho(fits, 0.0)
         _, log_density, entropies = self._posterior(log_rho)
         score = log_density @ self.weights / self.total_weight
