@@ -58,7 +58,7 @@ only relative weights matter, as in EM).
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.cluster.hierarchy import ward
@@ -97,6 +97,9 @@ class AgglomerationTree:
     scale: np.ndarray
     projection: np.ndarray
     columns: np.ndarray
+    # The partitions cut so far, by number of clusters: every covariance
+    # type of a selection cuts the tree at the same K.
+    _cuts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_samples(self):
@@ -107,13 +110,23 @@ class AgglomerationTree:
         """The partition into ``n_clusters`` clusters of the tree's rows.
 
         Replays the first ``m - n_clusters`` merges. Clusters are numbered
-        0, 1, ... in the order of their smallest row.
+        0, 1, ... in the order of their smallest row. The array is shared
+        by every call for the same number (read-only).
         """
         m = self.n_samples
         if not 1 <= n_clusters <= m:
             raise ValueError(
                 f"Cannot cut a tree of {m} rows into {n_clusters} clusters."
             )
+        labels = self._cuts.get(n_clusters)
+        if labels is None:
+            labels = self._cut(n_clusters)
+            labels.flags.writeable = False
+            self._cuts[n_clusters] = labels
+        return labels
+
+    def _cut(self, n_clusters):
+        m = self.n_samples
         parent = np.arange(m)
         steps = self.merges[: m - n_clusters]
         parent[steps[:, 1]] = steps[:, 0]
