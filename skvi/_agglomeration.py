@@ -429,7 +429,7 @@ class _Agglomeration:
 
     def closest_pair(self):
         """The slots of the cheapest merge."""
-        s = int(np.argmin(self.best[: self.n]))
+        s = int(self.best[: self.n].argmin())
         return s, int(self.partner[s])
 
     def rises(self, a):
@@ -452,7 +452,7 @@ class _Agglomeration:
         if self.counts[a] >= p:
             full_rank = slice(None)
         else:
-            full_rank = np.flatnonzero(self.counts[:n] > p - self.counts[a])
+            (full_rank,) = (self.counts[:n] > p - self.counts[a]).nonzero()
             if not full_rank.size:
                 full_rank = None
         if full_rank is not None:
@@ -501,7 +501,7 @@ class _Agglomeration:
         closest = rises.argmin()
         self.best[a] = rises[closest]
         self.partner[a] = closest
-        rows = np.flatnonzero(stale)
+        (rows,) = stale.nonzero()
         if rows.size:
             block = self.cost[rows, :n]
             self.best[rows] = block.min(axis=1)
