@@ -14,7 +14,7 @@ import numpy as np
 
 from ._kernel import WhitenedMoments
 from ._merge import MergedStatistics, MergeSchedule, merge_move
-from ._stats import Moments, e_step
+from ._stats import Moments, e_step, framed_moments_needed
 from ._threads import one_blas_thread
 
 # The stopping rule reads the rate of convergence from this many ratios of
@@ -124,9 +124,10 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
     budget = model.max_iter - (done if resume is not None else 0)
     for n_iter in range(1, budget + 1):
         previous_bound = half_steps[-1]
-        state = model._update(stats.moments, unit, context, previous=state)
+        state, evaluated, stats = _global_step(
+            model, data, unit, context, state, evaluated, stats
+        )
         pending = None
-        evaluated = model._evaluate(state, unit, context)
         # ELBO(q_old, theta_new): the M-step half of the iteration.
         half_steps.append(model._elbo(stats, evaluated, unit))
         stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
@@ -154,6 +155,36 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
     if resume is not None:
         n_iter += done
     return AscentRun(state, half_steps, n_iter, converged, stats, trend)
+
+
+def _global_step(model, data, unit, context, state, evaluated, stats):
+    """The M-step from ``stats``, q(Z) of the state ``evaluated``.
+
+    Returns the new state, its evaluation and the statistics its half-step
+    reads. Where the new precisions are so ill-conditioned that the data
+    term would lose digits in the moments' frames (a component collapsing
+    onto a few rows: :func:`skvi._stats.framed_moments_needed`), the same
+    q(Z) is summed again with its moments in the new state's whitened
+    frames, and the M-step taken from those (one more pass, only in the
+    iteration of such a collapse: from then on the E-step whitens in
+    frames that change little).
+    """
+    new_state = model._update(stats.moments, unit, context, previous=state)
+    new_evaluated = model._evaluate(new_state, unit, context)
+    # A merged q(Z) is no E-step's: it keeps its moments.
+    if not isinstance(stats, MergedStatistics) and framed_moments_needed(
+        stats.moments, new_evaluated.expectations, unit, data.dtype
+    ):
+        stats = e_step(
+            data,
+            unit,
+            evaluated.expectations,
+            model.reg_covar,
+            frame=new_evaluated.expectations,
+        )
+        new_state = model._update(stats.moments, unit, context, previous=state)
+        new_evaluated = model._evaluate(new_state, unit, context)
+    return new_state, new_evaluated, stats
 
 
 @dataclass(frozen=True)

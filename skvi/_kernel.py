@@ -47,7 +47,10 @@ component whitens ``x - m_k`` itself (one product per component, no center
 to cancel through), and a row whose ``x - m_k`` lies along a weak axis of
 the precision (a component spanning clusters far apart) is recomputed
 without cancellation (:class:`_ExactRows`). Both layouts serve fits and
-predictions alike.
+predictions alike. A pass may also take its moments in the whitened
+frames of another state (``frame``): an M-step that leaves a precision
+ill-conditioned reads its half-step's data term from those
+(:func:`skvi._stats.framed_moments_needed`).
 
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size
@@ -171,6 +174,9 @@ class Expansion:
         self.n_features_total = self.n_linear + unit.n_second_order
         self.has_values = False
         self.whitened = False
+        # Another state's (means, factors) whose whitened frames the
+        # moments are taken in (see parameter_expansion).
+        self.frame = None
         # Whether values and second moments are computed one component at a
         # time from whitened rows, without second-order features (see
         # per_component_cheaper).
@@ -222,6 +228,11 @@ class Expansion:
         if self.per_component:
             # Every component's whitened rows (_whitened_rows).
             per_row += unit.n_components * unit.n_features
+        if self.frame is not None:
+            # Every component's rows in the frame and their forms, the
+            # exact recomputation's buffers and a Gram factor (_framed_rows).
+            per_row += unit.n_components * (unit.n_features + 1)
+            per_row += 7 * unit.n_features
         return self.dtype.itemsize * per_row + 16
 
     @property
@@ -298,6 +309,8 @@ def parameter_expansion(
     log_density=False,
     centers=None,
     n_rows=None,
+    conditioning=None,
+    frame=None,
 ):
     """The expansion of ``scale * quadratic_form + offsets`` for parameters.
 
@@ -328,6 +341,17 @@ def parameter_expansion(
     n_rows : int, optional
         The number of rows of a fit's data, which sets how much a shared
         center may lose (:func:`loss_limit`).
+    conditioning : float, optional
+        ``unit.conditioning_loss`` of these precisions, where the caller
+        has it already.
+    frame : tuple of ndarray, optional
+        Means (K, D) and upper Cholesky factors (K, D, D) of another state:
+        a pass then takes the :class:`WhitenedMoments` of its q(Z) in that
+        state's whitened frames, ``P_k^T (x - m_k)`` of each row computed
+        without cancellation (:class:`_ExactRows`). The data term at a
+        state whose precisions are ill-conditioned (a component collapsing
+        onto a few rows) loses the digits of their condition number in
+        moments taken anywhere else.
     """
     dtype = np.dtype(dtype)
     means = np.asarray(means, dtype=float)
@@ -354,9 +378,9 @@ def parameter_expansion(
     # For center g and component k: d = m_k - c_g.
     shifts = means[np.newaxis] - plan.centers[:, np.newaxis]
     weighted_shifts = unit.precision_times(precisions, shifts)
-    plan.whitened = (
-        unit.conditioning_loss(precisions, precisions_cholesky) > WHITENING_LIMIT[dtype]
-    )
+    if conditioning is None:
+        conditioning = unit.conditioning_loss(precisions, precisions_cholesky)
+    plan.whitened = conditioning > WHITENING_LIMIT[dtype]
     plan.per_component = plan.whitened or per_component_cheaper(
         unit, precisions_cholesky, dtype
     )
@@ -385,6 +409,10 @@ def parameter_expansion(
             plan.whitened_shifts = np.einsum("kij,gki->gkj", factors, shifts).astype(
                 dtype
             )
+    if frame is not None:
+        frame_means, frame_factors = (np.asarray(a, dtype=float) for a in frame)
+        plan.frame = (frame_means, frame_factors)
+        plan.frame_rows = _ExactRows(frame_factors, frame_means)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
     plan.log_density = bool(log_density)
@@ -490,6 +518,12 @@ class _Workspace:
         if plan.per_component:
             size = unit.n_components * unit.n_features * n_rows
             self._whitened = _scratch(self, "whitened", size, dtype)
+        self._framed = None
+        if plan.frame is not None:
+            # The rows, then their squared norms.
+            size = unit.n_components * (unit.n_features + 1) * n_rows
+            self._framed = _scratch(self, "framed", size, dtype)
+        self._dtype = dtype
         self._exact = None
         self._forms = None
         self._gram = None
@@ -524,25 +558,32 @@ class _Workspace:
         """A (K D, m) block for every component's whitened rows."""
         return self._whitened[: m * self._components * self._dims].reshape(-1, m)
 
+    def framed(self, m):
+        """(K, D, m) and (K, m) blocks for rows in a plan's frame, and forms."""
+        size = m * self._components * self._dims
+        rows = self._framed[:size].reshape(self._components, self._dims, m)
+        forms = self._framed[size : size + m * self._components]
+        return rows, forms.reshape(self._components, m)
+
     def forms(self, m):
         """A (K, m) block for the squared norms of whitened rows."""
         if self._forms is None:
             size = self._components * self._n_rows
-            self._forms = _scratch(self, "forms", size, self._whitened.dtype)
+            self._forms = _scratch(self, "forms", size, self._dtype)
         return self._forms[: self._components * m].reshape(-1, m)
 
     def gram(self):
         """A flat buffer of D m values for a weighted Gram product's factor."""
         if self._gram is None:
             size = self._dims * self._n_rows
-            self._gram = _scratch(self, "gram", size, self._whitened.dtype)
+            self._gram = _scratch(self, "gram", size, self._dtype)
         return self._gram
 
     def exact(self):
         """Six flat buffers of D m values for rows recomputed exactly."""
         if self._exact is None:
             size = 6 * self._dims * self._n_rows
-            self._exact = _scratch(self, "exact", size, self._whitened.dtype)
+            self._exact = _scratch(self, "exact", size, self._dtype)
         return self._exact.reshape(6, -1)
 
 
@@ -587,15 +628,16 @@ def _prepare(plan, workspace, chunk, labels=None):
     if mask is not None:
         # Missing entries enter as the center's coordinates: e = 0 there.
         mask = _sorted(mask, order)
-        centered[mask.T] = 0.0
+        np.copyto(centered, 0.0, where=mask.T)
         if plan.has_values:
-            columns = incomplete_columns(plan, mask)
+            columns, counts = incomplete_columns(plan, mask)
             corrections = IncompleteRows(
                 plan,
                 rows[columns],
                 centered[:, columns],
                 mask[columns],
                 None if row_groups is None else row_groups[columns],
+                counts,
             )
             incomplete = (columns, corrections)
     if not plan.per_component:
@@ -819,9 +861,25 @@ def _exact_difference(work, mean, factor):
     return factor.times(difference, error, (rows, work[3], work[4]))
 
 
+def _framed_rows(plan, workspace, prepared):
+    """``Q_k^T (x - mu_k)`` in the plan's frame (mu, Q), shape (K, D, m).
+
+    Each row computed without cancellation (:class:`_ExactRows`); the
+    values of the plan's own state do not need them.
+    """
+    products, forms = workspace.framed(prepared.n_rows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        plan.frame_rows.whiten(products, forms, prepared, plan.centers_work, workspace)
+    return products
+
+
 def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
     """Add a chunk's whitened sums (see WhitenedMoments) in float64."""
-    rows = np.asarray(_whitened_rows(plan, workspace, prepared), dtype=float)
+    if plan.frame is not None:
+        rows = _framed_rows(plan, workspace, prepared)
+    else:
+        rows = _whitened_rows(plan, workspace, prepared)
+    rows = np.asarray(rows, dtype=float)
     masses = np.asarray(weighted_resp, dtype=float)
     whitened.masses += masses.sum(axis=1)
     whitened.first += np.einsum("kim,km->ki", rows, masses)
@@ -948,6 +1006,30 @@ class WhitenedMoments:
         scatters = self.second - self.first[:, :, np.newaxis] * means[:, np.newaxis]
         scatters[self.masses <= 0] = 0.0
         return 0.5 * (scatters + np.swapaxes(scatters, 1, 2))
+
+    def rounding_losses(self, factors):
+        """How much the data term at upper factors ``Q_k`` loses in these sums.
+
+        In these frames the precision is ``A A^T``, ``A = P_k^-1 Q_k`` (near
+        the identity while the precisions change little), and the whitened
+        scatter rounds relative to ``N_k s_i s_j``, ``s`` the root mean
+        square of the whitened rows: the data term errs by about eps times
+        ``s^T |A A^T| s``, per D (the form's size at the M-step's optimum).
+        1 for a component without mass.
+        """
+        changes = np.array(
+            [
+                _frame_change(source, target)
+                for source, target in zip(self.factors, factors, strict=True)
+            ]
+        )
+        precisions = changes @ np.swapaxes(changes, 1, 2)
+        safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
+        second = np.diagonal(self.second, axis1=1, axis2=2)
+        spreads = np.sqrt(np.maximum(second, 0.0) / safe)
+        losses = np.einsum("ki,kij,kj->k", spreads, np.abs(precisions), spreads)
+        losses /= precisions.shape[-1]
+        return np.where(self.masses > 0, losses, 1.0)
 
     def quadratic(self, means, factors):
         """``sum_k sum_n w_n r_nk |Q_k^T (x_n - mu_k)|^2`` at ``(mu, Q)``.
@@ -1213,12 +1295,18 @@ class StatisticsPass:
         # With whitened values: sums of w r y and w r y y^T of the rows
         # whitened by each component, y = P_k^T (x - m_k) (float64), until a
         # row with missing entries comes (see WhitenedMoments).
+        # Given a frame, they are taken in the frame's state instead.
         self.whitened = None
-        if plan.whitened:
+        if plan.whitened or plan.frame is not None:
             dims = unit.n_features
+            if plan.frame is not None:
+                means, factors = plan.frame
+            else:
+                means = plan.means
+                factors = unit.component_factors(plan.precisions_cholesky)
             self.whitened = WhitenedMoments(
-                plan.means,
-                unit.component_factors(plan.precisions_cholesky),
+                means,
+                factors,
                 np.zeros(unit.n_components),
                 np.zeros((unit.n_components, dims)),
                 np.zeros((unit.n_components, dims, dims)),
@@ -1323,6 +1411,11 @@ class StatisticsPass:
         :meth:`_accumulate_split`, which zeroes such rows' responsibilities.
         """
         if self.whitened is None:
+            return
+        if prepared.incomplete is not None and self.plan.frame is not None:
+            # Rows with missing entries have their whitened moments in the
+            # frames of the plan's own state only.
+            self.whitened = None
             return
         if prepared.incomplete is None:
             _add_whitened(

@@ -53,6 +53,27 @@ every complete row's moments are taken about too. The entropy the ELBO
 gains, that of q(x_m | z = k), is ``s (1 + log 2 pi) / 2 - log
 det(Lambda_mm) / 2``.
 
+**Compiled corrections.** In NumPy the s x s algebra of full and tied
+precisions is about 40 array operations per batch of rows with the same s,
+300-400 ns per row and component, several times a complete row's whole
+cost in the kernel. Where numba is importable, :meth:`IncompleteRows.
+_compiled_blocks` runs it instead as one compiled loop over rows and
+components (skvi._missing_numba: ``Lambda_mm = L D L^T``, the solves, the
+log-determinant, the inverse, the fills, the value corrections and then
+the statistics' corrections and the entropy's sums), with the same
+formulas and results equal to the rounding of their sums (the tests
+compare both paths on the same data). numba is an optional dependency
+(the ``fast`` extra): it is the established JIT compiler of numerical
+Python, and a compiled extension of our own would need a build step
+and wheels per platform for one loop. It is imported on the first chunk
+with at least :data:`COMPILED_PAIRS` (row, component) pairs of incomplete
+rows, never with skvi, so skvi's import, complete-data fits and small fits
+do not pay for it; without it, or with the environment variable
+``SKVI_NUMBA=0`` (or :data:`USE_NUMBA` set to False), the NumPy path
+below serves, with the same results. Diagonal precisions need no block
+algebra (every correction is a product with the mask) and stay in NumPy,
+as does the whitened frame.
+
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
 Lambda_mm solves lose the digits of the condition number: the rows are
@@ -67,6 +88,7 @@ Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 """
 
 import functools
+import os
 import threading
 
 import numpy as np
@@ -87,7 +109,7 @@ def missing_mask(chunk):
 
 
 def incomplete_columns(plan, mask):
-    """The rows of a chunk with missing entries, by their number of them.
+    """The rows of a chunk with missing entries, and their numbers of them.
 
     So ordered, each number's rows are one slice of IncompleteRows' arrays.
     Rows about local centers keep their order (sorted by center), and
@@ -95,6 +117,8 @@ def incomplete_columns(plan, mask):
     center and many missing entries, ``slice(None)``: every row, complete
     ones included (their corrections are products with a zero mask row,
     exactly 0), which costs less than gathering the incomplete ones.
+    Returns ``(columns, counts)``: the counts of those rows (None with
+    ``slice(None)``), for :class:`IncompleteRows`.
     """
     if (
         plan.n_groups == 1
@@ -102,12 +126,14 @@ def incomplete_columns(plan, mask):
         and np.count_nonzero(mask) >= ALL_ROWS_ENTRIES * mask.shape[0]
         and _finite_diagonal_terms(plan)
     ):
-        return slice(None)
+        return slice(None), None
     counts = _counts(mask)
     if plan.n_groups > 1 or plan.unit.diagonal_precision:
-        return np.flatnonzero(counts)
-    order = np.argsort(counts, kind="stable")  # a radix sort of small integers
-    return order[np.count_nonzero(counts == 0) :]
+        columns = np.flatnonzero(counts)
+    else:
+        order = np.argsort(counts, kind="stable")  # a radix sort of small integers
+        columns = order[np.count_nonzero(counts == 0) :]
+    return columns, counts[columns]
 
 
 def _finite_diagonal_terms(plan):
@@ -142,6 +168,8 @@ class IncompleteRows:
         True at the missing entries.
     groups : ndarray of shape (n,) or None
         The center each row was expanded about (None: all about the first).
+    n_missing : ndarray of shape (n,) or None
+        The number of missing entries of each row, where known.
 
     Attributes
     ----------
@@ -153,11 +181,11 @@ class IncompleteRows:
     n_missing : ndarray of shape (n,)
     """
 
-    def __init__(self, plan, rows, centered, mask, groups=None):
+    def __init__(self, plan, rows, centered, mask, groups=None, n_missing=None):
         unit = plan.unit
         self.rows = rows
         self.mask = mask
-        self._n_missing = None
+        self._n_missing = n_missing
         if groups is None:
             groups = np.zeros(rows.shape[0], dtype=np.intp)
         self.groups = groups
@@ -175,6 +203,10 @@ class IncompleteRows:
             ]
         self._plan = plan
         self._blocks = None
+        # The compiled kernels and their arrays, where they made the blocks.
+        self._compiled = None
+        # The entropy's sums from the last statistics (compiled kernels).
+        self._entropy = None
         self._quadratic = self._log_det = None
         # With one shared center, the kernel's sums keep these rows as
         # filled in with the center (e_m = 0) and statistics() returns what
@@ -199,8 +231,6 @@ class IncompleteRows:
         unit = plan.unit
         n_components = unit.n_components
         n_rows, n_features = self.mask.shape
-        self.quadratic = np.empty((n_components, n_rows))
-        self.log_det = np.empty((n_components, n_rows))
         # For each: the rows, their missing coordinates (in increasing
         # order), the fill (conditional mean minus the center), the
         # conditional covariance of each component and u (see
@@ -219,6 +249,14 @@ class IncompleteRows:
         )
         self._entry_rows = positions if order is None else order[positions]
         self._coordinates = coordinates
+        self._compiled = None
+        if not plan.whitened and n_rows * n_components >= COMPILED_PAIRS:
+            kernels = compiled_kernels()
+            if kernels is not None:
+                self._compiled_blocks(plan, kernels, sizes, order, coordinates)
+                return
+        self.quadratic = np.empty((n_components, n_rows))
+        self.log_det = np.empty((n_components, n_rows))
         # The entries by coordinate, each coordinate's one slice, with their
         # rows' [1, e] (float64), for the products and the statistics.
         self._by_coordinate = np.argsort(_small(coordinates), kind="stable")
@@ -283,6 +321,111 @@ class IncompleteRows:
                 gradient[:, entries].reshape(n_components, n_members, size),
                 self._fill[:, entries].reshape(n_components, n_members, size),
             )
+
+    def _compiled_blocks(self, plan, kernels, sizes, order, coordinates):
+        """Every row's corrections by the compiled loop (skvi._missing_numba).
+
+        ``sizes`` are the rows' numbers of missing entries in the order of
+        ``order`` (None: the rows' own), ``coordinates`` their missing
+        coordinates, row after row in that order. The kernels keep the
+        component last: ``quadratic``, ``log_det`` and the fills are
+        transposed views. Keeps the arrays the statistics need, and the
+        same blocks (views) as :meth:`_add_block`.
+        """
+        n_components = plan.unit.n_components
+        n_rows = self.mask.shape[0]
+        precisions, weighted_shifts = _component_last(plan)
+        n_precisions = precisions.shape[-1]
+        members = np.arange(n_rows) if order is None else order.astype(np.intp)
+        sizes = sizes.astype(np.intp)
+        starts = np.zeros(n_rows + 1, dtype=np.intp)
+        np.cumsum(sizes, out=starts[1:])
+        cells = sizes * sizes
+        block_starts = np.cumsum(cells) - cells
+        # float64 (exact for float32 rows): one compiled signature for both.
+        rows = np.ascontiguousarray(self.centered.T, dtype=float)
+        coordinates = np.ascontiguousarray(coordinates, dtype=np.intp)
+        quadratic = np.empty((n_rows, n_components))
+        log_det = np.empty((n_rows, n_components))
+        corrections = np.empty((n_rows, n_components))
+        fill = np.empty((len(coordinates), n_components))
+        covariance = np.empty((int(cells.sum()), n_precisions))
+        kernels.conditional_blocks(
+            precisions,
+            rows,
+            members,
+            starts,
+            coordinates,
+            np.ascontiguousarray(self.groups, dtype=np.intp),
+            weighted_shifts,
+            block_starts,
+            plan.scale,
+            plan.log_density,
+            quadratic,
+            log_det,
+            corrections,
+            fill,
+            covariance,
+        )
+        self.quadratic, self.log_det, self._fill = quadratic.T, log_det.T, fill.T
+        self._corrections = corrections.T
+        self._entropy = None
+        self._compiled = (kernels, rows, members, starts, fill, covariance)
+        self._block_starts = block_starts
+        self._blocks = None  # views, built by _block_list where asked for
+
+    def _block_list(self):
+        """The blocks of rows with as many missing entries (see _add_block).
+
+        Each is ``(members, missing, fill, covariance, u)``. Built on first
+        use: where the compiled kernels made the corrections, only the
+        less common paths (local centers, repairs, conditional moments)
+        ask for them, and they are views of the kernels' arrays.
+        """
+        if self._blocks is not None:
+            return self._blocks
+        if self._compiled is None:
+            # Diagonal precisions build them only here (conditional moments),
+            # by either path.
+            self._build_blocks(self._plan)
+            if self._compiled is None:
+                return self._blocks
+        plan = self._plan
+        n_components = plan.unit.n_components
+        _, _, members, starts, _, covariance = self._compiled
+        n_precisions = covariance.shape[1]
+        sizes = np.diff(starts)
+        self._blocks = []
+        first_row = 0
+        for size, n_members in enumerate(np.bincount(sizes)):
+            if size == 0 or n_members == 0:
+                first_row += n_members
+                continue
+            positions = slice(first_row, first_row + n_members)
+            first_row = positions.stop
+            entries = slice(starts[positions.start], starts[positions.stop])
+            block = members[positions]
+            missing = self._coordinates[entries].reshape(n_members, size)
+            fill = self._fill[:, entries].reshape(n_components, n_members, size)
+            cell = self._block_starts[positions.start]
+            block_covariance = np.moveaxis(
+                covariance[cell : cell + n_members * size * size].reshape(
+                    n_members, size, size, n_precisions
+                ),
+                -1,
+                0,
+            )
+            if n_precisions == 1:
+                block_covariance = np.broadcast_to(
+                    block_covariance, (n_components,) + block_covariance.shape[1:]
+                )
+            u = None
+            if not self.in_kernel:
+                groups = self.groups[block]
+                shifts = np.moveaxis(plan.shifts[groups[:, None], :, missing], -1, 0)
+                u = shifts - fill
+            self._blocks.append((block, missing, fill, block_covariance, u))
+        return self._blocks
 
     def _gradients(self, plan, dense, coordinates):
         """``g = (Lambda_k z)_j`` of every entry (K, entries), z = x - mu_k.
@@ -479,9 +622,7 @@ class IncompleteRows:
         per component the mean (K, n_s, s) and covariance (K, n_s, s, s) of
         the missing entries given the observed ones.
         """
-        if self._blocks is None:
-            self._build_blocks(plan)
-        for members, missing, fill, cov, _ in self._blocks:
+        for members, missing, fill, cov, _ in self._block_list():
             centers = plan.centers[self.groups[members][:, np.newaxis], missing]
             yield members, missing, fill + centers, cov
 
@@ -499,6 +640,8 @@ class IncompleteRows:
             for g, rows in self._group_slices:
                 corrections[:, rows] = coefficients[g] @ self._float_mask[rows].T
             return corrections
+        if self._compiled is not None and plan is self._plan:
+            return self._corrections
         if not plan.log_density:
             return plan.scale * self.quadratic
         # scale = -1/2: -(quadratic + log det) / 2 + s log(2 pi) / 2.
@@ -551,10 +694,8 @@ class IncompleteRows:
         if unit.diagonal_precision:
             parts = [(np.nonzero(flagged), None, None)]
         else:
-            if self._blocks is None:
-                self._build_blocks(plan)
             parts = []
-            for members, missing, _, covariance, _ in self._blocks:
+            for members, missing, _, covariance, _ in self._block_list():
                 components, index = np.nonzero(flagged[:, members])
                 if components.size:
                     pairs = (components, members[index])
@@ -600,9 +741,12 @@ class IncompleteRows:
             mass = self._missing_mass(weighted_resp)
             per_entry = 0.5 * (1.0 + LOG_2PI - np.log(self._diagonals))
             return float(np.sum(mass * per_entry))
-        masses = np.sum(weighted_resp, axis=0)
-        constant = 0.5 * (1.0 + LOG_2PI) * float(masses @ self.n_missing)
-        return constant - 0.5 * float(np.vdot(weighted_resp, self.log_det))
+        if self._entropy is not None and self._entropy[0] is weighted_resp:
+            missing_mass, log_det_mass = self._entropy[1]
+        else:
+            missing_mass = float(np.sum(weighted_resp, axis=0) @ self.n_missing)
+            log_det_mass = float(np.vdot(weighted_resp, self.log_det))
+        return 0.5 * (1.0 + LOG_2PI) * missing_mass - 0.5 * log_det_mass
 
     def statistics(self, weighted_resp):
         """These rows' statistics, or what completes the kernel's sums of them.
@@ -638,9 +782,28 @@ class IncompleteRows:
             diagonal = np.arange(n_features)
             second[:, diagonal, diagonal] = mass * (shifts**2 + 1.0 / self._diagonals)
             return counts, first, second
-        if self._blocks is None:
-            self._build_blocks(plan)
         first = np.zeros((n_components, n_features))
+        if self._compiled is not None:
+            kernels, rows, members, starts, fill, covariance = self._compiled
+            # Component last, as the kernels keep it.
+            first = np.zeros((n_features, n_components))
+            second = np.zeros((n_features, n_features, n_components))
+            masses = kernels.conditional_statistics(
+                np.ascontiguousarray(weighted_resp, dtype=float),
+                rows,
+                members,
+                starts,
+                self._coordinates,
+                fill,
+                covariance,
+                self._block_starts,
+                self.log_det.T,
+                first,
+                second,
+            )
+            # The entropy's sums, for entropy() of the same responsibilities.
+            self._entropy = (weighted_resp, masses)
+            return counts, first.T, np.moveaxis(second, -1, 0)
         cross = np.zeros((n_components, n_features, n_features))
         # w r delta of every entry.
         n_entries = self._fill.shape[1]
@@ -651,7 +814,7 @@ class IncompleteRows:
         # missing entries, summed by the entry (D, D) they fall on.
         lefts, rights, owners, covariances = [], [], [], []
         first_entry = 0
-        for members, missing, _, covariance, _ in self._blocks:
+        for members, missing, _, covariance, _ in self._block_list():
             n_members, size = missing.shape
             a, b = _upper_pairs(size)
             starts = first_entry + size * np.arange(n_members)[:, np.newaxis]
@@ -711,15 +874,13 @@ class IncompleteRows:
         first = np.empty((n_components, n_features))
         second = np.zeros((n_components, n_features, n_features))
         diagonal = plan.unit.diagonal_precision
-        if not diagonal and self._blocks is None:
-            self._build_blocks(plan)
         for k in range(n_components):
             y = np.where(self.mask, 0.0, observed - references[k])
             if diagonal:
                 # The conditional mean of a missing coordinate is mu_kj.
                 y += self.mask * offsets[k]
             else:
-                for members, missing, _, _, u in self._blocks:
+                for members, missing, _, _, u in self._block_list():
                     y[members[:, np.newaxis], missing] = offsets[k][missing] - u[k]
             weights = weighted_resp[k]
             first[k] = weights @ y
@@ -738,7 +899,7 @@ class IncompleteRows:
         n_components = weighted_resp.shape[0]
         n_features = self.mask.shape[1]
         sums = np.zeros((n_components, n_features * n_features))
-        for members, missing, _, covariance, _ in self._blocks:
+        for members, missing, _, covariance, _ in self._block_list():
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
             flat = flat.ravel()
             weights = weighted_resp[:, members, np.newaxis, np.newaxis]
@@ -765,6 +926,45 @@ def _apply(matrices, vectors):
         for j in range(1, size):
             out[..., i] += matrices[..., i, j] * vectors[..., j]
     return out
+
+
+# Whether rows with missing entries may use the compiled kernels
+# (skvi._missing_numba) where numba is importable: set the environment
+# variable SKVI_NUMBA=0 to keep the NumPy path, or this attribute at run time
+# (the tests run both paths on the same data).
+USE_NUMBA = os.environ.get("SKVI_NUMBA", "1") != "0"
+
+# Chunks with fewer (row, component) pairs of incomplete rows keep the NumPy
+# path: there it costs a few milliseconds per pass, while a process's first
+# use of the compiled kernels costs about 0.7 s of CPU (numba's import, 0.3 s,
+# and loading the cached machine code, 0.4 s), which small fits would not
+# earn back. Chunks this large come only from data of a few thousand rows
+# with missing entries, whose passes each save several milliseconds.
+COMPILED_PAIRS = 8192
+
+# The compiled kernels' module once imported, False where numba is not
+# importable, None before the first chunk with missing entries asks.
+_KERNELS = None
+
+
+def compiled_kernels():
+    """The compiled kernels (the module skvi._missing_numba), or None.
+
+    None where :data:`USE_NUMBA` is off or numba cannot be imported. numba
+    is imported here, on the first chunk with missing entries, never with
+    skvi: fits of complete data do not pay its import.
+    """
+    global _KERNELS
+    if not USE_NUMBA:
+        return None
+    if _KERNELS is None:
+        try:
+            from . import _missing_numba
+        except ImportError:
+            _KERNELS = False
+        else:
+            _KERNELS = _missing_numba
+    return _KERNELS or None
 
 
 # With diagonal precisions about one center, every row of a chunk takes the
@@ -853,6 +1053,22 @@ def _dense_precisions(unit, precisions):
     if dense.strides[0] == 0:
         return dense[:1]
     return np.ascontiguousarray(dense)
+
+
+def _component_last(plan):
+    """The dense precisions (D, D, P) and ``Lambda_k d`` (G, D, K), component last.
+
+    The layouts of the compiled kernels, kept on the plan: every chunk asks.
+    """
+    arrays = plan.__dict__.get("_component_last")
+    if arrays is None:
+        dense = _dense_precisions(plan.unit, plan.precisions)
+        arrays = (
+            np.ascontiguousarray(np.moveaxis(dense, 0, -1), dtype=float),
+            np.ascontiguousarray(np.swapaxes(plan.weighted_shifts, 1, 2), float),
+        )
+        plan.__dict__["_component_last"] = arrays
+    return arrays
 
 
 def _inverted_blocks(dense, missing, n_components):

@@ -140,9 +140,13 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         The estimator every fit clones (see :func:`lockstep_applies`).
     X : array-like of shape (n_samples, n_features)
     sample_weight : array-like of shape (n_samples,) or None
-    combinations : list of (int, str) or (int, str, str)
+    combinations : list of (int, str) or (int, str, str or estimator)
         ``(n_components, covariance_type)``, optionally with the
-        ``init_params`` of that fit (default: the template's).
+        ``init_params`` of that fit (default: the template's) or a fitted
+        estimator with as many components, whose responsibilities of the
+        rows are the fit's start (a restart from another model's fit, see
+        :mod:`skvi._nesting`; the model keeps the template's
+        ``init_params``).
 
     Returns
     -------
@@ -160,7 +164,8 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         model = clone(template).set_params(
             n_components=n_components, covariance_type=kind
         )
-        if start:
+        given = start[0] if start and not isinstance(start[0], str) else None
+        if start and given is None:
             model.set_params(init_params=start[0])
         try:
             data, unit, context = model._begin_fit(X, sample_weight, validated)
@@ -168,14 +173,20 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
                 if data.dtype != np.float64 or _has_missing(X):
                     return models
                 validated = (model, data)
-            # The lock step's only draws are its starts'.
-            rng = None
-            if draws_random(model.init_params, data.n_samples):
-                rng = check_random_state(model.random_state)
-            rows, responsibilities = model._initial_assignment(data, rng)
-            if rows is not data:
-                continue
-            start = np.asarray(responsibilities(slice(0, data.n_samples)), dtype=float)
+            if given is not None:
+                # The rows the fit sees (those of positive weight).
+                start = given.predict_proba(data.X)
+            else:
+                # The lock step's only draws are its starts'.
+                rng = None
+                if draws_random(model.init_params, data.n_samples):
+                    rng = check_random_state(model.random_state)
+                rows, responsibilities = model._initial_assignment(data, rng)
+                if rows is not data:
+                    continue
+                start = np.asarray(
+                    responsibilities(slice(0, data.n_samples)), dtype=float
+                )
         except ValueError:
             # Fitted on its own, which reports the error.
             continue
@@ -514,17 +525,23 @@ class _Lockstep:
         means = self.xbar[where].copy()
         scatter = self.scatter[where]
         if name in COMMON_ORIENTATION_MODELS:
-            states = [fit.current_state() for fit in fits]
-            if any(state is None for state in states):
-                # The first M-step (a second start of the search) is their own.
-                return False
-            previous = np.concatenate([state.covariances for state in states])
-            covariances = stacked_common_orientation(
+            previous = [fit.blocks for fit in fits]
+            if any(blocks is None for blocks in previous):
+                # The first M-step (every fit's search from its own starts),
+                # or after a fit's own M-step (from its covariances).
+                states = [fit.current_state() for fit in fits]
+                if all(state is None for state in states):
+                    previous = None
+                elif any(state is None for state in states):
+                    return False
+                else:
+                    previous = np.concatenate([state.covariances for state in states])
+            found = stacked_common_orientation(
                 name, nk, scatter, self.reg_covar, sizes, previous
             )
-            if covariances is None:
+            if found is None:
                 return False
-            blocks = [None] * len(fits)
+            covariances, blocks = found
         elif name in (*JOINT_SHAPE_MODELS, "VEE"):
             previous = [fit.blocks for fit in fits]
             if name == "VEE":

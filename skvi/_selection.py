@@ -22,6 +22,7 @@ from ._dask import is_dask_collection
 from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
 from ._multifit import fit_in_lockstep, lockstep_applies
+from ._nesting import nested_restarts as restart_nested
 from ._variational import VariationalGaussianMixture
 
 # scikit-learn's four covariance types, the variational model's only ones.
@@ -51,6 +52,7 @@ def select_model(
     n_jobs=None,
     as_frame=None,
     second_start=None,
+    restarts="nested",
     **params,
 ):
     """Fit every combination of components and covariance types; pick one.
@@ -72,6 +74,7 @@ def select_model(
         The numbers of components to try. The defaults fit 126 models (14
         covariance models times 9), as ``Mclust`` does; on a few hundred
         rows that takes about a second, 1.6 to 1.8 times ``Mclust``'s time
+        before the nested restarts (``restarts``), which add 6% to 46%
         (see :doc:`/mclust`): pass fewer to go faster.
     covariance_types : str or iterable of str, default='all'
         Covariance types to try: any of mclust's fourteen models ('EII',
@@ -116,6 +119,26 @@ def select_model(
         where skvi's BIC is worse by more than 2 fall from 10 to 4 of 36 for
         about 1.1-1.7 times the time (see :doc:`/mclust`); off by default
         until that time is below ``Mclust``'s.
+    restarts : {'nested', 'best', None}, default='nested'
+        Where the lock step runs (EM, as for ``second_start``), 'nested'
+        restarts a fit that ends with a lower log-likelihood than a model
+        it contains at the same number of components (VVV contains EEE,
+        VVI and VII; VVI contains VII, EEI and EVI; ...; see
+        :mod:`skvi._nesting`) by more than ``tol`` per sample from that
+        fit's responsibilities, and the table keeps the better of the two
+        (its ``init_params`` column then reads, say, ``'hc, then VVI'``).
+        A general model's log-likelihood is then never below a nested
+        one's by more than ``tol`` (where the M-step is closed-form),
+        unless the restart ends degenerate (a collapsed component, NaN
+        criteria), which the table does not keep; degenerate fits are
+        neither restarted nor restarted from. Only inconsistent cells are
+        refitted (with the four shared models 0 to 7% more time on mclust's
+        data sets, with all fourteen 6% to 46%). 'best' also restarts
+        every fit that ends below the best fit of any model at its number
+        of components from that fit: on Old Faithful the cells where the
+        BIC is worse than R mclust's by more than 2 fall from 9 to 3 of 36,
+        for 1.3 to 2.2 times the time (see :doc:`/mclust`). None: no
+        restarts.
     **params
         Further parameters of every estimator (``random_state``,
         ``max_iter``, ``tol``, ``n_init``, ...). Unlike the estimators,
@@ -179,6 +202,10 @@ def select_model(
     combinations = [(k, kind) for kind in kinds for k in counts]
     if second_start not in (None, "ward"):
         raise ValueError(f"second_start must be None or 'ward'; got {second_start!r}.")
+    if restarts not in ("nested", "best", None):
+        raise ValueError(
+            f"restarts must be 'nested', 'best' or None; got {restarts!r}."
+        )
     in_lockstep = lockstep_applies(template, X)
     if second_start and in_lockstep and "init_params" not in user_params:
         combinations += _second_starts(X, sample_weight, kinds, counts)
@@ -216,6 +243,23 @@ def select_model(
     results = _best_per_cell(
         combinations, results, column, larger_is_better, params["init_params"]
     )
+    if restarts and in_lockstep:
+
+        def record_of(model, criteria):
+            return _fitted_record(
+                _empty_record(model), model, X, sample_weight, criteria
+            )
+
+        with _quiet_fits():
+            restart_nested(
+                template,
+                X,
+                sample_weight,
+                results,
+                template.tol,
+                record_of,
+                best=restarts == "best",
+            )
     table = [record for record, _ in results]
     scores = [
         (row[column] if larger_is_better else -row[column], i)

@@ -53,6 +53,11 @@ _previous_threads = None
 _pool = None
 _pool_size = 0
 _pool_pid = None
+# joblib's count of usable CPUs and the process it was read in: reading it
+# (affinity, cgroup quota files) costs about 60 microseconds, as much as a
+# small chunk's work, and every pass asks.
+_cpus = None
+_cpus_pid = None
 
 
 def _blas():
@@ -60,6 +65,14 @@ def _blas():
     if _controller is None:
         _controller = ThreadpoolController().select(user_api="blas")
     return _controller
+
+
+def _usable_cpus():
+    """``joblib.cpu_count()``, read once per process."""
+    global _cpus, _cpus_pid
+    if _cpus is None or _cpus_pid != os.getpid():
+        _cpus, _cpus_pid = cpu_count(), os.getpid()
+    return _cpus
 
 
 def _blas_threads(controller):
@@ -103,7 +116,7 @@ def chunk_workers(chunks, row_bytes):
         return 1
     with _lock:
         allowed = _previous_threads if _holders else _blas_threads(_blas())
-    workers = min(len(chunks), cpu_count())
+    workers = min(len(chunks), _usable_cpus())
     if allowed is not None:
         workers = min(workers, allowed)
     longest = max(rows.stop - rows.start for rows in chunks)

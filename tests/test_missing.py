@@ -4,9 +4,16 @@ References are computed here in the covariance form with scipy: observed
 marginals N(x_o | mu_o, Sigma_oo) and the conditional moments
 E[x_m | x_o] = mu_m + Sigma_mo Sigma_oo^-1 (x_o - mu_o); skvi works in the
 precision form, so the two share nothing but the definitions.
+
+Every test runs twice: on the NumPy corrections and on the compiled ones
+(skvi._missing_numba, where numba is importable; skipped otherwise).
 """
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +25,12 @@ from scipy.special import logsumexp
 from sklearn.exceptions import ConvergenceWarning
 
 import skvi._missing
-from skvi import DegenerateComponentError, EMGaussianMixture, VariationalGaussianMixture
+from skvi import (
+    DegenerateComponentError,
+    EMGaussianMixture,
+    GaussianMixtureImputer,
+    VariationalGaussianMixture,
+)
 from skvi._covariance import covariance_unit
 from skvi._stats import ArrayData, e_step
 
@@ -38,6 +50,24 @@ PROPERTY_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 ESTIMATORS = [EMGaussianMixture, VariationalGaussianMixture]
+
+
+@pytest.fixture(scope="module", autouse=True, params=["numpy", "compiled"])
+def corrections_path(request):
+    """Each test of this module on both paths of the full and tied corrections.
+
+    Module-scoped (hypothesis runs many examples in one test call), so it
+    sets and restores the switch itself.
+    """
+    saved = skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS
+    skvi._missing.USE_NUMBA = request.param == "compiled"
+    # The tests' small chunks too.
+    skvi._missing.COMPILED_PAIRS = 0
+    if request.param == "compiled" and skvi._missing.compiled_kernels() is None:
+        skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS = saved
+        pytest.skip("numba is not importable (the fast extra installs it)")
+    yield request.param
+    skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS = saved
 
 
 def with_missing(X, fraction, seed):
@@ -481,3 +511,148 @@ def test_rows_with_nothing_observed_score_zero_far_from_the_origin(
     assert np.all(np.abs(scores[::2]) <= 1e-12)
     assert np.all(np.abs(model.score_samples(rows.astype(np.float32))[::2]) <= 1e-6)
     assert_allclose(scores[1::2], model.score_samples(rows[1::2]), rtol=1e-13)
+
+
+# ------------------------------------------------ compiled and NumPy paths
+def both_paths(compute):
+    """``compute()`` with the NumPy corrections, then with the compiled ones."""
+    saved = skvi._missing.USE_NUMBA
+    try:
+        results = []
+        for compiled in (False, True):
+            skvi._missing.USE_NUMBA = compiled
+            results.append(compute())
+    finally:
+        skvi._missing.USE_NUMBA = saved
+    return results
+
+
+@pytest.mark.parametrize("spacing", [3.0, 300.0])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_compiled_corrections_match_the_numpy_ones(
+    corrections_path, covariance_type, dtype, spacing
+):
+    # The same formulas in another order of operations (L D L^T against
+    # closed forms and Cholesky, loops against bincounts): the same numbers
+    # to the rounding of their sums. Rows missing 1 to all 6 entries; 3
+    # apart the rows share one center, 300 apart each has its own.
+    if corrections_path != "compiled":
+        pytest.skip("compares the two paths once")
+    rng = np.random.RandomState(51)
+    centers = spacing * rng.normal(size=(3, 6))
+    labels = rng.randint(3, size=400)
+    X = centers[labels] + rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6))
+    X = with_missing(X, 0.15, 52)
+    X[:12] = np.vstack([rows_missing_one_to_all_but_one(53, centers[:2])[1:], X[11]])
+    X[12, :] = np.nan
+    weights = rng.uniform(0.5, 2.0, size=len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = EMGaussianMixture(
+            3, covariance_type=covariance_type, max_iter=3, random_state=0
+        ).fit(X)
+    unit = covariance_unit(covariance_type, 3, 6)
+    evaluated = model._evaluate(model._state_from_attributes(unit), unit, None)
+    data = X.astype(dtype)
+
+    def compute():
+        statistics = e_step(ArrayData(data, weights), unit, evaluated.expectations, 0.0)
+        imputer = GaussianMixtureImputer(model).fit(data)
+        return (
+            statistics.moments.nk,
+            statistics.moments.means,
+            statistics.moments.scatter,
+            np.array([statistics.entropy, statistics.log_normalizer]),
+            model.score_samples(data),
+            model.predict_proba(data),
+            imputer.transform(data),
+        )
+
+    numpy_results, compiled_results = both_paths(compute)
+    # float64: 1e-12 of each array's largest entry, far above the rounding
+    # of these sums of a few hundred terms (about 1e-14 relative for blocks
+    # this well conditioned) and far below any error of the formulas.
+    # float32: the kernel holds the rows' values in float32, which rounds
+    # the two paths' corrections (equal to 1e-15) apart by up to one unit
+    # in the last place, 6e-8 relative; 1e-6 allows the few such units.
+    tolerance = 1e-12 if dtype == np.float64 else 1e-6
+    for numpy_result, compiled_result in zip(
+        numpy_results, compiled_results, strict=True
+    ):
+        assert np.all(np.isfinite(compiled_result))
+        scale = np.max(np.abs(numpy_result))
+        assert_allclose(
+            compiled_result, numpy_result, rtol=tolerance, atol=tolerance * scale
+        )
+
+
+def test_without_numba_the_numpy_corrections_serve(monkeypatch):
+    # numba missing (or failing to import): compiled_kernels() is None and
+    # the NumPy path gives the fit it gives when switched off.
+    X = with_missing(make_blobs(54, n_samples=300, n_features=4, n_clusters=2), 0.2, 55)
+    params = dict(n_components=2, covariance_type="full", random_state=0, max_iter=5)
+    monkeypatch.setattr(skvi._missing, "USE_NUMBA", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        switched_off = EMGaussianMixture(**params).fit(X)
+        monkeypatch.setattr(skvi._missing, "USE_NUMBA", True)
+        monkeypatch.setattr(skvi._missing, "_KERNELS", None)
+        monkeypatch.delattr(skvi, "_missing_numba", raising=False)
+        monkeypatch.setitem(sys.modules, "skvi._missing_numba", None)
+        assert skvi._missing.compiled_kernels() is None
+        missing_numba = EMGaussianMixture(**params).fit(X)
+    assert_allclose(missing_numba.means_, switched_off.means_, rtol=0, atol=0)
+    assert_allclose(missing_numba.lower_bounds_, switched_off.lower_bounds_, rtol=0)
+
+
+def test_numba_is_imported_only_for_missing_entries(corrections_path):
+    # Importing skvi, fitting complete data and small fits with missing
+    # entries never import numba; a chunk with COMPILED_PAIRS pairs of
+    # incomplete rows does, unless SKVI_NUMBA=0 switches it off.
+    if corrections_path != "compiled":
+        pytest.skip("needs numba")
+    code = (
+        "import sys, warnings\n"
+        "import numpy as np\n"
+        "import skvi\n"
+        "warnings.simplefilter('ignore')\n"
+        "fit = skvi.EMGaussianMixture(2, covariance_type='full', max_iter=2).fit\n"
+        "X = np.random.RandomState(0).normal(size=(12_000, 3))\n"
+        "fit(X)\n"
+        "assert 'numba' not in sys.modules\n"
+        "X[::2, 1] = np.nan\n"
+        "fit(X[:300])\n"
+        "assert 'numba' not in sys.modules\n"
+        "fit(X)\n"
+        "print('numba' in sys.modules)\n"
+    )
+    root = str(Path(skvi.__file__).resolve().parents[1])
+    for switch, expected in (("1", "True"), ("0", "False")):
+        env = dict(os.environ, PYTHONPATH=root, SKVI_NUMBA=switch)
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_imputing_with_diagonal_precisions_on_both_paths(covariance_type):
+    # Diagonal precisions build their blocks only for the conditional
+    # moments (imputation), by either path: a missing coordinate's mean is
+    # then the responsibility-weighted component means.
+    X = with_missing(make_blobs(56, n_samples=300, n_features=4, n_clusters=2), 0.2, 57)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = EMGaussianMixture(
+            2, covariance_type=covariance_type, max_iter=5, random_state=0
+        ).fit(X)
+    filled = GaussianMixtureImputer(model).fit(X).transform(X)
+    expected = model.predict_proba(X) @ model.means_
+    missing = np.isnan(X)
+    assert_allclose(filled[missing], expected[missing], rtol=1e-12, atol=1e-12)
+    assert_allclose(filled[~missing], X[~missing], rtol=0, atol=0)

@@ -18,6 +18,9 @@ CRITERIA = ("bic", "icl", "aic", "lower_bound")
 
 
 def select_model(X, **params):
+    # The nested restarts (tests/test_nesting.py) take only the lock step:
+    # off here, where the lock step is compared with the fits one by one.
+    params.setdefault("restarts", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _select_model(X, as_frame=False, **params)
@@ -304,12 +307,86 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), None)
         for unit, (a, b) in zip(units, pairs, strict=True)
     ]
+    # The first M-step: from the identity and, for D > 2, principal axes.
+    stacked, blocks = stacking.stacked_common_orientation(
+        name, nk, scatter, 1e-6, sizes, None
+    )
+    np.testing.assert_allclose(stacked, np.concatenate(first), rtol=1e-9, atol=1e-12)
     nk, scatter = _scatters(rng, sizes, n_features)
     own = [
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), previous)
         for unit, (a, b), previous in zip(units, pairs, first, strict=True)
     ]
-    stacked = stacking.stacked_common_orientation(
-        name, nk, scatter, 1e-6, sizes, np.concatenate(first)
+    # From the previous covariances, and from the blocks of the first step.
+    for previous in (np.concatenate(first), blocks):
+        stacked, _ = stacking.stacked_common_orientation(
+            name, nk, scatter, 1e-6, sizes, previous
+        )
+        np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [256, 390])
+def test_stacked_first_m_step_keeps_each_fits_better_start(seed):
+    # Two fits whose first VVE M-steps end at different local minima from
+    # the identity and from principal axes, the identity better for one fit
+    # and the principal axes for the other: the stacked M-step keeps each
+    # fit's better run, as its own M-step does.
+    rng = np.random.RandomState(seed)
+    sizes, n_features = [2, 3], 3
+    nk = rng.uniform(3.0, 30.0, sum(sizes))
+    mixing = rng.normal(size=(sum(sizes), n_features, n_features))
+    mixing = mixing * rng.uniform(0.2, 3.0, size=(sum(sizes), 1, n_features))
+    scatter = nk[:, None, None] * (mixing @ np.swapaxes(mixing, 1, 2) / n_features)
+    bounds = np.cumsum([0, *sizes])
+    own = []
+    for size, a, b in zip(sizes, bounds[:-1], bounds[1:], strict=True):
+        unit = mclust.ConstrainedCovariance(size, n_features, "VVE")
+        own.append(
+            unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(size, bool), None)
+        )
+    stacked, _ = stacking.stacked_common_orientation(
+        "VVE", nk, scatter, 1e-6, sizes, None
     )
     np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("orientation", ["identity", "common", "variable"])
+def test_stacked_guard_flags_the_fits_whose_previous_blocks_are_lower(orientation):
+    # The final guard of the stacked M-steps: each fit's previous blocks
+    # against a given f, as ConstrainedCovariance._objective scores them.
+    rng = np.random.RandomState(3)
+    sizes, n_features = [2, 1, 3], 3
+    nk, scatter = _scatters(rng, sizes, n_features)
+    bounds = np.cumsum([0, *sizes])
+    previous, values, expected = [], [], []
+    for number, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        volumes = rng.uniform(0.5, 2.0, b - a)
+        shape = mclust._normalized(rng.uniform(0.5, 2.0, n_features))
+        if orientation == "identity":
+            axes = None
+            full = np.broadcast_to(np.eye(n_features), (b - a, n_features, n_features))
+        elif orientation == "common":
+            axes = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0]
+            full = np.broadcast_to(axes, (b - a, n_features, n_features))
+        else:
+            axes = np.linalg.qr(rng.normal(size=(b - a, n_features, n_features)))[0]
+            full = axes
+        blocks = mclust._Blocks(
+            volumes,
+            np.broadcast_to(shape, (b - a, n_features)),
+            full,
+            nk[a:b],
+            scatter[a:b],
+            np.ones(b - a, bool),
+        )
+        value = mclust.ConstrainedCovariance._objective(
+            blocks, blocks.rotated_diagonals()
+        )
+        # The second fit has no previous blocks; the first is lower.
+        previous.append(None if number == 1 else (volumes, shape, axes, None))
+        values.append(value + (1.0 if number == 0 else -1.0))
+        expected.append(number == 0)
+    lower = stacking._previous_are_lower(
+        previous, scatter, nk, sizes, np.asarray(values)
+    )
+    assert lower.tolist() == expected

@@ -458,6 +458,17 @@ class CovarianceUnit(ABC):
         """Per component and coordinate, the scatter's diagonal (K, D)."""
         raise NotImplementedError
 
+    def moment_spreads(self, nk, shift, scatter):
+        """Root mean square of each component's rows about its reference (K, D).
+
+        The scatter's entries, summed as ``sum r e e^T - N s s^T`` about the
+        reference, round relative to ``N_k`` times these spreads' products.
+        0 for a component without mass.
+        """
+        second = self.scatter_diagonals(scatter) + nk[:, np.newaxis] * shift**2
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        return np.sqrt(np.maximum(second, 0.0) / safe)
+
     def merged_scatter(self, scatter, j, k, offset, weight):
         """The scatter with component k's rows moved into component j.
 

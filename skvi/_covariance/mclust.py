@@ -42,7 +42,9 @@ For a common orientation with Variable shapes (EVE, VVE), the shapes and
 volumes given D are closed forms, so f is minimised over D alone, the
 profile (see :func:`_rotate_common_orientation`): one sweep of plane
 rotations, each plane turned to the minimum of a one-dimensional search,
-then Newton's method on the rotations. mclust and Browne & McNicholas
+then Newton's method on the rotations (from the previous M-step's
+orientation, Newton's method alone where no plane's search would leave
+it). mclust and Browne & McNicholas
 (2014) instead alternate a majorization-minimization (MM) step for D (the
 polar factor of ``sum_k (omega_k D - W_k D M_k)``) with the shapes and
 volumes; it is an ascent step too, but converges far too slowly to iterate
@@ -259,6 +261,8 @@ class _Blocks:
         self.nk = nk
         self.scatter = scatter
         self.active = active
+        # Whether the orientation starts from the previous M-step's.
+        self.warm = False
 
     def rotated_diagonals(self):
         """``diag(D_k^T W_k D_k)``, shape (K, D)."""
@@ -535,6 +539,53 @@ def _plane_angles(planes, weights, exponent):
     return angles
 
 
+def _plane_search_stays(planes, weights, exponent):
+    """Per plane, whether :func:`_plane_angles`' candidates stay next to 0.
+
+    ``planes``, ``weights`` and ``exponent`` are as for
+    :func:`_plane_angles`, one plane turned alone. True where no candidate
+    farther from 0 (modulo the period pi / 2) than one and a half steps of
+    the grid (the grid's first neighbours of 0, and the components' own
+    angles as close) lowers the profile's change below the best candidate
+    that close: the plane search would then start its Newton steps in the
+    basin of 0 and end at the minimum nearest the current orientation, the
+    one Newton's method on D from there reaches too.
+    """
+    first, second, cross = planes
+    n_planes = first.shape[1]
+    own = 0.5 * np.arctan2(cross, 0.5 * (first - second)).T
+    candidates = np.concatenate(
+        [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
+    )
+    changes = _plane_change(planes, candidates, weights, exponent)
+    changes = np.where(np.isnan(changes), np.inf, changes)
+    period = 0.5 * np.pi
+    offsets = np.abs((candidates + 0.5 * period) % period - 0.5 * period)
+    near = offsets <= 1.5 * period / GRID
+    near_best = np.min(np.where(near, changes, np.inf), axis=1)
+    far_best = np.min(np.where(near, np.inf, changes), axis=1)
+    return ~(far_best < near_best)
+
+
+def _warm_planes(rotated, nk, common_volume):
+    """The planes of every pair of axes, their weights and exponent.
+
+    For :func:`_plane_search_stays` from ``rotated`` (K, D, D), each plane
+    turned alone: for EVE the change of ``sum_k g_k`` is then exact, with
+    exponent 1 / D.
+    """
+    first, second = np.triu_indices(rotated.shape[1], 1)
+    planes = (
+        rotated[:, first, first],
+        rotated[:, second, second],
+        rotated[:, first, second],
+    )
+    if not common_volume:
+        return planes, nk, None
+    logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+    return planes, np.exp(logs - logs.max()), 1.0 / rotated.shape[1]
+
+
 @lru_cache(maxsize=1)
 def _grid():
     return np.arange(GRID) * (np.pi / (2 * GRID))
@@ -699,8 +750,14 @@ def _rotate_common_orientation(blocks, common_volume):
     an upper bound equal to it at the start (Jensen's inequality on
     ``g_k = exp(mean_i log b_k,i)``, a majorization-minimization step), so
     every round decreases f. With two features the one plane is minimised
-    exactly at once. Sweeps stop when what is left to gain is below RTOL
-    times the size of f's terms.
+    exactly at once; with more, Newton's method on D follows the sweep
+    (:func:`_newton`). From the previous M-step's orientation (EM's next
+    step), where no plane's search would leave the neighbourhood of 0
+    (:func:`_plane_search_stays`, one evaluation of every plane's
+    candidates), the sweep is skipped: Newton's method from there reaches
+    the same minimum, in the 2-3 steps it takes after a sweep anyway, and
+    the sweep's rounds of one-dimensional Newton steps were most of the
+    M-step's time.
     """
     active = blocks.active
     nk = blocks.nk[active]
@@ -715,7 +772,11 @@ def _rotate_common_orientation(blocks, common_volume):
     # A singular scatter (reg_covar 0) may collapse an axis on the way; the
     # shape step then raises.
     with np.errstate(divide="ignore", invalid="ignore"):
-        for first, second in _tournament(n_features):
+        sweep = n_features == 2 or not (
+            blocks.warm
+            and np.all(_plane_search_stays(*_warm_planes(rotated, nk, common_volume)))
+        )
+        for first, second in _tournament(n_features) if sweep else ():
             planes = (
                 rotated[:, first, first],
                 rotated[:, second, second],
@@ -915,6 +976,7 @@ class ConstrainedCovariance(FullCovariance):
             volumes, shapes, orientations = self._start_from(previous, active)
         blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
         if previous is not None:
+            blocks.warm = True
             start = blocks.covariances()
             start_value = self._objective(blocks, blocks.rotated_diagonals())
         runs = [blocks]

@@ -24,6 +24,7 @@ from .mclust import (
     _Choice,
     _normalized,
     _plane_angles,
+    _plane_search_stays,
     _shifted_solve,
     _skew_basis,
     _tournament,
@@ -211,30 +212,21 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
             orientations, 1, 2
         )
         covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
     found = []
     for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
-        blocks = (
-            volumes[begin:end],
-            shapes[number],
-            None if orientations is None else orientations[begin:end],
-            covariances[begin:end],
+        if lower[number]:
+            covariances[begin:end] = previous[number][3]
+            found.append(previous[number])
+            continue
+        found.append(
+            (
+                volumes[begin:end],
+                shapes[number],
+                None if orientations is None else orientations[begin:end],
+                covariances[begin:end],
+            )
         )
-        last = previous[number]
-        if last is not None:
-            old_volumes, old_shape, old_orientations, old_covariances = last
-            own = scatter[begin:end]
-            if old_orientations is None:
-                old_diagonals = np.diagonal(own, axis1=1, axis2=2)
-            else:
-                old_diagonals = np.einsum(
-                    "kji,kjl,kli->ki", old_orientations, own, old_orientations
-                )
-            if _previous_is_lower(
-                old_diagonals, old_shape, old_volumes, nk[begin:end], values[number]
-            ):
-                covariances[begin:end] = old_covariances
-                blocks = last
-        found.append(blocks)
     return covariances, found
 
 
@@ -245,19 +237,28 @@ COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
 
 
 def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
-    """The M-step of several fits of EVE or VVE, from previous covariances.
+    """The M-step of several fits of EVE or VVE.
 
-    ``nk`` (C,), ``scatter`` (C, D, D) and ``previous`` (C, D, D) stacked
-    over the fits' components (all with weight), ``sizes`` their numbers
-    of components. Each fit's M-step is :meth:`ConstrainedCovariance.maximize`
-    from its previous covariances: their decomposition, one pass of the
-    blocks and the final guard. The rounds of plane rotations of all fits
-    are searched together (each fit's planes side by side, its components
-    padded with ones and weight 0 to the largest K: they add exactly 0 to
-    the profile's change); Newton's method on the orientation
-    (:func:`_newton`) runs per fit. Returns the covariances (C, D, D), or
-    None where a fit must take its own M-step (a non positive definite or
-    collapsing component, which that M-step reports).
+    ``nk`` (C,) and ``scatter`` (C, D, D) stacked over the fits' components
+    (all with weight), ``sizes`` their numbers of components. Each fit's
+    M-step is :meth:`ConstrainedCovariance.maximize` from its previous
+    parameters: ``previous`` is None (every fit's first M-step: each fit's
+    search starts from the identity and, for D > 2, also from the best of
+    its principal axes, keeping the better of the two, as
+    :meth:`ConstrainedCovariance._principal_start` does), the previous
+    covariances (C, D, D) (their decomposition), or per fit the blocks this
+    function returned for it last time (the same start without the
+    decomposition: the orientation's axes sorted as the decomposition
+    sorts them, which leaves the search as it is up to rounding). Then one
+    pass of the blocks and the final guard. The rounds of plane rotations
+    of all fits are searched together (each fit's planes side by side, its
+    components padded with ones and weight 0 to the largest K: they add
+    exactly 0 to the profile's change); Newton's method on the orientation
+    (:func:`_newton`) runs per fit. Returns the covariances (C, D, D) and
+    each fit's blocks ``(volumes (K,), shapes (K, D), orientation (D, D),
+    covariances (K, D, D))``, or None where a fit must take its own M-step
+    (a non positive definite or collapsing component, which that M-step
+    reports).
     """
     common_volume = name[0] == "E"
     n_fits, n_features = len(sizes), scatter.shape[1]
@@ -267,8 +268,81 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     slots = np.arange(len(nk)) - np.repeat(starts, sizes)
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
-    # The decomposition of the previous covariances (ConstrainedCovariance
-    # .decompose, per fit).
+    layout = (n_fits, sizes, starts, owners, slots)
+
+    def run(orientations, warm):
+        """The search from ``orientations``, then the closed forms."""
+        found = _stacked_search(orientations, scatter, nk, layout, common_volume, warm)
+        if found is None:
+            return None
+        closed = _stacked_closed_forms(found, scatter, nk, layout, common_volume)
+        return None if closed is None else (found, *closed)
+
+    if previous is None:
+        identity = np.broadcast_to(np.eye(n_features), (n_fits, n_features, n_features))
+        found = run(identity, False)
+        if found is None:
+            return None
+        orientations, covariances, values, volumes, shapes = found
+        if n_features > 2:
+            principal = _stacked_principal_axes(scatter, nk, layout, common_volume)
+            other = None if principal is None else run(principal, False)
+            if other is None:
+                return None
+            # The better of the two runs; the first where they tie.
+            better = other[2] < values
+            taken = better[owners]
+            orientations = np.where(better[:, None, None], other[0], orientations)
+            covariances = np.where(taken[:, None, None], other[1], covariances)
+            volumes = np.where(taken, other[3], volumes)
+            shapes = np.where(taken[:, None], other[4], shapes)
+    else:
+        if isinstance(previous, list):
+            begun = _start_of_blocks(previous, layout)
+        else:
+            begun = _start_of_covariances(previous, layout, common_volume)
+        if begun is None:
+            return None
+        vectors, start_volumes, start_shapes, start = begun
+        axes = vectors[owners]
+        start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+        start_values = _stacked_objective(
+            start_diagonals, start_shapes, start_volumes, nk, starts
+        )
+        found = run(vectors, True)
+        if found is None:
+            return None
+        orientations, covariances, values, volumes, shapes = found
+        # Rounding only: the blocks' steps cannot increase f.
+        keep = start_values < values
+        kept = keep[owners]
+        covariances = np.where(kept[:, None, None], start, covariances)
+        orientations = np.where(keep[:, None, None], vectors, orientations)
+        volumes = np.where(kept, start_volumes, volumes)
+        shapes = np.where(kept[:, None], start_shapes, shapes)
+    covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    blocks = [
+        (
+            volumes[begin : begin + size],
+            shapes[begin : begin + size],
+            orientations[number],
+            covariances[begin : begin + size],
+        )
+        for number, (begin, size) in enumerate(zip(starts, sizes, strict=True))
+    ]
+    return covariances, blocks
+
+
+def _start_of_covariances(previous, layout, common_volume):
+    """The start of each fit's search from its previous covariances.
+
+    :meth:`ConstrainedCovariance.decompose` per fit: the orientation (F, D,
+    D) with its axes in decreasing order of the mean log shape, the volumes
+    (C,), the shapes (C, D) and the covariances they make (C, D, D); None
+    where a covariance is not positive definite.
+    """
+    n_fits, sizes, starts, owners, slots = layout
+    n_features = previous.shape[1]
     sign, log_det = np.linalg.slogdet(previous)
     if not np.all(sign > 0):
         return None
@@ -284,43 +358,161 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
     if shapes is None:
         return None
+    vectors, shapes = _sorted_axes(vectors, shapes, layout)
+    axes = vectors[owners]
+    start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
+    return vectors, volumes, shapes, start
+
+
+def _start_of_blocks(previous, layout):
+    """The start of each fit's search from the blocks it returned last.
+
+    As :func:`_start_of_covariances` gives it from their covariances, up to
+    rounding and the signs of the axes (which the search does not see),
+    without the decomposition.
+    """
+    volumes = np.concatenate([blocks[0] for blocks in previous])
+    shapes = np.concatenate([blocks[1] for blocks in previous])
+    vectors = np.stack([blocks[2] for blocks in previous])
+    start = np.concatenate([blocks[3] for blocks in previous])
+    vectors, shapes = _sorted_axes(vectors, shapes, layout)
+    return vectors, volumes, shapes, start
+
+
+def _sorted_axes(vectors, shapes, layout):
+    """Axes (F, D, D) and shapes (C, D) by decreasing mean log shape."""
+    _, sizes, starts, owners, _ = layout
     key = np.add.reduceat(np.log(shapes), starts) / sizes[:, None]
     order = np.argsort(-key, axis=1, kind="stable")
     vectors = np.take_along_axis(vectors, order[:, None, :], axis=2)
     shapes = np.take_along_axis(shapes, order[owners], axis=1)
-    axes = vectors[owners]
-    start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
-    start_values = _stacked_objective(start_diagonals, shapes, volumes, nk, starts)
-    start = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(axes, 1, 2)
-    # The orientation's rounds of plane rotations, all fits at once.
+    return vectors, shapes
+
+
+def _stacked_principal_axes(scatter, nk, layout, common_volume):
+    """:meth:`ConstrainedCovariance._principal_start` of each stacked fit.
+
+    The candidates of a fit are the eigenvectors of each of its ``W_k`` and
+    of their sum weighted by ``1 / N_k``, in that order; each is scored by
+    f with the shapes and volumes that suit it, and the first lowest is the
+    fit's start (F, D, D). None where a candidate's shape or volume is not
+    positive and finite (each fit's own M-step then raises).
+    """
+    n_fits, sizes, starts, owners, _ = layout
+    pooled = np.add.reduceat(scatter / nk[:, None, None], starts)
+    # Candidate c of fit f: its own components' axes, then the pooled axes.
+    _, axes = np.linalg.eigh(np.concatenate([scatter, pooled]))
+    counts = sizes + 1
+    candidate_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    own = np.arange(len(nk)) + owners
+    candidates = np.empty(len(axes), dtype=int)
+    candidates[own] = np.arange(len(nk))
+    candidates[candidate_starts + sizes] = len(nk) + np.arange(n_fits)
+    # Every candidate of a fit against every component of that fit.
+    candidate_owner = np.repeat(np.arange(n_fits), counts)
+    pair_candidate = np.repeat(np.arange(len(axes)), sizes[candidate_owner])
+    pair_component = np.concatenate(
+        [
+            np.tile(np.arange(start, start + size), size + 1)
+            for start, size in zip(starts, sizes, strict=True)
+        ]
+    )
+    pair_axes = axes[candidates[pair_candidate]]
+    diagonals = np.einsum(
+        "kji,kjl,kli->ki", pair_axes, scatter[pair_component], pair_axes
+    )
+    # (Where a candidate's block is not positive and finite, each fit's own
+    # M-step raises as its shape or volume step does.)
+    shapes = _normalized(diagonals)
+    if shapes is None:
+        return None
+    pair_nk = nk[pair_component]
+    pair_sizes = sizes[candidate_owner]
+    pair_starts = np.concatenate([[0], np.cumsum(pair_sizes)[:-1]])
+    traces = (diagonals / shapes).sum(axis=1)
+    n_features = scatter.shape[1]
+    if common_volume:
+        volumes = np.add.reduceat(traces, pair_starts) / (
+            np.add.reduceat(pair_nk, pair_starts) * n_features
+        )
+        volumes = np.repeat(volumes, pair_sizes)
+    else:
+        volumes = traces / (pair_nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    values = _stacked_objective(diagonals, shapes, volumes, pair_nk, pair_starts)
+    values = np.where(np.isnan(values), np.inf, values)
+    best = np.empty(n_fits, dtype=int)
+    for number, (begin, count) in enumerate(zip(candidate_starts, counts, strict=True)):
+        best[number] = begin + int(np.argmin(values[begin : begin + count]))
+    return axes[candidates[best]]
+
+
+def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
+    """The orientation search of each stacked fit, from ``orientations``.
+
+    :func:`skvi._covariance.mclust._rotate_common_orientation` of every fit
+    at once: the rounds of plane rotations (skipped by a ``warm`` fit whose
+    every plane's search stays next to 0), then Newton's method for D > 2.
+    Returns the orientations (F, D, D), or None where a component's
+    rotated scatter is not positive on the diagonal (a collapse).
+    """
+    n_fits, sizes, starts, owners, slots = layout
+    n_features = scatter.shape[1]
+    axes = orientations[owners]
     rotated = np.swapaxes(axes, 1, 2) @ scatter @ axes
     if not np.all(np.diagonal(rotated, axis1=1, axis2=2) > 0):
         return None
-    orientations = vectors
     width = int(sizes.max())
+
+    def padded(entries, fill):
+        """(C, P) entries as (width, F * P), padding with ``fill``."""
+        stack = np.full((width, n_fits, entries.shape[1]), fill)
+        stack[slots, owners] = entries
+        return stack.reshape(width, -1)
+
+    def plane_weights(n_planes):
+        """Each component's weight in the plane searches, and the exponent."""
+        if not common_volume:
+            return padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0), None
+        logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+        top = np.maximum.reduceat(logs, starts)
+        own_weights = np.exp(logs - top[owners])
+        weights = padded(np.repeat(own_weights[:, None], n_planes, axis=1), 0.0)
+        return weights, n_planes / n_features
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        for first, second in _tournament(n_features):
+        # From the previous orientation, a fit whose every plane's search
+        # stays next to 0 skips the sweep (as its own M-step does).
+        sweep = np.ones(n_fits, dtype=bool)
+        if warm and n_features > 2:
+            first, second = np.triu_indices(n_features, 1)
+            planes = tuple(
+                padded(entries, fill)
+                for entries, fill in (
+                    (rotated[:, first, first], 1.0),
+                    (rotated[:, second, second], 1.0),
+                    (rotated[:, first, second], 0.0),
+                )
+            )
+            weights, exponent = plane_weights(len(first))
+            stays = _plane_search_stays(
+                planes, weights, None if exponent is None else 1.0 / n_features
+            )
+            sweep = ~np.all(stays.reshape(n_fits, -1), axis=1)
+        for first, second in _tournament(n_features) if np.any(sweep) else ():
             n_planes = len(first)
-            planes = []
-            for entries, fill in (
-                (rotated[:, first, first], 1.0),
-                (rotated[:, second, second], 1.0),
-                (rotated[:, first, second], 0.0),
-            ):
-                padded = np.full((width, n_fits, n_planes), fill)
-                padded[slots, owners] = entries
-                planes.append(padded.reshape(width, -1))
-            if common_volume:
-                logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
-                top = np.maximum.reduceat(logs, starts)
-                own_weights = np.exp(logs - top[owners])
-                exponent = n_planes / n_features
-            else:
-                own_weights, exponent = nk, None
-            weights = np.zeros((width, n_fits, n_planes))
-            weights[slots, owners] = own_weights[:, None]
-            angles = _plane_angles(tuple(planes), weights.reshape(width, -1), exponent)
-            angles = angles.reshape(n_fits, n_planes)
+            planes = tuple(
+                padded(entries, fill)
+                for entries, fill in (
+                    (rotated[:, first, first], 1.0),
+                    (rotated[:, second, second], 1.0),
+                    (rotated[:, first, second], 0.0),
+                )
+            )
+            weights, exponent = plane_weights(n_planes)
+            angles = _plane_angles(planes, weights, exponent)
+            angles = np.where(sweep[:, None], angles.reshape(n_fits, n_planes), 0.0)
             turns = np.broadcast_to(
                 np.eye(n_features), (n_fits, n_features, n_features)
             ).copy()
@@ -335,7 +527,19 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             orientations = _stacked_newton(
                 orientations, rotated, nk, sizes, common_volume
             )
-    # The shapes and volumes given the orientation (Shape and Volume.update).
+    return orientations
+
+
+def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
+    """The covariances and f of each fit given its orientation, or None.
+
+    The shapes and volumes given the orientations (F, D, D) are closed
+    forms (Shape and Volume.update); returns the covariances (C, D, D), f
+    per fit (F,), the volumes (C,) and the shapes (C, D), or None where a
+    block is not positive and finite.
+    """
+    _, sizes, starts, owners, _ = layout
+    n_features = scatter.shape[1]
     axes = orientations[owners]
     diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     shapes = _normalized(diagonals)
@@ -355,10 +559,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     covariances = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(
         axes, 1, 2
     )
-    # Rounding only: the blocks' steps cannot increase f.
-    keep = (start_values < values)[owners]
-    covariances = np.where(keep[:, None, None], start, covariances)
-    return 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    return covariances, values, volumes, shapes
 
 
 def _stacked_profile(diagonals, nk, starts, common_volume):
@@ -375,8 +576,12 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
     return values, sizes
 
 
-def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
-    """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,)."""
+def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
+    """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,).
+
+    Only the fits flagged ``moving`` solve for their step; the others get
+    0 (their Hessians may be anything: they no longer move).
+    """
     basis, products = _skew_basis(rotated.shape[1])
     n_features, n_basis = rotated.shape[1], len(basis)
     diagonals = np.diagonal(rotated, axis1=1, axis2=2)
@@ -411,11 +616,11 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume):
             hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
         )
     hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
-    step = -np.stack(
-        [_shifted_solve(h, g) for h, g in zip(hessian, gradient, strict=True)]
-    )
+    step = np.zeros_like(gradient)
+    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
     decrement = -np.einsum("fa,fa->f", gradient, step)
-    return np.tensordot(step, basis, 1), decrement
+    skew = (step @ basis.reshape(n_basis, -1)).reshape(-1, n_features, n_features)
+    return skew, decrement
 
 
 def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
@@ -439,7 +644,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     moving = np.ones(n_fits, dtype=bool)
     for _ in range(MAX_PASSES):
         skew, decrement = _stacked_newton_direction(
-            rotated, nk, owners, starts, common_volume
+            rotated, nk, owners, starts, common_volume, moving
         )
         done = moving & ~(decrement > RTOL * size)
         last = done & (decrement >= 0.0)
@@ -473,17 +678,57 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
-def _previous_is_lower(diagonals, shape, volumes, nk, value):
-    """Whether one fit's previous blocks give f below ``value``.
+def _stacked_shifted_solve(hessians, gradients):
+    """:func:`_shifted_solve` of each of several systems, (F, n) and (F, n).
 
-    ``diagonals`` are that fit's scatters in the previous orientations. The
-    final guard of a stacked M-step: rounding only, since the blocks' steps
+    Where every Hessian is positive definite (the common case) and the
+    solutions finite, one batched Cholesky test and one batched solve;
+    otherwise each system's own shifts.
+    """
+    try:
+        np.linalg.cholesky(hessians)
+        solutions = np.linalg.solve(hessians, gradients[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        solutions = None
+    if solutions is None or not np.all(np.isfinite(solutions)):
+        solutions = np.stack(
+            [_shifted_solve(h, g) for h, g in zip(hessians, gradients, strict=True)]
+        )
+    return solutions
+
+
+def _previous_are_lower(previous, scatter, nk, sizes, values):
+    """Per fit, whether its previous blocks give f below ``values`` (F,).
+
+    ``previous`` holds each fit's blocks or None (then False):
+    ``(volumes (K,), shape (D,), orientations, covariances)`` with
+    orientations None (the identity), one (D, D) or (K, D, D). The final
+    guard of a stacked M-step: rounding only, since the blocks' steps
     cannot increase f, as in :meth:`ConstrainedCovariance.maximize`.
     """
-    n_features = diagonals.shape[1]
-    traces = (diagonals / shape).sum(axis=1)
-    previous = np.sum(nk * n_features * np.log(volumes)) + np.sum(traces / volumes)
-    return previous < value
+    having = np.array([blocks is not None for blocks in previous])
+    lower = np.zeros(len(previous), dtype=bool)
+    if not np.any(having):
+        return lower
+    kept = [blocks for blocks in previous if blocks is not None]
+    kept_sizes = np.asarray(sizes)[having]
+    rows = np.repeat(having, sizes)
+    own = scatter[rows]
+    volumes = np.concatenate([blocks[0] for blocks in kept])
+    shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
+    if kept[0][2] is None:
+        diagonals = np.diagonal(own, axis1=1, axis2=2)
+    else:
+        if kept[0][2].ndim == 2:
+            axes = np.stack([blocks[2] for blocks in kept])
+            axes = np.repeat(axes, kept_sizes, axis=0)
+        else:
+            axes = np.concatenate([blocks[2] for blocks in kept])
+        diagonals = np.einsum("kji,kjl,kli->ki", axes, own, axes)
+    kept_starts = np.concatenate([[0], np.cumsum(kept_sizes)[:-1]])
+    old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
+    lower[having] = old < values[having]
+    return lower
 
 
 def _stacked_objective(diagonals, shapes, volumes, nk, starts):
@@ -512,17 +757,21 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     width = int(max(sizes))
     padding = np.ones((n_fits, width), dtype=bool)
     padding[owners, slots] = False
+    padded_fits, padded_slots = np.nonzero(padding)
 
     def evaluate(log_volumes):
         weights = np.exp(-log_volumes)
         matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
-        factors = np.zeros_like(matrices)
         fine = np.ones(n_fits, dtype=bool)
-        for number, matrix in enumerate(matrices):
-            factor, info = lapack.dpotrf(matrix, lower=1)
-            fine[number] = info == 0
-            # (A failed fit's factor is never inverted: it stops or fails.)
-            factors[number] = np.tril(factor) if info == 0 else np.eye(n_features)
+        try:
+            factors = np.linalg.cholesky(matrices)
+        except np.linalg.LinAlgError:
+            factors = np.zeros_like(matrices)
+            for number, matrix in enumerate(matrices):
+                factor, info = lapack.dpotrf(matrix, lower=1)
+                fine[number] = info == 0
+                # (A failed fit's factor is never inverted: it stops or fails.)
+                factors[number] = np.tril(factor) if info == 0 else np.eye(n_features)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_det = 2.0 * np.sum(
                 np.log(np.diagonal(factors, axis1=1, axis2=2)), axis=1
@@ -557,12 +806,11 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
             + padded_traces[:, :, None] * padded_traces[:, None, :] / n_features
         )
         hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
+        # The padding's rows and columns are 0, its gradient 0: with 1 on
+        # the diagonal there, each fit's step is its own (K, K) system's.
+        hessian[padded_fits, padded_slots, padded_slots] = 1.0
         step = np.zeros((n_fits, width))
-        for number in np.flatnonzero(moving):
-            used = ~padding[number]
-            step[number, used] = -_shifted_solve(
-                hessian[number][np.ix_(used, used)], gradient[number, used]
-            )
+        step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
         decrement = -np.einsum("fk,fk->f", gradient, step)
         step = step[owners, slots]
         size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
@@ -580,12 +828,20 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
             accepted = trying & trial_state[4] & (trial_state[0] < value)
             take = accepted[owners]
             log_volumes = np.where(take, trial, log_volumes)
+            # (A fit's state depends on its own volumes alone.)
+            state = (
+                np.where(accepted, trial_state[0], state[0]),
+                np.where(accepted, trial_state[1], state[1]),
+                np.where(accepted[:, None, None], trial_state[2], state[2]),
+                np.where(take, trial_state[3], state[3]),
+                np.where(accepted, trial_state[4], state[4]),
+            )
+            value = state[0]
             trying &= ~accepted
             step = np.where(trying[owners], 0.5 * step, step)
         moving &= ~trying
         if not np.any(moving):
             break
-        state = evaluate(log_volumes)
     return log_volumes if np.all(np.isfinite(log_volumes)) else None
 
 
@@ -640,24 +896,19 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
         axes * (volumes[:, None] * component_shapes)[:, None, :]
     ) @ np.swapaxes(axes, 1, 2)
     covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
+    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
     found = []
     for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
-        blocks = (
-            volumes[begin:end],
-            shapes[number],
-            orientations[number],
-            covariances[begin:end],
-        )
-        last = previous[number]
-        if last is not None:
-            old_volumes, old_shape, old_orientation, old_covariances = last
-            old_diagonals = np.einsum(
-                "ji,kjl,li->ki", old_orientation, scatter[begin:end], old_orientation
+        if lower[number]:
+            covariances[begin:end] = previous[number][3]
+            found.append(previous[number])
+            continue
+        found.append(
+            (
+                volumes[begin:end],
+                shapes[number],
+                orientations[number],
+                covariances[begin:end],
             )
-            if _previous_is_lower(
-                old_diagonals, old_shape, old_volumes, nk[begin:end], values[number]
-            ):
-                covariances[begin:end] = old_covariances
-                blocks = last
-        found.append(blocks)
+        )
     return covariances, found

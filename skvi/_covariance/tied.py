@@ -155,6 +155,12 @@ class TiedCovariance(CovarianceUnit):
             ratios = np.where(cancelled > 0, cancelled / variances, 0.0)
         return 1.0 + float(np.max(ratios, initial=0.0))
 
+    def moment_spreads(self, nk, shift, scatter):
+        # Pooled: one scatter of all rows about their references.
+        second = np.diag(scatter) + nk @ shift**2
+        spreads = np.sqrt(np.maximum(second, 0.0) / max(nk.sum(), np.finfo(float).tiny))
+        return np.broadcast_to(spreads, shift.shape)
+
     def merged_scatter(self, scatter, j, k, offset, weight):
         # Pooled: the rows already count; only the between term is new.
         return scatter + weight * np.outer(offset, offset)

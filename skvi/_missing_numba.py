@@ -1,0 +1,444 @@
+"""Compiled per-row corrections for missing entries (full and tied precisions).
+
+The same algebra as the NumPy path of :mod:`skvi._missing`, written as one
+loop over the rows and components of a chunk and compiled by numba: for a
+row with s missing coordinates m and a component with precision Lambda,
+whose kernel row is z = (filled row) - mu (0 at the missing coordinates of
+the filled row's offset e = x - c),
+
+    g                  = (Lambda z)_m = (Lambda e)_m - (Lambda d)_m
+    Lambda_mm          = L L^T                       (Cholesky)
+    y                  = L^-1 g
+    g^T Lambda_mm^-1 g = y^T y
+    E[x_m | x_o] - c_m = -L^-T y
+    Cov[x_m | x_o]     = Lambda_mm^-1 = L^-T L^-1
+    log det Lambda_mm  = 2 sum log L_aa
+
+(Ghahramani & Jordan 1994; Bishop 2006, section 2.3). A precision shared by
+every component (tied) is factorised once per row. With NumPy this is
+about 40 array operations per batch of rows with the same number of
+missing entries, whose cost per row and component (300-400 ns) dwarfs the
+arithmetic of a 1 x 1 to 3 x 3 block; compiled, it is the arithmetic.
+
+numba is an optional dependency (the ``fast`` extra): this module imports
+it at the top, and :func:`skvi._missing.compiled_kernels` imports this
+module only for a chunk with at least ``skvi._missing.COMPILED_PAIRS``
+(row, component) pairs of incomplete rows, where numba is importable.
+Every function is compiled for one signature (float64 and intp arrays, C
+order), once, and cached on disk (``cache=True``); ``nogil=True`` lets
+chunks run on several threads, each call on its own arrays, so results do
+not depend on the number of threads.
+"""
+
+import numba
+import numpy as np
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@numba.njit(**_JIT)
+def conditional_blocks(
+    precisions,
+    rows,
+    members,
+    starts,
+    coordinates,
+    groups,
+    weighted_shifts,
+    block_starts,
+    scale,
+    log_density,
+    quadratic,
+    log_det,
+    corrections,
+    fill,
+    covariance,
+):
+    """Each row's and component's correction terms, written into the outputs.
+
+    Arrays keep the component last, so that the innermost loops run over
+    the components, contiguous in memory (and in SIMD registers).
+
+    Parameters
+    ----------
+    precisions : ndarray of shape (D, D, P)
+        The dense precisions, component last; P = 1 where all components
+        share one (tied), else P = K.
+    rows : ndarray of shape (n, D)
+        The kernel rows ``e = x - c``, 0 at the missing coordinates.
+    members : ndarray of shape (n_positions,)
+        The row of each position; positions are the rows in the order of
+        their entries.
+    starts : ndarray of shape (n_positions + 1,)
+        Position p's entries are ``starts[p]:starts[p + 1]``.
+    coordinates : ndarray of shape (n_entries,)
+        Each entry's coordinate, increasing within a row.
+    groups : ndarray of shape (n,)
+        The center each row was expanded about.
+    weighted_shifts : ndarray of shape (G, D, K)
+        ``Lambda_k (mu_k - c_g)``, component last.
+    block_starts : ndarray of shape (n_positions,)
+        Where position p's s x s covariance starts in ``covariance``.
+    scale : float
+        The values' scale (see skvi._kernel.Expansion).
+    log_density : bool
+        Whether the values are log-densities.
+    quadratic, log_det : ndarray of shape (n, K)
+        Out: ``-g^T Lambda_mm^-1 g`` and ``log det Lambda_mm``.
+    corrections : ndarray of shape (n, K)
+        Out: what turns the kernel's value of the filled row into that of
+        its observed coordinates: ``scale * quadratic``, for a density
+        ``-(quadratic + log_det) / 2 + s log(2 pi) / 2``.
+    fill : ndarray of shape (n_entries, K)
+        Out: the conditional mean minus the center, per entry.
+    covariance : ndarray of shape (n_cells, P)
+        Out: ``Lambda_mm^-1`` of each position, row-major s x s.
+
+    Notes
+    -----
+    ``Lambda_mm = L D L^T`` (L unit lower triangular) takes no square
+    root and one division per pivot. A row missing one coordinate j, or
+    two, j < l, shares its factor with every row of the chunk missing the
+    same ones: those factors are computed on first use and kept (for up
+    to PAIR_FEATURES features). ``log det Lambda_mm`` is the log of the
+    product of the pivots, or the sum of their logarithms where the
+    product would leave the range of float64. A pivot that is not
+    positive (a precision singular to rounding, which the whitened path
+    handles) gives a non-finite value.
+    """
+    n_features, n_precisions = precisions.shape[1], precisions.shape[2]
+    n_components = quadratic.shape[1]
+    largest = 0
+    for p in range(members.shape[0]):
+        largest = max(largest, starts[p + 1] - starts[p])
+    largest = max(largest, 2)
+    # The factor of a row: L, the pivots, their reciprocals, (Lambda e)_m
+    # and the solves, per component; a shared precision's (lane 0) are
+    # copied to every lane.
+    lower = np.empty((largest, largest, n_components))
+    pivots = np.empty((largest, n_components))
+    reciprocals = np.empty((largest, n_components))
+    inverse = np.empty((largest, largest, n_precisions))
+    products = np.empty((largest, n_components))
+    solved = np.empty((largest, n_components))
+    determinants = np.empty(n_components)
+    # Kept factors of single coordinates and of pairs, and which are known.
+    single_known = np.zeros(n_features, dtype=np.bool_)
+    single = np.empty((n_features, 2, n_precisions))  # 1 / pivot, log pivot
+    pairs = n_features <= PAIR_FEATURES
+    n_pair = n_features if pairs else 0
+    pair_known = np.zeros((n_pair, n_pair), dtype=np.bool_)
+    # L_10, 1 / pivot_1, log det, and the inverse's (0, 0), (0, 1), (1, 1).
+    pair = np.empty((n_pair, n_pair, 6, n_precisions))
+    for p in range(members.shape[0]):
+        row = members[p]
+        first = starts[p]
+        size = starts[p + 1] - first
+        if size == 0:
+            for k in range(n_components):
+                quadratic[row, k] = 0.0
+                log_det[row, k] = 0.0
+                corrections[row, k] = 0.0
+            continue
+        cell = block_starts[p]
+        # (Lambda e)_m: the part of g every component with this precision
+        # shares.
+        for a in range(size):
+            ja = coordinates[first + a]
+            if n_precisions == 1:
+                total = 0.0
+                for j in range(n_features):
+                    total += precisions[ja, j, 0] * rows[row, j]
+                for k in range(n_components):
+                    products[a, k] = total
+            else:
+                for q in range(n_precisions):
+                    products[a, q] = 0.0
+                for j in range(n_features):
+                    value = rows[row, j]
+                    for q in range(n_precisions):
+                        products[a, q] += precisions[ja, j, q] * value
+        j0 = coordinates[first]
+        shared = n_precisions < n_components
+        if size <= 2 and (size == 1 or pairs):
+            if not single_known[j0]:
+                _factor_single(precisions, j0, single)
+                single_known[j0] = True
+            if size == 1:
+                for q in range(n_precisions):
+                    covariance[cell, q] = single[j0, 0, q]
+                for k in range(n_components):
+                    q = 0 if shared else k
+                    reciprocals[0, k] = single[j0, 0, q]
+                    determinants[k] = single[j0, 1, q]
+            else:
+                j1 = coordinates[first + 1]
+                if not pair_known[j0, j1]:
+                    _factor_pair(precisions, j0, j1, single, pair)
+                    pair_known[j0, j1] = True
+                for q in range(n_precisions):
+                    covariance[cell, q] = pair[j0, j1, 3, q]
+                    covariance[cell + 1, q] = pair[j0, j1, 4, q]
+                    covariance[cell + 2, q] = pair[j0, j1, 4, q]
+                    covariance[cell + 3, q] = pair[j0, j1, 5, q]
+                for k in range(n_components):
+                    q = 0 if shared else k
+                    reciprocals[0, k] = single[j0, 0, q]
+                    reciprocals[1, k] = pair[j0, j1, 1, q]
+                    lower[1, 0, k] = pair[j0, j1, 0, q]
+                    determinants[k] = pair[j0, j1, 2, q]
+        else:
+            _factor(
+                precisions,
+                coordinates,
+                first,
+                size,
+                lower,
+                pivots,
+                reciprocals,
+                inverse,
+                determinants,
+                covariance,
+                cell,
+            )
+            if shared:
+                # One shared precision: lane 0 to every lane.
+                for k in range(1, n_components):
+                    determinants[k] = determinants[0]
+                    for a in range(size):
+                        reciprocals[a, k] = reciprocals[a, 0]
+                        for c in range(a):
+                            lower[a, c, k] = lower[a, c, 0]
+        # g = (Lambda e)_m - (Lambda d)_m; y = L^-1 g; the form y^T D^-1 y;
+        # the step Lambda_mm^-1 g = L^-T D^-1 y.
+        group = groups[row]
+        for k in range(n_components):
+            quadratic[row, k] = 0.0
+            log_det[row, k] = determinants[k]
+        for a in range(size):
+            ja = coordinates[first + a]
+            for k in range(n_components):
+                solved[a, k] = products[a, k] - weighted_shifts[group, ja, k]
+            for c in range(a):
+                for k in range(n_components):
+                    solved[a, k] -= lower[a, c, k] * solved[c, k]
+            for k in range(n_components):
+                quadratic[row, k] -= solved[a, k] * solved[a, k] * reciprocals[a, k]
+        for a in range(size - 1, -1, -1):
+            for k in range(n_components):
+                solved[a, k] *= reciprocals[a, k]
+            for c in range(a + 1, size):
+                for k in range(n_components):
+                    solved[a, k] -= lower[c, a, k] * solved[c, k]
+            for k in range(n_components):
+                fill[first + a, k] = -solved[a, k]
+        if log_density:
+            constant = HALF_LOG_2PI * size
+            for k in range(n_components):
+                value = (quadratic[row, k] + log_det[row, k]) * -0.5
+                corrections[row, k] = value + constant
+        else:
+            for k in range(n_components):
+                corrections[row, k] = scale * quadratic[row, k]
+
+
+HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+# Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
+# to this many features.
+PAIR_FEATURES = 64
+
+
+@numba.njit(inline="always", **_JIT)
+def _log_det(product, pivots, size, q):
+    """``log det`` from the pivots' product (see conditional_blocks)."""
+    lowest = np.inf
+    for b in range(size):
+        lowest = min(lowest, pivots[b, q])
+    if lowest <= 0.0:
+        return np.log(lowest)  # -inf or NaN
+    if 1e-300 < product < 1e300:
+        return np.log(product)
+    total = 0.0
+    for b in range(size):
+        total += np.log(pivots[b, q])
+    return total
+
+
+@numba.njit(inline="always", **_JIT)
+def _factor_single(precisions, j, single):
+    """The factor of ``Lambda_jj``: its reciprocal and log, per precision."""
+    for q in range(precisions.shape[2]):
+        pivot = precisions[j, j, q]
+        single[j, 0, q] = 1.0 / pivot
+        single[j, 1, q] = np.log(pivot)  # -inf or NaN where not positive
+
+
+@numba.njit(inline="always", **_JIT)
+def _factor_pair(precisions, j0, j1, single, pair):
+    """The factor and inverse of the 2 x 2 block of ``j0 < j1``, per precision.
+
+    Into ``pair[j0, j1]``: L_10, 1 / pivot_1, log det, and the inverse's
+    (0, 0), (0, 1) and (1, 1); ``single[j0]`` holds the first pivot's.
+    """
+    for q in range(precisions.shape[2]):
+        first = precisions[j0, j0, q]
+        factor = precisions[j1, j0, q] * single[j0, 0, q]
+        second = precisions[j1, j1, q] - factor * factor * first
+        reciprocal = 1.0 / second
+        pair[j0, j1, 0, q] = factor
+        pair[j0, j1, 1, q] = reciprocal
+        if first <= 0.0 or second <= 0.0:
+            pair[j0, j1, 2, q] = np.log(min(first, second))  # -inf or NaN
+        elif 1e-300 < first * second < 1e300:
+            pair[j0, j1, 2, q] = np.log(first * second)
+        else:
+            pair[j0, j1, 2, q] = np.log(first) + np.log(second)
+        # M = L^-1 = [[1, 0], [-l, 1]]; the inverse M^T D^-1 M.
+        pair[j0, j1, 3, q] = single[j0, 0, q] + factor * factor * reciprocal
+        pair[j0, j1, 4, q] = -factor * reciprocal
+        pair[j0, j1, 5, q] = reciprocal
+
+
+@numba.njit(inline="always", **_JIT)
+def _factor(
+    precisions,
+    coordinates,
+    first,
+    size,
+    lower,
+    pivots,
+    reciprocals,
+    inverse,
+    determinants,
+    covariance,
+    cell,
+):
+    """``L D L^T`` of one row's block, its log det and inverse, per precision.
+
+    The row's missing coordinates are ``coordinates[first:first + size]``.
+    Writes lanes ``q < P`` of the work arrays and the row-major inverse
+    into ``covariance[cell:cell + size * size]``.
+    """
+    n_precisions = precisions.shape[2]
+    for q in range(n_precisions):
+        determinants[q] = 1.0
+    for b in range(size):
+        jb = coordinates[first + b]
+        for q in range(n_precisions):
+            pivots[b, q] = precisions[jb, jb, q]
+        for c in range(b):
+            for q in range(n_precisions):
+                pivots[b, q] -= lower[b, c, q] * lower[b, c, q] * pivots[c, q]
+        for q in range(n_precisions):
+            reciprocals[b, q] = 1.0 / pivots[b, q]
+            determinants[q] *= pivots[b, q]
+        for a in range(b + 1, size):
+            ja = coordinates[first + a]
+            for q in range(n_precisions):
+                lower[a, b, q] = precisions[ja, jb, q]
+            for c in range(b):
+                for q in range(n_precisions):
+                    lower[a, b, q] -= lower[a, c, q] * lower[b, c, q] * pivots[c, q]
+            for q in range(n_precisions):
+                lower[a, b, q] *= reciprocals[b, q]
+    for q in range(n_precisions):
+        determinants[q] = _log_det(determinants[q], pivots, size, q)
+    # Lambda_mm^-1 = M^T D^-1 M with M = L^-1 (unit lower triangular).
+    for b in range(size):
+        for a in range(b + 1, size):
+            for q in range(n_precisions):
+                inverse[a, b, q] = -lower[a, b, q]
+            for c in range(b + 1, a):
+                for q in range(n_precisions):
+                    inverse[a, b, q] -= lower[a, c, q] * inverse[c, b, q]
+    for a in range(size):
+        for b in range(a + 1):
+            at = cell + a * size + b
+            for q in range(n_precisions):
+                covariance[at, q] = reciprocals[a, q] * (
+                    inverse[a, b, q] if a > b else 1.0
+                )
+            for c in range(a + 1, size):
+                for q in range(n_precisions):
+                    covariance[at, q] += (
+                        inverse[c, a, q] * reciprocals[c, q] * inverse[c, b, q]
+                    )
+            if a > b:
+                for q in range(n_precisions):
+                    covariance[cell + b * size + a, q] = covariance[at, q]
+
+
+@numba.njit(**_JIT)
+def conditional_statistics(
+    weighted_resp,
+    rows,
+    members,
+    starts,
+    coordinates,
+    fill,
+    covariance,
+    block_starts,
+    log_det,
+    first,
+    second,
+):
+    """Add what completes the kernel's sums of the filled rows.
+
+    With ``delta`` the fill (conditional mean minus the center) on a row's
+    missing coordinates and 0 elsewhere: ``sum w r delta`` to ``first``
+    (D, K) and ``sum w r (e delta^T + delta e^T + delta delta^T + Cov)``
+    to ``second`` (D, D, K), component last, for ``weighted_resp`` (K, n)
+    and the arrays of :func:`conditional_blocks`. Returns the sums
+    ``sum w r s`` and ``sum w r log det Lambda_mm`` of the entropy.
+    """
+    n_components = weighted_resp.shape[0]
+    n_precisions = covariance.shape[1]
+    n_features = rows.shape[1]
+    # sum w r delta_a e^T, by the coordinate a: transposed into second.
+    cross = np.zeros((n_features, n_features, n_components))
+    weights = np.empty(n_components)
+    weighted = np.empty(n_components)
+    missing_mass = 0.0
+    log_det_mass = 0.0
+    for p in range(members.shape[0]):
+        row = members[p]
+        start = starts[p]
+        size = starts[p + 1] - start
+        cell = block_starts[p]
+        for k in range(n_components):
+            weights[k] = weighted_resp[k, row]
+            missing_mass += weights[k] * size
+            log_det_mass += weights[k] * log_det[row, k]
+        for a in range(size):
+            ja = coordinates[start + a]
+            for k in range(n_components):
+                weighted[k] = weights[k] * fill[start + a, k]
+                first[ja, k] += weighted[k]
+            for j in range(n_features):
+                value = rows[row, j]
+                for k in range(n_components):
+                    cross[ja, j, k] += weighted[k] * value
+            for b in range(a, size):
+                jb = coordinates[start + b]
+                at = cell + a * size + b
+                if n_precisions == 1:
+                    shared = covariance[at, 0]
+                    for k in range(n_components):
+                        value = weighted[k] * fill[start + b, k]
+                        value += weights[k] * shared
+                        second[ja, jb, k] += value
+                        if b > a:
+                            second[jb, ja, k] += value
+                else:
+                    for k in range(n_components):
+                        value = weighted[k] * fill[start + b, k]
+                        value += weights[k] * covariance[at, k]
+                        second[ja, jb, k] += value
+                        if b > a:
+                            second[jb, ja, k] += value
+    for i in range(n_features):
+        for j in range(n_features):
+            for k in range(n_components):
+                second[i, j, k] += cross[i, j, k] + cross[j, i, k]
+    return missing_mass, log_det_mass
