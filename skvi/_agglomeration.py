@@ -58,7 +58,7 @@ only relative weights matter, as in EM).
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.cluster.hierarchy import ward
@@ -97,6 +97,9 @@ class AgglomerationTree:
     scale: np.ndarray
     projection: np.ndarray
     columns: np.ndarray
+    # The partitions cut so far, by number of clusters: every covariance
+    # type of a selection cuts the tree at the same K.
+    _cuts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_samples(self):
@@ -107,13 +110,23 @@ class AgglomerationTree:
         """The partition into ``n_clusters`` clusters of the tree's rows.
 
         Replays the first ``m - n_clusters`` merges. Clusters are numbered
-        0, 1, ... in the order of their smallest row.
+        0, 1, ... in the order of their smallest row. The array is shared
+        by every call for the same number (read-only).
         """
         m = self.n_samples
         if not 1 <= n_clusters <= m:
             raise ValueError(
                 f"Cannot cut a tree of {m} rows into {n_clusters} clusters."
             )
+        labels = self._cuts.get(n_clusters)
+        if labels is None:
+            labels = self._cut(n_clusters)
+            labels.flags.writeable = False
+            self._cuts[n_clusters] = labels
+        return labels
+
+    def _cut(self, n_clusters):
+        m = self.n_samples
         parent = np.arange(m)
         steps = self.merges[: m - n_clusters]
         parent[steps[:, 1]] = steps[:, 0]
@@ -333,21 +346,6 @@ def _scaled_svd(X, weights):
     return center, spread, projection, columns
 
 
-def _cluster_costs(sizes, counts, traces, logdets, alpha, n_features):
-    """``n log(det(W/n) + beta (trace W + alpha) / n)`` for each cluster.
-
-    ``logdets`` holds ``log det(W / n)``; it is only read where a cluster
-    has more rows than dimensions (elsewhere ``det(W)`` is exactly 0).
-    """
-    ridge = np.log(_BETA * (traces + alpha) / sizes)
-    full_rank = counts > n_features
-    if np.all(full_rank):
-        ridge = np.logaddexp(logdets, ridge)
-    elif np.any(full_rank):
-        ridge[full_rank] = np.logaddexp(logdets[full_rank], ridge[full_rank])
-    return sizes * ridge
-
-
 def _log_determinants(S):
     """``log det`` of a stack of symmetric positive semi-definite matrices.
 
@@ -366,8 +364,8 @@ def _log_determinants(S):
     else:
         sign, logdet = np.linalg.slogdet(S)
         return np.where(sign > 0, logdet, -np.inf)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(det > 0, np.log(det), -np.inf)
+    # The logarithm of the positive ones only: no warning to silence.
+    return np.log(det, out=np.full(len(det), -np.inf), where=det > 0)
 
 
 class _Agglomeration:
@@ -431,32 +429,43 @@ class _Agglomeration:
 
     def closest_pair(self):
         """The slots of the cheapest merge."""
-        s = int(np.argmin(self.best[: self.n]))
+        s = int(self.best[: self.n].argmin())
         return s, int(self.partner[s])
 
     def rises(self, a):
-        """The cost rises of merging slot a with every live slot (inf at a)."""
-        n = self.n
-        sizes = self.sizes[a] + self.sizes[:n]
-        counts = self.counts[a] + self.counts[:n]
-        factor = self.sizes[a] * self.sizes[:n] / sizes
+        """The cost rises of merging slot a with every live slot (inf at a).
+
+        A merged cluster costs ``n log(det(W/n) + beta (trace W + alpha) /
+        n)``, or ``n log(beta (trace W + alpha) / n)`` where it has at most
+        ``D`` rows (``det(W)`` is exactly 0): the determinants are computed
+        only for the pairs of more rows, all of them once slot a holds
+        ``D`` rows or more.
+        """
+        n, p = self.n, self.p
+        live = self.sizes[:n]
+        sizes = self.sizes[a] + live
+        factor = self.sizes[a] * live / sizes
         gaps = self.means[:n] - self.means[a]
         traces = self.traces[a] + self.traces[:n]
         traces += factor * np.einsum("jd,jd->j", gaps, gaps)
-        logdets = np.full(n, -np.inf)
-        full_rank = np.flatnonzero(counts > self.p)
-        if full_rank.size:
+        ridge = np.log(_BETA * (traces + self.alpha) / sizes)
+        if self.counts[a] >= p:
+            full_rank = slice(None)
+        else:
+            (full_rank,) = (self.counts[:n] > p - self.counts[a]).nonzero()
+            if not full_rank.size:
+                full_rank = None
+        if full_rank is not None:
             g = gaps[full_rank]
-            scatter = self.scatters[full_rank]
-            scatter += self.scatters[a]
+            scatter = self.scatters[:n][full_rank] + self.scatters[a]
             scatter += (factor[full_rank, np.newaxis] * g)[:, :, np.newaxis] * g[
                 :, np.newaxis, :
             ]
-            logdets[full_rank] = _log_determinants(scatter) - self.p * np.log(
-                sizes[full_rank]
-            )
-        merged = _cluster_costs(sizes, counts, traces, logdets, self.alpha, self.p)
-        rises = merged - self.terms[a] - self.terms[:n]
+            logdets = _log_determinants(scatter) - p * np.log(sizes[full_rank])
+            ridge[full_rank] = np.logaddexp(logdets, ridge[full_rank])
+        rises = sizes * ridge
+        rises -= self.terms[a]
+        rises -= self.terms[:n]
         rises[a] = np.inf
         return rises
 
@@ -465,7 +474,7 @@ class _Agglomeration:
         size = self.sizes[a] + self.sizes[b]
         gap = self.means[b] - self.means[a]
         factor = self.sizes[a] * self.sizes[b] / size
-        self.scatters[a] += self.scatters[b] + factor * np.outer(gap, gap)
+        self.scatters[a] += self.scatters[b] + factor * (gap[:, np.newaxis] * gap)
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
         self.means[a] += (self.sizes[b] / size) * gap
         self.sizes[a] = size
@@ -489,9 +498,10 @@ class _Agglomeration:
         self.cost[:n, a] = rises
         if n == 1:
             return
-        self.best[a] = rises.min()
-        self.partner[a] = rises.argmin()
-        rows = np.flatnonzero(stale)
+        closest = rises.argmin()
+        self.best[a] = rises[closest]
+        self.partner[a] = closest
+        (rows,) = stale.nonzero()
         if rows.size:
             block = self.cost[rows, :n]
             self.best[rows] = block.min(axis=1)

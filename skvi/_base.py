@@ -18,7 +18,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_parameter_constraints,
+)
 from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from ._batch import Trend, ascend
@@ -45,6 +49,7 @@ from ._validation import (
     check_weight_range,
     rescaled_weights,
     rows_of_positive_weight,
+    validate_rows,
 )
 
 
@@ -252,13 +257,26 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         What :meth:`fit` does before its runs; :mod:`skvi._multifit` starts
         its lock-step fits with it too, passing as ``validated`` an
         estimator that has validated the same X and sample weights (and
-        the data it returned): their validation is then not repeated.
+        the data it returned) and its own parameters: their validation is
+        then not repeated, and of the parameters only those that are not
+        the other estimator's (the same objects, as :func:`sklearn.clone`
+        leaves numbers and strings) are checked.
         """
-        self._validate_params()
         if validated is None:
+            self._validate_params()
             data = self._training_data(X, sample_weight)
         else:
             other, data = validated
+            theirs = other.get_params(deep=False)
+            validate_parameter_constraints(
+                self._parameter_constraints,
+                {
+                    name: value
+                    for name, value in self.get_params(deep=False).items()
+                    if value is not theirs[name]
+                },
+                caller_name=type(self).__name__,
+            )
             check_enough_samples(data.sample_weight, self.n_components, min_samples=2)
             self.n_features_in_ = other.n_features_in_
             if hasattr(other, "feature_names_in_"):
@@ -453,14 +471,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         to a largest weight in [0.5, 1) by an exact power of two; counts
         must have a total the bound can use.
         """
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan",
-            ensure_min_samples=min_samples,
-        )
+        X = validate_rows(self, X, reset, min_samples)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sample_weight = check_missing_entries(X, sample_weight, check_columns=reset)
         X, sample_weight = rows_of_positive_weight(X, sample_weight)
@@ -653,13 +664,7 @@ default=None
         (-4.1554, 0.0026, True)
         """
         check_is_fitted(self)
-        X = validate_data(
-            self,
-            X,
-            reset=False,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan",
-        )
+        X = validate_rows(self, X, reset=False)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         unit = self._fitted_unit(X.shape[1])
         resp = None
@@ -728,13 +733,7 @@ default=None
             return X.map_blocks(
                 snapshot._per_row, reduce, width, labels, chunks=chunks, dtype=dtype
             )
-        X = validate_data(
-            self,
-            X,
-            reset=False,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite="allow-nan",
-        )
+        X = validate_rows(self, X, reset=False)
         unit = self._fitted_unit(X.shape[1])
         plan, density = self._component_log_density(unit, X.dtype)
         shape = (X.shape[0],) if width is None else (X.shape[0], width)

@@ -84,6 +84,7 @@ from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
+from ._initialization import draws_random
 from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, loss_limit
 from ._stats import Moments
 from ._threads import one_blas_thread
@@ -176,7 +177,10 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
                 # The rows the fit sees (those of positive weight).
                 start = given.predict_proba(data.X)
             else:
-                rng = check_random_state(model.random_state)
+                # The lock step's only draws are its starts'.
+                rng = None
+                if draws_random(model.init_params, data.n_samples):
+                    rng = check_random_state(model.random_state)
                 rows, responsibilities = model._initial_assignment(data, rng)
                 if rows is not data:
                     continue
@@ -189,20 +193,23 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
         fits.append(_Fit(index, model, data, unit, context, start))
     if not fits:
         return models
+    # One BLAS limit for the whole lock step and the runs that finish
+    # alone: setting and lifting it costs more than one of their iterations.
     with one_blas_thread():
         lockstep = _Lockstep(fits)
         lockstep.run(template.max_iter, template.tol, template.reg_covar)
         fits = [fit for fit in fits if not fit.left]
         if fits:
             scores, entropies = lockstep.criteria(fits, sample_weight)
-    for number, fit in enumerate(fits):
-        fit.finish(lockstep.moments(fit))
-        models[fit.index] = (fit.model, (scores[number], entropies[number]))
-    # Fits whose moments left the kernel's limits in an E-step go on alone
-    # from there rather than from their start; their criteria are their own.
-    for fit in lockstep.fits:
-        if fit.left and fit.resume is not None and fit.resume_alone():
-            models[fit.index] = (fit.model, None)
+        for number, fit in enumerate(fits):
+            fit.finish(lockstep.moments(fit))
+            models[fit.index] = (fit.model, (scores[number], entropies[number]))
+        # Fits whose moments left the kernel's limits in an E-step go on
+        # alone from there rather than from their start; their criteria are
+        # their own.
+        for fit in lockstep.fits:
+            if fit.left and fit.resume is not None and fit.resume_alone():
+                models[fit.index] = (fit.model, None)
     return models
 
 
@@ -246,6 +253,8 @@ class _Fit:
         ):
             # mclust's other models: one stacked M-step per model.
             self.group = unit.name
+        # Whether the kernel may evaluate it in its whitened layout.
+        self.may_whiten = _may_be_ill_conditioned(unit)
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
         self.blocks = None
         # Where a fit that left in an E-step goes on alone from: its state
@@ -346,6 +355,8 @@ class _Lockstep:
             axis=1,
         ).T.copy()
         self._cached_layout = (None, None)
+        self._cached_positions = {}
+        self._round_constants = None
 
     # ---------------------------------------------------------------- loop
     def _maximize(self, active):
@@ -353,6 +364,7 @@ class _Lockstep:
 
         A fit the M-step leaves ill-conditioned leaves the lock step.
         """
+        self._round_constants = None
         self._m_step(active)
         self._leave_ill_conditioned(active)
         return self._active()
@@ -406,16 +418,19 @@ class _Lockstep:
 
     def _leave_ill_conditioned(self, fits):
         """Fits the kernel would evaluate in its whitened layout leave."""
-        checked = [fit for fit in fits if _may_be_ill_conditioned(fit.unit)]
+        checked = [fit for fit in fits if fit.may_whiten]
         if not checked:
             return
-        where = np.concatenate([_indices(fit.slice) for fit in checked])
+        # A tied fit's components hold copies of one factor (the batched
+        # M-step repeats it; a tied unit's own broadcasts it, EEE's copies
+        # one covariance): its first stands for all.
+        where, counts, _ = self._positions(checked, tied_once=True)
         factors = self.factors[where]
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         losses = np.asarray(precision_conditioning_losses(precisions, factors))
         # NaN losses fail the comparison: such a fit leaves too.
         fine = losses <= WHITENING_LIMIT[np.dtype(np.float64)]
-        owners = np.repeat(np.arange(len(checked)), [f.n_components for f in checked])
+        owners = np.repeat(np.arange(len(checked)), counts)
         failing = np.bincount(owners, weights=~fine, minlength=len(checked))
         for fit, failed in zip(checked, failing, strict=True):
             if failed:
@@ -453,9 +468,7 @@ class _Lockstep:
         No component is empty here (a fit with one leaves the lock step),
         so the units' ``maximize`` needs no previous covariances.
         """
-        where = np.concatenate([_indices(fit.slice) for fit in fits])
-        sizes = [fit.n_components for fit in fits]
-        starts = np.cumsum([0, *sizes[:-1]])
+        where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
         fit_mass = np.add.reduceat(nk, starts)
         weights = nk / np.repeat(fit_mass, sizes)
@@ -506,9 +519,7 @@ class _Lockstep:
         stacked statistics; False if a fit must take its own (a collapse,
         which its own M-step reports).
         """
-        where = np.concatenate([_indices(fit.slice) for fit in fits])
-        sizes = [fit.n_components for fit in fits]
-        starts = np.cumsum([0, *sizes[:-1]])
+        where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
         weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
         means = self.xbar[where].copy()
@@ -579,15 +590,29 @@ class _Lockstep:
             - 0.5 * reg_covar * traces
         )
 
+    def _factors_and_constants(self, fits, reg_covar):
+        """The fits' stacked precision factors and :meth:`_constants`.
+
+        Kept from the half-step for the E-step that follows it on the same
+        fits (both after one M-step, which clears them).
+        """
+        key = (tuple(fit.index for fit in fits), reg_covar)
+        if self._round_constants is not None and self._round_constants[0] == key:
+            return self._round_constants[1]
+        where = self._layout(fits)[0]
+        found = (self.factors[where], self._constants(where, reg_covar))
+        self._round_constants = (key, found)
+        return found
+
     def _half_step(self, fits):
         """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
         layout = self._layout(fits)
         where, starts = layout[0], layout[4]
-        factors = self.factors[where]
+        factors, constants = self._factors_and_constants(fits, self.reg_covar)
         nk = self.nk[where]
         offsets = np.einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
         traces = np.einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
-        terms = nk * self._constants(where, self.reg_covar) - 0.5 * (
+        terms = nk * constants - 0.5 * (
             traces + nk * np.einsum("ki,ki->k", offsets, offsets)
         )
         data_terms = np.add.reduceat(terms, starts)
@@ -610,16 +635,14 @@ class _Lockstep:
         """
         where, slots, columns, n_slots = self._layout(fits)[:4]
         n_fits, n_features = len(fits), self.centered.shape[1]
-        factors = self.factors[where]
+        factors, constants = self._factors_and_constants(fits, reg_covar)
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
         shifts = self.means[where] - self.center
         whitened = np.einsum("ki,kij->kj", shifts, factors)
         quadratic = np.einsum("kj,kj->k", whitened, whitened)
         coefficients = np.zeros((n_slots, n_fits, 1 + n_features + n_features**2))
         coefficients[..., 0] = PADDING
-        coefficients[slots, columns, 0] = (
-            self._constants(where, reg_covar) - 0.5 * quadratic
-        )
+        coefficients[slots, columns, 0] = constants - 0.5 * quadratic
         coefficients[slots, columns, 1 : 1 + n_features] = np.einsum(
             "kij,kj->ki", precisions, shifts
         )
@@ -728,6 +751,7 @@ class _Lockstep:
         with the caller's sample weights: what
         :meth:`EMGaussianMixture._criteria` computes per fit.
         """
+        self._round_constants = None
         log_rho, _ = self._log_rho(fits, 0.0)
         _, log_density, entropies = self._posterior(log_rho)
         score = log_density @ self.weights / self.total_weight
@@ -745,6 +769,33 @@ class _Lockstep:
             np.zeros_like(self.xbar[own]),
             fit.unit.second_moment_from_dense(self.scatter[own]),
         )
+
+    def _positions(self, fits, tied_once=False):
+        """Where the components of ``fits`` are in the stack, in their order.
+
+        Their stacked indices, each fit's number of them and where each
+        fit's begin among them. With ``tied_once`` a tied fit (the tied
+        group's, whose components hold copies of one factor) counts its
+        first component only. Cached: the members of a group change only
+        when fits leave, and an M-step would otherwise build these for
+        every group in every round.
+        """
+        key = (tied_once, *(fit.index for fit in fits))
+        found = self._cached_positions.get(key)
+        if found is None:
+            sizes = [
+                1 if tied_once and fit.group is TiedCovariance else fit.n_components
+                for fit in fits
+            ]
+            where = np.concatenate(
+                [
+                    _indices(slice(fit.slice.start, fit.slice.start + size))
+                    for fit, size in zip(fits, sizes, strict=True)
+                ]
+            )
+            found = (where, sizes, np.cumsum([0, *sizes[:-1]]))
+            self._cached_positions[key] = found
+        return found
 
     def _layout(self, fits):
         """Where the components of ``fits`` are in the stack.

@@ -157,6 +157,19 @@ def test_one_tree_serves_every_number_of_clusters():
         previous = labels
 
 
+def test_cuts_are_kept_read_only_and_equal_a_fresh_trees():
+    # Every covariance type of a selection cuts the tree at the same K:
+    # the cut is made once and shared, so no caller may write into it.
+    X = make_blobs(6, n_samples=70, n_features=3, n_clusters=3)
+    tree = agglomerate(X)
+    first = tree.labels(4)
+    assert tree.labels(4) is first
+    assert not first.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        first[0] = 1
+    assert_array_equal(first, agglomerate(X).labels(4))
+
+
 def test_large_data_agglomerates_a_subsample():
     rng = np.random.RandomState(6)
     X = make_blobs(6, n_samples=5000, n_features=2)

@@ -24,6 +24,30 @@ def test_infinite_values_are_rejected(bad):
         model.predict(X)
 
 
+def test_array_input_sets_the_feature_attributes_as_sklearn_does():
+    # Arrays that need no conversion skip scikit-learn's validate_data
+    # (skvi._validation.validate_rows); the fitted attributes, the
+    # conversions and the warnings are the same.
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X_GOOD, columns=["a", "b"])
+    model = EMGaussianMixture(2, random_state=0).fit(frame)
+    assert list(model.feature_names_in_) == ["a", "b"]
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        model.predict(X_GOOD)
+    model.fit(X_GOOD)
+    assert model.n_features_in_ == 2
+    assert not hasattr(model, "feature_names_in_")
+    for X in (X_GOOD.astype(np.float32), np.asfortranarray(X_GOOD), X_GOOD[::2]):
+        fitted = EMGaussianMixture(2, random_state=0).fit(X)
+        assert fitted.means_.dtype == X.dtype
+    integers = EMGaussianMixture(2, random_state=0).fit(
+        np.round(10 * X_GOOD).astype(int)
+    )
+    assert integers.means_.dtype == np.float64
+    with pytest.raises(ValueError, match="1D array"):
+        EMGaussianMixture(1).fit(X_GOOD[:, 0])
+
+
 def test_empty_input_is_rejected():
     with pytest.raises(ValueError, match="0 sample"):
         EMGaussianMixture(1).fit(np.empty((0, 2)))

@@ -161,6 +161,44 @@ def test_fits_that_cannot_start_get_their_error(monkeypatch):
     assert_same_tables(together, alone, rtol=1e-12)
 
 
+@pytest.mark.parametrize("init_params", ["random_from_data", "hc"])
+def test_starts_draw_from_their_own_generator_only_where_they_draw(
+    monkeypatch, init_params
+):
+    # The lock step seeds a generator for a start only where it draws from
+    # it (not for an agglomeration of every row); either way every fit
+    # equals its fit alone.
+    X = load_old_faithful().data
+    params = dict(
+        n_components=[1, 3], covariance_types="full,diag", init_params=init_params
+    )
+    seeded = []
+    original = _multifit.check_random_state
+
+    def counting(seed):
+        seeded.append(seed)
+        return original(seed)
+
+    monkeypatch.setattr(_multifit, "check_random_state", counting)
+    together, _ = select_model(X, random_state=3, **params)
+    assert len(seeded) == (4 if init_params == "random_from_data" else 0)
+    alone, _ = one_by_one(monkeypatch, X, random_state=3, **params)
+    assert_same_tables(together, alone, rtol=1e-12)
+
+
+def test_lockstep_fits_check_the_parameters_they_change():
+    # A fit that begins from another's validation checks what differs.
+    X = load_old_faithful().data
+    first = EMGaussianMixture(n_components=2, random_state=0)
+    data, _, _ = first._begin_fit(X, None)
+    second = EMGaussianMixture(n_components=0, random_state=0)
+    with pytest.raises(ValueError, match="n_components"):
+        second._begin_fit(X, None, (first, data))
+    third = EMGaussianMixture(n_components=2, random_state=0, tol=-1.0)
+    with pytest.raises(ValueError, match="tol"):
+        third._begin_fit(X, None, (first, data))
+
+
 def test_where_the_lock_step_does_not_apply():
     X = load_old_faithful().data
     em = EMGaussianMixture(random_state=0)
