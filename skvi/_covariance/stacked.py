@@ -423,25 +423,14 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     )
     # (Where a candidate's block is not positive and finite, each fit's own
     # M-step raises as its shape or volume step does.)
-    shapes = _normalized(diagonals)
-    if shapes is None:
-        return None
-    pair_nk = nk[pair_component]
     pair_sizes = sizes[candidate_owner]
     pair_starts = np.concatenate([[0], np.cumsum(pair_sizes)[:-1]])
-    traces = (diagonals / shapes).sum(axis=1)
-    n_features = scatter.shape[1]
-    if common_volume:
-        volumes = np.add.reduceat(traces, pair_starts) / (
-            np.add.reduceat(pair_nk, pair_starts) * n_features
-        )
-        volumes = np.repeat(volumes, pair_sizes)
-    else:
-        volumes = traces / (pair_nk * n_features)
-    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+    scored = _shapes_volumes_and_objective(
+        diagonals, nk[pair_component], pair_starts, pair_sizes, common_volume
+    )
+    if scored is None:
         return None
-    values = _stacked_objective(diagonals, shapes, volumes, pair_nk, pair_starts)
-    values = np.where(np.isnan(values), np.inf, values)
+    values = np.where(np.isnan(scored[2]), np.inf, scored[2])
     best = np.empty(n_fits, dtype=int)
     for number, (begin, count) in enumerate(zip(candidate_starts, counts, strict=True)):
         best[number] = begin + int(np.argmin(values[begin : begin + count]))
@@ -539,23 +528,12 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     block is not positive and finite.
     """
     _, sizes, starts, owners, _ = layout
-    n_features = scatter.shape[1]
     axes = orientations[owners]
     diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
-    shapes = _normalized(diagonals)
-    if shapes is None:
+    scored = _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume)
+    if scored is None:
         return None
-    traces = (diagonals / shapes).sum(axis=1)
-    if common_volume:
-        volumes = np.add.reduceat(traces, starts) / (
-            np.add.reduceat(nk, starts) * n_features
-        )
-        volumes = np.repeat(volumes, sizes)
-    else:
-        volumes = traces / (nk * n_features)
-    if not np.all(np.isfinite(volumes) & (volumes > 0)):
-        return None
-    values = _stacked_objective(diagonals, shapes, volumes, nk, starts)
+    shapes, volumes, values = scored
     covariances = (axes * (volumes[:, None] * shapes)[:, None, :]) @ np.swapaxes(
         axes, 1, 2
     )
@@ -729,6 +707,32 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
     lower[having] = old < values[having]
     return lower
+
+
+def _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume):
+    """Closed-form shapes and volumes given the axes' diagonals, and f.
+
+    ``diagonals`` (C, D) are ``diag(D_k^T W_k D_k)`` of each component (or
+    candidate pairing) laid out fit by fit from ``starts`` in blocks of
+    ``sizes``; the volumes are pooled over a block where ``common_volume``.
+    Returns (shapes, volumes, f per block), or None where a shape or a
+    volume is not positive and finite.
+    """
+    shapes = _normalized(diagonals)
+    if shapes is None:
+        return None
+    traces = (diagonals / shapes).sum(axis=1)
+    n_features = diagonals.shape[1]
+    if common_volume:
+        volumes = np.add.reduceat(traces, starts) / (
+            np.add.reduceat(nk, starts) * n_features
+        )
+        volumes = np.repeat(volumes, sizes)
+    else:
+        volumes = traces / (nk * n_features)
+    if not np.all(np.isfinite(volumes) & (volumes > 0)):
+        return None
+    return shapes, volumes, _stacked_objective(diagonals, shapes, volumes, nk, starts)
 
 
 def _stacked_objective(diagonals, shapes, volumes, nk, starts):
