@@ -70,9 +70,10 @@ with at least :data:`COMPILED_PAIRS` (row, component) pairs of incomplete
 rows, never with skvi, so skvi's import, complete-data fits and small fits
 do not pay for it; without it, or with the environment variable
 ``SKVI_NUMBA=0`` (or :data:`USE_NUMBA` set to False), the NumPy path
-below serves, with the same results. Diagonal precisions need no block
-algebra (every correction is a product with the mask) and stay in NumPy,
-as does the whitened frame.
+below serves, with the same results; so it does in the tasks of Dask's
+distributed workers, whose memory the nanny budgets. Diagonal precisions
+need no block algebra (every correction is a product with the mask) and
+stay in NumPy, as does the whitened frame.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
@@ -89,6 +90,7 @@ Recognition and Machine Learning, section 2.3 (partitioned Gaussians).
 
 import functools
 import os
+import sys
 import threading
 
 import numpy as np
@@ -955,7 +957,7 @@ def compiled_kernels():
     skvi: fits of complete data do not pay its import.
     """
     global _KERNELS
-    if not USE_NUMBA:
+    if not USE_NUMBA or _in_dask_worker():
         return None
     if _KERNELS is None:
         try:
@@ -965,6 +967,24 @@ def compiled_kernels():
         else:
             _KERNELS = _missing_numba
     return _KERNELS or None
+
+
+def _in_dask_worker():
+    """Whether this runs in a task of a Dask distributed worker.
+
+    Workers keep the NumPy path: numba's import and its compilation (or the
+    loading of its cached machine code) cost every worker process memory
+    that the nanny budgets, and a worker with a 400 MiB limit was restarted
+    while compiling, four times over, until the task failed.
+    """
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 # With diagonal precisions about one center, every row of a chunk takes the

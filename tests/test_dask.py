@@ -382,3 +382,18 @@ def test_a_column_the_initialisation_sample_misses_is_filled_from_all_rows():
         model = EMGaussianMixture(2, random_state=seed, max_iter=0).fit(Xd)
         assert_allclose(model.means_[:, 2], X[0, 2])
         assert np.all(np.isfinite(model.covariances_))
+
+
+def test_distributed_workers_keep_the_numpy_corrections(dask_client):
+    # numba's import and compilation cost a worker process memory its nanny
+    # budgets (a 400 MiB worker was restarted while compiling until the task
+    # failed): the compiled missing-entries kernels are for the client's
+    # process only.
+    from skvi._missing import _in_dask_worker, compiled_kernels
+
+    assert not _in_dask_worker()
+    in_worker, kernels = dask_client.submit(
+        lambda: (_in_dask_worker(), compiled_kernels()), pure=False
+    ).result()
+    assert in_worker
+    assert kernels is None
