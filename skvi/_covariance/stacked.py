@@ -175,7 +175,6 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    bounds = np.cumsum(sizes)
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
     start_shapes = np.ones((len(sizes), n_features))
@@ -212,21 +211,20 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
             orientations, 1, 2
         )
         covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
-    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
-    found = []
-    for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
-        if lower[number]:
-            covariances[begin:end] = previous[number][3]
-            found.append(previous[number])
-            continue
-        found.append(
-            (
-                volumes[begin:end],
-                shapes[number],
-                None if orientations is None else orientations[begin:end],
-                covariances[begin:end],
-            )
-        )
+    found = _keep_lower_previous(
+        previous,
+        scatter,
+        nk,
+        sizes,
+        values,
+        covariances,
+        lambda number, begin, end: (
+            volumes[begin:end],
+            shapes[number],
+            None if orientations is None else orientations[begin:end],
+            covariances[begin:end],
+        ),
+    )
     return covariances, found
 
 
@@ -709,6 +707,26 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     return lower
 
 
+def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
+    """Each fit's blocks: its previous ones where they score lower, else new.
+
+    ``blocks(number, begin, end)`` gives fit ``number``'s new blocks
+    (volumes, shapes, orientation, covariances) from its components
+    ``begin:end``; where :func:`_previous_are_lower` keeps the previous
+    blocks, their covariances are written back into ``covariances``.
+    """
+    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
+    ends = np.cumsum(sizes)
+    found = []
+    for number, (begin, end) in enumerate(zip(ends - sizes, ends, strict=True)):
+        if lower[number]:
+            covariances[begin:end] = previous[number][3]
+            found.append(previous[number])
+        else:
+            found.append(blocks(number, begin, end))
+    return found
+
+
 def _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume):
     """Closed-form shapes and volumes given the axes' diagonals, and f.
 
@@ -900,19 +918,18 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
         axes * (volumes[:, None] * component_shapes)[:, None, :]
     ) @ np.swapaxes(axes, 1, 2)
     covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
-    lower = _previous_are_lower(previous, scatter, nk, sizes, values)
-    found = []
-    for number, (begin, end) in enumerate(zip(starts, bounds, strict=True)):
-        if lower[number]:
-            covariances[begin:end] = previous[number][3]
-            found.append(previous[number])
-            continue
-        found.append(
-            (
-                volumes[begin:end],
-                shapes[number],
-                orientations[number],
-                covariances[begin:end],
-            )
-        )
+    found = _keep_lower_previous(
+        previous,
+        scatter,
+        nk,
+        sizes,
+        values,
+        covariances,
+        lambda number, begin, end: (
+            volumes[begin:end],
+            shapes[number],
+            orientations[number],
+            covariances[begin:end],
+        ),
+    )
     return covariances, found
