@@ -174,8 +174,9 @@ class Expansion:
         self.n_features_total = self.n_linear + unit.n_second_order
         self.has_values = False
         self.whitened = False
-        # Another state's (means, factors) whose whitened frames the
-        # moments are taken in (see parameter_expansion).
+        # Another state's (means, factors, components) in whose whitened
+        # frames those components' moments are taken (see
+        # parameter_expansion).
         self.frame = None
         # Whether values and second moments are computed one component at a
         # time from whitened rows, without second-order features (see
@@ -229,9 +230,9 @@ class Expansion:
             # Every component's whitened rows (_whitened_rows).
             per_row += unit.n_components * unit.n_features
         if self.frame is not None:
-            # Every component's rows in the frame and their forms, the
-            # exact recomputation's buffers and a Gram factor (_framed_rows).
-            per_row += unit.n_components * (unit.n_features + 1)
+            # The framed components' rows and their forms, the exact
+            # recomputation's buffers and a Gram factor (_framed_rows).
+            per_row += len(self.frame[2]) * (unit.n_features + 1)
             per_row += 7 * unit.n_features
         return self.dtype.itemsize * per_row + 16
 
@@ -345,13 +346,14 @@ def parameter_expansion(
         ``unit.conditioning_loss`` of these precisions, where the caller
         has it already.
     frame : tuple of ndarray, optional
-        Means (K, D) and upper Cholesky factors (K, D, D) of another state:
-        a pass then takes the :class:`WhitenedMoments` of its q(Z) in that
+        Means (J, D), upper Cholesky factors (J, D, D) and indices (J,) of
+        some components of another state: a pass then takes only the
+        :class:`WhitenedMoments` of those components of its q(Z) in that
         state's whitened frames, ``P_k^T (x - m_k)`` of each row computed
-        without cancellation (:class:`_ExactRows`). The data term at a
-        state whose precisions are ill-conditioned (a component collapsing
-        onto a few rows) loses the digits of their condition number in
-        moments taken anywhere else.
+        without cancellation (:class:`_ExactRows`), and no other moments.
+        The data term at a state whose precisions are ill-conditioned (a
+        component collapsing onto a few rows) loses the digits of their
+        condition number in moments taken anywhere else.
     """
     dtype = np.dtype(dtype)
     means = np.asarray(means, dtype=float)
@@ -410,8 +412,8 @@ def parameter_expansion(
                 dtype
             )
     if frame is not None:
-        frame_means, frame_factors = (np.asarray(a, dtype=float) for a in frame)
-        plan.frame = (frame_means, frame_factors)
+        frame_means, frame_factors = (np.asarray(a, dtype=float) for a in frame[:2])
+        plan.frame = (frame_means, frame_factors, np.asarray(frame[2], dtype=np.intp))
         plan.frame_rows = _ExactRows(frame_factors, frame_means)
     plan.shifts = shifts
     plan.weighted_shifts = weighted_shifts
@@ -520,8 +522,9 @@ class _Workspace:
             self._whitened = _scratch(self, "whitened", size, dtype)
         self._framed = None
         if plan.frame is not None:
-            # The rows, then their squared norms.
-            size = unit.n_components * (unit.n_features + 1) * n_rows
+            # The framed components' rows, then their squared norms.
+            self._framed_components = len(plan.frame[2])
+            size = self._framed_components * (unit.n_features + 1) * n_rows
             self._framed = _scratch(self, "framed", size, dtype)
         self._dtype = dtype
         self._exact = None
@@ -559,11 +562,12 @@ class _Workspace:
         return self._whitened[: m * self._components * self._dims].reshape(-1, m)
 
     def framed(self, m):
-        """(K, D, m) and (K, m) blocks for rows in a plan's frame, and forms."""
-        size = m * self._components * self._dims
-        rows = self._framed[:size].reshape(self._components, self._dims, m)
-        forms = self._framed[size : size + m * self._components]
-        return rows, forms.reshape(self._components, m)
+        """(J, D, m) and (J, m) blocks for rows in a plan's frame, and forms."""
+        count = self._framed_components
+        size = m * count * self._dims
+        rows = self._framed[:size].reshape(count, self._dims, m)
+        forms = self._framed[size : size + m * count]
+        return rows, forms.reshape(count, m)
 
     def forms(self, m):
         """A (K, m) block for the squared norms of whitened rows."""
@@ -862,7 +866,7 @@ def _exact_difference(work, mean, factor):
 
 
 def _framed_rows(plan, workspace, prepared):
-    """``Q_k^T (x - mu_k)`` in the plan's frame (mu, Q), shape (K, D, m).
+    """``Q_k^T (x - mu_k)`` in the plan's frame (mu, Q), shape (J, D, m).
 
     Each row computed without cancellation (:class:`_ExactRows`); the
     values of the plan's own state do not need them.
@@ -874,9 +878,13 @@ def _framed_rows(plan, workspace, prepared):
 
 
 def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
-    """Add a chunk's whitened sums (see WhitenedMoments) in float64."""
+    """Add a chunk's whitened sums (see WhitenedMoments) in float64.
+
+    In a plan's frame, those of its framed components only.
+    """
     if plan.frame is not None:
         rows = _framed_rows(plan, workspace, prepared)
+        weighted_resp = weighted_resp[plan.frame[2]]
     else:
         rows = _whitened_rows(plan, workspace, prepared)
     rows = np.asarray(rows, dtype=float)
@@ -1300,16 +1308,17 @@ class StatisticsPass:
         if plan.whitened or plan.frame is not None:
             dims = unit.n_features
             if plan.frame is not None:
-                means, factors = plan.frame
+                means, factors, _ = plan.frame
             else:
                 means = plan.means
                 factors = unit.component_factors(plan.precisions_cholesky)
+            count = len(means)
             self.whitened = WhitenedMoments(
                 means,
                 factors,
-                np.zeros(unit.n_components),
-                np.zeros((unit.n_components, dims)),
-                np.zeros((unit.n_components, dims, dims)),
+                np.zeros(count),
+                np.zeros((count, dims)),
+                np.zeros((count, dims, dims)),
             )
         self._optimal = False
         if buffers is None:
@@ -1374,6 +1383,9 @@ class StatisticsPass:
             self._accumulate_merge_entropies(resp, values, log_total)
         self._optimal = True
         self._add_whitened(prepared, resp)
+        if plan.frame is not None:
+            # The caller has this q(Z)'s other moments (an E-step's).
+            return
         # Each row's responsibilities sum to 1: its mass is its weight.
         self._accumulate_split(resp, prepared, weights, weights)
 
