@@ -68,7 +68,7 @@ import threading
 import weakref
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 from sklearn import get_config
 
 from ._covariance.wishart import SplitFactor
@@ -778,6 +778,8 @@ class _ExactRows:
         # P_k^T, each contiguous: BLAS multiplies it faster than a
         # transposed view.
         self.transposed = np.ascontiguousarray(np.swapaxes(factors, 1, 2))
+        # Which P_k are upper triangular, as Cholesky factors are (trmm).
+        self.triangular = ~np.any(np.tril(factors, -1), axis=(1, 2))
         # Each factor split once, when first needed.
         self._split = {}
         self._abs = {}
@@ -787,6 +789,23 @@ class _ExactRows:
         if k not in self._abs:
             self._abs[k] = np.abs(self.transposed[k])
         return self._abs[k]
+
+    def _whiten_in_place(self, k, rows):
+        """``rows = P_k^T rows`` for C-contiguous (D, m) ``rows``.
+
+        P_k^T is lower triangular: as a triangular product (BLAS trmm, in
+        place) it takes half the flops of a general one, adding the same
+        nonzero terms.
+        """
+        if not (self.triangular[k] and rows.dtype == np.float64):
+            np.matmul(self.transposed[k], rows.copy(), out=rows)
+            return
+        # rows^T (F-ordered) times the upper P_k (F-ordered) from the right.
+        result = blas.dtrmm(
+            1.0, self.transposed[k].T, rows.T, side=1, lower=0, overwrite_b=1
+        )
+        if not np.shares_memory(result, rows):
+            rows[...] = result.T
 
     def whiten(self, products, forms, prepared, centers, workspace):
         """Every component's whitened rows of a chunk, into ``products``.
@@ -809,9 +828,9 @@ class _ExactRows:
                 np.copyto(block, centers[g][:, np.newaxis], where=np.isnan(block))
         limit = ROW_CANCELLATION**2
         for k, mean in enumerate(self.means):
-            np.subtract(rows, mean[:, np.newaxis], out=difference)
-            np.matmul(self.transposed[k], difference, out=products[k])
-            bounds = self.row_norms[k] @ np.abs(difference, out=difference)
+            np.subtract(rows, mean[:, np.newaxis], out=products[k])
+            bounds = self.row_norms[k] @ np.abs(products[k], out=difference)
+            self._whiten_in_place(k, products[k])
             np.einsum("im,im->m", products[k], products[k], out=forms[k])
             with np.errstate(invalid="ignore"):
                 cancelled = bounds**2 > limit * forms[k]
