@@ -1026,6 +1026,24 @@ class WhitenedMoments:
         result.second[k] = 0.0
         return result
 
+    def _frame_changes(self, factors):
+        """Each ``P_k^-1 Q_k`` (:func:`_frame_change`) for upper factors Q.
+
+        Kept for the last ``factors``: an M-step's check of its moments
+        (:meth:`rounding_losses`) and its half-step (:meth:`quadratic`)
+        read the same.
+        """
+        kept = self.__dict__.get("_changes")
+        if kept is not None and kept[0] is self.factors:
+            if np.array_equal(kept[1], factors):
+                return kept[2]
+        changes = [
+            _frame_change(source, target)
+            for source, target in zip(self.factors, factors, strict=True)
+        ]
+        self._changes = (self.factors, np.array(factors, copy=True), changes)
+        return changes
+
     def scatters(self):
         """Each component's scatter of y about its mean, shape (K, D, D)."""
         safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
@@ -1044,12 +1062,7 @@ class WhitenedMoments:
         ``s^T |A A^T| s``, per D (the form's size at the M-step's optimum).
         1 for a component without mass.
         """
-        changes = np.array(
-            [
-                _frame_change(source, target)
-                for source, target in zip(self.factors, factors, strict=True)
-            ]
-        )
+        changes = np.array(self._frame_changes(factors))
         precisions = changes @ np.swapaxes(changes, 1, 2)
         safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
         second = np.diagonal(self.second, axis1=1, axis2=2)
@@ -1066,11 +1079,12 @@ class WhitenedMoments:
         large cancels when the means have moved.
         """
         total = 0.0
+        changes = self._frame_changes(factors)
         for k in range(self.first.shape[0]):
             mass = self.masses[k]
             if mass <= 0:
                 continue
-            change = _frame_change(self.factors[k], factors[k])
+            change = changes[k]
             mean = self.first[k] / mass
             scatter = self.second[k] - np.outer(self.first[k], mean)
             offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
