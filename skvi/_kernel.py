@@ -909,7 +909,8 @@ def _add_whitened(plan, workspace, prepared, weighted_resp, whitened):
     rows = np.asarray(rows, dtype=float)
     masses = np.asarray(weighted_resp, dtype=float)
     whitened.masses += masses.sum(axis=1)
-    whitened.first += np.einsum("kim,km->ki", rows, masses)
+    # A matrix-vector product each (BLAS): einsum's loop took 4x as long.
+    whitened.first += np.matmul(rows, masses[:, :, np.newaxis])[..., 0]
     whitened.second += _weighted_gram(rows, masses, workspace.gram())
 
 
