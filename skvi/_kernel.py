@@ -50,7 +50,7 @@ without cancellation (:class:`_ExactRows`). Both layouts serve fits and
 predictions alike. A pass may also take its moments in the whitened
 frames of another state (``frame``): an M-step that leaves a precision
 ill-conditioned reads its half-step's data term from those
-(:func:`skvi._stats.framed_moments_needed`).
+(:func:`skvi._stats.framed_components`).
 
 **Memory.** Rows are processed in chunks whose work arrays fit in
 scikit-learn's ``working_memory`` and in a cache-sized block; nothing of size

@@ -200,7 +200,7 @@ def conditioning_loss(unit, expectations):
     """``unit.conditioning_loss`` of the expectations' precisions.
 
     Kept with the expectations: the data term of an M-step's half-step
-    (:func:`framed_moments_needed`) and the next E-step's plan both read
+    (:func:`framed_components`) and the next E-step's plan both read
     that of one state.
     """
     known = expectations.__dict__
