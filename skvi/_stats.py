@@ -513,9 +513,9 @@ def framed_statistics(data, unit, stats, expectations, reg_covar, frame, compone
     the moments of ``components`` in the whitened frames of ``frame`` (the
     expectations of another state; see :func:`framed_components`). The
     other components keep their moments; the result's whitened moments
-    mix frames, each component's its own. None of a component's rows is
-    summed twice and no other moment is summed again: the extra pass costs
-    the values and, per framed component, one product and one rank update.
+    mix frames, each component's its own. No other moment is summed again:
+    the extra pass costs the values (for the responsibilities) and, per
+    framed component, one whitening product and one rank update.
 
     Returns
     -------
