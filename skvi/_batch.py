@@ -14,7 +14,7 @@ import numpy as np
 
 from ._kernel import WhitenedMoments
 from ._merge import MergedStatistics, MergeSchedule, merge_move
-from ._stats import Moments, e_step, framed_moments_needed
+from ._stats import Moments, e_step, framed_components, framed_statistics
 from ._threads import one_blas_thread
 
 # The stopping rule reads the rate of convergence from this many ratios of
@@ -161,26 +161,31 @@ def _global_step(model, data, unit, context, state, evaluated, stats):
     """The M-step from ``stats``, q(Z) of the state ``evaluated``.
 
     Returns the new state, its evaluation and the statistics its half-step
-    reads. Where the new precisions are so ill-conditioned that the data
-    term would lose digits in the moments' frames (a component collapsing
-    onto a few rows: :func:`skvi._stats.framed_moments_needed`), the same
-    q(Z) is summed again with its moments in the new state's whitened
-    frames, and the M-step taken from those (one more pass, only in the
+    reads. Where a new precision is so ill-conditioned that its data term
+    would lose digits in the moments' frames (a component collapsing onto a
+    few rows: :func:`skvi._stats.framed_components`), the same q(Z) is
+    summed again with that component's moments in the new state's whitened
+    frame, and the M-step taken from those (one more pass, only in the
     iteration of such a collapse: from then on the E-step whitens in
     frames that change little).
     """
     new_state = model._update(stats.moments, unit, context, previous=state)
     new_evaluated = model._evaluate(new_state, unit, context)
     # A merged q(Z) is no E-step's: it keeps its moments.
-    if not isinstance(stats, MergedStatistics) and framed_moments_needed(
+    if isinstance(stats, MergedStatistics):
+        return new_state, new_evaluated, stats
+    components = framed_components(
         stats.moments, new_evaluated.expectations, unit, data.dtype
-    ):
-        stats = e_step(
+    )
+    if len(components):
+        stats = framed_statistics(
             data,
             unit,
+            stats,
             evaluated.expectations,
             model.reg_covar,
-            frame=new_evaluated.expectations,
+            new_evaluated.expectations,
+            components,
         )
         new_state = model._update(stats.moments, unit, context, previous=state)
         new_evaluated = model._evaluate(new_state, unit, context)

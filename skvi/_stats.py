@@ -116,6 +116,9 @@ class SufficientStatistics:
     has_missing: bool = False
     whitened: object = None
     _unit: object = field(default=None, repr=False, compare=False)
+    # The centers an E-step's last pass was given (None: the kernel's own
+    # choice), so that a framed pass repeats its q(Z) (framed_statistics).
+    _centers: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def zeros(cls, unit, reference):
@@ -145,6 +148,7 @@ class SufficientStatistics:
             has_missing=self.has_missing,
             whitened=None if self.whitened is None else self.whitened.copy(),
             _unit=self._unit,
+            _centers=self._centers,
         )
 
     def __iadd__(self, other):
@@ -196,7 +200,7 @@ def conditioning_loss(unit, expectations):
     """``unit.conditioning_loss`` of the expectations' precisions.
 
     Kept with the expectations: the data term of an M-step's half-step
-    (:func:`framed_moments_needed`) and the next E-step's plan both read
+    (:func:`framed_components`) and the next E-step's plan both read
     that of one state.
     """
     known = expectations.__dict__
@@ -207,8 +211,8 @@ def conditioning_loss(unit, expectations):
     return known["_conditioning_loss"]
 
 
-def framed_moments_needed(moments, expectations, unit, dtype):
-    """Whether the data term at ``expectations`` needs moments in their frames.
+def framed_components(moments, expectations, unit, dtype):
+    """The components whose data term at ``expectations`` needs their frames.
 
     The data term ``sum_n w_n r_nk (x_n - m_k)^T Lambda_k (x_n - m_k)`` of
     a q(Z), read from its moments, errs by eps times ``s^T |Lambda_k| s``
@@ -220,12 +224,18 @@ def framed_moments_needed(moments, expectations, unit, dtype):
     E-step's certificate, computed once per state). Beyond it (an M-step
     that collapses a component onto two rows: the conditioning loss went
     from 31 to 8.6e5, and the half-step was 3.3e-11 of the bound off), the
-    moments are taken again in the frames of ``expectations``
-    (``e_step``'s ``frame``).
+    moments of those components are taken again in the frames of
+    ``expectations`` (:func:`framed_statistics`).
+
+    Returns
+    -------
+    ndarray of int
+        The components' indices (all of them where the moments have no
+        whitened frames), empty where none needs them.
     """
     limit = WHITENING_LIMIT[np.dtype(dtype)]
     if conditioning_loss(unit, expectations) <= limit:
-        return False
+        return np.arange(0)
     factors = unit.component_factors(expectations.precisions_cholesky)
     whitened = moments.whitened
     if whitened is not None:
@@ -236,7 +246,11 @@ def framed_moments_needed(moments, expectations, unit, dtype):
         losses = np.einsum("ki,kij,kj->k", spreads, precisions, spreads)
         losses /= unit.n_features
     # NaN fails the comparison: the moments are taken again.
-    return not np.max(losses) <= limit
+    needed = ~(losses <= limit)
+    if whitened is None and needed.any():
+        # Moments in the data's frame and in whitened frames do not mix.
+        return np.arange(len(losses))
+    return np.flatnonzero(needed)
 
 
 def log_rho_expansion(
@@ -246,16 +260,16 @@ def log_rho_expansion(
 
     ``centers`` (K, D) overrides the kernel's choice of centers; ``n_rows``,
     the rows of a fit's data, sets its limit (:func:`skvi._kernel.loss_limit`).
-    ``frame``, the expectations of another state, has the moments taken in
-    that state's whitened frames as well.
+    ``frame``, the expectations of another state and indices of components,
+    has a pass take only those components' moments, in that state's
+    whitened frames.
     """
     log_weights = expectations.log_weights
     weights = np.exp(log_weights - np.max(log_weights))
     if frame is not None:
-        frame = (
-            frame.means,
-            unit.component_factors(frame.precisions_cholesky),
-        )
+        frame, components = frame
+        factors = unit.component_factors(frame.precisions_cholesky)
+        frame = (frame.means[components], factors[components], components)
     return parameter_expansion(
         unit,
         expectations.means,
@@ -436,7 +450,7 @@ def with_observed_variances(stats, unit, squares, observed_weight):
     return corrected
 
 
-def e_step(data, unit, expectations, reg_covar, pairs=None, frame=None):
+def e_step(data, unit, expectations, reg_covar, pairs=None):
     """One pass over the data: statistics of the optimal q(Z).
 
     The kernel takes moments about centers at the current means. Where a
@@ -455,9 +469,6 @@ def e_step(data, unit, expectations, reg_covar, pairs=None, frame=None):
         Enters the objective as ``-(reg_covar / 2) E[tr Lambda_k]``.
     pairs : ndarray of shape (P, 2), optional
         Pairs of components whose merge entropies to sum as well.
-    frame : ComponentExpectations, optional
-        Another state, whose whitened frames the moments are taken in too
-        (see :func:`framed_moments_needed`).
 
     Returns
     -------
@@ -465,9 +476,7 @@ def e_step(data, unit, expectations, reg_covar, pairs=None, frame=None):
         With the entropy of q(Z) and the log normaliser.
     """
     n_rows = data.n_samples
-    plan = log_rho_expansion(
-        unit, expectations, reg_covar, data.dtype, n_rows=n_rows, frame=frame
-    )
+    plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype, n_rows=n_rows)
     stats = data.optimal_statistics(plan, pairs)
     limit = LOSS_LIMIT[np.dtype(data.dtype)]
     for _ in range(MAX_RECENTERINGS):
@@ -490,10 +499,57 @@ def e_step(data, unit, expectations, reg_covar, pairs=None, frame=None):
             reg_covar,
             data.dtype,
             centers=moments.means,
-            frame=frame,
         )
         stats = data.optimal_statistics(plan, pairs)
+        stats._centers = moments.means
     return stats
+
+
+def framed_statistics(data, unit, stats, expectations, reg_covar, frame, components):
+    """``stats`` with some components' whitened moments in another state's frames.
+
+    ``stats`` is an E-step's at ``expectations`` (:func:`e_step`); its pass
+    is repeated with the same plan, so its q(Z) is the same, but sums only
+    the moments of ``components`` in the whitened frames of ``frame`` (the
+    expectations of another state; see :func:`framed_components`). The
+    other components keep their moments; the result's whitened moments
+    mix frames, each component's its own. No other moment is summed again:
+    the extra pass costs the values (for the responsibilities) and, per
+    framed component, one whitening product and one rank update.
+
+    Returns
+    -------
+    SufficientStatistics
+        A copy of ``stats``; without whitened moments where the framed
+        pass could not take them (rows with missing entries).
+    """
+    centers = stats._centers
+    plan = log_rho_expansion(
+        unit,
+        expectations,
+        reg_covar,
+        data.dtype,
+        centers=centers,
+        n_rows=data.n_samples if centers is None else None,
+        frame=(frame, components),
+    )
+    framed = data.optimal_statistics(plan).whitened
+    result = stats.copy()
+    if framed is None:
+        result.whitened = None
+    elif stats.whitened is None or len(components) == len(stats.nk):
+        result.whitened = framed
+    else:
+        whitened = result.whitened
+        whitened.means = np.array(whitened.means, dtype=float)
+        whitened.factors = np.array(whitened.factors, dtype=float)
+        whitened.means[components] = framed.means
+        whitened.factors[components] = framed.factors
+        whitened.masses[components] = framed.masses
+        whitened.first[components] = framed.first
+        whitened.second[components] = framed.second
+    result.__dict__.pop("moments", None)
+    return result
 
 
 def statistics_of_assignment(data, unit, responsibilities):

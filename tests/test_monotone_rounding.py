@@ -424,7 +424,7 @@ def hard_cases(draw):
     # M-step collapsing a component onto two rows (conditioning loss 31 to
     # 8.6e5) read its half-step's data term from moments rounded entry by
     # entry, 3.3e-11 of the bound off; such a half-step now takes moments
-    # in the new state's whitened frames (skvi._stats.framed_moments_needed).
+    # in the new state's whitened frames (skvi._stats.framed_components).
     rows = draw(st.sampled_from(["many", "few", "two"]))
     spacing = draw(st.sampled_from([3.0, 1e3, 1e5]))
     features = [1, 2, 8] if rows == "two" else [1, 2, 8, 24]
