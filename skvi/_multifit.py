@@ -85,7 +85,7 @@ from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
 from ._initialization import draws_random
-from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, loss_limit
+from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, _exp_log_ratios, loss_limit
 from ._stats import Moments
 from ._threads import one_blas_thread
 
@@ -661,7 +661,10 @@ class _Lockstep:
         weights = self.weights
         top = log_rho.max(axis=0)
         log_rho -= top
-        resp = np.exp(log_rho)
+        # Floored as the kernel floors them: numpy's exp of the padding's
+        # and of far components' log-ratios (results below the smallest
+        # normal double) takes a path 10-80x slower per entry.
+        resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
         totals = resp.sum(axis=0)
         log_totals = np.log(totals)
         resp *= weights / totals
