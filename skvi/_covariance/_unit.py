@@ -131,12 +131,15 @@ def upper_cholesky_of_inverses(matrices):
         # (Pivots checked positive above: no inverse fails.)
         inverses = triangular_inverses(lower, lower=True)
         return np.ascontiguousarray(np.swapaxes(inverses, 1, 2)), None
-    factors = np.empty_like(lower)
-    for k, factor in enumerate(lower):
-        inverse, info = lapack.dtrtri(factor, lower=1)
-        if info != 0:
+    # Each L_k^T in place, where LAPACK sees L_k (Fortran order): its
+    # inverse is then written as P_k = L_k^-T, with no copies.
+    factors = np.swapaxes(lower, 1, 2).copy()
+    invert = lapack.dtrtri
+    for k, factor in enumerate(factors):
+        # (lower=1, unitdiag=0, overwrite_c=1: positional, which f2py
+        # parses several times faster than keywords.)
+        if invert(factor.T, 1, 0, 1)[1] != 0:
             return None, k
-        factors[k] = inverse.T
     return factors, None
 
 
@@ -163,9 +166,12 @@ def triangular_inverses(matrices, lower):
             else:
                 inverses[:, 0, 1] = matrices[:, 0, 1] * diagonal[:, 0] * -diagonal[:, 1]
         return inverses
-    for k, matrix in enumerate(matrices):
-        inverses[k], _ = lapack.dtrtri(matrix, lower=int(lower))
-    return inverses
+    # In place in Fortran order, as in upper_cholesky_of_inverses.
+    transposed = np.swapaxes(inverses, 1, 2).copy()
+    invert = lapack.dtrtri
+    for matrix in transposed:
+        invert(matrix.T, int(lower), 0, 1)
+    return np.ascontiguousarray(np.swapaxes(transposed, 1, 2))
 
 
 def upper_cholesky(matrix):
