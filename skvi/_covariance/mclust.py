@@ -111,7 +111,7 @@ def _normalized(values):
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(values)
-    if not np.all(np.isfinite(logs)):
+    if not np.isfinite(logs).all():
         return None
     return np.exp(logs - logs.mean(axis=-1, keepdims=True))
 
@@ -119,8 +119,8 @@ def _normalized(values):
 def _first_bad(values):
     """The first component whose entries are not positive and finite."""
     values = values.reshape(len(values), -1)
-    bad = ~np.all(np.isfinite(values) & (values > 0), axis=1)
-    return int(np.flatnonzero(bad)[0]) if np.any(bad) else 0
+    bad = ~(np.isfinite(values) & (values > 0)).all(axis=1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else 0
 
 
 def _common_shape(diagonals, nk, start):
@@ -534,7 +534,7 @@ def _plane_angles(planes, weights, exponent):
         better = (changes < values) | small
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
-        if np.all(small | ~better):
+        if (small | ~better).all():
             break
     return angles
 
@@ -582,7 +582,7 @@ def _warm_planes(rotated, nk, common_volume):
     )
     if not common_volume:
         return planes, nk, None
-    logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+    logs = np.log(rotated.diagonal(axis1=1, axis2=2)).mean(axis=1)
     return planes, np.exp(logs - logs.max()), 1.0 / rotated.shape[1]
 
 
