@@ -380,6 +380,9 @@ def _sorted_axes(vectors, shapes, layout):
     _, sizes, starts, owners, _ = layout
     key = np.add.reduceat(np.log(shapes), starts) / sizes[:, None]
     order = np.argsort(-key, axis=1, kind="stable")
+    if (order[:, 1:] > order[:, :-1]).all():
+        # Already in order (mostly, from the blocks of the last M-step).
+        return vectors, shapes
     vectors = np.take_along_axis(vectors, order[:, None, :], axis=2)
     shapes = np.take_along_axis(shapes, order[owners], axis=1)
     return vectors, shapes
@@ -506,8 +509,10 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
             turns[:, second, second] = cos
             turns[:, second, first], turns[:, first, second] = sin, -sin
             orientations = orientations @ turns
-            turn = turns[owners]
-            rotated = turn.swapaxes(1, 2) @ rotated @ turn
+            if n_features > 2:
+                # (With two features nothing reads the rotated scatters.)
+                turn = turns[owners]
+                rotated = turn.swapaxes(1, 2) @ rotated @ turn
         if n_features > 2:
             orientations = _stacked_newton(
                 orientations, rotated, nk, sizes, common_volume
