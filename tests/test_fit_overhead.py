@@ -19,7 +19,6 @@ from skvi._covariance._unit import (
     precision_conditioning_loss,
     precision_conditioning_losses,
     triangular_inverses,
-    upper_cholesky_of_inverse,
     upper_cholesky_of_inverses,
 )
 from skvi.datasets import load_old_faithful
@@ -155,13 +154,20 @@ def test_batched_triangular_inverses_are_lapacks_bit_for_bit(n_features, lower):
             expected, info = lapack.dtrtri(matrix, lower=int(lower))
             assert info == 0
             np.testing.assert_array_equal(inverse, expected)
-        # The factors of inverses: each matrix's own, bit for bit.
+        # The factors of inverses: LAPACK's Cholesky factor of each (in
+        # the dtype given) and its inverse (in double), bit for bit.
         covariances = np.linalg.inv(factors @ np.swapaxes(factors, 1, 2))
         covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
-        batched, failed = upper_cholesky_of_inverses(covariances)
-        assert failed is None
-        for covariance, factor in zip(covariances, batched, strict=True):
-            np.testing.assert_array_equal(factor, upper_cholesky_of_inverse(covariance))
+        for dtype in (np.float64, np.float32):
+            given = covariances.astype(dtype)
+            batched, failed = upper_cholesky_of_inverses(given)
+            assert failed is None and batched.dtype == dtype
+            for covariance, factor in zip(given, batched, strict=True):
+                inverse, _ = lapack.dtrtri(np.linalg.cholesky(covariance), lower=1)
+                np.testing.assert_array_equal(factor, inverse.T.astype(dtype))
+        # One not positive definite: its index.
+        covariances[7, -1, -1] = -1.0
+        assert upper_cholesky_of_inverses(covariances) == (None, 7)
 
 
 @pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])

@@ -127,6 +127,15 @@ def upper_cholesky_of_inverses(matrices):
         for k, matrix in enumerate(matrices):
             if upper_cholesky_of_inverse(matrix) is None:
                 return None, k
+    if lower.dtype != np.float64:
+        # float32: LAPACK's double inverse of each, rounded to the dtype.
+        factors = np.empty_like(lower)
+        for k, factor in enumerate(lower):
+            inverse, info = lapack.dtrtri(factor, lower=1)
+            if info != 0:
+                return None, k
+            factors[k] = inverse.T
+        return factors, None
     if lower.shape[-1] <= 2:
         # (Pivots checked positive above: no inverse fails.)
         inverses = triangular_inverses(lower, lower=True)
@@ -154,17 +163,21 @@ def triangular_inverses(matrices, lower):
     arithmetic of such a small one (lock-step M-steps on two features
     invert hundreds per round). Larger ones call ``dtrtri`` per matrix.
     """
+    # In double precision, as LAPACK's dtrtri takes them.
     inverses = np.array(matrices, dtype=float)
     n_features = inverses.shape[-1]
     if n_features <= 2:
-        diagonal = 1.0 / matrices.diagonal(axis1=1, axis2=2)
+        diagonal = 1.0 / inverses.diagonal(axis1=1, axis2=2)
         features = np.arange(n_features)
         inverses[:, features, features] = diagonal
         if n_features == 2:
+            # (The entry off the diagonal is still the given one.)
             if lower:
-                inverses[:, 1, 0] = matrices[:, 1, 0] * diagonal[:, 1] * -diagonal[:, 0]
+                below = inverses[:, 1, 0] * diagonal[:, 1]
+                inverses[:, 1, 0] = below * -diagonal[:, 0]
             else:
-                inverses[:, 0, 1] = matrices[:, 0, 1] * diagonal[:, 0] * -diagonal[:, 1]
+                above = inverses[:, 0, 1] * diagonal[:, 0]
+                inverses[:, 0, 1] = above * -diagonal[:, 1]
         return inverses
     # In place in Fortran order, as in upper_cholesky_of_inverses.
     transposed = inverses.swapaxes(1, 2).copy()
