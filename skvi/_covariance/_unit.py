@@ -66,13 +66,13 @@ def collapse_message(component, reg_covar):
 
 def _lower_cholesky(matrix):
     """Lower Cholesky factor, or None if ``matrix`` is not (numerically) SPD."""
-    if not np.all(np.isfinite(matrix)):
+    if not np.isfinite(matrix).all():
         return None
     try:
         lower = np.linalg.cholesky(matrix)
     except np.linalg.LinAlgError:
         return None
-    if not np.all(np.diag(lower) > 0):
+    if not (np.diag(lower) > 0).all():
         return None
     return lower
 
@@ -89,11 +89,11 @@ def first_singular_to_rounding(covariances, factors):
     ``reg_covar > 0`` every pivot is at least ``reg_covar`` in exact
     arithmetic, and the whitened M-step keeps the digits it needs.
     """
-    pivots = 1.0 / np.square(np.diagonal(factors, axis1=-2, axis2=-1))
-    variances = np.diagonal(covariances, axis1=-2, axis2=-1)
+    pivots = 1.0 / np.square(factors.diagonal(axis1=-2, axis2=-1))
+    variances = covariances.diagonal(axis1=-2, axis2=-1)
     limit = covariances.shape[-1] * np.finfo(covariances.dtype).eps
-    collapsed = np.any(pivots <= limit * variances, axis=-1)
-    return int(np.argmax(collapsed)) if np.any(collapsed) else None
+    collapsed = (pivots <= limit * variances).any(axis=-1)
+    return int(np.argmax(collapsed)) if collapsed.any() else None
 
 
 def upper_cholesky_of_inverse(matrix):
@@ -119,21 +119,72 @@ def upper_cholesky_of_inverses(matrices):
     ``k`` that is not positive definite.
     """
     try:
-        lower = np.linalg.cholesky(matrices) if np.all(np.isfinite(matrices)) else None
+        lower = np.linalg.cholesky(matrices) if np.isfinite(matrices).all() else None
     except np.linalg.LinAlgError:
         lower = None
-    if lower is None or not np.all(np.diagonal(lower, axis1=1, axis2=2) > 0):
+    if lower is None or not (lower.diagonal(axis1=1, axis2=2) > 0).all():
         # Find the first culprit, one matrix at a time.
         for k, matrix in enumerate(matrices):
             if upper_cholesky_of_inverse(matrix) is None:
                 return None, k
-    factors = np.empty_like(lower)
-    for k, factor in enumerate(lower):
-        inverse, info = lapack.dtrtri(factor, lower=1)
-        if info != 0:
+    if lower.dtype != np.float64:
+        # float32: LAPACK's double inverse of each, rounded to the dtype.
+        factors = np.empty_like(lower)
+        for k, factor in enumerate(lower):
+            inverse, info = lapack.dtrtri(factor, lower=1)
+            if info != 0:
+                return None, k
+            factors[k] = inverse.T
+        return factors, None
+    if lower.shape[-1] <= 2:
+        # (Pivots checked positive above: no inverse fails.)
+        inverses = triangular_inverses(lower, lower=True)
+        return np.ascontiguousarray(inverses.swapaxes(1, 2)), None
+    # Each L_k^T in place, where LAPACK sees L_k (Fortran order): its
+    # inverse is then written as P_k = L_k^-T, with no copies.
+    factors = lower.swapaxes(1, 2).copy()
+    invert = lapack.dtrtri
+    for k, factor in enumerate(factors):
+        # (lower=1, unitdiag=0, overwrite_c=1: positional, which f2py
+        # parses several times faster than keywords.)
+        if invert(factor.T, 1, 0, 1)[1] != 0:
             return None, k
-        factors[k] = inverse.T
     return factors, None
+
+
+def triangular_inverses(matrices, lower):
+    """LAPACK's ``dtrtri`` of each nonsingular triangular matrix (K, D, D).
+
+    The other triangle is returned as it is given. With D <= 2 in closed
+    form, all at once: the operations of LAPACK's unblocked ``dtrti2``
+    (the reciprocals of the diagonal, then the off-diagonal entry times
+    the later reciprocal, times minus the earlier one) in its order, so
+    the same bits; one LAPACK call per matrix costs far more than the
+    arithmetic of such a small one (lock-step M-steps on two features
+    invert hundreds per round). Larger ones call ``dtrtri`` per matrix.
+    """
+    # In double precision, as LAPACK's dtrtri takes them.
+    inverses = np.array(matrices, dtype=float)
+    n_features = inverses.shape[-1]
+    if n_features <= 2:
+        diagonal = 1.0 / inverses.diagonal(axis1=1, axis2=2)
+        features = np.arange(n_features)
+        inverses[:, features, features] = diagonal
+        if n_features == 2:
+            # (The entry off the diagonal is still the given one.)
+            if lower:
+                below = inverses[:, 1, 0] * diagonal[:, 1]
+                inverses[:, 1, 0] = below * -diagonal[:, 0]
+            else:
+                above = inverses[:, 0, 1] * diagonal[:, 0]
+                inverses[:, 0, 1] = above * -diagonal[:, 1]
+        return inverses
+    # In place in Fortran order, as in upper_cholesky_of_inverses.
+    transposed = inverses.swapaxes(1, 2).copy()
+    invert = lapack.dtrtri
+    for matrix in transposed:
+        invert(matrix.T, int(lower), 0, 1)
+    return np.ascontiguousarray(transposed.swapaxes(1, 2))
 
 
 def upper_cholesky(matrix):
@@ -158,9 +209,9 @@ def whitened_maximum(factors, scatters, counts, reg_covar):
     P_k^T`` has the upper factor ``P_k L^-T``: no condition number is
     squared. Returns None if an ``M_k`` is not positive definite.
     """
-    grams = np.swapaxes(factors, 1, 2) @ factors
+    grams = factors.swapaxes(1, 2) @ factors
     inner = scatters / counts[:, np.newaxis, np.newaxis] + reg_covar * grams
-    inner = 0.5 * (inner + np.swapaxes(inner, 1, 2))
+    inner = 0.5 * (inner + inner.swapaxes(1, 2))
     # L^-T, the upper factors of the M_k^-1, all at once.
     inverse_factors, _ = upper_cholesky_of_inverses(inner)
     if inverse_factors is None:
@@ -194,9 +245,7 @@ def precision_conditioning_losses(precisions, factors):
     diagonals = np.diagonal(factors, axis1=1, axis2=2)
     if not (np.isfinite(factors).all() and diagonals.all()):
         return list(map(precision_conditioning_loss, precisions, factors))
-    inverse = np.empty(factors.shape)
-    for k, factor in enumerate(factors):
-        inverse[k], _ = lapack.dtrtri(factor, lower=0)
+    inverse = triangular_inverses(factors, lower=False)
     stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
     forms = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
     return (forms / precisions.shape[-1]).tolist()

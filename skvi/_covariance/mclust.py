@@ -111,7 +111,7 @@ def _normalized(values):
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(values)
-    if not np.all(np.isfinite(logs)):
+    if not np.isfinite(logs).all():
         return None
     return np.exp(logs - logs.mean(axis=-1, keepdims=True))
 
@@ -119,8 +119,8 @@ def _normalized(values):
 def _first_bad(values):
     """The first component whose entries are not positive and finite."""
     values = values.reshape(len(values), -1)
-    bad = ~np.all(np.isfinite(values) & (values > 0), axis=1)
-    return int(np.flatnonzero(bad)[0]) if np.any(bad) else 0
+    bad = ~(np.isfinite(values) & (values > 0)).all(axis=1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else 0
 
 
 def _common_shape(diagonals, nk, start):
@@ -469,10 +469,21 @@ def _plane_change(planes, angles, weights, exponent):
     ``sum_k g_k expm1(exponent`` times that``)`` (EVE).
     """
     first, second, cross = planes
-    half = 0.5 * (first - second)[..., None]
+    terms = (0.5 * (first - second))[..., None], cross[..., None]
+    return _plane_change_of(
+        terms, (first * second)[..., None], angles, weights, exponent
+    )
+
+
+def _plane_change_of(terms, products, angles, weights, exponent):
+    """:func:`_plane_change` from ``(h, t_ij)`` and ``t_ii t_jj`` (K, P, 1).
+
+    (Computed once per plane search rather than at each Newton step.)
+    """
+    half, cross = terms
     twice = 2.0 * angles
-    z = half * np.cos(twice) + cross[..., None] * np.sin(twice)
-    logs = np.log1p((half - z) * (half + z) / (first * second)[..., None])
+    z = half * np.cos(twice) + cross * np.sin(twice)
+    logs = np.log1p((half - z) * (half + z) / products)
     if exponent is not None:
         logs = np.expm1(exponent * logs)
     if weights.ndim == 2:
@@ -498,7 +509,9 @@ def _plane_angles(planes, weights, exponent):
     candidates = np.concatenate(
         [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
     )
-    changes = _plane_change(planes, candidates, weights, exponent)
+    terms = half[..., None], cross[..., None]
+    products = (first * second)[..., None]
+    changes = _plane_change_of(terms, products, candidates, weights, exponent)
     # NaN where rounding puts a singular scatter's b_i b_j below 0; the
     # angle 0 always has change 0.
     changes = np.where(np.isnan(changes), np.inf, changes)
@@ -507,7 +520,8 @@ def _plane_angles(planes, weights, exponent):
     values = changes[np.arange(n_planes), best]
     mean = 0.5 * (first + second)
     for _ in range(NEWTON_STEPS):
-        cos, sin = np.cos(2.0 * angles), np.sin(2.0 * angles)
+        twice = 2.0 * angles
+        cos, sin = np.cos(twice), np.sin(twice)
         z = half * cos + cross * sin
         slope = 2.0 * (cross * cos - half * sin)
         product = (mean - z) * (mean + z)
@@ -526,7 +540,8 @@ def _plane_angles(planes, weights, exponent):
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
-        changes = _plane_change(planes, trials[:, None], weights, exponent)[:, 0]
+        changes = _plane_change_of(terms, products, trials[:, None], weights, exponent)
+        changes = changes[:, 0]
         # A step below NEWTON_TOL is taken whole even where the change
         # cannot resolve it (f's error is the square of the angle's): then
         # Newton's quadratic convergence puts the next below rounding.
@@ -534,7 +549,7 @@ def _plane_angles(planes, weights, exponent):
         better = (changes < values) | small
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
-        if np.all(small | ~better):
+        if (small | ~better).all():
             break
     return angles
 
@@ -582,7 +597,7 @@ def _warm_planes(rotated, nk, common_volume):
     )
     if not common_volume:
         return planes, nk, None
-    logs = np.log(np.diagonal(rotated, axis1=1, axis2=2)).mean(axis=1)
+    logs = np.log(rotated.diagonal(axis1=1, axis2=2)).mean(axis=1)
     return planes, np.exp(logs - logs.max()), 1.0 / rotated.shape[1]
 
 
