@@ -28,6 +28,7 @@ from .mclust import (
     _shifted_solve,
     _skew_basis,
     _tournament,
+    start_is_lower,
 )
 
 
@@ -319,8 +320,9 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         if found is None:
             return None
         orientations, covariances, values, volumes, shapes = found
-        # Rounding only: the blocks' steps cannot increase f.
-        keep = start_values < values
+        keep = start_is_lower(
+            start_values, values, np.add.reduceat(nk, starts), n_features
+        )
         kept = keep[owners]
         covariances = np.where(kept[:, None, None], start, covariances)
         orientations = np.where(keep[:, None, None], vectors, orientations)
@@ -691,7 +693,8 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     ``(volumes (K,), shape (D,), orientations, covariances)`` with
     orientations None (the identity), one (D, D) or (K, D, D). The final
     guard of a stacked M-step: rounding only, since the blocks' steps
-    cannot increase f, as in :meth:`ConstrainedCovariance.maximize`.
+    cannot increase f, as in :meth:`ConstrainedCovariance.maximize`
+    (:func:`start_is_lower`).
     """
     having = np.array([blocks is not None for blocks in previous])
     lower = np.zeros(len(previous), dtype=bool)
@@ -714,7 +717,8 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
         diagonals = np.einsum("kji,kjl,kli->ki", axes, own, axes)
     kept_starts = _starts(kept_sizes)
     old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
-    lower[having] = old < values[having]
+    totals = np.add.reduceat(nk[rows], kept_starts)
+    lower[having] = start_is_lower(old, values[having], totals, scatter.shape[1])
     return lower
 
 
