@@ -15,6 +15,8 @@ from ._agglomeration import MAX_AGGLOMERATED_ROWS, hc_labels
 # The starts of a hierarchical agglomeration: they draw from the random
 # state only to subsample rows.
 AGGLOMERATIVE = ("hc", "hc_mclust", "ward")
+# The tree each of them cuts (skvi._agglomeration.hc_labels' criterion).
+TREE_CRITERIA = {"hc": "vvv", "hc_mclust": "mclust", "ward": "ward"}
 
 
 def initial_responsibilities(X, sample_weight, n_components, method, random_state):
@@ -34,8 +36,9 @@ def initial_responsibilities(X, sample_weight, n_components, method, random_stat
         :func:`draws_random` says that no draw is made.
     """
     if method in AGGLOMERATIVE:
-        criterion = {"hc": "vvv", "hc_mclust": "mclust", "ward": "ward"}[method]
-        labels = hc_labels(X, sample_weight, n_components, random_state, criterion)
+        labels = hc_labels(
+            X, sample_weight, n_components, random_state, TREE_CRITERIA[method]
+        )
         return _one_hot_labels(labels, n_components)
     if method == "kmeans":
         labels = (

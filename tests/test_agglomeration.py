@@ -223,15 +223,15 @@ def test_hc_on_old_faithful_is_at_least_as_good_as_kmeans(covariance_type):
 
 def test_select_model_starts_from_one_tree_and_picks_mclusts_model():
     X = load_old_faithful().data
-    _agglomeration._TREES.trees.clear()
-    builds = _agglomeration._TREES.builds
+    _agglomeration._MCLUST_TREES.trees.clear()
+    builds = _agglomeration._MCLUST_TREES.builds
     table, best = select_model(X, n_components=range(1, 6), as_frame=False)
-    assert _agglomeration._TREES.builds == builds + 1
-    # One tree for all five numbers of components and fourteen models;
-    # mclust's Mclust picks EEE with 3 components.
+    assert _agglomeration._MCLUST_TREES.builds == builds + 1
+    # One tree (mclust's) for all five numbers of components and fourteen
+    # models; mclust's Mclust picks EEE with 3 components.
     assert len(table) == 5 * 14
     assert (best.n_components, best.covariance_type) == (3, "EEE")
-    assert best.init_params == "hc"
+    assert best.init_params == "hc_mclust"
     _, kmeans = select_model(
         X, n_components=[2], covariance_types="full", init_params="kmeans"
     )
@@ -254,7 +254,7 @@ def test_hc_with_missing_entries_and_weights(estimator):
 def test_select_model_vi_starts_from_hc():
     X = make_blobs(8, n_samples=100, n_features=2)
     _, best = select_model(X, n_components=[1, 3], method="vi", random_state=0)
-    assert best.init_params == "hc"
+    assert best.init_params == "hc_mclust"
 
 
 def test_hc_start_of_a_dask_array_and_of_partial_fit():
@@ -339,10 +339,13 @@ def test_mclust_tree_prices_like_the_exact_one_until_a_cluster_has_three_rows():
     X = make_blobs(9, n_samples=40, n_features=3)
     exact, mclust = agglomerate(X), agglomerate_mclust(X)
     sizes = np.ones(len(X), dtype=int)
-    for step, (a, b) in enumerate(exact.merges):
+    step = 0
+    while True:
+        a, b = exact.merges[step]
         sizes[a] += sizes[b]
         if sizes[a] >= 3:
             break
+        step += 1
     assert step >= 1
     assert_array_equal(mclust.merges[: step + 1], exact.merges[: step + 1])
     assert_allclose(mclust.costs[: step + 1], exact.costs[: step + 1], rtol=1e-12)
