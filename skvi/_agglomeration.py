@@ -433,6 +433,8 @@ class _Agglomeration:
         self.p = p
         # mclust's hcVVV: later merges priced from the stored factor rows.
         self.stored_rows = stored_rows
+        if stored_rows:
+            self._stored_terms = _stored_terms(p)
         # mclust's alpha: the trace of the data's scatter over n * D.
         total = weights.sum()
         squares = weights @ (Z - weights @ Z / total) ** 2
@@ -484,17 +486,16 @@ class _Agglomeration:
         """
         best = self.best[: self.n]
         s = int(best.argmin())
-        if self.stored_rows:
-            (tied,) = (best == best[s]).nonzero()
-            if tied.size > 2:
-                smallest = best[s]
-                pairs = [
-                    (max(a, b), min(a, b))
-                    for a in tied
-                    for b in (self.cost[a, : self.n] == smallest).nonzero()[0]
-                ]
-                last, other = max(pairs)
-                return int(other), int(last)
+        # A unique cheapest merge is the best of its two slots only.
+        smallest = best[s]
+        if self.stored_rows and np.count_nonzero(best == smallest) > 2:
+            pairs = [
+                (max(a, b), min(a, b))
+                for a in (best == smallest).nonzero()[0]
+                for b in (self.cost[a, : self.n] == smallest).nonzero()[0]
+            ]
+            last, other = max(pairs)
+            return int(other), int(last)
         return s, int(self.partner[s])
 
     def rises(self, a):
@@ -541,7 +542,9 @@ class _Agglomeration:
         factor = self.sizes[a] * self.sizes[b] / size
         self.scatters[a] += self.scatters[b] + factor * (gap[:, np.newaxis] * gap)
         if self.stored_rows:
-            self.scatters[a] = _stored_scatter(self.scatters[a], size)
+            self.scatters[a] = _stored_scatter(
+                self.scatters[a], size, self._stored_terms
+            )
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
         self.means[a] += (self.sizes[b] / size) * gap
         self.sizes[a] = size
@@ -598,7 +601,19 @@ class _Agglomeration:
         self.partner[:n][self.partner[:n] == source] = target
 
 
-def _stored_scatter(scatter, size):
+def _stored_terms(p):
+    """``terms[r][j, k]``: the stored rows (of ``r``) that reach entry (j, k).
+
+    Stored row ``i`` is the factor's first row from column ``i`` on, so it
+    reaches entry (j, k) when ``i <= min(j, k)``: ``min(j, k) + 1`` rows of
+    ``r``, at most ``r``.
+    """
+    index = np.arange(p)
+    reach = np.minimum.outer(index, index) + 1
+    return [np.minimum(reach, rows).astype(np.float64) for rows in range(p + 1)]
+
+
+def _stored_scatter(scatter, size, terms=None):
     """The scatter mclust's ``hcVVV`` stores for a merged cluster.
 
     It keeps the cluster's upper triangular factor ``R`` (``R^T R = W``) as
@@ -613,12 +628,10 @@ def _stored_scatter(scatter, size):
     rows = min(int(round(size)) - 1, p)
     if rows < 2 or not scatter[0, 0] > 0:
         return scatter
+    if terms is None:
+        terms = _stored_terms(p)
     first = scatter[0] / np.sqrt(scatter[0, 0])
-    # Row i of the factor is first[i:], so entry (j, k) sums min(j, k) + 1
-    # terms first[j] first[k], at most ``rows`` of them.
-    index = np.arange(p)
-    terms = np.minimum(np.minimum.outer(index, index) + 1, rows)
-    return terms * np.multiply.outer(first, first)
+    return terms[rows] * (first[:, np.newaxis] * first)
 
 
 def _merge_sequence(Z, weights, stored_rows=False):
