@@ -70,6 +70,7 @@ only relative weights matter, as in EM).
 """
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -542,9 +543,7 @@ class _Agglomeration:
         factor = self.sizes[a] * self.sizes[b] / size
         self.scatters[a] += self.scatters[b] + factor * (gap[:, np.newaxis] * gap)
         if self.stored_rows:
-            self.scatters[a] = _stored_scatter(
-                self.scatters[a], size, self._stored_terms
-            )
+            _stored_scatter(self.scatters[a], size, self._stored_terms, out=True)
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
         self.means[a] += (self.sizes[b] / size) * gap
         self.sizes[a] = size
@@ -613,7 +612,7 @@ def _stored_terms(p):
     return [np.minimum(reach, rows).astype(np.float64) for rows in range(p + 1)]
 
 
-def _stored_scatter(scatter, size, terms=None):
+def _stored_scatter(scatter, size, terms=None, out=False):
     """The scatter mclust's ``hcVVV`` stores for a merged cluster.
 
     It keeps the cluster's upper triangular factor ``R`` (``R^T R = W``) as
@@ -624,14 +623,18 @@ def _stored_scatter(scatter, size, terms=None):
     sign, which the outer products drop). Clusters of at most two rows keep
     their scatter (rank one: the first row is the whole factor).
     """
-    p = scatter.shape[0]
+    p = len(scatter)
     rows = min(int(round(size)) - 1, p)
     if rows < 2 or not scatter[0, 0] > 0:
         return scatter
     if terms is None:
         terms = _stored_terms(p)
-    first = scatter[0] / np.sqrt(scatter[0, 0])
-    return terms[rows] * (first[:, np.newaxis] * first)
+    first = scatter[0] / math.sqrt(scatter[0, 0])
+    # In place (``out``): the agglomeration's own slot.
+    result = scatter if out else np.empty_like(scatter)
+    np.multiply(first[:, np.newaxis], first, out=result)
+    result *= terms[rows]
+    return result
 
 
 def _merge_sequence(Z, weights, stored_rows=False):
