@@ -187,8 +187,12 @@ def use_partitions(partitions):
     import skvi._initialization as initialization
 
     labels = partitions.astype(np.intp) - 1
+    tree_labels = initialization.hc_labels
 
-    def mclust_labels(X, sample_weight, n_clusters, random_state):
+    def mclust_labels(X, sample_weight, n_clusters, random_state, criterion="vvv"):
+        # Ward's tree (criterion "ward", second_start) is not mclust's hc.
+        if criterion != "vvv":
+            return tree_labels(X, sample_weight, n_clusters, random_state, criterion)
         if X.shape[0] != labels.shape[0] or n_clusters > labels.shape[1]:
             raise ValueError("mclust's partitions do not fit these rows.")
         return labels[:, n_clusters - 1]

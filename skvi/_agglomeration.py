@@ -36,6 +36,20 @@ tree is the better EM start in general: each wins some (model, K) cells of
 mclust's partitions. Exact ties come from identical rows, which merge first
 here in any order, so no partition of this tree depends on tie-breaking.
 
+:func:`agglomerate_mclust` builds the tree of ``init_params="hc_mclust"``:
+mclust 6.0's own ``hc()`` tree, replayed. It prices merges from the stored
+rows above, does not group identical rows first (``hc()`` does not pass
+its default ``dupPartition`` on to ``hcVVV``, which then starts from
+singletons; on Old Faithful mclust's first merges grow one cluster from a
+repeated row), and among exactly tied merges takes mclust's, the last in
+its scan (the pair with the largest slot, then the largest other slot).
+Its cuts at K = 1..9 are mclust's on Old Faithful, iris and mclust's
+``wreath``, diabetes, banknote and thyroid (checked against R while
+writing it); as mclust's, they can depend on the order of the rows where
+merges tie exactly (repeated rows). From these starts skvi's BIC is worse
+than mclust's by more than 2 in 2 of Old Faithful's 36 cells of the four
+shared models instead of 9 (``docs/mclust.rst``).
+
 One tree serves every number of clusters: :meth:`AgglomerationTree.labels`
 cuts it at any K. Time is O(m^2 D^3) and memory O(m^2 + m D^2) for m
 agglomerated rows, so above ``MAX_AGGLOMERATED_ROWS`` rows (mclust's default
@@ -56,6 +70,7 @@ only relative weights matter, as in EM).
 """
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -193,6 +208,37 @@ def agglomerate(X, sample_weight=None):
     )
 
 
+def agglomerate_mclust(X, sample_weight=None):
+    """Agglomerate every row of X as mclust 6.0's ``hc()`` does.
+
+    The same coordinates and criterion as :func:`agglomerate`, with
+    mclust's departures (module docstring): merges priced from the stored
+    factor rows, no grouping of identical rows, mclust's choice among tied
+    merges.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, D)
+        Finite rows.
+    sample_weight : ndarray of shape (m,), default=None
+        Positive repeat counts; None means 1.
+
+    Returns
+    -------
+    AgglomerationTree
+    """
+    X = np.asarray(X, dtype=np.float64)
+    weights = _unit_mean_weights(sample_weight, X.shape[0])
+    center, scale, projection, columns = _scaled_svd(X, weights)
+    Z = ((X[:, columns] - center) / scale) @ projection
+    if Z.shape[1] == 0:
+        Z = np.zeros((X.shape[0], 1))
+    merges, costs = _merge_sequence(Z, weights, stored_rows=True)
+    return AgglomerationTree(
+        merges.astype(np.intp, copy=False), costs, center, scale, projection, columns
+    )
+
+
 def agglomerate_ward(X, sample_weight=None):
     """Ward's agglomeration of every row of X, in the tree's coordinates.
 
@@ -265,7 +311,8 @@ def hc_labels(X, sample_weight, n_clusters, random_state, criterion="vvv"):
     Above ``MAX_AGGLOMERATED_ROWS`` rows a uniform sample of that many
     (drawn with ``random_state``) is agglomerated and the other rows join
     the nearest cluster mean in the tree's coordinates. ``criterion``:
-    "vvv" (:func:`agglomerate`) or "ward" (:func:`agglomerate_ward`).
+    "vvv" (:func:`agglomerate`), "mclust" (:func:`agglomerate_mclust`) or
+    "ward" (:func:`agglomerate_ward`).
     """
     n_samples = X.shape[0]
     if n_samples > MAX_AGGLOMERATED_ROWS:
@@ -278,7 +325,7 @@ def hc_labels(X, sample_weight, n_clusters, random_state, criterion="vvv"):
     weights = None if sample_weight is None else np.asarray(sample_weight)
     if weights is not None and sample is not None:
         weights = weights[sample]
-    tree = (_WARD_TREES if criterion == "ward" else _TREES).get(rows, weights)
+    tree = _TREES_BY_CRITERION[criterion].get(rows, weights)
     labels = tree.labels(n_clusters)
     if sample is None:
         return labels
@@ -381,10 +428,14 @@ class _Agglomeration:
     O(n D^3) work per merge.
     """
 
-    def __init__(self, Z, weights):
+    def __init__(self, Z, weights, stored_rows=False):
         m, p = Z.shape
         self.n = m
         self.p = p
+        # mclust's hcVVV: later merges priced from the stored factor rows.
+        self.stored_rows = stored_rows
+        if stored_rows:
+            self._stored_terms = _stored_terms(p)
         # mclust's alpha: the trace of the data's scatter over n * D.
         total = weights.sum()
         squares = weights @ (Z - weights @ Z / total) ** 2
@@ -428,8 +479,24 @@ class _Agglomeration:
         return cost
 
     def closest_pair(self):
-        """The slots of the cheapest merge."""
-        s = int(self.best[: self.n].argmin())
+        """The slots of the cheapest merge.
+
+        With ``stored_rows``, among exactly tied merges mclust's: the pair
+        with the largest slot, then the largest other slot (its scan keeps
+        the last minimum).
+        """
+        best = self.best[: self.n]
+        s = int(best.argmin())
+        # A unique cheapest merge is the best of its two slots only.
+        smallest = best[s]
+        if self.stored_rows and np.count_nonzero(best == smallest) > 2:
+            pairs = [
+                (max(a, b), min(a, b))
+                for a in (best == smallest).nonzero()[0]
+                for b in (self.cost[a, : self.n] == smallest).nonzero()[0]
+            ]
+            last, other = max(pairs)
+            return int(other), int(last)
         return s, int(self.partner[s])
 
     def rises(self, a):
@@ -475,6 +542,8 @@ class _Agglomeration:
         gap = self.means[b] - self.means[a]
         factor = self.sizes[a] * self.sizes[b] / size
         self.scatters[a] += self.scatters[b] + factor * (gap[:, np.newaxis] * gap)
+        if self.stored_rows:
+            _stored_scatter(self.scatters[a], size, self._stored_terms, out=True)
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
         self.means[a] += (self.sizes[b] / size) * gap
         self.sizes[a] = size
@@ -531,14 +600,51 @@ class _Agglomeration:
         self.partner[:n][self.partner[:n] == source] = target
 
 
-def _merge_sequence(Z, weights):
+def _stored_terms(p):
+    """``terms[r][j, k]``: the stored rows (of ``r``) that reach entry (j, k).
+
+    Stored row ``i`` is the factor's first row from column ``i`` on, so it
+    reaches entry (j, k) when ``i <= min(j, k)``: ``min(j, k) + 1`` rows of
+    ``r``, at most ``r``.
+    """
+    index = np.arange(p)
+    reach = np.minimum.outer(index, index) + 1
+    return [np.minimum(reach, rows).astype(np.float64) for rows in range(p + 1)]
+
+
+def _stored_scatter(scatter, size, terms=None, out=False):
+    """The scatter mclust's ``hcVVV`` stores for a merged cluster.
+
+    It keeps the cluster's upper triangular factor ``R`` (``R^T R = W``) as
+    ``min(rows - 1, D)`` stored rows, each a copy of ``R``'s first row, and
+    reads stored row ``i`` from column ``i`` on: the factor it prices the
+    cluster's later merges from has rows ``r_1`` with its first ``i``
+    entries zeroed. ``R``'s first row is ``W[0] / sqrt(W[0, 0])`` (up to a
+    sign, which the outer products drop). Clusters of at most two rows keep
+    their scatter (rank one: the first row is the whole factor).
+    """
+    p = len(scatter)
+    rows = min(int(round(size)) - 1, p)
+    if rows < 2 or not scatter[0, 0] > 0:
+        return scatter
+    if terms is None:
+        terms = _stored_terms(p)
+    first = scatter[0] / math.sqrt(scatter[0, 0])
+    # In place (``out``): the agglomeration's own slot.
+    result = scatter if out else np.empty_like(scatter)
+    np.multiply(first[:, np.newaxis], first, out=result)
+    result *= terms[rows]
+    return result
+
+
+def _merge_sequence(Z, weights, stored_rows=False):
     """The merges (by leading row) and their cost rises, in order."""
     m = Z.shape[0]
     merges = np.empty((max(m - 1, 0), 2), dtype=np.intp)
     costs = np.empty(max(m - 1, 0))
     if m < 2:
         return merges, costs
-    state = _Agglomeration(Z, weights)
+    state = _Agglomeration(Z, weights, stored_rows)
     for step in range(m - 1):
         a, b = state.closest_pair()
         rise = state.cost[a, b]
@@ -587,6 +693,8 @@ class _TreeCache:
 
 _TREES = _TreeCache(_CACHE_SIZE, agglomerate)
 _WARD_TREES = _TreeCache(_CACHE_SIZE, agglomerate_ward)
+_MCLUST_TREES = _TreeCache(_CACHE_SIZE, agglomerate_mclust)
+_TREES_BY_CRITERION = {"vvv": _TREES, "ward": _WARD_TREES, "mclust": _MCLUST_TREES}
 
 
 def _cached_tree(X, weights):

@@ -102,7 +102,15 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "init_params": [
             StrOptions(
-                {"kmeans", "k-means++", "random", "random_from_data", "hc", "ward"}
+                {
+                    "kmeans",
+                    "k-means++",
+                    "random",
+                    "random_from_data",
+                    "hc",
+                    "hc_mclust",
+                    "ward",
+                }
             )
         ],
         "random_state": ["random_state"],

@@ -104,7 +104,7 @@ class EMGaussianMixture(BaseGaussianMixture):
     n_init : int, default=1
         Number of initialisations; the best final ELBO is kept.
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', \
-'hc', 'ward'}, default='kmeans'
+'hc', 'hc_mclust', 'ward'}, default='kmeans'
         How the initial responsibilities are chosen. 'hc' cuts R mclust's
         model-based hierarchical agglomeration (unconstrained covariances,
         on scaled SVD coordinates) at ``n_components`` clusters: unlike
@@ -117,7 +117,12 @@ class EMGaussianMixture(BaseGaussianMixture):
         starts differ only on larger data. 'ward' cuts Ward's agglomeration
         (equal spherical covariances, mclust's ``hcEII``) on the same
         coordinates and rows, without sample weights:
-        :func:`select_model` tries it beside 'hc'.
+        :func:`select_model` tries it beside 'hc'. 'hc_mclust' cuts the tree
+        R mclust 6.0's ``hc()`` builds, which departs from the criterion
+        (later merges priced from copies of a stored factor's first row,
+        repeated rows not merged first, mclust's choice among tied merges;
+        see :mod:`skvi._agglomeration`): ``select_model(X,
+        init_params='hc_mclust')`` starts every fit where ``Mclust`` does.
     weights_init : array-like of shape (n_components,), default=None
         Initial weights; computed from ``init_params`` if None.
     means_init : array-like of shape (n_components, n_features), default=None

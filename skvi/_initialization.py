@@ -14,7 +14,9 @@ from ._agglomeration import MAX_AGGLOMERATED_ROWS, hc_labels
 
 # The starts of a hierarchical agglomeration: they draw from the random
 # state only to subsample rows.
-AGGLOMERATIVE = ("hc", "ward")
+AGGLOMERATIVE = ("hc", "hc_mclust", "ward")
+# The tree each of them cuts (skvi._agglomeration.hc_labels' criterion).
+TREE_CRITERIA = {"hc": "vvv", "hc_mclust": "mclust", "ward": "ward"}
 
 
 def initial_responsibilities(X, sample_weight, n_components, method, random_state):
@@ -26,15 +28,17 @@ def initial_responsibilities(X, sample_weight, n_components, method, random_stat
     sample_weight : ndarray of shape (n,)
         Rows of zero weight are never chosen as seeds.
     n_components : int
-    method : {"kmeans", "k-means++", "random", "random_from_data", "hc", "ward"}
+    method : {"kmeans", "k-means++", "random", "random_from_data", "hc", \
+"hc_mclust", "ward"}
     random_state : numpy.random.RandomState or None
         Advanced exactly as scikit-learn's GaussianMixture advances it (for
         "hc" and "ward": only when the rows are subsampled). None where
         :func:`draws_random` says that no draw is made.
     """
     if method in AGGLOMERATIVE:
-        criterion = "ward" if method == "ward" else "vvv"
-        labels = hc_labels(X, sample_weight, n_components, random_state, criterion)
+        labels = hc_labels(
+            X, sample_weight, n_components, random_state, TREE_CRITERIA[method]
+        )
         return _one_hot_labels(labels, n_components)
     if method == "kmeans":
         labels = (

@@ -21,6 +21,7 @@ from ._covariance import MCLUST_MODELS
 from ._dask import is_dask_collection
 from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
+from ._initialization import TREE_CRITERIA
 from ._multifit import fit_in_lockstep, lockstep_applies
 from ._nesting import nested_restarts as restart_nested
 from ._variational import VariationalGaussianMixture
@@ -39,6 +40,9 @@ CRITERIA = {
     "elbo": ("elbo", True),
 }
 DEFAULT_CRITERION = {"em": "bic", "vi": "elbo"}
+# Every fit's start unless init_params is given: R mclust's own hc tree,
+# so that each (model, K) starts where Mclust's does (skvi._agglomeration).
+START = "hc_mclust"
 
 
 def select_model(
@@ -113,10 +117,11 @@ def select_model(
         'ward': where the lock step runs (EM, at most 2,000 finite rows in
         memory, equal sample weights, ``init_params`` not given), every
         (K, type) whose cut of Ward's tree (``init_params='ward'``) differs
-        from the 'hc' cut is also fitted from it, in the same lock step,
+        from the first start's cut is also fitted from it, in the same lock step,
         and the table keeps the better criterion of the two (its
-        ``init_params`` column says which). R mclust's Old Faithful cells
-        where skvi's BIC is worse by more than 2 fall from 10 to 4 of 36 for
+        ``init_params`` column says which). From the 'hc' start, R mclust's
+        Old Faithful cells where skvi's BIC is worse by more than 2 fell
+        from 10 to 4 of 36 for
         about 1.1-1.7 times the time (see :doc:`/mclust`); off by default
         until that time is below ``Mclust``'s.
     restarts : {'nested', 'best', None}, default='nested'
@@ -135,8 +140,9 @@ def select_model(
         refitted (with the four shared models 0 to 7% more time on mclust's
         data sets, with all fourteen 6% to 46%). 'best' also restarts
         every fit that ends below the best fit of any model at its number
-        of components from that fit: on Old Faithful the cells where the
-        BIC is worse than R mclust's by more than 2 fall from 9 to 3 of 36,
+        of components from that fit: on Old Faithful, from the 'hc' start,
+        the cells where the BIC is worse than R mclust's by more than 2
+        fell from 9 to 3 of 36,
         for 1.3 to 2.2 times the time (see :doc:`/mclust`). None: no
         restarts.
     **params
@@ -144,7 +150,10 @@ def select_model(
         ``max_iter``, ``tol``, ``n_init``, ...). Unlike the estimators,
         whose default ``init_params='kmeans'`` runs k-means on the raw
         columns as scikit-learn does, every fit here starts from R mclust's
-        model-based hierarchical agglomeration (``init_params='hc'``) unless
+        model-based hierarchical agglomeration as ``Mclust`` builds it
+        (``init_params='hc_mclust'``, whose cuts equal mclust's on its
+        data sets; 'hc' is the tree that follows the agglomeration's
+        criterion exactly, see :mod:`skvi._agglomeration`) unless
         ``init_params`` is given: its start does not depend on the units of
         the columns, and its one tree serves every number of components
         and covariance type (it is built once, and the threads of
@@ -189,7 +198,7 @@ def select_model(
     counts = _component_counts(n_components)
     kinds = covariance_type_list(covariance_types, method)
     user_params = params
-    params = {"init_params": "hc", **params}
+    params = {"init_params": START, **params}
     if params.get("random_state") is None:
         # One seed for every fit: they then share one start tree.
         seed = check_random_state(None).randint(np.iinfo(np.int32).max)
@@ -315,7 +324,7 @@ def _second_starts(X, sample_weight, kinds, counts):
     for k in counts:
         if not 2 <= k < len(rows):
             continue
-        hc = hc_labels(rows, None, k, None)
+        hc = hc_labels(rows, None, k, None, criterion=TREE_CRITERIA[START])
         ward = hc_labels(rows, None, k, None, criterion="ward")
         # Equal partitions: every pair (hc, ward) of labels is a cluster.
         if len(np.unique(hc * k + ward)) != k:

@@ -83,11 +83,12 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     n_init : int, default=1
         Number of initialisations; the best final ELBO is kept.
     init_params : {'kmeans', 'k-means++', 'random', 'random_from_data', \
-'hc', 'ward'}, default='kmeans'
+'hc', 'hc_mclust', 'ward'}, default='kmeans'
         How the initial responsibilities are chosen; 'hc' is the model-based
         hierarchical agglomeration of :class:`EMGaussianMixture`, which does
-        not depend on the units of the columns, and 'ward' its Ward's
-        agglomeration (no sample weights).
+        not depend on the units of the columns, 'hc_mclust' R mclust's own
+        tree of the same criterion, and 'ward' its Ward's agglomeration (no
+        sample weights).
     merge_components : bool, default=True
         Whether :meth:`fit` may merge two components when coordinate ascent
         stops or slows down (a merge move, Hughes & Sudderth 2013; tried

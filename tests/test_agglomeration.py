@@ -14,7 +14,13 @@ from skvi import (
     _agglomeration,
     select_model,
 )
-from skvi._agglomeration import MAX_AGGLOMERATED_ROWS, agglomerate, agglomerate_ward
+from skvi._agglomeration import (
+    MAX_AGGLOMERATED_ROWS,
+    _stored_scatter,
+    agglomerate,
+    agglomerate_mclust,
+    agglomerate_ward,
+)
 from skvi.datasets import load_old_faithful
 
 from .helpers import COVARIANCE_TYPES, make_blobs
@@ -217,15 +223,15 @@ def test_hc_on_old_faithful_is_at_least_as_good_as_kmeans(covariance_type):
 
 def test_select_model_starts_from_one_tree_and_picks_mclusts_model():
     X = load_old_faithful().data
-    _agglomeration._TREES.trees.clear()
-    builds = _agglomeration._TREES.builds
+    _agglomeration._MCLUST_TREES.trees.clear()
+    builds = _agglomeration._MCLUST_TREES.builds
     table, best = select_model(X, n_components=range(1, 6), as_frame=False)
-    assert _agglomeration._TREES.builds == builds + 1
-    # One tree for all five numbers of components and fourteen models;
-    # mclust's Mclust picks EEE with 3 components.
+    assert _agglomeration._MCLUST_TREES.builds == builds + 1
+    # One tree (mclust's) for all five numbers of components and fourteen
+    # models; mclust's Mclust picks EEE with 3 components.
     assert len(table) == 5 * 14
     assert (best.n_components, best.covariance_type) == (3, "EEE")
-    assert best.init_params == "hc"
+    assert best.init_params == "hc_mclust"
     _, kmeans = select_model(
         X, n_components=[2], covariance_types="full", init_params="kmeans"
     )
@@ -248,7 +254,7 @@ def test_hc_with_missing_entries_and_weights(estimator):
 def test_select_model_vi_starts_from_hc():
     X = make_blobs(8, n_samples=100, n_features=2)
     _, best = select_model(X, n_components=[1, 3], method="vi", random_state=0)
-    assert best.init_params == "hc"
+    assert best.init_params == "hc_mclust"
 
 
 def test_hc_start_of_a_dask_array_and_of_partial_fit():
@@ -290,3 +296,72 @@ def test_ward_tree_cuts_are_scipys_and_ignore_units():
     assert np.all(np.diff(tree.costs) >= -1e-12 * tree.costs.max())
     with pytest.raises(ValueError, match="sample weights"):
         agglomerate_ward(X, np.arange(1.0, len(X) + 1.0))
+
+
+@pytest.mark.parametrize("n_features", [2, 3, 5])
+def test_mclust_tree_stores_copies_of_the_factors_first_row(n_features):
+    # hcVVV keeps min(rows - 1, D) stored rows, each a copy of the first row
+    # of the cluster's upper triangular factor, read from column i on.
+    rng = np.random.RandomState(n_features)
+    rows = rng.normal(size=(9, n_features))
+    deviations = rows - rows.mean(axis=0)
+    W = deviations.T @ deviations
+    factor = np.linalg.cholesky(W).T
+    for size in (2, 3, 4, 9):
+        stored = min(size - 1, n_features)
+        kept = np.zeros((n_features, n_features))
+        for i in range(stored):
+            row = factor[0].copy()
+            row[:i] = 0.0
+            kept += np.outer(row, row)
+        expected = W if size <= 2 else kept
+        assert_allclose(_stored_scatter(W, float(size)), expected, rtol=1e-12)
+
+
+def test_mclust_tree_cuts_old_faithful_as_mclust_does():
+    # Cluster sizes of R mclust 6.0's hclass(hc(faithful), 2:5), read from R
+    # when the tree was written; skvi's exact tree cuts 2 clusters of 98
+    # and 174. mclust's first merges grow one cluster from a repeated row.
+    X = load_old_faithful().data
+    tree = agglomerate_mclust(X)
+    mclust_sizes = [[97, 175], [40, 97, 135], [32, 40, 65, 135], [32, 40, 65, 65, 70]]
+    for k, sizes in zip(range(2, 6), mclust_sizes, strict=True):
+        assert sorted(np.bincount(tree.labels(k))) == sizes
+    first = tree.merges[:4]
+    assert len(np.unique(first[:, 0])) < 4
+    assert_array_equal(agglomerate_mclust(X * 1000.0 + 3.0).merges, tree.merges)
+
+
+def test_mclust_tree_prices_like_the_exact_one_until_a_cluster_has_three_rows():
+    # Rows in general position (no ties): the trees part only after the
+    # first merge that makes a cluster of three rows, whose stored factor
+    # then differs (that merge itself is priced from pairs and singletons).
+    X = make_blobs(9, n_samples=40, n_features=3)
+    exact, mclust = agglomerate(X), agglomerate_mclust(X)
+    sizes = np.ones(len(X), dtype=int)
+    step = 0
+    while True:
+        a, b = exact.merges[step]
+        sizes[a] += sizes[b]
+        if sizes[a] >= 3:
+            break
+        step += 1
+    assert step >= 1
+    assert_array_equal(mclust.merges[: step + 1], exact.merges[: step + 1])
+    assert_allclose(mclust.costs[: step + 1], exact.costs[: step + 1], rtol=1e-12)
+    # Later merges of that cluster are priced from its stored rows.
+    assert not np.allclose(mclust.costs, exact.costs, rtol=1e-9)
+
+
+def test_hc_mclust_start_and_select_model():
+    X = load_old_faithful().data
+    tree = agglomerate_mclust(X)
+    start = EMGaussianMixture(n_components=3, init_params="hc_mclust", max_iter=0)
+    start.fit(X)
+    labels = tree.labels(3)
+    means = np.array([X[labels == j].mean(axis=0) for j in range(3)])
+    assert_allclose(start.means_, means, rtol=1e-12)
+    table, best = select_model(
+        X, n_components=[3], covariance_types="tied", init_params="hc_mclust"
+    )
+    assert best.init_params == "hc_mclust"

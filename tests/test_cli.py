@@ -68,7 +68,7 @@ def test_fit_writes_labels_summary_figures_and_a_model(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     # skvi fit starts from select_model's hierarchical agglomeration.
     reference = EMGaussianMixture(
-        3, covariance_type="tied", init_params="hc", random_state=0
+        3, covariance_type="tied", init_params="hc_mclust", random_state=0
     )
     reference.fit(load_old_faithful().data)
     assert summary["n_iter"] == reference.n_iter_
@@ -161,7 +161,9 @@ def test_standardize_fits_and_predicts_as_the_python_pipeline(tmp_path, capsys):
     X = load_old_faithful().data
     pipeline = make_pipeline(
         StandardScaler(),
-        EMGaussianMixture(2, covariance_type="diag", init_params="hc", random_state=0),
+        EMGaussianMixture(
+            2, covariance_type="diag", init_params="hc_mclust", random_state=0
+        ),
     ).fit(X)
     labels = read_table(str(tmp_path / "labels.csv")).values
     assert np.array_equal(labels[:, 1], pipeline.predict(X))
@@ -403,9 +405,9 @@ def test_every_common_csv_dialect_fits_exactly_the_data_it_holds(
     assert summary["n_rows"] == 40
     assert out.splitlines()[0].startswith(f"Read {data} (")
     assert "40 rows, columns" in out.splitlines()[0]
-    reference = EMGaussianMixture(n_components=2, init_params="hc", random_state=0).fit(
-        X_SAVED
-    )
+    reference = EMGaussianMixture(
+        n_components=2, init_params="hc_mclust", random_state=0
+    ).fit(X_SAVED)
     assert_allclose(summary["means"], reference.means_, rtol=1e-12)
     assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)
 
@@ -483,9 +485,9 @@ def test_a_file_of_one_column(tmp_path, capsys):
     assert status == 0, err
     assert "(one column, a header row, decimal comma, UTF-8): 40 rows" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
-    reference = EMGaussianMixture(n_components=2, init_params="hc", random_state=0).fit(
-        column
-    )
+    reference = EMGaussianMixture(
+        n_components=2, init_params="hc_mclust", random_state=0
+    ).fit(column)
     assert_allclose(summary["means"], reference.means_, rtol=1e-12)
 
 
@@ -516,9 +518,9 @@ def test_the_reading_flags_override_the_detection(tmp_path, capsys):
     )
     assert status == 0, err
     fitted = json.loads((tmp_path / "summary.json").read_text())["means"]
-    reference = EMGaussianMixture(n_components=2, init_params="hc", random_state=0).fit(
-        X_SAVED
-    )
+    reference = EMGaussianMixture(
+        n_components=2, init_params="hc_mclust", random_state=0
+    ).fit(X_SAVED)
     assert_allclose(fitted, reference.means_, rtol=1e-12)
     # A cp1252 file is refused with the way out, which then reads it.
     latin = tmp_path / "latin.csv"
@@ -589,7 +591,7 @@ def test_rows_with_no_value_keep_their_place(method, tmp_path, capsys):
     assert summary["input"]["missing_cells"] == 6
     # The fit is that of the rows with a value; every row gets a line.
     estimator = EMGaussianMixture if method == "em" else VariationalGaussianMixture
-    reference = estimator(n_components=2, init_params="hc", random_state=0)
+    reference = estimator(n_components=2, init_params="hc_mclust", random_state=0)
     reference.fit(X[~np.isnan(X).all(axis=1)])
     assert_allclose(summary["means"], reference.means_, rtol=1e-12)
     assert_allclose(summary["lower_bounds"], reference.lower_bounds_, rtol=1e-12)

@@ -58,7 +58,7 @@ def test_table_criteria_are_those_of_the_fitted_models(weighted, lockstep, monke
         model = EMGaussianMixture(
             row["n_components"],
             covariance_type=row["covariance_type"],
-            init_params="hc",
+            init_params="hc_mclust",
             random_state=0,
         )
         with warnings.catch_warnings():

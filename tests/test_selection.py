@@ -157,21 +157,21 @@ def test_second_start_ward_keeps_the_better_fit_of_each_cell():
     one, _ = select_model(X, **common)
     from skvi import _agglomeration
 
-    builds = _agglomeration._TREES.builds, _agglomeration._WARD_TREES.builds
-    _agglomeration._TREES.trees.clear()
-    _agglomeration._WARD_TREES.trees.clear()
+    trees = _agglomeration._MCLUST_TREES, _agglomeration._WARD_TREES
+    builds = [tree.builds for tree in trees]
+    for tree in trees:
+        tree.trees.clear()
     two, best = select_model(X, second_start="ward", **common)
     # Each tree is built once, shared by the check of the cuts and the fits.
-    assert _agglomeration._TREES.builds == builds[0] + 1
-    assert _agglomeration._WARD_TREES.builds == builds[1] + 1
-    assert [row["init_params"] for row in one] == ["hc"] * len(one)
-    assert {row["init_params"] for row in two} == {"hc", "ward"}
+    assert [tree.builds for tree in trees] == [count + 1 for count in builds]
+    assert [row["init_params"] for row in one] == ["hc_mclust"] * len(one)
+    assert {row["init_params"] for row in two} == {"hc_mclust", "ward"}
     for first, second in zip(one, two, strict=True):
         assert first["n_components"] == second["n_components"]
         assert first["covariance_type"] == second["covariance_type"]
         # More fits in the lock step change its sums in the last digits
         # only (skvi._multifit: criteria equal to about 1e-12 relative).
-        if second["init_params"] == "hc":
+        if second["init_params"] == "hc_mclust":
             assert second["bic"] == pytest.approx(first["bic"], rel=1e-12)
         else:
             assert second["bic"] < first["bic"] * (1.0 + 1e-12)
@@ -186,3 +186,38 @@ def test_second_start_ward_keeps_the_better_fit_of_each_cell():
 def test_second_start_is_validated():
     with pytest.raises(ValueError, match="second_start"):
         select_model(np.zeros((10, 2)), second_start="kmeans")
+
+
+# R mclust 6.0's BIC (skvi's sign) of Old Faithful, Mclust(X, G = 1:9,
+# modelNames = c("VII", "VVI", "EEE", "VVV")), K = 1..9 (read from R).
+MCLUST_FAITHFUL_SHARED = {
+    "spherical": [4024.72, 3458.30, 3336.60, 3242.83, 3129.08, 3038.17, 2973.37]
+    + [2935.08, 2919.41],
+    "diag": [3055.83, 2346.06, 2342.37, 2343.49, 2351.02, 2373.47, 2394.70]
+    + [2413.71, 2432.71],
+    "tied": [2607.62, 2325.22, 2314.32, 2331.22, 2360.66, 2347.35, 2369.33]
+    + [2376.10, 2389.61],
+    "full": [2607.62, 2322.19, 2349.70, 2351.49, 2379.39, 2387.02, 2412.44]
+    + [2442.02, 2460.40],
+}
+
+
+def test_default_start_is_mclusts_tree_and_reaches_mclusts_bic():
+    # From the exact tree ('hc') 9 of these 36 cells end worse than mclust
+    # by more than 2; from mclust's own tree (the default start) two, both
+    # where the default stopping rule stops before mclust's: spherical 9
+    # pauses on a plateau, full 6 runs to max_iter.
+    from skvi.datasets import load_old_faithful
+
+    X = load_old_faithful().data
+    table, best = select_model(
+        X, covariance_types=list(MCLUST_FAITHFUL_SHARED), as_frame=False
+    )
+    assert best.init_params == "hc_mclust"
+    worse = {
+        (row["covariance_type"], row["n_components"])
+        for row in table
+        if row["bic"]
+        > MCLUST_FAITHFUL_SHARED[row["covariance_type"]][row["n_components"] - 1] + 2.0
+    }
+    assert worse <= {("spherical", 9), ("full", 6)}

@@ -13,8 +13,8 @@ def test_parallel_fits_run_in_threads_and_give_the_sequential_table():
     X = load_old_faithful().data
     params = dict(n_components=range(1, 7), random_state=0, as_frame=False)
     sequential, best = select_model(X, **params)
-    _agglomeration._TREES.trees.clear()
-    builds = _agglomeration._TREES.builds
+    _agglomeration._MCLUST_TREES.trees.clear()
+    builds = _agglomeration._MCLUST_TREES.builds
     filters = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -24,7 +24,7 @@ def test_parallel_fits_run_in_threads_and_give_the_sequential_table():
         threaded, threaded_best = select_model(X, **params, n_jobs=2)
     # The threads built the start tree here (a worker process would have
     # built its own) and share it: at most once per thread.
-    assert 1 <= _agglomeration._TREES.builds - builds <= 2
+    assert 1 <= _agglomeration._MCLUST_TREES.builds - builds <= 2
     assert threaded == sequential
     assert threaded_best.get_params() == best.get_params()
     assert not all(row["converged"] for row in short)
