@@ -355,6 +355,7 @@ class _Lockstep:
             axis=1,
         ).T.copy()
         self._cached_layout = (None, None)
+        self._cached_tied = (None, None)
         self._cached_positions = {}
         self._round_constants = None
 
@@ -734,8 +735,20 @@ class _Lockstep:
         variances = np.diagonal(scatter, axis1=1, axis2=2) + (
             nk[:, np.newaxis] * self.reg_covar
         )
+        cancelled = nk[:, np.newaxis] * offset**2
         with np.errstate(divide="ignore", invalid="ignore"):
-            growth = np.max(nk[:, np.newaxis] * offset**2 / variances, axis=1)
+            growth = np.max(cancelled / variances, axis=1)
+        tied = self._tied_components(fits)
+        if tied is not None:
+            # A tied fit uses its scatters pooled, whose rounding is relative
+            # to the pooled variances: its growth is the tied unit's
+            # (TiedCovariance.moment_rounding_growth), not its components'.
+            starts = self._layout(fits)[4]
+            pooled_cancelled = np.add.reduceat(cancelled, starts)
+            pooled_variances = np.add.reduceat(variances, starts)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pooled = np.max(pooled_cancelled / pooled_variances, axis=1)
+            growth = np.where(tied, pooled[columns], growth)
         limit = LOSS_LIMIT[np.dtype(np.float64)]
         # On tiny data the values' limit is lower, as in the kernel.
         value_limit = loss_limit(np.float64, len(self.X))
@@ -796,6 +809,19 @@ class _Lockstep:
             found = (where, sizes, np.cumsum([0, *sizes[:-1]]))
             self._cached_positions[key] = found
         return found
+
+    def _tied_components(self, fits):
+        """Which components of ``fits`` (stacked) belong to tied fits.
+
+        None where no fit is tied. Cached as :meth:`_layout` is.
+        """
+        key = tuple(fit.index for fit in fits)
+        if self._cached_tied[0] != key:
+            sizes = self._layout(fits)[5]
+            tied = [fit.group is TiedCovariance for fit in fits]
+            found = np.repeat(tied, sizes) if any(tied) else None
+            self._cached_tied = (key, found)
+        return self._cached_tied[1]
 
     def _layout(self, fits):
         """Where the components of ``fits`` are in the stack.
