@@ -85,7 +85,7 @@ from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
 from ._initialization import draws_random
-from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, loss_limit
+from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, _exp_log_ratios, loss_limit
 from ._stats import Moments
 from ._threads import one_blas_thread
 
@@ -96,6 +96,9 @@ MAX_ROWS = 5000
 # The log-constant of a padding slot: no exponential of it differs from 0.
 PADDING = -1e300
 EPSILON = float(np.finfo(float).eps)
+# Relative distance from a limit within which a check computed with other
+# rounding is repeated exactly (_conditioning_losses).
+MARGIN = 1e-6
 
 # The covariance units whose M-step the lock step batches (exact types:
 # mclust's units subclass FullCovariance but constrain their maximiser),
@@ -428,9 +431,10 @@ class _Lockstep:
         where, counts, _ = self._positions(checked, tied_once=True)
         factors = self.factors[where]
         precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
-        losses = np.asarray(precision_conditioning_losses(precisions, factors))
+        limit = WHITENING_LIMIT[np.dtype(np.float64)]
+        losses = _conditioning_losses(precisions, factors, limit)
         # NaN losses fail the comparison: such a fit leaves too.
-        fine = losses <= WHITENING_LIMIT[np.dtype(np.float64)]
+        fine = losses <= limit
         owners = np.repeat(np.arange(len(checked)), counts)
         failing = np.bincount(owners, weights=~fine, minlength=len(checked))
         for fit, failed in zip(checked, failing, strict=True):
@@ -662,7 +666,9 @@ class _Lockstep:
         weights = self.weights
         top = log_rho.max(axis=0)
         log_rho -= top
-        resp = np.exp(log_rho)
+        # The kernel's exp (the padding slots alone would take numpy's
+        # slow path for results below the smallest normal double).
+        resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
         totals = resp.sum(axis=0)
         log_totals = np.log(totals)
         resp *= weights / totals
@@ -850,6 +856,28 @@ def _has_missing(X):
     takes only data without any.
     """
     return bool(np.isnan(np.sum(np.asarray(X, dtype=float))))
+
+
+def _conditioning_losses(precisions, factors, limit):
+    """``precision_conditioning_losses``, as compared with ``limit``.
+
+    One batched inverse of the upper factors in place of LAPACK's
+    triangular inverse per component (most of this check's time on small
+    data). The two round differently, by far less than ``MARGIN``: losses
+    that close to the limit, and any that is not finite, are recomputed
+    exactly, so every comparison with the limit is the exact one's.
+    """
+    diagonals = np.diagonal(factors, axis1=1, axis2=2)
+    if not (np.isfinite(factors).all() and diagonals.all()):
+        return np.asarray(precision_conditioning_losses(precisions, factors))
+    inverse = np.linalg.inv(factors)
+    stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
+    losses = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
+    losses /= precisions.shape[-1]
+    near = ~(np.abs(losses - limit) > MARGIN * limit)
+    if near.any():
+        losses[near] = precision_conditioning_losses(precisions[near], factors[near])
+    return losses
 
 
 def _indices(where):
