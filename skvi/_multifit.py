@@ -59,6 +59,7 @@ from its start.
 
 from dataclasses import dataclass
 from numbers import Integral
+from operator import attrgetter
 
 import numpy as np
 from sklearn.base import clone
@@ -96,6 +97,7 @@ MAX_ROWS = 5000
 # The log-constant of a padding slot: no exponential of it differs from 0.
 PADDING = -1e300
 EPSILON = float(np.finfo(float).eps)
+_INDEX = attrgetter("index")
 # Relative distance from a limit within which a check computed with other
 # rounding is repeated exactly (_conditioning_losses).
 MARGIN = 1e-6
@@ -601,7 +603,7 @@ class _Lockstep:
         Kept from the half-step for the E-step that follows it on the same
         fits (both after one M-step, which clears them).
         """
-        key = (tuple(fit.index for fit in fits), reg_covar)
+        key = (_key(fits), reg_covar)
         if self._round_constants is not None and self._round_constants[0] == key:
             return self._round_constants[1]
         where = self._layout(fits)[0]
@@ -799,7 +801,7 @@ class _Lockstep:
         when fits leave, and an M-step would otherwise build these for
         every group in every round.
         """
-        key = (tied_once, *(fit.index for fit in fits))
+        key = (tied_once, _key(fits))
         found = self._cached_positions.get(key)
         if found is None:
             sizes = [
@@ -821,7 +823,7 @@ class _Lockstep:
 
         None where no fit is tied. Cached as :meth:`_layout` is.
         """
-        key = tuple(fit.index for fit in fits)
+        key = _key(fits)
         if self._cached_tied[0] != key:
             sizes = self._layout(fits)[5]
             tied = [fit.group is TiedCovariance for fit in fits]
@@ -835,7 +837,7 @@ class _Lockstep:
         Their stacked indices, the (slot, fit) of each, the number of slots,
         where each fit's components begin among them, and each fit's K.
         """
-        key = tuple(fit.index for fit in fits)
+        key = _key(fits)
         if self._cached_layout[0] != key:
             sizes = [fit.n_components for fit in fits]
             where = np.concatenate([_indices(fit.slice) for fit in fits])
@@ -847,6 +849,11 @@ class _Lockstep:
                 (where, slots, columns, int(max(sizes)), starts, sizes),
             )
         return self._cached_layout[1]
+
+
+def _key(fits):
+    """The fits' indices, the key of the caches of their layouts."""
+    return tuple(map(_INDEX, fits))
 
 
 def _has_missing(X):
