@@ -362,6 +362,7 @@ class _Lockstep:
         self._cached_layout = (None, None)
         self._cached_tied = (None, None)
         self._cached_positions = {}
+        self._cached_owners = {}
         self._round_constants = None
 
     # ---------------------------------------------------------------- loop
@@ -476,10 +477,12 @@ class _Lockstep:
         so the units' ``maximize`` needs no previous covariances.
         """
         where, sizes, starts = self._positions(fits)
+        owners, full_layout = self._owners(group, fits)
         nk = self.nk[where]
         fit_mass = np.add.reduceat(nk, starts)
         weights = nk / np.repeat(fit_mass, sizes)
-        means = self.xbar[where].copy()
+        # Indexing with an array copies.
+        means = self.xbar[where]
         n_features = means.shape[1]
         scatter = self.scatter[where]
         if group is TiedCovariance:
@@ -500,24 +503,40 @@ class _Lockstep:
         if group is TiedCovariance:
             full = np.repeat(full, sizes, axis=0)
         full_covariances = None
-        if any(fit.full_layout for fit in fits):
+        if full_layout:
             full_covariances = _full_matrices(unit, covariances)
             if group is TiedCovariance:
                 full_covariances = np.repeat(full_covariances, sizes, axis=0)
         self.means[where] = means
         self.factors[where] = full
         self.log_weights[where] = np.log(weights)
-        start = 0
-        for number, fit in enumerate(fits):
-            stop = start + fit.n_components
-            own = slice(start, stop)
+        for fit, own, shared in owners:
             if fit.full_layout:
                 fit.latest = (weights, means, full_covariances, full, own, own)
             else:
-                shared = number if group is TiedCovariance else own
                 fit.latest = (weights, means, covariances, factors, own, shared)
-            start = stop
         return True
+
+    def _owners(self, group, fits):
+        """Where each fit's parameters are in a batched M-step's arrays.
+
+        Per fit: its slice of the weights and means, and its index into
+        the unit's covariances and factors (the slice, or its number for a
+        tied fit); and whether any fit stores mclust's full layout. Cached
+        as :meth:`_positions` is.
+        """
+        key = (group, _key(fits))
+        found = self._cached_owners.get(key)
+        if found is None:
+            owners, start = [], 0
+            for number, fit in enumerate(fits):
+                own = slice(start, start + fit.n_components)
+                shared = number if group is TiedCovariance else own
+                owners.append((fit, own, shared))
+                start = own.stop
+            found = (owners, any(fit.full_layout for fit in fits))
+            self._cached_owners[key] = found
+        return found
 
     def _stacked_m_step(self, name, fits):
         """One M-step for the fits of one of mclust's closed-form models.
@@ -911,5 +930,6 @@ def _full_matrices(unit, matrices):
         np.reshape(matrices, (n_components, -1)), (n_components, n_features)
     )
     full = np.zeros((n_components, n_features, n_features))
-    full[:, np.arange(n_features), np.arange(n_features)] = diagonals
+    # The diagonals as a strided view of each flattened matrix.
+    full.reshape(n_components, -1)[:, :: n_features + 1] = diagonals
     return full
