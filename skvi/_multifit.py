@@ -342,6 +342,8 @@ class _Lockstep:
         stops = np.cumsum(sizes)
         for fit, stop, size in zip(fits, stops, sizes, strict=True):
             fit.slice = slice(int(stop - size), int(stop))
+            fit.indices = _indices(fit.slice)
+        self._slot_numbers = np.arange(max(sizes))
         n_total, n_features = int(stops[-1]), self.X.shape[1]
         self.means = np.zeros((n_total, n_features))
         self.factors = np.zeros((n_total, n_features, n_features))
@@ -360,7 +362,6 @@ class _Lockstep:
             axis=1,
         ).T.copy()
         self._cached_layout = (None, None)
-        self._cached_tied = (None, None)
         self._cached_positions = {}
         self._cached_owners = {}
         self._round_constants = None
@@ -765,7 +766,7 @@ class _Lockstep:
         cancelled = nk[:, np.newaxis] * offset**2
         with np.errstate(divide="ignore", invalid="ignore"):
             growth = np.max(cancelled / variances, axis=1)
-        tied = self._tied_components(fits)
+        tied = self._layout(fits)[6]
         if tied is not None:
             # A tied fit uses its scatters pooled, whose rounding is relative
             # to the pooled variances: its growth is the tied unit's
@@ -837,35 +838,25 @@ class _Lockstep:
             self._cached_positions[key] = found
         return found
 
-    def _tied_components(self, fits):
-        """Which components of ``fits`` (stacked) belong to tied fits.
-
-        None where no fit is tied. Cached as :meth:`_layout` is.
-        """
-        key = _key(fits)
-        if self._cached_tied[0] != key:
-            sizes = self._layout(fits)[5]
-            tied = [fit.group is TiedCovariance for fit in fits]
-            found = np.repeat(tied, sizes) if any(tied) else None
-            self._cached_tied = (key, found)
-        return self._cached_tied[1]
-
     def _layout(self, fits):
         """Where the components of ``fits`` are in the stack.
 
         Their stacked indices, the (slot, fit) of each, the number of slots,
-        where each fit's components begin among them, and each fit's K.
+        where each fit's components begin among them, each fit's K, and
+        which components belong to tied fits (None if none does).
         """
         key = _key(fits)
         if self._cached_layout[0] != key:
             sizes = [fit.n_components for fit in fits]
-            where = np.concatenate([_indices(fit.slice) for fit in fits])
-            slots = np.concatenate([np.arange(size) for size in sizes])
+            where = np.concatenate([fit.indices for fit in fits])
+            slots = np.concatenate([self._slot_numbers[:size] for size in sizes])
             columns = np.repeat(np.arange(len(fits)), sizes)
             starts = np.cumsum([0, *sizes[:-1]])
+            tied = [fit.group is TiedCovariance for fit in fits]
+            tied = np.repeat(tied, sizes) if any(tied) else None
             self._cached_layout = (
                 key,
-                (where, slots, columns, int(max(sizes)), starts, sizes),
+                (where, slots, columns, int(max(sizes)), starts, sizes, tied),
             )
         return self._cached_layout[1]
 
