@@ -59,6 +59,7 @@ from its start.
 
 from dataclasses import dataclass
 from numbers import Integral
+from operator import attrgetter
 
 import numpy as np
 from sklearn.base import clone
@@ -96,6 +97,10 @@ MAX_ROWS = 5000
 # The log-constant of a padding slot: no exponential of it differs from 0.
 PADDING = -1e300
 EPSILON = float(np.finfo(float).eps)
+_INDEX = attrgetter("index")
+# Relative distance from a limit within which a check computed with other
+# rounding is repeated exactly (_conditioning_losses).
+MARGIN = 1e-6
 
 # The covariance units whose M-step the lock step batches (exact types:
 # mclust's units subclass FullCovariance but constrain their maximiser),
@@ -337,6 +342,8 @@ class _Lockstep:
         stops = np.cumsum(sizes)
         for fit, stop, size in zip(fits, stops, sizes, strict=True):
             fit.slice = slice(int(stop - size), int(stop))
+            fit.indices = _indices(fit.slice)
+        self._slot_numbers = np.arange(max(sizes))
         n_total, n_features = int(stops[-1]), self.X.shape[1]
         self.means = np.zeros((n_total, n_features))
         self.factors = np.zeros((n_total, n_features, n_features))
@@ -356,6 +363,7 @@ class _Lockstep:
         ).T.copy()
         self._cached_layout = (None, None)
         self._cached_positions = {}
+        self._cached_owners = {}
         self._round_constants = None
 
     # ---------------------------------------------------------------- loop
@@ -426,10 +434,11 @@ class _Lockstep:
         # one covariance): its first stands for all.
         where, counts, _ = self._positions(checked, tied_once=True)
         factors = self.factors[where]
-        precisions = np.matmul(factors, factors.swapaxes(1, 2))
-        losses = np.asarray(precision_conditioning_losses(precisions, factors))
+        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        limit = WHITENING_LIMIT[np.dtype(np.float64)]
+        losses = _conditioning_losses(precisions, factors, limit)
         # NaN losses fail the comparison: such a fit leaves too.
-        fine = losses <= WHITENING_LIMIT[np.dtype(np.float64)]
+        fine = losses <= limit
         owners = np.repeat(np.arange(len(checked)), counts)
         failing = np.bincount(owners, weights=~fine, minlength=len(checked))
         for fit, failed in zip(checked, failing, strict=True):
@@ -469,10 +478,12 @@ class _Lockstep:
         so the units' ``maximize`` needs no previous covariances.
         """
         where, sizes, starts = self._positions(fits)
+        owners, full_layout = self._owners(group, fits)
         nk = self.nk[where]
         fit_mass = np.add.reduceat(nk, starts)
         weights = nk / np.repeat(fit_mass, sizes)
-        means = self.xbar[where].copy()
+        # Indexing with an array copies.
+        means = self.xbar[where]
         n_features = means.shape[1]
         scatter = self.scatter[where]
         if group is TiedCovariance:
@@ -493,24 +504,40 @@ class _Lockstep:
         if group is TiedCovariance:
             full = np.repeat(full, sizes, axis=0)
         full_covariances = None
-        if any(fit.full_layout for fit in fits):
+        if full_layout:
             full_covariances = _full_matrices(unit, covariances)
             if group is TiedCovariance:
                 full_covariances = np.repeat(full_covariances, sizes, axis=0)
         self.means[where] = means
         self.factors[where] = full
         self.log_weights[where] = np.log(weights)
-        start = 0
-        for number, fit in enumerate(fits):
-            stop = start + fit.n_components
-            own = slice(start, stop)
+        for fit, own, shared in owners:
             if fit.full_layout:
                 fit.latest = (weights, means, full_covariances, full, own, own)
             else:
-                shared = number if group is TiedCovariance else own
                 fit.latest = (weights, means, covariances, factors, own, shared)
-            start = stop
         return True
+
+    def _owners(self, group, fits):
+        """Where each fit's parameters are in a batched M-step's arrays.
+
+        Per fit: its slice of the weights and means, and its index into
+        the unit's covariances and factors (the slice, or its number for a
+        tied fit); and whether any fit stores mclust's full layout. Cached
+        as :meth:`_positions` is.
+        """
+        key = (group, _key(fits))
+        found = self._cached_owners.get(key)
+        if found is None:
+            owners, start = [], 0
+            for number, fit in enumerate(fits):
+                own = slice(start, start + fit.n_components)
+                shared = number if group is TiedCovariance else own
+                owners.append((fit, own, shared))
+                start = own.stop
+            found = (owners, any(fit.full_layout for fit in fits))
+            self._cached_owners[key] = found
+        return found
 
     def _stacked_m_step(self, name, fits):
         """One M-step for the fits of one of mclust's closed-form models.
@@ -596,7 +623,7 @@ class _Lockstep:
         Kept from the half-step for the E-step that follows it on the same
         fits (both after one M-step, which clears them).
         """
-        key = (tuple(fit.index for fit in fits), reg_covar)
+        key = (_key(fits), reg_covar)
         if self._round_constants is not None and self._round_constants[0] == key:
             return self._round_constants[1]
         where = self._layout(fits)[0]
@@ -737,8 +764,20 @@ class _Lockstep:
         variances = scatter.diagonal(axis1=1, axis2=2) + (
             nk[:, np.newaxis] * self.reg_covar
         )
+        cancelled = nk[:, np.newaxis] * offset**2
         with np.errstate(divide="ignore", invalid="ignore"):
-            growth = np.max(nk[:, np.newaxis] * offset**2 / variances, axis=1)
+            growth = np.max(cancelled / variances, axis=1)
+        tied = self._layout(fits)[6]
+        if tied is not None:
+            # A tied fit uses its scatters pooled, whose rounding is relative
+            # to the pooled variances: its growth is the tied unit's
+            # (TiedCovariance.moment_rounding_growth), not its components'.
+            starts = self._layout(fits)[4]
+            pooled_cancelled = np.add.reduceat(cancelled, starts)
+            pooled_variances = np.add.reduceat(variances, starts)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pooled = np.max(pooled_cancelled / pooled_variances, axis=1)
+            growth = np.where(tied, pooled[columns], growth)
         limit = LOSS_LIMIT[np.dtype(np.float64)]
         # On tiny data the values' limit is lower, as in the kernel.
         value_limit = loss_limit(np.float64, len(self.X))
@@ -783,7 +822,7 @@ class _Lockstep:
         when fits leave, and an M-step would otherwise build these for
         every group in every round.
         """
-        key = (tied_once, *(fit.index for fit in fits))
+        key = (tied_once, _key(fits))
         found = self._cached_positions.get(key)
         if found is None:
             sizes = [
@@ -804,20 +843,28 @@ class _Lockstep:
         """Where the components of ``fits`` are in the stack.
 
         Their stacked indices, the (slot, fit) of each, the number of slots,
-        where each fit's components begin among them, and each fit's K.
+        where each fit's components begin among them, each fit's K, and
+        which components belong to tied fits (None if none does).
         """
-        key = tuple(fit.index for fit in fits)
+        key = _key(fits)
         if self._cached_layout[0] != key:
             sizes = [fit.n_components for fit in fits]
-            where = np.concatenate([_indices(fit.slice) for fit in fits])
-            slots = np.concatenate([np.arange(size) for size in sizes])
+            where = np.concatenate([fit.indices for fit in fits])
+            slots = np.concatenate([self._slot_numbers[:size] for size in sizes])
             columns = np.repeat(np.arange(len(fits)), sizes)
             starts = np.cumsum([0, *sizes[:-1]])
+            tied = [fit.group is TiedCovariance for fit in fits]
+            tied = np.repeat(tied, sizes) if any(tied) else None
             self._cached_layout = (
                 key,
-                (where, slots, columns, int(max(sizes)), starts, sizes),
+                (where, slots, columns, int(max(sizes)), starts, sizes, tied),
             )
         return self._cached_layout[1]
+
+
+def _key(fits):
+    """The fits' indices, the key of the caches of their layouts."""
+    return tuple(map(_INDEX, fits))
 
 
 def _has_missing(X):
@@ -827,6 +874,28 @@ def _has_missing(X):
     takes only data without any.
     """
     return bool(np.isnan(np.sum(np.asarray(X, dtype=float))))
+
+
+def _conditioning_losses(precisions, factors, limit):
+    """``precision_conditioning_losses``, as compared with ``limit``.
+
+    One batched inverse of the upper factors in place of LAPACK's
+    triangular inverse per component (most of this check's time on small
+    data). The two round differently, by far less than ``MARGIN``: losses
+    that close to the limit, and any that is not finite, are recomputed
+    exactly, so every comparison with the limit is the exact one's.
+    """
+    diagonals = np.diagonal(factors, axis1=1, axis2=2)
+    if not (np.isfinite(factors).all() and diagonals.all()):
+        return np.asarray(precision_conditioning_losses(precisions, factors))
+    inverse = np.linalg.inv(factors)
+    stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
+    losses = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
+    losses /= precisions.shape[-1]
+    near = ~(np.abs(losses - limit) > MARGIN * limit)
+    if near.any():
+        losses[near] = precision_conditioning_losses(precisions[near], factors[near])
+    return losses
 
 
 def _indices(where):
@@ -853,5 +922,6 @@ def _full_matrices(unit, matrices):
         np.reshape(matrices, (n_components, -1)), (n_components, n_features)
     )
     full = np.zeros((n_components, n_features, n_features))
-    full[:, np.arange(n_features), np.arange(n_features)] = diagonals
+    # The diagonals as a strided view of each flattened matrix.
+    full.reshape(n_components, -1)[:, :: n_features + 1] = diagonals
     return full

@@ -21,6 +21,7 @@ from skvi._covariance._unit import (
     triangular_inverses,
     upper_cholesky_of_inverses,
 )
+from skvi._multifit import _conditioning_losses
 from skvi.datasets import load_old_faithful
 
 
@@ -168,6 +169,26 @@ def test_batched_triangular_inverses_are_lapacks_bit_for_bit(n_features, lower):
         # One not positive definite: its index.
         covariances[7, -1, -1] = -1.0
         assert upper_cholesky_of_inverses(covariances) == (None, 7)
+
+
+@pytest.mark.parametrize(
+    "n_components, n_features, spread", [(1, 1, 0), (4, 2, 0), (3, 5, 4), (2, 24, 6)]
+)
+def test_lock_step_conditioning_check_decides_as_the_exact_one(
+    n_components, n_features, spread
+):
+    # skvi._multifit takes one batched inverse: its losses equal LAPACK's
+    # to rounding, and a limit set at (or within rounding of) a loss is
+    # judged by the exact value.
+    precisions, factors = _precisions(2, n_components, n_features, spread)
+    exact = np.asarray(precision_conditioning_losses(precisions, factors))
+    losses = _conditioning_losses(precisions, factors, np.inf)
+    np.testing.assert_allclose(losses, exact, rtol=1e-10)
+    for limit in (exact[0], exact[0] * (1 + 1e-12), exact[0] * (1 - 1e-12)):
+        losses = _conditioning_losses(precisions, factors, limit)
+        assert (losses <= limit).tolist() == (exact <= limit).tolist()
+    factors[0, -1, -1] = 0.0
+    assert np.isinf(_conditioning_losses(precisions, factors, 1e3)[0])
 
 
 @pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
