@@ -35,7 +35,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-import scipy.linalg  # noqa: F401  (loads SciPy's BLAS before the scan below)
 from joblib import cpu_count
 from sklearn import get_config
 from threadpoolctl import ThreadpoolController
@@ -66,13 +65,6 @@ def _blas():
     if _controller is None:
         _controller = ThreadpoolController().select(user_api="blas")
     return _controller
-
-
-# Found once skvi is imported, not in its first fit: the scan reads the
-# process's memory map (3-4 ms, a tenth of a small model selection). The
-# BLAS libraries skvi calls, NumPy's and SciPy's (imported above), are
-# loaded by then; the thread counts are read when a limit is set.
-_blas()
 
 
 def _usable_cpus():
