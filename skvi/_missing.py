@@ -787,9 +787,13 @@ class IncompleteRows:
         first = np.zeros((n_components, n_features))
         if self._compiled is not None:
             kernels, rows, members, starts, fill, covariance = self._compiled
-            # Component last, as the kernels keep it.
+            # Component last, as the kernels keep it. A precision shared by
+            # the components (tied) reads only their pooled second moments
+            # (its unit's second_moment_from_dense sums them): the kernel
+            # sums them directly, and they stand on the first component.
+            n_lanes = n_components if covariance.shape[1] > 1 else 1
             first = np.zeros((n_features, n_components))
-            second = np.zeros((n_features, n_features, n_components))
+            second = np.zeros((n_features, n_features, n_lanes))
             masses = kernels.conditional_statistics(
                 np.ascontiguousarray(weighted_resp, dtype=float),
                 rows,
@@ -805,6 +809,10 @@ class IncompleteRows:
             )
             # The entropy's sums, for entropy() of the same responsibilities.
             self._entropy = (weighted_resp, masses)
+            if n_lanes < n_components:
+                pooled = np.zeros((n_components, n_features, n_features))
+                pooled[0] = second[:, :, 0]
+                return counts, first.T, pooled
             return counts, first.T, np.moveaxis(second, -1, 0)
         cross = np.zeros((n_components, n_features, n_features))
         # w r delta of every entry.

@@ -389,14 +389,19 @@ def conditional_statistics(
     missing coordinates and 0 elsewhere: ``sum w r delta`` to ``first``
     (D, K) and ``sum w r (e delta^T + delta e^T + delta delta^T + Cov)``
     to ``second`` (D, D, K), component last, for ``weighted_resp`` (K, n)
-    and the arrays of :func:`conditional_blocks`. Returns the sums
-    ``sum w r s`` and ``sum w r log det Lambda_mm`` of the entropy.
+    and the arrays of :func:`conditional_blocks`. A ``second`` of shape
+    (D, D, 1) receives the sum over the components instead: a precision
+    shared by every component (tied) is estimated from the pooled sum
+    alone, which takes one product per missing entry and coordinate,
+    not K. Returns the sums ``sum w r s`` and ``sum w r log det
+    Lambda_mm`` of the entropy.
     """
     n_components = weighted_resp.shape[0]
     n_precisions = covariance.shape[1]
     n_features = rows.shape[1]
+    n_lanes = second.shape[2]
     # sum w r delta_a e^T, by the coordinate a: transposed into second.
-    cross = np.zeros((n_features, n_features, n_components))
+    cross = np.zeros((n_features, n_features, n_lanes))
     weights = np.empty(n_components)
     weighted = np.empty(n_components)
     missing_mass = 0.0
@@ -406,23 +411,41 @@ def conditional_statistics(
         start = starts[p]
         size = starts[p + 1] - start
         cell = block_starts[p]
+        row_mass = 0.0
         for k in range(n_components):
             weights[k] = weighted_resp[k, row]
+            row_mass += weights[k]
             missing_mass += weights[k] * size
             log_det_mass += weights[k] * log_det[row, k]
         for a in range(size):
             ja = coordinates[start + a]
+            pooled = 0.0
             for k in range(n_components):
                 weighted[k] = weights[k] * fill[start + a, k]
                 first[ja, k] += weighted[k]
-            for j in range(n_features):
-                value = rows[row, j]
-                for k in range(n_components):
-                    cross[ja, j, k] += weighted[k] * value
+                pooled += weighted[k]
+            if n_lanes == 1:
+                for j in range(n_features):
+                    cross[ja, j, 0] += pooled * rows[row, j]
+            else:
+                for j in range(n_features):
+                    value = rows[row, j]
+                    for k in range(n_components):
+                        cross[ja, j, k] += weighted[k] * value
             for b in range(a, size):
                 jb = coordinates[start + b]
                 at = cell + a * size + b
-                if n_precisions == 1:
+                if n_lanes == 1:
+                    # Pooled: sum_k w r delta_a delta_b + Cov_ab sum_k w r
+                    # (one covariance shared by the components).
+                    value = 0.0
+                    for k in range(n_components):
+                        value += weighted[k] * fill[start + b, k]
+                    value += row_mass * covariance[at, 0]
+                    second[ja, jb, 0] += value
+                    if b > a:
+                        second[jb, ja, 0] += value
+                elif n_precisions == 1:
                     shared = covariance[at, 0]
                     for k in range(n_components):
                         value = weighted[k] * fill[start + b, k]
@@ -439,6 +462,6 @@ def conditional_statistics(
                             second[jb, ja, k] += value
     for i in range(n_features):
         for j in range(n_features):
-            for k in range(n_components):
+            for k in range(n_lanes):
                 second[i, j, k] += cross[i, j, k] + cross[j, i, k]
     return missing_mass, log_det_mass
