@@ -465,3 +465,76 @@ def conditional_statistics(
             for k in range(n_lanes):
                 second[i, j, k] += cross[i, j, k] + cross[j, i, k]
     return missing_mass, log_det_mass
+
+
+@numba.njit(**_JIT)
+def incomplete_rows(chunk, center, centered):
+    """A chunk's rows with missing entries, ordered by their number of them.
+
+    ``chunk`` (m, D) holds the rows, NaN where missing; ``centered`` (D, m)
+    their kernel rows ``x - c`` for the ``center`` c, set here to 0 at the
+    missing entries (the rows filled in with the center). One pass over
+    the chunk replaces the mask, the counts, the (stable) sort by count
+    and the gathers of the NumPy path, with the same rows in the same
+    order. Returns ``(columns, starts, block_starts, coordinates, rows)``:
+    the incomplete rows' indices into the chunk (by count, then index),
+    where each one's entries start and end (n + 1,), where its s x s
+    block starts, each entry's coordinate (increasing within a row), and
+    the rows' ``e = x - c`` (n, D), 0 at the missing entries.
+    """
+    n_rows, n_features = chunk.shape
+    counts = np.empty(n_rows, dtype=np.intp)
+    histogram = np.zeros(n_features + 1, dtype=np.intp)
+    for i in range(n_rows):
+        count = 0
+        for j in range(n_features):
+            count += np.isnan(chunk[i, j])
+        counts[i] = count
+        histogram[count] += 1
+    # A counting sort: the rows missing s entries follow those missing fewer.
+    n_incomplete = n_rows - histogram[0]
+    following = np.empty(n_features + 1, dtype=np.intp)
+    position = 0
+    n_entries = 0
+    for size in range(1, n_features + 1):
+        following[size] = position
+        position += histogram[size]
+        n_entries += size * histogram[size]
+    columns = np.empty(n_incomplete, dtype=np.intp)
+    for i in range(n_rows):
+        size = counts[i]
+        if size > 0:
+            columns[following[size]] = i
+            following[size] += 1
+    starts = np.empty(n_incomplete + 1, dtype=np.intp)
+    block_starts = np.empty(n_incomplete, dtype=np.intp)
+    # One spare entry: every coordinate is written, and kept where missing.
+    coordinates = np.empty(n_entries + 1, dtype=np.intp)
+    rows = np.empty((n_incomplete, n_features))
+    entry = 0
+    cell = 0
+    for p in range(n_incomplete):
+        i = columns[p]
+        starts[p] = entry
+        block_starts[p] = cell
+        cell += counts[i] * counts[i]
+        for j in range(n_features):
+            value = chunk[i, j]
+            missing = np.isnan(value)
+            coordinates[entry] = j
+            entry += missing
+            # x - c as the kernel's rows hold it, 0 where missing.
+            rows[p, j] = 0.0 if missing else value - center[j]
+        for e in range(starts[p], entry):
+            centered[coordinates[e], i] = 0.0
+    starts[n_incomplete] = entry
+    return columns, starts, block_starts, coordinates[:n_entries], rows
+
+
+@numba.njit(**_JIT)
+def add_to_columns(values, columns, corrections):
+    """``values[:, columns] += corrections.T`` for (K, m) and (n, K), in place."""
+    for p in range(columns.shape[0]):
+        column = columns[p]
+        for k in range(values.shape[0]):
+            values[k, column] += corrections[p, k]
