@@ -508,8 +508,7 @@ def incomplete_rows(chunk, center, centered):
             following[size] += 1
     starts = np.empty(n_incomplete + 1, dtype=np.intp)
     block_starts = np.empty(n_incomplete, dtype=np.intp)
-    # One spare entry: every coordinate is written, and kept where missing.
-    coordinates = np.empty(n_entries + 1, dtype=np.intp)
+    coordinates = np.empty(n_entries, dtype=np.intp)
     rows = np.empty((n_incomplete, n_features))
     entry = 0
     cell = 0
@@ -520,15 +519,16 @@ def incomplete_rows(chunk, center, centered):
         cell += counts[i] * counts[i]
         for j in range(n_features):
             value = chunk[i, j]
-            missing = np.isnan(value)
-            coordinates[entry] = j
-            entry += missing
             # x - c as the kernel's rows hold it, 0 where missing.
-            rows[p, j] = 0.0 if missing else value - center[j]
-        for e in range(starts[p], entry):
-            centered[coordinates[e], i] = 0.0
+            if np.isnan(value):
+                coordinates[entry] = j
+                entry += 1
+                centered[j, i] = 0.0
+                rows[p, j] = 0.0
+            else:
+                rows[p, j] = value - center[j]
     starts[n_incomplete] = entry
-    return columns, starts, block_starts, coordinates[:n_entries], rows
+    return columns, starts, block_starts, coordinates, rows
 
 
 @numba.njit(**_JIT)
