@@ -74,6 +74,7 @@ from sklearn import get_config
 from ._covariance.wishart import SplitFactor
 from ._missing import (
     IncompleteRows,
+    has_missing,
     incomplete_columns,
     missing_mask,
     scan_kernels,
@@ -602,10 +603,13 @@ def _prepare(plan, workspace, chunk, labels=None):
     n_linear = plan.n_linear
     features = workspace.features(m)
     centered = features[1:n_linear]
-    incomplete = None
-    kernels = scan_kernels(plan, chunk) if plan.n_groups == 1 else None
-    # The compiled scan finds the incomplete rows in one pass instead.
-    mask = None if kernels is not None else missing_mask(chunk)
+    incomplete = kernels = mask = None
+    if has_missing(chunk):
+        # The compiled scan, where it serves, finds the incomplete rows in
+        # one pass instead of the mask.
+        kernels = scan_kernels(plan, chunk) if plan.n_groups == 1 else None
+        if kernels is None:
+            mask = missing_mask(chunk, checked=True)
     if plan.n_groups == 1:
         np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
         rows, order, groups = chunk, None, ((0, 0, m),)

@@ -98,13 +98,21 @@ import numpy as np
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-def missing_mask(chunk):
-    """The (m, D) mask of NaN entries, or None when there is none.
+def has_missing(chunk):
+    """Whether a chunk may have NaN entries.
 
     A sum is NaN exactly when an entry is (the data are otherwise finite),
     which costs far less than building the mask for every chunk.
     """
-    if not np.isnan(np.sum(chunk)):
+    return bool(np.isnan(np.sum(chunk)))
+
+
+def missing_mask(chunk, checked=False):
+    """The (m, D) mask of NaN entries, or None when there is none.
+
+    ``checked``: :func:`has_missing` said the chunk may have some.
+    """
+    if not checked and not has_missing(chunk):
         return None
     mask = np.isnan(chunk)
     return mask if mask.any() else None
