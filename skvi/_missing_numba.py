@@ -130,6 +130,10 @@ def conditional_blocks(
     pair_known = np.zeros((n_pair, n_pair), dtype=np.bool_)
     # L_10, 1 / pivot_1, log det, and the inverse's (0, 0), (0, 1), (1, 1).
     pair = np.empty((n_pair, n_pair, 6, n_precisions))
+    if n_precisions > 1:
+        entry_products = _entry_products(precisions, rows, members, starts, coordinates)
+    else:
+        entry_products = np.empty((0, n_precisions))
     for p in range(members.shape[0]):
         row = members[p]
         first = starts[p]
@@ -153,11 +157,7 @@ def conditional_blocks(
                     products[a, k] = total
             else:
                 for q in range(n_precisions):
-                    products[a, q] = 0.0
-                for j in range(n_features):
-                    value = rows[row, j]
-                    for q in range(n_precisions):
-                        products[a, q] += precisions[ja, j, q] * value
+                    products[a, q] = entry_products[first + a, q]
         j0 = coordinates[first]
         shared = n_precisions < n_components
         if size <= 2 and (size == 1 or pairs):
@@ -243,6 +243,65 @@ def conditional_blocks(
 
 
 HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
+@numba.njit(**_JIT)
+def _entry_products(precisions, rows, members, starts, coordinates):
+    """``(Lambda_k e)_j`` of every missing entry j of every row, (entries, K).
+
+    By coordinate: the rows missing j times the rows j of the precisions,
+    with the rows along the innermost loop (long and contiguous, which the
+    compiler vectorizes, where the K components are too few). Each sum
+    takes its D terms in order from 0, as a loop over the row's
+    coordinates would.
+    """
+    n_features, n_precisions = precisions.shape[1], precisions.shape[2]
+    n_entries = coordinates.shape[0]
+    # Each entry's row, and the entries by coordinate (a counting sort).
+    entry_rows = np.empty(n_entries, dtype=np.intp)
+    counts = np.zeros(n_features, dtype=np.intp)
+    for p in range(members.shape[0]):
+        for e in range(starts[p], starts[p + 1]):
+            entry_rows[e] = members[p]
+            counts[coordinates[e]] += 1
+    following = np.empty(n_features, dtype=np.intp)
+    largest = 0
+    total = 0
+    for j in range(n_features):
+        following[j] = total
+        total += counts[j]
+        largest = max(largest, counts[j])
+    by_coordinate = np.empty(n_entries, dtype=np.intp)
+    for e in range(n_entries):
+        j = coordinates[e]
+        by_coordinate[following[j]] = e
+        following[j] += 1
+    products = np.empty((n_entries, n_precisions))
+    gathered = np.empty((n_features, largest))
+    sums = np.empty((n_precisions, largest))
+    first = 0
+    for j in range(n_features):
+        count = counts[j]
+        if count == 0:
+            continue
+        for t in range(count):
+            row = entry_rows[by_coordinate[first + t]]
+            for i in range(n_features):
+                gathered[i, t] = rows[row, i]
+        for q in range(n_precisions):
+            for t in range(count):
+                sums[q, t] = 0.0
+            for i in range(n_features):
+                weight = precisions[j, i, q]
+                for t in range(count):
+                    sums[q, t] += weight * gathered[i, t]
+        for t in range(count):
+            e = by_coordinate[first + t]
+            for q in range(n_precisions):
+                products[e, q] = sums[q, t]
+        first += count
+    return products
+
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
 # to this many features.
