@@ -73,7 +73,13 @@ do not pay for it; without it, or with the environment variable
 below serves, with the same results; so it does in the tasks of Dask's
 distributed workers, whose memory the nanny budgets. Diagonal precisions
 need no block algebra (every correction is a product with the mask) and
-stay in NumPy, as does the whitened frame.
+stay in NumPy, as does the whitened frame. Once loaded, the kernels also
+find a chunk's incomplete rows (:meth:`IncompleteRows.scanned`: one pass
+for the counts, the order by count, the coordinates and the rows, in
+place of the mask and NumPy's gathers, with the same rows in the same
+order) and add the values' corrections in place; a precision shared by
+the components (tied) gets its statistics' second moments pooled over
+them, all its M-step reads.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
