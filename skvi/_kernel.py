@@ -72,7 +72,13 @@ from scipy.linalg import blas, lapack
 from sklearn import get_config
 
 from ._covariance.wishart import SplitFactor
-from ._missing import IncompleteRows, incomplete_columns, missing_mask
+from ._missing import (
+    IncompleteRows,
+    has_missing,
+    incomplete_columns,
+    missing_mask,
+    scan_kernels,
+)
 
 # Largest rounding loss F of a shared center, per working dtype: float64
 # keeps 12 of its 16 digits; float32 has no digits to spare and uses local
@@ -601,11 +607,19 @@ def _prepare(plan, workspace, chunk, labels=None):
     n_linear = plan.n_linear
     features = workspace.features(m)
     centered = features[1:n_linear]
-    mask = missing_mask(chunk)
+    incomplete = kernels = mask = None
+    if has_missing(chunk):
+        # The compiled scan, where it serves, finds the incomplete rows in
+        # one pass instead of the mask.
+        kernels = scan_kernels(plan, chunk) if plan.n_groups == 1 else None
+        if kernels is None:
+            mask = missing_mask(chunk, checked=True)
     if plan.n_groups == 1:
         np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
         rows, order, groups = chunk, None, ((0, 0, m),)
         row_groups = None
+        if kernels is not None:
+            incomplete = IncompleteRows.scanned(plan, chunk, centered, kernels)
     else:
         if labels is None:
             labels = plan.nearest_centers(chunk, mask)
@@ -628,7 +642,6 @@ def _prepare(plan, workspace, chunk, labels=None):
                 out=centered[:, start:stop],
             )
         row_groups = labels
-    incomplete = None
     if mask is not None:
         # Missing entries enter as the center's coordinates: e = 0 there.
         mask = _sorted(mask, order)
@@ -663,7 +676,7 @@ def _values(plan, workspace, prepared):
         if observed is not None:
             values[:, columns] = observed
             return values
-        values[:, columns] += corrections.value_corrections(plan)
+        corrections.add_value_corrections(plan, values, columns)
         corrections.repair_cancelled(plan, values, columns, LOSS_LIMIT[plan.dtype])
     return values
 

@@ -73,7 +73,13 @@ do not pay for it; without it, or with the environment variable
 below serves, with the same results; so it does in the tasks of Dask's
 distributed workers, whose memory the nanny budgets. Diagonal precisions
 need no block algebra (every correction is a product with the mask) and
-stay in NumPy, as does the whitened frame.
+stay in NumPy, as does the whitened frame. Once loaded, the kernels also
+find a chunk's incomplete rows (:meth:`IncompleteRows.scanned`: one pass
+for the counts, the order by count, the coordinates and the rows, in
+place of the mask and NumPy's gathers, with the same rows in the same
+order) and add the values' corrections in place; a precision shared by
+the components (tied) gets its statistics' second moments pooled over
+them, all its M-step reads.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
@@ -98,13 +104,21 @@ import numpy as np
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-def missing_mask(chunk):
-    """The (m, D) mask of NaN entries, or None when there is none.
+def has_missing(chunk):
+    """Whether a chunk may have NaN entries.
 
     A sum is NaN exactly when an entry is (the data are otherwise finite),
     which costs far less than building the mask for every chunk.
     """
-    if not np.isnan(np.sum(chunk)):
+    return bool(np.isnan(np.sum(chunk)))
+
+
+def missing_mask(chunk, checked=False):
+    """The (m, D) mask of NaN entries, or None when there is none.
+
+    ``checked``: :func:`has_missing` said the chunk may have some.
+    """
+    if not checked and not has_missing(chunk):
         return None
     mask = np.isnan(chunk)
     return mask if mask.any() else None
@@ -184,15 +198,67 @@ class IncompleteRows:
     """
 
     def __init__(self, plan, rows, centered, mask, groups=None, n_missing=None):
-        unit = plan.unit
-        self.rows = rows
-        self.mask = mask
+        self._setup(plan, rows, centered, mask, groups, n_missing)
+        if plan.unit.diagonal_precision:
+            self._diagonal_corrections(plan)
+        else:
+            self._build_blocks(plan)
+
+    @classmethod
+    def scanned(cls, plan, chunk, centered, kernels):
+        """The incomplete rows of a chunk found by the compiled scan.
+
+        Returns ``(columns, corrections)``, or None where the chunk has no
+        missing entry; ``centered`` (D, m) gets 0 at the missing entries.
+        The same rows in the same order as :func:`incomplete_columns` with
+        :func:`missing_mask`, and the same corrections: by the compiled
+        kernels from :data:`COMPILED_PAIRS` (row, component) pairs on, as
+        for any chunk, else by the NumPy path. For full and tied
+        precisions about one center, float64 rows and a plan not
+        whitened, once the kernels are loaded (see :func:`scan_kernels`).
+        The mask, the rows and their kernel rows are then gathered only
+        where a less common path asks for them.
+        """
+        columns, starts, block_starts, coordinates, rows = kernels.incomplete_rows(
+            chunk, plan.centers_work[0], centered
+        )
+        n_rows = len(columns)
+        if n_rows == 0:
+            return None
+        sizes = np.diff(starts)
+        self = cls.__new__(cls)
+        self._setup(plan, None, rows.T, None, None, sizes)
+        self._shape = (n_rows, chunk.shape[1])
+        self._source = (chunk, columns)
+        if n_rows * plan.unit.n_components < COMPILED_PAIRS:
+            # The NumPy path, on what it would have gathered itself.
+            self.rows = chunk[columns]
+            self.centered = np.ascontiguousarray(rows.T, dtype=centered.dtype)
+            self._build_blocks(plan)
+            return columns, self
+        self._entry_rows = None
+        self._coordinates = coordinates
+        members = np.arange(n_rows)
+        self._run_compiled(plan, kernels, rows, members, starts, block_starts)
+        return columns, self
+
+    def _setup(self, plan, rows, centered, mask, groups, n_missing):
+        """The attributes every path sets (see the class docstring)."""
+        self._rows = rows
+        self._mask = mask
+        self._source = None
         self._n_missing = n_missing
+        n_rows = None
+        for known in (rows, mask):
+            if known is not None:
+                self._shape = known.shape
+                n_rows = known.shape[0]
+        if n_rows is None:
+            n_rows = len(n_missing)
         if groups is None:
-            groups = np.zeros(rows.shape[0], dtype=np.intp)
+            groups = np.zeros(n_rows, dtype=np.intp)
         self.groups = groups
         self.centered = centered
-        n_rows = rows.shape[0]
         # Rows sort by group: each group's rows are one slice.
         if plan.n_groups == 1:
             self._group_slices = [(0, slice(0, n_rows))]
@@ -216,10 +282,25 @@ class IncompleteRows:
         self.in_kernel = plan.n_groups == 1
         # The observed forms, where the precisions were whitened.
         self.observed_forms = None
-        if unit.diagonal_precision:
-            self._diagonal_corrections(plan)
-        else:
-            self._build_blocks(plan)
+
+    @property
+    def rows(self):
+        """The rows (n, D), NaN where missing; gathered on first use."""
+        if self._rows is None:
+            chunk, columns = self._source
+            self._rows = chunk[columns]
+        return self._rows
+
+    @rows.setter
+    def rows(self, value):
+        self._rows = value
+
+    @property
+    def mask(self):
+        """True at the missing entries (n, D); made on first use."""
+        if self._mask is None:
+            self._mask = np.isnan(self.rows)
+        return self._mask
 
     @property
     def n_missing(self):
@@ -232,7 +313,7 @@ class IncompleteRows:
         """Per group of rows with the same number s of missing entries."""
         unit = plan.unit
         n_components = unit.n_components
-        n_rows, n_features = self.mask.shape
+        n_rows, n_features = self._shape
         # For each: the rows, their missing coordinates (in increasing
         # order), the fill (conditional mean minus the center), the
         # conditional covariance of each component and u (see
@@ -329,15 +410,9 @@ class IncompleteRows:
 
         ``sizes`` are the rows' numbers of missing entries in the order of
         ``order`` (None: the rows' own), ``coordinates`` their missing
-        coordinates, row after row in that order. The kernels keep the
-        component last: ``quadratic``, ``log_det`` and the fills are
-        transposed views. Keeps the arrays the statistics need, and the
-        same blocks (views) as :meth:`_add_block`.
+        coordinates, row after row in that order.
         """
-        n_components = plan.unit.n_components
-        n_rows = self.mask.shape[0]
-        precisions, weighted_shifts = _component_last(plan)
-        n_precisions = precisions.shape[-1]
+        n_rows = self._shape[0]
         members = np.arange(n_rows) if order is None else order.astype(np.intp)
         sizes = sizes.astype(np.intp)
         starts = np.zeros(n_rows + 1, dtype=np.intp)
@@ -346,18 +421,37 @@ class IncompleteRows:
         block_starts = np.cumsum(cells) - cells
         # float64 (exact for float32 rows): one compiled signature for both.
         rows = np.ascontiguousarray(self.centered.T, dtype=float)
-        coordinates = np.ascontiguousarray(coordinates, dtype=np.intp)
+        self._coordinates = np.ascontiguousarray(coordinates, dtype=np.intp)
+        self._run_compiled(plan, kernels, rows, members, starts, block_starts)
+
+    def _run_compiled(self, plan, kernels, rows, members, starts, block_starts):
+        """Run the compiled corrections on the rows ``e`` (n, D), float64.
+
+        Position p is row ``members[p]``, its missing coordinates
+        ``self._coordinates[starts[p]:starts[p + 1]]`` and its s x s block
+        ``block_starts[p]`` on. The kernels keep the component last:
+        ``quadratic``, ``log_det`` and the fills are transposed views. Keeps
+        the arrays the statistics need, and the same blocks (views) as
+        :meth:`_add_block`.
+        """
+        n_components = plan.unit.n_components
+        n_rows = self._shape[0]
+        precisions, weighted_shifts = _component_last(plan)
+        n_precisions = precisions.shape[-1]
+        n_cells = 0
+        if len(block_starts):
+            n_cells = int(block_starts[-1] + (starts[-1] - starts[-2]) ** 2)
         quadratic = np.empty((n_rows, n_components))
         log_det = np.empty((n_rows, n_components))
         corrections = np.empty((n_rows, n_components))
-        fill = np.empty((len(coordinates), n_components))
-        covariance = np.empty((int(cells.sum()), n_precisions))
+        fill = np.empty((int(starts[-1]), n_components))
+        covariance = np.empty((n_cells, n_precisions))
         kernels.conditional_blocks(
             precisions,
             rows,
             members,
             starts,
-            coordinates,
+            self._coordinates,
             np.ascontiguousarray(self.groups, dtype=np.intp),
             weighted_shifts,
             block_starts,
@@ -483,7 +577,7 @@ class IncompleteRows:
         return self._mass[1]
 
     def _diagonal_quadratic(self):
-        quadratic = np.empty((self._dropped.shape[1], self.mask.shape[0]))
+        quadratic = np.empty((self._dropped.shape[1], self._shape[0]))
         for g, rows in self._group_slices:
             quadratic[:, rows] = -(self._dropped[g] @ self._float_mask[rows].T)
         return quadratic
@@ -571,7 +665,11 @@ class IncompleteRows:
 
     def _empty_rows(self):
         """Which rows have nothing observed, (n,), or None where none has."""
-        n_features = self.mask.shape[1]
+        n_features = self._shape[1]
+        if self._mask is None:
+            # Scanned rows: their counts are known, their mask is not made.
+            empty = self.n_missing == n_features
+            return empty if empty.any() else None
         if np.count_nonzero(self.mask) < n_features:
             return None
         if self._n_missing is None and hasattr(self, "_float_mask"):
@@ -638,7 +736,7 @@ class IncompleteRows:
                 coefficients += 0.5 * (LOG_2PI - np.log(self._diagonals))
             if len(self._group_slices) == 1:
                 return coefficients[self._group_slices[0][0]] @ self._float_mask.T
-            corrections = np.empty((coefficients.shape[1], self.mask.shape[0]))
+            corrections = np.empty((coefficients.shape[1], self._shape[0]))
             for g, rows in self._group_slices:
                 corrections[:, rows] = coefficients[g] @ self._float_mask[rows].T
             return corrections
@@ -651,6 +749,23 @@ class IncompleteRows:
         corrections *= -0.5
         corrections += 0.5 * LOG_2PI * self.n_missing
         return corrections
+
+    def add_value_corrections(self, plan, values, columns):
+        """``values[:, columns] += value_corrections(plan)``, in place.
+
+        By the compiled kernels where they made the corrections: NumPy's
+        indexed addition gathers and scatters every value.
+        """
+        if (
+            self._compiled is not None
+            and plan is self._plan
+            and values.dtype == np.float64
+            and values.flags.c_contiguous
+            and not isinstance(columns, slice)
+        ):
+            self._compiled[0].add_to_columns(values, columns, self._corrections.T)
+            return
+        values[:, columns] += self.value_corrections(plan)
 
     def repair_cancelled(self, plan, values, columns, limit):
         """Recompute the values that a correction cancelled, in place.
@@ -685,7 +800,7 @@ class IncompleteRows:
                 left = (values[:, columns] - plan.offsets[:, np.newaxis]) / plan.scale
                 flagged = finite & (-self.quadratic > limit * (1.0 + np.abs(left)))
         else:
-            flagged = np.zeros((len(finite), self.mask.shape[0]), dtype=bool)
+            flagged = np.zeros((len(finite), self._shape[0]), dtype=bool)
         if empty is not None:
             flagged |= finite & empty
         if not flagged.any():
@@ -772,7 +887,7 @@ class IncompleteRows:
     def _kernel_corrections(self, weighted_resp):
         plan = self._plan
         n_components, n_rows = weighted_resp.shape
-        n_features = self.mask.shape[1]
+        n_features = self._shape[1]
         counts = np.zeros(n_components)
         if plan.unit.diagonal_precision:
             # The conditional mean of a missing coordinate is mu_kj, and
@@ -787,9 +902,13 @@ class IncompleteRows:
         first = np.zeros((n_components, n_features))
         if self._compiled is not None:
             kernels, rows, members, starts, fill, covariance = self._compiled
-            # Component last, as the kernels keep it.
+            # Component last, as the kernels keep it. A precision shared by
+            # the components (tied) reads only their pooled second moments
+            # (its unit's second_moment_from_dense sums them): the kernel
+            # sums them directly, and they stand on the first component.
+            n_lanes = n_components if covariance.shape[1] > 1 else 1
             first = np.zeros((n_features, n_components))
-            second = np.zeros((n_features, n_features, n_components))
+            second = np.zeros((n_features, n_features, n_lanes))
             masses = kernels.conditional_statistics(
                 np.ascontiguousarray(weighted_resp, dtype=float),
                 rows,
@@ -805,6 +924,10 @@ class IncompleteRows:
             )
             # The entropy's sums, for entropy() of the same responsibilities.
             self._entropy = (weighted_resp, masses)
+            if n_lanes < n_components:
+                pooled = np.zeros((n_components, n_features, n_features))
+                pooled[0] = second[:, :, 0]
+                return counts, first.T, pooled
             return counts, first.T, np.moveaxis(second, -1, 0)
         cross = np.zeros((n_components, n_features, n_features))
         # w r delta of every entry.
@@ -866,7 +989,7 @@ class IncompleteRows:
         """
         plan = self._plan
         n_components, n_rows = weighted_resp.shape
-        n_features = self.mask.shape[1]
+        n_features = self._shape[1]
         references = plan.centers
         if plan.n_groups == 1:
             references = np.repeat(references, n_components, axis=0)
@@ -899,7 +1022,7 @@ class IncompleteRows:
     def _conditional_covariance_sums(self, weighted_resp):
         """``sum w r Cov[x_m | x_o, k]`` on each row's missing block, dense."""
         n_components = weighted_resp.shape[0]
-        n_features = self.mask.shape[1]
+        n_features = self._shape[1]
         sums = np.zeros((n_components, n_features * n_features))
         for members, missing, _, covariance, _ in self._block_list():
             flat = missing[:, :, np.newaxis] * n_features + missing[:, np.newaxis, :]
@@ -967,6 +1090,26 @@ def compiled_kernels():
         else:
             _KERNELS = _missing_numba
     return _KERNELS or None
+
+
+def scan_kernels(plan, chunk):
+    """The compiled kernels where they may find a chunk's incomplete rows.
+
+    For full and tied precisions about one center, float64 rows and a plan
+    not whitened (see :meth:`IncompleteRows.scanned`), once a chunk has
+    loaded them: whether the kernels are loaded changes which code finds
+    the rows, never which rows nor how they are corrected, so a fit's
+    results do not depend on what the process ran before.
+    """
+    if not _KERNELS or not USE_NUMBA:
+        return None
+    if plan.n_groups != 1 or plan.unit.diagonal_precision or plan.whitened:
+        return None
+    if chunk.dtype != np.float64 or plan.dtype != np.float64 or not plan.has_values:
+        return None
+    if _in_dask_worker():
+        return None
+    return _KERNELS
 
 
 def _in_dask_worker():

@@ -24,10 +24,14 @@ numba is an optional dependency (the ``fast`` extra): this module imports
 it at the top, and :func:`skvi._missing.compiled_kernels` imports this
 module only for a chunk with at least ``skvi._missing.COMPILED_PAIRS``
 (row, component) pairs of incomplete rows, where numba is importable.
-Every function is compiled for one signature (float64 and intp arrays, C
-order), once, and cached on disk (``cache=True``); ``nogil=True`` lets
-chunks run on several threads, each call on its own arrays, so results do
-not depend on the number of threads.
+Every function is compiled for one signature (float64 and intp arrays),
+once, and cached on disk (``cache=True``); ``nogil=True`` lets chunks run
+on several threads, each call on its own arrays, so results do not depend
+on the number of threads. Besides the corrections, :func:`incomplete_rows`
+finds a chunk's incomplete rows and :func:`add_to_columns` adds the
+values' corrections in place, once the kernels are loaded. A process's
+first call of any of them costs about 0.6 s (numba builds its typing and
+target contexts), each kernel's cached code 0.01-0.03 s more.
 """
 
 import numba
@@ -130,6 +134,10 @@ def conditional_blocks(
     pair_known = np.zeros((n_pair, n_pair), dtype=np.bool_)
     # L_10, 1 / pivot_1, log det, and the inverse's (0, 0), (0, 1), (1, 1).
     pair = np.empty((n_pair, n_pair, 6, n_precisions))
+    if n_precisions > 1:
+        entry_products = _entry_products(precisions, rows, members, starts, coordinates)
+    else:
+        entry_products = np.empty((0, n_precisions))
     for p in range(members.shape[0]):
         row = members[p]
         first = starts[p]
@@ -153,11 +161,7 @@ def conditional_blocks(
                     products[a, k] = total
             else:
                 for q in range(n_precisions):
-                    products[a, q] = 0.0
-                for j in range(n_features):
-                    value = rows[row, j]
-                    for q in range(n_precisions):
-                        products[a, q] += precisions[ja, j, q] * value
+                    products[a, q] = entry_products[first + a, q]
         j0 = coordinates[first]
         shared = n_precisions < n_components
         if size <= 2 and (size == 1 or pairs):
@@ -243,6 +247,65 @@ def conditional_blocks(
 
 
 HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
+
+
+@numba.njit(**_JIT)
+def _entry_products(precisions, rows, members, starts, coordinates):
+    """``(Lambda_k e)_j`` of every missing entry j of every row, (entries, K).
+
+    By coordinate: the rows missing j times the rows j of the precisions,
+    with the rows along the innermost loop (long and contiguous, which the
+    compiler vectorizes, where the K components are too few). Each sum
+    takes its D terms in order from 0, as a loop over the row's
+    coordinates would.
+    """
+    n_features, n_precisions = precisions.shape[1], precisions.shape[2]
+    n_entries = coordinates.shape[0]
+    # Each entry's row, and the entries by coordinate (a counting sort).
+    entry_rows = np.empty(n_entries, dtype=np.intp)
+    counts = np.zeros(n_features, dtype=np.intp)
+    for p in range(members.shape[0]):
+        for e in range(starts[p], starts[p + 1]):
+            entry_rows[e] = members[p]
+            counts[coordinates[e]] += 1
+    following = np.empty(n_features, dtype=np.intp)
+    largest = 0
+    total = 0
+    for j in range(n_features):
+        following[j] = total
+        total += counts[j]
+        largest = max(largest, counts[j])
+    by_coordinate = np.empty(n_entries, dtype=np.intp)
+    for e in range(n_entries):
+        j = coordinates[e]
+        by_coordinate[following[j]] = e
+        following[j] += 1
+    products = np.empty((n_entries, n_precisions))
+    gathered = np.empty((n_features, largest))
+    sums = np.empty((n_precisions, largest))
+    first = 0
+    for j in range(n_features):
+        count = counts[j]
+        if count == 0:
+            continue
+        for t in range(count):
+            row = entry_rows[by_coordinate[first + t]]
+            for i in range(n_features):
+                gathered[i, t] = rows[row, i]
+        for q in range(n_precisions):
+            for t in range(count):
+                sums[q, t] = 0.0
+            for i in range(n_features):
+                weight = precisions[j, i, q]
+                for t in range(count):
+                    sums[q, t] += weight * gathered[i, t]
+        for t in range(count):
+            e = by_coordinate[first + t]
+            for q in range(n_precisions):
+                products[e, q] = sums[q, t]
+        first += count
+    return products
+
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
 # to this many features.
@@ -389,14 +452,19 @@ def conditional_statistics(
     missing coordinates and 0 elsewhere: ``sum w r delta`` to ``first``
     (D, K) and ``sum w r (e delta^T + delta e^T + delta delta^T + Cov)``
     to ``second`` (D, D, K), component last, for ``weighted_resp`` (K, n)
-    and the arrays of :func:`conditional_blocks`. Returns the sums
-    ``sum w r s`` and ``sum w r log det Lambda_mm`` of the entropy.
+    and the arrays of :func:`conditional_blocks`. A ``second`` of shape
+    (D, D, 1) receives the sum over the components instead: a precision
+    shared by every component (tied) is estimated from the pooled sum
+    alone, which takes one product per missing entry and coordinate,
+    not K. Returns the sums ``sum w r s`` and ``sum w r log det
+    Lambda_mm`` of the entropy.
     """
     n_components = weighted_resp.shape[0]
     n_precisions = covariance.shape[1]
     n_features = rows.shape[1]
+    n_lanes = second.shape[2]
     # sum w r delta_a e^T, by the coordinate a: transposed into second.
-    cross = np.zeros((n_features, n_features, n_components))
+    cross = np.zeros((n_features, n_features, n_lanes))
     weights = np.empty(n_components)
     weighted = np.empty(n_components)
     missing_mass = 0.0
@@ -406,23 +474,41 @@ def conditional_statistics(
         start = starts[p]
         size = starts[p + 1] - start
         cell = block_starts[p]
+        row_mass = 0.0
         for k in range(n_components):
             weights[k] = weighted_resp[k, row]
+            row_mass += weights[k]
             missing_mass += weights[k] * size
             log_det_mass += weights[k] * log_det[row, k]
         for a in range(size):
             ja = coordinates[start + a]
+            pooled = 0.0
             for k in range(n_components):
                 weighted[k] = weights[k] * fill[start + a, k]
                 first[ja, k] += weighted[k]
-            for j in range(n_features):
-                value = rows[row, j]
-                for k in range(n_components):
-                    cross[ja, j, k] += weighted[k] * value
+                pooled += weighted[k]
+            if n_lanes == 1:
+                for j in range(n_features):
+                    cross[ja, j, 0] += pooled * rows[row, j]
+            else:
+                for j in range(n_features):
+                    value = rows[row, j]
+                    for k in range(n_components):
+                        cross[ja, j, k] += weighted[k] * value
             for b in range(a, size):
                 jb = coordinates[start + b]
                 at = cell + a * size + b
-                if n_precisions == 1:
+                if n_lanes == 1:
+                    # Pooled: sum_k w r delta_a delta_b + Cov_ab sum_k w r
+                    # (one covariance shared by the components).
+                    value = 0.0
+                    for k in range(n_components):
+                        value += weighted[k] * fill[start + b, k]
+                    value += row_mass * covariance[at, 0]
+                    second[ja, jb, 0] += value
+                    if b > a:
+                        second[jb, ja, 0] += value
+                elif n_precisions == 1:
                     shared = covariance[at, 0]
                     for k in range(n_components):
                         value = weighted[k] * fill[start + b, k]
@@ -439,6 +525,79 @@ def conditional_statistics(
                             second[jb, ja, k] += value
     for i in range(n_features):
         for j in range(n_features):
-            for k in range(n_components):
+            for k in range(n_lanes):
                 second[i, j, k] += cross[i, j, k] + cross[j, i, k]
     return missing_mass, log_det_mass
+
+
+@numba.njit(**_JIT)
+def incomplete_rows(chunk, center, centered):
+    """A chunk's rows with missing entries, ordered by their number of them.
+
+    ``chunk`` (m, D) holds the rows, NaN where missing; ``centered`` (D, m)
+    their kernel rows ``x - c`` for the ``center`` c, set here to 0 at the
+    missing entries (the rows filled in with the center). One pass over
+    the chunk replaces the mask, the counts, the (stable) sort by count
+    and the gathers of the NumPy path, with the same rows in the same
+    order. Returns ``(columns, starts, block_starts, coordinates, rows)``:
+    the incomplete rows' indices into the chunk (by count, then index),
+    where each one's entries start and end (n + 1,), where its s x s
+    block starts, each entry's coordinate (increasing within a row), and
+    the rows' ``e = x - c`` (n, D), 0 at the missing entries.
+    """
+    n_rows, n_features = chunk.shape
+    counts = np.empty(n_rows, dtype=np.intp)
+    histogram = np.zeros(n_features + 1, dtype=np.intp)
+    for i in range(n_rows):
+        count = 0
+        for j in range(n_features):
+            count += np.isnan(chunk[i, j])
+        counts[i] = count
+        histogram[count] += 1
+    # A counting sort: the rows missing s entries follow those missing fewer.
+    n_incomplete = n_rows - histogram[0]
+    following = np.empty(n_features + 1, dtype=np.intp)
+    position = 0
+    n_entries = 0
+    for size in range(1, n_features + 1):
+        following[size] = position
+        position += histogram[size]
+        n_entries += size * histogram[size]
+    columns = np.empty(n_incomplete, dtype=np.intp)
+    for i in range(n_rows):
+        size = counts[i]
+        if size > 0:
+            columns[following[size]] = i
+            following[size] += 1
+    starts = np.empty(n_incomplete + 1, dtype=np.intp)
+    block_starts = np.empty(n_incomplete, dtype=np.intp)
+    coordinates = np.empty(n_entries, dtype=np.intp)
+    rows = np.empty((n_incomplete, n_features))
+    entry = 0
+    cell = 0
+    for p in range(n_incomplete):
+        i = columns[p]
+        starts[p] = entry
+        block_starts[p] = cell
+        cell += counts[i] * counts[i]
+        for j in range(n_features):
+            value = chunk[i, j]
+            # x - c as the kernel's rows hold it, 0 where missing.
+            if np.isnan(value):
+                coordinates[entry] = j
+                entry += 1
+                centered[j, i] = 0.0
+                rows[p, j] = 0.0
+            else:
+                rows[p, j] = value - center[j]
+    starts[n_incomplete] = entry
+    return columns, starts, block_starts, coordinates, rows
+
+
+@numba.njit(**_JIT)
+def add_to_columns(values, columns, corrections):
+    """``values[:, columns] += corrections.T`` for (K, m) and (n, K), in place."""
+    for p in range(columns.shape[0]):
+        column = columns[p]
+        for k in range(values.shape[0]):
+            values[k, column] += corrections[p, k]
