@@ -204,27 +204,23 @@ def test_accurate_product_keeps_the_digits_its_terms_cancel():
 
 # Whether a merge is tried depends on rounding: a stalled bound that rounding
 # makes look slowly rising tries one, an exactly flat one does not, and which
-# of the two a seed gives differs between BLAS kernels (OpenBLAS's Haswell and
-# SkylakeX kernels merge different seeds here). So each case fits seeds that
-# merged under both, checks every fit, and needs a merge in at least one.
-@pytest.mark.parametrize(
-    ("covariance_type", "n_components", "seeds"),
-    [("full", 3, (5, 7, 8)), ("tied", 2, (3, 7, 8))],
-)
-def test_merged_statistics_are_evaluated_exactly(
-    covariance_type, n_components, seeds, capsys
-):
-    # Six rows in 8 dimensions: a merge takes one component into another,
-    # and the whitened moments of the merged q(Z) give its bound.
+# seeds merge differs between BLAS kernels and with any change of the
+# arithmetic (of ten seeds, 7 merged under OpenBLAS's Haswell kernels and 4
+# under its SkylakeX ones for full; 7 and 7 for tied). So each case fits ten
+# seeds, checks every fit, and needs a merge in at least one.
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_merged_statistics_are_evaluated_exactly(covariance_type, capsys):
+    # Six rows in 8 dimensions, two components: a merge takes one into the
+    # other, and the whitened moments of the merged q(Z) give its bound.
     merged = []
-    for seed in seeds:
+    for seed in range(10):
         X = 1e6 + spread_clusters(seed, 1, 8, 1e5, few_rows=True)
         model = VariationalGaussianMixture(
-            n_components=n_components,
+            n_components=2,
             covariance_type=covariance_type,
             random_state=seed,
             tol=0,
-            max_iter=12,
+            max_iter=30,
             verbose=1,
         )
         fit_quietly(model, X)
