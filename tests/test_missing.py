@@ -599,7 +599,7 @@ def test_the_compiled_scan_finds_the_rows_the_mask_finds(
     # path below COMPILED_PAIRS pairs), so the results are the same to the
     # last bit. A row with nothing observed takes the repairs.
     if corrections_path != "compiled":
-        pytest.skip("needs numba")
+        pytest.skip("about the compiled path: runs once, in its parametrization")
     X = with_missing(make_blobs(56, n_samples=500, n_features=5, n_clusters=3), 0.2, 57)
     X[3] = np.nan
     monkeypatch.setattr(skvi._missing, "COMPILED_PAIRS", compiled_pairs)
@@ -658,7 +658,7 @@ def test_numba_is_imported_only_for_missing_entries(corrections_path):
     # entries never import numba; a chunk with COMPILED_PAIRS pairs of
     # incomplete rows does, unless SKVI_NUMBA=0 switches it off.
     if corrections_path != "compiled":
-        pytest.skip("needs numba")
+        pytest.skip("about the compiled path: runs once, in its parametrization")
     code = (
         "import sys, warnings\n"
         "import numpy as np\n"
