@@ -420,15 +420,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
-        # A stream has no sample size to count effective points in: only
-        # fit diagnoses degeneracy.
-        for name in (
-            "half_step_lower_bounds_",
-            "kl_gaps_",
-            "_ascent_trend",
-            "degenerate_",
-        ):
+        for name in ("half_step_lower_bounds_", "kl_gaps_", "_ascent_trend"):
             self.__dict__.pop(name, None)
+        self._diagnose_stream(steps + 1)
         return self
 
     def _stream_bounds(self):
@@ -610,24 +604,51 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """The total sample weight each fitted component holds."""
         raise NotImplementedError
 
-    def _diagnose(self, X, sample_weight):
-        """Set ``degenerate_`` (the reason, or None) and warn if it is set."""
-        self.degenerate_ = degeneracy(
+    def _stream_points(self):
+        """What a stream can count of each component's points (see below)."""
+        return self._effective_points(None, None)
+
+    def _degeneracy(self, points):
+        """Why the stored model is degenerate, or None (skvi._degeneracy)."""
+        return degeneracy(
             getattr(self, "_fitted_covariance_type", self.covariance_type),
             self.weights_,
             self.means_,
             self.covariances_,
-            self._effective_points(X, sample_weight),
+            points,
             prior=self._prior_regularises_covariances,
             reg_covar=None if self._prior_regularises_covariances else self.reg_covar,
         )
+
+    def _warn_degenerate(self, what):
+        warnings.warn(
+            f"Degenerate {what}: {self.degenerate_}. Its likelihood and "
+            f"criteria do not measure a sound model. {ADVICE}",
+            DegenerateFitWarning,
+            stacklevel=5,  # the caller of fit or partial_fit, through its wrapper
+        )
+
+    def _diagnose(self, X, sample_weight):
+        """Set ``degenerate_`` (the reason, or None) and warn if it is set."""
+        self.degenerate_ = self._degeneracy(self._effective_points(X, sample_weight))
         if self.degenerate_ is not None:
-            warnings.warn(
-                f"Degenerate fit: {self.degenerate_}. Its likelihood and "
-                f"criteria do not measure a sound model. {ADVICE}",
-                DegenerateFitWarning,
-                stacklevel=4,  # the caller of fit, through its wrapper
-            )
+            self._warn_degenerate("fit")
+
+    def _diagnose_stream(self, step):
+        """Diagnose a stream's model at its steps 1, 2, 4, 8, ...
+
+        Often enough to notice a stream turning degenerate, and at a cost
+        that vanishes per step (the ratio rules take an eigendecomposition
+        per component, as long as a small minibatch's whole step). In
+        between, ``degenerate_`` keeps the last diagnosis. It warns when a
+        diagnosis finds the model degenerate where the one before did not.
+        """
+        if step & (step - 1):
+            return
+        before = getattr(self, "degenerate_", None)
+        self.degenerate_ = self._degeneracy(self._stream_points())
+        if self.degenerate_ is not None and before is None:
+            self._warn_degenerate("stream")
 
     def _store_run(self, run):
         self.half_step_lower_bounds_ = np.asarray(run.half_steps)

@@ -205,8 +205,10 @@ class EMGaussianMixture(BaseGaussianMixture):
     degenerate_ : str or None
         Why the fit is degenerate (a component collapsed onto a subspace,
         or holding too few points for its covariance), or None; see
-        :class:`DegenerateFitWarning`. Set by :meth:`fit`, removed by
-        :meth:`partial_fit`.
+        :class:`DegenerateFitWarning`. Set by :meth:`fit`; a stream's
+        :meth:`partial_fit` sets it at its steps 1, 2, 4, 8, ... by the
+        ratio rules alone (a stream has no sample size to count points
+        in) and keeps it in between.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
@@ -409,6 +411,11 @@ class EMGaussianMixture(BaseGaussianMixture):
     def _effective_points(self, X, sample_weight):
         size = _effective_sample_size(X, sample_weight)
         return np.asarray(self.weights_, dtype=float) * size
+
+    def _stream_points(self):
+        # A stream has no sample size (its rows may repeat, pass after
+        # pass): only the ratio rules of skvi._degeneracy apply to it.
+        return np.full(len(self.weights_), np.inf)
 
     def _log_likelihood(self, optimal_stats):
         return optimal_stats.log_normalizer / optimal_stats.total_weight

@@ -195,8 +195,9 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     degenerate_ : str or None
         Why the fit is degenerate (a component holding at least one point
         whose covariance collapsed onto a subspace), or None; see
-        :class:`DegenerateFitWarning`. Set by :meth:`fit`, removed by
-        :meth:`partial_fit`.
+        :class:`DegenerateFitWarning`. Set by :meth:`fit`; a stream's
+        :meth:`partial_fit` sets it at its steps 1, 2, 4, 8, ... and keeps
+        it in between.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)

@@ -225,14 +225,55 @@ def test_variational_prior_keeps_a_three_point_component_sound():
     assert vi.degenerate_ is None
 
 
-def test_partial_fit_drops_the_diagnosis_of_fit():
+def test_partial_fit_replaces_the_diagnosis_of_fit_with_the_streams():
+    # The fit's component on three rows in 3-D holds too few points; the
+    # stream cannot count points, but the ratio rules still see that the
+    # three rows span a plane. Already degenerate: no second warning.
     X = two_clusters_and_three_points()
     em = fit_quietly(
         EMGaussianMixture(n_components=3, init_params="hc", random_state=0), X
     )
-    assert em.degenerate_ is not None
-    em.partial_fit(X[:50])
-    assert not hasattr(em, "degenerate_")
+    assert "3 effective points" in em.degenerate_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        em.partial_fit(X[:50])
+    assert "ratio 0 " in em.degenerate_
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_a_stream_is_diagnosed_at_steps_one_two_four_and_so_on(covariance_type):
+    # One cluster's second column is one value: its component has no spread
+    # there but reg_covar's. A stream warns at the first diagnosis that
+    # finds it, keeps the diagnosis between steps 1, 2, 4, 8, ..., and
+    # does not warn again while it stays degenerate.
+    rng = np.random.RandomState(0)
+    flat = np.column_stack([rng.normal(size=150), np.full(150, 5.0)])
+    X = np.vstack([flat, rng.normal(size=(150, 2)) + [10.0, 0.0]])
+    em = EMGaussianMixture(
+        n_components=2, covariance_type=covariance_type, random_state=0
+    )
+    with pytest.warns(DegenerateFitWarning, match="Degenerate stream"):
+        em.partial_fit(X)
+    assert "ratio 0 " in em.degenerate_
+    diagnosed = []
+    original = em._degeneracy
+    em._degeneracy = lambda points: diagnosed.append(em.n_iter_) or original(points)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        for _ in range(8):
+            em.partial_fit(X)
+    assert diagnosed == [2, 4, 8]
+    assert "ratio 0 " in em.degenerate_
+
+
+def test_a_sound_stream_is_not_degenerate():
+    X = load_old_faithful().data
+    em = EMGaussianMixture(n_components=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        for batch in np.array_split(X, 4):
+            em.partial_fit(batch)
+    assert em.degenerate_ is None
 
 
 def test_dask_fit_is_diagnosed_too():
