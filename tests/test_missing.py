@@ -78,8 +78,36 @@ def with_missing(X, fraction, seed):
     return X
 
 
+def extended_log_pdf(x, mean, covariance):
+    """``log N(x | mean, covariance)``, its Cholesky factor in extended precision.
+
+    A float64 reference (scipy's ``multivariate_normal``) loses about eps
+    times the covariance's condition number: at ``reg_covar=0`` hypothesis
+    drew a covariance of condition 9e6, where scipy's log densities were off
+    by up to 1.9e-8, above the 1e-9 asked of skvi, whose own were within
+    2.8e-10 of 50-digit values (mpmath). NumPy's long double (64-bit
+    mantissa on x86-64) keeps this reference about 2,000 times closer.
+    """
+    d = len(x)
+    covariance = np.asarray(covariance, dtype=np.longdouble)
+    factor = np.zeros((d, d), dtype=np.longdouble)
+    for j in range(d):
+        pivot = covariance[j, j] - np.sum(factor[j, :j] ** 2)
+        assert pivot > 0, "the reference needs a positive definite covariance"
+        factor[j, j] = np.sqrt(pivot)
+        for i in range(j + 1, d):
+            inner = np.sum(factor[i, :j] * factor[j, :j])
+            factor[i, j] = (covariance[i, j] - inner) / factor[j, j]
+    residual = np.asarray(x, dtype=np.longdouble) - np.asarray(mean, np.longdouble)
+    z = np.zeros(d, dtype=np.longdouble)
+    for i in range(d):
+        z[i] = (residual[i] - np.sum(factor[i, :i] * z[:i])) / factor[i, i]
+    log_det = 2 * np.sum(np.log(np.diagonal(factor)))
+    return float(-0.5 * (np.sum(z**2) + log_det) - 0.5 * d * np.log(2 * np.pi))
+
+
 def observed_log_rho(model, X, reg_covar):
-    """(n, K) smoothed log pi_k + log N(x_o | mu_o, Sigma_oo), via scipy."""
+    """(n, K) smoothed log pi_k + log N(x_o | mu_o, Sigma_oo) (extended_log_pdf)."""
     covariances = dense_covariances(model)
     out = np.empty((len(X), model.n_components))
     for n, row in enumerate(X):
@@ -88,10 +116,11 @@ def observed_log_rho(model, X, reg_covar):
             penalty = 0.5 * reg_covar * np.trace(np.linalg.inv(covariances[k]))
             log_pdf = 0.0
             if observed.any():
-                log_pdf = stats.multivariate_normal(
+                log_pdf = extended_log_pdf(
+                    row[observed],
                     model.means_[k][observed],
                     covariances[k][np.ix_(observed, observed)],
-                ).logpdf(row[observed])
+                )
             with np.errstate(divide="ignore"):
                 out[n, k] = np.log(model.weights_[k]) + log_pdf - penalty
     return out
