@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from skvi import EMGaussianMixture, VariationalGaussianMixture
+from skvi import DegenerateFitWarning, EMGaussianMixture, VariationalGaussianMixture
 from skvi._covariance import covariance_unit
 from skvi._online import (
     STREAM_HISTORY,
@@ -201,19 +201,65 @@ def test_a_component_with_fewer_rows_than_features_takes_the_pooled_scatter(
     assert_allclose(grown.moments(20.0, unit).scatter, scatters * 2, rtol=1e-14)
 
 
-def test_streaming_many_features_comes_within_2_percent_of_the_batch_fit():
-    # Digits: 64 features, 100-row minibatches. A first minibatch gives
-    # each of 10 components about 10 rows, too few for a 64 x 64
-    # covariance; the stream used to collapse onto one component (weight
-    # 0.86) with a held-out score 31% below the batch fit's.
-    X = load_digits().data / 16.0
-    X, held_out = train_test_split(X, test_size=0.3, random_state=0)
-    params = dict(n_components=10, covariance_type="full", random_state=0)
-    batch = EMGaussianMixture(**params).fit(X)
-    online = stream(EMGaussianMixture(**params), X, batch_size=100, n_passes=3, seed=0)
-    reference = batch.score(held_out)
-    assert online.score(held_out) >= reference - 0.02 * abs(reference)
-    assert online.weights_.max() < 2 * batch.weights_.max()
+def dequantised_digits(seed):
+    """Digits with U(0, 1) noise added to the pixel counts, split 70/30.
+
+    Raw pixels are constant within some clusters: every fit of them is
+    degenerate (see the test below), and held-out scores then measure the
+    held-out rows' few values in those directions more than the fit.
+    """
+    rng = np.random.RandomState(seed)
+    X = load_digits().data
+    X = X + rng.uniform(size=X.shape)
+    return train_test_split(X, test_size=0.3, random_state=seed)
+
+
+# VI "full" is left out, measured (issue 14, item 4, open): over seeds 0-5
+# its stream ends 0.4% to 5.9% below the batch fit on 4 of 6 seeds, with
+# one component holding 0.69-0.8 of the weight, a mode batch fits reach too
+# (their held-out scores span 2.4-3.6% over 8 random_states).
+STREAMS_WITHIN_2_PERCENT = [
+    (EMGaussianMixture, covariance_type) for covariance_type in COVARIANCE_TYPES
+] + [
+    (VariationalGaussianMixture, covariance_type)
+    for covariance_type in ("tied", "diag", "spherical")
+]
+
+
+@pytest.mark.parametrize(("estimator", "covariance_type"), STREAMS_WITHIN_2_PERCENT)
+def test_streaming_many_features_comes_within_2_percent_of_the_batch_fit(
+    estimator, covariance_type
+):
+    # Digits: 64 features, 100-row minibatches, 5 passes. A first
+    # minibatch gives each of 10 components about 10 rows, too few for a
+    # 64 x 64 covariance; the full stream used to collapse onto one
+    # component (weight 0.86) with a held-out score 20-31% below the batch
+    # fit's. Every seed must come within 2%.
+    for seed in range(6):
+        X, held_out = dequantised_digits(seed)
+        params = dict(
+            n_components=10, covariance_type=covariance_type, random_state=seed
+        )
+        batch = estimator(**params).fit(X)
+        if estimator is VariationalGaussianMixture:
+            params["total_samples"] = len(X)
+        online = stream(estimator(**params), X, batch_size=100, n_passes=5, seed=seed)
+        reference = batch.score(held_out)
+        assert online.score(held_out) >= reference - 0.02 * abs(reference), seed
+        assert online.degenerate_ is None
+
+
+def test_a_degenerate_stream_over_many_features_says_what_to_change():
+    # Raw digits / 16 have pixels constant within clusters: the likelihood
+    # grows without bound as a full component shrinks onto them, the batch
+    # fit's and the stream's held-out scores then vary by tens of percent
+    # with the seed (batch 52 to 94 over seeds 0-5), and no stream can
+    # promise to land within 2% of a batch fit. It says so at once.
+    X = load_digits().data[:600] / 16.0
+    em = EMGaussianMixture(n_components=10, covariance_type="full", random_state=0)
+    with pytest.warns(DegenerateFitWarning, match="larger reg_covar"):
+        stream(em, X, batch_size=100, n_passes=1, seed=0)
+    assert em.degenerate_ is not None
 
 
 def test_the_stream_keeps_a_bounded_history():
