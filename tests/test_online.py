@@ -216,8 +216,9 @@ def dequantised_digits(seed):
 
 # VI "full" is left out, measured (issue 14, item 4, open): over seeds 0-5
 # its stream ends 0.4% to 5.9% below the batch fit on 4 of 6 seeds, with
-# one component holding 0.69-0.8 of the weight, a mode batch fits reach too
-# (their held-out scores span 2.4-3.6% over 8 random_states).
+# one component holding 0.69-0.8 of the weight, a worse optimum (batch VI
+# started from the stream's end climbs to a bound 1.6-1.8 nats per sample
+# below the batch fit's); docs/scaling.rst says what was tried.
 STREAMS_WITHIN_2_PERCENT = [
     (EMGaussianMixture, covariance_type) for covariance_type in COVARIANCE_TYPES
 ] + [
