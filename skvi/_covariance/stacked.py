@@ -14,6 +14,8 @@ positive and finite they return None, and each fit takes its own M-step,
 which says which component collapsed.
 """
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.linalg import lapack
 
@@ -120,7 +122,7 @@ def _common_shapes(diagonals, nk, sizes, start):
     mass = np.add.reduceat(nk, starts)
     ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
     x = -np.log(start)
-    x = x - x.mean(axis=1, keepdims=True)
+    x = x - x.sum(axis=1, keepdims=True) / n_features
 
     def evaluate(x):
         terms = diagonals * np.exp(x[owners])
@@ -135,7 +137,7 @@ def _common_shapes(diagonals, nk, sizes, start):
         hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
         hessian = -np.add.reduceat(hessian, starts, axis=0)
         hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
-        gradient = gradient - gradient.mean(axis=1, keepdims=True)
+        gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
         try:
             step = -np.linalg.solve(hessian + ones, gradient[:, :, None])[:, :, 0]
         except np.linalg.LinAlgError:
@@ -167,7 +169,7 @@ def _common_shapes(diagonals, nk, sizes, start):
         if not moving.any():
             break
         terms, sums, value = evaluate(x)
-    return np.exp(-(x - x.mean(axis=1, keepdims=True)))
+    return np.exp(-(x - x.sum(axis=1, keepdims=True) / n_features))
 
 
 def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
@@ -189,11 +191,13 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     start_shapes = np.ones((len(sizes), n_features))
-    for number, blocks in enumerate(previous):
-        if blocks is not None:
-            # The orientation step sorts the shape decreasingly with its axes.
-            shape = blocks[1]
-            start_shapes[number] = -np.sort(-shape) if variable_orientation else shape
+    having = [number for number, blocks in enumerate(previous) if blocks is not None]
+    if having:
+        shapes = np.stack([previous[number][1] for number in having])
+        # The orientation step sorts the shape decreasingly with its axes.
+        start_shapes[having] = (
+            -np.sort(-shapes, axis=1) if variable_orientation else shapes
+        )
     if variable_orientation:
         _, vectors = np.linalg.eigh(scatter)
         orientations = vectors[:, :, ::-1]
@@ -475,7 +479,7 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
         """Each component's weight in the plane searches, and the exponent."""
         if not common_volume:
             return padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0), None
-        logs = np.log(rotated.diagonal(axis1=1, axis2=2)).mean(axis=1)
+        logs = np.log(rotated.diagonal(axis1=1, axis2=2)).sum(axis=1) / n_features
         top = np.maximum.reduceat(logs, starts)
         own_weights = np.exp(logs - top[owners])
         weights = padded(np.repeat(own_weights[:, None], n_planes, axis=1), 0.0)
@@ -486,7 +490,7 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
         # stays next to 0 skips the sweep (as its own M-step does).
         sweep = np.ones(n_fits, dtype=bool)
         if warm and n_features > 2:
-            first, second = np.triu_indices(n_features, 1)
+            first, second = _upper_pairs(n_features)
             planes = tuple(
                 padded(entries, fill)
                 for entries, fill in (
@@ -556,7 +560,8 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
     logs = np.log(diagonals)
     if common_volume:
         total = np.add.reduceat(nk, starts) * diagonals.shape[1]
-        log_sum = np.log(np.add.reduceat(np.exp(logs.mean(axis=1)), starts))
+        mean_logs = logs.sum(axis=1) / diagonals.shape[1]
+        log_sum = np.log(np.add.reduceat(np.exp(mean_logs), starts))
         return total * log_sum, total * (1.0 + np.abs(log_sum))
     values = np.add.reduceat(nk * logs.sum(axis=1), starts)
     sizes = np.add.reduceat(
@@ -565,40 +570,108 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
     return values, sizes
 
 
+@lru_cache(maxsize=16)
+def _upper_pairs(n_features):
+    """``np.triu_indices(n_features, 1)``, once per D (it costs 50 us)."""
+    return np.triu_indices(n_features, 1)
+
+
+@lru_cache(maxsize=16)
+def _direction_constants(n_features):
+    """What :func:`_stacked_newton_direction` takes for D features, once.
+
+    The skew basis flattened (n, D * D), each basis element's pair ``(i,
+    j)``, i < j, and where the Hessian's terms that do not pass through
+    the Jacobian come from. Those are sums over the basis of pooled
+    products ``first_ki (R_k)_rc``, whose coefficients (from ``E_a E_b +
+    E_b E_a`` and the columns of ``E_a`` and ``E_b``) are 0 and +-1 or
+    +-2 with at most two nonzero in each entry: each entry is one or two
+    such products (``triples`` (i, r, c) of them), taken from two slots
+    of coefficients, the same bits as the dense products and sums.
+    """
+    basis, products = _skew_basis(n_features)
+    n_basis = len(basis)
+    first, second = _upper_pairs(n_features)
+    across = basis.transpose(2, 0, 1)
+    triples, parts = {}, []
+    for dense in (
+        # The pooled terms: coefficient of first_kc (R_k)_cr for (r, c).
+        lambda a, b: {
+            (c, c, r): products[a, b, r, c]
+            for r in range(n_features)
+            for c in range(n_features)
+        },
+        # The spread terms: sum_i E_a[r, i] E_b[c, i] first_ki (R_k)_rc.
+        lambda a, b: {
+            (i, r, c): across[i, a, r] * across[i, b, c]
+            for i in range(n_features)
+            for r in range(n_features)
+            for c in range(n_features)
+        },
+    ):
+        where = np.zeros((2, n_basis, n_basis), dtype=np.intp)
+        coefficients = np.zeros((2, n_basis, n_basis))
+        for a in range(n_basis):
+            for b in range(n_basis):
+                nonzero = [(t, v) for t, v in dense(a, b).items() if v != 0.0]
+                # (More than two would make the sum's order matter.)
+                assert len(nonzero) <= 2
+                for slot, (triple, value) in enumerate(nonzero):
+                    where[slot, a, b] = triples.setdefault(triple, len(triples))
+                    coefficients[slot, a, b] = value
+        parts.append((where, coefficients))
+    index = np.array(list(triples), dtype=np.intp).T
+    return basis.reshape(n_basis, -1), (np.arange(n_basis), first, second), index, parts
+
+
 def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
     """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,).
 
     Only the fits flagged ``moving`` solve for their step; the others get
     0 (their Hessians may be anything: they no longer move).
     """
-    basis, products = _skew_basis(rotated.shape[1])
-    n_features, n_basis = rotated.shape[1], len(basis)
+    n_components, n_features = rotated.shape[:2]
+    flat_basis, pairs, index, parts = _direction_constants(n_features)
+    n_basis = len(flat_basis)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
-    identity = np.eye(n_features)
+    # 2 R_k E_a has one entry in each of the columns i and j of E_a's pair
+    # (the einsum over the basis sums it with zeros: the same bits).
+    numbers, first_axes, second_axes = pairs
+    jacobian = np.zeros((n_components, n_basis, n_features))
+    jacobian[:, numbers, first_axes] = -2.0 * rotated[:, first_axes, second_axes]
+    jacobian[:, numbers, second_axes] = 2.0 * rotated[:, second_axes, first_axes]
     if common_volume:
         scale = np.add.reduceat(nk, starts) * n_features
-        logs = np.log(diagonals).mean(axis=1)
+        logs = np.log(diagonals).sum(axis=1) / n_features
         g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
         ratio = (scale / np.add.reduceat(g, starts))[owners]
         first = (ratio[:, None] * (g / n_features)[:, None]) * inverse
-        outer = first[:, :, None] * inverse[:, None, :] / n_features
-        second = outer - np.einsum("ki,ij->kij", first * inverse, identity)
+        second = first[:, :, None] * inverse[:, None, :] / n_features
+        # Less the diagonal matrices of first / b (off it, outer less 0).
+        features = np.arange(n_features)
+        second[:, features, features] -= first * inverse
+        scaled = jacobian @ second
     else:
         first = nk[:, None] * inverse
-        second = -np.einsum("ki,ij->kij", first * inverse, identity)
+        # Times the diagonal matrices of -first / b: a scaling of columns.
+        scaled = jacobian * -(first * inverse)[:, None, :]
     gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
-    pooled = np.add.reduceat(first[:, :, None] * rotated, starts)
-    spread = np.add.reduceat(first[:, :, None, None] * rotated[:, None], starts)
-    flat = pooled.swapaxes(1, 2).reshape(len(pooled), -1)
-    hessian = (products.reshape(n_basis**2, -1) @ flat.T).T
-    hessian = hessian.reshape(-1, n_basis, n_basis)
-    across = basis.transpose(2, 0, 1)
-    hessian = hessian + 2.0 * np.sum(
-        across @ spread @ across.transpose(0, 2, 1), axis=1
+    # The pooled and spread terms (see _direction_constants), each of the
+    # pooled products first_ki (R_k)_rc it needs once.
+    pooled = np.add.reduceat(
+        first[:, index[0]] * rotated[:, index[1], index[2]], starts
     )
-    chained = np.einsum("kai,kbi->kab", jacobian @ second, jacobian)
+    (inner, inner_coefficients), (spread, spread_coefficients) = parts
+    hessian = (
+        pooled[:, inner[0]] * inner_coefficients[0]
+        + pooled[:, inner[1]] * inner_coefficients[1]
+    )
+    hessian = hessian + 2.0 * (
+        pooled[:, spread[0]] * spread_coefficients[0]
+        + pooled[:, spread[1]] * spread_coefficients[1]
+    )
+    chained = np.einsum("kai,kbi->kab", scaled, jacobian)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume:
         hessian = (
@@ -608,7 +681,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     step = np.zeros_like(gradient)
     step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
     decrement = -np.einsum("fa,fa->f", gradient, step)
-    skew = (step @ basis.reshape(n_basis, -1)).reshape(-1, n_features, n_features)
+    skew = (step @ flat_basis).reshape(-1, n_features, n_features)
     return skew, decrement
 
 
@@ -696,14 +769,23 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     cannot increase f, as in :meth:`ConstrainedCovariance.maximize`
     (:func:`start_is_lower`).
     """
-    having = np.array([blocks is not None for blocks in previous])
-    lower = np.zeros(len(previous), dtype=bool)
-    if not having.any():
-        return lower
     kept = [blocks for blocks in previous if blocks is not None]
-    kept_sizes = np.asarray(sizes)[having]
-    rows = np.repeat(having, sizes)
-    own = scatter[rows]
+    if len(kept) == len(previous):
+        # Every fit has its blocks (EM's later steps): no rows to pick.
+        having, kept_sizes, rows, own = (
+            slice(None),
+            np.asarray(sizes),
+            slice(None),
+            scatter,
+        )
+    else:
+        having = np.array([blocks is not None for blocks in previous])
+        if not kept:
+            return np.zeros(len(previous), dtype=bool)
+        kept_sizes = np.asarray(sizes)[having]
+        rows = np.repeat(having, sizes)
+        own = scatter[rows]
+    lower = np.zeros(len(previous), dtype=bool)
     volumes = np.concatenate([blocks[0] for blocks in kept])
     shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
     if kept[0][2] is None:
