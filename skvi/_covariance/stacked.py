@@ -107,14 +107,23 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
 #: :func:`stacked_joint_shape`.
 JOINT_SHAPE_MODELS = ("VEI", "VEV")
 
+#: Models whose fits take one stacked M-step together (per call a fixed
+#: cost of dozens of NumPy calls, paid once for both models): the group's
+#: name, and its models. Each fit's arithmetic is its own model's call's;
+#: where the group's M-step fails, each model's takes its own.
+SHARED_GROUPS = {"VEI+VEV": JOINT_SHAPE_MODELS}
 
-def _common_shapes(diagonals, nk, sizes, start):
+
+def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     """:func:`_common_shape` for several fits at once.
 
     ``diagonals`` (C, D) and ``nk`` (C,) stacked over the fits' components,
     ``sizes`` their numbers of components, ``start`` (F, D) each fit's
     starting shape. Each fit takes the same Newton steps, halvings and
     stopping rule as alone; a fit stops moving once its own rule stops it.
+    ``kinds`` (F,), each fit's model where fits of two models are stacked,
+    keeps the models' systems apart where a solve fails (see
+    :func:`_solve_by_kind`).
     """
     n_fits, n_features = start.shape
     starts = _starts(sizes)
@@ -138,15 +147,7 @@ def _common_shapes(diagonals, nk, sizes, start):
         hessian = -np.add.reduceat(hessian, starts, axis=0)
         hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
         gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
-        try:
-            step = -np.linalg.solve(hessian + ones, gradient[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step = -np.stack(
-                [
-                    np.linalg.lstsq(h + o, g)[0]
-                    for h, o, g in zip(hessian, ones, gradient, strict=True)
-                ]
-            )
+        step = -_solve_by_kind(hessian + ones, gradient, kinds)
         decrement = -np.einsum("fi,fi->f", gradient, step)
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
@@ -172,6 +173,41 @@ def _common_shapes(diagonals, nk, sizes, start):
     return np.exp(-(x - x.sum(axis=1, keepdims=True) / n_features))
 
 
+def _solve_by_kind(matrices, vectors, kinds):
+    """The solutions of the systems (F, n, n) and (F, n), by model.
+
+    One batched solve; where a matrix is singular, each model's systems
+    (``kinds`` (F,) or None for one model) are solved together again, and
+    those of a model with a singular one by least squares, each: as each
+    model's own stacked call solves them.
+    """
+    try:
+        return np.linalg.solve(matrices, vectors[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        pass
+    if kinds is None:
+        kinds = np.zeros(len(matrices), dtype=bool)
+    solutions = np.empty_like(vectors)
+    for kind in (False, True):
+        rows = kinds == kind
+        if not rows.any():
+            continue
+        try:
+            solutions[rows] = np.linalg.solve(
+                matrices[rows], vectors[rows][:, :, None]
+            )[:, :, 0]
+        except np.linalg.LinAlgError:
+            solutions[rows] = np.stack(
+                [
+                    np.linalg.lstsq(matrix, vector)[0]
+                    for matrix, vector in zip(
+                        matrices[rows], vectors[rows], strict=True
+                    )
+                ]
+            )
+    return solutions
+
+
 def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     """The M-step of several fits of VEI or VEV (:data:`JOINT_SHAPE_MODELS`).
 
@@ -180,11 +216,15 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     orientations (K, D, D) or None, covariances (K, D, D))``): the common
     shape's Newton method starts from the previous shape, and a fit whose
     previous parameters have the smaller f keeps them (rounding only), as
-    :meth:`ConstrainedCovariance.maximize` does. Returns the covariances
-    (C, D, D) and each fit's new blocks, or None where a block is not
-    positive and finite (each fit's own M-step then says which).
+    :meth:`ConstrainedCovariance.maximize` does. ``name`` is the model, or
+    each fit's (fits of both models at once: each takes the arithmetic of
+    its own model's call, the variable orientations of the VEV fits'
+    components taken together as that call takes them). Returns the
+    covariances (C, D, D) and each fit's new blocks, or None where a block
+    is not positive and finite (each fit's own M-step then says which).
     """
-    variable_orientation = name[2] == "V"
+    names = [name] * len(sizes) if isinstance(name, str) else name
+    variable = np.array([kind[2] == "V" for kind in names])
     n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
     starts = _starts(sizes)
@@ -195,19 +235,30 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     if having:
         shapes = np.stack([previous[number][1] for number in having])
         # The orientation step sorts the shape decreasingly with its axes.
-        start_shapes[having] = (
-            -np.sort(-shapes, axis=1) if variable_orientation else shapes
+        start_shapes[having] = np.where(
+            variable[having][:, None], -np.sort(-shapes, axis=1), shapes
         )
-    if variable_orientation:
+    # The components of the VEV fits, and where each is among them.
+    turned = np.repeat(variable, sizes)
+    among = np.cumsum(turned) - turned
+    orientations = None
+    if turned.all():
         _, vectors = np.linalg.eigh(scatter)
         orientations = vectors[:, :, ::-1]
         diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
     else:
-        orientations = None
         diagonals = scatter.diagonal(axis1=1, axis2=2)
+        if turned.any():
+            own = scatter[turned]
+            _, vectors = np.linalg.eigh(own)
+            orientations = vectors[:, :, ::-1]
+            diagonals = diagonals.copy()
+            diagonals[turned] = np.einsum(
+                "kji,kjl,kli->ki", orientations, own, orientations
+            )
     if not (np.isfinite(diagonals) & (diagonals > 0)).all():
         return None
-    shapes = _common_shapes(diagonals, nk, sizes, start_shapes)
+    shapes = _common_shapes(diagonals, nk, sizes, start_shapes, variable)
     component_shapes = np.repeat(shapes, sizes, axis=0)
     traces = (diagonals / component_shapes).sum(axis=1)
     volumes = traces / (nk * n_features)
@@ -217,13 +268,19 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
         nk * n_features * np.log(volumes) + traces / volumes, starts
     )
     scales = volumes[:, None] * component_shapes
-    if orientations is None:
-        covariances = np.zeros_like(scatter)
-        features = np.arange(n_features)
-        covariances[:, features, features] = scales
-    else:
+    if turned.all():
         covariances = (orientations * scales[:, None, :]) @ orientations.swapaxes(1, 2)
         covariances = 0.5 * (covariances + covariances.swapaxes(1, 2))
+    else:
+        covariances = np.zeros_like(scatter)
+        features = np.arange(n_features)
+        fixed = np.flatnonzero(~turned)[:, None]
+        covariances[fixed, features, features] = scales[~turned]
+        if orientations is not None:
+            rotated = (
+                orientations * scales[turned][:, None, :]
+            ) @ orientations.swapaxes(1, 2)
+            covariances[turned] = 0.5 * (rotated + rotated.swapaxes(1, 2))
     found = _keep_lower_previous(
         previous,
         scatter,
@@ -234,7 +291,9 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
         lambda number, begin, end: (
             volumes[begin:end],
             shapes[number],
-            None if orientations is None else orientations[begin:end],
+            orientations[among[begin] : among[begin] + end - begin]
+            if variable[number]
+            else None,
             covariances[begin:end],
         ),
     )
@@ -788,20 +847,35 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     lower = np.zeros(len(previous), dtype=bool)
     volumes = np.concatenate([blocks[0] for blocks in kept])
     shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
-    if kept[0][2] is None:
+    turned = [blocks[2] is not None for blocks in kept]
+    if not any(turned):
         diagonals = own.diagonal(axis1=1, axis2=2)
+    elif all(turned):
+        diagonals = _previous_diagonals(kept, kept_sizes, own)
     else:
-        if kept[0][2].ndim == 2:
-            axes = np.stack([blocks[2] for blocks in kept])
-            axes = np.repeat(axes, kept_sizes, axis=0)
-        else:
-            axes = np.concatenate([blocks[2] for blocks in kept])
-        diagonals = np.einsum("kji,kjl,kli->ki", axes, own, axes)
+        # VEI and VEV fits together: the VEV fits' components as their call.
+        turned_rows = np.repeat(turned, kept_sizes)
+        diagonals = own.diagonal(axis1=1, axis2=2).copy()
+        diagonals[turned_rows] = _previous_diagonals(
+            [blocks for blocks in kept if blocks[2] is not None],
+            kept_sizes[turned],
+            own[turned_rows],
+        )
     kept_starts = _starts(kept_sizes)
     old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
     totals = np.add.reduceat(nk[rows], kept_starts)
     lower[having] = start_is_lower(old, values[having], totals, scatter.shape[1])
     return lower
+
+
+def _previous_diagonals(kept, kept_sizes, own):
+    """``diag(D_k^T W_k D_k)`` (C, D) of previous blocks with orientations."""
+    if kept[0][2].ndim == 2:
+        axes = np.stack([blocks[2] for blocks in kept])
+        axes = np.repeat(axes, kept_sizes, axis=0)
+    else:
+        axes = np.concatenate([blocks[2] for blocks in kept])
+    return np.einsum("kji,kjl,kli->ki", axes, own, axes)
 
 
 def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
