@@ -564,20 +564,22 @@ class _Lockstep:
         weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
         means = self.xbar[where].copy()
         scatter = self.scatter[where]
-        if name in COMMON_ORIENTATION_MODELS:
+        if name in (*COMMON_ORIENTATION_MODELS, "EVE+VVE"):
             previous = [fit.blocks for fit in fits]
             if any(blocks is None for blocks in previous):
                 # The first M-step (every fit's search from its own starts),
-                # or after a fit's own M-step (from its covariances).
+                # or after a fit's own M-step (from its covariances; a
+                # shared group's then each model's, as apart).
                 states = [fit.current_state() for fit in fits]
                 if all(state is None for state in states):
                     previous = None
-                elif any(state is None for state in states):
+                elif name in SHARED_GROUPS or any(state is None for state in states):
                     return False
                 else:
                     previous = np.concatenate([state.covariances for state in states])
+            models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
             found = stacked_common_orientation(
-                name, nk, scatter, self.reg_covar, sizes, previous
+                models, nk, scatter, self.reg_covar, sizes, previous
             )
             if found is None:
                 return False

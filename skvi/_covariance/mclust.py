@@ -476,7 +476,7 @@ MAX_TURN = np.pi / (4 * GRID)
 HALVINGS = 40
 
 
-def _plane_change(planes, angles, weights, exponent):
+def _plane_change(planes, angles, weights, exponent, columns=None):
     """The change of the profile when planes turn by ``angles`` (P, C).
 
     ``planes`` holds the 2 x 2 blocks of ``T_k = D^T W_k D`` in the planes:
@@ -485,16 +485,18 @@ def _plane_change(planes, angles, weights, exponent):
     (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h -
     z)(h + z) / (t_ii t_jj))``: exact for small angles too. The profile
     changes by ``sum_k N_k`` times that (VVE, ``exponent`` None) or by
-    ``sum_k g_k expm1(exponent`` times that``)`` (EVE).
+    ``sum_k g_k expm1(exponent`` times that``)`` (EVE; with ``columns``
+    (P,), only in the planes it flags, the others VVE's: stacked fits of
+    both models).
     """
     first, second, cross = planes
     terms = (0.5 * (first - second))[..., None], cross[..., None]
     return _plane_change_of(
-        terms, (first * second)[..., None], angles, weights, exponent
+        terms, (first * second)[..., None], angles, weights, exponent, columns
     )
 
 
-def _plane_change_of(terms, products, angles, weights, exponent):
+def _plane_change_of(terms, products, angles, weights, exponent, columns=None):
     """:func:`_plane_change` from ``(h, t_ij)`` and ``t_ii t_jj`` (K, P, 1).
 
     (Computed once per plane search rather than at each Newton step.)
@@ -504,14 +506,15 @@ def _plane_change_of(terms, products, angles, weights, exponent):
     z = half * np.cos(twice) + cross * np.sin(twice)
     logs = np.log1p((half - z) * (half + z) / products)
     if exponent is not None:
-        logs = np.expm1(exponent * logs)
+        turned = np.expm1(exponent * logs)
+        logs = turned if columns is None else np.where(columns[:, None], turned, logs)
     if weights.ndim == 2:
         # Per plane: several fits side by side (stacked_common_orientation).
         return np.einsum("kp,kpc->pc", weights, logs)
     return np.einsum("k,kpc->pc", weights, logs)
 
 
-def _plane_angles(planes, weights, exponent):
+def _plane_angles(planes, weights, exponent, columns=None):
     """Per plane, the angle minimising the profile's change in it (P,).
 
     The change has period pi / 2 in the angle. With ``search``, the
@@ -519,7 +522,8 @@ def _plane_angles(planes, weights, exponent):
     principal angle in the plane (where its term is least: the bottom of
     the sharpest basins), and Newton steps start from the best; otherwise
     they start from 0. A step is kept only if it lowers the change, and 0
-    is a candidate, so the change is never positive.
+    is a candidate, so the change is never positive. ``columns`` (P,), as
+    for :func:`_plane_change`, flags the planes ``exponent`` applies to.
     """
     first, second, cross = planes
     n_planes = first.shape[1]
@@ -530,7 +534,7 @@ def _plane_angles(planes, weights, exponent):
     )
     terms = half[..., None], cross[..., None]
     products = (first * second)[..., None]
-    changes = _plane_change_of(terms, products, candidates, weights, exponent)
+    changes = _plane_change_of(terms, products, candidates, weights, exponent, columns)
     # NaN where rounding puts a singular scatter's b_i b_j below 0; the
     # angle 0 always has change 0.
     changes = np.where(np.isnan(changes), np.inf, changes)
@@ -538,6 +542,7 @@ def _plane_angles(planes, weights, exponent):
     angles = candidates[np.arange(n_planes), best]
     values = changes[np.arange(n_planes), best]
     mean = 0.5 * (first + second)
+    live = np.ones(n_planes, dtype=bool)
     for _ in range(NEWTON_STEPS):
         twice = 2.0 * angles
         cos, sin = np.cos(twice), np.sin(twice)
@@ -547,33 +552,53 @@ def _plane_angles(planes, weights, exponent):
         # d log(b_i b_j) and its second derivative.
         first_log = -2.0 * z * slope / product
         second_log = (8.0 * z * z - 2.0 * slope * slope) / product - first_log**2
+        by_plane = weights if weights.ndim == 2 else weights[:, None]
         if exponent is None:
-            scale = weights if weights.ndim == 2 else weights[:, None]
+            scale = by_plane
         else:
             ratio = product / (first * second)
-            by_plane = weights if weights.ndim == 2 else weights[:, None]
-            scale = by_plane * exponent * ratio**exponent
-            second_log = second_log + exponent * first_log**2
+            scaled = by_plane * exponent * ratio**exponent
+            turned = second_log + exponent * first_log**2
+            if columns is None:
+                scale, second_log = scaled, turned
+            else:
+                scale = np.where(columns, scaled, by_plane)
+                second_log = np.where(columns, turned, second_log)
         gradient = np.einsum("kp,kp->p", scale, first_log)
         curvature = np.einsum("kp,kp->p", scale, second_log)
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
-        changes = _plane_change_of(terms, products, trials[:, None], weights, exponent)
+        changes = _plane_change_of(
+            terms, products, trials[:, None], weights, exponent, columns
+        )
         changes = changes[:, 0]
         # A step below NEWTON_TOL is taken whole even where the change
         # cannot resolve it (f's error is the square of the angle's): then
         # Newton's quadratic convergence puts the next below rounding.
         small = np.abs(step) <= NEWTON_TOL
         better = (changes < values) | small
+        if columns is None:
+            angles = np.where(better, trials, angles)
+            values = np.where(better, changes, values)
+            if (small | ~better).all():
+                break
+            continue
+        # Two models' planes: each model's stop for all its planes at once
+        # (as its own search), the other's going on.
+        better &= live
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
-        if (small | ~better).all():
+        settled = small | ~better
+        for model in (columns, ~columns):
+            if settled[model].all():
+                live &= ~model
+        if not live.any():
             break
     return angles
 
 
-def _plane_search_stays(planes, weights, exponent):
+def _plane_search_stays(planes, weights, exponent, columns=None):
     """Per plane, whether :func:`_plane_angles`' candidates stay next to 0.
 
     ``planes``, ``weights`` and ``exponent`` are as for
@@ -591,7 +616,7 @@ def _plane_search_stays(planes, weights, exponent):
     candidates = np.concatenate(
         [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
     )
-    changes = _plane_change(planes, candidates, weights, exponent)
+    changes = _plane_change(planes, candidates, weights, exponent, columns)
     changes = np.where(np.isnan(changes), np.inf, changes)
     period = 0.5 * np.pi
     offsets = np.abs((candidates + 0.5 * period) % period - 0.5 * period)

@@ -107,12 +107,6 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
 #: :func:`stacked_joint_shape`.
 JOINT_SHAPE_MODELS = ("VEI", "VEV")
 
-#: Models whose fits take one stacked M-step together (per call a fixed
-#: cost of dozens of NumPy calls, paid once for both models): the group's
-#: name, and its models. Each fit's arithmetic is its own model's call's;
-#: where the group's M-step fails, each model's takes its own.
-SHARED_GROUPS = {"VEI+VEV": JOINT_SHAPE_MODELS}
-
 
 def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     """:func:`_common_shape` for several fits at once.
@@ -305,6 +299,15 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
 #: :func:`stacked_common_orientation`.
 COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
 
+#: Models whose fits take one stacked M-step together (per call a fixed
+#: cost of dozens of NumPy calls, paid once for both models): the group's
+#: name, and its models. Each fit's arithmetic is its own model's call's;
+#: where the group's M-step fails, each model's takes its own.
+SHARED_GROUPS = {
+    "VEI+VEV": JOINT_SHAPE_MODELS,
+    "EVE+VVE": COMMON_ORIENTATION_MODELS,
+}
+
 
 def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     """The M-step of several fits of EVE or VVE.
@@ -328,11 +331,15 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     each fit's blocks ``(volumes (K,), shapes (K, D), orientation (D, D),
     covariances (K, D, D))``, or None where a fit must take its own M-step
     (a non positive definite or collapsing component, which that M-step
-    reports).
+    reports). ``name`` is EVE or VVE, or each fit's (fits of both at once,
+    each with its own model's arithmetic; None where they cannot share the
+    call, see :func:`_common_volumes`: each model then takes its own).
     """
-    common_volume = name[0] == "E"
     n_fits, n_features = len(sizes), scatter.shape[1]
     sizes = np.asarray(sizes)
+    common_volume = _common_volumes(name, sizes, n_features)
+    if common_volume is None:
+        return None
     starts = _starts(sizes)
     owners = np.repeat(np.arange(n_fits), sizes)
     slots = np.arange(len(nk)) - np.repeat(starts, sizes)
@@ -404,6 +411,41 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     return covariances, blocks
 
 
+def _common_volumes(name, sizes, n_features):
+    """Whether each fit of an EVE/VVE call has an Equal volume.
+
+    True or False where every fit is of one model (``name`` one name, or
+    each fit's); else per fit (F,). None where a model of a mixed call has
+    a single fit and a tournament round turns one plane (D <= 3): that
+    model's call sums its plane changes over one column, along the
+    components (an order that changes with their number, the padding
+    included), the mixed call over several (in order).
+    """
+    if isinstance(name, str):
+        return name[0] == "E"
+    common = np.array([kind[0] == "E" for kind in name])
+    if common.all() or not common.any():
+        return bool(common[0])
+    if n_features <= 3 and min(common.sum(), len(common) - common.sum()) == 1:
+        return None
+    return common
+
+
+def _by_fit(common, rows, when_common, otherwise):
+    """``when_common()`` where ``common`` (bool, or per fit), else ``otherwise()``.
+
+    ``rows`` maps the entries to their fits (None: one entry per fit);
+    with a mixed ``common`` both are computed and taken entry by entry.
+    """
+    if common is True:
+        return when_common()
+    if common is False:
+        return otherwise()
+    mask = common if rows is None else common[rows]
+    first, second = when_common(), otherwise()
+    return np.where(mask.reshape(mask.shape + (1,) * (first.ndim - 1)), first, second)
+
+
 def _start_of_covariances(previous, layout, common_volume):
     """The start of each fit's search from its previous covariances.
 
@@ -417,8 +459,12 @@ def _start_of_covariances(previous, layout, common_volume):
     sign, log_det = np.linalg.slogdet(previous)
     if not (sign > 0).all():
         return None
-    if common_volume:
-        log_det = np.repeat(np.add.reduceat(log_det, starts) / sizes, sizes)
+    log_det = _by_fit(
+        common_volume,
+        owners,
+        lambda: np.repeat(np.add.reduceat(log_det, starts) / sizes, sizes),
+        lambda: log_det,
+    )
     volumes = np.exp(log_det / n_features)
     normalized = previous / volumes[:, None, None]
     coefficients = 1.0 + (slots * 0.6180339887498949) % 1.0
@@ -500,7 +546,13 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     pair_sizes = sizes[candidate_owner]
     pair_starts = _starts(pair_sizes)
     scored = _shapes_volumes_and_objective(
-        diagonals, nk[pair_component], pair_starts, pair_sizes, common_volume
+        diagonals,
+        nk[pair_component],
+        pair_starts,
+        pair_sizes,
+        common_volume
+        if isinstance(common_volume, bool)
+        else common_volume[candidate_owner],
     )
     if scored is None:
         return None
@@ -535,14 +587,24 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
         return stack.reshape(width, -1)
 
     def plane_weights(n_planes):
-        """Each component's weight in the plane searches, and the exponent."""
-        if not common_volume:
-            return padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0), None
+        """Weights of the plane searches, exponent, and its columns.
+
+        Each component's weight, the exponent, and the columns (fits'
+        planes) it applies to (None: all).
+        """
+        if common_volume is False:
+            weights = padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0)
+            return weights, None, None
         logs = np.log(rotated.diagonal(axis1=1, axis2=2)).sum(axis=1) / n_features
         top = np.maximum.reduceat(logs, starts)
         own_weights = np.exp(logs - top[owners])
+        columns = None
+        if common_volume is not True:
+            # VVE fits' components weigh N_k, without the exponent.
+            own_weights = np.where(common_volume[owners], own_weights, nk)
+            columns = np.repeat(common_volume, n_planes)
         weights = padded(np.repeat(own_weights[:, None], n_planes, axis=1), 0.0)
-        return weights, n_planes / n_features
+        return weights, n_planes / n_features, columns
 
     with np.errstate(divide="ignore", invalid="ignore"):
         # From the previous orientation, a fit whose every plane's search
@@ -558,9 +620,12 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
                     (rotated[:, first, second], 0.0),
                 )
             )
-            weights, exponent = plane_weights(len(first))
+            weights, exponent, columns = plane_weights(len(first))
             stays = _plane_search_stays(
-                planes, weights, None if exponent is None else 1.0 / n_features
+                planes,
+                weights,
+                None if exponent is None else 1.0 / n_features,
+                columns,
             )
             sweep = ~stays.reshape(n_fits, -1).all(axis=1)
         for first, second in _tournament(n_features) if sweep.any() else ():
@@ -573,8 +638,8 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
                     (rotated[:, first, second], 0.0),
                 )
             )
-            weights, exponent = plane_weights(n_planes)
-            angles = _plane_angles(planes, weights, exponent)
+            weights, exponent, columns = plane_weights(n_planes)
+            angles = _plane_angles(planes, weights, exponent, columns)
             angles = np.where(sweep[:, None], angles.reshape(n_fits, n_planes), 0.0)
             turns = np.broadcast_to(
                 np.eye(n_features), (n_fits, n_features, n_features)
@@ -617,16 +682,29 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
 def _stacked_profile(diagonals, nk, starts, common_volume):
     """:func:`_profile` of each stacked fit: values and sizes, (F,) each."""
     logs = np.log(diagonals)
-    if common_volume:
+
+    def pooled():
         total = np.add.reduceat(nk, starts) * diagonals.shape[1]
         mean_logs = logs.sum(axis=1) / diagonals.shape[1]
         log_sum = np.log(np.add.reduceat(np.exp(mean_logs), starts))
         return total * log_sum, total * (1.0 + np.abs(log_sum))
-    values = np.add.reduceat(nk * logs.sum(axis=1), starts)
-    sizes = np.add.reduceat(
-        nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+
+    def own():
+        values = np.add.reduceat(nk * logs.sum(axis=1), starts)
+        sizes = np.add.reduceat(
+            nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+        )
+        return values, sizes
+
+    if common_volume is True:
+        return pooled()
+    if common_volume is False:
+        return own()
+    (values, sizes), (own_values, own_sizes) = pooled(), own()
+    return (
+        np.where(common_volume, values, own_values),
+        np.where(common_volume, sizes, own_sizes),
     )
-    return values, sizes
 
 
 @lru_cache(maxsize=16)
@@ -700,7 +778,8 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     jacobian = np.zeros((n_components, n_basis, n_features))
     jacobian[:, numbers, first_axes] = -2.0 * rotated[:, first_axes, second_axes]
     jacobian[:, numbers, second_axes] = 2.0 * rotated[:, second_axes, first_axes]
-    if common_volume:
+
+    def pooled_terms():
         scale = np.add.reduceat(nk, starts) * n_features
         logs = np.log(diagonals).sum(axis=1) / n_features
         g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
@@ -710,11 +789,24 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         # Less the diagonal matrices of first / b (off it, outer less 0).
         features = np.arange(n_features)
         second[:, features, features] -= first * inverse
-        scaled = jacobian @ second
-    else:
+        return first, jacobian @ second, scale
+
+    def own_terms():
         first = nk[:, None] * inverse
         # Times the diagonal matrices of -first / b: a scaling of columns.
-        scaled = jacobian * -(first * inverse)[:, None, :]
+        return first, jacobian * -(first * inverse)[:, None, :]
+
+    if common_volume is True:
+        first, scaled, scale = pooled_terms()
+    elif common_volume is False:
+        first, scaled = own_terms()
+    else:
+        # EVE and VVE fits: each component takes its fit's terms.
+        first, scaled, scale = pooled_terms()
+        own_first, own_scaled = own_terms()
+        rows = common_volume[owners]
+        first = np.where(rows[:, None], first, own_first)
+        scaled = np.where(rows[:, None, None], scaled, own_scaled)
     gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
     # The pooled and spread terms (see _direction_constants), each of the
     # pooled products first_ki (R_k)_rc it needs once.
@@ -732,13 +824,19 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     )
     chained = np.einsum("kai,kbi->kab", scaled, jacobian)
     hessian = hessian + np.add.reduceat(chained, starts)
-    if common_volume:
-        hessian = (
+    if common_volume is not False:
+        pooled = (
             hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
+        )
+        hessian = (
+            pooled
+            if common_volume is True
+            else np.where(common_volume[:, None, None], pooled, hessian)
         )
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
     step = np.zeros_like(gradient)
-    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
+    kinds = None if isinstance(common_volume, bool) else common_volume[moving]
+    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving], kinds)
     decrement = -np.einsum("fa,fa->f", gradient, step)
     skew = (step @ flat_basis).reshape(-1, n_features, n_features)
     return skew, decrement
@@ -799,23 +897,30 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
-def _stacked_shifted_solve(hessians, gradients):
+def _stacked_shifted_solve(hessians, gradients, kinds=None):
     """:func:`_shifted_solve` of each of several systems, (F, n) and (F, n).
 
     Where every Hessian is positive definite (the common case) and the
     solutions finite, one batched Cholesky test and one batched solve;
-    otherwise each system's own shifts.
+    otherwise each system's own shifts. With ``kinds`` (F,) (the systems
+    of two models' fits), otherwise each model's systems as alone.
     """
     try:
         np.linalg.cholesky(hessians)
         solutions = np.linalg.solve(hessians, gradients[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
         solutions = None
-    if solutions is None or not np.isfinite(solutions).all():
-        solutions = np.stack(
-            [_shifted_solve(h, g) for h, g in zip(hessians, gradients, strict=True)]
-        )
-    return solutions
+    if solutions is not None and np.isfinite(solutions).all():
+        return solutions
+    if kinds is not None and kinds.any() and not kinds.all():
+        solutions = np.empty_like(gradients)
+        for kind in (False, True):
+            rows = kinds == kind
+            solutions[rows] = _stacked_shifted_solve(hessians[rows], gradients[rows])
+        return solutions
+    return np.stack(
+        [_shifted_solve(h, g) for h, g in zip(hessians, gradients, strict=True)]
+    )
 
 
 def _previous_are_lower(previous, scatter, nk, sizes, values):
@@ -912,13 +1017,16 @@ def _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume):
         return None
     traces = (diagonals / shapes).sum(axis=1)
     n_features = diagonals.shape[1]
-    if common_volume:
-        volumes = np.add.reduceat(traces, starts) / (
-            np.add.reduceat(nk, starts) * n_features
-        )
-        volumes = np.repeat(volumes, sizes)
-    else:
-        volumes = traces / (nk * n_features)
+    volumes = _by_fit(
+        common_volume,
+        np.repeat(np.arange(len(sizes)), sizes),
+        lambda: np.repeat(
+            np.add.reduceat(traces, starts)
+            / (np.add.reduceat(nk, starts) * n_features),
+            sizes,
+        ),
+        lambda: traces / (nk * n_features),
+    )
     if not (np.isfinite(volumes) & (volumes > 0)).all():
         return None
     return shapes, volumes, _stacked_objective(diagonals, shapes, volumes, nk, starts)
