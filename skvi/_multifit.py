@@ -600,7 +600,10 @@ class _Lockstep:
                 return False
             covariances, blocks = found
         else:
-            covariances = stacked_closed_form(name, nk, scatter, self.reg_covar, sizes)
+            models = name if name in STACKED_MODELS else [f.unit.name for f in fits]
+            covariances = stacked_closed_form(
+                models, nk, scatter, self.reg_covar, sizes
+            )
             if covariances is None:
                 return False
             blocks = [None] * len(fits)

@@ -63,7 +63,11 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     an Equal shape's sum, and its final guard only catches rounding).
     Returns the covariances (C, D, D), or None where a block is not
     positive and finite (a collapse: each fit's own M-step says which).
+    ``name`` is the model, or each fit's (several models' fits in one
+    call: each model's fits as in their own call, one after another).
     """
+    if not isinstance(name, str):
+        return _closed_forms_by_model(name, nk, scatter, reg_covar, sizes)
     volume, shape, orientation = (_Choice(letter) for letter in name)
     n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
@@ -99,6 +103,27 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
         return covariances
     covariances = (orientations * scales[:, None, :]) @ orientations.swapaxes(1, 2)
     return 0.5 * (covariances + covariances.swapaxes(1, 2))
+
+
+def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
+    """:func:`stacked_closed_form` of fits of several models, model by model.
+
+    (What the models share is the lock step's work around their M-step,
+    done once for all of them.)
+    """
+    names = np.asarray(names)
+    sizes = np.asarray(sizes)
+    rows = np.repeat(names, sizes)
+    covariances = np.empty_like(scatter)
+    for name in dict.fromkeys(names.tolist()):
+        own = rows == name
+        found = stacked_closed_form(
+            name, nk[own], scatter[own], reg_covar, sizes[names == name]
+        )
+        if found is None:
+            return None
+        covariances[own] = found
+    return covariances
 
 
 #: Variable volumes with an Equal shape and a Variable or Identity
@@ -306,6 +331,7 @@ COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
 SHARED_GROUPS = {
     "VEI+VEV": JOINT_SHAPE_MODELS,
     "EVE+VVE": COMMON_ORIENTATION_MODELS,
+    "closed forms": STACKED_MODELS,
 }
 
 
