@@ -64,10 +64,12 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     Returns the covariances (C, D, D), or None where a block is not
     positive and finite (a collapse: each fit's own M-step says which).
     ``name`` is the model, or each fit's (several models' fits in one
-    call: each model's fits as in their own call, one after another).
+    call, each with its own model's arithmetic).
     """
     if not isinstance(name, str):
-        return _closed_forms_by_model(name, nk, scatter, reg_covar, sizes)
+        if len(set(name)) > 1:
+            return _closed_forms_by_model(name, nk, scatter, reg_covar, sizes)
+        name = name[0]
     volume, shape, orientation = (_Choice(letter) for letter in name)
     n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
@@ -106,23 +108,57 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
 
 
 def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
-    """:func:`stacked_closed_form` of fits of several models, model by model.
+    """:func:`stacked_closed_form` of fits of several models at once.
 
-    (What the models share is the lock step's work around their M-step,
-    done once for all of them.)
+    Every one has an Equal volume; each fit's orientation and shape are
+    its model's (the eigenvectors and the diagonals they give computed on
+    the components of the fits that turn, the shapes' closed forms on
+    each shape's), each entry as in its own model's call.
     """
-    names = np.asarray(names)
+    n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
-    rows = np.repeat(names, sizes)
-    covariances = np.empty_like(scatter)
-    for name in dict.fromkeys(names.tolist()):
-        own = rows == name
-        found = stacked_closed_form(
-            name, nk[own], scatter[own], reg_covar, sizes[names == name]
+    starts = _starts(sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    turned = np.repeat([name[2] == "V" for name in names], sizes)
+    diagonals = scatter.diagonal(axis1=1, axis2=2)
+    orientations = None
+    if turned.any():
+        own = scatter[turned]
+        _, vectors = np.linalg.eigh(own)
+        orientations = vectors[:, :, ::-1]
+        diagonals = diagonals.copy()
+        diagonals[turned] = np.einsum(
+            "kji,kjl,kli->ki", orientations, own, orientations
         )
+    shapes = np.ones_like(diagonals)
+    letters = np.array([name[1] for name in names])
+    variable = np.repeat(letters == "V", sizes)
+    if variable.any():
+        found = _normalized(diagonals[variable])
         if found is None:
             return None
-        covariances[own] = found
+        shapes[variable] = found
+    equal = letters == "E"
+    if equal.any():
+        pooled = _normalized(np.add.reduceat(diagonals, starts, axis=0)[equal])
+        if pooled is None:
+            return None
+        shapes[np.repeat(equal, sizes)] = np.repeat(pooled, sizes[equal], axis=0)
+    traces = (diagonals / shapes).sum(axis=1)
+    mass = np.add.reduceat(nk, starts) * n_features
+    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
+    if not (np.isfinite(volumes) & (volumes > 0)).all():
+        return None
+    scales = volumes[:, None] * shapes
+    covariances = np.zeros_like(scatter)
+    features = np.arange(n_features)
+    covariances[np.flatnonzero(~turned)[:, None], features, features] = scales[~turned]
+    if orientations is not None:
+        rotated = (orientations * scales[turned][:, None, :]) @ orientations.swapaxes(
+            1, 2
+        )
+        covariances[turned] = 0.5 * (rotated + rotated.swapaxes(1, 2))
     return covariances
 
 
