@@ -996,6 +996,8 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     (:func:`start_is_lower`).
     """
     kept = [blocks for blocks in previous if blocks is not None]
+    if not kept:
+        return np.zeros(len(previous), dtype=bool)
     if len(kept) == len(previous):
         # Every fit has its blocks (EM's later steps): no rows to pick.
         having, kept_sizes, rows, own = (
@@ -1006,8 +1008,6 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
         )
     else:
         having = np.array([blocks is not None for blocks in previous])
-        if not kept:
-            return np.zeros(len(previous), dtype=bool)
         kept_sizes = np.asarray(sizes)[having]
         rows = np.repeat(having, sizes)
         own = scatter[rows]
