@@ -122,21 +122,31 @@ def test_shared_closed_forms_return_none_where_a_model_collapses():
     assert stacking.stacked_closed_form(models, nk, scatter, 0.0, sizes) is None
 
 
-def test_common_orientation_fits_alone_in_their_model_take_their_own_call():
-    # With one plane per round (D <= 3), a model with one fit in a mixed
-    # call sums its planes' changes in another order than its own call:
-    # the mixed call declines (None), and each model takes its own.
-    rng = np.random.RandomState(1)
-    nk, scatter = _scatters(rng, [2, 3, 1], 2)
-    found = stacking.stacked_common_orientation(
-        ["VVE", "VVE", "EVE"], nk, scatter, 1e-6, [2, 3, 1], None
-    )
-    assert found is None
-    nk, scatter = _scatters(rng, [2, 3, 1], 4)
-    found = stacking.stacked_common_orientation(
-        ["VVE", "VVE", "EVE"], nk, scatter, 1e-6, [2, 3, 1], None
-    )
-    assert found is not None
+@pytest.mark.parametrize("n_features", [2, 3, 4])
+def test_a_model_alone_in_a_shared_orientation_step_equals_its_own(n_features):
+    # With one plane per round (D <= 3), a model with one fit sums its
+    # plane's changes along its components alone in its own call (numpy
+    # sums one column in another order than several): the mixed call sums
+    # that column again so.
+    rng = np.random.RandomState(20 + n_features)
+    models, sizes = ["VVE", "EVE", "VVE", "VVE"], [2, 3, 4, 1]
+    previous, own_previous = None, {"VVE": None, "EVE": None}
+    for _ in range(3):
+        nk, scatter = _scatters(rng, sizes, n_features)
+        mixed = stacking.stacked_common_orientation(
+            models, nk, scatter, 1e-6, sizes, previous
+        )
+        own = {}
+        for name, (part_sizes, part_nk, part_scatter) in _by_model(
+            models, sizes, nk, scatter
+        ).items():
+            own[name] = stacking.stacked_common_orientation(
+                name, part_nk, part_scatter, 1e-6, part_sizes, own_previous[name]
+            )
+            rows = np.repeat(np.array(models) == name, sizes)
+            _assert_identical(mixed[0][rows], own[name][0])
+        previous = mixed[1]
+        own_previous = {name: found[1] for name, found in own.items()}
 
 
 def test_failed_solves_fall_back_by_model():

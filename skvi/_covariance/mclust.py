@@ -485,9 +485,9 @@ def _plane_change(planes, angles, weights, exponent, columns=None):
     (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h -
     z)(h + z) / (t_ii t_jj))``: exact for small angles too. The profile
     changes by ``sum_k N_k`` times that (VVE, ``exponent`` None) or by
-    ``sum_k g_k expm1(exponent`` times that``)`` (EVE; with ``columns``
-    (P,), only in the planes it flags, the others VVE's: stacked fits of
-    both models).
+    ``sum_k g_k expm1(exponent`` times that``)`` (EVE; with ``columns``,
+    ``(flags (P,), lone planes)``, only in the planes it flags, the others
+    VVE's: stacked fits of both models, see :func:`_plane_sums`).
     """
     first, second, cross = planes
     terms = (0.5 * (first - second))[..., None], cross[..., None]
@@ -507,11 +507,31 @@ def _plane_change_of(terms, products, angles, weights, exponent, columns=None):
     logs = np.log1p((half - z) * (half + z) / products)
     if exponent is not None:
         turned = np.expm1(exponent * logs)
-        logs = turned if columns is None else np.where(columns[:, None], turned, logs)
+        logs = (
+            turned if columns is None else np.where(columns[0][:, None], turned, logs)
+        )
     if weights.ndim == 2:
         # Per plane: several fits side by side (stacked_common_orientation).
-        return np.einsum("kp,kpc->pc", weights, logs)
+        return _plane_sums("kp,kpc->pc", weights, logs, columns)
     return np.einsum("k,kpc->pc", weights, logs)
+
+
+def _plane_sums(subscripts, weights, terms, columns):
+    """``np.einsum(subscripts, weights, terms)``, summing over components.
+
+    With ``columns``' lone planes (``(column, K)``, see
+    :func:`skvi._covariance.stacked._lone_planes`), each of those columns
+    is summed again over its K components alone, as its model's own call
+    sums it (one column: numpy sums along the components in another order).
+    """
+    sums = np.einsum(subscripts, weights, terms)
+    for column, size in () if columns is None else columns[1]:
+        sums[column] = np.einsum(
+            subscripts,
+            weights[:size, column : column + 1].copy(),
+            terms[:size, column : column + 1].copy(),
+        )[0]
+    return sums
 
 
 def _plane_angles(planes, weights, exponent, columns=None):
@@ -522,8 +542,9 @@ def _plane_angles(planes, weights, exponent, columns=None):
     principal angle in the plane (where its term is least: the bottom of
     the sharpest basins), and Newton steps start from the best; otherwise
     they start from 0. A step is kept only if it lowers the change, and 0
-    is a candidate, so the change is never positive. ``columns`` (P,), as
-    for :func:`_plane_change`, flags the planes ``exponent`` applies to.
+    is a candidate, so the change is never positive. ``columns``, as for
+    :func:`_plane_change`, flags the planes ``exponent`` applies to and
+    lists the lone ones (see :func:`_plane_sums`).
     """
     first, second, cross = planes
     n_planes = first.shape[1]
@@ -562,10 +583,14 @@ def _plane_angles(planes, weights, exponent, columns=None):
             if columns is None:
                 scale, second_log = scaled, turned
             else:
-                scale = np.where(columns, scaled, by_plane)
-                second_log = np.where(columns, turned, second_log)
-        gradient = np.einsum("kp,kp->p", scale, first_log)
-        curvature = np.einsum("kp,kp->p", scale, second_log)
+                scale = np.where(columns[0], scaled, by_plane)
+                second_log = np.where(columns[0], turned, second_log)
+        if weights.ndim == 2:
+            gradient = _plane_sums("kp,kp->p", scale, first_log, columns)
+            curvature = _plane_sums("kp,kp->p", scale, second_log, columns)
+        else:
+            gradient = np.einsum("kp,kp->p", scale, first_log)
+            curvature = np.einsum("kp,kp->p", scale, second_log)
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
@@ -590,7 +615,7 @@ def _plane_angles(planes, weights, exponent, columns=None):
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
         settled = small | ~better
-        for model in (columns, ~columns):
+        for model in (columns[0], ~columns[0]):
             if settled[model].all():
                 live &= ~model
         if not live.any():

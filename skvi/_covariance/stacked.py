@@ -394,14 +394,11 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     covariances (K, D, D))``, or None where a fit must take its own M-step
     (a non positive definite or collapsing component, which that M-step
     reports). ``name`` is EVE or VVE, or each fit's (fits of both at once,
-    each with its own model's arithmetic; None where they cannot share the
-    call, see :func:`_common_volumes`: each model then takes its own).
+    each with its own model's arithmetic).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
     sizes = np.asarray(sizes)
-    common_volume = _common_volumes(name, sizes, n_features)
-    if common_volume is None:
-        return None
+    common_volume = _common_volumes(name)
     starts = _starts(sizes)
     owners = np.repeat(np.arange(n_fits), sizes)
     slots = np.arange(len(nk)) - np.repeat(starts, sizes)
@@ -473,24 +470,37 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     return covariances, blocks
 
 
-def _common_volumes(name, sizes, n_features):
+def _common_volumes(name):
     """Whether each fit of an EVE/VVE call has an Equal volume.
 
     True or False where every fit is of one model (``name`` one name, or
-    each fit's); else per fit (F,). None where a model of a mixed call has
-    a single fit and a tournament round turns one plane (D <= 3): that
-    model's call sums its plane changes over one column, along the
-    components (an order that changes with their number, the padding
-    included), the mixed call over several (in order).
+    each fit's); else per fit (F,).
     """
     if isinstance(name, str):
         return name[0] == "E"
     common = np.array([kind[0] == "E" for kind in name])
     if common.all() or not common.any():
         return bool(common[0])
-    if n_features <= 3 and min(common.sum(), len(common) - common.sum()) == 1:
-        return None
     return common
+
+
+def _lone_planes(common, sizes, n_planes):
+    """``(column, K)`` of each model with one plane in a mixed call.
+
+    A model with one fit turning one plane (D <= 3) sums that plane's
+    changes in its own call along its K components alone, an order that
+    differs from the mixed call's sums over several planes: the mixed call
+    sums those columns again as the model's call does
+    (:func:`skvi._covariance.mclust._plane_change_of`).
+    """
+    if n_planes != 1:
+        return ()
+    return tuple(
+        (int(fit), int(sizes[fit]))
+        for model in (common, ~common)
+        if model.sum() == 1
+        for fit in np.flatnonzero(model)
+    )
 
 
 def _by_fit(common, rows, when_common, otherwise):
@@ -664,7 +674,10 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
         if common_volume is not True:
             # VVE fits' components weigh N_k, without the exponent.
             own_weights = np.where(common_volume[owners], own_weights, nk)
-            columns = np.repeat(common_volume, n_planes)
+            columns = (
+                np.repeat(common_volume, n_planes),
+                _lone_planes(common_volume, sizes, n_planes),
+            )
         weights = padded(np.repeat(own_weights[:, None], n_planes, axis=1), 0.0)
         return weights, n_planes / n_features, columns
 
