@@ -75,6 +75,7 @@ from ._covariance.spherical import SphericalCovariance
 from ._covariance.stacked import (
     COMMON_ORIENTATION_MODELS,
     JOINT_SHAPE_MODELS,
+    SHARED_GROUPS,
     STACKED_MODELS,
     stacked_closed_form,
     stacked_common_matrix,
@@ -256,8 +257,12 @@ class _Fit:
             + COMMON_ORIENTATION_MODELS
             + ("VEE",)
         ):
-            # mclust's other models: one stacked M-step per model.
-            self.group = unit.name
+            # mclust's other models: one stacked M-step per model, or per
+            # group of models (SHARED_GROUPS).
+            self.group = next(
+                (group for group, names in SHARED_GROUPS.items() if unit.name in names),
+                unit.name,
+            )
         # Whether the kernel may evaluate it in its whitened layout.
         self.may_whiten = _may_be_ill_conditioned(unit)
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
@@ -452,6 +457,14 @@ class _Lockstep:
         for group, members in groups.items():
             if isinstance(group, str):
                 batched = self._stacked_m_step(group, members)
+                if not batched and group in SHARED_GROUPS:
+                    # As apart: each model's stacked M-step, or each fit's own.
+                    for name in SHARED_GROUPS[group]:
+                        own = [fit for fit in members if fit.unit.name == name]
+                        if own and not self._stacked_m_step(name, own):
+                            for fit in own:
+                                self._own_m_step(fit)
+                    continue
             else:
                 batched = group is not None and self._batched_m_step(group, members)
             if not batched:
@@ -551,39 +564,46 @@ class _Lockstep:
         weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
         means = self.xbar[where].copy()
         scatter = self.scatter[where]
-        if name in COMMON_ORIENTATION_MODELS:
+        if name in (*COMMON_ORIENTATION_MODELS, "EVE+VVE"):
             previous = [fit.blocks for fit in fits]
             if any(blocks is None for blocks in previous):
                 # The first M-step (every fit's search from its own starts),
-                # or after a fit's own M-step (from its covariances).
+                # or after a fit's own M-step (from its covariances; a
+                # shared group's then each model's, as apart).
                 states = [fit.current_state() for fit in fits]
                 if all(state is None for state in states):
                     previous = None
-                elif any(state is None for state in states):
+                elif name in SHARED_GROUPS or any(state is None for state in states):
                     return False
                 else:
                     previous = np.concatenate([state.covariances for state in states])
+            models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
             found = stacked_common_orientation(
-                name, nk, scatter, self.reg_covar, sizes, previous
+                models, nk, scatter, self.reg_covar, sizes, previous
             )
             if found is None:
                 return False
             covariances, blocks = found
-        elif name in (*JOINT_SHAPE_MODELS, "VEE"):
+        elif name in (*JOINT_SHAPE_MODELS, "VEE", "VEI+VEV"):
             previous = [fit.blocks for fit in fits]
             if name == "VEE":
                 found = stacked_common_matrix(
                     nk, scatter, self.reg_covar, sizes, previous
                 )
             else:
+                # A shared group's fits: each its model.
+                models = name if name != "VEI+VEV" else [f.unit.name for f in fits]
                 found = stacked_joint_shape(
-                    name, nk, scatter, self.reg_covar, sizes, previous
+                    models, nk, scatter, self.reg_covar, sizes, previous
                 )
             if found is None:
                 return False
             covariances, blocks = found
         else:
-            covariances = stacked_closed_form(name, nk, scatter, self.reg_covar, sizes)
+            models = name if name in STACKED_MODELS else [f.unit.name for f in fits]
+            covariances = stacked_closed_form(
+                models, nk, scatter, self.reg_covar, sizes
+            )
             if covariances is None:
                 return False
             blocks = [None] * len(fits)

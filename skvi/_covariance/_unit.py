@@ -118,6 +118,10 @@ def upper_cholesky_of_inverses(matrices):
     Returns ``(factors, None)``, or ``(None, k)`` with the first matrix
     ``k`` that is not positive definite.
     """
+    if matrices.dtype == np.float64 and matrices.shape[-1] <= 2:
+        factors = _small_factors_of_inverses(matrices)
+        if factors is not None:
+            return factors, None
     try:
         lower = np.linalg.cholesky(matrices) if np.isfinite(matrices).all() else None
     except np.linalg.LinAlgError:
@@ -150,6 +154,38 @@ def upper_cholesky_of_inverses(matrices):
         if invert(factor.T, 1, 0, 1)[1] != 0:
             return None, k
     return factors, None
+
+
+def _small_factors_of_inverses(matrices):
+    """:func:`upper_cholesky_of_inverses` of double matrices with D <= 2.
+
+    In closed form, all at once: the operations of LAPACK's unblocked
+    Cholesky factorization as OpenBLAS takes it (``l00 = sqrt(a00)``, the
+    entry below times the reciprocal ``1 / l00``, ``l11 = sqrt(a11 -
+    l10 l10)``), then :func:`triangular_inverses`' (the same bits as
+    ``np.linalg.cholesky`` and that, checked on a million matrices; one
+    LAPACK call per stack costs more than this arithmetic on the lock
+    step's small ones). None unless every matrix is finite and its pivots
+    positive (the general path then says which one is not).
+    """
+    if not np.isfinite(matrices).all():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        first = np.sqrt(matrices[:, 0, 0])
+        if matrices.shape[-1] == 1:
+            if not (first > 0).all():
+                return None
+            return (1.0 / first)[:, None, None]
+        below = matrices[:, 1, 0] * (1.0 / first)
+        second = np.sqrt(matrices[:, 1, 1] - below * below)
+    if not ((first > 0) & (second > 0)).all():
+        return None
+    factors = np.zeros_like(matrices)
+    first, second = 1.0 / first, 1.0 / second
+    factors[:, 0, 0] = first
+    factors[:, 1, 1] = second
+    factors[:, 0, 1] = (below * second) * -first
+    return factors
 
 
 def triangular_inverses(matrices, lower):

@@ -131,7 +131,8 @@ def _normalized(values):
         logs = np.log(values)
     if not np.isfinite(logs).all():
         return None
-    return np.exp(logs - logs.mean(axis=-1, keepdims=True))
+    # (The sum over the count: numpy's mean, without its Python layer.)
+    return np.exp(logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1])
 
 
 def _first_bad(values):
@@ -156,7 +157,7 @@ def _common_shape(diagonals, nk, start):
     product keeps the steps in ``sum_i x_i = 0``.
     """
     x = -np.log(start)
-    x = x - x.mean()
+    x = x - x.sum() / len(x)
     ones = np.ones((len(x), len(x)))
     terms = diagonals * np.exp(x)
     sums = terms.sum(axis=1)
@@ -165,7 +166,7 @@ def _common_shape(diagonals, nk, start):
         weighted = nk[:, None] * terms / sums[:, None]
         gradient = weighted.sum(axis=0)
         hessian = np.diag(gradient) - (weighted.T / sums) @ terms
-        gradient = gradient - gradient.mean()
+        gradient = gradient - gradient.sum() / len(gradient)
         # Positive definite: one LAPACK dposv (Cholesky), not a general solve.
         _, step, info = lapack.dposv(hessian + ones * (nk.sum() / len(x)), gradient)
         if info != 0:
@@ -188,7 +189,7 @@ def _common_shape(diagonals, nk, start):
         else:
             break
         x, terms, sums, value = trial, trial_terms, trial_sums, trial_value
-    return np.exp(-(x - x.mean()))
+    return np.exp(-(x - x.sum() / len(x)))
 
 
 def _common_matrix_volumes(scatter, nk, start):
@@ -475,7 +476,7 @@ MAX_TURN = np.pi / (4 * GRID)
 HALVINGS = 40
 
 
-def _plane_change(planes, angles, weights, exponent):
+def _plane_change(planes, angles, weights, exponent, columns=None):
     """The change of the profile when planes turn by ``angles`` (P, C).
 
     ``planes`` holds the 2 x 2 blocks of ``T_k = D^T W_k D`` in the planes:
@@ -484,16 +485,18 @@ def _plane_change(planes, angles, weights, exponent):
     (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h -
     z)(h + z) / (t_ii t_jj))``: exact for small angles too. The profile
     changes by ``sum_k N_k`` times that (VVE, ``exponent`` None) or by
-    ``sum_k g_k expm1(exponent`` times that``)`` (EVE).
+    ``sum_k g_k expm1(exponent`` times that``)`` (EVE; with ``columns``,
+    ``(flags (P,), lone planes)``, only in the planes it flags, the others
+    VVE's: stacked fits of both models, see :func:`_plane_sums`).
     """
     first, second, cross = planes
     terms = (0.5 * (first - second))[..., None], cross[..., None]
     return _plane_change_of(
-        terms, (first * second)[..., None], angles, weights, exponent
+        terms, (first * second)[..., None], angles, weights, exponent, columns
     )
 
 
-def _plane_change_of(terms, products, angles, weights, exponent):
+def _plane_change_of(terms, products, angles, weights, exponent, columns=None):
     """:func:`_plane_change` from ``(h, t_ij)`` and ``t_ii t_jj`` (K, P, 1).
 
     (Computed once per plane search rather than at each Newton step.)
@@ -503,14 +506,35 @@ def _plane_change_of(terms, products, angles, weights, exponent):
     z = half * np.cos(twice) + cross * np.sin(twice)
     logs = np.log1p((half - z) * (half + z) / products)
     if exponent is not None:
-        logs = np.expm1(exponent * logs)
+        turned = np.expm1(exponent * logs)
+        logs = (
+            turned if columns is None else np.where(columns[0][:, None], turned, logs)
+        )
     if weights.ndim == 2:
         # Per plane: several fits side by side (stacked_common_orientation).
-        return np.einsum("kp,kpc->pc", weights, logs)
+        return _plane_sums("kp,kpc->pc", weights, logs, columns)
     return np.einsum("k,kpc->pc", weights, logs)
 
 
-def _plane_angles(planes, weights, exponent):
+def _plane_sums(subscripts, weights, terms, columns):
+    """``np.einsum(subscripts, weights, terms)``, summing over components.
+
+    With ``columns``' lone planes (``(column, K)``, see
+    :func:`skvi._covariance.stacked._lone_planes`), each of those columns
+    is summed again over its K components alone, as its model's own call
+    sums it (one column: numpy sums along the components in another order).
+    """
+    sums = np.einsum(subscripts, weights, terms)
+    for column, size in () if columns is None else columns[1]:
+        sums[column] = np.einsum(
+            subscripts,
+            weights[:size, column : column + 1].copy(),
+            terms[:size, column : column + 1].copy(),
+        )[0]
+    return sums
+
+
+def _plane_angles(planes, weights, exponent, columns=None):
     """Per plane, the angle minimising the profile's change in it (P,).
 
     The change has period pi / 2 in the angle. With ``search``, the
@@ -518,7 +542,9 @@ def _plane_angles(planes, weights, exponent):
     principal angle in the plane (where its term is least: the bottom of
     the sharpest basins), and Newton steps start from the best; otherwise
     they start from 0. A step is kept only if it lowers the change, and 0
-    is a candidate, so the change is never positive.
+    is a candidate, so the change is never positive. ``columns``, as for
+    :func:`_plane_change`, flags the planes ``exponent`` applies to and
+    lists the lone ones (see :func:`_plane_sums`).
     """
     first, second, cross = planes
     n_planes = first.shape[1]
@@ -529,7 +555,7 @@ def _plane_angles(planes, weights, exponent):
     )
     terms = half[..., None], cross[..., None]
     products = (first * second)[..., None]
-    changes = _plane_change_of(terms, products, candidates, weights, exponent)
+    changes = _plane_change_of(terms, products, candidates, weights, exponent, columns)
     # NaN where rounding puts a singular scatter's b_i b_j below 0; the
     # angle 0 always has change 0.
     changes = np.where(np.isnan(changes), np.inf, changes)
@@ -537,6 +563,7 @@ def _plane_angles(planes, weights, exponent):
     angles = candidates[np.arange(n_planes), best]
     values = changes[np.arange(n_planes), best]
     mean = 0.5 * (first + second)
+    live = np.ones(n_planes, dtype=bool)
     for _ in range(NEWTON_STEPS):
         twice = 2.0 * angles
         cos, sin = np.cos(twice), np.sin(twice)
@@ -546,33 +573,57 @@ def _plane_angles(planes, weights, exponent):
         # d log(b_i b_j) and its second derivative.
         first_log = -2.0 * z * slope / product
         second_log = (8.0 * z * z - 2.0 * slope * slope) / product - first_log**2
+        by_plane = weights if weights.ndim == 2 else weights[:, None]
         if exponent is None:
-            scale = weights if weights.ndim == 2 else weights[:, None]
+            scale = by_plane
         else:
             ratio = product / (first * second)
-            by_plane = weights if weights.ndim == 2 else weights[:, None]
-            scale = by_plane * exponent * ratio**exponent
-            second_log = second_log + exponent * first_log**2
-        gradient = np.einsum("kp,kp->p", scale, first_log)
-        curvature = np.einsum("kp,kp->p", scale, second_log)
+            scaled = by_plane * exponent * ratio**exponent
+            turned = second_log + exponent * first_log**2
+            if columns is None:
+                scale, second_log = scaled, turned
+            else:
+                scale = np.where(columns[0], scaled, by_plane)
+                second_log = np.where(columns[0], turned, second_log)
+        if weights.ndim == 2:
+            gradient = _plane_sums("kp,kp->p", scale, first_log, columns)
+            curvature = _plane_sums("kp,kp->p", scale, second_log, columns)
+        else:
+            gradient = np.einsum("kp,kp->p", scale, first_log)
+            curvature = np.einsum("kp,kp->p", scale, second_log)
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
-        changes = _plane_change_of(terms, products, trials[:, None], weights, exponent)
+        changes = _plane_change_of(
+            terms, products, trials[:, None], weights, exponent, columns
+        )
         changes = changes[:, 0]
         # A step below NEWTON_TOL is taken whole even where the change
         # cannot resolve it (f's error is the square of the angle's): then
         # Newton's quadratic convergence puts the next below rounding.
         small = np.abs(step) <= NEWTON_TOL
         better = (changes < values) | small
+        if columns is None:
+            angles = np.where(better, trials, angles)
+            values = np.where(better, changes, values)
+            if (small | ~better).all():
+                break
+            continue
+        # Two models' planes: each model's stop for all its planes at once
+        # (as its own search), the other's going on.
+        better &= live
         angles = np.where(better, trials, angles)
         values = np.where(better, changes, values)
-        if (small | ~better).all():
+        settled = small | ~better
+        for model in (columns[0], ~columns[0]):
+            if settled[model].all():
+                live &= ~model
+        if not live.any():
             break
     return angles
 
 
-def _plane_search_stays(planes, weights, exponent):
+def _plane_search_stays(planes, weights, exponent, columns=None):
     """Per plane, whether :func:`_plane_angles`' candidates stay next to 0.
 
     ``planes``, ``weights`` and ``exponent`` are as for
@@ -590,7 +641,7 @@ def _plane_search_stays(planes, weights, exponent):
     candidates = np.concatenate(
         [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
     )
-    changes = _plane_change(planes, candidates, weights, exponent)
+    changes = _plane_change(planes, candidates, weights, exponent, columns)
     changes = np.where(np.isnan(changes), np.inf, changes)
     period = 0.5 * np.pi
     offsets = np.abs((candidates + 0.5 * period) % period - 0.5 * period)

@@ -14,6 +14,8 @@ positive and finite they return None, and each fit takes its own M-step,
 which says which component collapsed.
 """
 
+from functools import lru_cache
+
 import numpy as np
 from scipy.linalg import lapack
 
@@ -61,7 +63,13 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     an Equal shape's sum, and its final guard only catches rounding).
     Returns the covariances (C, D, D), or None where a block is not
     positive and finite (a collapse: each fit's own M-step says which).
+    ``name`` is the model, or each fit's (several models' fits in one
+    call, each with its own model's arithmetic).
     """
+    if not isinstance(name, str):
+        if len(set(name)) > 1:
+            return _closed_forms_by_model(name, nk, scatter, reg_covar, sizes)
+        name = name[0]
     volume, shape, orientation = (_Choice(letter) for letter in name)
     n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
@@ -99,6 +107,61 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     return 0.5 * (covariances + covariances.swapaxes(1, 2))
 
 
+def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
+    """:func:`stacked_closed_form` of fits of several models at once.
+
+    Every one has an Equal volume; each fit's orientation and shape are
+    its model's (the eigenvectors and the diagonals they give computed on
+    the components of the fits that turn, the shapes' closed forms on
+    each shape's), each entry as in its own model's call.
+    """
+    n_features = scatter.shape[1]
+    sizes = np.asarray(sizes)
+    starts = _starts(sizes)
+    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
+    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    turned = np.repeat([name[2] == "V" for name in names], sizes)
+    diagonals = scatter.diagonal(axis1=1, axis2=2)
+    orientations = None
+    if turned.any():
+        own = scatter[turned]
+        _, vectors = np.linalg.eigh(own)
+        orientations = vectors[:, :, ::-1]
+        diagonals = diagonals.copy()
+        diagonals[turned] = np.einsum(
+            "kji,kjl,kli->ki", orientations, own, orientations
+        )
+    shapes = np.ones_like(diagonals)
+    letters = np.array([name[1] for name in names])
+    variable = np.repeat(letters == "V", sizes)
+    if variable.any():
+        found = _normalized(diagonals[variable])
+        if found is None:
+            return None
+        shapes[variable] = found
+    equal = letters == "E"
+    if equal.any():
+        pooled = _normalized(np.add.reduceat(diagonals, starts, axis=0)[equal])
+        if pooled is None:
+            return None
+        shapes[np.repeat(equal, sizes)] = np.repeat(pooled, sizes[equal], axis=0)
+    traces = (diagonals / shapes).sum(axis=1)
+    mass = np.add.reduceat(nk, starts) * n_features
+    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
+    if not (np.isfinite(volumes) & (volumes > 0)).all():
+        return None
+    scales = volumes[:, None] * shapes
+    covariances = np.zeros_like(scatter)
+    features = np.arange(n_features)
+    covariances[np.flatnonzero(~turned)[:, None], features, features] = scales[~turned]
+    if orientations is not None:
+        rotated = (orientations * scales[turned][:, None, :]) @ orientations.swapaxes(
+            1, 2
+        )
+        covariances[turned] = 0.5 * (rotated + rotated.swapaxes(1, 2))
+    return covariances
+
+
 #: Variable volumes with an Equal shape and a Variable or Identity
 #: orientation: one pass is exact with the shape minimised jointly with the
 #: volumes (:func:`_common_shape`); several fits at once in
@@ -106,13 +169,16 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
 JOINT_SHAPE_MODELS = ("VEI", "VEV")
 
 
-def _common_shapes(diagonals, nk, sizes, start):
+def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     """:func:`_common_shape` for several fits at once.
 
     ``diagonals`` (C, D) and ``nk`` (C,) stacked over the fits' components,
     ``sizes`` their numbers of components, ``start`` (F, D) each fit's
     starting shape. Each fit takes the same Newton steps, halvings and
     stopping rule as alone; a fit stops moving once its own rule stops it.
+    ``kinds`` (F,), each fit's model where fits of two models are stacked,
+    keeps the models' systems apart where a solve fails (see
+    :func:`_solve_by_kind`).
     """
     n_fits, n_features = start.shape
     starts = _starts(sizes)
@@ -120,7 +186,7 @@ def _common_shapes(diagonals, nk, sizes, start):
     mass = np.add.reduceat(nk, starts)
     ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
     x = -np.log(start)
-    x = x - x.mean(axis=1, keepdims=True)
+    x = x - x.sum(axis=1, keepdims=True) / n_features
 
     def evaluate(x):
         terms = diagonals * np.exp(x[owners])
@@ -135,16 +201,8 @@ def _common_shapes(diagonals, nk, sizes, start):
         hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
         hessian = -np.add.reduceat(hessian, starts, axis=0)
         hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
-        gradient = gradient - gradient.mean(axis=1, keepdims=True)
-        try:
-            step = -np.linalg.solve(hessian + ones, gradient[:, :, None])[:, :, 0]
-        except np.linalg.LinAlgError:
-            step = -np.stack(
-                [
-                    np.linalg.lstsq(h + o, g)[0]
-                    for h, o, g in zip(hessian, ones, gradient, strict=True)
-                ]
-            )
+        gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
+        step = -_solve_by_kind(hessian + ones, gradient, kinds)
         decrement = -np.einsum("fi,fi->f", gradient, step)
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
@@ -167,7 +225,42 @@ def _common_shapes(diagonals, nk, sizes, start):
         if not moving.any():
             break
         terms, sums, value = evaluate(x)
-    return np.exp(-(x - x.mean(axis=1, keepdims=True)))
+    return np.exp(-(x - x.sum(axis=1, keepdims=True) / n_features))
+
+
+def _solve_by_kind(matrices, vectors, kinds):
+    """The solutions of the systems (F, n, n) and (F, n), by model.
+
+    One batched solve; where a matrix is singular, each model's systems
+    (``kinds`` (F,) or None for one model) are solved together again, and
+    those of a model with a singular one by least squares, each: as each
+    model's own stacked call solves them.
+    """
+    try:
+        return np.linalg.solve(matrices, vectors[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        pass
+    if kinds is None:
+        kinds = np.zeros(len(matrices), dtype=bool)
+    solutions = np.empty_like(vectors)
+    for kind in (False, True):
+        rows = kinds == kind
+        if not rows.any():
+            continue
+        try:
+            solutions[rows] = np.linalg.solve(
+                matrices[rows], vectors[rows][:, :, None]
+            )[:, :, 0]
+        except np.linalg.LinAlgError:
+            solutions[rows] = np.stack(
+                [
+                    np.linalg.lstsq(matrix, vector)[0]
+                    for matrix, vector in zip(
+                        matrices[rows], vectors[rows], strict=True
+                    )
+                ]
+            )
+    return solutions
 
 
 def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
@@ -178,32 +271,49 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     orientations (K, D, D) or None, covariances (K, D, D))``): the common
     shape's Newton method starts from the previous shape, and a fit whose
     previous parameters have the smaller f keeps them (rounding only), as
-    :meth:`ConstrainedCovariance.maximize` does. Returns the covariances
-    (C, D, D) and each fit's new blocks, or None where a block is not
-    positive and finite (each fit's own M-step then says which).
+    :meth:`ConstrainedCovariance.maximize` does. ``name`` is the model, or
+    each fit's (fits of both models at once: each takes the arithmetic of
+    its own model's call, the variable orientations of the VEV fits'
+    components taken together as that call takes them). Returns the
+    covariances (C, D, D) and each fit's new blocks, or None where a block
+    is not positive and finite (each fit's own M-step then says which).
     """
-    variable_orientation = name[2] == "V"
+    names = [name] * len(sizes) if isinstance(name, str) else name
+    variable = np.array([kind[2] == "V" for kind in names])
     n_features = scatter.shape[1]
     sizes = np.asarray(sizes)
     starts = _starts(sizes)
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     start_shapes = np.ones((len(sizes), n_features))
-    for number, blocks in enumerate(previous):
-        if blocks is not None:
-            # The orientation step sorts the shape decreasingly with its axes.
-            shape = blocks[1]
-            start_shapes[number] = -np.sort(-shape) if variable_orientation else shape
-    if variable_orientation:
+    having = [number for number, blocks in enumerate(previous) if blocks is not None]
+    if having:
+        shapes = np.stack([previous[number][1] for number in having])
+        # The orientation step sorts the shape decreasingly with its axes.
+        start_shapes[having] = np.where(
+            variable[having][:, None], -np.sort(-shapes, axis=1), shapes
+        )
+    # The components of the VEV fits, and where each is among them.
+    turned = np.repeat(variable, sizes)
+    among = np.cumsum(turned) - turned
+    orientations = None
+    if turned.all():
         _, vectors = np.linalg.eigh(scatter)
         orientations = vectors[:, :, ::-1]
         diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
     else:
-        orientations = None
         diagonals = scatter.diagonal(axis1=1, axis2=2)
+        if turned.any():
+            own = scatter[turned]
+            _, vectors = np.linalg.eigh(own)
+            orientations = vectors[:, :, ::-1]
+            diagonals = diagonals.copy()
+            diagonals[turned] = np.einsum(
+                "kji,kjl,kli->ki", orientations, own, orientations
+            )
     if not (np.isfinite(diagonals) & (diagonals > 0)).all():
         return None
-    shapes = _common_shapes(diagonals, nk, sizes, start_shapes)
+    shapes = _common_shapes(diagonals, nk, sizes, start_shapes, variable)
     component_shapes = np.repeat(shapes, sizes, axis=0)
     traces = (diagonals / component_shapes).sum(axis=1)
     volumes = traces / (nk * n_features)
@@ -213,13 +323,19 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
         nk * n_features * np.log(volumes) + traces / volumes, starts
     )
     scales = volumes[:, None] * component_shapes
-    if orientations is None:
-        covariances = np.zeros_like(scatter)
-        features = np.arange(n_features)
-        covariances[:, features, features] = scales
-    else:
+    if turned.all():
         covariances = (orientations * scales[:, None, :]) @ orientations.swapaxes(1, 2)
         covariances = 0.5 * (covariances + covariances.swapaxes(1, 2))
+    else:
+        covariances = np.zeros_like(scatter)
+        features = np.arange(n_features)
+        fixed = np.flatnonzero(~turned)[:, None]
+        covariances[fixed, features, features] = scales[~turned]
+        if orientations is not None:
+            rotated = (
+                orientations * scales[turned][:, None, :]
+            ) @ orientations.swapaxes(1, 2)
+            covariances[turned] = 0.5 * (rotated + rotated.swapaxes(1, 2))
     found = _keep_lower_previous(
         previous,
         scatter,
@@ -230,7 +346,9 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
         lambda number, begin, end: (
             volumes[begin:end],
             shapes[number],
-            None if orientations is None else orientations[begin:end],
+            orientations[among[begin] : among[begin] + end - begin]
+            if variable[number]
+            else None,
             covariances[begin:end],
         ),
     )
@@ -241,6 +359,16 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
 #: (:func:`_rotate_common_orientation`) of several fits at once in
 #: :func:`stacked_common_orientation`.
 COMMON_ORIENTATION_MODELS = ("EVE", "VVE")
+
+#: Models whose fits take one stacked M-step together (per call a fixed
+#: cost of dozens of NumPy calls, paid once for both models): the group's
+#: name, and its models. Each fit's arithmetic is its own model's call's;
+#: where the group's M-step fails, each model's takes its own.
+SHARED_GROUPS = {
+    "VEI+VEV": JOINT_SHAPE_MODELS,
+    "EVE+VVE": COMMON_ORIENTATION_MODELS,
+    "closed forms": STACKED_MODELS,
+}
 
 
 def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
@@ -265,11 +393,12 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     each fit's blocks ``(volumes (K,), shapes (K, D), orientation (D, D),
     covariances (K, D, D))``, or None where a fit must take its own M-step
     (a non positive definite or collapsing component, which that M-step
-    reports).
+    reports). ``name`` is EVE or VVE, or each fit's (fits of both at once,
+    each with its own model's arithmetic).
     """
-    common_volume = name[0] == "E"
     n_fits, n_features = len(sizes), scatter.shape[1]
     sizes = np.asarray(sizes)
+    common_volume = _common_volumes(name)
     starts = _starts(sizes)
     owners = np.repeat(np.arange(n_fits), sizes)
     slots = np.arange(len(nk)) - np.repeat(starts, sizes)
@@ -341,6 +470,54 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     return covariances, blocks
 
 
+def _common_volumes(name):
+    """Whether each fit of an EVE/VVE call has an Equal volume.
+
+    True or False where every fit is of one model (``name`` one name, or
+    each fit's); else per fit (F,).
+    """
+    if isinstance(name, str):
+        return name[0] == "E"
+    common = np.array([kind[0] == "E" for kind in name])
+    if common.all() or not common.any():
+        return bool(common[0])
+    return common
+
+
+def _lone_planes(common, sizes, n_planes):
+    """``(column, K)`` of each model with one plane in a mixed call.
+
+    A model with one fit turning one plane (D <= 3) sums that plane's
+    changes in its own call along its K components alone, an order that
+    differs from the mixed call's sums over several planes: the mixed call
+    sums those columns again as the model's call does
+    (:func:`skvi._covariance.mclust._plane_change_of`).
+    """
+    if n_planes != 1:
+        return ()
+    return tuple(
+        (int(fit), int(sizes[fit]))
+        for model in (common, ~common)
+        if model.sum() == 1
+        for fit in np.flatnonzero(model)
+    )
+
+
+def _by_fit(common, rows, when_common, otherwise):
+    """``when_common()`` where ``common`` (bool, or per fit), else ``otherwise()``.
+
+    ``rows`` maps the entries to their fits (None: one entry per fit);
+    with a mixed ``common`` both are computed and taken entry by entry.
+    """
+    if common is True:
+        return when_common()
+    if common is False:
+        return otherwise()
+    mask = common if rows is None else common[rows]
+    first, second = when_common(), otherwise()
+    return np.where(mask.reshape(mask.shape + (1,) * (first.ndim - 1)), first, second)
+
+
 def _start_of_covariances(previous, layout, common_volume):
     """The start of each fit's search from its previous covariances.
 
@@ -354,8 +531,12 @@ def _start_of_covariances(previous, layout, common_volume):
     sign, log_det = np.linalg.slogdet(previous)
     if not (sign > 0).all():
         return None
-    if common_volume:
-        log_det = np.repeat(np.add.reduceat(log_det, starts) / sizes, sizes)
+    log_det = _by_fit(
+        common_volume,
+        owners,
+        lambda: np.repeat(np.add.reduceat(log_det, starts) / sizes, sizes),
+        lambda: log_det,
+    )
     volumes = np.exp(log_det / n_features)
     normalized = previous / volumes[:, None, None]
     coefficients = 1.0 + (slots * 0.6180339887498949) % 1.0
@@ -437,7 +618,13 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     pair_sizes = sizes[candidate_owner]
     pair_starts = _starts(pair_sizes)
     scored = _shapes_volumes_and_objective(
-        diagonals, nk[pair_component], pair_starts, pair_sizes, common_volume
+        diagonals,
+        nk[pair_component],
+        pair_starts,
+        pair_sizes,
+        common_volume
+        if isinstance(common_volume, bool)
+        else common_volume[candidate_owner],
     )
     if scored is None:
         return None
@@ -472,21 +659,34 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
         return stack.reshape(width, -1)
 
     def plane_weights(n_planes):
-        """Each component's weight in the plane searches, and the exponent."""
-        if not common_volume:
-            return padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0), None
-        logs = np.log(rotated.diagonal(axis1=1, axis2=2)).mean(axis=1)
+        """Weights of the plane searches, exponent, and its columns.
+
+        Each component's weight, the exponent, and the columns (fits'
+        planes) it applies to (None: all).
+        """
+        if common_volume is False:
+            weights = padded(np.repeat(nk[:, None], n_planes, axis=1), 0.0)
+            return weights, None, None
+        logs = np.log(rotated.diagonal(axis1=1, axis2=2)).sum(axis=1) / n_features
         top = np.maximum.reduceat(logs, starts)
         own_weights = np.exp(logs - top[owners])
+        columns = None
+        if common_volume is not True:
+            # VVE fits' components weigh N_k, without the exponent.
+            own_weights = np.where(common_volume[owners], own_weights, nk)
+            columns = (
+                np.repeat(common_volume, n_planes),
+                _lone_planes(common_volume, sizes, n_planes),
+            )
         weights = padded(np.repeat(own_weights[:, None], n_planes, axis=1), 0.0)
-        return weights, n_planes / n_features
+        return weights, n_planes / n_features, columns
 
     with np.errstate(divide="ignore", invalid="ignore"):
         # From the previous orientation, a fit whose every plane's search
         # stays next to 0 skips the sweep (as its own M-step does).
         sweep = np.ones(n_fits, dtype=bool)
         if warm and n_features > 2:
-            first, second = np.triu_indices(n_features, 1)
+            first, second = _upper_pairs(n_features)
             planes = tuple(
                 padded(entries, fill)
                 for entries, fill in (
@@ -495,9 +695,12 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
                     (rotated[:, first, second], 0.0),
                 )
             )
-            weights, exponent = plane_weights(len(first))
+            weights, exponent, columns = plane_weights(len(first))
             stays = _plane_search_stays(
-                planes, weights, None if exponent is None else 1.0 / n_features
+                planes,
+                weights,
+                None if exponent is None else 1.0 / n_features,
+                columns,
             )
             sweep = ~stays.reshape(n_fits, -1).all(axis=1)
         for first, second in _tournament(n_features) if sweep.any() else ():
@@ -510,8 +713,8 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
                     (rotated[:, first, second], 0.0),
                 )
             )
-            weights, exponent = plane_weights(n_planes)
-            angles = _plane_angles(planes, weights, exponent)
+            weights, exponent, columns = plane_weights(n_planes)
+            angles = _plane_angles(planes, weights, exponent, columns)
             angles = np.where(sweep[:, None], angles.reshape(n_fits, n_planes), 0.0)
             turns = np.broadcast_to(
                 np.eye(n_features), (n_fits, n_features, n_features)
@@ -554,15 +757,83 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
 def _stacked_profile(diagonals, nk, starts, common_volume):
     """:func:`_profile` of each stacked fit: values and sizes, (F,) each."""
     logs = np.log(diagonals)
-    if common_volume:
+
+    def pooled():
         total = np.add.reduceat(nk, starts) * diagonals.shape[1]
-        log_sum = np.log(np.add.reduceat(np.exp(logs.mean(axis=1)), starts))
+        mean_logs = logs.sum(axis=1) / diagonals.shape[1]
+        log_sum = np.log(np.add.reduceat(np.exp(mean_logs), starts))
         return total * log_sum, total * (1.0 + np.abs(log_sum))
-    values = np.add.reduceat(nk * logs.sum(axis=1), starts)
-    sizes = np.add.reduceat(
-        nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+
+    def own():
+        values = np.add.reduceat(nk * logs.sum(axis=1), starts)
+        sizes = np.add.reduceat(
+            nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+        )
+        return values, sizes
+
+    if common_volume is True:
+        return pooled()
+    if common_volume is False:
+        return own()
+    (values, sizes), (own_values, own_sizes) = pooled(), own()
+    return (
+        np.where(common_volume, values, own_values),
+        np.where(common_volume, sizes, own_sizes),
     )
-    return values, sizes
+
+
+@lru_cache(maxsize=16)
+def _upper_pairs(n_features):
+    """``np.triu_indices(n_features, 1)``, once per D (it costs 50 us)."""
+    return np.triu_indices(n_features, 1)
+
+
+@lru_cache(maxsize=16)
+def _direction_constants(n_features):
+    """What :func:`_stacked_newton_direction` takes for D features, once.
+
+    The skew basis flattened (n, D * D), each basis element's pair ``(i,
+    j)``, i < j, and where the Hessian's terms that do not pass through
+    the Jacobian come from. Those are sums over the basis of pooled
+    products ``first_ki (R_k)_rc``, whose coefficients (from ``E_a E_b +
+    E_b E_a`` and the columns of ``E_a`` and ``E_b``) are 0 and +-1 or
+    +-2 with at most two nonzero in each entry: each entry is one or two
+    such products (``triples`` (i, r, c) of them), taken from two slots
+    of coefficients, the same bits as the dense products and sums.
+    """
+    basis, products = _skew_basis(n_features)
+    n_basis = len(basis)
+    first, second = _upper_pairs(n_features)
+    across = basis.transpose(2, 0, 1)
+    triples, parts = {}, []
+    for dense in (
+        # The pooled terms: coefficient of first_kc (R_k)_cr for (r, c).
+        lambda a, b: {
+            (c, c, r): products[a, b, r, c]
+            for r in range(n_features)
+            for c in range(n_features)
+        },
+        # The spread terms: sum_i E_a[r, i] E_b[c, i] first_ki (R_k)_rc.
+        lambda a, b: {
+            (i, r, c): across[i, a, r] * across[i, b, c]
+            for i in range(n_features)
+            for r in range(n_features)
+            for c in range(n_features)
+        },
+    ):
+        where = np.zeros((2, n_basis, n_basis), dtype=np.intp)
+        coefficients = np.zeros((2, n_basis, n_basis))
+        for a in range(n_basis):
+            for b in range(n_basis):
+                nonzero = [(t, v) for t, v in dense(a, b).items() if v != 0.0]
+                # (More than two would make the sum's order matter.)
+                assert len(nonzero) <= 2
+                for slot, (triple, value) in enumerate(nonzero):
+                    where[slot, a, b] = triples.setdefault(triple, len(triples))
+                    coefficients[slot, a, b] = value
+        parts.append((where, coefficients))
+    index = np.array(list(triples), dtype=np.intp).T
+    return basis.reshape(n_basis, -1), (np.arange(n_basis), first, second), index, parts
 
 
 def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
@@ -571,44 +842,78 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     Only the fits flagged ``moving`` solve for their step; the others get
     0 (their Hessians may be anything: they no longer move).
     """
-    basis, products = _skew_basis(rotated.shape[1])
-    n_features, n_basis = rotated.shape[1], len(basis)
+    n_components, n_features = rotated.shape[:2]
+    flat_basis, pairs, index, parts = _direction_constants(n_features)
+    n_basis = len(flat_basis)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
-    identity = np.eye(n_features)
-    if common_volume:
+    # 2 R_k E_a has one entry in each of the columns i and j of E_a's pair
+    # (the einsum over the basis sums it with zeros: the same bits).
+    numbers, first_axes, second_axes = pairs
+    jacobian = np.zeros((n_components, n_basis, n_features))
+    jacobian[:, numbers, first_axes] = -2.0 * rotated[:, first_axes, second_axes]
+    jacobian[:, numbers, second_axes] = 2.0 * rotated[:, second_axes, first_axes]
+
+    def pooled_terms():
         scale = np.add.reduceat(nk, starts) * n_features
-        logs = np.log(diagonals).mean(axis=1)
+        logs = np.log(diagonals).sum(axis=1) / n_features
         g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
         ratio = (scale / np.add.reduceat(g, starts))[owners]
         first = (ratio[:, None] * (g / n_features)[:, None]) * inverse
-        outer = first[:, :, None] * inverse[:, None, :] / n_features
-        second = outer - np.einsum("ki,ij->kij", first * inverse, identity)
-    else:
+        second = first[:, :, None] * inverse[:, None, :] / n_features
+        # Less the diagonal matrices of first / b (off it, outer less 0).
+        features = np.arange(n_features)
+        second[:, features, features] -= first * inverse
+        return first, jacobian @ second, scale
+
+    def own_terms():
         first = nk[:, None] * inverse
-        second = -np.einsum("ki,ij->kij", first * inverse, identity)
+        # Times the diagonal matrices of -first / b: a scaling of columns.
+        return first, jacobian * -(first * inverse)[:, None, :]
+
+    if common_volume is True:
+        first, scaled, scale = pooled_terms()
+    elif common_volume is False:
+        first, scaled = own_terms()
+    else:
+        # EVE and VVE fits: each component takes its fit's terms.
+        first, scaled, scale = pooled_terms()
+        own_first, own_scaled = own_terms()
+        rows = common_volume[owners]
+        first = np.where(rows[:, None], first, own_first)
+        scaled = np.where(rows[:, None, None], scaled, own_scaled)
     gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
-    pooled = np.add.reduceat(first[:, :, None] * rotated, starts)
-    spread = np.add.reduceat(first[:, :, None, None] * rotated[:, None], starts)
-    flat = pooled.swapaxes(1, 2).reshape(len(pooled), -1)
-    hessian = (products.reshape(n_basis**2, -1) @ flat.T).T
-    hessian = hessian.reshape(-1, n_basis, n_basis)
-    across = basis.transpose(2, 0, 1)
-    hessian = hessian + 2.0 * np.sum(
-        across @ spread @ across.transpose(0, 2, 1), axis=1
+    # The pooled and spread terms (see _direction_constants), each of the
+    # pooled products first_ki (R_k)_rc it needs once.
+    pooled = np.add.reduceat(
+        first[:, index[0]] * rotated[:, index[1], index[2]], starts
     )
-    chained = np.einsum("kai,kbi->kab", jacobian @ second, jacobian)
+    (inner, inner_coefficients), (spread, spread_coefficients) = parts
+    hessian = (
+        pooled[:, inner[0]] * inner_coefficients[0]
+        + pooled[:, inner[1]] * inner_coefficients[1]
+    )
+    hessian = hessian + 2.0 * (
+        pooled[:, spread[0]] * spread_coefficients[0]
+        + pooled[:, spread[1]] * spread_coefficients[1]
+    )
+    chained = np.einsum("kai,kbi->kab", scaled, jacobian)
     hessian = hessian + np.add.reduceat(chained, starts)
-    if common_volume:
-        hessian = (
+    if common_volume is not False:
+        pooled = (
             hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
+        )
+        hessian = (
+            pooled
+            if common_volume is True
+            else np.where(common_volume[:, None, None], pooled, hessian)
         )
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
     step = np.zeros_like(gradient)
-    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
+    kinds = None if isinstance(common_volume, bool) else common_volume[moving]
+    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving], kinds)
     decrement = -np.einsum("fa,fa->f", gradient, step)
-    skew = (step @ basis.reshape(n_basis, -1)).reshape(-1, n_features, n_features)
+    skew = (step @ flat_basis).reshape(-1, n_features, n_features)
     return skew, decrement
 
 
@@ -667,23 +972,30 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
-def _stacked_shifted_solve(hessians, gradients):
+def _stacked_shifted_solve(hessians, gradients, kinds=None):
     """:func:`_shifted_solve` of each of several systems, (F, n) and (F, n).
 
     Where every Hessian is positive definite (the common case) and the
     solutions finite, one batched Cholesky test and one batched solve;
-    otherwise each system's own shifts.
+    otherwise each system's own shifts. With ``kinds`` (F,) (the systems
+    of two models' fits), otherwise each model's systems as alone.
     """
     try:
         np.linalg.cholesky(hessians)
         solutions = np.linalg.solve(hessians, gradients[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
         solutions = None
-    if solutions is None or not np.isfinite(solutions).all():
-        solutions = np.stack(
-            [_shifted_solve(h, g) for h, g in zip(hessians, gradients, strict=True)]
-        )
-    return solutions
+    if solutions is not None and np.isfinite(solutions).all():
+        return solutions
+    if kinds is not None and kinds.any() and not kinds.all():
+        solutions = np.empty_like(gradients)
+        for kind in (False, True):
+            rows = kinds == kind
+            solutions[rows] = _stacked_shifted_solve(hessians[rows], gradients[rows])
+        return solutions
+    return np.stack(
+        [_shifted_solve(h, g) for h, g in zip(hessians, gradients, strict=True)]
+    )
 
 
 def _previous_are_lower(previous, scatter, nk, sizes, values):
@@ -696,30 +1008,54 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
     cannot increase f, as in :meth:`ConstrainedCovariance.maximize`
     (:func:`start_is_lower`).
     """
-    having = np.array([blocks is not None for blocks in previous])
-    lower = np.zeros(len(previous), dtype=bool)
-    if not having.any():
-        return lower
     kept = [blocks for blocks in previous if blocks is not None]
-    kept_sizes = np.asarray(sizes)[having]
-    rows = np.repeat(having, sizes)
-    own = scatter[rows]
+    if not kept:
+        return np.zeros(len(previous), dtype=bool)
+    if len(kept) == len(previous):
+        # Every fit has its blocks (EM's later steps): no rows to pick.
+        having, kept_sizes, rows, own = (
+            slice(None),
+            np.asarray(sizes),
+            slice(None),
+            scatter,
+        )
+    else:
+        having = np.array([blocks is not None for blocks in previous])
+        kept_sizes = np.asarray(sizes)[having]
+        rows = np.repeat(having, sizes)
+        own = scatter[rows]
+    lower = np.zeros(len(previous), dtype=bool)
     volumes = np.concatenate([blocks[0] for blocks in kept])
     shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
-    if kept[0][2] is None:
+    turned = [blocks[2] is not None for blocks in kept]
+    if not any(turned):
         diagonals = own.diagonal(axis1=1, axis2=2)
+    elif all(turned):
+        diagonals = _previous_diagonals(kept, kept_sizes, own)
     else:
-        if kept[0][2].ndim == 2:
-            axes = np.stack([blocks[2] for blocks in kept])
-            axes = np.repeat(axes, kept_sizes, axis=0)
-        else:
-            axes = np.concatenate([blocks[2] for blocks in kept])
-        diagonals = np.einsum("kji,kjl,kli->ki", axes, own, axes)
+        # VEI and VEV fits together: the VEV fits' components as their call.
+        turned_rows = np.repeat(turned, kept_sizes)
+        diagonals = own.diagonal(axis1=1, axis2=2).copy()
+        diagonals[turned_rows] = _previous_diagonals(
+            [blocks for blocks in kept if blocks[2] is not None],
+            kept_sizes[turned],
+            own[turned_rows],
+        )
     kept_starts = _starts(kept_sizes)
     old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
     totals = np.add.reduceat(nk[rows], kept_starts)
     lower[having] = start_is_lower(old, values[having], totals, scatter.shape[1])
     return lower
+
+
+def _previous_diagonals(kept, kept_sizes, own):
+    """``diag(D_k^T W_k D_k)`` (C, D) of previous blocks with orientations."""
+    if kept[0][2].ndim == 2:
+        axes = np.stack([blocks[2] for blocks in kept])
+        axes = np.repeat(axes, kept_sizes, axis=0)
+    else:
+        axes = np.concatenate([blocks[2] for blocks in kept])
+    return np.einsum("kji,kjl,kli->ki", axes, own, axes)
 
 
 def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
@@ -756,13 +1092,16 @@ def _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume):
         return None
     traces = (diagonals / shapes).sum(axis=1)
     n_features = diagonals.shape[1]
-    if common_volume:
-        volumes = np.add.reduceat(traces, starts) / (
-            np.add.reduceat(nk, starts) * n_features
-        )
-        volumes = np.repeat(volumes, sizes)
-    else:
-        volumes = traces / (nk * n_features)
+    volumes = _by_fit(
+        common_volume,
+        np.repeat(np.arange(len(sizes)), sizes),
+        lambda: np.repeat(
+            np.add.reduceat(traces, starts)
+            / (np.add.reduceat(nk, starts) * n_features),
+            sizes,
+        ),
+        lambda: traces / (nk * n_features),
+    )
     if not (np.isfinite(volumes) & (volumes > 0)).all():
         return None
     return shapes, volumes, _stacked_objective(diagonals, shapes, volumes, nk, starts)
