@@ -406,34 +406,39 @@ _DET3_ENTRIES = np.array([4, 1, 1, 8, 8, 5, 5, 5, 4, 5, 2, 2, 0, 1, 2])
 
 
 def _log_determinants(S):
-    """``log det`` of a stack of symmetric positive semi-definite matrices.
+    """``log det`` of symmetric positive semi-definite matrices ``S[:, :, k]``.
 
-    -inf where singular. Small matrices take the explicit formulas, which
-    are many times faster than a LAPACK call per matrix.
+    The matrices are stacked along the last axis, so that every operation
+    below runs over them in its inner loop. -inf where singular (or not
+    positive); call it under ``np.errstate(divide="ignore")``, as the
+    agglomeration does, for ``log(0)``. Small matrices take the explicit
+    formulas, which are many times faster than a LAPACK call per matrix.
     """
-    p = S.shape[-1]
+    p = S.shape[0]
     if p == 1:
-        det = S[:, 0, 0]
+        det = S[0, 0]
     elif p == 2:
-        det = S[:, 0, 0] * S[:, 1, 1] - S[:, 0, 1] ** 2
+        det = S[0, 0] * S[1, 1] - S[0, 1] ** 2
     elif p == 3:
         # a (b c - e e) - d (d c - e f) + f (d e - b f), with a, b, c the
         # diagonal and d, e, f the (0, 1), (1, 2), (0, 2) entries: the
         # three minors and their terms each in one operation.
-        entries = S.reshape(len(S), 9)[:, _DET3_ENTRIES]
-        minors = entries[:, 0:3] * entries[:, 3:6]
-        minors -= entries[:, 6:9] * entries[:, 9:12]
-        minors *= entries[:, 12:15]
-        det = minors[:, 0] - minors[:, 1]
-        det += minors[:, 2]
+        entries = S.reshape(9, -1)[_DET3_ENTRIES]
+        minors = entries[0:3] * entries[3:6]
+        minors -= entries[6:9] * entries[9:12]
+        minors *= entries[12:15]
+        det = minors[0] - minors[1]
+        det += minors[2]
     else:
+        stacked = np.moveaxis(S, -1, 0)
         if _slogdet_kernel is None:  # pragma: no cover
-            sign, logdet = np.linalg.slogdet(S)
+            sign, logdet = np.linalg.slogdet(stacked)
         else:
-            sign, logdet = _slogdet_kernel(S, signature="d->dd")
-        return np.where(sign > 0, logdet, -np.inf)
-    # The logarithm of the positive ones only: no warning to silence.
-    return np.log(det, out=np.full(len(det), -np.inf), where=det > 0)
+            sign, logdet = _slogdet_kernel(stacked, signature="d->dd")
+        logdet[sign <= 0] = -np.inf
+        return logdet
+    # fmax: not positive (or NaN) -> log(0) = -inf.
+    return np.log(np.fmax(det, 0.0))
 
 
 class _Agglomeration:
@@ -465,12 +470,14 @@ class _Agglomeration:
         self.sizes = weights.copy()
         self.counts = np.ones(m, dtype=np.intp)
         self.means = Z.copy()
-        self.scatters = np.zeros((m, p, p))
+        # Slot s's scatter is scatters[:, :, s]: the slots are the inner
+        # axis of every operation on all of them.
+        self.scatters = np.zeros((p, p, m))
         self.traces = np.zeros(m)
         self.terms = self.sizes * np.log(_BETA * self.alpha / self.sizes)
         self.cost = self._singleton_pair_costs(Z, weights)
-        self.best = self.cost.min(axis=1)
         self.partner = self.cost.argmin(axis=1)
+        self.best = self.cost[np.arange(m), self.partner]
 
     def _singleton_pair_costs(self, Z, weights):
         # Two rows' scatter has rank 1: its determinant is 0 unless D == 1.
@@ -481,21 +488,32 @@ class _Agglomeration:
         traces += sq[:, np.newaxis]
         traces += sq[np.newaxis]
         np.maximum(traces, 0.0, out=traces)
-        sizes = weights[:, np.newaxis] + weights[np.newaxis]
+        if weights.min() == weights.max():
+            # Equal weights: the same operations on scalars, not (m, m)
+            # arrays, and none that multiply by 1.
+            weight, term = float(weights[0]), float(self.terms[0])
+            sizes = weight + weight
+            product = weight * weight
+            terms = rows = term
+        else:
+            sizes = weights[:, np.newaxis] + weights[np.newaxis]
+            product = weights[:, np.newaxis] * weights[np.newaxis]
+            rows, terms = self.terms[:, np.newaxis], self.terms[np.newaxis]
         # trace = (w_i w_j / n) |z_i - z_j|^2 and the cost's ridge divides
         # it by n again.
-        traces *= weights[:, np.newaxis] * weights[np.newaxis]
+        if not (isinstance(product, float) and product == 1.0):
+            traces *= product
         traces /= sizes**2
         ridge = traces
         if self.p == 1:
             ridge *= 1.0 + _BETA
-        else:
+        elif _BETA != 1.0:
             ridge *= _BETA
         ridge += _BETA * self.alpha / sizes
         cost = np.log(ridge, out=ridge)
         cost *= sizes
-        cost -= self.terms[:, np.newaxis]
-        cost -= self.terms[np.newaxis]
+        cost -= rows
+        cost -= terms
         np.fill_diagonal(cost, np.inf)
         return cost
 
@@ -545,22 +563,20 @@ class _Agglomeration:
         traces /= sizes
         ridge = np.log(traces, out=traces)
         count = self.counts[a]
+        own = self.scatters[:, :, a, np.newaxis]
         if count >= p:
-            scatter = self.scatters[:n] + self.scatters[a]
-            scatter += (factor[:, np.newaxis] * gaps)[:, :, np.newaxis] * gaps[
-                :, np.newaxis, :
-            ]
+            g = gaps.T
+            scatter = self.scatters[:, :, :n] + own
+            scatter += (factor * g)[:, np.newaxis] * g
             logdets = _log_determinants(scatter)
             logdets -= p * np.log(sizes)
             np.logaddexp(logdets, ridge, out=ridge)
         else:
             (full_rank,) = (self.counts[:n] > p - count).nonzero()
             if full_rank.size:
-                g = gaps[full_rank]
-                scatter = self.scatters[full_rank] + self.scatters[a]
-                scatter += (factor[full_rank, np.newaxis] * g)[:, :, np.newaxis] * g[
-                    :, np.newaxis, :
-                ]
+                g = gaps[full_rank].T
+                scatter = self.scatters[:, :, full_rank] + own
+                scatter += (factor[full_rank] * g)[:, np.newaxis] * g
                 logdets = _log_determinants(scatter)
                 logdets -= p * np.log(sizes[full_rank])
                 ridge[full_rank] = np.logaddexp(logdets, ridge[full_rank])
@@ -578,8 +594,8 @@ class _Agglomeration:
         means = self.means
         gap = means[b] - means[a]
         factor = size_a * size_b / size
-        scatter = self.scatters[a]
-        scatter += self.scatters[b] + factor * (gap[:, np.newaxis] * gap)
+        scatter = self.scatters[:, :, a]
+        scatter += self.scatters[:, :, b] + factor * (gap[:, np.newaxis] * gap)
         if self.stored_rows:
             _stored_scatter(scatter, size, self._stored_terms, out=True)
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
@@ -629,13 +645,13 @@ class _Agglomeration:
             self.sizes,
             self.counts,
             self.means,
-            self.scatters,
             self.traces,
             self.terms,
             self.best,
             self.partner,
         ):
             values[target] = values[source]
+        self.scatters[:, :, target] = self.scatters[:, :, source]
         self.cost[target, :n] = self.cost[source, :n]
         self.cost[:n, target] = self.cost[:n, source]
         self.cost[target, target] = np.inf
@@ -687,12 +703,14 @@ def _merge_sequence(Z, weights, stored_rows=False):
     if m < 2:
         return merges, costs
     state = _Agglomeration(Z, weights, stored_rows)
-    for step in range(m - 1):
-        a, b = state.closest_pair()
-        rise = state.cost[a, b]
-        merges[step] = sorted((state.leader[a], state.leader[b]))
-        costs[step] = rise
-        state.merge(a, b, rise + state.terms[a] + state.terms[b])
+    # log(0) = -inf is the log-determinant of a singular scatter.
+    with np.errstate(divide="ignore"):
+        for step in range(m - 1):
+            a, b = state.closest_pair()
+            rise = state.cost[a, b]
+            merges[step] = sorted((state.leader[a], state.leader[b]))
+            costs[step] = rise
+            state.merge(a, b, rise + state.terms[a] + state.terms[b])
     return merges, costs
 
 
