@@ -430,7 +430,8 @@ def _log_determinants(S):
         det = minors[0] - minors[1]
         det += minors[2]
     else:
-        stacked = np.moveaxis(S, -1, 0)
+        # LAPACK copies each matrix anyway; one copy of all is cheaper.
+        stacked = S.transpose(2, 0, 1).copy()
         if _slogdet_kernel is None:  # pragma: no cover
             sign, logdet = np.linalg.slogdet(stacked)
         else:
@@ -469,7 +470,8 @@ class _Agglomeration:
         self.leader = np.arange(m)
         self.sizes = weights.copy()
         self.counts = np.ones(m, dtype=np.intp)
-        self.means = Z.copy()
+        # Slot s's mean is means[:, s] (the slots inner, as the scatters').
+        self.means = Z.T.copy()
         # Slot s's scatter is scatters[:, :, s]: the slots are the inner
         # axis of every operation on all of them.
         self.scatters = np.zeros((p, p, m))
@@ -555,9 +557,19 @@ class _Agglomeration:
         sizes = size + live
         factor = size * live
         factor /= sizes
-        gaps = self.means[:n] - self.means[a]
+        # The gaps by coordinate, slots inner: the outer products below run
+        # over the slots in their inner loop.
+        g = self.means[:, :n] - self.means[:, a, np.newaxis]
+        if p <= 2:
+            # The sum einsum takes for one or two coordinates, in fewer steps.
+            squares = g * g
+            distances = squares[0] + squares[1] if p == 2 else squares[0]
+        else:
+            # einsum's order of summation, which depends on the layout.
+            gaps = np.ascontiguousarray(g.T)
+            distances = np.einsum("jd,jd->j", gaps, gaps)
         traces = self.traces[a] + self.traces[:n]
-        traces += factor * np.einsum("jd,jd->j", gaps, gaps)
+        traces += factor * distances
         # _BETA is 1: multiplying by it would change no bit.
         traces += self.alpha
         traces /= sizes
@@ -565,7 +577,6 @@ class _Agglomeration:
         count = self.counts[a]
         own = self.scatters[:, :, a, np.newaxis]
         if count >= p:
-            g = gaps.T
             scatter = self.scatters[:, :, :n] + own
             scatter += (factor * g)[:, np.newaxis] * g
             logdets = _log_determinants(scatter)
@@ -574,7 +585,7 @@ class _Agglomeration:
         else:
             (full_rank,) = (self.counts[:n] > p - count).nonzero()
             if full_rank.size:
-                g = gaps[full_rank].T
+                g = g[:, full_rank]
                 scatter = self.scatters[:, :, full_rank] + own
                 scatter += (factor[full_rank] * g)[:, np.newaxis] * g
                 logdets = _log_determinants(scatter)
@@ -592,14 +603,14 @@ class _Agglomeration:
         size_a, size_b = self.sizes[a], self.sizes[b]
         size = size_a + size_b
         means = self.means
-        gap = means[b] - means[a]
+        gap = means[:, b] - means[:, a]
         factor = size_a * size_b / size
         scatter = self.scatters[:, :, a]
         scatter += self.scatters[:, :, b] + factor * (gap[:, np.newaxis] * gap)
         if self.stored_rows:
             _stored_scatter(scatter, size, self._stored_terms, out=True)
         self.traces[a] += self.traces[b] + factor * (gap @ gap)
-        means[a] += (size_b / size) * gap
+        means[:, a] += (size_b / size) * gap
         self.sizes[a] = size
         self.counts[a] += self.counts[b]
         self.terms[a] = merged_term
@@ -629,8 +640,9 @@ class _Agglomeration:
         (rows,) = stale.nonzero()
         if rows.size:
             block = self.cost[rows, :n]
-            self.best[rows] = block.min(axis=1)
-            self.partner[rows] = block.argmin(axis=1)
+            closest = block.argmin(axis=1)
+            self.partner[rows] = closest
+            self.best[rows] = block[np.arange(len(rows)), closest]
         best = self.best[:n]
         better = rises < best
         better[rows] = False
@@ -644,13 +656,13 @@ class _Agglomeration:
             self.leader,
             self.sizes,
             self.counts,
-            self.means,
             self.traces,
             self.terms,
             self.best,
             self.partner,
         ):
             values[target] = values[source]
+        self.means[:, target] = self.means[:, source]
         self.scatters[:, :, target] = self.scatters[:, :, source]
         self.cost[target, :n] = self.cost[source, :n]
         self.cost[:n, target] = self.cost[:n, source]
