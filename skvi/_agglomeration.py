@@ -467,19 +467,23 @@ class _Agglomeration:
         total = weights.sum()
         squares = weights @ (Z - weights @ Z / total) ** 2
         self.alpha = max(squares.sum() / (total * p), np.finfo(np.float64).eps)
-        self.leader = np.arange(m)
-        self.sizes = weights.copy()
-        self.counts = np.ones(m, dtype=np.intp)
-        # Slot s's mean is means[:, s] (the slots inner, as the scatters').
-        self.means = Z.T.copy()
-        # Slot s's scatter is scatters[:, :, s]: the slots are the inner
-        # axis of every operation on all of them.
-        self.scatters = np.zeros((p, p, m))
-        self.traces = np.zeros(m)
-        self.terms = self.sizes * np.log(_BETA * self.alpha / self.sizes)
+        # Slot s's values are column s of two arrays: the slots are the
+        # inner axis of every operation on all of them, and moving a slot
+        # is two column copies.
+        self._reals = np.zeros((4 + p + p * p, m))
+        self._ints = np.zeros((3, m), dtype=np.intp)
+        self.terms, self.best, self.sizes, self.traces = self._reals[:4]
+        self.means = self._reals[4 : 4 + p]
+        self.scatters = self._reals[4 + p :].reshape(p, p, m)
+        self.leader, self.counts, self.partner = self._ints
+        self.leader[:] = np.arange(m)
+        self.counts[:] = 1
+        self.sizes[:] = weights
+        self.means[:] = Z.T
+        self.terms[:] = self.sizes * np.log(_BETA * self.alpha / self.sizes)
         self.cost = self._singleton_pair_costs(Z, weights)
-        self.partner = self.cost.argmin(axis=1)
-        self.best = self.cost[np.arange(m), self.partner]
+        self.partner[:] = self.cost.argmin(axis=1)
+        self.best[:] = self.cost[np.arange(m), self.partner]
 
     def _singleton_pair_costs(self, Z, weights):
         # Two rows' scatter has rank 1: its determinant is 0 unless D == 1.
@@ -652,18 +656,8 @@ class _Agglomeration:
     def _move(self, source, target):
         """Move the cluster in slot ``source`` to slot ``target``."""
         n = self.n
-        for values in (
-            self.leader,
-            self.sizes,
-            self.counts,
-            self.traces,
-            self.terms,
-            self.best,
-            self.partner,
-        ):
-            values[target] = values[source]
-        self.means[:, target] = self.means[:, source]
-        self.scatters[:, :, target] = self.scatters[:, :, source]
+        self._reals[:, target] = self._reals[:, source]
+        self._ints[:, target] = self._ints[:, source]
         self.cost[target, :n] = self.cost[source, :n]
         self.cost[:n, target] = self.cost[:n, source]
         self.cost[target, target] = np.inf
