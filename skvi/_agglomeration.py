@@ -436,7 +436,7 @@ def _log_determinants(S):
             sign, logdet = np.linalg.slogdet(stacked)
         else:
             sign, logdet = _slogdet_kernel(stacked, signature="d->dd")
-        logdet[sign <= 0] = -np.inf
+        logdet[~(sign > 0)] = -np.inf
         return logdet
     # fmax: not positive (or NaN) -> log(0) = -inf.
     return np.log(np.fmax(det, 0.0))
