@@ -183,3 +183,13 @@ def fitted_attributes(model):
         for name, value in vars(model).items()
         if name.endswith("_") and not name.startswith("_")
     }
+
+
+def stacked_scatters(rng, sizes, n_features):
+    """Random statistics of stacked fits: masses and scatters N_k S_k."""
+    nk = rng.uniform(3.0, 30.0, sum(sizes))
+    factors = rng.normal(size=(sum(sizes), n_features, n_features))
+    scatter = nk[:, None, None] * (
+        factors @ np.swapaxes(factors, 1, 2) / n_features + 0.1 * np.eye(n_features)
+    )
+    return nk, scatter

@@ -13,6 +13,8 @@ from skvi._covariance import mclust
 from skvi._covariance import stacked as stacking
 from skvi.datasets import load_old_faithful
 
+from .helpers import stacked_scatters
+
 SHARED = "full,tied,diag,spherical"
 CRITERIA = ("bic", "icl", "aic", "lower_bound")
 
@@ -261,16 +263,6 @@ def test_stopping_rule_is_the_batch_loops_rule():
     assert not stopping
 
 
-def _scatters(rng, sizes, n_features):
-    """Random statistics of stacked fits: masses and scatters N_k S_k."""
-    nk = rng.uniform(3.0, 30.0, sum(sizes))
-    factors = rng.normal(size=(sum(sizes), n_features, n_features))
-    scatter = nk[:, None, None] * (
-        factors @ np.swapaxes(factors, 1, 2) / n_features + 0.1 * np.eye(n_features)
-    )
-    return nk, scatter
-
-
 @pytest.mark.parametrize(
     "name", stacking.STACKED_MODELS + stacking.JOINT_SHAPE_MODELS + ("VEE",)
 )
@@ -280,7 +272,7 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
     # parameters and then from its own (the guard and Newton's start).
     rng = np.random.RandomState(n_features)
     sizes = [1, 3, 2]
-    nk, scatter = _scatters(rng, sizes, n_features)
+    nk, scatter = stacked_scatters(rng, sizes, n_features)
     bounds = np.cumsum([0, *sizes])
     units = [mclust.ConstrainedCovariance(size, n_features, name) for size in sizes]
     own = [
@@ -302,7 +294,7 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
         )
         np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
         # A second M-step on new statistics, from the first's blocks.
-        nk, scatter = _scatters(rng, sizes, n_features)
+        nk, scatter = stacked_scatters(rng, sizes, n_features)
         own = [
             unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), first)
             for unit, a, b, first in zip(
@@ -318,7 +310,7 @@ def test_stacked_m_steps_equal_each_fits_own(name, n_features):
 def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
     rng = np.random.RandomState(n_features)
     sizes = [2, 4, 1, 3]
-    nk, scatter = _scatters(rng, sizes, n_features)
+    nk, scatter = stacked_scatters(rng, sizes, n_features)
     bounds = np.cumsum([0, *sizes])
     pairs = list(zip(bounds[:-1], bounds[1:], strict=True))
     units = [mclust.ConstrainedCovariance(size, n_features, name) for size in sizes]
@@ -331,7 +323,7 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
         name, nk, scatter, 1e-6, sizes, None
     )
     np.testing.assert_allclose(stacked, np.concatenate(first), rtol=1e-9, atol=1e-12)
-    nk, scatter = _scatters(rng, sizes, n_features)
+    nk, scatter = stacked_scatters(rng, sizes, n_features)
     own = [
         unit.maximize(nk[a:b], scatter[a:b], 1e-6, np.zeros(b - a, bool), previous)
         for unit, (a, b), previous in zip(units, pairs, first, strict=True)
@@ -375,7 +367,7 @@ def test_stacked_guard_flags_the_fits_whose_previous_blocks_are_lower(orientatio
     # against a given f, as ConstrainedCovariance._objective scores them.
     rng = np.random.RandomState(3)
     sizes, n_features = [2, 1, 3], 3
-    nk, scatter = _scatters(rng, sizes, n_features)
+    nk, scatter = stacked_scatters(rng, sizes, n_features)
     bounds = np.cumsum([0, *sizes])
     previous, values, expected = [], [], []
     for number, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):

@@ -13,15 +13,7 @@ import pytest
 from skvi._covariance import mclust
 from skvi._covariance import stacked as stacking
 
-
-def _scatters(rng, sizes, n_features):
-    """Random statistics of stacked fits: masses and scatters N_k S_k."""
-    nk = rng.uniform(3.0, 30.0, sum(sizes))
-    factors = rng.normal(size=(sum(sizes), n_features, n_features))
-    scatter = nk[:, None, None] * (
-        factors @ np.swapaxes(factors, 1, 2) / n_features + 0.1 * np.eye(n_features)
-    )
-    return nk, scatter
+from .helpers import stacked_scatters
 
 
 def _assert_identical(found, expected):
@@ -75,7 +67,7 @@ def test_shared_iterative_m_steps_equal_each_models_own(group, n_features):
     }
     for _ in range(3):
         # The first M-step, then two from the blocks of the last.
-        nk, scatter = _scatters(rng, sizes, n_features)
+        nk, scatter = stacked_scatters(rng, sizes, n_features)
         mixed = call(models, nk, scatter, 1e-6, sizes, previous)
         parts = _by_model(models, sizes, nk, scatter)
         own = {
@@ -98,7 +90,7 @@ def test_shared_closed_forms_equal_each_models_own(n_features):
     rng = np.random.RandomState(10 + n_features)
     models = _interleaved(rng, stacking.STACKED_MODELS, 12)
     sizes = list(rng.randint(1, 6, len(models)))
-    nk, scatter = _scatters(rng, sizes, n_features)
+    nk, scatter = stacked_scatters(rng, sizes, n_features)
     mixed = stacking.stacked_closed_form(models, nk, scatter, 1e-6, sizes)
     for name, (part_sizes, part_nk, part_scatter) in _by_model(
         models, sizes, nk, scatter
@@ -116,7 +108,7 @@ def test_shared_closed_forms_return_none_where_a_model_collapses():
     # then runs, and each fit's own M-step says which component collapsed).
     rng = np.random.RandomState(0)
     models, sizes = ["EVI", "EEV", "EII"], [2, 2, 1]
-    nk, scatter = _scatters(rng, sizes, 2)
+    nk, scatter = stacked_scatters(rng, sizes, 2)
     scatter[1] = np.diag([4.0, 0.0])
     assert stacking.stacked_closed_form("EVI", nk[:2], scatter[:2], 0.0, [2]) is None
     assert stacking.stacked_closed_form(models, nk, scatter, 0.0, sizes) is None
@@ -132,7 +124,7 @@ def test_a_model_alone_in_a_shared_orientation_step_equals_its_own(n_features):
     models, sizes = ["VVE", "EVE", "VVE", "VVE"], [2, 3, 4, 1]
     previous, own_previous = None, {"VVE": None, "EVE": None}
     for _ in range(3):
-        nk, scatter = _scatters(rng, sizes, n_features)
+        nk, scatter = stacked_scatters(rng, sizes, n_features)
         mixed = stacking.stacked_common_orientation(
             models, nk, scatter, 1e-6, sizes, previous
         )

@@ -34,6 +34,45 @@ from .mclust import (
 )
 
 
+def _turned_axes(scatter, turned):
+    """The axes of the components whose orientation is their own.
+
+    Returns the orientations of the ``turned`` components (their scatters'
+    eigenvectors, largest eigenvalue first; None if none turns) and every
+    component's diagonal: in its own axes where it turns, in the data's
+    axes where it does not.
+    """
+    if turned.all():
+        _, vectors = np.linalg.eigh(scatter)
+        orientations = vectors[:, :, ::-1]
+        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+        return orientations, diagonals
+    diagonals = scatter.diagonal(axis1=1, axis2=2)
+    if not turned.any():
+        return None, diagonals
+    own = scatter[turned]
+    _, vectors = np.linalg.eigh(own)
+    orientations = vectors[:, :, ::-1]
+    diagonals = diagonals.copy()
+    diagonals[turned] = np.einsum("kji,kjl,kli->ki", orientations, own, orientations)
+    return orientations, diagonals
+
+
+def _equal_volume_scales(diagonals, shapes, nk, starts, sizes):
+    """Each component's axis variances under its fit's Equal volume.
+
+    The volume that maximises the likelihood given the shapes: the fit's
+    summed traces of the scatters in the shapes' axes over its mass times
+    the dimension. None if a volume is not finite and positive.
+    """
+    traces = (diagonals / shapes).sum(axis=1)
+    mass = np.add.reduceat(nk, starts) * diagonals.shape[1]
+    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
+    if not (np.isfinite(volumes) & (volumes > 0)).all():
+        return None
+    return volumes[:, None] * shapes
+
+
 def _starts(sizes):
     """Where each fit's block begins, given the blocks' ``sizes`` (integers).
 
@@ -92,12 +131,9 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
         shapes = None if pooled is None else np.repeat(pooled, sizes, axis=0)
     if shapes is None:
         return None
-    traces = (diagonals / shapes).sum(axis=1)
-    mass = np.add.reduceat(nk, starts) * n_features
-    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
-    if not (np.isfinite(volumes) & (volumes > 0)).all():
+    scales = _equal_volume_scales(diagonals, shapes, nk, starts, sizes)
+    if scales is None:
         return None
-    scales = volumes[:, None] * shapes
     if orientations is None:
         covariances = np.zeros_like(scatter)
         features = np.arange(n_features)
@@ -121,16 +157,7 @@ def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     turned = np.repeat([name[2] == "V" for name in names], sizes)
-    diagonals = scatter.diagonal(axis1=1, axis2=2)
-    orientations = None
-    if turned.any():
-        own = scatter[turned]
-        _, vectors = np.linalg.eigh(own)
-        orientations = vectors[:, :, ::-1]
-        diagonals = diagonals.copy()
-        diagonals[turned] = np.einsum(
-            "kji,kjl,kli->ki", orientations, own, orientations
-        )
+    orientations, diagonals = _turned_axes(scatter, turned)
     shapes = np.ones_like(diagonals)
     letters = np.array([name[1] for name in names])
     variable = np.repeat(letters == "V", sizes)
@@ -145,12 +172,9 @@ def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
         if pooled is None:
             return None
         shapes[np.repeat(equal, sizes)] = np.repeat(pooled, sizes[equal], axis=0)
-    traces = (diagonals / shapes).sum(axis=1)
-    mass = np.add.reduceat(nk, starts) * n_features
-    volumes = np.repeat(np.add.reduceat(traces, starts) / mass, sizes)
-    if not (np.isfinite(volumes) & (volumes > 0)).all():
+    scales = _equal_volume_scales(diagonals, shapes, nk, starts, sizes)
+    if scales is None:
         return None
-    scales = volumes[:, None] * shapes
     covariances = np.zeros_like(scatter)
     features = np.arange(n_features)
     covariances[np.flatnonzero(~turned)[:, None], features, features] = scales[~turned]
@@ -296,21 +320,7 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     # The components of the VEV fits, and where each is among them.
     turned = np.repeat(variable, sizes)
     among = np.cumsum(turned) - turned
-    orientations = None
-    if turned.all():
-        _, vectors = np.linalg.eigh(scatter)
-        orientations = vectors[:, :, ::-1]
-        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
-    else:
-        diagonals = scatter.diagonal(axis1=1, axis2=2)
-        if turned.any():
-            own = scatter[turned]
-            _, vectors = np.linalg.eigh(own)
-            orientations = vectors[:, :, ::-1]
-            diagonals = diagonals.copy()
-            diagonals[turned] = np.einsum(
-                "kji,kjl,kli->ki", orientations, own, orientations
-            )
+    orientations, diagonals = _turned_axes(scatter, turned)
     if not (np.isfinite(diagonals) & (diagonals > 0)).all():
         return None
     shapes = _common_shapes(diagonals, nk, sizes, start_shapes, variable)
