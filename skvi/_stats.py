@@ -366,9 +366,10 @@ class ArrayData:
         merges needs (:class:`SufficientStatistics`).
         """
         X, sample_weight = self.X, self.sample_weight
+        complete = not self.has_missing
 
         def add(statistics_pass, rows):
-            statistics_pass.add_optimal(X[rows], sample_weight[rows])
+            statistics_pass.add_optimal(X[rows], sample_weight[rows], complete)
 
         statistics_pass = chunked_pass(plan, plan.chunks(self.n_samples), add, pairs)
         return _statistics(statistics_pass, plan.unit)
@@ -381,10 +382,11 @@ class ArrayData:
         once.
         """
         X, sample_weight = self.X, self.sample_weight
+        complete = not self.has_missing
 
         def add(statistics_pass, rows):
             statistics_pass.add_assigned(
-                X[rows], sample_weight[rows], responsibilities(rows)
+                X[rows], sample_weight[rows], responsibilities(rows), complete
             )
 
         # In this thread, in order: ``responsibilities`` may replay a random
