@@ -464,7 +464,10 @@ def conditional_statistics(
     n_features = rows.shape[1]
     n_lanes = second.shape[2]
     # sum w r delta_a e^T, by the coordinate a: transposed into second.
-    cross = np.zeros((n_features, n_features, n_lanes))
+    # The component is the middle axis, so that the innermost loop runs
+    # over the D coordinates of e: a loop over a few components (K = 8)
+    # is too short for the compiler to vectorize.
+    cross = np.zeros((n_features, n_lanes, n_features))
     weights = np.empty(n_components)
     weighted = np.empty(n_components)
     missing_mass = 0.0
@@ -489,12 +492,12 @@ def conditional_statistics(
                 pooled += weighted[k]
             if n_lanes == 1:
                 for j in range(n_features):
-                    cross[ja, j, 0] += pooled * rows[row, j]
+                    cross[ja, 0, j] += pooled * rows[row, j]
             else:
-                for j in range(n_features):
-                    value = rows[row, j]
-                    for k in range(n_components):
-                        cross[ja, j, k] += weighted[k] * value
+                for k in range(n_components):
+                    weight = weighted[k]
+                    for j in range(n_features):
+                        cross[ja, k, j] += weight * rows[row, j]
             for b in range(a, size):
                 jb = coordinates[start + b]
                 at = cell + a * size + b
@@ -526,7 +529,7 @@ def conditional_statistics(
     for i in range(n_features):
         for j in range(n_features):
             for k in range(n_lanes):
-                second[i, j, k] += cross[i, j, k] + cross[j, i, k]
+                second[i, j, k] += cross[i, k, j] + cross[j, k, i]
     return missing_mass, log_det_mass
 
 
