@@ -46,15 +46,19 @@ initialisation from an integer seed, no user-given ``weights_init``,
 ``means_init`` or ``precisions_init``, no ``warm_start`` or ``verbose``, and
 ``max_iter >= 1``. Anything else (VI, Dask, float32, NaN, large data,
 ``n_init > 1``, ...) fits every model on its own, as before. Within the lock
-step, a fit whose path the engine does not reproduce exactly leaves it. One
-that leaves in an E-step (a component that empties, or moments beyond the
-kernel's cancellation limits) goes on alone from its last parameters, its
-trace and its stopping rule's history (:meth:`_Fit.resume_alone`), so it
-ends as the fit alone does without repeating its iterations; one whose
-covariance fails its Cholesky factorisation (a collapse), whose precision
-is ill-conditioned enough for the kernel to change its arithmetic
-(``WHITENING_LIMIT``), or whose start fails, is fitted again on its own
-from its start.
+step, a fit whose path the engine does not reproduce exactly leaves it and
+goes on alone (:meth:`_Fit.resume_alone`) with its trace and its stopping
+rule's history, so it ends as the fit alone does without repeating its
+iterations. One that leaves in an E-step (a component that empties, or
+moments beyond the kernel's cancellation limits) goes on from its last
+parameters; one whose covariance fails its Cholesky factorisation in an
+M-step (a collapse), or whose precision comes out ill-conditioned enough
+for the kernel to change its arithmetic (``WHITENING_LIMIT``), from the
+parameters that M-step started from (the ordinary loop sums a collapsing
+component's moments again in its new frame before that M-step, which the
+lock step does not). One whose start fails, whose first M-step (from its
+start) does, or whose run alone raises, is fitted again on its own from
+its start, which reports any error.
 """
 
 from dataclasses import dataclass
@@ -267,9 +271,14 @@ class _Fit:
         self.may_whiten = _may_be_ill_conditioned(unit)
         # The blocks of the latest stacked VEI or VEV M-step, its next start.
         self.blocks = None
-        # Where a fit that left in an E-step goes on alone from: its state
-        # and its run so far (skvi._batch.ascend's ``resume``).
+        # Where a fit that left goes on alone from: its state and its run
+        # so far (skvi._batch.ascend's ``resume``).
         self.resume = None
+        # The stopping rule's changes before it judged the last iteration,
+        # and the fit as the round's M-step found it (_Lockstep._maximize):
+        # where a fit that leaves in that M-step goes on alone from.
+        self.recent_before = []
+        self.before = None
 
     def resume_alone(self):
         """Finish the run alone from where it left the lock step.
@@ -286,6 +295,18 @@ class _Fit:
             return False
         self.model._finish_fit(run, self.unit, self.data)
         return True
+
+    def resume_before_m_step(self):
+        """Go on alone from the parameters the last M-step started from.
+
+        Their E-step, which the lock step already took, is taken again by
+        :meth:`resume_alone`: the run so far ends with their M-step's
+        half-step, and the iteration that E-step completed is judged there.
+        """
+        latest, state, count, recent, n_iter = self.before
+        self.latest, self.state = latest, state
+        so_far = (self.half_steps[: count - 1], tuple(recent), max(n_iter - 1, 0))
+        self.resume = (self.current_state(), so_far)
 
     @property
     def n_components(self):
@@ -372,14 +393,33 @@ class _Lockstep:
         self._round_constants = None
 
     # ---------------------------------------------------------------- loop
-    def _maximize(self, active):
+    def _maximize(self, active, resumable=True):
         """M-step of the active fits; returns those still in the lock step.
 
-        A fit the M-step leaves ill-conditioned leaves the lock step.
+        A fit the M-step leaves ill-conditioned, or whose stacked M-step
+        fails, leaves the lock step. With ``resumable`` (every M-step but
+        the start's) it goes on alone from the parameters it had before
+        this M-step, redoing their E-step: the ordinary loop's M-step from
+        there (which sums the moments of a collapsing component again in
+        its new frame, :func:`skvi._batch._global_step`) is then its own,
+        and its iterations so far are not repeated.
         """
         self._round_constants = None
+        if resumable:
+            for fit in active:
+                fit.before = (
+                    fit.latest,
+                    fit.state,
+                    len(fit.half_steps),
+                    fit.recent_before,
+                    fit.n_iter,
+                )
         self._m_step(active)
         self._leave_ill_conditioned(active)
+        if resumable:
+            for fit in active:
+                if fit.left and fit.resume is None:
+                    fit.resume_before_m_step()
         return self._active()
 
     def run(self, max_iter, tol, reg_covar):
@@ -390,7 +430,7 @@ class _Lockstep:
         active = self._active()
         if not active:
             return
-        active = self._maximize(active)
+        active = self._maximize(active, resumable=False)
         if not active:
             return
         self._e_step(active)
@@ -411,6 +451,7 @@ class _Lockstep:
                 change = bound - fit.half_steps[-2]
                 fit.half_steps.append(bound)
                 fit.n_iter = n_iter
+                fit.recent_before = fit.recent
                 fit.recent, stopping = stopping_rule(
                     fit.recent, change, bound, tol, self.resolution
                 )
