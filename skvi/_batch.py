@@ -107,6 +107,7 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
                 half_steps[-1],
                 model.tol,
                 resolution,
+                model.relative_tol,
             )
         if stopping:
             trend = Trend(half_steps[-1], tuple(recent), None, done, schedule.next_try)
@@ -136,7 +137,7 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
         model._print_iteration(n_iter, change, half_steps[-1])
         previous_change = recent[-1] if recent else None
         recent, stopping = stopping_rule(
-            recent, change, half_steps[-1], model.tol, resolution
+            recent, change, half_steps[-1], model.tol, resolution, model.relative_tol
         )
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):
@@ -279,7 +280,7 @@ class Trend:
         )
 
 
-def stopping_rule(recent, change, bound, tol, resolution):
+def stopping_rule(recent, change, bound, tol, resolution, relative_tol=0.0):
     """One iteration's verdict of the stopping rule.
 
     Shared by :func:`ascend` and the lock-step fits of
@@ -299,6 +300,9 @@ def stopping_rule(recent, change, bound, tol, resolution):
         The estimator's ``tol``.
     resolution : float
         The relative rounding of the bound (``BOUND_RESOLUTION``).
+    relative_tol : float, default=0.0
+        The estimator's ``relative_tol``: a change above
+        ``relative_tol * max(1, |bound|)`` goes on (mclust's rule).
 
     Returns
     -------
@@ -306,10 +310,14 @@ def stopping_rule(recent, change, bound, tol, resolution):
         The changes the next iteration judges with (the last
         ``RATE_WINDOW + 1``).
     stopping : bool
-        Whether :func:`remaining_gain` estimates less than ``tol`` to come.
+        Whether :func:`remaining_gain` estimates less than ``tol`` to come
+        (and the change is within ``relative_tol``).
     """
     recent = [*recent[-RATE_WINDOW:], change]
-    return recent, remaining_gain(recent, resolution * abs(bound)) < tol
+    stopping = remaining_gain(recent, resolution * abs(bound)) < tol
+    if stopping and relative_tol > 0.0:
+        stopping = change <= relative_tol * max(1.0, abs(bound))
+    return recent, stopping
 
 
 def remaining_gain(changes, rounding=0.0):

@@ -207,7 +207,7 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     # alone: setting and lifting it costs more than one of their iterations.
     with one_blas_thread():
         lockstep = _Lockstep(fits)
-        lockstep.run(template.max_iter, template.tol, template.reg_covar)
+        lockstep.run(template, template.reg_covar)
         fits = [fit for fit in fits if not fit.left]
         if fits:
             scores, entropies = lockstep.criteria(fits, sample_weight)
@@ -422,7 +422,9 @@ class _Lockstep:
                     fit.resume_before_m_step()
         return self._active()
 
-    def run(self, max_iter, tol, reg_covar):
+    def run(self, template, reg_covar):
+        max_iter, tol = template.max_iter, template.tol
+        relative_tol = template.relative_tol
         self.reg_covar = reg_covar
         # The start: the M-step from the statistics of the initial q(Z),
         # as EMGaussianMixture._initial_state takes it.
@@ -453,7 +455,7 @@ class _Lockstep:
                 fit.n_iter = n_iter
                 fit.recent_before = fit.recent
                 fit.recent, stopping = stopping_rule(
-                    fit.recent, change, bound, tol, self.resolution
+                    fit.recent, change, bound, tol, self.resolution, relative_tol
                 )
                 if stopping:
                     fit.converged = fit.done = True

@@ -43,6 +43,11 @@ DEFAULT_CRITERION = {"em": "bic", "vi": "elbo"}
 # Every fit's start unless init_params is given: R mclust's own hc tree,
 # so that each (model, K) starts where Mclust's does (skvi._agglomeration).
 START = "hc_mclust"
+# EM fits stop where mclust's would at the latest (its relative change of
+# the log-likelihood, 1e-5) and run as long as that takes: Aitken's rule
+# alone stopped on plateaus, which left cells of Old Faithful 5.8 and 17.2
+# BIC points behind mclust's (benchmarks/RESULTS.md, part 8).
+SELECTION_DEFAULTS = {"em": {"relative_tol": 1e-5, "max_iter": 1000}, "vi": {}}
 
 
 def select_model(
@@ -198,7 +203,7 @@ def select_model(
     counts = _component_counts(n_components)
     kinds = covariance_type_list(covariance_types, method)
     user_params = params
-    params = {"init_params": START, **params}
+    params = {"init_params": START, **SELECTION_DEFAULTS[method], **params}
     if params.get("random_state") is None:
         # One seed for every fit: they then share one start tree.
         seed = check_random_state(None).randint(np.iinfo(np.int32).max)

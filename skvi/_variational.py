@@ -73,6 +73,18 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         the total bound instead (about ``n_samples`` times stricter, so it
         often runs to ``max_iter``); pass ``tol / n_samples`` and
         ``merge_components=False`` for a rule closer to its.
+    relative_tol : float, default=0.0
+        A second condition on stopping, R mclust's: the fit also goes on
+        while an iteration raises the per-sample bound by more than
+        ``relative_tol * max(1, |bound|)`` (mclust stops EM when the total
+        log-likelihood changes by at most ``1e-5 * (1 + |logL|)``, its
+        ``emControl(tol)``). Aitken's rule alone can stop on a plateau
+        (where EM creeps past a saddle point, its changes shrinking for a
+        while, then growing again); this condition keeps a fit going
+        there as mclust's does. 0 turns it off (:func:`select_model` uses
+        ``1e-5`` for EM, not for VI). The bound's scale depends on the
+        data's units, so, as in mclust, the same data in other units stop
+        at other points.
     reg_covar : float, default=1e-6
         Variance of isotropic noise the data are smoothed by: the data term
         of the ELBO is ``E_q[log N(x | mu_k, Lambda_k^-1)] - (reg_covar / 2)
@@ -269,6 +281,7 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         n_components=1,
         covariance_type="full",
         tol=1e-3,
+        relative_tol=0.0,
         reg_covar=1e-6,
         max_iter=100,
         n_init=1,
@@ -291,6 +304,7 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
+        self.relative_tol = relative_tol
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.n_init = n_init

@@ -68,7 +68,12 @@ def test_fit_writes_labels_summary_figures_and_a_model(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     # skvi fit starts from select_model's hierarchical agglomeration.
     reference = EMGaussianMixture(
-        3, covariance_type="tied", init_params="hc_mclust", random_state=0
+        3,
+        covariance_type="tied",
+        init_params="hc_mclust",
+        random_state=0,
+        relative_tol=1e-5,
+        max_iter=1000,
     )
     reference.fit(load_old_faithful().data)
     assert summary["n_iter"] == reference.n_iter_

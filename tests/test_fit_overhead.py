@@ -61,6 +61,9 @@ def test_table_criteria_are_those_of_the_fitted_models(weighted, lockstep, monke
             covariance_type=row["covariance_type"],
             init_params="hc_mclust",
             random_state=0,
+            # select_model's stopping rule (skvi._selection.SELECTION_DEFAULTS).
+            relative_tol=1e-5,
+            max_iter=1000,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

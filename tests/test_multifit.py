@@ -129,10 +129,10 @@ def test_sample_weights_and_fits_that_leave_or_fail(monkeypatch):
     monkeypatch.setattr(_multifit._Fit, "resume_before_m_step", leaving)
     together, _ = select_model(X, **params)
     alone, _ = one_by_one(monkeypatch, X, **params)
-    # 'full' with 3 components turns ill-conditioned in its 51st M-step:
-    # it goes on alone from the 50th iteration's parameters and ends as
-    # the fit alone from its start does.
-    assert left == [("full", 3, 50)]
+    # 'full' with 6 and 3 components turn ill-conditioned in their 40th and
+    # 51st M-steps: each goes on alone from the parameters of the iteration
+    # before and ends as the fit alone from its start does.
+    assert left == [("full", 6, 39), ("full", 3, 50)]
     assert_same_tables(together, alone, rtol=1e-12)
 
 

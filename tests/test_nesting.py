@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from skvi import EMGaussianMixture, select_model
+from skvi import EMGaussianMixture, _nesting, select_model
 from skvi._covariance import MCLUST_MODELS
 from skvi._nesting import contains, nested_restarts
 from skvi._selection import _empty_record, _fitted_record
@@ -47,8 +47,13 @@ def cells(table):
     return {(row["covariance_type"], row["n_components"]): row for row in table}
 
 
-def assert_nested_consistent(table, n_samples, tol):
-    """No model's log-likelihood is below a model it contains by > tol."""
+def assert_nested_consistent(table, n_samples, tol, exceptions=()):
+    """No model's log-likelihood is below a model it contains by > tol.
+
+    ``exceptions``: ``(general, nested, k)`` where the general model's
+    restart from the nested fit ended degenerate (the cell keeps its first
+    fit, as documented in skvi._nesting).
+    """
     by_cell = cells(table)
     checked = 0
     for (general, k), row in by_cell.items():
@@ -56,6 +61,8 @@ def assert_nested_consistent(table, n_samples, tol):
             if k2 != k or nested == general or not contains(general, nested):
                 continue
             if row["error"] or other["error"] or other["degenerate"]:
+                continue
+            if (general, nested, k) in exceptions:
                 continue
             if row["degenerate"] is None:
                 checked += 1
@@ -69,16 +76,45 @@ def assert_nested_consistent(table, n_samples, tol):
 
 
 @pytest.mark.parametrize("name", ["faithful", "iris"])
-def test_a_general_model_is_never_below_a_model_it_contains(name):
+def test_a_general_model_is_never_below_a_model_it_contains(monkeypatch, name):
     X = load_old_faithful().data if name == "faithful" else load_iris().data
     off, _ = fit_table(X, restarts=None)
+    # The restarts that end degenerate, in the lock step or alone.
+    degenerate = []
+    in_lockstep, alone = _nesting.fit_in_lockstep, _nesting._fit_alone
+
+    def record(model, restart):
+        if model is not None and model.degenerate_ is not None:
+            n_components, kind, nested = restart
+            degenerate.append((kind, nested.covariance_type, n_components))
+
+    def recording_lockstep(template, X, sample_weight, restarts):
+        results = in_lockstep(template, X, sample_weight, restarts)
+        for result, restart in zip(results, restarts, strict=True):
+            if result is not None:
+                result[0]._diagnose(X, sample_weight)
+                record(result[0], restart)
+        return results
+
+    def recording_alone(template, X, sample_weight, *restart):
+        model = alone(template, X, sample_weight, *restart)
+        record(model, restart)
+        return model
+
+    monkeypatch.setattr(_nesting, "fit_in_lockstep", recording_lockstep)
+    monkeypatch.setattr(_nesting, "_fit_alone", recording_alone)
     on, best = fit_table(X)
     # Without the restarts the table breaks the order (by 5 to 30
     # log-likelihood units on these data) ...
     with pytest.raises(AssertionError):
         assert_nested_consistent(off, len(X), 1e-3)
-    # ... with them it never does by more than tol per sample.
-    assert assert_nested_consistent(on, len(X), 1e-3) > 300
+    # ... with them it never does by more than tol per sample, but where
+    # the restart collapses and the cell keeps its first fit: on iris VVV
+    # with 9 and 6 components from VEV's and EVV's fits.
+    assert degenerate == (
+        [("VVV", "VEV", 9), ("VVV", "EVV", 6)] if name == "iris" else []
+    )
+    assert assert_nested_consistent(on, len(X), 1e-3, degenerate) > 300
     restarted = 0
     for (kind, k), row in cells(on).items():
         first = cells(off)[kind, k]
@@ -217,8 +253,21 @@ def test_best_restarts_every_cell_below_the_best_fit_of_its_count():
         for row in restarted
     )
     for cell, bic in MCLUST_FAITHFUL_BIC.items():
-        assert before[cell]["bic"] > bic + 2.0, cell
         assert after[cell]["bic"] <= bic + 2.0, cell
+    # Five of them needed a restart; select_model's stopping rule (mclust's
+    # relative_tol) alone brings 'diag' with 6 and 9 components there.
+    behind = {
+        cell
+        for cell, bic in MCLUST_FAITHFUL_BIC.items()
+        if before[cell]["bic"] > bic + 2.0
+    }
+    assert behind == {
+        ("tied", 4),
+        ("tied", 8),
+        ("full", 5),
+        ("spherical", 7),
+        ("spherical", 8),
+    }
     chosen = next(row for row in best if row["chosen"])
     assert model.lower_bound_ == chosen["lower_bound"]
 
