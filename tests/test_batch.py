@@ -91,6 +91,56 @@ def test_a_default_fit_does_not_stop_on_a_plateau():
     assert climb.max() <= model.tol
 
 
+@pytest.mark.parametrize(
+    "estimator", [EMGaussianMixture, VariationalGaussianMixture], ids=["EM", "VI"]
+)
+def test_relative_tol_goes_on_while_a_change_exceeds_it(estimator):
+    X = load_iris().data
+    params = dict(n_components=3, random_state=0, tol=1e-2)
+    if estimator is VariationalGaussianMixture:
+        params["merge_components"] = False
+    loose = estimator(**params).fit(X)
+    tight = estimator(**params, relative_tol=1e-9, max_iter=1000).fit(X)
+    assert loose.converged_ and tight.converged_
+    # The same run up to where the loose rule stopped, then on.
+    assert tight.lower_bounds_[: loose.n_iter_ + 1] == pytest.approx(
+        loose.lower_bounds_, rel=1e-13
+    )
+    bounds = tight.lower_bounds_
+    changes = np.diff(bounds)
+    floors = 1e-9 * np.maximum(1.0, np.abs(bounds[1:]))
+    # It stops at the first iteration where both conditions hold.
+    rounding = BOUND_RESOLUTION[np.dtype(float)] * np.abs(bounds[1:])
+    stops = [
+        remaining_gain(list(changes[:t]), rounding[t - 1]) < tight.tol
+        and changes[t - 1] <= floors[t - 1]
+        for t in range(1, len(changes) + 1)
+    ]
+    assert stops[-1] and not any(stops[:-1])
+    assert tight.n_iter_ > loose.n_iter_
+
+
+def test_mclusts_rule_keeps_a_fit_going_past_a_plateau():
+    # Old Faithful, spherical (mclust's VII) with 9 components from mclust's
+    # tree: Aitken's estimate stops after 21 iterations, on a plateau before
+    # a climb of 2.9 nats; R mclust goes on, and so does relative_tol=1e-5.
+    from skvi.datasets import load_old_faithful
+
+    X = load_old_faithful().data
+    params = dict(n_components=9, covariance_type="spherical", init_params="hc_mclust")
+    default = EMGaussianMixture(**params).fit(X)
+    mclust_like = EMGaussianMixture(**params, relative_tol=1e-5).fit(X)
+    assert default.n_iter_ == 21
+    assert (mclust_like.lower_bound_ - default.lower_bound_) * len(X) > 2.5
+    change = np.diff(mclust_like.lower_bounds_)[-1]
+    assert change <= 1e-5 * abs(mclust_like.lower_bound_)
+
+
+def test_relative_tol_is_validated():
+    with pytest.raises(ValueError, match="relative_tol"):
+        EMGaussianMixture(relative_tol=-1.0).fit(np.zeros((5, 2)))
+
+
 def test_the_trend_of_a_warm_start_stores_the_window_of_changes():
     X = make_blobs(4, n_samples=300, n_features=2, n_clusters=3)
     model = EMGaussianMixture(n_components=3, max_iter=8, tol=0.0, random_state=0)

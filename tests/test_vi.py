@@ -231,8 +231,8 @@ def test_fitted_attributes_match_sklearn_names_and_shapes(covariance_type):
             if name not in traces:
                 assert np.shape(getattr(ours, name)) == np.shape(value), name
     assert np.ndim(ours.lower_bound_) == 0
-    # Every parameter of scikit-learn's, plus the step sizes of partial_fit
-    # and the merge moves.
+    # Every parameter of scikit-learn's, plus the step sizes of partial_fit,
+    # the merge moves and mclust's stopping condition.
     extra = set(ours.get_params()) - set(theirs.get_params())
     assert set(theirs.get_params()) <= set(ours.get_params())
     assert extra == {
@@ -240,6 +240,7 @@ def test_fitted_attributes_match_sklearn_names_and_shapes(covariance_type):
         "learning_offset",
         "total_samples",
         "merge_components",
+        "relative_tol",
     }
 
 
