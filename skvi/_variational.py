@@ -74,17 +74,11 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         often runs to ``max_iter``); pass ``tol / n_samples`` and
         ``merge_components=False`` for a rule closer to its.
     relative_tol : float, default=0.0
-        A second condition on stopping, R mclust's: the fit also goes on
-        while an iteration raises the per-sample bound by more than
-        ``relative_tol * max(1, |bound|)`` (mclust stops EM when the total
-        log-likelihood changes by at most ``1e-5 * (1 + |logL|)``, its
-        ``emControl(tol)``). Aitken's rule alone can stop on a plateau
-        (where EM creeps past a saddle point, its changes shrinking for a
-        while, then growing again); this condition keeps a fit going
-        there as mclust's does. 0 turns it off (:func:`select_model` uses
-        ``1e-5`` for EM, not for VI). The bound's scale depends on the
-        data's units, so, as in mclust, the same data in other units stop
-        at other points.
+        Also go on while a change of the per-sample bound exceeds
+        ``relative_tol * max(1, |bound|)``: R mclust's condition for EM
+        (there ``1e-5``), which keeps a run going across a plateau that
+        Aitken's rule would stop on; see :class:`EMGaussianMixture`. 0
+        turns it off.
     reg_covar : float, default=1e-6
         Variance of isotropic noise the data are smoothed by: the data term
         of the ELBO is ``E_q[log N(x | mu_k, Lambda_k^-1)] - (reg_covar / 2)
