@@ -62,6 +62,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
 from .full import FullCovariance
@@ -425,14 +426,14 @@ class Orientation(_Choice):
                 blocks.orientations, order[:, np.newaxis, :], axis=2
             )
             if self.variable:
-                _, vectors = np.linalg.eigh(blocks.scatter[active])
+                _, vectors = _gufuncs.eigh(blocks.scatter[active])
                 orientations = blocks.orientations.copy()
                 orientations[active] = vectors[:, :, ::-1]
             else:
                 pooled = np.sum(
                     blocks.scatter[active] / blocks.volumes[active, None, None], axis=0
                 )
-                _, vectors = np.linalg.eigh(pooled)
+                _, vectors = _gufuncs.eigh(pooled)
                 orientations = np.broadcast_to(
                     vectors[:, ::-1], blocks.orientations.shape
                 ).copy()
@@ -798,13 +799,13 @@ def _newton(orientation, rotated, nk, common_volume):
         if not decrement > RTOL * size:
             if 0.0 <= decrement:
                 half = 0.5 * skew
-                orientation = orientation @ np.linalg.solve(
+                orientation = orientation @ _gufuncs.solve(
                     identity - half, identity + half
                 )
             break
         for _ in range(HALVINGS):
             half = 0.5 * skew
-            turn = np.linalg.solve(identity - half, identity + half)
+            turn = _gufuncs.solve(identity - half, identity + half)
             trial = turn.T @ rotated @ turn
             trial_value, trial_size = _profile(
                 np.diagonal(trial, axis1=1, axis2=2), nk, common_volume
@@ -985,7 +986,7 @@ class ConstrainedCovariance(FullCovariance):
         Variable shapes).
         """
         n_components, n_features = self.n_components, self.n_features
-        sign, log_det = np.linalg.slogdet(covariances)
+        sign, log_det = _gufuncs.slogdet(covariances)
         if not np.all(sign > 0):
             raise ValueError("covariances must be positive definite.")
         if not self.volume.variable:
@@ -998,7 +999,7 @@ class ConstrainedCovariance(FullCovariance):
             ).copy()
             shapes = np.diagonal(normalized, axis1=1, axis2=2).copy()
         elif self.orientation.variable:
-            values, vectors = np.linalg.eigh(normalized)
+            values, vectors = _gufuncs.eigh(normalized)
             shapes, orientations = values[:, ::-1], vectors[:, :, ::-1]
         else:
             # Matrices with common eigenvectors: so has any combination of
@@ -1006,7 +1007,7 @@ class ConstrainedCovariance(FullCovariance):
             coefficients = 1.0 + (np.arange(n_components) * 0.6180339887498949) % 1.0
             if not self.shape.variable:
                 coefficients = np.ones(n_components)
-            _, vectors = np.linalg.eigh(np.tensordot(coefficients, normalized, 1))
+            _, vectors = _gufuncs.eigh(np.tensordot(coefficients, normalized, 1))
             orientations = np.broadcast_to(
                 vectors, (n_components, n_features, n_features)
             ).copy()
@@ -1167,7 +1168,7 @@ class ConstrainedCovariance(FullCovariance):
         active = blocks.active
         scatter = blocks.scatter[active]
         pooled = np.sum(scatter / blocks.nk[active, None, None], axis=0)
-        _, axes = np.linalg.eigh(np.concatenate([scatter, pooled[None]]))
+        _, axes = _gufuncs.eigh(np.concatenate([scatter, pooled[None]]))
         best, best_value = None, np.inf
         for axis in axes:
             candidate = _Blocks(

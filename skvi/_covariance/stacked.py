@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from . import _gufuncs
 from .mclust import (
     HALVINGS,
     MAX_PASSES,
@@ -43,7 +44,7 @@ def _turned_axes(scatter, turned):
     axes where it does not.
     """
     if turned.all():
-        _, vectors = np.linalg.eigh(scatter)
+        _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
         diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
         return orientations, diagonals
@@ -51,7 +52,7 @@ def _turned_axes(scatter, turned):
     if not turned.any():
         return None, diagonals
     own = scatter[turned]
-    _, vectors = np.linalg.eigh(own)
+    _, vectors = _gufuncs.eigh(own)
     orientations = vectors[:, :, ::-1]
     diagonals = diagonals.copy()
     diagonals[turned] = np.einsum("kji,kjl,kli->ki", orientations, own, orientations)
@@ -80,6 +81,40 @@ def _starts(sizes):
     0 to them, in every stacked M-step.)
     """
     return np.cumsum(sizes) - sizes
+
+
+class _Layout:
+    """Where each fit's components are in a stack, given their ``sizes``.
+
+    ``sizes`` (F,) as an array, ``starts`` and ``ends`` of each fit's
+    block, ``owners`` (C,) each component's fit, ``slots`` (C,) its place
+    in its fit, ``width`` the largest K, and ``padded`` the (fit, slot)
+    pairs beyond a fit's K up to it. Read-only, shared by every call with
+    the same sizes (:func:`_layout`).
+    """
+
+    def __init__(self, sizes):
+        self.sizes = np.asarray(sizes)
+        self.ends = np.cumsum(self.sizes)
+        self.starts = self.ends - self.sizes
+        self.owners = np.repeat(np.arange(len(self.sizes)), self.sizes)
+        self.slots = np.arange(len(self.owners)) - self.starts[self.owners]
+        self.width = int(max(sizes))
+        padding = np.ones((len(self.sizes), self.width), dtype=bool)
+        padding[self.owners, self.slots] = False
+        self.padded = np.nonzero(padding)
+        for array in (self.sizes, self.ends, self.starts, self.owners, self.slots):
+            array.flags.writeable = False
+
+
+@lru_cache(maxsize=512)
+def _cached_layout(sizes):
+    return _Layout(sizes)
+
+
+def _layout(sizes):
+    """The :class:`_Layout` of ``sizes`` (a sequence of ints), built once."""
+    return _cached_layout(tuple(sizes))
 
 
 #: The models whose M-step is one pass of closed forms, with no start, no
@@ -111,12 +146,12 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
         name = name[0]
     volume, shape, orientation = (_Choice(letter) for letter in name)
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
+    layout = _layout(sizes)
+    sizes, starts = layout.sizes, layout.starts
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     if orientation.variable:
-        _, vectors = np.linalg.eigh(scatter)
+        _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
         diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
     else:
@@ -152,8 +187,8 @@ def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
     each shape's), each entry as in its own model's call.
     """
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
+    layout = _layout(sizes)
+    sizes, starts = layout.sizes, layout.starts
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     turned = np.repeat([name[2] == "V" for name in names], sizes)
@@ -205,8 +240,8 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     :func:`_solve_by_kind`).
     """
     n_fits, n_features = start.shape
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
+    layout = _layout(sizes)
+    starts, owners = layout.starts, layout.owners
     mass = np.add.reduceat(nk, starts)
     ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
     x = -np.log(start)
@@ -261,7 +296,7 @@ def _solve_by_kind(matrices, vectors, kinds):
     model's own stacked call solves them.
     """
     try:
-        return np.linalg.solve(matrices, vectors[:, :, None])[:, :, 0]
+        return _gufuncs.solve(matrices, vectors[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
         pass
     if kinds is None:
@@ -272,9 +307,9 @@ def _solve_by_kind(matrices, vectors, kinds):
         if not rows.any():
             continue
         try:
-            solutions[rows] = np.linalg.solve(
-                matrices[rows], vectors[rows][:, :, None]
-            )[:, :, 0]
+            solutions[rows] = _gufuncs.solve(matrices[rows], vectors[rows][:, :, None])[
+                :, :, 0
+            ]
         except np.linalg.LinAlgError:
             solutions[rows] = np.stack(
                 [
@@ -305,8 +340,8 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     names = [name] * len(sizes) if isinstance(name, str) else name
     variable = np.array([kind[2] == "V" for kind in names])
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
+    layout = _layout(sizes)
+    sizes, starts = layout.sizes, layout.starts
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     start_shapes = np.ones((len(sizes), n_features))
@@ -407,11 +442,10 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     each with its own model's arithmetic).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
-    sizes = np.asarray(sizes)
+    arrangement = _layout(sizes)
+    sizes, starts = arrangement.sizes, arrangement.starts
+    owners, slots = arrangement.owners, arrangement.slots
     common_volume = _common_volumes(name)
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
-    slots = np.arange(len(nk)) - np.repeat(starts, sizes)
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     layout = (n_fits, sizes, starts, owners, slots)
@@ -538,7 +572,7 @@ def _start_of_covariances(previous, layout, common_volume):
     """
     n_fits, sizes, starts, owners, slots = layout
     n_features = previous.shape[1]
-    sign, log_det = np.linalg.slogdet(previous)
+    sign, log_det = _gufuncs.slogdet(previous)
     if not (sign > 0).all():
         return None
     log_det = _by_fit(
@@ -551,7 +585,7 @@ def _start_of_covariances(previous, layout, common_volume):
     normalized = previous / volumes[:, None, None]
     coefficients = 1.0 + (slots * 0.6180339887498949) % 1.0
     combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
-    _, vectors = np.linalg.eigh(combined)
+    _, vectors = _gufuncs.eigh(combined)
     axes = vectors[owners]
     shapes = np.einsum("kji,kjl,kli->ki", axes, normalized, axes)
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
@@ -603,7 +637,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     n_fits, sizes, starts, owners, _ = layout
     pooled = np.add.reduceat(scatter / nk[:, None, None], starts)
     # Candidate c of fit f: its own components' axes, then the pooled axes.
-    _, axes = np.linalg.eigh(np.concatenate([scatter, pooled]))
+    _, axes = _gufuncs.eigh(np.concatenate([scatter, pooled]))
     counts = sizes + 1
     candidate_starts = _starts(counts)
     own = np.arange(len(nk)) + owners
@@ -919,9 +953,8 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
             else np.where(common_volume[:, None, None], pooled, hessian)
         )
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
-    step = np.zeros_like(gradient)
-    kinds = None if isinstance(common_volume, bool) else common_volume[moving]
-    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving], kinds)
+    kinds = None if isinstance(common_volume, bool) else common_volume
+    step = _moving_steps(hessian, gradient, moving, kinds)
     decrement = -np.einsum("fa,fa->f", gradient, step)
     skew = (step @ flat_basis).reshape(-1, n_features, n_features)
     return skew, decrement
@@ -934,13 +967,13 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     stacked over the fits' components, ``sizes`` their numbers.
     """
     n_fits, n_features = len(sizes), rotated.shape[1]
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
+    layout = _layout(sizes)
+    starts, owners = layout.starts, layout.owners
     identity = np.eye(n_features)
 
     def cayley(skew):
         half = 0.5 * skew
-        return np.linalg.solve(identity - half, identity + half)
+        return _gufuncs.solve(identity - half, identity + half)
 
     value, size = _stacked_profile(
         rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
@@ -982,6 +1015,21 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
+def _moving_steps(hessians, gradients, moving, kinds=None):
+    """Newton steps ``-(H + s I)^-1 g`` of the ``moving`` systems, 0 elsewhere.
+
+    :func:`_stacked_shifted_solve` of the moving fits' systems (all of
+    them, without selecting rows, while every fit moves).
+    """
+    if moving.all():
+        return -_stacked_shifted_solve(hessians, gradients, kinds)
+    steps = np.zeros_like(gradients)
+    steps[moving] = -_stacked_shifted_solve(
+        hessians[moving], gradients[moving], None if kinds is None else kinds[moving]
+    )
+    return steps
+
+
 def _stacked_shifted_solve(hessians, gradients, kinds=None):
     """:func:`_shifted_solve` of each of several systems, (F, n) and (F, n).
 
@@ -991,8 +1039,8 @@ def _stacked_shifted_solve(hessians, gradients, kinds=None):
     of two models' fits), otherwise each model's systems as alone.
     """
     try:
-        np.linalg.cholesky(hessians)
-        solutions = np.linalg.solve(hessians, gradients[:, :, None])[:, :, 0]
+        _gufuncs.cholesky(hessians)
+        solutions = _gufuncs.solve(hessians, gradients[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
         solutions = None
     if solutions is not None and np.isfinite(solutions).all():
@@ -1077,9 +1125,11 @@ def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, bloc
     blocks, their covariances are written back into ``covariances``.
     """
     lower = _previous_are_lower(previous, scatter, nk, sizes, values)
-    ends = np.cumsum(sizes)
+    layout = _layout(sizes)
     found = []
-    for number, (begin, end) in enumerate(zip(ends - sizes, ends, strict=True)):
+    for number, (begin, end) in enumerate(
+        zip(layout.starts.tolist(), layout.ends.tolist(), strict=True)
+    ):
         if lower[number]:
             covariances[begin:end] = previous[number][3]
             found.append(previous[number])
@@ -1137,20 +1187,17 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     own M-step then says which component collapsed).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
-    slots = np.arange(len(nk)) - starts[owners]
-    width = int(max(sizes))
-    padding = np.ones((n_fits, width), dtype=bool)
-    padding[owners, slots] = False
-    padded_fits, padded_slots = np.nonzero(padding)
+    layout = _layout(sizes)
+    starts, owners, slots = layout.starts, layout.owners, layout.slots
+    width = layout.width
+    padded_fits, padded_slots = layout.padded
 
     def evaluate(log_volumes):
         weights = np.exp(-log_volumes)
         matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
         fine = np.ones(n_fits, dtype=bool)
         try:
-            factors = np.linalg.cholesky(matrices)
+            factors = _gufuncs.cholesky(matrices)
         except np.linalg.LinAlgError:
             factors = np.zeros_like(matrices)
             for number, matrix in enumerate(matrices):
@@ -1172,7 +1219,7 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     moving = np.ones(n_fits, dtype=bool)
     for _ in range(MAX_PASSES):
         value, volume, factors, weights, _ = state
-        inverse = np.linalg.inv(factors)[owners]
+        inverse = _gufuncs.inv(factors)[owners]
         whitened = (inverse @ scatter @ inverse.swapaxes(1, 2)) * weights[:, None, None]
         traces = np.einsum("kii->k", whitened)
         flat = np.zeros((n_fits, width, n_features * n_features))
@@ -1191,8 +1238,7 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
         # The padding's rows and columns are 0, its gradient 0: with 1 on
         # the diagonal there, each fit's step is its own (K, K) system's.
         hessian[padded_fits, padded_slots, padded_slots] = 1.0
-        step = np.zeros((n_fits, width))
-        step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
+        step = _moving_steps(hessian, gradient, moving)
         decrement = -np.einsum("fk,fk->f", gradient, step)
         step = step[owners, slots]
         size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
@@ -1239,10 +1285,13 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     the covariances (C, D, D) and each fit's blocks, or None.
     """
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
-    bounds = np.cumsum(sizes)
-    owners = np.repeat(np.arange(len(sizes)), sizes)
+    layout = _layout(sizes)
+    sizes, starts, bounds, owners = (
+        layout.sizes,
+        layout.starts,
+        layout.ends,
+        layout.owners,
+    )
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     traces = np.trace(scatter, axis1=1, axis2=2)
@@ -1259,7 +1308,7 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     # One pass: the orientation and the shape (Orientation.update and
     # Shape.update, Equal), then the volumes.
     pooled = np.add.reduceat(scatter / volumes[:, None, None], starts)
-    _, vectors = np.linalg.eigh(pooled)
+    _, vectors = _gufuncs.eigh(pooled)
     orientations = vectors[:, :, ::-1]
     axes = orientations[owners]
     diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
