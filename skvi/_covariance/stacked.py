@@ -88,9 +88,10 @@ class _Layout:
 
     ``sizes`` (F,) as an array, ``starts`` and ``ends`` of each fit's
     block, ``owners`` (C,) each component's fit, ``slots`` (C,) its place
-    in its fit, ``width`` the largest K, and ``padded`` the (fit, slot)
-    pairs beyond a fit's K up to it. Read-only, shared by every call with
-    the same sizes (:func:`_layout`).
+    in its fit, ``width`` the largest K, ``padded`` the (fit, slot) pairs
+    beyond a fit's K up to it (none where ``uniform``) and ``identity`` of
+    the width. Read-only, shared by every call with the same sizes
+    (:func:`_layout`).
     """
 
     def __init__(self, sizes):
@@ -103,6 +104,10 @@ class _Layout:
         padding = np.ones((len(self.sizes), self.width), dtype=bool)
         padding[self.owners, self.slots] = False
         self.padded = np.nonzero(padding)
+        # Every fit has the largest K: a (C, ...) array is (F, K, ...) as is.
+        self.uniform = not padding.any()
+        self.identity = np.eye(self.width)
+        self.identity.flags.writeable = False
         for array in (self.sizes, self.ends, self.starts, self.owners, self.slots):
             array.flags.writeable = False
 
@@ -1192,6 +1197,14 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     width = layout.width
     padded_fits, padded_slots = layout.padded
 
+    def padded(values):
+        """(C, ...) values as (F, width, ...), zeros beyond each fit's K."""
+        if layout.uniform:
+            return values.reshape(n_fits, width, *values.shape[1:])
+        found = np.zeros((n_fits, width, *values.shape[1:]))
+        found[owners, slots] = values
+        return found
+
     def evaluate(log_volumes):
         weights = np.exp(-log_volumes)
         matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
@@ -1222,38 +1235,47 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
         inverse = _gufuncs.inv(factors)[owners]
         whitened = (inverse @ scatter @ inverse.swapaxes(1, 2)) * weights[:, None, None]
         traces = np.einsum("kii->k", whitened)
-        flat = np.zeros((n_fits, width, n_features * n_features))
-        flat[owners, slots] = whitened.reshape(len(nk), -1)
+        flat = padded(whitened.reshape(len(nk), -1))
         products = flat @ flat.swapaxes(1, 2)
-        padded_traces = np.zeros((n_fits, width))
-        padded_traces[owners, slots] = traces
-        gradient = np.zeros((n_fits, width))
-        gradient[owners, slots] = n_features * nk - volume[owners] * traces
+        padded_traces = padded(traces)
+        gradient = padded(n_features * nk - volume[owners] * traces)
         hessian = volume[:, None, None] * (
-            padded_traces[:, :, None] * np.eye(width)
+            padded_traces[:, :, None] * layout.identity
             - products
             + padded_traces[:, :, None] * padded_traces[:, None, :] / n_features
         )
         hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
-        # The padding's rows and columns are 0, its gradient 0: with 1 on
-        # the diagonal there, each fit's step is its own (K, K) system's.
-        hessian[padded_fits, padded_slots, padded_slots] = 1.0
+        if not layout.uniform:
+            # The padding's rows and columns are 0, its gradient 0: with 1
+            # on the diagonal there, each fit's step is its own system's.
+            hessian[padded_fits, padded_slots, padded_slots] = 1.0
         step = _moving_steps(hessian, gradient, moving)
         decrement = -np.einsum("fk,fk->f", gradient, step)
-        step = step[owners, slots]
+        step = step.reshape(-1) if layout.uniform else step[owners, slots]
         size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
         done = moving & ~(decrement > RTOL * size)
         # Below what f resolves: a last whole step (see _newton).
-        last = (done & (decrement >= 0.0))[owners]
-        log_volumes = np.where(last, log_volumes + step, log_volumes)
+        last = done & (decrement >= 0.0)
+        if last.any():
+            log_volumes = np.where(last[owners], log_volumes + step, log_volumes)
         moving &= ~done
         trying = moving.copy()
         for _ in range(HALVINGS):
             if not trying.any():
                 break
-            trial = np.where(trying[owners], log_volumes + step, log_volumes)
+            every = trying.all()
+            trial = (
+                log_volumes + step
+                if every
+                else np.where(trying[owners], log_volumes + step, log_volumes)
+            )
             trial_state = evaluate(trial)
             accepted = trying & trial_state[4] & (trial_state[0] < value)
+            if every and accepted.all():
+                # (np.where would take every entry from the trial.)
+                log_volumes, state = trial, trial_state
+                trying[:] = False
+                break
             take = accepted[owners]
             log_volumes = np.where(take, trial, log_volumes)
             # (A fit's state depends on its own volumes alone.)
