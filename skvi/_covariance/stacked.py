@@ -259,27 +259,37 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
 
     terms, sums, value = evaluate(x)
     moving = np.ones(n_fits, dtype=bool)
+    features = np.arange(n_features)
     for _ in range(MAX_PASSES):
         weighted = nk[:, None] * terms / sums[:, None]
         gradient = np.add.reduceat(weighted, starts, axis=0)
         hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
         hessian = -np.add.reduceat(hessian, starts, axis=0)
-        hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
+        hessian[:, features, features] += gradient
         gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
         step = -_solve_by_kind(hessian + ones, gradient, kinds)
         decrement = -np.einsum("fi,fi->f", gradient, step)
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
         last = done & (decrement >= 0.0)
-        x = np.where(last[:, None], x + step, x)
+        if last.any():
+            x = np.where(last[:, None], x + step, x)
         moving &= ~done
         trying = moving.copy()
+        # Every fit's first halving accepted: x is that trial, whose terms,
+        # sums and value the next pass takes as they are.
+        reached = None
         for _ in range(HALVINGS):
             if not trying.any():
                 break
-            trial = np.where(trying[:, None], x + step, x)
+            every = trying.all()
+            trial = x + step if every else np.where(trying[:, None], x + step, x)
             trial_terms, trial_sums, trial_value = evaluate(trial)
             accepted = trying & (trial_value < value)
+            if every and accepted.all():
+                x, reached = trial, (trial_terms, trial_sums, trial_value)
+                trying[:] = False
+                break
             x = np.where(accepted[:, None], trial, x)
             value = np.where(accepted, trial_value, value)
             trying &= ~accepted
@@ -288,7 +298,7 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
         moving &= ~trying
         if not moving.any():
             break
-        terms, sums, value = evaluate(x)
+        terms, sums, value = evaluate(x) if reached is None else reached
     return np.exp(-(x - x.sum(axis=1, keepdims=True) / n_features))
 
 
@@ -1006,6 +1016,12 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
                 trial.diagonal(axis1=1, axis2=2), nk, starts, common_volume
             )
             accepted = trying & (trial_value < value)
+            if accepted.all():
+                # (np.where would take every entry from the trial.)
+                orientations = orientations @ turn
+                rotated, value, size = trial, trial_value, trial_size
+                trying[:] = False
+                break
             orientations = np.where(
                 accepted[:, None, None], orientations @ turn, orientations
             )
