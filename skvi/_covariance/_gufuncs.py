@@ -1,4 +1,4 @@
-"""numpy.linalg's functions on double stacks, without their Python layer.
+"""numpy.linalg's functions and einsum on small stacks, without their Python layer.
 
 The lock step's M-steps call ``np.linalg``'s ``cholesky``, ``solve``,
 ``inv`` and ``eigh`` thousands of times per selection on stacks of 2 x 2
@@ -8,6 +8,9 @@ each calls the same generalized ufunc with the same signature under the
 same error state, so it returns the same bits and raises the same
 ``LinAlgError``; only for float64 input (any other goes to ``np.linalg``,
 which casts its result back), and only where numpy exposes the ufuncs.
+:func:`einsum` is ``np.einsum``'s own C function, which ``np.einsum``
+calls as it is without ``optimize`` or ``out`` (the default), skipping
+its dispatch.
 """
 
 import numpy as np
@@ -16,6 +19,10 @@ try:
     from numpy.linalg import _umath_linalg as _ufuncs
 except ImportError:  # pragma: no cover - numpy without the private module
     _ufuncs = None
+try:
+    from numpy._core._multiarray_umath import c_einsum as einsum
+except ImportError:  # pragma: no cover - numpy 1 or a later layout
+    einsum = np.einsum
 
 _FLOAT = np.dtype(np.float64)
 

@@ -283,8 +283,8 @@ def precision_conditioning_losses(precisions, factors):
     if not (np.isfinite(factors).all() and diagonals.all()):
         return list(map(precision_conditioning_loss, precisions, factors))
     inverse = triangular_inverses(factors, lower=False)
-    stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
-    forms = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
+    stds = np.sqrt(_gufuncs.einsum("kij,kij->kj", inverse, inverse))
+    forms = _gufuncs.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
     return (forms / precisions.shape[-1]).tolist()
 
 
@@ -762,6 +762,6 @@ class CovarianceUnit(ABC):
         dof = t_dof + n_observed
         factor = (t_dof + scale * quadratic) / (dof * scale)
         lower = _gufuncs.cholesky(covariances * factor[:, np.newaxis, np.newaxis])
-        gauss = np.einsum("nij,nj->ni", lower, rng.standard_normal(means.shape))
+        gauss = _gufuncs.einsum("nij,nj->ni", lower, rng.standard_normal(means.shape))
         chi2 = rng.chisquare(dof)
         return means + gauss / np.sqrt(chi2 / dof)[:, np.newaxis]

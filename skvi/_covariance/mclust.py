@@ -239,7 +239,7 @@ def _common_matrix_volumes(scatter, nk, start):
         inverse = np.tril(inverse)
         # Scaled by 1 / lambda_k: t_k are their traces, Q their inner products.
         whitened = (inverse @ scatter @ inverse.T) * weights[:, None, None]
-        traces = np.einsum("kii->k", whitened)
+        traces = _gufuncs.einsum("kii->k", whitened)
         whitened = whitened.reshape(len(scatter), -1)
         products = whitened @ whitened.T
         gradient = n_features * nk - volume * traces
@@ -286,7 +286,7 @@ class _Blocks:
 
     def rotated_diagonals(self):
         """``diag(D_k^T W_k D_k)``, shape (K, D)."""
-        return np.einsum(
+        return _gufuncs.einsum(
             "kji,kjl,kli->ki", self.orientations, self.scatter, self.orientations
         )
 
@@ -514,20 +514,20 @@ def _plane_change_of(terms, products, angles, weights, exponent, columns=None):
     if weights.ndim == 2:
         # Per plane: several fits side by side (stacked_common_orientation).
         return _plane_sums("kp,kpc->pc", weights, logs, columns)
-    return np.einsum("k,kpc->pc", weights, logs)
+    return _gufuncs.einsum("k,kpc->pc", weights, logs)
 
 
 def _plane_sums(subscripts, weights, terms, columns):
-    """``np.einsum(subscripts, weights, terms)``, summing over components.
+    """``_gufuncs.einsum(subscripts, weights, terms)``, summing over components.
 
     With ``columns``' lone planes (``(column, K)``, see
     :func:`skvi._covariance.stacked._lone_planes`), each of those columns
     is summed again over its K components alone, as its model's own call
     sums it (one column: numpy sums along the components in another order).
     """
-    sums = np.einsum(subscripts, weights, terms)
+    sums = _gufuncs.einsum(subscripts, weights, terms)
     for column, size in () if columns is None else columns[1]:
-        sums[column] = np.einsum(
+        sums[column] = _gufuncs.einsum(
             subscripts,
             weights[:size, column : column + 1].copy(),
             terms[:size, column : column + 1].copy(),
@@ -590,8 +590,8 @@ def _plane_angles(planes, weights, exponent, columns=None):
             gradient = _plane_sums("kp,kp->p", scale, first_log, columns)
             curvature = _plane_sums("kp,kp->p", scale, second_log, columns)
         else:
-            gradient = np.einsum("kp,kp->p", scale, first_log)
-            curvature = np.einsum("kp,kp->p", scale, second_log)
+            gradient = _gufuncs.einsum("kp,kp->p", scale, first_log)
+            curvature = _gufuncs.einsum("kp,kp->p", scale, second_log)
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
@@ -704,7 +704,7 @@ def _skew_basis(n_features):
     basis = np.zeros((len(first), n_features, n_features))
     basis[np.arange(len(first)), first, second] = 1.0
     basis[np.arange(len(first)), second, first] = -1.0
-    products = np.einsum("aij,bjl->abil", basis, basis)
+    products = _gufuncs.einsum("aij,bjl->abil", basis, basis)
     return basis, products + np.swapaxes(products, 0, 1)
 
 
@@ -747,7 +747,7 @@ def _newton_direction(rotated, nk, common_volume):
     basis, products = _skew_basis(rotated.shape[1])
     diagonals = np.diagonal(rotated, axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
+    jacobian = 2.0 * _gufuncs.einsum("kij,aji->kai", rotated, basis)
     if common_volume:
         # F = c log S, S = sum_k g_k: dF = (c / S) dS, and the cross term
         # -(c / S^2) dS dS^T = -grad grad^T / c.
@@ -756,17 +756,17 @@ def _newton_direction(rotated, nk, common_volume):
         g = np.exp(logs.mean(axis=1) - logs.mean(axis=1).max())
         first = (scale / g.sum()) * (g / diagonals.shape[1])[:, None] * inverse
         outer = first[:, :, None] * inverse[:, None, :] / diagonals.shape[1]
-        second = outer - np.einsum(
+        second = outer - _gufuncs.einsum(
             "ki,ij->kij", first * inverse, np.eye(len(inverse.T))
         )
     else:
         first = nk[:, None] * inverse
-        second = -np.einsum("ki,ij->kij", first * inverse, np.eye(len(inverse.T)))
-    gradient = np.einsum("ki,kai->a", first, jacobian)
+        second = -_gufuncs.einsum("ki,ij->kij", first * inverse, np.eye(len(inverse.T)))
+    gradient = _gufuncs.einsum("ki,kai->a", first, jacobian)
     # The second derivatives of b, weighted by first and summed over the
     # components first: (n, n) products of (D, D) sums, not (K, n, n, D).
-    pooled = np.einsum("ki,kij->ij", first, rotated)
-    spread = np.einsum("ki,kjl->ijl", first, rotated)
+    pooled = _gufuncs.einsum("ki,kij->ij", first, rotated)
+    spread = _gufuncs.einsum("ki,kjl->ijl", first, rotated)
     hessian = products.reshape(len(basis) ** 2, -1) @ pooled.T.ravel()
     hessian = hessian.reshape(len(basis), len(basis))
     across = basis.transpose(2, 0, 1)
@@ -1011,7 +1011,7 @@ class ConstrainedCovariance(FullCovariance):
             orientations = np.broadcast_to(
                 vectors, (n_components, n_features, n_features)
             ).copy()
-            shapes = np.einsum("ji,kjl,li->ki", vectors, normalized, vectors)
+            shapes = _gufuncs.einsum("ji,kjl,li->ki", vectors, normalized, vectors)
         if self.shape.identity:
             shapes = np.ones((n_components, n_features))
         shapes = np.maximum(shapes, np.finfo(float).tiny)

@@ -46,7 +46,9 @@ def _turned_axes(scatter, turned):
     if turned.all():
         _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
-        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+        diagonals = _gufuncs.einsum(
+            "kji,kjl,kli->ki", orientations, scatter, orientations
+        )
         return orientations, diagonals
     diagonals = scatter.diagonal(axis1=1, axis2=2)
     if not turned.any():
@@ -55,7 +57,9 @@ def _turned_axes(scatter, turned):
     _, vectors = _gufuncs.eigh(own)
     orientations = vectors[:, :, ::-1]
     diagonals = diagonals.copy()
-    diagonals[turned] = np.einsum("kji,kjl,kli->ki", orientations, own, orientations)
+    diagonals[turned] = _gufuncs.einsum(
+        "kji,kjl,kli->ki", orientations, own, orientations
+    )
     return orientations, diagonals
 
 
@@ -158,7 +162,9 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     if orientation.variable:
         _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
-        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+        diagonals = _gufuncs.einsum(
+            "kji,kjl,kli->ki", orientations, scatter, orientations
+        )
     else:
         orientations = None
         diagonals = scatter.diagonal(axis1=1, axis2=2)
@@ -263,12 +269,12 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     for _ in range(MAX_PASSES):
         weighted = nk[:, None] * terms / sums[:, None]
         gradient = np.add.reduceat(weighted, starts, axis=0)
-        hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
+        hessian = _gufuncs.einsum("ki,kj->kij", weighted / sums[:, None], terms)
         hessian = -np.add.reduceat(hessian, starts, axis=0)
         hessian[:, features, features] += gradient
         gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
         step = -_solve_by_kind(hessian + ones, gradient, kinds)
-        decrement = -np.einsum("fi,fi->f", gradient, step)
+        decrement = -_gufuncs.einsum("fi,fi->f", gradient, step)
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
         last = done & (decrement >= 0.0)
@@ -500,7 +506,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             return None
         vectors, start_volumes, start_shapes, start = begun
         axes = vectors[owners]
-        start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+        start_diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
         start_values = _stacked_objective(
             start_diagonals, start_shapes, start_volumes, nk, starts
         )
@@ -602,7 +608,7 @@ def _start_of_covariances(previous, layout, common_volume):
     combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
     _, vectors = _gufuncs.eigh(combined)
     axes = vectors[owners]
-    shapes = np.einsum("kji,kjl,kli->ki", axes, normalized, axes)
+    shapes = _gufuncs.einsum("kji,kjl,kli->ki", axes, normalized, axes)
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
     if shapes is None:
         return None
@@ -669,7 +675,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
         ]
     )
     pair_axes = axes[candidates[pair_candidate]]
-    diagonals = np.einsum(
+    diagonals = _gufuncs.einsum(
         "kji,kjl,kli->ki", pair_axes, scatter[pair_component], pair_axes
     )
     # (Where a candidate's block is not positive and finite, each fit's own
@@ -804,7 +810,7 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     """
     _, sizes, starts, owners, _ = layout
     axes = orientations[owners]
-    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     scored = _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume)
     if scored is None:
         return None
@@ -941,7 +947,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         rows = common_volume[owners]
         first = np.where(rows[:, None], first, own_first)
         scaled = np.where(rows[:, None, None], scaled, own_scaled)
-    gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
+    gradient = np.add.reduceat(_gufuncs.einsum("ki,kai->ka", first, jacobian), starts)
     # The pooled and spread terms (see _direction_constants), each of the
     # pooled products first_ki (R_k)_rc it needs once.
     pooled = np.add.reduceat(
@@ -956,7 +962,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         pooled[:, spread[0]] * spread_coefficients[0]
         + pooled[:, spread[1]] * spread_coefficients[1]
     )
-    chained = np.einsum("kai,kbi->kab", scaled, jacobian)
+    chained = _gufuncs.einsum("kai,kbi->kab", scaled, jacobian)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
         pooled = (
@@ -970,7 +976,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
     kinds = None if isinstance(common_volume, bool) else common_volume
     step = _moving_steps(hessian, gradient, moving, kinds)
-    decrement = -np.einsum("fa,fa->f", gradient, step)
+    decrement = -_gufuncs.einsum("fa,fa->f", gradient, step)
     skew = (step @ flat_basis).reshape(-1, n_features, n_features)
     return skew, decrement
 
@@ -1134,7 +1140,7 @@ def _previous_diagonals(kept, kept_sizes, own):
         axes = np.repeat(axes, kept_sizes, axis=0)
     else:
         axes = np.concatenate([blocks[2] for blocks in kept])
-    return np.einsum("kji,kjl,kli->ki", axes, own, axes)
+    return _gufuncs.einsum("kji,kjl,kli->ki", axes, own, axes)
 
 
 def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
@@ -1250,7 +1256,7 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
         value, volume, factors, weights, _ = state
         inverse = _gufuncs.inv(factors)[owners]
         whitened = (inverse @ scatter @ inverse.swapaxes(1, 2)) * weights[:, None, None]
-        traces = np.einsum("kii->k", whitened)
+        traces = _gufuncs.einsum("kii->k", whitened)
         flat = padded(whitened.reshape(len(nk), -1))
         products = flat @ flat.swapaxes(1, 2)
         padded_traces = padded(traces)
@@ -1266,7 +1272,7 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
             # on the diagonal there, each fit's step is its own system's.
             hessian[padded_fits, padded_slots, padded_slots] = 1.0
         step = _moving_steps(hessian, gradient, moving)
-        decrement = -np.einsum("fk,fk->f", gradient, step)
+        decrement = -_gufuncs.einsum("fk,fk->f", gradient, step)
         step = step.reshape(-1) if layout.uniform else step[owners, slots]
         size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
         done = moving & ~(decrement > RTOL * size)
@@ -1349,7 +1355,7 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     _, vectors = _gufuncs.eigh(pooled)
     orientations = vectors[:, :, ::-1]
     axes = orientations[owners]
-    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     shapes = _normalized(np.add.reduceat(diagonals / volumes[:, None], starts))
     if shapes is None:
         return None
