@@ -236,7 +236,7 @@ def _common_matrix_volumes(scatter, nk, start):
         # L^-1 (LAPACK's triangular inverse; the lower triangle of dpotrf's
         # factor is L, its upper one is ignored).
         inverse, _ = lapack.dtrtri(factor, lower=1)
-        inverse = np.tril(inverse)
+        inverse = np.where(_lower_mask(n_features), inverse, 0.0)
         # Scaled by 1 / lambda_k: t_k are their traces, Q their inner products.
         whitened = (inverse @ scatter @ inverse.T) * weights[:, None, None]
         traces = _gufuncs.einsum("kii->k", whitened)
@@ -659,7 +659,7 @@ def _warm_planes(rotated, nk, common_volume):
     turned alone: for EVE the change of ``sum_k g_k`` is then exact, with
     exponent 1 / D.
     """
-    first, second = np.triu_indices(rotated.shape[1], 1)
+    first, second = _upper_pairs(rotated.shape[1])
     planes = (
         rotated[:, first, first],
         rotated[:, second, second],
@@ -669,6 +669,18 @@ def _warm_planes(rotated, nk, common_volume):
         return planes, nk, None
     logs = np.log(rotated.diagonal(axis1=1, axis2=2)).mean(axis=1)
     return planes, np.exp(logs - logs.max()), 1.0 / rotated.shape[1]
+
+
+@lru_cache(maxsize=16)
+def _upper_pairs(n_features):
+    """``np.triu_indices(n_features, 1)``, once per D (it costs 50 us)."""
+    return np.triu_indices(n_features, 1)
+
+
+@lru_cache(maxsize=16)
+def _lower_mask(n_features):
+    """The lower triangle's mask, as ``np.tril`` builds it on every call."""
+    return np.tri(n_features, dtype=bool)
 
 
 @lru_cache(maxsize=1)

@@ -31,6 +31,7 @@ from .mclust import (
     _shifted_solve,
     _skew_basis,
     _tournament,
+    _upper_pairs,
     start_is_lower,
 )
 
@@ -845,12 +846,6 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
         np.where(common_volume, values, own_values),
         np.where(common_volume, sizes, own_sizes),
     )
-
-
-@lru_cache(maxsize=16)
-def _upper_pairs(n_features):
-    """``np.triu_indices(n_features, 1)``, once per D (it costs 50 us)."""
-    return np.triu_indices(n_features, 1)
 
 
 @lru_cache(maxsize=16)
