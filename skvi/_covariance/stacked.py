@@ -124,6 +124,9 @@ def _cached_layout(sizes):
 
 def _layout(sizes):
     """The :class:`_Layout` of ``sizes`` (a sequence of ints), built once."""
+    if isinstance(sizes, np.ndarray):
+        # (Python ints hash several times faster than numpy's.)
+        sizes = sizes.tolist()
     return _cached_layout(tuple(sizes))
 
 
