@@ -1096,17 +1096,15 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
         return np.zeros(len(previous), dtype=bool)
     if len(kept) == len(previous):
         # Every fit has its blocks (EM's later steps): no rows to pick.
-        having, kept_sizes, rows, own = (
-            slice(None),
-            np.asarray(sizes),
-            slice(None),
-            scatter,
-        )
+        layout = _layout(sizes)
+        having, kept_sizes, rows, own = slice(None), layout.sizes, slice(None), scatter
+        kept_starts = layout.starts
     else:
         having = np.array([blocks is not None for blocks in previous])
         kept_sizes = np.asarray(sizes)[having]
         rows = np.repeat(having, sizes)
         own = scatter[rows]
+        kept_starts = _starts(kept_sizes)
     lower = np.zeros(len(previous), dtype=bool)
     volumes = np.concatenate([blocks[0] for blocks in kept])
     shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
@@ -1124,7 +1122,6 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
             kept_sizes[turned],
             own[turned_rows],
         )
-    kept_starts = _starts(kept_sizes)
     old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
     totals = np.add.reduceat(nk[rows], kept_starts)
     lower[having] = start_is_lower(old, values[having], totals, scatter.shape[1])
