@@ -38,6 +38,10 @@ def test_same_bits_as_numpy(n_features, dtype):
     vectors = rng.standard_normal((7, n_features, 2)).astype(dtype)
     _same(_gufuncs.cholesky(spd), np.linalg.cholesky(spd))
     _same(_gufuncs.solve(raw, vectors), np.linalg.solve(raw, vectors))
+    _same(
+        _gufuncs.solve(raw[0], vectors[0, :, 0]),
+        np.linalg.solve(raw[0], vectors[0, :, 0]),
+    )
     _same(_gufuncs.inv(raw), np.linalg.inv(raw))
     _same(tuple(_gufuncs.eigh(spd)), tuple(np.linalg.eigh(spd)))
     _same(tuple(_gufuncs.slogdet(raw)), tuple(np.linalg.slogdet(raw)))

@@ -55,11 +55,13 @@ def cholesky(matrices):
 
 
 def solve(matrices, vectors):
-    """``np.linalg.solve`` of (..., D, D) and (..., D, M) stacks."""
+    """``np.linalg.solve`` of (..., D, D) and (..., D, M) (or (D,)) stacks."""
     if _ufuncs is None or matrices.dtype != _FLOAT or vectors.dtype != _FLOAT:
         return np.linalg.solve(matrices, vectors)
+    # (np.linalg.solve takes a 1-d right-hand side as one vector.)
+    function = _ufuncs.solve1 if vectors.ndim == 1 else _ufuncs.solve
     with _state(_SINGULAR):
-        return _ufuncs.solve(matrices, vectors, signature="dd->d")
+        return function(matrices, vectors, signature="dd->d")
 
 
 def inv(matrices):
