@@ -30,6 +30,8 @@ it is fitted on its own from the same start), in rounds until no cell is
 below a model it contains by more than ``tol`` per sample.
 """
 
+from functools import lru_cache
+
 import numpy as np
 from sklearn.base import clone
 
@@ -57,8 +59,15 @@ def contains(general, nested):
     >>> contains("VVI", "EEE"), contains("tied", "spherical")
     (False, False)
     """
-    general = LETTERS.get(general, general)
-    nested = LETTERS.get(nested, nested)
+    return _contains(LETTERS.get(general, general), LETTERS.get(nested, nested))
+
+
+@lru_cache(maxsize=1024)
+def _contains(general, nested):
+    """:func:`contains` of two mclust names, computed once per pair.
+
+    A selection asks thousands of times about a few hundred pairs.
+    """
     return all(
         RANK[big] >= RANK[small] for big, small in zip(general, nested, strict=True)
     )
@@ -162,30 +171,30 @@ def _inconsistent(table, tol, tried, best, settled=()):
     by_count = {}
     for index, (record, _) in enumerate(table):
         by_count.setdefault(record["n_components"], []).append(index)
+    # Each cell's bound and model, once (the pairs below ask many times).
+    bounds = [_bound(*cell) for cell in table]
+    kinds = [record["covariance_type"] for record, _ in table]
     found = []
     for indices in by_count.values():
-        fitted = [i for i in indices if _bound(*table[i]) > -np.inf]
-        top = max(fitted, key=lambda i: _bound(*table[i]), default=None)
+        fitted = [i for i in indices if bounds[i] > -np.inf]
+        top = max(fitted, key=bounds.__getitem__, default=None)
         for index in indices:
             # A cell without a fit, or with a degenerate one, is left as
             # it is (mclust's NA): a restart of it mostly collapses again.
-            if index in settled or _bound(*table[index]) == -np.inf:
+            if index in settled or bounds[index] == -np.inf:
                 continue
-            kind = table[index][0]["covariance_type"]
+            kind = kinds[index]
             sources = [
                 other
                 for other in fitted
                 if other != index
                 and (index, id(table[other][1])) not in tried
-                and (
-                    contains(kind, table[other][0]["covariance_type"])
-                    or (best and other == top)
-                )
+                and (contains(kind, kinds[other]) or (best and other == top))
             ]
             if not sources:
                 continue
-            source = max(sources, key=lambda i: _bound(*table[i]))
-            if _bound(*table[source]) > _bound(*table[index]) + tol:
+            source = max(sources, key=bounds.__getitem__)
+            if bounds[source] > bounds[index] + tol:
                 found.append((index, source))
     return found
 

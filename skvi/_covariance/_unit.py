@@ -29,6 +29,7 @@ from scipy.linalg import lapack
 
 from .._elbo import LOG_2PI
 from .._special import log_gamma_ratio
+from . import _gufuncs
 
 
 class DegenerateComponentError(ValueError):
@@ -69,7 +70,7 @@ def _lower_cholesky(matrix):
     if not np.isfinite(matrix).all():
         return None
     try:
-        lower = np.linalg.cholesky(matrix)
+        lower = _gufuncs.cholesky(matrix)
     except np.linalg.LinAlgError:
         return None
     if not (np.diag(lower) > 0).all():
@@ -123,7 +124,7 @@ def upper_cholesky_of_inverses(matrices):
         if factors is not None:
             return factors, None
     try:
-        lower = np.linalg.cholesky(matrices) if np.isfinite(matrices).all() else None
+        lower = _gufuncs.cholesky(matrices) if np.isfinite(matrices).all() else None
     except np.linalg.LinAlgError:
         lower = None
     if lower is None or not (lower.diagonal(axis1=1, axis2=2) > 0).all():
@@ -282,8 +283,8 @@ def precision_conditioning_losses(precisions, factors):
     if not (np.isfinite(factors).all() and diagonals.all()):
         return list(map(precision_conditioning_loss, precisions, factors))
     inverse = triangular_inverses(factors, lower=False)
-    stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
-    forms = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
+    stds = np.sqrt(_gufuncs.einsum("kij,kij->kj", inverse, inverse))
+    forms = _gufuncs.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
     return (forms / precisions.shape[-1]).tolist()
 
 
@@ -760,7 +761,7 @@ class CovarianceUnit(ABC):
         """
         dof = t_dof + n_observed
         factor = (t_dof + scale * quadratic) / (dof * scale)
-        lower = np.linalg.cholesky(covariances * factor[:, np.newaxis, np.newaxis])
-        gauss = np.einsum("nij,nj->ni", lower, rng.standard_normal(means.shape))
+        lower = _gufuncs.cholesky(covariances * factor[:, np.newaxis, np.newaxis])
+        gauss = _gufuncs.einsum("nij,nj->ni", lower, rng.standard_normal(means.shape))
         chi2 = rng.chisquare(dof)
         return means + gauss / np.sqrt(chi2 / dof)[:, np.newaxis]

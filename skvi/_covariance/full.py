@@ -4,6 +4,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import _gufuncs
 from ._unit import (
     CovarianceUnit,
     DegenerateComponentError,
@@ -76,7 +77,7 @@ class FullCovariance(CovarianceUnit):
 
     def covariance_from_cholesky(self, precisions_cholesky):
         # Sigma = (P P^T)^-1 = P^-T P^-1.
-        inverse = np.linalg.inv(precisions_cholesky)
+        inverse = _gufuncs.inv(precisions_cholesky)
         return np.matmul(np.swapaxes(inverse, 1, 2), inverse)
 
     def log_det_cholesky(self, precisions_cholesky):

@@ -62,6 +62,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
 from .full import FullCovariance
@@ -235,10 +236,10 @@ def _common_matrix_volumes(scatter, nk, start):
         # L^-1 (LAPACK's triangular inverse; the lower triangle of dpotrf's
         # factor is L, its upper one is ignored).
         inverse, _ = lapack.dtrtri(factor, lower=1)
-        inverse = np.tril(inverse)
+        inverse = np.where(_lower_mask(n_features), inverse, 0.0)
         # Scaled by 1 / lambda_k: t_k are their traces, Q their inner products.
         whitened = (inverse @ scatter @ inverse.T) * weights[:, None, None]
-        traces = np.einsum("kii->k", whitened)
+        traces = _gufuncs.einsum("kii->k", whitened)
         whitened = whitened.reshape(len(scatter), -1)
         products = whitened @ whitened.T
         gradient = n_features * nk - volume * traces
@@ -285,7 +286,7 @@ class _Blocks:
 
     def rotated_diagonals(self):
         """``diag(D_k^T W_k D_k)``, shape (K, D)."""
-        return np.einsum(
+        return _gufuncs.einsum(
             "kji,kjl,kli->ki", self.orientations, self.scatter, self.orientations
         )
 
@@ -425,14 +426,14 @@ class Orientation(_Choice):
                 blocks.orientations, order[:, np.newaxis, :], axis=2
             )
             if self.variable:
-                _, vectors = np.linalg.eigh(blocks.scatter[active])
+                _, vectors = _gufuncs.eigh(blocks.scatter[active])
                 orientations = blocks.orientations.copy()
                 orientations[active] = vectors[:, :, ::-1]
             else:
                 pooled = np.sum(
                     blocks.scatter[active] / blocks.volumes[active, None, None], axis=0
                 )
-                _, vectors = np.linalg.eigh(pooled)
+                _, vectors = _gufuncs.eigh(pooled)
                 orientations = np.broadcast_to(
                     vectors[:, ::-1], blocks.orientations.shape
                 ).copy()
@@ -513,20 +514,20 @@ def _plane_change_of(terms, products, angles, weights, exponent, columns=None):
     if weights.ndim == 2:
         # Per plane: several fits side by side (stacked_common_orientation).
         return _plane_sums("kp,kpc->pc", weights, logs, columns)
-    return np.einsum("k,kpc->pc", weights, logs)
+    return _gufuncs.einsum("k,kpc->pc", weights, logs)
 
 
 def _plane_sums(subscripts, weights, terms, columns):
-    """``np.einsum(subscripts, weights, terms)``, summing over components.
+    """``_gufuncs.einsum(subscripts, weights, terms)``, summing over components.
 
     With ``columns``' lone planes (``(column, K)``, see
     :func:`skvi._covariance.stacked._lone_planes`), each of those columns
     is summed again over its K components alone, as its model's own call
     sums it (one column: numpy sums along the components in another order).
     """
-    sums = np.einsum(subscripts, weights, terms)
+    sums = _gufuncs.einsum(subscripts, weights, terms)
     for column, size in () if columns is None else columns[1]:
-        sums[column] = np.einsum(
+        sums[column] = _gufuncs.einsum(
             subscripts,
             weights[:size, column : column + 1].copy(),
             terms[:size, column : column + 1].copy(),
@@ -589,8 +590,8 @@ def _plane_angles(planes, weights, exponent, columns=None):
             gradient = _plane_sums("kp,kp->p", scale, first_log, columns)
             curvature = _plane_sums("kp,kp->p", scale, second_log, columns)
         else:
-            gradient = np.einsum("kp,kp->p", scale, first_log)
-            curvature = np.einsum("kp,kp->p", scale, second_log)
+            gradient = _gufuncs.einsum("kp,kp->p", scale, first_log)
+            curvature = _gufuncs.einsum("kp,kp->p", scale, second_log)
         step = np.where(curvature > 0, -gradient / curvature, 0.0)
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
@@ -658,7 +659,7 @@ def _warm_planes(rotated, nk, common_volume):
     turned alone: for EVE the change of ``sum_k g_k`` is then exact, with
     exponent 1 / D.
     """
-    first, second = np.triu_indices(rotated.shape[1], 1)
+    first, second = _upper_pairs(rotated.shape[1])
     planes = (
         rotated[:, first, first],
         rotated[:, second, second],
@@ -668,6 +669,18 @@ def _warm_planes(rotated, nk, common_volume):
         return planes, nk, None
     logs = np.log(rotated.diagonal(axis1=1, axis2=2)).mean(axis=1)
     return planes, np.exp(logs - logs.max()), 1.0 / rotated.shape[1]
+
+
+@lru_cache(maxsize=16)
+def _upper_pairs(n_features):
+    """``np.triu_indices(n_features, 1)``, once per D (it costs 50 us)."""
+    return np.triu_indices(n_features, 1)
+
+
+@lru_cache(maxsize=16)
+def _lower_mask(n_features):
+    """The lower triangle's mask, as ``np.tril`` builds it on every call."""
+    return np.tri(n_features, dtype=bool)
 
 
 @lru_cache(maxsize=1)
@@ -703,7 +716,7 @@ def _skew_basis(n_features):
     basis = np.zeros((len(first), n_features, n_features))
     basis[np.arange(len(first)), first, second] = 1.0
     basis[np.arange(len(first)), second, first] = -1.0
-    products = np.einsum("aij,bjl->abil", basis, basis)
+    products = _gufuncs.einsum("aij,bjl->abil", basis, basis)
     return basis, products + np.swapaxes(products, 0, 1)
 
 
@@ -746,7 +759,7 @@ def _newton_direction(rotated, nk, common_volume):
     basis, products = _skew_basis(rotated.shape[1])
     diagonals = np.diagonal(rotated, axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = 2.0 * np.einsum("kij,aji->kai", rotated, basis)
+    jacobian = 2.0 * _gufuncs.einsum("kij,aji->kai", rotated, basis)
     if common_volume:
         # F = c log S, S = sum_k g_k: dF = (c / S) dS, and the cross term
         # -(c / S^2) dS dS^T = -grad grad^T / c.
@@ -755,17 +768,17 @@ def _newton_direction(rotated, nk, common_volume):
         g = np.exp(logs.mean(axis=1) - logs.mean(axis=1).max())
         first = (scale / g.sum()) * (g / diagonals.shape[1])[:, None] * inverse
         outer = first[:, :, None] * inverse[:, None, :] / diagonals.shape[1]
-        second = outer - np.einsum(
+        second = outer - _gufuncs.einsum(
             "ki,ij->kij", first * inverse, np.eye(len(inverse.T))
         )
     else:
         first = nk[:, None] * inverse
-        second = -np.einsum("ki,ij->kij", first * inverse, np.eye(len(inverse.T)))
-    gradient = np.einsum("ki,kai->a", first, jacobian)
+        second = -_gufuncs.einsum("ki,ij->kij", first * inverse, np.eye(len(inverse.T)))
+    gradient = _gufuncs.einsum("ki,kai->a", first, jacobian)
     # The second derivatives of b, weighted by first and summed over the
     # components first: (n, n) products of (D, D) sums, not (K, n, n, D).
-    pooled = np.einsum("ki,kij->ij", first, rotated)
-    spread = np.einsum("ki,kjl->ijl", first, rotated)
+    pooled = _gufuncs.einsum("ki,kij->ij", first, rotated)
+    spread = _gufuncs.einsum("ki,kjl->ijl", first, rotated)
     hessian = products.reshape(len(basis) ** 2, -1) @ pooled.T.ravel()
     hessian = hessian.reshape(len(basis), len(basis))
     across = basis.transpose(2, 0, 1)
@@ -798,13 +811,13 @@ def _newton(orientation, rotated, nk, common_volume):
         if not decrement > RTOL * size:
             if 0.0 <= decrement:
                 half = 0.5 * skew
-                orientation = orientation @ np.linalg.solve(
+                orientation = orientation @ _gufuncs.solve(
                     identity - half, identity + half
                 )
             break
         for _ in range(HALVINGS):
             half = 0.5 * skew
-            turn = np.linalg.solve(identity - half, identity + half)
+            turn = _gufuncs.solve(identity - half, identity + half)
             trial = turn.T @ rotated @ turn
             trial_value, trial_size = _profile(
                 np.diagonal(trial, axis1=1, axis2=2), nk, common_volume
@@ -985,7 +998,7 @@ class ConstrainedCovariance(FullCovariance):
         Variable shapes).
         """
         n_components, n_features = self.n_components, self.n_features
-        sign, log_det = np.linalg.slogdet(covariances)
+        sign, log_det = _gufuncs.slogdet(covariances)
         if not np.all(sign > 0):
             raise ValueError("covariances must be positive definite.")
         if not self.volume.variable:
@@ -998,7 +1011,7 @@ class ConstrainedCovariance(FullCovariance):
             ).copy()
             shapes = np.diagonal(normalized, axis1=1, axis2=2).copy()
         elif self.orientation.variable:
-            values, vectors = np.linalg.eigh(normalized)
+            values, vectors = _gufuncs.eigh(normalized)
             shapes, orientations = values[:, ::-1], vectors[:, :, ::-1]
         else:
             # Matrices with common eigenvectors: so has any combination of
@@ -1006,11 +1019,11 @@ class ConstrainedCovariance(FullCovariance):
             coefficients = 1.0 + (np.arange(n_components) * 0.6180339887498949) % 1.0
             if not self.shape.variable:
                 coefficients = np.ones(n_components)
-            _, vectors = np.linalg.eigh(np.tensordot(coefficients, normalized, 1))
+            _, vectors = _gufuncs.eigh(np.tensordot(coefficients, normalized, 1))
             orientations = np.broadcast_to(
                 vectors, (n_components, n_features, n_features)
             ).copy()
-            shapes = np.einsum("ji,kjl,li->ki", vectors, normalized, vectors)
+            shapes = _gufuncs.einsum("ji,kjl,li->ki", vectors, normalized, vectors)
         if self.shape.identity:
             shapes = np.ones((n_components, n_features))
         shapes = np.maximum(shapes, np.finfo(float).tiny)
@@ -1167,7 +1180,7 @@ class ConstrainedCovariance(FullCovariance):
         active = blocks.active
         scatter = blocks.scatter[active]
         pooled = np.sum(scatter / blocks.nk[active, None, None], axis=0)
-        _, axes = np.linalg.eigh(np.concatenate([scatter, pooled[None]]))
+        _, axes = _gufuncs.eigh(np.concatenate([scatter, pooled[None]]))
         best, best_value = None, np.inf
         for axis in axes:
             candidate = _Blocks(

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from . import _gufuncs
 from .mclust import (
     HALVINGS,
     MAX_PASSES,
@@ -30,6 +31,7 @@ from .mclust import (
     _shifted_solve,
     _skew_basis,
     _tournament,
+    _upper_pairs,
     start_is_lower,
 )
 
@@ -43,18 +45,22 @@ def _turned_axes(scatter, turned):
     axes where it does not.
     """
     if turned.all():
-        _, vectors = np.linalg.eigh(scatter)
+        _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
-        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+        diagonals = _gufuncs.einsum(
+            "kji,kjl,kli->ki", orientations, scatter, orientations
+        )
         return orientations, diagonals
     diagonals = scatter.diagonal(axis1=1, axis2=2)
     if not turned.any():
         return None, diagonals
     own = scatter[turned]
-    _, vectors = np.linalg.eigh(own)
+    _, vectors = _gufuncs.eigh(own)
     orientations = vectors[:, :, ::-1]
     diagonals = diagonals.copy()
-    diagonals[turned] = np.einsum("kji,kjl,kli->ki", orientations, own, orientations)
+    diagonals[turned] = _gufuncs.einsum(
+        "kji,kjl,kli->ki", orientations, own, orientations
+    )
     return orientations, diagonals
 
 
@@ -80,6 +86,48 @@ def _starts(sizes):
     0 to them, in every stacked M-step.)
     """
     return np.cumsum(sizes) - sizes
+
+
+class _Layout:
+    """Where each fit's components are in a stack, given their ``sizes``.
+
+    ``sizes`` (F,) as an array, ``starts`` and ``ends`` of each fit's
+    block, ``owners`` (C,) each component's fit, ``slots`` (C,) its place
+    in its fit, ``width`` the largest K, ``padded`` the (fit, slot) pairs
+    beyond a fit's K up to it (none where ``uniform``) and ``identity`` of
+    the width. Read-only, shared by every call with the same sizes
+    (:func:`_layout`).
+    """
+
+    def __init__(self, sizes):
+        self.sizes = np.asarray(sizes)
+        self.ends = np.cumsum(self.sizes)
+        self.starts = self.ends - self.sizes
+        self.owners = np.repeat(np.arange(len(self.sizes)), self.sizes)
+        self.slots = np.arange(len(self.owners)) - self.starts[self.owners]
+        self.width = int(max(sizes))
+        padding = np.ones((len(self.sizes), self.width), dtype=bool)
+        padding[self.owners, self.slots] = False
+        self.padded = np.nonzero(padding)
+        # Every fit has the largest K: a (C, ...) array is (F, K, ...) as is.
+        self.uniform = not padding.any()
+        self.identity = np.eye(self.width)
+        self.identity.flags.writeable = False
+        for array in (self.sizes, self.ends, self.starts, self.owners, self.slots):
+            array.flags.writeable = False
+
+
+@lru_cache(maxsize=512)
+def _cached_layout(sizes):
+    return _Layout(sizes)
+
+
+def _layout(sizes):
+    """The :class:`_Layout` of ``sizes`` (a sequence of ints), built once."""
+    if isinstance(sizes, np.ndarray):
+        # (Python ints hash several times faster than numpy's.)
+        sizes = sizes.tolist()
+    return _cached_layout(tuple(sizes))
 
 
 #: The models whose M-step is one pass of closed forms, with no start, no
@@ -111,14 +159,16 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
         name = name[0]
     volume, shape, orientation = (_Choice(letter) for letter in name)
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
+    layout = _layout(sizes)
+    sizes, starts = layout.sizes, layout.starts
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     if orientation.variable:
-        _, vectors = np.linalg.eigh(scatter)
+        _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
-        diagonals = np.einsum("kji,kjl,kli->ki", orientations, scatter, orientations)
+        diagonals = _gufuncs.einsum(
+            "kji,kjl,kli->ki", orientations, scatter, orientations
+        )
     else:
         orientations = None
         diagonals = scatter.diagonal(axis1=1, axis2=2)
@@ -152,8 +202,8 @@ def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
     each shape's), each entry as in its own model's call.
     """
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
+    layout = _layout(sizes)
+    sizes, starts = layout.sizes, layout.starts
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     turned = np.repeat([name[2] == "V" for name in names], sizes)
@@ -205,8 +255,8 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     :func:`_solve_by_kind`).
     """
     n_fits, n_features = start.shape
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
+    layout = _layout(sizes)
+    starts, owners = layout.starts, layout.owners
     mass = np.add.reduceat(nk, starts)
     ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
     x = -np.log(start)
@@ -219,27 +269,37 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
 
     terms, sums, value = evaluate(x)
     moving = np.ones(n_fits, dtype=bool)
+    features = np.arange(n_features)
     for _ in range(MAX_PASSES):
         weighted = nk[:, None] * terms / sums[:, None]
         gradient = np.add.reduceat(weighted, starts, axis=0)
-        hessian = np.einsum("ki,kj->kij", weighted / sums[:, None], terms)
+        hessian = _gufuncs.einsum("ki,kj->kij", weighted / sums[:, None], terms)
         hessian = -np.add.reduceat(hessian, starts, axis=0)
-        hessian[:, np.arange(n_features), np.arange(n_features)] += gradient
+        hessian[:, features, features] += gradient
         gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
         step = -_solve_by_kind(hessian + ones, gradient, kinds)
-        decrement = -np.einsum("fi,fi->f", gradient, step)
+        decrement = -_gufuncs.einsum("fi,fi->f", gradient, step)
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
         last = done & (decrement >= 0.0)
-        x = np.where(last[:, None], x + step, x)
+        if last.any():
+            x = np.where(last[:, None], x + step, x)
         moving &= ~done
         trying = moving.copy()
+        # Every fit's first halving accepted: x is that trial, whose terms,
+        # sums and value the next pass takes as they are.
+        reached = None
         for _ in range(HALVINGS):
             if not trying.any():
                 break
-            trial = np.where(trying[:, None], x + step, x)
+            every = trying.all()
+            trial = x + step if every else np.where(trying[:, None], x + step, x)
             trial_terms, trial_sums, trial_value = evaluate(trial)
             accepted = trying & (trial_value < value)
+            if every and accepted.all():
+                x, reached = trial, (trial_terms, trial_sums, trial_value)
+                trying[:] = False
+                break
             x = np.where(accepted[:, None], trial, x)
             value = np.where(accepted, trial_value, value)
             trying &= ~accepted
@@ -248,7 +308,7 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
         moving &= ~trying
         if not moving.any():
             break
-        terms, sums, value = evaluate(x)
+        terms, sums, value = evaluate(x) if reached is None else reached
     return np.exp(-(x - x.sum(axis=1, keepdims=True) / n_features))
 
 
@@ -261,7 +321,7 @@ def _solve_by_kind(matrices, vectors, kinds):
     model's own stacked call solves them.
     """
     try:
-        return np.linalg.solve(matrices, vectors[:, :, None])[:, :, 0]
+        return _gufuncs.solve(matrices, vectors[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
         pass
     if kinds is None:
@@ -272,9 +332,9 @@ def _solve_by_kind(matrices, vectors, kinds):
         if not rows.any():
             continue
         try:
-            solutions[rows] = np.linalg.solve(
-                matrices[rows], vectors[rows][:, :, None]
-            )[:, :, 0]
+            solutions[rows] = _gufuncs.solve(matrices[rows], vectors[rows][:, :, None])[
+                :, :, 0
+            ]
         except np.linalg.LinAlgError:
             solutions[rows] = np.stack(
                 [
@@ -305,8 +365,8 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     names = [name] * len(sizes) if isinstance(name, str) else name
     variable = np.array([kind[2] == "V" for kind in names])
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
+    layout = _layout(sizes)
+    sizes, starts = layout.sizes, layout.starts
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     start_shapes = np.ones((len(sizes), n_features))
@@ -407,11 +467,10 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     each with its own model's arithmetic).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
-    sizes = np.asarray(sizes)
+    arrangement = _layout(sizes)
+    sizes, starts = arrangement.sizes, arrangement.starts
+    owners, slots = arrangement.owners, arrangement.slots
     common_volume = _common_volumes(name)
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
-    slots = np.arange(len(nk)) - np.repeat(starts, sizes)
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     layout = (n_fits, sizes, starts, owners, slots)
@@ -451,7 +510,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             return None
         vectors, start_volumes, start_shapes, start = begun
         axes = vectors[owners]
-        start_diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+        start_diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
         start_values = _stacked_objective(
             start_diagonals, start_shapes, start_volumes, nk, starts
         )
@@ -538,7 +597,7 @@ def _start_of_covariances(previous, layout, common_volume):
     """
     n_fits, sizes, starts, owners, slots = layout
     n_features = previous.shape[1]
-    sign, log_det = np.linalg.slogdet(previous)
+    sign, log_det = _gufuncs.slogdet(previous)
     if not (sign > 0).all():
         return None
     log_det = _by_fit(
@@ -551,9 +610,9 @@ def _start_of_covariances(previous, layout, common_volume):
     normalized = previous / volumes[:, None, None]
     coefficients = 1.0 + (slots * 0.6180339887498949) % 1.0
     combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
-    _, vectors = np.linalg.eigh(combined)
+    _, vectors = _gufuncs.eigh(combined)
     axes = vectors[owners]
-    shapes = np.einsum("kji,kjl,kli->ki", axes, normalized, axes)
+    shapes = _gufuncs.einsum("kji,kjl,kli->ki", axes, normalized, axes)
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
     if shapes is None:
         return None
@@ -603,7 +662,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     n_fits, sizes, starts, owners, _ = layout
     pooled = np.add.reduceat(scatter / nk[:, None, None], starts)
     # Candidate c of fit f: its own components' axes, then the pooled axes.
-    _, axes = np.linalg.eigh(np.concatenate([scatter, pooled]))
+    _, axes = _gufuncs.eigh(np.concatenate([scatter, pooled]))
     counts = sizes + 1
     candidate_starts = _starts(counts)
     own = np.arange(len(nk)) + owners
@@ -620,7 +679,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
         ]
     )
     pair_axes = axes[candidates[pair_candidate]]
-    diagonals = np.einsum(
+    diagonals = _gufuncs.einsum(
         "kji,kjl,kli->ki", pair_axes, scatter[pair_component], pair_axes
     )
     # (Where a candidate's block is not positive and finite, each fit's own
@@ -755,7 +814,7 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     """
     _, sizes, starts, owners, _ = layout
     axes = orientations[owners]
-    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     scored = _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume)
     if scored is None:
         return None
@@ -790,12 +849,6 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
         np.where(common_volume, values, own_values),
         np.where(common_volume, sizes, own_sizes),
     )
-
-
-@lru_cache(maxsize=16)
-def _upper_pairs(n_features):
-    """``np.triu_indices(n_features, 1)``, once per D (it costs 50 us)."""
-    return np.triu_indices(n_features, 1)
 
 
 @lru_cache(maxsize=16)
@@ -892,7 +945,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         rows = common_volume[owners]
         first = np.where(rows[:, None], first, own_first)
         scaled = np.where(rows[:, None, None], scaled, own_scaled)
-    gradient = np.add.reduceat(np.einsum("ki,kai->ka", first, jacobian), starts)
+    gradient = np.add.reduceat(_gufuncs.einsum("ki,kai->ka", first, jacobian), starts)
     # The pooled and spread terms (see _direction_constants), each of the
     # pooled products first_ki (R_k)_rc it needs once.
     pooled = np.add.reduceat(
@@ -907,7 +960,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         pooled[:, spread[0]] * spread_coefficients[0]
         + pooled[:, spread[1]] * spread_coefficients[1]
     )
-    chained = np.einsum("kai,kbi->kab", scaled, jacobian)
+    chained = _gufuncs.einsum("kai,kbi->kab", scaled, jacobian)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
         pooled = (
@@ -919,10 +972,9 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
             else np.where(common_volume[:, None, None], pooled, hessian)
         )
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
-    step = np.zeros_like(gradient)
-    kinds = None if isinstance(common_volume, bool) else common_volume[moving]
-    step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving], kinds)
-    decrement = -np.einsum("fa,fa->f", gradient, step)
+    kinds = None if isinstance(common_volume, bool) else common_volume
+    step = _moving_steps(hessian, gradient, moving, kinds)
+    decrement = -_gufuncs.einsum("fa,fa->f", gradient, step)
     skew = (step @ flat_basis).reshape(-1, n_features, n_features)
     return skew, decrement
 
@@ -934,13 +986,13 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     stacked over the fits' components, ``sizes`` their numbers.
     """
     n_fits, n_features = len(sizes), rotated.shape[1]
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
+    layout = _layout(sizes)
+    starts, owners = layout.starts, layout.owners
     identity = np.eye(n_features)
 
     def cayley(skew):
         half = 0.5 * skew
-        return np.linalg.solve(identity - half, identity + half)
+        return _gufuncs.solve(identity - half, identity + half)
 
     value, size = _stacked_profile(
         rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
@@ -968,6 +1020,12 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
                 trial.diagonal(axis1=1, axis2=2), nk, starts, common_volume
             )
             accepted = trying & (trial_value < value)
+            if accepted.all():
+                # (np.where would take every entry from the trial.)
+                orientations = orientations @ turn
+                rotated, value, size = trial, trial_value, trial_size
+                trying[:] = False
+                break
             orientations = np.where(
                 accepted[:, None, None], orientations @ turn, orientations
             )
@@ -982,6 +1040,21 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     return orientations
 
 
+def _moving_steps(hessians, gradients, moving, kinds=None):
+    """Newton steps ``-(H + s I)^-1 g`` of the ``moving`` systems, 0 elsewhere.
+
+    :func:`_stacked_shifted_solve` of the moving fits' systems (all of
+    them, without selecting rows, while every fit moves).
+    """
+    if moving.all():
+        return -_stacked_shifted_solve(hessians, gradients, kinds)
+    steps = np.zeros_like(gradients)
+    steps[moving] = -_stacked_shifted_solve(
+        hessians[moving], gradients[moving], None if kinds is None else kinds[moving]
+    )
+    return steps
+
+
 def _stacked_shifted_solve(hessians, gradients, kinds=None):
     """:func:`_shifted_solve` of each of several systems, (F, n) and (F, n).
 
@@ -991,8 +1064,8 @@ def _stacked_shifted_solve(hessians, gradients, kinds=None):
     of two models' fits), otherwise each model's systems as alone.
     """
     try:
-        np.linalg.cholesky(hessians)
-        solutions = np.linalg.solve(hessians, gradients[:, :, None])[:, :, 0]
+        _gufuncs.cholesky(hessians)
+        solutions = _gufuncs.solve(hessians, gradients[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
         solutions = None
     if solutions is not None and np.isfinite(solutions).all():
@@ -1023,17 +1096,15 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
         return np.zeros(len(previous), dtype=bool)
     if len(kept) == len(previous):
         # Every fit has its blocks (EM's later steps): no rows to pick.
-        having, kept_sizes, rows, own = (
-            slice(None),
-            np.asarray(sizes),
-            slice(None),
-            scatter,
-        )
+        layout = _layout(sizes)
+        having, kept_sizes, rows, own = slice(None), layout.sizes, slice(None), scatter
+        kept_starts = layout.starts
     else:
         having = np.array([blocks is not None for blocks in previous])
         kept_sizes = np.asarray(sizes)[having]
         rows = np.repeat(having, sizes)
         own = scatter[rows]
+        kept_starts = _starts(kept_sizes)
     lower = np.zeros(len(previous), dtype=bool)
     volumes = np.concatenate([blocks[0] for blocks in kept])
     shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
@@ -1051,7 +1122,6 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
             kept_sizes[turned],
             own[turned_rows],
         )
-    kept_starts = _starts(kept_sizes)
     old = _stacked_objective(diagonals, shapes, volumes, nk[rows], kept_starts)
     totals = np.add.reduceat(nk[rows], kept_starts)
     lower[having] = start_is_lower(old, values[having], totals, scatter.shape[1])
@@ -1065,7 +1135,7 @@ def _previous_diagonals(kept, kept_sizes, own):
         axes = np.repeat(axes, kept_sizes, axis=0)
     else:
         axes = np.concatenate([blocks[2] for blocks in kept])
-    return np.einsum("kji,kjl,kli->ki", axes, own, axes)
+    return _gufuncs.einsum("kji,kjl,kli->ki", axes, own, axes)
 
 
 def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
@@ -1077,9 +1147,11 @@ def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, bloc
     blocks, their covariances are written back into ``covariances``.
     """
     lower = _previous_are_lower(previous, scatter, nk, sizes, values)
-    ends = np.cumsum(sizes)
+    layout = _layout(sizes)
     found = []
-    for number, (begin, end) in enumerate(zip(ends - sizes, ends, strict=True)):
+    for number, (begin, end) in enumerate(
+        zip(layout.starts.tolist(), layout.ends.tolist(), strict=True)
+    ):
         if lower[number]:
             covariances[begin:end] = previous[number][3]
             found.append(previous[number])
@@ -1137,20 +1209,25 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     own M-step then says which component collapsed).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
-    starts = _starts(sizes)
-    owners = np.repeat(np.arange(n_fits), sizes)
-    slots = np.arange(len(nk)) - starts[owners]
-    width = int(max(sizes))
-    padding = np.ones((n_fits, width), dtype=bool)
-    padding[owners, slots] = False
-    padded_fits, padded_slots = np.nonzero(padding)
+    layout = _layout(sizes)
+    starts, owners, slots = layout.starts, layout.owners, layout.slots
+    width = layout.width
+    padded_fits, padded_slots = layout.padded
+
+    def padded(values):
+        """(C, ...) values as (F, width, ...), zeros beyond each fit's K."""
+        if layout.uniform:
+            return values.reshape(n_fits, width, *values.shape[1:])
+        found = np.zeros((n_fits, width, *values.shape[1:]))
+        found[owners, slots] = values
+        return found
 
     def evaluate(log_volumes):
         weights = np.exp(-log_volumes)
         matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
         fine = np.ones(n_fits, dtype=bool)
         try:
-            factors = np.linalg.cholesky(matrices)
+            factors = _gufuncs.cholesky(matrices)
         except np.linalg.LinAlgError:
             factors = np.zeros_like(matrices)
             for number, matrix in enumerate(matrices):
@@ -1172,42 +1249,50 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
     moving = np.ones(n_fits, dtype=bool)
     for _ in range(MAX_PASSES):
         value, volume, factors, weights, _ = state
-        inverse = np.linalg.inv(factors)[owners]
+        inverse = _gufuncs.inv(factors)[owners]
         whitened = (inverse @ scatter @ inverse.swapaxes(1, 2)) * weights[:, None, None]
-        traces = np.einsum("kii->k", whitened)
-        flat = np.zeros((n_fits, width, n_features * n_features))
-        flat[owners, slots] = whitened.reshape(len(nk), -1)
+        traces = _gufuncs.einsum("kii->k", whitened)
+        flat = padded(whitened.reshape(len(nk), -1))
         products = flat @ flat.swapaxes(1, 2)
-        padded_traces = np.zeros((n_fits, width))
-        padded_traces[owners, slots] = traces
-        gradient = np.zeros((n_fits, width))
-        gradient[owners, slots] = n_features * nk - volume[owners] * traces
+        padded_traces = padded(traces)
+        gradient = padded(n_features * nk - volume[owners] * traces)
         hessian = volume[:, None, None] * (
-            padded_traces[:, :, None] * np.eye(width)
+            padded_traces[:, :, None] * layout.identity
             - products
             + padded_traces[:, :, None] * padded_traces[:, None, :] / n_features
         )
         hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
-        # The padding's rows and columns are 0, its gradient 0: with 1 on
-        # the diagonal there, each fit's step is its own (K, K) system's.
-        hessian[padded_fits, padded_slots, padded_slots] = 1.0
-        step = np.zeros((n_fits, width))
-        step[moving] = -_stacked_shifted_solve(hessian[moving], gradient[moving])
-        decrement = -np.einsum("fk,fk->f", gradient, step)
-        step = step[owners, slots]
+        if not layout.uniform:
+            # The padding's rows and columns are 0, its gradient 0: with 1
+            # on the diagonal there, each fit's step is its own system's.
+            hessian[padded_fits, padded_slots, padded_slots] = 1.0
+        step = _moving_steps(hessian, gradient, moving)
+        decrement = -_gufuncs.einsum("fk,fk->f", gradient, step)
+        step = step.reshape(-1) if layout.uniform else step[owners, slots]
         size = n_features * np.add.reduceat(nk * (1.0 + np.abs(log_volumes)), starts)
         done = moving & ~(decrement > RTOL * size)
         # Below what f resolves: a last whole step (see _newton).
-        last = (done & (decrement >= 0.0))[owners]
-        log_volumes = np.where(last, log_volumes + step, log_volumes)
+        last = done & (decrement >= 0.0)
+        if last.any():
+            log_volumes = np.where(last[owners], log_volumes + step, log_volumes)
         moving &= ~done
         trying = moving.copy()
         for _ in range(HALVINGS):
             if not trying.any():
                 break
-            trial = np.where(trying[owners], log_volumes + step, log_volumes)
+            every = trying.all()
+            trial = (
+                log_volumes + step
+                if every
+                else np.where(trying[owners], log_volumes + step, log_volumes)
+            )
             trial_state = evaluate(trial)
             accepted = trying & trial_state[4] & (trial_state[0] < value)
+            if every and accepted.all():
+                # (np.where would take every entry from the trial.)
+                log_volumes, state = trial, trial_state
+                trying[:] = False
+                break
             take = accepted[owners]
             log_volumes = np.where(take, trial, log_volumes)
             # (A fit's state depends on its own volumes alone.)
@@ -1239,10 +1324,13 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     the covariances (C, D, D) and each fit's blocks, or None.
     """
     n_features = scatter.shape[1]
-    sizes = np.asarray(sizes)
-    starts = _starts(sizes)
-    bounds = np.cumsum(sizes)
-    owners = np.repeat(np.arange(len(sizes)), sizes)
+    layout = _layout(sizes)
+    sizes, starts, bounds, owners = (
+        layout.sizes,
+        layout.starts,
+        layout.ends,
+        layout.owners,
+    )
     scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
     scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
     traces = np.trace(scatter, axis1=1, axis2=2)
@@ -1259,10 +1347,10 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     # One pass: the orientation and the shape (Orientation.update and
     # Shape.update, Equal), then the volumes.
     pooled = np.add.reduceat(scatter / volumes[:, None, None], starts)
-    _, vectors = np.linalg.eigh(pooled)
+    _, vectors = _gufuncs.eigh(pooled)
     orientations = vectors[:, :, ::-1]
     axes = orientations[owners]
-    diagonals = np.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
     shapes = _normalized(np.add.reduceat(diagonals / volumes[:, None], starts))
     if shapes is None:
         return None
