@@ -71,6 +71,7 @@ from sklearn.utils.validation import _num_samples
 
 from ._batch import BOUND_RESOLUTION, AscentRun, Trend, ascend, stopping_rule
 from ._covariance import covariance_unit
+from ._covariance._gufuncs import einsum, inv
 from ._covariance._unit import precision_conditioning_losses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
@@ -388,7 +389,7 @@ class _Lockstep:
         self.center = self.weights @ self.X / self.total_weight
         self.centered = self.X - self.center
         n_samples = len(self.X)
-        products = np.einsum("ni,nj->nij", self.centered, self.centered)
+        products = einsum("ni,nj->nij", self.centered, self.centered)
         self.features = np.concatenate(
             [np.ones((n_samples, 1)), self.centered, products.reshape(n_samples, -1)],
             axis=1,
@@ -543,7 +544,7 @@ class _Lockstep:
         owners, full_layout = self._owners(group, fits)
         nk = self.nk[where]
         fit_mass = np.add.reduceat(nk, starts)
-        weights = nk / np.repeat(fit_mass, sizes)
+        weights = nk / fit_mass.repeat(sizes)
         # Indexing with an array copies.
         means = self.xbar[where]
         n_features = means.shape[1]
@@ -564,12 +565,12 @@ class _Lockstep:
             return False
         full = _full_matrices(unit, factors)
         if group is TiedCovariance:
-            full = np.repeat(full, sizes, axis=0)
+            full = full.repeat(sizes, axis=0)
         full_covariances = None
         if full_layout:
             full_covariances = _full_matrices(unit, covariances)
             if group is TiedCovariance:
-                full_covariances = np.repeat(full_covariances, sizes, axis=0)
+                full_covariances = full_covariances.repeat(sizes, axis=0)
         self.means[where] = means
         self.factors[where] = full
         self.log_weights[where] = np.log(weights)
@@ -610,7 +611,7 @@ class _Lockstep:
         """
         where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
-        weights = nk / np.repeat(np.add.reduceat(nk, starts), sizes)
+        weights = nk / np.add.reduceat(nk, starts).repeat(sizes)
         means = self.xbar[where].copy()
         scatter = self.scatter[where]
         if name in (*COMMON_ORIENTATION_MODELS, "EVE+VVE"):
@@ -676,8 +677,9 @@ class _Lockstep:
     def _constants(self, where, reg_covar):
         """``log rho_nk + (x - m_k)^T Lambda_k (x - m_k) / 2`` of ``where``."""
         factors = self.factors[where]
-        log_det = 2.0 * np.sum(np.log(factors.diagonal(axis1=1, axis2=2)), axis=1)
-        traces = np.einsum("kij,kij->k", factors, factors)
+        diagonals = factors.diagonal(axis1=1, axis2=2)
+        log_det = 2.0 * np.add.reduce(np.log(diagonals), axis=1)
+        traces = einsum("kij,kij->k", factors, factors)
         n_features = factors.shape[1]
         return (
             self.log_weights[where]
@@ -706,10 +708,10 @@ class _Lockstep:
         where, starts = layout[0], layout[4]
         factors, constants = self._factors_and_constants(fits, self.reg_covar)
         nk = self.nk[where]
-        offsets = np.einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
-        traces = np.einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
+        offsets = einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
+        traces = einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
         terms = nk * constants - 0.5 * (
-            traces + nk * np.einsum("ki,ki->k", offsets, offsets)
+            traces + nk * einsum("ki,ki->k", offsets, offsets)
         )
         data_terms = np.add.reduceat(terms, starts)
         for fit, data_term in zip(fits, data_terms, strict=True):
@@ -734,12 +736,12 @@ class _Lockstep:
         factors, constants = self._factors_and_constants(fits, reg_covar)
         precisions = np.matmul(factors, factors.swapaxes(1, 2))
         shifts = self.means[where] - self.center
-        whitened = np.einsum("ki,kij->kj", shifts, factors)
-        quadratic = np.einsum("kj,kj->k", whitened, whitened)
+        whitened = einsum("ki,kij->kj", shifts, factors)
+        quadratic = einsum("kj,kj->k", whitened, whitened)
         coefficients = np.zeros((n_slots, n_fits, 1 + n_features + n_features**2))
         coefficients[..., 0] = PADDING
         coefficients[slots, columns, 0] = constants - 0.5 * quadratic
-        coefficients[slots, columns, 1 : 1 + n_features] = np.einsum(
+        coefficients[slots, columns, 1 : 1 + n_features] = einsum(
             "kij,kj->ki", precisions, shifts
         )
         coefficients[slots, columns, 1 + n_features :] = -0.5 * precisions.reshape(
@@ -755,16 +757,16 @@ class _Lockstep:
         (fits, rows), and each fit's entropy of q(Z).
         """
         weights = self.weights
-        top = log_rho.max(axis=0)
+        top = np.maximum.reduce(log_rho, axis=0)
         log_rho -= top
         # Floored as the kernel floors them: numpy's exp of the padding's
         # and of far components' log-ratios (results below the smallest
         # normal double) takes a path 10-80x slower per entry.
         resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
-        totals = resp.sum(axis=0)
+        totals = np.add.reduce(resp, axis=0)
         log_totals = np.log(totals)
         resp *= weights / totals
-        entropies = log_totals @ weights - np.einsum("sfn,sfn->f", resp, log_rho)
+        entropies = log_totals @ weights - einsum("sfn,sfn->f", resp, log_rho)
         log_totals += top
         return resp, log_totals, entropies
 
@@ -820,7 +822,7 @@ class _Lockstep:
         sums = (flat @ self.features[1:].T).reshape(n_slots, n_fits, -1)
         sums = sums[slots, columns]
         first, second = sums[:, :n_features], sums[:, n_features:]
-        nk = resp.sum(axis=2)[slots, columns]
+        nk = np.add.reduce(resp, axis=2)[slots, columns]
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
         offset = first / safe
         scatter = second.reshape(-1, n_features, n_features) - (
@@ -835,7 +837,7 @@ class _Lockstep:
         )
         cancelled = nk[:, np.newaxis] * offset**2
         with np.errstate(divide="ignore", invalid="ignore"):
-            growth = np.max(cancelled / variances, axis=1)
+            growth = np.maximum.reduce(cancelled / variances, axis=1)
         tied = self._layout(fits)[6]
         if tied is not None:
             # A tied fit uses its scatters pooled, whose rounding is relative
@@ -845,7 +847,7 @@ class _Lockstep:
             pooled_cancelled = np.add.reduceat(cancelled, starts)
             pooled_variances = np.add.reduceat(variances, starts)
             with np.errstate(divide="ignore", invalid="ignore"):
-                pooled = np.max(pooled_cancelled / pooled_variances, axis=1)
+                pooled = np.maximum.reduce(pooled_cancelled / pooled_variances, axis=1)
             growth = np.where(tied, pooled[columns], growth)
         limit = LOSS_LIMIT[np.dtype(np.float64)]
         # On tiny data the values' limit is lower, as in the kernel.
@@ -957,9 +959,9 @@ def _conditioning_losses(precisions, factors, limit):
     diagonals = np.diagonal(factors, axis1=1, axis2=2)
     if not (np.isfinite(factors).all() and diagonals.all()):
         return np.asarray(precision_conditioning_losses(precisions, factors))
-    inverse = np.linalg.inv(factors)
-    stds = np.sqrt(np.einsum("kij,kij->kj", inverse, inverse))
-    losses = np.einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
+    inverse = inv(factors)
+    stds = np.sqrt(einsum("kij,kij->kj", inverse, inverse))
+    losses = einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
     losses /= precisions.shape[-1]
     near = ~(np.abs(losses - limit) > MARGIN * limit)
     if near.any():
