@@ -740,8 +740,11 @@ class _TreeCache:
         digest.update(repr(X.shape).encode())
         digest.update(X.tobytes())
         # Equal weights build the unweighted tree (_unit_mean_weights).
-        if weights is not None and np.ptp(weights) != 0:
-            digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+        if weights is not None:
+            weights = np.ascontiguousarray(weights, dtype=np.float64)
+            # (np.ptp's Python layer costs more than the two reductions.)
+            if np.maximum.reduce(weights) != np.minimum.reduce(weights):
+                digest.update(weights.tobytes())
         key = digest.hexdigest()
         with self._lock:
             tree = self.trees.get(key)
