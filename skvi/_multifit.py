@@ -49,11 +49,13 @@ initialisation from an integer seed, no user-given ``weights_init``,
 step, a fit whose path the engine does not reproduce exactly leaves it and
 goes on alone (:meth:`_Fit.resume_alone`) with its trace and its stopping
 rule's history, so it ends as the fit alone does without repeating its
-iterations. One that leaves in an E-step (a component that empties, or
-moments beyond the kernel's cancellation limits) goes on from its last
-parameters; one whose covariance fails its Cholesky factorisation in an
-M-step (a collapse), or whose precision comes out ill-conditioned enough
-for the kernel to change its arithmetic (``WHITENING_LIMIT``), from the
+iterations. (Values and moments that would cancel beyond the kernel's
+limits about the shared center are computed about each component's own
+mean instead, so such fits stay.) One that leaves in an E-step (a
+component that empties) goes on from its last parameters; one whose
+covariance fails its Cholesky factorisation in an M-step (a collapse), or
+whose precision comes out ill-conditioned enough for the kernel to change
+its arithmetic (``WHITENING_LIMIT``), from the
 parameters that M-step started from (the ordinary loop sums a collapsing
 component's moments again in its new frame before that M-step, which the
 lock step does not). One whose start fails, whose first M-step (from its
@@ -370,6 +372,8 @@ class _Lockstep:
         self.X = data.X
         self.weights = data.sample_weight
         self.total_weight = float(self.weights.sum())
+        # The kernel's limit on the values' rounding (lower on tiny data).
+        self.value_limit = loss_limit(np.float64, len(self.X))
         self.resolution = BOUND_RESOLUTION[np.dtype(self.X.dtype)]
         sizes = [fit.n_components for fit in fits]
         stops = np.cumsum(sizes)
@@ -750,6 +754,37 @@ class _Lockstep:
         log_rho = coefficients.reshape(n_slots * n_fits, -1) @ self.features
         return log_rho.reshape(n_slots, n_fits, -1), 1.0 + quadratic
 
+    def _exact_values(self, fits, log_rho, losses, reg_covar):
+        """Recompute, without a center, the values of fits that lose digits.
+
+        Where a component's expansion about the shared center loses more
+        than the kernel allows (``losses``, :func:`skvi._kernel.loss_limit`
+        of the rows: a tight component far from the center), the kernel
+        expands each row about its nearest component instead, and so loses
+        nothing. Here every component of such a fit whitens the rows itself,
+        ``P_k^T (x - m_k)`` (as accurate; one small product per component),
+        in place in ``log_rho``. Returns which fits were recomputed (None if
+        none): their moments are summed about each component's own mean too
+        (:meth:`_accumulate`).
+        """
+        flagged = losses > self.value_limit
+        if not flagged.any():
+            return None
+        layout = self._layout(fits)
+        columns, starts, sizes = layout[2], layout[4], layout[5]
+        exact = np.bincount(columns, weights=flagged, minlength=len(fits)) > 0
+        if exact.any():
+            factors, constants = self._factors_and_constants(fits, reg_covar)
+            where = layout[0]
+            for number in np.flatnonzero(exact):
+                own = slice(starts[number], starts[number] + sizes[number])
+                gaps = self.X[np.newaxis] - self.means[where[own], np.newaxis]
+                whitened = np.matmul(gaps, factors[own])
+                log_rho[: sizes[number], number] = constants[own, np.newaxis] - (
+                    0.5 * einsum("knj,knj->kn", whitened, whitened)
+                )
+        return exact
+
     def _posterior(self, log_rho):
         """Weighted responsibilities from ``log rho``, in place.
 
@@ -773,18 +808,21 @@ class _Lockstep:
     def _e_step(self, fits):
         """Statistics of every fit's optimal q(Z), in one pass.
 
-        The moments are summed about the center ``c`` and recentred at each
-        mean, as the kernel sums them about a shared center. A fit whose
-        means lie so far from ``c`` (in its own precision's metric, or
-        relative to its spread) that this loses more than the kernel's
-        limits (``LOSS_LIMIT``, and ``loss_limit`` of the rows for the
-        values) leaves the lock step, as does a fit with an empty
-        component (the kernel's ``empty_components``).
+        The values and moments are the kernel's expansion about the center
+        ``c``; a fit whose means lie so far from ``c`` (in its own
+        precision's metric, or relative to its spread) that this would lose
+        more than the kernel's limits (``loss_limit`` of the rows for the
+        values, ``LOSS_LIMIT`` for the moments) is computed without a
+        center instead (:meth:`_exact_values`, :meth:`_accumulate`), as
+        accurately as the kernel's local centers. A fit with an empty
+        component (the kernel's ``empty_components``) or moments that are
+        not finite leaves the lock step.
         """
         log_rho, losses = self._log_rho(fits, self.reg_covar)
+        exact = self._exact_values(fits, log_rho, losses, self.reg_covar)
         resp, log_density, entropies = self._posterior(log_rho)
         log_normalizers = log_density @ self.weights
-        leaving = self._accumulate(fits, resp, losses)
+        leaving = self._accumulate(fits, resp, exact)
         for number, fit in enumerate(fits):
             if leaving[number]:
                 # Its parameters are the ordinary fit's: the run goes on
@@ -804,17 +842,22 @@ class _Lockstep:
         resp = np.zeros((n_slots, len(fits), len(self.X)))
         for number, fit in enumerate(fits):
             resp[: fit.n_components, number] = fit.start.T * self.weights
-        leaving = self._accumulate(fits, resp, np.ones(len(where)))
+        leaving = self._accumulate(fits, resp, None)
         for fit, leaves in zip(fits, leaving, strict=True):
             fit.start = None
             fit.left = bool(leaves)
 
-    def _accumulate(self, fits, resp, losses):
+    def _accumulate(self, fits, resp, exact):
         """Sum the moments of weighted responsibilities (slots, fits, rows).
 
-        Returns whether each fit must leave the lock step: an empty
-        component, or moments (or values, whose rounding ``losses`` are
-        given per component) that cancel beyond the kernel's limit.
+        The moments are summed about the center ``c`` and recentred at each
+        mean, as the kernel's shared-center layout sums them. Fits marked
+        ``exact`` (:meth:`_exact_values`), and fits whose recentring would
+        cancel more digits than the kernel allows (a tight component far
+        from ``c``, where the kernel sums about local centers), have their
+        scatters summed about each component's own mean instead. Returns
+        whether each fit must leave the lock step: an empty component, or
+        moments that are not finite.
         """
         where, slots, columns, n_slots = self._layout(fits)[:4]
         n_fits, n_features = len(fits), self.centered.shape[1]
@@ -849,12 +892,28 @@ class _Lockstep:
             with np.errstate(divide="ignore", invalid="ignore"):
                 pooled = np.maximum.reduce(pooled_cancelled / pooled_variances, axis=1)
             growth = np.where(tied, pooled[columns], growth)
-        limit = LOSS_LIMIT[np.dtype(np.float64)]
-        # On tiny data the values' limit is lower, as in the kernel.
-        value_limit = loss_limit(np.float64, len(self.X))
-        bad = (growth > limit) | ~np.isfinite(growth) | (losses > value_limit)
-        bad |= nk <= EPSILON * self.total_weight
-        return np.bincount(columns, weights=bad, minlength=n_fits) > 0
+        bad = ~np.isfinite(growth) | (nk <= EPSILON * self.total_weight)
+        leaving = np.bincount(columns, weights=bad, minlength=n_fits) > 0
+        cancelling = growth > LOSS_LIMIT[np.dtype(np.float64)]
+        if exact is not None or cancelling.any():
+            direct = np.bincount(columns, weights=cancelling, minlength=n_fits) > 0
+            if exact is not None:
+                direct |= exact
+            direct &= ~leaving
+            if direct.any():
+                self._direct_scatters(fits, resp, direct)
+        return leaving
+
+    def _direct_scatters(self, fits, resp, direct):
+        """Scatters of the ``direct`` fits about each component's own mean."""
+        layout = self._layout(fits)
+        where, starts, sizes = layout[0], layout[4], layout[5]
+        for number in np.flatnonzero(direct):
+            own = slice(starts[number], starts[number] + sizes[number])
+            components = where[own]
+            gaps = self.X[np.newaxis] - self.xbar[components, np.newaxis]
+            weighted = resp[: sizes[number], number, :, np.newaxis] * gaps
+            self.scatter[components] = np.matmul(weighted.swapaxes(1, 2), gaps)
 
     def criteria(self, fits, sample_weight):
         """``(score, entropy)`` of each fit's final parameters.
@@ -865,7 +924,8 @@ class _Lockstep:
         :meth:`EMGaussianMixture._criteria` computes per fit.
         """
         self._round_constants = None
-        log_rho, _ = self._log_rho(fits, 0.0)
+        log_rho, losses = self._log_rho(fits, 0.0)
+        self._exact_values(fits, log_rho, losses, 0.0)
         _, log_density, entropies = self._posterior(log_rho)
         score = log_density @ self.weights / self.total_weight
         raw = len(self.X) if sample_weight is None else np.sum(sample_weight)

@@ -136,28 +136,32 @@ def test_sample_weights_and_fits_that_leave_or_fail(monkeypatch):
     assert_same_tables(together, alone, rtol=1e-12)
 
 
-def test_fits_that_leave_in_an_e_step_go_on_alone_from_there(monkeypatch):
-    # On iris, VEE with 5, 7 and 9 components leave the lock step after 23,
-    # 25 and 60 iterations (moments that would lose more digits about the
-    # shared center than the kernel allows): each finishes alone from its
-    # last parameters, and ends as the fit alone from its start does (all
-    # three end degenerate; the fit of two components, the best, stays in
-    # the lock step to the end).
+def test_fits_whose_moments_cancel_about_the_center_stay_in_the_lock_step(
+    monkeypatch,
+):
+    # On iris, VEE with 5, 7 and 9 components reach moments that would lose
+    # more digits about the shared center than the kernel allows (after 23,
+    # 25 and 60 iterations; they used to leave the lock step there and
+    # finish alone): their scatters are summed about each component's own
+    # mean instead, and each ends as the fit alone from its start does
+    # (all three end degenerate; the fit of two components is the best).
     X = load_iris().data
     params = dict(n_components=[2, 5, 7, 9], covariance_types="VEE", random_state=0)
-    resumed = []
-    original = _multifit._Fit.resume_alone
+    direct = set()
+    original = _multifit._Lockstep._direct_scatters
 
-    def recording(fit):
-        done = original(fit)
-        resumed.append((fit.resume[1][2], fit.model.n_iter_, done))
-        return done
+    def recording(lockstep, fits, resp, chosen):
+        direct.update(
+            fit.n_components for fit, on in zip(fits, chosen, strict=True) if on
+        )
+        original(lockstep, fits, resp, chosen)
 
-    monkeypatch.setattr(_multifit._Fit, "resume_alone", recording)
+    monkeypatch.setattr(_multifit._Lockstep, "_direct_scatters", recording)
+    counts = lockstep_count(monkeypatch)
     together, best = select_model(X, **params)
     alone, best_alone = one_by_one(monkeypatch, X, **params)
-    assert len(resumed) == 3
-    assert all(done and 0 < left < n_iter for left, n_iter, done in resumed)
+    assert direct == {5, 7, 9}
+    assert counts == [4]
     assert_same_tables(together, alone, rtol=1e-10)
     assert_same_models(best, best_alone)
 
