@@ -204,12 +204,18 @@ def build_parser():
 
 
 def _estimator_defaults(name):
-    """A parameter's defaults, e.g. '100 for em, 100 for vi', or '100'."""
+    """A parameter's defaults, e.g. '1000 for em, 100 for vi', or '100'.
+
+    Those of :func:`select_model`'s fits, which every fit here is.
+    """
     from ._em import EMGaussianMixture
+    from ._selection import SELECTION_DEFAULTS
     from ._variational import VariationalGaussianMixture
 
-    em = EMGaussianMixture().get_params()[name]
-    vi = VariationalGaussianMixture().get_params()[name]
+    em = SELECTION_DEFAULTS["em"].get(name, EMGaussianMixture().get_params()[name])
+    vi = SELECTION_DEFAULTS["vi"].get(
+        name, VariationalGaussianMixture().get_params()[name]
+    )
     return f"{em}" if em == vi else f"{em} for em, {vi} for vi"
 
 
