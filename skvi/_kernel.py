@@ -835,27 +835,43 @@ class _ExactRows:
         # workspace: fresh arrays of a chunk's size cost page faults.
         buffers = workspace.exact()
         rows = buffers[0][: dims * m].reshape(dims, m)
-        difference = buffers[1][: dims * m].reshape(dims, m)
         np.copyto(rows, prepared.rows.T)
         if prepared.incomplete is not None:
             for g, start, stop in prepared.groups:
                 block = rows[:, start:stop]
                 np.copyto(block, centers[g][:, np.newaxis], where=np.isnan(block))
         limit = ROW_CANCELLATION**2
-        for k, mean in enumerate(self.means):
-            np.subtract(rows, mean[:, np.newaxis], out=products[k])
-            bounds = self.row_norms[k] @ np.abs(products[k], out=difference)
+        # Every component's x - m_k, its bound and its whitened rows, a
+        # block of components at a time in the free buffers: the same
+        # elementwise operations and one BLAS call per component as one at a
+        # time, without the Python work per component.
+        spare = buffers[1:].reshape(-1)
+        block = max(len(spare) // (dims * m), 1)
+        bounds = np.empty((len(self.means), m))
+        for start in range(0, len(self.means), block):
+            stop = min(start + block, len(self.means))
+            np.subtract(
+                rows, self.means[start:stop, :, np.newaxis], out=products[start:stop]
+            )
+            absolute = spare[: (stop - start) * dims * m].reshape(-1, dims, m)
+            np.abs(products[start:stop], out=absolute)
+            # A matrix-vector product (BLAS gemv) per component.
+            bounds[start:stop] = np.matmul(
+                self.row_norms[start:stop, np.newaxis, :], absolute
+            )[:, 0]
+        for k in range(len(self.means)):
             self._whiten_in_place(k, products[k])
-            np.einsum("im,im->m", products[k], products[k], out=forms[k])
-            with np.errstate(invalid="ignore"):
-                cancelled = bounds**2 > limit * forms[k]
-            if prepared.incomplete is not None:
-                # Rows with missing entries take their values and moments
-                # apart.
-                cancelled[prepared.incomplete[0]] = False
-            columns = np.flatnonzero(cancelled)
-            if len(columns) == 0:
-                continue
+        np.einsum("kim,kim->km", products, products, out=forms)
+        with np.errstate(invalid="ignore"):
+            cancelled = np.square(bounds, out=bounds) > limit * forms
+        if prepared.incomplete is not None:
+            # Rows with missing entries take their values and moments apart.
+            cancelled[:, prepared.incomplete[0]] = False
+        if not cancelled.any():
+            return
+        for k in np.flatnonzero(cancelled.any(axis=1)):
+            mean = self.means[k]
+            columns = np.flatnonzero(cancelled[k])
             work = [
                 buffer[: dims * len(columns)].reshape(dims, -1)
                 for buffer in buffers[1:]
