@@ -130,6 +130,11 @@ CACHE_BLOCK_BYTES = 4 * 2**20
 # about what the smaller product saved (64 x 1,797 blocks, one thread).
 SPARSE_GRAM_FRACTION = 0.6
 
+# Values of the scaled rows of the components whose weighted Gram products
+# are made as one stacked product (512 KiB in float64): more would be fresh
+# memory of a chunk's size.
+GRAM_BLOCK_VALUES = 2**16
+
 # Nanoseconds per row of an E-step pass (values and statistics) in the two
 # layouts of full precisions: (per feature of the expansion, per feature
 # and component, per K D^2 of the per-component products, per K D).
@@ -963,17 +968,33 @@ def _weighted_gram(rows, masses, buffer=None):
     if buffer is None or buffer.dtype != rows.dtype or buffer.size < dims * m:
         buffer = np.empty(dims * m, dtype=rows.dtype)
     buffer = buffer[: dims * m]
-    for k, root in enumerate(roots):
+    sparse = np.count_nonzero(roots, axis=1) <= SPARSE_GRAM_FRACTION * m
+    for k in np.flatnonzero(sparse):
         source = rows[k] if rows.ndim == 3 else rows
-        used = np.flatnonzero(root)
-        if len(used) <= SPARSE_GRAM_FRACTION * m:
-            scaled = buffer[: dims * len(used)].reshape(dims, len(used))
-            np.take(source, used, axis=1, out=scaled, mode="clip")
-            scaled *= root[used]
-        else:
-            scaled = buffer.reshape(dims, m)
-            np.multiply(source, root, out=scaled)
+        used = np.flatnonzero(roots[k])
+        scaled = buffer[: dims * len(used)].reshape(dims, len(used))
+        np.take(source, used, axis=1, out=scaled, mode="clip")
+        scaled *= roots[k, used]
         out[k] = scaled @ scaled.T
+    if sparse.all():
+        return out
+    # The other components' B in blocks of at most GRAM_BLOCK_VALUES: a
+    # stacked product makes the same rank update per component.
+    dense = np.flatnonzero(~sparse)
+    block = max(GRAM_BLOCK_VALUES // (dims * m), 1)
+    for start in range(0, len(dense), block):
+        members = dense[start : start + block]
+        if len(members) == 1:
+            k = members[0]
+            scaled = buffer.reshape(dims, m)
+            np.multiply(rows[k] if rows.ndim == 3 else rows, roots[k], out=scaled)
+            out[k] = scaled @ scaled.T
+            continue
+        source = rows[members] if rows.ndim == 3 else rows
+        scaled = np.multiply(source, roots[members, np.newaxis, :])
+        # As the buffer above would hold it.
+        scaled = scaled.astype(rows.dtype, copy=False)
+        out[members] = np.matmul(scaled, np.swapaxes(scaled, 1, 2))
     return out
 
 
@@ -1069,10 +1090,7 @@ class WhitenedMoments:
         if kept is not None and kept[0] is self.factors:
             if np.array_equal(kept[1], factors):
                 return kept[2]
-        changes = [
-            _frame_change(source, target)
-            for source, target in zip(self.factors, factors, strict=True)
-        ]
+        changes = _frame_changes(self.factors, factors)
         self._changes = (self.factors, np.array(factors, copy=True), changes)
         return changes
 
@@ -1094,7 +1112,7 @@ class WhitenedMoments:
         ``s^T |A A^T| s``, per D (the form's size at the M-step's optimum).
         1 for a component without mass.
         """
-        changes = np.array(self._frame_changes(factors))
+        changes = self._frame_changes(factors)
         precisions = changes @ np.swapaxes(changes, 1, 2)
         safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
         second = np.diagonal(self.second, axis1=1, axis2=2)
@@ -1110,19 +1128,39 @@ class WhitenedMoments:
         - b``; the scatter of y about its mean is taken first, so nothing
         large cancels when the means have moved.
         """
-        total = 0.0
         changes = self._frame_changes(factors)
-        for k in range(self.first.shape[0]):
-            mass = self.masses[k]
-            if mass <= 0:
-                continue
-            change = changes[k]
-            mean = self.first[k] / mass
-            scatter = self.second[k] - np.outer(self.first[k], mean)
-            offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
-            total += float(np.sum((change.T @ scatter) * change.T))
-            total += mass * float(offset @ offset)
+        # All components at once, each with the same arithmetic (and BLAS
+        # calls) as alone; summed in component order.
+        masses = self.masses
+        safe = np.where(masses > 0, masses, 1.0)
+        mean = self.first / safe[:, np.newaxis]
+        scatter = self.second - self.first[:, :, np.newaxis] * mean[:, np.newaxis, :]
+        transposed = np.swapaxes(changes, 1, 2)
+        offset = np.matmul(transposed, mean[:, :, np.newaxis])[..., 0]
+        moved = (means - self.means)[:, :, np.newaxis]
+        offset -= np.matmul(np.swapaxes(factors, 1, 2), moved)[..., 0]
+        spreads = np.sum(np.matmul(transposed, scatter) * transposed, axis=(1, 2))
+        lengths = np.matmul(offset[:, np.newaxis, :], offset[:, :, np.newaxis])
+        total = 0.0
+        for k in np.flatnonzero(masses > 0):
+            total += float(spreads[k])
+            total += masses[k] * float(lengths[k, 0, 0])
         return total
+
+
+def _frame_changes(sources, targets):
+    """Each ``P_k^-1 Q_k`` (:func:`_frame_change`), shape (K, D, D)."""
+    eye = np.eye(sources.shape[-1])
+    changes = np.empty(np.shape(sources))
+    steps = targets - sources
+    same = np.all(sources == targets, axis=(1, 2))
+    for k in range(len(sources)):
+        if same[k]:
+            changes[k] = eye
+        else:
+            change, _ = lapack.dtrtrs(sources[k], steps[k], lower=0)
+            np.add(change, eye, out=changes[k])
+    return changes
 
 
 def _frame_change(source, target):
