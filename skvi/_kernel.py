@@ -851,14 +851,14 @@ class _ExactRows:
         # elementwise operations and one BLAS call per component as one at a
         # time, without the Python work per component.
         spare = buffers[1:].reshape(-1)
-        block = max(len(spare) // (dims * m), 1)
+        block = max(len(spare) // max(dims * m, 1), 1)
         bounds = np.empty((len(self.means), m))
         for start in range(0, len(self.means), block):
             stop = min(start + block, len(self.means))
             np.subtract(
                 rows, self.means[start:stop, :, np.newaxis], out=products[start:stop]
             )
-            absolute = spare[: (stop - start) * dims * m].reshape(-1, dims, m)
+            absolute = spare[: (stop - start) * dims * m].reshape(stop - start, dims, m)
             np.abs(products[start:stop], out=absolute)
             # A matrix-vector product (BLAS gemv) per component.
             bounds[start:stop] = np.matmul(
@@ -981,7 +981,7 @@ def _weighted_gram(rows, masses, buffer=None):
     # The other components' B in blocks of at most GRAM_BLOCK_VALUES: a
     # stacked product makes the same rank update per component.
     dense = np.flatnonzero(~sparse)
-    block = max(GRAM_BLOCK_VALUES // (dims * m), 1)
+    block = max(GRAM_BLOCK_VALUES // max(dims * m, 1), 1)
     for start in range(0, len(dense), block):
         members = dense[start : start + block]
         if len(members) == 1:
