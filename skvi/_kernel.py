@@ -877,10 +877,8 @@ class _ExactRows:
         for k in np.flatnonzero(cancelled.any(axis=1)):
             mean = self.means[k]
             columns = np.flatnonzero(cancelled[k])
-            work = [
-                buffer[: dims * len(columns)].reshape(dims, -1)
-                for buffer in buffers[1:]
-            ]
+            # Five (D, n) blocks, one view.
+            work = buffers[1:, : dims * len(columns)].reshape(5, dims, len(columns))
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             np.subtract(work[0], mean[:, np.newaxis], out=work[1])
             terms = self._abs_factor(k) @ np.abs(work[1], out=work[1])
@@ -890,10 +888,8 @@ class _ExactRows:
                 continue
             if k not in self._split:
                 self._split[k] = SplitFactor(self.transposed[k])
-            work = [
-                buffer[: dims * len(columns)].reshape(dims, -1)
-                for buffer in buffers[1:]
-            ]
+            # Five (D, n) blocks, one view.
+            work = buffers[1:, : dims * len(columns)].reshape(5, dims, len(columns))
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             exact = _exact_difference(work, mean, self._split[k])
             products[k][:, columns] = exact
@@ -968,7 +964,9 @@ def _weighted_gram(rows, masses, buffer=None):
     if buffer is None or buffer.dtype != rows.dtype or buffer.size < dims * m:
         buffer = np.empty(dims * m, dtype=rows.dtype)
     buffer = buffer[: dims * m]
-    sparse = np.count_nonzero(roots, axis=1) <= SPARSE_GRAM_FRACTION * m
+    # count_nonzero with an axis is this, through a Python layer.
+    used = np.add.reduce(roots != 0, axis=1)
+    sparse = used <= SPARSE_GRAM_FRACTION * m
     for k in np.flatnonzero(sparse):
         source = rows[k] if rows.ndim == 3 else rows
         used = np.flatnonzero(roots[k])
