@@ -71,6 +71,7 @@ import numpy as np
 from scipy.linalg import blas, lapack
 from sklearn import get_config
 
+from ._covariance import _gufuncs
 from ._covariance.wishart import SplitFactor
 from ._missing import (
     IncompleteRows,
@@ -720,7 +721,7 @@ def _whitened_values(plan, workspace, prepared, values):
         whitened = _whitened_rows(plan, workspace, prepared)
         forms = prepared.forms
         if forms is None:
-            forms = np.einsum("kim,kim->km", whitened, whitened)
+            forms = _gufuncs.einsum("kim,kim->km", whitened, whitened)
         np.multiply(forms, plan.scale, out=values)
         values += plan.offsets[:, np.newaxis].astype(plan.dtype)
     return values
@@ -792,12 +793,13 @@ class _ExactRows:
         self.means = means
         # By the triangle inequality over the columns of P_k^T (the rows of
         # P_k), ``| |P_k^T| |z| | <= sum_i |P_k[i]| |z_i|``.
-        self.row_norms = np.sqrt(np.einsum("kij,kij->ki", factors, factors))
+        self.row_norms = np.sqrt(_gufuncs.einsum("kij,kij->ki", factors, factors))
         # P_k^T, each contiguous: BLAS multiplies it faster than a
         # transposed view.
         self.transposed = np.ascontiguousarray(np.swapaxes(factors, 1, 2))
         # Which P_k are upper triangular, as Cholesky factors are (trmm).
-        self.triangular = ~np.any(np.tril(factors, -1), axis=(1, 2))
+        below = np.tril_indices(factors.shape[-1], -1)
+        self.triangular = ~np.any(factors[:, below[0], below[1]], axis=1)
         # Each factor split once, when first needed.
         self._split = {}
         self._abs = {}
@@ -864,7 +866,7 @@ class _ExactRows:
             )[:, 0]
         for k in range(len(self.means)):
             self._whiten_in_place(k, products[k])
-        np.einsum("kim,kim->km", products, products, out=forms)
+        _gufuncs.einsum("kim,kim->km", products, products, out=forms)
         with np.errstate(invalid="ignore"):
             cancelled = np.square(bounds, out=bounds) > limit * forms
         if prepared.incomplete is not None:
@@ -880,7 +882,9 @@ class _ExactRows:
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             np.subtract(work[0], mean[:, np.newaxis], out=work[1])
             terms = self._abs_factor(k) @ np.abs(work[1], out=work[1])
-            still = np.einsum("im,im->m", terms, terms) > limit * forms[k, columns]
+            still = (
+                _gufuncs.einsum("im,im->m", terms, terms) > limit * forms[k, columns]
+            )
             columns = columns[still]
             if len(columns) == 0:
                 continue
@@ -891,7 +895,7 @@ class _ExactRows:
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             exact = _exact_difference(work, mean, self._split[k])
             products[k][:, columns] = exact
-            forms[k, columns] = np.einsum("im,im->m", exact, exact)
+            forms[k, columns] = _gufuncs.einsum("im,im->m", exact, exact)
 
 
 def _exact_difference(work, mean, factor):
@@ -1113,7 +1117,7 @@ class WhitenedMoments:
         safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
         second = np.diagonal(self.second, axis1=1, axis2=2)
         spreads = np.sqrt(np.maximum(second, 0.0) / safe)
-        losses = np.einsum("ki,kij,kj->k", spreads, np.abs(precisions), spreads)
+        losses = _gufuncs.einsum("ki,kij,kj->k", spreads, np.abs(precisions), spreads)
         losses /= precisions.shape[-1]
         return np.where(self.masses > 0, losses, 1.0)
 
