@@ -71,6 +71,7 @@ import numpy as np
 from scipy.linalg import blas, lapack
 from sklearn import get_config
 
+from ._covariance import _gufuncs
 from ._covariance.wishart import SplitFactor
 from ._missing import (
     IncompleteRows,
@@ -129,6 +130,11 @@ CACHE_BLOCK_BYTES = 4 * 2**20
 # they are at most this fraction of a chunk: beyond it, gathering them cost
 # about what the smaller product saved (64 x 1,797 blocks, one thread).
 SPARSE_GRAM_FRACTION = 0.6
+
+# Values of the scaled rows of the components whose weighted Gram products
+# are made as one stacked product (512 KiB in float64): more would be fresh
+# memory of a chunk's size.
+GRAM_BLOCK_VALUES = 2**16
 
 # Nanoseconds per row of an E-step pass (values and statistics) in the two
 # layouts of full precisions: (per feature of the expansion, per feature
@@ -637,12 +643,10 @@ def _prepare(plan, workspace, chunk, labels=None, complete=False):
             (int(g), int(stops[g] - counts[g]), int(stops[g]))
             for g in np.flatnonzero(counts)
         ]
-        for g, start, stop in groups:
-            np.subtract(
-                rows[start:stop].T,
-                plan.centers_work[g][:, np.newaxis],
-                out=centered[:, start:stop],
-            )
+        # Each row's center, then the row minus it: the same subtraction
+        # as group by group, in two calls.
+        np.take(plan.centers_work.T, labels, axis=1, out=centered, mode="clip")
+        np.subtract(rows.T, centered, out=centered)
         row_groups = labels
     if mask is not None:
         # Missing entries enter as the center's coordinates: e = 0 there.
@@ -717,7 +721,7 @@ def _whitened_values(plan, workspace, prepared, values):
         whitened = _whitened_rows(plan, workspace, prepared)
         forms = prepared.forms
         if forms is None:
-            forms = np.einsum("kim,kim->km", whitened, whitened)
+            forms = _gufuncs.einsum("kim,kim->km", whitened, whitened)
         np.multiply(forms, plan.scale, out=values)
         values += plan.offsets[:, np.newaxis].astype(plan.dtype)
     return values
@@ -789,12 +793,13 @@ class _ExactRows:
         self.means = means
         # By the triangle inequality over the columns of P_k^T (the rows of
         # P_k), ``| |P_k^T| |z| | <= sum_i |P_k[i]| |z_i|``.
-        self.row_norms = np.sqrt(np.einsum("kij,kij->ki", factors, factors))
+        self.row_norms = np.sqrt(_gufuncs.einsum("kij,kij->ki", factors, factors))
         # P_k^T, each contiguous: BLAS multiplies it faster than a
         # transposed view.
         self.transposed = np.ascontiguousarray(np.swapaxes(factors, 1, 2))
         # Which P_k are upper triangular, as Cholesky factors are (trmm).
-        self.triangular = ~np.any(np.tril(factors, -1), axis=(1, 2))
+        below = np.tril_indices(factors.shape[-1], -1)
+        self.triangular = ~np.any(factors[:, below[0], below[1]], axis=1)
         # Each factor split once, when first needed.
         self._split = {}
         self._abs = {}
@@ -835,48 +840,62 @@ class _ExactRows:
         # workspace: fresh arrays of a chunk's size cost page faults.
         buffers = workspace.exact()
         rows = buffers[0][: dims * m].reshape(dims, m)
-        difference = buffers[1][: dims * m].reshape(dims, m)
         np.copyto(rows, prepared.rows.T)
         if prepared.incomplete is not None:
             for g, start, stop in prepared.groups:
                 block = rows[:, start:stop]
                 np.copyto(block, centers[g][:, np.newaxis], where=np.isnan(block))
         limit = ROW_CANCELLATION**2
-        for k, mean in enumerate(self.means):
-            np.subtract(rows, mean[:, np.newaxis], out=products[k])
-            bounds = self.row_norms[k] @ np.abs(products[k], out=difference)
+        # Every component's x - m_k, its bound and its whitened rows, a
+        # block of components at a time in the free buffers: the same
+        # elementwise operations and one BLAS call per component as one at a
+        # time, without the Python work per component.
+        spare = buffers[1:].reshape(-1)
+        block = max(len(spare) // max(dims * m, 1), 1)
+        bounds = np.empty((len(self.means), m))
+        for start in range(0, len(self.means), block):
+            stop = min(start + block, len(self.means))
+            np.subtract(
+                rows, self.means[start:stop, :, np.newaxis], out=products[start:stop]
+            )
+            absolute = spare[: (stop - start) * dims * m].reshape(stop - start, dims, m)
+            np.abs(products[start:stop], out=absolute)
+            # A matrix-vector product (BLAS gemv) per component.
+            bounds[start:stop] = np.matmul(
+                self.row_norms[start:stop, np.newaxis, :], absolute
+            )[:, 0]
+        for k in range(len(self.means)):
             self._whiten_in_place(k, products[k])
-            np.einsum("im,im->m", products[k], products[k], out=forms[k])
-            with np.errstate(invalid="ignore"):
-                cancelled = bounds**2 > limit * forms[k]
-            if prepared.incomplete is not None:
-                # Rows with missing entries take their values and moments
-                # apart.
-                cancelled[prepared.incomplete[0]] = False
-            columns = np.flatnonzero(cancelled)
-            if len(columns) == 0:
-                continue
-            work = [
-                buffer[: dims * len(columns)].reshape(dims, -1)
-                for buffer in buffers[1:]
-            ]
+        _gufuncs.einsum("kim,kim->km", products, products, out=forms)
+        with np.errstate(invalid="ignore"):
+            cancelled = np.square(bounds, out=bounds) > limit * forms
+        if prepared.incomplete is not None:
+            # Rows with missing entries take their values and moments apart.
+            cancelled[:, prepared.incomplete[0]] = False
+        if not cancelled.any():
+            return
+        for k in np.flatnonzero(cancelled.any(axis=1)):
+            mean = self.means[k]
+            columns = np.flatnonzero(cancelled[k])
+            # Five (D, n) blocks, one view.
+            work = buffers[1:, : dims * len(columns)].reshape(5, dims, len(columns))
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             np.subtract(work[0], mean[:, np.newaxis], out=work[1])
             terms = self._abs_factor(k) @ np.abs(work[1], out=work[1])
-            still = np.einsum("im,im->m", terms, terms) > limit * forms[k, columns]
+            still = (
+                _gufuncs.einsum("im,im->m", terms, terms) > limit * forms[k, columns]
+            )
             columns = columns[still]
             if len(columns) == 0:
                 continue
             if k not in self._split:
                 self._split[k] = SplitFactor(self.transposed[k])
-            work = [
-                buffer[: dims * len(columns)].reshape(dims, -1)
-                for buffer in buffers[1:]
-            ]
+            # Five (D, n) blocks, one view.
+            work = buffers[1:, : dims * len(columns)].reshape(5, dims, len(columns))
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
             exact = _exact_difference(work, mean, self._split[k])
             products[k][:, columns] = exact
-            forms[k, columns] = np.einsum("im,im->m", exact, exact)
+            forms[k, columns] = _gufuncs.einsum("im,im->m", exact, exact)
 
 
 def _exact_difference(work, mean, factor):
@@ -947,17 +966,35 @@ def _weighted_gram(rows, masses, buffer=None):
     if buffer is None or buffer.dtype != rows.dtype or buffer.size < dims * m:
         buffer = np.empty(dims * m, dtype=rows.dtype)
     buffer = buffer[: dims * m]
-    for k, root in enumerate(roots):
+    # count_nonzero with an axis is this, through a Python layer.
+    used = np.add.reduce(roots != 0, axis=1)
+    sparse = used <= SPARSE_GRAM_FRACTION * m
+    for k in np.flatnonzero(sparse):
         source = rows[k] if rows.ndim == 3 else rows
-        used = np.flatnonzero(root)
-        if len(used) <= SPARSE_GRAM_FRACTION * m:
-            scaled = buffer[: dims * len(used)].reshape(dims, len(used))
-            np.take(source, used, axis=1, out=scaled, mode="clip")
-            scaled *= root[used]
-        else:
-            scaled = buffer.reshape(dims, m)
-            np.multiply(source, root, out=scaled)
+        used = np.flatnonzero(roots[k])
+        scaled = buffer[: dims * len(used)].reshape(dims, len(used))
+        np.take(source, used, axis=1, out=scaled, mode="clip")
+        scaled *= roots[k, used]
         out[k] = scaled @ scaled.T
+    if sparse.all():
+        return out
+    # The other components' B in blocks of at most GRAM_BLOCK_VALUES: a
+    # stacked product makes the same rank update per component.
+    dense = np.flatnonzero(~sparse)
+    block = max(GRAM_BLOCK_VALUES // max(dims * m, 1), 1)
+    for start in range(0, len(dense), block):
+        members = dense[start : start + block]
+        if len(members) == 1:
+            k = members[0]
+            scaled = buffer.reshape(dims, m)
+            np.multiply(rows[k] if rows.ndim == 3 else rows, roots[k], out=scaled)
+            out[k] = scaled @ scaled.T
+            continue
+        source = rows[members] if rows.ndim == 3 else rows
+        scaled = np.multiply(source, roots[members, np.newaxis, :])
+        # As the buffer above would hold it.
+        scaled = scaled.astype(rows.dtype, copy=False)
+        out[members] = np.matmul(scaled, np.swapaxes(scaled, 1, 2))
     return out
 
 
@@ -1053,10 +1090,7 @@ class WhitenedMoments:
         if kept is not None and kept[0] is self.factors:
             if np.array_equal(kept[1], factors):
                 return kept[2]
-        changes = [
-            _frame_change(source, target)
-            for source, target in zip(self.factors, factors, strict=True)
-        ]
+        changes = _frame_changes(self.factors, factors)
         self._changes = (self.factors, np.array(factors, copy=True), changes)
         return changes
 
@@ -1078,12 +1112,12 @@ class WhitenedMoments:
         ``s^T |A A^T| s``, per D (the form's size at the M-step's optimum).
         1 for a component without mass.
         """
-        changes = np.array(self._frame_changes(factors))
+        changes = self._frame_changes(factors)
         precisions = changes @ np.swapaxes(changes, 1, 2)
         safe = np.where(self.masses > 0, self.masses, 1.0)[:, np.newaxis]
         second = np.diagonal(self.second, axis1=1, axis2=2)
         spreads = np.sqrt(np.maximum(second, 0.0) / safe)
-        losses = np.einsum("ki,kij,kj->k", spreads, np.abs(precisions), spreads)
+        losses = _gufuncs.einsum("ki,kij,kj->k", spreads, np.abs(precisions), spreads)
         losses /= precisions.shape[-1]
         return np.where(self.masses > 0, losses, 1.0)
 
@@ -1094,19 +1128,39 @@ class WhitenedMoments:
         - b``; the scatter of y about its mean is taken first, so nothing
         large cancels when the means have moved.
         """
-        total = 0.0
         changes = self._frame_changes(factors)
-        for k in range(self.first.shape[0]):
-            mass = self.masses[k]
-            if mass <= 0:
-                continue
-            change = changes[k]
-            mean = self.first[k] / mass
-            scatter = self.second[k] - np.outer(self.first[k], mean)
-            offset = change.T @ mean - factors[k].T @ (means[k] - self.means[k])
-            total += float(np.sum((change.T @ scatter) * change.T))
-            total += mass * float(offset @ offset)
+        # All components at once, each with the same arithmetic (and BLAS
+        # calls) as alone; summed in component order.
+        masses = self.masses
+        safe = np.where(masses > 0, masses, 1.0)
+        mean = self.first / safe[:, np.newaxis]
+        scatter = self.second - self.first[:, :, np.newaxis] * mean[:, np.newaxis, :]
+        transposed = np.swapaxes(changes, 1, 2)
+        offset = np.matmul(transposed, mean[:, :, np.newaxis])[..., 0]
+        moved = (means - self.means)[:, :, np.newaxis]
+        offset -= np.matmul(np.swapaxes(factors, 1, 2), moved)[..., 0]
+        spreads = np.sum(np.matmul(transposed, scatter) * transposed, axis=(1, 2))
+        lengths = np.matmul(offset[:, np.newaxis, :], offset[:, :, np.newaxis])
+        total = 0.0
+        for k in np.flatnonzero(masses > 0):
+            total += float(spreads[k])
+            total += masses[k] * float(lengths[k, 0, 0])
         return total
+
+
+def _frame_changes(sources, targets):
+    """Each ``P_k^-1 Q_k`` (:func:`_frame_change`), shape (K, D, D)."""
+    eye = np.eye(sources.shape[-1])
+    changes = np.empty(np.shape(sources))
+    steps = targets - sources
+    same = np.all(sources == targets, axis=(1, 2))
+    for k in range(len(sources)):
+        if same[k]:
+            changes[k] = eye
+        else:
+            change, _ = lapack.dtrtrs(sources[k], steps[k], lower=0)
+            np.add(change, eye, out=changes[k])
+    return changes
 
 
 def _frame_change(source, target):
