@@ -776,13 +776,13 @@ class _Lockstep:
         if exact.any():
             factors, constants = self._factors_and_constants(fits, reg_covar)
             where = layout[0]
+            # One component at a time: work arrays of the rows' size only.
             for number in np.flatnonzero(exact):
-                own = slice(starts[number], starts[number] + sizes[number])
-                gaps = self.X[np.newaxis] - self.means[where[own], np.newaxis]
-                whitened = np.matmul(gaps, factors[own])
-                log_rho[: sizes[number], number] = constants[own, np.newaxis] - (
-                    0.5 * einsum("knj,knj->kn", whitened, whitened)
-                )
+                for slot in range(sizes[number]):
+                    k = starts[number] + slot
+                    whitened = (self.X - self.means[where[k]]) @ factors[k]
+                    forms = einsum("nj,nj->n", whitened, whitened)
+                    log_rho[slot, number] = constants[k] - 0.5 * forms
         return exact
 
     def _posterior(self, log_rho):
@@ -908,12 +908,13 @@ class _Lockstep:
         """Scatters of the ``direct`` fits about each component's own mean."""
         layout = self._layout(fits)
         where, starts, sizes = layout[0], layout[4], layout[5]
+        # One component at a time: work arrays of the rows' size only.
         for number in np.flatnonzero(direct):
-            own = slice(starts[number], starts[number] + sizes[number])
-            components = where[own]
-            gaps = self.X[np.newaxis] - self.xbar[components, np.newaxis]
-            weighted = resp[: sizes[number], number, :, np.newaxis] * gaps
-            self.scatter[components] = np.matmul(weighted.swapaxes(1, 2), gaps)
+            for slot in range(sizes[number]):
+                component = where[starts[number] + slot]
+                gaps = self.X - self.xbar[component]
+                weighted = resp[slot, number, :, np.newaxis] * gaps
+                self.scatter[component] = weighted.T @ gaps
 
     def criteria(self, fits, sample_weight):
         """``(score, entropy)`` of each fit's final parameters.
