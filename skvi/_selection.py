@@ -85,8 +85,8 @@ def select_model(
         rows that takes 0.5 to 1.3 s (one core of a 2-core machine), 0.6
         to 2.2 times ``Mclust``'s time on mclust's data sets, the nested
         restarts (``restarts``) included (see :doc:`/mclust`);
-        scikit-learn's four types alone take 0.4 to 1.0 times ``Mclust``'s
-        with those four. Pass fewer to go faster.
+        scikit-learn's four types alone take 0.4 to 0.95 times
+        ``Mclust``'s with those four. Pass fewer to go faster.
     covariance_types : str or iterable of str, default='all'
         Covariance types to try: any of mclust's fourteen models ('EII',
         'VII', 'EEI', 'VEI', 'EVI', 'VVI', 'EEE', 'VEE', 'EVE', 'VVE', 'EEV',
