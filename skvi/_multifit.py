@@ -216,7 +216,7 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     # alone: setting and lifting it costs more than one of their iterations.
     with one_blas_thread():
         lockstep = _Lockstep(fits)
-        lockstep.run(template, template.reg_covar)
+        lockstep.run(template)
         fits = [fit for fit in fits if not fit.left]
         if fits:
             scores, entropies = lockstep.criteria(fits, sample_weight)
@@ -433,10 +433,11 @@ class _Lockstep:
                     fit.resume_before_m_step()
         return self._active()
 
-    def run(self, template, reg_covar):
+    def run(self, template):
+        """Fit every fit with the template's stopping rule and reg_covar."""
         max_iter, tol = template.max_iter, template.tol
         relative_tol = template.relative_tol
-        self.reg_covar = reg_covar
+        self.reg_covar = template.reg_covar
         # The start: the M-step from the statistics of the initial q(Z),
         # as EMGaussianMixture._initial_state takes it.
         self._assign(self.fits)
@@ -773,16 +774,15 @@ class _Lockstep:
         layout = self._layout(fits)
         columns, starts, sizes = layout[2], layout[4], layout[5]
         exact = np.bincount(columns, weights=flagged, minlength=len(fits)) > 0
-        if exact.any():
-            factors, constants = self._factors_and_constants(fits, reg_covar)
-            where = layout[0]
-            # One component at a time: work arrays of the rows' size only.
-            for number in np.flatnonzero(exact):
-                for slot in range(sizes[number]):
-                    k = starts[number] + slot
-                    whitened = (self.X - self.means[where[k]]) @ factors[k]
-                    forms = einsum("nj,nj->n", whitened, whitened)
-                    log_rho[slot, number] = constants[k] - 0.5 * forms
+        factors, constants = self._factors_and_constants(fits, reg_covar)
+        where = layout[0]
+        # One component at a time: work arrays of the rows' size only.
+        for number in np.flatnonzero(exact):
+            for slot in range(sizes[number]):
+                k = starts[number] + slot
+                whitened = (self.X - self.means[where[k]]) @ factors[k]
+                forms = einsum("nj,nj->n", whitened, whitened)
+                log_rho[slot, number] = constants[k] - 0.5 * forms
         return exact
 
     def _posterior(self, log_rho):
@@ -838,7 +838,7 @@ class _Lockstep:
 
     def _assign(self, fits):
         """Statistics of the fits' starting responsibilities."""
-        where, slots, columns, n_slots = self._layout(fits)[:4]
+        n_slots = self._layout(fits)[3]
         resp = np.zeros((n_slots, len(fits), len(self.X)))
         for number, fit in enumerate(fits):
             resp[: fit.n_components, number] = fit.start.T * self.weights
