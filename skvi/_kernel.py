@@ -1080,7 +1080,7 @@ class WhitenedMoments:
         return result
 
     def _frame_changes(self, factors):
-        """Each ``P_k^-1 Q_k`` (:func:`_frame_change`) for upper factors Q.
+        """Each ``P_k^-1 Q_k`` (:func:`_frame_changes`) for upper factors Q.
 
         Kept for the last ``factors``: an M-step's check of its moments
         (:meth:`rounding_losses`) and its half-step (:meth:`quadratic`)
@@ -1149,7 +1149,15 @@ class WhitenedMoments:
 
 
 def _frame_changes(sources, targets):
-    """Each ``P_k^-1 Q_k`` (:func:`_frame_change`), shape (K, D, D)."""
+    """``P_k^-1 Q_k`` for upper factors ``P_k = sources[k]``, ``Q_k = targets[k]``.
+
+    As ``I + P^-1 (Q - P)``: consecutive factors of a fit nearly agree, and
+    the solve then errs by eps times the condition number of P relative to
+    the small ``Q - P`` rather than to Q (where clusters lie far apart that
+    number reaches 1e8). By LAPACK directly (scipy's wrapper costs
+    milliseconds); exactly the identity where they are equal. Shape
+    (K, D, D).
+    """
     eye = np.eye(sources.shape[-1])
     changes = np.empty(np.shape(sources))
     steps = targets - sources
@@ -1164,19 +1172,8 @@ def _frame_changes(sources, targets):
 
 
 def _frame_change(source, target):
-    """``P^-1 Q`` for upper factors ``P = source``, ``Q = target``.
-
-    As ``I + P^-1 (Q - P)``: consecutive factors of a fit nearly agree, and
-    the solve then errs by eps times the condition number of P relative to
-    the small ``Q - P`` rather than to Q (where clusters lie far apart that
-    number reaches 1e8). By LAPACK directly (scipy's wrapper costs
-    milliseconds); exactly the identity where they are equal.
-    """
-    eye = np.eye(source.shape[0])
-    if np.array_equal(source, target):
-        return eye
-    change, _ = lapack.dtrtrs(source, target - source, lower=0)
-    return change + eye
+    """``P^-1 Q`` of one pair of upper factors (:func:`_frame_changes`)."""
+    return _frame_changes(source[np.newaxis], target[np.newaxis])[0]
 
 
 def per_component_cheaper(unit, precisions_cholesky, dtype):
