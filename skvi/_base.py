@@ -143,8 +143,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # Hooks an estimator implements.
 
-    def _prepare(self, data, unit):
-        """Validate data-dependent parameters; return a fit context."""
+    def _prepare(self, data, unit, stream=False):
+        """Validate data-dependent parameters; return a fit context.
+
+        ``stream`` is True for a stream's first minibatch (``partial_fit``),
+        whose rows stand for many not seen yet.
+        """
         raise NotImplementedError
 
     def _update(self, moments, unit, context, previous, scale=1.0):
@@ -345,7 +349,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         does not collapse onto one component.
 
         The first call on an unfitted model initialises from its minibatch
-        as ``init_params`` says (and, for VI, takes default priors from it)
+        as ``init_params`` says (and, for VI, takes default priors from it,
+        the covariance prior shrunk as ``covariance_prior`` says)
         and keeps that minibatch's statistics whole. After :meth:`fit`, calls
         continue from the fitted model, whose statistics count as long past
         the start (no averaging or pooling); :meth:`fit` after ``partial_fit``
@@ -407,7 +412,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         else:
             check_enough_samples(sample_weight, self.n_components)
             running, steps, bounds = None, 0, np.empty(0)
-            context = self._prepare(data, unit)
+            context = self._prepare(data, unit, stream=True)
             rng = check_random_state(self.random_state)
             state = self._initial_state(data, unit, context, rng)
         state, running, bound = online_step(

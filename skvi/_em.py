@@ -297,7 +297,7 @@ class EMGaussianMixture(BaseGaussianMixture):
         self.learning_offset = learning_offset
 
     # ------------------------------------------------------------ fitting
-    def _prepare(self, data, unit):
+    def _prepare(self, data, unit, stream=False):
         weights = means = precisions = None
         if self.weights_init is not None:
             weights = check_weights_init(self.weights_init, self.n_components)

@@ -11,6 +11,7 @@ from ._covariance import MCLUST_MODELS, covariance_unit
 from ._elbo import ComponentExpectations, kl_normal_given_precision
 from ._kernel import parameter_expansion, row_values
 from ._priors import WEIGHT_PRIORS, NormalPrecisionPrior
+from ._shrinkage import shrinkage_intensity, shrunk_towards_identity
 from ._validation import check_array_param
 
 # The largest total_samples: the posterior's counts (the stream's weight plus
@@ -128,7 +129,11 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         The prior scale: ``W_0^-1`` for 'full' and 'tied' (D, D); the Gamma
         rates' per-feature values (D,) for 'diag'; one value for
         'spherical'. If None, the (weighted) covariance of the data smoothed
-        by reg_covar, i.e. the empirical covariance plus ``reg_covar I``.
+        by reg_covar, i.e. the empirical covariance plus ``reg_covar I``;
+        for 'full' and 'tied' at the first :meth:`partial_fit` of a stream,
+        whose minibatch stands for rows not seen yet, that covariance is
+        shrunk towards a multiple of the identity by Ledoit and Wolf's rule
+        (a well-conditioned estimate from few rows in many features).
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and :meth:`sample`.
     warm_start : bool, default=False
@@ -337,7 +342,7 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     _weights_are_counts = True
 
     # ------------------------------------------------------------ priors
-    def _prepare(self, data, unit):
+    def _prepare(self, data, unit, stream=False):
         n_features = data.n_features
         moments = None
         if self.mean_prior is None or self.covariance_prior is None:
@@ -373,6 +378,14 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         self.degrees_of_freedom_prior_ = dof
         if self.covariance_prior is None:
             self.covariance_prior_ = self._default_covariance_prior(unit, moments)
+            if stream and np.ndim(self.covariance_prior_) == 2:
+                # A minibatch's covariance over many features is a poor
+                # estimate of the stream's (see _shrinkage).
+                rows = data.filled()
+                self.covariance_prior_ = shrunk_towards_identity(
+                    self.covariance_prior_,
+                    shrinkage_intensity(rows.X, rows.sample_weight),
+                )
         else:
             self.covariance_prior_ = unit.check_prior(self.covariance_prior)
         # Validated and computed in float64; stored, like every fitted
