@@ -31,7 +31,6 @@ computed on their own and added up in chunk order (see
 
 import os
 import threading
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -140,36 +139,79 @@ def _executor(workers):
 def map_in_order(function, items, workers, consume):
     """``consume(function(item))`` for each item, in the order of ``items``.
 
-    With more than one worker, ``function`` runs on the shared pool, at most
-    ``2 * workers`` items ahead of ``consume`` (so few results wait in
-    memory), and must be safe to call from several threads at once;
-    ``consume`` always runs in the calling thread, in order. An exception
-    from either stops the loop and is raised once nothing runs any more.
+    With more than one worker, ``function`` runs on the shared pool and must
+    be safe to call from several threads at once. The workers take the items
+    themselves and, under one lock, consume every finished result whose
+    turn has come, so ``consume`` sees the results in the order of
+    ``items`` (one call at a time, in whichever worker's thread) and the
+    calling thread only waits for the end: a calling thread that handed out
+    and consumed each item itself woke for every one of them, and on a
+    2-core machine its wake-ups and the GIL it took cost a two-thread fit a
+    third of its CPU time on top of the work. A worker starts an item at
+    most ``2 * workers`` ahead of the next to consume, so few results wait
+    in memory. An exception from either stops the loop and is raised once
+    nothing runs any more.
     """
     if workers <= 1:
         for item in items:
             consume(function(item))
         return
+    run = _OrderedRun(list(items), function, consume, window=2 * workers)
     pool = _executor(workers)
-    items = iter(items)
-    pending = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) == 2 * workers:
-                break
-        while pending:
-            result = pending.popleft().result()
-            for item in items:
-                pending.append(pool.submit(function, item))
-                break
-            consume(result)
-    finally:
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                future.exception()
+    futures = [pool.submit(run.work) for _ in range(workers)]
+    for future in futures:
+        future.exception()
+    if run.error is not None:
+        raise run.error
+
+
+class _OrderedRun:
+    """The shared state of one :func:`map_in_order` over several workers."""
+
+    def __init__(self, items, function, consume, window):
+        self.items, self.function, self.consume = items, function, consume
+        self.window = window
+        self.changed = threading.Condition(threading.Lock())
+        # The next item to start and the next result to consume.
+        self.started = self.consumed = 0
+        self.finished = {}
+        self.error = None
+
+    def work(self):
+        """Start items and consume results in turn until none is left."""
+        changed = self.changed
+        while True:
+            with changed:
+                while (
+                    self.error is None
+                    and self.started < len(self.items)
+                    and self.started >= self.consumed + self.window
+                ):
+                    changed.wait()
+                if self.error is not None or self.started == len(self.items):
+                    return
+                index = self.started
+                self.started += 1
+            try:
+                result = self.function(self.items[index])
+            except BaseException as error:
+                self._fail(error)
+                return
+            with changed:
+                self.finished[index] = result
+                try:
+                    while self.error is None and self.consumed in self.finished:
+                        self.consume(self.finished.pop(self.consumed))
+                        self.consumed += 1
+                except BaseException as error:
+                    self.error = error
+                changed.notify_all()
+
+    def _fail(self, error):
+        with self.changed:
+            if self.error is None:
+                self.error = error
+            self.changed.notify_all()
 
 
 def for_each_chunk(function, chunks, row_bytes):

@@ -159,3 +159,47 @@ def test_a_one_thread_limit_keeps_a_fit_on_one_thread():
         check=True,
     )
     assert completed.stdout.strip() == "['MainThread']"
+
+
+def test_results_are_consumed_in_order_with_few_waiting():
+    # Workers take the items and consume the results in turn: in the order
+    # of the items, never more than 2 * workers started ahead of the next
+    # to consume, and each result once.
+    from skvi._threads import map_in_order
+
+    started, consumed, ahead = [], [], []
+    lock = threading.Lock()
+
+    def work(item):
+        with lock:
+            started.append(item)
+            ahead.append(len(started) - len(consumed))
+        # Later items finish first now and then.
+        np.linalg.eigvalsh(np.eye(30) * (1 + item % 3))
+        return item * item
+
+    map_in_order(work, range(200), 2, consumed.append)
+    assert consumed == [item * item for item in range(200)]
+    assert max(ahead) <= 4
+
+
+@pytest.mark.parametrize("failing", ["function", "consume"])
+def test_an_error_in_a_worker_stops_the_loop_and_is_raised(failing):
+    from skvi._threads import map_in_order
+
+    calls = []
+
+    def work(item):
+        calls.append(item)
+        if failing == "function" and item == 5:
+            raise ValueError("item 5")
+        return item
+
+    def consume(result):
+        if failing == "consume" and result == 5:
+            raise ValueError("item 5")
+
+    with pytest.raises(ValueError, match="item 5"):
+        map_in_order(work, range(1000), 2, consume)
+    # It stopped: at most a window of items after the failing one started.
+    assert len(calls) < 20
