@@ -159,8 +159,14 @@ def map_in_order(function, items, workers, consume):
     run = _OrderedRun(list(items), function, consume, window=2 * workers)
     pool = _executor(workers)
     futures = [pool.submit(run.work) for _ in range(workers)]
-    for future in futures:
-        future.exception()
+    try:
+        for future in futures:
+            future.exception()
+    except BaseException as error:
+        # Interrupted while waiting (Ctrl-C): the workers stop after their
+        # current item.
+        run.stop(error)
+        raise
     if run.error is not None:
         raise run.error
 
@@ -195,7 +201,7 @@ class _OrderedRun:
             try:
                 result = self.function(self.items[index])
             except BaseException as error:
-                self._fail(error)
+                self.stop(error)
                 return
             with changed:
                 self.finished[index] = result
@@ -207,7 +213,8 @@ class _OrderedRun:
                     self.error = error
                 changed.notify_all()
 
-    def _fail(self, error):
+    def stop(self, error):
+        """Start no more items; ``error`` is raised unless one came first."""
         with self.changed:
             if self.error is None:
                 self.error = error
