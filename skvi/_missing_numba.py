@@ -57,6 +57,8 @@ def conditional_blocks(
     corrections,
     fill,
     covariance,
+    triples,
+    triple_known,
 ):
     """Each row's and component's correction terms, written into the outputs.
 
@@ -97,6 +99,12 @@ def conditional_blocks(
         Out: the conditional mean minus the center, per entry.
     covariance : ndarray of shape (n_cells, P)
         Out: ``Lambda_mm^-1`` of each position, row-major s x s.
+    triples : ndarray of shape (n_triples, TRIPLE_FIELDS, P)
+        The factors of the blocks of three coordinates, kept from call to
+        call while the precisions stay the same (see
+        :func:`new_factor_cache`); n_triples = 0 keeps none.
+    triple_known : ndarray of shape (n_triples,)
+        Which of ``triples`` are computed; set here for those computed.
 
     Notes
     -----
@@ -104,7 +112,10 @@ def conditional_blocks(
     root and one division per pivot. A row missing one coordinate j, or
     two, j < l, shares its factor with every row of the chunk missing the
     same ones: those factors are computed on first use and kept (for up
-    to PAIR_FEATURES features). ``log det Lambda_mm`` is the log of the
+    to PAIR_FEATURES features). So are those of three coordinates, in
+    ``triples``, which the caller keeps for every chunk of an E-step
+    (for up to TRIPLE_FEATURES features): a chunk's rows missing three
+    share few of their C(D, 3) blocks, an E-step's share most. ``log det Lambda_mm`` is the log of the
     product of the pivots, or the sum of their logarithms where the
     product would leave the range of float64. A pivot that is not
     positive (a precision singular to rounding, which the whitened path
@@ -191,6 +202,45 @@ def conditional_blocks(
                     reciprocals[1, k] = pair[j0, j1, 1, q]
                     lower[1, 0, k] = pair[j0, j1, 0, q]
                     determinants[k] = pair[j0, j1, 2, q]
+        elif size == 3 and triples.shape[0] > 0:
+            j1, j2 = coordinates[first + 1], coordinates[first + 2]
+            t = j2 * (j2 - 1) * (j2 - 2) // 6 + j1 * (j1 - 1) // 2 + j0
+            if not triple_known[t]:
+                _factor(
+                    precisions,
+                    coordinates,
+                    first,
+                    3,
+                    lower,
+                    pivots,
+                    reciprocals,
+                    inverse,
+                    determinants,
+                    covariance,
+                    cell,
+                )
+                for q in range(n_precisions):
+                    for a in range(3):
+                        triples[t, a, q] = reciprocals[a, q]
+                    triples[t, 3, q] = lower[1, 0, q]
+                    triples[t, 4, q] = lower[2, 0, q]
+                    triples[t, 5, q] = lower[2, 1, q]
+                    triples[t, 6, q] = determinants[q]
+                    for c in range(9):
+                        triples[t, 7 + c, q] = covariance[cell + c, q]
+                triple_known[t] = True
+            else:
+                for c in range(9):
+                    for q in range(n_precisions):
+                        covariance[cell + c, q] = triples[t, 7 + c, q]
+            for k in range(n_components):
+                q = 0 if shared else k
+                for a in range(3):
+                    reciprocals[a, k] = triples[t, a, q]
+                lower[1, 0, k] = triples[t, 3, q]
+                lower[2, 0, k] = triples[t, 4, q]
+                lower[2, 1, k] = triples[t, 5, q]
+                determinants[k] = triples[t, 6, q]
         else:
             _factor(
                 precisions,
@@ -305,6 +355,29 @@ def _entry_products(precisions, rows, members, starts, coordinates):
                 products[e, q] = sums[q, t]
         first += count
     return products
+
+
+# Rows missing three coordinates keep their factors, from chunk to chunk, in
+# a (C(D, 3), TRIPLE_FIELDS, P) table up to this many features (0.6 MB at
+# D = 16, K = 8; 9 MB at 32).
+TRIPLE_FEATURES = 32
+
+# Per triple and precision: 1 / pivot (3), L_10, L_20, L_21, log det and the
+# row-major 3 x 3 inverse.
+TRIPLE_FIELDS = 16
+
+
+def new_factor_cache(n_features, n_precisions):
+    """Empty ``(triples, triple_known)`` for :func:`conditional_blocks`.
+
+    One per thread and E-step: valid while the precisions stay the same.
+    None kept (zero triples) beyond TRIPLE_FEATURES features.
+    """
+    n_triples = 0
+    if 3 <= n_features <= TRIPLE_FEATURES:
+        n_triples = n_features * (n_features - 1) * (n_features - 2) // 6
+    triples = np.empty((n_triples, TRIPLE_FIELDS, n_precisions))
+    return triples, np.zeros(n_triples, dtype=np.bool_)
 
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
