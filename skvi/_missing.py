@@ -462,6 +462,7 @@ class IncompleteRows:
             corrections,
             fill,
             covariance,
+            *_factor_cache(plan, kernels, precisions),
         )
         self.quadratic, self.log_det, self._fill = quadratic.T, log_det.T, fill.T
         self._corrections = corrections.T
@@ -1232,6 +1233,22 @@ def _component_last(plan):
         )
         plan.__dict__["_component_last"] = arrays
     return arrays
+
+
+def _factor_cache(plan, kernels, precisions):
+    """The compiled kernels' kept factors of this thread, on the plan.
+
+    Blocks of three missing coordinates are factored once per E-step (a
+    plan: its precisions stay the same), not once per chunk; each thread
+    keeps its own, so that chunks on several threads never share one (see
+    skvi._missing_numba.new_factor_cache).
+    """
+    caches = plan.__dict__.setdefault("_factor_caches", {})
+    thread = threading.get_ident()
+    cache = caches.get(thread)
+    if cache is None:
+        cache = caches[thread] = kernels.new_factor_cache(*precisions.shape[1:])
+    return cache
 
 
 def _inverted_blocks(dense, missing, n_components):

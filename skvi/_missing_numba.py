@@ -34,6 +34,8 @@ first call of any of them costs about 0.6 s (numba builds its typing and
 target contexts), each kernel's cached code 0.01-0.03 s more.
 """
 
+import math
+
 import numba
 import numpy as np
 
@@ -113,13 +115,14 @@ def conditional_blocks(
     two, j < l, shares its factor with every row of the chunk missing the
     same ones: those factors are computed on first use and kept (for up
     to PAIR_FEATURES features). So are those of three coordinates, in
-    ``triples``, which the caller keeps for every chunk of an E-step
-    (for up to TRIPLE_FEATURES features): a chunk's rows missing three
-    share few of their C(D, 3) blocks, an E-step's share most. ``log det Lambda_mm`` is the log of the
-    product of the pivots, or the sum of their logarithms where the
-    product would leave the range of float64. A pivot that is not
-    positive (a precision singular to rounding, which the whitened path
-    handles) gives a non-finite value.
+    ``triples``, which the caller keeps for every chunk of an E-step:
+    a chunk's rows missing three share few of their C(D, 3) blocks, an
+    E-step's share most (at D = 16, 14% of the rows of a fit with 10% of
+    its entries missing miss three, 25 rows per block and E-step).
+    ``log det Lambda_mm`` is the log of the product of the pivots, or
+    the sum of their logarithms where the product would leave the range
+    of float64. A pivot that is not positive (a precision singular to
+    rounding, which the whitened path handles) gives a non-finite value.
     """
     n_features, n_precisions = precisions.shape[1], precisions.shape[2]
     n_components = quadratic.shape[1]
@@ -206,6 +209,7 @@ def conditional_blocks(
             j1, j2 = coordinates[first + 1], coordinates[first + 2]
             t = j2 * (j2 - 1) * (j2 - 2) // 6 + j1 * (j1 - 1) // 2 + j0
             if not triple_known[t]:
+                # Computed and kept, once per E-step.
                 _factor(
                     precisions,
                     coordinates,
@@ -357,10 +361,10 @@ def _entry_products(precisions, rows, members, starts, coordinates):
     return products
 
 
-# Rows missing three coordinates keep their factors, from chunk to chunk, in
-# a (C(D, 3), TRIPLE_FIELDS, P) table up to this many features (0.6 MB at
-# D = 16, K = 8; 9 MB at 32).
-TRIPLE_FEATURES = 32
+# Rows missing three coordinates keep their factors from chunk to chunk in a
+# (C(D, 3), TRIPLE_FIELDS, P) table, where it holds at most this many values
+# (8 MB): D = 16 with up to 58 precisions, D = 24 with 15.
+TRIPLE_VALUES = 2**20
 
 # Per triple and precision: 1 / pivot (3), L_10, L_20, L_21, log det and the
 # row-major 3 x 3 inverse.
@@ -370,12 +374,14 @@ TRIPLE_FIELDS = 16
 def new_factor_cache(n_features, n_precisions):
     """Empty ``(triples, triple_known)`` for :func:`conditional_blocks`.
 
-    One per thread and E-step: valid while the precisions stay the same.
-    None kept (zero triples) beyond TRIPLE_FEATURES features.
+    Block ``j0 < j1 < j2`` is triple ``C(j2, 3) + C(j1, 2) + j0`` (the
+    combinatorial number system). Valid while the precisions stay the same
+    (an E-step), for one thread at a time; with more than TRIPLE_VALUES
+    values, none is kept (zero triples).
     """
-    n_triples = 0
-    if 3 <= n_features <= TRIPLE_FEATURES:
-        n_triples = n_features * (n_features - 1) * (n_features - 2) // 6
+    n_triples = math.comb(n_features, 3)
+    if n_triples * TRIPLE_FIELDS * n_precisions > TRIPLE_VALUES:
+        n_triples = 0
     triples = np.empty((n_triples, TRIPLE_FIELDS, n_precisions))
     return triples, np.zeros(n_triples, dtype=np.bool_)
 
