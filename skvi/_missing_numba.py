@@ -525,16 +525,18 @@ def conditional_statistics(
     first,
     second,
 ):
-    """Add what completes the kernel's sums of the filled rows.
+    """What completes the kernel's sums of the filled rows, into zeros.
 
     With ``delta`` the fill (conditional mean minus the center) on a row's
-    missing coordinates and 0 elsewhere: ``sum w r delta`` to ``first``
+    missing coordinates and 0 elsewhere: ``sum w r delta`` into ``first``
     (D, K) and ``sum w r (e delta^T + delta e^T + delta delta^T + Cov)``
-    to ``second`` (D, D, K), component last, for ``weighted_resp`` (K, n)
-    and the arrays of :func:`conditional_blocks`. A ``second`` of shape
-    (D, D, 1) receives the sum over the components instead: a precision
-    shared by every component (tied) is estimated from the pooled sum
-    alone, which takes one product per missing entry and coordinate,
+    into ``second`` (D, D, K), component last, both 0 on entry (the sums
+    of the missing blocks are taken above the diagonal, then mirrored),
+    for ``weighted_resp`` (K, n) and the arrays of
+    :func:`conditional_blocks`. A ``second`` of shape (D, D, 1) receives
+    the sum over the components instead: a precision shared by every
+    component (tied) is estimated from the pooled sum alone, which takes
+    one product per missing entry and coordinate,
     not K. Returns the sums ``sum w r s`` and ``sum w r log det
     Lambda_mm`` of the entropy.
     """
@@ -588,23 +590,22 @@ def conditional_statistics(
                         value += weighted[k] * fill[start + b, k]
                     value += row_mass * covariance[at, 0]
                     second[ja, jb, 0] += value
-                    if b > a:
-                        second[jb, ja, 0] += value
                 elif n_precisions == 1:
                     shared = covariance[at, 0]
                     for k in range(n_components):
                         value = weighted[k] * fill[start + b, k]
                         value += weights[k] * shared
                         second[ja, jb, k] += value
-                        if b > a:
-                            second[jb, ja, k] += value
                 else:
                     for k in range(n_components):
                         value = weighted[k] * fill[start + b, k]
                         value += weights[k] * covariance[at, k]
                         second[ja, jb, k] += value
-                        if b > a:
-                            second[jb, ja, k] += value
+    # Below the diagonal, the same sums as above it (second starts at 0).
+    for i in range(n_features):
+        for j in range(i):
+            for k in range(n_lanes):
+                second[i, j, k] = second[j, i, k]
     for i in range(n_features):
         for j in range(n_features):
             for k in range(n_lanes):
