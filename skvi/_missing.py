@@ -1238,8 +1238,10 @@ def _component_last(plan):
 def _factor_cache(plan, kernels, precisions):
     """The compiled kernels' kept factors of this thread, on the plan.
 
-    Blocks of three missing coordinates are factored once per E-step (a
-    plan: its precisions stay the same), not once per chunk; each thread
+    Blocks of one, two and three missing coordinates are factored once
+    per E-step (a plan: its precisions stay the same), not once per chunk
+    (chunks of about 3,000 rows share few of their C(D, 3) triples, an
+    E-step shares most); each thread
     keeps its own, so that chunks on several threads never share one (see
     skvi._missing_numba.new_factor_cache).
     """

@@ -59,6 +59,10 @@ def conditional_blocks(
     corrections,
     fill,
     covariance,
+    single,
+    single_known,
+    pair,
+    pair_known,
     triples,
     triple_known,
 ):
@@ -101,23 +105,22 @@ def conditional_blocks(
         Out: the conditional mean minus the center, per entry.
     covariance : ndarray of shape (n_cells, P)
         Out: ``Lambda_mm^-1`` of each position, row-major s x s.
-    triples : ndarray of shape (n_triples, TRIPLE_FIELDS, P)
-        The factors of the blocks of three coordinates, kept from call to
-        call while the precisions stay the same (see
-        :func:`new_factor_cache`); n_triples = 0 keeps none.
-    triple_known : ndarray of shape (n_triples,)
-        Which of ``triples`` are computed; set here for those computed.
+    single, single_known, pair, pair_known, triples, triple_known : ndarray
+        The factors of the blocks of one, two and three coordinates, kept
+        from call to call while the precisions stay the same, and which of
+        them are known (set here for those computed here): see
+        :func:`new_factor_cache`.
 
     Notes
     -----
     ``Lambda_mm = L D L^T`` (L unit lower triangular) takes no square
-    root and one division per pivot. A row missing one coordinate j, or
-    two, j < l, shares its factor with every row of the chunk missing the
-    same ones: those factors are computed on first use and kept (for up
-    to PAIR_FEATURES features). So are those of three coordinates, in
-    ``triples``, which the caller keeps for every chunk of an E-step:
-    a chunk's rows missing three share few of their C(D, 3) blocks, an
-    E-step's share most (at D = 16, 14% of the rows of a fit with 10% of
+    root and one division per pivot. A row missing one, two or three
+    coordinates shares its factor with every row missing the same ones:
+    those factors are computed on first use and kept, in tables that the
+    caller keeps for every chunk of an E-step (pairs up to PAIR_FEATURES
+    features, triples up to TRIPLE_VALUES values). A chunk's rows
+    missing three share few of their C(D, 3) blocks, an E-step's share
+    most (at D = 16, 14% of the rows of a fit with 10% of
     its entries missing miss three, 25 rows per block and E-step).
     ``log det Lambda_mm`` is the log of the product of the pivots, or
     the sum of their logarithms where the product would leave the range
@@ -140,14 +143,7 @@ def conditional_blocks(
     products = np.empty((largest, n_components))
     solved = np.empty((largest, n_components))
     determinants = np.empty(n_components)
-    # Kept factors of single coordinates and of pairs, and which are known.
-    single_known = np.zeros(n_features, dtype=np.bool_)
-    single = np.empty((n_features, 2, n_precisions))  # 1 / pivot, log pivot
-    pairs = n_features <= PAIR_FEATURES
-    n_pair = n_features if pairs else 0
-    pair_known = np.zeros((n_pair, n_pair), dtype=np.bool_)
-    # L_10, 1 / pivot_1, log det, and the inverse's (0, 0), (0, 1), (1, 1).
-    pair = np.empty((n_pair, n_pair, 6, n_precisions))
+    pairs = pair_known.shape[0] > 0
     if n_precisions > 1:
         entry_products = _entry_products(precisions, rows, members, starts, coordinates)
     else:
@@ -372,18 +368,30 @@ TRIPLE_FIELDS = 16
 
 
 def new_factor_cache(n_features, n_precisions):
-    """Empty ``(triples, triple_known)`` for :func:`conditional_blocks`.
+    """Empty kept factors for :func:`conditional_blocks`, and which are known.
 
-    Block ``j0 < j1 < j2`` is triple ``C(j2, 3) + C(j1, 2) + j0`` (the
-    combinatorial number system). Valid while the precisions stay the same
-    (an E-step), for one thread at a time; with more than TRIPLE_VALUES
-    values, none is kept (zero triples).
+    ``(single, single_known, pair, pair_known, triples, triple_known)``:
+    per coordinate j and precision, ``1 / Lambda_jj`` and its log (D, 2,
+    P); per pair ``j0 < j1``, at ``[j0, j1]``, what :func:`_factor_pair`
+    writes (D, D, 6, P), none beyond PAIR_FEATURES features; per triple
+    ``j0 < j1 < j2``, at ``C(j2, 3) + C(j1, 2) + j0`` (the combinatorial
+    number system), 1 / pivot (3), L_10, L_20, L_21, log det and the
+    row-major 3 x 3 inverse (C(D, 3), TRIPLE_FIELDS, P), none where there
+    would be more than TRIPLE_VALUES values. Valid while the precisions
+    stay the same (an E-step), for one thread at a time.
     """
+    n_pair = n_features if n_features <= PAIR_FEATURES else 0
     n_triples = math.comb(n_features, 3)
     if n_triples * TRIPLE_FIELDS * n_precisions > TRIPLE_VALUES:
         n_triples = 0
-    triples = np.empty((n_triples, TRIPLE_FIELDS, n_precisions))
-    return triples, np.zeros(n_triples, dtype=np.bool_)
+    return (
+        np.empty((n_features, 2, n_precisions)),
+        np.zeros(n_features, dtype=np.bool_),
+        np.empty((n_pair, n_pair, 6, n_precisions)),
+        np.zeros((n_pair, n_pair), dtype=np.bool_),
+        np.empty((n_triples, TRIPLE_FIELDS, n_precisions)),
+        np.zeros(n_triples, dtype=np.bool_),
+    )
 
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
