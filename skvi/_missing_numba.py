@@ -206,19 +206,36 @@ def conditional_blocks(
             t = j2 * (j2 - 1) * (j2 - 2) // 6 + j1 * (j1 - 1) // 2 + j0
             if not triple_known[t]:
                 # Computed and kept, once per E-step.
-                _factor(
-                    precisions,
-                    coordinates,
-                    first,
-                    3,
-                    lower,
-                    pivots,
-                    reciprocals,
-                    inverse,
-                    determinants,
-                    covariance,
-                    cell,
-                )
+                if shared:
+                    _factor(
+                        precisions,
+                        coordinates,
+                        first,
+                        3,
+                        lower,
+                        pivots,
+                        reciprocals,
+                        inverse,
+                        determinants,
+                        covariance,
+                        cell,
+                        1,
+                    )
+                else:
+                    _factor(
+                        precisions,
+                        coordinates,
+                        first,
+                        3,
+                        lower,
+                        pivots,
+                        reciprocals,
+                        inverse,
+                        determinants,
+                        covariance,
+                        cell,
+                        n_precisions,
+                    )
                 for q in range(n_precisions):
                     for a in range(3):
                         triples[t, a, q] = reciprocals[a, q]
@@ -241,7 +258,7 @@ def conditional_blocks(
                 lower[2, 0, k] = triples[t, 4, q]
                 lower[2, 1, k] = triples[t, 5, q]
                 determinants[k] = triples[t, 6, q]
-        else:
+        elif not shared:
             _factor(
                 precisions,
                 coordinates,
@@ -254,15 +271,31 @@ def conditional_blocks(
                 determinants,
                 covariance,
                 cell,
+                n_precisions,
             )
-            if shared:
-                # One shared precision: lane 0 to every lane.
-                for k in range(1, n_components):
-                    determinants[k] = determinants[0]
-                    for a in range(size):
-                        reciprocals[a, k] = reciprocals[a, 0]
-                        for c in range(a):
-                            lower[a, c, k] = lower[a, c, 0]
+        else:
+            # One shared precision (one lane, a constant), then lane 0 to
+            # every lane.
+            _factor(
+                precisions,
+                coordinates,
+                first,
+                size,
+                lower,
+                pivots,
+                reciprocals,
+                inverse,
+                determinants,
+                covariance,
+                cell,
+                1,
+            )
+            for k in range(1, n_components):
+                determinants[k] = determinants[0]
+                for a in range(size):
+                    reciprocals[a, k] = reciprocals[a, 0]
+                    for c in range(a):
+                        lower[a, c, k] = lower[a, c, 0]
         # g = (Lambda e)_m - (Lambda d)_m; y = L^-1 g; the form y^T D^-1 y;
         # the step Lambda_mm^-1 g = L^-T D^-1 y.
         group = groups[row]
@@ -463,14 +496,16 @@ def _factor(
     determinants,
     covariance,
     cell,
+    n_precisions,
 ):
     """``L D L^T`` of one row's block, its log det and inverse, per precision.
 
     The row's missing coordinates are ``coordinates[first:first + size]``.
     Writes lanes ``q < P`` of the work arrays and the row-major inverse
-    into ``covariance[cell:cell + size * size]``.
+    into ``covariance[cell:cell + size * size]``; ``n_precisions`` is P,
+    a constant 1 where a call passes one (a shared precision: no loops
+    over the lanes in the compiled code).
     """
-    n_precisions = precisions.shape[2]
     for q in range(n_precisions):
         determinants[q] = 1.0
     for b in range(size):
