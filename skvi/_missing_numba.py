@@ -656,6 +656,17 @@ def conditional_statistics(
     return missing_mass, log_det_mass
 
 
+# The position of a 64-bit word's only set bit: its product with this de
+# Bruijn sequence has a distinct top 6 bits for each position (Leiserson,
+# Prokop & Randall 1998, "Using de Bruijn sequences to index a 1 in a
+# computer word").
+_DE_BRUIJN = np.uint64(0x022FDD63CC95386D)
+_BIT_POSITIONS = np.zeros(64, dtype=np.intp)
+for _j in range(64):
+    _BIT_POSITIONS[((int(_DE_BRUIJN) << _j) & (2**64 - 1)) >> 58] = _j
+del _j
+
+
 @numba.njit(**_JIT)
 def incomplete_rows(chunk, center, centered):
     """A chunk's rows with missing entries, ordered by their number of them.
@@ -706,16 +717,34 @@ def incomplete_rows(chunk, center, centered):
         starts[p] = entry
         block_starts[p] = cell
         cell += counts[i] * counts[i]
+        # x - c as the kernel's rows hold it, 0 where missing: the
+        # differences in one loop (vectorized), the missing entries after,
+        # from a bit mask of them (up to 64 features): one pass per missing
+        # entry, where a branch per entry on a NaN at random was
+        # mispredicted about as often as taken.
+        source = chunk[i]
+        target = rows[p]
         for j in range(n_features):
-            value = chunk[i, j]
-            # x - c as the kernel's rows hold it, 0 where missing.
-            if np.isnan(value):
+            target[j] = source[j] - center[j]
+        if n_features <= 64:
+            bits = np.uint64(0)
+            for j in range(n_features):
+                bits |= np.uint64(np.isnan(source[j])) << np.uint64(j)
+            while bits != np.uint64(0):
+                lowest = bits & (~bits + np.uint64(1))
+                j = _BIT_POSITIONS[np.intp((lowest * _DE_BRUIJN) >> np.uint64(58))]
                 coordinates[entry] = j
                 entry += 1
                 centered[j, i] = 0.0
-                rows[p, j] = 0.0
-            else:
-                rows[p, j] = value - center[j]
+                target[j] = 0.0
+                bits ^= lowest
+        else:
+            for j in range(n_features):
+                if np.isnan(source[j]):
+                    coordinates[entry] = j
+                    entry += 1
+                    centered[j, i] = 0.0
+                    target[j] = 0.0
     starts[n_incomplete] = entry
     return columns, starts, block_starts, coordinates, rows
 
