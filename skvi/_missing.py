@@ -446,7 +446,7 @@ class IncompleteRows:
         corrections = np.empty((n_rows, n_components))
         fill = np.empty((int(starts[-1]), n_components))
         covariance = np.empty((n_cells, n_precisions))
-        kernels.conditional_blocks(
+        self._least_quadratic = kernels.conditional_blocks(
             precisions,
             rows,
             members,
@@ -790,6 +790,8 @@ class IncompleteRows:
         # diagonal precisions -quadratic is at most the sum of the drops.
         if plan.unit.diagonal_precision:
             most = float(np.max(np.sum(self._dropped, axis=-1), initial=0.0))
+        elif self._compiled is not None and plan is self._plan:
+            most = -self._least_quadratic  # the compiled kernels' minimum
         else:
             most = -float(np.min(self.quadratic, initial=0.0))
         empty = self._empty_rows()

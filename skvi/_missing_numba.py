@@ -111,6 +111,12 @@ def conditional_blocks(
         them are known (set here for those computed here): see
         :func:`new_factor_cache`.
 
+    Returns
+    -------
+    least : float
+        ``min(0, min(quadratic))``, NaN where a quadratic is NaN: what
+        ``np.min(quadratic, initial=0.0)`` returns, without another pass.
+
     Notes
     -----
     ``Lambda_mm = L D L^T`` (L unit lower triangular) takes no square
@@ -148,6 +154,9 @@ def conditional_blocks(
         entry_products = _entry_products(precisions, rows, members, starts, coordinates)
     else:
         entry_products = np.empty((0, n_precisions))
+    # The least quadratic, and whether one is NaN (see Returns).
+    least = 0.0
+    unordered = False
     for p in range(members.shape[0]):
         row = members[p]
         first = starts[p]
@@ -327,6 +336,11 @@ def conditional_blocks(
         else:
             for k in range(n_components):
                 corrections[row, k] = scale * quadratic[row, k]
+        for k in range(n_components):
+            form = quadratic[row, k]
+            least = form if form < least else least
+            unordered |= form != form
+    return np.nan if unordered else least
 
 
 HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
