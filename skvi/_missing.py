@@ -913,7 +913,8 @@ class IncompleteRows:
             first = np.zeros((n_features, n_components))
             second = np.zeros((n_features, n_features, n_lanes))
             masses = kernels.conditional_statistics(
-                np.ascontiguousarray(weighted_resp, dtype=float),
+                # (n, K): the kernel's responsibilities are, transposed.
+                np.ascontiguousarray(weighted_resp.T, dtype=float),
                 rows,
                 members,
                 starts,

@@ -589,7 +589,7 @@ def conditional_statistics(
     (D, K) and ``sum w r (e delta^T + delta e^T + delta delta^T + Cov)``
     into ``second`` (D, D, K), component last, both 0 on entry (the sums
     of the missing blocks are taken above the diagonal, then mirrored),
-    for ``weighted_resp`` (K, n) and the arrays of
+    for ``weighted_resp`` (n, K), component last, and the arrays of
     :func:`conditional_blocks`. A ``second`` of shape (D, D, 1) receives
     the sum over the components instead: a precision shared by every
     component (tied) is estimated from the pooled sum alone, which takes
@@ -597,7 +597,7 @@ def conditional_statistics(
     not K. Returns the sums ``sum w r s`` and ``sum w r log det
     Lambda_mm`` of the entropy.
     """
-    n_components = weighted_resp.shape[0]
+    n_components = weighted_resp.shape[1]
     n_precisions = covariance.shape[1]
     n_features = rows.shape[1]
     n_lanes = second.shape[2]
@@ -617,7 +617,7 @@ def conditional_statistics(
         cell = block_starts[p]
         row_mass = 0.0
         for k in range(n_components):
-            weights[k] = weighted_resp[k, row]
+            weights[k] = weighted_resp[row, k]
             row_mass += weights[k]
             missing_mass += weights[k] * size
             log_det_mass += weights[k] * log_det[row, k]
