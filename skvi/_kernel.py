@@ -1580,7 +1580,10 @@ class StatisticsPass:
             self._accumulate(weighted_resp, prepared, weights, row_mass)
             return
         columns, corrections = prepared.incomplete
-        incomplete = weighted_resp[:, columns].astype(float)
+        incomplete = weighted_resp[:, columns]
+        if isinstance(columns, slice) or incomplete.dtype != np.float64:
+            # A float64 copy: a slice's view sees the zeros written below.
+            incomplete = incomplete.astype(float)
         if corrections.in_kernel:
             # Summed as filled in with the center; the corrections add the rest.
             self._accumulate(weighted_resp, prepared, weights, row_mass)

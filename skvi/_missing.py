@@ -446,7 +446,7 @@ class IncompleteRows:
         corrections = np.empty((n_rows, n_components))
         fill = np.empty((int(starts[-1]), n_components))
         covariance = np.empty((n_cells, n_precisions))
-        kernels.conditional_blocks(
+        self._least_quadratic = kernels.conditional_blocks(
             precisions,
             rows,
             members,
@@ -462,6 +462,7 @@ class IncompleteRows:
             corrections,
             fill,
             covariance,
+            *_factor_cache(plan, kernels, precisions),
         )
         self.quadratic, self.log_det, self._fill = quadratic.T, log_det.T, fill.T
         self._corrections = corrections.T
@@ -789,6 +790,8 @@ class IncompleteRows:
         # diagonal precisions -quadratic is at most the sum of the drops.
         if plan.unit.diagonal_precision:
             most = float(np.max(np.sum(self._dropped, axis=-1), initial=0.0))
+        elif self._compiled is not None and plan is self._plan:
+            most = -self._least_quadratic  # the compiled kernels' minimum
         else:
             most = -float(np.min(self.quadratic, initial=0.0))
         empty = self._empty_rows()
@@ -910,7 +913,8 @@ class IncompleteRows:
             first = np.zeros((n_features, n_components))
             second = np.zeros((n_features, n_features, n_lanes))
             masses = kernels.conditional_statistics(
-                np.ascontiguousarray(weighted_resp, dtype=float),
+                # (n, K): the kernel's responsibilities are, transposed.
+                np.ascontiguousarray(weighted_resp.T, dtype=float),
                 rows,
                 members,
                 starts,
@@ -1232,6 +1236,24 @@ def _component_last(plan):
         )
         plan.__dict__["_component_last"] = arrays
     return arrays
+
+
+def _factor_cache(plan, kernels, precisions):
+    """The compiled kernels' kept factors of this thread, on the plan.
+
+    Blocks of one, two and three missing coordinates are factored once
+    per E-step (a plan: its precisions stay the same), not once per chunk
+    (chunks of about 3,000 rows share few of their C(D, 3) triples, an
+    E-step shares most); each thread
+    keeps its own, so that chunks on several threads never share one (see
+    skvi._missing_numba.new_factor_cache).
+    """
+    caches = plan.__dict__.setdefault("_factor_caches", {})
+    thread = threading.get_ident()
+    cache = caches.get(thread)
+    if cache is None:
+        cache = caches[thread] = kernels.new_factor_cache(*precisions.shape[1:])
+    return cache
 
 
 def _inverted_blocks(dense, missing, n_components):

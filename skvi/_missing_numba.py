@@ -34,6 +34,8 @@ first call of any of them costs about 0.6 s (numba builds its typing and
 target contexts), each kernel's cached code 0.01-0.03 s more.
 """
 
+import math
+
 import numba
 import numpy as np
 
@@ -57,6 +59,12 @@ def conditional_blocks(
     corrections,
     fill,
     covariance,
+    single,
+    single_known,
+    pair,
+    pair_known,
+    triples,
+    triple_known,
 ):
     """Each row's and component's correction terms, written into the outputs.
 
@@ -97,18 +105,33 @@ def conditional_blocks(
         Out: the conditional mean minus the center, per entry.
     covariance : ndarray of shape (n_cells, P)
         Out: ``Lambda_mm^-1`` of each position, row-major s x s.
+    single, single_known, pair, pair_known, triples, triple_known : ndarray
+        The factors of the blocks of one, two and three coordinates, kept
+        from call to call while the precisions stay the same, and which of
+        them are known (set here for those computed here): see
+        :func:`new_factor_cache`.
+
+    Returns
+    -------
+    least : float
+        ``min(0, min(quadratic))``, NaN where a quadratic is NaN: what
+        ``np.min(quadratic, initial=0.0)`` returns, without another pass.
 
     Notes
     -----
     ``Lambda_mm = L D L^T`` (L unit lower triangular) takes no square
-    root and one division per pivot. A row missing one coordinate j, or
-    two, j < l, shares its factor with every row of the chunk missing the
-    same ones: those factors are computed on first use and kept (for up
-    to PAIR_FEATURES features). ``log det Lambda_mm`` is the log of the
-    product of the pivots, or the sum of their logarithms where the
-    product would leave the range of float64. A pivot that is not
-    positive (a precision singular to rounding, which the whitened path
-    handles) gives a non-finite value.
+    root and one division per pivot. A row missing one, two or three
+    coordinates shares its factor with every row missing the same ones:
+    those factors are computed on first use and kept, in tables that the
+    caller keeps for every chunk of an E-step (pairs up to PAIR_FEATURES
+    features, triples up to TRIPLE_VALUES values). A chunk's rows
+    missing three share few of their C(D, 3) blocks, an E-step's share
+    most (at D = 16, 14% of the rows of a fit with 10% of
+    its entries missing miss three, 25 rows per block and E-step).
+    ``log det Lambda_mm`` is the log of the product of the pivots, or
+    the sum of their logarithms where the product would leave the range
+    of float64. A pivot that is not positive (a precision singular to
+    rounding, which the whitened path handles) gives a non-finite value.
     """
     n_features, n_precisions = precisions.shape[1], precisions.shape[2]
     n_components = quadratic.shape[1]
@@ -126,18 +149,14 @@ def conditional_blocks(
     products = np.empty((largest, n_components))
     solved = np.empty((largest, n_components))
     determinants = np.empty(n_components)
-    # Kept factors of single coordinates and of pairs, and which are known.
-    single_known = np.zeros(n_features, dtype=np.bool_)
-    single = np.empty((n_features, 2, n_precisions))  # 1 / pivot, log pivot
-    pairs = n_features <= PAIR_FEATURES
-    n_pair = n_features if pairs else 0
-    pair_known = np.zeros((n_pair, n_pair), dtype=np.bool_)
-    # L_10, 1 / pivot_1, log det, and the inverse's (0, 0), (0, 1), (1, 1).
-    pair = np.empty((n_pair, n_pair, 6, n_precisions))
+    pairs = pair_known.shape[0] > 0
     if n_precisions > 1:
         entry_products = _entry_products(precisions, rows, members, starts, coordinates)
     else:
         entry_products = np.empty((0, n_precisions))
+    # The least quadratic, and whether one is NaN (see Returns).
+    least = 0.0
+    unordered = False
     for p in range(members.shape[0]):
         row = members[p]
         first = starts[p]
@@ -191,7 +210,64 @@ def conditional_blocks(
                     reciprocals[1, k] = pair[j0, j1, 1, q]
                     lower[1, 0, k] = pair[j0, j1, 0, q]
                     determinants[k] = pair[j0, j1, 2, q]
-        else:
+        elif size == 3 and triples.shape[0] > 0:
+            j1, j2 = coordinates[first + 1], coordinates[first + 2]
+            t = j2 * (j2 - 1) * (j2 - 2) // 6 + j1 * (j1 - 1) // 2 + j0
+            if not triple_known[t]:
+                # Computed and kept, once per E-step.
+                if shared:
+                    _factor(
+                        precisions,
+                        coordinates,
+                        first,
+                        3,
+                        lower,
+                        pivots,
+                        reciprocals,
+                        inverse,
+                        determinants,
+                        covariance,
+                        cell,
+                        1,
+                    )
+                else:
+                    _factor(
+                        precisions,
+                        coordinates,
+                        first,
+                        3,
+                        lower,
+                        pivots,
+                        reciprocals,
+                        inverse,
+                        determinants,
+                        covariance,
+                        cell,
+                        n_precisions,
+                    )
+                for q in range(n_precisions):
+                    for a in range(3):
+                        triples[t, a, q] = reciprocals[a, q]
+                    triples[t, 3, q] = lower[1, 0, q]
+                    triples[t, 4, q] = lower[2, 0, q]
+                    triples[t, 5, q] = lower[2, 1, q]
+                    triples[t, 6, q] = determinants[q]
+                    for c in range(9):
+                        triples[t, 7 + c, q] = covariance[cell + c, q]
+                triple_known[t] = True
+            else:
+                for c in range(9):
+                    for q in range(n_precisions):
+                        covariance[cell + c, q] = triples[t, 7 + c, q]
+            for k in range(n_components):
+                q = 0 if shared else k
+                for a in range(3):
+                    reciprocals[a, k] = triples[t, a, q]
+                lower[1, 0, k] = triples[t, 3, q]
+                lower[2, 0, k] = triples[t, 4, q]
+                lower[2, 1, k] = triples[t, 5, q]
+                determinants[k] = triples[t, 6, q]
+        elif not shared:
             _factor(
                 precisions,
                 coordinates,
@@ -204,15 +280,31 @@ def conditional_blocks(
                 determinants,
                 covariance,
                 cell,
+                n_precisions,
             )
-            if shared:
-                # One shared precision: lane 0 to every lane.
-                for k in range(1, n_components):
-                    determinants[k] = determinants[0]
-                    for a in range(size):
-                        reciprocals[a, k] = reciprocals[a, 0]
-                        for c in range(a):
-                            lower[a, c, k] = lower[a, c, 0]
+        else:
+            # One shared precision (one lane, a constant), then lane 0 to
+            # every lane.
+            _factor(
+                precisions,
+                coordinates,
+                first,
+                size,
+                lower,
+                pivots,
+                reciprocals,
+                inverse,
+                determinants,
+                covariance,
+                cell,
+                1,
+            )
+            for k in range(1, n_components):
+                determinants[k] = determinants[0]
+                for a in range(size):
+                    reciprocals[a, k] = reciprocals[a, 0]
+                    for c in range(a):
+                        lower[a, c, k] = lower[a, c, 0]
         # g = (Lambda e)_m - (Lambda d)_m; y = L^-1 g; the form y^T D^-1 y;
         # the step Lambda_mm^-1 g = L^-T D^-1 y.
         group = groups[row]
@@ -244,6 +336,11 @@ def conditional_blocks(
         else:
             for k in range(n_components):
                 corrections[row, k] = scale * quadratic[row, k]
+        for k in range(n_components):
+            form = quadratic[row, k]
+            least = form if form < least else least
+            unordered |= form != form
+    return np.nan if unordered else least
 
 
 HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
@@ -305,6 +402,43 @@ def _entry_products(precisions, rows, members, starts, coordinates):
                 products[e, q] = sums[q, t]
         first += count
     return products
+
+
+# Rows missing three coordinates keep their factors from chunk to chunk in a
+# (C(D, 3), TRIPLE_FIELDS, P) table, where it holds at most this many values
+# (8 MB): D = 16 with up to 58 precisions, D = 24 with 15.
+TRIPLE_VALUES = 2**20
+
+# Per triple and precision: 1 / pivot (3), L_10, L_20, L_21, log det and the
+# row-major 3 x 3 inverse.
+TRIPLE_FIELDS = 16
+
+
+def new_factor_cache(n_features, n_precisions):
+    """Empty kept factors for :func:`conditional_blocks`, and which are known.
+
+    ``(single, single_known, pair, pair_known, triples, triple_known)``:
+    per coordinate j and precision, ``1 / Lambda_jj`` and its log (D, 2,
+    P); per pair ``j0 < j1``, at ``[j0, j1]``, what :func:`_factor_pair`
+    writes (D, D, 6, P), none beyond PAIR_FEATURES features; per triple
+    ``j0 < j1 < j2``, at ``C(j2, 3) + C(j1, 2) + j0`` (the combinatorial
+    number system), 1 / pivot (3), L_10, L_20, L_21, log det and the
+    row-major 3 x 3 inverse (C(D, 3), TRIPLE_FIELDS, P), none where there
+    would be more than TRIPLE_VALUES values. Valid while the precisions
+    stay the same (an E-step), for one thread at a time.
+    """
+    n_pair = n_features if n_features <= PAIR_FEATURES else 0
+    n_triples = math.comb(n_features, 3)
+    if n_triples * TRIPLE_FIELDS * n_precisions > TRIPLE_VALUES:
+        n_triples = 0
+    return (
+        np.empty((n_features, 2, n_precisions)),
+        np.zeros(n_features, dtype=np.bool_),
+        np.empty((n_pair, n_pair, 6, n_precisions)),
+        np.zeros((n_pair, n_pair), dtype=np.bool_),
+        np.empty((n_triples, TRIPLE_FIELDS, n_precisions)),
+        np.zeros(n_triples, dtype=np.bool_),
+    )
 
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
@@ -376,14 +510,16 @@ def _factor(
     determinants,
     covariance,
     cell,
+    n_precisions,
 ):
     """``L D L^T`` of one row's block, its log det and inverse, per precision.
 
     The row's missing coordinates are ``coordinates[first:first + size]``.
     Writes lanes ``q < P`` of the work arrays and the row-major inverse
-    into ``covariance[cell:cell + size * size]``.
+    into ``covariance[cell:cell + size * size]``; ``n_precisions`` is P,
+    a constant 1 where a call passes one (a shared precision: no loops
+    over the lanes in the compiled code).
     """
-    n_precisions = precisions.shape[2]
     for q in range(n_precisions):
         determinants[q] = 1.0
     for b in range(size):
@@ -446,20 +582,22 @@ def conditional_statistics(
     first,
     second,
 ):
-    """Add what completes the kernel's sums of the filled rows.
+    """What completes the kernel's sums of the filled rows, into zeros.
 
     With ``delta`` the fill (conditional mean minus the center) on a row's
-    missing coordinates and 0 elsewhere: ``sum w r delta`` to ``first``
+    missing coordinates and 0 elsewhere: ``sum w r delta`` into ``first``
     (D, K) and ``sum w r (e delta^T + delta e^T + delta delta^T + Cov)``
-    to ``second`` (D, D, K), component last, for ``weighted_resp`` (K, n)
-    and the arrays of :func:`conditional_blocks`. A ``second`` of shape
-    (D, D, 1) receives the sum over the components instead: a precision
-    shared by every component (tied) is estimated from the pooled sum
-    alone, which takes one product per missing entry and coordinate,
+    into ``second`` (D, D, K), component last, both 0 on entry (the sums
+    of the missing blocks are taken above the diagonal, then mirrored),
+    for ``weighted_resp`` (n, K), component last, and the arrays of
+    :func:`conditional_blocks`. A ``second`` of shape (D, D, 1) receives
+    the sum over the components instead: a precision shared by every
+    component (tied) is estimated from the pooled sum alone, which takes
+    one product per missing entry and coordinate,
     not K. Returns the sums ``sum w r s`` and ``sum w r log det
     Lambda_mm`` of the entropy.
     """
-    n_components = weighted_resp.shape[0]
+    n_components = weighted_resp.shape[1]
     n_precisions = covariance.shape[1]
     n_features = rows.shape[1]
     n_lanes = second.shape[2]
@@ -479,7 +617,7 @@ def conditional_statistics(
         cell = block_starts[p]
         row_mass = 0.0
         for k in range(n_components):
-            weights[k] = weighted_resp[k, row]
+            weights[k] = weighted_resp[row, k]
             row_mass += weights[k]
             missing_mass += weights[k] * size
             log_det_mass += weights[k] * log_det[row, k]
@@ -509,28 +647,38 @@ def conditional_statistics(
                         value += weighted[k] * fill[start + b, k]
                     value += row_mass * covariance[at, 0]
                     second[ja, jb, 0] += value
-                    if b > a:
-                        second[jb, ja, 0] += value
                 elif n_precisions == 1:
                     shared = covariance[at, 0]
                     for k in range(n_components):
                         value = weighted[k] * fill[start + b, k]
                         value += weights[k] * shared
                         second[ja, jb, k] += value
-                        if b > a:
-                            second[jb, ja, k] += value
                 else:
                     for k in range(n_components):
                         value = weighted[k] * fill[start + b, k]
                         value += weights[k] * covariance[at, k]
                         second[ja, jb, k] += value
-                        if b > a:
-                            second[jb, ja, k] += value
+    # Below the diagonal, the same sums as above it (second starts at 0).
+    for i in range(n_features):
+        for j in range(i):
+            for k in range(n_lanes):
+                second[i, j, k] = second[j, i, k]
     for i in range(n_features):
         for j in range(n_features):
             for k in range(n_lanes):
                 second[i, j, k] += cross[i, k, j] + cross[j, k, i]
     return missing_mass, log_det_mass
+
+
+# The position of a 64-bit word's only set bit: its product with this de
+# Bruijn sequence has a distinct top 6 bits for each position (Leiserson,
+# Prokop & Randall 1998, "Using de Bruijn sequences to index a 1 in a
+# computer word").
+_DE_BRUIJN = np.uint64(0x022FDD63CC95386D)
+_BIT_POSITIONS = np.zeros(64, dtype=np.intp)
+for _j in range(64):
+    _BIT_POSITIONS[((int(_DE_BRUIJN) << _j) & (2**64 - 1)) >> 58] = _j
+del _j
 
 
 @numba.njit(**_JIT)
@@ -583,16 +731,34 @@ def incomplete_rows(chunk, center, centered):
         starts[p] = entry
         block_starts[p] = cell
         cell += counts[i] * counts[i]
+        # x - c as the kernel's rows hold it, 0 where missing: the
+        # differences in one loop (vectorized), the missing entries after,
+        # from a bit mask of them (up to 64 features): one pass per missing
+        # entry, where a branch per entry on a NaN at random was
+        # mispredicted about as often as taken.
+        source = chunk[i]
+        target = rows[p]
         for j in range(n_features):
-            value = chunk[i, j]
-            # x - c as the kernel's rows hold it, 0 where missing.
-            if np.isnan(value):
+            target[j] = source[j] - center[j]
+        if n_features <= 64:
+            bits = np.uint64(0)
+            for j in range(n_features):
+                bits |= np.uint64(np.isnan(source[j])) << np.uint64(j)
+            while bits != np.uint64(0):
+                lowest = bits & (~bits + np.uint64(1))
+                j = _BIT_POSITIONS[np.intp((lowest * _DE_BRUIJN) >> np.uint64(58))]
                 coordinates[entry] = j
                 entry += 1
                 centered[j, i] = 0.0
-                rows[p, j] = 0.0
-            else:
-                rows[p, j] = value - center[j]
+                target[j] = 0.0
+                bits ^= lowest
+        else:
+            for j in range(n_features):
+                if np.isnan(source[j]):
+                    coordinates[entry] = j
+                    entry += 1
+                    centered[j, i] = 0.0
+                    target[j] = 0.0
     starts[n_incomplete] = entry
     return columns, starts, block_starts, coordinates, rows
 

@@ -617,6 +617,72 @@ def test_compiled_corrections_match_the_numpy_ones(
         )
 
 
+@pytest.mark.parametrize("n_precisions", [1, 4])
+def test_kept_factors_give_the_corrections_computed_afresh(
+    corrections_path, n_precisions
+):
+    # The factors of blocks of one to three missing coordinates are kept
+    # from chunk to chunk for an E-step: a chunk whose blocks are all kept
+    # gets the same corrections, to the last bit, as with nothing kept, and
+    # a triple kept gives the same numbers as factored in its row.
+    if corrections_path != "compiled":
+        pytest.skip("about the compiled path: runs once, in its parametrization")
+    kernels = skvi._missing.compiled_kernels()
+    rng = np.random.RandomState(58)
+    n_rows, n_features, n_components = 300, 7, 4
+    root = rng.normal(size=(n_precisions, n_features, n_features))
+    precisions = root @ np.swapaxes(root, 1, 2) + n_features * np.eye(n_features)
+    precisions = np.ascontiguousarray(np.moveaxis(precisions, 0, -1))
+    shifts = rng.normal(size=(1, n_features, n_components))
+    sizes = rng.randint(1, 6, size=n_rows)
+    sizes.sort()
+    coordinates = np.concatenate(
+        [np.sort(rng.choice(n_features, size, replace=False)) for size in sizes]
+    )
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    rows = rng.normal(size=(n_rows, n_features))
+    for position, size in enumerate(sizes):
+        rows[position, coordinates[starts[position] : starts[position] + size]] = 0.0
+    cells = sizes * sizes
+    block_starts = np.cumsum(cells) - cells
+
+    def corrections(cache):
+        outputs = (
+            np.empty((n_rows, n_components)),
+            np.empty((n_rows, n_components)),
+            np.empty((n_rows, n_components)),
+            np.empty((len(coordinates), n_components)),
+            np.empty((int(cells.sum()), n_precisions)),
+        )
+        kernels.conditional_blocks(
+            precisions,
+            rows,
+            np.arange(n_rows),
+            starts,
+            coordinates,
+            np.zeros(n_rows, dtype=np.intp),
+            shifts,
+            block_starts,
+            -0.5,
+            True,
+            *outputs,
+            *cache,
+        )
+        return outputs
+
+    kept = kernels.new_factor_cache(n_features, n_precisions)
+    first = corrections(kept)
+    assert kept[1].all() and kept[5].any()
+    again = corrections(kept)
+    afresh = corrections(kernels.new_factor_cache(n_features, n_precisions))
+    no_triples = list(kernels.new_factor_cache(n_features, n_precisions))
+    no_triples[4:] = no_triples[4][:0], no_triples[5][:0]
+    in_rows = corrections(no_triples)
+    for result in (again, afresh, in_rows):
+        for expected, actual in zip(first, result, strict=True):
+            assert_allclose(actual, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("compiled_pairs", [0, 10**9])
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_the_compiled_scan_finds_the_rows_the_mask_finds(
