@@ -203,3 +203,16 @@ def test_an_error_in_a_worker_stops_the_loop_and_is_raised(failing):
         map_in_order(work, range(1000), 2, consume)
     # It stopped: at most a window of items after the failing one started.
     assert len(calls) < 20
+
+
+def test_the_switch_interval_is_short_while_workers_run_and_put_back():
+    from skvi._threads import SWITCH_INTERVAL, map_in_order
+
+    before = sys.getswitchinterval()
+    seen = []
+    map_in_order(lambda item: seen.append(sys.getswitchinterval()), range(8), 2, id)
+    assert max(seen) <= SWITCH_INTERVAL < before
+    assert sys.getswitchinterval() == before
+    with pytest.raises(ZeroDivisionError):
+        map_in_order(lambda item: 1 / 0, range(8), 2, id)
+    assert sys.getswitchinterval() == before
