@@ -215,36 +215,21 @@ def conditional_blocks(
             t = j2 * (j2 - 1) * (j2 - 2) // 6 + j1 * (j1 - 1) // 2 + j0
             if not triple_known[t]:
                 # Computed and kept, once per E-step.
-                if shared:
-                    _factor(
-                        precisions,
-                        coordinates,
-                        first,
-                        3,
-                        lower,
-                        pivots,
-                        reciprocals,
-                        inverse,
-                        determinants,
-                        covariance,
-                        cell,
-                        1,
-                    )
-                else:
-                    _factor(
-                        precisions,
-                        coordinates,
-                        first,
-                        3,
-                        lower,
-                        pivots,
-                        reciprocals,
-                        inverse,
-                        determinants,
-                        covariance,
-                        cell,
-                        n_precisions,
-                    )
+                _factor_block(
+                    shared,
+                    precisions,
+                    coordinates,
+                    first,
+                    3,
+                    lower,
+                    pivots,
+                    reciprocals,
+                    inverse,
+                    determinants,
+                    covariance,
+                    cell,
+                    n_precisions,
+                )
                 for q in range(n_precisions):
                     for a in range(3):
                         triples[t, a, q] = reciprocals[a, q]
@@ -267,8 +252,9 @@ def conditional_blocks(
                 lower[2, 0, k] = triples[t, 4, q]
                 lower[2, 1, k] = triples[t, 5, q]
                 determinants[k] = triples[t, 6, q]
-        elif not shared:
-            _factor(
+        else:
+            _factor_block(
+                shared,
                 precisions,
                 coordinates,
                 first,
@@ -282,29 +268,14 @@ def conditional_blocks(
                 cell,
                 n_precisions,
             )
-        else:
-            # One shared precision (one lane, a constant), then lane 0 to
-            # every lane.
-            _factor(
-                precisions,
-                coordinates,
-                first,
-                size,
-                lower,
-                pivots,
-                reciprocals,
-                inverse,
-                determinants,
-                covariance,
-                cell,
-                1,
-            )
-            for k in range(1, n_components):
-                determinants[k] = determinants[0]
-                for a in range(size):
-                    reciprocals[a, k] = reciprocals[a, 0]
-                    for c in range(a):
-                        lower[a, c, k] = lower[a, c, 0]
+            if shared:
+                # One shared precision: lane 0 to every lane.
+                for k in range(1, n_components):
+                    determinants[k] = determinants[0]
+                    for a in range(size):
+                        reciprocals[a, k] = reciprocals[a, 0]
+                        for c in range(a):
+                            lower[a, c, k] = lower[a, c, 0]
         # g = (Lambda e)_m - (Lambda d)_m; y = L^-1 g; the form y^T D^-1 y;
         # the step Lambda_mm^-1 g = L^-T D^-1 y.
         group = groups[row]
@@ -495,6 +466,59 @@ def _factor_pair(precisions, j0, j1, single, pair):
         pair[j0, j1, 3, q] = single[j0, 0, q] + factor * factor * reciprocal
         pair[j0, j1, 4, q] = -factor * reciprocal
         pair[j0, j1, 5, q] = reciprocal
+
+
+@numba.njit(inline="always", **_JIT)
+def _factor_block(
+    shared,
+    precisions,
+    coordinates,
+    first,
+    size,
+    lower,
+    pivots,
+    reciprocals,
+    inverse,
+    determinants,
+    covariance,
+    cell,
+    n_precisions,
+):
+    """:func:`_factor` with the lane count a constant 1 for a shared precision.
+
+    One call site per lane count, so that the compiled code of a shared
+    (tied) precision has no loops over the lanes.
+    """
+    if shared:
+        _factor(
+            precisions,
+            coordinates,
+            first,
+            size,
+            lower,
+            pivots,
+            reciprocals,
+            inverse,
+            determinants,
+            covariance,
+            cell,
+            1,
+        )
+    else:
+        _factor(
+            precisions,
+            coordinates,
+            first,
+            size,
+            lower,
+            pivots,
+            reciprocals,
+            inverse,
+            determinants,
+            covariance,
+            cell,
+            n_precisions,
+        )
 
 
 @numba.njit(inline="always", **_JIT)
