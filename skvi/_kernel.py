@@ -198,6 +198,10 @@ class Expansion:
         # time from whitened rows, without second-order features (see
         # per_component_cheaper).
         self.per_component = False
+        # Whether a whitened pass over complete rows takes its second
+        # moments from the whitened ones (StatisticsPass._derives); an
+        # E-step's pass about new centers sums them about those instead.
+        self.derives_second = True
         if self.n_groups > 1:
             self._label_coefficients(np.asarray(metric, dtype=float))
 
@@ -1494,6 +1498,7 @@ class StatisticsPass:
         """
         derived = bool(
             complete
+            and self.plan.derives_second
             and self.plan.whitened
             and self.plan.frame is None
             and self.whitened is not None

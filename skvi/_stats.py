@@ -493,7 +493,9 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
     them (a component collapsing onto a tight cluster, early in a fit),
     its scatter cancels more digits than the dtype can spare; the pass is
     then repeated about the new means (at most ``MAX_RECENTERINGS`` times),
-    which each time shrinks that distance by the working precision.
+    which each time shrinks that distance by the working precision. Such
+    a pass sums the scatter about them even where the first took it from
+    whitened moments, whose frames are about the current means too.
 
     Parameters
     ----------
@@ -535,6 +537,7 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
             data.dtype,
             centers=moments.means,
         )
+        plan.derives_second = False
         stats = data.optimal_statistics(plan, pairs)
         stats._centers = moments.means
     return stats
