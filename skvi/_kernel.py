@@ -1126,6 +1126,28 @@ class WhitenedMoments:
         scatters = np.swapaxes(inverses, 1, 2) @ self.scatters() @ inverses
         return 0.5 * (scatters + np.swapaxes(scatters, 1, 2))
 
+    def rounding_growth(self, reg_covar, empty):
+        """How much the whitened scatters amplified rounding (:meth:`scatters`).
+
+        As ``CovarianceUnit.moment_rounding_growth`` in these frames: each
+        ``W_k`` is ``sum r y y^T - N_k ybar ybar^T``, which cancels
+        ``N_k ybar_j^2`` against the variance of coordinate j, regularised
+        as the M-step takes it (``W_k / N_k + reg_covar P_k^T P_k``).
+        Components flagged ``empty`` count as none.
+        """
+        masses = np.where(empty, 0.0, self.masses)
+        safe = np.where(masses > 0, masses, 1.0)[:, np.newaxis]
+        mean = self.first / safe
+        cancelled = masses[:, np.newaxis] * mean**2
+        squares = _gufuncs.einsum("kij,kij->kj", self.factors, self.factors)
+        second = np.diagonal(self.second, axis1=1, axis2=2)
+        # Rounded below 0 (nothing left): infinite growth.
+        variances = np.maximum(second - cancelled, 0.0)
+        variances += masses[:, np.newaxis] * reg_covar * squares
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(cancelled > 0, cancelled / variances, 0.0)
+        return 1.0 + float(np.max(ratios, initial=0.0))
+
     def rounding_losses(self, factors):
         """How much the data term at upper factors ``Q_k`` loses in these sums.
 

@@ -493,9 +493,11 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
     them (a component collapsing onto a tight cluster, early in a fit),
     its scatter cancels more digits than the dtype can spare; the pass is
     then repeated about the new means (at most ``MAX_RECENTERINGS`` times),
-    which each time shrinks that distance by the working precision. Such
-    a pass sums the scatter about them even where the first took it from
-    whitened moments, whose frames are about the current means too.
+    which each time shrinks that distance by the working precision. A
+    scatter taken from whitened moments (rows whitened by ill-conditioned
+    precisions) is judged by the digits those lost about the current
+    means, their frames' origins; the pass about the new means then sums
+    the scatter about them instead.
 
     Parameters
     ----------
@@ -525,9 +527,14 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         shift = moments.shift
         if empty.any():
             shift = np.where(empty[:, np.newaxis], 0.0, shift)
-        growth = unit.moment_rounding_growth(
-            moments.nk, shift, moments.scatter, reg_covar
-        )
+        if stats.sum_xx is None:
+            # The scatter came from the whitened moments, about the means
+            # the pass evaluated (StatisticsPass._derives).
+            growth = stats.whitened.rounding_growth(reg_covar, empty)
+        else:
+            growth = unit.moment_rounding_growth(
+                moments.nk, shift, moments.scatter, reg_covar
+            )
         if growth <= limit:
             break
         plan = log_rho_expansion(
