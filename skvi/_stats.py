@@ -83,8 +83,10 @@ class SufficientStatistics:
         ``sum_n w_n r_nk``.
     sum_x : ndarray of shape (K, D)
         ``sum_n w_n r_nk (x_n - reference_k)``.
-    sum_xx : ndarray
-        Second moments about the references, in the unit's layout.
+    sum_xx : ndarray or None
+        Second moments about the references, in the unit's layout; None
+        where the pass left them to ``whitened`` (rows whitened by
+        ill-conditioned precisions, none missing: see :meth:`second_moments`).
     entropy : float
         ``-sum_n w_n sum_k r_nk log r_nk``.
     log_normalizer : float
@@ -139,7 +141,7 @@ class SufficientStatistics:
             total_weight=self.total_weight,
             nk=self.nk.copy(),
             sum_x=self.sum_x.copy(),
-            sum_xx=np.array(self.sum_xx, copy=True),
+            sum_xx=_copied(self.sum_xx),
             entropy=self.entropy,
             log_normalizer=self.log_normalizer,
             pairs=self.pairs,
@@ -155,17 +157,22 @@ class SufficientStatistics:
         if not np.array_equal(self.reference, other.reference):
             raise ValueError("Statistics about different references do not add.")
         self.total_weight += other.total_weight
-        self.nk += other.nk
-        self.sum_x += other.sum_x
-        self.sum_xx += other.sum_xx
-        self.entropy += other.entropy
-        self.log_normalizer += other.log_normalizer
-        self.has_missing = self.has_missing or other.has_missing
-        if (
+        same_frame = (
             self.whitened is not None
             and other.whitened is not None
             and self.whitened.same_frame(other.whitened)
-        ):
+        )
+        if same_frame and self.sum_xx is None and other.sum_xx is None:
+            # Both left to the whitened moments, which add up.
+            pass
+        else:
+            self.sum_xx = self.second_moments() + other.second_moments()
+        self.nk += other.nk
+        self.sum_x += other.sum_x
+        self.entropy += other.entropy
+        self.log_normalizer += other.log_normalizer
+        self.has_missing = self.has_missing or other.has_missing
+        if same_frame:
             self.whitened += other.whitened
         else:
             self.whitened = None
@@ -175,13 +182,39 @@ class SufficientStatistics:
         self.__dict__.pop("moments", None)
         return self
 
+    def second_moments(self):
+        """``sum_xx``, from the whitened moments where the pass left it to them.
+
+        The scatter about each mean (:meth:`_scatter`) plus ``sum_x`` times
+        the mean's shift from the reference.
+        """
+        if self.sum_xx is not None:
+            return self.sum_xx
+        nk = self.nk
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        shift = np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
+        about = self._unit.second_moment_from_dense(
+            self.sum_x[:, :, np.newaxis] * shift[:, np.newaxis, :]
+        )
+        return self._scatter() + about
+
+    def _scatter(self):
+        """Each component's scatter about its mean, in the unit's layout."""
+        unit = self._unit
+        if self.sum_xx is not None:
+            return unit.centered_scatter(self.nk, self.sum_x, self.sum_xx)
+        # From the whitened rows, about their own means: no rank update of
+        # the rows about the references was summed.
+        dense = unit.second_moment_from_dense(self.whitened.data_scatters())
+        return unit.centered_scatter(self.nk, np.zeros_like(self.sum_x), dense)
+
     @cached_property
     def moments(self):
         """These statistics as :class:`Moments` (exact recentering)."""
         nk = self.nk
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
         shift = np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
-        scatter = self._unit.centered_scatter(nk, self.sum_x, self.sum_xx)
+        scatter = self._scatter()
         return Moments(
             self.total_weight, nk.copy(), self.reference, shift, scatter, self.whitened
         )
@@ -446,7 +479,7 @@ def with_observed_variances(stats, unit, squares, observed_weight):
     safe = np.where(observed_weight > 0, observed_weight, total)
     increments = squares * (total / safe - 1.0)
     corrected = stats.copy()
-    corrected.sum_xx = stats.sum_xx + unit.second_moment_from_dense(
+    corrected.sum_xx = stats.second_moments() + unit.second_moment_from_dense(
         np.diag(increments)[np.newaxis]
     )
     return corrected
@@ -460,7 +493,11 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
     them (a component collapsing onto a tight cluster, early in a fit),
     its scatter cancels more digits than the dtype can spare; the pass is
     then repeated about the new means (at most ``MAX_RECENTERINGS`` times),
-    which each time shrinks that distance by the working precision.
+    which each time shrinks that distance by the working precision. A
+    scatter taken from whitened moments (rows whitened by ill-conditioned
+    precisions) is judged by the digits those lost about the current
+    means, their frames' origins; the pass about the new means then sums
+    the scatter about them instead.
 
     Parameters
     ----------
@@ -490,9 +527,14 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         shift = moments.shift
         if empty.any():
             shift = np.where(empty[:, np.newaxis], 0.0, shift)
-        growth = unit.moment_rounding_growth(
-            moments.nk, shift, moments.scatter, reg_covar
-        )
+        if stats.sum_xx is None:
+            # The scatter came from the whitened moments, about the means
+            # the pass evaluated (StatisticsPass._derives).
+            growth = stats.whitened.rounding_growth(reg_covar, empty)
+        else:
+            growth = unit.moment_rounding_growth(
+                moments.nk, shift, moments.scatter, reg_covar
+            )
         if growth <= limit:
             break
         plan = log_rho_expansion(
@@ -502,6 +544,7 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
             data.dtype,
             centers=moments.means,
         )
+        plan.derives_second = False
         stats = data.optimal_statistics(plan, pairs)
         stats._centers = moments.means
     return stats
@@ -538,6 +581,7 @@ def framed_statistics(data, unit, stats, expectations, reg_covar, frame, compone
     framed = data.optimal_statistics(plan).whitened
     result = stats.copy()
     if framed is None:
+        result.sum_xx = result.second_moments()
         result.whitened = None
     elif stats.whitened is None or len(components) == len(stats.nk):
         result.whitened = framed

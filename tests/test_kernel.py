@@ -28,7 +28,13 @@ from skvi import EMGaussianMixture, VariationalGaussianMixture
 from skvi._covariance import covariance_unit
 from skvi._stats import ArrayData, e_step
 
-from .helpers import COVARIANCE_TYPES, HYPOTHESIS_EXAMPLES, dense_covariances
+from .helpers import (
+    COVARIANCE_TYPES,
+    HYPOTHESIS_EXAMPLES,
+    dense_covariances,
+    ill_conditioned_blobs,
+    whitens,
+)
 
 PROPERTY_SETTINGS = settings(
     max_examples=HYPOTHESIS_EXAMPLES,
@@ -677,3 +683,63 @@ def test_whitened_rows_of_ill_conditioned_precisions_are_exact(seed):
         "kij,kni->knj", np.abs(factors), np.abs(X[np.newaxis] - means[:, np.newaxis])
     )
     assert np.max(np.sum(terms**2, axis=-1) / expected) > 1e8
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_a_whitened_pass_takes_its_scatter_from_the_whitened_moments(covariance_type):
+    # A pass over complete rows whitened by ill-conditioned precisions sums
+    # no rank update of the rows about the centers: its scatter comes from
+    # the whitened moments. It agrees with the rank update's to rounding,
+    # the halves of the rows add up to the whole, and statistics of another
+    # state (other frames, as minibatches at successive states) add up with
+    # the second moments made explicit first.
+    from dataclasses import replace
+
+    from skvi._stats import _statistics, log_rho_expansion
+
+    X = ill_conditioned_blobs(0, n_samples=60)
+    model = EMGaussianMixture(
+        2, covariance_type=covariance_type, reg_covar=1e-9, max_iter=3, tol=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    assert whitens(model)
+    unit = model._fitted_unit(X.shape[1])
+    state = model._state_from_attributes(unit)
+    expectations = model._evaluate(state, unit, model._fit_context(unit)).expectations
+    plan = log_rho_expansion(unit, expectations, 1e-9, X.dtype, n_rows=len(X))
+    moved = replace(expectations, means=expectations.means + 1e-3)
+    other = log_rho_expansion(unit, moved, 1e-9, X.dtype, centers=plan.centers)
+    weights = np.linspace(0.5, 2.0, len(X))
+
+    def statistics(plan, rows, complete):
+        statistics_pass = kernel.StatisticsPass(plan, len(X))
+        statistics_pass.add_optimal(X[rows], weights[rows], complete)
+        return _statistics(statistics_pass, unit)
+
+    whole = slice(None)
+    halves = slice(0, 25), slice(25, None)
+    derived, summed = statistics(plan, whole, True), statistics(plan, whole, False)
+    assert derived.sum_xx is None and summed.sum_xx is not None
+    assert_allclose(derived.nk, summed.nk, rtol=1e-15)
+    scale = np.sqrt(np.abs(np.diagonal(summed.sum_xx, axis1=-2, axis2=-1)))
+    spread = scale[..., :, np.newaxis] * scale[..., np.newaxis, :]
+    eps = np.finfo(float).eps
+    for got, expected in (
+        (derived.moments.scatter, summed.moments.scatter),
+        (derived.second_moments(), summed.sum_xx),
+    ):
+        assert np.all(np.abs(got - expected) <= 1e3 * eps * spread)
+    parts = statistics(plan, halves[0], True)
+    parts += statistics(plan, halves[1], True)
+    assert parts.sum_xx is None and parts.whitened is not None
+    assert np.all(
+        np.abs(parts.moments.scatter - derived.moments.scatter) <= spread * 1e3 * eps
+    )
+    mixed = statistics(plan, halves[0], True)
+    mixed += statistics(other, halves[1], True)
+    assert mixed.whitened is None and mixed.sum_xx is not None
+    expected = statistics(plan, halves[0], False)
+    expected += statistics(other, halves[1], False)
+    assert np.all(np.abs(mixed.sum_xx - expected.sum_xx) <= 1e3 * eps * spread)

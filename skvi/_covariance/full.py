@@ -17,7 +17,7 @@ from ._unit import (
 )
 from .wishart import (
     check_prior_matrix,
-    check_spd,
+    check_spd_stack,
     prior_distances,
     prior_traces,
     wishart_expected_log_det,
@@ -93,8 +93,7 @@ class FullCovariance(CovarianceUnit):
                 f"{name} must have shape {self.precision_shape} for "
                 f"covariance_type='{self.name}', got {precisions.shape}."
             )
-        for k, matrix in enumerate(precisions):
-            check_spd(matrix, f"{name}[{k}]")
+        check_spd_stack(precisions, name)
         return 0.5 * (precisions + np.swapaxes(precisions, 1, 2))
 
     # ---------------------------------------------------------------- E-step
