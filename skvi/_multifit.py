@@ -402,6 +402,12 @@ class _Lockstep:
         self._cached_positions = {}
         self._cached_owners = {}
         self._round_constants = None
+        # The fits still in the lock step (the same list while none
+        # leaves), each list's key (by identity: :meth:`_key`) and the
+        # M-step's groups of those fits (:meth:`_groups`).
+        self._active_fits = fits
+        self._keys = {}
+        self._cached_groups = (None, None)
 
     # ---------------------------------------------------------------- loop
     def _maximize(self, active, resumable=True):
@@ -473,7 +479,45 @@ class _Lockstep:
                     fit.converged = fit.done = True
 
     def _active(self):
-        return [fit for fit in self.fits if not (fit.done or fit.left)]
+        """The fits still in the lock step: the same list while none leaves.
+
+        (Filtered from the last such list, since a fit never returns; the
+        caches of the layouts and groups key on that list's identity.)
+        """
+        previous = self._active_fits
+        current = [fit for fit in previous if not (fit.done or fit.left)]
+        if len(current) == len(previous):
+            return previous
+        self._active_fits = current
+        self._keys.clear()
+        return current
+
+    def _key(self, fits):
+        """The fits' indices, the key of the caches of their layouts.
+
+        Kept per list (by identity) until the active fits change: the
+        lists of a round are those of the round before while no fit leaves.
+        """
+        found = self._keys.get(id(fits))
+        if found is not None and found[0] is fits:
+            return found[1]
+        key = tuple(map(_INDEX, fits))
+        self._keys[id(fits)] = (fits, key)
+        return key
+
+    def _groups(self, fits):
+        """The fits by M-step group, and those checked for conditioning.
+
+        Built once per list of active fits (the same lists every round
+        while no fit leaves, so their layouts are found by identity).
+        """
+        if self._cached_groups[0] is not fits:
+            groups = {}
+            for fit in fits:
+                groups.setdefault(fit.group, []).append(fit)
+            checked = [fit for fit in fits if fit.may_whiten]
+            self._cached_groups = (fits, (groups, checked))
+        return self._cached_groups[1]
 
     # ---------------------------------------------------------- parameters
     def _set_parameters(self, fit, state):
@@ -486,7 +530,7 @@ class _Lockstep:
 
     def _leave_ill_conditioned(self, fits):
         """Fits the kernel would evaluate in its whitened layout leave."""
-        checked = [fit for fit in fits if fit.may_whiten]
+        checked = self._groups(fits)[1]
         if not checked:
             return
         # A tied fit's components hold copies of one factor (the batched
@@ -506,9 +550,7 @@ class _Lockstep:
                 fit.left = True
 
     def _m_step(self, fits):
-        groups = {}
-        for fit in fits:
-            groups.setdefault(fit.group, []).append(fit)
+        groups = self._groups(fits)[0]
         for group, members in groups.items():
             if isinstance(group, str):
                 batched = self._stacked_m_step(group, members)
@@ -594,7 +636,7 @@ class _Lockstep:
         tied fit); and whether any fit stores mclust's full layout. Cached
         as :meth:`_positions` is.
         """
-        key = (group, _key(fits))
+        key = (group, self._key(fits))
         found = self._cached_owners.get(key)
         if found is None:
             owners, start = [], 0
@@ -699,7 +741,7 @@ class _Lockstep:
         Kept from the half-step for the E-step that follows it on the same
         fits (both after one M-step, which clears them).
         """
-        key = (_key(fits), reg_covar)
+        key = (self._key(fits), reg_covar)
         if self._round_constants is not None and self._round_constants[0] == key:
             return self._round_constants[1]
         where = self._layout(fits)[0]
@@ -954,7 +996,7 @@ class _Lockstep:
         when fits leave, and an M-step would otherwise build these for
         every group in every round.
         """
-        key = (tied_once, _key(fits))
+        key = (tied_once, self._key(fits))
         found = self._cached_positions.get(key)
         if found is None:
             sizes = [
@@ -978,8 +1020,9 @@ class _Lockstep:
         where each fit's components begin among them, each fit's K, and
         which components belong to tied fits (None if none does).
         """
-        key = _key(fits)
-        if self._cached_layout[0] != key:
+        key = self._key(fits)
+        cached = self._cached_layout[0]
+        if cached is not key and cached != key:
             sizes = [fit.n_components for fit in fits]
             where = np.concatenate([fit.indices for fit in fits])
             slots = np.concatenate([self._slot_numbers[:size] for size in sizes])
@@ -992,11 +1035,6 @@ class _Lockstep:
                 (where, slots, columns, int(max(sizes)), starts, sizes, tied),
             )
         return self._cached_layout[1]
-
-
-def _key(fits):
-    """The fits' indices, the key of the caches of their layouts."""
-    return tuple(map(_INDEX, fits))
 
 
 def _has_missing(X):
