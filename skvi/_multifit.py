@@ -379,8 +379,6 @@ class _Lockstep:
         stops = np.cumsum(sizes)
         for fit, stop, size in zip(fits, stops, sizes, strict=True):
             fit.slice = slice(int(stop - size), int(stop))
-            fit.indices = _indices(fit.slice)
-        self._slot_numbers = np.arange(max(sizes))
         n_total, n_features = int(stops[-1]), self.X.shape[1]
         self.means = np.zeros((n_total, n_features))
         self.factors = np.zeros((n_total, n_features, n_features))
@@ -407,6 +405,7 @@ class _Lockstep:
         # M-step's groups of those fits (:meth:`_groups`).
         self._active_fits = fits
         self._keys = {}
+        self._key_numbers = {}
         self._cached_groups = (None, None)
 
     # ---------------------------------------------------------------- loop
@@ -493,15 +492,18 @@ class _Lockstep:
         return current
 
     def _key(self, fits):
-        """The fits' indices, the key of the caches of their layouts.
+        """A number naming the set of ``fits``, the key of the layout caches.
 
-        Kept per list (by identity) until the active fits change: the
-        lists of a round are those of the round before while no fit leaves.
+        One number per distinct set (its indices looked up once per list:
+        the lists of a round are those of the round before while no fit
+        leaves, and hashing a tuple of a hundred indices in every cache
+        lookup would cost more than the lookups save).
         """
         found = self._keys.get(id(fits))
         if found is not None and found[0] is fits:
             return found[1]
-        key = tuple(map(_INDEX, fits))
+        indices = tuple(map(_INDEX, fits))
+        key = self._key_numbers.setdefault(indices, len(self._key_numbers))
         self._keys[id(fits)] = (fits, key)
         return key
 
@@ -551,21 +553,33 @@ class _Lockstep:
 
     def _m_step(self, fits):
         groups = self._groups(fits)[0]
+        # The covariances of mclust's stacked groups, whose precision
+        # factors are then found in one call for all (_store_stacked).
+        pending = []
         for group, members in groups.items():
             if isinstance(group, str):
-                batched = self._stacked_m_step(group, members)
-                if not batched and group in SHARED_GROUPS:
-                    # As apart: each model's stacked M-step, or each fit's own.
-                    for name in SHARED_GROUPS[group]:
-                        own = [fit for fit in members if fit.unit.name == name]
-                        if own and not self._stacked_m_step(name, own):
-                            for fit in own:
-                                self._own_m_step(fit)
-                    continue
-            else:
-                batched = group is not None and self._batched_m_step(group, members)
-            if not batched:
+                found = self._stacked_covariances(group, members)
+                if found is None:
+                    self._stacked_apart(group, members)
+                else:
+                    pending.append((group, members, found))
+            elif group is None or not self._batched_m_step(group, members):
                 for fit in members:
+                    self._own_m_step(fit)
+        if pending:
+            for group, members, _ in self._store_stacked(pending):
+                self._stacked_apart(group, members)
+
+    def _stacked_apart(self, group, fits):
+        """Where a stacked M-step fails: as apart, each model's or fit's own."""
+        if group not in SHARED_GROUPS:
+            for fit in fits:
+                self._own_m_step(fit)
+            return
+        for name in SHARED_GROUPS[group]:
+            own = [fit for fit in fits if fit.unit.name == name]
+            if own and not self._stacked_m_step(name, own):
+                for fit in own:
                     self._own_m_step(fit)
 
     def _own_m_step(self, fit):
@@ -650,11 +664,21 @@ class _Lockstep:
         return found
 
     def _stacked_m_step(self, name, fits):
-        """One M-step for the fits of one of mclust's closed-form models.
+        """One M-step for the fits of one of mclust's models (or group).
 
-        :func:`skvi._covariance.stacked.stacked_closed_form` on their
-        stacked statistics; False if a fit must take its own (a collapse,
-        which its own M-step reports).
+        False if a fit must take its own (a collapse, which its own
+        M-step reports).
+        """
+        found = self._stacked_covariances(name, fits)
+        return found is not None and not self._store_stacked([(name, fits, found)])
+
+    def _stacked_covariances(self, name, fits):
+        """The covariances of one stacked M-step of mclust's models.
+
+        :func:`skvi._covariance.stacked.stacked_closed_form` (or the
+        iterative models' stacked M-steps) on the fits' stacked
+        statistics. Returns ``(where, weights, means, covariances,
+        blocks)``, or None if a fit must take its own M-step.
         """
         where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
@@ -671,7 +695,7 @@ class _Lockstep:
                 if all(state is None for state in states):
                     previous = None
                 elif name in SHARED_GROUPS or any(state is None for state in states):
-                    return False
+                    return None
                 else:
                     previous = np.concatenate([state.covariances for state in states])
             models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
@@ -679,7 +703,7 @@ class _Lockstep:
                 models, nk, scatter, self.reg_covar, sizes, previous
             )
             if found is None:
-                return False
+                return None
             covariances, blocks = found
         elif name in (*JOINT_SHAPE_MODELS, "VEE", "VEI+VEV"):
             previous = [fit.blocks for fit in fits]
@@ -694,7 +718,7 @@ class _Lockstep:
                     models, nk, scatter, self.reg_covar, sizes, previous
                 )
             if found is None:
-                return False
+                return None
             covariances, blocks = found
         else:
             models = name if name in STACKED_MODELS else [f.unit.name for f in fits]
@@ -702,23 +726,48 @@ class _Lockstep:
                 models, nk, scatter, self.reg_covar, sizes
             )
             if covariances is None:
-                return False
+                return None
             blocks = [None] * len(fits)
-        unit = covariance_unit("full", len(where), means.shape[1])
+        return where, weights, means, covariances, blocks
+
+    def _store_stacked(self, pending):
+        """Factorise and store the covariances of stacked M-steps.
+
+        ``pending`` holds ``(group, fits, found)`` of each group
+        (:meth:`_stacked_covariances`). One factorisation for all: each
+        matrix's factor is its own (the same bits as its group's call
+        alone), and if any fails each group's is tried alone. Returns the
+        entries whose factorisation failed (their fits take their M-steps
+        as apart).
+        """
+        if len(pending) == 1:
+            covariances = pending[0][2][3]
+        else:
+            covariances = np.concatenate([found[3] for _, _, found in pending])
+        unit = covariance_unit("full", len(covariances), covariances.shape[-1])
         try:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         except ValueError:
-            return False
-        self.means[where] = means
-        self.factors[where] = factors
-        self.log_weights[where] = np.log(weights)
-        start = 0
-        for fit, found in zip(fits, blocks, strict=True):
-            own = slice(start, start + fit.n_components)
-            fit.latest = (weights, means, covariances, factors, own, own)
-            fit.blocks = found
-            start = own.stop
-        return True
+            if len(pending) == 1:
+                return pending
+            failed = []
+            for entry in pending:
+                failed += self._store_stacked([entry])
+            return failed
+        begin = 0
+        for _, fits, (where, weights, means, covariances, blocks) in pending:
+            own_factors = factors[begin : begin + len(where)]
+            begin += len(where)
+            self.means[where] = means
+            self.factors[where] = own_factors
+            self.log_weights[where] = np.log(weights)
+            start = 0
+            for fit, found in zip(fits, blocks, strict=True):
+                own = slice(start, start + fit.n_components)
+                fit.latest = (weights, means, covariances, own_factors, own, own)
+                fit.blocks = found
+                start = own.stop
+        return []
 
     # -------------------------------------------------------------- E-step
     def _constants(self, where, reg_covar):
@@ -863,8 +912,10 @@ class _Lockstep:
         log_rho, losses = self._log_rho(fits, self.reg_covar)
         exact = self._exact_values(fits, log_rho, losses, self.reg_covar)
         resp, log_density, entropies = self._posterior(log_rho)
-        log_normalizers = log_density @ self.weights
-        leaving = self._accumulate(fits, resp, exact)
+        # (As Python floats: read per fit, once each.)
+        log_normalizers = (log_density @ self.weights).tolist()
+        entropies = entropies.tolist()
+        leaving = self._accumulate(fits, resp, exact).tolist()
         for number, fit in enumerate(fits):
             if leaving[number]:
                 # Its parameters are the ordinary fit's: the run goes on
@@ -875,8 +926,8 @@ class _Lockstep:
                     (list(fit.half_steps), tuple(fit.recent), fit.n_iter),
                 )
             else:
-                fit.log_normalizer = float(log_normalizers[number])
-                fit.entropy = float(entropies[number])
+                fit.log_normalizer = log_normalizers[number]
+                fit.entropy = entropies[number]
 
     def _assign(self, fits):
         """Statistics of the fits' starting responsibilities."""
@@ -1003,13 +1054,9 @@ class _Lockstep:
                 1 if tied_once and fit.group is TiedCovariance else fit.n_components
                 for fit in fits
             ]
-            where = np.concatenate(
-                [
-                    _indices(slice(fit.slice.start, fit.slice.start + size))
-                    for fit, size in zip(fits, sizes, strict=True)
-                ]
-            )
-            found = (where, sizes, np.cumsum([0, *sizes[:-1]]))
+            starts = np.cumsum([0, *sizes[:-1]])
+            where = _first_indices(fits, sizes, starts)
+            found = (where, sizes, starts)
             self._cached_positions[key] = found
         return found
 
@@ -1021,13 +1068,12 @@ class _Lockstep:
         which components belong to tied fits (None if none does).
         """
         key = self._key(fits)
-        cached = self._cached_layout[0]
-        if cached is not key and cached != key:
+        if self._cached_layout[0] != key:
             sizes = [fit.n_components for fit in fits]
-            where = np.concatenate([fit.indices for fit in fits])
-            slots = np.concatenate([self._slot_numbers[:size] for size in sizes])
-            columns = np.repeat(np.arange(len(fits)), sizes)
             starts = np.cumsum([0, *sizes[:-1]])
+            where = _first_indices(fits, sizes, starts)
+            slots = where - np.repeat(where[starts], sizes)
+            columns = np.repeat(np.arange(len(fits)), sizes)
             tied = [fit.group is TiedCovariance for fit in fits]
             tied = np.repeat(tied, sizes) if any(tied) else None
             self._cached_layout = (
@@ -1068,8 +1114,15 @@ def _conditioning_losses(precisions, factors, limit):
     return losses
 
 
-def _indices(where):
-    return np.arange(where.start, where.stop)
+def _first_indices(fits, sizes, starts):
+    """The stacked indices of each fit's first ``size`` components, in order.
+
+    ``starts`` are where each fit's begin in the result (the cumulative
+    sizes before it). One arange and one repeat in place of an arange
+    per fit (the lock step rebuilds its layouts whenever a fit leaves).
+    """
+    shifts = np.array([fit.slice.start for fit in fits]) - starts
+    return np.arange(int(starts[-1]) + sizes[-1]) + np.repeat(shifts, sizes)
 
 
 def _may_be_ill_conditioned(unit):
