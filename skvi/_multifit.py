@@ -64,6 +64,7 @@ its start, which reports any error.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from numbers import Integral
 from operator import attrgetter
 
@@ -538,23 +539,46 @@ class _Lockstep:
         # A tied fit's components hold copies of one factor (the batched
         # M-step repeats it; a tied unit's own broadcasts it, EEE's copies
         # one covariance): its first stands for all.
-        where, counts, _ = self._positions(checked, tied_once=True)
-        factors = self.factors[where]
-        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        counts = self._positions(checked, tied_once=True)[1]
+        factors, _, precisions = self._factors_and_constants(
+            fits, self.reg_covar, constants=False
+        )
+        rows = self._checked_rows(fits, checked)
+        if rows is not None:
+            factors, precisions = factors[rows], precisions[rows]
         limit = WHITENING_LIMIT[np.dtype(np.float64)]
         losses = _conditioning_losses(precisions, factors, limit)
         # NaN losses fail the comparison: such a fit leaves too.
         fine = losses <= limit
+        if fine.all():
+            return
         owners = np.repeat(np.arange(len(checked)), counts)
         failing = np.bincount(owners, weights=~fine, minlength=len(checked))
-        for fit, failed in zip(checked, failing, strict=True):
-            if failed:
-                fit.left = True
+        for number in np.flatnonzero(failing):
+            checked[number].left = True
+
+    def _checked_rows(self, fits, checked):
+        """Where the checked components are among all the fits' (None: all).
+
+        The components :meth:`_leave_ill_conditioned` checks (a tied fit's
+        first only), as rows of the fits' stacked arrays (their stacked
+        indices, in order, are increasing). Cached as :meth:`_positions` is.
+        """
+        key = ("checked", self._key(fits))
+        if key not in self._cached_positions:
+            where = self._positions(checked, tied_once=True)[0]
+            every = self._layout(fits)[0]
+            rows = None
+            if len(where) != len(every):
+                rows = np.searchsorted(every, where)
+            self._cached_positions[key] = rows
+        return self._cached_positions[key]
 
     def _m_step(self, fits):
         groups = self._groups(fits)[0]
-        # The covariances of mclust's stacked groups, whose precision
-        # factors are then found in one call for all (_store_stacked).
+        # Covariances whose precision factors are then found in one call
+        # for all (_factorize): mclust's stacked groups', and the batched
+        # full and tied groups'.
         pending = []
         for group, members in groups.items():
             if isinstance(group, str):
@@ -562,25 +586,32 @@ class _Lockstep:
                 if found is None:
                     self._stacked_apart(group, members)
                 else:
-                    pending.append((group, members, found))
-            elif group is None or not self._batched_m_step(group, members):
-                for fit in members:
-                    self._own_m_step(fit)
+                    pending.append(
+                        (
+                            found[3],
+                            partial(self._store_stacked, members, *found),
+                            partial(self._stacked_apart, group, members),
+                        )
+                    )
+            elif group is None or not self._batched_m_step(group, members, pending):
+                self._own_m_steps(members)
         if pending:
-            for group, members, _ in self._store_stacked(pending):
-                self._stacked_apart(group, members)
+            self._factorize(pending)
+
+    def _own_m_steps(self, fits):
+        """Each fit's own M-step (:meth:`_own_m_step`)."""
+        for fit in fits:
+            self._own_m_step(fit)
 
     def _stacked_apart(self, group, fits):
         """Where a stacked M-step fails: as apart, each model's or fit's own."""
         if group not in SHARED_GROUPS:
-            for fit in fits:
-                self._own_m_step(fit)
+            self._own_m_steps(fits)
             return
         for name in SHARED_GROUPS[group]:
             own = [fit for fit in fits if fit.unit.name == name]
             if own and not self._stacked_m_step(name, own):
-                for fit in own:
-                    self._own_m_step(fit)
+                self._own_m_steps(own)
 
     def _own_m_step(self, fit):
         """The estimator's own M-step on the fit's slice of the statistics."""
@@ -595,11 +626,13 @@ class _Lockstep:
         fit.blocks = None
         self._set_parameters(fit, state)
 
-    def _batched_m_step(self, group, fits):
+    def _batched_m_step(self, group, fits, pending=None):
         """One M-step for fits of one type; False if a fit must take its own.
 
         No component is empty here (a fit with one leaves the lock step),
-        so the units' ``maximize`` needs no previous covariances.
+        so the units' ``maximize`` needs no previous covariances. Given
+        ``pending``, a full unit's covariances are factorised with the
+        round's others (:meth:`_factorize`).
         """
         where, sizes, starts = self._positions(fits)
         owners, full_layout = self._owners(group, fits)
@@ -620,10 +653,38 @@ class _Lockstep:
             scatter = unit.second_moment_from_dense(scatter)
         empty = np.zeros(len(nk), dtype=bool)
         covariances = unit.maximize(nk, scatter, self.reg_covar, empty, None)
+        found = (where, sizes, weights, means, covariances, owners, full_layout)
+        if pending is not None and type(unit) is FullCovariance:
+            # The full unit's factors: found with the round's others.
+            pending.append(
+                (
+                    covariances,
+                    partial(self._store_batched, group, unit, *found),
+                    partial(self._own_m_steps, fits),
+                )
+            )
+            return True
         try:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         except ValueError:
             return False
+        self._store_batched(group, unit, *found, factors)
+        return True
+
+    def _store_batched(
+        self,
+        group,
+        unit,
+        where,
+        sizes,
+        weights,
+        means,
+        covariances,
+        owners,
+        full_layout,
+        factors,
+    ):
+        """Store a batched M-step's parameters, given its factors."""
         full = _full_matrices(unit, factors)
         if group is TiedCovariance:
             full = full.repeat(sizes, axis=0)
@@ -640,7 +701,6 @@ class _Lockstep:
                 fit.latest = (weights, means, full_covariances, full, own, own)
             else:
                 fit.latest = (weights, means, covariances, factors, own, shared)
-        return True
 
     def _owners(self, group, fits):
         """Where each fit's parameters are in a batched M-step's arrays.
@@ -670,7 +730,12 @@ class _Lockstep:
         M-step reports).
         """
         found = self._stacked_covariances(name, fits)
-        return found is not None and not self._store_stacked([(name, fits, found)])
+        if found is None:
+            return False
+        failed = []
+        store = partial(self._store_stacked, fits, *found)
+        self._factorize([(found[3], store, partial(failed.append, True))])
+        return not failed
 
     def _stacked_covariances(self, name, fits):
         """The covariances of one stacked M-step of mclust's models.
@@ -730,44 +795,45 @@ class _Lockstep:
             blocks = [None] * len(fits)
         return where, weights, means, covariances, blocks
 
-    def _store_stacked(self, pending):
-        """Factorise and store the covariances of stacked M-steps.
+    def _factorize(self, pending):
+        """The precision factors of several M-steps' covariances, at once.
 
-        ``pending`` holds ``(group, fits, found)`` of each group
-        (:meth:`_stacked_covariances`). One factorisation for all: each
-        matrix's factor is its own (the same bits as its group's call
-        alone), and if any fails each group's is tried alone. Returns the
-        entries whose factorisation failed (their fits take their M-steps
-        as apart).
+        ``pending`` holds per M-step its covariances (K, D, D) in the full
+        layout, what stores its parameters given their factors, and what
+        to do where a factorisation fails. One call for all: each
+        matrix's factor is its own (the same bits as a call for its
+        M-step alone), and if any fails each M-step's is tried alone.
         """
         if len(pending) == 1:
-            covariances = pending[0][2][3]
+            covariances = pending[0][0]
         else:
-            covariances = np.concatenate([found[3] for _, _, found in pending])
+            covariances = np.concatenate([entry[0] for entry in pending])
         unit = covariance_unit("full", len(covariances), covariances.shape[-1])
         try:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         except ValueError:
             if len(pending) == 1:
-                return pending
-            failed = []
-            for entry in pending:
-                failed += self._store_stacked([entry])
-            return failed
+                pending[0][2]()
+            else:
+                for entry in pending:
+                    self._factorize([entry])
+            return
         begin = 0
-        for _, fits, (where, weights, means, covariances, blocks) in pending:
-            own_factors = factors[begin : begin + len(where)]
-            begin += len(where)
-            self.means[where] = means
-            self.factors[where] = own_factors
-            self.log_weights[where] = np.log(weights)
-            start = 0
-            for fit, found in zip(fits, blocks, strict=True):
-                own = slice(start, start + fit.n_components)
-                fit.latest = (weights, means, covariances, own_factors, own, own)
-                fit.blocks = found
-                start = own.stop
-        return []
+        for covariances, store, _ in pending:
+            store(factors[begin : begin + len(covariances)])
+            begin += len(covariances)
+
+    def _store_stacked(self, fits, where, weights, means, covariances, blocks, factors):
+        """Store a stacked M-step's parameters, given its factors."""
+        self.means[where] = means
+        self.factors[where] = factors
+        self.log_weights[where] = np.log(weights)
+        start = 0
+        for fit, found in zip(fits, blocks, strict=True):
+            own = slice(start, start + fit.n_components)
+            fit.latest = (weights, means, covariances, factors, own, own)
+            fit.blocks = found
+            start = own.stop
 
     # -------------------------------------------------------------- E-step
     def _constants(self, where, reg_covar):
@@ -784,25 +850,33 @@ class _Lockstep:
             - 0.5 * reg_covar * traces
         )
 
-    def _factors_and_constants(self, fits, reg_covar):
-        """The fits' stacked precision factors and :meth:`_constants`.
+    def _factors_and_constants(self, fits, reg_covar, constants=True):
+        """The fits' stacked precision factors, :meth:`_constants`, precisions.
 
-        Kept from the half-step for the E-step that follows it on the same
-        fits (both after one M-step, which clears them).
+        Kept from the conditioning check for the half-step and the E-step
+        that follow it on the same fits (all after one M-step, which
+        clears them). Without ``constants``, those are not computed (they
+        are None): the check sees fits whose M-step failed too, whose
+        factors may not have a logarithm.
         """
         key = (self._key(fits), reg_covar)
-        if self._round_constants is not None and self._round_constants[0] == key:
-            return self._round_constants[1]
-        where = self._layout(fits)[0]
-        found = (self.factors[where], self._constants(where, reg_covar))
-        self._round_constants = (key, found)
+        found = self._round_constants
+        if found is None or found[0] != key:
+            where = self._layout(fits)[0]
+            factors = self.factors[where]
+            precisions = np.matmul(factors, factors.swapaxes(1, 2))
+            found = (key, [factors, None, precisions])
+            self._round_constants = found
+        found = found[1]
+        if constants and found[1] is None:
+            found[1] = self._constants(self._layout(fits)[0], reg_covar)
         return found
 
     def _half_step(self, fits):
         """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
         layout = self._layout(fits)
         where, starts = layout[0], layout[4]
-        factors, constants = self._factors_and_constants(fits, self.reg_covar)
+        factors, constants, _ = self._factors_and_constants(fits, self.reg_covar)
         nk = self.nk[where]
         offsets = einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
         traces = einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
@@ -829,8 +903,7 @@ class _Lockstep:
         """
         where, slots, columns, n_slots = self._layout(fits)[:4]
         n_fits, n_features = len(fits), self.centered.shape[1]
-        factors, constants = self._factors_and_constants(fits, reg_covar)
-        precisions = np.matmul(factors, factors.swapaxes(1, 2))
+        factors, constants, precisions = self._factors_and_constants(fits, reg_covar)
         shifts = self.means[where] - self.center
         whitened = einsum("ki,kij->kj", shifts, factors)
         quadratic = einsum("kj,kj->k", whitened, whitened)
@@ -865,7 +938,7 @@ class _Lockstep:
         layout = self._layout(fits)
         columns, starts, sizes = layout[2], layout[4], layout[5]
         exact = np.bincount(columns, weights=flagged, minlength=len(fits)) > 0
-        factors, constants = self._factors_and_constants(fits, reg_covar)
+        factors, constants, _ = self._factors_and_constants(fits, reg_covar)
         where = layout[0]
         # One component at a time: work arrays of the rows' size only.
         for number in np.flatnonzero(exact):
