@@ -315,6 +315,9 @@ def stopping_rule(recent, change, bound, tol, resolution, relative_tol=0.0):
         (and the change is within ``relative_tol``).
     """
     recent = [*recent[-RATE_WINDOW:], change]
+    if relative_tol > 0.0 and change > relative_tol * max(1.0, abs(bound)):
+        # It goes on whatever the gain to come (the second test below).
+        return recent, False
     stopping = remaining_gain(recent, resolution * abs(bound)) < tol
     if stopping and relative_tol > 0.0:
         stopping = change <= relative_tol * max(1.0, abs(bound))
