@@ -28,9 +28,11 @@ in lock step, one iteration each per round:
   (:func:`skvi._covariance.stacked.stacked_common_orientation`; their first
   M-step, which tries a second start, is each fit's own), and VEE one with
   its volumes' Newton steps taken together
-  (:func:`skvi._covariance.stacked.stacked_common_matrix`). Where a stacked
-  M-step cannot be taken (a collapse), each fit takes its estimator's own
-  M-step on its slice of the statistics, which reports it.
+  (:func:`skvi._covariance.stacked.stacked_common_matrix`). The
+  covariances of these groups and of the full and tied groups are
+  factorised in one call per round (each matrix's factor is its own).
+  Where a stacked M-step cannot be taken (a collapse), each fit takes its
+  estimator's own M-step on its slice of the statistics, which reports it.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
