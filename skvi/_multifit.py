@@ -96,7 +96,13 @@ from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
 from ._initialization import draws_random
-from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, _exp_log_ratios, loss_limit
+from ._kernel import (
+    EXP_FLOOR,
+    LOSS_LIMIT,
+    WHITENING_LIMIT,
+    _exp_log_ratios,
+    loss_limit,
+)
 from ._stats import Moments
 from ._threads import one_blas_thread
 
@@ -950,7 +956,7 @@ class _Lockstep:
                 log_rho[slot, number] = constants[k] - 0.5 * forms
         return exact
 
-    def _posterior(self, log_rho):
+    def _posterior(self, log_rho, fits):
         """Weighted responsibilities from ``log rho``, in place.
 
         Returns them (``w_n r_nk``), each fit's log density of each row
@@ -962,7 +968,14 @@ class _Lockstep:
         # Floored as the kernel floors them: numpy's exp of the padding's
         # and of far components' log-ratios (results below the smallest
         # normal double) takes a path 10-80x slower per entry.
-        resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
+        if len(self._layout(fits)[0]) < log_rho.shape[0] * log_rho.shape[1]:
+            # A padding slot's log-ratio (about -1e300) is below the floor:
+            # the kernel's floored path, without its search for the minimum.
+            np.maximum(log_rho, EXP_FLOOR[np.dtype(np.float64)], out=log_rho)
+            resp = np.exp(log_rho)
+            resp -= np.exp(EXP_FLOOR[np.dtype(np.float64)])
+        else:
+            resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
         totals = np.add.reduce(resp, axis=0)
         log_totals = np.log(totals)
         resp *= weights / totals
@@ -985,7 +998,7 @@ class _Lockstep:
         """
         log_rho, losses = self._log_rho(fits, self.reg_covar)
         exact = self._exact_values(fits, log_rho, losses, self.reg_covar)
-        resp, log_density, entropies = self._posterior(log_rho)
+        resp, log_density, entropies = self._posterior(log_rho, fits)
         # (As Python floats: read per fit, once each.)
         log_normalizers = (log_density @ self.weights).tolist()
         entropies = entropies.tolist()
@@ -1094,7 +1107,7 @@ class _Lockstep:
         self._round_constants = None
         log_rho, losses = self._log_rho(fits, 0.0)
         self._exact_values(fits, log_rho, losses, 0.0)
-        _, log_density, entropies = self._posterior(log_rho)
+        _, log_density, entropies = self._posterior(log_rho, fits)
         score = log_density @ self.weights / self.total_weight
         raw = len(self.X) if sample_weight is None else np.sum(sample_weight)
         # The rescaled weights are the caller's times a power of two.
