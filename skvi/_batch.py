@@ -23,6 +23,7 @@ from ._threads import one_blas_thread
 # sets in benchmarks/RESULTS.md).
 RATE_WINDOW = 5
 RATE_HORIZON = 5
+INFINITY = float("inf")
 # A change within this fraction of the bound is rounding: it says the run
 # is at its fixed point, not at which rate. (The bound sums many rows in
 # float64: its relative rounding grows with their number and with the
@@ -314,6 +315,9 @@ def stopping_rule(recent, change, bound, tol, resolution, relative_tol=0.0):
         (and the change is within ``relative_tol``).
     """
     recent = [*recent[-RATE_WINDOW:], change]
+    if relative_tol > 0.0 and change > relative_tol * max(1.0, abs(bound)):
+        # It goes on whatever the gain to come (the second test below).
+        return recent, False
     stopping = remaining_gain(recent, resolution * abs(bound)) < tol
     if stopping and relative_tol > 0.0:
         stopping = change <= relative_tol * max(1.0, abs(bound))
@@ -358,17 +362,23 @@ def remaining_gain(changes, rounding=0.0):
         estimate.
     """
     if not changes:
-        return float("inf")
+        return INFINITY
     change = changes[-1]
     if change <= rounding:
         return abs(change)
+    if len(changes) <= RATE_WINDOW:
+        return INFINITY
     window = changes[-(RATE_WINDOW + 1) :]
-    if len(window) <= RATE_WINDOW or min(window) <= 0:
-        return float("inf")
-    pairs = zip(window[:-1], window[1:], strict=True)
-    ratios = [later / earlier for earlier, later in pairs]
+    if min(window) <= 0:
+        return INFINITY
+    # (Called per fit and iteration in select_model's lock step: no zip.)
+    earlier = window[0]
+    ratios = []
+    for later in window[1:]:
+        ratios.append(later / earlier)
+        earlier = later
     rise = max(0.0, (ratios[-1] - ratios[0]) / (RATE_WINDOW - 1))
     rate = max(ratios) + RATE_HORIZON * rise
     if rate >= 1.0:
-        return float("inf")
+        return INFINITY
     return change / (1.0 - rate)

@@ -28,9 +28,11 @@ in lock step, one iteration each per round:
   (:func:`skvi._covariance.stacked.stacked_common_orientation`; their first
   M-step, which tries a second start, is each fit's own), and VEE one with
   its volumes' Newton steps taken together
-  (:func:`skvi._covariance.stacked.stacked_common_matrix`). Where a stacked
-  M-step cannot be taken (a collapse), each fit takes its estimator's own
-  M-step on its slice of the statistics, which reports it.
+  (:func:`skvi._covariance.stacked.stacked_common_matrix`). The
+  covariances of these groups and of the full and tied groups are
+  factorised in one call per round (each matrix's factor is its own).
+  Where a stacked M-step cannot be taken (a collapse), each fit takes its
+  estimator's own M-step on its slice of the statistics, which reports it.
 * **Stopping rule, per fit:** :func:`skvi._batch.stopping_rule`, the one
   the ordinary loop uses; a fit leaves the lock step after the iteration
   at which it would have stopped alone.
@@ -64,6 +66,7 @@ its start, which reports any error.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from numbers import Integral
 from operator import attrgetter
 
@@ -74,7 +77,7 @@ from sklearn.utils.validation import _num_samples
 from ._batch import BOUND_RESOLUTION, AscentRun, Trend, ascend, stopping_rule
 from ._covariance import covariance_unit
 from ._covariance._gufuncs import einsum, inv
-from ._covariance._unit import precision_conditioning_losses
+from ._covariance._unit import precision_conditioning_losses, triangular_inverses
 from ._covariance.diag import DiagCovariance
 from ._covariance.full import FullCovariance
 from ._covariance.spherical import SphericalCovariance
@@ -93,7 +96,13 @@ from ._dask import is_dask_collection
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
 from ._initialization import draws_random
-from ._kernel import LOSS_LIMIT, WHITENING_LIMIT, _exp_log_ratios, loss_limit
+from ._kernel import (
+    EXP_FLOOR,
+    LOSS_LIMIT,
+    WHITENING_LIMIT,
+    _exp_log_ratios,
+    loss_limit,
+)
 from ._stats import Moments
 from ._threads import one_blas_thread
 
@@ -172,13 +181,14 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
     """
     models = [None] * len(combinations)
     fits, validated = [], None
+    params = template.get_params(deep=False)
     for index, (n_components, kind, *start) in enumerate(combinations):
         # The template's parameters are plain values here (an integer seed,
         # no initial arrays: lockstep_applies), so a new estimator built
         # from them is its clone, at an eighth of clone's cost.
         model = type(template)(
             **{
-                **template.get_params(deep=False),
+                **params,
                 "n_components": n_components,
                 "covariance_type": kind,
             }
@@ -379,8 +389,6 @@ class _Lockstep:
         stops = np.cumsum(sizes)
         for fit, stop, size in zip(fits, stops, sizes, strict=True):
             fit.slice = slice(int(stop - size), int(stop))
-            fit.indices = _indices(fit.slice)
-        self._slot_numbers = np.arange(max(sizes))
         n_total, n_features = int(stops[-1]), self.X.shape[1]
         self.means = np.zeros((n_total, n_features))
         self.factors = np.zeros((n_total, n_features, n_features))
@@ -402,6 +410,13 @@ class _Lockstep:
         self._cached_positions = {}
         self._cached_owners = {}
         self._round_constants = None
+        # The fits still in the lock step (the same list while none
+        # leaves), each list's key (by identity: :meth:`_key`) and the
+        # M-step's groups of those fits (:meth:`_groups`).
+        self._active_fits = fits
+        self._keys = {}
+        self._key_numbers = {}
+        self._cached_groups = (None, None)
 
     # ---------------------------------------------------------------- loop
     def _maximize(self, active, resumable=True):
@@ -473,7 +488,48 @@ class _Lockstep:
                     fit.converged = fit.done = True
 
     def _active(self):
-        return [fit for fit in self.fits if not (fit.done or fit.left)]
+        """The fits still in the lock step: the same list while none leaves.
+
+        (Filtered from the last such list, since a fit never returns; the
+        caches of the layouts and groups key on that list's identity.)
+        """
+        previous = self._active_fits
+        current = [fit for fit in previous if not (fit.done or fit.left)]
+        if len(current) == len(previous):
+            return previous
+        self._active_fits = current
+        self._keys.clear()
+        return current
+
+    def _key(self, fits):
+        """A number naming the set of ``fits``, the key of the layout caches.
+
+        One number per distinct set (its indices looked up once per list:
+        the lists of a round are those of the round before while no fit
+        leaves, and hashing a tuple of a hundred indices in every cache
+        lookup would cost more than the lookups save).
+        """
+        found = self._keys.get(id(fits))
+        if found is not None and found[0] is fits:
+            return found[1]
+        indices = tuple(map(_INDEX, fits))
+        key = self._key_numbers.setdefault(indices, len(self._key_numbers))
+        self._keys[id(fits)] = (fits, key)
+        return key
+
+    def _groups(self, fits):
+        """The fits by M-step group, and those checked for conditioning.
+
+        Built once per list of active fits (the same lists every round
+        while no fit leaves, so their layouts are found by identity).
+        """
+        if self._cached_groups[0] is not fits:
+            groups = {}
+            for fit in fits:
+                groups.setdefault(fit.group, []).append(fit)
+            checked = [fit for fit in fits if fit.may_whiten]
+            self._cached_groups = (fits, (groups, checked))
+        return self._cached_groups[1]
 
     # ---------------------------------------------------------- parameters
     def _set_parameters(self, fit, state):
@@ -486,45 +542,85 @@ class _Lockstep:
 
     def _leave_ill_conditioned(self, fits):
         """Fits the kernel would evaluate in its whitened layout leave."""
-        checked = [fit for fit in fits if fit.may_whiten]
+        checked = self._groups(fits)[1]
         if not checked:
             return
         # A tied fit's components hold copies of one factor (the batched
         # M-step repeats it; a tied unit's own broadcasts it, EEE's copies
         # one covariance): its first stands for all.
-        where, counts, _ = self._positions(checked, tied_once=True)
-        factors = self.factors[where]
-        precisions = np.matmul(factors, np.swapaxes(factors, 1, 2))
+        counts = self._positions(checked, tied_once=True)[1]
+        factors, _, precisions = self._factors_and_constants(
+            fits, self.reg_covar, constants=False
+        )
+        rows = self._checked_rows(fits, checked)
+        if rows is not None:
+            factors, precisions = factors[rows], precisions[rows]
         limit = WHITENING_LIMIT[np.dtype(np.float64)]
         losses = _conditioning_losses(precisions, factors, limit)
         # NaN losses fail the comparison: such a fit leaves too.
         fine = losses <= limit
+        if fine.all():
+            return
         owners = np.repeat(np.arange(len(checked)), counts)
         failing = np.bincount(owners, weights=~fine, minlength=len(checked))
-        for fit, failed in zip(checked, failing, strict=True):
-            if failed:
-                fit.left = True
+        for number in np.flatnonzero(failing):
+            checked[number].left = True
+
+    def _checked_rows(self, fits, checked):
+        """Where the checked components are among all the fits' (None: all).
+
+        The components :meth:`_leave_ill_conditioned` checks (a tied fit's
+        first only), as rows of the fits' stacked arrays (their stacked
+        indices, in order, are increasing). Cached as :meth:`_positions` is.
+        """
+        key = ("checked", self._key(fits))
+        if key not in self._cached_positions:
+            where = self._positions(checked, tied_once=True)[0]
+            every = self._layout(fits)[0]
+            rows = None
+            if len(where) != len(every):
+                rows = np.searchsorted(every, where)
+            self._cached_positions[key] = rows
+        return self._cached_positions[key]
 
     def _m_step(self, fits):
-        groups = {}
-        for fit in fits:
-            groups.setdefault(fit.group, []).append(fit)
+        groups = self._groups(fits)[0]
+        # Covariances whose precision factors are then found in one call
+        # for all (_factorize): mclust's stacked groups', and the batched
+        # full and tied groups'.
+        pending = []
         for group, members in groups.items():
             if isinstance(group, str):
-                batched = self._stacked_m_step(group, members)
-                if not batched and group in SHARED_GROUPS:
-                    # As apart: each model's stacked M-step, or each fit's own.
-                    for name in SHARED_GROUPS[group]:
-                        own = [fit for fit in members if fit.unit.name == name]
-                        if own and not self._stacked_m_step(name, own):
-                            for fit in own:
-                                self._own_m_step(fit)
-                    continue
-            else:
-                batched = group is not None and self._batched_m_step(group, members)
-            if not batched:
-                for fit in members:
-                    self._own_m_step(fit)
+                found = self._stacked_covariances(group, members)
+                if found is None:
+                    self._stacked_apart(group, members)
+                else:
+                    pending.append(
+                        (
+                            found[3],
+                            partial(self._store_stacked, members, *found),
+                            partial(self._stacked_apart, group, members),
+                        )
+                    )
+            elif group is None or not self._batched_m_step(group, members, pending):
+                self._own_m_steps(members)
+        if pending:
+            self._factorize(pending)
+
+    def _own_m_steps(self, fits):
+        """Each fit's own M-step (:meth:`_own_m_step`)."""
+        for fit in fits:
+            self._own_m_step(fit)
+
+    def _stacked_apart(self, group, fits):
+        """Where a stacked M-step fails: as apart, each model's or fit's own."""
+        if group not in SHARED_GROUPS:
+            self._own_m_steps(fits)
+            return
+        for name in SHARED_GROUPS[group]:
+            own = [fit for fit in fits if fit.unit.name == name]
+            if own and not self._stacked_m_step(name, own):
+                self._own_m_steps(own)
 
     def _own_m_step(self, fit):
         """The estimator's own M-step on the fit's slice of the statistics."""
@@ -539,11 +635,13 @@ class _Lockstep:
         fit.blocks = None
         self._set_parameters(fit, state)
 
-    def _batched_m_step(self, group, fits):
+    def _batched_m_step(self, group, fits, pending=None):
         """One M-step for fits of one type; False if a fit must take its own.
 
         No component is empty here (a fit with one leaves the lock step),
-        so the units' ``maximize`` needs no previous covariances.
+        so the units' ``maximize`` needs no previous covariances. Given
+        ``pending``, a full unit's covariances are factorised with the
+        round's others (:meth:`_factorize`).
         """
         where, sizes, starts = self._positions(fits)
         owners, full_layout = self._owners(group, fits)
@@ -564,10 +662,38 @@ class _Lockstep:
             scatter = unit.second_moment_from_dense(scatter)
         empty = np.zeros(len(nk), dtype=bool)
         covariances = unit.maximize(nk, scatter, self.reg_covar, empty, None)
+        found = (where, sizes, weights, means, covariances, owners, full_layout)
+        if pending is not None and type(unit) is FullCovariance:
+            # The full unit's factors: found with the round's others.
+            pending.append(
+                (
+                    covariances,
+                    partial(self._store_batched, group, unit, *found),
+                    partial(self._own_m_steps, fits),
+                )
+            )
+            return True
         try:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         except ValueError:
             return False
+        self._store_batched(group, unit, *found, factors)
+        return True
+
+    def _store_batched(
+        self,
+        group,
+        unit,
+        where,
+        sizes,
+        weights,
+        means,
+        covariances,
+        owners,
+        full_layout,
+        factors,
+    ):
+        """Store a batched M-step's parameters, given its factors."""
         full = _full_matrices(unit, factors)
         if group is TiedCovariance:
             full = full.repeat(sizes, axis=0)
@@ -584,7 +710,6 @@ class _Lockstep:
                 fit.latest = (weights, means, full_covariances, full, own, own)
             else:
                 fit.latest = (weights, means, covariances, factors, own, shared)
-        return True
 
     def _owners(self, group, fits):
         """Where each fit's parameters are in a batched M-step's arrays.
@@ -594,7 +719,7 @@ class _Lockstep:
         tied fit); and whether any fit stores mclust's full layout. Cached
         as :meth:`_positions` is.
         """
-        key = (group, _key(fits))
+        key = (group, self._key(fits))
         found = self._cached_owners.get(key)
         if found is None:
             owners, start = [], 0
@@ -608,11 +733,26 @@ class _Lockstep:
         return found
 
     def _stacked_m_step(self, name, fits):
-        """One M-step for the fits of one of mclust's closed-form models.
+        """One M-step for the fits of one of mclust's models (or group).
 
-        :func:`skvi._covariance.stacked.stacked_closed_form` on their
-        stacked statistics; False if a fit must take its own (a collapse,
-        which its own M-step reports).
+        False if a fit must take its own (a collapse, which its own
+        M-step reports).
+        """
+        found = self._stacked_covariances(name, fits)
+        if found is None:
+            return False
+        failed = []
+        store = partial(self._store_stacked, fits, *found)
+        self._factorize([(found[3], store, partial(failed.append, True))])
+        return not failed
+
+    def _stacked_covariances(self, name, fits):
+        """The covariances of one stacked M-step of mclust's models.
+
+        :func:`skvi._covariance.stacked.stacked_closed_form` (or the
+        iterative models' stacked M-steps) on the fits' stacked
+        statistics. Returns ``(where, weights, means, covariances,
+        blocks)``, or None if a fit must take its own M-step.
         """
         where, sizes, starts = self._positions(fits)
         nk = self.nk[where]
@@ -629,7 +769,7 @@ class _Lockstep:
                 if all(state is None for state in states):
                     previous = None
                 elif name in SHARED_GROUPS or any(state is None for state in states):
-                    return False
+                    return None
                 else:
                     previous = np.concatenate([state.covariances for state in states])
             models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
@@ -637,7 +777,7 @@ class _Lockstep:
                 models, nk, scatter, self.reg_covar, sizes, previous
             )
             if found is None:
-                return False
+                return None
             covariances, blocks = found
         elif name in (*JOINT_SHAPE_MODELS, "VEE", "VEI+VEV"):
             previous = [fit.blocks for fit in fits]
@@ -652,7 +792,7 @@ class _Lockstep:
                     models, nk, scatter, self.reg_covar, sizes, previous
                 )
             if found is None:
-                return False
+                return None
             covariances, blocks = found
         else:
             models = name if name in STACKED_MODELS else [f.unit.name for f in fits]
@@ -660,13 +800,40 @@ class _Lockstep:
                 models, nk, scatter, self.reg_covar, sizes
             )
             if covariances is None:
-                return False
+                return None
             blocks = [None] * len(fits)
-        unit = covariance_unit("full", len(where), means.shape[1])
+        return where, weights, means, covariances, blocks
+
+    def _factorize(self, pending):
+        """The precision factors of several M-steps' covariances, at once.
+
+        ``pending`` holds per M-step its covariances (K, D, D) in the full
+        layout, what stores its parameters given their factors, and what
+        to do where a factorisation fails. One call for all: each
+        matrix's factor is its own (the same bits as a call for its
+        M-step alone), and if any fails each M-step's is tried alone.
+        """
+        if len(pending) == 1:
+            covariances = pending[0][0]
+        else:
+            covariances = np.concatenate([entry[0] for entry in pending])
+        unit = covariance_unit("full", len(covariances), covariances.shape[-1])
         try:
             factors = unit.cholesky_from_covariance(covariances, self.reg_covar)
         except ValueError:
-            return False
+            if len(pending) == 1:
+                pending[0][2]()
+            else:
+                for entry in pending:
+                    self._factorize([entry])
+            return
+        begin = 0
+        for covariances, store, _ in pending:
+            store(factors[begin : begin + len(covariances)])
+            begin += len(covariances)
+
+    def _store_stacked(self, fits, where, weights, means, covariances, blocks, factors):
+        """Store a stacked M-step's parameters, given its factors."""
         self.means[where] = means
         self.factors[where] = factors
         self.log_weights[where] = np.log(weights)
@@ -676,7 +843,6 @@ class _Lockstep:
             fit.latest = (weights, means, covariances, factors, own, own)
             fit.blocks = found
             start = own.stop
-        return True
 
     # -------------------------------------------------------------- E-step
     def _constants(self, where, reg_covar):
@@ -693,25 +859,33 @@ class _Lockstep:
             - 0.5 * reg_covar * traces
         )
 
-    def _factors_and_constants(self, fits, reg_covar):
-        """The fits' stacked precision factors and :meth:`_constants`.
+    def _factors_and_constants(self, fits, reg_covar, constants=True):
+        """The fits' stacked precision factors, :meth:`_constants`, precisions.
 
-        Kept from the half-step for the E-step that follows it on the same
-        fits (both after one M-step, which clears them).
+        Kept from the conditioning check for the half-step and the E-step
+        that follow it on the same fits (all after one M-step, which
+        clears them). Without ``constants``, those are not computed (they
+        are None): the check sees fits whose M-step failed too, whose
+        factors may not have a logarithm.
         """
-        key = (_key(fits), reg_covar)
-        if self._round_constants is not None and self._round_constants[0] == key:
-            return self._round_constants[1]
-        where = self._layout(fits)[0]
-        found = (self.factors[where], self._constants(where, reg_covar))
-        self._round_constants = (key, found)
+        key = (self._key(fits), reg_covar)
+        found = self._round_constants
+        if found is None or found[0] != key:
+            where = self._layout(fits)[0]
+            factors = self.factors[where]
+            precisions = np.matmul(factors, factors.swapaxes(1, 2))
+            found = (key, [factors, None, precisions])
+            self._round_constants = found
+        found = found[1]
+        if constants and found[1] is None:
+            found[1] = self._constants(self._layout(fits)[0], reg_covar)
         return found
 
     def _half_step(self, fits):
         """ELBO(q_old, theta_new): the new parameters, the last E-step's q."""
         layout = self._layout(fits)
         where, starts = layout[0], layout[4]
-        factors, constants = self._factors_and_constants(fits, self.reg_covar)
+        factors, constants, _ = self._factors_and_constants(fits, self.reg_covar)
         nk = self.nk[where]
         offsets = einsum("ki,kij->kj", self.xbar[where] - self.means[where], factors)
         traces = einsum("kil,kij,kjl->k", factors, self.scatter[where], factors)
@@ -736,23 +910,21 @@ class _Lockstep:
         for all components. Also returns each component's rounding loss
         ``1 + d_k^T Lambda_k d_k`` of that expansion.
         """
-        where, slots, columns, n_slots = self._layout(fits)[:4]
+        layout = self._layout(fits)
+        where, n_slots, rows = layout[0], layout[3], layout[7]
         n_fits, n_features = len(fits), self.centered.shape[1]
-        factors, constants = self._factors_and_constants(fits, reg_covar)
-        precisions = np.matmul(factors, factors.swapaxes(1, 2))
+        factors, constants, precisions = self._factors_and_constants(fits, reg_covar)
         shifts = self.means[where] - self.center
         whitened = einsum("ki,kij->kj", shifts, factors)
         quadratic = einsum("kj,kj->k", whitened, whitened)
-        coefficients = np.zeros((n_slots, n_fits, 1 + n_features + n_features**2))
-        coefficients[..., 0] = PADDING
-        coefficients[slots, columns, 0] = constants - 0.5 * quadratic
-        coefficients[slots, columns, 1 : 1 + n_features] = einsum(
+        coefficients = np.zeros((n_slots * n_fits, 1 + n_features + n_features**2))
+        coefficients[:, 0] = PADDING
+        coefficients[rows, 0] = constants - 0.5 * quadratic
+        coefficients[rows, 1 : 1 + n_features] = einsum(
             "kij,kj->ki", precisions, shifts
         )
-        coefficients[slots, columns, 1 + n_features :] = -0.5 * precisions.reshape(
-            len(where), -1
-        )
-        log_rho = coefficients.reshape(n_slots * n_fits, -1) @ self.features
+        coefficients[rows, 1 + n_features :] = -0.5 * precisions.reshape(len(where), -1)
+        log_rho = coefficients @ self.features
         return log_rho.reshape(n_slots, n_fits, -1), 1.0 + quadratic
 
     def _exact_values(self, fits, log_rho, losses, reg_covar):
@@ -774,7 +946,7 @@ class _Lockstep:
         layout = self._layout(fits)
         columns, starts, sizes = layout[2], layout[4], layout[5]
         exact = np.bincount(columns, weights=flagged, minlength=len(fits)) > 0
-        factors, constants = self._factors_and_constants(fits, reg_covar)
+        factors, constants, _ = self._factors_and_constants(fits, reg_covar)
         where = layout[0]
         # One component at a time: work arrays of the rows' size only.
         for number in np.flatnonzero(exact):
@@ -785,7 +957,7 @@ class _Lockstep:
                 log_rho[slot, number] = constants[k] - 0.5 * forms
         return exact
 
-    def _posterior(self, log_rho):
+    def _posterior(self, log_rho, fits):
         """Weighted responsibilities from ``log rho``, in place.
 
         Returns them (``w_n r_nk``), each fit's log density of each row
@@ -797,7 +969,14 @@ class _Lockstep:
         # Floored as the kernel floors them: numpy's exp of the padding's
         # and of far components' log-ratios (results below the smallest
         # normal double) takes a path 10-80x slower per entry.
-        resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
+        if len(self._layout(fits)[0]) < log_rho.shape[0] * log_rho.shape[1]:
+            # A padding slot's log-ratio (about -1e300) is below the floor:
+            # the kernel's floored path, without its search for the minimum.
+            np.maximum(log_rho, EXP_FLOOR[np.dtype(np.float64)], out=log_rho)
+            resp = np.exp(log_rho)
+            resp -= np.exp(EXP_FLOOR[np.dtype(np.float64)])
+        else:
+            resp = _exp_log_ratios(log_rho, np.empty_like(log_rho))
         totals = np.add.reduce(resp, axis=0)
         log_totals = np.log(totals)
         resp *= weights / totals
@@ -820,9 +999,11 @@ class _Lockstep:
         """
         log_rho, losses = self._log_rho(fits, self.reg_covar)
         exact = self._exact_values(fits, log_rho, losses, self.reg_covar)
-        resp, log_density, entropies = self._posterior(log_rho)
-        log_normalizers = log_density @ self.weights
-        leaving = self._accumulate(fits, resp, exact)
+        resp, log_density, entropies = self._posterior(log_rho, fits)
+        # (As Python floats: read per fit, once each.)
+        log_normalizers = (log_density @ self.weights).tolist()
+        entropies = entropies.tolist()
+        leaving = self._accumulate(fits, resp, exact).tolist()
         for number, fit in enumerate(fits):
             if leaving[number]:
                 # Its parameters are the ordinary fit's: the run goes on
@@ -833,8 +1014,8 @@ class _Lockstep:
                     (list(fit.half_steps), tuple(fit.recent), fit.n_iter),
                 )
             else:
-                fit.log_normalizer = float(log_normalizers[number])
-                fit.entropy = float(entropies[number])
+                fit.log_normalizer = log_normalizers[number]
+                fit.entropy = entropies[number]
 
     def _assign(self, fits):
         """Statistics of the fits' starting responsibilities."""
@@ -859,13 +1040,13 @@ class _Lockstep:
         whether each fit must leave the lock step: an empty component, or
         moments that are not finite.
         """
-        where, slots, columns, n_slots = self._layout(fits)[:4]
+        where, _, columns, n_slots = self._layout(fits)[:4]
         n_fits, n_features = len(fits), self.centered.shape[1]
+        rows = self._layout(fits)[7]
         flat = resp.reshape(n_slots * n_fits, -1)
-        sums = (flat @ self.features[1:].T).reshape(n_slots, n_fits, -1)
-        sums = sums[slots, columns]
+        sums = (flat @ self.features[1:].T).take(rows, axis=0)
         first, second = sums[:, :n_features], sums[:, n_features:]
-        nk = np.add.reduce(resp, axis=2)[slots, columns]
+        nk = np.add.reduce(resp, axis=2).reshape(-1).take(rows)
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
         offset = first / safe
         scatter = second.reshape(-1, n_features, n_features) - (
@@ -927,7 +1108,7 @@ class _Lockstep:
         self._round_constants = None
         log_rho, losses = self._log_rho(fits, 0.0)
         self._exact_values(fits, log_rho, losses, 0.0)
-        _, log_density, entropies = self._posterior(log_rho)
+        _, log_density, entropies = self._posterior(log_rho, fits)
         score = log_density @ self.weights / self.total_weight
         raw = len(self.X) if sample_weight is None else np.sum(sample_weight)
         # The rescaled weights are the caller's times a power of two.
@@ -954,20 +1135,16 @@ class _Lockstep:
         when fits leave, and an M-step would otherwise build these for
         every group in every round.
         """
-        key = (tied_once, _key(fits))
+        key = (tied_once, self._key(fits))
         found = self._cached_positions.get(key)
         if found is None:
             sizes = [
                 1 if tied_once and fit.group is TiedCovariance else fit.n_components
                 for fit in fits
             ]
-            where = np.concatenate(
-                [
-                    _indices(slice(fit.slice.start, fit.slice.start + size))
-                    for fit, size in zip(fits, sizes, strict=True)
-                ]
-            )
-            found = (where, sizes, np.cumsum([0, *sizes[:-1]]))
+            starts = np.cumsum([0, *sizes[:-1]])
+            where = _first_indices(fits, sizes, starts)
+            found = (where, sizes, starts)
             self._cached_positions[key] = found
         return found
 
@@ -975,28 +1152,27 @@ class _Lockstep:
         """Where the components of ``fits`` are in the stack.
 
         Their stacked indices, the (slot, fit) of each, the number of slots,
-        where each fit's components begin among them, each fit's K, and
-        which components belong to tied fits (None if none does).
+        where each fit's components begin among them, each fit's K, which
+        components belong to tied fits (None if none does), and the row of
+        each in a (slots * fits, ...) layout.
         """
-        key = _key(fits)
+        key = self._key(fits)
         if self._cached_layout[0] != key:
             sizes = [fit.n_components for fit in fits]
-            where = np.concatenate([fit.indices for fit in fits])
-            slots = np.concatenate([self._slot_numbers[:size] for size in sizes])
-            columns = np.repeat(np.arange(len(fits)), sizes)
             starts = np.cumsum([0, *sizes[:-1]])
+            where = _first_indices(fits, sizes, starts)
+            slots = where - np.repeat(where[starts], sizes)
+            columns = np.repeat(np.arange(len(fits)), sizes)
             tied = [fit.group is TiedCovariance for fit in fits]
             tied = np.repeat(tied, sizes) if any(tied) else None
+            # Each component's row of the (slots * fits) layout: one index
+            # array takes or sets them several times faster than two.
+            rows = slots * len(fits) + columns
             self._cached_layout = (
                 key,
-                (where, slots, columns, int(max(sizes)), starts, sizes, tied),
+                (where, slots, columns, int(max(sizes)), starts, sizes, tied, rows),
             )
         return self._cached_layout[1]
-
-
-def _key(fits):
-    """The fits' indices, the key of the caches of their layouts."""
-    return tuple(map(_INDEX, fits))
 
 
 def _has_missing(X):
@@ -1013,14 +1189,20 @@ def _conditioning_losses(precisions, factors, limit):
 
     One batched inverse of the upper factors in place of LAPACK's
     triangular inverse per component (most of this check's time on small
-    data). The two round differently, by far less than ``MARGIN``: losses
+    data; with D <= 2 LAPACK's own arithmetic, in closed form for all).
+    The two round differently, by far less than ``MARGIN``: losses
     that close to the limit, and any that is not finite, are recomputed
     exactly, so every comparison with the limit is the exact one's.
     """
     diagonals = np.diagonal(factors, axis1=1, axis2=2)
     if not (np.isfinite(factors).all() and diagonals.all()):
         return np.asarray(precision_conditioning_losses(precisions, factors))
-    inverse = inv(factors)
+    if factors.shape[-1] <= 2:
+        # In closed form (the exact check's own inverses): numpy's batched
+        # general inverse costs ten times as much on hundreds of them.
+        inverse = triangular_inverses(factors, lower=False)
+    else:
+        inverse = inv(factors)
     stds = np.sqrt(einsum("kij,kij->kj", inverse, inverse))
     losses = einsum("ki,kij,kj->k", stds, np.abs(precisions), stds)
     losses /= precisions.shape[-1]
@@ -1030,8 +1212,15 @@ def _conditioning_losses(precisions, factors, limit):
     return losses
 
 
-def _indices(where):
-    return np.arange(where.start, where.stop)
+def _first_indices(fits, sizes, starts):
+    """The stacked indices of each fit's first ``size`` components, in order.
+
+    ``starts`` are where each fit's begin in the result (the cumulative
+    sizes before it). One arange and one repeat in place of an arange
+    per fit (the lock step rebuilds its layouts whenever a fit leaves).
+    """
+    shifts = np.array([fit.slice.start for fit in fits]) - starts
+    return np.arange(int(starts[-1]) + sizes[-1]) + np.repeat(shifts, sizes)
 
 
 def _may_be_ill_conditioned(unit):

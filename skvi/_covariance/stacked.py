@@ -36,6 +36,20 @@ from .mclust import (
 )
 
 
+@lru_cache(maxsize=16)
+def _identity(n_features):
+    """The (read-only) identity of the dimension, built once."""
+    identity = np.eye(n_features)
+    identity.flags.writeable = False
+    return identity
+
+
+def _regularized(scatter, nk, reg_covar):
+    """``W_k = N_k (S_k + reg_covar I)`` from ``scatter``, made symmetric."""
+    scatter = scatter + (reg_covar * nk)[:, None, None] * _identity(scatter.shape[1])
+    return 0.5 * (scatter + scatter.swapaxes(1, 2))
+
+
 def _turned_axes(scatter, turned):
     """The axes of the components whose orientation is their own.
 
@@ -161,8 +175,7 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     n_features = scatter.shape[1]
     layout = _layout(sizes)
     sizes, starts = layout.sizes, layout.starts
-    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
-    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    scatter = _regularized(scatter, nk, reg_covar)
     if orientation.variable:
         _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
@@ -204,8 +217,7 @@ def _closed_forms_by_model(names, nk, scatter, reg_covar, sizes):
     n_features = scatter.shape[1]
     layout = _layout(sizes)
     sizes, starts = layout.sizes, layout.starts
-    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
-    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    scatter = _regularized(scatter, nk, reg_covar)
     turned = np.repeat([name[2] == "V" for name in names], sizes)
     orientations, diagonals = _turned_axes(scatter, turned)
     shapes = np.ones_like(diagonals)
@@ -367,8 +379,7 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     n_features = scatter.shape[1]
     layout = _layout(sizes)
     sizes, starts = layout.sizes, layout.starts
-    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
-    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    scatter = _regularized(scatter, nk, reg_covar)
     start_shapes = np.ones((len(sizes), n_features))
     having = [number for number, blocks in enumerate(previous) if blocks is not None]
     if having:
@@ -471,8 +482,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     sizes, starts = arrangement.sizes, arrangement.starts
     owners, slots = arrangement.owners, arrangement.slots
     common_volume = _common_volumes(name)
-    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
-    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    scatter = _regularized(scatter, nk, reg_covar)
     layout = (n_fits, sizes, starts, owners, slots)
 
     def run(orientations, warm):
@@ -786,7 +796,7 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
             angles = _plane_angles(planes, weights, exponent, columns)
             angles = np.where(sweep[:, None], angles.reshape(n_fits, n_planes), 0.0)
             turns = np.broadcast_to(
-                np.eye(n_features), (n_fits, n_features, n_features)
+                _identity(n_features), (n_fits, n_features, n_features)
             ).copy()
             cos, sin = np.cos(angles), np.sin(angles)
             turns[:, first, first] = cos
@@ -1331,8 +1341,7 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
         layout.ends,
         layout.owners,
     )
-    scatter = scatter + (reg_covar * nk)[:, None, None] * np.eye(n_features)
-    scatter = 0.5 * (scatter + scatter.swapaxes(1, 2))
+    scatter = _regularized(scatter, nk, reg_covar)
     traces = np.trace(scatter, axis1=1, axis2=2)
     start = np.where(
         traces > 0, traces / np.where(traces > 0, nk * n_features, 1.0), 1.0
