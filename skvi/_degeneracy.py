@@ -66,6 +66,10 @@ import numpy as np
 
 #: The smallest eigenvalue ratio of a covariance that is not degenerate.
 RATIO_THRESHOLD = float(np.sqrt(np.finfo(np.float64).eps))
+#: Ratios below this are a zero's rounding (eigenvalues come out to about
+#: eps times the largest, times the dimension) and are reported as 0: their
+#: digits would depend on the BLAS kernel's order of operations.
+RATIO_RESOLUTION = 1e-12
 ADVICE = (
     "Use fewer components, a more constrained covariance_type, or a larger reg_covar."
 )
@@ -151,13 +155,13 @@ def degeneracy(
             if covariance_type == "tied":
                 which = "the shared covariance"
             return (
-                f"{which} has eigenvalue ratio {ratio:.2g} (smallest over "
+                f"{which} has eigenvalue ratio {_shown_ratio(ratio)} (smallest over "
                 f"largest), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: it has "
                 "collapsed onto a subspace of the data"
             )
         if not volumes[k] >= RATIO_THRESHOLD:
             return (
-                f"{which} has volume ratio {volumes[k]:.2g} (its volume over "
+                f"{which} has volume ratio {_shown_ratio(volumes[k])} (its volume over "
                 "the largest component's, volumes being the geometric means "
                 f"of the eigenvalues), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: "
                 "it has collapsed onto a point"
@@ -167,14 +171,21 @@ def degeneracy(
             if spreads.size == 1 and n_components > 1:
                 which = "the shared covariance"
             return (
-                # Below 0 only by rounding: the data's spread is 0 there.
                 f"{which} less reg_covar has eigenvalue ratio "
-                f"{max(spread, 0.0):.2g} "
+                f"{_shown_ratio(spread)} "
                 f"(smallest over largest), below sqrt(eps) = "
                 f"{RATIO_THRESHOLD:.2g}: the data give it no spread in some "
                 "direction (its rows share a value there), only reg_covar does"
             )
     return None
+
+
+def _shown_ratio(ratio):
+    """A ratio for a message: 0 below RATIO_RESOLUTION (or NaN as is)."""
+    if ratio < RATIO_RESOLUTION:
+        # Below 0 too only by rounding: the spread is 0 there.
+        ratio = 0.0
+    return f"{ratio:.2g}"
 
 
 # scikit-learn's four types keep their own layouts; mclust's names are full.

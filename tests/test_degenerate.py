@@ -16,6 +16,7 @@ from skvi import (
     select_model,
 )
 from skvi._cli import main
+from skvi._degeneracy import RATIO_RESOLUTION, _shown_ratio
 from skvi.datasets import load_old_faithful
 
 SKLEARN_TYPES = ["full", "tied", "diag", "spherical"]
@@ -411,3 +412,13 @@ def test_a_constant_column_is_not_a_collapse(covariance_type):
             n_components=2, covariance_type=covariance_type, random_state=0
         ).fit(X)
     assert em.degenerate_ is None
+
+
+def test_ratios_below_rounding_are_reported_as_zero():
+    # A zero spread's eigenvalue ratio comes out as rounding noise whose
+    # digits depend on the BLAS kernel (3.4e-17 with one, 6.7e-17 with
+    # another): messages say 0, so that they do not.
+    assert _shown_ratio(3.4e-17) == _shown_ratio(-6.7e-17) == "0"
+    assert _shown_ratio(RATIO_RESOLUTION / 2) == "0"
+    assert _shown_ratio(2.5e-9) == "2.5e-09"
+    assert _shown_ratio(float("nan")) == "nan"
