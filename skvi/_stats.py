@@ -190,13 +190,17 @@ class SufficientStatistics:
         """
         if self.sum_xx is not None:
             return self.sum_xx
-        nk = self.nk
-        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
-        shift = np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
+        shift = self._shift()
         about = self._unit.second_moment_from_dense(
             self.sum_x[:, :, np.newaxis] * shift[:, np.newaxis, :]
         )
         return self._scatter() + about
+
+    def _shift(self):
+        """Each component's mean less its reference (0 without mass)."""
+        nk = self.nk
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
+        return np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
 
     def _scatter(self):
         """Each component's scatter about its mean, in the unit's layout."""
@@ -211,12 +215,13 @@ class SufficientStatistics:
     @cached_property
     def moments(self):
         """These statistics as :class:`Moments` (exact recentering)."""
-        nk = self.nk
-        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis]
-        shift = np.where(nk[:, np.newaxis] > 0, self.sum_x / safe, 0.0)
-        scatter = self._scatter()
         return Moments(
-            self.total_weight, nk.copy(), self.reference, shift, scatter, self.whitened
+            self.total_weight,
+            self.nk.copy(),
+            self.reference,
+            self._shift(),
+            self._scatter(),
+            self.whitened,
         )
 
 
