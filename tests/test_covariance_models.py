@@ -30,6 +30,7 @@ from skvi import (
 )
 from skvi._covariance import covariance_unit
 from skvi._covariance.mclust import MCLUST_MODELS
+from skvi._covariance.stacked import stacked_common_matrix
 
 from .helpers import (
     fp_tolerance,
@@ -379,6 +380,32 @@ def test_vee_m_step_is_celeux_and_govaerts_fixed_point(n_components, iris):
         np.testing.assert_allclose(
             again[:, None, None] * common, ours, rtol=0, atol=1e-13 * np.abs(ours).max()
         )
+
+
+def test_vee_m_step_of_a_collapsing_component_is_silent():
+    """A component of half a point on a tiny scatter (iris's VEE with 5
+    components met one in select_model) has its volume's optimum orders of
+    magnitude below the start: Newton's first steps overshoot so far that
+    the trial weights ``1 / lambda_k`` overflow. Those trials are rejected
+    and halved, with no RuntimeWarning reaching the user, and the fit's own
+    and the lock step's stacked M-step agree."""
+    rng = np.random.default_rng(0)
+    d, K = 4, 5
+    factors = rng.normal(size=(K, d, d))
+    nk = np.array([16.0, 8.5, 0.5, 26.7, 23.3])
+    scatter = factors @ factors.swapaxes(1, 2) / d * nk[:, None, None]
+    scatter[2] *= 1e-6
+    start = np.eye(d) * np.array([0.05, 0.014, 0.03, 0.12, 0.065])[:, None, None]
+    unit = covariance_unit("VEE", K, d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = unit.maximize(nk, scatter, 0.0, np.zeros(K, dtype=bool), start)
+        stacked = stacked_common_matrix(nk, scatter, 0.0, [K], [None])
+    volumes = np.exp(np.linalg.slogdet(ours)[1] / d)
+    assert volumes[2] < 1e-5 * volumes.max()
+    np.testing.assert_allclose(
+        stacked[0], ours, rtol=0, atol=1e-12 * np.abs(ours).max()
+    )
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m not in ("EVE", "VVE")])

@@ -83,6 +83,18 @@ def test_iris_picks_mclusts_model():
     assert chosen["bic"] == pytest.approx(561.7285, abs=1e-3)
 
 
+def test_iris_fourteen_models_to_nine_components_without_runtime_warnings():
+    # Mclust(iris[, 1:4]) with its defaults (G = 1:9, fourteen models). Each
+    # RuntimeWarning a user would see is an error here: VEE with 5
+    # components once let Newton's rejected trials' overflow through.
+    X = load_iris().data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table, best = select_model(X, range(1, 10), as_frame=False)
+    assert len(table) == 14 * 9
+    assert (best.covariance_type, best.n_components) == ("VEV", 2)
+
+
 def test_degenerate_fits_of_the_new_models_are_never_chosen():
     # Two rows far away: the models whose components estimate their own
     # full matrix (EVV, VVV) give them a component of 2 < d + 1 points.

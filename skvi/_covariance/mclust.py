@@ -217,8 +217,13 @@ def _common_matrix_volumes(scatter, nk, start):
     flat = scatter.reshape(len(scatter), -1)
 
     def evaluate(log_volumes):
-        weights = np.exp(-log_volumes)
-        matrix = (weights @ flat).reshape(n_features, n_features)
+        # A trial step far out (a component collapsing onto a point, whose
+        # volume's optimum is orders of magnitude below the start) may
+        # overflow the weights: M is then not finite, dpotrf fails, and
+        # the step is halved; no warning for a rejected trial.
+        with np.errstate(over="ignore", invalid="ignore"):
+            weights = np.exp(-log_volumes)
+            matrix = (weights @ flat).reshape(n_features, n_features)
         factor, info = lapack.dpotrf(matrix, lower=1)
         if info != 0:
             return None

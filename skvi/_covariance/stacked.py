@@ -1233,8 +1233,11 @@ def _stacked_common_matrix_volumes(scatter, nk, sizes, start):
         return found
 
     def evaluate(log_volumes):
-        weights = np.exp(-log_volumes)
-        matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
+        # (A far trial may overflow the weights, as alone: that fit's
+        # value is then not finite and its step is halved.)
+        with np.errstate(over="ignore", invalid="ignore"):
+            weights = np.exp(-log_volumes)
+            matrices = np.add.reduceat(weights[:, None, None] * scatter, starts)
         fine = np.ones(n_fits, dtype=bool)
         try:
             factors = _gufuncs.cholesky(matrices)
