@@ -181,9 +181,12 @@ def _common_shape(diagonals, nk, start):
             break
         for _ in range(HALVINGS):
             trial = x + step
-            trial_terms = diagonals * np.exp(trial)
-            trial_sums = trial_terms.sum(axis=1)
-            trial_value = nk @ np.log(trial_sums)
+            # A trial step far out may overflow exp: its value is then not
+            # finite, the trial is rejected and the step halved, silently.
+            with np.errstate(over="ignore", invalid="ignore"):
+                trial_terms = diagonals * np.exp(trial)
+                trial_sums = trial_terms.sum(axis=1)
+                trial_value = nk @ np.log(trial_sums)
             if trial_value < value:
                 break
             step = 0.5 * step

@@ -275,9 +275,12 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     x = x - x.sum(axis=1, keepdims=True) / n_features
 
     def evaluate(x):
-        terms = diagonals * np.exp(x[owners])
-        sums = terms.sum(axis=1)
-        return terms, sums, np.add.reduceat(nk * np.log(sums), starts)
+        # (A far trial may overflow, as alone: its value is not finite and
+        # the step is halved.)
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms = diagonals * np.exp(x[owners])
+            sums = terms.sum(axis=1)
+            return terms, sums, np.add.reduceat(nk * np.log(sums), starts)
 
     terms, sums, value = evaluate(x)
     moving = np.ones(n_fits, dtype=bool)
