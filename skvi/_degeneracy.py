@@ -42,8 +42,9 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   ``N_k < n_features + 1``, not ``N_k <= n_features``: three points and
   crumbs of others are still three points.
 * **Spread from the data** (a collapse that ``reg_covar`` hides). Where a
-  model's covariance is a scatter plus ``reg_covar`` times the identity
-  exactly (its own: VII = 'spherical', VVI = 'diag', VVV = 'full'; pooled:
+  model's covariance is a scatter's spread plus ``reg_covar`` times the
+  identity exactly (its own: VII = 'spherical', VVI = 'diag', VVV = 'full',
+  and VVE, ``D diag(D^T S_k D) D^T`` in the common orientation D; pooled:
   EII, EEI, EEE = 'tied'), the ratio rule above is applied to the
   covariance less ``reg_covar``: the spread the data give it. A component
   whose rows share a value in some direction (tied values, as rounded
@@ -190,7 +191,8 @@ def _shown_ratio(ratio):
 
 # scikit-learn's four types keep their own layouts; mclust's names are full.
 COVARIANCE_LAYOUTS = ("spherical", "diag", "tied", "full")
-# Models whose covariances are a scatter (own or pooled) plus reg_covar * I.
+# Models whose covariances are a scatter's spread (own or pooled) plus
+# reg_covar * I.
 _SCATTER_PLUS_REG = {
     "spherical": "own",
     "VII": "own",
@@ -202,6 +204,9 @@ _SCATTER_PLUS_REG = {
     "EEE": "pooled",
     "EII": "pooled",
     "EEI": "pooled",
+    # D diag(D^T (S_k + reg_covar I) D) D^T: its own scatter's spread in
+    # the common frame D, plus reg_covar * I.
+    "VVE": "own",
 }
 
 

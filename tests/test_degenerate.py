@@ -16,7 +16,7 @@ from skvi import (
     select_model,
 )
 from skvi._cli import main
-from skvi._degeneracy import RATIO_RESOLUTION, _shown_ratio
+from skvi._degeneracy import RATIO_RESOLUTION, _shown_ratio, degeneracy
 from skvi.datasets import load_old_faithful
 
 SKLEARN_TYPES = ["full", "tied", "diag", "spherical"]
@@ -377,14 +377,16 @@ def test_shared_shape_under_variable_orientations_needs_one_full_component():
         em.fit(X)
 
 
-@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+@pytest.mark.parametrize("covariance_type", ["diag", "full", "VVE"])
 def test_component_on_tied_values_is_flagged_although_reg_covar_hides_it(
     covariance_type,
 ):
     # Old Faithful's waiting times are whole minutes: from this start one
     # component settles on 14 rows of one waiting time. Its variance there
     # is reg_covar alone (1e-6 against the column's 184), a ratio the plain
-    # eigenvalue rule accepts; the data give it no spread at all.
+    # eigenvalue rule accepts; the data give it no spread at all. (VVE's
+    # common orientation is not exactly the axes, so its data ratio is
+    # about 7e-12 rather than rounding's 0.)
     X = load_old_faithful().data
     em = EMGaussianMixture(
         n_components=8,
@@ -394,12 +396,72 @@ def test_component_on_tied_values_is_flagged_although_reg_covar_hides_it(
     )
     with pytest.warns(DegenerateFitWarning, match="less reg_covar"):
         em.fit(X)
-    assert "ratio 0 " in em.degenerate_
+    assert "less reg_covar has eigenvalue ratio" in em.degenerate_
+    if covariance_type != "VVE":
+        assert "ratio 0 " in em.degenerate_
     # select_model never chooses it: here it is the only fit.
     with pytest.raises(ValueError, match="Every combination .* is degenerate"):
         select_model(
             X, 8, covariance_type, init_params="random_from_data", random_state=1
         )
+
+
+def test_vve_covariance_less_reg_covar_is_its_spread_in_the_common_frame():
+    # VVE's covariances are D diag(D^T S_k D) D^T + reg_covar I: a component
+    # whose scatter is 0 along one of the common axes is left with
+    # reg_covar there, and is flagged; the same with a small but genuine
+    # spread (1e-4 of the largest, in a column of unit spread) is not.
+    # (R's mclust gives NA for wine's VVE with 7, 8 and 9 components, where
+    # skvi's fits have data ratios of 2e-11 to 9e-11.)
+    rng = np.random.default_rng(0)
+    d, reg_covar = 3, 1e-6
+    orientation = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    spreads = np.array([[1.0, 0.5, 0.2], [0.8, 0.3, 0.0], [0.6, 0.4, 0.1]])
+    means = rng.normal(size=(3, d))
+    weights = np.full(3, 1 / 3)
+    points = np.full(3, 50.0)
+
+    def covariances(spreads):
+        return np.einsum("ij,kj,lj->kil", orientation, spreads + reg_covar, orientation)
+
+    reason = degeneracy(
+        "VVE",
+        weights,
+        means,
+        covariances(spreads),
+        points,
+        prior=False,
+        reg_covar=reg_covar,
+    )
+    assert reason.startswith("component 1's covariance less reg_covar")
+    spreads[1, 2] = 1e-4
+    assert (
+        degeneracy(
+            "VVE",
+            weights,
+            means,
+            covariances(spreads),
+            points,
+            prior=False,
+            reg_covar=reg_covar,
+        )
+        is None
+    )
+    # Without reg_covar's share subtracted, the same collapse passes: the
+    # plain eigenvalue ratio of component 1 is about 1e-6.
+    spreads[1, 2] = 0.0
+    assert (
+        degeneracy(
+            "EVE",
+            weights,
+            means,
+            covariances(spreads),
+            points,
+            prior=False,
+            reg_covar=reg_covar,
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("covariance_type", SKLEARN_TYPES)
