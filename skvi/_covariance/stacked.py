@@ -28,6 +28,7 @@ from .mclust import (
     _normalized,
     _plane_angles,
     _plane_search_stays,
+    _second_derivative_terms,
     _shifted_solve,
     _skew_basis,
     _tournament,
@@ -869,46 +870,17 @@ def _direction_constants(n_features):
     """What :func:`_stacked_newton_direction` takes for D features, once.
 
     The skew basis flattened (n, D * D), each basis element's pair ``(i,
-    j)``, i < j, and where the Hessian's terms that do not pass through
-    the Jacobian come from. Those are sums over the basis of pooled
-    products ``first_ki (R_k)_rc``, whose coefficients (from ``E_a E_b +
-    E_b E_a`` and the columns of ``E_a`` and ``E_b``) are 0 and +-1 or
-    +-2 with at most two nonzero in each entry: each entry is one or two
-    such products (``triples`` (i, r, c) of them), taken from two slots
-    of coefficients, the same bits as the dense products and sums.
+    j)``, i < j, and the sparse terms of the Hessian that do not pass
+    through the Jacobian (:func:`skvi._covariance.mclust.
+    _second_derivative_terms`): sums over the basis of pooled products
+    ``first_ki (R_k)_rc``, each entry one or two of them (``index``, the
+    triples (i, r, c)) with coefficients 0, +-1 or +-2, the same bits as
+    the dense products and sums.
     """
-    basis, products = _skew_basis(n_features)
+    basis = _skew_basis(n_features)
     n_basis = len(basis)
     first, second = _upper_pairs(n_features)
-    across = basis.transpose(2, 0, 1)
-    triples, parts = {}, []
-    for dense in (
-        # The pooled terms: coefficient of first_kc (R_k)_cr for (r, c).
-        lambda a, b: {
-            (c, c, r): products[a, b, r, c]
-            for r in range(n_features)
-            for c in range(n_features)
-        },
-        # The spread terms: sum_i E_a[r, i] E_b[c, i] first_ki (R_k)_rc.
-        lambda a, b: {
-            (i, r, c): across[i, a, r] * across[i, b, c]
-            for i in range(n_features)
-            for r in range(n_features)
-            for c in range(n_features)
-        },
-    ):
-        where = np.zeros((2, n_basis, n_basis), dtype=np.intp)
-        coefficients = np.zeros((2, n_basis, n_basis))
-        for a in range(n_basis):
-            for b in range(n_basis):
-                nonzero = [(t, v) for t, v in dense(a, b).items() if v != 0.0]
-                # (More than two would make the sum's order matter.)
-                assert len(nonzero) <= 2
-                for slot, (triple, value) in enumerate(nonzero):
-                    where[slot, a, b] = triples.setdefault(triple, len(triples))
-                    coefficients[slot, a, b] = value
-        parts.append((where, coefficients))
-    index = np.array(list(triples), dtype=np.intp).T
+    index, parts = _second_derivative_terms(n_features)
     return basis.reshape(n_basis, -1), (np.arange(n_basis), first, second), index, parts
 
 
