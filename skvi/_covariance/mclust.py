@@ -723,6 +723,22 @@ def _skew_basis(n_features):
     return basis
 
 
+def _skew_jacobian(rotated):
+    """``2 (T_k E_a)_ii``, (K, n, D): b_k's first derivatives in x_a.
+
+    ``2 T_k E_a`` has one entry in each of the columns i and j of E_a's
+    pair, ``-2 (T_k)_ij`` and ``2 (T_k)_ji``: set directly (a product over
+    the basis would sum them with zeros, to the same bits).
+    """
+    n_components, n_features = rotated.shape[:2]
+    first, second = _upper_pairs(n_features)
+    numbers = np.arange(len(first))
+    jacobian = np.zeros((n_components, len(first), n_features))
+    jacobian[:, numbers, first] = -2.0 * rotated[:, first, second]
+    jacobian[:, numbers, second] = 2.0 * rotated[:, second, first]
+    return jacobian
+
+
 @lru_cache(maxsize=16)
 def _second_derivative_terms(n_features):
     """The sparse coefficients of the orientation Hessian's two sums.
@@ -840,7 +856,7 @@ def _newton_direction(rotated, nk, common_volume):
     basis = _skew_basis(rotated.shape[1])
     diagonals = np.diagonal(rotated, axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = 2.0 * _gufuncs.einsum("kij,aji->kai", rotated, basis)
+    jacobian = _skew_jacobian(rotated)
     if common_volume:
         # F = c log S, S = sum_k g_k: dF = (c / S) dS, and the cross term
         # -(c / S^2) dS dS^T = -grad grad^T / c.

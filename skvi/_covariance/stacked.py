@@ -31,6 +31,7 @@ from .mclust import (
     _second_derivative_terms,
     _shifted_solve,
     _skew_basis,
+    _skew_jacobian,
     _tournament,
     _upper_pairs,
     start_is_lower,
@@ -892,15 +893,9 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     """
     n_components, n_features = rotated.shape[:2]
     flat_basis, pairs, index, parts = _direction_constants(n_features)
-    n_basis = len(flat_basis)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    # 2 R_k E_a has one entry in each of the columns i and j of E_a's pair
-    # (the einsum over the basis sums it with zeros: the same bits).
-    numbers, first_axes, second_axes = pairs
-    jacobian = np.zeros((n_components, n_basis, n_features))
-    jacobian[:, numbers, first_axes] = -2.0 * rotated[:, first_axes, second_axes]
-    jacobian[:, numbers, second_axes] = 2.0 * rotated[:, second_axes, first_axes]
+    jacobian = _skew_jacobian(rotated)
 
     def pooled_terms():
         scale = np.add.reduceat(nk, starts) * n_features
@@ -945,7 +940,11 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         pooled[:, spread[0]] * spread_coefficients[0]
         + pooled[:, spread[1]] * spread_coefficients[1]
     )
-    chained = _gufuncs.einsum("kai,kbi->kab", scaled, jacobian)
+    # sum_i scaled_kai J_kbi: J_kb has two entries, in the columns of E_b's
+    # pair (a sum over all D columns adds zeros to them: the same value).
+    numbers, first_axes, second_axes = pairs
+    chained = scaled[:, :, first_axes] * jacobian[:, None, numbers, first_axes]
+    chained += scaled[:, :, second_axes] * jacobian[:, None, numbers, second_axes]
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
         pooled = (
