@@ -870,19 +870,16 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
 def _direction_constants(n_features):
     """What :func:`_stacked_newton_direction` takes for D features, once.
 
-    The skew basis flattened (n, D * D), each basis element's pair ``(i,
-    j)``, i < j, and the sparse terms of the Hessian that do not pass
-    through the Jacobian (:func:`skvi._covariance.mclust.
-    _second_derivative_terms`): sums over the basis of pooled products
+    The skew basis flattened (n, D * D) and the sparse terms of the
+    Hessian that do not pass through the Jacobian (:func:`skvi._covariance.
+    mclust._second_derivative_terms`): sums over the basis of pooled products
     ``first_ki (R_k)_rc``, each entry one or two of them (``index``, the
     triples (i, r, c)) with coefficients 0, +-1 or +-2, the same bits as
     the dense products and sums.
     """
     basis = _skew_basis(n_features)
-    n_basis = len(basis)
-    first, second = _upper_pairs(n_features)
     index, parts = _second_derivative_terms(n_features)
-    return basis.reshape(n_basis, -1), (np.arange(n_basis), first, second), index, parts
+    return basis.reshape(len(basis), -1), index, parts
 
 
 def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
@@ -892,7 +889,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     0 (their Hessians may be anything: they no longer move).
     """
     n_components, n_features = rotated.shape[:2]
-    flat_basis, pairs, index, parts = _direction_constants(n_features)
+    flat_basis, index, parts = _direction_constants(n_features)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
     jacobian = _skew_jacobian(rotated)
@@ -940,11 +937,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
         pooled[:, spread[0]] * spread_coefficients[0]
         + pooled[:, spread[1]] * spread_coefficients[1]
     )
-    # sum_i scaled_kai J_kbi: J_kb has two entries, in the columns of E_b's
-    # pair (a sum over all D columns adds zeros to them: the same value).
-    numbers, first_axes, second_axes = pairs
-    chained = scaled[:, :, first_axes] * jacobian[:, None, numbers, first_axes]
-    chained += scaled[:, :, second_axes] * jacobian[:, None, numbers, second_axes]
+    chained = _gufuncs.einsum("kai,kbi->kab", scaled, jacobian)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
         pooled = (
