@@ -446,6 +446,9 @@ class IncompleteRows:
         corrections = np.empty((n_rows, n_components))
         fill = np.empty((int(starts[-1]), n_components))
         covariance = np.empty((n_cells, n_precisions))
+        gathered = kernels.gathered_entries(
+            int(starts[-1]), rows.shape[1], n_precisions
+        )
         self._least_quadratic = kernels.conditional_blocks(
             precisions,
             rows,
@@ -462,12 +465,14 @@ class IncompleteRows:
             corrections,
             fill,
             covariance,
+            *gathered,
             *_factor_cache(plan, kernels, precisions),
         )
         self.quadratic, self.log_det, self._fill = quadratic.T, log_det.T, fill.T
         self._corrections = corrections.T
         self._entropy = None
         self._compiled = (kernels, rows, members, starts, fill, covariance)
+        self._gathered = gathered
         self._block_starts = block_starts
         self._blocks = None  # views, built by _block_list where asked for
 
@@ -923,6 +928,7 @@ class IncompleteRows:
                 covariance,
                 self._block_starts,
                 self.log_det.T,
+                *self._gathered,
                 first,
                 second,
             )

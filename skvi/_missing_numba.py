@@ -59,6 +59,8 @@ def conditional_blocks(
     corrections,
     fill,
     covariance,
+    by_coordinate,
+    gathered,
     single,
     single_known,
     pair,
@@ -105,6 +107,10 @@ def conditional_blocks(
         Out: the conditional mean minus the center, per entry.
     covariance : ndarray of shape (n_cells, P)
         Out: ``Lambda_mm^-1`` of each position, row-major s x s.
+    by_coordinate, gathered : ndarray of shape (n_entries,) and (n_entries, D)
+        Out where P > 1: the entries by coordinate and their rows (see
+        :func:`_entry_products`), for :func:`conditional_statistics`;
+        empty, and not used, where P = 1.
     single, single_known, pair, pair_known, triples, triple_known : ndarray
         The factors of the blocks of one, two and three coordinates, kept
         from call to call while the precisions stay the same, and which of
@@ -151,7 +157,9 @@ def conditional_blocks(
     determinants = np.empty(n_components)
     pairs = pair_known.shape[0] > 0
     if n_precisions > 1:
-        entry_products = _entry_products(precisions, rows, members, starts, coordinates)
+        entry_products = _entry_products(
+            precisions, rows, members, starts, coordinates, by_coordinate, gathered
+        )
     else:
         entry_products = np.empty((0, n_precisions))
     # The least quadratic, and whether one is NaN (see Returns).
@@ -318,61 +326,64 @@ HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
 @numba.njit(**_JIT)
-def _entry_products(precisions, rows, members, starts, coordinates):
+def _entry_products(
+    precisions, rows, members, starts, coordinates, by_coordinate, gathered
+):
     """``(Lambda_k e)_j`` of every missing entry j of every row, (entries, K).
 
-    By coordinate: the rows missing j times the rows j of the precisions,
-    with the rows along the innermost loop (long and contiguous, which the
-    compiler vectorizes, where the K components are too few). Each sum
-    takes its D terms in order from 0, as a loop over the row's
-    coordinates would.
+    By coordinate: the rows missing j, gathered into ``gathered`` (entries,
+    D) in the order of ``by_coordinate`` (set here: the entries by
+    coordinate, then position), times the rows j of the precisions, one
+    matrix product (BLAS) per coordinate: a product's few components (K =
+    8) and coordinates (D = 16) are too short for a compiled loop to keep
+    its sums in registers. The statistics reuse the gathered rows (see
+    :func:`conditional_statistics`).
     """
     n_features, n_precisions = precisions.shape[1], precisions.shape[2]
     n_entries = coordinates.shape[0]
-    # Each entry's row, and the entries by coordinate (a counting sort).
+    following = _by_coordinate(members, starts, coordinates, n_features, by_coordinate)
     entry_rows = np.empty(n_entries, dtype=np.intp)
-    counts = np.zeros(n_features, dtype=np.intp)
     for p in range(members.shape[0]):
         for e in range(starts[p], starts[p + 1]):
             entry_rows[e] = members[p]
-            counts[coordinates[e]] += 1
+    for t in range(n_entries):
+        row = entry_rows[by_coordinate[t]]
+        for i in range(n_features):
+            gathered[t, i] = rows[row, i]
+    sums = np.empty((n_entries, n_precisions))
+    first = 0
+    for j in range(n_features):
+        stop = following[j]
+        if stop > first:
+            np.dot(gathered[first:stop], precisions[j], sums[first:stop])
+        first = stop
+    products = np.empty((n_entries, n_precisions))
+    for t in range(n_entries):
+        e = by_coordinate[t]
+        for q in range(n_precisions):
+            products[e, q] = sums[t, q]
+    return products
+
+
+@numba.njit(inline="always", **_JIT)
+def _by_coordinate(members, starts, coordinates, n_features, by_coordinate):
+    """The entries by coordinate, then position (a counting sort).
+
+    Into ``by_coordinate``; returns where each coordinate's entries stop.
+    """
+    counts = np.zeros(n_features, dtype=np.intp)
+    for e in range(coordinates.shape[0]):
+        counts[coordinates[e]] += 1
     following = np.empty(n_features, dtype=np.intp)
-    largest = 0
     total = 0
     for j in range(n_features):
         following[j] = total
         total += counts[j]
-        largest = max(largest, counts[j])
-    by_coordinate = np.empty(n_entries, dtype=np.intp)
-    for e in range(n_entries):
+    for e in range(coordinates.shape[0]):
         j = coordinates[e]
         by_coordinate[following[j]] = e
         following[j] += 1
-    products = np.empty((n_entries, n_precisions))
-    gathered = np.empty((n_features, largest))
-    sums = np.empty((n_precisions, largest))
-    first = 0
-    for j in range(n_features):
-        count = counts[j]
-        if count == 0:
-            continue
-        for t in range(count):
-            row = entry_rows[by_coordinate[first + t]]
-            for i in range(n_features):
-                gathered[i, t] = rows[row, i]
-        for q in range(n_precisions):
-            for t in range(count):
-                sums[q, t] = 0.0
-            for i in range(n_features):
-                weight = precisions[j, i, q]
-                for t in range(count):
-                    sums[q, t] += weight * gathered[i, t]
-        for t in range(count):
-            e = by_coordinate[first + t]
-            for q in range(n_precisions):
-                products[e, q] = sums[q, t]
-        first += count
-    return products
+    return following
 
 
 # Rows missing three coordinates keep their factors from chunk to chunk in a
@@ -410,6 +421,17 @@ def new_factor_cache(n_features, n_precisions):
         np.empty((n_triples, TRIPLE_FIELDS, n_precisions)),
         np.zeros(n_triples, dtype=np.bool_),
     )
+
+
+def gathered_entries(n_entries, n_features, n_precisions):
+    """The arrays ``by_coordinate`` and ``gathered`` of :func:`conditional_blocks`.
+
+    Empty where P = 1: a shared precision's products are one sum per
+    entry, taken in the loop over the rows.
+    """
+    if n_precisions == 1:
+        n_entries = 0
+    return np.empty(n_entries, dtype=np.intp), np.empty((n_entries, n_features))
 
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
@@ -603,6 +625,8 @@ def conditional_statistics(
     covariance,
     block_starts,
     log_det,
+    by_coordinate,
+    gathered,
     first,
     second,
 ):
@@ -614,7 +638,8 @@ def conditional_statistics(
     into ``second`` (D, D, K), component last, both 0 on entry (the sums
     of the missing blocks are taken above the diagonal, then mirrored),
     for ``weighted_resp`` (n, K), component last, and the arrays of
-    :func:`conditional_blocks`. A ``second`` of shape (D, D, 1) receives
+    :func:`conditional_blocks` (``by_coordinate`` and ``gathered`` empty
+    where it left them so). A ``second`` of shape (D, D, 1) receives
     the sum over the components instead: a precision shared by every
     component (tied) is estimated from the pooled sum alone, which takes
     one product per missing entry and coordinate,
@@ -630,6 +655,10 @@ def conditional_statistics(
     # over the D coordinates of e: a loop over a few components (K = 8)
     # is too short for the compiler to vectorize.
     cross = np.zeros((n_features, n_lanes, n_features))
+    # Where the rows are gathered by coordinate, the cross sums are one
+    # matrix product (BLAS) per coordinate, of these weights and the rows.
+    products = n_lanes > 1 and gathered.shape[0] == coordinates.shape[0]
+    entry_weights = np.empty((coordinates.shape[0] if products else 0, n_lanes))
     weights = np.empty(n_components)
     weighted = np.empty(n_components)
     missing_mass = 0.0
@@ -655,6 +684,9 @@ def conditional_statistics(
             if n_lanes == 1:
                 for j in range(n_features):
                     cross[ja, 0, j] += pooled * rows[row, j]
+            elif products:
+                for k in range(n_components):
+                    entry_weights[start + a, k] = weighted[k]
             else:
                 for k in range(n_components):
                     weight = weighted[k]
@@ -682,6 +714,21 @@ def conditional_statistics(
                         value = weighted[k] * fill[start + b, k]
                         value += weights[k] * covariance[at, k]
                         second[ja, jb, k] += value
+    if products:
+        following = 0
+        ordered = np.empty_like(entry_weights)
+        for t in range(coordinates.shape[0]):
+            ordered[t] = entry_weights[by_coordinate[t]]
+        for j in range(n_features):
+            count = 0
+            while following + count < coordinates.shape[0]:
+                if coordinates[by_coordinate[following + count]] != j:
+                    break
+                count += 1
+            if count > 0:
+                stop = following + count
+                np.dot(ordered[following:stop].T, gathered[following:stop], cross[j])
+            following += count
     # Below the diagonal, the same sums as above it (second starts at 0).
     for i in range(n_features):
         for j in range(i):

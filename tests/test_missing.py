@@ -722,6 +722,7 @@ def test_kept_factors_give_the_corrections_computed_afresh(
             -0.5,
             True,
             *outputs,
+            *kernels.gathered_entries(len(coordinates), n_features, n_precisions),
             *cache,
         )
         return outputs
