@@ -841,3 +841,26 @@ def add_to_columns(values, columns, corrections):
         column = columns[p]
         for k in range(values.shape[0]):
             values[k, column] += corrections[p, k]
+
+
+@numba.njit(**_JIT)
+def pattern_rows(chunk, center, centered, columns, starts, coordinates):
+    """:func:`incomplete_rows`' rows ``e`` for a pattern it found before.
+
+    ``(columns, starts, coordinates)`` as it returned them for a chunk
+    with the same missing entries; ``centered`` gets 0 at those entries.
+    Returns the rows ``e = x - c`` (n, D), 0 at the missing entries.
+    """
+    n_features = chunk.shape[1]
+    rows = np.empty((columns.shape[0], n_features))
+    for p in range(columns.shape[0]):
+        i = columns[p]
+        source = chunk[i]
+        target = rows[p]
+        for j in range(n_features):
+            target[j] = source[j] - center[j]
+        for e in range(starts[p], starts[p + 1]):
+            j = coordinates[e]
+            centered[j, i] = 0.0
+            target[j] = 0.0
+    return rows
