@@ -59,7 +59,7 @@ def conditional_blocks(
     corrections,
     fill,
     covariance,
-    by_coordinate,
+    slots,
     gathered,
     single,
     single_known,
@@ -107,10 +107,10 @@ def conditional_blocks(
         Out: the conditional mean minus the center, per entry.
     covariance : ndarray of shape (n_cells, P)
         Out: ``Lambda_mm^-1`` of each position, row-major s x s.
-    by_coordinate, gathered : ndarray of shape (n_entries,) and (n_entries, D)
-        Out where P > 1: the entries by coordinate and their rows (see
-        :func:`_entry_products`), for :func:`conditional_statistics`;
-        empty, and not used, where P = 1.
+    slots, gathered : ndarray of shape (n_entries,) and (n_entries, D)
+        Out where P > 1: each entry's place in the order by coordinate and
+        the entries' rows in that order (see :func:`_entry_products`), for
+        :func:`conditional_statistics`; empty, and not used, where P = 1.
     single, single_known, pair, pair_known, triples, triple_known : ndarray
         The factors of the blocks of one, two and three coordinates, kept
         from call to call while the precisions stay the same, and which of
@@ -158,7 +158,7 @@ def conditional_blocks(
     pairs = pair_known.shape[0] > 0
     if n_precisions > 1:
         entry_products = _entry_products(
-            precisions, rows, members, starts, coordinates, by_coordinate, gathered
+            precisions, rows, members, starts, coordinates, slots, gathered
         )
     else:
         entry_products = np.empty((0, n_precisions))
@@ -326,64 +326,61 @@ HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
 @numba.njit(**_JIT)
-def _entry_products(
-    precisions, rows, members, starts, coordinates, by_coordinate, gathered
-):
+def _entry_products(precisions, rows, members, starts, coordinates, slots, gathered):
     """``(Lambda_k e)_j`` of every missing entry j of every row, (entries, K).
 
     By coordinate: the rows missing j, gathered into ``gathered`` (entries,
-    D) in the order of ``by_coordinate`` (set here: the entries by
-    coordinate, then position), times the rows j of the precisions, one
-    matrix product (BLAS) per coordinate: a product's few components (K =
-    8) and coordinates (D = 16) are too short for a compiled loop to keep
-    its sums in registers. The statistics reuse the gathered rows (see
+    D) in the order by coordinate, then position (entry e at ``slots[e]``,
+    set here), times the rows j of the precisions, one matrix product
+    (BLAS) per coordinate: a product's few components (K = 8) and
+    coordinates (D = 16) are too short for a compiled loop to keep its
+    sums in registers. The statistics reuse the gathered rows (see
     :func:`conditional_statistics`).
     """
     n_features, n_precisions = precisions.shape[1], precisions.shape[2]
     n_entries = coordinates.shape[0]
-    following = _by_coordinate(members, starts, coordinates, n_features, by_coordinate)
-    entry_rows = np.empty(n_entries, dtype=np.intp)
+    stops = _slots(coordinates, n_features, slots)
     for p in range(members.shape[0]):
+        source = rows[members[p]]
         for e in range(starts[p], starts[p + 1]):
-            entry_rows[e] = members[p]
-    for t in range(n_entries):
-        row = entry_rows[by_coordinate[t]]
-        for i in range(n_features):
-            gathered[t, i] = rows[row, i]
+            target = gathered[slots[e]]
+            for i in range(n_features):
+                target[i] = source[i]
     sums = np.empty((n_entries, n_precisions))
     first = 0
     for j in range(n_features):
-        stop = following[j]
+        stop = stops[j]
         if stop > first:
             np.dot(gathered[first:stop], precisions[j], sums[first:stop])
         first = stop
     products = np.empty((n_entries, n_precisions))
-    for t in range(n_entries):
-        e = by_coordinate[t]
+    for e in range(n_entries):
+        slot = slots[e]
         for q in range(n_precisions):
-            products[e, q] = sums[t, q]
+            products[e, q] = sums[slot, q]
     return products
 
 
 @numba.njit(inline="always", **_JIT)
-def _by_coordinate(members, starts, coordinates, n_features, by_coordinate):
-    """The entries by coordinate, then position (a counting sort).
+def _slots(coordinates, n_features, slots):
+    """Each entry's place in the order by coordinate, then position.
 
-    Into ``by_coordinate``; returns where each coordinate's entries stop.
+    Into ``slots`` (a counting sort); returns where each coordinate's
+    entries stop in that order.
     """
-    counts = np.zeros(n_features, dtype=np.intp)
+    stops = np.zeros(n_features, dtype=np.intp)
     for e in range(coordinates.shape[0]):
-        counts[coordinates[e]] += 1
-    following = np.empty(n_features, dtype=np.intp)
+        stops[coordinates[e]] += 1
     total = 0
     for j in range(n_features):
-        following[j] = total
-        total += counts[j]
+        count = stops[j]
+        stops[j] = total
+        total += count
     for e in range(coordinates.shape[0]):
         j = coordinates[e]
-        by_coordinate[following[j]] = e
-        following[j] += 1
-    return following
+        slots[e] = stops[j]
+        stops[j] += 1
+    return stops
 
 
 # Rows missing three coordinates keep their factors from chunk to chunk in a
@@ -424,7 +421,7 @@ def new_factor_cache(n_features, n_precisions):
 
 
 def gathered_entries(n_entries, n_features, n_precisions):
-    """The arrays ``by_coordinate`` and ``gathered`` of :func:`conditional_blocks`.
+    """The arrays ``slots`` and ``gathered`` of :func:`conditional_blocks`.
 
     Empty where P = 1: a shared precision's products are one sum per
     entry, taken in the loop over the rows.
@@ -625,7 +622,7 @@ def conditional_statistics(
     covariance,
     block_starts,
     log_det,
-    by_coordinate,
+    slots,
     gathered,
     first,
     second,
@@ -638,7 +635,7 @@ def conditional_statistics(
     into ``second`` (D, D, K), component last, both 0 on entry (the sums
     of the missing blocks are taken above the diagonal, then mirrored),
     for ``weighted_resp`` (n, K), component last, and the arrays of
-    :func:`conditional_blocks` (``by_coordinate`` and ``gathered`` empty
+    :func:`conditional_blocks` (``slots`` and ``gathered`` empty
     where it left them so). A ``second`` of shape (D, D, 1) receives
     the sum over the components instead: a precision shared by every
     component (tied) is estimated from the pooled sum alone, which takes
@@ -685,8 +682,9 @@ def conditional_statistics(
                 for j in range(n_features):
                     cross[ja, 0, j] += pooled * rows[row, j]
             elif products:
+                slot = slots[start + a]
                 for k in range(n_components):
-                    entry_weights[start + a, k] = weighted[k]
+                    entry_weights[slot, k] = weighted[k]
             else:
                 for k in range(n_components):
                     weight = weighted[k]
@@ -715,20 +713,18 @@ def conditional_statistics(
                         value += weights[k] * covariance[at, k]
                         second[ja, jb, k] += value
     if products:
+        # The entries are in entry_weights and gathered by coordinate.
+        counts = np.zeros(n_features, dtype=np.intp)
+        for e in range(coordinates.shape[0]):
+            counts[coordinates[e]] += 1
         following = 0
-        ordered = np.empty_like(entry_weights)
-        for t in range(coordinates.shape[0]):
-            ordered[t] = entry_weights[by_coordinate[t]]
         for j in range(n_features):
-            count = 0
-            while following + count < coordinates.shape[0]:
-                if coordinates[by_coordinate[following + count]] != j:
-                    break
-                count += 1
-            if count > 0:
-                stop = following + count
-                np.dot(ordered[following:stop].T, gathered[following:stop], cross[j])
-            following += count
+            stop = following + counts[j]
+            if stop > following:
+                np.dot(
+                    entry_weights[following:stop].T, gathered[following:stop], cross[j]
+                )
+            following = stop
     # Below the diagonal, the same sums as above it (second starts at 0).
     for i in range(n_features):
         for j in range(i):
