@@ -79,7 +79,10 @@ for the counts, the order by count, the coordinates and the rows, in
 place of the mask and NumPy's gathers, with the same rows in the same
 order) and add the values' corrections in place; a precision shared by
 the components (tied) gets its statistics' second moments pooled over
-them, all its M-step reads.
+them, all its M-step reads. The missing entries of rows held in memory
+stay the same for a whole fit: :class:`FoundPatterns` keeps what the first
+E-step's scan found per chunk, and later E-steps only compute the rows
+about their center.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the

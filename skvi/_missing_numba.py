@@ -27,9 +27,14 @@ module only for a chunk with at least ``skvi._missing.COMPILED_PAIRS``
 Every function is compiled for one signature (float64 and intp arrays),
 once, and cached on disk (``cache=True``); ``nogil=True`` lets chunks run
 on several threads, each call on its own arrays, so results do not depend
-on the number of threads. Besides the corrections, :func:`incomplete_rows`
-finds a chunk's incomplete rows and :func:`add_to_columns` adds the
-values' corrections in place, once the kernels are loaded. A process's
+on the number of threads. The products ``(Lambda_k e)_m`` and the
+statistics' cross sums are BLAS products (numba's ``np.dot``), one per
+coordinate, on the rows missing it gathered once: their sums of D terms
+then take BLAS's order, which moves results by rounding only (about
+1e-15 of their scale). Besides the corrections, :func:`incomplete_rows`
+finds a chunk's incomplete rows, :func:`pattern_rows` computes their
+rows again where they were found before, and :func:`add_to_columns`
+adds the values' corrections in place, once the kernels are loaded. A process's
 first call of any of them costs about 0.6 s (numba builds its typing and
 target contexts), each kernel's cached code 0.01-0.03 s more.
 """
