@@ -611,8 +611,11 @@ class _Workspace:
         return self._exact.reshape(6, -1)
 
 
-def _prepare(plan, workspace, chunk, labels=None, complete=False):
+def _prepare(plan, workspace, chunk, labels=None, complete=False, patterns=None):
     """Center the rows of ``chunk`` and build their features.
+
+    ``patterns``: where the compiled scan finds the incomplete rows, what
+    keeps its findings (skvi._missing.FoundPatterns.for_rows), or None.
 
     Features of rows far beyond the centers may overflow; the values of
     such rows are repaired by :func:`_repaired_maxima`.
@@ -635,7 +638,9 @@ def _prepare(plan, workspace, chunk, labels=None, complete=False):
         rows, order, groups = chunk, None, ((0, 0, m),)
         row_groups = None
         if kernels is not None:
-            incomplete = IncompleteRows.scanned(plan, chunk, centered, kernels)
+            incomplete = IncompleteRows.scanned(
+                plan, chunk, centered, kernels, patterns
+            )
     else:
         if labels is None:
             labels = plan.nearest_centers(chunk, mask)
@@ -1539,17 +1544,21 @@ class StatisticsPass:
         if self._derived and self.whitened is None:
             raise RuntimeError("Derived second moments lost their whitened moments.")
 
-    def add_optimal(self, chunk, row_weights, complete=False):
+    def add_optimal(self, chunk, row_weights, complete=False, patterns=None):
         """Add rows with the responsibilities the plan's values give.
 
         With ``pairs``, also adds ``-sum_n w_n r_nk log r_nk`` of each
         component and ``-sum_n w_n s_n log s_n``, ``s_n = r_nj + r_nk``, of
         each pair (j, k): the entropy of q(Z) with the two merged.
         ``complete``: the rows are known to have no missing entry.
+        ``patterns``: what keeps the chunk's missing entries from pass to
+        pass (skvi._missing.FoundPatterns.for_rows), or None.
         """
         plan = self.plan
         workspace = self._workspace
-        prepared = _prepare(plan, workspace, chunk, complete=complete)
+        prepared = _prepare(
+            plan, workspace, chunk, complete=complete, patterns=patterns
+        )
         weights = _sorted(row_weights, prepared.order)
         values = _values(plan, workspace, prepared)
         top, work_weights, total, log_total = workspace.row_vectors(prepared.n_rows)

@@ -79,7 +79,10 @@ for the counts, the order by count, the coordinates and the rows, in
 place of the mask and NumPy's gathers, with the same rows in the same
 order) and add the values' corrections in place; a precision shared by
 the components (tied) gets its statistics' second moments pooled over
-them, all its M-step reads.
+them, all its M-step reads. The missing entries of rows held in memory
+stay the same for a whole fit: :class:`FoundPatterns` keeps what the first
+E-step's scan found per chunk, and later E-steps only compute the rows
+about their center.
 
 Where the kernel whitens (an ill-conditioned precision, see
 ``skvi._kernel.WHITENING_LIMIT``), the Schur complement and the
@@ -152,6 +155,62 @@ def incomplete_columns(plan, mask):
     return columns, counts[columns]
 
 
+class FoundPatterns:
+    """The missing entries of a fit's chunks, found once by the compiled scan.
+
+    The missing entries of rows held in memory stay the same for a whole
+    fit, while the compiled scan (skvi._missing_numba.incomplete_rows)
+    would find them again in every E-step: it keeps, per chunk, which rows
+    miss which coordinates, and later E-steps only compute the rows'
+    ``e = x - c`` about their plan's center (``pattern_rows``), with the
+    same results. At most ``budget`` bytes are kept; chunks beyond it are
+    scanned every time.
+
+    Parameters
+    ----------
+    budget : int
+        The most bytes kept.
+    """
+
+    def __init__(self, budget):
+        self._found = {}
+        self._budget = budget
+        self._lock = threading.Lock()
+
+    def for_rows(self, rows):
+        """What :meth:`IncompleteRows.scanned` asks for the chunk ``X[rows]``."""
+        return _ChunkPatterns(self, (rows.start, rows.stop, rows.step))
+
+    def incomplete_rows(self, key, kernels, chunk, center, centered):
+        """``kernels.incomplete_rows(chunk, center, centered)``, found once."""
+        found = self._found.get(key)
+        if found is not None:
+            columns, starts, block_starts, coordinates = found
+            rows = kernels.pattern_rows(
+                chunk, center, centered, columns, starts, coordinates
+            )
+            return columns, starts, block_starts, coordinates, rows
+        result = kernels.incomplete_rows(chunk, center, centered)
+        size = sum(array.nbytes for array in result[:4])
+        with self._lock:
+            if size <= self._budget and key not in self._found:
+                self._found[key] = result[:4]
+                self._budget -= size
+        return result
+
+
+class _ChunkPatterns:
+    """One chunk's entry in :class:`FoundPatterns`."""
+
+    def __init__(self, patterns, key):
+        self._patterns, self._key = patterns, key
+
+    def incomplete_rows(self, kernels, chunk, center, centered):
+        return self._patterns.incomplete_rows(
+            self._key, kernels, chunk, center, centered
+        )
+
+
 def _finite_diagonal_terms(plan):
     """Whether every per-coordinate term of diagonal precisions is finite.
 
@@ -205,7 +264,7 @@ class IncompleteRows:
             self._build_blocks(plan)
 
     @classmethod
-    def scanned(cls, plan, chunk, centered, kernels):
+    def scanned(cls, plan, chunk, centered, kernels, patterns=None):
         """The incomplete rows of a chunk found by the compiled scan.
 
         Returns ``(columns, corrections)``, or None where the chunk has no
@@ -217,11 +276,15 @@ class IncompleteRows:
         precisions about one center, float64 rows and a plan not
         whitened, once the kernels are loaded (see :func:`scan_kernels`).
         The mask, the rows and their kernel rows are then gathered only
-        where a less common path asks for them.
+        where a less common path asks for them. ``patterns``: the chunk's
+        :meth:`FoundPatterns.for_rows`, which keeps what the scan found.
         """
-        columns, starts, block_starts, coordinates, rows = kernels.incomplete_rows(
-            chunk, plan.centers_work[0], centered
-        )
+        center = plan.centers_work[0]
+        if patterns is None:
+            found = kernels.incomplete_rows(chunk, center, centered)
+        else:
+            found = patterns.incomplete_rows(kernels, chunk, center, centered)
+        columns, starts, block_starts, coordinates, rows = found
         n_rows = len(columns)
         if n_rows == 0:
             return None
@@ -446,6 +509,9 @@ class IncompleteRows:
         corrections = np.empty((n_rows, n_components))
         fill = np.empty((int(starts[-1]), n_components))
         covariance = np.empty((n_cells, n_precisions))
+        gathered = kernels.gathered_entries(
+            int(starts[-1]), rows.shape[1], n_precisions
+        )
         self._least_quadratic = kernels.conditional_blocks(
             precisions,
             rows,
@@ -462,12 +528,14 @@ class IncompleteRows:
             corrections,
             fill,
             covariance,
+            *gathered,
             *_factor_cache(plan, kernels, precisions),
         )
         self.quadratic, self.log_det, self._fill = quadratic.T, log_det.T, fill.T
         self._corrections = corrections.T
         self._entropy = None
         self._compiled = (kernels, rows, members, starts, fill, covariance)
+        self._gathered = gathered
         self._block_starts = block_starts
         self._blocks = None  # views, built by _block_list where asked for
 
@@ -923,6 +991,7 @@ class IncompleteRows:
                 covariance,
                 self._block_starts,
                 self.log_det.T,
+                *self._gathered,
                 first,
                 second,
             )

@@ -27,9 +27,14 @@ module only for a chunk with at least ``skvi._missing.COMPILED_PAIRS``
 Every function is compiled for one signature (float64 and intp arrays),
 once, and cached on disk (``cache=True``); ``nogil=True`` lets chunks run
 on several threads, each call on its own arrays, so results do not depend
-on the number of threads. Besides the corrections, :func:`incomplete_rows`
-finds a chunk's incomplete rows and :func:`add_to_columns` adds the
-values' corrections in place, once the kernels are loaded. A process's
+on the number of threads. The products ``(Lambda_k e)_m`` and the
+statistics' cross sums are BLAS products (numba's ``np.dot``), one per
+coordinate, on the rows missing it gathered once: their sums of D terms
+then take BLAS's order, which moves results by rounding only (about
+1e-15 of their scale). Besides the corrections, :func:`incomplete_rows`
+finds a chunk's incomplete rows, :func:`pattern_rows` computes their
+rows again where they were found before, and :func:`add_to_columns`
+adds the values' corrections in place, once the kernels are loaded. A process's
 first call of any of them costs about 0.6 s (numba builds its typing and
 target contexts), each kernel's cached code 0.01-0.03 s more.
 """
@@ -59,6 +64,8 @@ def conditional_blocks(
     corrections,
     fill,
     covariance,
+    slots,
+    gathered,
     single,
     single_known,
     pair,
@@ -105,6 +112,10 @@ def conditional_blocks(
         Out: the conditional mean minus the center, per entry.
     covariance : ndarray of shape (n_cells, P)
         Out: ``Lambda_mm^-1`` of each position, row-major s x s.
+    slots, gathered : ndarray of shape (n_entries,) and (n_entries, D)
+        Out where P > 1: each entry's place in the order by coordinate and
+        the entries' rows in that order (see :func:`_entry_products`), for
+        :func:`conditional_statistics`; empty, and not used, where P = 1.
     single, single_known, pair, pair_known, triples, triple_known : ndarray
         The factors of the blocks of one, two and three coordinates, kept
         from call to call while the precisions stay the same, and which of
@@ -151,7 +162,9 @@ def conditional_blocks(
     determinants = np.empty(n_components)
     pairs = pair_known.shape[0] > 0
     if n_precisions > 1:
-        entry_products = _entry_products(precisions, rows, members, starts, coordinates)
+        entry_products = _entry_products(
+            precisions, rows, members, starts, coordinates, slots, gathered
+        )
     else:
         entry_products = np.empty((0, n_precisions))
     # The least quadratic, and whether one is NaN (see Returns).
@@ -318,61 +331,61 @@ HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
 @numba.njit(**_JIT)
-def _entry_products(precisions, rows, members, starts, coordinates):
+def _entry_products(precisions, rows, members, starts, coordinates, slots, gathered):
     """``(Lambda_k e)_j`` of every missing entry j of every row, (entries, K).
 
-    By coordinate: the rows missing j times the rows j of the precisions,
-    with the rows along the innermost loop (long and contiguous, which the
-    compiler vectorizes, where the K components are too few). Each sum
-    takes its D terms in order from 0, as a loop over the row's
-    coordinates would.
+    By coordinate: the rows missing j, gathered into ``gathered`` (entries,
+    D) in the order by coordinate, then position (entry e at ``slots[e]``,
+    set here), times the rows j of the precisions, one matrix product
+    (BLAS) per coordinate: a product's few components (K = 8) and
+    coordinates (D = 16) are too short for a compiled loop to keep its
+    sums in registers. The statistics reuse the gathered rows (see
+    :func:`conditional_statistics`).
     """
     n_features, n_precisions = precisions.shape[1], precisions.shape[2]
     n_entries = coordinates.shape[0]
-    # Each entry's row, and the entries by coordinate (a counting sort).
-    entry_rows = np.empty(n_entries, dtype=np.intp)
-    counts = np.zeros(n_features, dtype=np.intp)
+    stops = _slots(coordinates, n_features, slots)
     for p in range(members.shape[0]):
+        source = rows[members[p]]
         for e in range(starts[p], starts[p + 1]):
-            entry_rows[e] = members[p]
-            counts[coordinates[e]] += 1
-    following = np.empty(n_features, dtype=np.intp)
-    largest = 0
-    total = 0
-    for j in range(n_features):
-        following[j] = total
-        total += counts[j]
-        largest = max(largest, counts[j])
-    by_coordinate = np.empty(n_entries, dtype=np.intp)
-    for e in range(n_entries):
-        j = coordinates[e]
-        by_coordinate[following[j]] = e
-        following[j] += 1
-    products = np.empty((n_entries, n_precisions))
-    gathered = np.empty((n_features, largest))
-    sums = np.empty((n_precisions, largest))
+            target = gathered[slots[e]]
+            for i in range(n_features):
+                target[i] = source[i]
+    sums = np.empty((n_entries, n_precisions))
     first = 0
     for j in range(n_features):
-        count = counts[j]
-        if count == 0:
-            continue
-        for t in range(count):
-            row = entry_rows[by_coordinate[first + t]]
-            for i in range(n_features):
-                gathered[i, t] = rows[row, i]
+        stop = stops[j]
+        if stop > first:
+            np.dot(gathered[first:stop], precisions[j], sums[first:stop])
+        first = stop
+    products = np.empty((n_entries, n_precisions))
+    for e in range(n_entries):
+        slot = slots[e]
         for q in range(n_precisions):
-            for t in range(count):
-                sums[q, t] = 0.0
-            for i in range(n_features):
-                weight = precisions[j, i, q]
-                for t in range(count):
-                    sums[q, t] += weight * gathered[i, t]
-        for t in range(count):
-            e = by_coordinate[first + t]
-            for q in range(n_precisions):
-                products[e, q] = sums[q, t]
-        first += count
+            products[e, q] = sums[slot, q]
     return products
+
+
+@numba.njit(inline="always", **_JIT)
+def _slots(coordinates, n_features, slots):
+    """Each entry's place in the order by coordinate, then position.
+
+    Into ``slots`` (a counting sort); returns where each coordinate's
+    entries stop in that order.
+    """
+    stops = np.zeros(n_features, dtype=np.intp)
+    for e in range(coordinates.shape[0]):
+        stops[coordinates[e]] += 1
+    total = 0
+    for j in range(n_features):
+        count = stops[j]
+        stops[j] = total
+        total += count
+    for e in range(coordinates.shape[0]):
+        j = coordinates[e]
+        slots[e] = stops[j]
+        stops[j] += 1
+    return stops
 
 
 # Rows missing three coordinates keep their factors from chunk to chunk in a
@@ -410,6 +423,17 @@ def new_factor_cache(n_features, n_precisions):
         np.empty((n_triples, TRIPLE_FIELDS, n_precisions)),
         np.zeros(n_triples, dtype=np.bool_),
     )
+
+
+def gathered_entries(n_entries, n_features, n_precisions):
+    """The arrays ``slots`` and ``gathered`` of :func:`conditional_blocks`.
+
+    Empty where P = 1: a shared precision's products are one sum per
+    entry, taken in the loop over the rows.
+    """
+    if n_precisions == 1:
+        n_entries = 0
+    return np.empty(n_entries, dtype=np.intp), np.empty((n_entries, n_features))
 
 
 # Rows missing two coordinates keep their factors in a (D, D, 6, P) table up
@@ -603,6 +627,8 @@ def conditional_statistics(
     covariance,
     block_starts,
     log_det,
+    slots,
+    gathered,
     first,
     second,
 ):
@@ -614,7 +640,8 @@ def conditional_statistics(
     into ``second`` (D, D, K), component last, both 0 on entry (the sums
     of the missing blocks are taken above the diagonal, then mirrored),
     for ``weighted_resp`` (n, K), component last, and the arrays of
-    :func:`conditional_blocks`. A ``second`` of shape (D, D, 1) receives
+    :func:`conditional_blocks` (``slots`` and ``gathered`` empty
+    where it left them so). A ``second`` of shape (D, D, 1) receives
     the sum over the components instead: a precision shared by every
     component (tied) is estimated from the pooled sum alone, which takes
     one product per missing entry and coordinate,
@@ -630,6 +657,10 @@ def conditional_statistics(
     # over the D coordinates of e: a loop over a few components (K = 8)
     # is too short for the compiler to vectorize.
     cross = np.zeros((n_features, n_lanes, n_features))
+    # Where the rows are gathered by coordinate, the cross sums are one
+    # matrix product (BLAS) per coordinate, of these weights and the rows.
+    products = n_lanes > 1 and gathered.shape[0] == coordinates.shape[0]
+    entry_weights = np.empty((coordinates.shape[0] if products else 0, n_lanes))
     weights = np.empty(n_components)
     weighted = np.empty(n_components)
     missing_mass = 0.0
@@ -655,6 +686,10 @@ def conditional_statistics(
             if n_lanes == 1:
                 for j in range(n_features):
                     cross[ja, 0, j] += pooled * rows[row, j]
+            elif products:
+                slot = slots[start + a]
+                for k in range(n_components):
+                    entry_weights[slot, k] = weighted[k]
             else:
                 for k in range(n_components):
                     weight = weighted[k]
@@ -682,6 +717,19 @@ def conditional_statistics(
                         value = weighted[k] * fill[start + b, k]
                         value += weights[k] * covariance[at, k]
                         second[ja, jb, k] += value
+    if products:
+        # The entries are in entry_weights and gathered by coordinate.
+        counts = np.zeros(n_features, dtype=np.intp)
+        for e in range(coordinates.shape[0]):
+            counts[coordinates[e]] += 1
+        following = 0
+        for j in range(n_features):
+            stop = following + counts[j]
+            if stop > following:
+                np.dot(
+                    entry_weights[following:stop].T, gathered[following:stop], cross[j]
+                )
+            following = stop
     # Below the diagonal, the same sums as above it (second starts at 0).
     for i in range(n_features):
         for j in range(i):
@@ -794,3 +842,26 @@ def add_to_columns(values, columns, corrections):
         column = columns[p]
         for k in range(values.shape[0]):
             values[k, column] += corrections[p, k]
+
+
+@numba.njit(**_JIT)
+def pattern_rows(chunk, center, centered, columns, starts, coordinates):
+    """:func:`incomplete_rows`' rows ``e`` for a pattern it found before.
+
+    ``(columns, starts, coordinates)`` as it returned them for a chunk
+    with the same missing entries; ``centered`` gets 0 at those entries.
+    Returns the rows ``e = x - c`` (n, D), 0 at the missing entries.
+    """
+    n_features = chunk.shape[1]
+    rows = np.empty((columns.shape[0], n_features))
+    for p in range(columns.shape[0]):
+        i = columns[p]
+        source = chunk[i]
+        target = rows[p]
+        for j in range(n_features):
+            target[j] = source[j] - center[j]
+        for e in range(starts[p], starts[p + 1]):
+            j = coordinates[e]
+            centered[j, i] = 0.0
+            target[j] = 0.0
+    return rows

@@ -23,6 +23,7 @@ from ._kernel import (
     parameter_expansion,
     row_chunks,
 )
+from ._missing import FoundPatterns
 from ._threads import chunk_workers, map_in_order, one_blas_thread
 
 
@@ -370,6 +371,17 @@ class ArrayData:
         """Whether any entry is missing (NaN)."""
         return bool(np.isnan(np.sum(self.X)))
 
+    @cached_property
+    def _patterns(self):
+        """The chunks' missing entries, found once (FoundPatterns), or None.
+
+        Kept up to as many bytes as the data's (about a quarter of them
+        with 10% of the entries missing).
+        """
+        if not self.has_missing:
+            return None
+        return FoundPatterns(self.X.nbytes)
+
     def observed_moments(self):
         """Per-column statistics of the observed entries.
 
@@ -405,9 +417,15 @@ class ArrayData:
         """
         X, sample_weight = self.X, self.sample_weight
         complete = not self.has_missing
+        patterns = self._patterns
 
         def add(statistics_pass, rows):
-            statistics_pass.add_optimal(X[rows], sample_weight[rows], complete)
+            statistics_pass.add_optimal(
+                X[rows],
+                sample_weight[rows],
+                complete,
+                None if patterns is None else patterns.for_rows(rows),
+            )
 
         statistics_pass = chunked_pass(plan, plan.chunks(self.n_samples), add, pairs)
         return _statistics(statistics_pass, plan.unit)

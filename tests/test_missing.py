@@ -26,6 +26,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import skvi._kernel
 import skvi._missing
+import skvi._stats
 from skvi import (
     DegenerateComponentError,
     EMGaussianMixture,
@@ -722,6 +723,7 @@ def test_kept_factors_give_the_corrections_computed_afresh(
             -0.5,
             True,
             *outputs,
+            *kernels.gathered_entries(len(coordinates), n_features, n_precisions),
             *cache,
         )
         return outputs
@@ -783,6 +785,44 @@ def test_the_compiled_scan_finds_the_rows_the_mask_finds(
     assert any(scans)
     for without_scan, with_scan in zip(*results, strict=True):
         assert_allclose(with_scan, without_scan, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_missing_entries_found_once_give_the_same_fit(
+    corrections_path, covariance_type, monkeypatch
+):
+    # A fit keeps the missing entries its first E-step's scan found
+    # (FoundPatterns) and later E-steps only compute the rows about their
+    # center: the same fit, to the last bit, as scanning every time
+    # (nothing kept within a budget of 0 bytes).
+    if corrections_path != "compiled":
+        pytest.skip("about the compiled path: runs once, in its parametrization")
+    X = with_missing(make_blobs(59, n_samples=600, n_features=6, n_clusters=3), 0.2, 60)
+    found = skvi._missing.FoundPatterns
+    original = found.incomplete_rows
+    kept = []
+
+    def counted(self, key, *args):
+        kept.append(key in self._found)
+        return original(self, key, *args)
+
+    monkeypatch.setattr(found, "incomplete_rows", counted)
+    results = []
+    for keep in (False, True):
+        nothing_kept = lambda budget: found(0)  # noqa: E731
+        monkeypatch.setattr(
+            skvi._stats, "FoundPatterns", found if keep else nothing_kept
+        )
+        kept.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = EMGaussianMixture(
+                3, covariance_type=covariance_type, random_state=0, max_iter=4
+            ).fit(X)
+        assert any(kept) == keep and len(kept) > 1
+        results.append((model.means_, model.covariances_, model.lower_bounds_))
+    for scanned_each_time, found_once in zip(*results, strict=True):
+        assert_allclose(found_once, scanned_each_time, rtol=0, atol=0)
 
 
 def test_without_numba_the_numpy_corrections_serve(monkeypatch):
