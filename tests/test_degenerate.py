@@ -421,47 +421,22 @@ def test_vve_covariance_less_reg_covar_is_its_spread_in_the_common_frame():
     weights = np.full(3, 1 / 3)
     points = np.full(3, 50.0)
 
-    def covariances(spreads):
-        return np.einsum("ij,kj,lj->kil", orientation, spreads + reg_covar, orientation)
-
-    reason = degeneracy(
-        "VVE",
-        weights,
-        means,
-        covariances(spreads),
-        points,
-        prior=False,
-        reg_covar=reg_covar,
-    )
-    assert reason.startswith("component 1's covariance less reg_covar")
-    spreads[1, 2] = 1e-4
-    assert (
-        degeneracy(
-            "VVE",
-            weights,
-            means,
-            covariances(spreads),
-            points,
-            prior=False,
-            reg_covar=reg_covar,
+    def reason(model, spreads):
+        covariances = np.einsum(
+            "ij,kj,lj->kil", orientation, spreads + reg_covar, orientation
         )
-        is None
-    )
+        return degeneracy(
+            model, weights, means, covariances, points,
+            prior=False, reg_covar=reg_covar,
+        )  # fmt: skip
+
+    assert reason("VVE", spreads).startswith("component 1's covariance less reg_covar")
+    spreads[1, 2] = 1e-4
+    assert reason("VVE", spreads) is None
     # Without reg_covar's share subtracted, the same collapse passes: the
     # plain eigenvalue ratio of component 1 is about 1e-6.
     spreads[1, 2] = 0.0
-    assert (
-        degeneracy(
-            "EVE",
-            weights,
-            means,
-            covariances(spreads),
-            points,
-            prior=False,
-            reg_covar=reg_covar,
-        )
-        is None
-    )
+    assert reason("EVE", spreads) is None
 
 
 @pytest.mark.parametrize("covariance_type", SKLEARN_TYPES)
