@@ -817,6 +817,19 @@ def _second_derivative_terms(n_features):
     return index, parts
 
 
+def _two_term_sums(values, term):
+    """A term of :func:`_second_derivative_terms` from its triples' values.
+
+    ``values`` (..., T) per triple; ``term`` its (triple numbers,
+    coefficients) of the two slots. Returns (..., n, n).
+    """
+    where, coefficients = term
+    return (
+        values[..., where[0]] * coefficients[0]
+        + values[..., where[1]] * coefficients[1]
+    )
+
+
 def _shifted_solve(hessian, gradient):
     """``(H + s I)^-1 g``, s the first shift that makes it positive definite.
 
@@ -877,17 +890,11 @@ def _newton_direction(rotated, nk, common_volume):
     # :func:`_second_derivative_terms`: (n, n), not (K, n, n, D).
     pooled = _gufuncs.einsum("ki,kij->ij", first, rotated)
     spread = _gufuncs.einsum("ki,kjl->ijl", first, rotated)
-    index, parts = _second_derivative_terms(rotated.shape[1])
-    (inner, inner_coefficients), (outer, outer_coefficients) = parts
+    index, (inner, outer) = _second_derivative_terms(rotated.shape[1])
     # Inner triples are (c, c, r): pooled's (c, r).
-    values = pooled[index[0], index[2]]
-    hessian = values[inner[0]] * inner_coefficients[0]
-    hessian = hessian + values[inner[1]] * inner_coefficients[1]
-    values = spread[index[0], index[1], index[2]]
-    hessian = hessian + 2.0 * (
-        values[outer[0]] * outer_coefficients[0]
-        + values[outer[1]] * outer_coefficients[1]
-    )
+    hessian = _two_term_sums(pooled[index[0], index[2]], inner)
+    spread = spread[index[0], index[1], index[2]]
+    hessian = hessian + 2.0 * _two_term_sums(spread, outer)
     chained = (jacobian @ second).transpose(1, 0, 2).reshape(len(basis), -1)
     hessian = hessian + chained @ jacobian.transpose(1, 0, 2).reshape(len(basis), -1).T
     if common_volume:

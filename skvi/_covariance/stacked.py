@@ -33,6 +33,7 @@ from .mclust import (
     _skew_basis,
     _skew_jacobian,
     _tournament,
+    _two_term_sums,
     _upper_pairs,
     start_is_lower,
 )
@@ -928,15 +929,8 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     pooled = np.add.reduceat(
         first[:, index[0]] * rotated[:, index[1], index[2]], starts
     )
-    (inner, inner_coefficients), (spread, spread_coefficients) = parts
-    hessian = (
-        pooled[:, inner[0]] * inner_coefficients[0]
-        + pooled[:, inner[1]] * inner_coefficients[1]
-    )
-    hessian = hessian + 2.0 * (
-        pooled[:, spread[0]] * spread_coefficients[0]
-        + pooled[:, spread[1]] * spread_coefficients[1]
-    )
+    inner, spread = parts
+    hessian = _two_term_sums(pooled, inner) + 2.0 * _two_term_sums(pooled, spread)
     # (One BLAS product per component: 9x einsum's speed at D = 13, 5.6x at
     # D = 30, where these (C, n, n) products are most of an M-step.)
     chained = scaled @ jacobian.swapaxes(1, 2)
