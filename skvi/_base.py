@@ -624,7 +624,21 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             points,
             prior=self._prior_regularises_covariances,
             reg_covar=None if self._prior_regularises_covariances else self.reg_covar,
+            scatters=self._component_scatters(),
         )
+
+    def _component_scatters(self):
+        """Each component's scatter over its weight, from the last E-step.
+
+        Full (K, D, D) matrices where the statistics keep them (mclust's
+        models), else None.
+        """
+        statistics = getattr(self, "_online_statistics", None)
+        if statistics is None or np.ndim(statistics["scatter"]) != 3:
+            return None
+        nk = np.asarray(statistics["nk"], dtype=float)
+        safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis, np.newaxis]
+        return np.asarray(statistics["scatter"], dtype=float) / safe
 
     def _warn_degenerate(self, what):
         warnings.warn(

@@ -38,9 +38,14 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   sorted eigenvalues and needs one component of ``n_features + 1`` points.
   As EM reads sample weights only relative to each other, ``n`` is Kish's
   effective sample size ``sum(w)**2 / sum(w**2)``: the number of rows for
-  equal weights of any scale. Responsibilities are soft, so the rule is
-  ``N_k < n_features + 1``, not ``N_k <= n_features``: three points and
-  crumbs of others are still three points.
+  equal weights of any scale. Responsibilities are soft: a component's
+  rows lend crumbs of themselves to the other components and borrow crumbs
+  of their rows, so every count is taken to the nearest whole point (a
+  component is short of ``m`` points where ``N_k < m - 1/2``). Three points
+  and crumbs of others are three points, and so are three points that
+  lend crumbs: two rows of responsibility 0.999998 each (R's mclust's
+  6-component VEV fit of its EuroUnemployment data, ``N_k = 1.9999963``)
+  are two points, enough for a component's own volume.
 * **Spread from the data** (a collapse that ``reg_covar`` hides). Where a
   model's covariance is a scatter's spread plus ``reg_covar`` times the
   identity exactly (its own: VII = 'spherical', VVI = 'diag', VVV = 'full',
@@ -54,6 +59,17 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   iris and wine from many starts have data ratios of 1.6e-5 or more.
   Columns the data leave constant are left out of this rule: every
   component has only ``reg_covar`` there, and that is no collapse.
+  Where a volume rescales the covariance, ``reg_covar`` cannot be
+  subtracted, so the rule reads the rows' scatter from the fit's last
+  E-step instead: their variance along each axis of the covariance over
+  its largest eigenvalue, per component where the shape is the
+  component's own under a shared volume (EVI, EVE, EVV), and of the
+  volume-weighted pools the shared shape is estimated from where the
+  components have their own volumes (VEI, VEE). On R's data sets the
+  fits this flags are the ones R's mclust leaves NA (wine's EVE with 7 to
+  9 components, airquality's EVI, mtcars's VEI with 4, 5 and 9); a shape
+  shared by components of their own volumes keeps a flat component sound
+  (its axes come from the other components' rows too).
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -99,12 +115,20 @@ class DegenerateFitWarning(UserWarning):
     >>> any(issubclass(w.category, DegenerateFitWarning) for w in caught)
     True
     >>> em.degenerate_.split(":")[0]
-    'component 1 holds 3.999 effective points'
+    'component 4 holds 3 effective points'
     """
 
 
 def degeneracy(
-    covariance_type, weights, means, covariances, points, *, prior, reg_covar=None
+    covariance_type,
+    weights,
+    means,
+    covariances,
+    points,
+    *,
+    prior,
+    reg_covar=None,
+    scatters=None,
 ):
     """Why a fitted mixture is degenerate, or None if it is not.
 
@@ -130,6 +154,12 @@ def degeneracy(
     reg_covar : float, optional
         The ``reg_covar`` added to the covariances; None (the variational
         model, whose prior also enters them) skips the data-spread rule.
+    scatters : ndarray of shape (n_components, n_features, n_features), optional
+        Each component's scatter of its rows about its mean, over its
+        weight (no ``reg_covar``), from the statistics of the fit's last
+        E-step: the data-spread rule of the models whose volumes rescale
+        their shapes (EVI, EVE, EVV, VEI, VEE) reads it. None skips that
+        rule.
 
     Returns
     -------
@@ -149,6 +179,11 @@ def degeneracy(
     ratios = _eigenvalue_ratios(covariance_type, weights, means, covariances)
     volumes = _volume_ratios(covariance_type, covariances, n_components)
     spreads = _data_ratios(covariance_type, weights, means, covariances, reg_covar)
+    if reg_covar is not None and scatters is not None:
+        shapes = _shape_spread_ratios(
+            covariance_type, weights, means, covariances, scatters
+        )
+        spreads = np.minimum(spreads, shapes)
     for k in np.flatnonzero(holding):
         which = f"component {k}'s covariance"
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
@@ -168,6 +203,20 @@ def degeneracy(
                 "it has collapsed onto a point"
             )
         spread = spreads[0] if spreads.size == 1 else spreads[k]
+        scaled = _OWN_SHAPE_SCALED + _SHARED_SHAPE_SCALED
+        if not spread >= RATIO_THRESHOLD and covariance_type in scaled:
+            whose = (
+                f"component {k}'s rows have"
+                if covariance_type in _OWN_SHAPE_SCALED
+                else "the rows of the shared shape have"
+            )
+            return (
+                f"{whose} spread ratio {_shown_ratio(spread)} "
+                "along its covariance's axes (their smallest variance there over "
+                "the covariance's largest eigenvalue), below sqrt(eps) = "
+                f"{RATIO_THRESHOLD:.2g}: the data give it no spread in some "
+                "direction (its rows share a value there), only reg_covar does"
+            )
         if not spread >= RATIO_THRESHOLD:
             if spreads.size == 1 and n_components > 1:
                 which = "the shared covariance"
@@ -179,6 +228,46 @@ def degeneracy(
                 "direction (its rows share a value there), only reg_covar does"
             )
     return None
+
+
+def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters):
+    """The spread the rows give a scaled model's shape, per component or shared.
+
+    In EVI, EVE and EVV each component has its own shape under a volume
+    shared with the others; in VEI and VEE the components share a shape
+    (and orientation) under volumes of their own. Neither covariance is a
+    scatter plus ``reg_covar`` (the volumes rescale it), so ``reg_covar``
+    cannot be subtracted; but where the rows that shape is estimated from
+    share a value in some direction, the M-step makes that axis as short
+    as ``reg_covar`` lets it. The rows' variance along each eigenvector of
+    the covariance, over its largest eigenvalue, in the units of the
+    mixture's spread over the columns the data do not leave constant: the
+    smallest per component (own shapes), or of the volume-weighted pools
+    ``sum_k w_k S_k / lambda_k`` and ``sum_k w_k Sigma_k / lambda_k`` that
+    the shared shape is estimated from (one value); ones for the other
+    models.
+    """
+    own = covariance_type in _OWN_SHAPE_SCALED
+    if not own and covariance_type not in _SHARED_SHAPE_SCALED:
+        return np.ones(1)
+    variances = _mixture_variances("full", weights, means, covariances)
+    # The columns the data do not leave constant: the rows' own variance
+    # under the mixture (within the components and between their means).
+    data_variances = _mixture_variances("full", weights, means, scatters)
+    spread = data_variances > RATIO_RESOLUTION * variances
+    if not spread.any():
+        return np.ones(1)
+    scale = 1.0 / np.sqrt(variances[spread])
+    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    if not own:
+        volumes = np.exp(np.linalg.slogdet(covariances)[1] / covariances.shape[-1])
+        pool = weights / volumes
+        matrices = np.einsum("k,kij->ij", pool, matrices)[np.newaxis]
+        data = np.einsum("k,kij->ij", pool, data)[np.newaxis]
+    values, vectors = np.linalg.eigh(matrices)
+    along = np.einsum("kia,kij,kja->ka", vectors, data, vectors)
+    return along.min(axis=1) / values[:, -1]
 
 
 def _shown_ratio(ratio):
@@ -208,6 +297,14 @@ _SCATTER_PLUS_REG = {
     # the common frame D, plus reg_covar * I.
     "VVE": "own",
 }
+
+
+# Models whose components have their own shape under a shared volume: the
+# data-spread rule reads their rows' scatters (_shape_spread_ratios) ...
+_OWN_SHAPE_SCALED = ("EVI", "EVE", "EVV")
+# ... and those whose components share a shape under volumes of their own:
+# the rule reads the volume-weighted pool of their scatters.
+_SHARED_SHAPE_SCALED = ("VEI", "VEE")
 
 
 def _data_ratios(covariance_type, weights, means, covariances, reg_covar):
@@ -260,12 +357,12 @@ def _too_few_points(covariance_type, points, n_features):
         needed = 2
     else:
         needed = 0
-    short = np.flatnonzero(points < needed)
+    short = np.flatnonzero(_short_of(points, needed))
     if short.size:
         k = int(short[0])
         space = f" in {n_features} dimensions" if own_matrix else ""
         return (
-            f"component {k} holds {_shown(points[k], needed)} effective points: "
+            f"component {k} holds {_shown(points[k])} effective points: "
             f"too few to estimate a {covariance_type} covariance{space} (at "
             f"least {needed} needed)"
         )
@@ -275,30 +372,36 @@ def _too_few_points(covariance_type, points, n_features):
     total, n_components = float(points.sum()), len(points)
     if orientation == "V":
         largest = float(points.max())
-        if largest < n_features + 1:
+        if _short_of(largest, n_features + 1):
             return (
                 f"no component holds the {n_features + 1} effective points "
                 f"that the shared shape of a {covariance_type} covariance "
                 f"needs in {n_features} dimensions (the largest holds "
-                f"{_shown(largest, n_features + 1)})"
+                f"{_shown(largest)})"
             )
         return None
     needed = n_components + (n_features if orientation == "E" else 1)
-    if total < needed:
+    if _short_of(total, needed):
         return (
-            f"the {_shown(total, needed)} effective points are too few to "
+            f"the {_shown(total)} effective points are too few to "
             f"estimate a {covariance_type} covariance of {n_components} "
             f"components in {n_features} dimensions (at least {needed} needed)"
         )
     return None
 
 
-def _shown(points, needed):
-    """A count of points to 3 decimals, below ``needed`` as it is."""
-    shown = round(float(points), 3)
-    if shown >= needed:
-        shown = np.floor(points * 1000) / 1000
-    return f"{shown:g}"
+def _short_of(points, needed):
+    """Whether ``points`` (soft counts) fall short of ``needed`` whole points.
+
+    A count is taken to the nearest whole point: rows lend crumbs of
+    responsibility to other components as well as borrow them.
+    """
+    return np.asarray(points) < needed - 0.5
+
+
+def _shown(points):
+    """A count of points to 3 decimals."""
+    return f"{round(float(points), 3):g}"
 
 
 def _eigenvalue_ratios(covariance_type, weights, means, covariances):
