@@ -65,6 +65,7 @@ Usage::
 
     python benchmarks/bench_mclust.py                  # all data sets, 3 rounds
     python benchmarks/bench_mclust.py --datasets faithful,iris --repeats 1
+    python benchmarks/bench_mclust.py --datasets r-classics --no-steps --no-same-start
     python benchmarks/bench_mclust.py --output mclust.md
     python benchmarks/bench_mclust.py --skvi-params '{"tol": 1e-8, "max_iter": 10000}'
     python benchmarks/bench_mclust.py --models shared   # the four shared models
@@ -118,6 +119,13 @@ DATASETS = ("faithful", "iris", *MCLUST_DATASETS)
 # (divided by its n - 1 standard deviation, as R's scale()): unscaled, its
 # variances span 1e-5 to 1e5 and neither program finishes in 25 minutes.
 STANDARDIZED = {"wdbc-std": ("wdbc", ("ID",))}
+# Also, not by default (``--datasets r-classics``, about a minute a round):
+# small data sets people try first, mclust's EuroUnemployment and R's own
+# (numeric columns, complete rows), where many cells are degenerate.
+R_CLASSICS = (
+    "EuroUnemployment", "women", "trees", "stackloss", "USArrests", "rock",
+    "attitude", "swiss", "LifeCycleSavings", "state.x77", "airquality", "mtcars",
+)  # fmt: skip
 BIC_MARGIN = 2.0
 SAME_START_TOL = 1e-6
 STEP_K = (1, 2, 3, 4)
@@ -566,7 +574,9 @@ def main():
     parser.add_argument(
         "--datasets",
         default=",".join(DATASETS),
-        help=f"comma-separated; also {', '.join(STANDARDIZED)}",
+        help=f"comma-separated; also {', '.join(STANDARDIZED)}, r-classics "
+        f"({', '.join(R_CLASSICS)}) or any numeric data set of R's mclust or "
+        "datasets packages",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", help="also write the report (markdown) here")
@@ -620,6 +630,9 @@ def main():
         return 0
 
     names = [name for name in args.datasets.split(",") if name]
+    if "r-classics" in names:
+        at = names.index("r-classics")
+        names[at : at + 1] = R_CLASSICS
     report = ["## Machine", "", *machine_lines()]
     started = time.perf_counter()
     rows, same_rows, step_rows = [], [], []

@@ -23,7 +23,9 @@
 #   hcModelName and hcUse, on every row: the data sets here have fewer rows
 #   than mclust.options("subset")).
 # Export: Rscript mclust_reference.R export NAME OUT.csv
-#   Writes the numeric columns of mclust's data set NAME (class labels dropped).
+#   Writes the numeric columns of the data set NAME (class labels dropped): one
+#   of mclust's, else one of R's own datasets package (then its complete rows
+#   only: airquality has NA entries, which Mclust does not take).
 suppressPackageStartupMessages(library(mclust))
 
 ALL_MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "VEE",
@@ -54,9 +56,14 @@ if (length(args) < 3) {
 
 if (args[1] == "export") {
   env <- new.env()
-  data(list = args[2], package = "mclust", envir = env)
-  X <- as.data.frame(get(args[2], envir = env))
+  if (args[2] %in% data(package = "mclust")$results[, "Item"]) {
+    data(list = args[2], package = "mclust", envir = env)
+    X <- as.data.frame(get(args[2], envir = env))
+  } else {
+    X <- as.data.frame(get(args[2], envir = as.environment("package:datasets")))
+  }
   X <- X[, vapply(X, is.numeric, logical(1)), drop = FALSE]
+  X <- X[complete.cases(X), , drop = FALSE]
   write.csv(X, args[3], row.names = FALSE)
   quit(status = 0)
 }

@@ -23,6 +23,7 @@ from . import _gufuncs
 from .mclust import (
     HALVINGS,
     MAX_PASSES,
+    ORIENTATION_PASSES,
     RTOL,
     _Choice,
     _normalized,
@@ -971,7 +972,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
         rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
     )
     moving = np.ones(n_fits, dtype=bool)
-    for _ in range(MAX_PASSES):
+    for _ in range(ORIENTATION_PASSES):
         skew, decrement = _stacked_newton_direction(
             rotated, nk, owners, starts, common_volume, moving
         )
