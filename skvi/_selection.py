@@ -96,11 +96,12 @@ def select_model(
         ``Mclust`` fits by default (its four scikit-learn types under
         their mclust names, so the chosen model's ``covariances_`` are
         full matrices), and the four conjugate types for VI, which has no
-        other. EVE's and VVE's M-steps search a common orientation with a
-        Newton method in D(D-1)/2 coordinates, whose cost grows as D^5 to
-        D^6: with tens of columns they take most of the time (mclust's
-        30-column wdbc, standardized: 95 s for all fourteen). Columns in
-        very different units slow them much further: standardize them.
+        other. With one column, where every model is one of two (mclust's
+        E and V), 'all' fits those two, EII and VII. EVE's and VVE's
+        M-steps search a common orientation with a Newton method in
+        D(D-1)/2 coordinates, whose cost grows as D^5 to D^6: with tens of
+        columns they take most of the time (mclust's 30-column wdbc: 76 s
+        for all fourteen, 95 s standardized).
     method : {'em', 'vi'}, default='em'
         :class:`EMGaussianMixture` or :class:`VariationalGaussianMixture`.
     criterion : {'bic', 'icl', 'aic', 'elbo'}, default=None
@@ -213,6 +214,9 @@ def select_model(
         )
     counts = _component_counts(n_components)
     kinds = covariance_type_list(covariance_types, method)
+    if method == "em" and kinds == list(MCLUST_MODELS) and _n_columns(X) == 1:
+        # With one column every model is one of two (mclust's E and V).
+        kinds = ["EII", "VII"]
     user_params = params
     params = {"init_params": START, **SELECTION_DEFAULTS[method], **params}
     if params.get("random_state") is None:
@@ -303,7 +307,7 @@ def select_model(
         raise ValueError(
             f"No combination could be fitted; the first error was: {first}"
         )
-    _, chosen = max(scores)
+    chosen = _first_of_the_best(scores)
     for i, row in enumerate(table):
         row["chosen"] = i == chosen
     return _as_table(table, as_frame), results[chosen][1]
@@ -485,6 +489,27 @@ def _component_counts(n_components):
             f"e.g. range(1, 10); got {n_components!r}."
         )
     return list(dict.fromkeys(counts))
+
+
+def _n_columns(X):
+    """The number of columns of X (an array, a data frame or a Dask array)."""
+    shape = np.shape(X) if not hasattr(X, "shape") else X.shape
+    return int(shape[1]) if len(shape) == 2 else None
+
+
+def _first_of_the_best(scores):
+    """The row of the best score, the first in the table among equals.
+
+    ``scores`` holds (score, row) pairs, larger is better. Scores within
+    rounding of the best (1e-9 of it) are equal: models that coincide on
+    the data (every full model with one component: EEE, VVV, EEV, ...)
+    give one likelihood by different arithmetic. Among them, the first in
+    the table (mclust's order of the models, then the numbers of
+    components) is chosen, as mclust does.
+    """
+    best = max(score for score, _ in scores)
+    tolerance = 1e-9 * max(1.0, abs(best))
+    return min(row for score, row in scores if score >= best - tolerance)
 
 
 def covariance_type_list(covariance_types, method="em"):

@@ -41,6 +41,37 @@ def test_all_is_mclusts_fourteen_models_in_its_order():
     )
 
 
+def test_all_on_one_column_is_mclusts_e_and_v():
+    # In one dimension every model is EII or VII (mclust fits "E" and "V"):
+    # the other twelve would repeat them, and ties would name the pick by
+    # rounding. R's acidity-like data: two groups of one variable.
+    rng = np.random.RandomState(0)
+    X = np.concatenate([rng.normal(4.5, 0.4, 100), rng.normal(6.3, 0.4, 55)])
+    table, best = select_model(X[:, None], n_components=range(1, 4), as_frame=False)
+    assert [row["covariance_type"] for row in table] == ["EII"] * 3 + ["VII"] * 3
+    assert (best.covariance_type, best.n_components) == ("EII", 2)
+    # A list names what to fit, whatever the number of columns.
+    table, _ = select_model(X[:, None], 2, ["VVV", "EEE"], as_frame=False)
+    assert [row["covariance_type"] for row in table] == ["VVV", "EEE"]
+
+
+def test_models_that_coincide_pick_the_first_in_the_table():
+    # With one component every full model is the same Gaussian: their BICs
+    # agree to rounding, and the first listed is chosen (as mclust's order
+    # decides its pick), not whichever rounding favours.
+    X = np.random.RandomState(1).normal(size=(200, 3)) @ [
+        [2, 0, 0],
+        [1, 1, 0],
+        [0, 0.5, 1],
+    ]
+    kinds = ["EEV", "VVV", "EEE", "VEV"]
+    table, best = select_model(X, 1, kinds, as_frame=False)
+    bics = [row["bic"] for row in table]
+    assert np.ptp(bics) < 1e-9 * abs(bics[0])
+    assert [row["chosen"] for row in table] == [True, False, False, False]
+    assert best.covariance_type == "EEV"
+
+
 def test_mclust_and_scikit_learn_names_mix_in_a_list_or_a_string():
     X = three_blobs()
     table, best = select_model(X, 3, "VEV, full,VEV", random_state=0, as_frame=False)
