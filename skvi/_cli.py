@@ -38,7 +38,9 @@ READING_RULES = """reading the CSV file:
   Delimiter: comma, semicolon or tab, detected from the first lines
   (--delimiter to choose). Header: the first row names the columns unless
   it holds only numbers; then it is data and the columns are named 1, 2, ...
-  (--header / --no-header to choose). Decimal separator: a point, or a
+  (--header / --no-header to choose). A first column with an empty header
+  cell holds row names (as R's write.csv and pandas' to_csv write them) and
+  is skipped. Decimal separator: a point, or a
   comma in a semicolon- or tab-separated file that writes numbers so
   (--decimal to choose); thousands separators are not read. Encoding:
   UTF-8 with or without a byte-order mark, UTF-16 with one (--encoding for

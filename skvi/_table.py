@@ -17,6 +17,10 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   separators are not read: such a cell is an error.
 * Header: the first row names the columns unless every cell of it is a
   number or missing; then it is data and the columns are named 1, 2, ...
+  A first column whose header cell is empty holds row names: R's
+  ``write.csv`` and pandas' ``to_csv`` write their rows' names or numbers
+  so (``"","Ozone",...`` then ``"1",41,...``). It is named ``(row names)``
+  and is not fitted unless chosen: row numbers are no feature.
 * Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
   which becomes NaN. A column whose cells are all text is a text column;
   one with both numbers and text is an error naming the first text cell.
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The name of a first column whose header cell is empty: row names.
+ROW_NAMES = "(row names)"
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "#n/a", "null", "none", "?"})
 
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
@@ -80,6 +86,8 @@ class Table:
     delimiter, decimal, encoding : str
     header : bool
         Whether the first row named the columns.
+    row_names : bool
+        Whether the first column holds row names (its header cell empty).
     ignored_lines : int
         Blank lines (or rows of empty cells) before the header or at the end.
     """
@@ -95,6 +103,7 @@ class Table:
     encoding: str
     header: bool
     ignored_lines: int
+    row_names: bool = False
 
     def column(self, name):
         """The index of a named column, or an error listing the names."""
@@ -220,8 +229,12 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             for cell in records[0][1]
         )
     width = len(records[0][1])
+    row_names = False
     if header:
         columns = [name.strip() or str(j + 1) for j, name in enumerate(records[0][1])]
+        row_names = width > 1 and not records[0][1][0].strip()
+        if row_names:
+            columns[0] = ROW_NAMES
         duplicated = sorted({name for name in columns if columns.count(name) > 1})
         if duplicated:
             raise InputError(
@@ -266,6 +279,7 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         encoding,
         header,
         ignored,
+        row_names,
     )
 
 
@@ -412,11 +426,12 @@ def _fitted_to(path, line, cells, width, header):
 def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
     """The chosen columns as an array, their names, and the columns skipped.
 
-    ``names`` (default: every column not in ``exclude`` that holds numbers)
-    must be numeric. A column of numbers and text is an error naming its
-    first text cell unless the user left it out. ``chosen_by`` is the option
-    that chooses columns (None where there is none). Returns ``(X, names,
-    skipped)`` with ``skipped`` a dict from column name to 'text' or 'empty'.
+    ``names`` (default: every column not in ``exclude`` that holds numbers,
+    less a column of row names) must be numeric. A column of numbers and
+    text is an error naming its first text cell unless the user left it
+    out. ``chosen_by`` is the option that chooses columns (None where there
+    is none). Returns ``(X, names, skipped)`` with ``skipped`` a dict from
+    column name to 'text', 'empty' or 'row-name'.
     """
     leave_out = chosen_by and f"leave the column out with {chosen_by}"
     choose = chosen_by and f"choose numeric columns with {chosen_by}"
@@ -429,6 +444,9 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
                 continue
             if kind in ("text", "empty"):
                 skipped[name] = kind
+                continue
+            if j == 0 and table.row_names:
+                skipped[name] = "row-name"
                 continue
             table.check_numeric(j, leave_out)
             names.append(name)

@@ -629,6 +629,31 @@ def test_text_columns_are_skipped_and_said_so(tmp_path, capsys):
     assert status == 1 and "Column 'empty' of" in err and "has no value" in err
 
 
+@pytest.mark.parametrize("first", [1, 0], ids=["R write.csv", "pandas to_csv"])
+def test_a_column_of_row_names_is_not_fitted(tmp_path, capsys, first):
+    # R's write.csv and pandas' to_csv write the rows' names or numbers in a
+    # first column with an empty header cell; read as data, the row numbers
+    # were a feature (R's airquality so saved fitted 7 columns, not 6).
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X_SAVED, columns=["a", "b"])
+    frame.index += first
+    data = tmp_path / "rows.csv"
+    frame.to_csv(data, index=True, index_label="" if first else None)
+    assert data.read_text().splitlines()[1].startswith(f"{first},")
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert "columns a, b;" in out
+    assert "skipped row-name column '(row names)'" in out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["columns"] == ["a", "b"]
+    assert summary["input"]["skipped_columns"] == {"(row names)": "row-name"}
+    # Chosen by name, it is a column like any other.
+    status, out, err = run_cli(
+        capsys, "fit", data, "--columns", "(row names),a", "--output-dir", tmp_path
+    )
+    assert status == 0 and "columns (row names), a;" in out, err
+
+
 def test_predict_reads_files_the_same_way(tmp_path, capsys):
     model = tmp_path / "model.skops"
     data = write(tmp_path / "data.csv", _saved(X_SAVED))
