@@ -63,13 +63,13 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   subtracted, so the rule reads the rows' scatter from the fit's last
   E-step instead: their variance along each axis of the covariance over
   its largest eigenvalue, per component where the shape is the
-  component's own under a shared volume (EVI, EVE, EVV), and of the
-  volume-weighted pools the shared shape is estimated from where the
-  components have their own volumes (VEI, VEE). On R's data sets the
-  fits this flags are the ones R's mclust leaves NA (wine's EVE with 7 to
-  9 components, airquality's EVI, mtcars's VEI with 4, 5 and 9); a shape
-  shared by components of their own volumes keeps a flat component sound
-  (its axes come from the other components' rows too).
+  component's own under a shared volume (EVI, EVE, EVV), and pooled
+  over the components, axis by axis with the weights the shared shape is
+  estimated with, where the components share a shape (VEI, VEE, EEV,
+  VEV). On R's data sets the fits this flags are ones R's mclust leaves
+  NA (wine's EVE with 7 to 9 components, airquality's EVI, mtcars's VEI
+  with 4, 5 and 9, women's EEV with 5 to 8); a shared shape keeps a flat
+  component sound (its axes come from the other components' rows too).
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -158,8 +158,8 @@ def degeneracy(
         Each component's scatter of its rows about its mean, over its
         weight (no ``reg_covar``), from the statistics of the fit's last
         E-step: the data-spread rule of the models whose volumes rescale
-        their shapes (EVI, EVE, EVV, VEI, VEE) reads it. None skips that
-        rule.
+        their shapes (EVI, EVE, EVV, VEI, VEE, EEV, VEV) reads it. None
+        skips that rule.
 
     Returns
     -------
@@ -234,18 +234,19 @@ def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters)
     """The spread the rows give a scaled model's shape, per component or shared.
 
     In EVI, EVE and EVV each component has its own shape under a volume
-    shared with the others; in VEI and VEE the components share a shape
-    (and orientation) under volumes of their own. Neither covariance is a
+    shared with the others; in VEI, VEE, EEV and VEV the components share
+    a shape (and in VEI and VEE an orientation). Neither covariance is a
     scatter plus ``reg_covar`` (the volumes rescale it), so ``reg_covar``
     cannot be subtracted; but where the rows that shape is estimated from
     share a value in some direction, the M-step makes that axis as short
     as ``reg_covar`` lets it. The rows' variance along each eigenvector of
     the covariance, over its largest eigenvalue, in the units of the
     mixture's spread over the columns the data do not leave constant: the
-    smallest per component (own shapes), or of the volume-weighted pools
-    ``sum_k w_k S_k / lambda_k`` and ``sum_k w_k Sigma_k / lambda_k`` that
-    the shared shape is estimated from (one value); ones for the other
-    models.
+    smallest per component (own shapes), or, for a shared shape, each
+    axis (in the order of each component's eigenvalues) pooled over the
+    components with the weights ``w_k / lambda_k`` of the shape's estimate,
+    the smallest pooled variance over the largest pooled eigenvalue (one
+    value); ones for the other models.
     """
     own = covariance_type in _OWN_SHAPE_SCALED
     if not own and covariance_type not in _SHARED_SHAPE_SCALED:
@@ -260,14 +261,15 @@ def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters)
     scale = 1.0 / np.sqrt(variances[spread])
     matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
     data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
-    if not own:
-        volumes = np.exp(np.linalg.slogdet(covariances)[1] / covariances.shape[-1])
-        pool = weights / volumes
-        matrices = np.einsum("k,kij->ij", pool, matrices)[np.newaxis]
-        data = np.einsum("k,kij->ij", pool, data)[np.newaxis]
     values, vectors = np.linalg.eigh(matrices)
     along = np.einsum("kia,kij,kja->ka", vectors, data, vectors)
-    return along.min(axis=1) / values[:, -1]
+    if own:
+        return along.min(axis=1) / values[:, -1]
+    # The shared shape's axes in each component's order (its eigenvalues
+    # ascending), pooled with the weights w_k / lambda_k of its estimate.
+    volumes = np.exp(np.linalg.slogdet(covariances)[1] / covariances.shape[-1])
+    pool = weights / volumes
+    return np.array([(pool @ along).min() / (pool @ values).max()])
 
 
 def _shown_ratio(ratio):
@@ -304,7 +306,7 @@ _SCATTER_PLUS_REG = {
 _OWN_SHAPE_SCALED = ("EVI", "EVE", "EVV")
 # ... and those whose components share a shape under volumes of their own:
 # the rule reads the volume-weighted pool of their scatters.
-_SHARED_SHAPE_SCALED = ("VEI", "VEE")
+_SHARED_SHAPE_SCALED = ("VEI", "VEE", "EEV", "VEV")
 
 
 def _data_ratios(covariance_type, weights, means, covariances, reg_covar):

@@ -543,13 +543,16 @@ def test_a_shared_shape_keeps_a_flat_component_sound(covariance_type):
     assert em.degenerate_ is None
 
 
-@pytest.mark.parametrize("covariance_type", ["VEI", "VEE"])
+@pytest.mark.parametrize("covariance_type", ["VEI", "VEE", "EEV", "VEV"])
 def test_a_shared_shape_of_flat_rows_only_is_flagged(covariance_type):
     # Both clusters flat along z, at different heights: the mixture spreads
     # along z, but no component's rows do, so the shared shape is as short
-    # there as reg_covar lets it. (R's mclust gives NA for VEI with 4, 5
+    # there as reg_covar lets it (under variable orientations, along each
+    # component's shortest axis). R's mclust gives NA for VEI with 4, 5
     # and 9 components on R's mtcars, whose 0/1 columns vs and am can be
-    # constant within every component; skvi's fits have ratio 0 there.)
+    # constant within every component, and for EEV with 5 to 8 on R's
+    # women (15 rows of integer heights and weights, 3 or 4 rows of a
+    # component on one line); skvi's fits have ratio 0 there.
     X = flat_cluster_far_away()
     X[:60, 2] = 3.0
     em = EMGaussianMixture(
