@@ -506,6 +506,16 @@ def flat_cluster_far_away():
     return X
 
 
+def started_at(covariance_type, means=((0, 0, 0), (106, 0, 0))):
+    """A two-component EM started at the two clusters' centers."""
+    return EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=np.array(means, dtype=float),
+        random_state=0,
+    )
+
+
 @pytest.mark.parametrize("covariance_type", ["EVI", "EVE", "EVV"])
 def test_own_shape_under_a_shared_volume_on_a_plane_is_flagged(covariance_type):
     # The flat component's axis along z is as short as reg_covar lets it,
@@ -514,12 +524,7 @@ def test_own_shape_under_a_shared_volume_on_a_plane_is_flagged(covariance_type):
     # variance along that axis is 0 (EVE's common orientation is not
     # exactly the axes: 7e-12).
     X = flat_cluster_far_away()
-    em = EMGaussianMixture(
-        n_components=2,
-        covariance_type=covariance_type,
-        means_init=[[0, 0, 0], [106, 0, 0]],
-        random_state=0,
-    )
+    em = started_at(covariance_type)
     with pytest.warns(DegenerateFitWarning, match="rows have spread ratio"):
         em.fit(X)
     assert em.degenerate_.startswith("component 1's rows have spread ratio")
@@ -534,12 +539,7 @@ def test_a_shared_shape_keeps_a_flat_component_sound(covariance_type):
     X = flat_cluster_far_away()
     with warnings.catch_warnings():
         warnings.simplefilter("error", DegenerateFitWarning)
-        em = EMGaussianMixture(
-            n_components=2,
-            covariance_type=covariance_type,
-            means_init=[[0, 0, 0], [106, 0, 0]],
-            random_state=0,
-        ).fit(X)
+        em = started_at(covariance_type).fit(X)
     assert em.degenerate_ is None
 
 
@@ -555,12 +555,7 @@ def test_a_shared_shape_of_flat_rows_only_is_flagged(covariance_type):
     # component on one line); skvi's fits have ratio 0 there.
     X = flat_cluster_far_away()
     X[:60, 2] = 3.0
-    em = EMGaussianMixture(
-        n_components=2,
-        covariance_type=covariance_type,
-        means_init=[[0, 0, 3], [106, 0, 0]],
-        random_state=0,
-    )
+    em = started_at(covariance_type, means=((0, 0, 3), (106, 0, 0)))
     with pytest.warns(DegenerateFitWarning, match="the rows of the shared shape"):
         em.fit(X)
     assert "spread ratio 0 " in em.degenerate_
