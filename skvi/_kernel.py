@@ -634,7 +634,7 @@ def _prepare(plan, workspace, chunk, labels=None, complete=False, patterns=None)
         if kernels is None:
             mask = missing_mask(chunk, checked=True)
     if plan.n_groups == 1:
-        np.subtract(chunk.T, plan.centers_work[0][:, np.newaxis], out=centered)
+        _subtract_transposed(chunk, plan.centers_work[0], centered, workspace)
         rows, order, groups = chunk, None, ((0, 0, m),)
         row_groups = None
         if kernels is not None:
@@ -680,6 +680,27 @@ def _prepare(plan, workspace, chunk, labels=None, complete=False, patterns=None)
         with np.errstate(over="ignore"):
             plan.unit.second_order_features(centered, features[n_linear:])
     return _Chunk(rows, features, order, groups, m, incomplete)
+
+
+def _subtract_transposed(chunk, center, out, workspace):
+    """``chunk.T - center`` into ``out`` (D, m): the same subtractions, faster.
+
+    Subtracting across the chunk's rows reads them column by column, from
+    memory: at quick size (100,000 x 32) that took 190 us per chunk of
+    2,688 rows, a fifth of an E-step's time besides its two products. The
+    rows subtracted in their own layout, read once in order, and then
+    transposed in cache take 140 us. The values buffer holds them (free
+    until the values are computed) where it is large enough: K >= D.
+    Rows not laid out row by row are subtracted across as before.
+    """
+    m, dims = chunk.shape
+    scratch = workspace.values(m).reshape(-1)
+    if scratch.size < m * dims or not chunk.flags.c_contiguous:
+        np.subtract(chunk.T, center[:, np.newaxis], out=out)
+        return
+    rows = scratch[: m * dims].reshape(m, dims)
+    np.subtract(chunk, center, out=rows)
+    np.copyto(out, rows.T)
 
 
 def _values(plan, workspace, prepared):
