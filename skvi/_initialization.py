@@ -88,16 +88,28 @@ def _one_hot_labels(labels, n_components):
 
 
 def _one_hot_seeds(seeds, n_components):
-    # Each seed row carries all the responsibility of its own component.
-    seeds = np.asarray(seeds)
+    return SeedResponsibilities(seeds, n_components)
 
-    def responsibilities(rows):
-        resp = np.zeros((rows.stop - rows.start, n_components))
+
+class SeedResponsibilities:
+    """Each seed row carries all the responsibility of its own component.
+
+    Component k's seed is row ``seeds[k]``; every other row has none. Called
+    on a slice of rows like the other starts' functions;
+    :func:`skvi._stats.statistics_of_assignment` reads ``seeds`` to sum the
+    seed rows alone.
+    """
+
+    def __init__(self, seeds, n_components):
+        self.seeds = np.asarray(seeds)
+        self.n_components = n_components
+
+    def __call__(self, rows):
+        seeds = self.seeds
+        resp = np.zeros((rows.stop - rows.start, self.n_components))
         inside = np.flatnonzero((seeds >= rows.start) & (seeds < rows.stop))
         resp[seeds[inside] - rows.start, inside] = 1.0
         return resp
-
-    return responsibilities
 
 
 class _ReplayedUniform:

@@ -9,7 +9,7 @@ ever held during a fit.
 """
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -628,11 +628,37 @@ def statistics_of_assignment(data, unit, responsibilities):
     about those means, so second moments do not cancel when the data sit far
     from the origin or from each other. Both passes hold one BLAS limit
     (setting it costs as much as a pass over a few hundred rows).
+
+    A q(Z) with ``seeds`` (:class:`skvi._initialization.SeedResponsibilities`:
+    each component on one row alone) is summed over its seed rows only, see
+    :func:`_seed_statistics`.
     """
+    seeds = getattr(responsibilities, "seeds", None)
+    if seeds is not None:
+        return _seed_statistics(data, unit, seeds)
     with one_blas_thread():
         means = data.assigned_means(unit, responsibilities)
         plan = center_expansion(unit, means, data.dtype)
         return data.assigned_statistics(plan, responsibilities)
+
+
+def _seed_statistics(data, unit, seeds):
+    """Statistics of the q(Z) that puts component k on row ``seeds[k]`` alone.
+
+    Every other row has zero responsibility: in both passes of
+    :func:`statistics_of_assignment` it adds exact zeros to every sum (0 x a
+    finite value, to sums that start at +0), so the seed rows alone give
+    the same numbers, bit for bit, without two passes over the data (at
+    100,000 x 32 with K = 32 those took 70 ms, 15% of a 10-iteration VI
+    fit). The exception is the total weight, summed here in the rows' order
+    rather than chunk by chunk in the kernel's: the same for integer
+    weights, else within its rounding; the initial state reads it only to
+    find empty components (:func:`empty_components`).
+    """
+    rows = ArrayData(data.X[seeds], data.sample_weight[seeds])
+    one_hot = np.eye(len(seeds))
+    stats = statistics_of_assignment(rows, unit, lambda chunk: one_hot[chunk])
+    return replace(stats, total_weight=float(np.sum(data.sample_weight)))
 
 
 def chunked_pass(plan, chunks, add, pairs=None, parallel=True):
