@@ -159,6 +159,13 @@ LAYOUT_COSTS = {
 # product (see _product).
 TRANSPOSED_PRODUCT_FEATURES = 512
 
+# From this many features, a chunk's rows are centered in their own layout
+# and then transposed (_subtract_transposed). Per entry, with chunks read
+# from memory (one thread, 2-core benchmark machine), the transposed way
+# over the direct one took 1.43x at D = 24, 1.13x at 28, 0.84x at 30,
+# 0.89x at 32 and 0.81x to 0.94x from 36 to 128 (7.4x at D = 2).
+ROW_SUBTRACTION_FEATURES = 30
+
 # With local centers, a chunk's per-center products cost a few microseconds
 # of overhead each; a chunk holds enough rows that they stay a small part of
 # its matrix products: LOCAL_CHUNK_WORK / (features per row) rows, at most
@@ -689,13 +696,19 @@ def _subtract_transposed(chunk, center, out, workspace):
     memory: at quick size (100,000 x 32) that took 190 us per chunk of
     2,688 rows, a fifth of an E-step's time besides its two products. The
     rows subtracted in their own layout, read once in order, and then
-    transposed in cache take 140 us. The values buffer holds them (free
-    until the values are computed) where it is large enough: K >= D.
-    Rows not laid out row by row are subtracted across as before.
+    transposed in cache take 140 us; with fewer than
+    ``ROW_SUBTRACTION_FEATURES`` columns, numpy's transposing copy costs
+    more than it saves. The values buffer holds the rows (free until the
+    values are computed) where it is large enough: K >= D. Rows not laid
+    out row by row are subtracted across as before.
     """
     m, dims = chunk.shape
     scratch = workspace.values(m).reshape(-1)
-    if scratch.size < m * dims or not chunk.flags.c_contiguous:
+    if (
+        dims < ROW_SUBTRACTION_FEATURES
+        or scratch.size < m * dims
+        or not chunk.flags.c_contiguous
+    ):
         np.subtract(chunk.T, center[:, np.newaxis], out=out)
         return
     rows = scratch[: m * dims].reshape(m, dims)
