@@ -743,3 +743,37 @@ def test_a_whitened_pass_takes_its_scatter_from_the_whitened_moments(covariance_
     expected = statistics(plan, halves[0], False)
     expected += statistics(other, halves[1], False)
     assert np.all(np.abs(mixed.sum_xx - expected.sum_xx) <= 1e3 * eps * spread)
+
+
+@pytest.mark.parametrize("chunk_dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "n_components, n_features", [(32, 32), (40, 30), (8, 32), (32, 8)]
+)
+def test_rows_centered_in_their_layout_are_the_direct_differences(
+    n_components, n_features, dtype, chunk_dtype
+):
+    # Both ways make the same subtractions: the same bits, whichever runs.
+    rng = np.random.default_rng(0)
+    unit = covariance_unit("diag", n_components, n_features)
+    means = rng.normal(size=(n_components, n_features))
+    precisions = rng.uniform(0.5, 2.0, size=(n_components, n_features))
+    plan = kernel.parameter_expansion(
+        unit,
+        means,
+        precisions,
+        np.sqrt(precisions),
+        np.ones(n_components),
+        dtype,
+        -0.5,
+        np.zeros(n_components),
+        centers=means[:1],
+    )
+    chunk = (1e3 * rng.normal(size=(301, n_features))).astype(chunk_dtype)
+    for rows in (chunk, np.asfortranarray(chunk)):
+        workspace = kernel._Workspace(plan, len(rows))
+        out = np.empty((n_features, len(rows)), dtype=dtype)
+        kernel._subtract_transposed(rows, plan.centers_work[0], out, workspace)
+        direct = np.empty_like(out)
+        np.subtract(rows.T, plan.centers_work[0][:, np.newaxis], out=direct)
+        np.testing.assert_array_equal(out, direct)
