@@ -51,14 +51,14 @@ def initial_responsibilities(X, sample_weight, n_components, method, random_stat
         _, seeds = kmeans_plusplus(
             X, n_components, random_state=random_state, sample_weight=sample_weight
         )
-        return _one_hot_seeds(seeds, n_components)
+        return SeedResponsibilities(seeds, n_components)
     if method == "random_from_data":
         candidates = np.flatnonzero(sample_weight > 0)
         if candidates.size == X.shape[0]:
             seeds = random_state.choice(X.shape[0], size=n_components, replace=False)
         else:
             seeds = random_state.choice(candidates, size=n_components, replace=False)
-        return _one_hot_seeds(seeds, n_components)
+        return SeedResponsibilities(seeds, n_components)
     if method == "random":
         return _uniform_random(X.shape[0], n_components, random_state)
     raise ValueError(f"Unknown init_params {method!r}.")
@@ -85,10 +85,6 @@ def _one_hot_labels(labels, n_components):
         return resp
 
     return responsibilities
-
-
-def _one_hot_seeds(seeds, n_components):
-    return SeedResponsibilities(seeds, n_components)
 
 
 class SeedResponsibilities:
