@@ -628,17 +628,27 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
 
     def _component_scatters(self):
-        """Each component's scatter over its weight, from the last E-step.
+        """Each component's scatter over its weight, as the last M-step read it.
 
+        From the statistics of the fit's last E-step, or a stream's running
+        ones, whose components that have seen fewer than ``n_features + 1``
+        rows take the pooled scatter (:meth:`RunningStatistics.moments`).
         Full (K, D, D) matrices where the statistics keep them (mclust's
         models), else None.
         """
         statistics = getattr(self, "_online_statistics", None)
         if statistics is None or np.ndim(statistics["scatter"]) != 3:
             return None
-        nk = np.asarray(statistics["nk"], dtype=float)
+        scatter = np.asarray(statistics["scatter"])
+        unit = covariance_unit(
+            getattr(self, "_fitted_covariance_type", self.covariance_type),
+            scatter.shape[0],
+            scatter.shape[1],
+        )
+        moments = RunningStatistics.from_dict(statistics).moments(1.0, unit)
+        nk = moments.nk
         safe = np.where(nk > 0, nk, 1.0)[:, np.newaxis, np.newaxis]
-        return np.asarray(statistics["scatter"], dtype=float) / safe
+        return moments.scatter / safe
 
     def _warn_degenerate(self, what):
         warnings.warn(

@@ -39,10 +39,11 @@ READING_RULES = """reading the CSV file:
   (--delimiter to choose). Header: the first row names the columns unless
   it holds only numbers; then it is data and the columns are named 1, 2, ...
   (--header / --no-header to choose). A first column with an empty header
-  cell holds row names (as R's write.csv and pandas' to_csv write them) and
-  is skipped. Decimal separator: a point, or a
-  comma in a semicolon- or tab-separated file that writes numbers so
-  (--decimal to choose); thousands separators are not read. Encoding:
+  cell that holds text or the rows' numbers holds row names (as R's
+  write.csv and pandas' to_csv write them) and is skipped. Decimal
+  separator: a point, or a comma in a semicolon- or tab-separated file
+  that writes numbers so (--decimal to choose); thousands separators are
+  not read. Encoding:
   UTF-8 with or without a byte-order mark, UTF-16 with one (--encoding for
   others). Empty cells and NA, NaN, N/A, #N/A, null, none, ? are missing
   values. A cell that is not a number in a column of numbers is an error

@@ -254,8 +254,10 @@ def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters)
     variances = _mixture_variances("full", weights, means, covariances)
     # The columns the data do not leave constant: the rows' own variance
     # under the mixture (within the components and between their means).
+    # A column whose spread reg_covar drowns counts as constant, as in the
+    # rule above.
     data_variances = _mixture_variances("full", weights, means, scatters)
-    spread = data_variances > RATIO_RESOLUTION * variances
+    spread = data_variances > RATIO_THRESHOLD * variances
     if not spread.any():
         return np.ones(1)
     scale = 1.0 / np.sqrt(variances[spread])
@@ -364,7 +366,7 @@ def _too_few_points(covariance_type, points, n_features):
         k = int(short[0])
         space = f" in {n_features} dimensions" if own_matrix else ""
         return (
-            f"component {k} holds {_shown(points[k])} effective points: "
+            f"component {k} holds {_shown(points[k], needed)} effective points: "
             f"too few to estimate a {covariance_type} covariance{space} (at "
             f"least {needed} needed)"
         )
@@ -379,13 +381,13 @@ def _too_few_points(covariance_type, points, n_features):
                 f"no component holds the {n_features + 1} effective points "
                 f"that the shared shape of a {covariance_type} covariance "
                 f"needs in {n_features} dimensions (the largest holds "
-                f"{_shown(largest)})"
+                f"{_shown(largest, n_features + 1)})"
             )
         return None
     needed = n_components + (n_features if orientation == "E" else 1)
     if _short_of(total, needed):
         return (
-            f"the {_shown(total)} effective points are too few to "
+            f"the {_shown(total, needed)} effective points are too few to "
             f"estimate a {covariance_type} covariance of {n_components} "
             f"components in {n_features} dimensions (at least {needed} needed)"
         )
@@ -401,9 +403,16 @@ def _short_of(points, needed):
     return np.asarray(points) < needed - 0.5
 
 
-def _shown(points):
-    """A count of points to 3 decimals."""
-    return f"{round(float(points), 3):g}"
+def _shown(points, needed):
+    """A count of points short of ``needed``, to 3 decimals.
+
+    Rounded down where rounding would show enough points, ``needed - 1/2``
+    (2.4996 of 3 shows as 2.499, not 2.5).
+    """
+    shown = round(float(points), 3)
+    if shown >= needed - 0.5:
+        shown = np.floor(float(points) * 1000) / 1000
+    return f"{shown:g}"
 
 
 def _eigenvalue_ratios(covariance_type, weights, means, covariances):

@@ -214,7 +214,7 @@ def select_model(
         )
     counts = _component_counts(n_components)
     kinds = covariance_type_list(covariance_types, method)
-    if method == "em" and kinds == list(MCLUST_MODELS) and _n_columns(X) == 1:
+    if method == "em" and _means_all(covariance_types) and _n_columns(X) == 1:
         # With one column every model is one of two (mclust's E and V).
         kinds = ["EII", "VII"]
     user_params = params
@@ -491,9 +491,22 @@ def _component_counts(n_components):
     return list(dict.fromkeys(counts))
 
 
+def _means_all(covariance_types):
+    """Whether ``covariance_types`` is 'all' (alone, or as a string)."""
+    if isinstance(covariance_types, str):
+        covariance_types = covariance_types.split(",")
+    return [str(kind).strip() for kind in covariance_types] == ["all"]
+
+
 def _n_columns(X):
-    """The number of columns of X (an array, a data frame or a Dask array)."""
-    shape = np.shape(X) if not hasattr(X, "shape") else X.shape
+    """The number of columns of X (an array, a data frame, a Dask array).
+
+    None where X has no two-dimensional shape (validation says why).
+    """
+    try:
+        shape = X.shape if hasattr(X, "shape") else np.shape(X)
+    except ValueError:  # a ragged list
+        return None
     return int(shape[1]) if len(shape) == 2 else None
 
 

@@ -17,10 +17,12 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   separators are not read: such a cell is an error.
 * Header: the first row names the columns unless every cell of it is a
   number or missing; then it is data and the columns are named 1, 2, ...
-  A first column whose header cell is empty holds row names: R's
-  ``write.csv`` and pandas' ``to_csv`` write their rows' names or numbers
-  so (``"","Ozone",...`` then ``"1",41,...``). It is named ``(row names)``
-  and is not fitted unless chosen: row numbers are no feature.
+  A first column whose header cell is empty and whose cells are text or
+  the rows' numbers (from 0 or 1) holds row names: R's ``write.csv`` and
+  pandas' ``to_csv`` write them so (``"","Ozone",...`` then ``"1",41,...``;
+  pandas' unnamed columns as ``,0,1,2``, a header). It is named
+  ``(row names)`` and is not fitted unless chosen: row numbers are no
+  feature. Other numbers under an empty header cell are data.
 * Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
   which becomes NaN. A column whose cells are all text is a text column;
   one with both numbers and text is an error naming the first text cell.
@@ -224,16 +226,16 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         decimal = _detect_decimal(records, delimiter)
     number = _NUMBER[decimal]
     if header is None:
-        header = not all(
+        header = _counted_header(records[0][1]) or not all(
             cell.strip().lower() in MISSING_CELLS or number.fullmatch(cell.strip())
             for cell in records[0][1]
         )
     width = len(records[0][1])
-    row_names = False
+    empty_first = bool(header) and width > 1 and not records[0][1][0].strip()
     if header:
         columns = [name.strip() or str(j + 1) for j, name in enumerate(records[0][1])]
-        row_names = width > 1 and not records[0][1][0].strip()
-        if row_names:
+        if empty_first:
+            # Row names, or data named below (pandas' header is ",0,1,2").
             columns[0] = ROW_NAMES
         duplicated = sorted({name for name in columns if columns.count(name) > 1})
         if duplicated:
@@ -267,6 +269,9 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
                 continue
         rows.append(_read_cells(cells, line, number, numbers, texts))
     values = np.array(rows, dtype=float).reshape(len(rows), width)
+    row_names = empty_first and _holds_row_names(values[:, 0], numbers[0], texts[0])
+    if empty_first and not row_names:
+        columns[0] = "1" if "1" not in columns else "(unnamed)"
     return Table(
         str(path),
         columns,
@@ -281,6 +286,33 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         ignored,
         row_names,
     )
+
+
+def _holds_row_names(first, number, text):
+    """Whether a first column under an empty header cell holds row names.
+
+    Text (R's names of rows), or the rows' numbers counted from 0 or 1
+    (pandas' index, R's default names): a column of other numbers under an
+    empty header cell is data.
+    """
+    if text is not None:
+        return number is None
+    start = first[0] if first.size else np.nan
+    return start in (0.0, 1.0) and np.array_equal(first, start + np.arange(first.size))
+
+
+def _counted_header(cells):
+    """Whether a first row is pandas' header of unnamed columns: ``,0,1,2``.
+
+    Its first cell (the index's) is empty and the others count from 0 or 1;
+    otherwise a row of numbers is data.
+    """
+    names = [cell.strip() for cell in cells]
+    if len(names) < 2 or names[0] or not all(name.isdigit() for name in names[1:]):
+        return False
+    counts = [int(name) for name in names[1:]]
+    start = counts[0]
+    return start in (0, 1) and counts == list(range(start, start + len(counts)))
 
 
 def _read_cells(cells, line, number, numbers, texts):

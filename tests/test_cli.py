@@ -654,6 +654,24 @@ def test_a_column_of_row_names_is_not_fitted(tmp_path, capsys, first):
     assert status == 0 and "columns (row names), a;" in out, err
 
 
+def test_row_names_of_a_frame_with_unnamed_columns_and_numbers_that_are_data(
+    tmp_path, capsys
+):
+    pd = pytest.importorskip("pandas")
+    # pandas writes unnamed columns as the header ",0,1": a header, not data.
+    data = tmp_path / "unnamed.csv"
+    pd.DataFrame(X_SAVED).to_csv(data)
+    status, out, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert "a header row" in out and f"{len(X_SAVED)} rows, columns 0, 1;" in out
+    assert "skipped row-name column '(row names)'" in out
+    # Numbers that do not count the rows, under an empty header cell, are data.
+    shifted = write(tmp_path / "data.csv", _saved(X_SAVED, header=("", "b")))
+    status, out, err = run_cli(capsys, "fit", shifted, "--output-dir", tmp_path)
+    assert status == 0, err
+    assert "columns 1, b;" in out and "row-name" not in out
+
+
 def test_predict_reads_files_the_same_way(tmp_path, capsys):
     model = tmp_path / "model.skops"
     data = write(tmp_path / "data.csv", _saved(X_SAVED))

@@ -559,3 +559,44 @@ def test_a_shared_shape_of_flat_rows_only_is_flagged(covariance_type):
     with pytest.warns(DegenerateFitWarning, match="the rows of the shared shape"):
         em.fit(X)
     assert "spread ratio 0 " in em.degenerate_
+
+
+@pytest.mark.parametrize("covariance_type", ["EVI", "EVV", "VEV", "EEV"])
+def test_a_young_streams_shapes_read_the_scatter_its_m_step_read(covariance_type):
+    # A stream's components that have seen fewer than D + 1 rows take the
+    # pooled scatter in their M-step; the rows' own (singular) scatter
+    # would make the first minibatch's fit look collapsed.
+    rng = np.random.default_rng(1)
+    X = np.vstack(
+        [rng.normal(size=(200, 8)) * rng.uniform(0.5, 2, 8) + np.r_[6 * i, [0] * 7]
+         for i in range(3)]
+    )  # fmt: skip
+    batch = rng.permutation(X)[:12]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        em = EMGaussianMixture(3, covariance_type=covariance_type, random_state=0)
+        em.partial_fit(batch)
+    assert em.degenerate_ is None
+
+
+@pytest.mark.parametrize("covariance_type", ["EVI", "VEI", "EVV", "EEV"])
+def test_a_column_below_reg_covars_resolution_is_not_a_collapse(covariance_type):
+    # Noise of standard deviation 1e-8 in a third column: every component
+    # has reg_covar there, as in a constant column, and nothing collapsed.
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(150, 2)), rng.normal(size=(150, 2)) + [6, 0]])
+    X = np.column_stack([X, rng.normal(size=len(X)) * 1e-8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFitWarning)
+        em = EMGaussianMixture(2, covariance_type=covariance_type, random_state=0)
+        em.fit(X)
+    assert em.degenerate_ is None
+
+
+def test_a_count_short_of_its_points_never_shows_as_enough():
+    points = np.array([2.4996, 40.0])
+    reason = degeneracy(
+        "VVV", points / points.sum(), np.array([[0.0, 0], [9, 0]]),
+        np.stack([np.eye(2), np.eye(2)]), points, prior=False, reg_covar=1e-6,
+    )  # fmt: skip
+    assert "holds 2.499 effective points" in reason
