@@ -1300,7 +1300,10 @@ def _component_last(plan):
     if arrays is None:
         dense = _dense_precisions(plan.unit, plan.precisions)
         arrays = (
-            np.ascontiguousarray(np.moveaxis(dense, 0, -1), dtype=float),
+            # A writeable copy: a shared precision's (D, D, 1) view of a
+            # read-only array is its own numba type, which compiled every
+            # kernel a second time (13 s per process with no cache).
+            np.array(np.moveaxis(dense, 0, -1), dtype=float, order="C"),
             np.ascontiguousarray(np.swapaxes(plan.weighted_shifts, 1, 2), float),
         )
         plan.__dict__["_component_last"] = arrays
