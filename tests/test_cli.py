@@ -697,6 +697,20 @@ def test_predict_reads_files_the_same_way(tmp_path, capsys):
     bad = write(tmp_path / "bad.csv", _saved(X_SAVED).replace("\n-", "\n--", 1))
     status, _, err = run_cli(capsys, "predict", model, bad, "--output-dir", tmp_path)
     assert status == 1 and "bad.csv, line " in err and "is not a number" in err
+    # The same rows saved with their row numbers (R's write.csv): the model
+    # reads its columns by name and leaves the row names out.
+    lines = _saved(X_SAVED).splitlines()
+    numbered = [",".join(['""', lines[0]])] + [
+        f'"{i + 1}",{line}' for i, line in enumerate(lines[1:])
+    ]
+    new = write(tmp_path / "numbered.csv", "\n".join(numbered) + "\n")
+    status, out, err = run_cli(
+        capsys, "predict", model, new, "--output-dir", tmp_path / "p"
+    )
+    assert status == 0, err
+    assert "rows, columns a, b;" in out
+    predictions = read_table(str(tmp_path / "p" / "predictions.csv")).values
+    assert np.array_equal(predictions, labels)
 
 
 @pytest.fixture
