@@ -70,6 +70,12 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   NA (wine's EVE with 7 to 9 components, airquality's EVI, mtcars's VEI
   with 4, 5 and 9, women's EEV with 5 to 8); a shared shape keeps a flat
   component sound (its axes come from the other components' rows too).
+  But a component whose rows are copies of one row has no spread in any
+  direction: under a shared shape with a volume of its own (VEI, VEE,
+  VEV) it keeps the shape and shrinks its volume as far as ``reg_covar``
+  lets it, which the volume rule, against the other components', can
+  miss; its rows' largest variance along its axes, over its largest
+  eigenvalue, is 0 to rounding.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -184,6 +190,11 @@ def degeneracy(
             covariance_type, weights, means, covariances, scatters
         )
         spreads = np.minimum(spreads, shapes)
+        points_spread = _point_spread_ratios(
+            covariance_type, weights, means, covariances, scatters
+        )
+    else:
+        points_spread = np.ones(n_components)
     for k in np.flatnonzero(holding):
         which = f"component {k}'s covariance"
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
@@ -201,6 +212,14 @@ def degeneracy(
                 "the largest component's, volumes being the geometric means "
                 f"of the eigenvalues), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: "
                 "it has collapsed onto a point"
+            )
+        if not points_spread[k] >= RATIO_THRESHOLD:
+            return (
+                f"component {k}'s rows have spread ratio "
+                f"{_shown_ratio(points_spread[k])} in every direction (their "
+                "largest variance along its axes over the covariance's largest "
+                f"eigenvalue), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: its rows "
+                "are copies of one, and only reg_covar keeps its volume from 0"
             )
         spread = spreads[0] if spreads.size == 1 else spreads[k]
         scaled = _OWN_SHAPE_SCALED + _SHARED_SHAPE_SCALED
@@ -230,6 +249,49 @@ def degeneracy(
     return None
 
 
+def _point_spread_ratios(covariance_type, weights, means, covariances, scatters):
+    """Per component, for VEI, VEE and VEV: the spread its rows give it at all.
+
+    Their components have volumes of their own under a shared shape: a
+    component whose rows are copies of one row keeps the shape, so no axis
+    of it collapses alone, but its volume shrinks as far as ``reg_covar``
+    lets it (the volume rule compares it with the other components' and
+    can pass). The rows' largest variance along the covariance's axes over
+    its largest eigenvalue, in the units of the mixture's spread: 0 to
+    rounding for copies of one row; ones for the other models.
+    """
+    if covariance_type not in _OWN_VOLUME_SHARED_SHAPE:
+        return np.ones(len(weights))
+    scaled = _spread_units(weights, means, covariances, scatters)
+    if scaled is None:
+        return np.ones(len(weights))
+    values, along = _along_axes(*scaled)
+    return along.max(axis=1) / values[:, -1]
+
+
+def _spread_units(weights, means, covariances, scatters):
+    """Covariances and scatters in the units of the mixture's spread.
+
+    Over the columns the data do not leave constant (a column whose spread
+    ``reg_covar`` drowns counts as constant); None if there are none.
+    """
+    variances = _mixture_variances("full", weights, means, covariances)
+    data_variances = _mixture_variances("full", weights, means, scatters)
+    spread = data_variances > RATIO_THRESHOLD * variances
+    if not spread.any():
+        return None
+    scale = 1.0 / np.sqrt(variances[spread])
+    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    return matrices, data
+
+
+def _along_axes(matrices, data):
+    """Each covariance's eigenvalues (ascending) and the data's variance along them."""
+    values, vectors = np.linalg.eigh(matrices)
+    return values, np.einsum("kia,kij,kja->ka", vectors, data, vectors)
+
+
 def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters):
     """The spread the rows give a scaled model's shape, per component or shared.
 
@@ -251,20 +313,10 @@ def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters)
     own = covariance_type in _OWN_SHAPE_SCALED
     if not own and covariance_type not in _SHARED_SHAPE_SCALED:
         return np.ones(1)
-    variances = _mixture_variances("full", weights, means, covariances)
-    # The columns the data do not leave constant: the rows' own variance
-    # under the mixture (within the components and between their means).
-    # A column whose spread reg_covar drowns counts as constant, as in the
-    # rule above.
-    data_variances = _mixture_variances("full", weights, means, scatters)
-    spread = data_variances > RATIO_THRESHOLD * variances
-    if not spread.any():
+    scaled = _spread_units(weights, means, covariances, scatters)
+    if scaled is None:
         return np.ones(1)
-    scale = 1.0 / np.sqrt(variances[spread])
-    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
-    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
-    values, vectors = np.linalg.eigh(matrices)
-    along = np.einsum("kia,kij,kja->ka", vectors, data, vectors)
+    values, along = _along_axes(*scaled)
     if own:
         return along.min(axis=1) / values[:, -1]
     # The shared shape's axes in each component's order (its eigenvalues
@@ -309,6 +361,8 @@ _OWN_SHAPE_SCALED = ("EVI", "EVE", "EVV")
 # ... and those whose components share a shape under volumes of their own:
 # the rule reads the volume-weighted pool of their scatters.
 _SHARED_SHAPE_SCALED = ("VEI", "VEE", "EEV", "VEV")
+# ... and of those, the ones with volumes of their own (_point_spread_ratios).
+_OWN_VOLUME_SHARED_SHAPE = ("VEI", "VEE", "VEV")
 
 
 def _data_ratios(covariance_type, weights, means, covariances, reg_covar):

@@ -600,3 +600,29 @@ def test_a_count_short_of_its_points_never_shows_as_enough():
         np.stack([np.eye(2), np.eye(2)]), points, prior=False, reg_covar=1e-6,
     )  # fmt: skip
     assert "holds 2.499 effective points" in reason
+
+
+@pytest.mark.parametrize("covariance_type", ["VEI", "VEE", "VEV"])
+def test_a_component_of_copies_of_one_row_is_flagged_under_a_shared_shape(
+    covariance_type,
+):
+    # Twelve copies of one row (rounded measurements give such runs): the
+    # shared shape keeps the component from collapsing along one axis, but
+    # its own volume shrinks as far as reg_covar lets it, and the volume
+    # rule, against the other components', passes. (R's mclust gives NA
+    # for VEI, VEE and VEV beyond one component on iris rounded to whole
+    # centimetres, where skvi's fits had components of copies.)
+    rng = np.random.default_rng(0)
+    X = np.vstack(
+        [
+            rng.normal(size=(100, 3)),
+            rng.normal(size=(100, 3)) * [1, 2, 0.5] + [8, 0, 0],
+            np.tile([4.0, 9.0, 1.0], (12, 1)),
+        ]
+    )
+    em = started_at(covariance_type, means=((0, 0, 0), (8, 0, 0), (4, 9, 1)))
+    em.set_params(n_components=3)
+    with pytest.warns(DegenerateFitWarning, match="copies of one"):
+        em.fit(X)
+    assert em.degenerate_.startswith("component 2's rows have spread ratio 0 ")
+    assert em.weights_[2] * len(X) == pytest.approx(12)
