@@ -50,6 +50,7 @@ from ._validation import (
     rescaled_weights,
     rows_of_positive_weight,
     validate_rows,
+    warn_if_reg_covar_swamps,
 )
 
 
@@ -463,6 +464,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             X, sample_weight, reset=True, min_samples=2, counts=self._weights_are_counts
         )
         check_enough_samples(data.sample_weight, self.n_components, min_samples=2)
+        warn_if_reg_covar_swamps(data.X, self.reg_covar)
         return data
 
     # Whether fit reads sample weights as counts whose scale matters (VI:

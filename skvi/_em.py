@@ -110,7 +110,8 @@ class EMGaussianMixture(BaseGaussianMixture):
         ``reg_covar=0`` this is the textbook likelihood. mclust's models
         take it the same way: their M-step maximises the model's
         likelihood of the scatters ``N_k (S_k + reg_covar I)`` under the
-        model's constraint.
+        model's constraint. It is in the data's units: ``fit`` warns where
+        it exceeds a column's variance (rescale such data).
     max_iter : int, default=100
         Maximum number of EM iterations (M-step then E-step).
     n_init : int, default=1

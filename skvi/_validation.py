@@ -242,6 +242,36 @@ def check_weights_init(weights_init, n_components):
     return weights / weights.sum()
 
 
+def warn_if_reg_covar_swamps(X, reg_covar):
+    """Warn where ``reg_covar`` exceeds the spread of some column of X.
+
+    ``reg_covar`` is added to every covariance in the data's own units (as
+    scikit-learn's): on a column whose variance is below it, the fit sees
+    ``reg_covar``'s spread, not the data's, and every model looks alike
+    there (iris in units a million million times larger, 1e-12 of a
+    centimetre, chose one component). A column's variance is at most the
+    square of half its range: a range under ``2 sqrt(reg_covar)`` is one
+    (two reductions over X, no more). Constant columns are left alone.
+    """
+    if not reg_covar > 0 or X.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        half_ranges = (np.nanmax(X, axis=0) - np.nanmin(X, axis=0)) / 2.0
+    swamped = np.flatnonzero((half_ranges > 0) & (half_ranges**2 < reg_covar))
+    if swamped.size:
+        shown = ", ".join(str(j) for j in swamped[:5])
+        shown += ", ..." if swamped.size > 5 else ""
+        warnings.warn(
+            f"reg_covar={reg_covar:g} exceeds the variance of column(s) {shown} "
+            f"(half their range is at most {half_ranges[swamped].max():.2g}): "
+            "the fit sees reg_covar's spread there, not the data's. Rescale "
+            "the columns (sklearn.preprocessing.StandardScaler) or lower "
+            "reg_covar.",
+            UserWarning,
+            stacklevel=_caller_level(),
+        )
+
+
 def _has_nan(X):
     """Whether X has a NaN, without an (n, D) mask when it has none.
 

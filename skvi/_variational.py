@@ -84,7 +84,8 @@ class VariationalGaussianMixture(BaseGaussianMixture):
         Variance of isotropic noise the data are smoothed by: the data term
         of the ELBO is ``E_q[log N(x | mu_k, Lambda_k^-1)] - (reg_covar / 2)
         E_q[tr Lambda_k]``, so the conjugate update gains
-        ``N_k reg_covar I`` in ``W_k^-1`` and stays exact.
+        ``N_k reg_covar I`` in ``W_k^-1`` and stays exact. It is in the
+        data's units: ``fit`` warns where it exceeds a column's variance.
     max_iter : int, default=100
         Maximum number of iterations (global step then local step).
     n_init : int, default=1

@@ -626,3 +626,23 @@ def test_a_component_of_copies_of_one_row_is_flagged_under_a_shared_shape(
         em.fit(X)
     assert em.degenerate_.startswith("component 2's rows have spread ratio 0 ")
     assert em.weights_[2] * len(X) == pytest.approx(12)
+
+
+def test_reg_covar_larger_than_a_columns_spread_is_said():
+    # reg_covar is in the data's units: iris in units a million million
+    # times larger (1e-12 of a centimetre) chose one component, silently,
+    # since every model is reg_covar * I there.
+    X = load_iris().data
+    with pytest.warns(
+        UserWarning, match=r"exceeds the variance of column\(s\) 0, 1, 2, 3"
+    ):
+        EMGaussianMixture(2, random_state=0).fit(X * 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        # In its own units, and with a constant column: nothing to say.
+        EMGaussianMixture(2, random_state=0).fit(np.column_stack([X, np.ones(150)]))
+        VariationalGaussianMixture(n_components=2, random_state=0).fit(X)
+    with pytest.warns(UserWarning, match=r"column\(s\) 1 "):
+        VariationalGaussianMixture(n_components=2, random_state=0).fit(
+            X * [1, 1e-9, 1, 1]
+        )
