@@ -242,6 +242,10 @@ def check_weights_init(weights_init, n_components):
     return weights / weights.sum()
 
 
+# Rows whose ranges clear a column before all rows are read.
+_RANGE_HEAD = 1024
+
+
 def warn_if_reg_covar_swamps(X, reg_covar):
     """Warn where ``reg_covar`` exceeds the spread of some column of X.
 
@@ -250,13 +254,24 @@ def warn_if_reg_covar_swamps(X, reg_covar):
     ``reg_covar``'s spread, not the data's, and every model looks alike
     there (iris in units a million million times larger, 1e-12 of a
     centimetre, chose one component). A column's variance is at most the
-    square of half its range: a range under ``2 sqrt(reg_covar)`` is one
-    (two reductions over X, no more). Constant columns are left alone.
+    square of half its range: a range under ``2 sqrt(reg_covar)`` is one.
+    The first rows' ranges clear most columns, so that only the others
+    are reduced over all rows (two reductions over X took 2% of a
+    10-iteration fit of 100,000 x 32). Constant columns are left alone.
     """
     if not reg_covar > 0 or X.size == 0:
         return
-    with np.errstate(invalid="ignore"):
-        half_ranges = (np.nanmax(X, axis=0) - np.nanmin(X, axis=0)) / 2.0
+    head = X[:_RANGE_HEAD]
+    with warnings.catch_warnings():
+        # A column whose first rows are all missing: checked on all rows.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cleared = (np.nanmax(head, axis=0) - np.nanmin(head, axis=0)) / 2.0
+    doubtful = np.flatnonzero(~(cleared**2 >= reg_covar))
+    if not doubtful.size:
+        return
+    rest = X[:, doubtful]
+    half_ranges = np.zeros(X.shape[1])
+    half_ranges[doubtful] = (np.nanmax(rest, axis=0) - np.nanmin(rest, axis=0)) / 2.0
     swamped = np.flatnonzero((half_ranges > 0) & (half_ranges**2 < reg_covar))
     if swamped.size:
         shown = ", ".join(str(j) for j in swamped[:5])
