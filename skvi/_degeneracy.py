@@ -185,16 +185,12 @@ def degeneracy(
     ratios = _eigenvalue_ratios(covariance_type, weights, means, covariances)
     volumes = _volume_ratios(covariance_type, covariances, n_components)
     spreads = _data_ratios(covariance_type, weights, means, covariances, reg_covar)
+    points_spread = np.ones(n_components)
     if reg_covar is not None and scatters is not None:
-        shapes = _shape_spread_ratios(
+        shapes, points_spread = _scaled_spread_ratios(
             covariance_type, weights, means, covariances, scatters
         )
         spreads = np.minimum(spreads, shapes)
-        points_spread = _point_spread_ratios(
-            covariance_type, weights, means, covariances, scatters
-        )
-    else:
-        points_spread = np.ones(n_components)
     for k in np.flatnonzero(holding):
         which = f"component {k}'s covariance"
         ratio = ratios[0] if covariance_type == "tied" else ratios[k]
@@ -249,26 +245,6 @@ def degeneracy(
     return None
 
 
-def _point_spread_ratios(covariance_type, weights, means, covariances, scatters):
-    """Per component, for VEI, VEE and VEV: the spread its rows give it at all.
-
-    Their components have volumes of their own under a shared shape: a
-    component whose rows are copies of one row keeps the shape, so no axis
-    of it collapses alone, but its volume shrinks as far as ``reg_covar``
-    lets it (the volume rule compares it with the other components' and
-    can pass). The rows' largest variance along the covariance's axes over
-    its largest eigenvalue, in the units of the mixture's spread: 0 to
-    rounding for copies of one row; ones for the other models.
-    """
-    if covariance_type not in _OWN_VOLUME_SHARED_SHAPE:
-        return np.ones(len(weights))
-    scaled = _spread_units(weights, means, covariances, scatters)
-    if scaled is None:
-        return np.ones(len(weights))
-    values, along = _along_axes(*scaled)
-    return along.max(axis=1) / values[:, -1]
-
-
 def _spread_units(weights, means, covariances, scatters):
     """Covariances and scatters in the units of the mixture's spread.
 
@@ -292,8 +268,8 @@ def _along_axes(matrices, data):
     return values, np.einsum("kia,kij,kja->ka", vectors, data, vectors)
 
 
-def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters):
-    """The spread the rows give a scaled model's shape, per component or shared.
+def _scaled_spread_ratios(covariance_type, weights, means, covariances, scatters):
+    """The spread the rows give a scaled model: its shape's, and at all.
 
     In EVI, EVE and EVV each component has its own shape under a volume
     shared with the others; in VEI, VEE, EEV and VEV the components share
@@ -301,29 +277,43 @@ def _shape_spread_ratios(covariance_type, weights, means, covariances, scatters)
     scatter plus ``reg_covar`` (the volumes rescale it), so ``reg_covar``
     cannot be subtracted; but where the rows that shape is estimated from
     share a value in some direction, the M-step makes that axis as short
-    as ``reg_covar`` lets it. The rows' variance along each eigenvector of
-    the covariance, over its largest eigenvalue, in the units of the
-    mixture's spread over the columns the data do not leave constant: the
-    smallest per component (own shapes), or, for a shared shape, each
-    axis (in the order of each component's eigenvalues) pooled over the
-    components with the weights ``w_k / lambda_k`` of the shape's estimate,
-    the smallest pooled variance over the largest pooled eigenvalue (one
-    value); ones for the other models.
+    as ``reg_covar`` lets it. In the units of the mixture's spread, over
+    the columns the data do not leave constant, the rows' variance along
+    each eigenvector of the covariance over its largest eigenvalue gives:
+
+    * the shape's ratios: the smallest per component (own shapes), or,
+      for a shared shape, each axis (in the order of each component's
+      eigenvalues) pooled over the components with the weights
+      ``w_k / lambda_k`` of the shape's estimate, the smallest pooled
+      variance over the largest pooled eigenvalue (one value);
+    * per component, for VEI, VEE and VEV (volumes of their own under a
+      shared shape), the largest: 0 to rounding for copies of one row,
+      which keep the shape, so that no axis collapses alone, while their
+      volume shrinks as far as ``reg_covar`` lets it (the volume rule
+      compares it with the other components' and can pass).
+
+    Ones where a rule does not apply to the model.
     """
     own = covariance_type in _OWN_SHAPE_SCALED
-    if not own and covariance_type not in _SHARED_SHAPE_SCALED:
-        return np.ones(1)
+    shared = covariance_type in _SHARED_SHAPE_SCALED
+    no_rule = np.ones(1), np.ones(len(weights))
+    if not (own or shared):
+        return no_rule
     scaled = _spread_units(weights, means, covariances, scatters)
     if scaled is None:
-        return np.ones(1)
+        return no_rule
     values, along = _along_axes(*scaled)
     if own:
-        return along.min(axis=1) / values[:, -1]
+        return along.min(axis=1) / values[:, -1], no_rule[1]
     # The shared shape's axes in each component's order (its eigenvalues
     # ascending), pooled with the weights w_k / lambda_k of its estimate.
     volumes = np.exp(np.linalg.slogdet(covariances)[1] / covariances.shape[-1])
     pool = weights / volumes
-    return np.array([(pool @ along).min() / (pool @ values).max()])
+    shape = np.array([(pool @ along).min() / (pool @ values).max()])
+    points = no_rule[1]
+    if covariance_type in _OWN_VOLUME_SHARED_SHAPE:
+        points = along.max(axis=1) / values[:, -1]
+    return shape, points
 
 
 def _shown_ratio(ratio):
@@ -356,12 +346,12 @@ _SCATTER_PLUS_REG = {
 
 
 # Models whose components have their own shape under a shared volume: the
-# data-spread rule reads their rows' scatters (_shape_spread_ratios) ...
+# data-spread rule reads their rows' scatters (_scaled_spread_ratios) ...
 _OWN_SHAPE_SCALED = ("EVI", "EVE", "EVV")
 # ... and those whose components share a shape under volumes of their own:
 # the rule reads the volume-weighted pool of their scatters.
 _SHARED_SHAPE_SCALED = ("VEI", "VEE", "EEV", "VEV")
-# ... and of those, the ones with volumes of their own (_point_spread_ratios).
+# ... and of those, the ones with volumes of their own (copies of one row).
 _OWN_VOLUME_SHARED_SHAPE = ("VEI", "VEE", "VEV")
 
 
