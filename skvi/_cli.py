@@ -699,6 +699,15 @@ def model_columns(table, model):
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
         names = [str(name) for name in names]
+        if table.row_names and "1" in names and "1" not in table.columns:
+            # Before row names were read as such, an empty first header
+            # cell named its column '1', and fit used it as data.
+            raise InputError(
+                f"The model was fitted on a column '1', but {table.path}'s "
+                "first column, under an empty header cell, holds row names, "
+                "which skvi fit now leaves out: the model was likely fitted on the "
+                "row numbers of a file saved so. Fit it again."
+            )
         if table.header or all(name in table.columns for name in names):
             return feature_columns(table, names, chosen_by=None)
     if names is None and table.header:

@@ -711,6 +711,18 @@ def test_predict_reads_files_the_same_way(tmp_path, capsys):
     assert "rows, columns a, b;" in out
     predictions = read_table(str(tmp_path / "p" / "predictions.csv")).values
     assert np.array_equal(predictions, labels)
+    # A model fitted before row names were read as such took them as a
+    # column '1': it is refused with the reason, not read by position.
+    sio = pytest.importorskip("skops.io", reason="the test extra installs skops")
+    pd = pytest.importorskip("pandas")
+    rows = np.column_stack([np.arange(1.0, len(X_SAVED) + 1), X_SAVED])
+    old = EMGaussianMixture(n_components=2, random_state=0)
+    old.fit(pd.DataFrame(rows, columns=["1", "a", "b"]))
+    sio.dump(old, tmp_path / "old.skops")
+    status, _, err = run_cli(
+        capsys, "predict", tmp_path / "old.skops", new, "--output-dir", tmp_path
+    )
+    assert status == 1 and "fitted on the row numbers" in err, err
 
 
 @pytest.fixture
