@@ -491,11 +491,16 @@ def _component_counts(n_components):
     return list(dict.fromkeys(counts))
 
 
-def _means_all(covariance_types):
-    """Whether ``covariance_types`` is 'all' (alone, or as a string)."""
+def _type_names(covariance_types):
+    """The names in ``covariance_types``: a list, or a comma-separated string."""
     if isinstance(covariance_types, str):
         covariance_types = covariance_types.split(",")
-    return [str(kind).strip() for kind in covariance_types] == ["all"]
+    return [str(kind).strip() for kind in covariance_types]
+
+
+def _means_all(covariance_types):
+    """Whether ``covariance_types`` is 'all' (alone, or as a string)."""
+    return _type_names(covariance_types) == ["all"]
 
 
 def _n_columns(X):
@@ -532,9 +537,7 @@ def covariance_type_list(covariance_types, method="em"):
     scikit-learn's four types for VI; a string may list several, separated
     by commas. Shared by :func:`select_model` and the command line.
     """
-    if isinstance(covariance_types, str):
-        covariance_types = covariance_types.split(",")
-    kinds = [str(kind).strip() for kind in covariance_types]
+    kinds = _type_names(covariance_types)
     allowed = COVARIANCE_TYPES if method == "vi" else COVARIANCE_TYPES + MCLUST_MODELS
     if kinds == ["all"]:
         kinds = list(COVARIANCE_TYPES if method == "vi" else MCLUST_MODELS)
