@@ -35,12 +35,16 @@ SKVI_CLASSES = {
 MAX_FITS = 1000
 
 READING_RULES = """reading the CSV file:
-  Delimiter: comma, semicolon or tab, detected from the first lines
-  (--delimiter to choose). Header: the first row names the columns unless
+  Delimiter: comma, semicolon or tab, detected from the first lines, or
+  runs of blanks where none splits the first line (--delimiter to choose).
+  Lines at the top starting with '# ' are comments (the last may be NumPy's
+  '# a,b,c' header). Header: the first row names the columns unless
   it holds only numbers; then it is data and the columns are named 1, 2, ...
   (--header / --no-header to choose). A first column with an empty header
   cell that holds text or the rows' numbers holds row names (as R's
-  write.csv and pandas' to_csv write them) and is skipped. Decimal
+  write.csv and pandas' to_csv write them) and is skipped, as is the first
+  column where the header has one cell fewer (R's write.table). A column of
+  consecutive integers, one per row (an id), is skipped. Decimal
   separator: a point, or a comma in a semicolon- or tab-separated file
   that writes numbers so (--decimal to choose); thousands separators are
   not read. Encoding:
@@ -651,6 +655,14 @@ def reading_report(table, X, names, skipped, empty_rows):
             "skipped "
             + ", ".join(f"{kind} column {name!r}" for name, kind in skipped.items())
         )
+    if "row-number" in skipped.values():
+        parts.append(
+            "a row-number column holds consecutive integers, one per row (an "
+            "identifier, not a measurement); name it in --columns to fit it"
+        )
+    if table.comment_lines:
+        n = table.comment_lines
+        parts.append(f"skipped {n} comment line{'s' * (n > 1)} (#) at the top")
     if table.ignored_lines:
         n = table.ignored_lines
         parts.append(f"ignored {n} blank line{'s' * (n > 1)} around the data")
@@ -669,6 +681,7 @@ def reading_summary(table, X, skipped):
         "missing_cells": int(np.count_nonzero(np.isnan(X))),
         "lines_with_no_value": table.lines[np.isnan(X).all(axis=1)].tolist(),
         "ignored_lines": table.ignored_lines,
+        "comment_lines": table.comment_lines,
     }
 
 

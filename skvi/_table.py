@@ -11,7 +11,13 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   text"); any other with ``encoding``.
 * Delimiter: comma, semicolon or tab, whichever splits the first lines into
   the same number (more than one) of cells; on a tie tab, then semicolon,
-  then comma, since a semicolon file's cells may hold decimal commas.
+  then comma, since a semicolon file's cells may hold decimal commas. Where
+  none splits the first line, runs of blanks, as R's ``write.table`` and
+  NumPy's ``savetxt`` separate cells (a delimiter ' ' always means runs).
+* Comments: lines at the top starting with '#' and a blank (or '#' alone,
+  or '##') are skipped (a line starting with Excel's #N/A is a row); the last of
+  them is the header where it has as many cells as the first row (NumPy's
+  ``savetxt(..., header="a,b")`` writes ``# a,b``).
 * Decimal separator: a point; a comma in a file not separated by commas
   when some cell is a number written with one (``1,5``). Thousands
   separators are not read: such a cell is an error.
@@ -22,7 +28,12 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   pandas' ``to_csv`` write them so (``"","Ozone",...`` then ``"1",41,...``;
   pandas' unnamed columns as ``,0,1,2``, a header). It is named
   ``(row names)`` and is not fitted unless chosen: row numbers are no
-  feature. Other numbers under an empty header cell are data.
+  feature. Other numbers under an empty header cell are data. Row names
+  are also the first column where the header has one cell fewer than the rows (R's
+  ``write.table`` and ``read.table``'s rule).
+* Columns: :func:`feature_columns` fits the numeric ones, less row names
+  and columns that number the rows (consecutive integers, one per row: an
+  identifier such as ``id``), unless chosen by name.
 * Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
   which becomes NaN. A column whose cells are all text is a text column;
   one with both numbers and text is an error naming the first text cell.
@@ -44,7 +55,7 @@ import numpy as np
 ROW_NAMES = "(row names)"
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "#n/a", "null", "none", "?"})
 
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", " ": "space"}
 
 # Tab first: a tab never appears in a number; then semicolon, whose files
 # may write decimal commas.
@@ -89,9 +100,13 @@ class Table:
     header : bool
         Whether the first row named the columns.
     row_names : bool
-        Whether the first column holds row names (its header cell empty).
+        Whether the first column holds row names (its header cell empty,
+        or none: a header of one cell fewer than the rows).
     ignored_lines : int
         Blank lines (or rows of empty cells) before the header or at the end.
+    comment_lines : int
+        Lines starting with '#' at the top, less the header where NumPy's
+        ``savetxt`` wrote it so (``# a,b,c``).
     """
 
     path: str
@@ -106,6 +121,7 @@ class Table:
     header: bool
     ignored_lines: int
     row_names: bool = False
+    comment_lines: int = 0
 
     def column(self, name):
         """The index of a named column, or an error listing the names."""
@@ -212,19 +228,32 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     Table
     """
     text, encoding = _decode(path, encoding)
+    n_comments = _leading_comments(text)
     if delimiter is None:
-        delimiter = _detect_delimiter(text)
+        delimiter = _detect_delimiter(text, n_comments)
+    if delimiter == " ":
+        # Runs of blanks separate the cells, as R's read.table and NumPy's
+        # loadtxt read them; the lines keep their numbers.
+        text = "\n".join(line.strip() for line in text.splitlines())
     records, n_lines = _records(path, text, delimiter)
+    records, comment_header = _without_comments(records, n_comments)
     while records and not _has_content(records[-1][1]):
         records.pop()
     if not records:
         raise InputError(f"{path} is empty; expected a header row and data rows.")
     ignored = n_lines - records[-1][2]
     records = records[next(i for i, r in enumerate(records) if _has_content(r[1])) :]
-    ignored += records[0][0] - 1
+    ignored += records[0][0] - 1 - n_comments
     if decimal is None:
         decimal = _detect_decimal(records, delimiter)
     number = _NUMBER[decimal]
+    if comment_header is not None and header is not False:
+        # NumPy's savetxt writes its header after '# ': the names of the
+        # columns when they are as many as the first row's cells.
+        if len(comment_header[1]) == len(records[0][1]):
+            records = [comment_header, *records]
+            header = True
+            n_comments -= 1
     if header is None:
         header = _counted_header(records[0][1]) or not all(
             cell.strip().lower() in MISSING_CELLS or number.fullmatch(cell.strip())
@@ -232,8 +261,21 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         )
     width = len(records[0][1])
     empty_first = bool(header) and width > 1 and not records[0][1][0].strip()
+    # R's write.table names no column over the row names: a header of one
+    # cell fewer than the rows (read.table's rule).
+    # (Its last cell holds a value: a row that only ends with a delimiter
+    # is no such row.)
+    unnamed_first = (
+        bool(header)
+        and len(records) > 1
+        and len(records[1][1]) == width + 1
+        and bool(records[1][1][-1].strip())
+    )
     if header:
         columns = [name.strip() or str(j + 1) for j, name in enumerate(records[0][1])]
+        if unnamed_first:
+            columns.insert(0, ROW_NAMES)
+            width += 1
         if empty_first:
             # Row names, or data named below (pandas' header is ",0,1,2").
             columns[0] = ROW_NAMES
@@ -269,7 +311,9 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
                 continue
         rows.append(_read_cells(cells, line, number, numbers, texts))
     values = np.array(rows, dtype=float).reshape(len(rows), width)
-    row_names = empty_first and _holds_row_names(values[:, 0], numbers[0], texts[0])
+    row_names = unnamed_first or (
+        empty_first and _holds_row_names(values[:, 0], numbers[0], texts[0])
+    )
     if empty_first and not row_names:
         columns[0] = "1" if "1" not in columns else "(unnamed)"
     return Table(
@@ -285,6 +329,7 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         header,
         ignored,
         row_names,
+        n_comments,
     )
 
 
@@ -378,12 +423,47 @@ def _decode(path, encoding):
     return text, encoding
 
 
-def _detect_delimiter(text):
+# A comment: '#' then a blank, another '#' or nothing; Excel's errors
+# (#N/A, #DIV/0!) are cells, and a line that starts with one is a row.
+_COMMENT = re.compile(r"\s*#(?:[\s#]|$)")
+
+
+def _leading_comments(text):
+    """How many lines at the top are comments (blank lines among them too)."""
+    count = 0
+    for i, line in enumerate(text[:_SAMPLE_CHARS].splitlines()):
+        if _COMMENT.match(line):
+            count = i + 1
+        elif line.strip():
+            break
+    return count
+
+
+def _without_comments(records, n_comments):
+    """The records after the comment lines, and the last comment's record.
+
+    That last comment, its '#' taken off, is NumPy's header where it has
+    as many cells as the first row (``savetxt(..., header=...)``).
+    """
+    kept = [record for record in records if record[0] > n_comments]
+    comments = [record for record in records if record[0] <= n_comments]
+    if not comments or not comments[-1][1]:
+        return kept, None
+    line, cells, end = comments[-1]
+    first = cells[0].lstrip()[1:].lstrip()
+    return kept, (line, [first, *cells[1:]], end)
+
+
+def _detect_delimiter(text, n_comments=0):
     """The candidate that splits the first rows into equally many cells.
 
     Splitting into several cells counts first, then how many rows agree
-    with the first; a file of one column gets one that splits nothing.
+    with the first; runs of blanks where none of comma, semicolon and tab
+    splits the first row; a file of one column gets one that splits nothing.
+    Lines of comments at the top are left out.
     """
+    if n_comments:
+        text = "\n".join(text.splitlines()[n_comments:])
     sample = text[:_SAMPLE_CHARS]
     cut = len(sample) < len(text)
     best, best_score = ",", (False, 0)
@@ -406,12 +486,38 @@ def _detect_delimiter(text):
         score = (len(rows[0]) > 1, sum(len(row) == len(rows[0]) for row in rows))
         if score > best_score:
             best, best_score = delimiter, score
+    if not best_score[0] and _split_by_blanks(sample, cut):
+        return " "
     return best
+
+
+def _split_by_blanks(sample, cut):
+    """Whether runs of blanks split the first rows alike (R's write.table).
+
+    Each row may have one cell more than the first (row names under a
+    header that names only the columns).
+    """
+    lines = [line for line in sample.splitlines() if line.strip()]
+    if cut:
+        lines = lines[:-1]
+    lines = lines[:_SAMPLE_ROWS]
+    if len(lines) < 2:
+        return False
+    rows = [
+        next(csv.reader([line.strip()], delimiter=" ", skipinitialspace=True))
+        for line in lines
+    ]
+    width = len(rows[0])
+    return width > 1 and all(len(row) in (width, width + 1) for row in rows[1:])
 
 
 def _records(path, text, delimiter):
     """Each record as (its first line, its cells, its last line); the lines."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(
+        io.StringIO(text, newline=""),
+        delimiter=delimiter,
+        skipinitialspace=delimiter == " ",
+    )
     records, line = [], 1
     try:
         for cells in reader:
@@ -463,7 +569,8 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
     text is an error naming its first text cell unless the user left it
     out. ``chosen_by`` is the option that chooses columns (None where there
     is none). Returns ``(X, names, skipped)`` with ``skipped`` a dict from
-    column name to 'text', 'empty' or 'row-name'.
+    column name to 'text', 'empty', 'row-name' or 'row-number' (a column
+    of consecutive integers, one per row: :func:`_numbers_the_rows`).
     """
     leave_out = chosen_by and f"leave the column out with {chosen_by}"
     choose = chosen_by and f"choose numeric columns with {chosen_by}"
@@ -480,17 +587,42 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
             if j == 0 and table.row_names:
                 skipped[name] = "row-name"
                 continue
+            if kind == "numeric" and _numbers_the_rows(table.values[:, j]):
+                skipped[name] = "row-number"
+                continue
             table.check_numeric(j, leave_out)
             names.append(name)
         if not names:
+            counters = [name for name, kind in skipped.items() if kind == "row-number"]
+            hint = "check --delimiter and --decimal"
+            if counters and chosen_by:
+                hint = (
+                    f"column {counters[0]!r} numbers the rows (consecutive "
+                    f"integers); to fit it anyway, name it with {chosen_by}"
+                )
             raise InputError(
                 f"{table.path} has no numeric column to fit (read as "
-                f"{table.description()}); check --delimiter and --decimal."
+                f"{table.description()}); {hint}."
             )
     indices = [table.column(name) for name in names]
     for j in indices:
         table.check_numeric(j, choose)
     return table.values[:, indices], list(names), skipped
+
+
+def _numbers_the_rows(values):
+    """Whether a column counts the rows: consecutive integers, one per row.
+
+    An identifier or row number (``id`` = 1000, 1001, ...), which a
+    database export or a spreadsheet's first column often is: clusters
+    fitted on it follow the file's order, not the data.
+    """
+    start = values[0] if values.size else np.nan
+    return (
+        values.size >= 3
+        and start == np.floor(start)
+        and np.array_equal(values, start + np.arange(values.size))
+    )
 
 
 def weight_column(table, name, rows_with_value):
