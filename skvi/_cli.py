@@ -19,8 +19,10 @@ import numpy as np
 
 from ._table import (
     DELIMITER_NAMES,
+    WHITESPACE,
     InputError,
     feature_columns,
+    numbers_the_rows,
     read_table,
     weight_column,
 )
@@ -35,16 +37,18 @@ SKVI_CLASSES = {
 MAX_FITS = 1000
 
 READING_RULES = """reading the CSV file:
-  Delimiter: comma, semicolon or tab, detected from the first lines, or
-  runs of blanks where none splits the first line (--delimiter to choose).
-  Lines at the top starting with '# ' are comments (the last may be NumPy's
-  '# a,b,c' header). Header: the first row names the columns unless
+  Delimiter: comma, semicolon or tab, detected from the first lines
+  (--delimiter to choose; --delimiter whitespace for runs of blanks and
+  tabs, as R's write.table and NumPy's savetxt write). Lines at the top or
+  the end starting with '# ' are comments (the last at the top may be
+  NumPy's '# a,b,c' header). Header: the first row names the columns unless
   it holds only numbers; then it is data and the columns are named 1, 2, ...
   (--header / --no-header to choose). A first column with an empty header
   cell that holds text or the rows' numbers holds row names (as R's
-  write.csv and pandas' to_csv write them) and is skipped, as is the first
-  column where the header has one cell fewer (R's write.table). A column of
-  consecutive integers, one per row (an id), is skipped. Decimal
+  write.csv and pandas' to_csv write them) and is skipped, as is such a
+  first column where the header has one cell fewer (R's write.table). A
+  column named as an identifier (id, index, user_id) that holds consecutive
+  integers, one per row, is skipped. Decimal
   separator: a point, or a comma in a semicolon- or tab-separated file
   that writes numbers so (--decimal to choose); thousands separators are
   not read. Encoding:
@@ -263,7 +267,9 @@ def _add_reading_options(parser):
     group = parser.add_argument_group("reading options (default: detected)")
     group.add_argument(
         "--delimiter",
-        help="the character between cells: ',', ';', tab or any one character",
+        help="the character between cells: ',', ';', tab, any one character, "
+        "or whitespace (runs of blanks and tabs, as R's write.table and NumPy's "
+        "savetxt separate cells)",
     )
     group.add_argument(
         "--header",
@@ -626,10 +632,10 @@ def _delimiter(text):
         return None
     named = {name: char for char, name in DELIMITER_NAMES.items()}
     text = named.get(text.lower(), "\t" if text == "\\t" else text)
-    if len(text) != 1 or text in '"\r\n':
+    if text != WHITESPACE and (len(text) != 1 or text in '"\r\n'):
         raise InputError(
             f"--delimiter {text!r} must be one character (or comma, semicolon, "
-            "tab), not a quote or a line break."
+            "tab, whitespace), not a quote or a line break."
         )
     return text
 
@@ -657,8 +663,17 @@ def reading_report(table, X, names, skipped, empty_rows):
         )
     if "row-number" in skipped.values():
         parts.append(
-            "a row-number column holds consecutive integers, one per row (an "
-            "identifier, not a measurement); name it in --columns to fit it"
+            "an identifier column numbers the rows (name it in --columns to fit it)"
+        )
+    counting = [
+        name
+        for j, name in enumerate(table.columns)
+        if name in names and numbers_the_rows(table.values[:, j])
+    ]
+    if counting:
+        parts.append(
+            f"column {counting[0]!r} counts the rows (consecutive integers): "
+            "leave it out with --columns if it numbers them"
         )
     if table.comment_lines:
         n = table.comment_lines

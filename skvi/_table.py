@@ -11,13 +11,16 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   text"); any other with ``encoding``.
 * Delimiter: comma, semicolon or tab, whichever splits the first lines into
   the same number (more than one) of cells; on a tie tab, then semicolon,
-  then comma, since a semicolon file's cells may hold decimal commas. Where
-  none splits the first line, runs of blanks, as R's ``write.table`` and
-  NumPy's ``savetxt`` separate cells (a delimiter ' ' always means runs).
-* Comments: lines at the top starting with '#' and a blank (or '#' alone,
-  or '##') are skipped (a line starting with Excel's #N/A is a row); the last of
-  them is the header where it has as many cells as the first row (NumPy's
-  ``savetxt(..., header="a,b")`` writes ``# a,b``).
+  then comma, since a semicolon file's cells may hold decimal commas.
+  Runs of blanks and tabs (:data:`WHITESPACE`, as R's ``write.table`` and
+  NumPy's ``savetxt`` separate cells) only when chosen: blanks also group
+  thousands (``1 250``). A file of one column that they would split says
+  so in its error (:func:`split_by_blanks`).
+* Comments: lines at the top and at the end starting with '#' and a blank
+  (or '#' alone, or '##') are skipped; a line starting with Excel's #N/A
+  is a row. The last at the top is the header where the numbers follow it
+  and it has as many cells as their rows (NumPy's ``savetxt(...,
+  header="a,b")`` writes ``# a,b``).
 * Decimal separator: a point; a comma in a file not separated by commas
   when some cell is a number written with one (``1,5``). Thousands
   separators are not read: such a cell is an error.
@@ -29,11 +32,13 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   pandas' unnamed columns as ``,0,1,2``, a header). It is named
   ``(row names)`` and is not fitted unless chosen: row numbers are no
   feature. Other numbers under an empty header cell are data. Row names
-  are also the first column where the header has one cell fewer than the rows (R's
-  ``write.table`` and ``read.table``'s rule).
+  are also a first column of text or the rows' numbers where the header
+  has one cell fewer than the rows (R's ``write.table`` and
+  ``read.table``'s rule); of other numbers, such a file is an error.
 * Columns: :func:`feature_columns` fits the numeric ones, less row names
-  and columns that number the rows (consecutive integers, one per row: an
-  identifier such as ``id``), unless chosen by name.
+  and columns under an identifier's name (``id``, ``index``, ``user_id``)
+  that number the rows (consecutive integers, one per row), unless chosen
+  by name.
 * Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
   which becomes NaN. A column whose cells are all text is a text column;
   one with both numbers and text is an error naming the first text cell.
@@ -55,7 +60,9 @@ import numpy as np
 ROW_NAMES = "(row names)"
 MISSING_CELLS = frozenset({"", "na", "nan", "n/a", "#n/a", "null", "none", "?"})
 
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", " ": "space"}
+# Runs of blanks and tabs (R's read.table, NumPy's loadtxt), chosen by name.
+WHITESPACE = "whitespace"
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", WHITESPACE: WHITESPACE}
 
 # Tab first: a tab never appears in a number; then semicolon, whose files
 # may write decimal commas.
@@ -228,43 +235,54 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     Table
     """
     text, encoding = _decode(path, encoding)
-    n_comments = _leading_comments(text)
+    text, n_comments, comment_header = _without_comments(text)
     if delimiter is None:
-        delimiter = _detect_delimiter(text, n_comments)
-    if delimiter == " ":
-        # Runs of blanks separate the cells, as R's read.table and NumPy's
-        # loadtxt read them; the lines keep their numbers.
-        text = "\n".join(line.strip() for line in text.splitlines())
+        delimiter = _detect_delimiter(text)
+    if delimiter == WHITESPACE:
+        # Runs of blanks and tabs separate the cells, as R's read.table and
+        # NumPy's loadtxt read them; every line keeps its number.
+        text = _collapsed_blanks(text)
+        comment_header = comment_header and _collapsed_blanks(comment_header)
     records, n_lines = _records(path, text, delimiter)
-    records, comment_header = _without_comments(records, n_comments)
     while records and not _has_content(records[-1][1]):
         records.pop()
     if not records:
         raise InputError(f"{path} is empty; expected a header row and data rows.")
     ignored = n_lines - records[-1][2]
     records = records[next(i for i, r in enumerate(records) if _has_content(r[1])) :]
+    # (The comment lines were blanked: they are counted as comments.)
     ignored += records[0][0] - 1 - n_comments
     if decimal is None:
         decimal = _detect_decimal(records, delimiter)
     number = _NUMBER[decimal]
-    if comment_header is not None and header is not False:
-        # NumPy's savetxt writes its header after '# ': the names of the
-        # columns when they are as many as the first row's cells.
-        if len(comment_header[1]) == len(records[0][1]):
-            records = [comment_header, *records]
-            header = True
-            n_comments -= 1
-    if header is None:
-        header = _counted_header(records[0][1]) or not all(
+
+    def holds_numbers(cells):
+        return all(
             cell.strip().lower() in MISSING_CELLS or number.fullmatch(cell.strip())
-            for cell in records[0][1]
+            for cell in cells
         )
+
+    if (
+        comment_header is not None
+        and header is not True
+        and holds_numbers(records[0][1])
+    ):
+        # NumPy's savetxt writes its header after '# ' right above the
+        # numbers: the names of the columns where they are as many.
+        names = _cells_of(comment_header, delimiter)
+        if len(names) == len(records[0][1]) > 1 or (
+            len(names) == len(records[0][1]) and header is None
+        ):
+            records = [(records[0][0] - 1, names, records[0][0] - 1), *records]
+            header, n_comments = True, n_comments - 1
+    if header is None:
+        header = _counted_header(records[0][1]) or not holds_numbers(records[0][1])
     width = len(records[0][1])
     empty_first = bool(header) and width > 1 and not records[0][1][0].strip()
     # R's write.table names no column over the row names: a header of one
-    # cell fewer than the rows (read.table's rule).
-    # (Its last cell holds a value: a row that only ends with a delimiter
-    # is no such row.)
+    # cell fewer than the rows (read.table's rule), whose first cells are
+    # then names or the rows' numbers (checked below). A row that only ends
+    # with a delimiter is no such row.
     unnamed_first = (
         bool(header)
         and len(records) > 1
@@ -298,7 +316,10 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     rows = []
     for line, cells, _ in records:
         if len(cells) != width:
-            cells = _fitted_to(path, line, cells, width, header)
+            if unnamed_first and len(cells) == width - 1:
+                # As the header: the first row, one longer, is the odd one.
+                _not_row_names(path, lines[0], width)
+            cells = _fitted_to(path, line, cells, width, header, unnamed_first)
         joined = "\x00".join(cells)
         if all_numbers.fullmatch(joined):
             plain = joined.replace(",", ".").split("\x00") if decimal == "," else cells
@@ -311,9 +332,12 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
                 continue
         rows.append(_read_cells(cells, line, number, numbers, texts))
     values = np.array(rows, dtype=float).reshape(len(rows), width)
-    row_names = unnamed_first or (
-        empty_first and _holds_row_names(values[:, 0], numbers[0], texts[0])
+    row_names = (unnamed_first or empty_first) and _holds_row_names(
+        values[:, 0], numbers[0], texts[0]
     )
+    if unnamed_first and not row_names:
+        # Not R's row names (text or the rows' numbers).
+        _not_row_names(path, lines[0], width)
     if empty_first and not row_names:
         columns[0] = "1" if "1" not in columns else "(unnamed)"
     return Table(
@@ -423,47 +447,57 @@ def _decode(path, encoding):
     return text, encoding
 
 
-# A comment: '#' then a blank, another '#' or nothing; Excel's errors
-# (#N/A, #DIV/0!) are cells, and a line that starts with one is a row.
-_COMMENT = re.compile(r"\s*#(?:[\s#]|$)")
+# A comment: '#' then a blank, another '#' or nothing (a tab after '#'
+# is a tab-separated cell '#'); Excel's errors (#N/A, #DIV/0!) are cells.
+_COMMENT = re.compile(r"[ \t]*#(?:[ #]|\r?\n|\r|$)")
 
 
-def _leading_comments(text):
-    """How many lines at the top are comments (blank lines among them too)."""
-    count = 0
-    for i, line in enumerate(text[:_SAMPLE_CHARS].splitlines()):
+def _without_comments(text):
+    """The text with its comment lines at the top and the end blanked.
+
+    Each comment line is left empty (its line ending kept, so that every
+    line keeps its number). Returns the text, how many comment lines there
+    were, and the last one at the top less its '#' (NumPy's ``savetxt``
+    writes its header so, ``# a,b``), or None.
+    """
+    lines = text.splitlines(keepends=True)
+    comments, header = [], None
+    for i, line in enumerate(lines):
         if _COMMENT.match(line):
-            count = i + 1
+            comments.append(i)
+            header = line.lstrip(" \t")[1:].strip()
         elif line.strip():
             break
-    return count
+    for i in range(len(lines) - 1, comments[-1] if comments else -1, -1):
+        if _COMMENT.match(lines[i]):
+            comments.append(i)
+        elif lines[i].strip():
+            break
+    if not comments:
+        return text, 0, None
+    for i in comments:
+        lines[i] = lines[i][len(lines[i].rstrip("\r\n")) :]
+    return "".join(lines), len(comments), header or None
 
 
-def _without_comments(records, n_comments):
-    """The records after the comment lines, and the last comment's record.
-
-    That last comment, its '#' taken off, is NumPy's header where it has
-    as many cells as the first row (``savetxt(..., header=...)``).
-    """
-    kept = [record for record in records if record[0] > n_comments]
-    comments = [record for record in records if record[0] <= n_comments]
-    if not comments or not comments[-1][1]:
-        return kept, None
-    line, cells, end = comments[-1]
-    first = cells[0].lstrip()[1:].lstrip()
-    return kept, (line, [first, *cells[1:]], end)
+def _cells_of(line, delimiter):
+    """The cells of one line of text."""
+    delimiter = " " if delimiter == WHITESPACE else delimiter
+    return next(csv.reader([line], delimiter=delimiter), [])
 
 
-def _detect_delimiter(text, n_comments=0):
+def _collapsed_blanks(text):
+    """Runs of blanks and tabs as one blank, none at either end of a line."""
+    text = re.sub(r"[ \t]+", " ", text)
+    return re.sub(r"^ | $", "", text, flags=re.MULTILINE)
+
+
+def _detect_delimiter(text):
     """The candidate that splits the first rows into equally many cells.
 
     Splitting into several cells counts first, then how many rows agree
-    with the first; runs of blanks where none of comma, semicolon and tab
-    splits the first row; a file of one column gets one that splits nothing.
-    Lines of comments at the top are left out.
+    with the first; a file of one column gets one that splits nothing.
     """
-    if n_comments:
-        text = "\n".join(text.splitlines()[n_comments:])
     sample = text[:_SAMPLE_CHARS]
     cut = len(sample) < len(text)
     best, best_score = ",", (False, 0)
@@ -486,37 +520,34 @@ def _detect_delimiter(text, n_comments=0):
         score = (len(rows[0]) > 1, sum(len(row) == len(rows[0]) for row in rows))
         if score > best_score:
             best, best_score = delimiter, score
-    if not best_score[0] and _split_by_blanks(sample, cut):
-        return " "
     return best
 
 
-def _split_by_blanks(sample, cut):
-    """Whether runs of blanks split the first rows alike (R's write.table).
+def split_by_blanks(table):
+    """Whether runs of blanks would split a file read as one column alike.
 
-    Each row may have one cell more than the first (row names under a
-    header that names only the columns).
+    R's write.table and NumPy's savetxt separate cells by a blank: such a
+    file read as one column needs ``--delimiter whitespace``, which the
+    error says (blanks are not detected: they also group thousands).
     """
-    lines = [line for line in sample.splitlines() if line.strip()]
-    if cut:
-        lines = lines[:-1]
-    lines = lines[:_SAMPLE_ROWS]
-    if len(lines) < 2:
+    if len(table.columns) != 1:
         return False
-    rows = [
-        next(csv.reader([line.strip()], delimiter=" ", skipinitialspace=True))
-        for line in lines
-    ]
-    width = len(rows[0])
-    return width > 1 and all(len(row) in (width, width + 1) for row in rows[1:])
+    try:
+        with open(table.path, encoding=table.encoding) as file:
+            sample = file.read(_SAMPLE_CHARS)
+    except (OSError, UnicodeDecodeError):
+        return False
+    sample, _, _ = _without_comments(sample)
+    lines = [line for line in sample.splitlines() if line.strip()][:_SAMPLE_ROWS]
+    widths = {len(line.split()) for line in lines[1:]}
+    return len(lines) > 1 and len(widths) == 1 and min(widths) > 1
 
 
 def _records(path, text, delimiter):
     """Each record as (its first line, its cells, its last line); the lines."""
     reader = csv.reader(
         io.StringIO(text, newline=""),
-        delimiter=delimiter,
-        skipinitialspace=delimiter == " ",
+        delimiter=" " if delimiter == WHITESPACE else delimiter,
     )
     records, line = [], 1
     try:
@@ -544,19 +575,34 @@ def _detect_decimal(records, delimiter):
     return "."
 
 
-def _fitted_to(path, line, cells, width, header):
-    """A row's cells as ``width`` cells, or the error that says why not."""
+def _not_row_names(path, line, width):
+    """The error of a first row one cell longer than the header, not R's."""
+    raise InputError(
+        f"{path}, line {line}: {width} cells where the header has {width - 1}; "
+        "every row needs one cell per column (check the delimiter: --delimiter)."
+    )
+
+
+def _fitted_to(path, line, cells, width, header, named_rows=False):
+    """A row's cells as ``width`` cells, or the error that says why not.
+
+    ``named_rows``: the rows start with row names, which the header does
+    not name (R's write.table).
+    """
     if not cells:
         return [""] * width  # a blank line: a row with no value
     if len(cells) > width and not _has_content(cells[width:]):
         return cells[:width]  # empty cells after the last column
     plural = "" if len(cells) == 1 else "s"
     first = "the header" if header else "the first row"
+    if named_rows:
+        first = "the rows (row names first) under the header"
     hint = "check the delimiter: --delimiter"
     if any("\n" in cell or "\r" in cell for cell in cells):
         hint = "a quote opened there is not closed where the cell should end"
+    have = "have" if named_rows else "has"
     raise InputError(
-        f"{path}, line {line}: {len(cells)} cell{plural} where {first} has "
+        f"{path}, line {line}: {len(cells)} cell{plural} where {first} {have} "
         f"{width}; every row needs one cell per column ({hint})."
     )
 
@@ -570,7 +616,8 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
     out. ``chosen_by`` is the option that chooses columns (None where there
     is none). Returns ``(X, names, skipped)`` with ``skipped`` a dict from
     column name to 'text', 'empty', 'row-name' or 'row-number' (a column
-    of consecutive integers, one per row: :func:`_numbers_the_rows`).
+    named as an identifier that holds consecutive integers, one per row:
+    :func:`numbers_the_rows`).
     """
     leave_out = chosen_by and f"leave the column out with {chosen_by}"
     choose = chosen_by and f"choose numeric columns with {chosen_by}"
@@ -587,7 +634,11 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
             if j == 0 and table.row_names:
                 skipped[name] = "row-name"
                 continue
-            if kind == "numeric" and _numbers_the_rows(table.values[:, j]):
+            if (
+                kind == "numeric"
+                and _IDENTIFIER.fullmatch(name)
+                and numbers_the_rows(table.values[:, j])
+            ):
                 skipped[name] = "row-number"
                 continue
             table.check_numeric(j, leave_out)
@@ -595,7 +646,12 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
         if not names:
             counters = [name for name, kind in skipped.items() if kind == "row-number"]
             hint = "check --delimiter and --decimal"
-            if counters and chosen_by:
+            if split_by_blanks(table):
+                hint = (
+                    "its cells look separated by blanks, as R's write.table and "
+                    "NumPy's savetxt write them: pass --delimiter whitespace"
+                )
+            elif counters and chosen_by:
                 hint = (
                     f"column {counters[0]!r} numbers the rows (consecutive "
                     f"integers); to fit it anyway, name it with {chosen_by}"
@@ -610,12 +666,23 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
     return table.values[:, indices], list(names), skipped
 
 
-def _numbers_the_rows(values):
+# The names of identifiers: id, ID, index, row, obs, #, ... and user_id,
+# user.id, userId.
+_IDENTIFIER = re.compile(
+    r"(?i:id|ident|identifier|index|idx|row|rownum|row[ ._]?(?:id|no|number)|obs"
+    r"|observation|record|case|#|no\.?)|.*(?:[ _.-](?i:id)|[a-z]Id|ID)"
+)
+
+
+def numbers_the_rows(values):
     """Whether a column counts the rows: consecutive integers, one per row.
 
-    An identifier or row number (``id`` = 1000, 1001, ...), which a
-    database export or a spreadsheet's first column often is: clusters
-    fitted on it follow the file's order, not the data.
+    An identifier (``id`` = 1000, 1001, ...), which a database export or a
+    spreadsheet's first column often is, gives clusters that follow the
+    file's order, not the data: under an identifier's name
+    (:data:`_IDENTIFIER`) such a column is left out unless chosen, under
+    another (a year in a yearly series) the first line of output points
+    at it.
     """
     start = values[0] if values.size else np.nan
     return (

@@ -654,12 +654,14 @@ def test_a_column_of_row_names_is_not_fitted(tmp_path, capsys, first):
     assert status == 0 and "columns (row names), a;" in out, err
 
 
-def _fitted_columns(capsys, tmp_path, data, *options):
+def _fitted_columns(capsys, tmp_path, data, *options, delimiter=None):
     """The columns ``skvi fit`` fitted, their values, and its first line."""
+    if delimiter is not None:
+        options = (*options, "--delimiter", delimiter)
     status, out, err = run_cli(capsys, "fit", data, *options, "--output-dir", tmp_path)
     assert status == 0, err
     summary = json.loads((tmp_path / "summary.json").read_text())
-    table = read_table(str(data))
+    table = read_table(str(data), delimiter=delimiter)
     values = table.values[:, [table.columns.index(c) for c in summary["columns"]]]
     return summary, values, out.splitlines()[0]
 
@@ -668,29 +670,46 @@ def test_files_r_write_table_and_numpy_savetxt_write_by_default(tmp_path, capsys
     # R's write.table: cells separated by a blank, quoted names, and a
     # header with no cell over the row names (read.table's rule).
     rows = [
-        f'"{i + 1}" {float(a)!r} {float(b)!r} "g{i % 2}"'
+        f'"{i + 1}" {float(a)!r}  {float(b)!r} "g{i % 2}"'
         for i, (a, b) in enumerate(X_SAVED)
     ]
     data = write(tmp_path / "r.txt", '"a" "b" "group"\n' + "\n".join(rows) + "\n")
-    summary, values, first = _fitted_columns(capsys, tmp_path, data)
-    assert "(space-separated, a header row, decimal point, UTF-8)" in first
+    # Blanks are chosen, not detected (they also group thousands): the
+    # error says which option reads the file.
+    status, _, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 1 and "pass --delimiter whitespace" in err, err
+    summary, values, first = _fitted_columns(
+        capsys, tmp_path, data, delimiter="whitespace"
+    )
+    assert "(whitespace-separated, a header row, decimal point, UTF-8)" in first
     assert summary["columns"] == ["a", "b"]
     assert np.array_equal(values, X_SAVED)
     assert summary["input"]["skipped_columns"] == {
         "(row names)": "row-name",
         "group": "text",
     }
-    # The same with commas (write.table(sep = ",")).
-    rows = [line.replace(" ", ",") for line in rows]
+    # The same with commas (write.table(sep = ",")) is detected.
+    rows = [line.replace("  ", " ").replace(" ", ",") for line in rows]
     data = write(tmp_path / "r.csv", '"a","b","group"\n' + "\n".join(rows) + "\n")
     summary, values, _ = _fitted_columns(capsys, tmp_path, data)
     assert summary["columns"] == ["a", "b"] and np.array_equal(values, X_SAVED)
-    # NumPy's savetxt: blanks, and a header after '# ' when given one; other
-    # comment lines at the top are skipped and counted.
+    # A header one cell short over numbers that are no row names (decimal
+    # commas in a comma file) is an error, not a shifted table.
+    data = write(tmp_path / "short.csv", "weight,age\n72,5,34\n80,1,45\n65,9,29\n")
+    status, _, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 1 and "line 2: 3 cells where the header has 2" in err, err
+    data = write(tmp_path / "odd.csv", "a,b\n1,2,3\n4,5\n6,7\n")
+    status, _, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 1 and "line 2: 3 cells where the header has 2" in err, err
+    # NumPy's savetxt: blanks, and a header after '# ' when given one;
+    # other comment lines at the top and the end are skipped and counted.
     plain = tmp_path / "plain.txt"
-    np.savetxt(plain, X_SAVED)
-    summary, values, first = _fitted_columns(capsys, tmp_path, plain)
-    assert summary["columns"] == ["1", "2"] and np.array_equal(values, X_SAVED)
+    np.savetxt(plain, X_SAVED, header="a b", footer="end")
+    summary, values, first = _fitted_columns(
+        capsys, tmp_path, plain, delimiter="whitespace"
+    )
+    assert summary["columns"] == ["a", "b"] and np.array_equal(values, X_SAVED)
+    assert "skipped 1 comment line (#) at the top" in first
     named = tmp_path / "named.csv"
     np.savetxt(named, X_SAVED, delimiter=",", header="a,b")
     summary, values, first = _fitted_columns(capsys, tmp_path, named)
@@ -703,7 +722,7 @@ def test_files_r_write_table_and_numpy_savetxt_write_by_default(tmp_path, capsys
     assert summary["input"]["comment_lines"] == 2
     # Excel's #N/A starting the first row is a missing cell, not a comment;
     # rows that only end with a delimiter do not make the first column
-    # row names.
+    # row names; one blank is one delimiter (an empty cell between two).
     data = write(tmp_path / "na.csv", "#N/A,1\n" + _saved(X_SAVED, header=None))
     assert np.isnan(read_table(data).values[0, 0])
     assert read_table(data).values.shape == (len(X_SAVED) + 1, 2)
@@ -711,30 +730,39 @@ def test_files_r_write_table_and_numpy_savetxt_write_by_default(tmp_path, capsys
     trailing = header + "\n" + body.replace("\n", ",\n")
     table = read_table(write(tmp_path / "trailing.csv", trailing))
     assert table.columns == ["a", "b"] and not table.row_names
+    table = read_table(
+        write(tmp_path / "gap.txt", "a b c\n1  3\n4 5 6\n"), delimiter=" "
+    )
+    assert np.array_equal(table.values, [[1, np.nan, 3], [4, 5, 6]], equal_nan=True)
 
 
 def test_a_column_that_numbers_the_rows_is_not_fitted(tmp_path, capsys):
     # A database export's id: clusters fitted on it follow the file's order.
     ids = 1000.0 + np.arange(len(X_SAVED))
     saved = np.column_stack([ids, X_SAVED])
-    data = write(tmp_path / "ids.csv", _saved(saved, header=("id", "a", "b")))
+    data = write(tmp_path / "ids.csv", _saved(saved, header=("user_id", "a", "b")))
     summary, values, first = _fitted_columns(capsys, tmp_path, data)
     assert summary["columns"] == ["a", "b"] and np.array_equal(values, X_SAVED)
-    assert "skipped row-number column 'id'" in first
+    assert "skipped row-number column 'user_id'" in first
     assert "name it in --columns to fit it" in first
-    assert summary["input"]["skipped_columns"] == {"id": "row-number"}
+    assert summary["input"]["skipped_columns"] == {"user_id": "row-number"}
     # Chosen by name, it is fitted; in another order it is data.
-    summary, _, _ = _fitted_columns(capsys, tmp_path, data, "--columns", "id,a")
-    assert summary["columns"] == ["id", "a"]
+    summary, _, _ = _fitted_columns(capsys, tmp_path, data, "--columns", "user_id,a")
+    assert summary["columns"] == ["user_id", "a"]
     shuffled = np.column_stack([ids[::-1], X_SAVED])
     data = write(tmp_path / "back.csv", _saved(shuffled, header=("id", "a", "b")))
-    summary, _, _ = _fitted_columns(capsys, tmp_path, data)
-    assert summary["columns"] == ["id", "a", "b"]
+    summary, _, first = _fitted_columns(capsys, tmp_path, data)
+    assert summary["columns"] == ["id", "a", "b"] and "counts the rows" not in first
+    # Under another name (a yearly series) it is fitted, and pointed at.
+    data = write(tmp_path / "years.csv", _saved(saved, header=("year", "a", "b")))
+    summary, _, first = _fitted_columns(capsys, tmp_path, data)
+    assert summary["columns"] == ["year", "a", "b"]
+    assert "column 'year' counts the rows" in first
     # A file of nothing else says what to do.
-    data = write(tmp_path / "only.csv", _saved(ids[:, None], header=("n",)))
+    data = write(tmp_path / "only.csv", _saved(ids[:, None], header=("ID",)))
     status, _, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
     assert status == 1
-    assert "column 'n' numbers the rows" in err and "--columns" in err
+    assert "column 'ID' numbers the rows" in err and "--columns" in err
 
 
 def test_row_names_of_a_frame_with_unnamed_columns_and_numbers_that_are_data(
