@@ -71,7 +71,7 @@ from numbers import Integral
 from operator import attrgetter
 
 import numpy as np
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import _num_samples
 
 from ._batch import BOUND_RESOLUTION, AscentRun, Trend, ascend, stopping_rule
@@ -1181,7 +1181,10 @@ def _has_missing(X):
     Also in rows the fits leave out (no observed value): the lock step
     takes only data without any.
     """
-    return bool(np.isnan(np.sum(np.asarray(X, dtype=float))))
+    # check_array reads pandas' missing values (pd.NA in nullable columns)
+    # as NaN, which np.asarray refuses.
+    values = check_array(X, dtype=np.float64, ensure_all_finite=False)
+    return bool(np.isnan(np.sum(values)))
 
 
 def _conditioning_losses(precisions, factors, limit):

@@ -264,3 +264,24 @@ def test_default_start_is_mclusts_tree_and_reaches_mclusts_bic():
         > MCLUST_FAITHFUL_SHARED[row["covariance_type"]][row["n_components"] - 1] + 2.0
     }
     assert worse <= {("spherical", 9), ("full", 6)}
+
+
+def test_pandas_missing_values_are_selected_on_as_nan():
+    # A nullable column's pd.NA is a missing entry, as NaN is (the lock
+    # step's check for missing entries once refused it with a TypeError).
+    pd = pytest.importorskip("pandas")
+    X = load_iris().data.copy()
+    X[[3, 40, 77], [1, 0, 2]] = np.nan
+    frame = pd.DataFrame(X).astype("Float64")
+    frame[0] = (frame[0] * 10).round().astype("Int64")
+    X[:, 0] = np.round(X[:, 0] * 10)
+    assert frame.isna().sum().sum() == 3
+    params = dict(
+        n_components=range(1, 3),
+        covariance_types=["full", "VEV"],
+        random_state=0,
+        as_frame=False,
+    )
+    from_frame, _ = select_model(frame, **params)
+    from_array, _ = select_model(X, **params)
+    assert from_frame == from_array
