@@ -640,7 +640,7 @@ def _delimiter(text):
     return text
 
 
-def reading_report(table, X, names, skipped, empty_rows):
+def reading_report(table, X, names, skipped, empty_rows, choosing=True):
     """One line: how the file was read and what will be used."""
     missing = int(np.count_nonzero(np.isnan(X)))
     parts = [
@@ -665,10 +665,11 @@ def reading_report(table, X, names, skipped, empty_rows):
         parts.append(
             "an identifier column numbers the rows (name it in --columns to fit it)"
         )
+    # (In fit, where --columns chooses: predict reads the model's columns.)
     counting = [
         name
         for j, name in enumerate(table.columns)
-        if name in names and numbers_the_rows(table.values[:, j])
+        if choosing and name in names and numbers_the_rows(table.values[:, j])
     ]
     if counting:
         parts.append(
@@ -677,7 +678,7 @@ def reading_report(table, X, names, skipped, empty_rows):
         )
     if table.comment_lines:
         n = table.comment_lines
-        parts.append(f"skipped {n} comment line{'s' * (n > 1)} (#) at the top")
+        parts.append(f"skipped {n} comment line{'s' * (n > 1)} (#)")
     if table.ignored_lines:
         n = table.ignored_lines
         parts.append(f"ignored {n} blank line{'s' * (n > 1)} around the data")
@@ -709,7 +710,12 @@ def run_predict(args):
     X, names, skipped = model_columns(table, model)
     print(
         reading_report(
-            table, X, names, skipped, "given the mixture weights as probabilities"
+            table,
+            X,
+            names,
+            skipped,
+            "given the mixture weights as probabilities",
+            choosing=False,
         )
     )
     path = os.path.join(args.output_dir, "predictions.csv")

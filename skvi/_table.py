@@ -16,11 +16,13 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   NumPy's ``savetxt`` separate cells) only when chosen: blanks also group
   thousands (``1 250``). A file of one column that they would split says
   so in its error (:func:`split_by_blanks`).
-* Comments: lines at the top and at the end starting with '#' and a blank
-  (or '#' alone, or '##') are skipped; a line starting with Excel's #N/A
-  is a row. The last at the top is the header where the numbers follow it
-  and it has as many cells as their rows (NumPy's ``savetxt(...,
-  header="a,b")`` writes ``# a,b``).
+* Comments: lines at the top starting with '#' and a blank (or '#' alone,
+  or '##') are skipped, and so are such lines of one cell at the end
+  (NumPy's footer); a line starting with Excel's #N/A, or a row of cells
+  whose first starts with '# ', is a row. The last comment at the top is
+  the header where it has as many cells as the first row and that row
+  holds a number (NumPy's ``savetxt(..., header="a,b")`` writes ``#
+  a,b``), unless ``header`` is False.
 * Decimal separator: a point; a comma in a file not separated by commas
   when some cell is a number written with one (``1,5``). Thousands
   separators are not read: such a cell is an error.
@@ -235,7 +237,7 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     Table
     """
     text, encoding = _decode(path, encoding)
-    text, n_comments, comment_header = _without_comments(text)
+    text, n_comments, comment_header = _leading_comments(text)
     if delimiter is None:
         delimiter = _detect_delimiter(text)
     if delimiter == WHITESPACE:
@@ -244,14 +246,16 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         text = _collapsed_blanks(text)
         comment_header = comment_header and _collapsed_blanks(comment_header)
     records, n_lines = _records(path, text, delimiter)
+    n_footer = _drop_footer(records)
     while records and not _has_content(records[-1][1]):
         records.pop()
     if not records:
         raise InputError(f"{path} is empty; expected a header row and data rows.")
-    ignored = n_lines - records[-1][2]
+    ignored = n_lines - records[-1][2] - n_footer
     records = records[next(i for i, r in enumerate(records) if _has_content(r[1])) :]
     # (The comment lines were blanked: they are counted as comments.)
     ignored += records[0][0] - 1 - n_comments
+    n_comments += n_footer
     if decimal is None:
         decimal = _detect_decimal(records, delimiter)
     number = _NUMBER[decimal]
@@ -262,17 +266,15 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             for cell in cells
         )
 
-    if (
-        comment_header is not None
-        and header is not True
-        and holds_numbers(records[0][1])
-    ):
-        # NumPy's savetxt writes its header after '# ' right above the
-        # numbers: the names of the columns where they are as many.
+    def holds_a_number(cells):
+        return any(number.fullmatch(cell.strip()) for cell in cells)
+
+    if comment_header is not None and header is not False:
+        # NumPy's savetxt writes its header after '# ' right above the rows:
+        # the names of the columns where they are as many and the first row
+        # is data (holds a number; a row of names is the header itself).
         names = _cells_of(comment_header, delimiter)
-        if len(names) == len(records[0][1]) > 1 or (
-            len(names) == len(records[0][1]) and header is None
-        ):
+        if len(names) == len(records[0][1]) and holds_a_number(records[0][1]):
             records = [(records[0][0] - 1, names, records[0][0] - 1), *records]
             header, n_comments = True, n_comments - 1
     if header is None:
@@ -316,8 +318,9 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     rows = []
     for line, cells, _ in records:
         if len(cells) != width:
-            if unnamed_first and len(cells) == width - 1:
-                # As the header: the first row, one longer, is the odd one.
+            if unnamed_first and len(cells) == width - 1 and line == lines[1]:
+                # The second row is as the header: the first, one longer,
+                # is the odd one.
                 _not_row_names(path, lines[0], width)
             cells = _fitted_to(path, line, cells, width, header, unnamed_first)
         joined = "\x00".join(cells)
@@ -452,13 +455,13 @@ def _decode(path, encoding):
 _COMMENT = re.compile(r"[ \t]*#(?:[ #]|\r?\n|\r|$)")
 
 
-def _without_comments(text):
-    """The text with its comment lines at the top and the end blanked.
+def _leading_comments(text):
+    """The text with its comment lines at the top blanked.
 
-    Each comment line is left empty (its line ending kept, so that every
-    line keeps its number). Returns the text, how many comment lines there
-    were, and the last one at the top less its '#' (NumPy's ``savetxt``
-    writes its header so, ``# a,b``), or None.
+    Each is left empty (its line ending kept, so that every line keeps its
+    number). Returns the text, how many comment lines there were, and the
+    last one less its '#' (NumPy's ``savetxt`` writes its header so, ``#
+    a,b``), or None.
     """
     lines = text.splitlines(keepends=True)
     comments, header = [], None
@@ -468,16 +471,31 @@ def _without_comments(text):
             header = line.lstrip(" \t")[1:].strip()
         elif line.strip():
             break
-    for i in range(len(lines) - 1, comments[-1] if comments else -1, -1):
-        if _COMMENT.match(lines[i]):
-            comments.append(i)
-        elif lines[i].strip():
-            break
     if not comments:
         return text, 0, None
     for i in comments:
         lines[i] = lines[i][len(lines[i].rstrip("\r\n")) :]
     return "".join(lines), len(comments), header or None
+
+
+def _drop_footer(records):
+    """Drop comment records at the end (NumPy's footer); how many lines.
+
+    Only a record of one cell (a line of prose, no delimiter) that starts
+    as a comment, or whose first cell is '#' alone (the same line split by
+    blanks): a row whose first cell starts with '# ' is a row.
+    """
+
+    def footer(cells):
+        first = cells[0].strip() if cells else ""
+        return first == "#" or (len(cells) == 1 and _COMMENT.match(cells[0]))
+
+    dropped = 0
+    while records and (not _has_content(records[-1][1]) or footer(records[-1][1])):
+        line, cells, end = records.pop()
+        if _has_content(cells):
+            dropped += end - line + 1
+    return dropped
 
 
 def _cells_of(line, delimiter):
@@ -488,8 +506,11 @@ def _cells_of(line, delimiter):
 
 def _collapsed_blanks(text):
     """Runs of blanks and tabs as one blank, none at either end of a line."""
-    text = re.sub(r"[ \t]+", " ", text)
-    return re.sub(r"^ | $", "", text, flags=re.MULTILINE)
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        content = line.rstrip("\r\n")
+        lines[i] = re.sub(r"[ \t]+", " ", content).strip(" ") + line[len(content) :]
+    return "".join(lines)
 
 
 def _detect_delimiter(text):
@@ -537,10 +558,15 @@ def split_by_blanks(table):
             sample = file.read(_SAMPLE_CHARS)
     except (OSError, UnicodeDecodeError):
         return False
-    sample, _, _ = _without_comments(sample)
+    sample, _, _ = _leading_comments(sample)
     lines = [line for line in sample.splitlines() if line.strip()][:_SAMPLE_ROWS]
+    if all(_GROUPED.fullmatch(line.strip()) for line in lines[1:]):
+        return False  # thousands grouped by a blank, 1 250,5: no columns
     widths = {len(line.split()) for line in lines[1:]}
     return len(lines) > 1 and len(widths) == 1 and min(widths) > 1
+
+
+_GROUPED = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:[.,]\d*)?")
 
 
 def _records(path, text, delimiter):
@@ -670,7 +696,7 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
 # user.id, userId.
 _IDENTIFIER = re.compile(
     r"(?i:id|ident|identifier|index|idx|row|rownum|row[ ._]?(?:id|no|number)|obs"
-    r"|observation|record|case|#|no\.?)|.*(?:[ _.-](?i:id)|[a-z]Id|ID)"
+    r"|observation|record|case|#|no\.?)|.*(?:[ _.-](?i:id)|[a-z](?:Id|ID))"
 )
 
 

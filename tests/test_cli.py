@@ -709,7 +709,7 @@ def test_files_r_write_table_and_numpy_savetxt_write_by_default(tmp_path, capsys
         capsys, tmp_path, plain, delimiter="whitespace"
     )
     assert summary["columns"] == ["a", "b"] and np.array_equal(values, X_SAVED)
-    assert "skipped 1 comment line (#) at the top" in first
+    assert "skipped 1 comment line (#)" in first  # the footer
     named = tmp_path / "named.csv"
     np.savetxt(named, X_SAVED, delimiter=",", header="a,b")
     summary, values, first = _fitted_columns(capsys, tmp_path, named)
@@ -718,8 +718,20 @@ def test_files_r_write_table_and_numpy_savetxt_write_by_default(tmp_path, capsys
     noted = write(tmp_path / "noted.csv", "# from the lab\n#\n" + _saved(X_SAVED))
     summary, values, first = _fitted_columns(capsys, tmp_path, noted)
     assert summary["columns"] == ["a", "b"] and np.array_equal(values, X_SAVED)
-    assert "skipped 2 comment lines (#) at the top" in first
+    assert "skipped 2 comment lines (#)" in first
     assert summary["input"]["comment_lines"] == 2
+    # A header that starts with '# ' over rows holding text loses no row; a
+    # last row whose first cell starts with '# ' is a row, not a footer.
+    data = write(tmp_path / "items.csv", "# of items,name\n3,fig\n4,yew\n5,oak\n")
+    table = read_table(data)
+    assert table.columns == ["of items", "name"] and len(table.values) == 3
+    data = write(tmp_path / "tags.csv", "tag,x\na,1.5\nb,2.5\n# 4,4.2\n")
+    assert np.array_equal(read_table(data).values[:, 1], [1.5, 2.5, 4.2])
+    # Runs of blanks end a line before '\r\n' as before '\n'.
+    crlf = '"x" "y" \r\n"1" 1.5 2\r\n"2"  2.5 3 \r\n'
+    table = read_table(write(tmp_path / "crlf.txt", crlf), delimiter="whitespace")
+    assert table.columns == ["(row names)", "x", "y"] and table.row_names
+    assert np.array_equal(table.values[:, 1:], [[1.5, 2], [2.5, 3]])
     # Excel's #N/A starting the first row is a missing cell, not a comment;
     # rows that only end with a delimiter do not make the first column
     # row names; one blank is one delimiter (an empty cell between two).
