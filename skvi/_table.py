@@ -114,8 +114,8 @@ class Table:
     ignored_lines : int
         Blank lines (or rows of empty cells) before the header or at the end.
     comment_lines : int
-        Lines starting with '#' at the top, less the header where NumPy's
-        ``savetxt`` wrote it so (``# a,b,c``).
+        Comment lines at the top (less the header where NumPy's ``savetxt``
+        wrote it so, ``# a,b,c``) and at the end (its footer).
     """
 
     path: str
@@ -247,8 +247,6 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
         comment_header = comment_header and _collapsed_blanks(comment_header)
     records, n_lines = _records(path, text, delimiter)
     n_footer = _drop_footer(records)
-    while records and not _has_content(records[-1][1]):
-        records.pop()
     if not records:
         raise InputError(f"{path} is empty; expected a header row and data rows.")
     ignored = n_lines - records[-1][2] - n_footer
@@ -321,7 +319,7 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             if unnamed_first and len(cells) == width - 1 and line == lines[1]:
                 # The second row is as the header: the first, one longer,
                 # is the odd one.
-                _not_row_names(path, lines[0], width)
+                raise _short_header_error(path, lines[0], width)
             cells = _fitted_to(path, line, cells, width, header, unnamed_first)
         joined = "\x00".join(cells)
         if all_numbers.fullmatch(joined):
@@ -340,7 +338,7 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     )
     if unnamed_first and not row_names:
         # Not R's row names (text or the rows' numbers).
-        _not_row_names(path, lines[0], width)
+        raise _short_header_error(path, lines[0], width)
     if empty_first and not row_names:
         columns[0] = "1" if "1" not in columns else "(unnamed)"
     return Table(
@@ -479,11 +477,12 @@ def _leading_comments(text):
 
 
 def _drop_footer(records):
-    """Drop comment records at the end (NumPy's footer); how many lines.
+    """Drop the blank and comment records at the end; the comments' lines.
 
-    Only a record of one cell (a line of prose, no delimiter) that starts
-    as a comment, or whose first cell is '#' alone (the same line split by
-    blanks): a row whose first cell starts with '# ' is a row.
+    Comments there are NumPy's footer: a record of one cell (a line of
+    prose, no delimiter) that starts as a comment, or whose first cell is
+    '#' alone (the same line split by blanks); a row whose first cell
+    starts with '# ' is a row.
     """
 
     def footer(cells):
@@ -601,9 +600,9 @@ def _detect_decimal(records, delimiter):
     return "."
 
 
-def _not_row_names(path, line, width):
+def _short_header_error(path, line, width):
     """The error of a first row one cell longer than the header, not R's."""
-    raise InputError(
+    return InputError(
         f"{path}, line {line}: {width} cells where the header has {width - 1}; "
         "every row needs one cell per column (check the delimiter: --delimiter)."
     )
