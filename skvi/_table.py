@@ -28,8 +28,10 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   separators are not read: such a cell is an error.
 * Header: the first row names the columns unless every cell of it is a
   number or missing; then it is data and the columns are named 1, 2, ...
-  A first column whose header cell is empty and whose cells are text or
-  the rows' numbers (from 0 or 1) holds row names: R's ``write.csv`` and
+  A first column whose header cell is empty and whose cells are text, the
+  rows' numbers (from 0 or 1), or distinct whole numbers quoted as R
+  quotes names (the rows a subset or ``na.omit`` kept: ``"1"``, ``"3"``,
+  ...) holds row names: R's ``write.csv`` and
   pandas' ``to_csv`` write them so (``"","Ozone",...`` then ``"1",41,...``;
   pandas' unnamed columns as ``,0,1,2``, a header). It is named
   ``(row names)`` and is not fitted unless chosen: row numbers are no
@@ -333,8 +335,10 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
                 continue
         rows.append(_read_cells(cells, line, number, numbers, texts))
     values = np.array(rows, dtype=float).reshape(len(rows), width)
+    # R quotes its row names ("1","3",... also after na.omit), not numbers.
+    quoted = text.splitlines()[lines[0] - 1].lstrip(" \t\ufeff").startswith('"')
     row_names = (unnamed_first or empty_first) and _holds_row_names(
-        values[:, 0], numbers[0], texts[0]
+        values[:, 0], numbers[0], texts[0], quoted
     )
     if unnamed_first and not row_names:
         # Not R's row names (text or the rows' numbers).
@@ -358,17 +362,26 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     )
 
 
-def _holds_row_names(first, number, text):
+def _holds_row_names(first, number, text, quoted=False):
     """Whether a first column under an empty header cell holds row names.
 
-    Text (R's names of rows), or the rows' numbers counted from 0 or 1
-    (pandas' index, R's default names): a column of other numbers under an
-    empty header cell is data.
+    Text (R's names of rows), the rows' numbers counted from 0 or 1
+    (pandas' index, R's default names), or, ``quoted`` in the file as R
+    writes names, distinct whole numbers (R's numbers of the rows a subset
+    or ``na.omit`` kept: "1","3","4",...): a column of other numbers under
+    an empty header cell is data.
     """
     if text is not None:
         return number is None
     start = first[0] if first.size else np.nan
-    return start in (0.0, 1.0) and np.array_equal(first, start + np.arange(first.size))
+    if start in (0.0, 1.0) and np.array_equal(first, start + np.arange(first.size)):
+        return True
+    return bool(
+        quoted
+        and np.all(first >= 1)
+        and np.all(first == np.floor(first))
+        and np.unique(first).size == first.size
+    )
 
 
 def _counted_header(cells):

@@ -777,6 +777,32 @@ def test_a_column_that_numbers_the_rows_is_not_fitted(tmp_path, capsys):
     assert "column 'ID' numbers the rows" in err and "--columns" in err
 
 
+def test_row_names_of_the_rows_r_kept(tmp_path, capsys):
+    # write.csv(na.omit(airquality)): R quotes the names of the rows it
+    # kept, "1","2","3","4","7",...; they were fitted as a column '1'.
+    kept = [1, 2, 3, 4, 7, 8, 9, 12, 13, 14] + list(range(15, 45))
+    lines = _saved(X_SAVED).splitlines()
+    rows = [f'"{name}",{line}' for name, line in zip(kept, lines[1:], strict=True)]
+    data = write(tmp_path / "kept.csv", '"",' + lines[0] + "\n" + "\n".join(rows))
+    summary, values, first = _fitted_columns(capsys, tmp_path, data)
+    assert summary["columns"] == ["a", "b"] and np.array_equal(values, X_SAVED)
+    assert "skipped row-name column '(row names)'" in first
+    # So does write.table of a subset, under a header one cell short.
+    spaced = [
+        f'"{name}" {line.replace(",", " ")}'
+        for name, line in zip(kept, lines[1:], strict=True)
+    ]
+    data = write(tmp_path / "kept.txt", "a b\n" + "\n".join(spaced) + "\n")
+    table = read_table(data, delimiter="whitespace")
+    assert table.row_names and np.array_equal(table.values[:, 1:], X_SAVED)
+    # Unquoted, such numbers under an empty header cell are data.
+    rows = [f"{name},{line}" for name, line in zip(kept, lines[1:], strict=True)]
+    table = read_table(
+        write(tmp_path / "data.csv", "," + lines[0] + "\n" + "\n".join(rows))
+    )
+    assert not table.row_names and table.columns == ["1", "a", "b"]
+
+
 def test_row_names_of_a_frame_with_unnamed_columns_and_numbers_that_are_data(
     tmp_path, capsys
 ):
