@@ -186,7 +186,11 @@ def degeneracy(
     volumes = _volume_ratios(covariance_type, covariances, n_components)
     spreads = _data_ratios(covariance_type, weights, means, covariances, reg_covar)
     points_spread = np.ones(n_components)
+    common_axes = np.ones(n_components)
     if reg_covar is not None and scatters is not None:
+        common_axes = common_axes_ratios(
+            covariance_type, weights, covariances, scatters
+        )
         shapes, points_spread = _scaled_spread_ratios(
             covariance_type, weights, means, covariances, scatters
         )
@@ -216,6 +220,14 @@ def degeneracy(
                 "largest variance along its axes over the covariance's largest "
                 f"eigenvalue), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: its rows "
                 "are copies of one, and only reg_covar keeps its volume from 0"
+            )
+        if not common_axes[k] >= RATIO_THRESHOLD:
+            return (
+                f"component {k}'s rows vary along an axis of the common "
+                f"orientation {_shown_ratio(common_axes[k])} times as much as "
+                "the rows within all components do there, below sqrt(eps) = "
+                f"{RATIO_THRESHOLD:.2g}: it has collapsed onto a hyperplane "
+                "the orientation turned to (only reg_covar keeps that axis)"
             )
         spread = spreads[0] if spreads.size == 1 else spreads[k]
         scaled = _OWN_SHAPE_SCALED + _SHARED_SHAPE_SCALED
@@ -314,6 +326,56 @@ def _scaled_spread_ratios(covariance_type, weights, means, covariances, scatters
     if covariance_type in _OWN_VOLUME_SHARED_SHAPE:
         points = along.max(axis=1) / values[:, -1]
     return shape, points
+
+
+#: Models whose components have shapes of their own under one orientation.
+COMMON_ORIENTATION_OWN_SHAPES = ("EVE", "VVE")
+
+
+def common_axes_ratios(covariance_type, weights, covariances, scatters):
+    """Per component, its rows' least spread along the common axes.
+
+    Under one orientation D with shapes of their own (EVE, VVE), a
+    component whose rows share a value in some direction makes the search
+    for D turn an axis there (its likelihood grows as the axis shrinks,
+    until ``reg_covar`` stops it). Along each axis ``v`` (an eigenvector of
+    the component's covariance, a column of D), its rows' variance ``v^T
+    S_k v`` over the variance within all components ``v^T (sum_j w_j S_j)
+    v`` (an affine-invariant scale: no unit of any column enters); axes
+    along which all components are flat (a constant column) are left out.
+    The smallest ratio, or one where the rule does not apply. The M-step's
+    search stops at the same ratio (:func:`collapsed_on_axes`).
+    """
+    if covariance_type not in COMMON_ORIENTATION_OWN_SHAPES:
+        return np.ones(len(weights))
+    pooled = np.einsum("k,kij->ij", weights / weights.sum(), scatters)
+    _, vectors = np.linalg.eigh(covariances)
+    own = np.einsum("kia,kij,kja->ka", vectors, scatters, vectors)
+    within = np.einsum("kia,ij,kja->ka", vectors, pooled, vectors)
+    return _axis_ratios(own, within).min(axis=1)
+
+
+def _axis_ratios(own, within):
+    """``own / within`` per axis, one where the data have no spread at all."""
+    spread = within > RATIO_THRESHOLD * within.max(axis=-1, keepdims=True)
+    return np.where(spread, own / np.where(spread, within, 1.0), 1.0)
+
+
+def collapsed_on_axes(diagonals, nk, reg_covar, starts=(0,)):
+    """Per fit, whether the M-step's axes leave one of its components collapsed.
+
+    ``diagonals`` (C, D) hold ``b_k = diag(D^T W_k D)`` of the M-step's
+    scatters ``W_k = N_k (S_k + reg_covar I)`` of the components of one fit,
+    or of several stacked, each fit's starting at ``starts``: the rule of
+    :func:`common_axes_ratios` in the search's own terms, so that a fit
+    whose search stops there is flagged.
+    """
+    starts = np.asarray(starts)
+    own = diagonals / nk[:, None] - reg_covar
+    within = np.add.reduceat(diagonals, starts) / np.add.reduceat(nk, starts)[:, None]
+    owners = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(nk))))
+    ratios = _axis_ratios(own, within[owners] - reg_covar)
+    return np.logical_or.reduceat(~(ratios >= RATIO_THRESHOLD).all(axis=1), starts)
 
 
 def _shown_ratio(ratio):

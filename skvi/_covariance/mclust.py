@@ -62,6 +62,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from .._degeneracy import collapsed_on_axes
 from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
@@ -290,17 +291,19 @@ class _Blocks:
 
     ``volumes`` (K,), ``shapes`` (K, D) and ``orientations`` (K, D, D) are
     always per component (a shared block has equal rows); ``nk`` (K,) and
-    ``scatter`` (K, D, D) hold ``N_k`` and ``W_k``; ``active`` flags the
-    components with weight (the others keep their variable blocks).
+    ``scatter`` (K, D, D) hold ``N_k`` and ``W_k`` (``reg_covar`` in it);
+    ``active`` flags the components with weight (the others keep their
+    variable blocks).
     """
 
-    def __init__(self, volumes, shapes, orientations, nk, scatter, active):
+    def __init__(self, volumes, shapes, orientations, nk, scatter, active, reg_covar):
         self.volumes = volumes
         self.shapes = shapes
         self.orientations = orientations
         self.nk = nk
         self.scatter = scatter
         self.active = active
+        self.reg_covar = reg_covar
         # Whether the orientation starts from the previous M-step's.
         self.warm = False
 
@@ -915,7 +918,7 @@ def _newton_direction(rotated, nk, common_volume):
     return np.tensordot(step, basis, 1), -gradient @ step
 
 
-def _newton(orientation, rotated, nk, common_volume):
+def _newton(orientation, rotated, nk, common_volume, reg_covar):
     """Newton's method on the profile over D, from ``orientation``.
 
     ``rotated`` holds ``D^T W_k D``. Each step turns D by the Cayley
@@ -929,6 +932,13 @@ def _newton(orientation, rotated, nk, common_volume):
     identity = np.eye(len(orientation))
     value, size = _profile(np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume)
     for _ in range(ORIENTATION_PASSES):
+        if collapsed_on_axes(
+            np.diagonal(rotated, axis1=1, axis2=2), nk, reg_covar
+        ).any():
+            # A component flat along an axis: the search would only
+            # descend its funnel (log(reg_covar + t^2), hundreds of short
+            # steps); the fit ends flagged unless the E-step lifts it.
+            break
         skew, decrement = _newton_direction(rotated, nk, common_volume)
         if not decrement > RTOL * size:
             if 0.0 <= decrement:
@@ -1015,7 +1025,9 @@ def _rotate_common_orientation(blocks, common_volume):
             orientation = orientation @ turn
             rotated = turn.T @ rotated @ turn
         if n_features > 2:
-            orientation = _newton(orientation, rotated, nk, common_volume)
+            orientation = _newton(
+                orientation, rotated, nk, common_volume, blocks.reg_covar
+            )
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
 
 
@@ -1193,7 +1205,9 @@ class ConstrainedCovariance(FullCovariance):
             ).copy()
         else:
             volumes, shapes, orientations = self._start_from(previous, active)
-        blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
+        blocks = _Blocks(
+            volumes, shapes, orientations, weights, scatter, active, reg_covar
+        )
         if previous is not None:
             blocks.warm = True
             start = blocks.covariances()
@@ -1312,6 +1326,7 @@ class ConstrainedCovariance(FullCovariance):
                 blocks.nk,
                 blocks.scatter,
                 active,
+                reg_covar,
             )
             diagonals = candidate.rotated_diagonals()
             self.shape.update(candidate, diagonals, reg_covar)

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from .._degeneracy import collapsed_on_axes
 from . import _gufuncs
 from .mclust import (
     HALVINGS,
@@ -494,7 +495,9 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
 
     def run(orientations, warm):
         """The search from ``orientations``, then the closed forms."""
-        found = _stacked_search(orientations, scatter, nk, layout, common_volume, warm)
+        found = _stacked_search(
+            orientations, scatter, nk, layout, common_volume, warm, reg_covar
+        )
         if found is None:
             return None
         closed = _stacked_closed_forms(found, scatter, nk, layout, common_volume)
@@ -721,7 +724,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     return axes[candidates[best]]
 
 
-def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
+def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, reg_covar):
     """The orientation search of each stacked fit, from ``orientations``.
 
     :func:`skvi._covariance.mclust._rotate_common_orientation` of every fit
@@ -816,7 +819,7 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
                 rotated = turn.swapaxes(1, 2) @ rotated @ turn
         if n_features > 2:
             orientations = _stacked_newton(
-                orientations, rotated, nk, sizes, common_volume
+                orientations, rotated, nk, sizes, common_volume, reg_covar
             )
     return orientations
 
@@ -953,7 +956,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     return skew, decrement
 
 
-def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
+def _stacked_newton(orientations, rotated, nk, sizes, common_volume, reg_covar):
     """:func:`_newton` for several fits at once (their own steps and rules).
 
     ``orientations`` (F, D, D), ``rotated`` (C, D, D) and ``nk`` (C,)
@@ -973,6 +976,11 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
     )
     moving = np.ones(n_fits, dtype=bool)
     for _ in range(ORIENTATION_PASSES):
+        # Each fit's search stops where :func:`_newton`'s does.
+        diagonals = rotated.diagonal(axis1=1, axis2=2)
+        moving &= ~collapsed_on_axes(diagonals, nk, reg_covar, starts)
+        if not moving.any():
+            break
         skew, decrement = _stacked_newton_direction(
             rotated, nk, owners, starts, common_volume, moving
         )
