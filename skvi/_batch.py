@@ -44,6 +44,9 @@ class AscentRun:
     statistics: object
     # What a warm start continues the stopping rule from (see ascend).
     trend: object = None
+    # Why the run ended before it converged, at its M-step's word (a fit of
+    # EVE or VVE that collapsed: skvi._degeneracy.STOPPED_AT_COLLAPSE).
+    stop_reason: str = None
 
     @property
     def lower_bound(self):
@@ -92,7 +95,7 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
-    converged, n_iter, pending = False, 0, None
+    converged, n_iter, pending, stop_reason = False, 0, None, None
     resolution = BOUND_RESOLUTION.get(np.dtype(data.dtype), 1e-12)
     if resume is not None:
         earlier, recent, done = resume
@@ -151,12 +154,15 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
         elif stopping:
             converged = True
             break
+        elif getattr(unit, "stop_reason", None) is not None:
+            stop_reason = unit.stop_reason  # its M-step found it collapsed
+            break
     trend = Trend(
         half_steps[-1], tuple(recent), pending, done + n_iter, schedule.next_try
     )
     if resume is not None:
         n_iter += done
-    return AscentRun(state, half_steps, n_iter, converged, stats, trend)
+    return AscentRun(state, half_steps, n_iter, converged, stats, trend, stop_reason)
 
 
 def _global_step(model, data, unit, context, state, evaluated, stats):

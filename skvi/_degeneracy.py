@@ -221,14 +221,6 @@ def degeneracy(
                 f"eigenvalue), below sqrt(eps) = {RATIO_THRESHOLD:.2g}: its rows "
                 "are copies of one, and only reg_covar keeps its volume from 0"
             )
-        if not common_axes[k] >= RATIO_THRESHOLD:
-            return (
-                f"component {k}'s rows vary along an axis of the common "
-                f"orientation {_shown_ratio(common_axes[k])} times as much as "
-                "the rows within all components do there, below sqrt(eps) = "
-                f"{RATIO_THRESHOLD:.2g}: it has collapsed onto a hyperplane "
-                "the orientation turned to (only reg_covar keeps that axis)"
-            )
         spread = spreads[0] if spreads.size == 1 else spreads[k]
         scaled = _OWN_SHAPE_SCALED + _SHARED_SHAPE_SCALED
         if not spread >= RATIO_THRESHOLD and covariance_type in scaled:
@@ -253,6 +245,14 @@ def degeneracy(
                 f"(smallest over largest), below sqrt(eps) = "
                 f"{RATIO_THRESHOLD:.2g}: the data give it no spread in some "
                 "direction (its rows share a value there), only reg_covar does"
+            )
+        if not common_axes[k] >= RATIO_THRESHOLD:
+            return (
+                f"component {k}'s rows vary along an axis of the common "
+                f"orientation {_shown_ratio(common_axes[k])} times as much as "
+                "the rows within all components do there, below sqrt(eps) = "
+                f"{RATIO_THRESHOLD:.2g}: it has collapsed onto a hyperplane "
+                "the orientation turned to (only reg_covar keeps that axis)"
             )
     return None
 
@@ -359,6 +359,16 @@ def _axis_ratios(own, within):
     """``own / within`` per axis, one where the data have no spread at all."""
     spread = within > RATIO_THRESHOLD * within.max(axis=-1, keepdims=True)
     return np.where(spread, own / np.where(spread, within, 1.0), 1.0)
+
+
+#: Why a fit of EVE or VVE ended at the M-step that found a collapse.
+STOPPED_AT_COLLAPSE = (
+    "a component's rows vary along an axis of the common orientation less "
+    f"than sqrt(eps) = {RATIO_THRESHOLD:.2g} times as much as the rows within "
+    "all components do there: it has collapsed onto a hyperplane the "
+    "orientation turned to (only reg_covar keeps that axis), and the fit "
+    "stopped there, as R's mclust stops at a singular covariance"
+)
 
 
 def collapsed_on_axes(diagonals, nk, reg_covar, starts=(0,)):

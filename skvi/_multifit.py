@@ -93,6 +93,7 @@ from ._covariance.stacked import (
 )
 from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
+from ._degeneracy import STOPPED_AT_COLLAPSE
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
 from ._initialization import draws_random
@@ -356,6 +357,7 @@ class _Fit:
             self.converged,
             _Statistics(moments),
             trend,
+            None if self.converged else getattr(self.unit, "stop_reason", None),
         )
         self.model._finish_fit(run, self.unit, self.data)
 
@@ -486,6 +488,8 @@ class _Lockstep:
                 )
                 if stopping:
                     fit.converged = fit.done = True
+                elif getattr(fit.unit, "stop_reason", None) is not None:
+                    fit.done = True  # its M-step found it collapsed
 
     def _active(self):
         """The fits still in the lock step: the same list while none leaves.
@@ -773,12 +777,16 @@ class _Lockstep:
                 else:
                     previous = np.concatenate([state.covariances for state in states])
             models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
+            stopped = []
             found = stacked_common_orientation(
-                models, nk, scatter, self.reg_covar, sizes, previous
+                models, nk, scatter, self.reg_covar, sizes, previous, stopped
             )
             if found is None:
                 return None
             covariances, blocks = found
+            for fit, collapsed in zip(fits, stopped, strict=True):
+                # As its own M-step says it (the run ends after its E-step).
+                fit.unit.stop_reason = STOPPED_AT_COLLAPSE if collapsed else None
         elif name in (*JOINT_SHAPE_MODELS, "VEE", "VEI+VEV"):
             previous = [fit.blocks for fit in fits]
             if name == "VEE":

@@ -62,7 +62,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
-from .._degeneracy import collapsed_on_axes
+from .._degeneracy import STOPPED_AT_COLLAPSE, collapsed_on_axes
 from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
@@ -296,7 +296,9 @@ class _Blocks:
     variable blocks).
     """
 
-    def __init__(self, volumes, shapes, orientations, nk, scatter, active, reg_covar):
+    def __init__(
+        self, volumes, shapes, orientations, nk, scatter, active, reg_covar=0.0
+    ):
         self.volumes = volumes
         self.shapes = shapes
         self.orientations = orientations
@@ -304,6 +306,8 @@ class _Blocks:
         self.scatter = scatter
         self.active = active
         self.reg_covar = reg_covar
+        # Whether the orientation's search stopped at a collapse.
+        self.collapsed = False
         # Whether the orientation starts from the previous M-step's.
         self.warm = False
 
@@ -927,7 +931,9 @@ def _newton(orientation, rotated, nk, common_volume, reg_covar):
     the size of f's terms, the profile cannot resolve the decrease, but the
     direction is still good to the square of the error (f's error is the
     square of the parameters'): that last step is taken whole, and then
-    it stops.
+    it stops. It stops too where a component has collapsed onto a
+    hyperplane (:func:`skvi._degeneracy.collapsed_on_axes`). Returns D and
+    whether it stopped so.
     """
     identity = np.eye(len(orientation))
     value, size = _profile(np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume)
@@ -937,8 +943,8 @@ def _newton(orientation, rotated, nk, common_volume, reg_covar):
         ).any():
             # A component flat along an axis: the search would only
             # descend its funnel (log(reg_covar + t^2), hundreds of short
-            # steps); the fit ends flagged unless the E-step lifts it.
-            break
+            # steps); the fit ends here (STOPPED_AT_COLLAPSE).
+            return orientation, True
         skew, decrement = _newton_direction(rotated, nk, common_volume)
         if not decrement > RTOL * size:
             if 0.0 <= decrement:
@@ -961,7 +967,7 @@ def _newton(orientation, rotated, nk, common_volume, reg_covar):
             break
         orientation, rotated = orientation @ turn, trial
         value, size = trial_value, trial_size
-    return orientation
+    return orientation, False
 
 
 def _rotate_common_orientation(blocks, common_volume):
@@ -1025,9 +1031,10 @@ def _rotate_common_orientation(blocks, common_volume):
             orientation = orientation @ turn
             rotated = turn.T @ rotated @ turn
         if n_features > 2:
-            orientation = _newton(
+            orientation, collapsed = _newton(
                 orientation, rotated, nk, common_volume, blocks.reg_covar
             )
+            blocks.collapsed = blocks.collapsed or collapsed
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
 
 
@@ -1095,6 +1102,9 @@ class ConstrainedCovariance(FullCovariance):
         self.orientation = Orientation(name[2])
         # The last M-step's covariances and their blocks (see _start_from).
         self._last = None
+        # Why the fit must end after its last M-step (EVE, VVE: the search
+        # for the orientation stopped at a collapse), or None.
+        self.stop_reason = None
         # scikit-learn's four types: their units' closed forms.
         self.native = (
             NATIVE_UNITS[name](n_components, n_features)
@@ -1227,6 +1237,7 @@ class ConstrainedCovariance(FullCovariance):
             found = (volumes, shapes, orientations)
         covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
         self._last = (covariances.copy(), found)
+        self.stop_reason = STOPPED_AT_COLLAPSE if best.collapsed else None
         return covariances
 
     def _start_from(self, previous, active):

@@ -460,7 +460,9 @@ SHARED_GROUPS = {
 }
 
 
-def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
+def stacked_common_orientation(
+    name, nk, scatter, reg_covar, sizes, previous, stopped=None
+):
     """The M-step of several fits of EVE or VVE.
 
     ``nk`` (C,) and ``scatter`` (C, D, D) stacked over the fits' components
@@ -483,7 +485,9 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     covariances (K, D, D))``, or None where a fit must take its own M-step
     (a non positive definite or collapsing component, which that M-step
     reports). ``name`` is EVE or VVE, or each fit's (fits of both at once,
-    each with its own model's arithmetic).
+    each with its own model's arithmetic). A list ``stopped`` is filled
+    with whether each fit's search stopped at a collapse (the fit ends
+    there: ConstrainedCovariance.stop_reason).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
     arrangement = _layout(sizes)
@@ -495,20 +499,21 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
 
     def run(orientations, warm):
         """The search from ``orientations``, then the closed forms."""
-        found = _stacked_search(
+        searched = _stacked_search(
             orientations, scatter, nk, layout, common_volume, warm, reg_covar
         )
-        if found is None:
+        if searched is None:
             return None
+        found, collapsed = searched
         closed = _stacked_closed_forms(found, scatter, nk, layout, common_volume)
-        return None if closed is None else (found, *closed)
+        return None if closed is None else (found, *closed, collapsed)
 
     if previous is None:
         identity = np.broadcast_to(np.eye(n_features), (n_fits, n_features, n_features))
         found = run(identity, False)
         if found is None:
             return None
-        orientations, covariances, values, volumes, shapes = found
+        orientations, covariances, values, volumes, shapes, collapsed = found
         if n_features > 2:
             principal = _stacked_principal_axes(scatter, nk, layout, common_volume)
             other = None if principal is None else run(principal, False)
@@ -521,6 +526,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             covariances = np.where(taken[:, None, None], other[1], covariances)
             volumes = np.where(taken, other[3], volumes)
             shapes = np.where(taken[:, None], other[4], shapes)
+            collapsed = np.where(better, other[5], collapsed)
     else:
         if isinstance(previous, list):
             begun = _start_of_blocks(previous, layout)
@@ -537,7 +543,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         found = run(vectors, True)
         if found is None:
             return None
-        orientations, covariances, values, volumes, shapes = found
+        orientations, covariances, values, volumes, shapes, collapsed = found
         keep = start_is_lower(
             start_values, values, np.add.reduceat(nk, starts), n_features
         )
@@ -556,6 +562,8 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         )
         for number, (begin, size) in enumerate(zip(starts, sizes, strict=True))
     ]
+    if stopped is not None:
+        stopped[:] = np.asarray(collapsed, dtype=bool).tolist()
     return covariances, blocks
 
 
@@ -730,8 +738,9 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, reg_
     :func:`skvi._covariance.mclust._rotate_common_orientation` of every fit
     at once: the rounds of plane rotations (skipped by a ``warm`` fit whose
     every plane's search stays next to 0), then Newton's method for D > 2.
-    Returns the orientations (F, D, D), or None where a component's
-    rotated scatter is not positive on the diagonal (a collapse).
+    Returns the orientations (F, D, D) and whether each fit's Newton search
+    stopped at a collapse (F,), or None where a component's rotated
+    scatter is not positive on the diagonal (a collapse).
     """
     n_fits, sizes, starts, owners, slots = layout
     n_features = scatter.shape[1]
@@ -818,10 +827,10 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, reg_
                 turn = turns[owners]
                 rotated = turn.swapaxes(1, 2) @ rotated @ turn
         if n_features > 2:
-            orientations = _stacked_newton(
+            return _stacked_newton(
                 orientations, rotated, nk, sizes, common_volume, reg_covar
             )
-    return orientations
+    return orientations, np.zeros(n_fits, dtype=bool)
 
 
 def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
@@ -975,10 +984,12 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, reg_covar):
         rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
     )
     moving = np.ones(n_fits, dtype=bool)
+    collapsed = np.zeros(n_fits, dtype=bool)
     for _ in range(ORIENTATION_PASSES):
         # Each fit's search stops where :func:`_newton`'s does.
         diagonals = rotated.diagonal(axis1=1, axis2=2)
-        moving &= ~collapsed_on_axes(diagonals, nk, reg_covar, starts)
+        collapsed |= moving & collapsed_on_axes(diagonals, nk, reg_covar, starts)
+        moving &= ~collapsed
         if not moving.any():
             break
         skew, decrement = _stacked_newton_direction(
@@ -1019,7 +1030,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, reg_covar):
         moving &= ~trying
         if not moving.any():
             break
-    return orientations
+    return orientations, collapsed
 
 
 def _moving_steps(hessians, gradients, moving, kinds=None):
