@@ -76,6 +76,14 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   lets it, which the volume rule, against the other components', can
   miss; its rows' largest variance along its axes, over its largest
   eigenvalue, is 0 to rounding.
+  Under one orientation with shapes of their own (EVE, VVE), a component
+  whose rows share a value in some direction makes the search for the
+  orientation turn an axis there; its rows' variance along each axis of
+  the covariance over the variance within all components along it (an
+  affine-invariant ratio) below sqrt(eps) is degenerate. The M-step's
+  search stops at the same ratio and the fit ends there
+  (:data:`STOPPED_AT_COLLAPSE`), as R's mclust ends at a singular
+  covariance.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of

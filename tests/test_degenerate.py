@@ -20,6 +20,8 @@ from skvi._degeneracy import (
     RATIO_RESOLUTION,
     RATIO_THRESHOLD,
     _shown_ratio,
+    collapsed_on_axes,
+    common_axes_ratios,
     degeneracy,
 )
 from skvi.datasets import load_old_faithful
@@ -646,3 +648,63 @@ def test_reg_covar_larger_than_a_columns_spread_is_said():
         VariationalGaussianMixture(n_components=2, random_state=0).fit(
             X * [1, 1e-9, 1, 1]
         )
+
+
+def rotated_flat_cluster(flat=True):
+    """60 rows of a round cluster and 40 of one flat along a turned axis."""
+    rng = np.random.RandomState(0)
+    round_rows = rng.normal(size=(60, 3))
+    other = rng.normal(size=(40, 3)) * 0.5
+    if flat:
+        other[:, 2] = 0.0
+    turn = np.linalg.qr(np.random.RandomState(1).normal(size=(3, 3)))[0]
+    return np.vstack([round_rows, other @ turn.T + [8.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("covariance_type", ["EVE", "VVE"])
+def test_a_common_orientation_fit_ends_at_a_collapse(covariance_type):
+    # The search for the common orientation turns an axis into the flat
+    # cluster's plane, down a funnel log(reg_covar + t^2) of many short
+    # steps: the fit ends at the M-step that finds it there, flagged, as
+    # R's mclust ends at a singular covariance (and warns of no
+    # convergence it never sought).
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0]]),
+        random_state=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em.fit(rotated_flat_cluster())
+    assert [type(w.message) for w in caught] == [DegenerateFitWarning]
+    assert not em.converged_ and em.n_iter_ == 1
+    assert em.degenerate_ is not None
+    assert np.all(np.diff(em.half_step_lower_bounds_) >= 0)
+    # With spread in every direction the same fit runs to convergence.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        em.fit(rotated_flat_cluster(flat=False))
+    assert em.converged_ and em.degenerate_ is None
+
+
+def test_the_search_stops_where_the_degeneracy_rule_flags():
+    # collapsed_on_axes (the M-step's b_k = diag(D^T W_k D)) and
+    # common_axes_ratios (the fitted covariances and the rows' scatters)
+    # are one rule: a component's rows' variance along an axis of D over
+    # the variance within all components along it, below sqrt(eps).
+    rng = np.random.RandomState(3)
+    n_features, reg_covar = 4, 1e-6
+    turn = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0]
+    nk = np.array([30.0, 12.0, 25.0])
+    for flat in (1.0, 1e-10):
+        spreads = rng.uniform(0.5, 2.0, size=(3, n_features))
+        spreads[1, 2] *= flat
+        scatters = np.einsum("ia,ka,ja->kij", turn, spreads, turn)
+        # Any shapes on the axes of D.
+        shapes = rng.uniform(0.5, 2.0, size=(3, n_features))
+        covariances = np.einsum("ia,ka,ja->kij", turn, shapes, turn)
+        diagonals = nk[:, None] * (spreads + reg_covar)
+        stopped = collapsed_on_axes(diagonals, nk, reg_covar)
+        ratios = common_axes_ratios("EVE", nk / nk.sum(), covariances, scatters)
+        assert stopped[0] == (ratios.min() < RATIO_THRESHOLD) == (flat < 1)
