@@ -28,7 +28,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 from ._batch import Trend, ascend
 from ._covariance import COVARIANCE_TYPES, covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
-from ._degeneracy import ADVICE, DegenerateFitWarning, degeneracy
+from ._degeneracy import ADVICE, DegenerateFitWarning, column_variances, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import conditional_moments, normalize_in_place, row_values
@@ -297,6 +297,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             if hasattr(other, "feature_names_in_"):
                 self.feature_names_in_ = other.feature_names_in_
         unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
+        if getattr(unit, "name", None) in ("EVE", "VVE") and hasattr(data, "X"):
+            # What their orientation's search judges a collapse by.
+            unit.column_variances = column_variances(data.X, data.sample_weight)
         return data, unit, self._prepare(data, unit)
 
     def _finish_fit(self, best, unit, data):

@@ -78,12 +78,11 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   eigenvalue, is 0 to rounding.
   Under one orientation with shapes of their own (EVE, VVE), a component
   whose rows share a value in some direction makes the search for the
-  orientation turn an axis there; its rows' variance along each axis of
-  the covariance over the variance within all components along it (an
-  affine-invariant ratio) below sqrt(eps) is degenerate. The M-step's
-  search stops at the same ratio and the fit ends there
-  (:data:`STOPPED_AT_COLLAPSE`), as R's mclust ends at a singular
-  covariance.
+  orientation turn an axis there, down a funnel of many short steps. The
+  search stops where this rule would flag its current covariances (in
+  units of the data's column variances, :func:`search_collapsed`), and
+  the fit ends there, flagged (:data:`STOPPED_AT_COLLAPSE`), as R's
+  mclust ends at a singular covariance.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -194,11 +193,7 @@ def degeneracy(
     volumes = _volume_ratios(covariance_type, covariances, n_components)
     spreads = _data_ratios(covariance_type, weights, means, covariances, reg_covar)
     points_spread = np.ones(n_components)
-    common_axes = np.ones(n_components)
     if reg_covar is not None and scatters is not None:
-        common_axes = common_axes_ratios(
-            covariance_type, weights, covariances, scatters
-        )
         shapes, points_spread = _scaled_spread_ratios(
             covariance_type, weights, means, covariances, scatters
         )
@@ -253,14 +248,6 @@ def degeneracy(
                 f"(smallest over largest), below sqrt(eps) = "
                 f"{RATIO_THRESHOLD:.2g}: the data give it no spread in some "
                 "direction (its rows share a value there), only reg_covar does"
-            )
-        if not common_axes[k] >= RATIO_THRESHOLD:
-            return (
-                f"component {k}'s rows vary along an axis of the common "
-                f"orientation {_shown_ratio(common_axes[k])} times as much as "
-                "the rows within all components do there, below sqrt(eps) = "
-                f"{RATIO_THRESHOLD:.2g}: it has collapsed onto a hyperplane "
-                "the orientation turned to (only reg_covar keeps that axis)"
             )
     return None
 
@@ -336,64 +323,57 @@ def _scaled_spread_ratios(covariance_type, weights, means, covariances, scatters
     return shape, points
 
 
-#: Models whose components have shapes of their own under one orientation.
-COMMON_ORIENTATION_OWN_SHAPES = ("EVE", "VVE")
-
-
-def common_axes_ratios(covariance_type, weights, covariances, scatters):
-    """Per component, its rows' least spread along the common axes.
-
-    Under one orientation D with shapes of their own (EVE, VVE), a
-    component whose rows share a value in some direction makes the search
-    for D turn an axis there (its likelihood grows as the axis shrinks,
-    until ``reg_covar`` stops it). Along each axis ``v`` (an eigenvector of
-    the component's covariance, a column of D), its rows' variance ``v^T
-    S_k v`` over the variance within all components ``v^T (sum_j w_j S_j)
-    v`` (an affine-invariant scale: no unit of any column enters); axes
-    along which all components are flat (a constant column) are left out.
-    The smallest ratio, or one where the rule does not apply. The M-step's
-    search stops at the same ratio (:func:`collapsed_on_axes`).
-    """
-    if covariance_type not in COMMON_ORIENTATION_OWN_SHAPES:
-        return np.ones(len(weights))
-    pooled = np.einsum("k,kij->ij", weights / weights.sum(), scatters)
-    _, vectors = np.linalg.eigh(covariances)
-    own = np.einsum("kia,kij,kja->ka", vectors, scatters, vectors)
-    within = np.einsum("kia,ij,kja->ka", vectors, pooled, vectors)
-    return _axis_ratios(own, within).min(axis=1)
-
-
-def _axis_ratios(own, within):
-    """``own / within`` per axis, one where the data have no spread at all."""
-    spread = within > RATIO_THRESHOLD * within.max(axis=-1, keepdims=True)
-    return np.where(spread, own / np.where(spread, within, 1.0), 1.0)
-
-
 #: Why a fit of EVE or VVE ended at the M-step that found a collapse.
 STOPPED_AT_COLLAPSE = (
-    "a component's rows vary along an axis of the common orientation less "
-    f"than sqrt(eps) = {RATIO_THRESHOLD:.2g} times as much as the rows within "
-    "all components do there: it has collapsed onto a hyperplane the "
-    "orientation turned to (only reg_covar keeps that axis), and the fit "
-    "stopped there, as R's mclust stops at a singular covariance"
+    "a component's rows give it no spread along an axis of the common "
+    "orientation, as the data-spread rule judges it (below sqrt(eps) = "
+    f"{RATIO_THRESHOLD:.2g}): the orientation's search turned that axis into "
+    "their plane (only reg_covar keeps it), and the fit stopped there, as "
+    "R's mclust stops at a singular covariance"
 )
 
 
-def collapsed_on_axes(diagonals, nk, reg_covar, starts=(0,)):
-    """Per fit, whether the M-step's axes leave one of its components collapsed.
+def column_variances(X, sample_weight):
+    """Each column's weighted variance over its observed entries (D,)."""
+    observed = ~np.isnan(X)
+    weights = sample_weight[:, np.newaxis] * observed
+    totals = np.maximum(weights.sum(axis=0), np.finfo(float).tiny)
+    values = np.where(observed, X, 0.0)
+    means = (weights * values).sum(axis=0) / totals
+    return (weights * (values - means) ** 2).sum(axis=0) / totals
 
-    ``diagonals`` (C, D) hold ``b_k = diag(D^T W_k D)`` of the M-step's
-    scatters ``W_k = N_k (S_k + reg_covar I)`` of the components of one fit,
-    or of several stacked, each fit's starting at ``starts``: the rule of
-    :func:`common_axes_ratios` in the search's own terms, so that a fit
-    whose search stops there is flagged.
+
+def search_collapsed(
+    covariances, scatters, column_variances, reg_covar, common_volume, starts=(0,)
+):
+    """Per fit, whether a component is flat as the spread rules judge it.
+
+    The orientation search of EVE and VVE (one orientation, shapes of
+    their own) turns an axis into the plane of a component whose rows
+    share a value in some direction, down a funnel ``log(reg_covar +
+    t^2)`` of many short steps; the fit ends there, flagged
+    (:data:`STOPPED_AT_COLLAPSE`), as R's mclust ends at a singular
+    covariance. It stops where the data-spread rule of the fitted model
+    (:func:`_scaled_spread_ratios` for EVE, :func:`_data_ratios` for VVE)
+    would flag the search's current covariances ``(C, D, D)`` and the
+    rows' scatters over their weights, in units of the data's column
+    variances (constant columns left out): never where the rules pass.
+    ``common_volume`` (bool, or per fit) says EVE; ``starts`` where each
+    fit's components begin.
     """
     starts = np.asarray(starts)
-    own = diagonals / nk[:, None] - reg_covar
-    within = np.add.reduceat(diagonals, starts) / np.add.reduceat(nk, starts)[:, None]
-    owners = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(nk))))
-    ratios = _axis_ratios(own, within[owners] - reg_covar)
-    return np.logical_or.reduceat(~(ratios >= RATIO_THRESHOLD).all(axis=1), starts)
+    spread = column_variances > 0
+    scale = 1.0 / np.sqrt(column_variances[spread])
+    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    values, along = _along_axes(matrices, data)
+    own_shape = along.min(axis=1) / values[:, -1]
+    own = matrices - reg_covar * np.diag(scale**2)
+    plus_reg = np.linalg.eigvalsh(own)[:, 0] / values[:, -1]
+    counts = np.diff(np.append(starts, len(covariances)))
+    equal = np.repeat(np.broadcast_to(common_volume, counts.shape), counts)
+    ratios = np.where(equal, own_shape, plus_reg)
+    return np.logical_or.reduceat(~(ratios >= RATIO_THRESHOLD), starts)
 
 
 def _shown_ratio(ratio):

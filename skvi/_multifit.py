@@ -779,7 +779,14 @@ class _Lockstep:
             models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
             stopped = []
             found = stacked_common_orientation(
-                models, nk, scatter, self.reg_covar, sizes, previous, stopped
+                models,
+                nk,
+                scatter,
+                self.reg_covar,
+                sizes,
+                previous,
+                stopped,
+                fits[0].unit.column_variances,  # one data set for all
             )
             if found is None:
                 return None

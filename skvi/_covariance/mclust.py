@@ -62,7 +62,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
-from .._degeneracy import STOPPED_AT_COLLAPSE, collapsed_on_axes
+from .._degeneracy import RATIO_THRESHOLD, STOPPED_AT_COLLAPSE, search_collapsed
 from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
@@ -116,6 +116,10 @@ MAX_PASSES = 2000
 # selections take 4.5 times less time on R's state.x77, 2 times less on
 # mtcars and attitude.
 ORIENTATION_PASSES = 50
+# The search checks for a collapse (collapse_stop) before its 3rd, 6th, ...
+# step: a sound M-step ends in 2-3 steps and never pays for the check
+# (an eigendecomposition per component); a funnel is left within three.
+COLLAPSE_CHECKS = 3
 
 
 def start_is_lower(start_values, values, nk_totals, n_features):
@@ -306,8 +310,11 @@ class _Blocks:
         self.scatter = scatter
         self.active = active
         self.reg_covar = reg_covar
-        # Whether the orientation's search stopped at a collapse.
+        # Whether the orientation's search stopped at a collapse, and what
+        # it judges one by (the data's column variances, or None).
         self.collapsed = False
+        self.column_variances = None
+        self.variable_volume = True
         # Whether the orientation starts from the previous M-step's.
         self.warm = False
 
@@ -922,7 +929,7 @@ def _newton_direction(rotated, nk, common_volume):
     return np.tensordot(step, basis, 1), -gradient @ step
 
 
-def _newton(orientation, rotated, nk, common_volume, reg_covar):
+def _newton(orientation, rotated, nk, common_volume, stop=None):
     """Newton's method on the profile over D, from ``orientation``.
 
     ``rotated`` holds ``D^T W_k D``. Each step turns D by the Cayley
@@ -932,15 +939,15 @@ def _newton(orientation, rotated, nk, common_volume, reg_covar):
     direction is still good to the square of the error (f's error is the
     square of the parameters'): that last step is taken whole, and then
     it stops. It stops too where a component has collapsed onto a
-    hyperplane (:func:`skvi._degeneracy.collapsed_on_axes`). Returns D and
-    whether it stopped so.
+    hyperplane, where ``stop(D, diag(D^T W_k D))`` says so
+    (:func:`skvi._degeneracy.search_collapsed`). Returns D and whether it
+    stopped so.
     """
     identity = np.eye(len(orientation))
     value, size = _profile(np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume)
-    for _ in range(ORIENTATION_PASSES):
-        if collapsed_on_axes(
-            np.diagonal(rotated, axis1=1, axis2=2), nk, reg_covar
-        ).any():
+    for passes in range(ORIENTATION_PASSES):
+        checked = stop is not None and passes and not passes % COLLAPSE_CHECKS
+        if checked and stop(orientation, np.diagonal(rotated, axis1=1, axis2=2)):
             # A component flat along an axis: the search would only
             # descend its funnel (log(reg_covar + t^2), hundreds of short
             # steps); the fit ends here (STOPPED_AT_COLLAPSE).
@@ -968,6 +975,83 @@ def _newton(orientation, rotated, nk, common_volume, reg_covar):
         orientation, rotated = orientation @ turn, trial
         value, size = trial_value, trial_size
     return orientation, False
+
+
+def profile_covariances(orientations, diagonals, nk, common_volume, starts=(0,)):
+    """The covariances the profile gives D: ``(C, D, D)``.
+
+    Shapes ``b_k / g_k`` and volumes ``g_k / N_k`` (VVE) or the fit's
+    ``sum_k g_k / N`` (EVE), :func:`_profile`'s, for each fit's components
+    (beginning at ``starts``) under its orientation ``orientations`` (F, D,
+    D), or one (D, D).
+    """
+    starts = np.asarray(starts)
+    owners = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(nk))))
+    eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
+    axes = np.broadcast_to(orientations, (len(starts), *diagonals.shape[1:2] * 2))
+    axes = axes[owners]
+    return (axes * eigenvalues[:, None, :]) @ axes.swapaxes(1, 2)
+
+
+def _profile_eigenvalues(diagonals, nk, common_volume, starts):
+    """The eigenvalues of :func:`profile_covariances`, (C, D)."""
+    counts = np.diff(np.append(starts, len(nk)))
+    owners = np.repeat(np.arange(len(starts)), counts)
+    geometric = np.exp(np.log(diagonals).mean(axis=1))
+    shared = np.add.reduceat(geometric, starts) / np.add.reduceat(nk, starts)
+    equal = np.repeat(np.broadcast_to(common_volume, counts.shape), counts)
+    volumes = np.where(equal, shared[owners] / geometric, 1.0 / nk)
+    return volumes[:, None] * diagonals
+
+
+def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, starts=(0,)):
+    """``stop(orientations, diagonals)``: per fit, whether its search stops.
+
+    ``scatter`` (C, D, D) holds ``W_k = N_k (S_k + reg_covar I)``. The
+    search stops where :func:`skvi._degeneracy.search_collapsed` flags the
+    covariances the profile gives D. That takes an eigendecomposition per
+    component, so first a bound no rule can pass below: in units of the
+    column variances ``v`` the rules' ratios are at least ``min(v) /
+    max(v)`` times the smallest eigenvalue of ``S_k`` (fixed in the M-step)
+    over the largest of the covariance; above sqrt(eps) the fit goes on.
+    None where ``column_variances`` is None.
+    """
+    if column_variances is None:
+        return None
+    starts = np.asarray(starts)
+    scatters = scatter / nk[:, None, None] - reg_covar * np.eye(scatter.shape[1])
+    varying = column_variances[column_variances > 0]
+    factor = varying.min() / varying.max() if varying.size else 0.0
+    floors = factor * np.linalg.eigvalsh(scatters)[:, 0]
+
+    def stop(orientations, diagonals):
+        eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
+        possible = ~(floors >= RATIO_THRESHOLD * eigenvalues.max(axis=1))
+        possible = np.logical_or.reduceat(possible, starts)
+        if not possible.any():
+            return possible
+        covariances = profile_covariances(
+            orientations, diagonals, nk, common_volume, starts
+        )
+        flat = search_collapsed(
+            covariances, scatters, column_variances, reg_covar, common_volume, starts
+        )
+        return possible & flat
+
+    return stop
+
+
+def _collapse_test(blocks):
+    """``stop(D, diagonals)`` for :func:`_newton`, or None (no column scale)."""
+    active = blocks.active
+    stop = collapse_stop(
+        blocks.nk[active],
+        blocks.scatter[active],
+        blocks.column_variances,
+        blocks.reg_covar,
+        not blocks.variable_volume,
+    )
+    return None if stop is None else lambda D, diagonals: bool(stop(D, diagonals)[0])
 
 
 def _rotate_common_orientation(blocks, common_volume):
@@ -1032,7 +1116,7 @@ def _rotate_common_orientation(blocks, common_volume):
             rotated = turn.T @ rotated @ turn
         if n_features > 2:
             orientation, collapsed = _newton(
-                orientation, rotated, nk, common_volume, blocks.reg_covar
+                orientation, rotated, nk, common_volume, _collapse_test(blocks)
             )
             blocks.collapsed = blocks.collapsed or collapsed
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
@@ -1105,6 +1189,9 @@ class ConstrainedCovariance(FullCovariance):
         # Why the fit must end after its last M-step (EVE, VVE: the search
         # for the orientation stopped at a collapse), or None.
         self.stop_reason = None
+        # The data's column variances (EVE, VVE: set by the fit; None: the
+        # orientation's search does not stop at a collapse).
+        self.column_variances = None
         # scikit-learn's four types: their units' closed forms.
         self.native = (
             NATIVE_UNITS[name](n_components, n_features)
@@ -1218,6 +1305,8 @@ class ConstrainedCovariance(FullCovariance):
         blocks = _Blocks(
             volumes, shapes, orientations, weights, scatter, active, reg_covar
         )
+        blocks.column_variances = self.column_variances
+        blocks.variable_volume = self.volume.variable
         if previous is not None:
             blocks.warm = True
             start = blocks.covariances()
@@ -1339,6 +1428,8 @@ class ConstrainedCovariance(FullCovariance):
                 active,
                 reg_covar,
             )
+            candidate.column_variances = blocks.column_variances
+            candidate.variable_volume = blocks.variable_volume
             diagonals = candidate.rotated_diagonals()
             self.shape.update(candidate, diagonals, reg_covar)
             traces = (diagonals / candidate.shapes).sum(axis=1)

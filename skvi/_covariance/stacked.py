@@ -19,9 +19,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
-from .._degeneracy import collapsed_on_axes
 from . import _gufuncs
 from .mclust import (
+    COLLAPSE_CHECKS,
     HALVINGS,
     MAX_PASSES,
     ORIENTATION_PASSES,
@@ -37,6 +37,7 @@ from .mclust import (
     _tournament,
     _two_term_sums,
     _upper_pairs,
+    collapse_stop,
     start_is_lower,
 )
 
@@ -461,7 +462,7 @@ SHARED_GROUPS = {
 
 
 def stacked_common_orientation(
-    name, nk, scatter, reg_covar, sizes, previous, stopped=None
+    name, nk, scatter, reg_covar, sizes, previous, stopped=None, column_variances=None
 ):
     """The M-step of several fits of EVE or VVE.
 
@@ -486,8 +487,9 @@ def stacked_common_orientation(
     (a non positive definite or collapsing component, which that M-step
     reports). ``name`` is EVE or VVE, or each fit's (fits of both at once,
     each with its own model's arithmetic). A list ``stopped`` is filled
-    with whether each fit's search stopped at a collapse (the fit ends
-    there: ConstrainedCovariance.stop_reason).
+    with whether each fit's search stopped at a collapse, judged by the
+    data's ``column_variances`` (None: it does not stop), where the fit
+    ends (ConstrainedCovariance.stop_reason).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
     arrangement = _layout(sizes)
@@ -496,11 +498,14 @@ def stacked_common_orientation(
     common_volume = _common_volumes(name)
     scatter = _regularized(scatter, nk, reg_covar)
     layout = (n_fits, sizes, starts, owners, slots)
+    stop = collapse_stop(
+        nk, scatter, column_variances, reg_covar, common_volume, starts
+    )
 
     def run(orientations, warm):
         """The search from ``orientations``, then the closed forms."""
         searched = _stacked_search(
-            orientations, scatter, nk, layout, common_volume, warm, reg_covar
+            orientations, scatter, nk, layout, common_volume, warm, stop
         )
         if searched is None:
             return None
@@ -732,7 +737,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     return axes[candidates[best]]
 
 
-def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, reg_covar):
+def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, stop):
     """The orientation search of each stacked fit, from ``orientations``.
 
     :func:`skvi._covariance.mclust._rotate_common_orientation` of every fit
@@ -828,7 +833,7 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, reg_
                 rotated = turn.swapaxes(1, 2) @ rotated @ turn
         if n_features > 2:
             return _stacked_newton(
-                orientations, rotated, nk, sizes, common_volume, reg_covar
+                orientations, rotated, nk, sizes, common_volume, stop
             )
     return orientations, np.zeros(n_fits, dtype=bool)
 
@@ -965,7 +970,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     return skew, decrement
 
 
-def _stacked_newton(orientations, rotated, nk, sizes, common_volume, reg_covar):
+def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
     """:func:`_newton` for several fits at once (their own steps and rules).
 
     ``orientations`` (F, D, D), ``rotated`` (C, D, D) and ``nk`` (C,)
@@ -985,11 +990,11 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, reg_covar):
     )
     moving = np.ones(n_fits, dtype=bool)
     collapsed = np.zeros(n_fits, dtype=bool)
-    for _ in range(ORIENTATION_PASSES):
+    for passes in range(ORIENTATION_PASSES):
         # Each fit's search stops where :func:`_newton`'s does.
-        diagonals = rotated.diagonal(axis1=1, axis2=2)
-        collapsed |= moving & collapsed_on_axes(diagonals, nk, reg_covar, starts)
-        moving &= ~collapsed
+        if stop is not None and passes and not passes % COLLAPSE_CHECKS:
+            collapsed |= moving & stop(orientations, rotated.diagonal(axis1=1, axis2=2))
+            moving &= ~collapsed
         if not moving.any():
             break
         skew, decrement = _stacked_newton_direction(
