@@ -113,9 +113,16 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
                 resolution,
                 model.relative_tol,
             )
-        if stopping:
+            # A lock-step fit whose iteration's M-step stopped at a
+            # collapse ends, as it would have there (a start's M-step ends
+            # no run, alone or there).
+            stop_reason = getattr(unit, "stop_reason", None)
+        if stopping or stop_reason is not None:
             trend = Trend(half_steps[-1], tuple(recent), None, done, schedule.next_try)
-            return AscentRun(state, half_steps, done, True, stats, trend)
+            converged = stop_reason is None
+            return AscentRun(
+                state, half_steps, done, converged, stats, trend, stop_reason
+            )
     elif trend is not None and trend.bound == half_steps[0]:
         recent, done = list(trend.changes), trend.iterations
         schedule = MergeSchedule(model._allows_merges(unit), trend.next_merge_try)
@@ -143,6 +150,9 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
         recent, stopping = stopping_rule(
             recent, change, half_steps[-1], model.tol, resolution, model.relative_tol
         )
+        if getattr(unit, "stop_reason", None) is not None:
+            stop_reason = unit.stop_reason  # its M-step found it collapsed
+            break
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):
             proposal = merge_move(model, data, unit, context, state, evaluated, stats)
@@ -153,9 +163,6 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
             stats, recent, pending = proposal, [], proposal
         elif stopping:
             converged = True
-            break
-        elif getattr(unit, "stop_reason", None) is not None:
-            stop_reason = unit.stop_reason  # its M-step found it collapsed
             break
     trend = Trend(
         half_steps[-1], tuple(recent), pending, done + n_iter, schedule.next_try

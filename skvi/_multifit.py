@@ -325,6 +325,8 @@ class _Fit:
         """
         latest, state, count, recent, n_iter = self.before
         self.latest, self.state = latest, state
+        if hasattr(self.unit, "stop_reason"):
+            self.unit.stop_reason = None  # that M-step is taken again
         so_far = (self.half_steps[: count - 1], tuple(recent), max(n_iter - 1, 0))
         self.resume = (self.current_state(), so_far)
 
@@ -486,10 +488,10 @@ class _Lockstep:
                 fit.recent, stopping = stopping_rule(
                     fit.recent, change, bound, tol, self.resolution, relative_tol
                 )
-                if stopping:
-                    fit.converged = fit.done = True
-                elif getattr(fit.unit, "stop_reason", None) is not None:
+                if getattr(fit.unit, "stop_reason", None) is not None:
                     fit.done = True  # its M-step found it collapsed
+                elif stopping:
+                    fit.converged = fit.done = True
 
     def _active(self):
         """The fits still in the lock step: the same list while none leaves.
