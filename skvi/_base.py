@@ -298,8 +298,11 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 self.feature_names_in_ = other.feature_names_in_
         unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
         if getattr(unit, "name", None) in ("EVE", "VVE") and hasattr(data, "X"):
-            # What their orientation's search judges a collapse by.
-            unit.column_variances = column_variances(data.X, data.sample_weight)
+            # What their orientation's search judges a collapse by (one
+            # pass over a Dask array's blocks).
+            unit.column_variances = np.asarray(
+                column_variances(data.X, data.sample_weight), dtype=float
+            )
         return data, unit, self._prepare(data, unit)
 
     def _finish_fit(self, best, unit, data):
