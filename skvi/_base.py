@@ -28,7 +28,7 @@ from sklearn.utils.validation import _num_samples, check_is_fitted, validate_dat
 from ._batch import Trend, ascend
 from ._covariance import COVARIANCE_TYPES, covariance_unit
 from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
-from ._degeneracy import ADVICE, DegenerateFitWarning, degeneracy
+from ._degeneracy import ADVICE, DegenerateFitWarning, column_variances, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
 from ._kernel import conditional_moments, normalize_in_place, row_values
@@ -253,7 +253,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             if best is None or run.lower_bound > best.lower_bound:
                 best = run
 
-        if not best.converged and self.max_iter > 0:
+        # (A run its M-step stopped at a collapse is flagged degenerate.)
+        if not best.converged and best.stop_reason is None and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different "
                 "init parameters, or increase max_iter, tol, or check for "
@@ -296,6 +297,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             if hasattr(other, "feature_names_in_"):
                 self.feature_names_in_ = other.feature_names_in_
         unit = covariance_unit(self.covariance_type, self.n_components, data.n_features)
+        if getattr(unit, "name", None) in ("EVE", "VVE") and hasattr(data, "X"):
+            # What their orientation's search judges a collapse by (one
+            # pass over a Dask array's blocks).
+            unit.column_variances = np.asarray(
+                column_variances(data.X, data.sample_weight), dtype=float
+            )
         return data, unit, self._prepare(data, unit)
 
     def _finish_fit(self, best, unit, data):
@@ -307,6 +314,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self._store_state(best.state, unit, data.dtype)
         self._fitted_covariance_type = unit.name
         self._store_run(best)
+        self._stop_reason = best.stop_reason
         # A later partial_fit continues from the final E-step's statistics.
         self._online_statistics = dict(
             RunningStatistics.from_moments(best.statistics.moments).to_dict(), steps=0
@@ -427,7 +435,13 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = float(bound)
         self.n_iter_ = steps + 1
         self.converged_ = False
-        for name in ("half_step_lower_bounds_", "kl_gaps_", "_ascent_trend"):
+        # (A stream's steps do not stop: a batch fit's stop no longer holds.)
+        for name in (
+            "half_step_lower_bounds_",
+            "kl_gaps_",
+            "_ascent_trend",
+            "_stop_reason",
+        ):
             self.__dict__.pop(name, None)
         self._diagnose_stream(steps + 1)
         return self
@@ -617,8 +631,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         return self._effective_points(None, None)
 
     def _degeneracy(self, points):
-        """Why the stored model is degenerate, or None (skvi._degeneracy)."""
-        return degeneracy(
+        """Why the stored model is degenerate, or None (skvi._degeneracy).
+
+        A fit that ended where its M-step found it collapsed is degenerate
+        for that reason where no rule names another.
+        """
+        reason = degeneracy(
             getattr(self, "_fitted_covariance_type", self.covariance_type),
             self.weights_,
             self.means_,
@@ -628,6 +646,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             reg_covar=None if self._prior_regularises_covariances else self.reg_covar,
             scatters=self._component_scatters(),
         )
+        return reason or getattr(self, "_stop_reason", None)
 
     def _component_scatters(self):
         """Each component's scatter over its weight, as the last M-step read it.
@@ -1059,6 +1078,8 @@ default=None
     def _print_init_end(self, run):
         if self.verbose >= 1:
             status = "converged" if run.converged else "did not converge"
+            if run.stop_reason is not None:
+                status = "stopped at a collapse"
             if self.verbose == 1:
                 print(f"Initialization {status}.")
             else:

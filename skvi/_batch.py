@@ -44,6 +44,9 @@ class AscentRun:
     statistics: object
     # What a warm start continues the stopping rule from (see ascend).
     trend: object = None
+    # Why the run ended before it converged, at its M-step's word (a fit of
+    # EVE or VVE that collapsed: skvi._degeneracy.STOPPED_AT_COLLAPSE).
+    stop_reason: str = None
 
     @property
     def lower_bound(self):
@@ -92,7 +95,7 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
     evaluated = model._evaluate(state, unit, context)
     stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
     half_steps = [model._elbo_after_e_step(stats, evaluated)]
-    converged, n_iter, pending = False, 0, None
+    converged, n_iter, pending, stop_reason = False, 0, None, None
     resolution = BOUND_RESOLUTION.get(np.dtype(data.dtype), 1e-12)
     if resume is not None:
         earlier, recent, done = resume
@@ -110,9 +113,16 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
                 resolution,
                 model.relative_tol,
             )
-        if stopping:
+            # A lock-step fit whose iteration's M-step stopped at a
+            # collapse ends, as it would have there (a start's M-step ends
+            # no run, alone or there).
+            stop_reason = getattr(unit, "stop_reason", None)
+        if stopping or stop_reason is not None:
             trend = Trend(half_steps[-1], tuple(recent), None, done, schedule.next_try)
-            return AscentRun(state, half_steps, done, True, stats, trend)
+            converged = stop_reason is None
+            return AscentRun(
+                state, half_steps, done, converged, stats, trend, stop_reason
+            )
     elif trend is not None and trend.bound == half_steps[0]:
         recent, done = list(trend.changes), trend.iterations
         schedule = MergeSchedule(model._allows_merges(unit), trend.next_merge_try)
@@ -140,6 +150,9 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
         recent, stopping = stopping_rule(
             recent, change, half_steps[-1], model.tol, resolution, model.relative_tol
         )
+        if getattr(unit, "stop_reason", None) is not None:
+            stop_reason = unit.stop_reason  # its M-step found it collapsed
+            break
         proposal = None
         if schedule.due(done + n_iter, change, previous_change, stopping):
             proposal = merge_move(model, data, unit, context, state, evaluated, stats)
@@ -156,7 +169,7 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
     )
     if resume is not None:
         n_iter += done
-    return AscentRun(state, half_steps, n_iter, converged, stats, trend)
+    return AscentRun(state, half_steps, n_iter, converged, stats, trend, stop_reason)
 
 
 def _global_step(model, data, unit, context, state, evaluated, stats):

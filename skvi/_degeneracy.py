@@ -76,6 +76,13 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   lets it, which the volume rule, against the other components', can
   miss; its rows' largest variance along its axes, over its largest
   eigenvalue, is 0 to rounding.
+  Under one orientation with shapes of their own (EVE, VVE), a component
+  whose rows share a value in some direction makes the search for the
+  orientation turn an axis there, down a funnel of many short steps. The
+  search stops where this rule would flag its current covariances (in
+  units of the data's column variances, :func:`search_collapsed`), and
+  the fit ends there, flagged (:data:`STOPPED_AT_COLLAPSE`), as R's
+  mclust ends at a singular covariance.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
@@ -314,6 +321,59 @@ def _scaled_spread_ratios(covariance_type, weights, means, covariances, scatters
     if covariance_type in _OWN_VOLUME_SHARED_SHAPE:
         points = along.max(axis=1) / values[:, -1]
     return shape, points
+
+
+#: Why a fit of EVE or VVE ended at the M-step that found a collapse.
+STOPPED_AT_COLLAPSE = (
+    "a component's rows give it no spread along an axis of the common "
+    "orientation, as the data-spread rule judges it (below sqrt(eps) = "
+    f"{RATIO_THRESHOLD:.2g}): the orientation's search turned that axis into "
+    "their plane (only reg_covar keeps it), and the fit stopped there, as "
+    "R's mclust stops at a singular covariance"
+)
+
+
+def column_variances(X, sample_weight):
+    """Each column's weighted variance over its observed entries (D,)."""
+    observed = ~np.isnan(X)
+    weights = sample_weight[:, np.newaxis] * observed
+    totals = np.maximum(weights.sum(axis=0), np.finfo(float).tiny)
+    values = np.where(observed, X, 0.0)
+    means = (weights * values).sum(axis=0) / totals
+    return (weights * (values - means) ** 2).sum(axis=0) / totals
+
+
+def search_collapsed(
+    covariances, scatters, column_variances, reg_covar, common_volume, starts=(0,)
+):
+    """Per fit, whether a component is flat as the spread rules judge it.
+
+    The orientation search of EVE and VVE (one orientation, shapes of
+    their own) turns an axis into the plane of a component whose rows
+    share a value in some direction, down a funnel ``log(reg_covar +
+    t^2)`` of many short steps; the fit ends there, flagged
+    (:data:`STOPPED_AT_COLLAPSE`), as R's mclust ends at a singular
+    covariance. It stops where the data-spread rule of the fitted model
+    (:func:`_scaled_spread_ratios` for EVE, :func:`_data_ratios` for VVE)
+    would flag the search's current covariances ``(C, D, D)`` and the
+    rows' scatters over their weights, in units of the data's column
+    variances (constant columns left out): never where the rules pass.
+    ``common_volume`` (bool, or per fit) says EVE; ``starts`` where each
+    fit's components begin.
+    """
+    starts = np.asarray(starts)
+    spread = column_variances > 0
+    scale = 1.0 / np.sqrt(column_variances[spread])
+    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    values, along = _along_axes(matrices, data)
+    own_shape = along.min(axis=1) / values[:, -1]
+    own = matrices - reg_covar * np.diag(scale**2)
+    plus_reg = np.linalg.eigvalsh(own)[:, 0] / values[:, -1]
+    counts = np.diff(np.append(starts, len(covariances)))
+    equal = np.repeat(np.broadcast_to(common_volume, counts.shape), counts)
+    ratios = np.where(equal, own_shape, plus_reg)
+    return np.logical_or.reduceat(~(ratios >= RATIO_THRESHOLD), starts)
 
 
 def _shown_ratio(ratio):

@@ -93,6 +93,7 @@ from ._covariance.stacked import (
 )
 from ._covariance.tied import TiedCovariance
 from ._dask import is_dask_collection
+from ._degeneracy import STOPPED_AT_COLLAPSE
 from ._elbo import LOG_2PI
 from ._em import EMGaussianMixture, GaussianParameters
 from ._initialization import draws_random
@@ -324,6 +325,8 @@ class _Fit:
         """
         latest, state, count, recent, n_iter = self.before
         self.latest, self.state = latest, state
+        if hasattr(self.unit, "stop_reason"):
+            self.unit.stop_reason = None  # that M-step is taken again
         so_far = (self.half_steps[: count - 1], tuple(recent), max(n_iter - 1, 0))
         self.resume = (self.current_state(), so_far)
 
@@ -356,6 +359,7 @@ class _Fit:
             self.converged,
             _Statistics(moments),
             trend,
+            None if self.converged else getattr(self.unit, "stop_reason", None),
         )
         self.model._finish_fit(run, self.unit, self.data)
 
@@ -484,7 +488,9 @@ class _Lockstep:
                 fit.recent, stopping = stopping_rule(
                     fit.recent, change, bound, tol, self.resolution, relative_tol
                 )
-                if stopping:
+                if getattr(fit.unit, "stop_reason", None) is not None:
+                    fit.done = True  # its M-step found it collapsed
+                elif stopping:
                     fit.converged = fit.done = True
 
     def _active(self):
@@ -773,12 +779,23 @@ class _Lockstep:
                 else:
                     previous = np.concatenate([state.covariances for state in states])
             models = name if name != "EVE+VVE" else [f.unit.name for f in fits]
+            stopped = []
             found = stacked_common_orientation(
-                models, nk, scatter, self.reg_covar, sizes, previous
+                models,
+                nk,
+                scatter,
+                self.reg_covar,
+                sizes,
+                previous,
+                stopped,
+                fits[0].unit.column_variances,  # one data set for all
             )
             if found is None:
                 return None
             covariances, blocks = found
+            for fit, collapsed in zip(fits, stopped, strict=True):
+                # As its own M-step says it (the run ends after its E-step).
+                fit.unit.stop_reason = STOPPED_AT_COLLAPSE if collapsed else None
         elif name in (*JOINT_SHAPE_MODELS, "VEE", "VEI+VEV"):
             previous = [fit.blocks for fit in fits]
             if name == "VEE":

@@ -24,6 +24,8 @@ from skvi._degeneracy import (
 )
 from skvi.datasets import load_old_faithful
 
+from .helpers import fp_tolerance
+
 SKLEARN_TYPES = ["full", "tied", "diag", "spherical"]
 
 
@@ -646,3 +648,73 @@ def test_reg_covar_larger_than_a_columns_spread_is_said():
         VariationalGaussianMixture(n_components=2, random_state=0).fit(
             X * [1, 1e-9, 1, 1]
         )
+
+
+def few_rows_far_away(n_few):
+    """60 rows in 6 dimensions, and ``n_few`` more far from them."""
+    rng = np.random.RandomState(0)
+    many = rng.normal(size=(60, 6))
+    few = rng.normal(size=(n_few, 6)) * 0.3 + 6
+    return np.vstack([many, few]), np.vstack([many.mean(axis=0), few.mean(axis=0)])
+
+
+@pytest.mark.parametrize("covariance_type", ["EVE", "VVE"])
+def test_a_common_orientation_fit_ends_at_a_collapse(covariance_type):
+    # Four rows span 3 of 6 dimensions: the search for the common
+    # orientation turns axes into their null space, down a funnel
+    # log(reg_covar + t^2) of many short steps. The search stops where the
+    # data-spread rule flags the component, and the fit ends there,
+    # flagged, as R's mclust ends at a singular covariance, and warns of
+    # no convergence it never sought.
+    X, centers = few_rows_far_away(4)
+    em = EMGaussianMixture(
+        n_components=2,
+        covariance_type=covariance_type,
+        means_init=centers,
+        random_state=0,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em.fit(X)
+    assert [type(w.message) for w in caught] == [DegenerateFitWarning]
+    assert em.degenerate_ is not None
+    # Never down, but by the rounding of two evaluations of the bound.
+    rounding = fp_tolerance(em.elbo_decomposition(X), em)
+    assert np.all(np.diff(em.half_step_lower_bounds_) >= -rounding)
+    if covariance_type == "EVE":
+        # (VVE's search there ends in fewer steps than the check waits.)
+        assert not em.converged_ and em.n_iter_ == 1
+    # With rows enough the same fit runs to convergence.
+    X, centers = few_rows_far_away(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        em.set_params(means_init=centers).fit(X)
+    assert em.converged_ and em.degenerate_ is None
+
+
+@pytest.mark.parametrize("covariance_type", ["EVE", "VVE"])
+def test_a_thin_component_beside_a_wide_one_is_not_stopped(covariance_type):
+    # Two clusters under one orientation whose variances differ by 1e8
+    # along an axis (a reviewer's case): the thin one is sound, since the
+    # search stops only where the data-spread rules, each component in
+    # the units of the data's columns, would flag the fit (a ratio against
+    # the pool of both components once flagged it).
+    rng = np.random.RandomState(4)
+    wide, thin = 10 ** rng.uniform(-1, 6, 3), 10 ** rng.uniform(-4, 2, 3)
+    turn = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    X = (
+        np.vstack(
+            [
+                rng.normal(size=(150, 3)) * np.sqrt(wide),
+                rng.normal(size=(150, 3)) * np.sqrt(thin),
+            ]
+        )
+        @ turn.T
+    )
+    X[150:] += 50 * np.sqrt(wide.max()) * turn[:, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        em = EMGaussianMixture(
+            n_components=2, covariance_type=covariance_type, random_state=0
+        ).fit(X)
+    assert em.converged_ and em.degenerate_ is None

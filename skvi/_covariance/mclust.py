@@ -62,6 +62,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
+from .._degeneracy import RATIO_THRESHOLD, STOPPED_AT_COLLAPSE, search_collapsed
 from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
@@ -115,6 +116,10 @@ MAX_PASSES = 2000
 # selections take 4.5 times less time on R's state.x77, 2 times less on
 # mtcars and attitude.
 ORIENTATION_PASSES = 50
+# The search checks for a collapse (collapse_stop) before its 3rd, 6th, ...
+# step: a sound M-step ends in 2-3 steps and never pays for the check
+# (an eigendecomposition per component); a funnel is left within three.
+COLLAPSE_CHECKS = 3
 
 
 def start_is_lower(start_values, values, nk_totals, n_features):
@@ -290,17 +295,26 @@ class _Blocks:
 
     ``volumes`` (K,), ``shapes`` (K, D) and ``orientations`` (K, D, D) are
     always per component (a shared block has equal rows); ``nk`` (K,) and
-    ``scatter`` (K, D, D) hold ``N_k`` and ``W_k``; ``active`` flags the
-    components with weight (the others keep their variable blocks).
+    ``scatter`` (K, D, D) hold ``N_k`` and ``W_k`` (``reg_covar`` in it);
+    ``active`` flags the components with weight (the others keep their
+    variable blocks).
     """
 
-    def __init__(self, volumes, shapes, orientations, nk, scatter, active):
+    def __init__(
+        self, volumes, shapes, orientations, nk, scatter, active, reg_covar=0.0
+    ):
         self.volumes = volumes
         self.shapes = shapes
         self.orientations = orientations
         self.nk = nk
         self.scatter = scatter
         self.active = active
+        self.reg_covar = reg_covar
+        # Whether the orientation's search stopped at a collapse, and what
+        # it judges one by (the data's column variances, or None).
+        self.collapsed = False
+        self.column_variances = None
+        self.variable_volume = True
         # Whether the orientation starts from the previous M-step's.
         self.warm = False
 
@@ -915,7 +929,7 @@ def _newton_direction(rotated, nk, common_volume):
     return np.tensordot(step, basis, 1), -gradient @ step
 
 
-def _newton(orientation, rotated, nk, common_volume):
+def _newton(orientation, rotated, nk, common_volume, stop=None):
     """Newton's method on the profile over D, from ``orientation``.
 
     ``rotated`` holds ``D^T W_k D``. Each step turns D by the Cayley
@@ -924,11 +938,20 @@ def _newton(orientation, rotated, nk, common_volume):
     the size of f's terms, the profile cannot resolve the decrease, but the
     direction is still good to the square of the error (f's error is the
     square of the parameters'): that last step is taken whole, and then
-    it stops.
+    it stops. It stops too where a component has collapsed onto a
+    hyperplane, where ``stop(D, diag(D^T W_k D))`` says so
+    (:func:`skvi._degeneracy.search_collapsed`). Returns D and whether it
+    stopped so.
     """
     identity = np.eye(len(orientation))
     value, size = _profile(np.diagonal(rotated, axis1=1, axis2=2), nk, common_volume)
-    for _ in range(ORIENTATION_PASSES):
+    for passes in range(ORIENTATION_PASSES):
+        checked = stop is not None and passes and not passes % COLLAPSE_CHECKS
+        if checked and stop(orientation, np.diagonal(rotated, axis1=1, axis2=2)):
+            # A component flat along an axis: the search would only
+            # descend its funnel (log(reg_covar + t^2), hundreds of short
+            # steps); the fit ends here (STOPPED_AT_COLLAPSE).
+            return orientation, True
         skew, decrement = _newton_direction(rotated, nk, common_volume)
         if not decrement > RTOL * size:
             if 0.0 <= decrement:
@@ -951,7 +974,84 @@ def _newton(orientation, rotated, nk, common_volume):
             break
         orientation, rotated = orientation @ turn, trial
         value, size = trial_value, trial_size
-    return orientation
+    return orientation, False
+
+
+def profile_covariances(orientations, diagonals, nk, common_volume, starts=(0,)):
+    """The covariances the profile gives D: ``(C, D, D)``.
+
+    Shapes ``b_k / g_k`` and volumes ``g_k / N_k`` (VVE) or the fit's
+    ``sum_k g_k / N`` (EVE), :func:`_profile`'s, for each fit's components
+    (beginning at ``starts``) under its orientation ``orientations`` (F, D,
+    D), or one (D, D).
+    """
+    starts = np.asarray(starts)
+    owners = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(nk))))
+    eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
+    axes = np.broadcast_to(orientations, (len(starts), *diagonals.shape[1:2] * 2))
+    axes = axes[owners]
+    return (axes * eigenvalues[:, None, :]) @ axes.swapaxes(1, 2)
+
+
+def _profile_eigenvalues(diagonals, nk, common_volume, starts):
+    """The eigenvalues of :func:`profile_covariances`, (C, D)."""
+    counts = np.diff(np.append(starts, len(nk)))
+    owners = np.repeat(np.arange(len(starts)), counts)
+    geometric = np.exp(np.log(diagonals).mean(axis=1))
+    shared = np.add.reduceat(geometric, starts) / np.add.reduceat(nk, starts)
+    equal = np.repeat(np.broadcast_to(common_volume, counts.shape), counts)
+    volumes = np.where(equal, shared[owners] / geometric, 1.0 / nk)
+    return volumes[:, None] * diagonals
+
+
+def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, starts=(0,)):
+    """``stop(orientations, diagonals)``: per fit, whether its search stops.
+
+    ``scatter`` (C, D, D) holds ``W_k = N_k (S_k + reg_covar I)``. The
+    search stops where :func:`skvi._degeneracy.search_collapsed` flags the
+    covariances the profile gives D. That takes an eigendecomposition per
+    component, so first a bound no rule can pass below: in units of the
+    column variances ``v`` the rules' ratios are at least ``min(v) /
+    max(v)`` times the smallest eigenvalue of ``S_k`` (fixed in the M-step)
+    over the largest of the covariance; above sqrt(eps) the fit goes on.
+    None where ``column_variances`` is None.
+    """
+    if column_variances is None:
+        return None
+    starts = np.asarray(starts)
+    scatters = scatter / nk[:, None, None] - reg_covar * np.eye(scatter.shape[1])
+    varying = column_variances[column_variances > 0]
+    factor = varying.min() / varying.max() if varying.size else 0.0
+    floors = factor * np.linalg.eigvalsh(scatters)[:, 0]
+
+    def stop(orientations, diagonals):
+        eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
+        possible = ~(floors >= RATIO_THRESHOLD * eigenvalues.max(axis=1))
+        possible = np.logical_or.reduceat(possible, starts)
+        if not possible.any():
+            return possible
+        covariances = profile_covariances(
+            orientations, diagonals, nk, common_volume, starts
+        )
+        flat = search_collapsed(
+            covariances, scatters, column_variances, reg_covar, common_volume, starts
+        )
+        return possible & flat
+
+    return stop
+
+
+def _collapse_test(blocks):
+    """``stop(D, diagonals)`` for :func:`_newton`, or None (no column scale)."""
+    active = blocks.active
+    stop = collapse_stop(
+        blocks.nk[active],
+        blocks.scatter[active],
+        blocks.column_variances,
+        blocks.reg_covar,
+        not blocks.variable_volume,
+    )
+    return None if stop is None else lambda D, diagonals: bool(stop(D, diagonals)[0])
 
 
 def _rotate_common_orientation(blocks, common_volume):
@@ -1015,7 +1115,10 @@ def _rotate_common_orientation(blocks, common_volume):
             orientation = orientation @ turn
             rotated = turn.T @ rotated @ turn
         if n_features > 2:
-            orientation = _newton(orientation, rotated, nk, common_volume)
+            orientation, collapsed = _newton(
+                orientation, rotated, nk, common_volume, _collapse_test(blocks)
+            )
+            blocks.collapsed = blocks.collapsed or collapsed
     return np.broadcast_to(orientation, blocks.orientations.shape).copy()
 
 
@@ -1083,6 +1186,12 @@ class ConstrainedCovariance(FullCovariance):
         self.orientation = Orientation(name[2])
         # The last M-step's covariances and their blocks (see _start_from).
         self._last = None
+        # Why the fit must end after its last M-step (EVE, VVE: the search
+        # for the orientation stopped at a collapse), or None.
+        self.stop_reason = None
+        # The data's column variances (EVE, VVE: set by the fit; None: the
+        # orientation's search does not stop at a collapse).
+        self.column_variances = None
         # scikit-learn's four types: their units' closed forms.
         self.native = (
             NATIVE_UNITS[name](n_components, n_features)
@@ -1193,7 +1302,11 @@ class ConstrainedCovariance(FullCovariance):
             ).copy()
         else:
             volumes, shapes, orientations = self._start_from(previous, active)
-        blocks = _Blocks(volumes, shapes, orientations, weights, scatter, active)
+        blocks = _Blocks(
+            volumes, shapes, orientations, weights, scatter, active, reg_covar
+        )
+        blocks.column_variances = self.column_variances
+        blocks.variable_volume = self.volume.variable
         if previous is not None:
             blocks.warm = True
             start = blocks.covariances()
@@ -1213,6 +1326,7 @@ class ConstrainedCovariance(FullCovariance):
             found = (volumes, shapes, orientations)
         covariances = 0.5 * (covariances + np.swapaxes(covariances, 1, 2))
         self._last = (covariances.copy(), found)
+        self.stop_reason = STOPPED_AT_COLLAPSE if best.collapsed else None
         return covariances
 
     def _start_from(self, previous, active):
@@ -1312,7 +1426,10 @@ class ConstrainedCovariance(FullCovariance):
                 blocks.nk,
                 blocks.scatter,
                 active,
+                reg_covar,
             )
+            candidate.column_variances = blocks.column_variances
+            candidate.variable_volume = blocks.variable_volume
             diagonals = candidate.rotated_diagonals()
             self.shape.update(candidate, diagonals, reg_covar)
             traces = (diagonals / candidate.shapes).sum(axis=1)

@@ -21,6 +21,7 @@ from scipy.linalg import lapack
 
 from . import _gufuncs
 from .mclust import (
+    COLLAPSE_CHECKS,
     HALVINGS,
     MAX_PASSES,
     ORIENTATION_PASSES,
@@ -36,6 +37,7 @@ from .mclust import (
     _tournament,
     _two_term_sums,
     _upper_pairs,
+    collapse_stop,
     start_is_lower,
 )
 
@@ -459,7 +461,9 @@ SHARED_GROUPS = {
 }
 
 
-def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
+def stacked_common_orientation(
+    name, nk, scatter, reg_covar, sizes, previous, stopped=None, column_variances=None
+):
     """The M-step of several fits of EVE or VVE.
 
     ``nk`` (C,) and ``scatter`` (C, D, D) stacked over the fits' components
@@ -482,7 +486,10 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     covariances (K, D, D))``, or None where a fit must take its own M-step
     (a non positive definite or collapsing component, which that M-step
     reports). ``name`` is EVE or VVE, or each fit's (fits of both at once,
-    each with its own model's arithmetic).
+    each with its own model's arithmetic). A list ``stopped`` is filled
+    with whether each fit's search stopped at a collapse, judged by the
+    data's ``column_variances`` (None: it does not stop), where the fit
+    ends (ConstrainedCovariance.stop_reason).
     """
     n_fits, n_features = len(sizes), scatter.shape[1]
     arrangement = _layout(sizes)
@@ -491,21 +498,27 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
     common_volume = _common_volumes(name)
     scatter = _regularized(scatter, nk, reg_covar)
     layout = (n_fits, sizes, starts, owners, slots)
+    stop = collapse_stop(
+        nk, scatter, column_variances, reg_covar, common_volume, starts
+    )
 
     def run(orientations, warm):
         """The search from ``orientations``, then the closed forms."""
-        found = _stacked_search(orientations, scatter, nk, layout, common_volume, warm)
-        if found is None:
+        searched = _stacked_search(
+            orientations, scatter, nk, layout, common_volume, warm, stop
+        )
+        if searched is None:
             return None
+        found, collapsed = searched
         closed = _stacked_closed_forms(found, scatter, nk, layout, common_volume)
-        return None if closed is None else (found, *closed)
+        return None if closed is None else (found, *closed, collapsed)
 
     if previous is None:
         identity = np.broadcast_to(np.eye(n_features), (n_fits, n_features, n_features))
         found = run(identity, False)
         if found is None:
             return None
-        orientations, covariances, values, volumes, shapes = found
+        orientations, covariances, values, volumes, shapes, collapsed = found
         if n_features > 2:
             principal = _stacked_principal_axes(scatter, nk, layout, common_volume)
             other = None if principal is None else run(principal, False)
@@ -518,6 +531,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
             covariances = np.where(taken[:, None, None], other[1], covariances)
             volumes = np.where(taken, other[3], volumes)
             shapes = np.where(taken[:, None], other[4], shapes)
+            collapsed = np.where(better, other[5], collapsed)
     else:
         if isinstance(previous, list):
             begun = _start_of_blocks(previous, layout)
@@ -534,7 +548,7 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         found = run(vectors, True)
         if found is None:
             return None
-        orientations, covariances, values, volumes, shapes = found
+        orientations, covariances, values, volumes, shapes, collapsed = found
         keep = start_is_lower(
             start_values, values, np.add.reduceat(nk, starts), n_features
         )
@@ -553,6 +567,8 @@ def stacked_common_orientation(name, nk, scatter, reg_covar, sizes, previous):
         )
         for number, (begin, size) in enumerate(zip(starts, sizes, strict=True))
     ]
+    if stopped is not None:
+        stopped[:] = np.asarray(collapsed, dtype=bool).tolist()
     return covariances, blocks
 
 
@@ -721,14 +737,15 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
     return axes[candidates[best]]
 
 
-def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
+def _stacked_search(orientations, scatter, nk, layout, common_volume, warm, stop):
     """The orientation search of each stacked fit, from ``orientations``.
 
     :func:`skvi._covariance.mclust._rotate_common_orientation` of every fit
     at once: the rounds of plane rotations (skipped by a ``warm`` fit whose
     every plane's search stays next to 0), then Newton's method for D > 2.
-    Returns the orientations (F, D, D), or None where a component's
-    rotated scatter is not positive on the diagonal (a collapse).
+    Returns the orientations (F, D, D) and whether each fit's Newton search
+    stopped at a collapse (F,), or None where a component's rotated
+    scatter is not positive on the diagonal (a collapse).
     """
     n_fits, sizes, starts, owners, slots = layout
     n_features = scatter.shape[1]
@@ -815,10 +832,10 @@ def _stacked_search(orientations, scatter, nk, layout, common_volume, warm):
                 turn = turns[owners]
                 rotated = turn.swapaxes(1, 2) @ rotated @ turn
         if n_features > 2:
-            orientations = _stacked_newton(
-                orientations, rotated, nk, sizes, common_volume
+            return _stacked_newton(
+                orientations, rotated, nk, sizes, common_volume, stop
             )
-    return orientations
+    return orientations, np.zeros(n_fits, dtype=bool)
 
 
 def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
@@ -953,7 +970,7 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     return skew, decrement
 
 
-def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
+def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
     """:func:`_newton` for several fits at once (their own steps and rules).
 
     ``orientations`` (F, D, D), ``rotated`` (C, D, D) and ``nk`` (C,)
@@ -972,7 +989,14 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
         rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
     )
     moving = np.ones(n_fits, dtype=bool)
-    for _ in range(ORIENTATION_PASSES):
+    collapsed = np.zeros(n_fits, dtype=bool)
+    for passes in range(ORIENTATION_PASSES):
+        # Each fit's search stops where :func:`_newton`'s does.
+        if stop is not None and passes and not passes % COLLAPSE_CHECKS:
+            collapsed |= moving & stop(orientations, rotated.diagonal(axis1=1, axis2=2))
+            moving &= ~collapsed
+        if not moving.any():
+            break
         skew, decrement = _stacked_newton_direction(
             rotated, nk, owners, starts, common_volume, moving
         )
@@ -1011,7 +1035,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume):
         moving &= ~trying
         if not moving.any():
             break
-    return orientations
+    return orientations, collapsed
 
 
 def _moving_steps(hessians, gradients, moving, kinds=None):
