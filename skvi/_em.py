@@ -197,7 +197,10 @@ class EMGaussianMixture(BaseGaussianMixture):
         common orientation), so ``covariances_[k] = volumes_[k] *
         orientations_[k] @ diag(shapes_[k]) @ orientations_[k].T``.
     converged_ : bool
-        Whether the best run met ``tol`` within ``max_iter``.
+        Whether the best run met ``tol`` within ``max_iter``. False too for
+        a fit of EVE or VVE that ended where a component collapsed (its
+        ``degenerate_`` says so), as R's mclust ends at a singular
+        covariance.
     n_iter_ : int
         EM iterations (M-steps) of the best run.
     lower_bound_ : float
