@@ -509,6 +509,8 @@ def run_fit(args):
         with _replaced(args.save) as path:
             _skops().dump(estimator, path)
     status = "converged" if model.converged_ else "not converged"
+    if getattr(model, "_stop_reason", None) is not None:
+        status = "stopped at a collapse"  # EVE, VVE; degenerate_ says why
     print(
         f"{type(model).__name__}: {_component_count(model, fitted.shape[0])}, "
         f"{model.covariance_type}, {status} after {model.n_iter_} iterations; "
