@@ -301,7 +301,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             # What their orientation's search judges a collapse by (one
             # pass over a Dask array's blocks).
             unit.column_variances = np.asarray(
-                column_variances(data.X, data.sample_weight), dtype=float
+                column_variances(data.X, data.sample_weight, self.reg_covar),
+                dtype=float,
             )
         return data, unit, self._prepare(data, unit)
 

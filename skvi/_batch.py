@@ -114,9 +114,12 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
                 model.relative_tol,
             )
             # A lock-step fit whose iteration's M-step stopped at a
-            # collapse ends, as it would have there (a start's M-step ends
-            # no run, alone or there).
-            stop_reason = getattr(unit, "stop_reason", None)
+            # collapse ends, as it would have there (neither a start's M-step
+            # nor the first iteration's ends a run, alone or there: a first
+            # M-step from a rough start can pass through a collapse that
+            # the E-step lifts).
+            if done > 1:
+                stop_reason = getattr(unit, "stop_reason", None)
         if stopping or stop_reason is not None:
             trend = Trend(half_steps[-1], tuple(recent), None, done, schedule.next_try)
             converged = stop_reason is None
@@ -150,7 +153,7 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
         recent, stopping = stopping_rule(
             recent, change, half_steps[-1], model.tol, resolution, model.relative_tol
         )
-        if getattr(unit, "stop_reason", None) is not None:
+        if done + n_iter > 1 and getattr(unit, "stop_reason", None) is not None:
             stop_reason = unit.stop_reason  # its M-step found it collapsed
             break
         proposal = None

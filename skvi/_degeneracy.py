@@ -333,14 +333,26 @@ STOPPED_AT_COLLAPSE = (
 )
 
 
-def column_variances(X, sample_weight):
-    """Each column's weighted variance over its observed entries (D,)."""
+def column_variances(X, sample_weight, reg_covar):
+    """The units of the data-spread rules, per column (D,).
+
+    Each column's weighted variance over its observed entries plus
+    ``reg_covar`` (what the fitted mixture's variance is), 0 for a column
+    whose spread ``reg_covar`` drowns (the rules leave it out).
+    """
     observed = ~np.isnan(X)
     weights = sample_weight[:, np.newaxis] * observed
     totals = np.maximum(weights.sum(axis=0), np.finfo(float).tiny)
     values = np.where(observed, X, 0.0)
     means = (weights * values).sum(axis=0) / totals
-    return (weights * (values - means) ** 2).sum(axis=0) / totals
+    variances = (weights * (values - means) ** 2).sum(axis=0) / totals
+    units = variances + reg_covar
+    return np.where(variances > RATIO_THRESHOLD * units, units, 0.0)
+
+
+#: How far below the rules' sqrt(eps) the search must find a component to
+#: stop (sound fits of random data passed 1.1e-8 on the way to 1.8e-8).
+STOP_MARGIN = 1e-2
 
 
 def search_collapsed(
@@ -373,7 +385,9 @@ def search_collapsed(
     counts = np.diff(np.append(starts, len(covariances)))
     equal = np.repeat(np.broadcast_to(common_volume, counts.shape), counts)
     ratios = np.where(equal, own_shape, plus_reg)
-    return np.logical_or.reduceat(~(ratios >= RATIO_THRESHOLD), starts)
+    # A margin below the rules' threshold: the search stops where a
+    # component is well past it, not at an iterate the E-step may lift.
+    return np.logical_or.reduceat(~(ratios >= STOP_MARGIN * RATIO_THRESHOLD), starts)
 
 
 def _shown_ratio(ratio):

@@ -488,7 +488,7 @@ class _Lockstep:
                 fit.recent, stopping = stopping_rule(
                     fit.recent, change, bound, tol, self.resolution, relative_tol
                 )
-                if getattr(fit.unit, "stop_reason", None) is not None:
+                if n_iter > 1 and getattr(fit.unit, "stop_reason", None) is not None:
                     fit.done = True  # its M-step found it collapsed
                 elif stopping:
                     fit.converged = fit.done = True

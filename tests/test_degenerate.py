@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 
 from skvi import (
     DegenerateFitWarning,
@@ -658,37 +659,74 @@ def few_rows_far_away(n_few):
     return np.vstack([many, few]), np.vstack([many.mean(axis=0), few.mean(axis=0)])
 
 
+def clusters_of_random_shapes(seed):
+    """A few clusters of random shapes and sizes, some of few rows."""
+    rng = np.random.RandomState(seed)
+    n_features, n_clusters = rng.randint(3, 9), rng.randint(2, 5)
+    common = rng.rand() < 0.5
+    shared_axes = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0]
+    rows = []
+    for _ in range(n_clusters):
+        axes = shared_axes
+        if not common:
+            axes = np.linalg.qr(rng.normal(size=(n_features, n_features)))[0]
+        spread = 10 ** rng.uniform(-3, 3, n_features)
+        if rng.rand() < 0.3:
+            spread[rng.randint(n_features)] *= 1e-3
+        few = rng.rand() < 0.4
+        n = (
+            rng.randint(n_features + 2, n_features + 40)
+            if few
+            else rng.randint(50, 200)
+        )
+        cluster = rng.normal(size=(n, n_features)) * np.sqrt(spread) @ axes.T
+        cluster += (
+            rng.normal(size=n_features)
+            * np.sqrt(spread.max())
+            * 10 ** (rng.uniform(-0.5, 1.2))
+        )
+        rows.append(cluster)
+    X = np.vstack(rows)
+    if rng.rand() < 0.3:
+        for j in rng.choice(n_features, rng.randint(1, 3), replace=False):
+            X[:, j] *= 10.0 ** rng.choice([-8, -5, -3, 3, 5])
+    return X, n_clusters
+
+
+def test_an_eve_fit_ends_at_a_collapse():
+    # Two clusters in 5 dimensions, one of a few rows: the search for the
+    # common orientation turns an axis into their span's complement, down
+    # a funnel log(reg_covar + t^2) of many short steps. It stops where the
+    # data-spread rule would flag the component (well past it), and the fit
+    # ends there, flagged, as R's mclust ends at a singular covariance,
+    # and warns of no convergence it never sought.
+    X, n_clusters = clusters_of_random_shapes(31)
+    em = EMGaussianMixture(n_clusters, covariance_type="EVE", random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        em.fit(X)
+    kinds = {type(w.message) for w in caught}
+    assert DegenerateFitWarning in kinds and ConvergenceWarning not in kinds
+    assert not em.converged_ and em.n_iter_ == 2
+    assert em.degenerate_ is not None
+    # Never down, but by the rounding of two evaluations of the bound.
+    rounding = fp_tolerance(em.elbo_decomposition(X), em)
+    assert np.all(np.diff(em.half_step_lower_bounds_) >= -rounding)
+
+
 @pytest.mark.parametrize("covariance_type", ["EVE", "VVE"])
-def test_a_common_orientation_fit_ends_at_a_collapse(covariance_type):
-    # Four rows span 3 of 6 dimensions: the search for the common
-    # orientation turns axes into their null space, down a funnel
-    # log(reg_covar + t^2) of many short steps. The search stops where the
-    # data-spread rule flags the component, and the fit ends there,
-    # flagged, as R's mclust ends at a singular covariance, and warns of
-    # no convergence it never sought.
-    X, centers = few_rows_far_away(4)
+def test_a_common_orientation_fit_with_rows_enough_converges(covariance_type):
+    # Where the far cluster spans every direction, nothing stops the fit.
+    X, centers = few_rows_far_away(30)
     em = EMGaussianMixture(
         n_components=2,
         covariance_type=covariance_type,
         means_init=centers,
         random_state=0,
     )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        em.fit(X)
-    assert [type(w.message) for w in caught] == [DegenerateFitWarning]
-    assert em.degenerate_ is not None
-    # Never down, but by the rounding of two evaluations of the bound.
-    rounding = fp_tolerance(em.elbo_decomposition(X), em)
-    assert np.all(np.diff(em.half_step_lower_bounds_) >= -rounding)
-    if covariance_type == "EVE":
-        # (VVE's search there ends in fewer steps than the check waits.)
-        assert not em.converged_ and em.n_iter_ == 1
-    # With rows enough the same fit runs to convergence.
-    X, centers = few_rows_far_away(30)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        em.set_params(means_init=centers).fit(X)
+        em.fit(X)
     assert em.converged_ and em.degenerate_ is None
 
 

@@ -62,7 +62,12 @@ from functools import lru_cache
 import numpy as np
 from scipy.linalg import lapack
 
-from .._degeneracy import RATIO_THRESHOLD, STOPPED_AT_COLLAPSE, search_collapsed
+from .._degeneracy import (
+    RATIO_THRESHOLD,
+    STOP_MARGIN,
+    STOPPED_AT_COLLAPSE,
+    search_collapsed,
+)
 from . import _gufuncs
 from ._unit import DegenerateComponentError, collapse_message
 from .diag import DiagCovariance
@@ -1026,7 +1031,7 @@ def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, start
 
     def stop(orientations, diagonals):
         eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
-        possible = ~(floors >= RATIO_THRESHOLD * eigenvalues.max(axis=1))
+        possible = ~(floors >= STOP_MARGIN * RATIO_THRESHOLD * eigenvalues.max(axis=1))
         possible = np.logical_or.reduceat(possible, starts)
         if not possible.any():
             return possible
