@@ -263,10 +263,22 @@ def _spread_units(weights, means, covariances, scatters):
     spread = data_variances > RATIO_THRESHOLD * variances
     if not spread.any():
         return None
-    scale = 1.0 / np.sqrt(variances[spread])
-    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
-    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    matrices, data, _ = _in_units(
+        np.where(spread, variances, 0.0), covariances, scatters
+    )
     return matrices, data
+
+
+def _in_units(units, covariances, scatters):
+    """Both over the columns of positive ``units``, each in its unit.
+
+    Returns them and the columns' scales ``1 / sqrt(unit)``.
+    """
+    kept = units > 0
+    scale = 1.0 / np.sqrt(units[kept])
+    matrices = covariances[:, kept][:, :, kept] * scale[:, np.newaxis] * scale
+    data = scatters[:, kept][:, :, kept] * scale[:, np.newaxis] * scale
+    return matrices, data, scale
 
 
 def _along_axes(matrices, data):
@@ -368,16 +380,14 @@ def search_collapsed(
     covariance. It stops where the data-spread rule of the fitted model
     (:func:`_scaled_spread_ratios` for EVE, :func:`_data_ratios` for VVE)
     would flag the search's current covariances ``(C, D, D)`` and the
-    rows' scatters over their weights, in units of the data's column
-    variances (constant columns left out): never where the rules pass.
+    rows' scatters over their weights, in the rules' units
+    ``column_variances`` (:func:`column_variances`; 0 leaves a column
+    out), well past the rules' threshold (:data:`STOP_MARGIN`).
     ``common_volume`` (bool, or per fit) says EVE; ``starts`` where each
     fit's components begin.
     """
     starts = np.asarray(starts)
-    spread = column_variances > 0
-    scale = 1.0 / np.sqrt(column_variances[spread])
-    matrices = covariances[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
-    data = scatters[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
+    matrices, data, scale = _in_units(column_variances, covariances, scatters)
     values, along = _along_axes(matrices, data)
     own_shape = along.min(axis=1) / values[:, -1]
     own = matrices - reg_covar * np.diag(scale**2)

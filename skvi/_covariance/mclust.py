@@ -1018,7 +1018,8 @@ def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, start
     component, so first a bound no rule can pass below: in units of the
     column variances ``v`` the rules' ratios are at least ``min(v) /
     max(v)`` times the smallest eigenvalue of ``S_k`` (fixed in the M-step)
-    over the largest of the covariance; above sqrt(eps) the fit goes on.
+    over the largest of the covariance; above the stop's threshold
+    (``STOP_MARGIN`` sqrt(eps)) the fit goes on.
     None where ``column_variances`` is None.
     """
     if column_variances is None:
