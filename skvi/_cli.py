@@ -43,16 +43,16 @@ READING_RULES = """reading the CSV file:
   the end starting with '# ' are comments (the last at the top may be
   NumPy's '# a,b,c' header). Header: the first row names the columns unless
   it holds only numbers; then it is data and the columns are named 1, 2, ...
-  (--header / --no-header to choose). A first column with an empty header
-  cell that holds text or the rows' numbers holds row names (as R's
-  write.csv and pandas' to_csv write them) and is skipped, as is such a
-  first column where the header has one cell fewer (R's write.table). A
-  column named as an identifier (id, index, user_id) that holds consecutive
-  integers, one per row, is skipped. Decimal
-  separator: a point, or a comma in a semicolon- or tab-separated file
-  that writes numbers so (--decimal to choose); thousands separators are
-  not read. Encoding:
-  UTF-8 with or without a byte-order mark, UTF-16 with one (--encoding for
+  (--header / --no-header to choose); a first row of labels and numbers
+  that could be either is an error asking for one of them. A first column
+  with an empty header cell that holds text or the rows' numbers holds row
+  names (as R's write.csv and pandas' to_csv write them) and is skipped, as
+  is such a first column where the header has one cell fewer (R's
+  write.table). A column named as an identifier (id, index, user_id) that
+  holds consecutive integers, one per row, is skipped. Decimal separator:
+  a point, or a comma in a semicolon- or tab-separated file that writes
+  numbers so (--decimal to choose); thousands separators are not read.
+  Encoding: UTF-8 with or without a byte-order mark, UTF-16 with one (--encoding for
   others). Empty cells and NA, NaN, N/A, #N/A, null, none, ? are missing
   values. A cell that is not a number in a column of numbers is an error
   naming its line; columns of text are skipped unless chosen. A blank row

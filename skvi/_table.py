@@ -28,6 +28,11 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   separators are not read: such a cell is an error.
 * Header: the first row names the columns unless every cell of it is a
   number or missing; then it is data and the columns are named 1, 2, ...
+  A first row whose text sits only over columns of text and whose other
+  cells are numbers is data where its text is quoted and its numbers are
+  not (R's ``write.table(..., col.names=FALSE)``), a header where its
+  numbers are quoted (R quotes names), and otherwise an error asking for
+  ``header`` (:func:`_names_columns`).
   A first column whose header cell is empty and whose cells are text, the
   rows' numbers (from 0 or 1), or distinct whole numbers quoted as R
   quotes names (the rows a subset or ``na.omit`` kept: ``"1"``, ``"3"``,
@@ -278,7 +283,10 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             records = [(records[0][0] - 1, names, records[0][0] - 1), *records]
             header, n_comments = True, n_comments - 1
     if header is None:
-        header = _counted_header(records[0][1]) or not holds_numbers(records[0][1])
+        header = _counted_header(records[0][1]) or (
+            not holds_numbers(records[0][1])
+            and _names_columns(path, text, records, number, delimiter)
+        )
     width = len(records[0][1])
     empty_first = bool(header) and width > 1 and not records[0][1][0].strip()
     # R's write.table names no column over the row names: a header of one
@@ -382,6 +390,68 @@ def _holds_row_names(first, number, text, quoted=False):
         and np.all(first == np.floor(first))
         and np.unique(first).size == first.size
     )
+
+
+def _names_columns(path, text, records, number, delimiter):
+    """Whether a first row that holds text is a header (or an error).
+
+    A header names some column of numbers with text. A first row whose
+    text cells all sit over columns of text (labels, R's row names) and
+    whose other cells are numbers reads as a row of data, or as names of
+    numbers (years) over a column of labels: R quotes every name, numbers
+    too, and no number in a row of data, so quoted numbers make it a
+    header and quoted text beside plain numbers a row (``write.table(...,
+    col.names=FALSE)``); otherwise the file does not say, and guessing
+    would drop a row or fit one, silently.
+    """
+    line, first = records[0][0], [cell.strip() for cell in records[0][1]]
+    below = records[1 : _SAMPLE_ROWS + 1]
+
+    def numeric_below(j):
+        return any(
+            j < len(cells) and number.fullmatch(cells[j].strip())
+            for _, cells, _ in below
+        )
+
+    is_number = [bool(number.fullmatch(cell)) for cell in first]
+    texts = [
+        j
+        for j, cell in enumerate(first)
+        if not is_number[j] and cell.lower() not in MISSING_CELLS
+    ]
+    if not any(is_number) or any(numeric_below(j) for j in texts):
+        return True
+    quoted = _quoted_cells(text.splitlines()[line - 1], delimiter)
+    if any(quoted[j] for j in range(len(first)) if is_number[j]):
+        return True
+    if all(quoted[j] for j in texts):
+        return False
+    shown = ",".join(first[:4]) + (",..." if len(first) > 4 else "")
+    raise InputError(
+        f"{path}, line {line}: the first row ({shown}) may name the columns or "
+        "be the first row of data: its text sits over columns of text and its "
+        "other cells are numbers. Pass --header if it names the columns, "
+        "--no-header if it is data."
+    )
+
+
+def _quoted_cells(line, delimiter):
+    """Whether each cell of a line, as written, starts with a quote."""
+    separator = " " if delimiter == WHITESPACE else delimiter
+    quoted, inside, starting = [], False, True
+    for char in line:
+        if starting:
+            if char in " \t" and char != separator:
+                continue
+            quoted.append(char == '"')
+            starting = False
+        if char == '"':
+            inside = not inside
+        elif char == separator and not inside:
+            starting = True
+    if starting:
+        quoted.append(False)
+    return quoted
 
 
 def _counted_header(cells):

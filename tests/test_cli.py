@@ -803,6 +803,42 @@ def test_row_names_of_the_rows_r_kept(tmp_path, capsys):
     assert not table.row_names and table.columns == ["1", "a", "b"]
 
 
+def test_a_first_row_of_labels_and_numbers_is_no_header_by_guess(tmp_path, capsys):
+    # A file without a header whose first column labels the rows: its
+    # first row was taken as the header, one row of data silently lost.
+    lines = _saved(X_SAVED).splitlines()[1:]
+    labelled = "\n".join(f"s{i},{line}" for i, line in enumerate(lines)) + "\n"
+    data = write(tmp_path / "labels.csv", labelled)
+    status, _, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+    assert status == 1 and "line 1: the first row (s0," in err, err
+    assert "--header" in err and "--no-header" in err
+    table = read_table(data, header=False)
+    assert np.array_equal(table.values[:, 1:], X_SAVED)
+    # R's write.table(col.names = FALSE) quotes the names, not the numbers:
+    # a row of data, every row read.
+    quoted = "\n".join(f'"car {i}",{line}' for i, line in enumerate(lines)) + "\n"
+    summary, values, first = _fitted_columns(
+        capsys, tmp_path, write(tmp_path / "r.csv", quoted)
+    )
+    assert "no header row" in first and np.array_equal(values, X_SAVED)
+    # R quotes names that are numbers too (years over a column of labels):
+    # a header; unquoted, such a file is ambiguous and says so.
+    years = '"country","2019","2020"\n' + quoted
+    table = read_table(write(tmp_path / "years.csv", years))
+    assert table.columns == ["country", "2019", "2020"]
+    assert np.array_equal(table.values[:, 1:], X_SAVED)
+    plain = "country,2019,2020\n" + labelled
+    status, _, err = run_cli(
+        capsys, "fit", write(tmp_path / "plain.csv", plain), "--output-dir", tmp_path
+    )
+    assert status == 1 and "Pass --header if it names the columns" in err, err
+    table = read_table(tmp_path / "plain.csv", header=True)
+    assert table.columns == ["country", "2019", "2020"]
+    # Text over a column of numbers still makes a header.
+    named = "name,a,2020\n" + labelled
+    assert read_table(write(tmp_path / "named.csv", named)).columns[1] == "a"
+
+
 def test_row_names_of_a_frame_with_unnamed_columns_and_numbers_that_are_data(
     tmp_path, capsys
 ):
