@@ -23,11 +23,17 @@ from sklearn.utils._param_validation import (
     StrOptions,
     validate_parameter_constraints,
 )
-from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._batch import Trend, ascend
 from ._covariance import COVARIANCE_TYPES, covariance_unit
-from ._dask import DaskData, check_dask_array, is_dask_collection, weighted_mean
+from ._dask import (
+    DaskData,
+    check_dask_array,
+    dask_counted_weights,
+    is_dask_collection,
+    weighted_mean,
+)
 from ._degeneracy import ADVICE, DegenerateFitWarning, column_variances, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
@@ -47,6 +53,7 @@ from ._validation import (
     check_missing_entries,
     check_sample_weight,
     check_weight_range,
+    counted_weights,
     rescaled_weights,
     rows_of_positive_weight,
     validate_rows,
@@ -866,7 +873,8 @@ default=None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights, read as repeat counts; rows of weight 0
-            are skipped.
+            are skipped, and so are rows with no observed value (all NaN),
+            which a fit leaves out too.
 
         Returns
         -------
@@ -883,8 +891,9 @@ default=None
         """
         check_is_fitted(self)
         if is_dask_collection(X):
-            return weighted_mean(self.score_samples(X), sample_weight)
-        weights = rescaled_weights(check_sample_weight(sample_weight, _num_samples(X)))
+            log_density = self.score_samples(X)
+            return weighted_mean(log_density, dask_counted_weights(X, sample_weight))
+        weights = rescaled_weights(counted_weights(X, sample_weight))
         if not np.all(weights > 0):
             # Rows of weight 0 are not there: skipped, not multiplied by 0
             # (one may be too far for any density).

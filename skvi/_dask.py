@@ -117,6 +117,18 @@ def dask_weights(sample_weight, row_chunks):
     return weights.map_blocks(_checked_weights, dtype=float)
 
 
+def dask_counted_weights(X, sample_weight):
+    """:func:`skvi._validation.counted_weights` of a Dask array: a lazy vector.
+
+    Rows with no observed value count 0, as in a fit.
+    """
+    import dask.array as da
+
+    X = check_dask_array(X)
+    weights = dask_weights(sample_weight, X.chunks[0])
+    return da.where(da.isnan(X).all(axis=1), 0.0, weights)
+
+
 def weighted_mean(values, sample_weight):
     """The weighted mean of a lazy Dask vector, computed.
 

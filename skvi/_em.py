@@ -4,17 +4,16 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.utils.validation import _num_samples
 
 from ._base import BaseGaussianMixture
-from ._dask import is_dask_collection
+from ._dask import dask_counted_weights, is_dask_collection
 from ._elbo import ComponentExpectations
 from ._kernel import normalize_in_place, row_values
 from ._stats import empty_components, log_rho_expansion
 from ._validation import (
     check_array_param,
-    check_sample_weight,
     check_weights_init,
+    counted_weights,
     rescaled_weights,
 )
 
@@ -482,18 +481,20 @@ class EMGaussianMixture(BaseGaussianMixture):
         if is_dask_collection(X):
             bic = self.bic(X, sample_weight=sample_weight)
             resp = self.predict_proba(X)
-            entropy = weighted_entropy(resp, sample_weight)
+            entropy = weighted_entropy(resp, dask_counted_weights(X, sample_weight))
             return bic, self.aic(X, sample_weight=sample_weight), bic + 2 * entropy
         columns = self._per_row(
             X, _density_and_responsibilities, len(self.weights_) + 1
         )
         log_density, resp = columns[:, 0], columns[:, 1:]
-        n = _total_weight(X, sample_weight)
-        # As score does it: rows of weight 0 are not there.
-        weights = rescaled_weights(check_sample_weight(sample_weight, _num_samples(X)))
+        # As score does it: rows of weight 0, or with no observed value, are
+        # not there (they are not in the fit either).
+        counted = counted_weights(X, sample_weight)
+        n = float(counted.sum())
+        weights = rescaled_weights(counted)
         kept = weights > 0
         score = float(np.dot(weights[kept], log_density[kept]) / weights[kept].sum())
-        return self._from_score(score, n, weighted_entropy(resp, sample_weight))
+        return self._from_score(score, n, weighted_entropy(resp, counted))
 
     def _from_score(self, score, n, entropy):
         """``(bic, aic, icl)`` from the mean log-likelihood of n samples."""
@@ -578,13 +579,13 @@ def weighted_entropy(resp, sample_weight=None):
 
 
 def _total_weight(X, sample_weight):
-    """The sample size of an information criterion: the total weight."""
-    # _num_samples: any array-like, not only those with a len.
-    if sample_weight is None:
-        return float(_num_samples(X))
-    if is_dask_collection(sample_weight):
-        return float(sample_weight.sum().compute())
-    return float(check_sample_weight(sample_weight, _num_samples(X)).sum())
+    """The sample size of an information criterion: the total weight.
+
+    Of the rows with an observed value: a fit leaves the others out.
+    """
+    if is_dask_collection(X):
+        return float(dask_counted_weights(X, sample_weight).sum().compute())
+    return float(counted_weights(X, sample_weight).sum())
 
 
 def _effective_sample_size(X, sample_weight):
@@ -592,16 +593,17 @@ def _effective_sample_size(X, sample_weight):
 
     EM reads weights only relative to each other, and so does this: it is
     the number of rows for equal weights of any scale, and less where a few
-    rows carry most of the weight.
+    rows carry most of the weight. Rows with no observed value are not
+    counted: the fit leaves them out.
     """
-    if sample_weight is None:
-        return float(_num_samples(X))
-    if is_dask_collection(sample_weight):
-        largest = float(sample_weight.max().compute())
-        relative = sample_weight / largest
+    if is_dask_collection(X):
+        # One pass over the rows (which of them have an observed value).
+        weights = dask_counted_weights(X, sample_weight)
+        largest = float(weights.max().compute())
+        relative = weights / largest
         total, squares = (relative.sum().compute(), (relative**2).sum().compute())
     else:
-        relative = check_sample_weight(sample_weight, _num_samples(X))
+        relative = counted_weights(X, sample_weight)
         relative = relative / relative.max()
         total, squares = relative.sum(), relative @ relative
     return float(total**2 / squares)

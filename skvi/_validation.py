@@ -11,7 +11,7 @@ import sys
 import warnings
 
 import numpy as np
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import _num_samples, check_array, validate_data
 
 # The error for weights that are all 0, in memory and on Dask alike.
 ALL_WEIGHTS_ZERO = (
@@ -335,6 +335,30 @@ def weights_of_observed_rows(X, sample_weight, missing=None):
     if np.any(empty_rows & (sample_weight > 0)):
         return np.where(empty_rows, 0.0, sample_weight)
     return sample_weight
+
+
+def counted_weights(X, sample_weight):
+    """The weight with which each row of X counts in a score or a criterion.
+
+    As in a fit: a row with no observed value carries no information (its
+    observed marginal is the empty product, log density 0) and counts 0, as
+    a row of weight 0 does, so that scores, the sample size of BIC and the
+    entropy of ICL do not depend on such rows. ``X`` is any array-like in
+    memory (its errors are reported by the estimator's own validation,
+    which callers run first). Returns a new float64 array.
+    """
+    weights = check_sample_weight(sample_weight, _num_samples(X))
+    values = check_array(
+        X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
+    )
+    if _has_nan(values):
+        weights = weights_of_observed_rows(values, weights)
+    if not np.any(weights > 0):
+        raise ValueError(
+            "No row of positive weight has an observed value: every row is all NaN. "
+            "A score or criterion needs rows with at least one observed value."
+        )
+    return weights
 
 
 def rows_of_positive_weight(X, sample_weight, *aligned):

@@ -242,6 +242,14 @@ def test_information_criteria_of_a_dask_array():
     assert model.aic(Xd, sample_weight=da.from_array(weights, chunks=1_000)) == (
         pytest.approx(model.aic(X, sample_weight=weights), rel=1e-12)
     )
+    # Rows with no observed value count nowhere, as in memory.
+    padded = da.concatenate([Xd, da.full((500, 3), np.nan, chunks=(500, 3))])
+    assert model.bic(padded) == pytest.approx(model.bic(X), rel=1e-12)
+    assert model.score(padded) == pytest.approx(model.score(X), rel=1e-12)
+    assert model._criteria(padded) == pytest.approx(model._criteria(X), rel=1e-12)
+    assert_allclose(
+        model._effective_points(padded, None), model._effective_points(X, None)
+    )
 
 
 @pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])

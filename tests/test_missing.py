@@ -32,6 +32,7 @@ from skvi import (
     EMGaussianMixture,
     GaussianMixtureImputer,
     VariationalGaussianMixture,
+    select_model,
 )
 from skvi._covariance import covariance_unit
 from skvi._stats import ArrayData, e_step
@@ -409,6 +410,38 @@ def test_partial_fit_streams_rows_with_missing_entries(estimator):
         for start in range(0, len(X), 500):
             online.partial_fit(X[start : start + 500])
     assert online.score(X) == pytest.approx(batch.score(X), rel=0.01)
+
+
+def test_rows_with_no_observed_value_count_nowhere():
+    # A fit leaves rows with no observed value out; the scores, the sample
+    # size of BIC and AIC, ICL's entropy and the effective points must not
+    # count them either (BIC and ICL changed, and so did select_model's
+    # ICL choice, with the number of empty rows appended).
+    X = with_missing(make_blobs(16, n_samples=120, n_features=3, n_clusters=2), 0.1, 2)
+    padded = np.concatenate([X, np.full((300, 3), np.nan)])
+    weights = np.random.RandomState(3).uniform(0.5, 2.0, len(padded))
+    model = EMGaussianMixture(2, random_state=0).fit(X, sample_weight=weights[:120])
+    for method in ("score", "bic", "aic"):
+        plain = getattr(model, method)(X, sample_weight=weights[:120])
+        assert getattr(model, method)(padded, sample_weight=weights) == pytest.approx(
+            plain, rel=1e-12
+        )
+    assert model._criteria(padded, weights) == pytest.approx(
+        model._criteria(X, weights[:120]), rel=1e-12
+    )
+    assert_allclose(
+        model._effective_points(padded, weights),
+        model._effective_points(X, weights[:120]),
+        rtol=1e-12,
+    )
+    table, _ = select_model(X, n_components=[1, 2, 3], covariance_types=["VVV", "EII"])
+    with_empty, _ = select_model(
+        padded, n_components=[1, 2, 3], covariance_types=["VVV", "EII"]
+    )
+    for column in ("bic", "aic", "icl", "lower_bound"):
+        assert_allclose(with_empty[column], table[column], rtol=1e-9)
+    with pytest.raises(ValueError, match="every row is all NaN"):
+        model.score(np.full((4, 3), np.nan))
 
 
 def test_a_column_with_nothing_observed_is_named():
