@@ -383,6 +383,7 @@ def parse_counts(text):
 def run_fit(args):
     """``skvi fit``: fit (or select), then write the results."""
     from ._selection import covariance_type_list, select_model
+    from ._validation import constant_columns
 
     counts = parse_counts(args.n_components)
     try:
@@ -442,6 +443,18 @@ def run_fit(args):
     # them; labels.csv still has a line for each.
     fitted = X[with_value]
     fitted_weights = None if weights is None else weights[with_value]
+    same, values = [], []
+    if len(kinds) > 1:
+        same, values = constant_columns(fitted, fitted_weights)
+    if len(same):
+        # As select_model would, in the file's names.
+        named = ", ".join(repr(names[j]) for j in same)
+        raise InputError(
+            f"column {named} of {args.data} holds one value only ({values[0]:g}): "
+            "it tells the models nothing, yet its variance, reg_covar alone, "
+            "sways the comparison of covariance types. Leave it out with "
+            "--columns."
+        )
     scaler = None
     if args.standardize:
         from sklearn.preprocessing import StandardScaler

@@ -24,6 +24,7 @@ from ._em import EMGaussianMixture
 from ._initialization import TREE_CRITERIA
 from ._multifit import fit_in_lockstep, lockstep_applies
 from ._nesting import nested_restarts as restart_nested
+from ._validation import constant_columns
 from ._variational import VariationalGaussianMixture
 
 # scikit-learn's four covariance types, the variational model's only ones.
@@ -191,6 +192,17 @@ def select_model(
     best : EMGaussianMixture or VariationalGaussianMixture
         The chosen model, fitted.
 
+    Raises
+    ------
+    ValueError
+        Where more than one covariance type is compared and a column of X
+        holds one value in every row of positive weight (missing entries
+        aside): such a column tells the models nothing, but its variance,
+        ``reg_covar`` alone, weighs differently in different covariance
+        models and sways the choice (iris with a constant fifth column
+        chose VVV over VEV). Leave it out. Also where no combination could
+        be fitted, or every one is degenerate.
+
     Examples
     --------
     >>> from skvi import select_model
@@ -235,6 +247,8 @@ def select_model(
         raise ValueError(
             f"restarts must be 'nested', 'best' or None; got {restarts!r}."
         )
+    if len(kinds) > 1:
+        _check_constant_columns(X, sample_weight)
     in_lockstep = lockstep_applies(template, X)
     if second_start and in_lockstep and "init_params" not in user_params:
         combinations += _second_starts(X, sample_weight, kinds, counts)
@@ -438,6 +452,36 @@ def _fitted_record(record, model, X, sample_weight, score_entropy=None):
     else:
         record["elbo"] = float(model.lower_bound_ * weights.sum())
     return record, model
+
+
+def _check_constant_columns(X, sample_weight):
+    """Raise where a column of X holds one value, before comparing types.
+
+    Such a column tells the models nothing, but its variance (reg_covar
+    alone) weighs differently in covariance models that share volumes or
+    shapes across components and in those that do not: on iris with a
+    constant fifth column the choice moved from VEV to VVV, on Old Faithful
+    from EEE to EEI. R's mclust picks a one-component model with a BIC of
+    thousands there.
+    """
+    try:
+        columns, values = constant_columns(X, sample_weight)
+    except (TypeError, ValueError):
+        return  # the fits report what is wrong with X
+    if columns.size:
+        raise ValueError(
+            f"{_columns_named(columns)} of X "
+            f"{'holds' if columns.size == 1 else 'hold'} one value only "
+            f"({values[0]:g}{', ...' * (columns.size > 1)}): it tells the models "
+            "nothing, yet its variance, reg_covar alone, sways the comparison "
+            "of covariance types. Leave it out of X and select again."
+        )
+
+
+def _columns_named(columns):
+    """'Column 3' or 'Columns 3, 5' (at most five shown)."""
+    shown = ", ".join(str(j) for j in columns[:5]) + (", ..." * (columns.size > 5))
+    return ("Column " if columns.size == 1 else "Columns ") + shown
 
 
 @contextlib.contextmanager

@@ -361,6 +361,31 @@ def counted_weights(X, sample_weight):
     return weights
 
 
+def constant_columns(X, sample_weight=None):
+    """The columns of X whose observed values are all one value.
+
+    Rows of weight 0 and missing entries (NaN) are left out. Returns the
+    columns' indices and their values. ``X`` is any array-like in memory or
+    a Dask array (one pass over its blocks).
+    """
+    if hasattr(X, "dask"):
+        import dask.array as da
+
+        low, high = da.compute(da.nanmin(X, axis=0), da.nanmax(X, axis=0))
+    else:
+        X = check_array(
+            X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
+        )
+        if sample_weight is not None:
+            X = X[check_sample_weight(sample_weight, X.shape[0]) > 0]
+        with warnings.catch_warnings():
+            # An all-NaN column: the fit reports it.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+    same = np.flatnonzero(np.asarray(low == high))
+    return same, np.asarray(low)[same]
+
+
 def rows_of_positive_weight(X, sample_weight, *aligned):
     """The rows that take part in a fit, and their weights.
 

@@ -169,6 +169,31 @@ def test_cli_fits_one_mclust_model_and_refuses_it_for_vi(tmp_path, capsys):
     assert "--covariance-type" in err and "only EM fits" in err
 
 
+def test_a_constant_column_stops_a_comparison_of_covariance_types(tmp_path, capsys):
+    # Its variance, reg_covar alone, swayed the choice (iris: VEV -> VVV).
+    X = np.c_[load_iris().data, np.ones(150)]
+    with pytest.raises(ValueError, match=r"Column 4 of X holds one value only \(1\)"):
+        select_model(X, n_components=[1, 2])
+    # Constant where it counts: in rows of positive weight, missing left out.
+    varied = X.copy()
+    varied[0, 4], varied[1, 4] = 5.0, np.nan
+    weights = np.ones(150)
+    weights[0] = 0.0
+    with pytest.raises(ValueError, match="Column 4 of X holds one value only"):
+        select_model(varied, n_components=[1, 2], sample_weight=weights)
+    table, _ = select_model(varied, n_components=[1, 2], covariance_types=["VVV"])
+    assert table["error"].isna().all()
+    # The command line names it and says how to leave it out.
+    data = tmp_path / "flag.csv"
+    np.savetxt(data, X, delimiter=",", header="a,b,c,d,flag", comments="")
+    status = main(
+        ["fit", str(data), "--n-components", "1-2"]
+        + ["--covariance-type", "all", "--output-dir", str(tmp_path)]
+    )
+    err = capsys.readouterr().err
+    assert status == 1 and "column 'flag' of" in err and "--columns" in err
+
+
 def test_cli_help_says_all_means_the_fourteen(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
