@@ -81,7 +81,8 @@ PREDICT_EXAMPLES = f"""examples:
 
 Writes predictions.csv: each row's label, component probabilities and log
 density, from the columns the model was fitted on (by name; by position in
-a file without a header row). The file is read as 'skvi fit' reads it.
+a file without a header row, or for a model fitted on an array, which has
+no names: then it says so). The file is read as 'skvi fit' reads it.
 
 {READING_RULES}"""
 
@@ -733,6 +734,14 @@ def run_predict(args):
             choosing=False,
         )
     )
+    if table.header and getattr(model, "feature_names_in_", None) is None:
+        # Fitted on an array: nothing says which column is which feature.
+        print(
+            f"The model has no column names (it was fitted on an array): "
+            f"{', '.join(names)} are its features 1 to {len(names)}, in the "
+            "file's order. Fit it on a data frame, or with skvi fit, to match "
+            "the columns by name."
+        )
     path = os.path.join(args.output_dir, "predictions.csv")
     write_predictions(path, model, X)  # a mixture or a standardizing Pipeline
     print(f"Wrote predictions for {X.shape[0]} rows to {os.path.abspath(path)}.")

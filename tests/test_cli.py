@@ -996,10 +996,14 @@ def test_predict_finds_the_columns_by_name_or_by_position(models, tmp_path, caps
         capsys, "predict", models["a, b"], models["no header"], "--output-dir", tmp_path
     )
     assert status == 0, err
-    status, _, err = run_cli(
+    status, out, err = run_cli(
         capsys, "predict", models["a, b"], models["xy"], "--output-dir", tmp_path
     )
     assert status == 0, err
+    # The file names its columns but the model does not: the output says
+    # which column it took for which feature.
+    assert "The model has no column names" in out
+    assert "x, y are its features 1 to 2, in the file's order" in out
 
 
 def test_warnings_are_one_line_too(tmp_path):
