@@ -52,14 +52,66 @@ def validate_rows(estimator, X, reset, min_samples=1):
             estimator, "feature_names_in_"
         ):
             return X
-    return validate_data(
-        estimator,
-        X,
-        reset=reset,
-        dtype=[np.float64, np.float32],
-        ensure_all_finite="allow-nan",
-        ensure_min_samples=min_samples,
-    )
+    try:
+        return validate_data(
+            estimator,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite="allow-nan",
+            ensure_min_samples=min_samples,
+        )
+    except (TypeError, ValueError) as error:
+        # NumPy's words for a data frame's column that is no number name
+        # neither the column nor the fix.
+        culprit = _column_not_numeric(X)
+        if culprit is None:
+            raise
+        raise ValueError(culprit) from error
+
+
+def _column_not_numeric(X):
+    """What is wrong with the first column of a data frame that is no number.
+
+    None where X is no data frame or every column converts to float.
+    """
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return None
+    for name, dtype in dtypes.items():
+        if getattr(dtype, "kind", None) in ("m", "M"):
+            return (
+                f"Column {name!r} of X holds dates or times ({dtype}), not "
+                "numbers: convert it (to days since a date, say) or leave it out."
+            )
+        try:
+            np.asarray(X[name], dtype=float)
+        except (TypeError, ValueError):
+            pass
+        else:
+            continue
+        value = next((value for value in X[name] if not _is_number(value)), X)
+        if value is X:
+            continue
+        if value is None or type(value).__name__ == "NAType":
+            return (
+                f"Column {name!r} of X ({dtype}) holds {value!r} among Python "
+                "objects: convert it to numbers, where a missing value is NaN "
+                "(df.astype({" + repr(name) + ": 'Float64'}))."
+            )
+        return (
+            f"Column {name!r} of X ({dtype}) holds {value!r}, which is no number: "
+            "a mixture models numeric columns only; leave it out or convert it."
+        )
+    return None
+
+
+def _is_number(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_sample_weight(sample_weight, n_samples):

@@ -87,6 +87,30 @@ def test_bad_sample_weights_are_rejected(weights, message):
         EMGaussianMixture(2).fit(X_GOOD, sample_weight=weights)
 
 
+def test_a_data_frame_column_that_is_no_number_is_named():
+    # NumPy's words ("float() argument must be ... not 'NAType'", a dtype
+    # promotion error) named neither the column nor the remedy.
+    pd = pytest.importorskip("pandas")
+    X = make_blobs(17, n_samples=40, n_features=2, n_clusters=2)
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    cases = {
+        "when": (pd.date_range("2020-01-01", periods=40), "holds dates or times"),
+        "kind": (pd.Categorical(["x", "y"] * 20), "holds 'x', which is no number"),
+        "label": (np.array(["x", "y"] * 20, dtype=object), "holds 'x'"),
+        "score": (
+            pd.Series([1.5, pd.NA] + [2.0] * 38, dtype=object),
+            "holds <NA> among Python objects",
+        ),
+    }
+    for name, (column, message) in cases.items():
+        bad = frame.assign(**{name: column})
+        with pytest.raises(ValueError, match=f"Column '{name}' of X.*{message}"):
+            EMGaussianMixture(2, random_state=0).fit(bad)
+    # Converted as the message says, pd.NA is a missing value.
+    fixed = frame.assign(score=cases["score"][0].astype("Float64"))
+    assert EMGaussianMixture(2, random_state=0).fit(fixed).n_features_in_ == 3
+
+
 def test_sparse_input_is_rejected_with_the_remedy():
     with pytest.raises(TypeError, match="toarray"):
         EMGaussianMixture(2).fit(sp.csr_matrix(X_GOOD))
