@@ -109,7 +109,10 @@ class RunningStatistics:
         A component that has seen fewer than ``n_features + 1`` rows takes
         the pooled within-component scatter (see the module notes).
         """
-        young = self.seen * self.nk < unit.n_features + 1
+        with np.errstate(invalid="ignore"):
+            # (A batch fit's statistics have seen without end: an empty
+            # component's inf * 0 is NaN, not young, as before.)
+            young = self.seen * self.nk < unit.n_features + 1
         scatter = self.scatter
         if np.any(young):
             scatter = unit.pooled_scatter(self.nk, scatter, young)
