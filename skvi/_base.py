@@ -373,7 +373,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         the start (no averaging or pooling); :meth:`fit` after ``partial_fit``
         starts afresh, or from the current parameters when
         ``warm_start=True``. Every call must have the fitted number of
-        features.
+        features, and the fitted ``n_components`` and ``covariance_type``
+        (a stream does not change shape: :meth:`fit` or a clone starts a
+        new one).
 
         After ``partial_fit``: ``n_iter_`` is the number of steps since the
         stream began (at the first call, or at the last ``fit``);
@@ -420,7 +422,18 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
         X, sample_weight = data.X, data.sample_weight
         unit = covariance_unit(self.covariance_type, self.n_components, X.shape[1])
-        if fitted and self._has_state_for(unit):
+        if fitted and not self._has_state_for(unit):
+            # (It restarted the stream silently, losing what it had learnt.)
+            raise ValueError(
+                f"partial_fit continues the fitted model, which has "
+                f"{len(self.weights_)} components of covariance type "
+                f"{getattr(self, '_fitted_covariance_type', '?')!r}; set_params "
+                f"asked for {unit.n_components} of type {unit.name!r}. Call fit "
+                "to start "
+                "afresh, or begin a new stream with a new estimator "
+                "(sklearn.base.clone(model))."
+            )
+        if fitted:
             stream = self._online_statistics
             running = RunningStatistics.from_dict(stream)
             steps, bounds = stream["steps"], self._stream_bounds()

@@ -189,6 +189,13 @@ def test_later_calls_must_have_the_fitted_number_of_features(estimator):
     model = estimator(n_components=2, random_state=0).partial_fit(four_clusters(8, 200))
     with pytest.raises(ValueError, match="features"):
         model.partial_fit(np.zeros((10, 3)))
+    # Nor may the stream change shape: it restarted silently, and lost what
+    # it had learnt. The refused call leaves the model as it was.
+    steps = model.n_iter_
+    model.set_params(n_components=3)
+    with pytest.raises(ValueError, match="has 2 components .* asked for 3"):
+        model.partial_fit(four_clusters(9, 50))
+    assert model.n_iter_ == steps and len(model.weights_) == 2
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
