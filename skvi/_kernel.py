@@ -1399,7 +1399,10 @@ def _scaled_values(plan, row):
     offsets = np.where(np.isfinite(plan.offsets), plan.offsets, -np.inf)
     with np.errstate(invalid="ignore"):
         values = plan.scale * quadratic + offsets
-    return np.where(np.isnan(values), -np.inf, values)
+    # NaN where a missing entry (or inf - inf) met the row's overflow: as far
+    # as that, in the direction of the scale (a log density's -inf, a
+    # quadratic form's +inf, which the variational predictive reads).
+    return np.where(np.isnan(values), np.copysign(np.inf, plan.scale), values)
 
 
 def normalize_in_place(values, row_weights=None):

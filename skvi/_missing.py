@@ -834,7 +834,9 @@ class IncompleteRows:
         ):
             self._compiled[0].add_to_columns(values, columns, self._corrections.T)
             return
-        values[:, columns] += self.value_corrections(plan)
+        with np.errstate(invalid="ignore"):
+            # (inf - inf for a row too far to square: repaired later.)
+            values[:, columns] += self.value_corrections(plan)
 
     def repair_cancelled(self, plan, values, columns, limit):
         """Recompute the values that a correction cancelled, in place.

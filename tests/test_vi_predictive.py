@@ -230,6 +230,30 @@ def test_total_samples_of_1e308_gives_finite_values_everywhere(
         assert np.all(np.isfinite(draws))
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_rows_too_far_to_square_keep_a_finite_decreasing_density(covariance_type):
+    # A row with a missing entry and an observed value of 1e200 had a log
+    # density of +inf (the repair of its overflowed form took the sign of a
+    # log density), and a score of 2.9e305 with it.
+    rng = np.random.RandomState(0)
+    X = np.concatenate([rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + 5.0])
+    model = VariationalGaussianMixture(
+        n_components=2, covariance_type=covariance_type, random_state=0
+    ).fit(X)
+    densities = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing leaks either
+        for far in (1e50, 1e150, 1e200, 1e300):
+            rows = np.array(
+                [[far, 1.0, 2.0], [np.nan, far, np.nan], [1.0, np.nan, far]]
+            )
+            densities.append(model.score_samples(rows))
+    densities = np.array(densities)
+    assert np.isfinite(densities).all()
+    assert (np.diff(densities, axis=0) <= 0).all()
+    assert densities.max() < model.score_samples(X).min()
+
+
 def test_total_samples_beyond_1e308_is_refused():
     X = three_clusters(seed=6)
     model = VariationalGaussianMixture(total_samples=np.finfo(float).max)
