@@ -60,7 +60,9 @@ whose precision comes out ill-conditioned enough for the kernel to change
 its arithmetic (``WHITENING_LIMIT``), from the
 parameters that M-step started from (the ordinary loop sums a collapsing
 component's moments again in its new frame before that M-step, which the
-lock step does not). One whose start fails, whose first M-step (from its
+lock step does not). One whose start's M-step leaves it ill-conditioned
+goes on alone from that M-step's parameters (the ordinary fit takes no
+other M-step there). One whose start fails, whose first M-step (from its
 start) does, or whose run alone raises, is fitted again on its own from
 its start, which reports any error.
 """
@@ -195,6 +197,9 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
             }
         )
         given = start[0] if start and not isinstance(start[0], str) else None
+        # A fit given its own init_params (a second start) that leaves in
+        # its start's M-step is dropped by the caller, not finished alone.
+        goes_on = given is not None or not start
         if start and given is None:
             model.set_params(init_params=start[0])
         try:
@@ -221,6 +226,7 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
             # Fitted on its own, which reports the error.
             continue
         fits.append(_Fit(index, model, data, unit, context, start))
+        fits[-1].goes_on_from_start = goes_on
     if not fits:
         return models
     # One BLAS limit for the whole lock step and the runs that finish
@@ -299,12 +305,18 @@ class _Fit:
         # where a fit that leaves in that M-step goes on alone from.
         self.recent_before = []
         self.before = None
+        # Whether a fit that leaves ill-conditioned at its start's M-step
+        # goes on alone from that start (see _Lockstep._maximize).
+        self.goes_on_from_start = True
 
     def resume_alone(self):
         """Finish the run alone from where it left the lock step.
 
         Returns whether it could: a run that fails (a component that
         collapses, say) is refitted from its start, which reports why.
+        A run resumed from its start's M-step (``so_far`` None) is the
+        whole run alone from those parameters, as :meth:`fit` runs it from
+        its own start's M-step.
         """
         state, so_far = self.resume
         try:
@@ -432,7 +444,10 @@ class _Lockstep:
         this M-step, redoing their E-step: the ordinary loop's M-step from
         there (which sums the moments of a collapsing component again in
         its new frame, :func:`skvi._batch._global_step`) is then its own,
-        and its iterations so far are not repeated.
+        and its iterations so far are not repeated. The start's M-step
+        (not ``resumable``) is the ordinary fit's first: a fit it leaves
+        ill-conditioned goes on alone from its result (one whose M-step
+        failed is refitted from its start, which reports the error).
         """
         self._round_constants = None
         if resumable:
@@ -445,11 +460,20 @@ class _Lockstep:
                     fit.n_iter,
                 )
         self._m_step(active)
+        failed = None if resumable else [fit.left for fit in active]
         self._leave_ill_conditioned(active)
         if resumable:
             for fit in active:
                 if fit.left and fit.resume is None:
                     fit.resume_before_m_step()
+        else:
+            # The start's M-step succeeded but left a precision the kernel
+            # whitens: the run goes on alone from those parameters (its
+            # E-steps the kernel's whitened ones), not refitted from its
+            # start, whose M-step would be this one again.
+            for fit, left in zip(active, failed, strict=True):
+                if fit.left and not left and fit.goes_on_from_start:
+                    fit.resume = (fit.current_state(), None)
         return self._active()
 
     def run(self, template):
