@@ -817,11 +817,13 @@ ROW_CANCELLATION = 32.0
 
 # Up to this many values of a chunk's whitened rows (K D m), _ExactRows
 # whitens all components in one stacked product and recomputes the
-# cancelled pairs of all of them together: on tiny data (15 rows, K <= 9)
-# a BLAS call and a dozen NumPy calls per component cost several times
-# the arithmetic. Beyond it, one triangular product per component (half
-# the flops) in blocks of the free buffers.
-STACKED_WHITENING_VALUES = 2**14
+# cancelled pairs of all of them together, and _weighted_gram makes one
+# stacked product for all components: on tiny data (15 rows, K <= 9) a
+# BLAS call and a dozen NumPy calls per component cost several times the
+# arithmetic. Beyond it, one triangular product per component (half the
+# flops) in blocks of the free buffers, and Gram products of only the
+# rows of nonzero mass where those are few.
+SMALL_CHUNK_VALUES = 2**14
 
 # Indices below the diagonal, per dimension (np.tril_indices builds a mask).
 _BELOW = {}
@@ -916,7 +918,7 @@ class _ExactRows:
                 np.copyto(block, centers[g][:, np.newaxis], where=np.isnan(block))
         if (
             products.dtype == np.float64
-            and len(self.means) * dims * m <= STACKED_WHITENING_VALUES
+            and len(self.means) * dims * m <= SMALL_CHUNK_VALUES
         ):
             self._whiten_stacked(rows, products, forms, prepared)
             return
@@ -1093,7 +1095,7 @@ def _weighted_gram(rows, masses, buffer=None):
     """
     roots = np.sqrt(masses)
     dims, m = rows.shape[-2:]
-    if masses.shape[0] * dims * m <= STACKED_WHITENING_VALUES:
+    if masses.shape[0] * dims * m <= SMALL_CHUNK_VALUES:
         # A small chunk: one stacked product for all components (gathering
         # the nonzero columns costs more than the zeros it skips), unless a
         # row that overflowed meets a zero mass (0 x inf).
