@@ -815,6 +815,19 @@ def _whitened_rows(plan, workspace, prepared):
 # condition number).
 ROW_CANCELLATION = 32.0
 
+# Up to this many values of a chunk's whitened rows (K D m), _ExactRows
+# whitens all components in one stacked product and recomputes the
+# cancelled pairs of all of them together, and _weighted_gram makes one
+# stacked product for all components: on tiny data (15 rows, K <= 9) a
+# BLAS call and a dozen NumPy calls per component cost several times the
+# arithmetic. Beyond it, one triangular product per component (half the
+# flops) in blocks of the free buffers, and Gram products of only the
+# rows of nonzero mass where those are few.
+SMALL_CHUNK_VALUES = 2**14
+
+# Indices below the diagonal, per dimension (np.tril_indices builds a mask).
+_BELOW = {}
+
 
 class _ExactRows:
     """Whitened rows ``P_k^T (x - m_k)`` of ill-conditioned precisions.
@@ -844,12 +857,23 @@ class _ExactRows:
         # P_k^T, each contiguous: BLAS multiplies it faster than a
         # transposed view.
         self.transposed = np.ascontiguousarray(np.swapaxes(factors, 1, 2))
-        # Which P_k are upper triangular, as Cholesky factors are (trmm).
-        below = np.tril_indices(factors.shape[-1], -1)
-        self.triangular = ~np.any(factors[:, below[0], below[1]], axis=1)
+        self._triangular = None
         # Each factor split once, when first needed.
         self._split = {}
         self._abs = {}
+
+    @property
+    def triangular(self):
+        """Which P_k are upper triangular, as Cholesky factors are (trmm)."""
+        if self._triangular is None:
+            dims = self.transposed.shape[-1]
+            if dims not in _BELOW:
+                _BELOW[dims] = np.tril_indices(dims, -1)
+            below = _BELOW[dims]
+            # Below the diagonal of P_k: above that of P_k^T.
+            above = self.transposed[:, below[1], below[0]]
+            self._triangular = ~np.any(above, axis=1)
+        return self._triangular
 
     def _abs_factor(self, k):
         """``|P_k^T|``, made once per component."""
@@ -892,6 +916,12 @@ class _ExactRows:
             for g, start, stop in prepared.groups:
                 block = rows[:, start:stop]
                 np.copyto(block, centers[g][:, np.newaxis], where=np.isnan(block))
+        if (
+            products.dtype == np.float64
+            and len(self.means) * dims * m <= SMALL_CHUNK_VALUES
+        ):
+            self._whiten_stacked(rows, products, forms, prepared)
+            return
         limit = ROW_CANCELLATION**2
         # Every component's x - m_k, its bound and its whitened rows, a
         # block of components at a time in the free buffers: the same
@@ -940,9 +970,65 @@ class _ExactRows:
             # Five (D, n) blocks, one view.
             work = buffers[1:, : dims * len(columns)].reshape(5, dims, len(columns))
             np.take(rows, columns, axis=1, out=work[0], mode="clip")
-            exact = _exact_difference(work, mean, self._split[k])
+            exact = _exact_difference(work, mean[:, np.newaxis], self._split[k])
             products[k][:, columns] = exact
             forms[k, columns] = _gufuncs.einsum("im,im->m", exact, exact)
+
+    def _whiten_stacked(self, rows, products, forms, prepared):
+        """:meth:`whiten` of a small chunk, every component at once.
+
+        The same two checks and the same exact recomputation, stacked over
+        the components (and over the pairs of row and component that
+        cancel) instead of looped: a pair's split, products and sums are
+        those of its component's alone; only the BLAS kernels differ (a
+        general product for the triangular one), by rounding.
+        """
+        limit = ROW_CANCELLATION**2
+        differences = np.subtract(rows, self.means[:, :, np.newaxis])
+        np.abs(differences, out=products)
+        bounds = np.matmul(self.row_norms[:, np.newaxis, :], products)[:, 0]
+        np.matmul(self.transposed, differences, out=products)
+        _gufuncs.einsum("kim,kim->km", products, products, out=forms)
+        with np.errstate(invalid="ignore"):
+            cancelled = np.square(bounds, out=bounds) > limit * forms
+        if prepared.incomplete is not None:
+            cancelled[:, prepared.incomplete[0]] = False
+        if not cancelled.any():
+            return
+        components, columns = np.nonzero(cancelled)
+        # The terms themselves, pair by pair: (P, D) each.
+        pairs = np.abs(differences[components, :, columns])
+        absolute = np.abs(self.transposed)
+        terms = np.matmul(absolute[components], pairs[:, :, np.newaxis])[..., 0]
+        still = _gufuncs.einsum("pi,pi->p", terms, terms)
+        still = still > limit * forms[components, columns]
+        components, columns = components[still], columns[still]
+        if len(components) == 0:
+            return
+        split = SplitFactor(self.transposed[components])
+        work = np.empty((5, len(components), rows.shape[0], 1))
+        np.copyto(work[0, ..., 0], rows[:, columns].T)
+        if not (split.finite and np.isfinite(work[0]).all()):
+            # A factor or row beyond the split's range: as the loop does.
+            self._recompute_apart(rows, products, forms, components, columns)
+            return
+        means = self.means[components][:, :, np.newaxis]
+        exact = _exact_difference(work, means, split)[..., 0]
+        products[components, :, columns] = exact
+        forms[components, columns] = _gufuncs.einsum("pi,pi->p", exact, exact)
+
+    def _recompute_apart(self, rows, products, forms, components, columns):
+        """The exact recomputation of given pairs, one component at a time."""
+        for k in np.unique(components):
+            chosen = columns[components == k]
+            if k not in self._split:
+                self._split[k] = SplitFactor(self.transposed[k])
+            mean = self.means[k][:, np.newaxis]
+            work = np.empty((5, rows.shape[0], len(chosen)))
+            np.take(rows, chosen, axis=1, out=work[0], mode="clip")
+            exact = _exact_difference(work, mean, self._split[k])
+            products[k][:, chosen] = exact
+            forms[k, chosen] = _gufuncs.einsum("im,im->m", exact, exact)
 
 
 def _exact_difference(work, mean, factor):
@@ -952,10 +1038,10 @@ def _exact_difference(work, mean, factor):
     (``factor``, the :class:`SplitFactor` of ``P^T``), which errs by about
     eps of the result however its terms cancel. ``work``, five (D, n)
     arrays, holds the intermediate values (``work[0]`` is overwritten); the
-    result is one of them.
+    result is one of them. ``mean`` broadcasts against ``work[0]``: (D, 1),
+    or (P, D, 1) for stacks of (D, 1) columns, each with its own factor.
     """
     rows, difference, error = work[:3]
-    mean = mean[:, np.newaxis]
     np.subtract(rows, mean, out=difference)
     moved = np.subtract(difference, rows, out=error)
     # (rows - (difference - moved)) - (mean + moved), in place.
@@ -1009,6 +1095,15 @@ def _weighted_gram(rows, masses, buffer=None):
     """
     roots = np.sqrt(masses)
     dims, m = rows.shape[-2:]
+    if masses.shape[0] * dims * m <= SMALL_CHUNK_VALUES:
+        # A small chunk: one stacked product for all components (gathering
+        # the nonzero columns costs more than the zeros it skips), unless a
+        # row that overflowed meets a zero mass (0 x inf).
+        scaled = np.multiply(rows, roots[:, np.newaxis, :])
+        scaled = scaled.astype(rows.dtype, copy=False)
+        if np.isfinite(scaled).all():
+            gram = np.matmul(scaled, np.swapaxes(scaled, 1, 2))
+            return gram.astype(float, copy=False)
     out = np.empty((masses.shape[0], dims, dims))
     if buffer is None or buffer.dtype != rows.dtype or buffer.size < dims * m:
         buffer = np.empty(dims * m, dtype=rows.dtype)

@@ -60,9 +60,11 @@ whose precision comes out ill-conditioned enough for the kernel to change
 its arithmetic (``WHITENING_LIMIT``), from the
 parameters that M-step started from (the ordinary loop sums a collapsing
 component's moments again in its new frame before that M-step, which the
-lock step does not). One whose start fails, whose first M-step (from its
-start) does, or whose run alone raises, is fitted again on its own from
-its start, which reports any error.
+lock step does not). One that leaves in its start's M-step runs alone
+from its start, as its own ``fit`` would, without validating its data
+again (a restart or second start is left to its caller). One whose start
+fails, or whose run alone raises, is fitted again on its own from its
+start, which reports any error.
 """
 
 from dataclasses import dataclass
@@ -195,6 +197,10 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
             }
         )
         given = start[0] if start and not isinstance(start[0], str) else None
+        # Only a fit of the template's own start goes on alone from its
+        # start (see _Lockstep._maximize): a second start that leaves is
+        # dropped by its caller, and a restart's start is another model's.
+        goes_on = not start
         if start and given is None:
             model.set_params(init_params=start[0])
         try:
@@ -221,6 +227,7 @@ def fit_in_lockstep(template, X, sample_weight, combinations):
             # Fitted on its own, which reports the error.
             continue
         fits.append(_Fit(index, model, data, unit, context, start))
+        fits[-1].goes_on_from_start = goes_on
     if not fits:
         return models
     # One BLAS limit for the whole lock step and the runs that finish
@@ -299,15 +306,25 @@ class _Fit:
         # where a fit that leaves in that M-step goes on alone from.
         self.recent_before = []
         self.before = None
+        # Whether a fit that leaves in its start's M-step runs alone from
+        # its start here (see _Lockstep._maximize).
+        self.goes_on_from_start = True
 
     def resume_alone(self):
         """Finish the run alone from where it left the lock step.
 
         Returns whether it could: a run that fails (a component that
         collapses, say) is refitted from its start, which reports why.
+        A fit that left in its start's M-step (state None) runs alone from
+        its start, as :meth:`fit` runs it (the same start, M-step and
+        ascent), without validating its data and parameters again.
         """
         state, so_far = self.resume
         try:
+            if state is None:
+                model = self.model
+                rng = check_random_state(model.random_state)
+                state = model._initial_state(self.data, self.unit, self.context, rng)
             run = ascend(
                 self.model, self.data, self.unit, self.context, state, resume=so_far
             )
@@ -432,7 +449,10 @@ class _Lockstep:
         this M-step, redoing their E-step: the ordinary loop's M-step from
         there (which sums the moments of a collapsing component again in
         its new frame, :func:`skvi._batch._global_step`) is then its own,
-        and its iterations so far are not repeated.
+        and its iterations so far are not repeated. A fit that leaves in
+        the start's M-step (not ``resumable``) runs alone from its start,
+        as its own ``fit`` would (:meth:`_Fit.resume_alone`), unless it was
+        given a start of its own.
         """
         self._round_constants = None
         if resumable:
@@ -446,10 +466,15 @@ class _Lockstep:
                 )
         self._m_step(active)
         self._leave_ill_conditioned(active)
-        if resumable:
-            for fit in active:
-                if fit.left and fit.resume is None:
-                    fit.resume_before_m_step()
+        for fit in active:
+            if not fit.left or fit.resume is not None:
+                continue
+            if resumable:
+                fit.resume_before_m_step()
+            elif fit.goes_on_from_start:
+                # Its whole run alone, from its start (resume_alone): what
+                # fit would do, less the validation fit_in_lockstep did.
+                fit.resume = (None, None)
         return self._active()
 
     def run(self, template):

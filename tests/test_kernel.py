@@ -494,11 +494,17 @@ def test_per_component_values_and_statistics_are_exact(
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shared", [True, False])
-def test_weighted_gram_skips_rows_of_zero_mass_exactly(dtype, shared):
+@pytest.mark.parametrize("small", [True, False])
+def test_weighted_gram_skips_rows_of_zero_mass_exactly(
+    dtype, shared, small, monkeypatch
+):
     # Component 0 has mass on a tenth of the rows (the sparse path),
     # component 1 on all of them (the dense path), component 2 on none.
     # Rows of zero mass add exact zeros: the Gram of the rows of nonzero
     # mass alone is the same, bit for bit, and both are the weighted sum.
+    # A small chunk (``small``) takes one stacked product for all.
+    if not small:
+        monkeypatch.setattr(kernel, "SMALL_CHUNK_VALUES", 0)
     rng = np.random.default_rng(0)
     n_features, n_rows = 5, 300
     shape = (n_features, n_rows) if shared else (3, n_features, n_rows)
@@ -627,14 +633,21 @@ def test_interleaved_passes_do_not_share_work_buffers():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_whitened_rows_of_ill_conditioned_precisions_are_exact(seed):
+@pytest.mark.parametrize("small", [True, False])
+def test_whitened_rows_of_ill_conditioned_precisions_are_exact(
+    seed, small, monkeypatch
+):
     # Component 0 spans two clusters 1e5 apart: its precision is weak along
     # the axis joining them, where a row's x - m_0 lies, and P_0^T (x - m_0)
     # cancels far more digits than the rounding allows. Component 1 has a
     # nearly constant feature (variance 1e-10, as a blank pixel of digits
     # has): strong, with x - m_1 nearly zero along it. Every row's form is
-    # the exact one (rational arithmetic) to 64 eps of itself.
+    # the exact one (rational arithmetic) to 64 eps of itself, whether the
+    # components are whitened together (a small chunk) or one at a time.
     from fractions import Fraction
+
+    if not small:
+        monkeypatch.setattr(kernel, "SMALL_CHUNK_VALUES", 0)
 
     rng = np.random.RandomState(seed)
     n_features = 6

@@ -877,10 +877,24 @@ def _shifted_solve(hessian, gradient):
         return solution
     if not (np.all(np.isfinite(hessian)) and np.all(np.isfinite(gradient))):
         return np.zeros_like(gradient)
-    scale = max(np.abs(np.diagonal(hessian)).max(), np.finfo(float).tiny)
-    identity = np.eye(len(hessian))
-    for shift in 1e-10 * scale * 2.0 ** np.arange(80):
-        _, solution, info = lapack.dposv(hessian + shift * identity, gradient)
+    diagonal = np.diagonal(hessian)
+    scale = max(np.abs(diagonal).max(), np.finfo(float).tiny)
+    # H + s I as H with s added to its diagonal, in place in one copy of H
+    # (the same sums; a fresh H + s I per shift cost more than its failed
+    # factorization, and a run's Hessians often need 10 to 30 shifts).
+    shifted = np.array(hessian, dtype=float, order="F")
+    on_diagonal = shifted.reshape(-1, order="F")[:: len(hessian) + 1]
+    diagonal = diagonal.copy()
+    shifts = 1e-10 * scale * 2.0 ** np.arange(80)
+    # A shift that leaves a diagonal entry at or below 0 fails for sure (a
+    # Cholesky pivot is that entry less a sum of squares, rounded): the
+    # tries begin at the first shift that leaves none, the same first
+    # success.
+    positive = np.min(diagonal + shifts[:, np.newaxis], axis=1) > 0
+    first = int(np.argmax(positive)) if positive.any() else len(shifts)
+    for shift in shifts[first:]:
+        np.add(diagonal, shift, out=on_diagonal)
+        _, solution, info = lapack.dposv(shifted, gradient)
         if info == 0:
             return solution
     return np.zeros_like(gradient)
