@@ -33,9 +33,7 @@ from .mclust import (
     _second_derivative_terms,
     _shifted_solve,
     _skew_basis,
-    _skew_jacobian,
     _tournament,
-    _two_term_sums,
     _upper_pairs,
     collapse_stop,
     start_is_lower,
@@ -889,79 +887,114 @@ def _stacked_profile(diagonals, nk, starts, common_volume):
 def _direction_constants(n_features):
     """What :func:`_stacked_newton_direction` takes for D features, once.
 
-    The skew basis flattened (n, D * D) and the sparse terms of the
-    Hessian that do not pass through the Jacobian (:func:`skvi._covariance.
-    mclust._second_derivative_terms`): sums over the basis of pooled products
-    ``first_ki (R_k)_rc``, each entry one or two of them (``index``, the
-    triples (i, r, c)) with coefficients 0, +-1 or +-2, the same bits as
-    the dense products and sums.
+    The skew basis flattened (n, D * D); where each entry of the Jacobian
+    ``J_k`` (n, D) of the diagonal in skew coordinates (:func:`skvi.
+    _covariance.mclust._skew_jacobian`) is in a flattened ``T_k`` (n * D
+    positions, the unused ones at 0) and its coefficient (0 or +-2); the
+    triples ``(i, r, c)`` (as ``i`` and ``r * D + c``) of the products
+    ``first_ki (T_k)_rc`` that the Hessian's second-derivative terms need
+    (:func:`skvi._covariance.mclust._second_derivative_terms`), and those
+    terms as at most four (triple, coefficient) pairs per Hessian entry,
+    (4, n, n) each (the spread's factor 2 in its coefficients); and the
+    centring ``I - 1 1^T / D``.
     """
     basis = _skew_basis(n_features)
-    index, parts = _second_derivative_terms(n_features)
-    return basis.reshape(len(basis), -1), index, parts
+    first, second = _upper_pairs(n_features)
+    numbers = np.arange(len(first))
+    positions = np.zeros((len(first), n_features), dtype=np.intp)
+    signs = np.zeros((len(first), n_features))
+    positions[numbers, first] = first * n_features + second
+    positions[numbers, second] = second * n_features + first
+    signs[numbers, first], signs[numbers, second] = -2.0, 2.0
+    index, (inner, spread) = _second_derivative_terms(n_features)
+    where = np.concatenate([inner[0], spread[0]])
+    coefficients = np.concatenate([inner[1], 2.0 * spread[1]])
+    centring = np.eye(n_features) - 1.0 / n_features
+    constants = (
+        basis.reshape(len(basis), -1),
+        positions.ravel(),
+        signs,
+        index[0],
+        index[1] * n_features + index[2],
+        where,
+        coefficients,
+        centring,
+    )
+    for array in constants:
+        array.flags.writeable = False
+    return constants
+
+
+def _profile_weights(diagonals, nk, owners, starts, common_volume):
+    """Each component's weight ``c_k`` in the profile's derivatives, (C,).
+
+    The profile's first derivatives in ``b_ki`` are ``c_k / b_ki``: ``N_k``
+    where a fit's volumes are its components' own, and where they are
+    common ``N D g_k / (D sum_l g_l)``, ``g_k`` the geometric mean of
+    ``b_k`` (scaled by the fit's largest against overflow).
+    """
+    n_features = diagonals.shape[1]
+    if common_volume is False:
+        return nk
+    scale = np.add.reduceat(nk, starts) * n_features
+    logs = np.log(diagonals).sum(axis=1) / n_features
+    g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
+    weights = (scale / np.add.reduceat(g, starts))[owners] * (g / n_features)
+    if common_volume is True:
+        return weights
+    return np.where(common_volume[owners], weights, nk)
 
 
 def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
     """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,).
 
     Only the fits flagged ``moving`` solve for their step; the others get
-    0 (their Hessians may be anything: they no longer move).
+    0 (their Hessians may be anything: they no longer move). With ``c_k``
+    the weights of :func:`_profile_weights`, ``K_k = J_k diag(1 / b_k)``
+    and ``P`` the centring (the identity where volumes are a component's
+    own), the gradient is ``sum_k c_k K_k 1`` and the Hessian the
+    second-derivative terms less ``sum_k c_k K_k P K_k^T`` (``P`` carries
+    the pooled profile's ``v v^T / D`` of each component), less ``g g^T /
+    (N D)`` where the volume is common: the chain rule of
+    :func:`_newton_direction`, in fewer passes over the stack.
     """
     n_components, n_features = rotated.shape[:2]
-    flat_basis, index, parts = _direction_constants(n_features)
+    (
+        flat_basis,
+        positions,
+        signs,
+        first_of,
+        product_of,
+        where,
+        coefficients,
+        centring,
+    ) = _direction_constants(n_features)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = _skew_jacobian(rotated)
-
-    def pooled_terms():
-        scale = np.add.reduceat(nk, starts) * n_features
-        logs = np.log(diagonals).sum(axis=1) / n_features
-        g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
-        ratio = (scale / np.add.reduceat(g, starts))[owners]
-        first = (ratio[:, None] * (g / n_features)[:, None]) * inverse
-        second = first[:, :, None] * inverse[:, None, :] / n_features
-        # Less the diagonal matrices of first / b (off it, outer less 0).
-        features = np.arange(n_features)
-        second[:, features, features] -= first * inverse
-        return first, jacobian @ second, scale
-
-    def own_terms():
-        first = nk[:, None] * inverse
-        # Times the diagonal matrices of -first / b: a scaling of columns.
-        return first, jacobian * -(first * inverse)[:, None, :]
-
-    if common_volume is True:
-        first, scaled, scale = pooled_terms()
-    elif common_volume is False:
-        first, scaled = own_terms()
-    else:
-        # EVE and VVE fits: each component takes its fit's terms.
-        first, scaled, scale = pooled_terms()
-        own_first, own_scaled = own_terms()
-        rows = common_volume[owners]
-        first = np.where(rows[:, None], first, own_first)
-        scaled = np.where(rows[:, None, None], scaled, own_scaled)
-    gradient = np.add.reduceat(_gufuncs.einsum("ki,kai->ka", first, jacobian), starts)
-    # The pooled and spread terms (see _direction_constants), each of the
-    # pooled products first_ki (R_k)_rc it needs once.
-    pooled = np.add.reduceat(
-        first[:, index[0]] * rotated[:, index[1], index[2]], starts
-    )
-    inner, spread = parts
-    hessian = _two_term_sums(pooled, inner) + 2.0 * _two_term_sums(pooled, spread)
-    # (One BLAS product per component: 9x einsum's speed at D = 13, 5.6x at
-    # D = 30, where these (C, n, n) products are most of an M-step.)
-    chained = scaled @ jacobian.swapaxes(1, 2)
+    weights = _profile_weights(diagonals, nk, owners, starts, common_volume)
+    flat = rotated.reshape(n_components, -1)
+    scaled = flat[:, positions].reshape(n_components, *signs.shape) * signs
+    scaled *= inverse[:, None, :]
+    gradient = np.add.reduceat(weights[:, None] * scaled.sum(axis=2), starts)
+    if common_volume is not False:
+        centred = scaled @ centring
+        scaled = (
+            centred
+            if common_volume is True
+            else np.where(common_volume[owners, None, None], centred, scaled)
+        )
+    chained = (scaled * -weights[:, None, None]) @ scaled.swapaxes(1, 2)
+    # The pooled products first_ki (T_k)_rc, then the sparse sums over them.
+    first = weights[:, None] * inverse
+    pooled = np.add.reduceat(first[:, first_of] * flat[:, product_of], starts)
+    hessian = _gufuncs.einsum("ftab,tab->fab", pooled[:, where], coefficients)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
-        pooled = (
-            hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
-        )
-        hessian = (
-            pooled
-            if common_volume is True
-            else np.where(common_volume[:, None, None], pooled, hessian)
-        )
+        scale = np.add.reduceat(nk, starts) * n_features
+        outer = gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
+        if common_volume is not True:
+            outer *= common_volume[:, None, None]
+        hessian -= outer
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
     kinds = None if isinstance(common_volume, bool) else common_volume
     step = _moving_steps(hessian, gradient, moving, kinds)
