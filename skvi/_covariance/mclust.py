@@ -1025,12 +1025,17 @@ def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, start
     if column_variances is None:
         return None
     starts = np.asarray(starts)
-    scatters = scatter / nk[:, None, None] - reg_covar * np.eye(scatter.shape[1])
-    varying = column_variances[column_variances > 0]
-    factor = varying.min() / varying.max() if varying.size else 0.0
-    floors = factor * np.linalg.eigvalsh(scatters)[:, 0]
+    # (Taken at the first check: most searches end before it.)
+    fixed = []
 
     def stop(orientations, diagonals):
+        if not fixed:
+            identity = np.eye(scatter.shape[1])
+            scatters = scatter / nk[:, None, None] - reg_covar * identity
+            varying = column_variances[column_variances > 0]
+            factor = varying.min() / varying.max() if varying.size else 0.0
+            fixed.extend((scatters, factor * np.linalg.eigvalsh(scatters)[:, 0]))
+        scatters, floors = fixed
         eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
         possible = ~(floors >= STOP_MARGIN * RATIO_THRESHOLD * eigenvalues.max(axis=1))
         possible = np.logical_or.reduceat(possible, starts)
