@@ -855,32 +855,67 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     return covariances, values, volumes, shapes
 
 
-def _stacked_profile(diagonals, nk, starts, common_volume):
-    """:func:`_profile` of each stacked fit: values and sizes, (F,) each."""
-    logs = np.log(diagonals)
+class _Profile:
+    """:func:`_profile` of stacked fits, and its derivatives' weights.
 
-    def pooled():
-        total = np.add.reduceat(nk, starts) * diagonals.shape[1]
-        mean_logs = logs.sum(axis=1) / diagonals.shape[1]
-        log_sum = np.log(np.add.reduceat(np.exp(mean_logs), starts))
-        return total * log_sum, total * (1.0 + np.abs(log_sum))
+    What does not change in a search is taken once: ``nk`` (C,), the fits'
+    ``sizes`` and ``common_volume`` (one bool, or per fit (F,)).
+    """
 
-    def own():
-        values = np.add.reduceat(nk * logs.sum(axis=1), starts)
-        sizes = np.add.reduceat(
-            nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+    def __init__(self, nk, sizes, common_volume, n_features):
+        layout = _layout(sizes)
+        self.nk, self.starts, self.owners = nk, layout.starts, layout.owners
+        self.common_volume, self.n_features = common_volume, n_features
+        self.totals = np.add.reduceat(nk, self.starts) * n_features
+
+    def __call__(self, diagonals):
+        """Values and sizes per fit (F,), and each ``sum_i log b_ki`` (C,)."""
+        nk, starts, n_features = self.nk, self.starts, self.n_features
+        logs = np.log(diagonals)
+        sums = logs.sum(axis=1)
+
+        def pooled():
+            log_sum = np.log(np.add.reduceat(np.exp(sums / n_features), starts))
+            return self.totals * log_sum, self.totals * (1.0 + np.abs(log_sum))
+
+        def own():
+            values = np.add.reduceat(nk * sums, starts)
+            sizes = np.add.reduceat(
+                nk * (n_features + np.abs(logs).sum(axis=1)), starts
+            )
+            return values, sizes
+
+        common = self.common_volume
+        if common is True:
+            return *pooled(), sums
+        if common is False:
+            return *own(), sums
+        (values, sizes), (own_values, own_sizes) = pooled(), own()
+        return (
+            np.where(common, values, own_values),
+            np.where(common, sizes, own_sizes),
+            sums,
         )
-        return values, sizes
 
-    if common_volume is True:
-        return pooled()
-    if common_volume is False:
-        return own()
-    (values, sizes), (own_values, own_sizes) = pooled(), own()
-    return (
-        np.where(common_volume, values, own_values),
-        np.where(common_volume, sizes, own_sizes),
-    )
+    def weights(self, sums):
+        """Each component's weight ``c_k`` in the derivatives, (C,).
+
+        The profile's first derivatives in ``b_ki`` are ``c_k / b_ki``:
+        ``N_k`` where a fit's volumes are its components' own, and where
+        they are common ``N D g_k / (D sum_l g_l)``, ``g_k`` the geometric
+        mean of ``b_k`` (scaled by the fit's largest against overflow),
+        from the sums of :meth:`__call__`.
+        """
+        common, owners, starts = self.common_volume, self.owners, self.starts
+        if common is False:
+            return self.nk
+        logs = sums / self.n_features
+        g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
+        ratio = (self.totals / np.add.reduceat(g, starts))[owners]
+        weights = ratio * (g / self.n_features)
+        if common is True:
+            return weights
+        return np.where(common[owners], weights, self.nk)
 
 
 @lru_cache(maxsize=16)
@@ -925,32 +960,14 @@ def _direction_constants(n_features):
     return constants
 
 
-def _profile_weights(diagonals, nk, owners, starts, common_volume):
-    """Each component's weight ``c_k`` in the profile's derivatives, (C,).
-
-    The profile's first derivatives in ``b_ki`` are ``c_k / b_ki``: ``N_k``
-    where a fit's volumes are its components' own, and where they are
-    common ``N D g_k / (D sum_l g_l)``, ``g_k`` the geometric mean of
-    ``b_k`` (scaled by the fit's largest against overflow).
-    """
-    n_features = diagonals.shape[1]
-    if common_volume is False:
-        return nk
-    scale = np.add.reduceat(nk, starts) * n_features
-    logs = np.log(diagonals).sum(axis=1) / n_features
-    g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
-    weights = (scale / np.add.reduceat(g, starts))[owners] * (g / n_features)
-    if common_volume is True:
-        return weights
-    return np.where(common_volume[owners], weights, nk)
-
-
-def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
+def _stacked_newton_direction(rotated, sums, profile, moving):
     """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,).
 
-    Only the fits flagged ``moving`` solve for their step; the others get
-    0 (their Hessians may be anything: they no longer move). With ``c_k``
-    the weights of :func:`_profile_weights`, ``K_k = J_k diag(1 / b_k)``
+    ``rotated`` (C, D, D) with ``sums`` of :class:`_Profile` ``profile``
+    (the profile's own call on its diagonals). Only the fits flagged
+    ``moving`` solve for their step; the others get 0 (their Hessians may
+    be anything: they no longer move). With ``c_k`` the weights of
+    :meth:`_Profile.weights`, ``K_k = J_k diag(1 / b_k)``
     and ``P`` the centring (the identity where volumes are a component's
     own), the gradient is ``sum_k c_k K_k 1`` and the Hessian the
     second-derivative terms less ``sum_k c_k K_k P K_k^T`` (``P`` carries
@@ -971,7 +988,9 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     ) = _direction_constants(n_features)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    weights = _profile_weights(diagonals, nk, owners, starts, common_volume)
+    starts, owners = profile.starts, profile.owners
+    common_volume = profile.common_volume
+    weights = profile.weights(sums)
     flat = rotated.reshape(n_components, -1)
     scaled = flat[:, positions].reshape(n_components, *signs.shape) * signs
     scaled *= inverse[:, None, :]
@@ -990,8 +1009,8 @@ def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving
     hessian = _gufuncs.einsum("ftab,tab->fab", pooled[:, where], coefficients)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
-        scale = np.add.reduceat(nk, starts) * n_features
-        outer = gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
+        scale = profile.totals[:, None, None]
+        outer = gradient[:, :, None] * gradient[:, None, :] / scale
         if common_volume is not True:
             outer *= common_volume[:, None, None]
         hessian -= outer
@@ -1010,17 +1029,15 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
     stacked over the fits' components, ``sizes`` their numbers.
     """
     n_fits, n_features = len(sizes), rotated.shape[1]
-    layout = _layout(sizes)
-    starts, owners = layout.starts, layout.owners
-    identity = np.eye(n_features)
+    owners = _layout(sizes).owners
+    identity = _identity(n_features)
 
     def cayley(skew):
         half = 0.5 * skew
         return _gufuncs.solve(identity - half, identity + half)
 
-    value, size = _stacked_profile(
-        rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
-    )
+    profile = _Profile(nk, sizes, common_volume, n_features)
+    value, size, sums = profile(rotated.diagonal(axis1=1, axis2=2))
     moving = np.ones(n_fits, dtype=bool)
     collapsed = np.zeros(n_fits, dtype=bool)
     for passes in range(ORIENTATION_PASSES):
@@ -1030,9 +1047,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
             moving &= ~collapsed
         if not moving.any():
             break
-        skew, decrement = _stacked_newton_direction(
-            rotated, nk, owners, starts, common_volume, moving
-        )
+        skew, decrement = _stacked_newton_direction(rotated, sums, profile, moving)
         done = moving & ~(decrement > RTOL * size)
         last = done & (decrement >= 0.0)
         if last.any():
@@ -1047,20 +1062,22 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
             turn = cayley(skew)
             turns = turn[owners]
             trial = turns.swapaxes(1, 2) @ rotated @ turns
-            trial_value, trial_size = _stacked_profile(
-                trial.diagonal(axis1=1, axis2=2), nk, starts, common_volume
+            trial_value, trial_size, trial_sums = profile(
+                trial.diagonal(axis1=1, axis2=2)
             )
             accepted = trying & (trial_value < value)
             if accepted.all():
                 # (np.where would take every entry from the trial.)
                 orientations = orientations @ turn
                 rotated, value, size = trial, trial_value, trial_size
+                sums = trial_sums
                 trying[:] = False
                 break
             orientations = np.where(
                 accepted[:, None, None], orientations @ turn, orientations
             )
             rotated = np.where(accepted[owners, None, None], trial, rotated)
+            sums = np.where(accepted[owners], trial_sums, sums)
             value = np.where(accepted, trial_value, value)
             size = np.where(accepted, trial_size, size)
             trying &= ~accepted
