@@ -522,29 +522,40 @@ def _plane_change(planes, angles, weights, exponent, columns=None):
     ``planes`` holds the 2 x 2 blocks of ``T_k = D^T W_k D`` in the planes:
     ``(t_ii, t_jj, t_ij)``, each (K, P). Turning the plane by t makes ``b_i b_j = m^2 -
     z^2`` with ``m = (t_ii + t_jj) / 2`` and ``z = h cos 2t + t_ij sin 2t``
-    (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h -
-    z)(h + z) / (t_ii t_jj))``: exact for small angles too. The profile
+    (``h = (t_ii - t_jj) / 2``), so ``log(b_i b_j)`` changes by ``log1p((h^2 -
+    z^2) / (t_ii t_jj))``, where ``h^2 - z^2 = s ((h^2 - t_ij^2) s - 2 h t_ij
+    c)`` (``s, c = sin 2t, cos 2t``): exact for small angles too, one product
+    per angle and component less than ``(h - z)(h + z)``. The profile
     changes by ``sum_k N_k`` times that (VVE, ``exponent`` None) or by
     ``sum_k g_k expm1(exponent`` times that``)`` (EVE; with ``columns``,
     ``(flags (P,), lone planes)``, only in the planes it flags, the others
     VVE's: stacked fits of both models, see :func:`_plane_sums`).
     """
-    first, second, cross = planes
-    terms = (0.5 * (first - second))[..., None], cross[..., None]
     return _plane_change_of(
-        terms, (first * second)[..., None], angles, weights, exponent, columns
+        _plane_coefficients(planes), angles, weights, exponent, columns
     )
 
 
-def _plane_change_of(terms, products, angles, weights, exponent, columns=None):
-    """:func:`_plane_change` from ``(h, t_ij)`` and ``t_ii t_jj`` (K, P, 1).
+def _plane_coefficients(planes):
+    """``((h^2 - t_ij^2) / p, 2 h t_ij / p)`` of :func:`_plane_change`, (K, P, 1).
 
-    (Computed once per plane search rather than at each Newton step.)
+    (``p = t_ii t_jj``; once per plane search, not at each angle.)
     """
-    half, cross = terms
+    first, second, cross = planes
+    half = 0.5 * (first - second)
+    products = first * second
+    return (
+        ((half - cross) * (half + cross) / products)[..., None],
+        (2.0 * half * cross / products)[..., None],
+    )
+
+
+def _plane_change_of(coefficients, angles, weights, exponent, columns=None):
+    """:func:`_plane_change` from :func:`_plane_coefficients`."""
+    squares, crossed = coefficients
     twice = 2.0 * angles
-    z = half * np.cos(twice) + cross * np.sin(twice)
-    logs = np.log1p((half - z) * (half + z) / products)
+    sin = np.sin(twice)
+    logs = np.log1p(sin * (squares * sin - crossed * np.cos(twice)))
     if exponent is not None:
         turned = np.expm1(exponent * logs)
         logs = (
@@ -593,9 +604,8 @@ def _plane_angles(planes, weights, exponent, columns=None):
     candidates = np.concatenate(
         [np.broadcast_to(_grid(), (n_planes, GRID)), own], axis=1
     )
-    terms = half[..., None], cross[..., None]
-    products = (first * second)[..., None]
-    changes = _plane_change_of(terms, products, candidates, weights, exponent, columns)
+    coefficients = _plane_coefficients(planes)
+    changes = _plane_change_of(coefficients, candidates, weights, exponent, columns)
     # NaN where rounding puts a singular scatter's b_i b_j below 0; the
     # angle 0 always has change 0.
     changes = np.where(np.isnan(changes), np.inf, changes)
@@ -635,7 +645,7 @@ def _plane_angles(planes, weights, exponent, columns=None):
         step = np.minimum(np.maximum(step, -MAX_TURN), MAX_TURN)
         trials = angles + step
         changes = _plane_change_of(
-            terms, products, trials[:, None], weights, exponent, columns
+            coefficients, trials[:, None], weights, exponent, columns
         )
         changes = changes[:, 0]
         # A step below NEWTON_TOL is taken whole even where the change
