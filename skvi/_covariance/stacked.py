@@ -36,6 +36,7 @@ from .mclust import (
     _tournament,
     _upper_pairs,
     collapse_stop,
+    rotated_diagonals,
     start_is_lower,
 )
 
@@ -65,9 +66,7 @@ def _turned_axes(scatter, turned):
     if turned.all():
         _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
-        diagonals = _gufuncs.einsum(
-            "kji,kjl,kli->ki", orientations, scatter, orientations
-        )
+        diagonals = rotated_diagonals(orientations, scatter)
         return orientations, diagonals
     diagonals = scatter.diagonal(axis1=1, axis2=2)
     if not turned.any():
@@ -76,9 +75,7 @@ def _turned_axes(scatter, turned):
     _, vectors = _gufuncs.eigh(own)
     orientations = vectors[:, :, ::-1]
     diagonals = diagonals.copy()
-    diagonals[turned] = _gufuncs.einsum(
-        "kji,kjl,kli->ki", orientations, own, orientations
-    )
+    diagonals[turned] = rotated_diagonals(orientations, own)
     return orientations, diagonals
 
 
@@ -183,9 +180,7 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     if orientation.variable:
         _, vectors = _gufuncs.eigh(scatter)
         orientations = vectors[:, :, ::-1]
-        diagonals = _gufuncs.einsum(
-            "kji,kjl,kli->ki", orientations, scatter, orientations
-        )
+        diagonals = rotated_diagonals(orientations, scatter)
     else:
         orientations = None
         diagonals = scatter.diagonal(axis1=1, axis2=2)
@@ -539,7 +534,7 @@ def stacked_common_orientation(
             return None
         vectors, start_volumes, start_shapes, start = begun
         axes = vectors[owners]
-        start_diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+        start_diagonals = rotated_diagonals(axes, scatter)
         start_values = _stacked_objective(
             start_diagonals, start_shapes, start_volumes, nk, starts
         )
@@ -643,7 +638,7 @@ def _start_of_covariances(previous, layout, common_volume):
     combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
     _, vectors = _gufuncs.eigh(combined)
     axes = vectors[owners]
-    shapes = _gufuncs.einsum("kji,kjl,kli->ki", axes, normalized, axes)
+    shapes = rotated_diagonals(axes, normalized)
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
     if shapes is None:
         return None
@@ -710,9 +705,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
         ]
     )
     pair_axes = axes[candidates[pair_candidate]]
-    diagonals = _gufuncs.einsum(
-        "kji,kjl,kli->ki", pair_axes, scatter[pair_component], pair_axes
-    )
+    diagonals = rotated_diagonals(pair_axes, scatter[pair_component])
     # (Where a candidate's block is not positive and finite, each fit's own
     # M-step raises as its shape or volume step does.)
     pair_sizes = sizes[candidate_owner]
@@ -846,7 +839,7 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     """
     _, sizes, starts, owners, _ = layout
     axes = orientations[owners]
-    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = rotated_diagonals(axes, scatter)
     scored = _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume)
     if scored is None:
         return None
@@ -1183,7 +1176,7 @@ def _previous_diagonals(kept, kept_sizes, own):
         axes = np.repeat(axes, kept_sizes, axis=0)
     else:
         axes = np.concatenate([blocks[2] for blocks in kept])
-    return _gufuncs.einsum("kji,kjl,kli->ki", axes, own, axes)
+    return rotated_diagonals(axes, own)
 
 
 def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
@@ -1400,7 +1393,7 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     _, vectors = _gufuncs.eigh(pooled)
     orientations = vectors[:, :, ::-1]
     axes = orientations[owners]
-    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = rotated_diagonals(axes, scatter)
     shapes = _normalized(np.add.reduceat(diagonals / volumes[:, None], starts))
     if shapes is None:
         return None
