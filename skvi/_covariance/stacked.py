@@ -936,12 +936,11 @@ def _direction_constants(n_features):
     ``J_k`` (n, D) of the diagonal in skew coordinates (:func:`skvi.
     _covariance.mclust._skew_jacobian`) is in a flattened ``T_k`` (n * D
     positions, the unused ones at 0) and its coefficient (0 or +-2); the
-    triples ``(i, r, c)`` (as ``i`` and ``r * D + c``) of the products
-    ``first_ki (T_k)_rc`` that the Hessian's second-derivative terms need
-    (:func:`skvi._covariance.mclust._second_derivative_terms`), and those
-    terms as at most four (triple, coefficient) pairs per Hessian entry,
-    (4, n, n) each (the spread's factor 2 in its coefficients); and the
-    centring ``I - 1 1^T / D``.
+    Hessian's second-derivative terms (:func:`skvi._covariance.mclust.
+    _second_derivative_terms`) as at most four (product, coefficient) pairs
+    per Hessian entry, (4, n, n) each, a product ``first_ki (T_k)_rc``
+    numbered ``(i * D + r) * D + c`` (the spread's factor 2 in its
+    coefficients); and the centring ``I - 1 1^T / D``.
     """
     basis = _skew_basis(n_features)
     first, second = _upper_pairs(n_features)
@@ -952,15 +951,14 @@ def _direction_constants(n_features):
     positions[numbers, second] = second * n_features + first
     signs[numbers, first], signs[numbers, second] = -2.0, 2.0
     index, (inner, spread) = _second_derivative_terms(n_features)
-    where = np.concatenate([inner[0], spread[0]])
+    codes = np.ravel_multi_index(tuple(index), (n_features,) * 3)
+    where = codes[np.concatenate([inner[0], spread[0]])]
     coefficients = np.concatenate([inner[1], 2.0 * spread[1]])
     centring = np.eye(n_features) - 1.0 / n_features
     constants = (
         basis.reshape(len(basis), -1),
         positions.ravel(),
         signs,
-        index[0],
-        index[1] * n_features + index[2],
         where,
         coefficients,
         centring,
@@ -986,16 +984,9 @@ def _stacked_newton_direction(rotated, sums, profile, moving):
     :func:`_newton_direction`, in fewer passes over the stack.
     """
     n_components, n_features = rotated.shape[:2]
-    (
-        flat_basis,
-        positions,
-        signs,
-        first_of,
-        product_of,
-        where,
-        coefficients,
-        centring,
-    ) = _direction_constants(n_features)
+    flat_basis, positions, signs, where, coefficients, centring = _direction_constants(
+        n_features
+    )
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
     starts, owners = profile.starts, profile.owners
@@ -1013,9 +1004,11 @@ def _stacked_newton_direction(rotated, sums, profile, moving):
             else np.where(common_volume[owners, None, None], centred, scaled)
         )
     chained = (scaled * -weights[:, None, None]) @ scaled.swapaxes(1, 2)
-    # The pooled products first_ki (T_k)_rc, then the sparse sums over them.
+    # The pooled products first_ki (T_k)_rc (all D^3: most are needed, and
+    # an outer product is cheaper than picking them), then the sparse sums.
     first = weights[:, None] * inverse
-    pooled = np.add.reduceat(first[:, first_of] * flat[:, product_of], starts)
+    products = (first[:, :, None] * flat[:, None, :]).reshape(n_components, -1)
+    pooled = np.add.reduceat(products, starts)
     hessian = _gufuncs.einsum("ftab,tab->fab", pooled[:, where], coefficients)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
