@@ -940,7 +940,7 @@ def _direction_constants(n_features):
     _second_derivative_terms`) as at most four (product, coefficient) pairs
     per Hessian entry, (4, n, n) each, a product ``first_ki (T_k)_rc``
     numbered ``(i * D + r) * D + c`` (the spread's factor 2 in its
-    coefficients); and the centring ``I - 1 1^T / D``.
+    coefficients).
     """
     basis = _skew_basis(n_features)
     first, second = _upper_pairs(n_features)
@@ -954,14 +954,12 @@ def _direction_constants(n_features):
     codes = np.ravel_multi_index(tuple(index), (n_features,) * 3)
     where = codes[np.concatenate([inner[0], spread[0]])]
     coefficients = np.concatenate([inner[1], 2.0 * spread[1]])
-    centring = np.eye(n_features) - 1.0 / n_features
     constants = (
         basis.reshape(len(basis), -1),
         positions.ravel(),
         signs,
         where,
         coefficients,
-        centring,
     )
     for array in constants:
         array.flags.writeable = False
@@ -976,34 +974,36 @@ def _stacked_newton_direction(rotated, sums, profile, moving):
     ``moving`` solve for their step; the others get 0 (their Hessians may
     be anything: they no longer move). With ``c_k`` the weights of
     :meth:`_Profile.weights`, ``K_k = J_k diag(1 / b_k)``
-    and ``P`` the centring (the identity where volumes are a component's
-    own), the gradient is ``sum_k c_k K_k 1`` and the Hessian the
+    and ``P`` the centring ``I - 1 1^T / D`` (the identity where volumes
+    are a component's own), the gradient is ``sum_k c_k K_k 1`` and the Hessian the
     second-derivative terms less ``sum_k c_k K_k P K_k^T`` (``P`` carries
     the pooled profile's ``v v^T / D`` of each component), less ``g g^T /
     (N D)`` where the volume is common: the chain rule of
     :func:`_newton_direction`, in fewer passes over the stack.
     """
     n_components, n_features = rotated.shape[:2]
-    flat_basis, positions, signs, where, coefficients, centring = _direction_constants(
-        n_features
-    )
+    flat_basis, positions, signs, where, coefficients = _direction_constants(n_features)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
     starts, owners = profile.starts, profile.owners
     common_volume = profile.common_volume
     weights = profile.weights(sums)
     flat = rotated.reshape(n_components, -1)
-    scaled = flat[:, positions].reshape(n_components, *signs.shape) * signs
-    scaled *= inverse[:, None, :]
-    gradient = np.add.reduceat(weights[:, None] * scaled.sum(axis=2), starts)
+    # K_k's entries are +-2 (U_k)_io, U_k = diag(1 / b_k) T_k (row i scaled).
+    rows = (rotated * inverse[:, :, None]).reshape(n_components, -1)
+    scaled = rows[:, positions].reshape(n_components, *signs.shape) * signs
+    totals = scaled.sum(axis=2)
+    gradient = np.add.reduceat(weights[:, None] * totals, starts)
     if common_volume is not False:
-        centred = scaled @ centring
-        scaled = (
-            centred
-            if common_volume is True
-            else np.where(common_volume[owners, None, None], centred, scaled)
-        )
-    chained = (scaled * -weights[:, None, None]) @ scaled.swapaxes(1, 2)
+        # K_k P = K_k - (K_k 1) 1^T / D where the fit's volume is common.
+        shifts = totals / n_features
+        if common_volume is not True:
+            shifts *= common_volume[owners, None]
+        scaled = scaled - shifts[:, :, None]
+    # (The transposed factor made contiguous: numpy's batched product is
+    # twice as fast so.)
+    transposed = np.ascontiguousarray(scaled.swapaxes(1, 2))
+    chained = (scaled * -weights[:, None, None]) @ transposed
     # The pooled products first_ki (T_k)_rc (all D^3: most are needed, and
     # an outer product is cheaper than picking them), then the sparse sums.
     first = weights[:, None] * inverse
