@@ -1027,7 +1027,7 @@ def _profile_eigenvalues(diagonals, nk, common_volume, starts):
 
 
 def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, starts=(0,)):
-    """``stop(orientations, diagonals)``: per fit, whether its search stops.
+    """``stop(orientations, diagonals, fits=None)``: per fit, whether its search stops.
 
     ``scatter`` (C, D, D) holds ``W_k = N_k (S_k + reg_covar I)``. The
     search stops where :func:`skvi._degeneracy.search_collapsed` flags the
@@ -1036,35 +1036,69 @@ def collapse_stop(nk, scatter, column_variances, reg_covar, common_volume, start
     column variances ``v`` the rules' ratios are at least ``min(v) /
     max(v)`` times the smallest eigenvalue of ``S_k`` (fixed in the M-step)
     over the largest of the covariance; above the stop's threshold
-    (``STOP_MARGIN`` sqrt(eps)) the fit goes on.
+    (``STOP_MARGIN`` sqrt(eps)) the fit goes on. With ``fits`` (F,) only
+    those fits are judged (the others are False): each fit's verdict is
+    its own components' arithmetic, the same bits either way.
     None where ``column_variances`` is None.
     """
     if column_variances is None:
         return None
     starts = np.asarray(starts)
-    # (Taken at the first check: most searches end before it.)
-    fixed = []
+    counts = np.diff(np.append(starts, len(nk)))
+    varying = column_variances[column_variances > 0]
+    factor = varying.min() / varying.max() if varying.size else 0.0
+    # The scatters and floors of a component, taken at its fit's first
+    # check (most searches end before one).
+    scatters = np.empty_like(scatter)
+    floors = np.full(len(nk), np.nan)
 
-    def stop(orientations, diagonals):
-        if not fixed:
+    def stop(orientations, diagonals, fits=None):
+        if fits is None or fits.all():
+            rows, own_starts, common, axes = (
+                slice(None),
+                starts,
+                common_volume,
+                orientations,
+            )
+        else:
+            rows = np.repeat(fits, counts)
+            own_starts = np.cumsum(counts[fits]) - counts[fits]
+            common = (
+                common_volume if np.ndim(common_volume) == 0 else common_volume[fits]
+            )
+            axes = orientations if np.ndim(orientations) == 2 else orientations[fits]
+        missing = np.isnan(floors)
+        if not isinstance(rows, slice):
+            missing &= rows
+        if missing.any():
             identity = np.eye(scatter.shape[1])
-            scatters = scatter / nk[:, None, None] - reg_covar * identity
-            varying = column_variances[column_variances > 0]
-            factor = varying.min() / varying.max() if varying.size else 0.0
-            fixed.extend((scatters, factor * np.linalg.eigvalsh(scatters)[:, 0]))
-        scatters, floors = fixed
-        eigenvalues = _profile_eigenvalues(diagonals, nk, common_volume, starts)
-        possible = ~(floors >= STOP_MARGIN * RATIO_THRESHOLD * eigenvalues.max(axis=1))
-        possible = np.logical_or.reduceat(possible, starts)
-        if not possible.any():
+            scatters[missing] = scatter[missing] / nk[missing, None, None] - (
+                reg_covar * identity
+            )
+            floors[missing] = factor * np.linalg.eigvalsh(scatters[missing])[:, 0]
+        own_nk, own_diagonals = nk[rows], diagonals[rows]
+        eigenvalues = _profile_eigenvalues(own_diagonals, own_nk, common, own_starts)
+        possible = ~(
+            floors[rows] >= STOP_MARGIN * RATIO_THRESHOLD * eigenvalues.max(axis=1)
+        )
+        possible = np.logical_or.reduceat(possible, own_starts)
+        if possible.any():
+            covariances = profile_covariances(
+                axes, own_diagonals, own_nk, common, own_starts
+            )
+            possible &= search_collapsed(
+                covariances,
+                scatters[rows],
+                column_variances,
+                reg_covar,
+                common,
+                own_starts,
+            )
+        if isinstance(rows, slice):
             return possible
-        covariances = profile_covariances(
-            orientations, diagonals, nk, common_volume, starts
-        )
-        flat = search_collapsed(
-            covariances, scatters, column_variances, reg_covar, common_volume, starts
-        )
-        return possible & flat
+        found = np.zeros(len(starts), dtype=bool)
+        found[fits] = possible
+        return found
 
     return stop
 

@@ -1046,7 +1046,8 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
     for passes in range(ORIENTATION_PASSES):
         # Each fit's search stops where :func:`_newton`'s does.
         if stop is not None and passes and not passes % COLLAPSE_CHECKS:
-            collapsed |= moving & stop(orientations, rotated.diagonal(axis1=1, axis2=2))
+            diagonals = rotated.diagonal(axis1=1, axis2=2)
+            collapsed |= moving & stop(orientations, diagonals, moving)
             moving &= ~collapsed
         if not moving.any():
             break
