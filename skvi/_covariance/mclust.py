@@ -325,7 +325,9 @@ class _Blocks:
 
     def rotated_diagonals(self):
         """``diag(D_k^T W_k D_k)``, shape (K, D)."""
-        return rotated_diagonals(self.orientations, self.scatter)
+        return _gufuncs.einsum(
+            "kji,kjl,kli->ki", self.orientations, self.scatter, self.orientations
+        )
 
     def covariances(self):
         scaled = self.orientations * (self.volumes[:, None] * self.shapes)[:, None, :]
