@@ -294,7 +294,7 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
         # (A far trial may overflow, as alone: its value is not finite and
         # the step is halved.)
         with np.errstate(over="ignore", invalid="ignore"):
-            terms = diagonals * np.exp(x[owners])
+            terms = diagonals * np.exp(x)[owners]
             sums = terms.sum(axis=1)
             return terms, sums, np.add.reduceat(nk * np.log(sums), starts)
 
@@ -302,14 +302,16 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     moving = np.ones(n_fits, dtype=bool)
     features = np.arange(n_features)
     for _ in range(MAX_PASSES):
-        weighted = nk[:, None] * terms / sums[:, None]
+        ratios = nk / sums
+        weighted = terms * ratios[:, None]
         gradient = np.add.reduceat(weighted, starts, axis=0)
-        hessian = _gufuncs.einsum("ki,kj->kij", weighted / sums[:, None], terms)
-        hessian = -np.add.reduceat(hessian, starts, axis=0)
+        outer = _gufuncs.einsum("ki,kj->kij", weighted / sums[:, None], terms)
+        hessian = ones - np.add.reduceat(outer, starts, axis=0)
         hessian[:, features, features] += gradient
         gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
-        step = -_solve_by_kind(hessian + ones, gradient, kinds)
-        decrement = -_gufuncs.einsum("fi,fi->f", gradient, step)
+        solution = _solve_by_kind(hessian, gradient, kinds)
+        decrement = _gufuncs.einsum("fi,fi->f", gradient, solution)
+        step = -solution
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
         last = done & (decrement >= 0.0)
