@@ -33,11 +33,10 @@ from .mclust import (
     _second_derivative_terms,
     _shifted_solve,
     _skew_basis,
-    _skew_jacobian,
     _tournament,
-    _two_term_sums,
     _upper_pairs,
     collapse_stop,
+    rotated_diagonals,
     start_is_lower,
 )
 
@@ -56,6 +55,26 @@ def _regularized(scatter, nk, reg_covar):
     return 0.5 * (scatter + scatter.swapaxes(1, 2))
 
 
+def _principal_axes(matrices):
+    """Eigenvectors of symmetric ``matrices`` (C, D, D), largest value first.
+
+    With two features in closed form, the rotation by half of
+    ``atan2(2 w_21, w_11 - w_22)``: about 4 us for any number of matrices,
+    where LAPACK's takes 0.6 us per matrix (the signs of the axes may
+    differ from LAPACK's; nothing depends on them).
+    """
+    if matrices.shape[1] != 2:
+        return _gufuncs.eigh(matrices)[1][:, :, ::-1]
+    angles = 0.5 * np.arctan2(
+        2.0 * matrices[:, 1, 0], matrices[:, 0, 0] - matrices[:, 1, 1]
+    )
+    cos, sin = np.cos(angles), np.sin(angles)
+    axes = np.empty_like(matrices)
+    axes[:, 0, 0] = axes[:, 1, 1] = cos
+    axes[:, 1, 0], axes[:, 0, 1] = sin, -sin
+    return axes
+
+
 def _turned_axes(scatter, turned):
     """The axes of the components whose orientation is their own.
 
@@ -65,22 +84,16 @@ def _turned_axes(scatter, turned):
     axes where it does not.
     """
     if turned.all():
-        _, vectors = _gufuncs.eigh(scatter)
-        orientations = vectors[:, :, ::-1]
-        diagonals = _gufuncs.einsum(
-            "kji,kjl,kli->ki", orientations, scatter, orientations
-        )
+        orientations = _principal_axes(scatter)
+        diagonals = rotated_diagonals(orientations, scatter)
         return orientations, diagonals
     diagonals = scatter.diagonal(axis1=1, axis2=2)
     if not turned.any():
         return None, diagonals
     own = scatter[turned]
-    _, vectors = _gufuncs.eigh(own)
-    orientations = vectors[:, :, ::-1]
+    orientations = _principal_axes(own)
     diagonals = diagonals.copy()
-    diagonals[turned] = _gufuncs.einsum(
-        "kji,kjl,kli->ki", orientations, own, orientations
-    )
+    diagonals[turned] = rotated_diagonals(orientations, own)
     return orientations, diagonals
 
 
@@ -183,11 +196,8 @@ def stacked_closed_form(name, nk, scatter, reg_covar, sizes):
     sizes, starts = layout.sizes, layout.starts
     scatter = _regularized(scatter, nk, reg_covar)
     if orientation.variable:
-        _, vectors = _gufuncs.eigh(scatter)
-        orientations = vectors[:, :, ::-1]
-        diagonals = _gufuncs.einsum(
-            "kji,kjl,kli->ki", orientations, scatter, orientations
-        )
+        orientations = _principal_axes(scatter)
+        diagonals = rotated_diagonals(orientations, scatter)
     else:
         orientations = None
         diagonals = scatter.diagonal(axis1=1, axis2=2)
@@ -284,7 +294,7 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
         # (A far trial may overflow, as alone: its value is not finite and
         # the step is halved.)
         with np.errstate(over="ignore", invalid="ignore"):
-            terms = diagonals * np.exp(x[owners])
+            terms = diagonals * np.exp(x)[owners]
             sums = terms.sum(axis=1)
             return terms, sums, np.add.reduceat(nk * np.log(sums), starts)
 
@@ -292,14 +302,16 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     moving = np.ones(n_fits, dtype=bool)
     features = np.arange(n_features)
     for _ in range(MAX_PASSES):
-        weighted = nk[:, None] * terms / sums[:, None]
+        ratios = nk / sums
+        weighted = terms * ratios[:, None]
         gradient = np.add.reduceat(weighted, starts, axis=0)
-        hessian = _gufuncs.einsum("ki,kj->kij", weighted / sums[:, None], terms)
-        hessian = -np.add.reduceat(hessian, starts, axis=0)
+        outer = _gufuncs.einsum("ki,kj->kij", weighted / sums[:, None], terms)
+        hessian = ones - np.add.reduceat(outer, starts, axis=0)
         hessian[:, features, features] += gradient
         gradient = gradient - gradient.sum(axis=1, keepdims=True) / n_features
-        step = -_solve_by_kind(hessian + ones, gradient, kinds)
-        decrement = -_gufuncs.einsum("fi,fi->f", gradient, step)
+        solution = _solve_by_kind(hessian, gradient, kinds)
+        decrement = _gufuncs.einsum("fi,fi->f", gradient, solution)
+        step = -solution
         done = moving & ~(decrement > RTOL * mass)
         # Below what f resolves: a last whole step (see _newton).
         last = done & (decrement >= 0.0)
@@ -392,7 +404,7 @@ def stacked_joint_shape(name, nk, scatter, reg_covar, sizes, previous):
     start_shapes = np.ones((len(sizes), n_features))
     having = [number for number, blocks in enumerate(previous) if blocks is not None]
     if having:
-        shapes = np.stack([previous[number][1] for number in having])
+        shapes = np.array([previous[number][1] for number in having])
         # The orientation step sorts the shape decreasingly with its axes.
         start_shapes[having] = np.where(
             variable[having][:, None], -np.sort(-shapes, axis=1), shapes
@@ -541,7 +553,7 @@ def stacked_common_orientation(
             return None
         vectors, start_volumes, start_shapes, start = begun
         axes = vectors[owners]
-        start_diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+        start_diagonals = rotated_diagonals(axes, scatter)
         start_values = _stacked_objective(
             start_diagonals, start_shapes, start_volumes, nk, starts
         )
@@ -645,7 +657,7 @@ def _start_of_covariances(previous, layout, common_volume):
     combined = np.add.reduceat(coefficients[:, None, None] * normalized, starts)
     _, vectors = _gufuncs.eigh(combined)
     axes = vectors[owners]
-    shapes = _gufuncs.einsum("kji,kjl,kli->ki", axes, normalized, axes)
+    shapes = rotated_diagonals(axes, normalized)
     shapes = _normalized(np.maximum(shapes, np.finfo(float).tiny))
     if shapes is None:
         return None
@@ -664,7 +676,8 @@ def _start_of_blocks(previous, layout):
     """
     volumes = np.concatenate([blocks[0] for blocks in previous])
     shapes = np.concatenate([blocks[1] for blocks in previous])
-    vectors = np.stack([blocks[2] for blocks in previous])
+    # (np.array of same-shape arrays: a third of np.stack's time.)
+    vectors = np.array([blocks[2] for blocks in previous])
     start = np.concatenate([blocks[3] for blocks in previous])
     vectors, shapes = _sorted_axes(vectors, shapes, layout)
     return vectors, volumes, shapes, start
@@ -712,9 +725,7 @@ def _stacked_principal_axes(scatter, nk, layout, common_volume):
         ]
     )
     pair_axes = axes[candidates[pair_candidate]]
-    diagonals = _gufuncs.einsum(
-        "kji,kjl,kli->ki", pair_axes, scatter[pair_component], pair_axes
-    )
+    diagonals = rotated_diagonals(pair_axes, scatter[pair_component])
     # (Where a candidate's block is not positive and finite, each fit's own
     # M-step raises as its shape or volume step does.)
     pair_sizes = sizes[candidate_owner]
@@ -848,7 +859,7 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     """
     _, sizes, starts, owners, _ = layout
     axes = orientations[owners]
-    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = rotated_diagonals(axes, scatter)
     scored = _shapes_volumes_and_objective(diagonals, nk, starts, sizes, common_volume)
     if scored is None:
         return None
@@ -857,111 +868,158 @@ def _stacked_closed_forms(orientations, scatter, nk, layout, common_volume):
     return covariances, values, volumes, shapes
 
 
-def _stacked_profile(diagonals, nk, starts, common_volume):
-    """:func:`_profile` of each stacked fit: values and sizes, (F,) each."""
-    logs = np.log(diagonals)
+class _Profile:
+    """:func:`_profile` of stacked fits, and its derivatives' weights.
 
-    def pooled():
-        total = np.add.reduceat(nk, starts) * diagonals.shape[1]
-        mean_logs = logs.sum(axis=1) / diagonals.shape[1]
-        log_sum = np.log(np.add.reduceat(np.exp(mean_logs), starts))
-        return total * log_sum, total * (1.0 + np.abs(log_sum))
+    What does not change in a search is taken once: ``nk`` (C,), the fits'
+    ``sizes`` and ``common_volume`` (one bool, or per fit (F,)).
+    """
 
-    def own():
-        values = np.add.reduceat(nk * logs.sum(axis=1), starts)
-        sizes = np.add.reduceat(
-            nk * (diagonals.shape[1] + np.abs(logs).sum(axis=1)), starts
+    def __init__(self, nk, sizes, common_volume, n_features):
+        layout = _layout(sizes)
+        self.nk, self.starts, self.owners = nk, layout.starts, layout.owners
+        self.common_volume, self.n_features = common_volume, n_features
+        self.totals = np.add.reduceat(nk, self.starts) * n_features
+
+    def __call__(self, diagonals):
+        """Values and sizes per fit (F,), and each ``sum_i log b_ki`` (C,)."""
+        nk, starts, n_features = self.nk, self.starts, self.n_features
+        logs = np.log(diagonals)
+        sums = logs.sum(axis=1)
+
+        def pooled():
+            log_sum = np.log(np.add.reduceat(np.exp(sums / n_features), starts))
+            return self.totals * log_sum, self.totals * (1.0 + np.abs(log_sum))
+
+        def own():
+            values = np.add.reduceat(nk * sums, starts)
+            sizes = np.add.reduceat(
+                nk * (n_features + np.abs(logs).sum(axis=1)), starts
+            )
+            return values, sizes
+
+        common = self.common_volume
+        if common is True:
+            return *pooled(), sums
+        if common is False:
+            return *own(), sums
+        (values, sizes), (own_values, own_sizes) = pooled(), own()
+        return (
+            np.where(common, values, own_values),
+            np.where(common, sizes, own_sizes),
+            sums,
         )
-        return values, sizes
 
-    if common_volume is True:
-        return pooled()
-    if common_volume is False:
-        return own()
-    (values, sizes), (own_values, own_sizes) = pooled(), own()
-    return (
-        np.where(common_volume, values, own_values),
-        np.where(common_volume, sizes, own_sizes),
-    )
+    def weights(self, sums):
+        """Each component's weight ``c_k`` in the derivatives, (C,).
+
+        The profile's first derivatives in ``b_ki`` are ``c_k / b_ki``:
+        ``N_k`` where a fit's volumes are its components' own, and where
+        they are common ``N D g_k / (D sum_l g_l)``, ``g_k`` the geometric
+        mean of ``b_k`` (scaled by the fit's largest against overflow),
+        from the sums of :meth:`__call__`.
+        """
+        common, owners, starts = self.common_volume, self.owners, self.starts
+        if common is False:
+            return self.nk
+        logs = sums / self.n_features
+        g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
+        ratio = (self.totals / np.add.reduceat(g, starts))[owners]
+        weights = ratio * (g / self.n_features)
+        if common is True:
+            return weights
+        return np.where(common[owners], weights, self.nk)
 
 
 @lru_cache(maxsize=16)
 def _direction_constants(n_features):
     """What :func:`_stacked_newton_direction` takes for D features, once.
 
-    The skew basis flattened (n, D * D) and the sparse terms of the
-    Hessian that do not pass through the Jacobian (:func:`skvi._covariance.
-    mclust._second_derivative_terms`): sums over the basis of pooled products
-    ``first_ki (R_k)_rc``, each entry one or two of them (``index``, the
-    triples (i, r, c)) with coefficients 0, +-1 or +-2, the same bits as
-    the dense products and sums.
+    The skew basis flattened (n, D * D); where each entry of the Jacobian
+    ``J_k`` (n, D) of the diagonal in skew coordinates (:func:`skvi.
+    _covariance.mclust._skew_jacobian`) is in a flattened ``T_k`` (n * D
+    positions, the unused ones at 0) and its coefficient (0 or +-2); the
+    Hessian's second-derivative terms (:func:`skvi._covariance.mclust.
+    _second_derivative_terms`) as at most four (product, coefficient) pairs
+    per Hessian entry, (4, n, n) each, a product ``first_ki (T_k)_rc``
+    numbered ``(i * D + r) * D + c`` (the spread's factor 2 in its
+    coefficients).
     """
     basis = _skew_basis(n_features)
-    index, parts = _second_derivative_terms(n_features)
-    return basis.reshape(len(basis), -1), index, parts
+    first, second = _upper_pairs(n_features)
+    numbers = np.arange(len(first))
+    positions = np.zeros((len(first), n_features), dtype=np.intp)
+    signs = np.zeros((len(first), n_features))
+    positions[numbers, first] = first * n_features + second
+    positions[numbers, second] = second * n_features + first
+    signs[numbers, first], signs[numbers, second] = -2.0, 2.0
+    index, (inner, spread) = _second_derivative_terms(n_features)
+    codes = np.ravel_multi_index(tuple(index), (n_features,) * 3)
+    where = codes[np.concatenate([inner[0], spread[0]])]
+    coefficients = np.concatenate([inner[1], 2.0 * spread[1]])
+    constants = (
+        basis.reshape(len(basis), -1),
+        positions.ravel(),
+        signs,
+        where,
+        coefficients,
+    )
+    for array in constants:
+        array.flags.writeable = False
+    return constants
 
 
-def _stacked_newton_direction(rotated, nk, owners, starts, common_volume, moving):
+def _stacked_newton_direction(rotated, sums, profile, moving):
     """:func:`_newton_direction` of each stacked fit: (F, D, D) and (F,).
 
-    Only the fits flagged ``moving`` solve for their step; the others get
-    0 (their Hessians may be anything: they no longer move).
+    ``rotated`` (C, D, D) with ``sums`` of :class:`_Profile` ``profile``
+    (the profile's own call on its diagonals). Only the fits flagged
+    ``moving`` solve for their step; the others get 0 (their Hessians may
+    be anything: they no longer move). With ``c_k`` the weights of
+    :meth:`_Profile.weights`, ``K_k = J_k diag(1 / b_k)``
+    and ``P`` the centring ``I - 1 1^T / D`` (the identity where volumes
+    are a component's own), the gradient is ``sum_k c_k K_k 1`` and the Hessian the
+    second-derivative terms less ``sum_k c_k K_k P K_k^T`` (``P`` carries
+    the pooled profile's ``v v^T / D`` of each component), less ``g g^T /
+    (N D)`` where the volume is common: the chain rule of
+    :func:`_newton_direction`, in fewer passes over the stack.
     """
     n_components, n_features = rotated.shape[:2]
-    flat_basis, index, parts = _direction_constants(n_features)
+    flat_basis, positions, signs, where, coefficients = _direction_constants(n_features)
     diagonals = rotated.diagonal(axis1=1, axis2=2)
     inverse = 1.0 / diagonals
-    jacobian = _skew_jacobian(rotated)
-
-    def pooled_terms():
-        scale = np.add.reduceat(nk, starts) * n_features
-        logs = np.log(diagonals).sum(axis=1) / n_features
-        g = np.exp(logs - np.maximum.reduceat(logs, starts)[owners])
-        ratio = (scale / np.add.reduceat(g, starts))[owners]
-        first = (ratio[:, None] * (g / n_features)[:, None]) * inverse
-        second = first[:, :, None] * inverse[:, None, :] / n_features
-        # Less the diagonal matrices of first / b (off it, outer less 0).
-        features = np.arange(n_features)
-        second[:, features, features] -= first * inverse
-        return first, jacobian @ second, scale
-
-    def own_terms():
-        first = nk[:, None] * inverse
-        # Times the diagonal matrices of -first / b: a scaling of columns.
-        return first, jacobian * -(first * inverse)[:, None, :]
-
-    if common_volume is True:
-        first, scaled, scale = pooled_terms()
-    elif common_volume is False:
-        first, scaled = own_terms()
-    else:
-        # EVE and VVE fits: each component takes its fit's terms.
-        first, scaled, scale = pooled_terms()
-        own_first, own_scaled = own_terms()
-        rows = common_volume[owners]
-        first = np.where(rows[:, None], first, own_first)
-        scaled = np.where(rows[:, None, None], scaled, own_scaled)
-    gradient = np.add.reduceat(_gufuncs.einsum("ki,kai->ka", first, jacobian), starts)
-    # The pooled and spread terms (see _direction_constants), each of the
-    # pooled products first_ki (R_k)_rc it needs once.
-    pooled = np.add.reduceat(
-        first[:, index[0]] * rotated[:, index[1], index[2]], starts
-    )
-    inner, spread = parts
-    hessian = _two_term_sums(pooled, inner) + 2.0 * _two_term_sums(pooled, spread)
-    # (One BLAS product per component: 9x einsum's speed at D = 13, 5.6x at
-    # D = 30, where these (C, n, n) products are most of an M-step.)
-    chained = scaled @ jacobian.swapaxes(1, 2)
+    starts, owners = profile.starts, profile.owners
+    common_volume = profile.common_volume
+    weights = profile.weights(sums)
+    flat = rotated.reshape(n_components, -1)
+    # K_k's entries are +-2 (U_k)_io, U_k = diag(1 / b_k) T_k (row i scaled).
+    rows = (rotated * inverse[:, :, None]).reshape(n_components, -1)
+    scaled = rows[:, positions].reshape(n_components, *signs.shape) * signs
+    totals = scaled.sum(axis=2)
+    gradient = np.add.reduceat(weights[:, None] * totals, starts)
+    if common_volume is not False:
+        # K_k P = K_k - (K_k 1) 1^T / D where the fit's volume is common.
+        shifts = totals / n_features
+        if common_volume is not True:
+            shifts *= common_volume[owners, None]
+        scaled = scaled - shifts[:, :, None]
+    # (The transposed factor made contiguous: numpy's batched product is
+    # twice as fast so.)
+    transposed = np.ascontiguousarray(scaled.swapaxes(1, 2))
+    chained = (scaled * -weights[:, None, None]) @ transposed
+    # The pooled products first_ki (T_k)_rc (all D^3: most are needed, and
+    # an outer product is cheaper than picking them), then the sparse sums.
+    first = weights[:, None] * inverse
+    products = (first[:, :, None] * flat[:, None, :]).reshape(n_components, -1)
+    pooled = np.add.reduceat(products, starts)
+    hessian = _gufuncs.einsum("ftab,tab->fab", pooled[:, where], coefficients)
     hessian = hessian + np.add.reduceat(chained, starts)
     if common_volume is not False:
-        pooled = (
-            hessian - gradient[:, :, None] * gradient[:, None, :] / scale[:, None, None]
-        )
-        hessian = (
-            pooled
-            if common_volume is True
-            else np.where(common_volume[:, None, None], pooled, hessian)
-        )
+        scale = profile.totals[:, None, None]
+        outer = gradient[:, :, None] * gradient[:, None, :] / scale
+        if common_volume is not True:
+            outer *= common_volume[:, None, None]
+        hessian -= outer
     hessian = 0.5 * (hessian + hessian.swapaxes(1, 2))
     kinds = None if isinstance(common_volume, bool) else common_volume
     step = _moving_steps(hessian, gradient, moving, kinds)
@@ -977,29 +1035,26 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
     stacked over the fits' components, ``sizes`` their numbers.
     """
     n_fits, n_features = len(sizes), rotated.shape[1]
-    layout = _layout(sizes)
-    starts, owners = layout.starts, layout.owners
-    identity = np.eye(n_features)
+    owners = _layout(sizes).owners
+    identity = _identity(n_features)
 
     def cayley(skew):
         half = 0.5 * skew
         return _gufuncs.solve(identity - half, identity + half)
 
-    value, size = _stacked_profile(
-        rotated.diagonal(axis1=1, axis2=2), nk, starts, common_volume
-    )
+    profile = _Profile(nk, sizes, common_volume, n_features)
+    value, size, sums = profile(rotated.diagonal(axis1=1, axis2=2))
     moving = np.ones(n_fits, dtype=bool)
     collapsed = np.zeros(n_fits, dtype=bool)
     for passes in range(ORIENTATION_PASSES):
         # Each fit's search stops where :func:`_newton`'s does.
         if stop is not None and passes and not passes % COLLAPSE_CHECKS:
-            collapsed |= moving & stop(orientations, rotated.diagonal(axis1=1, axis2=2))
+            diagonals = rotated.diagonal(axis1=1, axis2=2)
+            collapsed |= moving & stop(orientations, diagonals, moving)
             moving &= ~collapsed
         if not moving.any():
             break
-        skew, decrement = _stacked_newton_direction(
-            rotated, nk, owners, starts, common_volume, moving
-        )
+        skew, decrement = _stacked_newton_direction(rotated, sums, profile, moving)
         done = moving & ~(decrement > RTOL * size)
         last = done & (decrement >= 0.0)
         if last.any():
@@ -1014,20 +1069,22 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
             turn = cayley(skew)
             turns = turn[owners]
             trial = turns.swapaxes(1, 2) @ rotated @ turns
-            trial_value, trial_size = _stacked_profile(
-                trial.diagonal(axis1=1, axis2=2), nk, starts, common_volume
+            trial_value, trial_size, trial_sums = profile(
+                trial.diagonal(axis1=1, axis2=2)
             )
             accepted = trying & (trial_value < value)
             if accepted.all():
                 # (np.where would take every entry from the trial.)
                 orientations = orientations @ turn
                 rotated, value, size = trial, trial_value, trial_size
+                sums = trial_sums
                 trying[:] = False
                 break
             orientations = np.where(
                 accepted[:, None, None], orientations @ turn, orientations
             )
             rotated = np.where(accepted[owners, None, None], trial, rotated)
+            sums = np.where(accepted[owners], trial_sums, sums)
             value = np.where(accepted, trial_value, value)
             size = np.where(accepted, trial_size, size)
             trying &= ~accepted
@@ -1105,7 +1162,7 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
         kept_starts = _starts(kept_sizes)
     lower = np.zeros(len(previous), dtype=bool)
     volumes = np.concatenate([blocks[0] for blocks in kept])
-    shapes = np.repeat(np.stack([blocks[1] for blocks in kept]), kept_sizes, axis=0)
+    shapes = np.repeat(np.array([blocks[1] for blocks in kept]), kept_sizes, axis=0)
     turned = [blocks[2] is not None for blocks in kept]
     if not any(turned):
         diagonals = own.diagonal(axis1=1, axis2=2)
@@ -1129,11 +1186,11 @@ def _previous_are_lower(previous, scatter, nk, sizes, values):
 def _previous_diagonals(kept, kept_sizes, own):
     """``diag(D_k^T W_k D_k)`` (C, D) of previous blocks with orientations."""
     if kept[0][2].ndim == 2:
-        axes = np.stack([blocks[2] for blocks in kept])
+        axes = np.array([blocks[2] for blocks in kept])
         axes = np.repeat(axes, kept_sizes, axis=0)
     else:
         axes = np.concatenate([blocks[2] for blocks in kept])
-    return _gufuncs.einsum("kji,kjl,kli->ki", axes, own, axes)
+    return rotated_diagonals(axes, own)
 
 
 def _keep_lower_previous(previous, scatter, nk, sizes, values, covariances, blocks):
@@ -1347,10 +1404,9 @@ def stacked_common_matrix(nk, scatter, reg_covar, sizes, previous):
     # One pass: the orientation and the shape (Orientation.update and
     # Shape.update, Equal), then the volumes.
     pooled = np.add.reduceat(scatter / volumes[:, None, None], starts)
-    _, vectors = _gufuncs.eigh(pooled)
-    orientations = vectors[:, :, ::-1]
+    orientations = _principal_axes(pooled)
     axes = orientations[owners]
-    diagonals = _gufuncs.einsum("kji,kjl,kli->ki", axes, scatter, axes)
+    diagonals = rotated_diagonals(axes, scatter)
     shapes = _normalized(np.add.reduceat(diagonals / volumes[:, None], starts))
     if shapes is None:
         return None
