@@ -125,7 +125,11 @@ def dask_counted_weights(X, sample_weight):
     import dask.array as da
 
     X = check_dask_array(X)
-    weights = dask_weights(sample_weight, X.chunks[0])
+    if sample_weight is None:
+        # Lazy, as every block of X: no vector of n ones in the client.
+        weights = da.ones(X.shape[0], chunks=(X.chunks[0],))
+    else:
+        weights = dask_weights(sample_weight, X.chunks[0])
     return da.where(da.isnan(X).all(axis=1), 0.0, weights)
 
 

@@ -597,11 +597,15 @@ def _effective_sample_size(X, sample_weight):
     counted: the fit leaves them out.
     """
     if is_dask_collection(X):
-        # One pass over the rows (which of them have an observed value).
-        weights = dask_counted_weights(X, sample_weight)
-        largest = float(weights.max().compute())
-        relative = weights / largest
-        total, squares = (relative.sum().compute(), (relative**2).sum().compute())
+        import dask
+
+        # One pass over the rows (which of them have an observed value), of
+        # the weights over their largest (squares of huge weights overflow;
+        # Kish's ratio does not change).
+        relative = dask_counted_weights(X, sample_weight)
+        if sample_weight is not None:
+            relative = relative / float(relative.max().compute())
+        total, squares = dask.compute(relative.sum(), (relative**2).sum())
     else:
         relative = counted_weights(X, sample_weight)
         relative = relative / relative.max()
