@@ -474,7 +474,14 @@ class _Lockstep:
             elif fit.goes_on_from_start:
                 # Its whole run alone, from its start (resume_alone): what
                 # fit would do, less the validation fit_in_lockstep did.
-                fit.resume = (None, None)
+                # EVE and VVE go on from the lock step's start M-step, the
+                # same search from the same starts up to rounding of the
+                # start's moments, rather than taking it again (their
+                # costliest M-step: two orientation searches for D > 2).
+                state = None
+                if fit.unit.name in COMMON_ORIENTATION_MODELS:
+                    state = fit.current_state()
+                fit.resume = (state, None)
         return self._active()
 
     def run(self, template):
