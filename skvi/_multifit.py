@@ -62,7 +62,11 @@ parameters that M-step started from (the ordinary loop sums a collapsing
 component's moments again in its new frame before that M-step, which the
 lock step does not). One that leaves in its start's M-step runs alone
 from its start, as its own ``fit`` would, without validating its data
-again (a restart or second start is left to its caller). One whose start
+again (a restart or second start is left to its caller); EVE and VVE go
+on from the lock step's start M-step instead of taking it again (their
+costliest M-step; the same search from the same start up to rounding,
+which moved no BIC of the 19 data sets by 1e-9 but changes the ratios
+that degenerate fits report). One whose start
 fails, or whose run alone raises, is fitted again on its own from its
 start, which reports any error.
 """
