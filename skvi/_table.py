@@ -28,11 +28,12 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   separators are not read: such a cell is an error.
 * Header: the first row names the columns unless every cell of it is a
   number or missing; then it is data and the columns are named 1, 2, ...
-  A first row whose text sits only over columns of text and whose other
-  cells are numbers is data where its text is quoted and its numbers are
-  not (R's ``write.table(..., col.names=FALSE)``), a header where its
-  numbers are quoted (R quotes names), and otherwise an error asking for
-  ``header`` (:func:`_names_columns`).
+  A first row of numbers quoted over unquoted ones is a header (R quotes
+  names: ``"","2019","2020"``). A first row whose text sits only over
+  columns of text and whose other cells are numbers is such a header too,
+  data where its text is quoted and its numbers are not and are not all
+  whole (R's ``write.table(..., col.names=FALSE)``), and otherwise an
+  error asking for ``header`` (:func:`_names_columns`).
   A first column whose header cell is empty and whose cells are text, the
   rows' numbers (from 0 or 1), or distinct whole numbers quoted as R
   quotes names (the rows a subset or ``na.omit`` kept: ``"1"``, ``"3"``,
@@ -283,10 +284,13 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             records = [(records[0][0] - 1, names, records[0][0] - 1), *records]
             header, n_comments = True, n_comments - 1
     if header is None:
-        header = _counted_header(records[0][1]) or (
-            not holds_numbers(records[0][1])
-            and _names_columns(path, text, records, number, delimiter)
-        )
+        if holds_numbers(records[0][1]):
+            # Numbers; a header only where quoted as R quotes names.
+            header = _counted_header(records[0][1]) or _quoted_names(
+                text, records, number, delimiter
+            )
+        else:
+            header = _names_columns(path, text, records, number, delimiter)
     width = len(records[0][1])
     empty_first = bool(header) and width > 1 and not records[0][1][0].strip()
     # R's write.table names no column over the row names: a header of one
@@ -397,12 +401,15 @@ def _names_columns(path, text, records, number, delimiter):
 
     A header names some column of numbers with text. A first row whose
     text cells all sit over columns of text (labels, R's row names) and
-    whose other cells are numbers reads as a row of data, or as names of
-    numbers (years) over a column of labels: R quotes every name, numbers
-    too, and no number in a row of data, so quoted numbers make it a
-    header and quoted text beside plain numbers a row (``write.table(...,
-    col.names=FALSE)``); otherwise the file does not say, and guessing
-    would drop a row or fit one, silently.
+    whose other cells are numbers may be a row of data or names of numbers
+    (years) over a column of labels. R quotes every name, numbers too, and
+    no number of a row of data: numbers quoted over unquoted ones make it a
+    header. Quoted text beside unquoted numbers that are not all whole
+    (R's ``write.table(..., col.names=FALSE)``) makes it a row of data;
+    whole numbers there may be names written unquoted (Python's
+    ``QUOTE_NONNUMERIC`` writes a header ``"label",2019,2020``). Otherwise
+    the file does not say, and guessing would drop a row or fit one,
+    silently: an error.
     """
     line, first = records[0][0], [cell.strip() for cell in records[0][1]]
     below = records[1 : _SAMPLE_ROWS + 1]
@@ -421,10 +428,16 @@ def _names_columns(path, text, records, number, delimiter):
     ]
     if not any(is_number) or any(numeric_below(j) for j in texts):
         return True
-    quoted = _quoted_cells(text.splitlines()[line - 1], delimiter)
-    if any(quoted[j] for j in range(len(first)) if is_number[j]):
+    if _quoted_names(text, records, number, delimiter):
         return True
-    if all(quoted[j] for j in texts):
+    quoted = _record_quotes(text, records[0], delimiter)
+    numbers = [j for j in range(len(first)) if is_number[j]]
+    if (
+        quoted is not None
+        and all(quoted[j] for j in texts)
+        and not any(quoted[j] for j in numbers)
+        and not all(float(first[j].replace(",", ".")).is_integer() for j in numbers)
+    ):
         return False
     shown = ",".join(first[:4]) + (",..." if len(first) > 4 else "")
     raise InputError(
@@ -435,11 +448,39 @@ def _names_columns(path, text, records, number, delimiter):
     )
 
 
-def _quoted_cells(line, delimiter):
-    """Whether each cell of a line, as written, starts with a quote."""
+def _quoted_names(text, records, number, delimiter):
+    """Whether the first row's numbers are quoted over unquoted numbers.
+
+    R quotes the names of columns, numbers too (``"","2019","2020"``), and
+    no number in its rows; a file that quotes every cell says nothing.
+    """
+    if len(records) < 2:
+        return False
+    first, second = records[0][1], records[1][1]
+    quoted = _record_quotes(text, records[0], delimiter)
+    quoted_below = _record_quotes(text, records[1], delimiter)
+    if quoted is None or quoted_below is None or len(first) != len(second):
+        return False
+    return any(
+        quoted[j]
+        and number.fullmatch(first[j].strip())
+        and not quoted_below[j]
+        and number.fullmatch(second[j].strip())
+        for j in range(len(first))
+    )
+
+
+def _record_quotes(text, record, delimiter):
+    """Whether each cell of a record, as written, starts with a quote.
+
+    None where the written lines do not split into the record's cells (a
+    quote inside an unquoted cell, say): the quoting then says nothing.
+    """
+    first_line, cells, last_line = record
+    lines = _LINE_BREAK.split(text)[first_line - 1 : last_line]
     separator = " " if delimiter == WHITESPACE else delimiter
     quoted, inside, starting = [], False, True
-    for char in line:
+    for char in "\n".join(lines):
         if starting:
             if char in " \t" and char != separator:
                 continue
@@ -451,7 +492,7 @@ def _quoted_cells(line, delimiter):
             starting = True
     if starting:
         quoted.append(False)
-    return quoted
+    return quoted if len(quoted) == len(cells) else None
 
 
 def _counted_header(cells):
@@ -533,6 +574,9 @@ def _decode(path, encoding):
 
 # A comment: '#' then a blank, another '#' or nothing (a tab after '#'
 # is a tab-separated cell '#'); Excel's errors (#N/A, #DIV/0!) are cells.
+# Line ends as the csv module counts lines (not str.splitlines, which also
+# breaks at \u2028 and others inside cells).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _COMMENT = re.compile(r"[ \t]*#(?:[ #]|\r?\n|\r|$)")
 
 

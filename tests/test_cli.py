@@ -21,7 +21,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from skvi import EMGaussianMixture, VariationalGaussianMixture, select_model
 from skvi._cli import build_parser, main
 from skvi._figures import components_holding_data, fit_title, separating_columns
-from skvi._table import read_table
+from skvi._table import InputError, read_table
 from skvi.datasets import load_old_faithful
 
 FAITHFUL = os.path.join(
@@ -837,6 +837,25 @@ def test_a_first_row_of_labels_and_numbers_is_no_header_by_guess(tmp_path, capsy
     # Text over a column of numbers still makes a header.
     named = "name,a,2020\n" + labelled
     assert read_table(write(tmp_path / "named.csv", named)).columns[1] == "a"
+    # Python's QUOTE_NONNUMERIC header: quoted text, whole numbers (names
+    # or data?), an error; a quote inside a cell, or a cell over two lines,
+    # says nothing about the quoting (it raised IndexError).
+    for first in ('"label",2019,2020', '12" pipe,5.1,3.5'):
+        data = write(tmp_path / "odd.csv", first + "\n" + quoted)
+        with pytest.raises(InputError, match="Pass --header if it names"):
+            read_table(data)
+    data = write(tmp_path / "two_lines.csv", '"a\nb",5.5,3.5\n' + quoted)
+    assert read_table(data).values.shape == (len(X_SAVED) + 1, 3)
+    # R's write.csv of numbers under names that are numbers: quoted names
+    # over unquoted numbers are a header, of one row less than the file.
+    rows = "\n".join(f'"{i + 1}",{line}' for i, line in enumerate(lines))
+    table = read_table(write(tmp_path / "r_years.csv", '"","2019","2020"\n' + rows))
+    assert table.columns == ["(row names)", "2019", "2020"]
+    assert np.array_equal(table.values[:, 1:], X_SAVED)
+    # A file that quotes every cell says nothing: numbers are data.
+    every = "\n".join(",".join(f'"{float(v)!r}"' for v in row) for row in X_SAVED)
+    table = read_table(write(tmp_path / "all.csv", every + "\n"))
+    assert not table.header and np.array_equal(table.values, X_SAVED)
 
 
 def test_row_names_of_a_frame_with_unnamed_columns_and_numbers_that_are_data(
