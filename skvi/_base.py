@@ -30,9 +30,8 @@ from ._covariance import COVARIANCE_TYPES, covariance_unit
 from ._dask import (
     DaskData,
     check_dask_array,
-    dask_counted_weights,
+    counted_mean_and_total,
     is_dask_collection,
-    weighted_mean,
 )
 from ._degeneracy import ADVICE, DegenerateFitWarning, column_variances, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
@@ -902,16 +901,26 @@ default=None
         >>> round(em.score(X), 4)
         -4.1554
         """
+        return self._score_and_size(X, sample_weight)[0]
+
+    def _score_and_size(self, X, sample_weight):
+        """The score of X and the total weight of its rows that count.
+
+        Rows of weight 0 and rows with no observed value count in neither
+        (skvi._validation.counted_weights); on a Dask array, one pass.
+        """
         check_is_fitted(self)
         if is_dask_collection(X):
             log_density = self.score_samples(X)
-            return weighted_mean(log_density, dask_counted_weights(X, sample_weight))
-        weights = rescaled_weights(counted_weights(X, sample_weight))
+            return counted_mean_and_total(log_density, X, sample_weight)
+        counted = counted_weights(X, sample_weight)
+        weights = rescaled_weights(counted)
         if not np.all(weights > 0):
             # Rows of weight 0 are not there: skipped, not multiplied by 0
             # (one may be too far for any density).
             X, weights = _safe_indexing(X, weights > 0), weights[weights > 0]
-        return float(np.dot(weights, self.score_samples(X)) / weights.sum())
+        score = float(np.dot(weights, self.score_samples(X)) / weights.sum())
+        return score, float(counted.sum())
 
     def predict_proba(self, X):
         """Posterior probability of each component for each sample.

@@ -31,6 +31,7 @@ from ._kernel import center_expansion
 from ._stats import ArrayData, with_observed_variances
 from ._validation import (
     ALL_WEIGHTS_ZERO,
+    NOTHING_OBSERVED,
     check_count_total,
     check_observed_columns,
     check_sample_weight,
@@ -133,22 +134,34 @@ def dask_counted_weights(X, sample_weight):
     return da.where(da.isnan(X).all(axis=1), 0.0, weights)
 
 
-def weighted_mean(values, sample_weight):
-    """The weighted mean of a lazy Dask vector, computed.
+def counted_mean_and_total(values, X, sample_weight):
+    """The mean of a lazy vector over the rows of X that count, and their weight.
 
-    The weights are validated and scaled as :meth:`score` does in memory,
-    so that huge weights cannot overflow their sum.
+    The rows that count are those of positive weight with an observed
+    value (:func:`dask_counted_weights`); both numbers come from one pass
+    over X, the weights scaled as :meth:`score` scales them in memory (by
+    a power of two from their largest, found from the weights alone) so
+    that huge weights cannot overflow their sum. The total is in the
+    weights' own units.
     """
+    import dask.array as da
+
+    X = check_dask_array(X)
+    factor = 1.0
     if sample_weight is None:
-        (mean,) = _compute(values.mean())
-        return float(mean)
-    weights = dask_weights(sample_weight, values.chunks[0])
-    (largest,) = _compute(weights.max())
-    if not largest > 0:
-        raise ValueError(ALL_WEIGHTS_ZERO)
-    weights = weights.map_blocks(rescaled_weights, largest, dtype=float)
-    total, weighted = _compute(weights.sum(), (weights * values).sum())
-    return float(weighted / total)
+        weights = da.ones(X.shape[0], chunks=(X.chunks[0],))
+    else:
+        weights = dask_weights(sample_weight, X.chunks[0])
+        (largest,) = _compute(weights.max())
+        if not largest > 0:
+            raise ValueError(ALL_WEIGHTS_ZERO)
+        factor = largest / float(rescaled_weights(np.array([largest]))[0])
+        weights = weights.map_blocks(rescaled_weights, largest, dtype=float)
+    counted = da.where(da.isnan(X).all(axis=1), 0.0, weights)
+    total, weighted = _compute(counted.sum(), (counted * values).sum())
+    if not total > 0:
+        raise ValueError(NOTHING_OBSERVED)
+    return float(weighted / total), float(total * factor)
 
 
 class DaskData:

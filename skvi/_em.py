@@ -479,10 +479,10 @@ class EMGaussianMixture(BaseGaussianMixture):
             n = _total_weight(X, sample_weight)
             return self._from_score(score, n, float(entropy))
         if is_dask_collection(X):
-            bic = self.bic(X, sample_weight=sample_weight)
+            score, n = self._score_and_size(X, sample_weight)
             resp = self.predict_proba(X)
             entropy = weighted_entropy(resp, dask_counted_weights(X, sample_weight))
-            return bic, self.aic(X, sample_weight=sample_weight), bic + 2 * entropy
+            return self._from_score(score, n, float(entropy))
         columns = self._per_row(
             X, _density_and_responsibilities, len(self.weights_) + 1
         )
@@ -526,10 +526,8 @@ class EMGaussianMixture(BaseGaussianMixture):
         >>> round(em.bic(X), 1)
         2322.2
         """
-        n = _total_weight(X, sample_weight)
-        return -2 * self.score(X, sample_weight=sample_weight) * n + (
-            self._n_parameters() * math.log(n)
-        )
+        score, n = self._score_and_size(X, sample_weight)
+        return -2 * score * n + self._n_parameters() * math.log(n)
 
     def aic(self, X, sample_weight=None):
         """Akaike information criterion on X (lower is better).
@@ -554,10 +552,8 @@ class EMGaussianMixture(BaseGaussianMixture):
         >>> round(em.aic(X), 1)
         2282.5
         """
-        n = _total_weight(X, sample_weight)
-        return -2 * self.score(X, sample_weight=sample_weight) * n + (
-            2 * self._n_parameters()
-        )
+        score, n = self._score_and_size(X, sample_weight)
+        return -2 * score * n + 2 * self._n_parameters()
 
 
 def _density_and_responsibilities(log_joint):

@@ -13,6 +13,11 @@ import warnings
 import numpy as np
 from sklearn.utils.validation import _num_samples, check_array, validate_data
 
+# The error of a score or criterion of rows that all lack a value.
+NOTHING_OBSERVED = (
+    "No row of positive weight has an observed value: every row is all NaN. "
+    "A score or criterion needs rows with at least one observed value."
+)
 # The error for weights that are all 0, in memory and on Dask alike.
 ALL_WEIGHTS_ZERO = (
     "sample_weight is zero for every sample; at least one sample needs a "
@@ -400,16 +405,20 @@ def counted_weights(X, sample_weight):
     which callers run first). Returns a new float64 array.
     """
     weights = check_sample_weight(sample_weight, _num_samples(X))
-    values = check_array(
-        X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
-    )
+    try:
+        values = check_array(
+            X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
+        )
+    except (TypeError, ValueError) as error:
+        # As validate_rows words it.
+        culprit = _column_not_numeric(X)
+        if culprit is None:
+            raise
+        raise ValueError(culprit) from error
     if _has_nan(values):
         weights = weights_of_observed_rows(values, weights)
     if not np.any(weights > 0):
-        raise ValueError(
-            "No row of positive weight has an observed value: every row is all NaN. "
-            "A score or criterion needs rows with at least one observed value."
-        )
+        raise ValueError(NOTHING_OBSERVED)
     return weights
 
 
