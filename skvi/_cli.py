@@ -384,7 +384,6 @@ def parse_counts(text):
 def run_fit(args):
     """``skvi fit``: fit (or select), then write the results."""
     from ._selection import covariance_type_list, select_model
-    from ._validation import constant_columns
 
     counts = parse_counts(args.n_components)
     try:
@@ -444,18 +443,6 @@ def run_fit(args):
     # them; labels.csv still has a line for each.
     fitted = X[with_value]
     fitted_weights = None if weights is None else weights[with_value]
-    same, values = [], []
-    if len(kinds) > 1:
-        same, values = constant_columns(fitted, fitted_weights)
-    if len(same):
-        # As select_model would, in the file's names.
-        named = ", ".join(repr(names[j]) for j in same)
-        raise InputError(
-            f"column {named} of {args.data} holds one value only ({values[0]:g}): "
-            "it tells the models nothing, yet its variance, reg_covar alone, "
-            "sways the comparison of covariance types. Leave it out with "
-            "--columns."
-        )
     scaler = None
     if args.standardize:
         from sklearn.preprocessing import StandardScaler
@@ -463,6 +450,8 @@ def run_fit(args):
         # Missing cells are left out of the means and variances.
         scaler = StandardScaler().fit(fitted, sample_weight=fitted_weights)
         fitted = scaler.transform(fitted)
+    if len(kinds) > 1:
+        _check_columns_spread(args, names, fitted, fitted_weights)
     records, model = select_model(
         fitted,
         counts,
@@ -715,6 +704,27 @@ def reading_summary(table, X, skipped):
         "ignored_lines": table.ignored_lines,
         "comment_lines": table.comment_lines,
     }
+
+
+def _check_columns_spread(args, names, fitted, weights):
+    """As select_model's check, in the file's names and options."""
+    from ._selection import METHODS
+    from ._validation import columns_without_spread
+
+    reg_covar = METHODS[args.method]().reg_covar
+    narrow, low, high = columns_without_spread(fitted, weights, reg_covar)
+    if not narrow.size:
+        return
+    named = ", ".join(repr(names[j]) for j in narrow)
+    if low[0] == high[0]:
+        what, fix = f"holds one value only ({low[0]:g})", "leave it out with --columns"
+    else:
+        what = f"spreads over {high[0] - low[0]:.2g} only, a variance below reg_covar"
+        fix = "pass --standardize, or leave it out with --columns"
+    raise InputError(
+        f"column {named} of {args.data} {what}: reg_covar, not the data, gives "
+        f"it its spread, and that sways the comparison of covariance types; {fix}."
+    )
 
 
 # -------------------------------------------------------------- predict

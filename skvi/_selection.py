@@ -24,7 +24,7 @@ from ._em import EMGaussianMixture
 from ._initialization import TREE_CRITERIA
 from ._multifit import fit_in_lockstep, lockstep_applies
 from ._nesting import nested_restarts as restart_nested
-from ._validation import constant_columns
+from ._validation import columns_without_spread
 from ._variational import VariationalGaussianMixture
 
 # scikit-learn's four covariance types, the variational model's only ones.
@@ -196,12 +196,13 @@ def select_model(
     ------
     ValueError
         Where more than one covariance type is compared and a column of X
-        holds one value in every row of positive weight (missing entries
-        aside): such a column tells the models nothing, but its variance,
-        ``reg_covar`` alone, weighs differently in different covariance
-        models and sways the choice (iris with a constant fifth column
-        chose VVV over VEV). Leave it out. Also where no combination could
-        be fitted, or every one is degenerate.
+        spreads less than ``reg_covar`` in the rows of positive weight
+        (one value, or a half range below ``sqrt(reg_covar)``; missing
+        entries aside): ``reg_covar``, not the data, then gives it its
+        variance, which weighs differently in different covariance models
+        and sways the choice (iris with a constant fifth column chose VVV
+        over VEV). Leave it out, or standardise the columns. Also where no
+        combination could be fitted, or every one is degenerate.
 
     Examples
     --------
@@ -248,7 +249,7 @@ def select_model(
             f"restarts must be 'nested', 'best' or None; got {restarts!r}."
         )
     if len(kinds) > 1:
-        _check_constant_columns(X, sample_weight)
+        _check_columns_spread(X, sample_weight, getattr(template, "reg_covar", 0.0))
     in_lockstep = lockstep_applies(template, X)
     if second_start and in_lockstep and "init_params" not in user_params:
         combinations += _second_starts(X, sample_weight, kinds, counts)
@@ -454,34 +455,41 @@ def _fitted_record(record, model, X, sample_weight, score_entropy=None):
     return record, model
 
 
-def _check_constant_columns(X, sample_weight):
-    """Raise where a column of X holds one value, before comparing types.
+def _check_columns_spread(X, sample_weight, reg_covar):
+    """Raise where a column of X spreads less than ``reg_covar``.
 
-    Such a column tells the models nothing, but its variance (reg_covar
-    alone) weighs differently in covariance models that share volumes or
-    shapes across components and in those that do not: on iris with a
-    constant fifth column the choice moved from VEV to VVV, on Old Faithful
+    Before comparing covariance types: such a column tells the models
+    nothing of its own (one value), or less than ``reg_covar`` adds to
+    it, and its variance, then ``reg_covar``'s, weighs differently in
+    covariance models that share volumes or shapes across components and
+    in those that do not: on iris with a constant fifth column, or one of
+    spread 1e-12 to 1e-4, the choice moved from VEV to VVV, on Old Faithful
     from EEE to EEI. R's mclust picks a one-component model with a BIC of
     thousands there.
     """
     try:
-        columns, values = constant_columns(X, sample_weight)
+        columns, low, high = columns_without_spread(X, sample_weight, reg_covar)
     except (TypeError, ValueError):
         return  # the fits report what is wrong with X
-    if columns.size:
-        raise ValueError(
-            f"{_columns_named(columns)} of X "
-            f"{'holds' if columns.size == 1 else 'hold'} one value only "
-            f"({values[0]:g}{', ...' * (columns.size > 1)}): it tells the models "
-            "nothing, yet its variance, reg_covar alone, sways the comparison "
-            "of covariance types. Leave it out of X and select again."
+    if not columns.size:
+        return
+    names = getattr(X, "columns", None)
+    named = [str(j) if names is None else repr(str(names[j])) for j in columns]
+    shown = ", ".join(named[:5]) + (", ..." * (len(named) > 5))
+    which = ("Column " if len(named) == 1 else "Columns ") + shown + " of X"
+    if low[0] == high[0]:
+        what = f"holds one value only ({low[0]:g})"
+    else:
+        what = (
+            f"spreads over {high[0] - low[0]:.2g} only, a variance below "
+            f"reg_covar={reg_covar:g}"
         )
-
-
-def _columns_named(columns):
-    """'Column 3' or 'Columns 3, 5' (at most five shown)."""
-    shown = ", ".join(str(j) for j in columns[:5]) + (", ..." * (columns.size > 5))
-    return ("Column " if columns.size == 1 else "Columns ") + shown
+    raise ValueError(
+        f"{which} {what}{' (the first)' * (len(named) > 1)}: reg_covar, not "
+        "the data, gives it its spread, and that sways the comparison of "
+        "covariance types. Leave it out of X, or put the columns on one "
+        "scale (sklearn.preprocessing.StandardScaler), and select again."
+    )
 
 
 @contextlib.contextmanager

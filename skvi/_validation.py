@@ -422,16 +422,22 @@ def counted_weights(X, sample_weight):
     return weights
 
 
-def constant_columns(X, sample_weight=None):
-    """The columns of X whose observed values are all one value.
+def columns_without_spread(X, sample_weight=None, reg_covar=0.0):
+    """The columns of X whose observed values spread less than ``reg_covar``.
 
-    Rows of weight 0 and missing entries (NaN) are left out. Returns the
-    columns' indices and their values. ``X`` is any array-like in memory or
-    a Dask array (one pass over its blocks).
+    A column whose half range is below ``sqrt(reg_covar)`` has a variance
+    below ``reg_covar`` (all of them, for a column of one value). Rows of
+    weight 0 and missing entries (NaN) are left out; a column with an
+    infinite or no observed value is left to the fit's own errors. Returns
+    the columns' indices and their smallest and largest values. ``X`` is
+    any array-like in memory or a Dask array (one pass over its blocks).
     """
     if hasattr(X, "dask"):
         import dask.array as da
 
+        if sample_weight is not None:
+            kept = da.asarray(sample_weight)[:, np.newaxis] > 0
+            X = da.where(kept, X, np.nan)
         low, high = da.compute(da.nanmin(X, axis=0), da.nanmax(X, axis=0))
     else:
         X = check_array(
@@ -443,8 +449,12 @@ def constant_columns(X, sample_weight=None):
             # An all-NaN column: the fit reports it.
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
-    same = np.flatnonzero(np.asarray(low == high))
-    return same, np.asarray(low)[same]
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        half = (high - low) / 2.0
+        narrow = np.isfinite(half) & ((half == 0) | (half**2 < reg_covar))
+    columns = np.flatnonzero(narrow)
+    return columns, low[columns], high[columns]
 
 
 def rows_of_positive_weight(X, sample_weight, *aligned):

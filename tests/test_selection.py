@@ -183,6 +183,19 @@ def test_a_constant_column_stops_a_comparison_of_covariance_types(tmp_path, caps
         select_model(varied, n_components=[1, 2], sample_weight=weights)
     table, _ = select_model(varied, n_components=[1, 2], covariance_types=["VVV"])
     assert table["error"].isna().all()
+    # A spread below reg_covar's sways it too (1e-12 to 1e-4 did); a data
+    # frame's column is named as the frame names it.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    for spread in (1e-12, 1e-4):
+        frame = pd.DataFrame(np.c_[load_iris().data, 5 + spread * rng.normal(size=150)])
+        frame.columns = ["a", "b", "c", "d", "lab"]
+        with pytest.raises(ValueError, match="Column 'lab' of X spreads over"):
+            select_model(frame, n_components=[1, 2])
+    table, _ = select_model(
+        np.c_[load_iris().data, 5 + 1e-2 * rng.normal(size=150)], n_components=[1]
+    )
+    assert table["error"].isna().all()
     # The command line names it and says how to leave it out.
     data = tmp_path / "flag.csv"
     np.savetxt(data, X, delimiter=",", header="a,b,c,d,flag", comments="")
