@@ -200,29 +200,43 @@ def brute_force_spread(model, X):
     covariances and responsibilities held).
     """
     resp = model.predict_proba(X)
-    covariances = full_covariances(model)
     scatters = []
-    for k in range(len(model.weights_)):
-        r = resp[:, k]
-        mean = model.means_[k].copy()
-        for _ in range(3000):
-            expected = conditional_means(X, mean, covariances[k])
-            mean = r @ expected / r.sum()
+    for r, mean, covariance in zip(
+        resp.T, model.means_, full_covariances(model), strict=True
+    ):
+        gains = [conditional_gain(row, covariance) for row in X]
+        for _ in range(1000):
+            expected = np.array(
+                [
+                    row if gain is None else fill(row, mean, gain)
+                    for row, gain in zip(X, gains, strict=True)
+                ]
+            )
+            previous, mean = mean, r @ expected / r.sum()
+            if np.all(previous == mean):
+                break
         centered = expected - mean
         scatters.append(centered.T @ (centered * r[:, None]) / r.sum())
-    observed = resp.T @ ~np.isnan(X)
-    return np.array(scatters), observed
+    return np.array(scatters), resp.T @ ~np.isnan(X)
 
 
-def conditional_means(X, mean, covariance):
-    expected = X.copy()
-    for n, row in enumerate(X):
-        m = np.isnan(row)
-        o = ~m
-        if m.any():
-            gain = covariance[np.ix_(m, o)] @ np.linalg.inv(covariance[np.ix_(o, o)])
-            expected[n, m] = mean[m] + gain @ (row[o] - mean[o])
-    return expected
+def conditional_gain(row, covariance):
+    """``Sigma_mo Sigma_oo^-1`` of a row with missing entries, else None."""
+    missing = np.isnan(row)
+    if not missing.any():
+        return None
+    observed = ~missing
+    return covariance[np.ix_(missing, observed)] @ np.linalg.inv(
+        covariance[np.ix_(observed, observed)]
+    )
+
+
+def fill(row, mean, gain):
+    """The row with its conditional means ``m_m + G (x_o - m_o)``."""
+    missing = np.isnan(row)
+    filled = row.copy()
+    filled[missing] = mean[missing] + gain @ (row[~missing] - mean[~missing])
+    return filled
 
 
 @pytest.mark.parametrize(
