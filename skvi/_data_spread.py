@@ -128,10 +128,7 @@ def data_spread(model, X, sample_weight):
         if not _has_missing(X):
             return None
         weights = rescaled_weights(check_sample_weight(sample_weight, X.shape[0]))
-        X, weights = _rows_taking_part(X, weights)
-
-        def passes(shifts):
-            return _block_sums(model, X, weights, shifts)
+        passes = _Passes(model, *_rows_taking_part(X, weights))
 
     sums = passes(None)
     if not sums.missing:
@@ -188,20 +185,65 @@ def _full_precisions(model):
     return precisions
 
 
+#: The largest pass (bytes of each component's expectations of its rows)
+#: whose chunks the first pass keeps for the second, not to recompute them.
+CACHE_BYTES = 64 * 2**20
+
+
+class _Passes:
+    """The two passes over rows in memory: the second reads the first's chunks.
+
+    Where they fit in :data:`CACHE_BYTES`; else it computes them again.
+    """
+
+    def __init__(self, model, X, weights):
+        self.model, self.X, self.weights = model, X, weights
+        self.chunks = None
+
+    def __call__(self, shifts):
+        if shifts is None:
+            # The expectations (K, n, D), and the derivatives (K, D) of each
+            # missing entry.
+            entries = self.X.shape[0] + int(np.isnan(self.X).sum())
+            keep = 8 * self.model.means_.size * entries <= CACHE_BYTES
+            chunks = _expectations(self.model, self.X, self.weights)
+            if keep:
+                chunks = self.chunks = list(chunks)
+            return _first_sums(self.model, self.X, self.weights, chunks)
+        chunks = self.chunks
+        if chunks is None:
+            chunks = _expectations(self.model, self.X, self.weights)
+        return _second_sums(self.model, shifts, chunks)
+
+
 def _block_sums(model, X, weights, shifts):
     """One pass's sums over rows X (in memory) and their weights.
 
     The first pass with ``shifts`` None, the second with each component's
     shift of its mean to the fixed point (:class:`_Sums`).
     """
-    n_components, n_features = model.means_.shape
-    sums = _Sums(n_components, n_features)
+    chunks = _expectations(model, X, weights)
+    if shifts is None:
+        return _first_sums(model, X, weights, chunks)
+    return _second_sums(model, shifts, chunks)
+
+
+def _expectations(model, X, weights):
+    """Per chunk of rows X, each component's view of them.
+
+    Yields ``(observed, weighted, expected, moved)``: the chunk's mask of
+    observed entries (m, D), the responsibilities times the rows' weights
+    (K, m), each component's expectations of the rows less its mean
+    (K, m, D), and per group of rows with missing entries ``(members,
+    missing, derivative)``: the rows, their missing coordinates (n, s) and
+    the derivatives of their conditional means in the component's mean,
+    ``Cov[x_m | x_o] Lambda[m, :]`` (K, n, s, D). Nothing for rows without
+    a missing entry.
+    """
     X = np.asarray(X, dtype=np.float64)
     if X.shape[0] == 0 or not _has_missing(X):
-        return sums
-    sums.missing = True
-    sums.total = float(weights.sum())
-    sums.squares = float(weights @ weights)
+        return
+    n_components, n_features = model.means_.shape
     unit = model._fitted_unit(n_features)
     plan, density = model._component_log_density(unit, X.dtype)
     means = np.asarray(model.means_, dtype=float)
@@ -211,31 +253,49 @@ def _block_sums(model, X, weights, shifts):
         weighted = density(chunk)  # (K, m) log joints ...
         normalize_in_place(weighted)  # ... responsibilities ...
         weighted *= weights[rows]  # ... times the rows' weights
-        # Each component's expectations of the rows, less its mean.
         expected = np.broadcast_to(chunk, (n_components, *chunk.shape)).copy()
         moved = []
         for members, missing, conditional, covariances in conditional_moments(
             plan, chunk
         ):
             expected[:, members[:, np.newaxis], missing] = conditional
-            # d E[x_m | x_o] / d mean = Cov[x_m | x_o] Lambda[m, :] (rows m).
             derivative = covariances @ precisions[:, missing]
-            if shifts is None:
-                _add_rows(sums.jacobian, missing, weighted[:, members], derivative)
-            else:
-                moved.append((members, missing, derivative @ shifts[:, None, :, None]))
+            moved.append((members, missing, derivative))
         expected -= means[:, np.newaxis, :]
-        if shifts is None:
-            sums.mass += weighted.sum(axis=1)
-            sums.observed += weighted @ ~np.isnan(chunk)
-        else:
-            expected -= shifts[:, np.newaxis, :]
-            for members, missing, change in moved:
-                expected[:, members[:, np.newaxis], missing] += change[..., 0]
-            sums.second += np.swapaxes(expected * weighted[:, :, np.newaxis], 1, 2) @ (
-                expected
-            )
+        yield ~np.isnan(chunk), weighted, expected, moved
+
+
+def _first_sums(model, X, weights, chunks):
+    """The first pass's sums (:class:`_Sums`) from :func:`_expectations`."""
+    sums = _Sums(*model.means_.shape)
+    for observed, weighted, expected, moved in chunks:
+        sums.missing = True
+        sums.mass += weighted.sum(axis=1)
+        sums.observed += weighted @ observed
         sums.first += np.einsum("km,kmd->kd", weighted, expected)
+        for members, missing, derivative in moved:
+            _add_rows(sums.jacobian, missing, weighted[:, members], derivative)
+    if sums.missing:
+        sums.total = float(weights.sum())
+        sums.squares = float(weights @ weights)
+    return sums
+
+
+def _second_sums(model, shifts, chunks):
+    """The second pass's sums about the fixed-point means ``means_ + shifts``.
+
+    A component's conditional means move by their derivative times its
+    shift.
+    """
+    sums = _Sums(*model.means_.shape)
+    for _, weighted, expected, moved in chunks:
+        sums.missing = True
+        about = expected - shifts[:, np.newaxis, :]
+        for members, missing, derivative in moved:
+            change = derivative @ shifts[:, np.newaxis, :, np.newaxis]
+            about[:, members[:, np.newaxis], missing] += change[..., 0]
+        sums.first += np.einsum("km,kmd->kd", weighted, about)
+        sums.second += np.swapaxes(about * weighted[:, :, np.newaxis], 1, 2) @ about
     return sums
 
 

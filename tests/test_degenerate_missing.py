@@ -15,7 +15,12 @@ import pytest
 from numpy.testing import assert_allclose
 from sklearn.datasets import load_iris
 
-from skvi import EMGaussianMixture, VariationalGaussianMixture, select_model
+from skvi import (
+    EMGaussianMixture,
+    VariationalGaussianMixture,
+    _data_spread,
+    select_model,
+)
 from skvi._data_spread import data_spread
 
 LAB = [7.5, 8.8, 10.1, 5.4, 7.5, 9.6]
@@ -299,3 +304,15 @@ def test_dask_arrays_give_the_in_memory_spread():
         there = data_spread(model, da.from_array(X, chunks=(40, 5)), wd)
         assert_allclose(there.scatters, here.scatters, rtol=1e-10, atol=1e-13)
         assert_allclose(there.observed, here.observed, rtol=1e-12)
+
+
+def test_a_first_pass_too_large_to_keep_is_computed_again(monkeypatch):
+    X, y = iris_and_lab()
+    model = fitted(
+        X, n_components=3, covariance_type="VVV", means_init=iris_means(X, y)
+    )
+    kept = data_spread(model, X, None)
+    monkeypatch.setattr(_data_spread, "CACHE_BYTES", 0)
+    again = data_spread(model, X, None)
+    assert_allclose(again.scatters, kept.scatters, rtol=0, atol=0)
+    assert_allclose(again.observed, kept.observed, rtol=0, atol=0)
