@@ -33,6 +33,7 @@ from ._dask import (
     counted_mean_and_total,
     is_dask_collection,
 )
+from ._data_spread import data_spread
 from ._degeneracy import ADVICE, DegenerateFitWarning, column_variances, degeneracy
 from ._elbo import ELBODecomposition, expected_log_joint
 from ._initialization import initial_responsibilities
@@ -650,11 +651,13 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """What a stream can count of each component's points (see below)."""
         return self._effective_points(None, None)
 
-    def _degeneracy(self, points):
+    def _degeneracy(self, points, spread=None):
         """Why the stored model is degenerate, or None (skvi._degeneracy).
 
-        A fit that ended where its M-step found it collapsed is degenerate
-        for that reason where no rule names another.
+        ``spread`` is what the data give the components where entries are
+        missing (:func:`skvi._data_spread.data_spread`), None on complete
+        data or for a stream. A fit that ended where its M-step found it
+        collapsed is degenerate for that reason where no rule names another.
         """
         reason = degeneracy(
             getattr(self, "_fitted_covariance_type", self.covariance_type),
@@ -665,6 +668,9 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             prior=self._prior_regularises_covariances,
             reg_covar=None if self._prior_regularises_covariances else self.reg_covar,
             scatters=self._component_scatters(),
+            data_scatters=None if spread is None else spread.scatters,
+            observed=None if spread is None else spread.observed,
+            orientations=getattr(self, "orientations_", None),
         )
         return reason or getattr(self, "_stop_reason", None)
 
@@ -700,8 +706,18 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
 
     def _diagnose(self, X, sample_weight):
-        """Set ``degenerate_`` (the reason, or None) and warn if it is set."""
-        self.degenerate_ = self._degeneracy(self._effective_points(X, sample_weight))
+        """Set ``degenerate_`` (the reason, or None) and warn if it is set.
+
+        With missing entries in X, the rules of a model without a prior
+        read the spread and observed columns of one more pass over X
+        (:mod:`skvi._data_spread`).
+        """
+        spread = None
+        if not self._prior_regularises_covariances:
+            spread = data_spread(self, X, sample_weight)
+        self.degenerate_ = self._degeneracy(
+            self._effective_points(X, sample_weight), spread
+        )
         if self.degenerate_ is not None:
             self._warn_degenerate("fit")
 

@@ -5,7 +5,7 @@ that shrinks onto a few points (or onto a line or plane) drives the
 likelihood up without bound, and only ``reg_covar`` stops it. Such a fit
 wins every criterion it should lose. R's mclust reports it as missing (NA)
 and never selects it; skvi flags it, warns, and :func:`select_model` skips
-it. Three rules, any one enough; they read a covariance model by its three
+it. The rules below, any one enough; they read a covariance model by its three
 choices (volume, shape, orientation; mclust's names, of which scikit-learn's
 'spherical', 'diag', 'tied' and 'full' are VII, VVI, EEE and VVV):
 
@@ -83,13 +83,57 @@ choices (volume, shape, orientation; mclust's names, of which scikit-learn's
   units of the data's column variances, :func:`search_collapsed`), and
   the fit ends there, flagged (:data:`STOPPED_AT_COLLAPSE`), as R's
   mclust ends at a singular covariance.
+  With missing entries the M-step's scatter is not the data's: it adds
+  the conditional covariance of a row's missing entries, the model's own
+  covariance, to the scatter of the rows' conditional expectations. A
+  component whose rows share a value in a column that a fraction f of
+  them miss keeps ``Sigma = reg_covar / (1 - f)`` there, which clears the
+  rule (5% of a rating scale's entries missing hid such a collapse, and
+  model selection chose it). There the rule reads, in place of the
+  covariance less ``reg_covar`` and of the last E-step's scatters, each
+  component's scatter of its rows' conditional expectations (observed
+  values, conditional means of the missing ones; :mod:`skvi._data_spread`,
+  one more pass over X), in the model's form: its trace, diagonal,
+  itself or its variances along VVE's orientation, pooled for EII, EEI
+  and EEE. Columns whose conditional expectations the data leave constant
+  are left out.
+* **Observed columns** (with missing entries). A component whose shape is
+  its own estimates its variance in a column from its rows that have a
+  value there: their effective points (responsibilities times weights,
+  counted as the effective-points rule counts, to the nearest whole
+  point) must reach what it estimates there alone. With its own volume,
+  shape and orientation (VVV = 'full') that is the column's regression on
+  the other ``n_features - 1`` columns and a spread about it,
+  ``n_features + 1`` points: fewer rows are fitted exactly and leave it
+  ``reg_covar``'s conditional variance (USArrests and trees with 15% of
+  their entries missing: 2.3 and 5.9 times ``reg_covar``). With its own
+  volume and an axis-aligned shape (VVI = 'diag'), a mean and a spread,
+  2. A volume (EVI, EVE, EVV) or an orientation (VVE) shared by the
+  components ties a column's variance to the component's others, and one
+  row keeps the fit bounded (such fits of R's data sets keep a variance of
+  the column's scale from 100 to 5000 iterations); with none, nothing in
+  the data holds the component's mean and variance there: under VVI, VVV
+  and VVE the M-step adds ``reg_covar`` to it at every iteration without
+  end, under EVI, EVE and EVV it drifts, and predictions of rows that
+  observe the column change with ``max_iter`` (iris with a lab value
+  measured on 6 versicolor rows only). Where the components share a shape
+  (EEI, VEI, EEE, VEE, EEV, VEV) each column's variance is pooled over
+  them, and only the pool needs 2 points in the column: a component that
+  observes none of it takes its variance there from the shared shape, and
+  the fit converges. One variance over all columns (VII, EII) has no
+  column of its own to count.
 
 The variational model's prior adds pseudo-observations to every covariance
 (``degrees_of_freedom_prior`` and ``covariance_prior``), so any number of
 points gives it a nonsingular posterior: only the ratios apply there, and
 only to components that hold at least one point (``N_k = mean_precision_
 - mean_precision_prior_``); components the posterior emptied are pruned,
-not degenerate.
+not degenerate. Its prior also gives every column of every component
+pseudo-observations: a component that observes none of a column's values
+keeps the prior's variance there, and the fit converges (iris with the lab
+value on 6 rows, all four types), so the observed-columns rule does not
+apply to it either. A stream's diagnosis reads its running statistics:
+with missing entries, their scatters hold the conditional covariances.
 """
 
 import numpy as np
@@ -111,7 +155,8 @@ class DegenerateFitWarning(UserWarning):
     A component collapsed onto a subspace (its covariance's smallest to
     largest eigenvalue ratio below ``sqrt(eps)``, about 1.5e-8), onto a
     point (its volume below ``sqrt(eps)`` times the largest component's),
-    or holds too few points to estimate its covariance; its likelihood is then
+    or holds too few points to estimate its covariance (with missing
+    entries: too few rows observing a column); its likelihood is then
     inflated by the collapse and its criteria (BIC, ICL, AIC) are not to
     be trusted. The fitted attribute ``degenerate_`` says why;
     :func:`~skvi.select_model` never chooses such a fit.
@@ -142,6 +187,9 @@ def degeneracy(
     prior,
     reg_covar=None,
     scatters=None,
+    data_scatters=None,
+    observed=None,
+    orientations=None,
 ):
     """Why a fitted mixture is degenerate, or None if it is not.
 
@@ -173,6 +221,20 @@ def degeneracy(
         E-step: the data-spread rule of the models whose volumes rescale
         their shapes (EVI, EVE, EVV, VEI, VEE, EEV, VEV) reads it. None
         skips that rule.
+    data_scatters : ndarray of shape (n_components, n_features, n_features), optional
+        With missing entries, each component's scatter of its rows'
+        conditional expectations over its weight
+        (:class:`skvi._data_spread.DataSpread`): the data-spread rule of
+        every model reads it in place of ``scatters`` and of the covariance
+        less ``reg_covar``, which hold the conditional covariances of the
+        missing entries too. None (complete data) reads those.
+    observed : ndarray of shape (n_components, n_features), optional
+        With missing entries, the effective points of each component that
+        observe each column: the observed-columns rule reads it. None
+        (complete data: every point observes every column) skips it.
+    orientations : ndarray of shape (n_components, n_features, n_features), optional
+        VVE's common orientation (``orientations_``), which the data-spread
+        rule reads ``data_scatters`` in.
 
     Returns
     -------
@@ -187,11 +249,23 @@ def degeneracy(
     holding = points >= 1.0 if prior else np.ones(n_components, dtype=bool)
     if not prior:
         reason = _too_few_points(covariance_type, points, n_features)
+        if reason is None and observed is not None:
+            reason = _unobserved_column(covariance_type, observed)
         if reason is not None:
             return reason
     ratios = _eigenvalue_ratios(covariance_type, weights, means, covariances)
     volumes = _volume_ratios(covariance_type, covariances, n_components)
-    spreads = _data_ratios(covariance_type, weights, means, covariances, reg_covar)
+    spreads = _data_ratios(
+        covariance_type,
+        weights,
+        means,
+        covariances,
+        reg_covar,
+        data_scatters,
+        orientations,
+    )
+    if data_scatters is not None:
+        scatters = data_scatters
     points_spread = np.ones(n_components)
     if reg_covar is not None and scatters is not None:
         shapes, points_spread = _scaled_spread_ratios(
@@ -439,16 +513,29 @@ _SHARED_SHAPE_SCALED = ("VEI", "VEE", "EEV", "VEV")
 _OWN_VOLUME_SHARED_SHAPE = ("VEI", "VEE", "VEV")
 
 
-def _data_ratios(covariance_type, weights, means, covariances, reg_covar):
+def _data_ratios(
+    covariance_type,
+    weights,
+    means,
+    covariances,
+    reg_covar,
+    data_scatters=None,
+    orientations=None,
+):
     """Per component (one value if pooled): the data-spread ratio.
 
     The smallest eigenvalue of the covariance less ``reg_covar``, over the
     largest of the covariance, in the units of the mixture's spread, over
     the columns the data do not leave constant; ones where the rule does
-    not apply.
+    not apply. With missing entries, ``data_scatters`` take the place of
+    the covariance less ``reg_covar`` (:func:`_observed_data_ratios`).
     """
     if reg_covar is None or covariance_type not in _SCATTER_PLUS_REG:
         return np.ones(1)
+    if data_scatters is not None:
+        return _observed_data_ratios(
+            covariance_type, weights, means, covariances, data_scatters, orientations
+        )
     mclust_layout = covariance_type not in COVARIANCE_LAYOUTS
     if covariance_type in ("spherical", "VII", "EII"):
         # One variance per component, the same in every unit.
@@ -471,6 +558,138 @@ def _data_ratios(covariance_type, weights, means, covariances, reg_covar):
     matrices = matrices[:, spread][:, :, spread] * scale[:, np.newaxis] * scale
     data = matrices - np.diag(reg_covar * scale**2)
     return np.linalg.eigvalsh(data)[:, 0] / np.linalg.eigvalsh(matrices)[:, -1]
+
+
+def _observed_data_ratios(
+    covariance_type, weights, means, covariances, data_scatters, orientations
+):
+    """:func:`_data_ratios` with missing entries.
+
+    The covariance less ``reg_covar`` is the M-step's scatter in the
+    model's form, and that scatter holds the conditional covariances of
+    the missing entries, the model's own covariance rather than spread the
+    data show (:mod:`skvi._data_spread`). The data's spread is instead the
+    scatter of the rows' conditional expectations, ``data_scatters``, put
+    in the same form: its trace over ``n_features`` (VII, EII), its
+    diagonal (VVI, EEI), itself (VVV, EEE), its variances along the common
+    orientation (VVE); pooled over the components with their weights
+    (EII, EEI, EEE). Its smallest eigenvalue over the covariance's largest,
+    in the units of the mixture's spread, over the columns the data do not
+    leave constant (their conditional expectations included).
+    """
+    n_components, n_features = means.shape
+    weights = weights / weights.sum()
+    matrices = _full_matrices(covariance_type, covariances, n_components, n_features)
+    data = np.asarray(data_scatters, dtype=float)
+    if _SCATTER_PLUS_REG[covariance_type] == "pooled":
+        data = np.einsum("k,kij->ij", weights, data)[np.newaxis]
+    if covariance_type in ("spherical", "VII", "EII"):
+        # One variance per component, the same in every unit.
+        variances = matrices[:, 0, 0]
+        if data.shape[0] == 1:
+            variances = variances[:1]
+        return np.trace(data, axis1=1, axis2=2) / n_features / variances
+    if covariance_type in ("diag", "VVI", "EEI"):
+        data = data * np.eye(n_features)
+    elif covariance_type == "VVE":
+        if orientations is None:
+            orientations = np.linalg.eigh(matrices)[1]
+        along = np.einsum("kia,kij,kja->ka", orientations, data, orientations)
+        data = np.einsum("kia,ka,kja->kij", orientations, along, orientations)
+    variances = _mixture_variances("full", weights, means, matrices)
+    data_variances = _mixture_variances(
+        "full", weights, means, np.broadcast_to(data, matrices.shape)
+    )
+    units = np.where(data_variances > RATIO_THRESHOLD * variances, variances, 0.0)
+    if not units.any():
+        return np.ones(1)
+    if data.shape[0] == 1:
+        matrices = matrices[:1]
+    scaled, scaled_data, _ = _in_units(units, matrices, data)
+    return np.linalg.eigvalsh(scaled_data)[:, 0] / np.linalg.eigvalsh(scaled)[:, -1]
+
+
+def _full_matrices(covariance_type, covariances, n_components, n_features):
+    """Covariances in any layout as (n_components, n_features, n_features)."""
+    covariances = np.asarray(covariances, dtype=float)
+    if covariance_type == "spherical":
+        return covariances[:, np.newaxis, np.newaxis] * np.eye(n_features)
+    if covariance_type == "diag":
+        return covariances[:, np.newaxis, :] * np.eye(n_features)
+    if covariance_type == "tied":
+        return np.broadcast_to(covariances, (n_components, n_features, n_features))
+    return covariances
+
+
+def _unobserved_column(covariance_type, observed):
+    """The observed-columns rule; see the module's docstring."""
+    volume, shape, orientation = _LETTERS.get(covariance_type, covariance_type)
+    n_components, n_features = observed.shape
+    if shape == "I":
+        # One variance over all columns (VII, EII): none has its own.
+        return None
+    leave_out = (
+        "Leave the column out, or use a covariance_type whose shape the "
+        "components share"
+    )
+    if shape == "E":
+        # Each column's variance is pooled over the components.
+        pooled = observed.sum(axis=0)
+        short = np.flatnonzero(_short_of(pooled, 2))
+        if short.size == 0:
+            return None
+        j = int(short[0])
+        return (
+            f"column {j} is observed in {_shown(pooled[j], 2)} effective points: "
+            "too few to estimate the variance there that the components of a "
+            f"{covariance_type} covariance share (at least 2 needed: a mean and "
+            "a spread), so that it comes from reg_covar, not from the data. "
+            "Leave the column out"
+        )
+    needed, what = _column_points(volume, orientation, n_features)
+    short = np.argwhere(_short_of(observed, needed))
+    if short.size == 0:
+        return None
+    k, j = (int(i) for i in short[0])
+    count = _shown(observed[k, j], needed)
+    if not _short_of(observed[k, j], 1):
+        return (
+            f"component {k} observes column {j} in {count} effective points "
+            f"(its rows with a value there): too few to estimate a "
+            f"{covariance_type} covariance there (at least {needed} needed: "
+            f"{what}), so that its variance in that column comes from "
+            f"reg_covar, not from the data. {leave_out}"
+        )
+    return (
+        f"component {k} observes column {j} in {count} effective points (its "
+        "rows with a value there): its mean and variance in that column come "
+        "from its initialisation and reg_covar, not from the data, and change "
+        f"with max_iter. {leave_out}"
+    )
+
+
+def _column_points(volume, orientation, n_features):
+    """What a component of its own shape needs in each column, and why.
+
+    The effective points (its rows with a value in the column) and what
+    they estimate. Only a component of its own volume, shape and
+    orientation (VVV) fits a column's regression on the other columns and
+    a spread about it alone (``n_features + 1`` points), and only one of
+    its own volume and axis-aligned shape (VVI) a column's mean and spread
+    alone (2 points): fewer rows fit those exactly, and leave it
+    reg_covar's variance there. A volume shared by the components (EVI,
+    EVE, EVV) or an orientation (VVE) ties a column's variance to the
+    component's others: one row there keeps the fit bounded, none leaves
+    that variance to drift from one iteration to the next (1 point).
+    """
+    if volume == "V" and orientation == "V":
+        return n_features + 1, (
+            f"its mean there, its regression on the other {n_features - 1} "
+            "columns and a spread about it"
+        )
+    if volume == "V" and orientation == "I":
+        return 2, "a mean and a spread"
+    return 1, None
 
 
 # scikit-learn's four types as mclust's models (volume, shape, orientation).

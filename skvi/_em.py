@@ -219,7 +219,8 @@ class EMGaussianMixture(BaseGaussianMixture):
         fit converges.
     degenerate_ : str or None
         Why the fit is degenerate (a component collapsed onto a subspace,
-        or holding too few points for its covariance), or None; see
+        holding too few points for its covariance, or, with missing
+        entries, observing a column in too few rows), or None; see
         :class:`DegenerateFitWarning`. Set by :meth:`fit`; a stream's
         :meth:`partial_fit` sets it at its steps 1, 2, 4, 8, ... by the
         ratio rules alone (a stream has no sample size to count points
