@@ -401,12 +401,32 @@ def counted_weights(X, sample_weight):
     observed marginal is the empty product, log density 0) and counts 0, as
     a row of weight 0 does, so that scores, the sample size of BIC and the
     entropy of ICL do not depend on such rows. ``X`` is any array-like in
-    memory (its errors are reported by the estimator's own validation,
-    which callers run first). Returns a new float64 array.
+    memory; a data frame's column that is no number is named, as
+    :func:`validate_rows` names it. Returns a new float64 array.
     """
     weights = check_sample_weight(sample_weight, _num_samples(X))
+    if _plain_rows(X):
+        # (check_array's own checks cost more than a model selection's
+        # criteria on a thousand rows.)
+        values = X
+    else:
+        values = _numeric_rows(X)
+    if _has_nan(values):
+        weights = weights_of_observed_rows(values, weights)
+    if not np.any(weights > 0):
+        raise ValueError(NOTHING_OBSERVED)
+    return weights
+
+
+def _plain_rows(X):
+    """Whether X is already a 2-D float64 or float32 NumPy array."""
+    return type(X) is np.ndarray and X.ndim == 2 and X.dtype in (np.float64, np.float32)
+
+
+def _numeric_rows(X):
+    """X as a float array, or the error naming its first column of no number."""
     try:
-        values = check_array(
+        return check_array(
             X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
         )
     except (TypeError, ValueError) as error:
@@ -415,11 +435,6 @@ def counted_weights(X, sample_weight):
         if culprit is None:
             raise
         raise ValueError(culprit) from error
-    if _has_nan(values):
-        weights = weights_of_observed_rows(values, weights)
-    if not np.any(weights > 0):
-        raise ValueError(NOTHING_OBSERVED)
-    return weights
 
 
 def columns_without_spread(X, sample_weight=None, reg_covar=0.0):
@@ -440,9 +455,7 @@ def columns_without_spread(X, sample_weight=None, reg_covar=0.0):
             X = da.where(kept, X, np.nan)
         low, high = da.compute(da.nanmin(X, axis=0), da.nanmax(X, axis=0))
     else:
-        X = check_array(
-            X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
-        )
+        X = X if _plain_rows(X) else _numeric_rows(X)
         if sample_weight is not None:
             X = X[check_sample_weight(sample_weight, X.shape[0]) > 0]
         with warnings.catch_warnings():
