@@ -944,11 +944,7 @@ class _ExactRows:
         for k in range(len(self.means)):
             self._whiten_in_place(k, products[k])
         _gufuncs.einsum("kim,kim->km", products, products, out=forms)
-        with np.errstate(invalid="ignore"):
-            cancelled = np.square(bounds, out=bounds) > limit * forms
-        if prepared.incomplete is not None:
-            # Rows with missing entries take their values and moments apart.
-            cancelled[:, prepared.incomplete[0]] = False
+        cancelled = _may_cancel(bounds, forms, prepared)
         if not cancelled.any():
             return
         for k in np.flatnonzero(cancelled.any(axis=1)):
@@ -989,10 +985,7 @@ class _ExactRows:
         bounds = np.matmul(self.row_norms[:, np.newaxis, :], products)[:, 0]
         np.matmul(self.transposed, differences, out=products)
         _gufuncs.einsum("kim,kim->km", products, products, out=forms)
-        with np.errstate(invalid="ignore"):
-            cancelled = np.square(bounds, out=bounds) > limit * forms
-        if prepared.incomplete is not None:
-            cancelled[:, prepared.incomplete[0]] = False
+        cancelled = _may_cancel(bounds, forms, prepared)
         if not cancelled.any():
             return
         components, columns = np.nonzero(cancelled)
@@ -1029,6 +1022,21 @@ class _ExactRows:
             exact = _exact_difference(work, mean, self._split[k])
             products[k][:, chosen] = exact
             forms[k, chosen] = _gufuncs.einsum("im,im->m", exact, exact)
+
+
+def _may_cancel(bounds, forms, prepared):
+    """The pairs of component and row whose whitened product may cancel.
+
+    Those whose bound of the terms' norm (``bounds``, overwritten by its
+    square) exceeds ``ROW_CANCELLATION`` times the product's norm
+    (``forms``, its square); rows with missing entries take their values
+    and moments apart, and are never such pairs.
+    """
+    with np.errstate(invalid="ignore"):
+        cancelled = np.square(bounds, out=bounds) > ROW_CANCELLATION**2 * forms
+    if prepared.incomplete is not None:
+        cancelled[:, prepared.incomplete[0]] = False
+    return cancelled
 
 
 def _exact_difference(work, mean, factor):
