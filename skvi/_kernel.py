@@ -1103,10 +1103,15 @@ def _weighted_gram(rows, masses, buffer=None):
     """
     roots = np.sqrt(masses)
     dims, m = rows.shape[-2:]
-    if masses.shape[0] * dims * m <= SMALL_CHUNK_VALUES:
-        # A small chunk: one stacked product for all components (gathering
-        # the nonzero columns costs more than the zeros it skips), unless a
-        # row that overflowed meets a zero mass (0 x inf).
+    # count_nonzero with an axis is this, through a Python layer.
+    used = np.add.reduce(roots != 0, axis=1)
+    sparse = used <= SPARSE_GRAM_FRACTION * m
+    if masses.shape[0] * dims * m <= SMALL_CHUNK_VALUES and not sparse.any():
+        # A small chunk: one stacked product for all components, unless a
+        # row that overflowed meets a zero mass (0 x inf). (A sparse
+        # component keeps only its columns, below: BLAS may block a sum
+        # with zeros in it otherwise than the sum without, and its Gram is
+        # that of its rows of mass, bit for bit, whatever the kernel.)
         scaled = np.multiply(rows, roots[:, np.newaxis, :])
         scaled = scaled.astype(rows.dtype, copy=False)
         if np.isfinite(scaled).all():
@@ -1116,9 +1121,6 @@ def _weighted_gram(rows, masses, buffer=None):
     if buffer is None or buffer.dtype != rows.dtype or buffer.size < dims * m:
         buffer = np.empty(dims * m, dtype=rows.dtype)
     buffer = buffer[: dims * m]
-    # count_nonzero with an axis is this, through a Python layer.
-    used = np.add.reduce(roots != 0, axis=1)
-    sparse = used <= SPARSE_GRAM_FRACTION * m
     for k in np.flatnonzero(sparse):
         source = rows[k] if rows.ndim == 3 else rows
         used = np.flatnonzero(roots[k])
