@@ -708,23 +708,14 @@ def reading_summary(table, X, skipped):
 
 def _check_columns_spread(args, names, fitted, weights):
     """As select_model's check, in the file's names and options."""
-    from ._selection import METHODS
-    from ._validation import columns_without_spread
+    from ._selection import METHODS, narrow_columns
 
     reg_covar = METHODS[args.method]().reg_covar
-    narrow, low, high = columns_without_spread(fitted, weights, reg_covar)
-    if not narrow.size:
-        return
-    named = ", ".join(repr(names[j]) for j in narrow)
-    if low[0] == high[0]:
-        what, fix = f"holds one value only ({low[0]:g})", "leave it out with --columns"
-    else:
-        what = f"spreads over {high[0] - low[0]:.2g} only, a variance below reg_covar"
-        fix = "pass --standardize, or leave it out with --columns"
-    raise InputError(
-        f"column {named} of {args.data} {what}: reg_covar, not the data, gives "
-        f"it its spread, and that sways the comparison of covariance types; {fix}."
-    )
+    found = narrow_columns(fitted, weights, reg_covar, names, args.data)
+    if found is not None:
+        message, constant = found
+        fix = "" if constant else "pass --standardize, or "
+        raise InputError(f"{message}; {fix}leave it out with --columns.")
 
 
 # -------------------------------------------------------------- predict

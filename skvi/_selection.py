@@ -458,38 +458,54 @@ def _fitted_record(record, model, X, sample_weight, score_entropy=None):
 def _check_columns_spread(X, sample_weight, reg_covar):
     """Raise where a column of X spreads less than ``reg_covar``.
 
-    Before comparing covariance types: such a column tells the models
-    nothing of its own (one value), or less than ``reg_covar`` adds to
-    it, and its variance, then ``reg_covar``'s, weighs differently in
-    covariance models that share volumes or shapes across components and
-    in those that do not: on iris with a constant fifth column, or one of
-    spread 1e-12 to 1e-4, the choice moved from VEV to VVV, on Old Faithful
-    from EEE to EEI. R's mclust picks a one-component model with a BIC of
-    thousands there.
+    Before comparing covariance types (see :func:`narrow_columns`).
+    """
+    found = narrow_columns(X, sample_weight, reg_covar)
+    if found is not None:
+        raise ValueError(
+            f"{found[0]}. Leave it out of X, or put the columns on one scale "
+            "(sklearn.preprocessing.StandardScaler), and select again."
+        )
+
+
+def narrow_columns(X, sample_weight, reg_covar, names=None, source="X"):
+    """What to say of X's columns that spread less than ``reg_covar``, or None.
+
+    Such a column tells the models nothing of its own (one value), or less
+    than ``reg_covar`` adds to it, and its variance, then ``reg_covar``'s,
+    weighs differently in covariance models that share volumes or shapes
+    across components and in those that do not: on iris with a constant
+    fifth column, or one of spread 1e-12 to 1e-4, the choice moved from VEV
+    to VVV, on Old Faithful from EEE to EEI. R's mclust picks a
+    one-component model with a BIC of thousands there. Returns the message
+    (the columns by ``names``, a data frame's own, or their numbers, in
+    ``source``) and whether the first holds one value only.
     """
     try:
         columns, low, high = columns_without_spread(X, sample_weight, reg_covar)
     except (TypeError, ValueError):
-        return  # the fits report what is wrong with X
+        return None  # the fits report what is wrong with X
     if not columns.size:
-        return
-    names = getattr(X, "columns", None)
+        return None
+    if names is None:
+        names = getattr(X, "columns", None)
     named = [str(j) if names is None else repr(str(names[j])) for j in columns]
     shown = ", ".join(named[:5]) + (", ..." * (len(named) > 5))
-    which = ("Column " if len(named) == 1 else "Columns ") + shown + " of X"
-    if low[0] == high[0]:
+    which = ("Column " if len(named) == 1 else "Columns ") + f"{shown} of {source}"
+    constant = bool(low[0] == high[0])
+    if constant:
         what = f"holds one value only ({low[0]:g})"
     else:
         what = (
             f"spreads over {high[0] - low[0]:.2g} only, a variance below "
             f"reg_covar={reg_covar:g}"
         )
-    raise ValueError(
+    message = (
         f"{which} {what}{' (the first)' * (len(named) > 1)}: reg_covar, not "
         "the data, gives it its spread, and that sways the comparison of "
-        "covariance types. Leave it out of X, or put the columns on one "
-        "scale (sklearn.preprocessing.StandardScaler), and select again."
+        "covariance types"
     )
+    return message, constant
 
 
 @contextlib.contextmanager

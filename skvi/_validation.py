@@ -9,6 +9,7 @@ conversion), and no caller writes into them.
 import numbers
 import sys
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.utils.validation import _num_samples, check_array, validate_data
@@ -41,9 +42,7 @@ def validate_rows(estimator, X, reset, min_samples=1):
     error with its message, is ``validate_data``'s.
     """
     if (
-        type(X) is np.ndarray
-        and X.ndim == 2
-        and X.dtype in (np.float64, np.float32)
+        _plain_rows(X)
         and X.shape[0] >= max(min_samples, 1)
         and X.shape[1] >= 1
         and not np.isinf(X).any()
@@ -57,7 +56,7 @@ def validate_rows(estimator, X, reset, min_samples=1):
             estimator, "feature_names_in_"
         ):
             return X
-    try:
+    with _naming_the_column(X):
         return validate_data(
             estimator,
             X,
@@ -66,9 +65,18 @@ def validate_rows(estimator, X, reset, min_samples=1):
             ensure_all_finite="allow-nan",
             ensure_min_samples=min_samples,
         )
+
+
+@contextmanager
+def _naming_the_column(X):
+    """Turn a conversion's error into one that names X's column of no number.
+
+    NumPy's words for a data frame's column that is no number name neither
+    the column nor the fix; other errors pass as they are.
+    """
+    try:
+        yield
     except (TypeError, ValueError) as error:
-        # NumPy's words for a data frame's column that is no number name
-        # neither the column nor the fix.
         culprit = _column_not_numeric(X)
         if culprit is None:
             raise
@@ -425,16 +433,10 @@ def _plain_rows(X):
 
 def _numeric_rows(X):
     """X as a float array, or the error naming its first column of no number."""
-    try:
+    with _naming_the_column(X):
         return check_array(
             X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_2d=True
         )
-    except (TypeError, ValueError) as error:
-        # As validate_rows words it.
-        culprit = _column_not_numeric(X)
-        if culprit is None:
-            raise
-        raise ValueError(culprit) from error
 
 
 def columns_without_spread(X, sample_weight=None, reg_covar=0.0):

@@ -204,7 +204,7 @@ def test_a_constant_column_stops_a_comparison_of_covariance_types(tmp_path, caps
         + ["--covariance-type", "all", "--output-dir", str(tmp_path)]
     )
     err = capsys.readouterr().err
-    assert status == 1 and "column 'flag' of" in err and "--columns" in err
+    assert status == 1 and "Column 'flag' of" in err and "--columns" in err
 
 
 def test_cli_help_says_all_means_the_fourteen(capsys):
