@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._dask import dask_weights, is_dask_collection
+from ._degeneracy import full_matrices
 from ._kernel import conditional_moments, normalize_in_place
 from ._validation import (
     check_sample_weight,
@@ -174,15 +175,8 @@ def _rows_taking_part(X, weights):
 def _full_precisions(model):
     """The fitted precisions as (n_components, n_features, n_features)."""
     n_components, n_features = model.means_.shape
-    precisions = np.asarray(model.precisions_, dtype=float)
     layout = getattr(model, "_fitted_covariance_type", model.covariance_type)
-    if layout == "spherical":
-        return precisions[:, np.newaxis, np.newaxis] * np.eye(n_features)
-    if layout == "diag":
-        return precisions[:, np.newaxis, :] * np.eye(n_features)
-    if layout == "tied":
-        return np.broadcast_to(precisions, (n_components, n_features, n_features))
-    return precisions
+    return full_matrices(layout, model.precisions_, n_components, n_features)
 
 
 #: The largest pass (bytes of each component's expectations of its rows)

@@ -579,7 +579,7 @@ def _observed_data_ratios(
     """
     n_components, n_features = means.shape
     weights = weights / weights.sum()
-    matrices = _full_matrices(covariance_type, covariances, n_components, n_features)
+    matrices = full_matrices(covariance_type, covariances, n_components, n_features)
     data = np.asarray(data_scatters, dtype=float)
     if _SCATTER_PLUS_REG[covariance_type] == "pooled":
         data = np.einsum("k,kij->ij", weights, data)[np.newaxis]
@@ -609,16 +609,16 @@ def _observed_data_ratios(
     return np.linalg.eigvalsh(scaled_data)[:, 0] / np.linalg.eigvalsh(scaled)[:, -1]
 
 
-def _full_matrices(covariance_type, covariances, n_components, n_features):
-    """Covariances in any layout as (n_components, n_features, n_features)."""
-    covariances = np.asarray(covariances, dtype=float)
+def full_matrices(covariance_type, matrices, n_components, n_features):
+    """Covariances, or precisions, in any layout as (K, D, D) matrices."""
+    matrices = np.asarray(matrices, dtype=float)
     if covariance_type == "spherical":
-        return covariances[:, np.newaxis, np.newaxis] * np.eye(n_features)
+        return matrices[:, np.newaxis, np.newaxis] * np.eye(n_features)
     if covariance_type == "diag":
-        return covariances[:, np.newaxis, :] * np.eye(n_features)
+        return matrices[:, np.newaxis, :] * np.eye(n_features)
     if covariance_type == "tied":
-        return np.broadcast_to(covariances, (n_components, n_features, n_features))
-    return covariances
+        return np.broadcast_to(matrices, (n_components, n_features, n_features))
+    return matrices
 
 
 def _unobserved_column(covariance_type, observed):
