@@ -392,6 +392,30 @@ def test_stacked_common_orientation_equals_each_fits_own(name, n_features):
         np.testing.assert_allclose(stacked, np.concatenate(own), rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("common_volume", [True, False, "mixed"])
+def test_stacked_newton_gives_each_fit_its_search_alone(common_volume):
+    # The stacked Newton search narrows its passes to the fits still
+    # moving; each fit's orientation is still the one its search alone
+    # reaches (every sum is over its own components; batched products of
+    # other lengths may round differently).
+    rng = np.random.RandomState(5)
+    sizes, n_features = [3, 1, 4, 2, 3], 4
+    nk, scatter = stacked_scatters(rng, sizes, n_features)
+    bounds = np.cumsum([0, *sizes])
+    if common_volume == "mixed":
+        common_volume = np.array([True, False, False, True, False])
+    common = np.broadcast_to(common_volume, len(sizes))
+    turns = np.linalg.qr(rng.normal(size=(len(sizes), n_features, n_features)))[0]
+    axes = np.repeat(turns, sizes, axis=0)
+    rotated = axes.swapaxes(1, 2) @ scatter @ axes
+    together, _ = stacking._stacked_newton(turns, rotated, nk, sizes, common_volume)
+    for fit, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        alone, _ = stacking._stacked_newton(
+            turns[fit : fit + 1], rotated[a:b], nk[a:b], [b - a], bool(common[fit])
+        )
+        np.testing.assert_allclose(together[fit], alone[0], rtol=0, atol=1e-13)
+
+
 @pytest.mark.parametrize("seed", [256, 390])
 def test_stacked_first_m_step_keeps_each_fits_better_start(seed):
     # Two fits whose first VVE M-steps end at different local minima from
