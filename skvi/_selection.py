@@ -204,6 +204,13 @@ def select_model(
         over VEV). Leave it out, or standardise the columns. Also where no
         combination could be fitted, or every one is degenerate.
 
+    Warns
+    -----
+    ConvergenceWarning
+        Where the chosen fit stopped at ``max_iter`` without converging (the
+        other cells' fits are not warned about: many stop at a collapse or
+        their limit on purpose, and the table's ``converged`` says which).
+
     Examples
     --------
     >>> from skvi import select_model
@@ -325,7 +332,28 @@ def select_model(
     chosen = _first_of_the_best(scores)
     for i, row in enumerate(table):
         row["chosen"] = i == chosen
+    _warn_if_unconverged(table[chosen], params.get("max_iter"))
     return _as_table(table, as_frame), results[chosen][1]
+
+
+def _warn_if_unconverged(row, max_iter):
+    """A ConvergenceWarning where the chosen fit stopped unconverged.
+
+    The fits' own warnings are silenced in the table (many cells stop at
+    their limit on purpose, degenerate ones among them); the chosen one's
+    score is what the user acts on, and short of its maximum it may have
+    won or lost against the others by chance.
+    """
+    if row["converged"]:
+        return
+    warnings.warn(
+        f"The chosen model ({row['n_components']} {row['covariance_type']}) "
+        f"stopped after {row['n_iter']} iterations without converging "
+        f"(max_iter={max_iter}): its criterion, and so the choice, may change "
+        "with more iterations. Pass a larger max_iter to select_model.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
 
 
 def _second_starts(X, sample_weight, kinds, counts):

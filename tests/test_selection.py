@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
 
 from skvi import DegenerateFitWarning, EMGaussianMixture, select_model
 from skvi._cli import main
@@ -323,3 +324,17 @@ def test_pandas_missing_values_are_selected_on_as_nan():
     from_frame, _ = select_model(frame, **params)
     from_array, _ = select_model(X, **params)
     assert from_frame == from_array
+
+
+def test_an_unconverged_choice_warns_and_a_converged_one_does_not():
+    # The fits' own warnings stay quiet in the table; the chosen model's
+    # lack of convergence is said, since its score decided the choice.
+    X = load_iris().data
+    with pytest.warns(ConvergenceWarning, match=r"chosen model \(2 VVV\).*max_iter=3"):
+        table, best = select_model(
+            X, [2], ["VVV"], max_iter=3, as_frame=False, random_state=0
+        )
+    assert not best.converged_ and best.n_iter_ == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        select_model(X, [2], ["VVV"], as_frame=False, random_state=0)
