@@ -73,7 +73,9 @@ def _contains(general, nested):
     )
 
 
-def nested_restarts(template, X, sample_weight, table, tol, record_of, best=False):
+def nested_restarts(
+    template, X, sample_weight, table, tol, record_of, best=False, sources=None
+):
     """Restart fits that end below a model they contain; keep the better.
 
     Parameters
@@ -104,6 +106,10 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
         bound) at its number of components, whatever its model, from that
         fit: a start from a better partition, without the guarantee of a
         nested one (the table still keeps the better fit of the cell).
+    sources : dict, optional
+        Filled with the fitted estimator each kept restart started from,
+        by the index of its cell (:func:`keep_start` sets that start as
+        the kept model's parameters).
 
     Returns
     -------
@@ -146,6 +152,8 @@ def nested_restarts(template, X, sample_weight, table, tol, record_of, best=Fals
                     settled.add(index)
                 continue
             row, model = record_of(model, criteria)
+            if sources is not None:
+                sources[index] = restart[2]
             # The chain of fits it started from: the nested fit's own
             # start (itself a restart, maybe), then that fit.
             nested = table[source][0]
@@ -206,6 +214,44 @@ def _bound(record, model):
     return model.lower_bound_
 
 
+def _from_responsibilities(model, source):
+    """Make ``model``'s start the responsibilities of fitted ``source``.
+
+    For the rows the fit sees, in place of ``init_params``'s; undone by
+    deleting ``model._initial_assignment``.
+    """
+
+    def assignment(data, random_state):
+        responsibilities = source.predict_proba(data.X)
+        return data, lambda rows: responsibilities[rows]
+
+    model._initial_assignment = assignment
+
+
+def keep_start(model, template, X, sample_weight, source):
+    """Set a kept restart's start as its ``weights_init``, ``means_init``, ...
+
+    Its start (the M-step from ``source``'s responsibilities) is in no
+    parameter of the template's, so ``clone(model).fit(X)`` would fit
+    another model from ``init_params``: as its ``weights_init``,
+    ``means_init`` and ``precisions_init`` (every model takes the precisions
+    of its own members as they are) the clone starts where the restart did,
+    and refits the same model. Taken for the chosen model only (a start's
+    M-step each).
+    """
+    starter = clone(template).set_params(
+        n_components=model.n_components, covariance_type=model.covariance_type
+    )
+    data, unit, context = starter._begin_fit(X, sample_weight)
+    _from_responsibilities(starter, source)
+    state = starter._initial_state(data, unit, context, None)
+    model.set_params(
+        weights_init=state.weights,
+        means_init=state.means,
+        precisions_init=unit.precision_from_cholesky(state.precisions_cholesky),
+    )
+
+
 def _fit_alone(template, X, sample_weight, n_components, covariance_type, source):
     """One restart fitted on its own (the estimator's ``fit``), or None.
 
@@ -215,13 +261,8 @@ def _fit_alone(template, X, sample_weight, n_components, covariance_type, source
     model = clone(template).set_params(
         n_components=n_components, covariance_type=covariance_type
     )
-
-    def assignment(data, random_state):
-        responsibilities = source.predict_proba(data.X)
-        return data, lambda rows: responsibilities[rows]
-
     # The one start this fit takes; the estimator keeps its own method.
-    model._initial_assignment = assignment
+    _from_responsibilities(model, source)
     try:
         model.fit(X, sample_weight=sample_weight)
     except ValueError:

@@ -23,6 +23,7 @@ from ._degeneracy import ADVICE, DegenerateFitWarning
 from ._em import EMGaussianMixture
 from ._initialization import TREE_CRITERIA
 from ._multifit import fit_in_lockstep, lockstep_applies
+from ._nesting import keep_start
 from ._nesting import nested_restarts as restart_nested
 from ._validation import columns_without_spread
 from ._variational import VariationalGaussianMixture
@@ -190,7 +191,12 @@ def select_model(
         degenerate: the fitted model's ``degenerate_``), ``init_params``
         (the start the row's fit took) and ``chosen``.
     best : EMGaussianMixture or VariationalGaussianMixture
-        The chosen model, fitted.
+        The chosen model, fitted. Where its cell was restarted from another
+        model's fit (``init_params`` of its row reads like ``'hc_mclust,
+        then EVE'``), the restart's start is its ``weights_init``,
+        ``means_init`` and ``precisions_init``, so that ``clone(best).fit(X)``
+        (as GridSearchCV, Pipelines or :class:`GaussianMixtureImputer` refit
+        it) fits the same model again.
 
     Raises
     ------
@@ -294,6 +300,8 @@ def select_model(
     results = _best_per_cell(
         combinations, results, column, larger_is_better, params["init_params"]
     )
+    # The fit each kept restart started from, by cell.
+    sources = {}
     if restarts and in_lockstep:
 
         def record_of(model, criteria):
@@ -310,6 +318,7 @@ def select_model(
                 template.tol,
                 record_of,
                 best=restarts == "best",
+                sources=sources,
             )
     table = [record for record, _ in results]
     scores = [
@@ -333,7 +342,11 @@ def select_model(
     for i, row in enumerate(table):
         row["chosen"] = i == chosen
     _warn_if_unconverged(table[chosen], params.get("max_iter"))
-    return _as_table(table, as_frame), results[chosen][1]
+    best = results[chosen][1]
+    if chosen in sources:
+        # Its start, as its parameters: clone(best).fit(X) refits it.
+        keep_start(best, template, X, sample_weight, sources[chosen])
+    return _as_table(table, as_frame), best
 
 
 def _warn_if_unconverged(row, max_iter):

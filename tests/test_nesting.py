@@ -5,7 +5,8 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
+from sklearn.base import clone
+from sklearn.datasets import load_iris, load_wine
 
 from skvi import EMGaussianMixture, _nesting, select_model
 from skvi._covariance import MCLUST_MODELS
@@ -321,3 +322,29 @@ def test_a_restart_that_leaves_the_lock_step_is_fitted_on_its_own(monkeypatch):
     assert "_initial_assignment" not in vars(model)
     assert model.init_params == "hc" and model.covariance_type == "full"
     assert row["bic"] == pytest.approx(model.bic(X), rel=1e-10)
+
+
+def test_a_chosen_restart_keeps_its_start_so_that_a_clone_refits_it():
+    # On wine's first five columns (standardised) VVE with 3 components is
+    # chosen after its restart from EVE's fit: that start, which no
+    # parameter of the template's names, becomes the chosen model's
+    # weights_init, means_init and precisions_init, so that clone(best)
+    # (GridSearchCV, Pipelines, the imputer) fits the same model again.
+    X = load_wine().data[:, :5]
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    table, best = select_model(
+        X, range(1, 4), ["EVE", "VVE"], random_state=0, as_frame=False
+    )
+    row = next(row for row in table if row["chosen"])
+    assert (row["covariance_type"], row["init_params"]) == (
+        "VVE",
+        "hc_mclust, then EVE",
+    )
+    refit = clone(best).fit(X)
+    assert refit.bic(X) == pytest.approx(row["bic"], rel=1e-12)
+    np.testing.assert_allclose(refit.means_, best.means_, rtol=0, atol=1e-12)
+    # Without the start, its own init_params reach a worse maximum.
+    plain = clone(best).set_params(
+        weights_init=None, means_init=None, precisions_init=None
+    )
+    assert plain.fit(X).bic(X) > row["bic"] + 1.0
