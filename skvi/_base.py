@@ -843,11 +843,11 @@ default=None
             snapshot = copy.deepcopy(self)
             if width is None:
                 return X.map_blocks(
-                    snapshot._per_row, reduce, None, labels, drop_axis=1, dtype=dtype
+                    snapshot._per_block, reduce, None, labels, drop_axis=1, dtype=dtype
                 )
             chunks = (X.chunks[0], (width,))
             return X.map_blocks(
-                snapshot._per_row, reduce, width, labels, chunks=chunks, dtype=dtype
+                snapshot._per_block, reduce, width, labels, chunks=chunks, dtype=dtype
             )
         X = validate_rows(self, X, reset=False)
         unit = self._fitted_unit(X.shape[1])
@@ -860,6 +860,18 @@ default=None
 
         for_each_chunk(evaluate, plan.chunks(X.shape[0]), plan.row_bytes())
         return out
+
+    def _per_block(self, block, reduce, width, labels):
+        """:meth:`_per_row` of one block of a Dask array.
+
+        A block may hold no rows (rows filtered lazily, then
+        ``compute_chunk_sizes()``): its result is empty, where an empty
+        array of the caller's is an error.
+        """
+        if block.shape[0] == 0:
+            shape = (0,) if width is None else (0, width)
+            return np.empty(shape, dtype=np.intp if labels else block.dtype)
+        return self._per_row(block, reduce, width, labels)
 
     def score_samples(self, X):
         """Log density of each sample under the fitted model.
