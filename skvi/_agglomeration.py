@@ -182,7 +182,7 @@ def agglomerate(X, sample_weight=None):
     AgglomerationTree
     """
     X = np.asarray(X, dtype=np.float64)
-    weights = _unit_mean_weights(sample_weight, X.shape[0])
+    weights = _tree_weights(sample_weight, X.shape[0])
     center, scale, projection, columns = _scaled_svd(X, weights)
     # Identical rows are merged first, as mclust's default initial
     # partition does; the rest agglomerates their groups as weighted rows.
@@ -235,7 +235,7 @@ def agglomerate_mclust(X, sample_weight=None):
     AgglomerationTree
     """
     X = np.asarray(X, dtype=np.float64)
-    weights = _unit_mean_weights(sample_weight, X.shape[0])
+    weights = _tree_weights(sample_weight, X.shape[0])
     center, scale, projection, columns = _scaled_svd(X, weights)
     Z = ((X[:, columns] - center) / scale) @ projection
     if Z.shape[1] == 0:
@@ -271,6 +271,7 @@ def agglomerate_ward(X, sample_weight=None):
         each step.
     """
     X = np.asarray(X, dtype=np.float64)
+    # (Its merges' order does not change when every weight is scaled.)
     weights = _unit_mean_weights(sample_weight, X.shape[0])
     if not np.all(weights == 1.0):
         raise ValueError("Ward's agglomeration takes no unequal sample weights.")
@@ -360,6 +361,23 @@ def _nearest_mean_labels(X, tree, rows, weights, sample_labels, sample, k):
     # The agglomerated rows keep their own clusters.
     labels[sample] = sample_labels
     return labels
+
+
+def _tree_weights(sample_weight, n_samples):
+    """The weights a tree counts its rows by: counts, or relative weights.
+
+    Whole numbers are repeat counts, as everywhere in skvi: a row of weight
+    3 is three identical rows, which the tree merges first, so its tree is
+    that of the rows repeated. Other weights are relative, scaled to a mean
+    of 1, so that their scale does not matter (equal ones give the
+    unweighted tree).
+    """
+    if sample_weight is None:
+        return np.ones(n_samples)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if np.all(weights == np.floor(weights)):
+        return weights
+    return _unit_mean_weights(weights, n_samples)
 
 
 def _unit_mean_weights(sample_weight, n_samples):
@@ -739,12 +757,16 @@ class _TreeCache:
         X = np.ascontiguousarray(X, dtype=np.float64)
         digest.update(repr(X.shape).encode())
         digest.update(X.tobytes())
-        # Equal weights build the unweighted tree (_unit_mean_weights).
-        if weights is not None:
+        # Equal weights build the unweighted tree, unless they are whole
+        # numbers other than 1: counts (_tree_weights).
+        if weights is not None and weights.size:
             weights = np.ascontiguousarray(weights, dtype=np.float64)
             # (np.ptp's Python layer costs more than the two reductions.)
+            first = weights[0]
             if np.maximum.reduce(weights) != np.minimum.reduce(weights):
                 digest.update(weights.tobytes())
+            elif first == np.floor(first) and first != 1.0:
+                digest.update(repr(float(first)).encode())
         key = digest.hexdigest()
         with self._lock:
             tree = self.trees.get(key)

@@ -520,13 +520,16 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         sample_weight = check_missing_entries(X, sample_weight, check_columns=reset)
         X, sample_weight = rows_of_positive_weight(X, sample_weight)
+        unit = 1.0
         if counts:
             check_count_total(sample_weight)
         else:
             positive = sample_weight[sample_weight > 0]
             check_weight_range(positive.min(), positive.max())
+            largest = positive.max()
             sample_weight = rescaled_weights(sample_weight)
-        return ArrayData(X, sample_weight)
+            unit = float(largest / rescaled_weights(np.array([largest]))[0])
+        return ArrayData(X, sample_weight, unit)
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit the mixture and return the component of each row of X.
@@ -603,7 +606,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         """
         rows = data.initialisation_data(rng)
         return rows, initial_responsibilities(
-            rows.X, rows.sample_weight, self.n_components, self.init_params, rng
+            rows.X,
+            rows.sample_weight,
+            self.n_components,
+            self.init_params,
+            rng,
+            rows.weight_unit,
         )
 
     def _allows_merges(self, unit):

@@ -206,6 +206,8 @@ class DaskData:
         if summary.n_weighted == 0:
             raise ValueError(ALL_WEIGHTS_ZERO)
         check_observed_columns(summary.observed, summary.observed_anywhere)
+        # The caller's weights are the held ones times this (ArrayData).
+        self.weight_unit = 1.0
         if counts:
             check_count_total(np.array([summary.total]))
         else:
@@ -213,6 +215,8 @@ class DaskData:
             self.sample_weight = self.sample_weight.map_blocks(
                 rescaled_weights, summary.largest, dtype=float
             )
+            largest = np.array([summary.largest])
+            self.weight_unit = float(largest[0] / rescaled_weights(largest)[0])
         # Rows that take part, block by block: the initialisation sample is
         # drawn from them.
         self._block_present = summary.present
@@ -278,7 +282,7 @@ class DaskData:
             n = self.n_features
             means = sums[1 : 1 + n] / sums[1 + n :]
             X[:, unobserved] = means[unobserved].astype(X.dtype)
-        return ArrayData(X, weights).filled()
+        return ArrayData(X, weights, self.weight_unit).filled()
 
     def _block_starts(self):
         """The index of each block's first row in X."""

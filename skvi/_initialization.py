@@ -19,7 +19,9 @@ AGGLOMERATIVE = ("hc", "hc_mclust", "ward")
 TREE_CRITERIA = {"hc": "vvv", "hc_mclust": "mclust", "ward": "ward"}
 
 
-def initial_responsibilities(X, sample_weight, n_components, method, random_state):
+def initial_responsibilities(
+    X, sample_weight, n_components, method, random_state, weight_unit=1.0
+):
     """A function ``rows -> responsibilities`` for the chosen method.
 
     Parameters
@@ -34,10 +36,17 @@ def initial_responsibilities(X, sample_weight, n_components, method, random_stat
         Advanced exactly as scikit-learn's GaussianMixture advances it (for
         "hc" and "ward": only when the rows are subsampled). None where
         :func:`draws_random` says that no draw is made.
+    weight_unit : float, default=1.0
+        The caller's weights are ``sample_weight * weight_unit`` (a power of
+        two): the agglomerations read whole numbers among them as counts.
     """
     if method in AGGLOMERATIVE:
         labels = hc_labels(
-            X, sample_weight, n_components, random_state, TREE_CRITERIA[method]
+            X,
+            sample_weight * weight_unit,
+            n_components,
+            random_state,
+            TREE_CRITERIA[method],
         )
         return _one_hot_labels(labels, n_components)
     if method == "kmeans":

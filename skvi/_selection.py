@@ -113,7 +113,10 @@ def select_model(
         overlapping components (Biernacki, Celeux & Govaert 2000). EM
         models take 'bic', 'icl' or 'aic'; VI models 'elbo'.
     sample_weight : array-like of shape (n_samples,), default=None
-        Repeat counts; the criteria's sample size is their sum.
+        Repeat counts; the criteria's sample size is their sum. The default
+        start, mclust's own tree, is defined for rows, not weights: pass
+        ``init_params="hc"`` for whole-number weights that start (and fit)
+        as the rows repeated would (see :ref:`the start <hc-start>`).
     n_jobs : int, default=None
         Fits run side by side in this many threads (joblib); None means 1,
         -1 all cores. Threads, not processes: NumPy releases the GIL in

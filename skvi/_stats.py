@@ -358,11 +358,16 @@ class ArrayData:
         Validated float32 or float64 rows; NaN marks a missing entry.
     sample_weight : ndarray of shape (n,)
         Validated float64 weights.
+    weight_unit : float, default=1.0
+        The caller's weights are ``sample_weight * weight_unit``: a power of
+        two where a model scaled them (:func:`rescaled_weights`), which
+        the hierarchical starts undo to read whole numbers as counts.
     """
 
-    def __init__(self, X, sample_weight):
+    def __init__(self, X, sample_weight, weight_unit=1.0):
         self.X = X
         self.sample_weight = sample_weight
+        self.weight_unit = weight_unit
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
 
@@ -407,7 +412,7 @@ class ArrayData:
             return self
         means, _, _ = self.observed_moments()
         X = np.where(np.isnan(self.X), means.astype(self.dtype), self.X)
-        return ArrayData(X, self.sample_weight)
+        return ArrayData(X, self.sample_weight, self.weight_unit)
 
     def optimal_statistics(self, plan, pairs=None):
         """Statistics of the optimal q(Z) for the plan's log rho (an E-step).

@@ -216,3 +216,32 @@ def test_weight_zero_rows_change_no_float32_fit(estimator):
     model = estimator(**params).fit(X_all, sample_weight=weights_all)
     assert model.means_.dtype == np.float32
     assert_same_model(model, reference)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "VVE", "spherical"])
+def test_whole_number_weights_start_and_fit_as_the_rows_repeated(covariance_type):
+    # Whole-number weights are repeat counts also for the hierarchical
+    # start: its tree merges identical rows first, so a row of weight 3
+    # is three rows, and the fit from init_params='hc' (no random draw at
+    # this size) is the fit of the rows repeated.
+    from skvi.datasets import load_old_faithful
+
+    X = np.asarray(load_old_faithful().data, dtype=float)
+    counts = np.random.RandomState(0).randint(1, 4, len(X))
+    params = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        init_params="hc",
+        random_state=0,
+    )
+    weighted = EMGaussianMixture(**params).fit(X, sample_weight=counts)
+    repeated = EMGaussianMixture(**params).fit(np.repeat(X, counts, axis=0))
+    assert weighted.n_iter_ == repeated.n_iter_
+    np.testing.assert_allclose(weighted.means_, repeated.means_, rtol=1e-9)
+    assert weighted.lower_bound_ == pytest.approx(repeated.lower_bound_, rel=1e-12)
+    # Weights that are not whole numbers count relative to their mean: the
+    # same start and fit (to the rounding of the rescaled sums) at any scale.
+    scaled = EMGaussianMixture(**params).fit(X, sample_weight=counts / 2.5)
+    unit_mean = EMGaussianMixture(**params).fit(X, sample_weight=counts / counts.mean())
+    assert scaled.n_iter_ == unit_mean.n_iter_
+    np.testing.assert_allclose(scaled.means_, unit_mean.means_, rtol=1e-12)
