@@ -87,6 +87,10 @@ except ImportError:  # pragma: no cover - a NumPy that moved it
 
 # mclust's default ``mclust.options("subset")``.
 MAX_AGGLOMERATED_ROWS = 2000
+# The largest weight read as a count (_tree_weights): every whole number up
+# to it is a float64.
+COUNT_LIMIT = 2.0**53
+
 # Fraley's ``beta``; mclust's default.
 _BETA = 1.0
 _CACHE_SIZE = 4
@@ -368,14 +372,16 @@ def _tree_weights(sample_weight, n_samples):
 
     Whole numbers are repeat counts, as everywhere in skvi: a row of weight
     3 is three identical rows, which the tree merges first, so its tree is
-    that of the rows repeated. Other weights are relative, scaled to a mean
-    of 1, so that their scale does not matter (equal ones give the
-    unweighted tree).
+    that of the rows repeated. Other weights, and whole numbers beyond
+    2**53 (no count: float64 no longer tells them from their neighbours,
+    and a cost ``n log(...)`` of such an n may overflow), are relative,
+    scaled to a mean of 1, so that their scale does not matter (equal ones
+    give the unweighted tree).
     """
     if sample_weight is None:
         return np.ones(n_samples)
     weights = np.asarray(sample_weight, dtype=np.float64)
-    if np.all(weights == np.floor(weights)):
+    if np.all(weights == np.floor(weights)) and np.max(weights) <= COUNT_LIMIT:
         return weights
     return _unit_mean_weights(weights, n_samples)
 
@@ -765,7 +771,7 @@ class _TreeCache:
             first = weights[0]
             if np.maximum.reduce(weights) != np.minimum.reduce(weights):
                 digest.update(weights.tobytes())
-            elif first == np.floor(first) and first != 1.0:
+            elif first == np.floor(first) and 1.0 != first <= COUNT_LIMIT:
                 digest.update(repr(float(first)).encode())
         key = digest.hexdigest()
         with self._lock:
