@@ -395,8 +395,11 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         y : None
             Ignored; present for API consistency.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights, read as repeat counts. Rows of weight 0
-            are left out, as in :meth:`fit`.
+            Non-negative weights, read as repeat counts within the
+            minibatch's statistics; the step size counts rows (``m_t`` and
+            ``M_t`` above), so a minibatch with a row of weight 3 does not
+            step as one with three copies of it would. Rows of weight 0 are
+            left out, as in :meth:`fit`.
 
         Returns
         -------
