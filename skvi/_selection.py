@@ -680,4 +680,12 @@ def _as_table(records, as_frame):
                 "as_frame=True needs pandas: pip install pandas."
             ) from None
         return records
-    return pd.DataFrame.from_records(records)
+    table = pd.DataFrame.from_records(records)
+    for column in ("error", "degenerate"):
+        if column in table:
+            # Object columns keep None where a cell has no text (pandas 3
+            # would infer a string column and turn None into NaN).
+            table[column] = pd.Series(
+                [record[column] for record in records], dtype=object
+            )
+    return table

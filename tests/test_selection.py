@@ -144,6 +144,18 @@ def test_degenerate_fits_of_the_new_models_are_never_chosen():
     assert best.covariance_type == "EEE" and best.degenerate_ is None
 
 
+def test_the_frame_keeps_none_where_a_cell_has_no_error_or_flag():
+    # As the records have it (pandas 3 would infer text columns and turn
+    # None into NaN, and `row.degenerate is None` would fail).
+    pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    X = np.vstack([three_blobs()[:80], rng.normal(size=(2, 2)) * 0.01 + [30, 30]])
+    table, _ = select_model(X, 3, ["EVV", "EEE"], random_state=0)
+    flags = dict(zip(table["covariance_type"], table["degenerate"], strict=True))
+    assert "effective points" in flags["EVV"] and flags["EEE"] is None
+    assert all(error is None for error in table["error"])
+
+
 def test_cli_fits_one_mclust_model_and_refuses_it_for_vi(tmp_path, capsys):
     X = three_blobs()
     data = tmp_path / "d.csv"
