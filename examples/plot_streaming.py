@@ -6,8 +6,10 @@ Streaming minibatches with partial_fit
 :meth:`skvi.EMGaussianMixture.partial_fit` takes one step of online EM per
 minibatch: the minibatch's sufficient statistics, under the current
 parameters, are blended into running statistics with step size
-:math:`\rho_t = \max(w_t / W_t, (10 + t)^{-0.7})` (exact running averages
-for the first few minibatches), and the parameters are their M-step.
+:math:`\rho_t = \max(m_t / M_t, (10 + t)^{-0.7})`, where :math:`m_t` is the
+minibatch's rows and :math:`M_t` the rows seen so far (exact running
+averages for the first few minibatches), and the parameters are their
+M-step.
 :class:`skvi.VariationalGaussianMixture` does the same as stochastic
 variational inference, scaling the running statistics to ``total_samples``
 rows.

@@ -123,18 +123,18 @@ class EMGaussianMixture(BaseGaussianMixture):
         'kmeans', which runs on the raw columns as scikit-learn's does (and
         stays the default, so that the same ``random_state`` gives
         scikit-learn's start), it does not depend on the units of the
-        columns. :func:`select_model` uses 'hc' by default. Its tree is
-        built on at most 2,000 rows (a random sample of larger data; the
-        other rows join the nearest cluster), so with ``n_init > 1`` the
-        starts differ only on larger data. 'ward' cuts Ward's agglomeration
-        (equal spherical covariances, mclust's ``hcEII``) on the same
-        coordinates and rows, without sample weights:
-        :func:`select_model` tries it beside 'hc'. 'hc_mclust' cuts the tree
-        R mclust 6.0's ``hc()`` builds, which departs from the criterion
-        (later merges priced from copies of a stored factor's first row,
-        repeated rows not merged first, mclust's choice among tied merges;
-        see :mod:`skvi._agglomeration`): ``select_model(X,
-        init_params='hc_mclust')`` starts every fit where ``Mclust`` does.
+        columns. Its tree is built on at most 2,000 rows (a random sample
+        of larger data; the other rows join the nearest cluster), so with
+        ``n_init > 1`` the starts differ only on larger data. 'ward' cuts
+        Ward's agglomeration (equal spherical covariances, mclust's
+        ``hcEII``) on the same coordinates and rows, without sample
+        weights: :func:`select_model` tries it beside its first start
+        (``second_start``). 'hc_mclust' cuts the tree R mclust 6.0's
+        ``hc()`` builds, which departs from the criterion (later merges
+        priced from copies of a stored factor's first row, repeated rows
+        not merged first, mclust's choice among tied merges; see
+        :mod:`skvi._agglomeration`): :func:`select_model` uses it by
+        default.
     weights_init : array-like of shape (n_components,), default=None
         Initial weights; computed from ``init_params`` if None.
     means_init : array-like of shape (n_components, n_features), default=None

@@ -148,7 +148,7 @@ def select_model(
         VVI and VII; VVI contains VII, EEI and EVI; ...; see
         :mod:`skvi._nesting`) by more than ``tol`` per sample from that
         fit's responsibilities, and the table keeps the better of the two
-        (its ``init_params`` column then reads, say, ``'hc, then VVI'``).
+        (its ``init_params`` column then reads, say, ``'hc_mclust, then VVI'``).
         A general model's log-likelihood is then never below a nested
         one's by more than ``tol`` (where the M-step is closed-form),
         unless the restart ends degenerate (a collapsed component, NaN
