@@ -155,11 +155,14 @@ class DegenerateFitWarning(UserWarning):
     A component collapsed onto a subspace (its covariance's smallest to
     largest eigenvalue ratio below ``sqrt(eps)``, about 1.5e-8), onto a
     point (its volume below ``sqrt(eps)`` times the largest component's),
-    or holds too few points to estimate its covariance (with missing
-    entries: too few rows observing a column); its likelihood is then
-    inflated by the collapse and its criteria (BIC, ICL, AIC) are not to
-    be trusted. The fitted attribute ``degenerate_`` says why;
-    :func:`~skvi.select_model` never chooses such a fit.
+    has no spread from the data in some direction, only ``reg_covar``'s
+    (its rows share a value there; the message then gives a spread ratio
+    below ``sqrt(eps)``), or holds too few points to estimate its
+    covariance (with missing entries: too few rows observing a column); its
+    likelihood is then inflated by the collapse and its criteria (BIC, ICL,
+    AIC) are not to be trusted. The rules are in :mod:`skvi._degeneracy`.
+    The fitted attribute ``degenerate_`` says why; :func:`~skvi.select_model`
+    never chooses such a fit.
 
     Examples
     --------

@@ -221,7 +221,8 @@ class VariationalGaussianMixture(BaseGaussianMixture):
 
     Notes
     -----
-    The q parameterisation (DESIGN.md section 3): full,
+    The q parameterisation (the user guide's "The model and the
+    parameterisation of q"): full,
     ``q(Lambda_k) = Wishart(W_k, nu_k)`` with ``W_k = precisions_[k] /
     nu_k`` and ``q(mu_k | Lambda_k) = N(m_k, (beta_k Lambda_k)^-1)``; tied,
     one ``Wishart(W, nu)`` with ``nu = nu_0 + N`` whose KL is counted once;
