@@ -90,8 +90,9 @@ def nested_restarts(
         type), and their fitted models; changed in place where a restart
         ends with a higher log-likelihood (and is not degenerate): its
         row's ``init_params`` then names the fit it started from after
-        that fit's own start, e.g. ``'hc, then VVI'`` (or ``'hc, then EEI,
-        then EEV'`` for a fit restarted from a restarted fit).
+        that fit's own start, e.g. ``'hc_mclust, then VVI'`` (or
+        ``'hc_mclust, then EEI, then EEE'`` for a fit restarted from a
+        restarted fit).
     tol : float
         A cell is inconsistent when a model it contains ends more than
         this above it (per sample, the unit of ``lower_bound``). A cell
