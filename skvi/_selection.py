@@ -332,9 +332,13 @@ def select_model(
     if not scores:
         degenerate = [row["degenerate"] for row in table if row["degenerate"]]
         if degenerate:
+            what = (
+                "The fit is degenerate: "
+                if len(table) == 1
+                else "Every combination that could be fitted is degenerate; the first: "
+            )
             raise ValueError(
-                "Every combination that could be fitted is degenerate; the "
-                f"first: {degenerate[0]}. {ADVICE} Columns on very different "
+                f"{what}{degenerate[0]}. {ADVICE} Columns on very different "
                 "scales may need standardising."
             )
         first = next(row["error"] for row in table if row["error"])
