@@ -1099,8 +1099,8 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
         search.value, search.size, search.sums = value, size, sums
         if not moving.any():
             break
-    orientations, _, _ = search.every_fit()
-    return orientations, search.collapsed
+    search._write_back()
+    return search._orientations, search.collapsed
 
 
 class _Moving:
@@ -1116,8 +1116,9 @@ class _Moving:
 
     def __init__(self, orientations, rotated, nk, sizes, common_volume):
         n_fits = len(sizes)
-        self._orientations = np.array(orientations)
-        self._rotated = np.array(rotated)
+        # (Copied when the working set first narrows: until then the
+        # working arrays are every fit's, and most searches never narrow.)
+        self._orientations, self._rotated = orientations, rotated
         self._nk, self._sizes = nk, np.asarray(sizes)
         self._common = common_volume
         self._moving = np.ones(n_fits, dtype=bool)
@@ -1153,12 +1154,24 @@ class _Moving:
         self.moving &= ~collapsed[self.fits]
 
     def shrink(self):
-        """Narrow the working set to the moving fits; whether any moves."""
+        """Narrow the working set to the moving fits; whether any moves.
+
+        Only once the moving fits hold at most half the working set's
+        components: narrowing costs about as much as a pass of a few fits,
+        and a fit that stops mostly leaves the others a pass or two.
+        """
         if self.moving.all():
             return True
-        self._write_back()
         if not self.moving.any():
+            self._write_back()
             return False
+        if 2 * self._sizes[self.fits[self.moving]].sum() > len(self.rotated):
+            return True
+        self._write_back()
+        if self._rows is None:
+            # Written into from now on (the caller's arrays are not).
+            self._orientations = np.array(self._orientations)
+            self._rotated = np.array(self._rotated)
         fits = np.flatnonzero(self._moving)
         sizes = self._sizes[fits]
         layout = _layout(self._sizes)
