@@ -87,10 +87,6 @@ except ImportError:  # pragma: no cover - a NumPy that moved it
 
 # mclust's default ``mclust.options("subset")``.
 MAX_AGGLOMERATED_ROWS = 2000
-# The largest weight read as a count (_tree_weights): every whole number up
-# to it is a float64.
-COUNT_LIMIT = 2.0**53
-
 # Fraley's ``beta``; mclust's default.
 _BETA = 1.0
 _CACHE_SIZE = 4
@@ -370,20 +366,30 @@ def _nearest_mean_labels(X, tree, rows, weights, sample_labels, sample, k):
 def _tree_weights(sample_weight, n_samples):
     """The weights a tree counts its rows by: counts, or relative weights.
 
-    Whole numbers are repeat counts, as everywhere in skvi: a row of weight
-    3 is three identical rows, which the tree merges first, so its tree is
-    that of the rows repeated. Other weights, and whole numbers beyond
-    2**53 (no count: float64 no longer tells them from their neighbours,
-    and a cost ``n log(...)`` of such an n may overflow), are relative,
-    scaled to a mean of 1, so that their scale does not matter (equal ones
-    give the unweighted tree).
+    Whole numbers are repeat counts, as everywhere in skvi, where the rows
+    they stand for would be agglomerated whole (a total of at most
+    ``MAX_AGGLOMERATED_ROWS``): a row of weight 3 is three identical rows,
+    which the tree merges first, so its tree is that of the rows repeated.
+    Beyond that total the repeated rows would be subsampled, and counts of
+    thousands make the regularised criterion merge as if every row were a
+    cluster of that many identical rows. Other weights, and such counts,
+    are relative: scaled to a mean of 1, so that their scale does not
+    matter (equal ones give the unweighted tree).
     """
     if sample_weight is None:
         return np.ones(n_samples)
     weights = np.asarray(sample_weight, dtype=np.float64)
-    if np.all(weights == np.floor(weights)) and np.max(weights) <= COUNT_LIMIT:
+    if _counted(weights):
         return weights
     return _unit_mean_weights(weights, n_samples)
+
+
+def _counted(weights):
+    """Whether a tree reads ``weights`` as counts (:func:`_tree_weights`)."""
+    return bool(
+        np.all(weights == np.floor(weights))
+        and np.sum(weights) <= MAX_AGGLOMERATED_ROWS
+    )
 
 
 def _unit_mean_weights(sample_weight, n_samples):
@@ -763,16 +769,15 @@ class _TreeCache:
         X = np.ascontiguousarray(X, dtype=np.float64)
         digest.update(repr(X.shape).encode())
         digest.update(X.tobytes())
-        # Equal weights build the unweighted tree, unless they are whole
-        # numbers other than 1: counts (_tree_weights).
+        # Equal weights build the unweighted tree, unless they are counts
+        # other than 1 (_tree_weights).
         if weights is not None and weights.size:
             weights = np.ascontiguousarray(weights, dtype=np.float64)
             # (np.ptp's Python layer costs more than the two reductions.)
-            first = weights[0]
             if np.maximum.reduce(weights) != np.minimum.reduce(weights):
                 digest.update(weights.tobytes())
-            elif first == np.floor(first) and 1.0 != first <= COUNT_LIMIT:
-                digest.update(repr(float(first)).encode())
+            elif weights[0] != 1.0 and _counted(weights):
+                digest.update(repr(float(weights[0])).encode())
         key = digest.hexdigest()
         with self._lock:
             tree = self.trees.get(key)

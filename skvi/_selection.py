@@ -199,7 +199,8 @@ def select_model(
         then EVE'``), the restart's start is its ``weights_init``,
         ``means_init`` and ``precisions_init``, so that ``clone(best).fit(X)``
         (as GridSearchCV, Pipelines or :class:`GaussianMixtureImputer` refit
-        it) fits the same model again.
+        it) fits the same model again; to fit another number of components
+        from it, set those three to None.
 
     Raises
     ------
@@ -348,8 +349,8 @@ def select_model(
     chosen = _first_of_the_best(scores)
     for i, row in enumerate(table):
         row["chosen"] = i == chosen
-    _warn_if_unconverged(table[chosen], params.get("max_iter"))
     best = results[chosen][1]
+    _warn_if_unconverged(table[chosen], best.max_iter)
     if chosen in sources:
         # Its start, as its parameters: clone(best).fit(X) refits it.
         keep_start(best, template, X, sample_weight, sources[chosen])

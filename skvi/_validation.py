@@ -278,7 +278,17 @@ def check_array_param(value, shape, name):
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name} must be an array of numbers.") from error
     if array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {array.shape}.")
+        hint = ""
+        if name in ("weights_init", "means_init") and array.shape[:1] != shape[:1]:
+            # A changed n_components meets the start of another K first.
+            hint = (
+                " Initial parameters hold one entry per component: with "
+                "another n_components, set weights_init, means_init and "
+                "precisions_init to None or to arrays of that size (a model "
+                "select_model chose after a restart carries its start in "
+                "them)."
+            )
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}.{hint}")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must contain only finite values.")
     return array

@@ -348,3 +348,6 @@ def test_a_chosen_restart_keeps_its_start_so_that_a_clone_refits_it():
         weights_init=None, means_init=None, precisions_init=None
     )
     assert plain.fit(X).bic(X) > row["bic"] + 1.0
+    # Another number of components from it: the error says what to do.
+    with pytest.raises(ValueError, match="precisions_init to None"):
+        clone(best).set_params(n_components=2).fit(X)

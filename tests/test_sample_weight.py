@@ -245,3 +245,9 @@ def test_whole_number_weights_start_and_fit_as_the_rows_repeated(covariance_type
     unit_mean = EMGaussianMixture(**params).fit(X, sample_weight=counts / counts.mean())
     assert scaled.n_iter_ == unit_mean.n_iter_
     np.testing.assert_allclose(scaled.means_, unit_mean.means_, rtol=1e-12)
+    # So do whole numbers totalling more than 2,000 (rows the tree would
+    # subsample): counts of thousands would make each row a cluster of that
+    # many copies.
+    thousands = EMGaussianMixture(**params).fit(X, sample_weight=counts * 1000.0)
+    assert thousands.n_iter_ == unit_mean.n_iter_
+    np.testing.assert_allclose(thousands.means_, unit_mean.means_, rtol=1e-12)

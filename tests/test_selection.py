@@ -350,3 +350,8 @@ def test_an_unconverged_choice_warns_and_a_converged_one_does_not():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         select_model(X, [2], ["VVV"], as_frame=False, random_state=0)
+    # The variational fits' own max_iter (select_model sets none for them).
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=100\)"):
+        select_model(
+            X, [2], ["full"], method="vi", tol=0.0, as_frame=False, random_state=0
+        )
