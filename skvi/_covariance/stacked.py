@@ -1099,8 +1099,7 @@ def _stacked_newton(orientations, rotated, nk, sizes, common_volume, stop=None):
         search.value, search.size, search.sums = value, size, sums
         if not moving.any():
             break
-    search._write_back()
-    return search._orientations, search.collapsed
+    return search.result()
 
 
 class _Moving:
@@ -1141,6 +1140,11 @@ class _Moving:
             self._rotated[self._rows] = self.rotated
         self._moving[self.fits] = self.moving
 
+    def result(self):
+        """Every fit's orientation (F, D, D) and whether it stopped collapsed."""
+        self._write_back()
+        return self._orientations, self.collapsed
+
     def every_fit(self):
         """Every fit's orientation, rotated diagonals, and whether it moves."""
         self._write_back()
@@ -1174,10 +1178,7 @@ class _Moving:
             self._rotated = np.array(self._rotated)
         fits = np.flatnonzero(self._moving)
         sizes = self._sizes[fits]
-        layout = _layout(self._sizes)
-        rows = np.concatenate(
-            [np.arange(layout.starts[f], layout.ends[f]) for f in fits]
-        )
+        rows = np.flatnonzero(self._moving[_layout(self._sizes).owners])
         common = self._common
         if not isinstance(common, bool):
             common = common[fits]
