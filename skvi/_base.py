@@ -55,6 +55,7 @@ from ._validation import (
     check_weight_range,
     counted_weights,
     rescaled_weights,
+    rescaling_unit,
     rows_of_positive_weight,
     validate_rows,
     warn_if_reg_covar_swamps,
@@ -529,9 +530,8 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         else:
             positive = sample_weight[sample_weight > 0]
             check_weight_range(positive.min(), positive.max())
-            largest = positive.max()
+            unit = rescaling_unit(positive.max())
             sample_weight = rescaled_weights(sample_weight)
-            unit = float(largest / rescaled_weights(np.array([largest]))[0])
         return ArrayData(X, sample_weight, unit)
 
     def fit_predict(self, X, y=None, sample_weight=None):

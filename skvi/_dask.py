@@ -37,6 +37,7 @@ from ._validation import (
     check_sample_weight,
     check_weight_range,
     rescaled_weights,
+    rescaling_unit,
     weights_of_observed_rows,
 )
 
@@ -155,7 +156,7 @@ def counted_mean_and_total(values, X, sample_weight):
         (largest,) = _compute(weights.max())
         if not largest > 0:
             raise ValueError(ALL_WEIGHTS_ZERO)
-        factor = largest / float(rescaled_weights(np.array([largest]))[0])
+        factor = rescaling_unit(largest)
         weights = weights.map_blocks(rescaled_weights, largest, dtype=float)
     counted = da.where(da.isnan(X).all(axis=1), 0.0, weights)
     total, weighted = _compute(counted.sum(), (counted * values).sum())
@@ -215,8 +216,7 @@ class DaskData:
             self.sample_weight = self.sample_weight.map_blocks(
                 rescaled_weights, summary.largest, dtype=float
             )
-            largest = np.array([summary.largest])
-            self.weight_unit = float(largest[0] / rescaled_weights(largest)[0])
+            self.weight_unit = rescaling_unit(summary.largest)
         # Rows that take part, block by block: the initialisation sample is
         # drawn from them.
         self._block_present = summary.present

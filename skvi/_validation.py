@@ -188,6 +188,16 @@ def rescaled_weights(weights, largest=None):
     return np.ldexp(weights, -int(exponent))
 
 
+def rescaling_unit(largest):
+    """The power of two :func:`rescaled_weights` divides weights by.
+
+    The caller's weights are the rescaled ones times it (exactly), given
+    the largest of them.
+    """
+    _, exponent = np.frexp(largest)
+    return float(np.ldexp(1.0, int(exponent)))
+
+
 def check_weight_range(smallest, largest):
     """Raise unless :func:`rescaled_weights` keeps every positive weight exact.
 
