@@ -32,11 +32,16 @@ from skvi import (
 from skvi._covariance import covariance_unit
 from skvi._covariance.mclust import (
     MCLUST_MODELS,
+    _common_shape,
     _newton_direction,
     _second_derivative_terms,
     _skew_basis,
 )
-from skvi._covariance.stacked import stacked_common_matrix, stacked_joint_shape
+from skvi._covariance.stacked import (
+    _common_shapes,
+    stacked_common_matrix,
+    stacked_joint_shape,
+)
 
 from .helpers import (
     fp_tolerance,
@@ -485,6 +490,51 @@ def test_common_shape_of_columns_in_very_different_units_is_silent(model):
     np.testing.assert_allclose(
         stacked[0], ours, rtol=0, atol=1e-12 * np.abs(ours).max()
     )
+
+
+def _alternated_common_shape(diagonals, nk, passes=20_000):
+    """Celeux & Govaert's alternation of the shape and the volumes, from
+    the pooled diagonals: slow (linear) but sure, a reference."""
+    shape = diagonals.sum(axis=0)
+    shape /= np.exp(np.log(shape).mean())
+    for _ in range(passes):
+        volumes = (diagonals / shape).sum(axis=1) / (len(shape) * nk)
+        shape = (diagonals / volumes[:, None]).sum(axis=0)
+        shape /= np.exp(np.log(shape).mean())
+    return shape
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e7, 1e9])
+def test_common_shape_is_reached_from_the_identity_whatever_the_units(factor):
+    """Review 17, item 1: with one column 1e7 times wider than the others,
+    the Newton step from the identity (about 1e13 long) stayed too long
+    for the halvings, and the VEI and VEV M-steps returned their start."""
+    X, y = load_iris(return_X_y=True)
+    X = X * np.array([1.0, 1.0, factor, 1.0])
+    nk = np.bincount(y).astype(float)
+    diagonals = np.stack(
+        [((X[y == k] - X[y == k].mean(axis=0)) ** 2).sum(axis=0) for k in range(3)]
+    )
+    reference = _alternated_common_shape(diagonals, nk)
+    shape = _common_shape(diagonals, nk, np.ones(4))
+    np.testing.assert_allclose(shape, reference, rtol=1e-9)
+    stacked = _common_shapes(diagonals, nk, [3], np.ones((1, 4)))
+    np.testing.assert_allclose(stacked[0], shape, rtol=1e-12)
+
+
+@pytest.mark.parametrize("factor", [1e7, 1e9])
+def test_vei_fit_does_not_depend_on_a_columns_units(factor):
+    # VEI is closed under rescaling a column: the fit in other units is the
+    # same fit, its log-likelihood shifted by the log of the factor.
+    X = load_iris().data
+    scale = np.array([1.0, 1.0, factor, 1.0])
+    params = dict(n_components=3, covariance_type="VEI", init_params="hc")
+    reference = EMGaussianMixture(**params).fit(X)
+    model = EMGaussianMixture(**params).fit(X * scale)
+    assert model.score(X * scale) + np.log(factor) == pytest.approx(
+        reference.score(X), rel=1e-9
+    )
+    np.testing.assert_array_equal(model.predict(X * scale), reference.predict(X))
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if m not in ("EVE", "VVE")])

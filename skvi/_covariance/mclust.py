@@ -178,9 +178,36 @@ def _common_shape(diagonals, nk, start):
     N_k (diag(p_k) - p_k p_k^T)`` (``p_k`` the normalized ``b_k exp(x)``)
     is singular along the ones, which do not change A: adding their outer
     product keeps the steps in ``sum_i x_i = 0``.
+
+    Where one column dominates every ``b_k`` at ``start`` (spreads 1e9
+    apart), f is nearly linear there and its Hessian too ill-conditioned
+    for a descent step: Newton's method stops short. As f is convex, its
+    minimiser is below f at any point; where the pooled diagonals' shape
+    (the start that scales with the columns) is lower than where Newton's
+    method stopped, it starts again from there.
     """
-    x = -np.log(start)
-    x = x - x.sum() / len(x)
+    x = _shape_newton(diagonals, nk, _shape_exponents(start))
+    pooled = _shape_exponents(diagonals.sum(axis=0))
+    gain = _shape_objective(diagonals, nk, x) - _shape_objective(diagonals, nk, pooled)
+    if gain > RTOL * nk.sum():
+        x = _shape_newton(diagonals, nk, pooled)
+    return np.exp(-(x - x.sum() / len(x)))
+
+
+def _shape_exponents(shape):
+    """``x = -log a`` of a shape's diagonal (any scale), ``sum_i x_i = 0``."""
+    x = -np.log(shape)
+    return x - x.sum(axis=-1, keepdims=True) / x.shape[-1]
+
+
+def _shape_objective(diagonals, nk, x):
+    """``sum_k N_k log(sum_i b_k,i exp(x_i))`` (f / D less a constant)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return nk @ np.log((diagonals * np.exp(x)).sum(axis=1))
+
+
+def _shape_newton(diagonals, nk, x):
+    """Newton's method for :func:`_common_shape` from ``x``; returns x."""
     ones = np.ones((len(x), len(x)))
     terms = diagonals * np.exp(x)
     sums = terms.sum(axis=1)
@@ -215,7 +242,7 @@ def _common_shape(diagonals, nk, start):
         else:
             break
         x, terms, sums, value = trial, trial_terms, trial_sums, trial_value
-    return np.exp(-(x - x.sum() / len(x)))
+    return x
 
 
 def _common_matrix_volumes(scatter, nk, start):

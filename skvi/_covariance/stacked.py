@@ -31,6 +31,7 @@ from .mclust import (
     _plane_angles,
     _plane_search_stays,
     _second_derivative_terms,
+    _shape_exponents,
     _shifted_solve,
     _skew_basis,
     _tournament,
@@ -282,13 +283,35 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
     keeps the models' systems apart where a solve fails (see
     :func:`_solve_by_kind`).
     """
-    n_fits, n_features = start.shape
     layout = _layout(sizes)
+    x = _stacked_shape_newton(diagonals, nk, layout, _shape_exponents(start), kinds)
+    # As alone: a fit whose pooled diagonals' shape is lower than where
+    # Newton's method stopped starts again from there.
+    starts = layout.starts
+    pooled = _shape_exponents(np.add.reduceat(diagonals, starts, axis=0))
+    gain = _stacked_shape_objective(
+        diagonals, nk, layout, x
+    ) - _stacked_shape_objective(diagonals, nk, layout, pooled)
+    again = gain > RTOL * np.add.reduceat(nk, starts)
+    if again.any():
+        restarted = _stacked_shape_newton(diagonals, nk, layout, pooled, kinds)
+        x = np.where(again[:, None], restarted, x)
+    return np.exp(-(x - x.sum(axis=1, keepdims=True) / x.shape[1]))
+
+
+def _stacked_shape_objective(diagonals, nk, layout, x):
+    """:func:`_shape_objective` of each fit, (F,)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = (diagonals * np.exp(x)[layout.owners]).sum(axis=1)
+        return np.add.reduceat(nk * np.log(sums), layout.starts)
+
+
+def _stacked_shape_newton(diagonals, nk, layout, x, kinds):
+    """:func:`_shape_newton` for each fit, from ``x`` (F, D); returns x."""
+    n_fits, n_features = x.shape
     starts, owners = layout.starts, layout.owners
     mass = np.add.reduceat(nk, starts)
     ones = np.ones((n_features, n_features)) * (mass / n_features)[:, None, None]
-    x = -np.log(start)
-    x = x - x.sum(axis=1, keepdims=True) / n_features
 
     def evaluate(x):
         # (A far trial may overflow, as alone: its value is not finite and
@@ -342,7 +365,7 @@ def _common_shapes(diagonals, nk, sizes, start, kinds=None):
         if not moving.any():
             break
         terms, sums, value = evaluate(x) if reached is None else reached
-    return np.exp(-(x - x.sum(axis=1, keepdims=True) / n_features))
+    return x
 
 
 def _solve_by_kind(matrices, vectors, kinds):
