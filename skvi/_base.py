@@ -58,6 +58,7 @@ from ._validation import (
     rescaling_unit,
     rows_of_positive_weight,
     validate_rows,
+    warn_if_columns_far_apart,
     warn_if_reg_covar_swamps,
 )
 
@@ -504,6 +505,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
         )
         check_enough_samples(data.sample_weight, self.n_components, min_samples=2)
         warn_if_reg_covar_swamps(data.X, self.reg_covar)
+        warn_if_columns_far_apart(data.X, [self.covariance_type])
         return data
 
     # Whether fit reads sample weights as counts whose scale matters (VI:

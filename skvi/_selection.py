@@ -25,7 +25,7 @@ from ._initialization import TREE_CRITERIA
 from ._multifit import fit_in_lockstep, lockstep_applies
 from ._nesting import keep_start
 from ._nesting import nested_restarts as restart_nested
-from ._validation import columns_without_spread
+from ._validation import columns_without_spread, warn_if_columns_far_apart
 from ._variational import VariationalGaussianMixture
 
 # scikit-learn's four covariance types, the variational model's only ones.
@@ -267,6 +267,8 @@ def select_model(
         )
     if len(kinds) > 1:
         _check_columns_spread(X, sample_weight, getattr(template, "reg_covar", 0.0))
+    # Once here; the fits' own are silenced (_quiet_fits).
+    warn_if_columns_far_apart(X, kinds)
     in_lockstep = lockstep_applies(template, X)
     if second_start and in_lockstep and "init_params" not in user_params:
         combinations += _second_starts(X, sample_weight, kinds, counts)
@@ -568,6 +570,8 @@ def _quiet_fits():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", DegenerateFitWarning)
+        # Said once before the fits (warn_if_columns_far_apart).
+        warnings.filterwarnings("ignore", "Column .* spreads", UserWarning)
         yield
 
 
