@@ -56,8 +56,9 @@ READING_RULES = """reading the CSV file:
   others). Empty cells and NA, NaN, N/A, #N/A, null, none, ? are missing
   values. A cell that is not a number in a column of numbers is an error
   naming its line; columns of text are skipped unless chosen. A blank row
-  between data rows is a row with no value: it keeps its place in the
-  output and takes no part in the fit; blank lines at the end are ignored.
+  between data rows, or a row of empty cells (,,,) anywhere after the
+  header, is a row with no value: it keeps its place in the output and
+  takes no part in the fit; blank lines at the end are ignored.
   The first line of output says how the file was read.
 """
 

@@ -52,9 +52,11 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
 * Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
   which becomes NaN. A column whose cells are all text is a text column;
   one with both numbers and text is an error naming the first text cell.
-* Rows: blank lines and rows of empty cells before the header and after
-  the last row are ignored; in between, such a row is a row with no value
-  (all NaN), so that row i of the results is row i of the file.
+* Rows: blank lines and rows of empty cells before the header, and blank
+  lines after the last row, are ignored; after the header, a row of empty
+  cells is a row with no value (all NaN; pandas writes a row of NaN as
+  ``,,,``), at the end too, so that row i of the results is row i of the
+  file.
 """
 
 import codecs
@@ -120,7 +122,8 @@ class Table:
         Whether the first column holds row names (its header cell empty,
         or none: a header of one cell fewer than the rows).
     ignored_lines : int
-        Blank lines (or rows of empty cells) before the header or at the end.
+        Blank lines (or rows of empty cells) before the header, and blank
+        lines at the end.
     comment_lines : int
         Comment lines at the top (less the header where NumPy's ``savetxt``
         wrote it so, ``# a,b,c``) and at the end (its footer).
@@ -609,7 +612,9 @@ def _drop_footer(records):
     Comments there are NumPy's footer: a record of one cell (a line of
     prose, no delimiter) that starts as a comment, or whose first cell is
     '#' alone (the same line split by blanks); a row whose first cell
-    starts with '# ' is a row.
+    starts with '# ' is a row. A record of several empty cells is a row
+    with no value (pandas' ``,,,`` for a row of NaN), not a blank line:
+    dropping it lost rows from the results (review 17).
     """
 
     def footer(cells):
@@ -617,7 +622,11 @@ def _drop_footer(records):
         return first == "#" or (len(cells) == 1 and _COMMENT.match(cells[0]))
 
     dropped = 0
-    while records and (not _has_content(records[-1][1]) or footer(records[-1][1])):
+
+    def blank(cells):
+        return len(cells) <= 1 and not _has_content(cells)
+
+    while records and (blank(records[-1][1]) or footer(records[-1][1])):
         line, cells, end = records.pop()
         if _has_content(cells):
             dropped += end - line + 1
