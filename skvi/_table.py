@@ -34,20 +34,20 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   data where its text is quoted and its numbers are not and are not all
   whole (R's ``write.table(..., col.names=FALSE)``), and otherwise an
   error asking for ``header`` (:func:`_names_columns`).
-  A first column whose header cell is empty and whose cells are text, the
-  rows' numbers (from 0 or 1), or distinct whole numbers quoted as R
-  quotes names (the rows a subset or ``na.omit`` kept: ``"1"``, ``"3"``,
-  ...) holds row names: R's ``write.csv`` and
+  A first column whose header cell is empty and whose cells are text or
+  distinct whole numbers from 0 up (the rows' numbers, also of the rows a
+  filter, sort or shuffle kept: ``0, 1, 3, ...``, R's ``"1"``, ``"3"``)
+  holds row names: R's ``write.csv`` and
   pandas' ``to_csv`` write them so (``"","Ozone",...`` then ``"1",41,...``;
   pandas' unnamed columns as ``,0,1,2``, a header). It is named
   ``(row names)`` and is not fitted unless chosen: row numbers are no
   feature. Other numbers under an empty header cell are data. Row names
-  are also a first column of text or the rows' numbers where the header
-  has one cell fewer than the rows (R's ``write.table`` and
-  ``read.table``'s rule); of other numbers, such a file is an error.
+  are also such a first column where the header has one cell fewer than
+  the rows (R's ``write.table`` and ``read.table``'s rule); of other
+  numbers, such a file is an error.
 * Columns: :func:`feature_columns` fits the numeric ones, less row names
   and columns under an identifier's name (``id``, ``index``, ``user_id``)
-  that number the rows (consecutive integers, one per row), unless chosen
+  that name the rows (distinct whole numbers, one per row), unless chosen
   by name.
 * Cells: a number, or missing (empty, NA, NaN, N/A, #N/A, null, none, ?),
   which becomes NaN. A column whose cells are all text is a text column;
@@ -353,7 +353,7 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     # R quotes its row names ("1","3",... also after na.omit), not numbers.
     quoted = text.splitlines()[lines[0] - 1].lstrip(" \t\ufeff").startswith('"')
     row_names = (unnamed_first or empty_first) and _holds_row_names(
-        values[:, 0], numbers[0], texts[0], quoted
+        values[:, 0], numbers[0], texts[0], quoted, empty_first
     )
     if unnamed_first and not row_names:
         # Not R's row names (text or the rows' numbers).
@@ -377,25 +377,34 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     )
 
 
-def _holds_row_names(first, number, text, quoted=False):
-    """Whether a first column under an empty header cell holds row names.
+def _holds_row_names(first, number, text, quoted, empty_cell):
+    """Whether a first column under an empty header cell (or none) holds row names.
 
     Text (R's names of rows), the rows' numbers counted from 0 or 1
-    (pandas' index, R's default names), or, ``quoted`` in the file as R
-    writes names, distinct whole numbers (R's numbers of the rows a subset
-    or ``na.omit`` kept: "1","3","4",...): a column of other numbers under
-    an empty header cell is data.
+    (pandas' index, R's default names), or distinct whole numbers from 0
+    up: the numbers of the rows a filter, a sort or a shuffle kept, under
+    an ``empty_cell`` of the header (``df.dropna().to_csv()`` writes 0, 1,
+    3, ...: review 17 found such an index fitted as a column) or
+    ``quoted`` as R quotes names (``na.omit``: "1","3","4",...). Under a
+    header one cell short, unquoted whole numbers may be decimal commas in
+    a comma file (``72,5``): not names. A column of other numbers
+    (fractions, repeated or negative values) is data.
     """
     if text is not None:
         return number is None
     start = first[0] if first.size else np.nan
     if start in (0.0, 1.0) and np.array_equal(first, start + np.arange(first.size)):
         return True
+    return (quoted or empty_cell) and _distinct_whole_numbers(first)
+
+
+def _distinct_whole_numbers(values):
+    """Whether ``values`` are whole numbers from 0 up, no two the same."""
     return bool(
-        quoted
-        and np.all(first >= 1)
-        and np.all(first == np.floor(first))
-        and np.unique(first).size == first.size
+        values.size > 0
+        and np.all(values >= 0)
+        and np.all(values == np.floor(values))
+        and np.unique(values).size == values.size
     )
 
 
@@ -777,8 +786,8 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
     out. ``chosen_by`` is the option that chooses columns (None where there
     is none). Returns ``(X, names, skipped)`` with ``skipped`` a dict from
     column name to 'text', 'empty', 'row-name' or 'row-number' (a column
-    named as an identifier that holds consecutive integers, one per row:
-    :func:`numbers_the_rows`).
+    named as an identifier that holds distinct whole numbers, one per row:
+    :func:`identifies_the_rows`).
     """
     leave_out = chosen_by and f"leave the column out with {chosen_by}"
     choose = chosen_by and f"choose numeric columns with {chosen_by}"
@@ -798,7 +807,7 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
             if (
                 kind == "numeric"
                 and _IDENTIFIER.fullmatch(name)
-                and numbers_the_rows(table.values[:, j])
+                and identifies_the_rows(table.values[:, j])
             ):
                 skipped[name] = "row-number"
                 continue
@@ -814,8 +823,8 @@ def feature_columns(table, names=None, exclude=(), chosen_by="--columns"):
                 )
             elif counters and chosen_by:
                 hint = (
-                    f"column {counters[0]!r} numbers the rows (consecutive "
-                    f"integers); to fit it anyway, name it with {chosen_by}"
+                    f"column {counters[0]!r} numbers the rows (distinct whole "
+                    f"numbers); to fit it anyway, name it with {chosen_by}"
                 )
             raise InputError(
                 f"{table.path} has no numeric column to fit (read as "
@@ -835,15 +844,25 @@ _IDENTIFIER = re.compile(
 )
 
 
+def identifies_the_rows(values):
+    """Whether a column names each row by a number: distinct whole numbers.
+
+    Under an identifier's name (:data:`_IDENTIFIER`) such a column is left
+    out unless chosen: in the file's order (``id`` = 1000, 1001, ...)
+    clusters fitted on it follow that order, in another (a shuffled or
+    sorted export, review 17) it adds a feature that measures nothing.
+    """
+    return values.size >= 3 and _distinct_whole_numbers(values - np.min(values))
+
+
 def numbers_the_rows(values):
     """Whether a column counts the rows: consecutive integers, one per row.
 
     An identifier (``id`` = 1000, 1001, ...), which a database export or a
     spreadsheet's first column often is, gives clusters that follow the
-    file's order, not the data: under an identifier's name
-    (:data:`_IDENTIFIER`) such a column is left out unless chosen, under
-    another (a year in a yearly series) the first line of output points
-    at it.
+    file's order, not the data: under another name than an identifier's
+    (a year in a yearly series) the first line of output points at it
+    (an identifier's is left out: :func:`identifies_the_rows`).
     """
     start = values[0] if values.size else np.nan
     return (

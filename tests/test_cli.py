@@ -673,6 +673,32 @@ def test_a_column_of_row_names_is_not_fitted(tmp_path, capsys, first):
     assert status == 0 and "columns (row names), a;" in out, err
 
 
+@pytest.mark.parametrize("how", ["dropna", "sort_values", "sample"])
+def test_the_index_of_a_filtered_or_reordered_frame_is_not_fitted(
+    how, tmp_path, capsys
+):
+    # Review 17: pandas writes the index it kept (0, 1, 3, ... or in any
+    # order) under an empty header cell; it was fitted as a column '1'.
+    frame = pd.DataFrame(X_SAVED, columns=["a", "b"])
+    frame.loc[[3, 17], "a"] = np.nan
+    kept = {
+        "dropna": frame.dropna(),
+        "sort_values": frame.sort_values("b"),
+        "sample": frame.sample(frac=1, random_state=0),
+    }[how]
+    data = tmp_path / "kept.csv"
+    kept.to_csv(data)
+    summary, values, first = _fitted_columns(capsys, tmp_path, data)
+    assert summary["columns"] == ["a", "b"]
+    assert "skipped row-name column '(row names)'" in first
+    assert np.array_equal(values, kept.to_numpy(), equal_nan=True)
+    # Fractions under an empty header cell are data.
+    frame.index = frame.index + 0.5
+    frame.to_csv(data)
+    summary, _, _ = _fitted_columns(capsys, tmp_path, data)
+    assert summary["columns"] == ["1", "a", "b"]
+
+
 def _fitted_columns(capsys, tmp_path, data, *options, delimiter=None):
     """The columns ``skvi fit`` fitted, their values, and its first line."""
     if delimiter is not None:
@@ -777,11 +803,18 @@ def test_a_column_that_numbers_the_rows_is_not_fitted(tmp_path, capsys):
     assert "skipped row-number column 'user_id'" in first
     assert "name it in --columns to fit it" in first
     assert summary["input"]["skipped_columns"] == {"user_id": "row-number"}
-    # Chosen by name, it is fitted; in another order it is data.
+    # Chosen by name, it is fitted; in another order it still names the
+    # rows (review 17: a shuffled export's ids were fitted); repeated
+    # values are data.
     summary, _, _ = _fitted_columns(capsys, tmp_path, data, "--columns", "user_id,a")
     assert summary["columns"] == ["user_id", "a"]
-    shuffled = np.column_stack([ids[::-1], X_SAVED])
+    shuffled = np.column_stack([np.random.default_rng(0).permutation(ids), X_SAVED])
     data = write(tmp_path / "back.csv", _saved(shuffled, header=("id", "a", "b")))
+    summary, _, first = _fitted_columns(capsys, tmp_path, data)
+    assert summary["columns"] == ["a", "b"]
+    assert "skipped row-number column 'id'" in first
+    repeated = np.column_stack([ids // 2, X_SAVED])
+    data = write(tmp_path / "pairs.csv", _saved(repeated, header=("id", "a", "b")))
     summary, _, first = _fitted_columns(capsys, tmp_path, data)
     assert summary["columns"] == ["id", "a", "b"] and "counts the rows" not in first
     # Under another name (a yearly series) it is fitted, and pointed at.
@@ -814,12 +847,12 @@ def test_row_names_of_the_rows_r_kept(tmp_path, capsys):
     data = write(tmp_path / "kept.txt", "a b\n" + "\n".join(spaced) + "\n")
     table = read_table(data, delimiter="whitespace")
     assert table.row_names and np.array_equal(table.values[:, 1:], X_SAVED)
-    # Unquoted, such numbers under an empty header cell are data.
+    # Unquoted under an empty header cell, as pandas writes an index, too.
     rows = [f"{name},{line}" for name, line in zip(kept, lines[1:], strict=True)]
     table = read_table(
         write(tmp_path / "data.csv", "," + lines[0] + "\n" + "\n".join(rows))
     )
-    assert not table.row_names and table.columns == ["1", "a", "b"]
+    assert table.row_names and table.columns == ["(row names)", "a", "b"]
 
 
 def test_a_first_row_of_labels_and_numbers_is_no_header_by_guess(tmp_path, capsys):
