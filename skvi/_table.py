@@ -25,7 +25,8 @@ cell. The rules, also in ``docs/cli.rst`` and ``skvi fit --help``:
   a,b``), unless ``header`` is False.
 * Decimal separator: a point; a comma in a file not separated by commas
   when some cell is a number written with one (``1,5``). Thousands
-  separators are not read: such a cell is an error.
+  separators are not read: such a cell is an error, and so is a detected
+  separator that a column writes as thousands (:func:`_check_thousands`).
 * Header: the first row names the columns unless every cell of it is a
   number or missing; then it is data and the columns are named 1, 2, ...
   A first row of numbers quoted over unquoted ones is a header (R quotes
@@ -265,7 +266,8 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
     # (The comment lines were blanked: they are counted as comments.)
     ignored += records[0][0] - 1 - n_comments
     n_comments += n_footer
-    if decimal is None:
+    detected = decimal is None
+    if detected:
         decimal = _detect_decimal(records, delimiter)
     number = _NUMBER[decimal]
 
@@ -325,6 +327,8 @@ def read_table(path, *, delimiter=None, header=None, decimal=None, encoding=None
             raise InputError(f"{path} has a header but no data rows.")
     else:
         columns = [str(j + 1) for j in range(width)]
+    if detected and delimiter != ",":
+        _check_thousands(path, records, columns, decimal)
     lines = np.array([record[0] for record in records], dtype=int)
     numbers, texts = [None] * width, [None] * width
     # Most rows are all numbers: one match over the row, then ``float``.
@@ -743,6 +747,54 @@ def _detect_decimal(records, delimiter):
             if "," in cell and number.fullmatch(cell.strip()):
                 return ","
     return "."
+
+
+# A number whose only mark has 1 to 3 digits before it (no leading zero)
+# and 3 after: 1.161 or 1161? (1,500 or 1.5?)
+_GROUPED = {
+    mark: re.compile(rf"[+-]?[1-9]\d{{0,2}}{re.escape(mark)}\d{{3}}") for mark in ".,"
+}
+
+
+def _check_thousands(path, records, columns, decimal):
+    """Raise where a column reads as thousands separators, not decimals.
+
+    A file that is not comma-separated may group thousands with the mark
+    the reading takes for decimals (a German export ``1.161;73``, a tab
+    file ``986,772``): such numbers were read 1000 times too small, beside
+    unmarked ones (``335``) in their own units. A column whose every
+    number with the mark reads so (``_GROUPED``) is an error where it also
+    holds whole numbers without the mark, or where no number of the file
+    shows the mark as a decimal one (``0.2``, ``5.15``): NumPy's
+    ``savetxt(fmt="%.3f")`` writes every number with three decimals, and
+    its columns of numbers from 1 to 999 are read as they are where
+    another column shows the mark. Thousands separators are not read;
+    ``--decimal`` says the marks are decimals.
+    """
+    grouped, number = _GROUPED[decimal], _NUMBER[decimal]
+    whole = re.compile(r"[+-]?\d+")
+    by_column = [
+        [cells[j].strip() for _, cells, _ in records[:1000] if j < len(cells)]
+        for j in range(len(columns))
+    ]
+    marked = [[cell for cell in cells if decimal in cell] for cells in by_column]
+    shown_decimal = any(
+        number.fullmatch(cell) and not grouped.fullmatch(cell)
+        for cells in marked
+        for cell in cells
+    )
+    for name, cells, with_mark in zip(columns, by_column, marked, strict=True):
+        if not with_mark or not all(grouped.fullmatch(cell) for cell in with_mark):
+            continue
+        if not shown_decimal or any(whole.fullmatch(cell) for cell in cells):
+            point = "point" if decimal == "." else "comma"
+            raise InputError(
+                f"{path}: every number with a decimal {point} in column "
+                f"{name!r} has three digits after it ({with_mark[0]!r}): "
+                "thousands separators, which are not read, or decimals? "
+                "Remove the thousands separators, or pass --decimal "
+                f"{decimal!r} if they are decimals."
+            )
 
 
 def _short_header_error(path, line, width):

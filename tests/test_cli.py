@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from sklearn.datasets import load_iris
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -628,6 +629,32 @@ def test_rows_of_empty_cells_at_the_end_are_rows(delimiter, tmp_path, capsys):
     assert np.array_equal(labels.values[:, 0], np.arange(40))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["input"]["lines_with_no_value"] == [2, 40, 41]
+
+
+def test_thousands_separators_are_not_read_as_decimals(tmp_path, capsys):
+    # Review 17: a German export grouping thousands with points, and a tab
+    # file grouping them with commas, were read 1000 times too small.
+    german = write(
+        tmp_path / "de.csv", "Einwohner;Quote\n1.161;73\n335;31\n1.196;72\n870;12\n"
+    )
+    tabs = write(
+        tmp_path / "us.tsv",
+        "county\tpopulation\tarea\nA\t986,772\t184\nB\t306,711\t29\nC\t12,345\t55\n",
+    )
+    for data, column, mark in ((german, "Einwohner", "."), (tabs, "population", ",")):
+        status, _, err = run_cli(capsys, "fit", data, "--output-dir", tmp_path)
+        assert status == 1, err
+        assert f"column {column!r} has three digits after it" in err
+        assert f"pass --decimal {mark!r} if they are decimals" in err
+        # Said to be decimals, they are read so.
+        table = read_table(data, decimal=mark)
+        assert table.values[0, table.columns.index(column)] in (1.161, 986.772)
+    # Three decimals everywhere (NumPy's savetxt with fmt="%.3f") are
+    # decimals where another column shows it (0.200).
+    X = load_iris().data
+    saved = tmp_path / "iris.tsv"
+    np.savetxt(saved, X, fmt="%.3f", delimiter="\t", header="a\tb\tc\td", comments="")
+    assert np.array_equal(read_table(str(saved)).values, X)
 
 
 def test_text_columns_are_skipped_and_said_so(tmp_path, capsys):
