@@ -1486,10 +1486,86 @@ def _repaired_maxima(plan, values, prepared, out=None):
     if bad.size:
         limit = 0.5 * np.finfo(values.dtype).max
         for column in bad:
-            repaired = _scaled_values(plan, prepared.rows[column])
-            values[:, column] = np.clip(repaired, -limit, limit)
+            row = prepared.rows[column]
+            repaired = _scaled_values(plan, row)
+            clipped = np.clip(repaired, -limit, limit)
+            if plan.scale < 0 and np.any(clipped != repaired):
+                ranked = _far_row_differences(plan, row)
+                if ranked is not None:
+                    # The best component's value clipped, the others as far
+                    # below it as they are (-inf where that overflows):
+                    # clipping them all alike made them tie (review 17).
+                    differences, best = ranked
+                    clipped = clipped[best] + differences
+            with np.errstate(over="ignore"):
+                values[:, column] = clipped  # (-inf where below the dtype's)
         top[bad] = values[:, bad].max(axis=0)
     return top
+
+
+def _far_row_differences(plan, row):
+    """Log-densities of a far complete row less the best one's, and its index.
+
+    For a row so far out that its log-densities overflow, with ``u`` the
+    row less a mean in units of its largest offset S, each value is
+    ``-S^2 q_k / 2`` to the leading order, ``q_k`` the form of ``u``: the
+    smaller ``q_k``, the larger the value, by ``S^2`` times the difference
+    (-inf where that overflows). Components whose forms tie there (equal
+    precisions: tied, EEI, EII) differ by ``S u^T Lambda (m_k - m_j)``,
+    the next order, finite. The differences returned are those that
+    ``exp`` resolves: -inf, or the offsets' between components that tie to
+    the last order. None for a row with missing entries (left to the
+    clipping).
+    """
+    row = np.asarray(row, dtype=float)
+    if np.isnan(row).any():
+        return None
+    precisions = plan.precisions
+    with np.errstate(over="ignore", invalid="ignore"):
+        diffs = row - plan.means
+        scale = np.max(np.abs(diffs))
+        if not (np.isfinite(scale) and scale > 0):
+            return None
+        forms = plan.unit.mahalanobis(diffs / scale, precisions)
+        best = int(np.argmin(forms))
+        # S (S (q_k - q_best)), in that order: S^2 alone may overflow.
+        differences = plan.scale * (scale * (scale * (forms - forms[best])))
+    tied = np.flatnonzero(forms == forms[best])
+    shared = plan.unit.name == "tied"  # one precision in its layout
+    if tied.size > 1 and (shared or _equal_precisions(precisions, tied)):
+        # u^T Lambda d by polarization, d = m_k - m_best in units of its
+        # largest entry: ((u + d)^T Lambda (u + d) - (u - d)^T ...) / 4.
+        u = diffs[best] / scale
+        for k in tied[tied != best]:
+            offset = plan.means[k] - plan.means[best]
+            size = np.max(np.abs(offset))
+            if size == 0:
+                continue
+            d = offset / size
+            pair = precisions if shared else np.stack([precisions[best]] * 2)
+            plus, minus = plan.unit.mahalanobis(np.stack([u + d, u - d]), pair)
+            # q_k - q_best = -2 S size u^T Lambda d + O(1).
+            with np.errstate(over="ignore"):
+                differences[k] = plan.scale * (-2.0 * scale * size * (plus - minus) / 4)
+    # At a row this far out every difference not 0 is beyond what exp
+    # resolves (S^2 or S times a number not 0, S above 1e19): the
+    # components short of the largest value get -inf, those at it differ
+    # by their offsets (the weights'), the only terms of O(1) left.
+    top = np.max(np.where(np.isnan(differences), -np.inf, differences))
+    leading = np.flatnonzero(differences == top)
+    best = int(leading[0])
+    offsets = np.where(np.isfinite(plan.offsets), plan.offsets, -np.inf)
+    differences = np.full(len(forms), -np.inf)
+    with np.errstate(invalid="ignore"):
+        differences[leading] = offsets[leading] - offsets[best]
+    differences = np.where(np.isnan(differences), -np.inf, differences)
+    return differences, best
+
+
+def _equal_precisions(precisions, components):
+    """Whether the given components' precisions (one each) are equal."""
+    first = precisions[components[0]]
+    return all(np.array_equal(precisions[k], first) for k in components[1:])
 
 
 def _scaled_values(plan, row):

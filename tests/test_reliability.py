@@ -154,6 +154,30 @@ def test_extreme_rows_get_finite_scores(estimator, covariance_type, dtype):
     assert np.all(scores[:3] < scores[3])
 
 
+@pytest.mark.parametrize("covariance_type", [*COVARIANCE_TYPES, "EII", "VEI", "EVE"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_whose_densities_overflow_go_to_the_component_they_tend_to(
+    covariance_type, dtype
+):
+    # Review 17: beyond the dtype's range every component's log density
+    # was clipped to the same floor, and the probabilities were uniform.
+    # Far out, the component of the largest variance along the row's
+    # direction takes it (along x here, the wide one at x = 10); where the
+    # precisions are equal, the one whose mean lies further that way.
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) * [3, 0.5] + [10, 0]]
+    model = EMGaussianMixture(2, covariance_type=covariance_type, random_state=0)
+    model.fit(X.astype(dtype))
+    wide = int(np.argmax(model.means_[:, 0]))
+    equal = covariance_type in ("tied", "EII")
+    far = 1e300 if dtype == np.float64 else 1e30
+    rows = np.array([[far, 0.0], [-far, 0.0]], dtype=dtype)
+    proba = model.predict_proba(rows)
+    expected = [wide, 1 - wide] if equal else [wide, wide]
+    assert_allclose(proba[[0, 1], expected], 1.0)
+    assert np.all(np.isfinite(model.score_samples(rows)))
+
+
 # 6. float32 predictive tails are computed in float64 where float32 overflows.
 def test_float32_student_t_tails_are_not_clamped():
     X = make_blobs(5, n_samples=100, n_features=2, n_clusters=2)
