@@ -541,7 +541,7 @@ def test_vei_fit_does_not_depend_on_a_columns_units(factor):
 def test_models_with_orientations_warn_where_columns_spread_far_apart():
     # Review 17: an eigendecomposition loses the small directions' digits
     # (EVV on iris with petal length x 1e7 ended 5% lower per row, VEE with
-    # x 1e8 12%); the user is told to rescale. Models exact in any units,
+    # x 1e8 18%); the user is told to rescale. Models exact in any units,
     # and columns within the limit, fit silently.
     X = load_iris().data
     wide = X * np.array([1.0, 1.0, 1e7, 1.0])
