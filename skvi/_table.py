@@ -751,7 +751,7 @@ def _detect_decimal(records, delimiter):
 
 # A number whose only mark has 1 to 3 digits before it (no leading zero)
 # and 3 after: 1.161 or 1161? (1,500 or 1.5?)
-_GROUPED = {
+_MARKED_THOUSANDS = {
     mark: re.compile(rf"[+-]?[1-9]\d{{0,2}}{re.escape(mark)}\d{{3}}") for mark in ".,"
 }
 
@@ -763,15 +763,15 @@ def _check_thousands(path, records, columns, decimal):
     the reading takes for decimals (a German export ``1.161;73``, a tab
     file ``986,772``): such numbers were read 1000 times too small, beside
     unmarked ones (``335``) in their own units. A column whose every
-    number with the mark reads so (``_GROUPED``) is an error where it also
-    holds whole numbers without the mark, or where no number of the file
-    shows the mark as a decimal one (``0.2``, ``5.15``): NumPy's
-    ``savetxt(fmt="%.3f")`` writes every number with three decimals, and
-    its columns of numbers from 1 to 999 are read as they are where
-    another column shows the mark. Thousands separators are not read;
-    ``--decimal`` says the marks are decimals.
+    number with the mark reads so (``_MARKED_THOUSANDS``) is an error
+    where it also holds whole numbers without the mark, or where no number
+    of the file shows the mark as a decimal one (``0.2``, ``5.15``):
+    NumPy's ``savetxt(fmt="%.3f")`` writes every number with three
+    decimals, and its columns of numbers from 1 to 999 are read as they
+    are where another column shows the mark. Thousands separators are not
+    read; ``--decimal`` says the marks are decimals.
     """
-    grouped, number = _GROUPED[decimal], _NUMBER[decimal]
+    grouped, number = _MARKED_THOUSANDS[decimal], _NUMBER[decimal]
     whole = re.compile(r"[+-]?\d+")
     by_column = [
         [cells[j].strip() for _, cells, _ in records[:1000] if j < len(cells)]
