@@ -575,6 +575,8 @@ def test_an_empty_component_takes_no_extra_pass(monkeypatch):
         means_init=[[0.0, 0.0], [8.0, 8.0], [30.0, 0.0]],
         tol=0.0,
         max_iter=5,
+        # (The weights and covariances start from a seeded k-means.)
+        random_state=0,
     )
     with warnings.catch_warnings():
         # Not converged in 5 iterations, and component 2 is degenerate.
@@ -712,7 +714,12 @@ def test_a_whitened_pass_takes_its_scatter_from_the_whitened_moments(covariance_
 
     X = ill_conditioned_blobs(0, n_samples=60)
     model = EMGaussianMixture(
-        2, covariance_type=covariance_type, reg_covar=1e-9, max_iter=3, tol=0
+        2,
+        covariance_type=covariance_type,
+        reg_covar=1e-9,
+        max_iter=3,
+        tol=0,
+        random_state=0,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

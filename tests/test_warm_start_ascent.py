@@ -119,6 +119,9 @@ def test_em_score_of_the_training_data_is_the_lower_bound():
     X = make_blobs(5, n_samples=300, n_features=3, n_clusters=3)
     for covariance_type in COVARIANCE_TYPES:
         model = EMGaussianMixture(
-            n_components=3, covariance_type=covariance_type, reg_covar=0.0
+            n_components=3,
+            covariance_type=covariance_type,
+            reg_covar=0.0,
+            random_state=0,
         ).fit(X)
         assert model.score(X) == pytest.approx(model.lower_bound_, rel=1e-14)

@@ -130,11 +130,12 @@ def sample_components(model, rng, n_draws):
             lam = lam[:, :, np.newaxis] * np.ones(n_features)
         precisions[:] = lam[..., np.newaxis] * np.eye(n_features)
 
-    means = m + np.einsum(
-        "skij,skj->ski",
-        np.linalg.cholesky(np.linalg.inv(beta[:, None, None] * precisions)),
-        rng.standard_normal((n_draws, n_components, n_features)),
-    )
+    # mean ~ N(m, (beta Lambda)^-1): m + L^-T z for beta Lambda = L L^T. The
+    # Cholesky factor of the inverse of a near-singular draw was not positive
+    # definite in OpenBLAS's Prescott kernel's rounding; no inverse is taken.
+    factors = np.linalg.cholesky(beta[:, None, None] * precisions)
+    noise = rng.standard_normal((n_draws, n_components, n_features))
+    means = m + np.linalg.solve(np.swapaxes(factors, -1, -2), noise[..., None])[..., 0]
     log_ratio += np.sum(
         _normal_logpdf_given_precision(means, m0, beta0 * precisions)
         - _normal_logpdf_given_precision(means, m, beta[:, None, None] * precisions),
