@@ -1551,7 +1551,10 @@ def _far_row_differences(plan, row):
     # resolves (S^2 or S times a number not 0, S above 1e19): the
     # components short of the largest value get -inf, those at it differ
     # by their offsets (the weights'), the only terms of O(1) left.
-    top = np.max(np.where(np.isnan(differences), -np.inf, differences))
+    differences = np.where(np.isnan(differences), -np.inf, differences)
+    top = np.max(differences)
+    if top == -np.inf:
+        return None  # no component ranks (left to the clipping)
     leading = np.flatnonzero(differences == top)
     best = int(leading[0])
     offsets = np.where(np.isfinite(plan.offsets), plan.offsets, -np.inf)
