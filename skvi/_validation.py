@@ -385,6 +385,13 @@ EIGENDECOMPOSED_MODELS = ("VEE", "EVE", "VVE", "EEV", "VEV", "EVV")
 SPREAD_RATIO_LIMIT = 1e5
 
 
+def _observed_ranges(X):
+    """Each column's smallest and largest observed value (NaN if none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
+        return np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+
+
 def warn_if_columns_far_apart(X, covariance_types):
     """Warn where X's column spreads lie too far apart for some of the models.
 
@@ -393,8 +400,11 @@ def warn_if_columns_far_apart(X, covariance_types):
     none) are left out. ``X``: any array-like in memory (a Dask array is
     not checked).
     """
-    concerned = [kind for kind in dict.fromkeys(covariance_types)]
-    concerned = [kind for kind in concerned if kind in EIGENDECOMPOSED_MODELS]
+    concerned = [
+        kind
+        for kind in dict.fromkeys(covariance_types)
+        if kind in EIGENDECOMPOSED_MODELS
+    ]
     if not concerned or hasattr(X, "dask"):
         # (A Dask array's ranges would cost a pass over its blocks.)
         return
@@ -404,10 +414,9 @@ def warn_if_columns_far_apart(X, covariance_types):
         return  # the fits report what is wrong with X
     if X.size == 0:
         return
-    with warnings.catch_warnings():
-        # A column with no observed value: left out below.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        half_ranges = (np.nanmax(X, axis=0) - np.nanmin(X, axis=0)) / 2.0
+    # A column with no observed value (NaN): left out below.
+    low, high = _observed_ranges(X)
+    half_ranges = (high - low) / 2.0
     spread = np.flatnonzero(np.isfinite(half_ranges) & (half_ranges > 0))
     if spread.size < 2:
         return
@@ -539,10 +548,8 @@ def columns_without_spread(X, sample_weight=None, reg_covar=0.0):
         X = X if _plain_rows(X) else _numeric_rows(X)
         if sample_weight is not None:
             X = X[check_sample_weight(sample_weight, X.shape[0]) > 0]
-        with warnings.catch_warnings():
-            # An all-NaN column: the fit reports it.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+        # An all-NaN column (NaN here): the fit reports it.
+        low, high = _observed_ranges(X)
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     with np.errstate(invalid="ignore", over="ignore"):
         half = (high - low) / 2.0
