@@ -14,12 +14,14 @@ from functools import cached_property
 
 import numpy as np
 
+from ._covariance._unit import weighted_center
 from ._elbo import log_rho_constants
 from ._kernel import (
     LOSS_LIMIT,
     WHITENING_LIMIT,
     StatisticsPass,
     center_expansion,
+    loss_limit,
     parameter_expansion,
     row_chunks,
 )
@@ -565,17 +567,48 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
             )
         if growth <= limit:
             break
+        centers = recentering_centers(unit, plan, moments, empty, reg_covar, n_rows)
         plan = log_rho_expansion(
             unit,
             expectations,
             reg_covar,
             data.dtype,
-            centers=moments.means,
+            centers=centers,
         )
         plan.derives_second = False
         stats = data.optimal_statistics(plan, pairs)
-        stats._centers = moments.means
+        stats._centers = centers
     return stats
+
+
+def recentering_centers(unit, plan, moments, empty, reg_covar, n_rows):
+    """The centers of a pass that takes an E-step's moments again.
+
+    One shared center where both its values and its moments keep their
+    digits: the new means weighted by their regularised precisions
+    (coordinate by coordinate; ``unit.recentering_scales``), which
+    minimises the sum of the moments' ratios ``N_k s_kj^2 / (S_kjj + N_k
+    reg_covar)``; its expansion loss at
+    ``plan``'s parameters within :func:`skvi._kernel.loss_limit`, and that
+    growth within ``LOSS_LIMIT``. Otherwise each component's new mean, one
+    group of rows per component. Early in a fit on scikit-learn's digits,
+    components become constant on pixels (variance ``reg_covar``) away
+    from the center the E-step expanded about; the shared center serves
+    those passes at the cost of one.
+    """
+    dtype = plan.dtype
+    nk = moments.nk
+    means = moments.means
+    scales = unit.recentering_scales(nk, moments.scatter, reg_covar)
+    scales = np.where(empty[:, np.newaxis], 0.0, scales)
+    center = weighted_center(means, scales, plan.centers.mean(axis=0))
+    shift = moments.offsets_from(center[np.newaxis])
+    shift = np.where(empty[:, np.newaxis], 0.0, shift)
+    growth = unit.moment_rounding_growth(nk, shift, moments.scatter, reg_covar)
+    loss, _ = unit.expansion_loss(plan.means, None, plan.precisions, center=center)
+    if growth <= LOSS_LIMIT[dtype] and loss <= loss_limit(dtype, n_rows):
+        return center[np.newaxis]
+    return means
 
 
 def framed_statistics(data, unit, stats, expectations, reg_covar, frame, components):

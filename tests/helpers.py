@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from skvi._covariance import covariance_unit
-from skvi._kernel import LOSS_LIMIT, WHITENING_LIMIT
+from skvi._kernel import LOSS_LIMIT, WHITENING_LIMIT, shared_center
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -134,12 +134,15 @@ def rounding_amplification(model):
     amplification = 1.0
     if model.covariance_type not in ("diag", "spherical"):
         amplification = max(np.linalg.cond(c) for c in dense_covariances(model))
-    loss, _ = unit.expansion_loss(
+    limit = LOSS_LIMIT[np.dtype(model.means_.dtype)]
+    loss, _ = shared_center(
+        unit,
         np.asarray(model.means_, dtype=float),
         np.asarray(model.weights_, dtype=float),
         np.asarray(model.precisions_, dtype=float),
+        limit,
     )
-    if loss <= LOSS_LIMIT[np.dtype(model.means_.dtype)]:
+    if loss <= limit:
         amplification = max(amplification, loss)
     return amplification
 

@@ -275,6 +275,61 @@ def test_local_centers_where_one_center_would_lose_digits(separation, groups):
     assert found == groups
 
 
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full"])
+def test_a_column_one_component_holds_constant_keeps_one_center(covariance_type):
+    # Component 0's rows are all 0 in column 0 (precision 1 / reg_covar
+    # there, as on a digit's blank border); component 1 spreads about 6.
+    # The weighted mean of the means sits 3 from component 0's mean, F near
+    # 1e7; weighted by precisions, the center sits at component 0's value.
+    rng = np.random.RandomState(0)
+    n_features = 3
+    unit = covariance_unit(covariance_type, 2, n_features)
+    means = np.array([[0.0, 1.0, -1.0], [6.0, 0.0, 1.0]])
+    variances = np.array([[1e-6, 1.0, 2.0], [4.0, 1.5, 1.0]])
+    if covariance_type == "spherical":
+        variances = np.array([1e-6, 4.0])
+        dense = variances[:, np.newaxis, np.newaxis] * np.eye(n_features)
+        precisions = 1.0 / variances
+    elif covariance_type == "diag":
+        dense = np.stack([np.diag(v) for v in variances])
+        precisions = 1.0 / variances
+    else:
+        dense = np.stack([np.diag(v) for v in variances])
+        precisions = np.linalg.inv(dense)
+    pairs = zip(means, dense, strict=True)
+    X = np.concatenate([rng.multivariate_normal(m, c, size=200) for m, c in pairs])
+    X[:200, 0] = 0.0
+    mixing = np.array([0.5, 0.5])
+    plain_loss, _ = unit.expansion_loss(means, mixing, precisions)
+    assert plain_loss > kernel.LOSS_LIMIT[np.dtype(np.float64)]
+    plan = kernel.parameter_expansion(
+        unit,
+        means,
+        precisions,
+        unit.cholesky_from_precision(precisions),
+        mixing,
+        np.float64,
+        -0.5,
+        np.zeros(2),
+        n_rows=len(X),
+    )
+    assert plan.n_groups == 1
+    assert_allclose(plan.centers[0, 0], 0.0, atol=1e-5)
+    problem = {
+        "unit": unit,
+        "X": X,
+        "means": means,
+        "precisions": precisions,
+        "offsets": np.zeros(2),
+    }
+    values = kernel.row_values(plan, X, np.float64)
+    expected = reference_values(problem)
+    bound = expansion_bound(problem, plan)
+    # The terms are within a small factor of the values: no digits lost.
+    assert np.max(bound / np.maximum(np.abs(expected), 1.0)) < 1e3
+    assert np.all(np.abs(values - expected) <= rounding(X.dtype, plan) * bound)
+
+
 @pytest.mark.parametrize(
     "n_rows, groups",
     [
@@ -584,6 +639,53 @@ def test_an_empty_component_takes_no_extra_pass(monkeypatch):
         model.fit(X)
     assert model.weights_[2] < 1e-100
     assert len(passes) == model.n_iter_ + 1
+
+
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+def test_digits_take_one_center_and_the_fit_of_local_centers(monkeypatch, estimator):
+    # scikit-learn's digits, diag: components constant on blank pixels
+    # (variance reg_covar) put the weighted mean of the means 1e7 of their
+    # whitened units away. The passes, those that take an E-step's moments
+    # again included, expand about one precision-weighted center, and the
+    # fit is the one local centers (one per component) give.
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data[:600]
+    params = dict(
+        n_components=6,
+        covariance_type="diag",
+        tol=0.0,
+        max_iter=8,
+        init_params="random_from_data",
+        random_state=0,
+    )
+    groups = []
+    original = ArrayData.optimal_statistics
+
+    def counted(self, plan, pairs=None):
+        groups.append(plan.n_groups)
+        return original(self, plan, pairs)
+
+    fits = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        monkeypatch.setattr(ArrayData, "optimal_statistics", counted)
+        fits["shared"] = estimator(**params).fit(X)
+        monkeypatch.setattr(ArrayData, "optimal_statistics", original)
+        monkeypatch.setitem(kernel.LOSS_LIMIT, np.dtype(np.float64), 0.0)
+        fits["local"] = estimator(**params).fit(X)
+    # The random start gives each component one row, every precision
+    # 1 / reg_covar about that row's values (16 and 0 in one pixel): no one
+    # center serves its first E-step. Every later pass takes one.
+    assert len(groups) > fits["shared"].n_iter_
+    assert groups[0] in (1, 6)
+    assert set(groups[1:]) == {1}
+    shared, local = fits["shared"], fits["local"]
+    # A blank pixel's mean, summed about a center 1e-8 off its value, is
+    # 1e-23 where about its own mean it is 0: rounding of the data's scale.
+    assert_allclose(shared.means_, local.means_, rtol=1e-9, atol=1e-13 * X.max())
+    for name in ("weights_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(shared, name), getattr(local, name), rtol=1e-9)
 
 
 def test_interleaved_passes_do_not_share_work_buffers():

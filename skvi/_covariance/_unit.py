@@ -339,6 +339,22 @@ def log_multivariate_t(quadratic, log_det_precision, dof, n_features):
     return constant - student_t_kernel(quadratic, dof, n_features)
 
 
+def weighted_center(points, scales, fallback):
+    """Coordinate by coordinate, the mean of ``points`` (K, D) weighted by ``scales``.
+
+    ``sum_k scales_kj points_kj / sum_k scales_kj``, which minimises
+    ``sum_k scales_kj (points_kj - c_j)^2``; ``fallback`` (D,) where no
+    point weighs a coordinate. Points of zero scale do not enter, whatever
+    they hold.
+    """
+    scales = np.asarray(scales, dtype=float)
+    totals = scales.sum(axis=0)
+    sums = np.sum(scales * np.where(scales > 0, points, 0.0), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        center = sums / totals
+    return np.where(np.isfinite(center) & (totals > 0), center, fallback)
+
+
 class CovarianceUnit(ABC):
     """Everything one covariance structure contributes to EM and VI.
 
@@ -478,22 +494,41 @@ class CovarianceUnit(ABC):
         """``sum_n w_n`` of :meth:`row_quadratic` from a pass's sums (0 if None)."""
         return 0.0
 
-    def expansion_loss(self, means, weights, precisions):
+    def expansion_loss(self, means, weights, precisions, center=None):
         """The rounding loss F of expanding about one shared center, and it.
 
-        The center is the weighted mean of the means. F is the factor by
-        which the expansion multiplies rounding errors: 1 plus the largest
-        ``|d_k|^T |Lambda_k| |d_k|`` (absolute values entry by entry) of a
-        mean's offset ``d_k`` from the center, the size of the terms the
-        expansion adds up. It is the squared whitened distance when they
-        cannot cancel (diag, spherical); an ill-conditioned full or tied
+        The center is the weighted mean of the means unless one is given. F
+        is the factor by which the expansion multiplies rounding errors: 1
+        plus the largest ``|d_k|^T |Lambda_k| |d_k|`` (absolute values entry
+        by entry) of a mean's offset ``d_k`` from the center, the size of the
+        terms the expansion adds up. It is the squared whitened distance when
+        they cannot cancel (diag, spherical); an ill-conditioned full or tied
         precision whose weak axis separates the means (clusters far apart
         along it) cancels far more than that distance shows.
         """
-        weights = np.asarray(weights, dtype=float)
-        center = weights @ means / weights.sum()
+        if center is None:
+            weights = np.asarray(weights, dtype=float)
+            center = weights @ means / weights.sum()
         distances = self.mahalanobis(np.abs(means - center), np.abs(precisions))
         return 1.0 + float(np.max(distances)), center
+
+    def precision_weighted_center(self, means, weights, precisions):
+        """The center that weighs each mean's coordinates by their precisions.
+
+        Coordinate by coordinate, ``sum_k w_k lambda_kj m_kj / sum_k w_k
+        lambda_kj`` (``lambda_kj`` the diagonal of ``Lambda_k``): it
+        minimises ``sum_k w_k sum_j lambda_kj (m_kj - c_j)^2``, the terms of
+        F where they cannot cancel. A component that is nearly constant in a
+        column (a digit's blank border pixel, precision ``1 / reg_covar``)
+        pulls the center there, where the weighted mean of the means sits
+        far out in its whitened units. Coordinates no component weighs keep
+        the weighted mean of the means.
+        """
+        weights = np.asarray(weights, dtype=float)
+        scales = weights[:, np.newaxis] * np.asarray(
+            self.precision_diagonals(precisions), dtype=float
+        )
+        return weighted_center(means, scales, weights @ means / weights.sum())
 
     def conditioning_loss(self, precisions, precisions_cholesky):
         """The rounding loss of the second-order expansion at a component.
@@ -539,6 +574,17 @@ class CovarianceUnit(ABC):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = np.where(cancelled > 0, cancelled / variances, 0.0)
         return 1.0 + float(np.max(ratios, initial=0.0))
+
+    def recentering_scales(self, nk, scatter, reg_covar):
+        """Weights of the means' offsets in :meth:`moment_rounding_growth` (K, D).
+
+        Its ratio for component k and coordinate j is ``scales_kj s_kj^2``:
+        ``N_k / (S_kjj + N_k reg_covar)``, the regularised precision.
+        """
+        nk = nk[:, np.newaxis]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scales = nk / (self.scatter_diagonals(scatter) + nk * reg_covar)
+        return np.where(nk > 0, scales, 0.0)
 
     def scatter_diagonals(self, scatter):
         """Per component and coordinate, the scatter's diagonal (K, D)."""

@@ -155,6 +155,13 @@ class TiedCovariance(CovarianceUnit):
             ratios = np.where(cancelled > 0, cancelled / variances, 0.0)
         return 1.0 + float(np.max(ratios, initial=0.0))
 
+    def recentering_scales(self, nk, scatter, reg_covar):
+        # Pooled: each component's mass over the one regularised scatter.
+        variances = np.diag(scatter) + nk.sum() * reg_covar
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scales = nk[:, np.newaxis] / variances
+        return np.where(nk[:, np.newaxis] > 0, scales, 0.0)
+
     def moment_spreads(self, nk, shift, scatter):
         # Pooled: one scatter of all rows about their references.
         second = np.diag(scatter) + nk @ shift**2
