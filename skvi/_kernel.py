@@ -642,7 +642,9 @@ class _Workspace:
         return self._exact.reshape(6, -1)
 
 
-def _prepare(plan, workspace, chunk, labels=None, complete=False, patterns=None):
+def _prepare(
+    plan, workspace, chunk, labels=None, complete=False, patterns=None, columns=None
+):
     """Center the rows of ``chunk`` and build their features.
 
     ``patterns``: where the compiled scan finds the incomplete rows, what
@@ -665,7 +667,10 @@ def _prepare(plan, workspace, chunk, labels=None, complete=False, patterns=None)
         if kernels is None:
             mask = missing_mask(chunk, checked=True)
     if plan.n_groups == 1:
-        _subtract_transposed(chunk, plan.centers_work[0], centered, workspace)
+        if columns is not None:
+            np.subtract(columns, plan.centers_work[0][:, np.newaxis], out=centered)
+        else:
+            _subtract_transposed(chunk, plan.centers_work[0], centered, workspace)
         rows, order, groups = chunk, None, ((0, 0, m),)
         row_groups = None
         if kernels is not None:
@@ -1792,7 +1797,9 @@ class StatisticsPass:
         if self._derived and self.whitened is None:
             raise RuntimeError("Derived second moments lost their whitened moments.")
 
-    def add_optimal(self, chunk, row_weights, complete=False, patterns=None):
+    def add_optimal(
+        self, chunk, row_weights, complete=False, patterns=None, columns=None
+    ):
         """Add rows with the responsibilities the plan's values give.
 
         With ``pairs``, also adds ``-sum_n w_n r_nk log r_nk`` of each
@@ -1805,7 +1812,12 @@ class StatisticsPass:
         plan = self.plan
         workspace = self._workspace
         prepared = _prepare(
-            plan, workspace, chunk, complete=complete, patterns=patterns
+            plan,
+            workspace,
+            chunk,
+            complete=complete,
+            patterns=patterns,
+            columns=columns,
         )
         weights = _sorted(row_weights, prepared.order)
         values = _values(plan, workspace, prepared)

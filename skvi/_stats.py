@@ -228,6 +228,9 @@ class SufficientStatistics:
         )
 
 
+# The largest data whose columns ArrayData keeps (see ArrayData._columns).
+COLUMNS_BYTES = 16 * 2**20
+
 # Repeated passes about better centers an E-step may take (see e_step).
 MAX_RECENTERINGS = 3
 _EPSILON = float(np.finfo(float).eps)
@@ -379,6 +382,22 @@ class ArrayData:
         return bool(np.isnan(np.sum(self.X)))
 
     @cached_property
+    def _columns(self):
+        """The rows as columns, (D, n) C-contiguous, or None.
+
+        A pass over one shared center subtracts it from each chunk in the
+        features' layout (D, m); from the rows' own layout that is a
+        transposing copy per chunk and pass (digits: 0.3 ms of a 2.1 ms
+        pass; diag fits 10% faster). Kept for complete data of at most
+        ``COLUMNS_BYTES``, at the cost of one more copy of X: at larger
+        sizes the pass's products outweigh the copy, and memory counts.
+        """
+        X = self.X
+        if self.has_missing or X.nbytes > COLUMNS_BYTES:
+            return None
+        return np.ascontiguousarray(X.T)
+
+    @cached_property
     def _patterns(self):
         """The chunks' missing entries, found once (FoundPatterns), or None.
 
@@ -425,6 +444,7 @@ class ArrayData:
         X, sample_weight = self.X, self.sample_weight
         complete = not self.has_missing
         patterns = self._patterns
+        columns = self._columns if plan.n_groups == 1 else None
 
         def add(statistics_pass, rows):
             statistics_pass.add_optimal(
@@ -432,6 +452,7 @@ class ArrayData:
                 sample_weight[rows],
                 complete,
                 None if patterns is None else patterns.for_rows(rows),
+                None if columns is None else columns[:, rows],
             )
 
         statistics_pass = chunked_pass(plan, plan.chunks(self.n_samples), add, pairs)

@@ -688,6 +688,40 @@ def test_digits_take_one_center_and_the_fit_of_local_centers(monkeypatch, estima
         assert_allclose(getattr(shared, name), getattr(local, name), rtol=1e-9)
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
+@pytest.mark.parametrize("working_memory", [2**-6, 1024])
+def test_the_data_kept_as_columns_give_the_same_fit_bit_for_bit(
+    monkeypatch, covariance_type, estimator, working_memory
+):
+    # ArrayData keeps small data as (D, n) columns, from which a pass about
+    # one center subtracts it: the same subtractions as from the rows.
+    import skvi._stats as stats_module
+
+    rng = np.random.RandomState(0)
+    X = np.concatenate([rng.normal(size=(300, 12)), rng.normal(size=(300, 12)) + 3])
+    params = dict(
+        n_components=3,
+        covariance_type=covariance_type,
+        tol=0.0,
+        max_iter=6,
+        random_state=0,
+    )
+    fits = {}
+    with (
+        warnings.catch_warnings(),
+        sklearn.config_context(working_memory=working_memory),
+    ):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits["columns"] = estimator(**params).fit(X)
+        monkeypatch.setattr(stats_module, "COLUMNS_BYTES", -1)
+        fits["rows"] = estimator(**params).fit(X)
+    for name in ("weights_", "means_", "covariances_", "lower_bounds_"):
+        np.testing.assert_array_equal(
+            getattr(fits["columns"], name), getattr(fits["rows"], name)
+        )
+
+
 def test_interleaved_passes_do_not_share_work_buffers():
     # Passes reuse a thread's work buffers once the pass that held them is
     # gone; two passes alive at once must each keep their own.
