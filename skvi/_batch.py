@@ -145,7 +145,9 @@ def _ascend(model, data, unit, context, state, trend, resume=None):
         pending = None
         # ELBO(q_old, theta_new): the M-step half of the iteration.
         half_steps.append(model._elbo(stats, evaluated, unit))
-        stats = e_step(data, unit, evaluated.expectations, model.reg_covar)
+        stats = e_step(
+            data, unit, evaluated.expectations, model.reg_covar, previous=stats
+        )
         half_steps.append(model._elbo_after_e_step(stats, evaluated))
         change = half_steps[-1] - previous_bound
         model._print_iteration(n_iter, change, half_steps[-1])

@@ -536,7 +536,7 @@ def with_observed_variances(stats, unit, squares, observed_weight):
     return corrected
 
 
-def e_step(data, unit, expectations, reg_covar, pairs=None):
+def e_step(data, unit, expectations, reg_covar, pairs=None, previous=None):
     """One pass over the data: statistics of the optimal q(Z).
 
     The kernel takes moments about centers at the current means. Where a
@@ -548,7 +548,10 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
     scatter taken from whitened moments (rows whitened by ill-conditioned
     precisions) is judged by the digits those lost about the current
     means, their frames' origins; the pass about the new means then sums
-    the scatter about them instead.
+    the scatter about them instead. Those new centers are one shared
+    center where it serves (:func:`recentering_centers`), and the next
+    E-step, given this one's statistics as ``previous``, starts from it
+    (:func:`kept_center`).
 
     Parameters
     ----------
@@ -559,6 +562,8 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         Enters the objective as ``-(reg_covar / 2) E[tr Lambda_k]``.
     pairs : ndarray of shape (P, 2), optional
         Pairs of components whose merge entropies to sum as well.
+    previous : SufficientStatistics, optional
+        The previous E-step's statistics in the same run.
 
     Returns
     -------
@@ -566,8 +571,12 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         With the entropy of q(Z) and the log normaliser.
     """
     n_rows = data.n_samples
-    plan = log_rho_expansion(unit, expectations, reg_covar, data.dtype, n_rows=n_rows)
+    centers = kept_center(unit, expectations, previous, data.dtype, n_rows)
+    plan = log_rho_expansion(
+        unit, expectations, reg_covar, data.dtype, centers=centers, n_rows=n_rows
+    )
     stats = data.optimal_statistics(plan, pairs)
+    stats._centers = centers
     limit = LOSS_LIMIT[np.dtype(data.dtype)]
     for _ in range(MAX_RECENTERINGS):
         moments = stats.moments
@@ -600,6 +609,33 @@ def e_step(data, unit, expectations, reg_covar, pairs=None):
         stats = data.optimal_statistics(plan, pairs)
         stats._centers = centers
     return stats
+
+
+def kept_center(unit, expectations, previous, dtype, n_rows):
+    """The one center the previous E-step's pass took, where it still serves.
+
+    A center that an E-step's moments needed (:func:`recentering_centers`)
+    usually serves the next E-step's moments too, where the kernel's own
+    choice from the parameters may not: under a variational posterior the
+    expected precisions of a column a component holds constant are
+    moderate (the prior's scale enters them), so they do not pull the
+    center there, and on scikit-learn's digits every E-step took a second
+    pass. Kept where its expansion loss at ``expectations`` is within
+    :func:`skvi._kernel.loss_limit`; None otherwise (the kernel chooses).
+    """
+    if previous is None or unit.n_components == 1:
+        return None
+    # A merge move's statistics (skvi._merge.MergedStatistics) keep none.
+    centers = getattr(previous, "_centers", None)
+    if centers is None or len(centers) != 1:
+        return None
+    loss, _ = unit.expansion_loss(
+        np.asarray(expectations.means, dtype=float),
+        None,
+        expectations.precisions,
+        center=centers[0],
+    )
+    return centers if loss <= loss_limit(dtype, n_rows) else None
 
 
 def recentering_centers(unit, plan, moments, empty, reg_covar, n_rows):
