@@ -643,6 +643,24 @@ def test_an_empty_component_takes_no_extra_pass(monkeypatch):
     assert len(passes) == model.n_iter_ + 1
 
 
+DIGITS_DIAG = dict(
+    n_components=6,
+    covariance_type="diag",
+    tol=0.0,
+    init_params="random_from_data",
+    random_state=0,
+)
+
+
+def assert_same_fit_to_rounding(fit, other, X):
+    """Two fits of ``X`` about other centers: equal to rounding."""
+    # A blank pixel's mean, summed about a center 1e-8 off its value, is
+    # 1e-23 where about its own mean it is 0: rounding of the data's scale.
+    assert_allclose(fit.means_, other.means_, rtol=1e-9, atol=1e-13 * X.max())
+    for name in ("weights_", "covariances_", "lower_bounds_"):
+        assert_allclose(getattr(fit, name), getattr(other, name), rtol=1e-9)
+
+
 @pytest.mark.parametrize("estimator", [EMGaussianMixture, VariationalGaussianMixture])
 def test_digits_take_one_center_and_the_fit_of_local_centers(monkeypatch, estimator):
     # scikit-learn's digits, diag: components constant on blank pixels
@@ -651,14 +669,7 @@ def test_digits_take_one_center_and_the_fit_of_local_centers(monkeypatch, estima
     # again included, expand about one precision-weighted center, and the
     # fit is the one local centers (one per component) give.
     X = load_digits().data[:600]
-    params = dict(
-        n_components=6,
-        covariance_type="diag",
-        tol=0.0,
-        max_iter=8,
-        init_params="random_from_data",
-        random_state=0,
-    )
+    params = dict(DIGITS_DIAG, max_iter=8)
     groups = []
     original = ArrayData.optimal_statistics
 
@@ -680,12 +691,7 @@ def test_digits_take_one_center_and_the_fit_of_local_centers(monkeypatch, estima
     assert len(groups) > fits["shared"].n_iter_
     assert groups[0] in (1, 6)
     assert set(groups[1:]) == {1}
-    shared, local = fits["shared"], fits["local"]
-    # A blank pixel's mean, summed about a center 1e-8 off its value, is
-    # 1e-23 where about its own mean it is 0: rounding of the data's scale.
-    assert_allclose(shared.means_, local.means_, rtol=1e-9, atol=1e-13 * X.max())
-    for name in ("weights_", "covariances_", "lower_bounds_"):
-        assert_allclose(getattr(shared, name), getattr(local, name), rtol=1e-9)
+    assert_same_fit_to_rounding(fits["shared"], fits["local"], X)
 
 
 def test_an_e_step_starts_from_the_center_the_previous_one_needed(monkeypatch):
@@ -696,15 +702,7 @@ def test_an_e_step_starts_from_the_center_the_previous_one_needed(monkeypatch):
     # Starting from the previous E-step's center takes fewer passes, and
     # the fit is the same to rounding.
     X = load_digits().data[:600]
-    params = dict(
-        n_components=6,
-        covariance_type="diag",
-        tol=0.0,
-        max_iter=10,
-        init_params="random_from_data",
-        random_state=0,
-        merge_components=False,
-    )
+    params = dict(DIGITS_DIAG, max_iter=10, merge_components=False)
     passes = {}
     fits = {}
     original = ArrayData.optimal_statistics
@@ -723,10 +721,7 @@ def test_an_e_step_starts_from_the_center_the_previous_one_needed(monkeypatch):
             fits[name] = VariationalGaussianMixture(**params).fit(X)
         passes[name] = counted
     assert len(passes["kept"]) < len(passes["not kept"])
-    kept, not_kept = fits["kept"], fits["not kept"]
-    assert_allclose(kept.means_, not_kept.means_, rtol=1e-9, atol=1e-13 * X.max())
-    for name in ("weights_", "covariances_", "lower_bounds_"):
-        assert_allclose(getattr(kept, name), getattr(not_kept, name), rtol=1e-9)
+    assert_same_fit_to_rounding(fits["kept"], fits["not kept"], X)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
