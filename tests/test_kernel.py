@@ -496,8 +496,12 @@ def test_layout_follows_the_cost_model(n_components, n_features, dtype, per_comp
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("spread", [8.0, 1e5])
 @pytest.mark.parametrize("seed", range(3))
+# 200 rows: one stacked product for all components; 2,000 (more than
+# SMALL_CHUNK_VALUES whitened values): a triangular product per component
+# in float64.
+@pytest.mark.parametrize("n_rows", [200, 2000])
 def test_per_component_values_and_statistics_are_exact(
-    monkeypatch, dtype, spread, seed
+    monkeypatch, dtype, spread, seed, n_rows
 ):
     # The per-component layout whitens the rows about their centers
     # (shared, or local for clusters far apart) by dense upper Cholesky
@@ -508,8 +512,8 @@ def test_per_component_values_and_statistics_are_exact(
     n_components, n_features = 3, 6
     unit = covariance_unit("full", n_components, n_features)
     means = rng.normal(scale=spread, size=(n_components, n_features))
-    labels = rng.randint(n_components, size=200)
-    X = (means[labels] + rng.normal(size=(200, n_features))).astype(dtype)
+    labels = rng.randint(n_components, size=n_rows)
+    X = (means[labels] + rng.normal(size=(n_rows, n_features))).astype(dtype)
     problem = {
         "unit": unit,
         "X": X,
@@ -520,6 +524,7 @@ def test_per_component_values_and_statistics_are_exact(
     }
     plan = plan_for(problem)
     assert plan.per_component and not plan.whitened
+    assert (plan.triangular_rows is not None) == (dtype == np.float64)
     if spread == 1e5:
         assert plan.n_groups == n_components
     values = kernel.row_values(plan, X, np.float64)
