@@ -1414,7 +1414,8 @@ def per_component_cheaper(unit, precisions_cholesky, dtype):
     Only for components with full precision factors (K, D, D). The costs
     per row are modelled as in ``LAYOUT_COSTS``: the expansion writes and
     reads P features and makes two thin products of K P multiply-adds;
-    per component, a (K D, D) product and K rank-updates (3 K D^2 flops in
+    per component, K triangular products (a stacked (K D, D) one in float32
+    and on small chunks) and K rank-updates (2 to 3 K D^2 flops in
     well-shaped BLAS calls) plus K D squares and scalings. Chunks make the
     costs per row, so the number of rows does not enter.
     """
