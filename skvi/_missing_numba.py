@@ -196,6 +196,7 @@ def conditional_blocks(
                     products[a, q] = entry_products[first + a, q]
         j0 = coordinates[first]
         shared = n_precisions < n_components
+        lanes = 1 if shared else n_precisions
         if size <= 2 and (size == 1 or pairs):
             if not single_known[j0]:
                 _factor_single(precisions, j0, single)
@@ -228,12 +229,11 @@ def conditional_blocks(
             t = j2 * (j2 - 1) * (j2 - 2) // 6 + j1 * (j1 - 1) // 2 + j0
             if not triple_known[t]:
                 # Computed and kept, once per E-step.
-                _factor_block(
-                    shared,
+                _factor(
                     precisions,
                     coordinates,
                     first,
-                    3,
+                    size,
                     lower,
                     pivots,
                     reciprocals,
@@ -241,7 +241,7 @@ def conditional_blocks(
                     determinants,
                     covariance,
                     cell,
-                    n_precisions,
+                    lanes,
                 )
                 for q in range(n_precisions):
                     for a in range(3):
@@ -266,8 +266,7 @@ def conditional_blocks(
                 lower[2, 1, k] = triples[t, 5, q]
                 determinants[k] = triples[t, 6, q]
         else:
-            _factor_block(
-                shared,
+            _factor(
                 precisions,
                 coordinates,
                 first,
@@ -279,7 +278,7 @@ def conditional_blocks(
                 determinants,
                 covariance,
                 cell,
-                n_precisions,
+                lanes,
             )
             if shared:
                 # One shared precision: lane 0 to every lane.
@@ -492,60 +491,7 @@ def _factor_pair(precisions, j0, j1, single, pair):
         pair[j0, j1, 5, q] = reciprocal
 
 
-@numba.njit(inline="always", **_JIT)
-def _factor_block(
-    shared,
-    precisions,
-    coordinates,
-    first,
-    size,
-    lower,
-    pivots,
-    reciprocals,
-    inverse,
-    determinants,
-    covariance,
-    cell,
-    n_precisions,
-):
-    """:func:`_factor` with the lane count a constant 1 for a shared precision.
-
-    One call site per lane count, so that the compiled code of a shared
-    (tied) precision has no loops over the lanes.
-    """
-    if shared:
-        _factor(
-            precisions,
-            coordinates,
-            first,
-            size,
-            lower,
-            pivots,
-            reciprocals,
-            inverse,
-            determinants,
-            covariance,
-            cell,
-            1,
-        )
-    else:
-        _factor(
-            precisions,
-            coordinates,
-            first,
-            size,
-            lower,
-            pivots,
-            reciprocals,
-            inverse,
-            determinants,
-            covariance,
-            cell,
-            n_precisions,
-        )
-
-
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _factor(
     precisions,
     coordinates,
@@ -565,8 +511,11 @@ def _factor(
     The row's missing coordinates are ``coordinates[first:first + size]``.
     Writes lanes ``q < P`` of the work arrays and the row-major inverse
     into ``covariance[cell:cell + size * size]``; ``n_precisions`` is P,
-    a constant 1 where a call passes one (a shared precision: no loops
-    over the lanes in the compiled code).
+    1 for a shared precision. One compiled function, not inlined: inlined
+    at its two call sites, and once more per lane count so that a shared
+    precision's code had no loops over the lanes, it made numba's first
+    compilation of :func:`conditional_blocks` take 26 s instead of 9.5 s
+    (cold cache, this machine), for no measurable speed.
     """
     for q in range(n_precisions):
         determinants[q] = 1.0
