@@ -272,7 +272,7 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=2,
             )
         self._finish_fit(best, unit, data)
-        self._diagnose(X, sample_weight)
+        self._diagnose(X, sample_weight, data)
         return self
 
     def _begin_fit(self, X, sample_weight, validated=None):
@@ -656,8 +656,12 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
     # points gives a nonsingular one; see skvi._degeneracy.
     _prior_regularises_covariances = False
 
-    def _effective_points(self, X, sample_weight):
-        """The total sample weight each fitted component holds."""
+    def _effective_points(self, X, sample_weight, data=None):
+        """The total sample weight each fitted component holds.
+
+        ``data``, where given, is the fit's validated X (ArrayData or
+        DaskData), whose known facts save a pass over X.
+        """
         raise NotImplementedError
 
     def _stream_points(self):
@@ -718,18 +722,23 @@ class BaseGaussianMixture(DensityMixin, BaseEstimator):
             stacklevel=5,  # the caller of fit or partial_fit, through its wrapper
         )
 
-    def _diagnose(self, X, sample_weight):
+    def _diagnose(self, X, sample_weight, data=None):
         """Set ``degenerate_`` (the reason, or None) and warn if it is set.
 
         With missing entries in X, the rules of a model without a prior
         read the spread and observed columns of one more pass over X
-        (:mod:`skvi._data_spread`).
+        (:mod:`skvi._data_spread`). ``data`` is what :meth:`fit` made of
+        X, where given: a Dask array's validation pass already knows
+        whether entries are missing and the effective sample size, which
+        saves two passes over its blocks (each a read of the data).
         """
         spread = None
-        if not self._prior_regularises_covariances:
+        if not self._prior_regularises_covariances and getattr(
+            data, "has_missing", True
+        ):
             spread = data_spread(self, X, sample_weight)
         self.degenerate_ = self._degeneracy(
-            self._effective_points(X, sample_weight), spread
+            self._effective_points(X, sample_weight, data), spread
         )
         if self.degenerate_ is not None:
             self._warn_degenerate("fit")

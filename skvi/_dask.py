@@ -190,6 +190,10 @@ class DaskData:
     n_present : int
         The number of rows that take part: positive weight, some observed
         value.
+    has_missing : bool
+        Whether a row that takes part misses an entry.
+    effective_sample_size : float
+        Kish's ``sum(w) ** 2 / sum(w ** 2)`` of the rows that take part.
     """
 
     def __init__(self, X, sample_weight=None, counts=True):
@@ -221,6 +225,12 @@ class DaskData:
         # drawn from them.
         self._block_present = summary.present
         self.n_present = int(summary.present.sum())
+        # What a fitted EM model's degeneracy rules ask of these rows
+        # (BaseGaussianMixture._diagnose), known now rather than from two
+        # more passes over X after the fit.
+        self.has_missing = bool(np.any(summary.observed < self.n_present))
+        total, squares = summary.relative
+        self.effective_sample_size = float(total * total / squares)
 
     # ------------------------------------------------------------ passes
     def optimal_statistics(self, plan, pairs=None):
@@ -375,10 +385,22 @@ class _RowSummary:
     observed, observed_anywhere : ndarray of shape (D,)
         For each column, the number of rows that take part, and of all
         rows, in which it is observed.
+    relative : ndarray of shape (2,)
+        The sum and the sum of squares of those weights over ``largest``
+        (which neither overflows): Kish's effective sample size is
+        ``relative[0] ** 2 / relative[1]``.
     """
 
     def __init__(
-        self, present, n_weighted, total, largest, smallest, observed, anywhere
+        self,
+        present,
+        n_weighted,
+        total,
+        largest,
+        smallest,
+        observed,
+        anywhere,
+        relative,
     ):
         self.present = present
         self.n_weighted = n_weighted
@@ -387,6 +409,7 @@ class _RowSummary:
         self.smallest = smallest
         self.observed = observed
         self.observed_anywhere = anywhere
+        self.relative = relative
 
     def copy(self):
         return _RowSummary(
@@ -397,6 +420,7 @@ class _RowSummary:
             self.smallest,
             self.observed.copy(),
             self.observed_anywhere.copy(),
+            self.relative.copy(),
         )
 
     def __iadd__(self, other):
@@ -404,7 +428,15 @@ class _RowSummary:
         self.n_weighted += other.n_weighted
         with np.errstate(over="ignore"):
             self.total += other.total
-        self.largest = max(self.largest, other.largest)
+        largest = max(self.largest, other.largest)
+        if largest > 0:
+            # Both sums over the new largest weight.
+            mine, theirs = self.largest / largest, other.largest / largest
+            self.relative = self.relative * [mine, mine * mine] + other.relative * [
+                theirs,
+                theirs * theirs,
+            ]
+        self.largest = largest
         self.smallest = min(self.smallest, other.smallest)
         self.observed += other.observed
         self.observed_anywhere += other.observed_anywhere
@@ -418,6 +450,10 @@ def _block_summary(block, weights, start, _):
     observed = ~np.isnan(rows.X)
     with np.errstate(over="ignore"):
         total = float(np.sum(kept))
+    relative = np.zeros(2)
+    if len(kept):
+        scaled = kept / kept.max()
+        relative[:] = scaled.sum(), scaled @ scaled
     return _RowSummary(
         present=np.array([len(kept)]),
         n_weighted=n_weighted,
@@ -426,6 +462,7 @@ def _block_summary(block, weights, start, _):
         smallest=float(kept.min()) if len(kept) else np.inf,
         observed=observed.sum(axis=0),
         anywhere=(~np.isnan(np.asarray(block))).sum(axis=0),
+        relative=relative,
     )
 
 

@@ -426,8 +426,10 @@ class EMGaussianMixture(BaseGaussianMixture):
         half = self.half_step_lower_bounds_
         self.kl_gaps_ = half[2::2] - half[1::2]
 
-    def _effective_points(self, X, sample_weight):
-        size = _effective_sample_size(X, sample_weight)
+    def _effective_points(self, X, sample_weight, data=None):
+        size = getattr(data, "effective_sample_size", None)
+        if size is None:
+            size = _effective_sample_size(X, sample_weight)
         return np.asarray(self.weights_, dtype=float) * size
 
     def _stream_points(self):

@@ -434,7 +434,7 @@ class VariationalGaussianMixture(BaseGaussianMixture):
     # ------------------------------------------------------------ fitting
     _prior_regularises_covariances = True
 
-    def _effective_points(self, X, sample_weight):
+    def _effective_points(self, X, sample_weight, data=None):
         # beta_k = beta_0 + N_k, in the units of the sample weights.
         return np.asarray(self.mean_precision_, dtype=float) - float(
             self.mean_precision_prior_

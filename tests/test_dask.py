@@ -149,11 +149,15 @@ def test_predictions_stay_lazy_and_equal_the_in_memory_ones(estimator):
 
 
 def test_data_larger_than_a_worker_stays_on_the_workers():
-    # 52 MiB per block, 624 MiB in all: more than either worker's 400 MiB,
-    # generated on the workers at every pass and never persisted.
-    rng = da.random.RandomState(5)
-    side = rng.uniform(size=(6_000_000, 1), chunks=(500_000, 1))
-    X = rng.normal(size=(6_000_000, 13), chunks=(500_000, 13))
+    # 26 MiB per block, 520 MiB in all: more than either worker's 400 MiB,
+    # generated on the workers at every pass and never persisted: three
+    # passes (validation and two E-steps). Blocks of 52 MiB, with the
+    # temporaries of their generation, took a worker to its memory limit,
+    # where it pauses (or dies). NumPy's Generator draws normals in half
+    # the legacy RandomState's time.
+    rng = da.random.default_rng(5)
+    side = rng.random(size=(5_000_000, 1), chunks=(250_000, 1))
+    X = rng.standard_normal(size=(5_000_000, 13), chunks=(250_000, 13))
     X = X + da.where(side > 0.5, 4.0, -4.0)
     assert X.nbytes > 400 * 2**20
     tracemalloc.start()
@@ -161,7 +165,7 @@ def test_data_larger_than_a_worker_stays_on_the_workers():
         model = EMGaussianMixture(
             2,
             covariance_type="diag",
-            max_iter=2,
+            max_iter=1,
             tol=0.0,
             weights_init=[0.5, 0.5],
             means_init=np.stack([np.full(13, -4.0), np.full(13, 4.0)]),
@@ -176,12 +180,14 @@ def test_data_larger_than_a_worker_stays_on_the_workers():
 
 
 def test_a_worker_killed_during_the_fit_changes_nothing(dask_client):
-    X = clusters(6, 200_000)
+    # Ten blocks, 15 iterations: a fit takes about 2 s on a quiet 2-core
+    # machine, so the kill at 0.5 s falls within it.
+    X = clusters(6, 100_000)
     params = dict(
         n_components=4,
         covariance_type="full",
         tol=0.0,
-        max_iter=40,
+        max_iter=15,
         **start_of(X[:5_000], "full"),
     )
     Xd = da.from_array(X, chunks=(10_000, 3))
@@ -335,6 +341,47 @@ def test_weights_too_far_apart_for_float64_are_refused():
     ]
     assert_array_equal(fits[0].means_, fits[1].means_)
     assert_array_equal(fits[0].lower_bounds_, fits[1].lower_bounds_)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_the_validation_pass_knows_what_the_diagnosis_asks(missing):
+    # Weights far apart (their squares overflow), zero, and rows with
+    # nothing observed: the validation pass's effective sample size and
+    # whether entries are missing are those of the rows themselves, so the
+    # diagnosis after a fit reads them instead of two more passes.
+    from distributed import get_task_stream
+
+    from skvi._dask import DaskData
+    from skvi._em import _effective_sample_size
+
+    X = clusters(16, 5_000)
+    weights = np.random.RandomState(2).uniform(size=len(X)) * 1e300
+    weights[::9] = 0.0
+    weights[1::13] = 1e-5
+    X[3::17] = np.nan
+    if missing:
+        X[5::11, 1] = np.nan
+    Xd = da.from_array(X, chunks=(1_100, 3))
+    wd = da.from_array(weights, chunks=1_100)
+    data = DaskData(Xd, wd, counts=False)
+    assert data.has_missing is missing
+    assert data.effective_sample_size == pytest.approx(
+        _effective_sample_size(Xd, wd), rel=1e-12
+    )
+    assert data.effective_sample_size == pytest.approx(
+        _effective_sample_size(X, weights), rel=1e-12
+    )
+    params = dict(n_components=3, random_state=0, max_iter=3, tol=0.0)
+    with get_task_stream() as stream:
+        model = EMGaussianMixture(**params).fit(Xd, sample_weight=wd)
+    spread_passes = {
+        task["key"] for task in stream.data if "_part_sums" in str(task["key"])
+    }
+    # The data's spread is asked of the blocks only where entries are missing.
+    assert bool(spread_passes) is missing
+    local = EMGaussianMixture(**params).fit(X, sample_weight=weights)
+    assert model.degenerate_ == local.degenerate_
+    assert_allclose(model.means_, local.means_, rtol=1e-9)
 
 
 @pytest.mark.parametrize("n_samples", [6_000, 30_000])
