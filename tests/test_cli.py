@@ -121,7 +121,7 @@ def test_model_selection_prints_the_table_and_marks_the_choice(tmp_path):
     assert (tmp_path / "selection.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_vi_with_weights_columns_and_missing_cells(tmp_path):
+def test_vi_with_weights_columns_and_missing_cells(tmp_path, capsys):
     lines = ["a,b,label,count"]
     rng = np.random.RandomState(0)
     for i in range(120):
@@ -129,23 +129,25 @@ def test_vi_with_weights_columns_and_missing_cells(tmp_path):
         cell = "" if i % 10 == 0 else f"{b:.4f}"
         lines.append(f"{a:.4f},{cell},x{i % 2},{1 + i % 3}")
     data = write(tmp_path / "d.csv", "\n".join(lines) + "\n")
-    result = skvi(
-        "fit", data, "--method", "vi", "--n-components", "3",
-        "--weight-column", "count", "--verbose", "--output-dir", str(tmp_path),
+    status, out, err = run_cli(
+        capsys, "fit", data, "--method", "vi", "--n-components", "3",
+        "--weight-column", "count", "--verbose", "--output-dir", tmp_path,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "Iteration 1" in result.stdout and "ELBO -" in result.stdout
+    assert status == 0, err
+    assert "Iteration 1" in out and "ELBO -" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     # The text column is skipped, the weight column is not a feature.
     assert summary["columns"] == ["a", "b"]
     assert summary["estimator"] == "VariationalGaussianMixture"
 
 
-def test_every_command_has_help_with_examples():
+def test_every_command_has_help_with_examples(capsys):
+    # In this process: a subprocess per command cost 2.5 s of imports each,
+    # and the fit test above runs ``python -m skvi`` itself.
     for command in ("fit", "predict", "demo"):
-        result = skvi(command, "--help")
-        assert result.returncode == 0
-        assert "examples:" in result.stdout
+        status, out, _ = run_cli(capsys, command, "--help")
+        assert status == 0
+        assert "examples:" in out
 
 
 def test_every_option_says_what_it_does():
@@ -333,15 +335,15 @@ def test_errors_are_one_line_and_a_nonzero_status(files, arguments, message, cap
     assert message in lines[0]
 
 
-def test_a_skops_file_of_another_model_is_refused(tmp_path):
+def test_a_skops_file_of_another_model_is_refused(tmp_path, capsys):
     sio = pytest.importorskip("skops.io", reason="the test extra installs skops")
     from sklearn.mixture import GaussianMixture
 
     path = str(tmp_path / "sklearn.skops")
     sio.dump(GaussianMixture(2).fit(load_old_faithful().data), path)
-    result = skvi("predict", path, FAITHFUL)
-    assert result.returncode == 1
-    assert "is not a skvi model" in result.stderr
+    status, _, err = run_cli(capsys, "predict", path, FAITHFUL)
+    assert status == 1
+    assert "is not a skvi model" in err
 
 
 # ---------------------------------------------- reading files as people save them

@@ -296,8 +296,11 @@ def test_streaming_many_features_comes_within_2_percent_of_the_batch_fit(
     # component (weight 0.86) with a held-out score 20-31% below the batch
     # fit's. VI "full" ended 0.4-5.9% below on 4 of 6 seeds until its
     # default prior, taken from the first minibatch, was shrunk (Ledoit and
-    # Wolf). Every seed must come within 2%.
-    for seed in range(6):
+    # Wolf). Every seed must come within 2%. Three seeds: any three of
+    # those six include a seed that VI "full" failed before the shrinkage
+    # (it passed only two), and the full stream's collapse failed every
+    # seed.
+    for seed in range(3):
         X, held_out = dequantised_digits(seed)
         params = dict(
             n_components=10, covariance_type=covariance_type, random_state=seed
