@@ -97,7 +97,7 @@ def smoothed_log_rho(model, X, reg_covar):
     covariances = dense_covariances(model)
     columns = []
     for k in range(model.n_components):
-        log_pdf = stats.multivariate_normal(model.means_[k], covariances[k]).logpdf(X)
+        log_pdf = stats.multivariate_normal.logpdf(X, model.means_[k], covariances[k])
         penalty = 0.5 * reg_covar * np.trace(np.linalg.inv(covariances[k]))
         with np.errstate(divide="ignore"):
             columns.append(np.log(model.weights_[k]) + log_pdf - penalty)

@@ -28,7 +28,12 @@ from .helpers import (
     weighted_case_data,
     whitens,
 )
-from .vi_reference import log_evidence_1d, monte_carlo_elbo, wishart_logpdf
+from .vi_reference import (
+    log_evidence_1d,
+    monte_carlo_elbo,
+    wishart_draws,
+    wishart_logpdf,
+)
 
 WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
 
@@ -181,6 +186,23 @@ def test_any_q_elbo_where_the_kernel_whitens_rows(covariance_type):
     # Draws of near-singular precisions make the estimate heavy-tailed; 4
     # standard errors still could not hide the error of 2.8 per sample.
     assert standard_error < 0.05
+
+
+def test_reference_wishart_draws_have_the_wishart_moments():
+    # The Monte Carlo references draw precisions by Bartlett's
+    # decomposition: E[W] = dof S and Var(W_ij) = dof (S_ij^2 + S_ii S_jj).
+    scale = np.array([[2.0, 0.3, 0.1], [0.3, 1.0, -0.2], [0.1, -0.2, 0.5]])
+    dof, n_draws = 5.5, 200_000
+    draws = wishart_draws(dof, scale, n_draws, np.random.RandomState(0))
+    variance = dof * (scale**2 + np.outer(np.diag(scale), np.diag(scale)))
+    # Within 5 standard errors of the mean, and 3% of the variance.
+    assert np.all(
+        np.abs(draws.mean(axis=0) - dof * scale) < 5 * np.sqrt(variance / n_draws)
+    )
+    np.testing.assert_allclose(draws.var(axis=0), variance, rtol=0.03)
+    # Symmetric, and positive definite.
+    np.testing.assert_array_equal(draws, np.swapaxes(draws, 1, 2))
+    assert np.all(np.linalg.eigvalsh(draws) > 0)
 
 
 def test_reference_wishart_density_matches_scipy():

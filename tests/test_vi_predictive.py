@@ -61,8 +61,9 @@ def plug_in_log_density(model, X):
         for k, (mean, covariance) in enumerate(
             zip(model.means_, covariances, strict=True)
         ):
-            gaussian = stats.multivariate_normal(mean[seen], covariance[seen][:, seen])
-            out[k, n] = np.log(model.weights_[k]) + gaussian.logpdf(row[seen])
+            out[k, n] = np.log(model.weights_[k]) + stats.multivariate_normal.logpdf(
+                row[seen], mean[seen], covariance[seen][:, seen]
+            )
     return logsumexp(out, axis=0)
 
 
