@@ -190,19 +190,34 @@ class Parameterisation:
         else:
             shapes = np.ones((K, d))
         if self.counts[2]:
-            rotations = np.stack([self.rotation(v) for v in blocks[2]])
-            rotations = np.broadcast_to(rotations, (K, d, d))
+            rotations = np.broadcast_to(self.rotations(blocks[2]), (K, d, d))
         else:
             rotations = np.broadcast_to(np.eye(d), (K, d, d))
         return np.einsum(
             "kij,kj,klj->kil", rotations, volumes[:, None] * shapes, rotations
         )
 
-    def rotation(self, vector):
+    def rotations(self, vectors):
+        """The rotation of each row of ``vectors``: an angle (d = 2) or a
+        rotation vector (d = 3, Rodrigues' formula, as scipy's
+        ``Rotation.from_rotvec``, without its per-call cost: the numerical
+        gradients below call this tens of thousands of times)."""
         if self.d == 2:
-            c, s = np.cos(vector[0]), np.sin(vector[0])
-            return np.array([[c, -s], [s, c]])
-        return Rotation.from_rotvec(vector).as_matrix()
+            c, s = np.cos(vectors[:, 0]), np.sin(vectors[:, 0])
+            return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+        angle = np.linalg.norm(vectors, axis=1)
+        skew = np.zeros((len(vectors), 3, 3))
+        x, y, z = vectors.T
+        skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -z, y, -x
+        skew -= np.swapaxes(skew, 1, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            first = np.where(angle > 1e-8, np.sin(angle) / angle, 1.0)
+            second = np.where(angle > 1e-8, (1.0 - np.cos(angle)) / angle**2, 0.5)
+        return (
+            np.eye(3)
+            + first[:, None, None] * skew
+            + second[:, None, None] * (skew @ skew)
+        )
 
     def start_from(self, covariances):
         """Coordinates of a point near the given (unconstrained) covariances."""
