@@ -56,13 +56,18 @@ def plug_in_log_density(model, X):
     """log sum_k w_k N(x; m_k, E[Lambda_k]^-1) over each row's observed entries."""
     covariances = dense_covariances(model)
     out = np.empty((len(model.weights_), len(X)))
-    for n, row in enumerate(X):
-        seen = ~np.isnan(row)
+    # The rows of each pattern of observed entries at once.
+    patterns, which = np.unique(~np.isnan(X), axis=0, return_inverse=True)
+    for number, seen in enumerate(patterns):
+        rows = np.flatnonzero(which.ravel() == number)
+        values = X[np.ix_(rows, seen)]
         for k, (mean, covariance) in enumerate(
             zip(model.means_, covariances, strict=True)
         ):
-            out[k, n] = np.log(model.weights_[k]) + stats.multivariate_normal.logpdf(
-                row[seen], mean[seen], covariance[seen][:, seen]
+            out[k, rows] = np.log(model.weights_[k]) + np.atleast_1d(
+                stats.multivariate_normal.logpdf(
+                    values, mean[seen], covariance[np.ix_(seen, seen)]
+                )
             )
     return logsumexp(out, axis=0)
 
