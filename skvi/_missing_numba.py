@@ -196,7 +196,6 @@ def conditional_blocks(
                     products[a, q] = entry_products[first + a, q]
         j0 = coordinates[first]
         shared = n_precisions < n_components
-        lanes = 1 if shared else n_precisions
         if size <= 2 and (size == 1 or pairs):
             if not single_known[j0]:
                 _factor_single(precisions, j0, single)
@@ -241,7 +240,7 @@ def conditional_blocks(
                     determinants,
                     covariance,
                     cell,
-                    lanes,
+                    n_precisions,
                 )
                 for q in range(n_precisions):
                     for a in range(3):
@@ -278,7 +277,7 @@ def conditional_blocks(
                 determinants,
                 covariance,
                 cell,
-                lanes,
+                n_precisions,
             )
             if shared:
                 # One shared precision: lane 0 to every lane.
