@@ -294,10 +294,24 @@ def _second_sums(model, shifts, chunks):
 
 
 def _add_rows(jacobian, missing, weights, derivative):
-    """Add the weighted derivatives (K, n, s, D) into rows ``missing`` (n, s)."""
+    """Add the weighted derivatives (K, n, s, D) into rows ``missing`` (n, s).
+
+    Row j of each component's matrix gets the sum over the entries missing
+    coordinate j: the entries sorted by coordinate and summed run by run
+    (``np.add.reduceat``), where ``np.add.at``, one unbuffered addition per
+    entry, took a third of a 10%-missing fit's diagnosis (100,000 x 16,
+    K = 8).
+    """
+    coordinates = missing.ravel()
+    if coordinates.size == 0:
+        return
+    n_components, n_features = jacobian.shape[0], jacobian.shape[2]
     weighted = derivative * weights[:, :, np.newaxis, np.newaxis]
-    for entry in range(missing.shape[1]):
-        np.add.at(jacobian, (slice(None), missing[:, entry]), weighted[:, :, entry])
+    entries = weighted.reshape(n_components, -1, n_features)
+    order = np.argsort(coordinates, kind="stable")
+    ordered = coordinates[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    jacobian[:, ordered[starts]] += np.add.reduceat(entries[:, order], starts, axis=1)
 
 
 def _dask_passes(model, X, sample_weight):
