@@ -247,15 +247,18 @@ def _expectations(model, X, weights):
         weighted = density(chunk)  # (K, m) log joints ...
         normalize_in_place(weighted)  # ... responsibilities ...
         weighted *= weights[rows]  # ... times the rows' weights
-        expected = np.broadcast_to(chunk, (n_components, *chunk.shape)).copy()
+        # The rows less each mean (NaN where missing, filled below), in one
+        # pass over the (K, m, D) array.
+        expected = chunk - means[:, np.newaxis, :]
         moved = []
         for members, missing, conditional, covariances in conditional_moments(
             plan, chunk
         ):
-            expected[:, members[:, np.newaxis], missing] = conditional
+            expected[:, members[:, np.newaxis], missing] = (
+                conditional - means[:, missing]
+            )
             derivative = covariances @ precisions[:, missing]
             moved.append((members, missing, derivative))
-        expected -= means[:, np.newaxis, :]
         yield ~np.isnan(chunk), weighted, expected, moved
 
 
