@@ -36,6 +36,7 @@ from ._validation import (
     check_observed_columns,
     check_sample_weight,
     check_weight_range,
+    relative_weight_sums,
     rescaled_weights,
     rescaling_unit,
     weights_of_observed_rows,
@@ -452,8 +453,7 @@ def _block_summary(block, weights, start, _):
         total = float(np.sum(kept))
     relative = np.zeros(2)
     if len(kept):
-        scaled = kept / kept.max()
-        relative[:] = scaled.sum(), scaled @ scaled
+        relative[:] = relative_weight_sums(kept)
     return _RowSummary(
         present=np.array([len(kept)]),
         n_weighted=n_weighted,

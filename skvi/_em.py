@@ -14,6 +14,7 @@ from ._validation import (
     check_array_param,
     check_weights_init,
     counted_weights,
+    relative_weight_sums,
     rescaled_weights,
 )
 
@@ -613,8 +614,7 @@ def _effective_sample_size(X, sample_weight):
             # milliseconds, and the next fit's chunk threads met them (its
             # first passes took 27 ms where 15 ms is theirs, two threads).
             return float(np.count_nonzero(relative))
-        relative = relative / relative.max()
-        total, squares = relative.sum(), relative @ relative
+        total, squares = relative_weight_sums(relative)
     return float(total**2 / squares)
 
 

@@ -597,3 +597,14 @@ def check_observed_columns(observed, observed_anywhere):
             f"Column {column} of X has no observed value ({where}); drop that "
             "column or provide some of its values."
         )
+
+
+def relative_weight_sums(weights):
+    """The sum and the sum of squares of ``weights`` over their largest.
+
+    Kish's effective sample size is ``sum ** 2 / squares``, which the
+    scaling does not change; the squares of huge weights would overflow.
+    ``weights`` must hold a positive value.
+    """
+    scaled = weights / weights.max()
+    return scaled.sum(), scaled @ scaled
