@@ -1,6 +1,8 @@
 """Test session setup."""
 
 import os
+import subprocess
+import sys
 
 # scikit-learn's estimator checks run their array-API check (numpy namespace
 # only, since skvi does not claim array-API support) only when scipy is in
@@ -19,6 +21,51 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("derandomized", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("SKVI_HYPOTHESIS_PROFILE", "derandomized"))
+
+
+# A full and a tied fit whose chunks take the compiled missing-entry kernels
+# (skvi._missing_numba): run once, they leave numba's cache written.
+_NUMBA_WARMUP = """
+import warnings
+import numpy as np
+import skvi._missing
+from skvi import EMGaussianMixture
+if skvi._missing.compiled_kernels() is not None:
+    X = np.random.RandomState(0).normal(size=(12_000, 3))
+    X[::2, 1] = np.nan
+    warnings.simplefilter("ignore")
+    for covariance_type in ("full", "tied"):
+        EMGaussianMixture(2, covariance_type=covariance_type, max_iter=2).fit(X)
+"""
+
+
+def pytest_configure(config):
+    """Compile the missing-entry kernels once, beside a parallel run's tests.
+
+    On a fresh clone numba compiles them in every process that first needs
+    them (about 15 s of CPU each): each pytest-xdist worker did. The
+    controller starts one process that compiles them while the workers
+    collect and run the first tests; a worker that needs them later loads
+    numba's cache instead. Nothing waits for it: a worker that needs them
+    sooner compiles them itself, as without it.
+    """
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", 0):
+        return
+    # From the repository's root, whose skvi the workers import (tests is a
+    # package: pytest puts its parent first on their path).
+    config._skvi_numba_warmup = subprocess.Popen(
+        [sys.executable, "-c", _NUMBA_WARMUP],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def pytest_unconfigure(config):
+    warmup = getattr(config, "_skvi_numba_warmup", None)
+    if warmup is not None and warmup.poll() is None:
+        warmup.kill()
+        warmup.wait()
 
 
 def _require_grouping(session):
