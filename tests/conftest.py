@@ -11,6 +11,7 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 # Hypothesis draws its examples from a new random seed on every run unless
 # told otherwise, so a run (or a CI machine) could meet an example that no
@@ -40,16 +41,27 @@ if skvi._missing.compiled_kernels() is not None:
 
 
 def pytest_configure(config):
-    """Compile the missing-entry kernels once, beside a parallel run's tests.
+    """Share the cores between pytest-xdist's workers; warm numba's cache.
 
-    On a fresh clone numba compiles them in every process that first needs
+    Each worker's BLAS gets its share of the cores (as scikit-learn's own
+    test suite does): two workers on two cores, each with BLAS's default of
+    a thread per core, made four threads whose waits spun on the cores the
+    other worker needed. Tests of threading set their own limits.
+
+    Then the missing-entry kernels are compiled once, beside the run. On a
+    fresh clone numba compiles them in every process that first needs
     them (about 15 s of CPU each): each pytest-xdist worker did. The
     controller starts one process that compiles them while the workers
     collect and run the first tests; a worker that needs them later loads
     numba's cache instead. Nothing waits for it: a worker that needs them
     sooner compiles them itself, as without it.
     """
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", 0):
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        share = max((os.cpu_count() or 1) // int(workerinput["workercount"]), 1)
+        config._skvi_blas_limits = threadpool_limits(share, user_api="blas")
+        return
+    if not getattr(config.option, "numprocesses", 0):
         return
     # From the repository's root, whose skvi the workers import (tests is a
     # package: pytest puts its parent first on their path).
