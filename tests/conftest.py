@@ -1,8 +1,10 @@
 """Test session setup."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 # scikit-learn's estimator checks run their array-API check (numpy namespace
 # only, since skvi does not claim array-API support) only when scipy is in
@@ -12,6 +14,8 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
+
+from .helpers import NUMBA_WARMED  # noqa: E402
 
 # Hypothesis draws its examples from a new random seed on every run unless
 # told otherwise, so a run (or a CI machine) could meet an example that no
@@ -26,17 +30,21 @@ settings.load_profile(os.environ.get("SKVI_HYPOTHESIS_PROFILE", "derandomized"))
 
 # A full and a tied fit whose chunks take the compiled missing-entry kernels
 # (skvi._missing_numba): run once, they leave numba's cache written.
+# Then it writes the file that helpers.NUMBA_WARMED names.
 _NUMBA_WARMUP = """
-import warnings
+import sys, warnings
 import numpy as np
-import skvi._missing
-from skvi import EMGaussianMixture
-if skvi._missing.compiled_kernels() is not None:
-    X = np.random.RandomState(0).normal(size=(12_000, 3))
-    X[::2, 1] = np.nan
-    warnings.simplefilter("ignore")
-    for covariance_type in ("full", "tied"):
-        EMGaussianMixture(2, covariance_type=covariance_type, max_iter=2).fit(X)
+try:
+    import skvi._missing
+    from skvi import EMGaussianMixture
+    if skvi._missing.compiled_kernels() is not None:
+        X = np.random.RandomState(0).normal(size=(12_000, 3))
+        X[::2, 1] = np.nan
+        warnings.simplefilter("ignore")
+        for covariance_type in ("full", "tied"):
+            EMGaussianMixture(2, covariance_type=covariance_type, max_iter=2).fit(X)
+finally:
+    open(sys.argv[1], "w").close()
 """
 
 
@@ -53,7 +61,8 @@ def pytest_configure(config):
     them (about 15 s of CPU each): each pytest-xdist worker did. The
     controller starts one process that compiles them while the workers
     collect and run the first tests; a worker that needs them later loads
-    numba's cache instead. Nothing waits for it: a worker that needs them
+    numba's cache instead. The tests of the compiled path wait for it
+    (:func:`wait_for_numba_warmup`); any other test that needs the kernels
     sooner compiles them itself, as without it.
     """
     workerinput = getattr(config, "workerinput", None)
@@ -65,8 +74,10 @@ def pytest_configure(config):
         return
     # From the repository's root, whose skvi the workers import (tests is a
     # package: pytest puts its parent first on their path).
+    marker = os.path.join(tempfile.mkdtemp(prefix="skvi-tests-"), "numba-warmed")
+    os.environ[NUMBA_WARMED] = marker
     config._skvi_numba_warmup = subprocess.Popen(
-        [sys.executable, "-c", _NUMBA_WARMUP],
+        [sys.executable, "-c", _NUMBA_WARMUP, marker],
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -75,9 +86,12 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     warmup = getattr(config, "_skvi_numba_warmup", None)
-    if warmup is not None and warmup.poll() is None:
+    if warmup is None:
+        return
+    if warmup.poll() is None:
         warmup.kill()
         warmup.wait()
+    shutil.rmtree(os.path.dirname(os.environ.pop(NUMBA_WARMED)), ignore_errors=True)
 
 
 def _require_grouping(session):

@@ -2,6 +2,7 @@
 objective with scipy.stats, and the floating-point tolerance of ELBO checks."""
 
 import os
+import time
 
 import numpy as np
 from scipy import stats
@@ -196,3 +197,20 @@ def stacked_scatters(rng, sizes, n_features):
         factors @ np.swapaxes(factors, 1, 2) / n_features + 0.1 * np.eye(n_features)
     )
     return nk, scatter
+
+
+# The environment variable naming the file the run's numba warm-up writes
+# when done (tests/conftest.py).
+NUMBA_WARMED = "SKVI_TESTS_NUMBA_WARMED"
+
+
+def wait_for_numba_warmup(timeout=60.0):
+    """Wait until the run's numba warm-up (if any) has written its cache.
+
+    For tests that would otherwise compile the kernels a second time, at
+    the same time, in their own worker.
+    """
+    marker = os.environ.get(NUMBA_WARMED)
+    deadline = time.monotonic() + timeout
+    while marker and not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)

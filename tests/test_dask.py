@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skvi import EMGaussianMixture, VariationalGaussianMixture
 
-from .helpers import COVARIANCE_TYPES
+from .helpers import COVARIANCE_TYPES, wait_for_numba_warmup
 
 da = pytest.importorskip("dask.array", reason="the test extra installs dask")
 
@@ -267,6 +267,8 @@ def test_missing_entries_on_dask_equal_those_in_memory(estimator, covariance_typ
     params = dict(
         n_components=4, covariance_type=covariance_type, random_state=0, tol=1e-6
     )
+    # The in-memory fit takes the compiled kernels: loaded, not compiled here.
+    wait_for_numba_warmup()
     local = estimator(**params).fit(X)
     Xd = da.from_array(X, chunks=(1_000, 3))
     distributed = estimator(**params).fit(Xd)

@@ -44,6 +44,7 @@ from .helpers import (
     dense_covariances,
     make_blobs,
     rounding_amplification,
+    wait_for_numba_warmup,
 )
 from .vi_reference import monte_carlo_elbo_with_missing
 
@@ -62,6 +63,8 @@ def corrections_path(request):
     Module-scoped (hypothesis runs many examples in one test call), so it
     sets and restores the switch itself.
     """
+    if request.param == "compiled":
+        wait_for_numba_warmup()
     saved = skvi._missing.USE_NUMBA, skvi._missing.COMPILED_PAIRS
     skvi._missing.USE_NUMBA = request.param == "compiled"
     # The tests' small chunks too.
