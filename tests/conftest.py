@@ -53,8 +53,9 @@ def pytest_configure(config):
 
     Each worker's BLAS gets its share of the cores (as scikit-learn's own
     test suite does): two workers on two cores, each with BLAS's default of
-    a thread per core, made four threads whose waits spun on the cores the
-    other worker needed. Tests of threading set their own limits.
+    a thread per core, would run four BLAS threads on two cores, and
+    OpenBLAS's idle threads spin before they sleep. Tests of threading set
+    their own limits.
 
     Then the missing-entry kernels are compiled once, beside the run. On a
     fresh clone numba compiles them in every process that first needs
