@@ -179,15 +179,16 @@ def _full_precisions(model):
     return full_matrices(layout, model.precisions_, n_components, n_features)
 
 
-#: The largest pass (bytes of each component's expectations of its rows)
-#: whose chunks the first pass keeps for the second, not to recompute them.
+#: The largest first pass (bytes of its responsibilities and conditional
+#: moments) whose chunks the second pass reads again, not to recompute them.
 CACHE_BYTES = 64 * 2**20
 
 
 class _Passes:
     """The two passes over rows in memory: the second reads the first's chunks.
 
-    Where they fit in :data:`CACHE_BYTES`; else it computes them again.
+    Where their E-step results fit in :data:`CACHE_BYTES`; else it computes
+    them again.
     """
 
     def __init__(self, model, X, weights):
@@ -196,18 +197,29 @@ class _Passes:
 
     def __call__(self, shifts):
         if shifts is None:
-            # The expectations (K, n, D), and the derivatives (K, D) of each
-            # missing entry.
-            entries = self.X.shape[0] + int(np.isnan(self.X).sum())
-            keep = 8 * self.model.means_.size * entries <= CACHE_BYTES
-            chunks = _expectations(self.model, self.X, self.weights)
-            if keep:
+            chunks = _chunk_moments(self.model, self.X, self.weights)
+            if _moment_bytes(self.model, self.X) <= CACHE_BYTES:
                 chunks = self.chunks = list(chunks)
             return _first_sums(self.model, self.X, self.weights, chunks)
         chunks = self.chunks
         if chunks is None:
-            chunks = _expectations(self.model, self.X, self.weights)
-        return _second_sums(self.model, shifts, chunks)
+            chunks = _chunk_moments(self.model, self.X, self.weights)
+        return _second_sums(self.model, self.X, shifts, chunks)
+
+
+def _moment_bytes(model, X):
+    """The bytes of :func:`_chunk_moments`'s arrays for rows X.
+
+    The responsibilities (K per row), the conditional means (K per missing
+    entry) and covariances (K s^2 per row missing s entries), and the
+    indices. Each component's expectations (K D per row) and derivatives
+    (K D per missing entry), 20 times the data at D = 16 and K = 8, are
+    not kept: they are rebuilt from these.
+    """
+    n_components = model.means_.shape[0]
+    counts = np.count_nonzero(np.isnan(X), axis=1)
+    values = X.shape[0] + int(counts.sum()) + int(counts @ counts)
+    return 8 * n_components * values + 8 * 2 * int(counts.sum())
 
 
 def _block_sums(model, X, weights, shifts):
@@ -216,23 +228,22 @@ def _block_sums(model, X, weights, shifts):
     The first pass with ``shifts`` None, the second with each component's
     shift of its mean to the fixed point (:class:`_Sums`).
     """
-    chunks = _expectations(model, X, weights)
+    chunks = _chunk_moments(model, X, weights)
     if shifts is None:
         return _first_sums(model, X, weights, chunks)
-    return _second_sums(model, shifts, chunks)
+    return _second_sums(model, X, shifts, chunks)
 
 
-def _expectations(model, X, weights):
-    """Per chunk of rows X, each component's view of them.
+def _chunk_moments(model, X, weights):
+    """Per chunk of rows X, what the fitted model's E-step says of them.
 
-    Yields ``(observed, weighted, expected, moved)``: the chunk's mask of
-    observed entries (m, D), the responsibilities times the rows' weights
-    (K, m), each component's expectations of the rows less its mean
-    (K, m, D), and per group of rows with missing entries ``(members,
-    missing, derivative)``: the rows, their missing coordinates (n, s) and
-    the derivatives of their conditional means in the component's mean,
-    ``Cov[x_m | x_o] Lambda[m, :]`` (K, n, s, D). Nothing for rows without
-    a missing entry.
+    Yields ``(rows, weighted, groups)``: the chunk's slice of X, the
+    responsibilities times the rows' weights (K, m), and per group of rows
+    with the same number s of missing entries ``(members, missing, fills,
+    covariances)``: the rows, their missing coordinates (n, s), each
+    component's conditional means of them less its mean (K, n, s) and their
+    conditional covariances (K, n, s, s). Nothing for rows without a
+    missing entry.
     """
     X = np.asarray(X, dtype=np.float64)
     if X.shape[0] == 0 or not _has_missing(X):
@@ -241,36 +252,50 @@ def _expectations(model, X, weights):
     unit = model._fitted_unit(n_features)
     plan, density = model._component_log_density(unit, X.dtype)
     means = np.asarray(model.means_, dtype=float)
-    precisions = _full_precisions(model)
     for rows in plan.chunks(X.shape[0]):
         chunk = X[rows]
         weighted = density(chunk)  # (K, m) log joints ...
         normalize_in_place(weighted)  # ... responsibilities ...
         weighted *= weights[rows]  # ... times the rows' weights
-        # The rows less each mean (NaN where missing, filled below), in one
-        # pass over the (K, m, D) array.
-        expected = chunk - means[:, np.newaxis, :]
-        moved = []
-        for members, missing, conditional, covariances in conditional_moments(
-            plan, chunk
-        ):
-            expected[:, members[:, np.newaxis], missing] = (
-                conditional - means[:, missing]
+        groups = [
+            (members, missing, conditional - means[:, missing], covariances)
+            for members, missing, conditional, covariances in conditional_moments(
+                plan, chunk
             )
-            derivative = covariances @ precisions[:, missing]
-            moved.append((members, missing, derivative))
-        yield ~np.isnan(chunk), weighted, expected, moved
+        ]
+        yield rows, weighted, groups
+
+
+def _expectations(model, chunk, groups):
+    """Each component's expectations of the chunk's rows less its mean.
+
+    (K, m, D): the observed values, and the conditional means of the
+    missing ones, in one pass over the array (NaN where missing, then
+    filled).
+    """
+    expected = chunk - np.asarray(model.means_, dtype=float)[:, np.newaxis, :]
+    for members, missing, fills, _ in groups:
+        expected[:, members[:, np.newaxis], missing] = fills
+    return expected
 
 
 def _first_sums(model, X, weights, chunks):
-    """The first pass's sums (:class:`_Sums`) from :func:`_expectations`."""
+    """The first pass's sums (:class:`_Sums`) from :func:`_chunk_moments`.
+
+    A missing entry's conditional mean moves by ``Cov[x_m | x_o]
+    Lambda[m, :]`` (its derivative) times a move of the component's mean.
+    """
     sums = _Sums(*model.means_.shape)
-    for observed, weighted, expected, moved in chunks:
+    precisions = _full_precisions(model)
+    for rows, weighted, groups in chunks:
+        chunk = X[rows]
+        expected = _expectations(model, chunk, groups)
         sums.missing = True
         sums.mass += weighted.sum(axis=1)
-        sums.observed += weighted @ observed
+        sums.observed += weighted @ ~np.isnan(chunk)
         sums.first += np.einsum("km,kmd->kd", weighted, expected)
-        for members, missing, derivative in moved:
+        for members, missing, _, covariances in groups:
+            derivative = covariances @ precisions[:, missing]
             _add_rows(sums.jacobian, missing, weighted[:, members], derivative)
     if sums.missing:
         sums.total = float(weights.sum())
@@ -278,18 +303,21 @@ def _first_sums(model, X, weights, chunks):
     return sums
 
 
-def _second_sums(model, shifts, chunks):
+def _second_sums(model, X, shifts, chunks):
     """The second pass's sums about the fixed-point means ``means_ + shifts``.
 
     A component's conditional means move by their derivative times its
-    shift.
+    shift, ``Cov[x_m | x_o] (Lambda shift)[m]``: the products of the
+    precisions and the shifts are taken once, not per missing entry.
     """
     sums = _Sums(*model.means_.shape)
-    for _, weighted, expected, moved in chunks:
+    moved = np.einsum("kij,kj->ki", _full_precisions(model), shifts)
+    for rows, weighted, groups in chunks:
         sums.missing = True
-        about = expected - shifts[:, np.newaxis, :]
-        for members, missing, derivative in moved:
-            change = derivative @ shifts[:, np.newaxis, :, np.newaxis]
+        about = _expectations(model, X[rows], groups)
+        about -= shifts[:, np.newaxis, :]
+        for members, missing, _, covariances in groups:
+            change = covariances @ moved[:, missing][..., np.newaxis]
             about[:, members[:, np.newaxis], missing] += change[..., 0]
         sums.first += np.einsum("km,kmd->kd", weighted, about)
         sums.second += np.swapaxes(about * weighted[:, :, np.newaxis], 1, 2) @ about
