@@ -1442,7 +1442,7 @@ def _product(coefficients, features, out):
     return out
 
 
-def row_values(plan, chunk, dtype=None, marginal=False):
+def row_values(plan, chunk, dtype=None, marginal=False, conditionals=False):
     """Values of every component for the rows of ``chunk``, shape (K, m).
 
     Includes the unit's shared row term, so these are the full
@@ -1451,10 +1451,15 @@ def row_values(plan, chunk, dtype=None, marginal=False):
     its observed coordinates. With ``marginal``, also returns what a density
     of the observed coordinates needs besides: ``log det Lambda_mm`` of each
     row and component (0 for a complete row), shape (K, m), and the number
-    of observed coordinates of each row, shape (m,).
+    of observed coordinates of each row, shape (m,). With ``conditionals``
+    (not with ``marginal``), also returns the list of
+    :func:`conditional_moments` of the chunk, from the same factorisations
+    of the missing entries' blocks.
     """
     workspace = _Workspace(plan, chunk.shape[0])
     prepared = _prepare(plan, workspace, chunk)
+    if conditionals:
+        moments = list(_conditional_moments(plan, prepared))
     values = _values(plan, workspace, prepared)
     shared = _shared_row_term(plan, prepared.features[1 : plan.n_linear])
     if shared is not None:
@@ -1473,6 +1478,8 @@ def row_values(plan, chunk, dtype=None, marginal=False):
         return tuple(
             _unsorted(part, prepared.order) for part in (values, log_det, observed)
         )
+    if conditionals:
+        return _unsorted(values, prepared.order), moments
     return _unsorted(values, prepared.order)
 
 
@@ -1496,6 +1503,11 @@ def conditional_moments(plan, chunk):
     entries. Nothing for a chunk without missing entries.
     """
     prepared = _prepare(plan, _Workspace(plan, chunk.shape[0]), chunk)
+    return _conditional_moments(plan, prepared)
+
+
+def _conditional_moments(plan, prepared):
+    """:func:`conditional_moments` of a prepared chunk."""
     if prepared.incomplete is None:
         return
     columns, corrections = prepared.incomplete
