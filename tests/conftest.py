@@ -28,21 +28,15 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("SKVI_HYPOTHESIS_PROFILE", "derandomized"))
 
 
-# A full and a tied fit whose chunks take the compiled missing-entry kernels
-# (skvi._missing_numba): run once, they leave numba's cache written.
-# Then it writes the file that helpers.NUMBA_WARMED names.
+# helpers.compile_missing_kernels, run once, leaves numba's cache written;
+# then the file that helpers.NUMBA_WARMED names is written.
 _NUMBA_WARMUP = """
-import sys, warnings
-import numpy as np
+import sys
 try:
     import skvi._missing
-    from skvi import EMGaussianMixture
     if skvi._missing.compiled_kernels() is not None:
-        X = np.random.RandomState(0).normal(size=(12_000, 3))
-        X[::2, 1] = np.nan
-        warnings.simplefilter("ignore")
-        for covariance_type in ("full", "tied"):
-            EMGaussianMixture(2, covariance_type=covariance_type, max_iter=2).fit(X)
+        from tests.helpers import compile_missing_kernels
+        compile_missing_kernels()
 finally:
     open(sys.argv[1], "w").close()
 """

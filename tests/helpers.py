@@ -204,6 +204,24 @@ def stacked_scatters(rng, sizes, n_features):
 NUMBA_WARMED = "SKVI_TESTS_NUMBA_WARMED"
 
 
+def compile_missing_kernels():
+    """Fits whose chunks take the compiled missing-entry kernels, full and tied.
+
+    Where numba is importable, this compiles the kernels in this process
+    (or loads them from numba's cache) and leaves the cache written.
+    """
+    import warnings
+
+    from skvi import EMGaussianMixture
+
+    X = np.random.RandomState(0).normal(size=(12_000, 3))
+    X[::2, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for covariance_type in ("full", "tied"):
+            EMGaussianMixture(2, covariance_type=covariance_type, max_iter=2).fit(X)
+
+
 def wait_for_numba_warmup(timeout=60.0):
     """Wait until the run's numba warm-up (if any) has written its cache.
 

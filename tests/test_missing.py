@@ -41,6 +41,7 @@ from .helpers import (
     COVARIANCE_TYPES,
     EPS,
     HYPOTHESIS_EXAMPLES,
+    compile_missing_kernels,
     dense_covariances,
     make_blobs,
     rounding_amplification,
@@ -934,14 +935,10 @@ def test_numba_is_imported_only_for_missing_entries(corrections_path):
         "fit(X)\n"
         "print('numba' in sys.modules)\n"
     )
-    # The same fit here first: numba compiles the kernels in this process
-    # (or loads them) and caches them, so that the child loads them rather
-    # than compiling them again (14 s of CPU on a fresh clone).
-    X = np.random.RandomState(0).normal(size=(12_000, 3))
-    X[::2, 1] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        EMGaussianMixture(2, covariance_type="full", max_iter=2).fit(X)
+    # The kernels compiled (or loaded) here first and cached, so that the
+    # child loads them rather than compiling them again (14 s of CPU on a
+    # fresh clone).
+    compile_missing_kernels()
     root = str(Path(skvi.__file__).resolve().parents[1])
     for switch, expected in (("1", "True"), ("0", "False")):
         env = dict(os.environ, PYTHONPATH=root, SKVI_NUMBA=switch)
