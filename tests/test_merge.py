@@ -10,6 +10,9 @@
 * Merges are not tried with missing entries or when disabled.
 """
 
+import contextlib
+import copy
+import io
 import warnings
 
 import numpy as np
@@ -163,13 +166,17 @@ def redundant_blobs(n_samples):
 
 def test_default_fit_converges_where_coordinate_ascent_stalls():
     X, labels = redundant_blobs(20_000)
-    tight = VariationalGaussianMixture(
-        n_components=10,
-        tol=1e-8,
-        max_iter=5000,
-        merge_components=False,
-        random_state=0,
+    stalled = VariationalGaussianMixture(
+        n_components=10, merge_components=False, random_state=0
     ).fit(X)
+    # Coordinate ascent alone to tol=1e-8: the stalled fit continued (a warm
+    # start continues one ascent exactly, tests/test_warm_start_ascent.py),
+    # rather than its first 52 iterations run again.
+    tight = (
+        copy.deepcopy(stalled)
+        .set_params(tol=1e-8, max_iter=5000, warm_start=True)
+        .fit(X)
+    )
     assert tight.converged_
     default = VariationalGaussianMixture(n_components=10, random_state=0).fit(X)
     assert default.converged_
@@ -178,9 +185,6 @@ def test_default_fit_converges_where_coordinate_ascent_stalls():
     assert default.lower_bound_ >= tight.lower_bound_ - 5e-3
     # Without merges the same tol stops at a model far below that bound:
     # the merges are what makes the default fit converged.
-    stalled = VariationalGaussianMixture(
-        n_components=10, merge_components=False, random_state=0
-    ).fit(X)
     assert stalled.lower_bound_ < tight.lower_bound_ - 5e-3
 
 
@@ -205,11 +209,27 @@ def test_default_fit_merges_while_redundant_components_drain_slowly(random_state
     assert np.all(np.diff(default.half_step_lower_bounds_) >= -tolerance)
 
 
-def test_merges_are_not_tried_with_missing_entries_or_when_disabled():
+@pytest.fixture(scope="module")
+def verbose_redundant_fit():
+    """The default fit of 3,000 redundant blobs, verbose, and what it printed.
+
+    Shared by two tests: verbosity only prints.
+    """
     X, _ = redundant_blobs(3_000)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        model = VariationalGaussianMixture(
+            n_components=10, random_state=0, verbose=1
+        ).fit(X)
+    return X, model, printed.getvalue()
+
+
+def test_merges_are_not_tried_with_missing_entries_or_when_disabled(
+    verbose_redundant_fit,
+):
+    X, with_merges, _ = verbose_redundant_fit
     params = dict(n_components=10, random_state=0)
     # Merges change this fit, so the comparisons below are not vacuous.
-    with_merges = VariationalGaussianMixture(**params).fit(X)
     without = VariationalGaussianMixture(**params, merge_components=False).fit(X)
     assert with_merges.lower_bound_ > without.lower_bound_
     holes = X.copy()
@@ -220,7 +240,6 @@ def test_merges_are_not_tried_with_missing_entries_or_when_disabled():
     assert_allclose(on_holes.means_, off_holes.means_)
 
 
-def test_verbose_fit_reports_the_merges(capsys):
-    X, _ = redundant_blobs(3_000)
-    VariationalGaussianMixture(n_components=10, random_state=0, verbose=1).fit(X)
-    assert "Merged components" in capsys.readouterr().out
+def test_verbose_fit_reports_the_merges(verbose_redundant_fit):
+    _, _, printed = verbose_redundant_fit
+    assert "Merged components" in printed
