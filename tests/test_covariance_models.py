@@ -212,7 +212,7 @@ class Parameterisation:
         """The rotation of each row of ``vectors``: an angle (d = 2) or a
         rotation vector (d = 3, Rodrigues' formula, as scipy's
         ``Rotation.from_rotvec``, without its per-call cost: the numerical
-        gradients below call this tens of thousands of times)."""
+        gradients below call this thousands of times)."""
         if self.d == 2:
             c, s = np.cos(vectors[:, 0]), np.sin(vectors[:, 0])
             return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
