@@ -27,18 +27,29 @@ from .helpers import COVARIANCE_TYPES, make_blobs
 
 
 def brute_force_merges(Z, weights):
-    """Agglomerate by recomputing every pair's cost from its rows each step.
+    """Agglomerate by pricing every pair from its rows at each step.
 
     A cluster of weight n and scatter W costs n log(det(W/n) + (tr W +
     alpha)/n) (Fraley 1998's regularised unconstrained model, beta = 1),
-    alpha being the trace of the data's scatter over n D.
+    alpha being the trace of the data's scatter over n D. Each cost is
+    computed from the cluster's rows (no update of a merged cluster's
+    statistics); a cluster's cost is kept by its rows, in their order,
+    since the pairs that a merge does not touch ask for the same costs
+    at every step.
     """
     weights = weights / weights.mean()
     m, p = Z.shape
     center = weights @ Z / weights.sum()
     alpha = np.sum(weights @ (Z - center) ** 2) / (weights.sum() * p)
+    known = {}
 
     def cost(rows):
+        key = tuple(rows)
+        if key not in known:
+            known[key] = priced(rows)
+        return known[key]
+
+    def priced(rows):
         w = weights[rows]
         n = w.sum()
         deviations = Z[rows] - w @ Z[rows] / n

@@ -152,13 +152,15 @@ def test_sklearn_types_are_their_mclust_models(model, iris):
 
 # ----------------------------------------------------------- the M-step
 def m_step_objective(covariances, nk, S, reg_covar):
-    """``sum_k N_k (log det Sigma_k + tr(Sigma_k^-1 (S_k + reg I)))``: minimised."""
+    """``sum_k N_k (log det Sigma_k + tr(Sigma_k^-1 (S_k + reg I)))``: minimised.
+
+    ``covariances`` may carry leading batch axes: one value for each."""
     d = S.shape[1]
     _, log_det = np.linalg.slogdet(covariances)
-    traces = np.trace(
-        np.linalg.solve(covariances, S + reg_covar * np.eye(d)), axis1=1, axis2=2
-    )
-    return float(nk @ (log_det + traces))
+    target = np.broadcast_to(S + reg_covar * np.eye(d), covariances.shape)
+    traces = np.trace(np.linalg.solve(covariances, target), axis1=-2, axis2=-1)
+    values = (log_det + traces) @ nk
+    return float(values) if np.ndim(values) == 0 else values
 
 
 class Parameterisation:
@@ -177,31 +179,40 @@ class Parameterisation:
         return sum(c * p for c, p in zip(self.counts, self.per, strict=True))
 
     def covariances(self, theta):
+        """The (K, d, d) covariances of ``theta``, or (B, K, d, d) of a
+        (B, size) stack of them (the gradients below evaluate theirs in one
+        call)."""
         K, d = self.K, self.d
+        theta = np.asarray(theta)
+        stack = np.atleast_2d(theta)
+        B = len(stack)
         blocks, start = [], 0
         for count, per in zip(self.counts, self.per, strict=True):
-            blocks.append(theta[start : start + count * per].reshape(count, per))
+            blocks.append(stack[:, start : start + count * per].reshape(B, count, per))
             start += count * per
-        volumes = np.broadcast_to(np.exp(blocks[0][:, 0]), (K,))
+        volumes = np.broadcast_to(np.exp(blocks[0][:, :, 0]), (B, K))
         if self.counts[1]:
             raw = blocks[1]
-            logs = np.concatenate([raw, -raw.sum(axis=1, keepdims=True)], axis=1)
-            shapes = np.broadcast_to(np.exp(logs), (K, d))
+            logs = np.concatenate([raw, -raw.sum(axis=2, keepdims=True)], axis=2)
+            shapes = np.broadcast_to(np.exp(logs), (B, K, d))
         else:
-            shapes = np.ones((K, d))
+            shapes = np.ones((B, K, d))
         if self.counts[2]:
-            rotations = np.broadcast_to(self.rotations(blocks[2]), (K, d, d))
+            count = self.counts[2]
+            turns = self.rotations(blocks[2].reshape(B * count, -1))
+            rotations = np.broadcast_to(turns.reshape(B, count, d, d), (B, K, d, d))
         else:
-            rotations = np.broadcast_to(np.eye(d), (K, d, d))
-        return np.einsum(
-            "kij,kj,klj->kil", rotations, volumes[:, None] * shapes, rotations
+            rotations = np.broadcast_to(np.eye(d), (B, K, d, d))
+        covariances = np.einsum(
+            "bkij,bkj,bklj->bkil", rotations, volumes[:, :, None] * shapes, rotations
         )
+        return covariances if theta.ndim == 2 else covariances[0]
 
     def rotations(self, vectors):
         """The rotation of each row of ``vectors``: an angle (d = 2) or a
         rotation vector (d = 3, Rodrigues' formula, as scipy's
         ``Rotation.from_rotvec``, without its per-call cost: the numerical
-        gradients below call this tens of thousands of times)."""
+        gradients below call this thousands of times)."""
         if self.d == 2:
             c, s = np.cos(vectors[:, 0]), np.sin(vectors[:, 0])
             return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
@@ -248,20 +259,38 @@ def brute_force(model, nk, S, reg_covar, rng, n_starts=3):
     K, d = S.shape[:2]
     param = Parameterisation(model, K, d)
 
-    def objective(theta):
+    def objective(thetas):
         # A random start can wander to overflowing volumes: a wall there.
         with np.errstate(all="ignore"):
             try:
-                value = m_step_objective(param.covariances(theta), nk, S, reg_covar)
+                values = m_step_objective(param.covariances(thetas), nk, S, reg_covar)
             except np.linalg.LinAlgError:
-                return 1e300
-        return value if np.isfinite(value) else 1e300
+                if len(thetas) == 1:
+                    return np.array([1e300])
+                return np.concatenate([objective(theta[None]) for theta in thetas])
+        return np.where(np.isfinite(values), values, 1e300)
+
+    def value_and_gradient(theta):
+        # scipy's default 2-point forward differences (same steps), with
+        # the point and its n shifted copies evaluated in one batch.
+        sign = np.where(theta >= 0, 1.0, -1.0)
+        step = np.sqrt(np.finfo(float).eps) * sign * np.maximum(1.0, np.abs(theta))
+        shifted = theta + np.diag(step)
+        values = objective(np.vstack([theta, shifted]))
+        gradient = (values[1:] - values[0]) / (np.diagonal(shifted) - theta)
+        return values[0], gradient
 
     starts = [param.start_from(S + reg_covar * np.eye(d))]
     starts += [rng.normal(scale=0.5, size=param.size) for _ in range(n_starts - 1)]
     best = np.inf
     for start in starts:
-        result = minimize(objective, start, method="BFGS", options={"gtol": 1e-9})
+        result = minimize(
+            value_and_gradient,
+            start,
+            jac=True,
+            method="BFGS",
+            options={"gtol": 1e-9},
+        )
         best = min(best, result.fun)
     return best
 
@@ -510,13 +539,19 @@ def test_common_shape_of_columns_in_very_different_units_is_silent(model):
 
 def _alternated_common_shape(diagonals, nk, passes=20_000):
     """Celeux & Govaert's alternation of the shape and the volumes, from
-    the pooled diagonals: slow (linear) but sure, a reference."""
+    the pooled diagonals: slow (linear) but sure, a reference. It runs
+    until a pass moves the shape by no more than rounding: 20 passes on
+    iris in each of the units below, within 5e-16 of the shape after
+    20,000 passes (which only trade the last bits)."""
     shape = diagonals.sum(axis=0)
     shape /= np.exp(np.log(shape).mean())
     for _ in range(passes):
+        previous = shape
         volumes = (diagonals / shape).sum(axis=1) / (len(shape) * nk)
         shape = (diagonals / volumes[:, None]).sum(axis=0)
         shape /= np.exp(np.log(shape).mean())
+        if np.max(np.abs(shape / previous - 1.0)) <= 8 * np.finfo(float).eps:
+            break
     return shape
 
 

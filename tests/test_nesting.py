@@ -141,11 +141,22 @@ def test_a_general_model_is_never_below_a_model_it_contains(monkeypatch, name):
     assert chosen["bic"] == min(row["bic"] for row in on if np.isfinite(row["bic"]))
 
 
-def test_faithful_full_with_five_components_reaches_diags_fit():
+@pytest.fixture(scope="module")
+def faithful_shared_without_restarts():
+    """Old Faithful's table of scikit-learn's four types, restarts off: the
+    same table for the two tests below, fitted once (they share an xdist
+    group, so that one worker runs both)."""
+    return fit_table(load_old_faithful().data, covariance_types=SHARED, restarts=None)
+
+
+@pytest.mark.xdist_group("nesting-faithful-shared")
+def test_faithful_full_with_five_components_reaches_diags_fit(
+    faithful_shared_without_restarts,
+):
     # Old Faithful, scikit-learn's four types: from the hc tree 'full' with
     # 5 components ends 5.2 log-likelihood units below 'diag'.
     X = load_old_faithful().data
-    off, _ = fit_table(X, covariance_types=SHARED, restarts=None)
+    off, _ = faithful_shared_without_restarts
     on, _ = fit_table(X, covariance_types=SHARED)
     before, after = cells(off)["full", 5], cells(on)["full", 5]
     diag = cells(on)["diag", 5]
@@ -236,9 +247,12 @@ MCLUST_FAITHFUL_BIC = {
 }
 
 
-def test_best_restarts_every_cell_below_the_best_fit_of_its_count():
+@pytest.mark.xdist_group("nesting-faithful-shared")
+def test_best_restarts_every_cell_below_the_best_fit_of_its_count(
+    faithful_shared_without_restarts,
+):
     X = load_old_faithful().data
-    off, _ = fit_table(X, covariance_types=SHARED, restarts=None)
+    off, _ = faithful_shared_without_restarts
     best, model = fit_table(X, covariance_types=SHARED, restarts="best")
     before, after = cells(off), cells(best)
     assert assert_nested_consistent(best, len(X), 1e-3) > 0
