@@ -149,16 +149,24 @@ def test_predictions_stay_lazy_and_equal_the_in_memory_ones(estimator):
 
 
 def test_data_larger_than_a_worker_stays_on_the_workers():
-    # 26 MiB per block, 520 MiB in all: more than either worker's 400 MiB,
-    # generated on the workers at every pass and never persisted: three
-    # passes (validation and two E-steps). Blocks of 52 MiB, with the
+    # 26 MB per block, 442 MB (422 MiB) in all: more than either worker's
+    # 400 MiB, generated on the workers at every pass and never persisted:
+    # three passes (validation and two E-steps). Blocks of 52 MiB, with the
     # temporaries of their generation, took a worker to its memory limit,
-    # where it pauses (or dies). NumPy's Generator draws normals in half
-    # the legacy RandomState's time.
-    rng = da.random.default_rng(5)
-    side = rng.random(size=(5_000_000, 1), chunks=(250_000, 1))
-    X = rng.standard_normal(size=(5_000_000, 13), chunks=(250_000, 13))
-    X = X + da.where(side > 0.5, 4.0, -4.0)
+    # where it pauses (or dies). Each block is drawn by one task, in place,
+    # with uniform noise of variance 1: a third of the workers' time of
+    # normals drawn by da.random and shifted by another task, whose blocks
+    # of one pass met on one worker (transfers, then spills to disk).
+    def block(block_info=None):
+        rows, columns = block_info[None]["chunk-shape"]
+        rng = np.random.default_rng([5, block_info[None]["chunk-location"][0]])
+        X = rng.random((rows, columns))
+        X -= 0.5
+        X *= np.sqrt(12.0)
+        X += np.where(rng.random((rows, 1)) > 0.5, 4.0, -4.0)
+        return X
+
+    X = da.map_blocks(block, chunks=((250_000,) * 17, (13,)), dtype=np.float64)
     assert X.nbytes > 400 * 2**20
     tracemalloc.start()
     try:
