@@ -17,6 +17,7 @@ from skvi import EMGaussianMixture, VariationalGaussianMixture
 from .helpers import COVARIANCE_TYPES, wait_for_numba_warmup
 
 da = pytest.importorskip("dask.array", reason="the test extra installs dask")
+import dask  # noqa: E402
 
 # With pytest-xdist (the README's test command), these tests run in one
 # worker, so one LocalCluster serves them all.
@@ -139,9 +140,10 @@ def test_predictions_stay_lazy_and_equal_the_in_memory_ones(estimator):
     for lazy in (labels, proba, log_density):
         assert isinstance(lazy, da.Array)
     assert proba.shape == (6_000, 4)
-    assert_array_equal(labels.compute(), model.predict(X))
-    assert_allclose(proba.compute(), model.predict_proba(X), rtol=1e-12, atol=1e-15)
-    assert_allclose(log_density.compute(), model.score_samples(X), rtol=1e-12)
+    labels, proba, log_density = dask.compute(labels, proba, log_density)
+    assert_array_equal(labels, model.predict(X))
+    assert_allclose(proba, model.predict_proba(X), rtol=1e-12, atol=1e-15)
+    assert_allclose(log_density, model.score_samples(X), rtol=1e-12)
     weights = np.arange(6_000.0) % 3
     assert model.score(Xd, sample_weight=weights) == pytest.approx(
         model.score(X, sample_weight=weights), rel=1e-12
@@ -149,16 +151,24 @@ def test_predictions_stay_lazy_and_equal_the_in_memory_ones(estimator):
 
 
 def test_data_larger_than_a_worker_stays_on_the_workers():
-    # 26 MiB per block, 520 MiB in all: more than either worker's 400 MiB,
-    # generated on the workers at every pass and never persisted: three
-    # passes (validation and two E-steps). Blocks of 52 MiB, with the
+    # 26 MB per block, 442 MB (422 MiB) in all: more than either worker's
+    # 400 MiB, generated on the workers at every pass and never persisted:
+    # three passes (validation and two E-steps). Blocks of 52 MiB, with the
     # temporaries of their generation, took a worker to its memory limit,
-    # where it pauses (or dies). NumPy's Generator draws normals in half
-    # the legacy RandomState's time.
-    rng = da.random.default_rng(5)
-    side = rng.random(size=(5_000_000, 1), chunks=(250_000, 1))
-    X = rng.standard_normal(size=(5_000_000, 13), chunks=(250_000, 13))
-    X = X + da.where(side > 0.5, 4.0, -4.0)
+    # where it pauses (or dies). Each block is drawn by one task, in place,
+    # with uniform noise of variance 1: a third of the workers' time of
+    # normals drawn by da.random and shifted by another task, whose blocks
+    # of one pass met on one worker (transfers, then spills to disk).
+    def block(block_info=None):
+        rows, columns = block_info[None]["chunk-shape"]
+        rng = np.random.default_rng([5, block_info[None]["chunk-location"][0]])
+        X = rng.random((rows, columns))
+        X -= 0.5
+        X *= np.sqrt(12.0)
+        X += np.where(rng.random((rows, 1)) > 0.5, 4.0, -4.0)
+        return X
+
+    X = da.map_blocks(block, chunks=((250_000,) * 17, (13,)), dtype=np.float64)
     assert X.nbytes > 400 * 2**20
     tracemalloc.start()
     try:
@@ -294,7 +304,7 @@ def test_lazy_predictions_belong_to_the_model_they_were_asked_of(estimator):
     # A refit with another shape, then a change to a fitted array in place.
     model.set_params(n_components=3).fit(X)
     model.means_ += 100.0
-    labels, proba, log_density = (result.compute() for result in lazy)
+    labels, proba, log_density = dask.compute(*lazy)
     assert_array_equal(labels, expected[0])
     assert_allclose(proba, expected[1], rtol=1e-12, atol=1e-15)
     assert_allclose(log_density, expected[2], rtol=1e-12)
@@ -475,10 +485,13 @@ def test_blocks_left_empty_by_a_filter_predict_and_score(estimator):
     model = estimator(**params).fit(kept)
     in_memory = estimator(**params).fit(rows)
     assert_allclose(model.means_, in_memory.means_, rtol=1e-10)
-    assert_array_equal(model.predict(kept).compute(), model.predict(rows))
-    for method in ("predict_proba", "score_samples"):
-        lazy = getattr(model, method)(kept).compute()
-        assert_allclose(lazy, getattr(model, method)(rows), rtol=1e-12)
+    # One round trip for the three lazy results.
+    labels, proba, log_density = dask.compute(
+        model.predict(kept), model.predict_proba(kept), model.score_samples(kept)
+    )
+    assert_array_equal(labels, model.predict(rows))
+    assert_allclose(proba, model.predict_proba(rows), rtol=1e-12)
+    assert_allclose(log_density, model.score_samples(rows), rtol=1e-12)
     assert model.score(kept) == pytest.approx(model.score(rows), rel=1e-12)
     if estimator is EMGaussianMixture:
         assert model.bic(kept) == pytest.approx(model.bic(rows), rel=1e-12)
