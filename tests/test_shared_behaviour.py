@@ -234,21 +234,22 @@ def test_works_in_pipeline_clone_and_pickle(estimator):
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_fit_never_holds_an_n_samples_by_n_components_array(estimator, covariance_type):
-    # 40 000 x 25 responsibilities in float64 would take 8 MB; with 1 MiB of
-    # working memory the whole fit must stay well below that. (The seeds
+    # 100 000 x 25 responsibilities in float64 would take 20 MB; with 1 MiB
+    # of working memory the whole fit must stay well below that. (The seeds
     # initialisation keeps KMeans, which is scikit-learn's, out of the way.)
-    # What the traced fit allocates must not depend on the tests before it
-    # in the process. A process's first fit of a kind imports modules and
-    # fills caches (about 0.5 MB here): a small fit pays that first. Each
-    # thread keeps its last work buffers for the next pass (one chunk's,
-    # about 1.3 MB here); an earlier test's may be large enough or not, so
-    # they are dropped and the traced fit allocates its own. (Without
-    # either, a pytest-xdist worker's peak reached 1.004 times the bound;
-    # with both, 0.91 for VI and 0.73 for EM, whatever ran before.)
+    # What the fit holds besides grows with n x D (the data kept as columns,
+    # a weight per row: 24 bytes a row here, 36% of the bound) or not at all
+    # (one chunk's work buffers, about 1.3 MB). At 40 000 rows that constant
+    # was most of the bound, and a pytest-xdist worker's first VI fit, which
+    # also imports modules and fills caches, reached 1.004 times it. So the
+    # traced fit's allocations do not depend on the tests before it: a small
+    # fit pays the first use, and each thread's kept work buffers (an earlier
+    # test's may be large enough or not) are dropped first. Peaks: 0.58
+    # times the bound for VI, 0.59 for EM.
     import tracemalloc
 
     rng = np.random.RandomState(0)
-    X = rng.normal(size=(40_000, 2))
+    X = rng.normal(size=(100_000, 2))
     n_components = 25
     model = estimator(
         n_components=n_components,
